@@ -1,0 +1,13 @@
+/* tg/tg.h - libtg, a small async runtime with tokio's primitives for C.
+ * Include this for everything, or the one header of the concept you use. */
+#ifndef TG_TG_H
+#define TG_TG_H
+
+#include "tg/error.h"
+#include "tg/runtime.h"
+#include "tg/task.h"
+#include "tg/time.h"
+#include "tg/select.h"
+#include "tg/mpsc.h"
+
+#endif

@@ -1,0 +1,321 @@
+/* internal.h - what libtg's files share: locks, wait lists, the wait
+ * protocol, workers, tasks and timers. Nothing here is public API. */
+#ifndef TG_INTERNAL_H
+#define TG_INTERNAL_H
+
+#include "tg/error.h"
+#include "tg/runtime.h"
+#include "tg/select.h"
+#include "tg/task.h"
+#include "tg/time.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "context.h"
+
+/* ------------------------------------------------------------ spin lock */
+
+/* Primitives hold their lock for a few dozen instructions, never across a
+ * wait, so a test-and-test-and-set lock beats a mutex; a waiter that spins
+ * too long yields its CPU in case the holder was preempted. */
+typedef struct tg__lock {
+  atomic_int held;
+} tg__lock;
+
+void tg__lock_slow(tg__lock *l);
+
+static inline void tg__lock_acquire(tg__lock *l) {
+  if (!atomic_exchange_explicit(&l->held, 1, memory_order_acquire)) return;
+  tg__lock_slow(l);
+}
+
+static inline void tg__lock_release(tg__lock *l) {
+  atomic_store_explicit(&l->held, 0, memory_order_release);
+}
+
+/* ------------------------------------------------------------ timers */
+
+/* A timer lives in its worker's heap ordered by (deadline, seq); seq makes
+ * timers with equal deadlines fire in the order they were set. */
+typedef struct tg__timer {
+  int64_t deadline;
+  uint64_t seq;
+  size_t heap_index; /* position in the heap; SIZE_MAX when not armed */
+  void (*fire)(struct tg__timer *t);
+} tg__timer;
+
+typedef struct tg__timer_heap {
+  tg__timer **items;
+  size_t len, cap;
+  uint64_t next_seq;
+} tg__timer_heap;
+
+int tg__timer_heap_push(tg__timer_heap *h, tg__timer *t);
+void tg__timer_heap_remove(tg__timer_heap *h, tg__timer *t);
+tg__timer *tg__timer_heap_top(const tg__timer_heap *h);
+void tg__timer_heap_free(tg__timer_heap *h);
+
+/* ------------------------------------------------------------ waits */
+
+/* A wait is one call that suspends: a plain wait or a tg_select. It lives
+ * on the waiting caller's stack. Each case it waits on links one waiter
+ * into the primitive's wait list. Whoever completes a case first (a
+ * primitive, the deadline timer, an abort) *claims* the wait by moving
+ * `winner` from TG__PENDING to the case's index, atomically; only the
+ * claimer may complete the operation and wake the waiter, so exactly one
+ * case wins and the others consume nothing. */
+enum { TG__PENDING = -1, TG__WON_BY_TIMEOUT = -2, TG__WON_BY_ABORT = -3 };
+
+typedef struct tg__wait {
+  atomic_int winner;
+  struct tg_task *task;    /* the waiting task, or NULL for a plain thread */
+  atomic_uint thread_woken; /* futex word of a waiting plain thread */
+  tg__timer deadline;      /* armed when the wait has a deadline */
+} tg__wait;
+
+typedef struct tg__waiter {
+  struct tg__waiter *prev, *next; /* in the primitive's wait list */
+  tg__wait *wait;
+  int index;     /* this case's index in the select */
+  bool linked;   /* on a wait list; read and written under the list's lock */
+  int result;    /* set by the claimer for operations it completes */
+  void *buf;     /* the case's buffer */
+  uint64_t n;    /* the case's count */
+} tg__waiter;
+
+/* FIFO of waiters, protected by its primitive's lock. */
+typedef struct tg__waitlist {
+  tg__waiter *head, *tail;
+  uint64_t len;
+} tg__waitlist;
+
+void tg__waitlist_push(tg__waitlist *l, tg__waiter *w);
+void tg__waitlist_remove(tg__waitlist *l, tg__waiter *w);
+
+/* Claims w's wait for w's case; false if another case, the deadline or an
+ * abort got there first. */
+static inline bool tg__waiter_claim(tg__waiter *w) {
+  int pending = TG__PENDING;
+  return atomic_compare_exchange_strong_explicit(
+      &w->wait->winner, &pending, w->index, memory_order_acq_rel, memory_order_acquire);
+}
+
+/* Wakes the owner of a claimed wait. */
+void tg__wait_wake(tg__wait *wait);
+
+/* Unlinks waiters from the head of l until one can be claimed; sets its
+ * result, wakes it and returns it (still valid until the caller releases
+ * the lock). NULL when no waiter could be claimed. Lock held. */
+tg__waiter *tg__waitlist_wake_one(tg__waitlist *l, int result);
+
+/* Claims, unlinks and wakes every waiter of l with `result`; returns how
+ * many were woken. Lock held. */
+uint64_t tg__waitlist_wake_all(tg__waitlist *l, int result);
+
+/* An operation that tg_select can wait on. Every function gets the case;
+ * arm and disarm take the primitive's lock themselves.
+ *   try:    complete now if possible and return the result (0 or an
+ *           error that ends the operation), else TG_EAGAIN having changed
+ *           nothing.
+ *   arm:    under the lock, complete now if that became possible (claiming
+ *           w first; return true), or link w and return false. Return
+ *           true also when the claim fails: the wait is already decided.
+ *   disarm: unlink w if it is still linked.
+ *   finish: the result of the case after w won (w->result for operations
+ *           the claimer completed, or a fresh try). */
+typedef struct tg__op {
+  int (*try_)(tg_case *c);
+  bool (*arm)(tg_case *c, tg__waiter *w);
+  void (*disarm)(tg_case *c, tg__waiter *w);
+  int (*finish)(tg_case *c, tg__waiter *w);
+} tg__op;
+
+/* The one wait loop behind every suspending call: tries each case in
+ * order, then arms them all and suspends until one wins, the deadline
+ * passes or the task is aborted. Returns the winning index (the case's
+ * result in cases[i].result), TG_ETIMEDOUT or TG_ECANCELED. */
+int tg__wait_cases(tg_case *cases, int n, int64_t deadline);
+
+/* Shorthand for a single operation: the operation's result, or
+ * TG_ETIMEDOUT / TG_ECANCELED. */
+int tg__wait_one(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline);
+
+/* finish() of operations whose claimer stored the result. */
+int tg__finish_stored(tg_case *c, tg__waiter *w);
+/* finish() of operations that the woken waiter completes itself: the
+ * claimer leaves TG_EAGAIN in w->result and the case is tried again. */
+int tg__finish_retry(tg_case *c, tg__waiter *w);
+
+/* ------------------------------------------------------------ tasks */
+
+typedef struct tg__defer {
+  struct tg__defer *next;
+  void (*fn)(void *);
+  void *arg;
+} tg__defer;
+
+typedef struct tg__held_permits {
+  struct tg_semaphore *sem;
+  uint64_t n;
+} tg__held_permits;
+
+struct tg_joinset;
+struct tg__worker;
+
+/* Invariants: a task is on at most one run queue, and only while
+ * park_state is not PARKED; it waits in at most one tg__wait (cur_wait),
+ * read and written under `lock`; it runs only on `worker`. Its stack
+ * exists from its first run to its end; the struct lives until it has
+ * ended and its handle (or JoinSet) let go of it. */
+typedef struct tg_task {
+  void *ctx;                 /* saved fcontext while not running */
+  struct tg__worker *worker;
+  struct tg_task *next_run;  /* run queue link */
+  atomic_int park_state;     /* TG__RUNNING, TG__PARKED, TG__NOTIFIED */
+  tg_task_fn fn;
+  void *arg;
+  uint64_t id;
+  struct tg__stack *stack;   /* NULL before the first run and after the end */
+  size_t stack_size;
+  tg_stack_guard guard;
+  atomic_bool cancelled;
+  bool ended;                /* under lock */
+  int status;                /* 0, TG_EPANICKED, TG_ECANCELED once ended */
+  void *value;
+  char *panic_message;       /* malloc'd, NULL unless panicked */
+  tg__lock lock;             /* guards cur_wait, ended, refs, joiners */
+  tg__wait *cur_wait;
+  tg__waitlist joiners;      /* a task waiting in tg_task_join */
+  int refs;                  /* 1 while running + 1 for the handle/set */
+  struct tg_joinset *set;    /* owning JoinSet, or NULL */
+  struct tg_task *set_prev, *set_next; /* in the set's running or done list */
+  struct tg_task *live_prev, *live_next; /* in the worker's live list */
+  tg__defer *defers;
+  tg__held_permits *held;    /* permits this task holds, per semaphore */
+  size_t held_len, held_cap;
+  char *name;
+#if defined(TG_TSAN)
+  void *tsan_fiber;
+#endif
+} tg_task;
+
+enum { TG__RUNNING = 0, TG__PARKED = 1, TG__NOTIFIED = 2 };
+
+/* Why a task switched back to its worker's loop. */
+enum { TG__SWITCH_YIELD, TG__SWITCH_PARK, TG__SWITCH_END };
+
+/* A new task, not yet running, with two references (running + owner). */
+int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *opts);
+/* Gives the task its id and makes it runnable. */
+void tg__task_launch(tg_task *t);
+/* The end of a task's function (or a panic): runs its deferred cleanups,
+ * returns its permits and switches away for good. */
+_Noreturn void tg__task_exit(tg_task *t, void *value);
+/* After the last switch, off the task's stack: marks it ended and tells
+ * its joiner or JoinSet. */
+void tg__task_finish(tg_task *t);
+/* Back to the worker's loop; returns when the task is resumed. */
+void tg__switch_to_scheduler(tg_task *t, bool ending);
+/* Makes t runnable on its worker; any thread. */
+void tg__schedule(tg_task *t);
+
+/* Makes a parked (or parking) task runnable again. Safe from any thread. */
+void tg__task_unpark(tg_task *t);
+
+/* Suspends the current task until tg__task_unpark. */
+void tg__task_park(void);
+
+/* Drops one reference; frees the struct at zero. */
+void tg__task_release(tg_task *t);
+
+/* Called by a task's end: hands it to its JoinSet (tg/joinset.c). */
+void tg__joinset_task_ended(struct tg_joinset *set, tg_task *t);
+
+/* Fills an outcome from an ended task. */
+void tg__task_outcome(const tg_task *t, tg_outcome *out);
+
+/* Semaphore permits the current task holds (tg/semaphore.c uses these;
+ * the task's end returns what is left). */
+int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n);
+int tg__task_drop_permits(struct tg_semaphore *sem, uint64_t n);
+void tg__semaphore_return_permits(struct tg_semaphore *sem, uint64_t n);
+
+/* ------------------------------------------------------------ workers */
+
+typedef struct tg__worker {
+  int index;
+  uv_thread_t thread;
+  uv_loop_t loop;
+  uv_async_t wakeup;        /* other threads' pushes and stop requests */
+  uv_timer_t sleep_timer;   /* bounds the loop's sleep by the next deadline */
+  void *sched_ctx;          /* the scheduler's fcontext while a task runs */
+  tg_task *current;
+  tg_task *run_head, *run_tail; /* local run queue: this thread only */
+  tg__lock inject_lock;
+  tg_task *inject_head, *inject_tail; /* pushes from other threads */
+  atomic_bool injected;     /* inject queue non-empty: a lock-free peek */
+  int switch_reason;        /* why the current task returned to the loop */
+  const void *loop_stack_bottom; /* the thread's own stack, for ASan */
+  size_t loop_stack_size;
+  atomic_bool sleeping;     /* in uv_run waiting: pushers must send wakeup */
+  tg__timer_heap timers;    /* this thread only */
+  tg_task *live;            /* tasks that have started here and not ended */
+  uint64_t live_count;
+  struct tg__stack *stack_pool;
+  size_t stack_pool_len;
+  bool aborted_all;         /* exit: the live tasks were aborted */
+  int start_error;
+#if defined(TG_TSAN)
+  void *tsan_fiber;
+#endif
+} tg__worker;
+
+/* ------------------------------------------------------------ stacks */
+
+/* A task stack: [guard page or canary][usable ... top]. The struct sits at
+ * the top of its own mapping, so a pooled stack costs no allocation. */
+typedef struct tg__stack {
+  struct tg__stack *next_free; /* in a worker's pool */
+  void *base;                  /* start of the mapping */
+  size_t map_size;             /* whole mapping */
+  size_t usable;               /* bytes available to the task */
+  bool guarded;
+} tg__stack;
+
+/* A stack of at least `size` usable bytes from w's pool or a new mapping.
+ * Returns NULL and sets *err when mmap fails. */
+tg__stack *tg__stack_get(tg__worker *w, size_t size, tg_stack_guard guard, int *err);
+/* Back to w's pool, or unmapped when the pool is full. */
+void tg__stack_put(tg__worker *w, tg__stack *s);
+/* False when an unguarded stack's canary was overwritten (overflow). */
+bool tg__stack_canary_ok(const tg__stack *s);
+void tg__stack_pool_drain(tg__worker *w);
+/* Mapped stacks (in use or pooled) by kind, and those in pools. */
+void tg__stack_counts(uint64_t *guarded, uint64_t *unguarded, uint64_t *in_pool);
+/* The top of the usable area, where the task's first frame goes. */
+static inline void *tg__stack_top(tg__stack *s) { return s; }
+
+
+/* The current thread's worker, or NULL on a plain thread. */
+tg__worker *tg__worker_current(void);
+
+/* CLOCK_MONOTONIC in nanoseconds, whatever the runtime's clock. */
+int64_t tg__real_now(void);
+
+/* Arms or disarms a timer on the current worker. */
+int tg__timer_start(tg__timer *t, int64_t deadline);
+void tg__timer_stop(tg__timer *t);
+
+/* Count of jobs on the blocking pool; the virtual clock holds still while
+ * any runs. */
+void tg__blocking_begin(void);
+void tg__blocking_end(void);
+
+/* A copy of `name` or NULL; primitives keep their names this way. */
+char *tg__strdup_or_null(const char *name);
+
+#endif

@@ -1,0 +1,507 @@
+/* scheduler.c - the workers: run queues, the loop phases, parking and
+ * waking tasks, the clock, and tg_run. */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Everything the running runtime shares between workers. */
+typedef struct runtime {
+  int nworkers;
+  tg__worker *workers;
+  tg_clock_mode clock;
+  _Atomic int64_t virtual_now;
+  size_t stack_size;
+  atomic_uint next_worker;         /* round-robin spawn placement */
+  atomic_bool exiting;             /* main returned: abort and drain */
+  atomic_uint_fast64_t tasks_alive;
+  atomic_uint_fast64_t blocking_in_flight;
+  tg_runtime_stats stats;          /* counters below are atomics in spirit */
+  atomic_uint_fast64_t spawned, panicked, aborted, aborted_at_exit, switches;
+} runtime;
+
+static runtime *rt;
+static tg_runtime_stats last_stats;
+static _Thread_local tg__worker *current_worker;
+
+/* Tasks one loop iteration runs at most before it polls I/O and timers, so
+ * a task that yields in a loop cannot starve sockets or deadlines. */
+enum { RUN_BUDGET = 256 };
+
+tg__worker *tg__worker_current(void) { return current_worker; }
+
+tg_task *tg_task_current(void) { return current_worker ? current_worker->current : NULL; }
+
+int64_t tg_now(void) {
+  if (rt && rt->clock == TG_CLOCK_VIRTUAL)
+    return atomic_load_explicit(&rt->virtual_now, memory_order_relaxed);
+  return tg__real_now();
+}
+
+/* ------------------------------------------------------------ run queues */
+
+static void local_push(tg__worker *w, tg_task *t) {
+  t->next_run = NULL;
+  if (w->run_tail) w->run_tail->next_run = t;
+  else w->run_head = t;
+  w->run_tail = t;
+}
+
+static tg_task *local_pop(tg__worker *w) {
+  tg_task *t = w->run_head;
+  if (t) {
+    w->run_head = t->next_run;
+    if (!w->run_head) w->run_tail = NULL;
+  }
+  return t;
+}
+
+/* Makes t runnable on its worker: directly when that is this thread, else
+ * through the worker's inject queue, waking its loop only if it sleeps. */
+void tg__schedule(tg_task *t) {
+  tg__worker *w = t->worker;
+  if (w == current_worker) {
+    local_push(w, t);
+    return;
+  }
+  t->next_run = NULL;
+  tg__lock_acquire(&w->inject_lock);
+  if (w->inject_tail) w->inject_tail->next_run = t;
+  else w->inject_head = t;
+  w->inject_tail = t;
+  atomic_store_explicit(&w->injected, true, memory_order_seq_cst);
+  tg__lock_release(&w->inject_lock);
+  if (atomic_load_explicit(&w->sleeping, memory_order_seq_cst)) uv_async_send(&w->wakeup);
+}
+
+static void inject_take(tg__worker *w) {
+  tg__lock_acquire(&w->inject_lock);
+  tg_task *head = w->inject_head, *tail = w->inject_tail;
+  w->inject_head = w->inject_tail = NULL;
+  atomic_store_explicit(&w->injected, false, memory_order_relaxed);
+  tg__lock_release(&w->inject_lock);
+  if (!head) return;
+  if (w->run_tail) w->run_tail->next_run = head;
+  else w->run_head = head;
+  w->run_tail = tail;
+}
+
+void tg__task_unpark(tg_task *t) {
+  if (atomic_exchange_explicit(&t->park_state, TG__NOTIFIED, memory_order_acq_rel) == TG__PARKED)
+    tg__schedule(t);
+}
+
+/* ------------------------------------------------------------ switching */
+
+static void switch_to_task(tg__worker *w, tg_task *t) {
+  w->current = t;
+  atomic_fetch_add_explicit(&rt->switches, 1, memory_order_relaxed);
+  void *fake_stack = NULL;
+  TG_ASAN_START(&fake_stack, t->stack->base, t->stack->map_size);
+#if defined(TG_TSAN)
+  __tsan_switch_to_fiber(t->tsan_fiber, 0);
+#endif
+  tg__transfer back = jump_fcontext(t->ctx, t);
+  TG_ASAN_FINISH(fake_stack);
+  t->ctx = back.fctx;
+  w->current = NULL;
+}
+
+/* From a task back to its worker's scheduler; returns when it is resumed.
+ * `ending` is true for the last switch of a task, whose stack then dies. */
+void tg__switch_to_scheduler(tg_task *t, bool ending) {
+  tg__worker *w = t->worker;
+  void *fake_stack = NULL;
+  TG_ASAN_START(ending ? NULL : &fake_stack, w->loop_stack_bottom, w->loop_stack_size);
+#if defined(TG_TSAN)
+  __tsan_switch_to_fiber(w->tsan_fiber, 0);
+#endif
+  tg__transfer back = jump_fcontext(w->sched_ctx, t);
+  TG_ASAN_FINISH(fake_stack);
+  t->worker->sched_ctx = back.fctx;
+}
+
+void tg__task_park(void) {
+  tg_task *t = current_worker->current;
+  t->worker->switch_reason = TG__SWITCH_PARK;
+  tg__switch_to_scheduler(t, false);
+  atomic_store_explicit(&t->park_state, TG__RUNNING, memory_order_relaxed);
+}
+
+int tg_yield(void) {
+  tg_task *t = tg_task_current();
+  if (!t) return TG_ENOTASK;
+  if (atomic_load_explicit(&t->cancelled, memory_order_relaxed)) return TG_ECANCELED;
+  t->worker->switch_reason = TG__SWITCH_YIELD;
+  tg__switch_to_scheduler(t, false);
+  return atomic_load_explicit(&t->cancelled, memory_order_relaxed) ? TG_ECANCELED : 0;
+}
+
+/* ------------------------------------------------------------ tasks */
+
+static void task_entry(tg__transfer from) {
+  tg_task *t = from.data;
+  t->worker->sched_ctx = from.fctx;
+  TG_ASAN_FINISH(NULL);
+  tg__task_exit(t, t->fn(t->arg));
+}
+
+static void live_link(tg__worker *w, tg_task *t) {
+  t->live_prev = NULL;
+  t->live_next = w->live;
+  if (w->live) w->live->live_prev = t;
+  w->live = t;
+  w->live_count++;
+}
+
+static void live_unlink(tg__worker *w, tg_task *t) {
+  if (t->live_prev) t->live_prev->live_next = t->live_next;
+  else w->live = t->live_next;
+  if (t->live_next) t->live_next->live_prev = t->live_prev;
+  w->live_count--;
+}
+
+/* A task's first run: its stack is taken only now, so spawning many tasks
+ * that have not run yet costs their structs alone. */
+static bool task_start(tg__worker *w, tg_task *t) {
+  int err = 0;
+  t->stack = tg__stack_get(w, t->stack_size, t->guard, &err);
+  live_link(w, t);
+  if (atomic_load(&rt->exiting)) tg_task_abort(t);
+  if (!t->stack) {
+    fprintf(stderr, "libtg: no stack for task %llu: %s\n", (unsigned long long)t->id, tg_strerror(err));
+    t->status = TG_EPANICKED;
+    t->panic_message = tg__strdup_or_null("no memory for the task's stack");
+    return false;
+  }
+  t->ctx = make_fcontext(tg__stack_top(t->stack), t->stack->usable, task_entry);
+#if defined(TG_TSAN)
+  t->tsan_fiber = __tsan_create_fiber(0);
+#endif
+  return true;
+}
+
+static void wake_all_workers(void) {
+  for (int i = 0; i < rt->nworkers; i++) uv_async_send(&rt->workers[i].wakeup);
+}
+
+static void task_end(tg__worker *w, tg_task *t) {
+  if (t->stack) {
+#if defined(TG_TSAN)
+    __tsan_destroy_fiber(t->tsan_fiber);
+#endif
+    if (!tg__stack_canary_ok(t->stack)) {
+      fprintf(stderr, "libtg: task %llu overflowed its %zu-byte stack\n",
+              (unsigned long long)t->id, t->stack->usable);
+      abort();
+    }
+    tg__stack_put(w, t->stack);
+    t->stack = NULL;
+  }
+  live_unlink(w, t);
+  if (t->status == TG_EPANICKED) atomic_fetch_add(&rt->panicked, 1);
+  if (t->status == TG_ECANCELED) atomic_fetch_add(&rt->aborted, 1);
+  tg__task_finish(t);
+  if (atomic_fetch_sub(&rt->tasks_alive, 1) == 1 && atomic_load(&rt->exiting)) wake_all_workers();
+}
+
+static void run_task(tg__worker *w, tg_task *t) {
+  if (!t->stack && !task_start(w, t)) {
+    task_end(w, t);
+    return;
+  }
+  switch_to_task(w, t);
+  switch (w->switch_reason) {
+  case TG__SWITCH_YIELD:
+    local_push(w, t);
+    break;
+  case TG__SWITCH_PARK: {
+    int running = TG__RUNNING;
+    if (!atomic_compare_exchange_strong_explicit(&t->park_state, &running, TG__PARKED,
+                                                 memory_order_acq_rel, memory_order_acquire))
+      local_push(w, t); /* woken before it finished parking */
+    break;
+  }
+  case TG__SWITCH_END:
+    task_end(w, t);
+    break;
+  }
+}
+
+int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *opts) {
+  static const tg_spawn_opts defaults = {0};
+  if (!opts) opts = &defaults;
+  if (!rt || !fn) return TG_EINVAL;
+  if (opts->pin && (opts->worker < 0 || opts->worker >= rt->nworkers)) return TG_EINVAL;
+  size_t stack_size = opts->stack_size ? opts->stack_size : rt->stack_size;
+  if (stack_size < TG_STACK_MIN) return TG_EINVAL;
+  tg_task *t = calloc(1, sizeof *t);
+  if (!t) return TG_ENOMEM;
+  if (opts->name && !(t->name = tg__strdup_or_null(opts->name))) {
+    free(t);
+    return TG_ENOMEM;
+  }
+  unsigned index = opts->pin ? (unsigned)opts->worker
+                             : atomic_fetch_add_explicit(&rt->next_worker, 1, memory_order_relaxed) %
+                                   (unsigned)rt->nworkers;
+  t->worker = &rt->workers[index];
+  t->fn = fn;
+  t->arg = arg;
+  t->stack_size = stack_size;
+  t->guard = opts->guard;
+  t->refs = 2; /* the running task, and its handle or JoinSet */
+  t->id = atomic_fetch_add_explicit(&rt->spawned, 1, memory_order_relaxed) + 1;
+  atomic_init(&t->park_state, TG__RUNNING);
+  *out = t;
+  return 0;
+}
+
+void tg__task_launch(tg_task *t) {
+  atomic_fetch_add(&rt->tasks_alive, 1);
+  tg__schedule(t);
+}
+
+int tg_spawn(tg_task **handle, tg_task_fn fn, void *arg, const tg_spawn_opts *opts) {
+  tg_task *t;
+  if (handle) *handle = NULL;
+  int r = tg__task_new(&t, fn, arg, opts);
+  if (r != 0) return r;
+  if (!handle) t->refs = 1;
+  else *handle = t;
+  tg__task_launch(t);
+  return 0;
+}
+
+/* ------------------------------------------------------------ timers */
+
+int tg__timer_start(tg__timer *t, int64_t deadline) {
+  t->deadline = deadline;
+  return tg__timer_heap_push(&current_worker->timers, t);
+}
+
+void tg__timer_stop(tg__timer *t) { tg__timer_heap_remove(&current_worker->timers, t); }
+
+void tg__blocking_begin(void) { atomic_fetch_add(&rt->blocking_in_flight, 1); }
+void tg__blocking_end(void) { atomic_fetch_sub(&rt->blocking_in_flight, 1); }
+
+/* ------------------------------------------------------------ the loop */
+
+static void run_ready(tg__worker *w) {
+  for (int budget = RUN_BUDGET; budget > 0; budget--) {
+    tg_task *t = local_pop(w);
+    if (!t) return;
+    run_task(w, t);
+  }
+}
+
+static void fire_due_timers(tg__worker *w) {
+  int64_t now = tg_now();
+  tg__timer *t;
+  while ((t = tg__timer_heap_top(&w->timers)) && t->deadline <= now) {
+    tg__timer_heap_remove(&w->timers, t);
+    t->fire(t);
+  }
+}
+
+static void abort_live(tg__worker *w) {
+  w->aborted_all = true;
+  for (tg_task *t = w->live; t; t = t->live_next) {
+    atomic_fetch_add(&rt->aborted_at_exit, 1);
+    tg_task_abort(t);
+  }
+}
+
+static void on_wakeup(uv_async_t *handle) { (void)handle; }
+static void on_sleep_timer(uv_timer_t *handle) { (void)handle; }
+
+/* The loop's timeout in ms when nothing is runnable, -1 for none. With the
+ * virtual clock, time jumps to the next deadline instead of passing. */
+static int64_t idle_timeout_ms(tg__worker *w) {
+  tg__timer *next = tg__timer_heap_top(&w->timers);
+  if (rt->clock == TG_CLOCK_VIRTUAL) {
+    if (!next || atomic_load(&rt->blocking_in_flight) > 0) return -1;
+    if (next->deadline > atomic_load(&rt->virtual_now)) atomic_store(&rt->virtual_now, next->deadline);
+    return 0;
+  }
+  if (!next) return -1;
+  int64_t left = next->deadline - tg__real_now();
+  return left <= 0 ? 0 : (left + 999999) / 1000000; /* round up: never wake early */
+}
+
+static bool exit_ready(void) {
+  return atomic_load(&rt->exiting) && atomic_load(&rt->tasks_alive) == 0;
+}
+
+/* Polls sockets and other handles; sleeps when no task is runnable. */
+static void poll_io(tg__worker *w) {
+  if (w->run_head) {
+    uv_run(&w->loop, UV_RUN_NOWAIT); /* once per RUN_BUDGET tasks at most */
+    return;
+  }
+  int64_t timeout = idle_timeout_ms(w);
+  if (timeout == 0) {
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    return;
+  }
+  atomic_store_explicit(&w->sleeping, true, memory_order_seq_cst);
+  if (!atomic_load_explicit(&w->injected, memory_order_seq_cst) && !exit_ready()) {
+    if (timeout > 0) uv_timer_start(&w->sleep_timer, on_sleep_timer, (uint64_t)timeout, 0);
+    uv_run(&w->loop, UV_RUN_ONCE);
+    uv_timer_stop(&w->sleep_timer);
+  }
+  atomic_store_explicit(&w->sleeping, false, memory_order_relaxed);
+}
+
+static void worker_loop(tg__worker *w) {
+  current_worker = w;
+  for (;;) {
+    if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
+    if (!w->aborted_all && atomic_load_explicit(&rt->exiting, memory_order_relaxed)) abort_live(w);
+    run_ready(w);
+    fire_due_timers(w);
+    if (exit_ready()) break;
+    poll_io(w);
+  }
+  current_worker = NULL;
+}
+
+static int worker_init(tg__worker *w, int index) {
+  w->index = index;
+  int r = uv_loop_init(&w->loop);
+  if (r) return r;
+  uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+  uv_timer_init(&w->loop, &w->sleep_timer);
+  uv_unref((uv_handle_t *)&w->sleep_timer);
+  return 0;
+}
+
+static void worker_close(tg__worker *w) {
+  uv_close((uv_handle_t *)&w->wakeup, NULL);
+  uv_close((uv_handle_t *)&w->sleep_timer, NULL);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&w->loop) != 0) fprintf(stderr, "libtg: worker %d closed with handles open\n", w->index);
+  tg__timer_heap_free(&w->timers);
+  tg__stack_pool_drain(w);
+}
+
+static void thread_stack_bounds(tg__worker *w) {
+  pthread_attr_t attr;
+  void *addr;
+  size_t size;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+      w->loop_stack_bottom = addr;
+      w->loop_stack_size = size;
+    }
+    pthread_attr_destroy(&attr);
+  }
+}
+
+static void worker_main(void *arg) {
+  tg__worker *w = arg;
+  thread_stack_bounds(w);
+#if defined(TG_TSAN)
+  w->tsan_fiber = __tsan_get_current_fiber();
+#endif
+  worker_loop(w);
+  worker_close(w);
+}
+
+static void fill_stats(tg_runtime_stats *out) {
+  *out = (tg_runtime_stats){
+      .workers = rt->nworkers,
+      .tasks_spawned = atomic_load(&rt->spawned),
+      .tasks_alive = atomic_load(&rt->tasks_alive),
+      .tasks_panicked = atomic_load(&rt->panicked),
+      .tasks_aborted = atomic_load(&rt->aborted),
+      .tasks_aborted_at_exit = atomic_load(&rt->aborted_at_exit),
+      .context_switches = atomic_load(&rt->switches),
+      .blocking_in_flight = atomic_load(&rt->blocking_in_flight),
+  };
+  tg__stack_counts(&out->stacks_guarded, &out->stacks_unguarded, &out->stacks_pooled);
+  for (int i = 0; i < rt->nworkers; i++) out->timers_pending += rt->workers[i].timers.len;
+}
+
+void tg_runtime_stats_get(tg_runtime_stats *out) {
+  if (rt) fill_stats(out);
+  else *out = last_stats;
+}
+
+typedef struct main_call {
+  tg_task_fn fn;
+  void *arg;
+} main_call;
+
+/* The main task: when it returns, the runtime starts exiting. */
+static void *run_main(void *arg) {
+  main_call *call = arg;
+  void *value = call->fn(call->arg);
+  atomic_store(&rt->exiting, true);
+  wake_all_workers();
+  return value;
+}
+
+static int runtime_create(const tg_runtime_opts *opts) {
+  int nworkers = opts->workers > 0 ? opts->workers : 1;
+  if (rt || (opts->clock == TG_CLOCK_VIRTUAL && nworkers != 1)) return TG_EINVAL;
+  if (opts->stack_size && opts->stack_size < TG_STACK_MIN) return TG_EINVAL;
+  runtime *r = calloc(1, sizeof *r);
+  tg__worker *workers = calloc((size_t)nworkers, sizeof *workers);
+  if (!r || !workers) {
+    free(r);
+    free(workers);
+    return TG_ENOMEM;
+  }
+  r->nworkers = nworkers;
+  r->workers = workers;
+  r->clock = opts->clock;
+  r->virtual_now = opts->virtual_start_ns;
+  r->stack_size = opts->stack_size ? opts->stack_size : TG_STACK_DEFAULT;
+  for (int i = 0; i < nworkers; i++) {
+    int err = worker_init(&workers[i], i);
+    if (err) {
+      while (i-- > 0) worker_close(&workers[i]);
+      free(workers);
+      free(r);
+      return err;
+    }
+  }
+  rt = r;
+  return 0;
+}
+
+int tg_run(const tg_runtime_opts *opts, tg_task_fn main, void *arg, void **result) {
+  static const tg_runtime_opts defaults = {0};
+  if (!main) return TG_EINVAL;
+  int err = runtime_create(opts ? opts : &defaults);
+  if (err) return err;
+  main_call call = {main, arg};
+  tg_task *main_task = NULL;
+  int started = 1;
+  for (; started < rt->nworkers; started++) {
+    err = uv_thread_create(&rt->workers[started].thread, worker_main, &rt->workers[started]);
+    if (err) break;
+  }
+  tg_spawn_opts pin0 = {.pin = 1, .worker = 0, .name = "main"};
+  if (!err) err = tg_spawn(&main_task, run_main, &call, &pin0);
+  if (err) { /* nothing runs: let the started workers find the exit */
+    atomic_store(&rt->exiting, true);
+    wake_all_workers();
+  }
+  worker_main(&rt->workers[0]);
+  for (int i = 1; i < started; i++) uv_thread_join(&rt->workers[i].thread);
+  for (int i = started; i < rt->nworkers; i++) worker_close(&rt->workers[i]);
+  tg_outcome outcome = {0};
+  if (main_task) {
+    tg__task_outcome(main_task, &outcome);
+    tg__task_release(main_task);
+  }
+  if (result) *result = outcome.value;
+  fill_stats(&last_stats);
+  free(rt->workers);
+  free(rt);
+  rt = NULL;
+  return err ? err : outcome.status;
+}

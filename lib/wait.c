@@ -1,0 +1,229 @@
+/* wait.c - the wait protocol: wait lists, claiming, and the one loop that
+ * every suspending call (and tg_select) goes through. */
+#include "internal.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+void tg__lock_slow(tg__lock *l) {
+  for (unsigned spins = 0;; spins++) {
+    if (!atomic_load_explicit(&l->held, memory_order_relaxed) &&
+        !atomic_exchange_explicit(&l->held, 1, memory_order_acquire))
+      return;
+    if (spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      sched_yield(); /* the holder may have been preempted */
+    }
+  }
+}
+
+void tg__waitlist_push(tg__waitlist *l, tg__waiter *w) {
+  w->next = NULL;
+  w->prev = l->tail;
+  if (l->tail) l->tail->next = w;
+  else l->head = w;
+  l->tail = w;
+  w->linked = true;
+  l->len++;
+}
+
+void tg__waitlist_remove(tg__waitlist *l, tg__waiter *w) {
+  if (!w->linked) return;
+  if (w->prev) w->prev->next = w->next;
+  else l->head = w->next;
+  if (w->next) w->next->prev = w->prev;
+  else l->tail = w->prev;
+  w->prev = w->next = NULL;
+  w->linked = false;
+  l->len--;
+}
+
+static long futex(atomic_uint *word, int op, unsigned val, const struct timespec *ts) {
+  return syscall(SYS_futex, word, op, val, ts, NULL, 0);
+}
+
+void tg__wait_wake(tg__wait *wait) {
+  if (wait->task) {
+    tg__task_unpark(wait->task);
+    return;
+  }
+  atomic_store_explicit(&wait->thread_woken, 1, memory_order_release);
+  futex(&wait->thread_woken, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+tg__waiter *tg__waitlist_wake_one(tg__waitlist *l, int result) {
+  while (l->head) {
+    tg__waiter *w = l->head;
+    tg__waitlist_remove(l, w);
+    if (tg__waiter_claim(w)) {
+      w->result = result;
+      tg__wait_wake(w->wait);
+      return w;
+    }
+  }
+  return NULL;
+}
+
+uint64_t tg__waitlist_wake_all(tg__waitlist *l, int result) {
+  uint64_t woken = 0;
+  while (tg__waitlist_wake_one(l, result)) woken++;
+  return woken;
+}
+
+int tg__finish_stored(tg_case *c, tg__waiter *w) {
+  (void)c;
+  return w->result;
+}
+
+int tg__finish_retry(tg_case *c, tg__waiter *w) {
+  return w->result == TG_EAGAIN ? c->op->try_(c) : w->result;
+}
+
+/* ------------------------------------------------------------ suspending */
+
+static void deadline_fired(tg__timer *timer) {
+  tg__wait *wait = (tg__wait *)((char *)timer - offsetof(tg__wait, deadline));
+  int pending = TG__PENDING;
+  if (atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_TIMEOUT))
+    tg__wait_wake(wait);
+}
+
+/* A plain thread sleeps on its futex word; with a deadline it claims the
+ * wait itself when the time is up (real clock only). */
+static void thread_block(tg__wait *wait, int64_t deadline) {
+  while (!atomic_load_explicit(&wait->thread_woken, memory_order_acquire)) {
+    struct timespec ts, *tsp = NULL;
+    if (deadline != TG_FOREVER) {
+      int64_t left = deadline - tg_now();
+      if (left <= 0) {
+        int pending = TG__PENDING;
+        if (atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_TIMEOUT))
+          return;
+        left = 1000000; /* claimed by someone else: their wake is imminent */
+      }
+      ts.tv_sec = left / 1000000000;
+      ts.tv_nsec = left % 1000000000;
+      tsp = &ts;
+    }
+    futex(&wait->thread_woken, FUTEX_WAIT_PRIVATE, 0, tsp);
+  }
+}
+
+/* Publishes the wait so tg_task_abort can claim it; false if the task was
+ * already aborted (then nothing is published). */
+static bool task_publish_wait(tg_task *t, tg__wait *wait) {
+  tg__lock_acquire(&t->lock);
+  bool ok = !atomic_load_explicit(&t->cancelled, memory_order_relaxed);
+  if (ok) t->cur_wait = wait;
+  tg__lock_release(&t->lock);
+  return ok;
+}
+
+static void task_unpublish_wait(tg_task *t) {
+  tg__lock_acquire(&t->lock);
+  t->cur_wait = NULL;
+  tg__lock_release(&t->lock);
+}
+
+/* Suspends until the wait is claimed: by a case, the deadline or an abort. */
+static void suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
+  if (!self) {
+    thread_block(wait, deadline);
+    return;
+  }
+  bool timed = deadline != TG_FOREVER;
+  if (timed) {
+    wait->deadline.fire = deadline_fired;
+    tg__timer_start(&wait->deadline, deadline);
+  }
+  if (task_publish_wait(self, wait)) {
+    tg__task_park();
+    task_unpublish_wait(self);
+  } else {
+    int pending = TG__PENDING;
+    if (!atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_ABORT))
+      tg__task_park(); /* a case won meanwhile: its wake is on the way */
+  }
+  if (timed) tg__timer_stop(&wait->deadline);
+}
+
+static int try_all(tg_case *cases, int n) {
+  for (int i = 0; i < n; i++) {
+    int r = cases[i].op->try_(&cases[i]);
+    if (r != TG_EAGAIN) {
+      cases[i].result = r;
+      return i;
+    }
+  }
+  return TG__PENDING;
+}
+
+static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline);
+
+int tg__wait_cases(tg_case *cases, int n, int64_t deadline) {
+  tg_task *self = tg_task_current();
+  for (;;) {
+    int r = wait_once(self, cases, n, deadline);
+    /* A woken case that finds nothing to take after all (another consumer
+     * was faster) waits again; the deadline still holds. */
+    if (r < 0 || cases[r].result != TG_EAGAIN) return r;
+  }
+}
+
+static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline) {
+  if (self && atomic_load_explicit(&self->cancelled, memory_order_relaxed)) return TG_ECANCELED;
+  int ready = try_all(cases, n);
+  if (ready != TG__PENDING) return ready;
+  if (deadline != TG_FOREVER && deadline <= tg_now()) return TG_ETIMEDOUT;
+  if (!self && tg__worker_current()) return TG_ENOTASK;
+
+  tg__wait wait = {.task = self};
+  atomic_init(&wait.winner, TG__PENDING);
+  atomic_init(&wait.thread_woken, 0);
+  tg__waiter waiters[n];
+  int armed = 0, decided_at_arm = TG__PENDING;
+  while (armed < n) {
+    tg__waiter *w = &waiters[armed];
+    *w = (tg__waiter){.wait = &wait, .index = armed, .buf = cases[armed].buf, .n = cases[armed].n};
+    armed++;
+    if (cases[armed - 1].op->arm(&cases[armed - 1], w)) {
+      decided_at_arm = armed - 1;
+      break;
+    }
+  }
+  int winner = atomic_load(&wait.winner);
+  if (winner == TG__PENDING) {
+    suspend(self, &wait, deadline);
+  } else if (winner != decided_at_arm) {
+    /* Another party claimed an earlier case and its wake is on the way:
+     * take it, so it cannot end a later wait or touch a dead stack. */
+    if (self) tg__task_park();
+    else thread_block(&wait, TG_FOREVER);
+  }
+  for (int i = 0; i < armed; i++) cases[i].op->disarm(&cases[i], &waiters[i]);
+
+  winner = atomic_load(&wait.winner);
+  if (winner == TG__WON_BY_TIMEOUT) return TG_ETIMEDOUT;
+  if (winner == TG__WON_BY_ABORT) return TG_ECANCELED;
+  cases[winner].result = cases[winner].op->finish(&cases[winner], &waiters[winner]);
+  return winner;
+}
+
+int tg__wait_one(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline) {
+  tg_case c = {.op = op, .obj = obj, .buf = buf, .n = n};
+  int r = tg__wait_cases(&c, 1, deadline);
+  return r < 0 ? r : c.result;
+}
+
+int tg_select(tg_case *cases, int n, int64_t deadline_ns) {
+  if (n < 1) return TG_EINVAL;
+  for (int i = 0; i < n; i++)
+    if (!cases[i].op) return TG_EINVAL;
+  return tg__wait_cases(cases, n, deadline_ns);
+}
