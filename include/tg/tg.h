@@ -9,5 +9,13 @@
 #include "tg/time.h"
 #include "tg/select.h"
 #include "tg/mpsc.h"
+#include "tg/broadcast.h"
+#include "tg/watch.h"
+#include "tg/oneshot.h"
+#include "tg/semaphore.h"
+#include "tg/notify.h"
+#include "tg/joinset.h"
+#include "tg/cancel.h"
+#include "tg/blocking.h"
 
 #endif
