@@ -310,6 +310,9 @@ int64_t tg__real_now(void);
 int tg__timer_start(tg__timer *t, int64_t deadline);
 void tg__timer_stop(tg__timer *t);
 
+/* True when the running runtime uses the virtual clock. */
+bool tg__clock_is_virtual(void);
+
 /* Count of jobs on the blocking pool; the virtual clock holds still while
  * any runs. */
 void tg__blocking_begin(void);

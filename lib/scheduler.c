@@ -40,6 +40,8 @@ int64_t tg_now(void) {
   return tg__real_now();
 }
 
+bool tg__clock_is_virtual(void) { return rt && rt->clock == TG_CLOCK_VIRTUAL; }
+
 /* ------------------------------------------------------------ run queues */
 
 static void local_push(tg__worker *w, tg_task *t) {
