@@ -10,6 +10,9 @@
 #include "internal.h"
 
 #include <errno.h>
+#if defined(TG_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -53,7 +56,19 @@ static tg__stack *stack_map(size_t size, bool guarded, int *err) {
   return s;
 }
 
+/* A task that ended left its frames' redzones poisoned in ASan's shadow;
+ * the next task on this memory (or a new mapping at the same address)
+ * must start clean. */
+static void forget_frames(tg__stack *s) {
+#if defined(TG_ASAN)
+  __asan_unpoison_memory_region(s->base, (size_t)((char *)s - (char *)s->base));
+#else
+  (void)s;
+#endif
+}
+
 static void stack_unmap(tg__stack *s) {
+  forget_frames(s);
   atomic_fetch_sub(s->guarded ? &guarded_alive : &unguarded_alive, 1);
   munmap(s->base, s->map_size);
 }
@@ -73,6 +88,7 @@ tg__stack *tg__stack_get(tg__worker *w, size_t size, tg_stack_guard guard, int *
       *p = s->next_free;
       w->stack_pool_len--;
       atomic_fetch_sub_explicit(&pooled, 1, memory_order_relaxed);
+      forget_frames(s);
       return s;
     }
   }
