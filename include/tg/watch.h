@@ -7,7 +7,8 @@
  * reads the latest value - intermediate values are never queued.
  *
  * Reading: tg_watch_borrow gives a pointer to the value under a read lock
- * (no copy; senders wait until tg_watch_borrow_end, so keep it short);
+ * (no copy; a send spins until tg_watch_borrow_end, so keep it short and
+ * never wait in between: a sender on the same worker would spin forever);
  * tg_watch_get copies it out (with `clone`, for reference-counted values).
  * The *_and_update forms also mark the current version seen.
  *
