@@ -195,6 +195,7 @@ void tg_watch_rx_drop(tg_watch_rx *rx) {
 int tg_watch_send(tg_watch_tx *tx, const void *value) {
   tg_watch *ch = of(tx);
   write_lock(&ch->rw);
+  /* Dropped under the write lock: a reader may be cloning it otherwise. */
   if (ch->drop) ch->drop(ch->value);
   memcpy(ch->value, value, ch->elem_size);
   atomic_store_explicit(&ch->version, atomic_load_explicit(&ch->version, memory_order_relaxed) + 1,
