@@ -27,7 +27,8 @@ typedef struct tg_oneshot_rx tg_oneshot_rx;
 /* Returns 0, TG_EINVAL (elem_size 0) or TG_ENOMEM. */
 int tg_oneshot_new(size_t elem_size, tg_oneshot_tx **tx, tg_oneshot_rx **rx);
 
-/* Delivers the value and consumes tx. Returns 0 or TG_ECLOSED. */
+/* Delivers the value and consumes tx, whatever it returns: 0, or
+ * TG_ECLOSED when the receiver was dropped (nothing was delivered). */
 int tg_oneshot_send(tg_oneshot_tx *tx, const void *value);
 /* Consumes tx without sending: the receiver gets TG_ECLOSED. */
 void tg_oneshot_tx_drop(tg_oneshot_tx *tx);

@@ -1,0 +1,148 @@
+/* oneshot.c - the channel for exactly one value (request/response).
+ *
+ * Invariants, under `lock`: `has_value` is set by the one send and
+ * cleared by the recv that copies the value out (or by the receiver's
+ * drop); the receiver waits only while nothing was sent and the sender is
+ * alive; the woken receiver copies the value itself, so a recv that loses
+ * a select or times out leaves it in place. One allocation holds the
+ * struct and the value; it lives until the sender is done (sent or
+ * dropped) and the receiver dropped, and whichever side comes last frees
+ * it. */
+#include "tg/oneshot.h"
+
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tg_oneshot {
+  tg__lock lock;
+  tg__waitlist recv_waiters; /* the receiver, at most once */
+  bool tx_done;              /* sent or dropped */
+  bool has_value;            /* sent and not yet received */
+  bool rx_alive;
+  size_t elem_size;
+  unsigned char value[];
+} tg_oneshot;
+
+static tg_oneshot *of(const void *handle) { return (tg_oneshot *)handle; }
+
+int tg_oneshot_new(size_t elem_size, tg_oneshot_tx **tx, tg_oneshot_rx **rx) {
+  if (elem_size < 1 || elem_size > SIZE_MAX - sizeof(tg_oneshot)) return TG_EINVAL;
+  tg_oneshot *ch = calloc(1, sizeof *ch + elem_size);
+  if (!ch) return TG_ENOMEM;
+  ch->elem_size = elem_size;
+  ch->rx_alive = true;
+  *tx = (tg_oneshot_tx *)ch;
+  *rx = (tg_oneshot_rx *)ch;
+  return 0;
+}
+
+/* ------------------------------------------------------------ sender */
+
+/* Ends the sender's side and lets a waiting receiver look again (it finds
+ * the value or TG_ECLOSED). Lock held; true when the channel must be freed. */
+static bool tx_end_locked(tg_oneshot *ch) {
+  ch->tx_done = true;
+  if (ch->recv_waiters.head) tg__waitlist_wake_one(&ch->recv_waiters, TG_EAGAIN);
+  return !ch->rx_alive;
+}
+
+int tg_oneshot_send(tg_oneshot_tx *tx, const void *value) {
+  tg_oneshot *ch = of(tx);
+  tg__lock_acquire(&ch->lock);
+  int r = ch->rx_alive ? 0 : TG_ECLOSED;
+  if (r == 0) {
+    memcpy(ch->value, value, ch->elem_size);
+    ch->has_value = true;
+  }
+  bool unused = tx_end_locked(ch);
+  tg__lock_release(&ch->lock);
+  if (unused) free(ch);
+  return r;
+}
+
+void tg_oneshot_tx_drop(tg_oneshot_tx *tx) {
+  tg_oneshot *ch = of(tx);
+  tg__lock_acquire(&ch->lock);
+  bool unused = tx_end_locked(ch);
+  tg__lock_release(&ch->lock);
+  if (unused) free(ch);
+}
+
+int tg_oneshot_tx_closed(tg_oneshot_tx *tx) {
+  tg_oneshot *ch = of(tx);
+  tg__lock_acquire(&ch->lock);
+  bool closed = !ch->rx_alive;
+  tg__lock_release(&ch->lock);
+  return closed;
+}
+
+/* ------------------------------------------------------------ receiver */
+
+static int recv_locked(tg_oneshot *ch, void *out) {
+  if (ch->has_value) {
+    memcpy(out, ch->value, ch->elem_size);
+    ch->has_value = false;
+    return 0;
+  }
+  return ch->tx_done ? TG_ECLOSED : TG_EAGAIN;
+}
+
+static int recv_try(tg_case *c) {
+  tg_oneshot *ch = c->obj;
+  tg__lock_acquire(&ch->lock);
+  int r = recv_locked(ch, c->buf);
+  tg__lock_release(&ch->lock);
+  return r;
+}
+
+static bool recv_arm(tg_case *c, tg__waiter *w) {
+  tg_oneshot *ch = c->obj;
+  tg__lock_acquire(&ch->lock);
+  bool decided = ch->tx_done;
+  if (decided) {
+    if (tg__waiter_claim(w)) w->result = recv_locked(ch, c->buf);
+  } else {
+    tg__waitlist_push(&ch->recv_waiters, w);
+  }
+  tg__lock_release(&ch->lock);
+  return decided;
+}
+
+static void recv_disarm(tg_case *c, tg__waiter *w) {
+  tg_oneshot *ch = c->obj;
+  tg__lock_acquire(&ch->lock);
+  tg__waitlist_remove(&ch->recv_waiters, w);
+  tg__lock_release(&ch->lock);
+}
+
+/* The sender leaves TG_EAGAIN and the woken receiver takes the value
+ * itself: a recv that lost a select never took it. */
+static const tg__op recv_op = {recv_try, recv_arm, recv_disarm, tg__finish_retry};
+
+int tg_oneshot_recv_dl(tg_oneshot_rx *rx, void *out, int64_t deadline_ns) {
+  return tg__wait_one(&recv_op, rx, out, 0, deadline_ns);
+}
+
+int tg_oneshot_recv(tg_oneshot_rx *rx, void *out) { return tg_oneshot_recv_dl(rx, out, TG_FOREVER); }
+
+int tg_oneshot_try_recv(tg_oneshot_rx *rx, void *out) {
+  tg_case c = {.obj = rx, .buf = out};
+  int r = recv_try(&c);
+  return r == TG_EAGAIN ? TG_EEMPTY : r;
+}
+
+tg_case tg_oneshot_recv_case(tg_oneshot_rx *rx, void *out) {
+  return (tg_case){.op = &recv_op, .obj = rx, .buf = out};
+}
+
+void tg_oneshot_rx_drop(tg_oneshot_rx *rx) {
+  tg_oneshot *ch = of(rx);
+  tg__lock_acquire(&ch->lock);
+  ch->rx_alive = false;
+  ch->has_value = false; /* the value, if any, is discarded */
+  bool unused = ch->tx_done;
+  tg__lock_release(&ch->lock);
+  if (unused) free(ch);
+}
