@@ -20,7 +20,7 @@
 
 typedef struct tg_cancel tg_cancel;
 
-/* Returns 0 or TG_ENOMEM. name may be NULL. */
+/* Returns 0 or TG_ENOMEM. name may be NULL (children have none). */
 int tg_cancel_new(tg_cancel **c, const char *name);
 /* A token fired with its parent (at once if the parent already fired).
  * Returns 0 or TG_ENOMEM. */
@@ -36,5 +36,13 @@ int tg_cancel_fired(const tg_cancel *c);
 int tg_cancel_wait(tg_cancel *c);
 int tg_cancel_wait_dl(tg_cancel *c, int64_t deadline_ns);
 tg_case tg_cancel_case(tg_cancel *c);
+
+typedef struct tg_cancel_stats {
+  const char *name;
+  int fired;
+  uint64_t waiters;      /* waiting right now */
+} tg_cancel_stats;
+
+void tg_cancel_stats_get(tg_cancel *c, tg_cancel_stats *out);
 
 #endif
