@@ -1,0 +1,51 @@
+/* snapshot.c - immutable, reference-counted snapshots; see snapshot.h. */
+#include "snapshot.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A device counts as active while its last reading is this recent. */
+#define ACTIVE_WINDOW_MS 3000
+
+system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at_ms,
+                              uint64_t total_messages, const device_metrics *devices,
+                              uint32_t ndevices) {
+  system_snapshot *s = malloc(sizeof *s + (size_t)ndevices * sizeof s->devices[0]);
+  if (!s) return NULL;
+  atomic_init(&s->refs, 1);
+  s->counters = c;
+  s->version = version;
+  s->at_ms = at_ms;
+  s->total_messages = total_messages;
+  s->ndevices = ndevices;
+  if (ndevices) memcpy(s->devices, devices, (size_t)ndevices * sizeof s->devices[0]);
+  double t = 0, h = 0;
+  uint32_t active = 0;
+  for (uint32_t i = 0; i < ndevices; i++) {
+    const device_metrics *m = &devices[i];
+    if (m->count == 0 || at_ms - m->last_seen_ms > ACTIVE_WINDOW_MS) continue;
+    active++;
+    t += m->avg_temperature;
+    h += m->avg_humidity;
+  }
+  s->active_devices = active;
+  s->avg_temperature = active ? t / active : 0;
+  s->avg_humidity = active ? h / active : 0;
+  atomic_fetch_add_explicit(&c->built, 1, memory_order_relaxed);
+  return s;
+}
+
+system_snapshot *snapshot_ref(system_snapshot *s) {
+  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+  return s;
+}
+
+void snapshot_unref(system_snapshot *s) {
+  if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+  atomic_fetch_add_explicit(&s->counters->freed, 1, memory_order_relaxed);
+  free(s);
+}
+
+void snapshot_elem_clone(void *elem) { snapshot_ref(*(system_snapshot **)elem); }
+
+void snapshot_elem_drop(void *elem) { snapshot_unref(*(system_snapshot **)elem); }
