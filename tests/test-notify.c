@@ -256,13 +256,13 @@ static void ping_pong(int rounds, bool other_is_thread) {
 
 static void *ping_pong_workers_body(void *arg) {
   (void)arg;
-  ping_pong(50000, false);
+  ping_pong(20000, false);
   return NULL;
 }
 
 static void *ping_pong_thread_body(void *arg) {
   (void)arg;
-  ping_pong(20000, true);
+  ping_pong(5000, true);
   return NULL;
 }
 
