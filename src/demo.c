@@ -590,11 +590,12 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
   /* Every holder of a snapshot has ended and dropped it by now. */
   s->snapshots_leaked = atomic_load(&d->snapshots.built) - atomic_load(&d->snapshots.freed);
   if (cfg->log_format == LOG_JSON) {
-    char *json = summary_json(s, cfg, 0);
-    if (json) {
-      log_write(&d->log, json);
-      log_write(&d->log, "\n");
-    }
+    /* One more event line, so every line of a JSON log has the same keys. */
+    char *json = summary_json(s, cfg, 0), *line = NULL;
+    if (json && asprintf(&line, "{\"t\":%.3f,\"component\":\"demo\",\"event\":\"summary\",\"summary\":%s}\n",
+                         s->runtime_s, json) >= 0)
+      log_write(&d->log, line);
+    free(line);
     free(json);
   } else {
     char *text = summary_text(s, cfg);

@@ -57,6 +57,7 @@ static int check_device(health_checker *hc, int id) {
 }
 
 static int check_round(health_checker *hc) {
+  if (tg_cancel_fired(hc->cancel)) return CHECK_SHUTDOWN; /* its timer raced the token */
   int n = hc->ndevices, k = 2 + (int)rng_below(&hc->rng, 2);
   if (k > n) k = n;
   int pick[64];

@@ -101,6 +101,12 @@ static void account(storage_stage *st, const tg_outcome *o) {
   }
 }
 
+static void start_draining(storage_stage *st, int *draining) {
+  *draining = 1;
+  log_event(st->log, "🛑", "storage", 0, "storage_draining",
+            "Storage sees shutdown: committing every batch until the aggregator hangs up");
+}
+
 void *storage_task(void *arg) {
   storage_stage *st = arg;
   tg_joinset *writers;
@@ -109,14 +115,26 @@ void *storage_task(void *arg) {
     st->batches = NULL;
     return NULL;
   }
-  int draining = 0;
+  int draining = 0, stopped = 0;
   tg_outcome o;
   for (;;) {
     while (tg_joinset_try_join_next(writers, &o) == 0) account(st, &o);
     /* At most pool + 1 writers: one more than can write waits for a
      * connection; beyond that the batches stay in the channel. */
     while (tg_joinset_len(writers) > (size_t)st->pool_size) {
-      if (tg_joinset_join_next(writers, &o) != 0) break;
+      int w;
+      if (!draining) {
+        tg_case cs[2] = {tg_cancel_case(st->cancel), tg_joinset_join_next_case(writers, &o)};
+        w = tg_select(cs, 2, TG_FOREVER);
+        if (w == 0) {
+          start_draining(st, &draining);
+          continue;
+        }
+        w = w == 1 ? cs[1].result : w;
+      } else {
+        w = tg_joinset_join_next(writers, &o);
+      }
+      if (w != 0) break;
       account(st, &o);
     }
     batch b;
@@ -125,16 +143,17 @@ void *storage_task(void *arg) {
       tg_case cs[2] = {tg_cancel_case(st->cancel), tg_mpsc_recv_case(st->batches, &b)};
       int w = tg_select(cs, 2, TG_FOREVER);
       if (w == 0) {
-        draining = 1;
-        log_event(st->log, "🛑", "storage", 0, "storage_draining",
-                  "Storage sees shutdown: committing every batch until the aggregator hangs up");
+        start_draining(st, &draining);
         continue;
       }
       r = w == 1 ? cs[1].result : w;
     } else {
       r = tg_mpsc_recv(st->batches, &b);
     }
-    if (r != 0) break;
+    if (r != 0) {
+      stopped = r;
+      break;
+    }
     st->batches_received++;
     write_job *j = malloc(sizeof *j);
     char name[32];
@@ -155,8 +174,9 @@ void *storage_task(void *arg) {
   tg_mpsc_rx_drop(st->batches);
   st->batches = NULL;
   log_event(st->log, "💾", "storage", 0, "storage_drained",
-            "Storage drained: %" PRIu64 " batches, %" PRIu64 " readings committed (%" PRIu64
+            "Storage %s: %" PRIu64 " batches, %" PRIu64 " readings committed (%" PRIu64
             " transactions, %" PRIu64 " retried)",
-            st->batches_stored, st->readings_stored, st->transactions, st->write_retries);
+            stopped != TG_ECLOSED ? "stopped before the aggregator hung up" : "drained", st->batches_stored,
+            st->readings_stored, st->transactions, st->write_retries);
   return NULL;
 }
