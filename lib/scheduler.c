@@ -349,7 +349,13 @@ static void poll_io(tg__worker *w) {
   }
   atomic_store_explicit(&w->sleeping, true, memory_order_seq_cst);
   if (!atomic_load_explicit(&w->injected, memory_order_seq_cst) && !exit_ready()) {
-    if (timeout > 0) uv_timer_start(&w->sleep_timer, on_sleep_timer, (uint64_t)timeout, 0);
+    /* libuv times the timer from its cached clock, which may be a whole
+     * busy iteration old: refresh it, and repeat the timer so that one
+     * expiring before the poll cannot leave the poll without a timeout. */
+    if (timeout > 0) {
+      uv_update_time(&w->loop);
+      uv_timer_start(&w->sleep_timer, on_sleep_timer, (uint64_t)timeout, (uint64_t)timeout);
+    }
     uv_run(&w->loop, UV_RUN_ONCE);
     uv_timer_stop(&w->sleep_timer);
   }
