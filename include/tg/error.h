@@ -22,7 +22,9 @@
   X(EINVAL,    -4009, "invalid argument")                                      \
   X(ENOMEM,    -4010, "out of memory")                                         \
   X(ENOTASK,   -4011, "call needs a task or a plain thread, not a worker's loop") \
-  X(ENOPERM,   -4012, "caller does not hold what it tries to release")
+  X(ENOPERM,   -4012, "caller does not hold what it tries to release")     \
+  X(EOF,       -4013, "end of stream")                                         \
+  X(EWORKER,   -4014, "socket belongs to another worker")
 
 enum {
 #define TG__ERR_ENUM(name, value, msg) TG_##name = value,

@@ -17,5 +17,6 @@
 #include "tg/joinset.h"
 #include "tg/cancel.h"
 #include "tg/blocking.h"
+#include "tg/io.h"
 
 #endif
