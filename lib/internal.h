@@ -108,8 +108,13 @@ static inline bool tg__waiter_claim(tg__waiter *w) {
 void tg__wait_wake(tg__wait *wait);
 
 /* Unlinks waiters from the head of l until one can be claimed; sets its
- * result, wakes it and returns it (still valid until the caller releases
- * the lock). NULL when no waiter could be claimed. Lock held. */
+ * result, wakes it and returns it - as a token only: once woken, its owner
+ * may leave the wait at once. NULL when no waiter could be claimed. Lock
+ * held.
+ *
+ * Every claimer unlinks a waiter before claiming it and touches it no more
+ * after waking it, so a woken wait skips the winner's disarm (and its
+ * lock) when the winner is no longer linked. */
 tg__waiter *tg__waitlist_wake_one(tg__waitlist *l, int result);
 
 /* Claims, unlinks and wakes every waiter of l with `result`; returns how
@@ -143,6 +148,9 @@ int tg__wait_cases(tg_case *cases, int n, int64_t deadline);
 /* Shorthand for a single operation: the operation's result, or
  * TG_ETIMEDOUT / TG_ECANCELED. */
 int tg__wait_one(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline);
+/* The same for a caller that has just made the first attempt itself
+ * (inline, with the cancellation check first) and found it not ready. */
+int tg__wait_one_tried(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline);
 
 /* finish() of operations whose claimer stored the result. */
 int tg__finish_stored(tg_case *c, tg__waiter *w);
@@ -205,8 +213,8 @@ typedef struct tg_task {
 
 enum { TG__RUNNING = 0, TG__PARKED = 1, TG__NOTIFIED = 2 };
 
-/* Why a task switched back to its worker's loop. */
-enum { TG__SWITCH_YIELD, TG__SWITCH_PARK, TG__SWITCH_END };
+/* Why a task switched back to its worker's loop: END when it ended. */
+enum { TG__SWITCH_NONE, TG__SWITCH_END };
 
 /* A new task, not yet running, with two references (running + owner). */
 int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *opts);
@@ -218,7 +226,7 @@ _Noreturn void tg__task_exit(tg_task *t, void *value);
 /* After the last switch, off the task's stack: marks it ended and tells
  * its joiner or JoinSet. */
 void tg__task_finish(tg_task *t);
-/* Back to the worker's loop; returns when the task is resumed. */
+/* Back to the worker's loop for the task's last switch (`ending`). */
 void tg__switch_to_scheduler(tg_task *t, bool ending);
 /* Makes t runnable on its worker; any thread. */
 void tg__schedule(tg_task *t);
@@ -259,6 +267,8 @@ typedef struct tg__worker {
   tg_task *inject_head, *inject_tail; /* pushes from other threads */
   atomic_bool injected;     /* inject queue non-empty: a lock-free peek */
   int switch_reason;        /* why the current task returned to the loop */
+  int budget;               /* switches left before the loop polls I/O */
+  atomic_uint_fast64_t switches; /* written by this thread only */
   const void *loop_stack_bottom; /* the thread's own stack, for ASan */
   size_t loop_stack_size;
   atomic_bool sleeping;     /* in uv_run waiting: pushers must send wakeup */
@@ -302,6 +312,22 @@ static inline void *tg__stack_top(tg__stack *s) { return s; }
 
 /* The current thread's worker, or NULL on a plain thread. */
 tg__worker *tg__worker_current(void);
+
+/* The same as a thread-local: every wait reads it on its fast path. */
+extern _Thread_local tg__worker *tg__current_worker;
+
+/* The running task, or NULL on a plain thread or a worker's loop. */
+static inline tg_task *tg__self(void) {
+  tg__worker *w = tg__current_worker;
+  return w ? w->current : NULL;
+}
+
+/* True when the calling task was aborted: every wait it starts fails with
+ * TG_ECANCELED before trying its operation. */
+static inline bool tg__self_cancelled(void) {
+  tg_task *t = tg__self();
+  return t && atomic_load_explicit(&t->cancelled, memory_order_relaxed);
+}
 
 /* CLOCK_MONOTONIC in nanoseconds, whatever the runtime's clock. */
 int64_t tg__real_now(void);

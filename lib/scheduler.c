@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,20 +20,20 @@ typedef struct runtime {
   atomic_uint_fast64_t tasks_alive;
   atomic_uint_fast64_t blocking_in_flight;
   tg_runtime_stats stats;          /* counters below are atomics in spirit */
-  atomic_uint_fast64_t spawned, panicked, aborted, aborted_at_exit, switches;
+  atomic_uint_fast64_t spawned, panicked, aborted, aborted_at_exit;
 } runtime;
 
 static runtime *rt;
 static tg_runtime_stats last_stats;
-static _Thread_local tg__worker *current_worker;
+_Thread_local tg__worker *tg__current_worker;
 
 /* Tasks one loop iteration runs at most before it polls I/O and timers, so
  * a task that yields in a loop cannot starve sockets or deadlines. */
 enum { RUN_BUDGET = 256 };
 
-tg__worker *tg__worker_current(void) { return current_worker; }
+tg__worker *tg__worker_current(void) { return tg__current_worker; }
 
-tg_task *tg_task_current(void) { return current_worker ? current_worker->current : NULL; }
+tg_task *tg_task_current(void) { return tg__self(); }
 
 int64_t tg_now(void) {
   if (rt && rt->clock == TG_CLOCK_VIRTUAL)
@@ -64,7 +65,7 @@ static tg_task *local_pop(tg__worker *w) {
  * through the worker's inject queue, waking its loop only if it sleeps. */
 void tg__schedule(tg_task *t) {
   tg__worker *w = t->worker;
-  if (w == current_worker) {
+  if (w == tg__current_worker) {
     local_push(w, t);
     return;
   }
@@ -97,22 +98,92 @@ void tg__task_unpark(tg_task *t) {
 
 /* ------------------------------------------------------------ switching */
 
+/* A task that gives up its worker (yield, park) hands it straight to the
+ * next runnable task, without a detour through the scheduler's context:
+ * one jump instead of two. It goes back to the scheduler only when nothing
+ * is runnable, when the loop's budget is spent (so sockets and timers are
+ * polled every RUN_BUDGET switches), and at its end (its stack must not be
+ * in use while it is released).
+ *
+ * fcontext tells the party that resumes who jumped to it: the transfer's
+ * data is the task that left, or NULL for the scheduler, and its fctx is
+ * where that one resumes later. Whoever resumes records it. */
+static void resumed(tg__worker *w, tg__transfer back) {
+  tg_task *from = back.data;
+  if (from) from->ctx = back.fctx;
+  else w->sched_ctx = back.fctx;
+}
+
+static void count_switch(tg__worker *w) {
+  atomic_store_explicit(&w->switches, atomic_load_explicit(&w->switches, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+static bool task_start(tg__worker *w, tg_task *t);
+static void task_end(tg__worker *w, tg_task *t);
+
+/* The next task to run on w, started (with a stack) if it was new; NULL
+ * when none is runnable. Tasks other workers made runnable are taken
+ * first into the local queue. */
+static tg_task *pick_next(tg__worker *w) {
+  if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
+  for (;;) {
+    tg_task *t = local_pop(w);
+    if (!t || t->stack || task_start(w, t)) return t;
+    task_end(w, t); /* no stack for it: it ends as panicked */
+  }
+}
+
+/* From the scheduler to t, until some task gives the worker back. */
 static void switch_to_task(tg__worker *w, tg_task *t) {
   w->current = t;
-  atomic_fetch_add_explicit(&rt->switches, 1, memory_order_relaxed);
+  count_switch(w);
   void *fake_stack = NULL;
   TG_ASAN_START(&fake_stack, t->stack->base, t->stack->map_size);
 #if defined(TG_TSAN)
   __tsan_switch_to_fiber(t->tsan_fiber, 0);
 #endif
-  tg__transfer back = jump_fcontext(t->ctx, t);
+  tg__transfer back = jump_fcontext(t->ctx, NULL);
   TG_ASAN_FINISH(fake_stack);
-  t->ctx = back.fctx;
+  tg_task *from = back.data; /* not necessarily t: tasks switch among themselves */
+  from->ctx = back.fctx;
   w->current = NULL;
+  if (w->switch_reason == TG__SWITCH_END) {
+    w->switch_reason = TG__SWITCH_NONE;
+    task_end(w, from);
+  }
 }
 
-/* From a task back to its worker's scheduler; returns when it is resumed.
- * `ending` is true for the last switch of a task, whose stack then dies. */
+/* The running task `self`, already queued again or parked, gives the
+ * worker to the next runnable task or to the scheduler; returns when self
+ * is resumed. */
+static void switch_away(tg__worker *w, tg_task *self) {
+  tg_task *next = NULL;
+  if (w->budget > 0) {
+    w->budget--;
+    next = pick_next(w);
+    if (next == self) return; /* a yield with nobody else runnable */
+  }
+  w->current = next;
+  void *fake_stack = NULL;
+  if (next) {
+    count_switch(w);
+    TG_ASAN_START(&fake_stack, next->stack->base, next->stack->map_size);
+#if defined(TG_TSAN)
+    __tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+  } else {
+    TG_ASAN_START(&fake_stack, w->loop_stack_bottom, w->loop_stack_size);
+#if defined(TG_TSAN)
+    __tsan_switch_to_fiber(w->tsan_fiber, 0);
+#endif
+  }
+  tg__transfer back = jump_fcontext(next ? next->ctx : w->sched_ctx, self);
+  TG_ASAN_FINISH(fake_stack);
+  resumed(w, back);
+}
+
+/* The last switch of a task: to the scheduler, which releases its stack. */
 void tg__switch_to_scheduler(tg_task *t, bool ending) {
   tg__worker *w = t->worker;
   void *fake_stack = NULL;
@@ -120,33 +191,43 @@ void tg__switch_to_scheduler(tg_task *t, bool ending) {
 #if defined(TG_TSAN)
   __tsan_switch_to_fiber(w->tsan_fiber, 0);
 #endif
+  w->current = NULL;
   tg__transfer back = jump_fcontext(w->sched_ctx, t);
   TG_ASAN_FINISH(fake_stack);
-  t->worker->sched_ctx = back.fctx;
+  resumed(w, back);
 }
 
+/* Parking is decided here, before the switch: the task is pinned to this
+ * worker, so nobody can resume it before the switch completes, and a task
+ * woken while it was about to park simply runs on. */
 void tg__task_park(void) {
-  tg_task *t = current_worker->current;
-  t->worker->switch_reason = TG__SWITCH_PARK;
-  tg__switch_to_scheduler(t, false);
+  tg__worker *w = tg__current_worker;
+  tg_task *t = w->current;
+  int running = TG__RUNNING;
+  if (atomic_compare_exchange_strong_explicit(&t->park_state, &running, TG__PARKED,
+                                              memory_order_acq_rel, memory_order_acquire))
+    switch_away(w, t);
   atomic_store_explicit(&t->park_state, TG__RUNNING, memory_order_relaxed);
 }
 
 int tg_yield(void) {
-  tg_task *t = tg_task_current();
+  tg_task *t = tg__self();
   if (!t) return TG_ENOTASK;
   if (atomic_load_explicit(&t->cancelled, memory_order_relaxed)) return TG_ECANCELED;
-  t->worker->switch_reason = TG__SWITCH_YIELD;
-  tg__switch_to_scheduler(t, false);
+  tg__worker *w = t->worker;
+  if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
+  local_push(w, t); /* behind every task runnable now */
+  switch_away(w, t);
   return atomic_load_explicit(&t->cancelled, memory_order_relaxed) ? TG_ECANCELED : 0;
 }
 
 /* ------------------------------------------------------------ tasks */
 
 static void task_entry(tg__transfer from) {
-  tg_task *t = from.data;
-  t->worker->sched_ctx = from.fctx;
   TG_ASAN_FINISH(NULL);
+  tg__worker *w = tg__current_worker;
+  tg_task *t = w->current;
+  resumed(w, from);
   tg__task_exit(t, t->fn(t->arg));
 }
 
@@ -209,29 +290,6 @@ static void task_end(tg__worker *w, tg_task *t) {
   if (atomic_fetch_sub(&rt->tasks_alive, 1) == 1 && atomic_load(&rt->exiting)) wake_all_workers();
 }
 
-static void run_task(tg__worker *w, tg_task *t) {
-  if (!t->stack && !task_start(w, t)) {
-    task_end(w, t);
-    return;
-  }
-  switch_to_task(w, t);
-  switch (w->switch_reason) {
-  case TG__SWITCH_YIELD:
-    local_push(w, t);
-    break;
-  case TG__SWITCH_PARK: {
-    int running = TG__RUNNING;
-    if (!atomic_compare_exchange_strong_explicit(&t->park_state, &running, TG__PARKED,
-                                                 memory_order_acq_rel, memory_order_acquire))
-      local_push(w, t); /* woken before it finished parking */
-    break;
-  }
-  case TG__SWITCH_END:
-    task_end(w, t);
-    break;
-  }
-}
-
 int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *opts) {
   static const tg_spawn_opts defaults = {0};
   if (!opts) opts = &defaults;
@@ -280,21 +338,25 @@ int tg_spawn(tg_task **handle, tg_task_fn fn, void *arg, const tg_spawn_opts *op
 
 int tg__timer_start(tg__timer *t, int64_t deadline) {
   t->deadline = deadline;
-  return tg__timer_heap_push(&current_worker->timers, t);
+  return tg__timer_heap_push(&tg__current_worker->timers, t);
 }
 
-void tg__timer_stop(tg__timer *t) { tg__timer_heap_remove(&current_worker->timers, t); }
+void tg__timer_stop(tg__timer *t) { tg__timer_heap_remove(&tg__current_worker->timers, t); }
 
 void tg__blocking_begin(void) { atomic_fetch_add(&rt->blocking_in_flight, 1); }
 void tg__blocking_end(void) { atomic_fetch_sub(&rt->blocking_in_flight, 1); }
 
 /* ------------------------------------------------------------ the loop */
 
+/* Runs tasks until none is runnable or RUN_BUDGET switches were made
+ * (counting those tasks make among themselves). */
 static void run_ready(tg__worker *w) {
-  for (int budget = RUN_BUDGET; budget > 0; budget--) {
-    tg_task *t = local_pop(w);
+  w->budget = RUN_BUDGET;
+  while (w->budget > 0) {
+    w->budget--;
+    tg_task *t = pick_next(w);
     if (!t) return;
-    run_task(w, t);
+    switch_to_task(w, t);
   }
 }
 
@@ -336,6 +398,29 @@ static bool exit_ready(void) {
   return atomic_load(&rt->exiting) && atomic_load(&rt->tasks_alive) == 0;
 }
 
+/* With several workers, an idle worker first watches its inject queue for
+ * up to SPIN_NS: a task on another worker usually wakes one of ours within
+ * a microsecond, while a wake through the loop's eventfd costs a system
+ * call on the waker's side and a sleep and wake-up of this thread (tens of
+ * microseconds on a virtual machine). True when work arrived. */
+enum { SPIN_NS = 50000, SPIN_PAUSE_NS = 5000 };
+
+static bool spin_for_work(tg__worker *w, int64_t timeout_ms) {
+  int64_t start = tg__real_now(), limit = SPIN_NS;
+  if (timeout_ms > 0 && timeout_ms * 1000000 < limit) limit = timeout_ms * 1000000;
+  for (;;) {
+    for (int i = 0; i < 64; i++) {
+      if (atomic_load_explicit(&w->injected, memory_order_relaxed)) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    int64_t spent = tg__real_now() - start;
+    if (exit_ready() || spent >= limit) return false;
+    if (spent >= SPIN_PAUSE_NS) sched_yield(); /* the waker may wait for this CPU */
+  }
+}
+
 /* Polls sockets and other handles; sleeps when no task is runnable. */
 static void poll_io(tg__worker *w) {
   if (w->run_head) {
@@ -347,6 +432,7 @@ static void poll_io(tg__worker *w) {
     uv_run(&w->loop, UV_RUN_NOWAIT);
     return;
   }
+  if (rt->nworkers > 1 && spin_for_work(w, timeout)) return;
   atomic_store_explicit(&w->sleeping, true, memory_order_seq_cst);
   if (!atomic_load_explicit(&w->injected, memory_order_seq_cst) && !exit_ready()) {
     /* libuv times the timer from its cached clock, which may be a whole
@@ -363,7 +449,7 @@ static void poll_io(tg__worker *w) {
 }
 
 static void worker_loop(tg__worker *w) {
-  current_worker = w;
+  tg__current_worker = w;
   for (;;) {
     if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
     if (!w->aborted_all && atomic_load_explicit(&rt->exiting, memory_order_relaxed)) abort_live(w);
@@ -372,7 +458,7 @@ static void worker_loop(tg__worker *w) {
     if (exit_ready()) break;
     poll_io(w);
   }
-  current_worker = NULL;
+  tg__current_worker = NULL;
 }
 
 static int worker_init(tg__worker *w, int index) {
@@ -418,6 +504,8 @@ static void worker_main(void *arg) {
 }
 
 static void fill_stats(tg_runtime_stats *out) {
+  uint64_t switches = 0;
+  for (int i = 0; i < rt->nworkers; i++) switches += atomic_load_explicit(&rt->workers[i].switches, memory_order_relaxed);
   *out = (tg_runtime_stats){
       .workers = rt->nworkers,
       .tasks_spawned = atomic_load(&rt->spawned),
@@ -425,7 +513,7 @@ static void fill_stats(tg_runtime_stats *out) {
       .tasks_panicked = atomic_load(&rt->panicked),
       .tasks_aborted = atomic_load(&rt->aborted),
       .tasks_aborted_at_exit = atomic_load(&rt->aborted_at_exit),
-      .context_switches = atomic_load(&rt->switches),
+      .context_switches = switches,
       .blocking_in_flight = atomic_load(&rt->blocking_in_flight),
   };
   tg__stack_counts(&out->stacks_guarded, &out->stacks_unguarded, &out->stacks_pooled);
