@@ -2,7 +2,7 @@
  * a spawn and join, an uncontended mpsc send+recv pair, a wake across
  * workers. Each figure is the median of 5 runs, in ns per operation.
  *
- *   tg-microbench [--scale F] */
+ *   tg-microbench [--scale F] [--only NAME] */
 #include "tg/tg.h"
 
 #include <math.h>
@@ -202,20 +202,35 @@ static double cross_wake(void) {
   return ns;
 }
 
+static const struct {
+  const char *name;
+  bench_fn fn;
+  int workers;
+} benches[] = {
+    {"fcontext_switch_ns", raw_switch, 1},
+    {"yield_switch_ns", yield_pair, 1},
+    {"spawn_join_ns", spawn_join, 1},
+    {"mpsc_send_recv_pair_ns", mpsc_pair, 1},
+    {"cross_worker_wake_ns", cross_wake, 2},
+};
+
 int main(int argc, char **argv) {
+  const char *only = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
       scale = strtod(argv[++i], NULL);
       if (!(scale > 0)) return 2;
+    } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+      only = argv[++i];
     } else {
-      fprintf(stderr, "usage: tg-microbench [--scale F]\n");
+      fprintf(stderr, "usage: tg-microbench [--scale F] [--only NAME]\n");
       return 2;
     }
   }
-  printf("fcontext_switch_ns=%.1f\n", median_run(raw_switch, 1));
-  printf("yield_switch_ns=%.1f\n", median_run(yield_pair, 1));
-  printf("spawn_join_ns=%.1f\n", median_run(spawn_join, 1));
-  printf("mpsc_send_recv_pair_ns=%.1f\n", median_run(mpsc_pair, 1));
-  printf("cross_worker_wake_ns=%.1f\n", median_run(cross_wake, 2));
+  for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
+    if (only && !strstr(benches[i].name, only)) continue;
+    printf("%s=%.1f\n", benches[i].name, median_run(benches[i].fn, benches[i].workers));
+    fflush(stdout);
+  }
   return 0;
 }

@@ -84,16 +84,30 @@ void tg_mpsc_rx_drop(tg_mpsc_rx *rx) {
   if (unused) free_if_unused(ch);
 }
 
+/* Copies one element; the common small sizes become plain moves instead
+ * of a call to memcpy. */
+static inline void copy_elem(void *dst, const void *src, size_t size) {
+  switch (size) {
+  case 4: memcpy(dst, src, 4); break;
+  case 8: memcpy(dst, src, 8); break;
+  case 16: memcpy(dst, src, 16); break;
+  case 24: memcpy(dst, src, 24); break;
+  case 32: memcpy(dst, src, 32); break;
+  case 48: memcpy(dst, src, 48); break;
+  default: memcpy(dst, src, size); break;
+  }
+}
+
 static void ring_push(tg_mpsc *ch, const void *elem) {
   size_t tail = ch->head + ch->len;
   if (tail >= ch->capacity) tail -= ch->capacity;
-  memcpy(ch->ring + tail * ch->elem_size, elem, ch->elem_size);
+  copy_elem(ch->ring + tail * ch->elem_size, elem, ch->elem_size);
   ch->len++;
   ch->sent++;
 }
 
 static void ring_pop(tg_mpsc *ch, void *out) {
-  memcpy(out, ch->ring + ch->head * ch->elem_size, ch->elem_size);
+  copy_elem(out, ch->ring + ch->head * ch->elem_size, ch->elem_size);
   if (++ch->head == ch->capacity) ch->head = 0;
   ch->len--;
   ch->received++;
@@ -148,7 +162,15 @@ int tg_mpsc_try_send(tg_mpsc_tx *tx, const void *elem) {
 }
 
 int tg_mpsc_send_dl(tg_mpsc_tx *tx, const void *elem, int64_t deadline_ns) {
-  return tg__wait_one(&send_op, tx, (void *)elem, 0, deadline_ns);
+  /* The first attempt inline, as tg__wait_one would make it: most sends
+   * find room and never need the wait machinery. */
+  if (tg__self_cancelled()) return TG_ECANCELED;
+  tg_mpsc *ch = of(tx);
+  tg__lock_acquire(&ch->lock);
+  int r = send_locked(ch, elem);
+  tg__lock_release(&ch->lock);
+  if (r != TG_EAGAIN) return r;
+  return tg__wait_one_tried(&send_op, tx, (void *)elem, 0, deadline_ns);
 }
 
 int tg_mpsc_send(tg_mpsc_tx *tx, const void *elem) { return tg_mpsc_send_dl(tx, elem, TG_FOREVER); }
@@ -219,7 +241,13 @@ int tg_mpsc_try_recv(tg_mpsc_rx *rx, void *out) {
 }
 
 int tg_mpsc_recv_dl(tg_mpsc_rx *rx, void *out, int64_t deadline_ns) {
-  return tg__wait_one(&recv_op, rx, out, 0, deadline_ns);
+  if (tg__self_cancelled()) return TG_ECANCELED; /* the first attempt inline, as for send */
+  tg_mpsc *ch = of(rx);
+  tg__lock_acquire(&ch->lock);
+  int r = recv_locked(ch, out);
+  tg__lock_release(&ch->lock);
+  if (r != TG_EAGAIN) return r;
+  return tg__wait_one_tried(&recv_op, rx, out, 0, deadline_ns);
 }
 
 int tg_mpsc_recv(tg_mpsc_rx *rx, void *out) { return tg_mpsc_recv_dl(rx, out, TG_FOREVER); }

@@ -114,7 +114,15 @@ void tg__semaphore_return_permits(tg_semaphore *sem, uint64_t n) {
 }
 
 int tg_semaphore_acquire_dl(tg_semaphore *sem, uint64_t n, int64_t deadline_ns) {
-  return tg__wait_one(&acquire_op, sem, NULL, n, deadline_ns);
+  /* The first attempt inline, as tg__wait_one would make it. */
+  if (tg__self_cancelled()) return TG_ECANCELED;
+  if (n == 0) return TG_EINVAL;
+  tg__lock_acquire(&sem->lock);
+  int r = take_locked(sem, n);
+  tg__lock_release(&sem->lock);
+  if (r == 0) return hold(sem, n);
+  if (r != TG_EAGAIN) return r;
+  return tg__wait_one_tried(&acquire_op, sem, NULL, n, deadline_ns);
 }
 
 int tg_semaphore_acquire(tg_semaphore *sem, uint64_t n) {

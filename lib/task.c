@@ -12,12 +12,12 @@ char *tg__strdup_or_null(const char *name) { return name ? strdup(name) : NULL; 
 uint64_t tg_task_id(const tg_task *t) { return t->id; }
 
 uint64_t tg_task_current_id(void) {
-  tg_task *t = tg_task_current();
+  tg_task *t = tg__self();
   return t ? t->id : 0;
 }
 
 int tg_task_cancelled(void) {
-  tg_task *t = tg_task_current();
+  tg_task *t = tg__self();
   return t && atomic_load_explicit(&t->cancelled, memory_order_relaxed);
 }
 
@@ -25,7 +25,8 @@ void tg__task_outcome(const tg_task *t, tg_outcome *out) {
   out->task_id = t->id;
   out->status = t->status;
   out->value = t->value;
-  snprintf(out->message, sizeof out->message, "%s", t->panic_message ? t->panic_message : "");
+  out->message[0] = '\0'; /* most tasks did not panic: no formatting on the join path */
+  if (t->panic_message) snprintf(out->message, sizeof out->message, "%s", t->panic_message);
 }
 
 void tg__task_release(tg_task *t) {
@@ -82,7 +83,7 @@ _Noreturn void tg_panic(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
-  tg_task *t = tg_task_current();
+  tg_task *t = tg__self();
   if (!t) {
     fprintf(stderr, "libtg: panic outside a task: %s\n", buf);
     abort();
@@ -93,7 +94,7 @@ _Noreturn void tg_panic(const char *fmt, ...) {
 }
 
 int tg_defer(void (*fn)(void *), void *arg) {
-  tg_task *t = tg_task_current();
+  tg_task *t = tg__self();
   if (!t) return TG_ENOTASK;
   tg__defer *d = malloc(sizeof *d);
   if (!d) return TG_ENOMEM;
@@ -166,7 +167,7 @@ static tg__held_permits *held_entry(tg_task *t, struct tg_semaphore *sem) {
 }
 
 int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n) {
-  tg_task *t = tg_task_current();
+  tg_task *t = tg__self();
   if (!t) return 0; /* plain threads release by hand */
   tg__held_permits *e = held_entry(t, sem);
   if (!e) {
@@ -185,11 +186,14 @@ int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n) {
 }
 
 int tg__task_drop_permits(struct tg_semaphore *sem, uint64_t n) {
-  tg_task *t = tg_task_current();
+  tg_task *t = tg__self();
   if (!t) return 0;
   tg__held_permits *e = held_entry(t, sem);
   if (!e || e->n < n) return TG_ENOPERM;
   e->n -= n;
-  if (e->n == 0) *e = t->held[--t->held_len];
+  if (e->n == 0) {
+    tg__held_permits *last = &t->held[--t->held_len];
+    if (e != last) *e = *last;
+  }
   return 0;
 }

@@ -164,22 +164,32 @@ static int try_all(tg_case *cases, int n) {
   return TG__PENDING;
 }
 
-static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline);
+static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, bool tried);
 
-int tg__wait_cases(tg_case *cases, int n, int64_t deadline) {
-  tg_task *self = tg_task_current();
+/* `tried`: the caller has just tried every case and found none ready, so
+ * the first round goes straight to arming (the arms check again under
+ * their locks). */
+static int wait_cases(tg_case *cases, int n, int64_t deadline, bool tried) {
+  tg_task *self = tg__self();
   for (;;) {
-    int r = wait_once(self, cases, n, deadline);
+    int r = wait_once(self, cases, n, deadline, tried);
     /* A woken case that finds nothing to take after all (another consumer
      * was faster) waits again; the deadline still holds. */
     if (r < 0 || cases[r].result != TG_EAGAIN) return r;
+    tried = false;
   }
 }
 
-static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline) {
+int tg__wait_cases(tg_case *cases, int n, int64_t deadline) {
+  return wait_cases(cases, n, deadline, false);
+}
+
+static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, bool tried) {
   if (self && atomic_load_explicit(&self->cancelled, memory_order_relaxed)) return TG_ECANCELED;
-  int ready = try_all(cases, n);
-  if (ready != TG__PENDING) return ready;
+  if (!tried) {
+    int ready = try_all(cases, n);
+    if (ready != TG__PENDING) return ready;
+  }
   if (deadline != TG_FOREVER && deadline <= tg_now()) return TG_ETIMEDOUT;
   if (!self && tg__worker_current()) return TG_ENOTASK;
 
@@ -206,9 +216,13 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline) {
     if (self) tg__task_park();
     else thread_block(&wait, TG_FOREVER);
   }
-  for (int i = 0; i < armed; i++) cases[i].op->disarm(&cases[i], &waiters[i]);
-
+  /* The winner was unlinked by whoever claimed it, who touches it no more
+   * once it woke us (or by nobody, if its arm claimed it): only the other
+   * cases, and a winner still linked, need their primitive's lock. */
   winner = atomic_load(&wait.winner);
+  for (int i = 0; i < armed; i++)
+    if (i != winner || waiters[i].linked) cases[i].op->disarm(&cases[i], &waiters[i]);
+
   if (winner == TG__WON_BY_TIMEOUT) return TG_ETIMEDOUT;
   if (winner == TG__WON_BY_ABORT) return TG_ECANCELED;
   cases[winner].result = cases[winner].op->finish(&cases[winner], &waiters[winner]);
@@ -217,7 +231,13 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline) {
 
 int tg__wait_one(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline) {
   tg_case c = {.op = op, .obj = obj, .buf = buf, .n = n};
-  int r = tg__wait_cases(&c, 1, deadline);
+  int r = wait_cases(&c, 1, deadline, false);
+  return r < 0 ? r : c.result;
+}
+
+int tg__wait_one_tried(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline) {
+  tg_case c = {.op = op, .obj = obj, .buf = buf, .n = n};
+  int r = wait_cases(&c, 1, deadline, true);
   return r < 0 ? r : c.result;
 }
 
