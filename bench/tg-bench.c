@@ -194,6 +194,216 @@ static outcome w2_mpsc_fanin(double scale) {
   return (outcome){c.received, failure};
 }
 
+/* ------------------------------------------------------------ W3 */
+
+enum { W3_SUBSCRIBERS = 4 };
+
+typedef struct w3_subscriber_state {
+  tg_broadcast_rx *rx;
+  uint64_t delivered, lagged;
+  bool increasing;
+} w3_subscriber_state;
+
+typedef struct w3_sender_state {
+  tg_broadcast_tx *tx;
+  uint64_t n;
+} w3_sender_state;
+
+static void *w3_subscriber(void *arg) {
+  w3_subscriber_state *s = arg;
+  uint64_t v, last = 0, delivered = 0, lagged = 0;
+  bool increasing = true;
+  for (;;) {
+    int r = tg_broadcast_recv(s->rx, &v);
+    if (r == 0) {
+      if (delivered > 0 && v <= last) increasing = false;
+      last = v;
+      delivered++;
+    } else if (r == TG_ELAGGED) {
+      lagged += tg_broadcast_rx_lagged(s->rx);
+    } else {
+      if (r != TG_ECLOSED) die("tg_broadcast_recv", r);
+      break;
+    }
+  }
+  tg_broadcast_rx_drop(s->rx);
+  s->delivered = delivered;
+  s->lagged = lagged;
+  s->increasing = increasing;
+  return NULL;
+}
+
+static void *w3_sender(void *arg) {
+  w3_sender_state *s = arg;
+  for (uint64_t i = 0; i < s->n; i++) {
+    /* Cannot fail: every subscriber lives until the channel closes. */
+    int r = tg_broadcast_send(s->tx, &i, NULL);
+    if (r != 0) die("tg_broadcast_send", r);
+    if ((i + 1) % 64 == 0) tg_yield();
+  }
+  tg_broadcast_tx_drop(s->tx); /* closes the channel */
+  return NULL;
+}
+
+static outcome w3_broadcast_fanout(double scale) {
+  w3_sender_state snd = {.n = scaled(1000000, scale)};
+  int r = tg_broadcast_new(&(tg_broadcast_opts){.capacity = 100, .elem_size = sizeof(uint64_t)},
+                           &snd.tx, NULL);
+  if (r != 0) die("tg_broadcast_new", r);
+  w3_subscriber_state subs[W3_SUBSCRIBERS];
+  tg_task *subscribers[W3_SUBSCRIBERS];
+  for (int i = 0; i < W3_SUBSCRIBERS; i++) {
+    subs[i] = (w3_subscriber_state){0};
+    r = tg_broadcast_subscribe(snd.tx, &subs[i].rx);
+    if (r != 0) die("tg_broadcast_subscribe", r);
+    subscribers[i] = spawn(w3_subscriber, &subs[i]);
+  }
+  tg_task *sender = spawn(w3_sender, &snd);
+  join(sender);
+  uint64_t delivered = 0, lagged = 0;
+  bool increasing = true;
+  for (int i = 0; i < W3_SUBSCRIBERS; i++) {
+    join(subscribers[i]);
+    delivered += subs[i].delivered;
+    lagged += subs[i].lagged;
+    increasing &= subs[i].increasing;
+  }
+  const char *failure = !increasing ? "not_increasing"
+                        : delivered + lagged != snd.n * W3_SUBSCRIBERS ? "delivered_plus_lagged"
+                                                                       : NULL;
+  return (outcome){delivered, failure};
+}
+
+/* ------------------------------------------------------------ W4 */
+
+enum { W4_RECEIVERS = 4 };
+
+typedef struct w4_receiver_state {
+  tg_watch_rx *rx;
+  uint64_t last;
+  bool seen_any, monotonic;
+} w4_receiver_state;
+
+typedef struct w4_sender_state {
+  tg_watch_tx *tx;
+  uint64_t n, stored;
+} w4_sender_state;
+
+static void *w4_receiver(void *arg) {
+  w4_receiver_state *s = arg;
+  uint64_t v, last = 0;
+  bool seen_any = false, monotonic = true;
+  /* changed() reports a version not yet seen before it reports the close,
+   * so the last value read is the last one stored. */
+  while (tg_watch_changed(s->rx) == 0) {
+    tg_watch_get_and_update(s->rx, &v);
+    if (seen_any && v < last) monotonic = false;
+    last = v;
+    seen_any = true;
+  }
+  tg_watch_rx_drop(s->rx);
+  s->last = last;
+  s->seen_any = seen_any;
+  s->monotonic = monotonic;
+  return NULL;
+}
+
+static void *w4_sender(void *arg) {
+  w4_sender_state *s = arg;
+  for (uint64_t i = 0; i < s->n; i++) {
+    if (tg_watch_send(s->tx, &i) == 0) s->stored++;
+    tg_yield();
+  }
+  tg_watch_tx_drop(s->tx);
+  return NULL;
+}
+
+static outcome w4_watch_state(double scale) {
+  w4_sender_state snd = {.n = scaled(1000000, scale)};
+  uint64_t initial = 0;
+  tg_watch_rx *rx0;
+  int r = tg_watch_new(&(tg_watch_opts){.elem_size = sizeof(uint64_t)}, &initial, &snd.tx, &rx0);
+  if (r != 0) die("tg_watch_new", r);
+  w4_receiver_state recv[W4_RECEIVERS];
+  tg_task *receivers[W4_RECEIVERS];
+  for (int i = 0; i < W4_RECEIVERS; i++) {
+    recv[i] = (w4_receiver_state){0};
+    r = tg_watch_rx_clone(rx0, &recv[i].rx);
+    if (r != 0) die("tg_watch_rx_clone", r);
+    receivers[i] = spawn(w4_receiver, &recv[i]);
+  }
+  tg_watch_rx_drop(rx0);
+  tg_task *sender = spawn(w4_sender, &snd);
+  join(sender);
+  const char *failure = NULL;
+  for (int i = 0; i < W4_RECEIVERS; i++) {
+    join(receivers[i]);
+    if (!recv[i].monotonic) failure = "not_monotonic";
+    else if ((!recv[i].seen_any || recv[i].last != snd.n - 1) && !failure) failure = "final_value";
+  }
+  if (snd.stored != snd.n && !failure) failure = "store_failed";
+  return (outcome){snd.stored, failure};
+}
+
+/* ------------------------------------------------------------ W5 */
+
+typedef struct w5_request {
+  uint64_t value;
+  tg_oneshot_tx *reply;
+} w5_request;
+
+typedef struct w5_state {
+  tg_mpsc_tx *tx;
+  tg_mpsc_rx *rx;
+  uint64_t n, good;
+  bool all_right;
+} w5_state;
+
+static void *w5_responder(void *arg) {
+  w5_state *s = arg;
+  w5_request req;
+  while (tg_mpsc_recv(s->rx, &req) == 0) {
+    uint64_t answer = req.value + 1;
+    tg_oneshot_send(req.reply, &answer); /* consumes the sender either way */
+  }
+  tg_mpsc_rx_drop(s->rx);
+  return NULL;
+}
+
+static void *w5_requester(void *arg) {
+  w5_state *s = arg;
+  s->all_right = true;
+  for (uint64_t i = 0; i < s->n; i++) {
+    w5_request req = {.value = i};
+    tg_oneshot_rx *reply;
+    int r = tg_oneshot_new(sizeof(uint64_t), &req.reply, &reply);
+    if (r != 0) die("tg_oneshot_new", r);
+    if (tg_mpsc_send(s->tx, &req) != 0) {
+      tg_oneshot_tx_drop(req.reply);
+      tg_oneshot_rx_drop(reply);
+      s->all_right = false;
+      break;
+    }
+    uint64_t answer;
+    if (tg_oneshot_recv(reply, &answer) == 0 && answer == i + 1) s->good++;
+    else s->all_right = false;
+    tg_oneshot_rx_drop(reply);
+  }
+  tg_mpsc_tx_drop(s->tx);
+  return NULL;
+}
+
+static outcome w5_oneshot_rpc(double scale) {
+  w5_state s = {.n = scaled(200000, scale)};
+  s.tx = mpsc_new(5, sizeof(w5_request), &s.rx);
+  tg_task *responder = spawn(w5_responder, &s);
+  tg_task *requester = spawn(w5_requester, &s);
+  join(requester);
+  join(responder);
+  const char *failure = !s.all_right || s.good != s.n ? "bad_reply" : NULL;
+  return (outcome){s.good, failure};
+}
+
 /* ------------------------------------------------------------ W6 */
 
 enum { W6_PERMITS = 5, W6_WORKERS = 7 };
@@ -252,6 +462,50 @@ static outcome w6_semaphore_pool(double scale) {
   return (outcome){acquired, failure};
 }
 
+/* ------------------------------------------------------------ W7 */
+
+typedef struct w7_state {
+  tg_notify *a, *b;
+  uint64_t n, pings, pongs;
+} w7_state;
+
+static void *w7_pinger(void *arg) {
+  w7_state *s = arg;
+  for (uint64_t i = 0; i < s->n; i++) {
+    tg_notify_one(s->a);
+    int r = tg_notify_wait(s->b);
+    if (r != 0) die("tg_notify_wait", r);
+    s->pings++;
+  }
+  return NULL;
+}
+
+static void *w7_ponger(void *arg) {
+  w7_state *s = arg;
+  for (uint64_t i = 0; i < s->n; i++) {
+    int r = tg_notify_wait(s->a);
+    if (r != 0) die("tg_notify_wait", r);
+    tg_notify_one(s->b);
+    s->pongs++;
+  }
+  return NULL;
+}
+
+static outcome w7_notify_pingpong(double scale) {
+  w7_state s = {.n = scaled(500000, scale)};
+  int r = tg_notify_new(&s.a, NULL);
+  if (r == 0) r = tg_notify_new(&s.b, NULL);
+  if (r != 0) die("tg_notify_new", r);
+  tg_task *pinger = spawn(w7_pinger, &s);
+  tg_task *ponger = spawn(w7_ponger, &s);
+  join(pinger);
+  join(ponger);
+  tg_notify_free(s.a);
+  tg_notify_free(s.b);
+  const char *failure = s.pings != s.n || s.pongs != s.n ? "count" : NULL;
+  return (outcome){s.pings, failure};
+}
+
 /* ------------------------------------------------------------ W8 */
 
 static void *w8_task(void *arg) { return arg; }
@@ -283,6 +537,286 @@ static outcome w8_joinset_spawn(double scale) {
   return (outcome){joined, failure};
 }
 
+/* ------------------------------------------------------------ W9 */
+
+enum { W9_DEVICES = 7, W9_CLIENTS = 4, W9_SNAPSHOT_EVERY = 100, W9_BATCH = 1000 };
+
+typedef struct w9_reading {
+  uint32_t device_id;
+  uint64_t seq;
+  uint64_t timestamp;
+  double temperature;
+  double humidity;
+  uint8_t battery;
+} w9_reading;
+
+typedef struct w9_snapshot {
+  uint32_t active_devices;
+  uint64_t total;
+  double mean_temperature[W9_DEVICES];
+} w9_snapshot;
+
+/* A batch travels through the batch channel as a pointer, as tokio's Vec. */
+typedef struct w9_batch {
+  size_t len;
+  w9_reading readings[W9_BATCH];
+} w9_batch;
+
+typedef struct w9_state {
+  uint64_t per;
+  tg_mpsc_tx *reading_tx;
+  tg_mpsc_rx *reading_rx;
+  tg_mpsc_tx *batch_tx;
+  tg_mpsc_rx *batch_rx;
+  tg_watch_tx *watch_tx;
+  tg_broadcast_tx *bcast_tx;
+  tg_semaphore *device_sem, *storage_sem;
+  /* results */
+  uint64_t aggregated, stored, stored_seq_sum;
+  bool bad;
+} w9_state;
+
+typedef struct w9_client_state {
+  tg_broadcast_rx *rx;
+  tg_watch_rx *latest;
+  uint64_t seen_total, updates, resyncs;
+} w9_client_state;
+
+typedef struct w9_device_state {
+  w9_state *s;
+  tg_mpsc_tx *tx;
+  uint32_t id;
+  uint64_t sent, seq_sum;
+} w9_device_state;
+
+static w9_batch *w9_batch_new(void) {
+  w9_batch *b = malloc(sizeof *b);
+  if (!b) die("malloc", TG_ENOMEM);
+  b->len = 0;
+  return b;
+}
+
+/* Clients follow the broadcast and resync from the watch after a lag. */
+static void *w9_client(void *arg) {
+  w9_client_state *c = arg;
+  w9_snapshot snap;
+  for (;;) {
+    int r = tg_broadcast_recv(c->rx, &snap);
+    if (r == 0) {
+      if (snap.total > c->seen_total) c->seen_total = snap.total;
+      c->updates++;
+    } else if (r == TG_ELAGGED) {
+      tg_watch_get_and_update(c->latest, &snap);
+      if (snap.total > c->seen_total) c->seen_total = snap.total;
+      c->resyncs++;
+    } else {
+      if (r != TG_ECLOSED) die("tg_broadcast_recv", r);
+      break;
+    }
+  }
+  tg_broadcast_rx_drop(c->rx);
+  tg_watch_rx_drop(c->latest);
+  return NULL;
+}
+
+/* Storage takes one permit of the 2-permit pool per batch and "writes" it. */
+static void *w9_storage(void *arg) {
+  w9_state *s = arg;
+  w9_batch *b;
+  uint64_t stored = 0, seq_sum = 0;
+  while (tg_mpsc_recv(s->batch_rx, &b) == 0) {
+    int r = tg_semaphore_acquire(s->storage_sem, 1);
+    if (r != 0) die("tg_semaphore_acquire", r);
+    for (size_t i = 0; i < b->len; i++) seq_sum += b->readings[i].seq;
+    stored += b->len;
+    tg_semaphore_release(s->storage_sem, 1);
+    free(b);
+  }
+  tg_mpsc_rx_drop(s->batch_rx);
+  s->stored = stored;
+  s->stored_seq_sum = seq_sum;
+  return NULL;
+}
+
+static void *w9_aggregator(void *arg) {
+  w9_state *s = arg;
+  uint64_t count[W9_DEVICES] = {0}, total = 0;
+  double mean[W9_DEVICES] = {0};
+  w9_batch *batch = w9_batch_new();
+  w9_reading r;
+  while (tg_mpsc_recv(s->reading_rx, &r) == 0) {
+    uint32_t d = r.device_id;
+    if (d >= W9_DEVICES) {
+      s->bad = true;
+      continue;
+    }
+    count[d]++;
+    mean[d] += (r.temperature - mean[d]) / (double)count[d];
+    total++;
+    batch->readings[batch->len++] = r;
+    if (total % W9_SNAPSHOT_EVERY == 0) {
+      w9_snapshot snap = {.total = total};
+      for (int i = 0; i < W9_DEVICES; i++) {
+        snap.active_devices += count[i] > 0;
+        snap.mean_temperature[i] = mean[i];
+      }
+      tg_watch_send(s->watch_tx, &snap);
+      tg_broadcast_send(s->bcast_tx, &snap, NULL); /* fails only with no client left */
+    }
+    if (batch->len == W9_BATCH) {
+      if (tg_mpsc_send(s->batch_tx, &batch) != 0) {
+        s->bad = true;
+        free(batch);
+      }
+      batch = w9_batch_new();
+    }
+  }
+  if (batch->len > 0 && tg_mpsc_send(s->batch_tx, &batch) == 0) batch = NULL;
+  else if (batch->len > 0) s->bad = true;
+  free(batch);
+  /* closes storage and the clients */
+  tg_mpsc_rx_drop(s->reading_rx);
+  tg_mpsc_tx_drop(s->batch_tx);
+  tg_broadcast_tx_drop(s->bcast_tx);
+  tg_watch_tx_drop(s->watch_tx);
+  s->aggregated = total;
+  return NULL;
+}
+
+/* Each device holds a permit of the 5-permit pool for each send. */
+static void *w9_device(void *arg) {
+  w9_device_state *d = arg;
+  w9_state *s = d->s;
+  for (uint64_t seq = 0; seq < s->per; seq++) {
+    w9_reading reading = {
+        .device_id = d->id,
+        .seq = seq,
+        .timestamp = 1700000000000ull + seq * 10,
+        .temperature = 18.0 + d->id + (double)(seq % 100) * 0.05,
+        .humidity = 40.0 + (double)(seq % 50) * 0.4,
+        .battery = (uint8_t)(100 - seq % 100),
+    };
+    int r = tg_semaphore_acquire(s->device_sem, 1);
+    if (r != 0) die("tg_semaphore_acquire", r);
+    bool ok = tg_mpsc_send(d->tx, &reading) == 0;
+    tg_semaphore_release(s->device_sem, 1);
+    if (!ok) break;
+    d->sent++;
+    d->seq_sum += seq;
+  }
+  tg_mpsc_tx_drop(d->tx);
+  return NULL;
+}
+
+static outcome w9_gateway_pipeline(double scale) {
+  w9_state s = {.per = scaled(200000, scale)};
+  s.reading_tx = mpsc_new(50, sizeof(w9_reading), &s.reading_rx);
+  s.batch_tx = mpsc_new(10, sizeof(w9_batch *), &s.batch_rx);
+  w9_snapshot empty = {0};
+  tg_watch_rx *watch_rx;
+  int r = tg_watch_new(&(tg_watch_opts){.elem_size = sizeof(w9_snapshot)}, &empty, &s.watch_tx, &watch_rx);
+  if (r != 0) die("tg_watch_new", r);
+  r = tg_broadcast_new(&(tg_broadcast_opts){.capacity = 100, .elem_size = sizeof(w9_snapshot)}, &s.bcast_tx,
+                       NULL);
+  if (r != 0) die("tg_broadcast_new", r);
+  if ((r = tg_semaphore_new(&s.device_sem, 5, NULL)) != 0 || (r = tg_semaphore_new(&s.storage_sem, 2, NULL)) != 0)
+    die("tg_semaphore_new", r);
+
+  w9_client_state cs[W9_CLIENTS];
+  tg_task *clients[W9_CLIENTS];
+  for (int i = 0; i < W9_CLIENTS; i++) {
+    cs[i] = (w9_client_state){0};
+    if ((r = tg_broadcast_subscribe(s.bcast_tx, &cs[i].rx)) != 0) die("tg_broadcast_subscribe", r);
+    if ((r = tg_watch_rx_clone(watch_rx, &cs[i].latest)) != 0) die("tg_watch_rx_clone", r);
+    clients[i] = spawn(w9_client, &cs[i]);
+  }
+  tg_watch_rx_drop(watch_rx);
+  tg_task *storage = spawn(w9_storage, &s);
+  tg_task *aggregator = spawn(w9_aggregator, &s);
+  w9_device_state ds[W9_DEVICES];
+  tg_task *devices[W9_DEVICES];
+  for (uint32_t i = 0; i < W9_DEVICES; i++) {
+    ds[i] = (w9_device_state){.s = &s, .tx = tg_mpsc_tx_clone(s.reading_tx), .id = i};
+    devices[i] = spawn(w9_device, &ds[i]);
+  }
+  tg_mpsc_tx_drop(s.reading_tx);
+
+  uint64_t sent = 0, sent_seq_sum = 0;
+  for (int i = 0; i < W9_DEVICES; i++) {
+    join(devices[i]);
+    sent += ds[i].sent;
+    sent_seq_sum += ds[i].seq_sum;
+  }
+  join(aggregator);
+  join(storage);
+  for (int i = 0; i < W9_CLIENTS; i++) join(clients[i]);
+  tg_semaphore_free(s.device_sem);
+  tg_semaphore_free(s.storage_sem);
+  const char *failure = s.bad ? "aggregator"
+                        : s.stored != sent || s.aggregated != sent ? "stored_ne_sent"
+                        : s.stored_seq_sum != sent_seq_sum ? "seq_sum"
+                                                           : NULL;
+  return (outcome){s.stored, failure};
+}
+
+/* ------------------------------------------------------------ W10 */
+
+/* Memory per live task: every task parks at once on one latched
+ * cancellation token; the spawner fires it once all of them wait. */
+typedef struct w10_state {
+  tg_cancel *release;
+  atomic_uint_fast64_t parked;
+} w10_state;
+
+static w10_state w10;
+
+static void *w10_task(void *arg) {
+  atomic_fetch_add_explicit(&w10.parked, 1, memory_order_relaxed);
+  if (tg_cancel_wait(w10.release) != 0) return (void *)UINTPTR_MAX;
+  return arg;
+}
+
+static outcome w10_idle_tasks(double scale) {
+  uint64_t n = scaled(100000, scale);
+  atomic_store(&w10.parked, 0);
+  int r = tg_cancel_new(&w10.release, NULL);
+  if (r != 0) die("tg_cancel_new", r);
+  tg_joinset *js;
+  if ((r = tg_joinset_new(&js, NULL)) != 0) die("tg_joinset_new", r);
+  for (uint64_t i = 0; i < n; i++) {
+    r = tg_joinset_spawn(js, w10_task, (void *)(uintptr_t)i, NULL, NULL);
+    if (r != 0) die("tg_joinset_spawn", r);
+  }
+  /* Every task counts itself and then waits: the token's own figure of
+   * waiters says when all of them are parked. */
+  tg_cancel_stats st;
+  for (;;) {
+    tg_cancel_stats_get(w10.release, &st);
+    if (st.waiters >= n) break;
+    tg_yield();
+  }
+  bool all_parked = atomic_load(&w10.parked) == n && st.waiters == n;
+  tg_cancel_fire(w10.release);
+  uint64_t joined = 0, sum = 0;
+  bool errors = false;
+  tg_outcome out;
+  while ((r = tg_joinset_join_next(js, &out)) == 0) {
+    uintptr_t v = (uintptr_t)out.value;
+    if (out.status != 0 || v == UINTPTR_MAX) {
+      errors = true;
+      continue;
+    }
+    sum += v;
+    joined++;
+  }
+  if (r != TG_EEMPTY) errors = true;
+  tg_joinset_free(js);
+  tg_cancel_free(w10.release);
+  uint64_t expected = n % 2 ? (n - 1) / 2 * n : n / 2 * (n - 1);
+  const char *failure = errors || !all_parked ? "join_error" : sum != expected || joined != n ? "sum" : NULL;
+  return (outcome){joined, failure};
+}
+
 /* ------------------------------------------------------------ driver */
 
 typedef struct workload {
@@ -293,8 +827,14 @@ typedef struct workload {
 static const workload workloads[] = {
     {"W1", "mpsc_spsc", w1_mpsc_spsc},
     {"W2", "mpsc_fanin", w2_mpsc_fanin},
+    {"W3", "broadcast_fanout", w3_broadcast_fanout},
+    {"W4", "watch_state", w4_watch_state},
+    {"W5", "oneshot_rpc", w5_oneshot_rpc},
     {"W6", "semaphore_pool", w6_semaphore_pool},
+    {"W7", "notify_pingpong", w7_notify_pingpong},
     {"W8", "joinset_spawn", w8_joinset_spawn},
+    {"W9", "gateway_pipeline", w9_gateway_pipeline},
+    {"W10", "idle_tasks", w10_idle_tasks},
 };
 
 typedef struct run_call {
