@@ -174,42 +174,53 @@ typedef struct tg__held_permits {
 struct tg_joinset;
 struct tg__worker;
 
-/* Invariants: a task is on at most one run queue, and only while
- * park_state is not PARKED; it waits in at most one tg__wait (cur_wait),
- * read and written under `lock`; it runs only on `worker`. Its stack
- * exists from its first run to its end; the struct lives until it has
- * ended and its handle (or JoinSet) let go of it. */
-typedef struct tg_task {
-  void *ctx;                 /* saved fcontext while not running */
-  struct tg__worker *worker;
-  struct tg_task *next_run;  /* run queue link */
-  atomic_int park_state;     /* TG__RUNNING, TG__PARKED, TG__NOTIFIED */
-  tg_task_fn fn;
-  void *arg;
-  uint64_t id;
-  struct tg__stack *stack;   /* NULL before the first run and after the end */
-  size_t stack_size;
-  tg_stack_guard guard;
-  atomic_bool cancelled;
-  bool ended;                /* under lock */
-  int status;                /* 0, TG_EPANICKED, TG_ECANCELED once ended */
-  void *value;
-  char *panic_message;       /* malloc'd, NULL unless panicked */
-  tg__lock lock;             /* guards cur_wait, ended, refs, joiners */
-  tg__wait *cur_wait;
-  tg__waitlist joiners;      /* a task waiting in tg_task_join */
-  int refs;                  /* 1 while running + 1 for the handle/set */
-  struct tg_joinset *set;    /* owning JoinSet, or NULL */
-  struct tg_task *set_prev, *set_next; /* in the set's running or done list */
-  struct tg_task *live_prev, *live_next; /* in the worker's live list */
+/* What few tasks use - cleanups, semaphore permits, a name, a panic
+ * message - lives apart, allocated on first use, so that the struct of
+ * every task stays small (100,000 tasks in a JoinSet cost 100,000 of them). */
+typedef struct tg__task_extra {
   tg__defer *defers;
   tg__held_permits *held;    /* permits this task holds, per semaphore */
   size_t held_len, held_cap;
   char *name;
+  char *panic_message;       /* malloc'd, NULL unless panicked */
+} tg__task_extra;
+
+/* Invariants: a task is on at most one run queue, and only while
+ * park_state is not PARKED; it waits in at most one tg__wait (cur_wait),
+ * read and written under `lock`; it runs only on `worker`. Its stack
+ * exists from its first run to its end; the struct lives until it has
+ * ended and its handle (or JoinSet) let go of it. Fields are ordered to
+ * leave no padding: 152 bytes, a 160-byte malloc chunk. */
+typedef struct tg_task {
+  void *ctx;                 /* saved fcontext while not running */
+  struct tg__worker *worker;
+  struct tg_task *next_run;  /* run queue link */
+  tg_task_fn fn;
+  void *arg;
+  void *value;               /* fn's result, once ended */
+  uint64_t id;
+  struct tg__stack *stack;   /* NULL before the first run and after the end */
+  tg__wait *cur_wait;
+  tg__waiter *joiners;       /* tasks in tg_task_join, chained by next */
+  struct tg_joinset *set;    /* owning JoinSet, or NULL */
+  struct tg_task *set_prev, *set_next; /* in the set's running or done list */
+  struct tg_task *live_prev, *live_next; /* in the worker's live list */
+  tg__task_extra *extra;     /* NULL until needed */
+  atomic_int park_state;     /* TG__RUNNING, TG__PARKED, TG__NOTIFIED */
+  int status;                /* 0, TG_EPANICKED, TG_ECANCELED once ended */
+  int refs;                  /* 1 while running + 1 for the handle/set */
+  tg__lock lock;             /* guards cur_wait, ended, refs, joiners */
+  uint32_t stack_size;
+  uint8_t guard;             /* a tg_stack_guard */
+  atomic_bool cancelled;
+  bool ended;                /* under lock */
 #if defined(TG_TSAN)
   void *tsan_fiber;
 #endif
 } tg_task;
+
+/* The task's extra part, allocated if need be; NULL when out of memory. */
+tg__task_extra *tg__task_extra_get(tg_task *t);
 
 enum { TG__RUNNING = 0, TG__PARKED = 1, TG__NOTIFIED = 2 };
 

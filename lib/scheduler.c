@@ -256,7 +256,8 @@ static bool task_start(tg__worker *w, tg_task *t) {
   if (!t->stack) {
     fprintf(stderr, "libtg: no stack for task %llu: %s\n", (unsigned long long)t->id, tg_strerror(err));
     t->status = TG_EPANICKED;
-    t->panic_message = tg__strdup_or_null("no memory for the task's stack");
+    tg__task_extra *x = tg__task_extra_get(t);
+    if (x) x->panic_message = tg__strdup_or_null("no memory for the task's stack");
     return false;
   }
   t->ctx = make_fcontext(tg__stack_top(t->stack), t->stack->usable, task_entry);
@@ -296,10 +297,11 @@ int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *o
   if (!rt || !fn) return TG_EINVAL;
   if (opts->pin && (opts->worker < 0 || opts->worker >= rt->nworkers)) return TG_EINVAL;
   size_t stack_size = opts->stack_size ? opts->stack_size : rt->stack_size;
-  if (stack_size < TG_STACK_MIN) return TG_EINVAL;
+  if (stack_size < TG_STACK_MIN || stack_size > UINT32_MAX) return TG_EINVAL;
   tg_task *t = calloc(1, sizeof *t);
   if (!t) return TG_ENOMEM;
-  if (opts->name && !(t->name = tg__strdup_or_null(opts->name))) {
+  if (opts->name && (!tg__task_extra_get(t) || !(t->extra->name = tg__strdup_or_null(opts->name)))) {
+    free(t->extra);
     free(t);
     return TG_ENOMEM;
   }
@@ -309,8 +311,8 @@ int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *o
   t->worker = &rt->workers[index];
   t->fn = fn;
   t->arg = arg;
-  t->stack_size = stack_size;
-  t->guard = opts->guard;
+  t->stack_size = (uint32_t)stack_size;
+  t->guard = (uint8_t)opts->guard;
   t->refs = 2; /* the running task, and its handle or JoinSet */
   t->id = atomic_fetch_add_explicit(&rt->spawned, 1, memory_order_relaxed) + 1;
   atomic_init(&t->park_state, TG__RUNNING);

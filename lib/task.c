@@ -26,7 +26,8 @@ void tg__task_outcome(const tg_task *t, tg_outcome *out) {
   out->status = t->status;
   out->value = t->value;
   out->message[0] = '\0'; /* most tasks did not panic: no formatting on the join path */
-  if (t->panic_message) snprintf(out->message, sizeof out->message, "%s", t->panic_message);
+  if (t->extra && t->extra->panic_message)
+    snprintf(out->message, sizeof out->message, "%s", t->extra->panic_message);
 }
 
 void tg__task_release(tg_task *t) {
@@ -34,33 +35,43 @@ void tg__task_release(tg_task *t) {
   int refs = --t->refs;
   tg__lock_release(&t->lock);
   if (refs > 0) return;
-  free(t->panic_message);
-  free(t->held);
-  free(t->name);
+  if (t->extra) {
+    free(t->extra->panic_message);
+    free(t->extra->held);
+    free(t->extra->name);
+    free(t->extra);
+  }
   free(t);
+}
+
+tg__task_extra *tg__task_extra_get(tg_task *t) {
+  if (!t->extra) t->extra = calloc(1, sizeof *t->extra);
+  return t->extra;
 }
 
 /* ------------------------------------------------------------ the end */
 
-static void run_defers(tg_task *t) {
-  while (t->defers) {
-    tg__defer *d = t->defers;
-    t->defers = d->next;
+static void run_defers(tg__task_extra *x) {
+  while (x->defers) {
+    tg__defer *d = x->defers;
+    x->defers = d->next;
     d->fn(d->arg);
     free(d);
   }
 }
 
-static void return_held_permits(tg_task *t) {
-  for (size_t i = 0; i < t->held_len; i++)
-    if (t->held[i].n) tg__semaphore_return_permits(t->held[i].sem, t->held[i].n);
-  t->held_len = 0;
+static void return_held_permits(tg__task_extra *x) {
+  for (size_t i = 0; i < x->held_len; i++)
+    if (x->held[i].n) tg__semaphore_return_permits(x->held[i].sem, x->held[i].n);
+  x->held_len = 0;
 }
 
 _Noreturn void tg__task_exit(tg_task *t, void *value) {
   t->value = value;
-  run_defers(t);
-  return_held_permits(t);
+  if (t->extra) {
+    run_defers(t->extra);
+    return_held_permits(t->extra);
+  }
   if (t->status == 0 && atomic_load(&t->cancelled)) t->status = TG_ECANCELED;
   t->worker->switch_reason = TG__SWITCH_END;
   tg__switch_to_scheduler(t, true);
@@ -70,7 +81,16 @@ _Noreturn void tg__task_exit(tg_task *t, void *value) {
 void tg__task_finish(tg_task *t) {
   tg__lock_acquire(&t->lock);
   t->ended = true;
-  tg__waitlist_wake_all(&t->joiners, 0);
+  while (t->joiners) { /* normally one: a handle is joined once */
+    tg__waiter *w = t->joiners;
+    t->joiners = w->next;
+    w->next = NULL;
+    w->linked = false;
+    if (tg__waiter_claim(w)) {
+      w->result = 0;
+      tg__wait_wake(w->wait);
+    }
+  }
   struct tg_joinset *set = t->set;
   tg__lock_release(&t->lock);
   if (set) tg__joinset_task_ended(set, t);
@@ -89,23 +109,26 @@ _Noreturn void tg_panic(const char *fmt, ...) {
     abort();
   }
   t->status = TG_EPANICKED;
-  t->panic_message = strdup(buf);
+  tg__task_extra *x = tg__task_extra_get(t);
+  if (x) x->panic_message = strdup(buf); /* out of memory: no message */
   tg__task_exit(t, NULL);
 }
 
 int tg_defer(void (*fn)(void *), void *arg) {
   tg_task *t = tg__self();
   if (!t) return TG_ENOTASK;
-  tg__defer *d = malloc(sizeof *d);
+  tg__task_extra *x = tg__task_extra_get(t);
+  tg__defer *d = x ? malloc(sizeof *d) : NULL;
   if (!d) return TG_ENOMEM;
-  *d = (tg__defer){.next = t->defers, .fn = fn, .arg = arg};
-  t->defers = d;
+  *d = (tg__defer){.next = x->defers, .fn = fn, .arg = arg};
+  x->defers = d;
   return 0;
 }
 
 /* ------------------------------------------------------------ join */
 
-/* Waiting for a task's end is a wait on its joiners list. */
+/* Waiting for a task's end is a wait on its joiners list, a LIFO chain
+ * (one joiner is the rule; the order among several does not matter). */
 static int join_try(tg_case *c) {
   tg_task *t = c->obj;
   tg__lock_acquire(&t->lock);
@@ -121,7 +144,10 @@ static bool join_arm(tg_case *c, tg__waiter *w) {
   if (ended) {
     if (tg__waiter_claim(w)) w->result = 0;
   } else {
-    tg__waitlist_push(&t->joiners, w);
+    w->prev = NULL;
+    w->next = t->joiners;
+    w->linked = true;
+    t->joiners = w;
   }
   tg__lock_release(&t->lock);
   return ended;
@@ -130,7 +156,13 @@ static bool join_arm(tg_case *c, tg__waiter *w) {
 static void join_disarm(tg_case *c, tg__waiter *w) {
   tg_task *t = c->obj;
   tg__lock_acquire(&t->lock);
-  tg__waitlist_remove(&t->joiners, w);
+  if (w->linked) {
+    tg__waiter **p = &t->joiners;
+    while (*p != w) p = &(*p)->next;
+    *p = w->next;
+    w->next = NULL;
+    w->linked = false;
+  }
   tg__lock_release(&t->lock);
 }
 
@@ -160,25 +192,27 @@ void tg_task_abort(tg_task *t) {
 
 /* ------------------------------------------------------------ permits */
 
-static tg__held_permits *held_entry(tg_task *t, struct tg_semaphore *sem) {
-  for (size_t i = 0; i < t->held_len; i++)
-    if (t->held[i].sem == sem) return &t->held[i];
+static tg__held_permits *held_entry(tg__task_extra *x, struct tg_semaphore *sem) {
+  for (size_t i = 0; i < x->held_len; i++)
+    if (x->held[i].sem == sem) return &x->held[i];
   return NULL;
 }
 
 int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n) {
   tg_task *t = tg__self();
   if (!t) return 0; /* plain threads release by hand */
-  tg__held_permits *e = held_entry(t, sem);
+  tg__task_extra *x = tg__task_extra_get(t);
+  if (!x) return TG_ENOMEM;
+  tg__held_permits *e = held_entry(x, sem);
   if (!e) {
-    if (t->held_len == t->held_cap) {
-      size_t cap = t->held_cap ? t->held_cap * 2 : 4;
-      tg__held_permits *held = realloc(t->held, cap * sizeof *held);
+    if (x->held_len == x->held_cap) {
+      size_t cap = x->held_cap ? x->held_cap * 2 : 4;
+      tg__held_permits *held = realloc(x->held, cap * sizeof *held);
       if (!held) return TG_ENOMEM;
-      t->held = held;
-      t->held_cap = cap;
+      x->held = held;
+      x->held_cap = cap;
     }
-    e = &t->held[t->held_len++];
+    e = &x->held[x->held_len++];
     *e = (tg__held_permits){.sem = sem};
   }
   e->n += n;
@@ -188,12 +222,12 @@ int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n) {
 int tg__task_drop_permits(struct tg_semaphore *sem, uint64_t n) {
   tg_task *t = tg__self();
   if (!t) return 0;
-  tg__held_permits *e = held_entry(t, sem);
+  tg__held_permits *e = t->extra ? held_entry(t->extra, sem) : NULL;
   if (!e || e->n < n) return TG_ENOPERM;
   e->n -= n;
   if (e->n == 0) {
-    tg__held_permits *last = &t->held[--t->held_len];
-    if (e != last) *e = *last;
+    tg__held_permits *last = &t->extra->held[--t->extra->held_len];
+    if (e != last) *e = *last; /* no self-copy: a store-forwarding stall */
   }
   return 0;
 }
