@@ -10,7 +10,6 @@
  * peers. Exit status 1 when a check fails, 2 for a bad command line. */
 #include "tg/tg.h"
 
-#include <math.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,7 +27,7 @@ typedef struct outcome {
 } outcome;
 
 static uint64_t scaled(uint64_t base, double scale) {
-  double v = round((double)base * scale);
+  double v = (double)base * scale + 0.5; /* rounded, as the peers do */
   return v < 1.0 ? 1 : (uint64_t)v;
 }
 
@@ -891,7 +890,7 @@ int main(int argc, char **argv) {
       threads = (int)t;
     } else if (!strcmp(key, "--scale")) {
       scale = strtod(value, &end);
-      if (*end || !(scale > 0) || !isfinite(scale)) return usage();
+      if (*end || !(scale > 0 && scale < 1e9)) return usage(); /* also rejects inf and NaN */
     } else if (!strcmp(key, "--only")) {
       only = value;
     } else {

@@ -5,7 +5,6 @@
  *   tg-microbench [--scale F] [--only NAME] */
 #include "tg/tg.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +26,7 @@ enum { REPS = 5 };
 static double scale = 1.0;
 
 static uint64_t scaled(uint64_t base) {
-  double v = round((double)base * scale);
+  double v = (double)base * scale + 0.5;
   return v < 1.0 ? 1 : (uint64_t)v;
 }
 
