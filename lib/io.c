@@ -86,22 +86,21 @@ static int accept_now(tg_tcp *l, int *fd) {
   return -errno; /* EMFILE and friends: the caller decides */
 }
 
-/* The listener became readable: accept for the waiters, in order. */
+/* The listener became readable: accept for the waiters, in order. The
+ * waiter is claimed before the accept, so a connection is only ever taken
+ * for a wait that gets it; if the connection is gone by then (another
+ * process took it), the waiter is told TG_EAGAIN and waits again. */
 static void on_listener_readable(uv_poll_t *handle, int status, int events) {
   (void)events;
   tg_tcp *l = handle->data;
-  while (l->acceptors.head) {
+  bool more = true;
+  while (more && l->acceptors.head) {
     tg__waiter *w = l->acceptors.head;
-    int fd = -1, r = status < 0 ? status : accept_now(l, &fd);
-    if (r == TG_EAGAIN) break;
     tg__waitlist_remove(&l->acceptors, w);
-    if (tg__waiter_claim(w)) {
-      *(int *)w->buf = fd;
-      w->result = r;
-      tg__wait_wake(w->wait);
-    } else if (fd >= 0) {
-      close(fd); /* cannot happen: claims are only lost to this thread */
-    }
+    if (!tg__waiter_claim(w)) continue;
+    w->result = status < 0 ? status : accept_now(l, w->buf);
+    more = w->result == 0;
+    tg__wait_wake(w->wait);
   }
   if (!l->acceptors.head) uv_poll_stop(&l->h.poll);
 }
@@ -210,6 +209,13 @@ static void stop_reading(tg_tcp *s) {
   s->reading = false;
 }
 
+/* Whether recv would complete now; changes nothing. */
+static bool recv_ready(const tg_tcp *s) {
+  size_t buffered = s->end - s->start;
+  return s->closing || buffered > s->seen || s->read_error || s->eof || buffered == s->cap;
+}
+
+/* Completes a recv: shows the buffered bytes and marks them seen. */
 static int recv_now(tg_tcp *s, tg_tcp_view *view) {
   if (s->closing) return TG_ECLOSED;
   size_t buffered = s->end - s->start;
@@ -224,14 +230,14 @@ static int recv_now(tg_tcp *s, tg_tcp_view *view) {
   return TG_EAGAIN;
 }
 
+/* Claims before completing, so bytes are marked seen only for a wait
+ * that is shown them. */
 static void wake_readers(tg_tcp *s) {
-  while (s->readers.head) {
+  while (s->readers.head && recv_ready(s)) {
     tg__waiter *w = s->readers.head;
-    int r = recv_now(s, w->buf);
-    if (r == TG_EAGAIN) return;
     tg__waitlist_remove(&s->readers, w);
     if (tg__waiter_claim(w)) {
-      w->result = r;
+      w->result = recv_now(s, w->buf);
       tg__wait_wake(w->wait);
     }
   }

@@ -249,6 +249,47 @@ static void *handoff_body(void *arg) {
 START_TEST(test_io_handoff_to_other_worker) { tg_test_run(2, 0, handoff_body, NULL); }
 END_TEST
 
+/* A recv that times out in the same loop iteration as its bytes arrive
+ * must not hide them: the deadline wins the wait, and the next recv shows
+ * the bytes. A task hogs the worker past the deadline after the bytes were
+ * sent, so the timer and the read land in one iteration. */
+typedef struct hog {
+  tg_tcp *client;
+} hog;
+
+static void *send_then_hog(void *arg) {
+  hog *h = arg;
+  ck_assert_int_eq(tg_tcp_write(h->client, "late\n", 5), 0);
+  int64_t until = tg_now() + TG_MS(30);
+  while (tg_now() < until) {
+  }
+  return NULL;
+}
+
+static void *lost_recv_body(void *arg) {
+  (void)arg;
+  server s = server_new();
+  hog h;
+  ck_assert_int_eq(tg_tcp_connect(&h.client, "127.0.0.1", s.port), 0);
+  tg_tcp *c;
+  ck_assert_int_eq(tg_tcp_accept(s.listener, &c), 0);
+  tg_task *t;
+  tg_spawn(&t, send_then_hog, &h, NULL);
+  const char *data;
+  size_t len;
+  ck_assert_int_eq(tg_tcp_recv_dl(c, &data, &len, tg_deadline_in(TG_MS(10))), TG_ETIMEDOUT);
+  ck_assert_int_eq(tg_tcp_recv_dl(c, &data, &len, tg_deadline_in(TG_SEC(5))), 0);
+  ck_assert_uint_eq(len, 5);
+  tg_task_join(t, NULL);
+  tg_tcp_close(c);
+  tg_tcp_close(h.client);
+  tg_tcp_close(s.listener);
+  return NULL;
+}
+
+START_TEST(test_io_timed_out_recv_loses_nothing) { tg_test_run(1, 0, lost_recv_body, NULL); }
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("io");
   tg_test_add(s, "echo_lines", test_io_echo_lines, 10);
@@ -256,5 +297,6 @@ int main(void) {
   tg_test_add(s, "recv_full_buffer", test_io_recv_full_buffer, 10);
   tg_test_add(s, "errors", test_io_errors, 10);
   tg_test_add(s, "handoff_to_other_worker", test_io_handoff_to_other_worker, 10);
+  tg_test_add(s, "timed_out_recv_loses_nothing", test_io_timed_out_recv_loses_nothing, 10);
   return tg_test_main(s);
 }
