@@ -1,0 +1,156 @@
+/* protocol.h - the device line protocol: one line in, one reading, health
+ * reply or precise rejection out.
+ *
+ * A device connection carries one message per line. protocol_parse_line
+ * takes one line (without its '\n') and tells, from its first non-blank
+ * byte, which format it is in: '{' is a JSON object, anything else is
+ * InfluxDB line protocol. A JSON object with "type":"health" is a device's
+ * answer to a health request; every other accepted line is a reading.
+ * docs/protocol.md has the full wire protocol, field by field.
+ *
+ * The parser is a single left-to-right pass over the line: no allocation,
+ * no general JSON library, no state between calls, safe on any thread. It
+ * reads exactly len bytes (the line need not be NUL-terminated) and the
+ * result never points into the line, so the caller may drop its buffer at
+ * once. A line is rejected for the first problem the scan meets (an
+ * oversized line before any byte is read; missing fields, and fields that
+ * do not belong to the kind of message, once the whole line is read), so
+ * every rejection has exactly one reason and a stable name for metrics.
+ *
+ * Not here: the per-device high-water mark of seq (a reading whose seq is
+ * not above it is a resend and is dropped, not an error), mapping device
+ * ids to the pipeline's numeric ids, rate limits on error lines. Those are
+ * connection state; the parser only says what a line is.
+ *
+ * Numbers: integers are exact to 64 bits. Decimal fractions are converted
+ * to the nearest double; the rare number that needs more than 19
+ * significant digits or an exponent beyond +-22 goes through strtod on a
+ * small stack copy written without a decimal point, so the C locale is not
+ * needed either. */
+#ifndef TELEGATE_PROTOCOL_H
+#define TELEGATE_PROTOCOL_H
+
+#include "reading.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The default line length limit in bytes, not counting the '\n'. */
+#define PROTOCOL_LINE_MAX_DEFAULT 4096
+/* A device id is at most this many bytes. */
+#define PROTOCOL_DEVICE_ID_MAX 32
+
+/* Accepted ranges; a value outside is rejected as out_of_range. */
+#define PROTOCOL_TEMPERATURE_MIN (-50.0) /* degrees Celsius */
+#define PROTOCOL_TEMPERATURE_MAX 150.0
+#define PROTOCOL_HUMIDITY_MIN 0.0 /* percent */
+#define PROTOCOL_HUMIDITY_MAX 100.0
+#define PROTOCOL_BATTERY_MAX 100           /* percent, 0 .. this */
+#define PROTOCOL_TS_MS_MAX 253402300799999 /* 9999-12-31T23:59:59.999Z */
+
+/* Why a line was rejected: X(code, metric name, description). The names
+ * are stable: metrics, logs and the error line sent back all use them. */
+#define PROTOCOL_REASON_MAP(X)                                                                     \
+  X(MALFORMED, "malformed", "neither a JSON object nor a line-protocol point")                   \
+  X(OVERSIZED, "oversized", "line longer than the limit")                                         \
+  X(NOT_UTF8, "not_utf8", "bytes that are not UTF-8")                                             \
+  X(BAD_NUMBER, "bad_number", "a numeric field's value is not a number of its kind")              \
+  X(OUT_OF_RANGE, "out_of_range", "a number outside its field's range, NaN or infinite")          \
+  X(MISSING_FIELD, "missing_field", "a required field is absent")                                 \
+  X(UNKNOWN_FIELD, "unknown_field", "a field this kind of message does not have")                 \
+  X(DUPLICATE_FIELD, "duplicate_field", "a field given twice")                                    \
+  X(BAD_DEVICE_ID, "bad_device_id", "a device id that breaks the id rule")                        \
+  X(WRONG_TYPE, "wrong_type", "a value of the wrong type (string, boolean, null, object, array)") \
+  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health, or a measurement other than telemetry")
+
+typedef enum protocol_reason {
+  PROTOCOL_OK = 0,
+#define PROTOCOL_REASON_ENUM(code, name, text) PROTOCOL_##code,
+  PROTOCOL_REASON_MAP(PROTOCOL_REASON_ENUM)
+#undef PROTOCOL_REASON_ENUM
+  PROTOCOL_REASON_COUNT
+} protocol_reason;
+
+typedef enum protocol_kind {
+  PROTOCOL_READING = 1, /* a measurement: msg.reading and msg.device */
+  PROTOCOL_HEALTH,      /* an answer to a health request: msg.health */
+  PROTOCOL_BLANK,       /* empty, only blanks, or a line-protocol # comment: skip it */
+} protocol_kind;
+
+typedef enum protocol_format {
+  PROTOCOL_JSON = 1,
+  PROTOCOL_LINE, /* InfluxDB line protocol */
+} protocol_format;
+
+/* A device id as sent. "7", 7 and device=7 are the same id, "7"; "07" is
+ * another one. */
+typedef struct protocol_device_id {
+  uint64_t num;    /* the id's value when is_num */
+  uint8_t len;     /* 1 .. PROTOCOL_DEVICE_ID_MAX */
+  uint8_t is_num;  /* text is a decimal integer 0 .. 2^64-1 without leading zeros */
+  char text[PROTOCOL_DEVICE_ID_MAX + 1]; /* NUL-terminated */
+} protocol_device_id;
+
+typedef struct protocol_health_reply {
+  uint64_t id;       /* the request's id, echoed */
+  uint64_t uptime_s; /* seconds since the device started */
+  uint32_t battery;  /* percent */
+} protocol_health_reply;
+
+/* What a line is. Only the members of its kind are written. */
+typedef struct protocol_msg {
+  protocol_kind kind;
+  protocol_format format;    /* not set for PROTOCOL_BLANK */
+  reading reading;           /* READING: every field but .device, left 0 for the
+                                caller to set from .device below */
+  protocol_device_id device; /* READING */
+  protocol_health_reply health; /* HEALTH */
+} protocol_msg;
+
+typedef struct protocol_error {
+  protocol_reason reason;
+  uint32_t offset;   /* byte of the line where the problem was found */
+  const char *field; /* the field concerned ("temperature"), or NULL */
+} protocol_error;
+
+/* Parses line[0 .. len) (no '\n'; one trailing '\r' is ignored). Lines
+ * longer than max_len bytes are rejected as oversized; max_len 0 means
+ * PROTOCOL_LINE_MAX_DEFAULT. Returns 0 with *out filled, or the negative
+ * reason (-PROTOCOL_MALFORMED, -PROTOCOL_OVERSIZED, -PROTOCOL_NOT_UTF8,
+ * -PROTOCOL_BAD_NUMBER, -PROTOCOL_OUT_OF_RANGE, -PROTOCOL_MISSING_FIELD,
+ * -PROTOCOL_UNKNOWN_FIELD, -PROTOCOL_DUPLICATE_FIELD,
+ * -PROTOCOL_BAD_DEVICE_ID, -PROTOCOL_WRONG_TYPE, -PROTOCOL_UNKNOWN_TYPE)
+ * with *err filled when err is not NULL; *out is then unspecified. */
+int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out,
+                        protocol_error *err);
+
+/* The stable name of a reason ("out_of_range"), given as either sign;
+ * "ok" for 0 and "unknown" for anything else. */
+const char *protocol_reason_name(int reason);
+
+/* A one-line description of a reason, given as either sign. */
+const char *protocol_reason_text(int reason);
+
+/* Writers of the lines the two sides send, each ending in '\n' and
+ * NUL-terminated. Each returns the line's length (with the '\n', without
+ * the NUL) or -ENOSPC when buf is too small (64 bytes always do for the
+ * first two, 256 for the others). */
+
+/* The gateway's health request: {"type":"health","id":N} */
+int protocol_format_health_request(char *buf, size_t cap, uint64_t id);
+
+/* The gateway's answer to a rejected line:
+ * {"type":"error","reason":"<name>","line":N}; line_no counts the lines
+ * of the connection from 1. */
+int protocol_format_error(char *buf, size_t cap, int reason, uint64_t line_no);
+
+/* A device's reading in the given format, with device_id (which must obey
+ * the id rule) instead of r->device. Fractions are written in the fewest
+ * digits that parse back to the same double. */
+int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id,
+                            const reading *r);
+
+/* A device's answer to health request id. */
+int protocol_format_health_reply(char *buf, size_t cap, const protocol_health_reply *h);
+
+#endif
