@@ -119,7 +119,9 @@ void *aggregator_task(void *arg) {
       int w = TG_ETIMEDOUT;
       tg_case cs[2] = {tg_cancel_case(a->cancel), tg_mpsc_recv_case(a->telemetry, &r)};
       if (tg_now() < next_cut) w = tg_select(cs, 2, next_cut);
-      if (w == 0) {
+      /* A batch tick that fell due with the token already fired (they
+       * may share an instant) is no tick: the token comes first. */
+      if (w == 0 || (w == TG_ETIMEDOUT && tg_cancel_fired(a->cancel))) {
         start_draining(a, &draining);
         continue;
       }
