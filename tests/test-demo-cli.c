@@ -3,7 +3,10 @@
 #include "cli.h"
 #include "helpers.h"
 
+#include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <libgen.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -90,6 +93,8 @@ static int run_binary(const char *const argv[], char *line, size_t len) {
   pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], 2);
+    int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, 1);
     close(fds[0]);
     execv(bin, (char *const *)argv);
     _exit(127);
@@ -117,11 +122,58 @@ START_TEST(test_demo_cli_exit_status_2) {
 }
 END_TEST
 
+/* --summary-json writes the object other tools rely on. */
+START_TEST(test_demo_cli_summary_json) {
+  char dir[] = "/tmp/telegate-cli-XXXXXX", db[64], json[64], line[512];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(db, sizeof db, "%s/d.db", dir);
+  snprintf(json, sizeof json, "%s/s.json", dir);
+  const char *const argv[] = {"telegate", "demo", "--clock", "virtual", "--duration", "2", "--quiet",
+                              "--db", db, "--summary-json", json, NULL};
+  ck_assert_int_eq(run_binary(argv, line, sizeof line), 0);
+  FILE *f = fopen(json, "r");
+  ck_assert_ptr_nonnull(f);
+  char buf[16384];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  cJSON *o = cJSON_Parse(buf);
+  ck_assert_ptr_nonnull(o);
+  const char *numbers[] = {"readings_sent", "readings_aggregated", "readings_stored", "db_rows",
+                           "batches_flushed", "batches_stored", "telemetry_full_waits", "storage_full_waits",
+                           "device_slot_waits", "db_pool_waits", "snapshots_broadcast", "shutdown_ms", "runtime_s"};
+  for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
+    ck_assert_msg(cJSON_IsNumber(cJSON_GetObjectItem(o, numbers[i])), "no %s", numbers[i]);
+  double sent = cJSON_GetObjectItem(o, "readings_sent")->valuedouble;
+  ck_assert_double_gt(sent, 0);
+  ck_assert_double_eq(cJSON_GetObjectItem(o, "db_rows")->valuedouble, sent);
+  cJSON *clients = cJSON_GetObjectItem(o, "clients");
+  ck_assert_int_eq(cJSON_GetArraySize(clients), 4);
+  const char *client_keys[] = {"id", "received", "lagged_events", "lagged_messages", "resyncs"};
+  for (size_t i = 0; i < sizeof client_keys / sizeof client_keys[0]; i++)
+    ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetArrayItem(clients, 0), client_keys[i])));
+  const char *health_keys[] = {"ok", "timeout", "dropped"};
+  for (size_t i = 0; i < 3; i++) ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "health"), health_keys[i])));
+  const char *task_keys[] = {"spawned", "joined", "panicked", "aborted"};
+  for (size_t i = 0; i < 4; i++) ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "tasks"), task_keys[i])));
+  cJSON_Delete(o);
+  const char *suffix[] = {"", "-wal", "-shm"};
+  char path[96];
+  for (size_t i = 0; i < 3; i++) {
+    snprintf(path, sizeof path, "%s%s", db, suffix[i]);
+    unlink(path);
+  }
+  unlink(json);
+  rmdir(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("demo-cli");
   tg_test_add(s, "defaults_are_the_blog", test_demo_cli_defaults_are_the_blog, 10);
   tg_test_add(s, "flag_beats_preset", test_demo_cli_flag_beats_preset, 10);
   tg_test_add(s, "errors_name_the_flag", test_demo_cli_errors_name_the_flag, 10);
   tg_test_add(s, "exit_status_2", test_demo_cli_exit_status_2, 10);
+  tg_test_add(s, "summary_json", test_demo_cli_summary_json, 20);
   return tg_test_main(s);
 }
