@@ -84,17 +84,18 @@ void tg_mpsc_rx_drop(tg_mpsc_rx *rx) {
   if (unused) free_if_unused(ch);
 }
 
-/* Copies one element; the common small sizes become plain moves instead
- * of a call to memcpy. */
+/* Copies one element; elements of a few words (the usual u64, pairs and
+ * small structs) are moved a word at a time instead of by a call to
+ * memcpy. */
 static inline void copy_elem(void *dst, const void *src, size_t size) {
-  switch (size) {
-  case 4: memcpy(dst, src, 4); break;
-  case 8: memcpy(dst, src, 8); break;
-  case 16: memcpy(dst, src, 16); break;
-  case 24: memcpy(dst, src, 24); break;
-  case 32: memcpy(dst, src, 32); break;
-  case 48: memcpy(dst, src, 48); break;
-  default: memcpy(dst, src, size); break;
+  if ((size & 7) == 0 && size <= 64) {
+    for (size_t i = 0; i < size; i += 8) {
+      uint64_t word;
+      memcpy(&word, (const char *)src + i, 8);
+      memcpy((char *)dst + i, &word, 8);
+    }
+  } else {
+    memcpy(dst, src, size);
   }
 }
 
