@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libboost-context-dev libsqlite3-dev sqlite3
-  check
+  check libcjson-dev
 )
 
 missing=()
