@@ -7,6 +7,11 @@
  * A case that did not win consumes nothing: no message leaves a channel,
  * no permit is taken, no notification is used up (tokio's "cancel safety").
  *
+ * The deadline only bounds the waiting: a case that can complete at once
+ * wins even when the deadline has passed, so a loop that selects on a
+ * busy channel with "the next batch time" as deadline never times out
+ * while the channel has data - compare tg_now() with that time yourself.
+ *
  * Cases are built by the primitives' *_case() functions (for instance
  * tg_mpsc_recv_case, tg_cancel_case, tg_joinset_join_next_case). The
  * winner's own result (0, TG_ECLOSED, TG_ELAGGED, ...) is left in its

@@ -7,6 +7,9 @@
  * tg_now(); TG_FOREVER means no deadline, and a deadline in the past makes
  * the call a non-waiting attempt that fails with TG_ETIMEDOUT. Timers with
  * equal deadlines fire in the order they were set.
+ *
+ * A plain thread's waits measure their deadline on the real clock even
+ * under the virtual clock, which only tasks make move.
  */
 #ifndef TG_TIME_H
 #define TG_TIME_H
