@@ -69,6 +69,15 @@ static const uint8_t cls[256] = {
 
 #define CLASS(p) cls[(unsigned char)*(p)]
 
+/* The helpers of the hot path are forced inline: gcc keeps several of them
+ * out of line at -O2, and the calls cost a fifth of a line's time
+ * (bench/protocol-bench.c). */
+#if defined(__GNUC__)
+#define HOT static inline __attribute__((always_inline))
+#else
+#define HOT static inline
+#endif
+
 /* The scan of one line. */
 typedef struct scan {
   const char *line, *end;
@@ -113,12 +122,12 @@ static int fail(const scan *s, const char *at, protocol_reason r, int field) {
   return -(int)r;
 }
 
-static const char *skip_ws(const char *p, const char *end) {
+HOT const char *skip_ws(const char *p, const char *end) {
   while (p < end && (CLASS(p) & K_WS)) p++;
   return p;
 }
 
-static const char *skip_blanks(const char *p, const char *end) {
+HOT const char *skip_blanks(const char *p, const char *end) {
   while (p < end && (*p == ' ' || *p == '\t')) p++;
   return p;
 }
@@ -143,6 +152,37 @@ static int field_lookup(const char *k, size_t n) {
   }
 }
 
+/* The field whose name starts at p and ends just before a `term` byte,
+ * for names as devices write them, with *next at the terminator; F_NONE
+ * sends the name to the full scan. One compare of a known length instead
+ * of a pass over the name's bytes. */
+#define NAME(lit, field)                                                                        \
+  if ((size_t)(end - p) > sizeof lit - 1 && memcmp(p, lit, sizeof lit - 1) == 0 &&              \
+      p[sizeof lit - 1] == term) {                                                              \
+    *next = p + sizeof lit - 1;                                                                 \
+    return field;                                                                               \
+  }
+
+HOT int name_quick(const char *p, const char *end, char term, const char **next) {
+  if (p == end) return F_NONE;
+  switch (*p) {
+  case 'd': NAME("device", F_DEVICE) break;
+  case 's': NAME("seq", F_SEQ) break;
+  case 't':
+    NAME("ts", F_TS)
+    NAME("temperature", F_TEMPERATURE)
+    NAME("type", F_TYPE)
+    break;
+  case 'h': NAME("humidity", F_HUMIDITY) break;
+  case 'b': NAME("battery", F_BATTERY) break;
+  case 'i': NAME("id", F_ID) break;
+  case 'u': NAME("uptime_s", F_UPTIME_S) break;
+  default: break;
+  }
+  return F_NONE;
+}
+#undef NAME
+
 /* ---- numbers ---- */
 
 /* A number as scanned: value = mant * 10^exp10, or NaN/infinity. */
@@ -158,7 +198,13 @@ typedef struct number {
   const char *start, *stop; /* the token, sign and suffix included */
 } number;
 
-enum { NUM_JSON, NUM_LINE };
+/* Where a number stands: what may follow it and whether an integer
+ * suffix is allowed. */
+enum {
+  NUM_JSON,    /* a JSON value */
+  NUM_LINE,    /* a line-protocol field: 'i' or 'u' may end an integer */
+  NUM_LINE_TS, /* a line-protocol timestamp: no suffix */
+};
 
 static int match_ci(const char *p, const char *end, const char *word) {
   size_t n = strlen(word);
@@ -199,7 +245,7 @@ static void number_long(number *n, const char *p, const char *point, const char 
  * 'u'. NaN and infinity in C's spellings are numbers too, so that they can
  * be rejected as out of range rather than as garbage. The token must end
  * at a delimiter of its format. Returns 0 or -PROTOCOL_BAD_NUMBER. */
-static int number_scan(const scan *s, const char *p, int mode, int field, number *n) {
+HOT int number_scan(const scan *s, const char *p, int mode, int field, number *n) {
   const char *end = s->end, *digits, *point;
   uint64_t mant = 0;
   size_t nint, nfrac = 0;
@@ -271,7 +317,7 @@ delimiter:
 /* The value of an integer field: 0, -PROTOCOL_BAD_NUMBER for a fraction or
  * exponent, -PROTOCOL_OUT_OF_RANGE for NaN, infinity, a negative value or
  * one past max. */
-static int number_u64(const scan *s, const number *n, uint64_t max, int field, uint64_t *out) {
+HOT int number_u64(const scan *s, const number *n, uint64_t max, int field, uint64_t *out) {
   uint64_t v = n->mant;
   if (n->special) return fail(s, n->start, PROTOCOL_OUT_OF_RANGE, field);
   if (!n->is_int) return fail(s, n->start, PROTOCOL_BAD_NUMBER, field);
@@ -340,7 +386,7 @@ static double number_slow(const number *n) {
 
 /* The value of a fractional field. Returns 0 or -PROTOCOL_OUT_OF_RANGE
  * for NaN, infinity or a value outside lo .. hi. */
-static int number_double(const scan *s, const number *n, double lo, double hi, int field, double *out) {
+HOT int number_double(const scan *s, const number *n, double lo, double hi, int field, double *out) {
   double v;
   if (n->special) return fail(s, n->start, PROTOCOL_OUT_OF_RANGE, field);
 #if FLT_EVAL_METHOD == 0
@@ -359,10 +405,114 @@ static int number_double(const scan *s, const number *n, double lo, double hi, i
   return 0;
 }
 
+/* The numbers devices send, in one short pass: -?digits(.digits)? with at
+ * most 19 digits and no leading zero, in line protocol an integer suffix,
+ * then a delimiter of the format. Returns the end of the token, or NULL
+ * for anything else, which number_scan then judges. */
+HOT const char *number_quick(const char *p, const char *end, int mode, uint64_t *mant, unsigned *nfrac,
+                             int *neg) {
+  const char *digits;
+  uint64_t m = 0;
+  size_t nint, nf = 0;
+  *neg = p < end && *p == '-';
+  p += *neg;
+  for (digits = p; p < end && (unsigned)(*p - '0') <= 9; p++) m = m * 10 + (unsigned)(*p - '0');
+  nint = (size_t)(p - digits);
+  if (nint == 0 || (*digits == '0' && nint > 1)) return NULL;
+  if (p < end && *p == '.') {
+    const char *frac = ++p;
+    for (; p < end && (unsigned)(*p - '0') <= 9; p++) m = m * 10 + (unsigned)(*p - '0');
+    nf = (size_t)(p - frac);
+    if (nf == 0) return NULL;
+  } else if (mode == NUM_LINE && p < end && (*p == 'i' || *p == 'u')) {
+    p++;
+  }
+  if (nint + nf > 19 || (p < end && !(CLASS(p) & (mode == NUM_JSON ? K_JDELIM : K_LDELIM)))) return NULL;
+  *mant = m;
+  *nfrac = (unsigned)nf;
+  return p;
+}
+
+/* JSON literals true, false and null, objects and arrays. */
+static int json_literal(const char *p, const char *end) {
+  return *p == '{' || *p == '[' || ((size_t)(end - p) >= 4 && (!memcmp(p, "true", 4) || !memcmp(p, "null", 4))) ||
+         ((size_t)(end - p) >= 5 && !memcmp(p, "false", 5));
+}
+
+/* Strings and booleans in line protocol. */
+static int line_not_number(const char *p, const char *end) {
+  static const char *const words[] = {"t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"};
+  if (*p == '"') return 1;
+  if (*p != 't' && *p != 'T' && *p != 'f' && *p != 'F') return 0;
+  for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
+    size_t n = strlen(words[i]);
+    if ((size_t)(end - p) >= n && memcmp(p, words[i], n) == 0 && (p + n == end || (CLASS(p + n) & K_LDELIM)))
+      return 1;
+  }
+  return 0;
+}
+
+/* The full scan of a numeric field's value, for what the quick one did
+ * not take: a value of another type, or any number. */
+static int value_number(const scan *s, const char *p, int mode, int field, number *n) {
+  if (mode == NUM_JSON) {
+    if (*p == '"' || json_literal(p, s->end)) return fail(s, p, PROTOCOL_WRONG_TYPE, field);
+  } else {
+    if (p == s->end || (CLASS(p) & K_LDELIM)) return fail(s, p, PROTOCOL_BAD_NUMBER, field);
+    if (line_not_number(p, s->end)) return fail(s, p, PROTOCOL_WRONG_TYPE, field);
+  }
+  return number_scan(s, p, mode, field, n);
+}
+
+/* A fractional field's value at p, in lo .. hi; *next past it. */
+HOT int value_double(const scan *s, const char *p, int mode, double lo, double hi, int field, double *out,
+                     const char **next) {
+  number n;
+  int r;
+#if FLT_EVAL_METHOD == 0
+  uint64_t m;
+  unsigned nf;
+  int neg;
+  const char *q = number_quick(p, s->end, mode, &m, &nf, &neg);
+  if (q && m <= (UINT64_C(1) << 53)) {
+    double v = nf ? (double)m / pow10_exact[nf] : (double)m; /* exact operands, one rounding */
+    if (neg) v = -v;
+    if (!(v >= lo && v <= hi)) return fail(s, p, PROTOCOL_OUT_OF_RANGE, field);
+    *out = v;
+    *next = q;
+    return 0;
+  }
+#endif
+  r = value_number(s, p, mode, field, &n);
+  if (r) return r;
+  *next = n.stop;
+  return number_double(s, &n, lo, hi, field, out);
+}
+
+/* An integer field's value at p, in 0 .. max; *next past it. */
+HOT int value_u64(const scan *s, const char *p, int mode, uint64_t max, int field, uint64_t *out,
+                  const char **next) {
+  uint64_t m;
+  unsigned nf;
+  int neg, r;
+  number n;
+  const char *q = number_quick(p, s->end, mode, &m, &nf, &neg);
+  if (q && nf == 0 && !neg) {
+    if (m > max) return fail(s, p, PROTOCOL_OUT_OF_RANGE, field);
+    *out = m;
+    *next = q;
+    return 0;
+  }
+  r = value_number(s, p, mode, field, &n);
+  if (r) return r;
+  *next = n.stop;
+  return number_u64(s, &n, max, field, out);
+}
+
 /* ---- device ids ---- */
 
 /* Fills d from id text already checked against the id rule. */
-static void device_set(protocol_device_id *d, const char *p, size_t n) {
+HOT void device_set(protocol_device_id *d, const char *p, size_t n) {
   uint64_t v = 0;
   int is_num = n <= 20 && (p[0] != '0' || n == 1);
   for (size_t i = 0; i < n && is_num; i++) {
@@ -385,7 +535,7 @@ enum { STR_ESCAPE = 1, STR_NONID = 2 };
  * and its UTF-8. On success *body and *n are its raw bytes, *flags says
  * whether it holds an escape or a byte outside the id set, and *next is
  * past the closing quote. */
-static int json_string(const scan *s, const char *p, int field, const char **body, size_t *n,
+HOT int json_string(const scan *s, const char *p, int field, const char **body, size_t *n,
                        unsigned *flags, const char **next) {
   const char *end = s->end, *start = ++p;
   unsigned f = 0;
@@ -425,19 +575,12 @@ static int json_string(const scan *s, const char *p, int field, const char **bod
   return 0;
 }
 
-/* A JSON value of the wrong type for a field: true, false, null, an
- * object or an array. Strings are told apart by the caller. */
-static int json_literal(const char *p, const char *end) {
-  return *p == '{' || *p == '[' || ((size_t)(end - p) >= 4 && (!memcmp(p, "true", 4) || !memcmp(p, "null", 4))) ||
-         ((size_t)(end - p) >= 5 && !memcmp(p, "false", 5));
-}
-
-static int json_device(const scan *s, const char *p, protocol_device_id *d, const char **next) {
+HOT int json_device(const scan *s, const char *p, protocol_device_id *d, const char **next) {
   const char *end = s->end;
   if (*p == '"') {
-    const char *body;
-    size_t n;
-    unsigned flags;
+    const char *body = NULL;
+    size_t n = 0;
+    unsigned flags = 0;
     int r = json_string(s, p, F_DEVICE, &body, &n, &flags, next);
     if (r) return r;
     if (flags || n == 0 || n > PROTOCOL_DEVICE_ID_MAX) return fail(s, p, PROTOCOL_BAD_DEVICE_ID, F_DEVICE);
@@ -460,12 +603,6 @@ static int json_device(const scan *s, const char *p, protocol_device_id *d, cons
   return 0;
 }
 
-/* A numeric value: the caller converts it. */
-static int json_number(const scan *s, const char *p, int field, number *n) {
-  if (*p == '"' || json_literal(p, s->end)) return fail(s, p, PROTOCOL_WRONG_TYPE, field);
-  return number_scan(s, p, NUM_JSON, field, n);
-}
-
 /* The first field in `mask` by position in the line. */
 static int first_by_offset(unsigned mask, const uint32_t *at) {
   int best = F_NONE;
@@ -486,7 +623,6 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
   uint32_t at[F_COUNT];
   uint64_t seq = 0, ts = 0, battery = 0, id = 0, uptime = 0;
   double temperature = 0, humidity = 0;
-  number n;
   int r;
 
   p = skip_ws(p + 1, end);
@@ -495,16 +631,20 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
     goto closed;
   }
   for (;;) {
-    const char *key, *body;
-    size_t klen;
-    unsigned flags;
+    const char *key = p, *body = NULL;
+    size_t klen = 0;
+    unsigned flags = 0;
     if (p == end || *p != '"') return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
-    key = p;
-    r = json_string(s, p, F_NONE, &body, &klen, &flags, &p);
-    if (r) return r;
-    /* Names are matched as written: no accepted name needs an escape. */
-    int f = (flags & STR_ESCAPE) ? F_NONE : field_lookup(body, klen);
-    if (f == F_NONE) return fail(s, key, PROTOCOL_UNKNOWN_FIELD, F_NONE);
+    int f = name_quick(p + 1, end, '"', &p);
+    if (f != F_NONE) {
+      p++;
+    } else {
+      r = json_string(s, key, F_NONE, &body, &klen, &flags, &p);
+      if (r) return r;
+      /* Names are matched as written: no accepted name needs an escape. */
+      f = (flags & STR_ESCAPE) ? F_NONE : field_lookup(body, klen);
+      if (f == F_NONE) return fail(s, key, PROTOCOL_UNKNOWN_FIELD, F_NONE);
+    }
     if (seen & BIT(f)) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, f);
     seen |= BIT(f);
     at[f] = (uint32_t)(key - s->line);
@@ -526,27 +666,32 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
         return fail(s, key, PROTOCOL_UNKNOWN_TYPE, f);
       break;
     case F_TEMPERATURE:
-    case F_HUMIDITY:
-      r = json_number(s, p, f, &n);
-      if (!r)
-        r = f == F_TEMPERATURE
-                ? number_double(s, &n, PROTOCOL_TEMPERATURE_MIN, PROTOCOL_TEMPERATURE_MAX, f, &temperature)
-                : number_double(s, &n, PROTOCOL_HUMIDITY_MIN, PROTOCOL_HUMIDITY_MAX, f, &humidity);
+      r = value_double(s, p, NUM_JSON, PROTOCOL_TEMPERATURE_MIN, PROTOCOL_TEMPERATURE_MAX, f, &temperature, &p);
       if (r) return r;
-      p = n.stop;
       break;
-    default: /* the integers */
-      r = json_number(s, p, f, &n);
+    case F_HUMIDITY:
+      r = value_double(s, p, NUM_JSON, PROTOCOL_HUMIDITY_MIN, PROTOCOL_HUMIDITY_MAX, f, &humidity, &p);
       if (r) return r;
-      switch (f) {
-      case F_SEQ: r = number_u64(s, &n, UINT64_MAX, f, &seq); break;
-      case F_TS: r = number_u64(s, &n, PROTOCOL_TS_MS_MAX, f, &ts); break;
-      case F_BATTERY: r = number_u64(s, &n, PROTOCOL_BATTERY_MAX, f, &battery); break;
-      case F_ID: r = number_u64(s, &n, UINT64_MAX, f, &id); break;
-      default: r = number_u64(s, &n, UINT64_MAX, f, &uptime); break;
-      }
+      break;
+    case F_SEQ:
+      r = value_u64(s, p, NUM_JSON, UINT64_MAX, f, &seq, &p);
       if (r) return r;
-      p = n.stop;
+      break;
+    case F_TS:
+      r = value_u64(s, p, NUM_JSON, PROTOCOL_TS_MS_MAX, f, &ts, &p);
+      if (r) return r;
+      break;
+    case F_BATTERY:
+      r = value_u64(s, p, NUM_JSON, PROTOCOL_BATTERY_MAX, f, &battery, &p);
+      if (r) return r;
+      break;
+    case F_ID:
+      r = value_u64(s, p, NUM_JSON, UINT64_MAX, f, &id, &p);
+      if (r) return r;
+      break;
+    default:
+      r = value_u64(s, p, NUM_JSON, UINT64_MAX, f, &uptime, &p);
+      if (r) return r;
       break;
     }
     p = skip_ws(p, end);
@@ -593,7 +738,7 @@ closed:
 /* Scans a name or tag value from p to the first unescaped byte of `stop`
  * (K_LTOK minus what the caller accepts), checking UTF-8. *flags as for
  * JSON strings; a backslash escapes the next byte. */
-static int line_token(const scan *s, const char *p, int equals_ends, int field, unsigned *flags,
+HOT int line_token(const scan *s, const char *p, int equals_ends, int field, unsigned *flags,
                       const char **next) {
   const char *end = s->end;
   unsigned f = 0;
@@ -621,43 +766,35 @@ static int line_token(const scan *s, const char *p, int equals_ends, int field, 
   return 0;
 }
 
-/* A value that is a string or a boolean in line protocol. */
-static int line_not_number(const char *p, const char *end) {
-  static const char *const words[] = {"t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"};
-  if (*p == '"') return 1;
-  if (*p != 't' && *p != 'T' && *p != 'f' && *p != 'F') return 0;
-  for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
-    size_t n = strlen(words[i]);
-    if ((size_t)(end - p) >= n && memcmp(p, words[i], n) == 0 &&
-        (p + n == end || (CLASS(p + n) & K_LDELIM)))
-      return 1;
-  }
-  return 0;
-}
-
 static int parse_line(const scan *s, const char *p, protocol_msg *out) {
-  const char *end = s->end, *start = p, *q;
-  unsigned seen = 0, flags;
+  const char *end = s->end, *start = p, *q = p;
+  unsigned seen = 0, flags = 0;
   uint64_t seq = 0, battery = 0, ns = 0;
   double temperature = 0, humidity = 0;
-  number n;
   int r;
 
   /* The measurement names the kind of message. */
-  r = line_token(s, p, 0, F_NONE, &flags, &q);
-  if (r) return r;
-  if (q == start) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
-  if (flags || q - start != 9 || memcmp(start, "telemetry", 9) != 0)
-    return fail(s, start, PROTOCOL_UNKNOWN_TYPE, F_NONE);
-  p = q;
+  if ((size_t)(end - p) > 9 && memcmp(p, "telemetry", 9) == 0 && (CLASS(p + 9) & K_LDELIM)) {
+    p += 9;
+  } else {
+    r = line_token(s, p, 0, F_NONE, &flags, &q);
+    if (r) return r;
+    if (q == start) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
+    if (flags || q - start != 9 || memcmp(start, "telemetry", 9) != 0)
+      return fail(s, start, PROTOCOL_UNKNOWN_TYPE, F_NONE);
+    p = q;
+  }
 
   /* Tags: the device, nothing else. */
   while (p < end && *p == ',') {
     const char *key = ++p;
-    r = line_token(s, p, 1, F_NONE, &flags, &q);
-    if (r) return r;
-    if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);
-    int f = flags ? F_NONE : field_lookup(key, (size_t)(q - key));
+    int f = name_quick(p, end, '=', &q);
+    if (f == F_NONE) {
+      r = line_token(s, p, 1, F_NONE, &flags, &q);
+      if (r) return r;
+      if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);
+      f = flags ? F_NONE : field_lookup(key, (size_t)(q - key));
+    }
     if (f != F_DEVICE) return fail(s, key, PROTOCOL_UNKNOWN_FIELD, f);
     if (seen & BIT(f)) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, f);
     seen |= BIT(f);
@@ -665,8 +802,7 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
     r = line_token(s, p, 0, f, &flags, &q);
     if (r) return r;
     size_t len = (size_t)(q - p);
-    if (flags || len == 0 || len > PROTOCOL_DEVICE_ID_MAX)
-      return fail(s, p, PROTOCOL_BAD_DEVICE_ID, f);
+    if (flags || len == 0 || len > PROTOCOL_DEVICE_ID_MAX) return fail(s, p, PROTOCOL_BAD_DEVICE_ID, f);
     device_set(&out->device, p, len);
     p = q;
   }
@@ -676,30 +812,28 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
   /* Fields. */
   for (;;) {
     const char *key = p;
-    r = line_token(s, p, 1, F_NONE, &flags, &q);
-    if (r) return r;
-    if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);
-    int f = flags ? F_NONE : field_lookup(key, (size_t)(q - key));
+    int f = name_quick(p, end, '=', &q);
+    if (f == F_NONE) {
+      r = line_token(s, p, 1, F_NONE, &flags, &q);
+      if (r) return r;
+      if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);
+      f = flags ? F_NONE : field_lookup(key, (size_t)(q - key));
+    }
     if (f == F_NONE || !(BIT(f) & LINE_FIELDS)) return fail(s, key, PROTOCOL_UNKNOWN_FIELD, f);
     if (seen & BIT(f)) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, f);
     seen |= BIT(f);
     p = q + 1;
-    if (p == end || (CLASS(p) & K_LDELIM)) return fail(s, p, PROTOCOL_BAD_NUMBER, f);
-    if (line_not_number(p, end)) return fail(s, p, PROTOCOL_WRONG_TYPE, f);
-    r = number_scan(s, p, NUM_LINE, f, &n);
-    if (r) return r;
     switch (f) {
     case F_TEMPERATURE:
-      r = number_double(s, &n, PROTOCOL_TEMPERATURE_MIN, PROTOCOL_TEMPERATURE_MAX, f, &temperature);
+      r = value_double(s, p, NUM_LINE, PROTOCOL_TEMPERATURE_MIN, PROTOCOL_TEMPERATURE_MAX, f, &temperature, &p);
       break;
     case F_HUMIDITY:
-      r = number_double(s, &n, PROTOCOL_HUMIDITY_MIN, PROTOCOL_HUMIDITY_MAX, f, &humidity);
+      r = value_double(s, p, NUM_LINE, PROTOCOL_HUMIDITY_MIN, PROTOCOL_HUMIDITY_MAX, f, &humidity, &p);
       break;
-    case F_BATTERY: r = number_u64(s, &n, PROTOCOL_BATTERY_MAX, f, &battery); break;
-    default: r = number_u64(s, &n, UINT64_MAX, f, &seq); break;
+    case F_BATTERY: r = value_u64(s, p, NUM_LINE, PROTOCOL_BATTERY_MAX, f, &battery, &p); break;
+    default: r = value_u64(s, p, NUM_LINE, UINT64_MAX, f, &seq, &p); break;
     }
     if (r) return r;
-    p = n.stop;
     if (p < end && *p == ',') {
       p++;
       continue;
@@ -711,13 +845,9 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
   p = skip_blanks(p, end);
   if (p < end) {
     seen |= BIT(F_TS);
-    r = number_scan(s, p, NUM_LINE, F_TS, &n);
+    r = value_u64(s, p, NUM_LINE_TS, INT64_MAX, F_TS, &ns, &p);
     if (r) return r;
-    if (n.stop > n.start && (n.stop[-1] == 'i' || n.stop[-1] == 'u'))
-      return fail(s, n.stop - 1, PROTOCOL_BAD_NUMBER, F_TS);
-    r = number_u64(s, &n, INT64_MAX, F_TS, &ns);
-    if (r) return r;
-    p = skip_blanks(n.stop, end);
+    p = skip_blanks(p, end);
     if (p != end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
   }
   if (READING_FIELDS & ~seen) return fail(s, end, PROTOCOL_MISSING_FIELD, first_by_order(READING_FIELDS & ~seen));
