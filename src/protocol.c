@@ -5,29 +5,29 @@
 #include <errno.h>
 #include <float.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Every field either kind of message may carry; a bit each in the mask of
- * fields seen. The order is the order missing fields are reported in. */
+ * fields seen. Missing fields are reported in this order, which is the
+ * order of each kind's table in docs/protocol.md. */
 enum field {
   F_DEVICE,
   F_SEQ,
   F_TS,
   F_TEMPERATURE,
   F_HUMIDITY,
-  F_BATTERY,
   F_TYPE,
   F_ID,
   F_UPTIME_S,
+  F_BATTERY,
   F_COUNT,
   F_NONE = -1
 };
 
 static const char *const field_names[F_COUNT] = {
-    "device", "seq", "ts", "temperature", "humidity", "battery", "type", "id", "uptime_s",
+    "device", "seq", "ts", "temperature", "humidity", "type", "id", "uptime_s", "battery",
 };
 
 #define BIT(f) (1u << (f))
@@ -40,12 +40,10 @@ static const char *const field_names[F_COUNT] = {
 
 /* Byte classes, one table lookup per byte on the hot loops. */
 enum {
-  K_ID = 1,      /* may appear in a device id: [A-Za-z0-9_.:-] */
-  K_JSTR = 2,    /* ends the plain run of a JSON string: '"', '\\', control, non-ASCII */
-  K_LTOK = 4,    /* ends the plain run of a line-protocol name: ',' ' ' '\t' '=' '\\' non-ASCII */
-  K_JDELIM = 8,  /* may follow a JSON number: blank, ',', '}' */
-  K_LDELIM = 16, /* may follow a line-protocol value: ',' ' ' '\t' */
-  K_WS = 32,     /* JSON whitespace */
+  K_ID = 1,     /* may appear in a device id: [A-Za-z0-9_.:-] */
+  K_JDELIM = 2, /* may follow a JSON number: blank, ',', '}' */
+  K_LDELIM = 4, /* may follow a line-protocol value: ',' ' ' '\t' */
+  K_WS = 8,     /* JSON whitespace */
 };
 
 #define IS_ID(c)                                                                        \
@@ -53,9 +51,7 @@ enum {
    (c) == '_' || (c) == '.' || (c) == ':' || (c) == '-')
 #define IS_WS(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
 #define CLS(c)                                                                            \
-  ((IS_ID(c) ? K_ID : 0) | (((c) == '"' || (c) == '\\' || (c) < 0x20 || (c) >= 0x80) ? K_JSTR : 0) | \
-   (((c) == ',' || (c) == ' ' || (c) == '\t' || (c) == '=' || (c) == '\\' || (c) >= 0x80) ? K_LTOK : 0) | \
-   ((IS_WS(c) || (c) == ',' || (c) == '}') ? K_JDELIM : 0) |                             \
+  ((IS_ID(c) ? K_ID : 0) | ((IS_WS(c) || (c) == ',' || (c) == '}') ? K_JDELIM : 0) |       \
    (((c) == ',' || (c) == ' ' || (c) == '\t') ? K_LDELIM : 0) | (IS_WS(c) ? K_WS : 0))
 #define ROW(b)                                                                                 \
   CLS(b + 0), CLS(b + 1), CLS(b + 2), CLS(b + 3), CLS(b + 4), CLS(b + 5), CLS(b + 6), CLS(b + 7), \
@@ -245,7 +241,7 @@ static void number_long(number *n, const char *p, const char *point, const char 
  * 'u'. NaN and infinity in C's spellings are numbers too, so that they can
  * be rejected as out of range rather than as garbage. The token must end
  * at a delimiter of its format. Returns 0 or -PROTOCOL_BAD_NUMBER. */
-HOT int number_scan(const scan *s, const char *p, int mode, int field, number *n) {
+static int number_scan(const scan *s, const char *p, int mode, int field, number *n) {
   const char *end = s->end, *digits, *point;
   uint64_t mant = 0;
   size_t nint, nfrac = 0;
@@ -260,8 +256,8 @@ HOT int number_scan(const scan *s, const char *p, int mode, int field, number *n
     n->neg = 1;
     p++;
   }
-  /* The common case in one pass: digits, a point, digits. The mantissa
-   * is only right when there are 19 digits or fewer; else it is redone. */
+  /* Digits, a point, digits: the mantissa is redone by number_long when
+   * there are more than 19 of them. */
   for (digits = p; p < end && (unsigned)(*p - '0') <= 9; p++) mant = mant * 10 + (unsigned)(*p - '0');
   nint = (size_t)(p - digits);
   point = p;
@@ -317,7 +313,7 @@ delimiter:
 /* The value of an integer field: 0, -PROTOCOL_BAD_NUMBER for a fraction or
  * exponent, -PROTOCOL_OUT_OF_RANGE for NaN, infinity, a negative value or
  * one past max. */
-HOT int number_u64(const scan *s, const number *n, uint64_t max, int field, uint64_t *out) {
+static int number_u64(const scan *s, const number *n, uint64_t max, int field, uint64_t *out) {
   uint64_t v = n->mant;
   if (n->special) return fail(s, n->start, PROTOCOL_OUT_OF_RANGE, field);
   if (!n->is_int) return fail(s, n->start, PROTOCOL_BAD_NUMBER, field);
@@ -386,7 +382,7 @@ static double number_slow(const number *n) {
 
 /* The value of a fractional field. Returns 0 or -PROTOCOL_OUT_OF_RANGE
  * for NaN, infinity or a value outside lo .. hi. */
-HOT int number_double(const scan *s, const number *n, double lo, double hi, int field, double *out) {
+static int number_double(const scan *s, const number *n, double lo, double hi, int field, double *out) {
   double v;
   if (n->special) return fail(s, n->start, PROTOCOL_OUT_OF_RANGE, field);
 #if FLT_EVAL_METHOD == 0

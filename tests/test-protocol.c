@@ -284,6 +284,8 @@ START_TEST(test_protocol_rejections) {
   reject("{\"type\":\"health\",\"uptime_s\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "id");
   reject("{\"type\":\"health\",\"id\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "uptime_s");
   reject("{\"type\":\"health\",\"id\":1,\"uptime_s\":1}", PROTOCOL_MISSING_FIELD, "battery");
+  reject("{\"type\":\"health\"}", PROTOCOL_MISSING_FIELD, "id");
+  reject("{\"battery\":1}", PROTOCOL_MISSING_FIELD, "device");
   reject("telemetry temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_MISSING_FIELD, "device");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i 1", PROTOCOL_MISSING_FIELD, "seq");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i", PROTOCOL_MISSING_FIELD, "ts");
