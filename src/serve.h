@@ -1,0 +1,219 @@
+/* serve.h - `telegate serve`: the demo's pipeline with real devices over TCP.
+ *
+ * Devices connect to --listen-devices and send one reading per line (JSON
+ * or InfluxDB line protocol, docs/protocol.md). Each connection is a task
+ * that parses lines in place from the socket's buffer and sends readings
+ * into the telemetry mpsc; when that channel is full the task waits in
+ * tg_mpsc_send and stops reading its socket, so TCP pushes back on the
+ * device. From there on the pipeline is the demo's: one aggregator
+ * (coalesced snapshots to a watch and a broadcast, batches cut by size or
+ * age), one storage stage (batch writers through the DB pool semaphore and
+ * tg_blocking_run), a health checker that asks devices over their own
+ * connections, and one latched cancel token for the ordered shutdown.
+ *
+ * Shutdown (serve_stop, SIGINT, SIGTERM): the listener closes; every
+ * connection writes {"type":"shutdown"} and reads until the device hangs
+ * up or the drain time is over; the aggregator drains the telemetry
+ * channel until the last connection dropped its sender and hands over the
+ * final batch; storage commits every batch; every task is joined. Every
+ * reading read from a socket is then in the database (or counted as a
+ * resend the high-water mark dropped).
+ *
+ * Threads: serve_stop, serve_figures_get and serve_health_check may be
+ * called from any task on any worker (serve_stop also from a plain
+ * thread) while serve runs, that is between serve_start and the return of
+ * serve_wait. Everything else is called from one task. */
+#ifndef TELEGATE_SERVE_H
+#define TELEGATE_SERVE_H
+
+#include "device.h"
+#include "log.h"
+#include "protocol.h"
+#include "tg/tg.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct serve serve;
+
+typedef enum serve_storage_kind { SERVE_STORAGE_SQLITE = 0, SERVE_STORAGE_NONE = 1 } serve_storage_kind;
+
+typedef struct serve_config {
+  /* devices */
+  const char *listen_host;   /* "127.0.0.1" */
+  int listen_port;           /* 7878; 0: any free port (serve_port tells) */
+  int max_connections;       /* more are accepted, told so and closed (10000) */
+  int max_line_bytes;        /* longer lines are rejected as oversized (4096) */
+  int max_devices;           /* distinct device ids; more are rejected (100000) */
+  int error_limit;           /* close after this many bad lines in a row; 0: never (100) */
+  int error_lines_per_s;     /* error replies per connection per second; more are counted only (10) */
+  int recv_buffer;           /* bytes per connection (32768; at least 2 lines) */
+  int bandwidth_permits;     /* connections read at once (64) */
+  int write_timeout_ms;      /* a write to a device that does not read gives up and closes (5000) */
+  int drain_ms;              /* at shutdown, how long connections are read at most (2000) */
+  /* pipeline */
+  int workers;               /* libtg workers; connections are spread over them (1) */
+  int telemetry_capacity;    /* connections -> aggregator mpsc, readings (4096) */
+  int storage_capacity;      /* aggregator -> storage mpsc, batches (8) */
+  int broadcast_capacity;    /* snapshot broadcast ring (16) */
+  int batch_size;            /* a batch is cut at this many readings ... (1000) */
+  int batch_age_ms;          /* ... or when its first reading is this old (1000) */
+  int snapshot_every;        /* a snapshot is published after this many readings ... (100000) */
+  int snapshot_interval_ms;  /* ... or this long after the last one, if anything changed (100) */
+  /* storage */
+  serve_storage_kind storage;
+  const char *db_path;       /* "telegate.db" */
+  int db_pool;               /* connections and pool permits (1) */
+  /* health */
+  int health_interval_ms;    /* a round of checks every ... (3000) */
+  int health_timeout_ms;     /* ... each answered within (500) */
+  /* output */
+  log_format log_format;
+  int quiet;                 /* no event log, only the final summary */
+  FILE *out;                 /* log and summary; NULL: stdout */
+  const char *summary_json;  /* write the final figures here; NULL: none */
+  int handle_signals;        /* serve_run: SIGINT/SIGTERM call serve_stop */
+  /* Called once the pipeline runs and the listener is bound, from the
+   * task that called serve_start: where the HTTP side starts its tasks
+   * (serve_spawn). A nonzero return stops serve. */
+  int (*on_start)(serve *s, void *arg);
+  void *on_start_arg;
+} serve_config;
+
+void serve_config_defaults(serve_config *c);
+
+/* Bad input, per reason: the parser's reasons (protocol.h, indexed by
+ * protocol_reason) and the gateway's own, after them. */
+enum {
+  SERVE_BAD_TOO_MANY_DEVICES = PROTOCOL_REASON_COUNT, /* a new id past --max-devices */
+  SERVE_BAD_TRUNCATED,                                /* bytes without '\n' before the device hung up */
+  SERVE_BAD_REASONS
+};
+
+/* The stable name of a bad-input reason ("malformed", "too_many_devices");
+ * NULL for 0 and past the end. */
+const char *serve_bad_reason_name(int reason);
+
+/* A bounded channel between two stages. */
+typedef struct serve_queue_figures {
+  uint64_t len, capacity;
+  uint64_t senders_waiting;  /* blocked in send right now */
+  uint64_t full_waits;       /* sends that had to wait: backpressure events, ever */
+} serve_queue_figures;
+
+typedef struct serve_permit_figures {
+  uint64_t permits, in_use, waiters;
+  uint64_t waits;            /* acquires that had to wait, ever */
+} serve_permit_figures;
+
+/* Everything serve counts, for /metrics and /api/snapshot. Counters only
+ * grow; gauges are marked. Stable: fields are only ever added. */
+typedef struct serve_figures {
+  int64_t uptime_ms;
+  int64_t started_unix_ms;         /* wall clock at serve_start */
+  int listen_port;
+  int stopping;                    /* gauge: shutdown has begun */
+  /* device connections */
+  uint64_t connections_accepted;
+  uint64_t connections_rejected;   /* over --max-connections */
+  uint64_t connections_closed;
+  uint64_t connections_closed_errors;  /* closed after --error-limit bad lines */
+  uint64_t connections_write_timeouts; /* closed because the device did not read */
+  uint64_t connections_open;       /* gauge */
+  uint64_t devices_known;          /* gauge: distinct device ids seen */
+  uint64_t devices_connected;      /* gauge: devices whose last connection is open */
+  uint64_t bytes_received;
+  uint64_t lines_received;
+  /* readings through the pipeline: received == aggregated once drained;
+   * aggregated == stored + duplicates once committed */
+  uint64_t readings_received;      /* parsed and sent into the telemetry channel */
+  uint64_t readings_aggregated;
+  uint64_t readings_stored;        /* committed (counted, with --storage none) */
+  uint64_t readings_duplicate;     /* resends at or below the device's high-water mark */
+  uint64_t bad_lines;              /* sum of bad_input */
+  uint64_t bad_input[SERVE_BAD_REASONS]; /* per reason; [0] unused */
+  uint64_t error_lines_sent;
+  uint64_t error_lines_suppressed; /* over --error-lines-per-s */
+  /* stages and backpressure */
+  serve_queue_figures telemetry;   /* readings, connections -> aggregator */
+  serve_queue_figures storage;     /* batches, aggregator -> storage */
+  serve_permit_figures bandwidth;  /* connections being read */
+  serve_permit_figures db_pool;
+  uint64_t batches_flushed, batches_stored, batches_lost;
+  uint64_t transactions, write_retries;
+  /* snapshots and clients */
+  uint64_t snapshots_published;    /* = the latest snapshot's version */
+  uint64_t broadcast_len, broadcast_capacity; /* gauge */
+  uint64_t broadcast_receivers;    /* gauge: subscribed clients */
+  uint64_t lag_events, lagged_messages; /* over all broadcast receivers */
+  uint64_t clients_connected;      /* gauge: what serve_clients_add says */
+  /* health checks: the checker's rounds and on-demand ones together */
+  struct {
+    uint64_t rounds;               /* the checker's */
+    uint64_t requests;             /* written to a device */
+    uint64_t ok, timeout;
+    uint64_t disconnected;         /* not connected when asked, or hung up before answering */
+    uint64_t unknown;              /* no such device id */
+    uint64_t unmatched_replies;    /* a reply nobody waits for (late, or wrong id) */
+  } health;
+  /* the runtime */
+  uint64_t tasks_alive;
+  int workers;
+} serve_figures;
+
+/* Builds the pipeline, binds the listener and starts every task; called
+ * from a task (the runtime must have cfg->workers workers). *out is the
+ * running serve. Returns 0, or a negative code (the address, the
+ * database, memory) with a one-line reason logged. */
+int serve_start(const serve_config *cfg, serve **out);
+
+/* The port devices connect to (useful with listen_port 0). */
+int serve_port(serve *s);
+
+/* Requests the ordered shutdown; idempotent; any thread. */
+void serve_stop(serve *s);
+
+/* Waits until serve has shut down and every task is joined, writes the
+ * summary, and frees s. *final (may be NULL) gets the last figures.
+ * Returns 0 when nothing was lost (received == aggregated == stored +
+ * duplicates, no batch lost, no task aborted), 1 otherwise. */
+int serve_wait(serve *s, serve_figures *final);
+
+/* Starts a runtime of cfg->workers workers, runs serve until SIGINT or
+ * SIGTERM (with handle_signals) or serve_stop, and returns serve_wait's
+ * result, or a negative code when it could not start. */
+int serve_run(const serve_config *cfg, serve_figures *final);
+
+/* The figures right now. Any task or thread, while serve runs. */
+void serve_figures_get(serve *s, serve_figures *out);
+
+/* Asks device `device_id` for its health over its connection and waits
+ * at most timeout_ns for the answer. Returns 0 with *out filled,
+ * TG_ETIMEDOUT (no answer in time, or the connection's request queue is
+ * full), -ENOENT (no device has sent this id), TG_ECLOSED (the device is
+ * not connected, or hung up before answering) or TG_ECANCELED (the caller
+ * was aborted). Counted in figures.health. Any task, any worker. */
+int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out);
+
+/* For the HTTP side. The shutdown token: fired when shutdown begins. */
+tg_cancel *serve_shutdown_token(serve *s);
+
+/* Subscribes to the snapshots: *latest (may be NULL) follows the watch of
+ * the latest one, *updates (may be NULL) gets every published one from
+ * now on; both hold `system_snapshot *` (snapshot.h) and close when the
+ * aggregator has drained. Returns 0, TG_ENOMEM, or TG_ECLOSED once the
+ * aggregator has ended. */
+int serve_subscribe(serve *s, tg_watch_rx **latest, tg_broadcast_rx **updates);
+
+/* Starts fn(arg) as a task that serve joins at shutdown, before the
+ * summary; such a task must end once the shutdown token fired. Returns 0
+ * or tg_spawn's errors. */
+int serve_spawn(serve *s, tg_task_fn fn, void *arg, const char *name);
+
+/* Adds delta (+1 or -1) to the clients_connected gauge. */
+void serve_clients_add(serve *s, int delta);
+
+/* The log serve writes its events to. */
+demo_log *serve_log(serve *s);
+
+#endif
