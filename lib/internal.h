@@ -239,11 +239,6 @@ _Noreturn void tg__task_exit(tg_task *t, void *value);
 void tg__task_finish(tg_task *t);
 /* Back to the worker's loop for the task's last switch (`ending`). */
 void tg__switch_to_scheduler(tg_task *t, bool ending);
-/* Makes t runnable on its worker; any thread. */
-void tg__schedule(tg_task *t);
-
-/* Makes a parked (or parking) task runnable again. Safe from any thread. */
-void tg__task_unpark(tg_task *t);
 
 /* Suspends the current task until tg__task_unpark. */
 void tg__task_park(void);
@@ -338,6 +333,31 @@ static inline tg_task *tg__self(void) {
 static inline bool tg__self_cancelled(void) {
   tg_task *t = tg__self();
   return t && atomic_load_explicit(&t->cancelled, memory_order_relaxed);
+}
+
+/* Appends t to w's own run queue; w's thread only. */
+static inline void tg__local_push(tg__worker *w, tg_task *t) {
+  t->next_run = NULL;
+  if (w->run_tail) w->run_tail->next_run = t;
+  else w->run_head = t;
+  w->run_tail = t;
+}
+
+/* Appends t to the inject queue of w, another thread's worker. */
+void tg__inject(tg__worker *w, tg_task *t);
+
+/* Makes t runnable on its worker; any thread. Inline: a wake on the
+ * task's own worker is the common case and costs four stores. */
+static inline void tg__schedule(tg_task *t) {
+  tg__worker *w = t->worker;
+  if (w == tg__current_worker) tg__local_push(w, t);
+  else tg__inject(w, t);
+}
+
+/* Makes a parked (or parking) task runnable again. Safe from any thread. */
+static inline void tg__task_unpark(tg_task *t) {
+  if (atomic_exchange_explicit(&t->park_state, TG__NOTIFIED, memory_order_acq_rel) == TG__PARKED)
+    tg__schedule(t);
 }
 
 /* CLOCK_MONOTONIC in nanoseconds, whatever the runtime's clock. */

@@ -45,13 +45,6 @@ bool tg__clock_is_virtual(void) { return rt && rt->clock == TG_CLOCK_VIRTUAL; }
 
 /* ------------------------------------------------------------ run queues */
 
-static void local_push(tg__worker *w, tg_task *t) {
-  t->next_run = NULL;
-  if (w->run_tail) w->run_tail->next_run = t;
-  else w->run_head = t;
-  w->run_tail = t;
-}
-
 static tg_task *local_pop(tg__worker *w) {
   tg_task *t = w->run_head;
   if (t) {
@@ -61,14 +54,9 @@ static tg_task *local_pop(tg__worker *w) {
   return t;
 }
 
-/* Makes t runnable on its worker: directly when that is this thread, else
- * through the worker's inject queue, waking its loop only if it sleeps. */
-void tg__schedule(tg_task *t) {
-  tg__worker *w = t->worker;
-  if (w == tg__current_worker) {
-    local_push(w, t);
-    return;
-  }
+/* The remote half of tg__schedule: through the worker's inject queue,
+ * waking its loop only if it sleeps. */
+void tg__inject(tg__worker *w, tg_task *t) {
   t->next_run = NULL;
   tg__lock_acquire(&w->inject_lock);
   if (w->inject_tail) w->inject_tail->next_run = t;
@@ -79,7 +67,7 @@ void tg__schedule(tg_task *t) {
   if (atomic_load_explicit(&w->sleeping, memory_order_seq_cst)) uv_async_send(&w->wakeup);
 }
 
-static void inject_take(tg__worker *w) {
+static __attribute__((noinline)) void inject_take(tg__worker *w) {
   tg__lock_acquire(&w->inject_lock);
   tg_task *head = w->inject_head, *tail = w->inject_tail;
   w->inject_head = w->inject_tail = NULL;
@@ -89,11 +77,6 @@ static void inject_take(tg__worker *w) {
   if (w->run_tail) w->run_tail->next_run = head;
   else w->run_head = head;
   w->run_tail = tail;
-}
-
-void tg__task_unpark(tg_task *t) {
-  if (atomic_exchange_explicit(&t->park_state, TG__NOTIFIED, memory_order_acq_rel) == TG__PARKED)
-    tg__schedule(t);
 }
 
 /* ------------------------------------------------------------ switching */
@@ -122,16 +105,23 @@ static void count_switch(tg__worker *w) {
 static bool task_start(tg__worker *w, tg_task *t);
 static void task_end(tg__worker *w, tg_task *t);
 
+/* pick_next's rare case: t was popped before its first run. */
+static __attribute__((noinline)) tg_task *pick_unstarted(tg__worker *w, tg_task *t) {
+  for (;;) {
+    if (task_start(w, t)) return t;
+    task_end(w, t); /* no stack for it: it ends as panicked */
+    t = local_pop(w);
+    if (!t || t->stack) return t;
+  }
+}
+
 /* The next task to run on w, started (with a stack) if it was new; NULL
  * when none is runnable. Tasks other workers made runnable are taken
  * first into the local queue. */
-static tg_task *pick_next(tg__worker *w) {
+static inline tg_task *pick_next(tg__worker *w) {
   if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
-  for (;;) {
-    tg_task *t = local_pop(w);
-    if (!t || t->stack || task_start(w, t)) return t;
-    task_end(w, t); /* no stack for it: it ends as panicked */
-  }
+  tg_task *t = local_pop(w);
+  return t && !t->stack ? pick_unstarted(w, t) : t;
 }
 
 /* From the scheduler to t, until some task gives the worker back. */
@@ -157,7 +147,7 @@ static void switch_to_task(tg__worker *w, tg_task *t) {
 /* The running task `self`, already queued again or parked, gives the
  * worker to the next runnable task or to the scheduler; returns when self
  * is resumed. */
-static void switch_away(tg__worker *w, tg_task *self) {
+static inline void switch_away(tg__worker *w, tg_task *self) {
   tg_task *next = NULL;
   if (w->budget > 0) {
     w->budget--;
@@ -216,7 +206,7 @@ int tg_yield(void) {
   if (atomic_load_explicit(&t->cancelled, memory_order_relaxed)) return TG_ECANCELED;
   tg__worker *w = t->worker;
   if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
-  local_push(w, t); /* behind every task runnable now */
+  tg__local_push(w, t); /* behind every task runnable now */
   switch_away(w, t);
   return atomic_load_explicit(&t->cancelled, memory_order_relaxed) ? TG_ECANCELED : 0;
 }
