@@ -95,7 +95,8 @@ static void deadline_fired(tg__timer *timer) {
 }
 
 /* A plain thread sleeps on its futex word; with a deadline it claims the
- * wait itself when the time is up (real clock only). */
+ * wait itself when the time is up. Under the virtual clock nothing tells
+ * it that time jumped, so it looks again every millisecond. */
 static void thread_block(tg__wait *wait, int64_t deadline) {
   while (!atomic_load_explicit(&wait->thread_woken, memory_order_acquire)) {
     struct timespec ts, *tsp = NULL;
@@ -107,6 +108,7 @@ static void thread_block(tg__wait *wait, int64_t deadline) {
           return;
         left = 1000000; /* claimed by someone else: their wake is imminent */
       }
+      if (tg__clock_is_virtual() && left > 1000000) left = 1000000;
       ts.tv_sec = left / 1000000000;
       ts.tv_nsec = left % 1000000000;
       tsp = &ts;

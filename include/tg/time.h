@@ -8,8 +8,9 @@
  * the call a non-waiting attempt that fails with TG_ETIMEDOUT. Timers with
  * equal deadlines fire in the order they were set.
  *
- * A plain thread's waits measure their deadline on the real clock even
- * under the virtual clock, which only tasks make move.
+ * Deadlines are on the runtime's clock for plain threads too: under the
+ * virtual clock a thread's deadline passes when the tasks' idleness moves
+ * virtual time past it, not after that much real time.
  */
 #ifndef TG_TIME_H
 #define TG_TIME_H
