@@ -82,7 +82,8 @@ tg_case tg_tcp_recv_case(tg_tcp *conn, tg_tcp_view *view);
 void tg_tcp_consume(tg_tcp *conn, size_t n);
 
 /* Writes all of buf. Returns 0, TG_ECLOSED, TG_ETIMEDOUT (_dl: the bytes
- * may still go out later; close the connection), TG_ECANCELED, -errno. */
+ * may still go out later; close the connection), TG_ECANCELED,
+ * TG_EWORKER, TG_ENOTASK, TG_ENOMEM or -errno. */
 int tg_tcp_write(tg_tcp *conn, const void *buf, size_t len);
 int tg_tcp_write_dl(tg_tcp *conn, const void *buf, size_t len, int64_t deadline_ns);
 

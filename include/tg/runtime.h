@@ -55,8 +55,8 @@ typedef struct tg_runtime_stats {
   uint64_t tasks_aborted;         /* tasks that ended after tg_task_abort */
   uint64_t tasks_aborted_at_exit; /* still alive when main returned */
   uint64_t context_switches;
-  uint64_t stacks_guarded;        /* live stacks with a guard page */
-  uint64_t stacks_unguarded;      /* live stacks with a canary instead */
+  uint64_t stacks_guarded;        /* mapped stacks (in use or pooled) with a guard page */
+  uint64_t stacks_unguarded;      /* mapped stacks with a canary instead */
   uint64_t stacks_pooled;         /* free stacks kept for reuse */
   uint64_t timers_pending;
   uint64_t blocking_in_flight;

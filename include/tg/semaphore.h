@@ -33,7 +33,8 @@ void tg_semaphore_free(tg_semaphore *sem);
  * TG_ECANCELED, TG_ENOMEM (the task's record of held permits). */
 int tg_semaphore_acquire(tg_semaphore *sem, uint64_t n);
 int tg_semaphore_acquire_dl(tg_semaphore *sem, uint64_t n, int64_t deadline_ns);
-/* Returns 0, TG_EAGAIN (not enough permits, or others wait), TG_ECLOSED. */
+/* Returns 0, TG_EAGAIN (not enough permits, or others wait), TG_ECLOSED,
+ * TG_EINVAL (n == 0) or TG_ENOMEM (the task's record of held permits). */
 int tg_semaphore_try_acquire(tg_semaphore *sem, uint64_t n);
 /* Returns 0, or TG_ENOPERM when the calling task holds fewer than n. */
 int tg_semaphore_release(tg_semaphore *sem, uint64_t n);

@@ -84,7 +84,8 @@ uint64_t tg_task_current_id(void);
 int tg_task_cancelled(void);
 
 /* Lets every other runnable task on this worker run once first.
- * Returns 0, or TG_ECANCELED if the task was aborted. */
+ * Returns 0, TG_ECANCELED if the task was aborted, or TG_ENOTASK outside
+ * a task. */
 int tg_yield(void);
 
 /* Ends the calling task as panicked with a formatted message; its
