@@ -12,7 +12,17 @@
  * seq stored per device, updated in the same transaction. A reading whose
  * seq is not above its device's mark is a resend and is skipped, so a
  * retried batch can never store a reading twice, without a composite key
- * on the hot table (DESIGN.md has the measurements).
+ * on the hot table (DESIGN.md has the measurements). Devices are stored
+ * by their id as text ("7", "dev-42"); readings carry the pipeline's
+ * numeric index, which opts.device_name turns into that text.
+ *
+ * The marks are also kept in memory, loaded from device_hwm the first
+ * time a device appears, so a batch costs no lookup per device; they are
+ * advanced only after a commit. Transactions of one storage run one at a
+ * time (a mutex; SQLite has one writer anyway), so the marks in memory
+ * always equal the committed ones. The rule needs a device's batches to
+ * commit in the order they were cut: with one connection (serve's
+ * default) the FIFO pool semaphore guarantees it.
  *
  * Every call returns 0 or a negative code (-EIO for a database error) and,
  * on error, writes a one-line reason into `err`. */
@@ -21,15 +31,21 @@
 
 #include "reading.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct storage storage;
 
 typedef struct storage_opts {
-  const char *path;  /* the database: for SQLite a file name */
-  int connections;   /* >= 1 */
-  int reset;         /* nonzero: start from empty tables (the demo) */
+  const char *backend; /* "sqlite" (NULL too) or "none" (counts, stores nothing) */
+  const char *path;    /* the database: for SQLite a file name */
+  int connections;     /* >= 1 */
+  int reset;           /* nonzero: start from empty tables (the demo) */
+  /* The id text of a device index, or NULL: the index in decimal. Called
+   * from the thread running the write; must be thread-safe. */
+  const char *(*device_name)(void *ctx, uint32_t device);
+  void *device_name_ctx;
 } storage_opts;
 
 typedef struct storage_write_result {
@@ -41,6 +57,8 @@ typedef struct storage_write_result {
 typedef struct storage_backend {
   const char *name;
   int (*open)(storage *s, const storage_opts *opts, char *err, size_t errlen);
+  /* The committed mark of a device not yet in memory (0: none). */
+  int (*mark_load)(storage *s, int conn, const char *device, uint64_t *seq, char *err, size_t errlen);
   /* One transaction: insert the batch, advance the marks, commit. With
    * `fail` set, roll back instead of committing and report a failure (the
    * demo's fault injection; nothing is stored). */
@@ -51,12 +69,39 @@ typedef struct storage_backend {
 } storage_backend;
 
 extern const storage_backend storage_sqlite_backend;
+extern const storage_backend storage_none_backend;
+
+/* A device's high-water mark in memory. */
+typedef struct storage_mark {
+  uint64_t seq;     /* committed */
+  uint64_t pending; /* in the transaction `stamp`, not yet committed */
+  uint64_t stamp;
+  int loaded;
+} storage_mark;
 
 struct storage {
   const storage_backend *backend;
   int connections;
   void *impl; /* the backend's own state */
+  const char *(*device_name)(void *ctx, uint32_t device);
+  void *device_name_ctx;
+  pthread_mutex_t write_lock; /* one transaction at a time; guards the marks */
+  storage_mark *marks;        /* by device index */
+  uint32_t nmarks;
+  uint64_t stamp;             /* transactions begun */
+  uint32_t *changed;          /* devices whose mark the transaction moves */
+  uint32_t nchanged, capchanged;
+  uint64_t none_rows;         /* the none backend's count */
 };
+
+/* For backends, inside write: the id text of device (valid until the
+ * next call on this storage from this thread). */
+const char *storage_device_name(storage *s, uint32_t device, char buf[16]);
+
+/* For backends, inside write: whether reading r is above its device's
+ * mark (then it is recorded as pending and must be inserted). Returns 1,
+ * 0 for a resend, or a negative code when the mark could not be loaded. */
+int storage_mark_check(storage *s, int conn, const reading *r, char *err, size_t errlen);
 
 /* Opens the storage. Returns 0, -ENOMEM or -EIO. */
 int storage_open(storage **out, const storage_opts *opts, char *err, size_t errlen);

@@ -25,14 +25,15 @@ static const char schema_reset[] = "DROP TABLE IF EXISTS readings;"
                                    "DROP TABLE IF EXISTS device_hwm;";
 
 /* Append-only: no key, so a transaction appends to the table's last pages
- * whatever the devices; resends are caught by device_hwm instead. */
+ * whatever the devices; resends are caught by device_hwm instead. A device
+ * is its id as text. */
 static const char schema[] = "CREATE TABLE IF NOT EXISTS readings ("
-                             " device INTEGER NOT NULL, seq INTEGER NOT NULL,"
+                             " device TEXT NOT NULL, seq INTEGER NOT NULL,"
                              " ts_ms INTEGER NOT NULL, temperature REAL NOT NULL,"
                              " humidity REAL NOT NULL, battery INTEGER NOT NULL,"
                              " batch INTEGER NOT NULL);"
                              "CREATE TABLE IF NOT EXISTS device_hwm ("
-                             " device INTEGER PRIMARY KEY, seq INTEGER NOT NULL);";
+                             " device TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;";
 
 typedef struct conn {
   sqlite3 *db;
@@ -101,46 +102,45 @@ static int step_done(conn *c, int which) {
   return r == SQLITE_DONE ? 0 : r;
 }
 
-typedef struct mark {
-  uint32_t device;
-  uint64_t seq;
-  int changed;
-} mark;
-
-/* The mark of `device` in this transaction, loaded on first use. */
-static mark *mark_for(conn *c, mark *marks, uint32_t *nmarks, uint32_t device) {
-  for (uint32_t i = 0; i < *nmarks; i++)
-    if (marks[i].device == device) return &marks[i];
-  mark *m = &marks[(*nmarks)++];
-  *m = (mark){.device = device};
+static int sqlite_mark_load(storage *s, int ci, const char *device, uint64_t *seq, char *err, size_t errlen) {
+  conn *c = &((sqlite_impl *)s->impl)->conns[ci];
   sqlite3_stmt *st = c->st[ST_MARK_GET];
-  sqlite3_bind_int64(st, 1, device);
-  if (sqlite3_step(st) == SQLITE_ROW) m->seq = (uint64_t)sqlite3_column_int64(st, 0);
+  sqlite3_bind_text(st, 1, device, -1, SQLITE_TRANSIENT);
+  int r = sqlite3_step(st);
+  *seq = r == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
   sqlite3_reset(st);
-  return m;
+  return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : fail_db(c->db, "high-water mark", err, errlen);
+}
+
+/* Binds a device's id: names from the caller's table stay put for the
+ * statement's life; a decimal index is copied. */
+static void bind_device(storage *s, sqlite3_stmt *st, uint32_t device) {
+  char buf[16];
+  const char *name = storage_device_name(s, device, buf);
+  sqlite3_bind_text(st, 1, name, -1, name == buf ? SQLITE_TRANSIENT : SQLITE_STATIC);
 }
 
 static int sqlite_write(storage *s, int ci, const batch *b, int fail, storage_write_result *res,
                         char *err, size_t errlen) {
   conn *c = &((sqlite_impl *)s->impl)->conns[ci];
   *res = (storage_write_result){0};
-  mark *marks = malloc((size_t)(b->n ? b->n : 1) * sizeof *marks);
-  if (!marks) return -ENOMEM;
-  uint32_t nmarks = 0;
-  if (step_done(c, ST_BEGIN)) {
-    free(marks);
-    return fail_db(c->db, "begin", err, errlen);
-  }
+  if (step_done(c, ST_BEGIN)) return fail_db(c->db, "begin", err, errlen);
   const char *what = NULL;
+  int rc = 0;
   for (uint32_t i = 0; i < b->n && !what; i++) {
     const reading *r = &b->items[i];
-    mark *m = mark_for(c, marks, &nmarks, r->device);
-    if (r->seq <= m->seq) {
+    int fresh = storage_mark_check(s, ci, r, err, errlen);
+    if (fresh < 0) {
+      rc = fresh;
+      what = "";
+      break;
+    }
+    if (!fresh) {
       res->duplicates++;
       continue;
     }
     sqlite3_stmt *st = c->st[ST_INSERT];
-    sqlite3_bind_int64(st, 1, r->device);
+    bind_device(s, st, r->device);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)r->seq);
     sqlite3_bind_int64(st, 3, r->ts_ms);
     sqlite3_bind_double(st, 4, r->temperature);
@@ -148,18 +148,14 @@ static int sqlite_write(storage *s, int ci, const batch *b, int fail, storage_wr
     sqlite3_bind_int64(st, 6, r->battery);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)b->id);
     if (step_done(c, ST_INSERT)) what = "insert";
-    m->seq = r->seq;
-    m->changed = 1;
     res->inserted++;
   }
-  for (uint32_t i = 0; i < nmarks && !what; i++) {
-    if (!marks[i].changed) continue;
+  for (uint32_t i = 0; i < s->nchanged && !what; i++) {
     sqlite3_stmt *st = c->st[ST_MARK_SET];
-    sqlite3_bind_int64(st, 1, marks[i].device);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)marks[i].seq);
+    bind_device(s, st, s->changed[i]);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)s->marks[s->changed[i]].pending);
     if (step_done(c, ST_MARK_SET)) what = "high-water mark";
   }
-  free(marks);
   if (!what && fail) {
     step_done(c, ST_ROLLBACK);
     *res = (storage_write_result){0};
@@ -168,7 +164,7 @@ static int sqlite_write(storage *s, int ci, const batch *b, int fail, storage_wr
   }
   if (!what && step_done(c, ST_COMMIT)) what = "commit";
   if (what) {
-    int r = fail_db(c->db, what, err, errlen);
+    int r = rc ? rc : fail_db(c->db, what, err, errlen);
     if (!sqlite3_get_autocommit(c->db)) step_done(c, ST_ROLLBACK);
     *res = (storage_write_result){0};
     return r;
@@ -188,6 +184,7 @@ static int sqlite_count_rows(storage *s, uint64_t *rows, char *err, size_t errle
 const storage_backend storage_sqlite_backend = {
     .name = "sqlite",
     .open = sqlite_open,
+    .mark_load = sqlite_mark_load,
     .write = sqlite_write,
     .count_rows = sqlite_count_rows,
     .close = sqlite_close,
