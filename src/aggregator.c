@@ -2,56 +2,103 @@
 #include "aggregator.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+enum { NAME_LEN = 12 };
 
 int aggregator_init(aggregator *a, int ndevices) {
-  a->ndevices = ndevices;
-  a->metrics = calloc((size_t)ndevices, sizeof *a->metrics);
-  if (!a->metrics) return -1;
-  for (int i = 0; i < ndevices; i++) a->metrics[i].device = (uint32_t)i + 1;
+  a->ndevices = a->cap_devices = ndevices;
+  a->metrics = calloc(ndevices > 0 ? (size_t)ndevices : 1, sizeof *a->metrics);
+  a->names = calloc(ndevices > 0 ? (size_t)ndevices : 1, NAME_LEN);
+  if (!a->metrics || !a->names) {
+    free(a->metrics);
+    free(a->names);
+    a->metrics = NULL;
+    a->names = NULL;
+    return -1;
+  }
+  for (int i = 0; i < ndevices; i++) {
+    char *name = a->names + (size_t)i * NAME_LEN;
+    snprintf(name, NAME_LEN, "%d", i + 1);
+    a->metrics[i].device = (uint32_t)i + 1;
+    a->metrics[i].id = name;
+  }
+  a->publish_every = 1;
+  a->burst = 1;
   a->last_reading_ns = -1;
   return 0;
 }
 
 void aggregator_free(aggregator *a) {
   free(a->metrics);
+  free(a->names);
   a->metrics = NULL;
+  a->names = NULL;
   batch_free(&a->current);
 }
 
-static void publish(aggregator *a, int64_t now_ms) {
-  system_snapshot *s = snapshot_new(a->snapshots, a->version + 1, now_ms, a->aggregated, a->metrics,
-                                    (uint32_t)a->ndevices);
+static void publish(aggregator *a, int64_t now_ns) {
+  system_snapshot *s = snapshot_new(a->snapshots, figure_get(&a->version) + 1, (now_ns - a->t0) / 1000000,
+                                    figure_get(&a->aggregated), a->metrics, (uint32_t)a->ndevices);
+  a->unpublished = 0;
+  a->last_publish_ns = now_ns;
   if (!s) {
-    a->snapshot_failures++;
+    figure_add(&a->snapshot_failures, 1);
     return;
   }
-  a->version++;
+  figure_add(&a->version, 1);
   /* Two references: one moves into the watch, one into the broadcast
    * ring, whose receivers each take another - never a copy. */
   snapshot_ref(s);
   tg_watch_send(a->latest, &s);
-  if (tg_broadcast_send(a->updates, &s, NULL) == 0) a->snapshots_broadcast++;
+  if (tg_broadcast_send(a->updates, &s, NULL) == 0) figure_add(&a->snapshots_broadcast, 1);
   else snapshot_unref(s); /* no client subscribed: ours to drop */
 }
 
-static void process(aggregator *a, const reading *r) {
-  if (a->delay_ns > 0) tg_sleep(a->delay_ns); /* simulated parsing work */
-  int64_t now = tg_now() - a->t0;
-  if (r->device >= 1 && r->device <= (uint32_t)a->ndevices) {
-    device_metrics *m = &a->metrics[r->device - 1];
+/* The state of device `id`, growing the table up to max_devices. */
+static device_metrics *metrics_of(aggregator *a, uint32_t id) {
+  if (id >= 1 && id <= (uint32_t)a->ndevices) return &a->metrics[id - 1];
+  if (id < 1 || id > (uint32_t)a->max_devices) return NULL;
+  if (id > (uint32_t)a->cap_devices) {
+    uint32_t cap = a->cap_devices > 0 ? (uint32_t)a->cap_devices : 64;
+    while (cap < id) cap *= 2;
+    if (cap > (uint32_t)a->max_devices) cap = (uint32_t)a->max_devices;
+    device_metrics *m = realloc(a->metrics, (size_t)cap * sizeof *m);
+    if (!m) return NULL;
+    a->metrics = m;
+    a->cap_devices = (int)cap;
+  }
+  for (uint32_t i = (uint32_t)a->ndevices + 1; i <= id; i++) {
+    const char *name = a->device_name ? a->device_name(a->device_name_ctx, i) : NULL;
+    a->metrics[i - 1] = (device_metrics){.device = i, .id = name ? name : "?"};
+  }
+  a->ndevices = (int)id;
+  return &a->metrics[id - 1];
+}
+
+/* Aggregates one reading at `now` (tg_now()). */
+static void process(aggregator *a, const reading *r, int64_t now) {
+  if (a->delay_ns > 0) { /* simulated parsing work */
+    tg_sleep(a->delay_ns);
+    now = tg_now();
+  }
+  int64_t run = now - a->t0;
+  device_metrics *m = metrics_of(a, r->device);
+  if (m) {
     m->count++;
     m->avg_temperature += (r->temperature - m->avg_temperature) / (double)m->count;
     m->avg_humidity += (r->humidity - m->avg_humidity) / (double)m->count;
-    m->last_seen_ms = now / 1000000;
+    m->last_seen_ms = run / 1000000;
     m->last_seq = r->seq;
     m->battery = r->battery;
   }
-  a->aggregated++;
-  a->last_reading_ns = now;
+  figure_add(&a->aggregated, 1);
+  a->last_reading_ns = run;
   if (batch_push(&a->current, r) != 0)
     log_event(a->log, "❌", "aggregator", 0, "out_of_memory", "Aggregator out of memory for the batch");
-  publish(a, now / 1000000);
+  if (++a->unpublished >= a->publish_every) publish(a, now);
 }
 
 static size_t storage_len(aggregator *a) {
@@ -70,7 +117,7 @@ static int flush(aggregator *a, int wait_for_shutdown) {
   if (b->id == 0) b->id = ++a->next_batch_id;
   int r = tg_mpsc_try_send(a->storage, b);
   if (r == TG_EFULL) {
-    a->storage_full_waits++;
+    figure_add(&a->storage_full_waits, 1);
     uint64_t held;
     if (log_gate_pass(&a->full_gate, tg_now(), TG_MS(1000), &held))
       log_event(a->log, "📦", "aggregator", 0, "storage_full",
@@ -86,14 +133,18 @@ static int flush(aggregator *a, int wait_for_shutdown) {
     }
   }
   if (r != 0) return r;
-  a->batches_flushed++;
-  a->readings_flushed += b->n;
+  figure_add(&a->batches_flushed, 1);
+  figure_add(&a->readings_flushed, b->n);
   uint64_t held;
   if (log_gate_pass(&a->batch_gate, tg_now(), TG_MS(1000), &held))
     log_event(a->log, "📦", "aggregator", 0, "batch_flushed",
               "Batch #%" PRIu64 ": %" PRIu32 " readings -> storage queue (%zu/%zu)%s", b->id, b->n,
               storage_len(a), a->storage_capacity, log_held_note(held).s);
   *b = (batch){0}; /* the items moved with the batch */
+  if (a->batch_max > 0) { /* the next one will be as large: allocate it once */
+    b->items = malloc((size_t)a->batch_max * sizeof *b->items);
+    b->cap = b->items ? a->batch_max : 0;
+  }
   return 0;
 }
 
@@ -109,16 +160,23 @@ void *aggregator_task(void *arg) {
   int64_t next_cut = a->t0 + a->batch_interval_ns;
   int draining = 0;
   const char *end = "every device hung up";
+  a->last_publish_ns = tg_now();
   for (;;) {
     reading r;
     int got;
+    int64_t now = tg_now();
+    if (a->unpublished && a->publish_interval_ns > 0 && now >= a->last_publish_ns + a->publish_interval_ns)
+      publish(a, now);
     if (!draining) {
       /* A select completes a ready case without looking at its deadline,
        * and under load the channel is always ready: so the batch timer is
        * checked here, not left to the select's timeout alone. */
       int w = TG_ETIMEDOUT;
       tg_case cs[2] = {tg_cancel_case(a->cancel), tg_mpsc_recv_case(a->telemetry, &r)};
-      if (tg_now() < next_cut) w = tg_select(cs, 2, next_cut);
+      int64_t deadline = next_cut;
+      if (a->unpublished && a->publish_interval_ns > 0 && a->last_publish_ns + a->publish_interval_ns < deadline)
+        deadline = a->last_publish_ns + a->publish_interval_ns;
+      if (now < next_cut) w = tg_select(cs, 2, deadline);
       /* A batch tick that fell due with the token already fired (they
        * may share an instant) is no tick: the token comes first. */
       if (w == 0 || (w == TG_ETIMEDOUT && tg_cancel_fired(a->cancel))) {
@@ -126,6 +184,7 @@ void *aggregator_task(void *arg) {
         continue;
       }
       if (w == TG_ETIMEDOUT) {
+        if (tg_now() < next_cut) continue; /* a snapshot fell due */
         int f = flush(a, 1);
         if (f == 1) start_draining(a, &draining);
         else if (f != 0) end = tg_err_name(f);
@@ -141,8 +200,21 @@ void *aggregator_task(void *arg) {
       if (got != TG_ECLOSED) end = tg_err_name(got);
       break;
     }
-    process(a, &r);
+    now = tg_now();
+    process(a, &r, now);
+    /* Under load, take what is queued without a select per reading. */
+    for (int i = 1; i < a->burst && tg_mpsc_try_recv(a->telemetry, &r) == 0; i++) {
+      process(a, &r, now);
+      if (a->batch_max && a->current.n >= a->batch_max) break;
+    }
+    if (a->batch_max && a->current.n >= a->batch_max) {
+      int f = flush(a, !draining);
+      if (f == 1) start_draining(a, &draining);
+      else if (f != 0) end = tg_err_name(f);
+      if (!draining) next_cut = tg_now() + a->batch_interval_ns;
+    }
   }
+  if (a->unpublished) publish(a, tg_now());
   uint64_t final_id = a->current.n ? (a->current.id ? a->current.id : a->next_batch_id + 1) : 0;
   uint32_t final_n = a->current.n;
   int f = flush(a, 0);
@@ -161,11 +233,11 @@ void *aggregator_task(void *arg) {
     log_event(a->log, "📦", "aggregator", 0, "aggregator_drained",
               "Aggregator drained (%s): %" PRIu64 " readings aggregated, final batch #%" PRIu64
               " with %" PRIu32 " readings; storage, watch and broadcast closed",
-              end, a->aggregated, final_id, final_n);
+              end, figure_get(&a->aggregated), final_id, final_n);
   else
     log_event(a->log, "📦", "aggregator", 0, "aggregator_drained",
               "Aggregator drained (%s): %" PRIu64 " readings aggregated, no partial batch left; "
               "storage, watch and broadcast closed",
-              end, a->aggregated);
+              end, figure_get(&a->aggregated));
   return NULL;
 }

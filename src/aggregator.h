@@ -2,22 +2,34 @@
  *
  * For each reading: an optional simulated processing time (the reference's
  * "JSON parsing"; a slow aggregator is what fills the telemetry channel),
- * then per-device count, running means and last-seen, then one new
- * SystemSnapshot published to the watch (latest value) and the broadcast
- * (every update). Every batch interval it cuts the readings gathered so
- * far into a Batch for the storage channel, waiting when that queue is
- * full - the backpressure that reaches back to the devices.
+ * then per-device count, running means and last-seen, then - every
+ * `publish_every` readings, or `publish_interval_ns` after the last
+ * snapshot if anything changed - one new SystemSnapshot published to the
+ * watch (latest value) and the broadcast (every update). The demo
+ * publishes after every reading; at ingest rates a snapshot per reading
+ * would cost more than the reading (serve coalesces). Every batch
+ * interval, or as soon as it holds `batch_max` readings, it cuts the
+ * readings gathered so far into a Batch for the storage channel, waiting
+ * when that queue is full - the backpressure that reaches back to the
+ * devices (and, in serve, to their sockets).
+ *
+ * Devices are the pipeline's 1-based indexes. The table of per-device
+ * state has `ndevices` entries to begin with and grows up to
+ * `max_devices` as higher indexes arrive (serve's registry hands them
+ * out); readings of devices beyond are counted but not tabled.
  *
  * Shutdown: the cancel token is the first case of its select; once it has
- * fired the aggregator stops cutting batches and drains the telemetry
- * channel until every device has dropped its sender (TG_ECLOSED), then
- * sends everything left as one final batch and drops its storage,
- * watch and broadcast senders - which is how storage and clients learn
- * that the run is over. A batch that was waiting for queue space when the
- * token fired is not lost: it stays the current batch and goes out last. */
+ * fired the aggregator stops cutting batches by time and drains the
+ * telemetry channel until every sender is gone (TG_ECLOSED), then
+ * publishes a last snapshot if one is pending, sends everything left as
+ * one final batch and drops its storage, watch and broadcast senders -
+ * which is how storage and clients learn that the run is over. A batch
+ * that was waiting for queue space when the token fired is not lost: it
+ * stays the current batch and goes out last. */
 #ifndef TELEGATE_AGGREGATOR_H
 #define TELEGATE_AGGREGATOR_H
 
+#include "figure.h"
 #include "log.h"
 #include "reading.h"
 #include "snapshot.h"
@@ -33,21 +45,35 @@ typedef struct aggregator {
   tg_mpsc_tx *storage;        /* owned */
   tg_watch_tx *latest;        /* owned */
   tg_broadcast_tx *updates;   /* owned */
-  int ndevices;
-  device_metrics *metrics;    /* ndevices entries; owned */
+  int ndevices;               /* entries of metrics in use */
+  int cap_devices;            /* entries allocated */
+  int max_devices;            /* growth limit; 0: ndevices is fixed */
+  device_metrics *metrics;    /* owned */
+  char *names;                /* aggregator_init's ids "1".."n"; owned */
+  /* The id of a device index the table grows to (serve's registry). */
+  const char *(*device_name)(void *ctx, uint32_t device);
+  void *device_name_ctx;
   int64_t t0, batch_interval_ns, delay_ns;
+  uint32_t batch_max;         /* cut a batch at this many readings; 0: by time only */
+  uint64_t publish_every;     /* readings per snapshot at most; 0 or 1: every one */
+  int64_t publish_interval_ns; /* a pending change is published this long after the last snapshot */
+  int burst;                  /* readings taken per wake before looking at the clock; <= 1: one */
   size_t storage_capacity;
   batch current;              /* readings not yet handed to storage */
   uint64_t next_batch_id;
+  uint64_t unpublished;       /* readings since the last snapshot */
+  int64_t last_publish_ns;
   log_gate full_gate, batch_gate;
   /* figures */
-  uint64_t aggregated, batches_flushed, readings_flushed, storage_full_waits;
-  uint64_t version;           /* snapshots built */
-  uint64_t snapshots_broadcast, snapshot_failures;
+  figure aggregated, batches_flushed, readings_flushed, storage_full_waits;
+  figure version;             /* snapshots built */
+  figure snapshots_broadcast, snapshot_failures;
   int64_t last_reading_ns;    /* run time of the last reading aggregated */
 } aggregator;
 
-/* Allocates the metrics table. Returns 0 or -1. */
+/* Sets the defaults (publish every reading, one reading per wake) and a
+ * table for devices 1..ndevices named "1".."n" (ndevices may be 0).
+ * Returns 0 or -1. */
 int aggregator_init(aggregator *a, int ndevices);
 void aggregator_free(aggregator *a);
 

@@ -10,6 +10,7 @@
 #ifndef TELEGATE_HEALTH_H
 #define TELEGATE_HEALTH_H
 
+#include "figure.h"
 #include "log.h"
 #include "rng.h"
 #include "tg/tg.h"
@@ -24,8 +25,8 @@ typedef struct health_checker {
   int64_t t0, interval_ns, timeout_ns;
   rng rng;
   uint64_t next_id;
-  /* figures */
-  uint64_t rounds, ok, timeout, dropped, unreachable;
+  /* figures: serve's on-demand checks count here too, from any worker */
+  figure rounds, ok, timeout, dropped, unreachable;
 } health_checker;
 
 /* The task: arg is a health_checker *. Returns NULL. */

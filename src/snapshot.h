@@ -18,7 +18,8 @@
 
 /* What the aggregator knows about one device. */
 typedef struct device_metrics {
-  uint32_t device;
+  const char *id;        /* the device's id as sent ("7", "dev-42"); lives as long as the run */
+  uint32_t device;       /* the pipeline's 1-based index */
   uint32_t battery;      /* last reported, percent */
   uint64_t count;        /* readings aggregated */
   uint64_t last_seq;
@@ -41,7 +42,7 @@ typedef struct system_snapshot {
   uint32_t ndevices;
   double avg_temperature;  /* over active devices' means */
   double avg_humidity;
-  device_metrics devices[]; /* ndevices entries, index = device id - 1 */
+  device_metrics devices[]; /* ndevices entries, [i].device = i + 1 */
 } system_snapshot;
 
 /* A new snapshot with one reference, copying `devices`. NULL when out of

@@ -20,6 +20,7 @@
 #ifndef TELEGATE_WRITER_H
 #define TELEGATE_WRITER_H
 
+#include "figure.h"
 #include "log.h"
 #include "storage.h"
 #include "tg/tg.h"
@@ -41,11 +42,11 @@ typedef struct storage_stage {
   int64_t t0;
   int conn_busy[WRITER_MAX_POOL];
   log_gate pool_gate, stored_gate;
-  /* figures */
-  uint64_t batches_received, batches_stored, readings_stored, duplicates;
-  uint64_t transactions, write_retries, pool_waits;
-  uint64_t writers_spawned, writers_joined, writers_panicked, writers_aborted;
-  uint64_t batches_lost;
+  /* figures: writers may run on any worker, and serve reads them live */
+  figure batches_received, batches_stored, readings_stored, duplicates;
+  figure transactions, write_retries, pool_waits;
+  figure writers_spawned, writers_joined, writers_panicked, writers_aborted;
+  figure batches_lost;
 } storage_stage;
 
 /* The storage task: arg is a storage_stage *. Returns NULL. */
