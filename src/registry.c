@@ -1,0 +1,201 @@
+/* registry.c - device ids to indexes, and devices to connections; see
+ * registry.h. */
+#include "registry.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int registry_init(registry *r, uint32_t max) {
+  memset(r, 0, sizeof *r);
+  if (max < 1) return TG_EINVAL;
+  r->max = max;
+  /* calloc of a large array maps zero pages: untouched slots cost nothing. */
+  r->entries = calloc((size_t)max + 1, sizeof *r->entries);
+  r->nslots = 64;
+  r->slots = calloc(r->nslots, sizeof *r->slots);
+  if (!r->entries || !r->slots) {
+    free(r->entries);
+    free(r->slots);
+    return TG_ENOMEM;
+  }
+  pthread_mutex_init(&r->lock, NULL);
+  return 0;
+}
+
+void registry_free(registry *r) {
+  if (!r->entries) return;
+  uint32_t n = atomic_load(&r->count);
+  for (uint32_t i = 1; i <= n; i++) free(atomic_load_explicit(&r->entries[i], memory_order_relaxed));
+  free(r->entries);
+  free(r->slots);
+  pthread_mutex_destroy(&r->lock);
+  r->entries = NULL;
+  r->slots = NULL;
+}
+
+uint64_t registry_hash(const char *id, size_t len) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)id[i]) * 0x100000001b3ull;
+  return h ^ (h >> 29);
+}
+
+static device_entry *entry_at(registry *r, uint32_t index) {
+  return atomic_load_explicit(&r->entries[index], memory_order_acquire);
+}
+
+/* Under the lock: the slot holding id, or the empty slot where it goes. */
+static uint32_t *slot_for(registry *r, const char *id, size_t len, uint64_t hash) {
+  uint32_t mask = r->nslots - 1;
+  for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
+    uint32_t *s = &r->slots[i];
+    if (*s == 0) return s;
+    const device_entry *e = entry_at(r, *s);
+    if (e->len == len && memcmp(e->id, id, len) == 0) return s;
+  }
+}
+
+static int grow(registry *r) {
+  uint32_t n = r->nslots * 2;
+  uint32_t *slots = calloc(n, sizeof *slots);
+  if (!slots) return TG_ENOMEM;
+  uint32_t *old = r->slots, oldn = r->nslots;
+  r->slots = slots;
+  r->nslots = n;
+  for (uint32_t i = 0; i < oldn; i++) {
+    if (!old[i]) continue;
+    const device_entry *e = entry_at(r, old[i]);
+    *slot_for(r, e->id, e->len, registry_hash(e->id, e->len)) = old[i];
+  }
+  free(old);
+  return 0;
+}
+
+int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint32_t *index) {
+  if (len < 1 || len > PROTOCOL_DEVICE_ID_MAX) return TG_EINVAL;
+  pthread_mutex_lock(&r->lock);
+  uint32_t *s = slot_for(r, id, len, hash);
+  int rc = 0;
+  if (*s) {
+    *index = *s;
+  } else {
+    uint32_t n = atomic_load_explicit(&r->count, memory_order_relaxed);
+    device_entry *e = n < r->max ? calloc(1, sizeof *e) : NULL;
+    if (n >= r->max) rc = TG_EFULL;
+    else if (!e) rc = TG_ENOMEM;
+    if (rc == 0 && 2 * (n + 1) >= r->nslots) {
+      if ((rc = grow(r)) == 0) s = slot_for(r, id, len, hash);
+      else free(e);
+    }
+    if (rc == 0) {
+      e->index = n + 1;
+      e->len = (uint8_t)len;
+      memcpy(e->id, id, len);
+      *s = e->index;
+      *index = e->index;
+      atomic_store_explicit(&r->entries[e->index], e, memory_order_release);
+      atomic_store_explicit(&r->count, n + 1, memory_order_release);
+    }
+  }
+  pthread_mutex_unlock(&r->lock);
+  return rc;
+}
+
+const device_entry *registry_entry(registry *r, uint32_t index) {
+  if (index < 1 || index > r->max) return NULL;
+  return entry_at(r, index);
+}
+
+const char *registry_name(registry *r, uint32_t index) {
+  const device_entry *e = registry_entry(r, index);
+  return e ? e->id : NULL;
+}
+
+uint32_t registry_count(registry *r) { return atomic_load(&r->count); }
+
+uint32_t registry_connected(registry *r) { return atomic_load(&r->connected); }
+
+/* Under the lock. */
+static void unlink_entry(registry *r, device_entry *e) {
+  registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
+  if (!c) return;
+  if (e->prev) e->prev->next = e->next;
+  else c->devices = e->next;
+  if (e->next) e->next->prev = e->prev;
+  e->prev = e->next = NULL;
+  atomic_store_explicit(&e->conn, NULL, memory_order_relaxed);
+  atomic_fetch_sub(&r->connected, 1);
+}
+
+void registry_attach(registry *r, uint32_t index, registry_conn *c) {
+  device_entry *e = (device_entry *)registry_entry(r, index);
+  if (!e) return;
+  pthread_mutex_lock(&r->lock);
+  if (!c->closed && atomic_load_explicit(&e->conn, memory_order_relaxed) != c) {
+    unlink_entry(r, e);
+    e->next = c->devices;
+    if (c->devices) c->devices->prev = e;
+    c->devices = e;
+    atomic_store_explicit(&e->conn, c, memory_order_relaxed);
+    atomic_fetch_add(&r->connected, 1);
+  }
+  pthread_mutex_unlock(&r->lock);
+}
+
+void registry_detach_all(registry *r, registry_conn *c) {
+  pthread_mutex_lock(&r->lock);
+  c->closed = 1;
+  while (c->devices) unlink_entry(r, c->devices);
+  pthread_mutex_unlock(&r->lock);
+}
+
+/* Under the lock. */
+static int ask_entry(const device_entry *e, const health_request *req) {
+  registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
+  if (!c || c->closed) return TG_ECLOSED;
+  int rc = tg_mpsc_try_send(c->outbox, req);
+  return rc == TG_EFULL ? TG_EFULL : rc != 0 ? TG_ECLOSED : 0;
+}
+
+int registry_ask(registry *r, const char *id, const health_request *req, uint32_t *index) {
+  size_t len = strlen(id);
+  if (len < 1 || len > PROTOCOL_DEVICE_ID_MAX) return -ENOENT;
+  pthread_mutex_lock(&r->lock);
+  uint32_t at = *slot_for(r, id, len, registry_hash(id, len));
+  int rc = at ? ask_entry(entry_at(r, at), req) : -ENOENT;
+  pthread_mutex_unlock(&r->lock);
+  if (index) *index = at;
+  return rc;
+}
+
+int registry_ask_index(registry *r, uint32_t index, const health_request *req) {
+  const device_entry *e = registry_entry(r, index);
+  if (!e) return -ENOENT;
+  pthread_mutex_lock(&r->lock);
+  int rc = ask_entry(e, req);
+  pthread_mutex_unlock(&r->lock);
+  return rc;
+}
+
+int registry_pick_connected(registry *r, rng *g, uint32_t *out, int k) {
+  uint32_t n = registry_count(r);
+  int got = 0;
+  if (n == 0 || k < 1) return 0;
+  pthread_mutex_lock(&r->lock);
+  /* Each pick: the first connected device not yet picked at or after a
+   * random index; bounded by n steps. */
+  for (int pick = 0; pick < k; pick++) {
+    uint32_t start = rng_below(g, n);
+    for (uint32_t step = 0; step < n; step++) {
+      const device_entry *e = entry_at(r, 1 + (start + step) % n);
+      int taken = 0;
+      for (int i = 0; i < got; i++) taken |= out[i] == e->index;
+      if (!taken && atomic_load_explicit(&e->conn, memory_order_relaxed)) {
+        out[got++] = e->index;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&r->lock);
+  return got;
+}

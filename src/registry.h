@@ -1,0 +1,100 @@
+/* registry.h - device ids as the devices send them, mapped to the
+ * pipeline's numeric ids, and the connection each device talks over.
+ *
+ * A device id is a string (protocol.h: up to 32 bytes of [A-Za-z0-9_.:-]).
+ * The first time serve sees one it gets the next index, 1, 2, 3 ...: the
+ * aggregator's per-device state, the storage's high-water marks and the
+ * readings in the channels all use that index, and registry_name turns it
+ * back into the string for snapshots and the database. Indexes are never
+ * reused; there are at most `max` of them, so memory stays bounded
+ * whatever ids devices invent.
+ *
+ * A device is attached to the connection its latest reading came over.
+ * Health requests for it go into that connection's outbox (an mpsc its
+ * task selects on), so only the connection's own task ever writes to the
+ * socket. A connection that ends detaches all its devices first; from
+ * then on nothing can be put in its outbox, which it then drains.
+ *
+ * Threads: every call may come from any task or thread. Lookups of a
+ * known index take no lock (entries are immutable once published); the
+ * map, attach and detach take one mutex. */
+#ifndef TELEGATE_REGISTRY_H
+#define TELEGATE_REGISTRY_H
+
+#include "device.h"
+#include "protocol.h"
+#include "rng.h"
+#include "tg/tg.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct device_entry device_entry;
+
+/* A connection as the registry sees it. Owned by the connection. */
+typedef struct registry_conn {
+  tg_mpsc_tx *outbox;     /* health_request elements; used under the registry's lock */
+  device_entry *devices;  /* attached devices, linked through the entries */
+  int closed;             /* detached: no more requests */
+} registry_conn;
+
+/* Invariant: an entry is on the list of exactly the connection in `conn`,
+ * or on none when conn is NULL. */
+struct device_entry {
+  uint32_t index;                  /* 1-based */
+  uint8_t len;
+  char id[PROTOCOL_DEVICE_ID_MAX + 1];
+  _Atomic(registry_conn *) conn;   /* written under the lock, read anywhere */
+  device_entry *prev, *next;       /* on conn's list; under the lock */
+};
+
+typedef struct registry {
+  pthread_mutex_t lock;
+  uint32_t max;
+  atomic_uint count;               /* entries published: indexes 1..count */
+  _Atomic(device_entry *) *entries; /* max + 1 slots, [0] unused */
+  uint32_t *slots;                 /* open addressing: index, 0 = empty */
+  uint32_t nslots;                 /* power of two, > 2 * count */
+  atomic_uint connected;           /* entries attached to a connection */
+} registry;
+
+/* Returns 0 or TG_ENOMEM. */
+int registry_init(registry *r, uint32_t max);
+void registry_free(registry *r);
+
+/* A 64-bit hash of an id's bytes (FNV-1a), also for callers' caches. */
+uint64_t registry_hash(const char *id, size_t len);
+
+/* The index of id, adding it if new. Returns 0 with *index set, or
+ * TG_EFULL when it is new and `max` ids exist, TG_ENOMEM. */
+int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint32_t *index);
+
+/* The entry of a known index (1..count), or NULL. No lock. */
+const device_entry *registry_entry(registry *r, uint32_t index);
+
+/* The id of a known index, or NULL. No lock. */
+const char *registry_name(registry *r, uint32_t index);
+
+uint32_t registry_count(registry *r);
+uint32_t registry_connected(registry *r);
+
+/* Attaches device `index` to c (moving it from its previous connection);
+ * nothing if c is closed. */
+void registry_attach(registry *r, uint32_t index, registry_conn *c);
+
+/* Detaches every device of c and closes it for requests. */
+void registry_detach_all(registry *r, registry_conn *c);
+
+/* Puts req in the outbox of the connection of the device with this id
+ * (NUL-terminated) or index. Returns 0 (req->reply now belongs to the
+ * connection), -ENOENT (unknown id), TG_ECLOSED (not connected), TG_EFULL
+ * (its outbox is full); on error the caller keeps req. */
+int registry_ask(registry *r, const char *id, const health_request *req, uint32_t *index);
+int registry_ask_index(registry *r, uint32_t index, const health_request *req);
+
+/* Picks up to k distinct connected devices at random. Returns how many. */
+int registry_pick_connected(registry *r, rng *g, uint32_t *out, int k);
+
+#endif
