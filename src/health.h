@@ -6,13 +6,20 @@
  * Each check ends one of four ways, each counted: an answer (ok), no
  * answer in time (timeout), the device dropped the reply sender (dropped),
  * or the device's task has ended and its request channel is closed
- * (unreachable). The cancel token is the first case of every wait. */
+ * (unreachable). The cancel token is the first case of every wait.
+ *
+ * Devices that come and go (serve's connections) are reached through
+ * hooks instead of the fixed `devices` array: `pick` chooses whom to ask
+ * among those connected, `ask` delivers a request (as try_send would) and
+ * `name` gives the id to log. health_ask is one exchange, for the rounds
+ * and for on-demand checks from other tasks. */
 #ifndef TELEGATE_HEALTH_H
 #define TELEGATE_HEALTH_H
 
 #include "figure.h"
 #include "log.h"
 #include "rng.h"
+#include "device.h"
 #include "tg/tg.h"
 
 #include <stdint.h>
@@ -21,13 +28,25 @@ typedef struct health_checker {
   tg_cancel *cancel;
   demo_log *log;
   int ndevices;
-  tg_mpsc_tx **devices;  /* request senders, index = device id - 1; owned */
+  tg_mpsc_tx **devices;  /* request senders, index = device id - 1; owned (demo) */
+  /* serve: the hooks, all or none */
+  int (*pick)(void *ctx, rng *g, uint32_t *out, int k);                  /* returns how many */
+  int (*ask)(void *ctx, uint32_t device, const health_request *req);     /* 0, TG_ECLOSED, TG_EFULL, -ENOENT */
+  const char *(*name)(void *ctx, uint32_t device);
+  void *ctx;
   int64_t t0, interval_ns, timeout_ns;
   rng rng;
-  uint64_t next_id;
+  _Atomic uint64_t next_id;
   /* figures: serve's on-demand checks count here too, from any worker */
   figure rounds, ok, timeout, dropped, unreachable;
 } health_checker;
+
+/* One request/response exchange with `device`, waiting at most timeout_ns;
+ * with `watch_cancel` the cancel token ends the wait too. Counted and
+ * logged as the rounds' checks. Returns 0 with *out filled, TG_ETIMEDOUT,
+ * TG_ECLOSED (dropped, or unreachable), -ENOENT (no such device),
+ * TG_ECANCELED (the token fired, or the caller was aborted). Any task. */
+int health_ask(health_checker *hc, uint32_t device, int64_t timeout_ns, int watch_cancel, device_status *out);
 
 /* The task: arg is a health_checker *. Returns NULL. */
 void *health_task(void *arg);
