@@ -10,8 +10,8 @@
  *
  * The parser is a single left-to-right pass over the line: no allocation,
  * no general JSON library, no state between calls, safe on any thread. It
- * reads exactly len bytes (the line need not be NUL-terminated) and the
- * result never points into the line, so the caller may drop its buffer at
+ * reads nothing outside line[0 .. len) (no NUL needed) and the result
+ * never points into the line, so the caller may drop its buffer at
  * once. A line is rejected for the first problem the scan meets (an
  * oversized line before any byte is read; missing fields, and fields that
  * do not belong to the kind of message, once the whole line is read), so
@@ -144,9 +144,12 @@ int protocol_format_health_request(char *buf, size_t cap, uint64_t id);
  * of the connection from 1. */
 int protocol_format_error(char *buf, size_t cap, int reason, uint64_t line_no);
 
-/* A device's reading in the given format, with device_id (which must obey
- * the id rule) instead of r->device. Fractions are written in the fewest
- * digits that parse back to the same double. */
+/* A device's reading in the given format, with device_id instead of
+ * r->device. Fractions are written in the fewest digits that parse back
+ * to the same double (with snprintf and strtod, so LC_NUMERIC must be "C",
+ * as it is in a program that never calls setlocale). Also -EINVAL for an
+ * id that breaks the id rule, or in line protocol a ts_ms outside
+ * 0 .. INT64_MAX / 1000000. */
 int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id,
                             const reading *r);
 

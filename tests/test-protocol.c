@@ -1,7 +1,8 @@
 /* test-protocol.c - the device line protocol: every accepted shape, every
  * rejection reason, the boundaries, exact number conversion, round trips
  * through the writers, and seeded random mutations of valid lines (replay
- * one with PROTOCOL_SEED=N). */
+ * one with PROTOCOL_SEED=N; PROTOCOL_ITERATIONS=N runs the randomised
+ * tests longer than the default 100,000 lines each). */
 #include "helpers.h"
 #include "protocol.h"
 
@@ -476,6 +477,12 @@ static uint64_t seed_from_env(const char *test) {
   return seed;
 }
 
+static long iterations(void) {
+  const char *env = getenv("PROTOCOL_ITERATIONS");
+  long n = env ? atol(env) : 0;
+  return n > 0 ? n : 100000;
+}
+
 static uint64_t next(uint64_t *s) { /* splitmix64 */
   uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -490,7 +497,8 @@ static double unit(uint64_t *s) { return (double)(next(s) >> 11) * 0x1.0p-53; }
 START_TEST(test_protocol_round_trip) {
   uint64_t s = seed_from_env("round_trip");
   static const char ids[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-";
-  for (int i = 0; i < 20000; i++) {
+  long n_iter = iterations() / 10;
+  for (long i = 0; i < n_iter; i++) {
     reading r = {
         .battery = (uint32_t)(next(&s) % 101),
         .seq = next(&s) >> (next(&s) % 64),
@@ -600,7 +608,8 @@ START_TEST(test_protocol_fuzz_mutations) {
   };
   char buf[1024];
   long accepted = 0, rejected[PROTOCOL_REASON_COUNT] = {0};
-  for (int iter = 0; iter < 200000; iter++) {
+  long n_iter = iterations();
+  for (long iter = 0; iter < n_iter; iter++) {
     const char *base = seeds[next(&s) % (sizeof seeds / sizeof *seeds)];
     size_t len = strlen(base);
     memcpy(buf, base, len);
@@ -666,7 +675,8 @@ END_TEST
 START_TEST(test_protocol_fuzz_random_bytes) {
   uint64_t s = seed_from_env("fuzz_random_bytes");
   char buf[300];
-  for (int iter = 0; iter < 200000; iter++) {
+  long n_iter = iterations();
+  for (long iter = 0; iter < n_iter; iter++) {
     size_t len = next(&s) % sizeof buf, start = 0;
     if (iter % 2) {
       const char *open = iter % 4 == 1 ? "{\"device\":\"" : "telemetry,device=";
