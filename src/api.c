@@ -1,0 +1,316 @@
+/* api.c - the endpoints of telegate serve's client side; see api.h. */
+#include "api_internal.h"
+
+#include "sse.h"
+
+#include <http_parser.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NO_STORE "Cache-Control: no-store\r\n"
+#define ALLOW "Allow: GET, HEAD\r\n"
+/* The dashboard needs nothing from elsewhere, and the browser is told so. */
+#define PAGE_HEADERS                                                                         \
+  "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"                          \
+  "Content-Security-Policy: default-src 'self'; img-src 'self' data:; base-uri 'none'; "     \
+  "frame-ancestors 'none'\r\n"
+
+void api_config_defaults(api_config *c) {
+  *c = (api_config){
+      .sse_keepalive_ms = 15000,
+      .sse_pipeline_ms = 500,
+      .sse_every_max_ms = 60000,
+      .sse_retry_ms = 1000,
+      .health_timeout_ms = 1000,
+      .health_timeout_max_ms = 30000,
+  };
+  http_config_defaults(&c->http);
+}
+
+system_snapshot *api_latest(api_server *a) {
+  system_snapshot *s;
+  tg_watch_get(a->latest, &s); /* a read lock and a reference: safe from any worker */
+  return s;
+}
+
+static void count(atomic_uint_fast64_t *f) { atomic_fetch_add_explicit(f, 1, memory_order_relaxed); }
+
+/* ------------------------------------------------------------ answers */
+
+static void send_json(http_conn *c, int status, const http_buf *b) {
+  if (http_buf_failed(b)) {
+    static const char oom[] = "{\"error\":\"out of memory\",\"status\":500}\n";
+    http_respond(c, 500, "application/json", NO_STORE, oom, sizeof oom - 1);
+    return;
+  }
+  http_respond(c, status, "application/json", NO_STORE, b->data, b->len);
+}
+
+/* {"error":msg,"status":N} plus the fields in `more` (",\"k\":v..." or ""). */
+static void send_error(http_conn *c, int status, const char *msg, const char *more,
+                       const char *extra_headers) {
+  http_buf b = {0};
+  http_buf_puts(&b, "{\"error\":");
+  http_buf_json_string(&b, msg);
+  http_buf_printf(&b, ",\"status\":%d%s}\n", status, more ? more : "");
+  if (http_buf_failed(&b)) http_respond(c, 500, NULL, NULL, NULL, 0);
+  else http_respond(c, status, "application/json", extra_headers ? extra_headers : NO_STORE, b.data, b.len);
+  http_buf_free(&b);
+}
+
+static void get_snapshot(api_server *a, http_conn *c) {
+  system_snapshot *s = api_latest(a);
+  http_buf b = {0};
+  api_json_snapshot(&b, s);
+  snapshot_unref(s);
+  if (b.len) b.len--; /* the closing brace: the figures go inside */
+  http_buf_puts(&b, ",\"pipeline\":");
+  api_json_pipeline(&b, a);
+  http_buf_puts(&b, "}\n");
+  send_json(c, 200, &b);
+  http_buf_free(&b);
+}
+
+static void get_pipeline(api_server *a, http_conn *c) {
+  http_buf b = {0};
+  api_json_pipeline(&b, a);
+  http_buf_puts(&b, "\n");
+  send_json(c, 200, &b);
+  http_buf_free(&b);
+}
+
+static void get_metrics(api_server *a, http_conn *c) {
+  serve_figures f;
+  if (a->deps.figures) a->deps.figures(a->deps.ctx, &f);
+  http_server_stats h;
+  stream_figures st;
+  uint64_t hr[API_HEALTH_RESULTS];
+  api_server_stats(a, &h, &st, hr);
+  http_buf b = {0};
+  metrics_write(&b, a->deps.figures ? &f : NULL, &h, &st, hr);
+  if (http_buf_failed(&b)) http_respond(c, 500, NULL, NULL, NULL, 0);
+  else http_respond(c, 200, METRICS_CONTENT_TYPE, NO_STORE, b.data, b.len);
+  http_buf_free(&b);
+}
+
+static void get_readyz(api_server *a, http_conn *c) {
+  const char *why = NULL;
+  tg_watch_stats ws;
+  tg_watch_rx_stats_get(a->latest, &ws);
+  if (ws.closed) why = "the pipeline has ended";
+  if (!why && a->deps.figures) {
+    serve_figures f;
+    a->deps.figures(a->deps.ctx, &f);
+    if (f.stopping) why = "shutting down";
+  }
+  if (tg_cancel_fired(http_conn_cancel(c))) why = "shutting down";
+  if (why) send_error(c, 503, why, NULL, NULL);
+  else http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ready\n", 6);
+}
+
+/* /api/devices/{id}/health: the id as the device sends it, percent-
+ * encoded in the URL. */
+static void get_health(api_server *a, http_conn *c, const http_request *req, const char *id_enc,
+                       size_t id_len) {
+  char id[PROTOCOL_DEVICE_ID_MAX + 1];
+  int n = http_decode(id_enc, id_len, id, sizeof id, 0);
+  if (n <= 0 || memchr(id, '\0', (size_t)n)) {
+    send_error(c, 400, "bad device id", NULL, NULL);
+    return;
+  }
+  int timeout_ms = a->cfg.health_timeout_ms;
+  char v[16];
+  int vn = http_query_param(req->query, "timeout_ms", v, sizeof v);
+  if (vn != -1) {
+    char *end;
+    long t = vn > 0 ? strtol(v, &end, 10) : -1;
+    if (vn <= 0 || *end || t < 1 || t > a->cfg.health_timeout_max_ms) {
+      char more[64];
+      snprintf(more, sizeof more, ",\"max_timeout_ms\":%d", a->cfg.health_timeout_max_ms);
+      send_error(c, 400, "timeout_ms takes milliseconds, at least 1", more, NULL);
+      return;
+    }
+    timeout_ms = (int)t;
+  }
+  if (!a->deps.health_check) {
+    send_error(c, 501, "health checks are not available", NULL, NULL);
+    return;
+  }
+  device_status st = {0};
+  int64_t t0 = tg_now();
+  int r = a->deps.health_check(a->deps.ctx, id, TG_MS(timeout_ms), &st);
+  double latency_ms = (double)(tg_now() - t0) / 1e6;
+  http_buf more = {0};
+  http_buf_puts(&more, ",\"device\":");
+  http_buf_json_string(&more, id);
+  api_health_result result;
+  int status;
+  const char *msg;
+  switch (r) {
+  case 0: {
+    http_buf b = {0};
+    count(&a->health_requests[API_HEALTH_RESULT_OK]);
+    http_buf_puts(&b, "{\"device\":");
+    http_buf_json_string(&b, id);
+    http_buf_printf(&b, ",\"result\":\"ok\",\"uptime_ms\":%lld,\"battery\":%u,\"readings\":%llu,"
+                        "\"latency_ms\":",
+                    (long long)st.uptime_ms, (unsigned)st.battery, (unsigned long long)st.readings);
+    http_buf_json_double(&b, latency_ms, 3);
+    http_buf_puts(&b, "}\n");
+    send_json(c, 200, &b);
+    http_buf_free(&b);
+    http_buf_free(&more);
+    return;
+  }
+  case TG_ETIMEDOUT:
+    result = API_HEALTH_RESULT_TIMEOUT, status = 504, msg = "the device did not answer in time";
+    http_buf_printf(&more, ",\"timeout_ms\":%d", timeout_ms);
+    break;
+  case -ENOENT:
+    result = API_HEALTH_RESULT_UNKNOWN, status = 404, msg = "no device has sent this id";
+    break;
+  case TG_ECLOSED:
+    result = API_HEALTH_RESULT_DISCONNECTED, status = 503, msg = "the device is not connected";
+    break;
+  default:
+    result = API_HEALTH_RESULT_ERROR, status = 500, msg = tg_strerror(r);
+    break;
+  }
+  count(&a->health_requests[result]);
+  http_buf_printf(&more, ",\"result\":\"%s\"", metrics_health_result_name(result));
+  send_error(c, status, msg, http_buf_failed(&more) ? NULL : more.data, NULL);
+  http_buf_free(&more);
+}
+
+static const api_asset *find_asset(const char *path) {
+  if (strcmp(path, "/") == 0) path = "/index.html";
+  for (size_t i = 0; i < api_assets_count; i++)
+    if (strcmp(api_assets[i].path, path) == 0) return &api_assets[i];
+  return NULL;
+}
+
+/* ------------------------------------------------------------ routing */
+
+typedef enum route {
+  ROUTE_NONE = 0,
+  ROUTE_ASSET,
+  ROUTE_SNAPSHOT,
+  ROUTE_STREAM,
+  ROUTE_PIPELINE,
+  ROUTE_HEALTH,
+  ROUTE_METRICS,
+  ROUTE_HEALTHZ,
+  ROUTE_READYZ,
+} route;
+
+static const struct {
+  const char *path;
+  route route;
+} fixed_routes[] = {
+    {"/api/snapshot", ROUTE_SNAPSHOT}, {"/api/stream", ROUTE_STREAM}, {"/api/pipeline", ROUTE_PIPELINE},
+    {"/metrics", ROUTE_METRICS},       {"/healthz", ROUTE_HEALTHZ},   {"/readyz", ROUTE_READYZ},
+};
+
+/* Which endpoint a path names; for ROUTE_HEALTH, *id and *id_len locate
+ * the device id segment. */
+static route match(const char *path, const api_asset **asset, const char **id, size_t *id_len) {
+  for (size_t i = 0; i < sizeof fixed_routes / sizeof fixed_routes[0]; i++)
+    if (strcmp(path, fixed_routes[i].path) == 0) return fixed_routes[i].route;
+  static const char prefix[] = "/api/devices/", suffix[] = "/health";
+  size_t len = strlen(path), plen = sizeof prefix - 1, slen = sizeof suffix - 1;
+  if (len > plen + slen && strncmp(path, prefix, plen) == 0 && strcmp(path + len - slen, suffix) == 0) {
+    *id = path + plen;
+    *id_len = len - plen - slen;
+    if (!memchr(*id, '/', *id_len)) return ROUTE_HEALTH;
+  }
+  if ((*asset = find_asset(path))) return ROUTE_ASSET;
+  return ROUTE_NONE;
+}
+
+static void handle(void *ctx, http_conn *c, const http_request *req) {
+  api_server *a = ctx;
+  const api_asset *asset = NULL;
+  const char *id = NULL;
+  size_t id_len = 0;
+  route r = match(req->path, &asset, &id, &id_len);
+  if (r == ROUTE_NONE) {
+    send_error(c, 404, "no such endpoint", NULL, NULL);
+    return;
+  }
+  if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+    send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
+    return;
+  }
+  switch (r) {
+  case ROUTE_ASSET:
+    http_respond(c, 200, asset->content_type, PAGE_HEADERS, asset->data, asset->len);
+    break;
+  case ROUTE_SNAPSHOT: get_snapshot(a, c); break;
+  case ROUTE_STREAM:
+    if (req->method == HTTP_HEAD) http_respond(c, 200, "text/event-stream; charset=utf-8", NO_STORE, NULL, 0);
+    else sse_serve(a, c, req);
+    break;
+  case ROUTE_PIPELINE: get_pipeline(a, c); break;
+  case ROUTE_HEALTH: get_health(a, c, req, id, id_len); break;
+  case ROUTE_METRICS: get_metrics(a, c); break;
+  case ROUTE_HEALTHZ: http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ok\n", 3); break;
+  case ROUTE_READYZ: get_readyz(a, c); break;
+  case ROUTE_NONE: break;
+  }
+}
+
+/* ------------------------------------------------------------ the server */
+
+int api_server_start(api_server **out, const api_config *cfg, const api_deps *deps) {
+  if (!cfg || !deps || !deps->subscribe || cfg->sse_keepalive_ms < 1 || cfg->sse_pipeline_ms < 0 ||
+      cfg->sse_every_max_ms < 0 || cfg->sse_retry_ms < 0 || cfg->health_timeout_ms < 1 ||
+      cfg->health_timeout_max_ms < cfg->health_timeout_ms)
+    return TG_EINVAL;
+  api_server *a = calloc(1, sizeof *a);
+  if (!a) return TG_ENOMEM;
+  a->cfg = *cfg;
+  a->deps = *deps;
+  int r = deps->subscribe(deps->ctx, &a->latest, NULL);
+  if (r == 0) {
+    r = http_server_start(&a->http, &a->cfg.http, handle, a);
+    if (r != 0) tg_watch_rx_drop(a->latest);
+  }
+  if (r != 0) {
+    free(a);
+    return r;
+  }
+  *out = a;
+  return 0;
+}
+
+int api_server_port(const api_server *a) { return http_server_port(a->http); }
+
+void api_server_stop(api_server *a) {
+  if (!a) return;
+  http_server_stop(a->http);
+  tg_watch_rx_drop(a->latest);
+  free(a);
+}
+
+void api_server_stats(const api_server *a, http_server_stats *http, stream_figures *streams,
+                      uint64_t *health_requests) {
+  api_server *m = (api_server *)a; /* atomics are only read */
+  if (http) http_server_stats_get(m->http, http);
+  if (streams) {
+    *streams = (stream_figures){
+        .clients = atomic_load_explicit(&m->clients, memory_order_relaxed),
+        .streams = atomic_load_explicit(&m->streams, memory_order_relaxed),
+        .events = atomic_load_explicit(&m->events, memory_order_relaxed),
+        .resyncs = atomic_load_explicit(&m->resyncs, memory_order_relaxed),
+        .lagged_messages = atomic_load_explicit(&m->lagged_messages, memory_order_relaxed),
+        .skipped_stale = atomic_load_explicit(&m->skipped_stale, memory_order_relaxed),
+        .coalesced = atomic_load_explicit(&m->coalesced, memory_order_relaxed),
+        .dropped = atomic_load_explicit(&m->dropped, memory_order_relaxed),
+    };
+  }
+  for (int i = 0; health_requests && i < API_HEALTH_RESULTS; i++)
+    health_requests[i] = atomic_load_explicit(&m->health_requests[i], memory_order_relaxed);
+}

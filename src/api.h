@@ -1,0 +1,99 @@
+/* api.h - telegate serve's client side: the HTTP endpoints.
+ *
+ *   GET /                          the dashboard (web/, embedded at build time)
+ *   GET /api/snapshot              the latest snapshot (the watch value) as JSON,
+ *                                  with the pipeline's figures
+ *   GET /api/stream[?every=MS]     Server-Sent Events: see sse.h
+ *   GET /api/pipeline              the pipeline's figures alone
+ *   GET /api/devices/{id}/health[?timeout_ms=N]
+ *                                  an on-demand health check: 200 with the
+ *                                  answer, 504 timeout, 404 unknown device,
+ *                                  503 disconnected
+ *   GET /metrics                   Prometheus text (metrics.h)
+ *   GET /healthz                   200 while the server runs
+ *   GET /readyz                    200 while serve accepts and is not stopping,
+ *                                  else 503 with the reason
+ * HEAD works wherever GET does; other methods get 405 with Allow, other
+ * paths 404, bad parameters 400; errors are JSON {"error":..,"status":..}.
+ *
+ * The api reaches the pipeline only through api_deps: callbacks with the
+ * signatures of serve's functions (serve.h), so serve wires it with
+ * api_deps_serve, and the tests with a real watch and broadcast of their
+ * own. At start the api subscribes once to the watch and keeps that
+ * receiver: /api/snapshot and the streams' first events and resyncs read
+ * it, and its value stays readable after the pipeline has ended. Each
+ * stream subscribes to the broadcast for itself.
+ *
+ * The values in both channels are `system_snapshot *` (snapshot.h), owned
+ * references; the api never changes a snapshot. Callbacks run in
+ * connection tasks, on any worker, concurrently. */
+#ifndef TELEGATE_API_H
+#define TELEGATE_API_H
+
+#include "http.h"
+#include "metrics.h"
+#include "serve.h"
+#include "tg/tg.h"
+
+#include <stdint.h>
+
+typedef struct api_deps {
+  void *ctx; /* passed to every callback */
+  /* Required. serve_subscribe: *latest (if asked) follows the watch of
+   * the latest snapshot, *updates (if asked) gets every one published from
+   * now on. Returns 0, TG_ENOMEM or TG_ECLOSED (the pipeline ended). */
+  int (*subscribe)(void *ctx, tg_watch_rx **latest, tg_broadcast_rx **updates);
+  /* Optional. serve_figures_get: the pipeline's figures now. */
+  void (*figures)(void *ctx, serve_figures *out);
+  /* Optional (without it, 501). serve_health_check: asks device_id (as the
+   * device sends it) and waits at most timeout_ns. Returns 0 with *out
+   * filled, TG_ETIMEDOUT, -ENOENT (unknown id) or TG_ECLOSED (not
+   * connected); anything else is a 500. */
+  int (*health_check)(void *ctx, const char *device_id, int64_t timeout_ns, device_status *out);
+  /* Optional. serve_clients_add: +1 when a stream opens, -1 when it ends. */
+  void (*clients_add)(void *ctx, int delta);
+} api_deps;
+
+/* The deps that reach a running serve. */
+void api_deps_serve(api_deps *d, serve *s);
+
+typedef struct api_config {
+  http_config http;
+  int sse_keepalive_ms;      /* a comment line on an idle stream, default 15000 */
+  int sse_pipeline_ms;       /* a `pipeline` event this often, default 500; 0: none */
+  int sse_every_max_ms;      /* ?every= up to this, default 60000 */
+  int sse_retry_ms;          /* the reconnection delay a stream asks of EventSource, 1000 */
+  int health_timeout_ms;     /* the default ?timeout_ms=, 1000 */
+  int health_timeout_max_ms; /* the largest accepted, 30000 */
+} api_config;
+
+/* Fills the defaults above (and http_config_defaults). */
+void api_config_defaults(api_config *c);
+
+typedef struct api_server api_server;
+
+/* Starts the server, from a task. Returns 0, TG_EINVAL (no subscribe
+ * callback, bad config), TG_ECLOSED (the pipeline has ended), TG_ENOMEM
+ * or http_server_start's errors (-EADDRINUSE). */
+int api_server_start(api_server **out, const api_config *cfg, const api_deps *deps);
+
+/* The port it listens on. */
+int api_server_port(const api_server *a);
+
+/* Stops it (see http_server_stop), drops its receiver and frees it. From
+ * a task. */
+void api_server_stop(api_server *a);
+
+/* For serve's on_start hook: starts the api on a running serve, with
+ * cfg->http.shutdown set to serve's shutdown token, and a task (through
+ * serve_spawn) that stops it once that token fires; *port (may be NULL)
+ * gets the port it listens on. Returns as api_server_start, or
+ * serve_spawn's errors. */
+int api_serve_attach(serve *s, const api_config *cfg, int *port);
+
+/* Figures of the HTTP side; health_requests (may be NULL) gets
+ * API_HEALTH_RESULTS counts. */
+void api_server_stats(const api_server *a, http_server_stats *http, stream_figures *streams,
+                      uint64_t *health_requests);
+
+#endif

@@ -1,0 +1,34 @@
+/* api_internal.h - what the endpoints (api.c, api_json.c) and the event
+ * streams (sse.c) share: the server's state and the JSON writers. */
+#ifndef TELEGATE_API_INTERNAL_H
+#define TELEGATE_API_INTERNAL_H
+
+#include "api.h"
+#include "api_assets.h"
+#include "http_buf.h"
+#include "snapshot.h"
+
+#include <stdatomic.h>
+
+struct api_server {
+  api_config cfg;
+  api_deps deps;
+  http_server *http;
+  tg_watch_rx *latest; /* ours, never marked seen: requests clone it */
+  /* stream_figures and on-demand health results, as atomics: requests
+   * and streams run on every worker */
+  atomic_uint_fast64_t clients, streams, events, resyncs, lagged_messages, skipped_stale,
+      coalesced, dropped;
+  atomic_uint_fast64_t health_requests[API_HEALTH_RESULTS];
+};
+
+/* The snapshot as JSON. */
+void api_json_snapshot(http_buf *b, const system_snapshot *s);
+
+/* The pipeline's figures (deps.figures) and the HTTP side's, as JSON. */
+void api_json_pipeline(http_buf *b, api_server *a);
+
+/* The latest snapshot, an owned reference (snapshot_unref it). */
+system_snapshot *api_latest(api_server *a);
+
+#endif
