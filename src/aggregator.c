@@ -221,6 +221,7 @@ void *aggregator_task(void *arg) {
   if (f != 0)
     log_event(a->log, "❌", "aggregator", 0, "final_batch_lost", "Final batch #%" PRIu64 " not handed to storage: %s",
               final_id, tg_strerror(f));
+  if (a->on_close) a->on_close(a->on_close_ctx);
   tg_mpsc_tx_drop(a->storage);
   tg_watch_tx_drop(a->latest);
   tg_broadcast_tx_drop(a->updates);

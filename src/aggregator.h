@@ -53,6 +53,10 @@ typedef struct aggregator {
   /* The id of a device index the table grows to (serve's registry). */
   const char *(*device_name)(void *ctx, uint32_t device);
   void *device_name_ctx;
+  /* Called once the aggregator is done, before it drops its channels
+   * (serve takes their last figures). */
+  void (*on_close)(void *ctx);
+  void *on_close_ctx;
   int64_t t0, batch_interval_ns, delay_ns;
   uint32_t batch_max;         /* cut a batch at this many readings; 0: by time only */
   uint64_t publish_every;     /* readings per snapshot at most; 0 or 1: every one */

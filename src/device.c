@@ -106,7 +106,7 @@ static int device_wait(device *d, tg_case *op, int64_t deadline, int serve_healt
       if (tg_now() >= deadline) return TG_ETIMEDOUT;
       continue;
     }
-    if (w == iop) {
+    if (iop >= 0 && w == iop) {
       op->result = cs[iop].result;
       return WAIT_DONE;
     }

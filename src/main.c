@@ -1,7 +1,9 @@
-/* main.c - the telegate command: `telegate demo` today; `serve` and
- * `devices` share this entry point when they come. */
+/* main.c - the telegate command: `telegate demo`, `serve` and `devices`. */
 #include "cli.h"
+#include "cli_serve.h"
 #include "demo.h"
+#include "serve.h"
+#include "simulator.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -9,8 +11,10 @@
 static void usage(FILE *out) {
   fprintf(out, "usage: telegate <command> [flags]\n\n"
                "commands:\n"
-               "  demo    run the reference telemetry scenario and report what each primitive did\n\n"
-               "`telegate demo --help` lists its flags.\n");
+               "  demo     run the reference telemetry scenario and report what each primitive did\n"
+               "  serve    the gateway: devices over TCP, aggregation, SQLite, health checks\n"
+               "  devices  simulated devices over TCP, for trying serve and for load\n\n"
+               "`telegate <command> --help` lists its flags.\n");
 }
 
 static int cmd_demo(int argc, char **argv) {
@@ -33,12 +37,49 @@ static int cmd_demo(int argc, char **argv) {
   return s.lossless && s.tasks.aborted == 0 ? 0 : 1;
 }
 
+static int cmd_serve(int argc, char **argv) {
+  serve_config cfg;
+  char err[256];
+  switch (cli_parse_serve(argc, argv, &cfg, err, sizeof err)) {
+  case CLI_HELP:
+    cli_serve_usage(stdout);
+    return 0;
+  case CLI_ERROR:
+    fprintf(stderr, "telegate serve: %s\n", err);
+    return 2;
+  default:
+    break;
+  }
+  cfg.handle_signals = 1;
+  int r = serve_run(&cfg, NULL);
+  return r == 0 ? 0 : 1;
+}
+
+static int cmd_devices(int argc, char **argv) {
+  sim_config cfg;
+  char err[256];
+  switch (cli_parse_devices(argc, argv, &cfg, err, sizeof err)) {
+  case CLI_HELP:
+    cli_devices_usage(stdout);
+    return 0;
+  case CLI_ERROR:
+    fprintf(stderr, "telegate devices: %s\n", err);
+    return 2;
+  default:
+    break;
+  }
+  int r = sim_run(&cfg, NULL);
+  return r == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     usage(stderr);
     return 2;
   }
   if (strcmp(argv[1], "demo") == 0) return cmd_demo(argc - 2, argv + 2);
+  if (strcmp(argv[1], "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+  if (strcmp(argv[1], "devices") == 0) return cmd_devices(argc - 2, argv + 2);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
     usage(stdout);
     return 0;

@@ -101,6 +101,15 @@ int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint
   return rc;
 }
 
+uint32_t registry_find(registry *r, const char *id) {
+  size_t len = strlen(id);
+  if (len < 1 || len > PROTOCOL_DEVICE_ID_MAX) return 0;
+  pthread_mutex_lock(&r->lock);
+  uint32_t at = *slot_for(r, id, len, registry_hash(id, len));
+  pthread_mutex_unlock(&r->lock);
+  return at;
+}
+
 const device_entry *registry_entry(registry *r, uint32_t index) {
   if (index < 1 || index > r->max) return NULL;
   return entry_at(r, index);

@@ -71,6 +71,9 @@ uint64_t registry_hash(const char *id, size_t len);
  * TG_EFULL when it is new and `max` ids exist, TG_ENOMEM. */
 int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint32_t *index);
 
+/* The index of a known id (NUL-terminated), or 0. */
+uint32_t registry_find(registry *r, const char *id);
+
 /* The entry of a known index (1..count), or NULL. No lock. */
 const device_entry *registry_entry(registry *r, uint32_t index);
 

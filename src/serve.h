@@ -12,8 +12,8 @@
  * connections, and one latched cancel token for the ordered shutdown.
  *
  * Shutdown (serve_stop, SIGINT, SIGTERM): the listener closes; every
- * connection writes {"type":"shutdown"} and reads until the device hangs
- * up or the drain time is over; the aggregator drains the telemetry
+ * connection reads what its device already sent (until it hangs up, goes
+ * quiet, or the drain time is over); the aggregator drains the telemetry
  * channel until the last connection dropped its sender and hands over the
  * final batch; storage commits every batch; every task is joined. Every
  * reading read from a socket is then in the database (or counted as a
@@ -50,7 +50,7 @@ typedef struct serve_config {
   int recv_buffer;           /* bytes per connection (32768; at least 2 lines) */
   int bandwidth_permits;     /* connections read at once (64) */
   int write_timeout_ms;      /* a write to a device that does not read gives up and closes (5000) */
-  int drain_ms;              /* at shutdown, how long connections are read at most (2000) */
+  int drain_ms;              /* at shutdown, connections are read at most this long (2000) */
   /* pipeline */
   int workers;               /* libtg workers; connections are spread over them (1) */
   int telemetry_capacity;    /* connections -> aggregator mpsc, readings (4096) */
@@ -65,7 +65,7 @@ typedef struct serve_config {
   const char *db_path;       /* "telegate.db" */
   int db_pool;               /* connections and pool permits (1) */
   /* health */
-  int health_interval_ms;    /* a round of checks every ... (3000) */
+  int health_interval_ms;    /* a round of checks every ... (3000; 0: no rounds) */
   int health_timeout_ms;     /* ... each answered within (500) */
   /* output */
   log_format log_format;

@@ -65,12 +65,13 @@ int storage_mark_check(storage *s, int conn, const reading *r, char *err, size_t
   if (!m) return -ENOMEM;
   if (!m->loaded) {
     char buf[16];
-    int rc = s->backend->mark_load(s, conn, storage_device_name(s, r->device, buf), &m->seq, err, errlen);
+    int found = 0;
+    int rc = s->backend->mark_load(s, conn, storage_device_name(s, r->device, buf), &found, &m->seq, err, errlen);
     if (rc != 0) return rc;
     m->loaded = 1;
+    m->has = found != 0;
   }
-  uint64_t mark = m->stamp == s->stamp ? m->pending : m->seq;
-  if (r->seq <= mark) return 0;
+  if (m->stamp == s->stamp ? r->seq <= m->pending : m->has && r->seq <= m->seq) return 0;
   if (m->stamp != s->stamp) {
     if (s->nchanged == s->capchanged) {
       uint32_t cap = s->capchanged ? s->capchanged * 2 : 256;
@@ -97,7 +98,11 @@ int storage_write(storage *s, int conn, const batch *b, int fail, storage_write_
   s->nchanged = 0;
   int r = s->backend->write(s, conn, b, fail, res, err, errlen);
   if (r == 0) /* committed: the pending marks are the marks now */
-    for (uint32_t i = 0; i < s->nchanged; i++) s->marks[s->changed[i]].seq = s->marks[s->changed[i]].pending;
+    for (uint32_t i = 0; i < s->nchanged; i++) {
+      storage_mark *m = &s->marks[s->changed[i]];
+      m->seq = m->pending;
+      m->has = 1;
+    }
   s->nchanged = 0;
   pthread_mutex_unlock(&s->write_lock);
   return r;

@@ -57,8 +57,9 @@ typedef struct storage_write_result {
 typedef struct storage_backend {
   const char *name;
   int (*open)(storage *s, const storage_opts *opts, char *err, size_t errlen);
-  /* The committed mark of a device not yet in memory (0: none). */
-  int (*mark_load)(storage *s, int conn, const char *device, uint64_t *seq, char *err, size_t errlen);
+  /* The committed mark of a device not yet in memory: *found 0 when the
+   * device has none (any seq, 0 included, is then new). */
+  int (*mark_load)(storage *s, int conn, const char *device, int *found, uint64_t *seq, char *err, size_t errlen);
   /* One transaction: insert the batch, advance the marks, commit. With
    * `fail` set, roll back instead of committing and report a failure (the
    * demo's fault injection; nothing is stored). */
@@ -73,10 +74,11 @@ extern const storage_backend storage_none_backend;
 
 /* A device's high-water mark in memory. */
 typedef struct storage_mark {
-  uint64_t seq;     /* committed */
+  uint64_t seq;     /* committed, when `has` */
   uint64_t pending; /* in the transaction `stamp`, not yet committed */
   uint64_t stamp;
-  int loaded;
+  uint8_t loaded;   /* looked up in the database */
+  uint8_t has;      /* a reading of the device is stored: seq is its mark */
 } storage_mark;
 
 struct storage {

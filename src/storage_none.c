@@ -14,8 +14,10 @@ static int none_open(storage *s, const storage_opts *opts, char *err, size_t err
   return 0;
 }
 
-static int none_mark_load(storage *s, int conn, const char *device, uint64_t *seq, char *err, size_t errlen) {
+static int none_mark_load(storage *s, int conn, const char *device, int *found, uint64_t *seq, char *err,
+                          size_t errlen) {
   (void)s;
+  *found = 0;
   (void)conn;
   (void)device;
   (void)err;

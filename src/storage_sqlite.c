@@ -102,11 +102,13 @@ static int step_done(conn *c, int which) {
   return r == SQLITE_DONE ? 0 : r;
 }
 
-static int sqlite_mark_load(storage *s, int ci, const char *device, uint64_t *seq, char *err, size_t errlen) {
+static int sqlite_mark_load(storage *s, int ci, const char *device, int *found, uint64_t *seq, char *err,
+                            size_t errlen) {
   conn *c = &((sqlite_impl *)s->impl)->conns[ci];
   sqlite3_stmt *st = c->st[ST_MARK_GET];
   sqlite3_bind_text(st, 1, device, -1, SQLITE_TRANSIENT);
   int r = sqlite3_step(st);
+  *found = r == SQLITE_ROW;
   *seq = r == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
   sqlite3_reset(st);
   return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : fail_db(c->db, "high-water mark", err, errlen);

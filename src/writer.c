@@ -58,6 +58,7 @@ static void *writer_task(void *arg) {
     st->transactions++;
     int r = tg_blocking_run(db_write, &call);
     if (r == 0) {
+      st->last_commit_ns = tg_now();
       st->batches_stored++;
       st->readings_stored += call.res.inserted;
       st->duplicates += call.res.duplicates;
@@ -171,6 +172,7 @@ void *storage_task(void *arg) {
   }
   while (tg_joinset_join_next(writers, &o) == 0) account(st, &o);
   tg_joinset_free(writers);
+  if (st->on_close) st->on_close(st->on_close_ctx);
   tg_mpsc_rx_drop(st->batches);
   st->batches = NULL;
   log_event(st->log, "💾", "storage", 0, "storage_drained",

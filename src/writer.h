@@ -40,6 +40,9 @@ typedef struct storage_stage {
   double fail_rate;      /* share of transactions that fail (fault injection) */
   uint64_t seed;
   int64_t t0;
+  /* Called once storage is done, before it drops its channel. */
+  void (*on_close)(void *ctx);
+  void *on_close_ctx;
   int conn_busy[WRITER_MAX_POOL];
   log_gate pool_gate, stored_gate;
   /* figures: writers may run on any worker, and serve reads them live */
@@ -47,6 +50,7 @@ typedef struct storage_stage {
   figure transactions, write_retries, pool_waits;
   figure writers_spawned, writers_joined, writers_panicked, writers_aborted;
   figure batches_lost;
+  _Atomic int64_t last_commit_ns;  /* tg_now() of the latest commit; 0: none */
 } storage_stage;
 
 /* The storage task: arg is a storage_stage *. Returns NULL. */

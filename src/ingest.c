@@ -1,0 +1,590 @@
+/* ingest.c - the acceptor and the device connection tasks; see ingest.h.
+ *
+ * A note on views. tg_tcp_recv points into the socket's buffer, and the
+ * socket goes on reading into the free end of that buffer while the task
+ * waits (for channel space, a permit). Before a read, libtg slides the
+ * unconsumed bytes to the buffer's start when its tail is full and some
+ * bytes were consumed; a view held across a wait would then point at
+ * moved bytes. So a round consumes nothing until it is done: the buffer is
+ * empty when it begins, recv shows bytes from offset 0, the round parses
+ * them (waiting as it must), asks again without waiting for what arrived
+ * meanwhile (appended after the view, which stays put while nothing is
+ * consumed), and only then consumes everything, which leaves the buffer
+ * empty again. The partial last line is copied aside (the carry) and
+ * completed in the next round. */
+#include "ingest.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum {
+  OUTBOX_CAPACITY = 8,   /* health requests queued for one connection */
+  MAX_PENDING = 16,      /* health requests written and not yet answered */
+  OUT_CAP = 8192,        /* error lines and requests waiting to be written */
+  CACHE_MAX = 8192,      /* device ids one connection remembers */
+  CONN_STACK = 64 * 1024,
+};
+
+/* At shutdown, a connection that sends nothing for this long is done. */
+#define DRAIN_QUIET TG_MS(100)
+
+/* How a round ends, besides TG_EOF and socket errors. */
+enum { GO_ON = 0, STOP_ERRORS = 1, STOP_PIPELINE = 2, STOP_WRITE = 3 };
+
+typedef struct cache_slot {
+  uint64_t hash;
+  const device_entry *e; /* NULL: empty */
+} cache_slot;
+
+typedef struct pending {
+  tg_oneshot_tx *reply;
+  uint64_t id;
+} pending;
+
+typedef struct conn {
+  ingest *in;
+  const serve_config *cfg;
+  uint64_t id;               /* 1, 2, 3 ... in accept order */
+  char peer[64];
+  tg_tcp *sock;
+  tg_mpsc_tx *telemetry;     /* owned clone */
+  tg_mpsc_rx *outbox;        /* health requests; the sender is rc.outbox */
+  registry_conn rc;
+  cache_slot *cache;
+  uint32_t nslots, used;
+  char *carry;               /* a partial line, max_line_bytes at most */
+  size_t carry_len;
+  int skipping;              /* inside an oversized line, up to its '\n' */
+  uint64_t line_no;
+  int errors_in_row;
+  double tokens;             /* error lines that may go out now */
+  int64_t tokens_ns;
+  char out[OUT_CAP];
+  size_t out_len;
+  pending pend[MAX_PENDING];
+  int npend;
+  int draining;
+  int mute;                  /* writing failed: the device does not listen any more */
+  /* figures, added to the shared ones after every round */
+  uint64_t bytes, lines, readings, bad[SERVE_BAD_REASONS], errors_sent, errors_held, requests, unmatched;
+  uint64_t total_readings, total_bad;
+} conn;
+
+int ingest_format_error(char *buf, size_t cap, int reason, uint64_t line_no) {
+  if (reason > 0 && reason < PROTOCOL_REASON_COUNT) return protocol_format_error(buf, cap, reason, line_no);
+  int n = snprintf(buf, cap, "{\"type\":\"error\",\"reason\":\"%s\",\"line\":%" PRIu64 "}\n",
+                   serve_bad_reason_name(reason), line_no);
+  return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
+}
+
+/* ------------------------------------------------------------ figures */
+
+static void flush_figures(conn *c) {
+  ingest *in = c->in;
+  if (c->bytes) figure_add_shared(&in->bytes, c->bytes);
+  if (c->lines) figure_add_shared(&in->lines, c->lines);
+  if (c->readings) figure_add_shared(&in->readings, c->readings);
+  for (int i = 1; i < SERVE_BAD_REASONS; i++)
+    if (c->bad[i]) figure_add_shared(&in->bad[i], c->bad[i]);
+  if (c->errors_sent) figure_add_shared(&in->error_lines_sent, c->errors_sent);
+  if (c->errors_held) figure_add_shared(&in->error_lines_suppressed, c->errors_held);
+  if (c->requests) figure_add_shared(&in->health_requests, c->requests);
+  if (c->unmatched) figure_add_shared(&in->health_unmatched, c->unmatched);
+  c->total_readings += c->readings;
+  for (int i = 1; i < SERVE_BAD_REASONS; i++) c->total_bad += c->bad[i];
+  c->bytes = c->lines = c->readings = c->errors_sent = c->errors_held = c->requests = c->unmatched = 0;
+  memset(c->bad, 0, sizeof c->bad);
+}
+
+/* ------------------------------------------------------------ writing */
+
+static void out_append(conn *c, const char *s, size_t n) {
+  memcpy(c->out + c->out_len, s, n);
+  c->out_len += n;
+}
+
+/* Writes what is queued for the device. Never called with a permit held.
+ * Returns GO_ON, or STOP_WRITE when the device did not take it in time.
+ * A device that closed its side (EPIPE, reset) is not written to again,
+ * but what it sent before is still read. */
+static int out_flush(conn *c, int64_t deadline) {
+  if (c->out_len == 0) return GO_ON;
+  int r = c->mute ? 0 : tg_tcp_write_dl(c->sock, c->out, c->out_len, deadline);
+  c->out_len = 0;
+  if (r == TG_ETIMEDOUT) {
+    figure_add_shared(&c->in->write_timeouts, 1);
+    return STOP_WRITE;
+  }
+  if (r != 0) c->mute = 1;
+  return GO_ON;
+}
+
+static int64_t write_deadline(conn *c) {
+  int64_t d = tg_deadline_in(TG_MS(c->cfg->write_timeout_ms));
+  if (c->draining) {
+    int64_t until = atomic_load(&c->in->drain_until);
+    if (until < d) d = until;
+  }
+  return d;
+}
+
+/* ------------------------------------------------------------ lines */
+
+/* Counts a bad line and answers it, within the rate limit. Returns GO_ON
+ * or STOP_ERRORS once error_limit bad lines came in a row. */
+static int bad(conn *c, int reason) {
+  const serve_config *cfg = c->cfg;
+  c->bad[reason]++;
+  c->errors_in_row++;
+  int64_t now = tg_now();
+  double rate = cfg->error_lines_per_s;
+  c->tokens += (double)(now - c->tokens_ns) / 1e9 * rate;
+  c->tokens_ns = now;
+  if (c->tokens > (rate < 1 ? 1 : rate)) c->tokens = rate < 1 ? 1 : rate;
+  char line[160];
+  int n = ingest_format_error(line, sizeof line, reason, c->line_no);
+  if (c->tokens >= 1 && n > 0 && c->out_len + (size_t)n <= OUT_CAP) {
+    c->tokens -= 1;
+    out_append(c, line, (size_t)n);
+    c->errors_sent++;
+  } else {
+    c->errors_held++;
+  }
+  if (cfg->error_limit > 0 && c->errors_in_row >= cfg->error_limit) return STOP_ERRORS;
+  return GO_ON;
+}
+
+/* The registry entry of a device id, through the connection's cache. */
+static const device_entry *lookup(conn *c, const protocol_device_id *id) {
+  uint64_t h = registry_hash(id->text, id->len);
+  uint32_t mask = c->nslots - 1, i = (uint32_t)h & mask;
+  for (;; i = (i + 1) & mask) {
+    const cache_slot *s = &c->cache[i];
+    if (!s->e) break;
+    if (s->hash == h && s->e->len == id->len && memcmp(s->e->id, id->text, id->len) == 0) return s->e;
+  }
+  uint32_t index;
+  if (registry_intern(c->in->reg, id->text, id->len, h, &index) != 0) return NULL;
+  const device_entry *e = registry_entry(c->in->reg, index);
+  if ((c->used + 1) * 2 > c->nslots) {
+    uint32_t n = c->nslots * 2;
+    cache_slot *grown = n <= CACHE_MAX ? calloc(n, sizeof *grown) : NULL;
+    if (grown) { /* rehash */
+      for (uint32_t j = 0; j < c->nslots; j++) {
+        if (!c->cache[j].e) continue;
+        uint32_t k = (uint32_t)c->cache[j].hash & (n - 1);
+        while (grown[k].e) k = (k + 1) & (n - 1);
+        grown[k] = c->cache[j];
+      }
+      free(c->cache);
+      c->cache = grown;
+      c->nslots = n;
+    } else { /* a connection of very many devices: start over */
+      memset(c->cache, 0, c->nslots * sizeof *c->cache);
+      c->used = 0;
+    }
+    mask = c->nslots - 1;
+  }
+  for (i = (uint32_t)h & mask; c->cache[i].e; i = (i + 1) & mask) {
+  }
+  c->cache[i] = (cache_slot){h, e};
+  c->used++;
+  return e;
+}
+
+static void on_health_reply(conn *c, const protocol_health_reply *h) {
+  for (int i = 0; i < c->npend; i++) {
+    if (c->pend[i].id != h->id) continue;
+    device_status st = {.battery = h->battery, .uptime_ms = (int64_t)(h->uptime_s * 1000), .readings = c->total_readings + c->readings};
+    if (tg_oneshot_send(c->pend[i].reply, &st) != 0) c->unmatched++; /* the checker gave up: late */
+    c->pend[i] = c->pend[--c->npend];
+    return;
+  }
+  c->unmatched++;
+}
+
+/* One complete line (without its '\n'). Returns GO_ON, STOP_ERRORS or
+ * STOP_PIPELINE. */
+static int on_line(conn *c, const char *p, size_t n) {
+  c->line_no++;
+  c->lines++;
+  protocol_msg m;
+  int r = protocol_parse_line(p, n, (size_t)c->cfg->max_line_bytes, &m, NULL);
+  if (r < 0) return bad(c, -r);
+  if (m.kind == PROTOCOL_BLANK) return GO_ON;
+  c->errors_in_row = 0;
+  if (m.kind == PROTOCOL_HEALTH) {
+    on_health_reply(c, &m.health);
+    return GO_ON;
+  }
+  const device_entry *e = lookup(c, &m.device);
+  if (!e) return bad(c, SERVE_BAD_TOO_MANY_DEVICES);
+  if (atomic_load_explicit(&((device_entry *)e)->conn, memory_order_relaxed) != &c->rc)
+    registry_attach(c->in->reg, e->index, &c->rc);
+  m.reading.device = e->index;
+  /* A full channel makes this wait, and so stops the reading of this
+   * socket: the backpressure that reaches the device. */
+  r = tg_mpsc_try_send(c->telemetry, &m.reading);
+  if (r == TG_EFULL) r = tg_mpsc_send(c->telemetry, &m.reading);
+  if (r != 0) return STOP_PIPELINE;
+  c->readings++;
+  return GO_ON;
+}
+
+/* Parses the complete lines of base[*done, len), finishing the carried
+ * partial line first. Returns GO_ON or why to stop; *done is how far it
+ * got. */
+static int parse(conn *c, const char *base, size_t *done, size_t len) {
+  const char *p = base + *done, *end = base + len, *nl;
+  size_t max = (size_t)c->cfg->max_line_bytes;
+  int r = GO_ON;
+  if (c->carry_len || c->skipping) {
+    if (!(nl = memchr(p, '\n', (size_t)(end - p)))) return GO_ON;
+    size_t take = (size_t)(nl - p);
+    if (c->skipping) {
+      c->skipping = 0;
+    } else if (c->carry_len + take > max) {
+      c->line_no++;
+      c->lines++;
+      r = bad(c, PROTOCOL_OVERSIZED);
+    } else {
+      memcpy(c->carry + c->carry_len, p, take);
+      r = on_line(c, c->carry, c->carry_len + take);
+    }
+    c->carry_len = 0;
+    p = nl + 1;
+  }
+  while (r == GO_ON && p < end && (nl = memchr(p, '\n', (size_t)(end - p)))) {
+    r = on_line(c, p, (size_t)(nl - p));
+    p = nl + 1;
+  }
+  *done = (size_t)(p - base);
+  return r;
+}
+
+/* Keeps the partial line base[done, len) for the next round. */
+static int carry_rest(conn *c, const char *base, size_t done, size_t len) {
+  size_t rest = len - done, max = (size_t)c->cfg->max_line_bytes;
+  if (c->skipping || rest == 0) return GO_ON;
+  if (c->carry_len + rest > max) {
+    c->carry_len = 0;
+    c->skipping = 1;
+    c->line_no++;
+    c->lines++;
+    return bad(c, PROTOCOL_OVERSIZED);
+  }
+  memcpy(c->carry + c->carry_len, base + done, rest);
+  c->carry_len += rest;
+  return GO_ON;
+}
+
+/* One round over the bytes recv showed in v (see the note on views).
+ * Returns GO_ON, a STOP_ reason, TG_EOF or a socket error. */
+static int round_of(conn *c, tg_tcp_view v) {
+  ingest *in = c->in;
+  if (atomic_load_explicit(&in->first_byte_ns, memory_order_relaxed) == 0) {
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&in->first_byte_ns, &zero, tg_now());
+  }
+  int held = tg_semaphore_acquire(in->bandwidth, 1) == 0;
+  size_t done = 0;
+  int r, end = GO_ON;
+  for (;;) {
+    r = parse(c, v.data, &done, v.len);
+    if (r != GO_ON) break;
+    tg_tcp_view more;
+    int got = tg_tcp_recv_dl(c->sock, &more.data, &more.len, 0);
+    if (got == 0) {
+      v = more;
+      continue;
+    }
+    if (got != TG_ETIMEDOUT && got != TG_EFULL) end = got;
+    break;
+  }
+  if (r == GO_ON) r = carry_rest(c, v.data, done, v.len);
+  c->bytes += v.len;
+  tg_tcp_consume(c->sock, v.len);
+  if (held) tg_semaphore_release(in->bandwidth, 1);
+  flush_figures(c);
+  if (r != GO_ON) return r;
+  if (end == TG_EOF && c->carry_len) { /* the device hung up inside a line */
+    c->line_no++;
+    c->lines++;
+    c->carry_len = 0;
+    bad(c, SERVE_BAD_TRUNCATED);
+    flush_figures(c);
+  }
+  if (out_flush(c, write_deadline(c)) != GO_ON) return STOP_WRITE;
+  return end;
+}
+
+/* ------------------------------------------------------------ health */
+
+static void on_request(conn *c, const health_request *req) {
+  if (c->npend == MAX_PENDING) { /* make room: forget requests nobody waits for */
+    for (int i = 0; i < c->npend;) {
+      if (tg_oneshot_tx_closed(c->pend[i].reply)) {
+        tg_oneshot_tx_drop(c->pend[i].reply);
+        c->pend[i] = c->pend[--c->npend];
+      } else {
+        i++;
+      }
+    }
+  }
+  char line[64];
+  int n = protocol_format_health_request(line, sizeof line, req->id);
+  if (c->npend == MAX_PENDING || n < 0 || c->out_len + (size_t)n > OUT_CAP) {
+    tg_oneshot_tx_drop(req->reply); /* the asker sees it dropped */
+    return;
+  }
+  c->pend[c->npend++] = (pending){req->reply, req->id};
+  out_append(c, line, (size_t)n);
+  c->requests++;
+}
+
+/* No more requests: detached from the registry, the queued ones dropped. */
+static void close_outbox(conn *c) {
+  registry_detach_all(c->in->reg, &c->rc);
+  health_request req;
+  while (tg_mpsc_try_recv(c->outbox, &req) == 0) tg_oneshot_tx_drop(req.reply);
+}
+
+/* ------------------------------------------------------------ the task */
+
+typedef struct conn_arg {
+  ingest *in;
+  int fd;
+  uint64_t id;
+  char peer[64];
+} conn_arg;
+
+static const char *end_name(int r) {
+  switch (r) {
+  case TG_EOF: return "device hung up";
+  case STOP_ERRORS: return "too many bad lines";
+  case STOP_PIPELINE: return "pipeline closed";
+  case STOP_WRITE: return "device not reading";
+  default: return tg_err_name(r);
+  }
+}
+
+/* Reads what the device already sent: until it hangs up, nothing more
+ * arrives for DRAIN_QUIET, or the drain time is over. Nothing is written:
+ * a device that closed its socket while its last bytes were still on the
+ * way would have its kernel reset the connection on receiving anything,
+ * and drop those bytes. */
+static int drain(conn *c) {
+  c->draining = 1;
+  close_outbox(c);
+  int64_t until = atomic_load(&c->in->drain_until);
+  for (;;) {
+    tg_tcp_view v;
+    int64_t quiet = tg_now() + DRAIN_QUIET;
+    int r = tg_tcp_recv_dl(c->sock, &v.data, &v.len, quiet < until ? quiet : until);
+    if (r != 0) return r;
+    if ((r = round_of(c, v)) != GO_ON) return r;
+  }
+}
+
+static int serve_conn(conn *c) {
+  for (;;) {
+    tg_tcp_view v;
+    health_request req;
+    tg_case cs[3] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req),
+                     tg_tcp_recv_case(c->sock, &v)};
+    int w = tg_select(cs, 3, TG_FOREVER);
+    if (w == 0) return drain(c);
+    if (w < 0) return w;
+    if (w == 1) {
+      if (cs[1].result != 0) return cs[1].result;
+      on_request(c, &req);
+      flush_figures(c);
+      if (out_flush(c, write_deadline(c)) != GO_ON) return STOP_WRITE;
+      continue;
+    }
+    if (cs[2].result != 0) return cs[2].result;
+    int r = round_of(c, v);
+    if (r != GO_ON) return r;
+  }
+}
+
+static void *conn_task(void *arg) {
+  conn_arg a = *(conn_arg *)arg;
+  free(arg);
+  ingest *in = a.in;
+  conn *c = calloc(1, sizeof *c);
+  tg_mpsc_tx *outbox_tx = NULL;
+  if (c) {
+    c->carry = malloc((size_t)in->cfg->max_line_bytes + 1);
+    c->cache = calloc(16, sizeof *c->cache);
+    c->nslots = 16;
+  }
+  if (!c || !c->carry || !c->cache || tg_tcp_open(&c->sock, a.fd) != 0) {
+    close(a.fd);
+    if (c) {
+      free(c->carry);
+      free(c->cache);
+      free(c);
+    }
+    figure_add_shared(&in->closed, 1);
+    figure_add_shared(&in->open, (uint64_t)-1);
+    return NULL;
+  }
+  c->in = in;
+  c->cfg = in->cfg;
+  c->id = a.id;
+  memcpy(c->peer, a.peer, sizeof c->peer);
+  c->tokens = c->cfg->error_lines_per_s > 0 ? c->cfg->error_lines_per_s : 1;
+  c->tokens_ns = tg_now();
+  tg_tcp_set_recv_buffer(c->sock, (size_t)c->cfg->recv_buffer);
+  int r;
+  if (tg_mpsc_new(&(tg_mpsc_opts){.capacity = OUTBOX_CAPACITY, .elem_size = sizeof(health_request), .name = "outbox"},
+                  &outbox_tx, &c->outbox) != 0) {
+    r = TG_ENOMEM;
+  } else {
+    c->rc.outbox = outbox_tx;
+    c->telemetry = tg_mpsc_tx_clone(in->telemetry);
+    r = tg_cancel_fired(in->cancel) ? drain(c) : serve_conn(c);
+  }
+  /* Whatever ended it: no more requests, every waiting asker told. */
+  if (c->outbox) close_outbox(c);
+  for (int i = 0; i < c->npend; i++) tg_oneshot_tx_drop(c->pend[i].reply);
+  c->npend = 0;
+  flush_figures(c);
+  if (r == STOP_ERRORS) figure_add_shared(&in->closed_errors, 1);
+  if (r == STOP_ERRORS) out_flush(c, write_deadline(c)); /* the last error line, best effort */
+  if (c->outbox) tg_mpsc_rx_drop(c->outbox);
+  if (outbox_tx) tg_mpsc_tx_drop(outbox_tx);
+  if (c->telemetry) tg_mpsc_tx_drop(c->telemetry);
+  tg_tcp_close(c->sock);
+  figure_add_shared(&in->closed, 1);
+  figure_add_shared(&in->open, (uint64_t)-1);
+  uint64_t held;
+  if (log_gate_pass(&in->close_gate, tg_now(), TG_MS(1000), &held))
+    log_event(in->log, "🔌", "ingest", 0, "connection_closed",
+              "Connection #%" PRIu64 " from %s closed (%s): %" PRIu64 " readings, %" PRIu64 " bad lines%s", c->id,
+              c->peer, c->draining && r == TG_EOF ? "drained, device hung up" : c->draining && r == TG_ETIMEDOUT ? "drained" : end_name(r),
+              c->total_readings, c->total_bad, log_held_note(held).s);
+  free(c->carry);
+  free(c->cache);
+  free(c);
+  return NULL;
+}
+
+/* ------------------------------------------------------------ the acceptor */
+
+static void peer_name(int fd, char *buf, size_t len) {
+  struct sockaddr_storage sa;
+  socklen_t sl = sizeof sa;
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0) {
+    if (sa.ss_family == AF_INET) {
+      inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, host, sizeof host);
+      port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+    } else if (sa.ss_family == AF_INET6) {
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, host, sizeof host);
+      port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+    }
+  }
+  snprintf(buf, len, "%s:%d", host, port);
+}
+
+static void reject(ingest *in, int fd) {
+  static const char line[] = "{\"type\":\"error\",\"reason\":\"too_many_connections\"}\n";
+  ssize_t n = send(fd, line, sizeof line - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)n; /* best effort: the device learns it either way when the socket closes */
+  close(fd);
+  figure_add_shared(&in->rejected, 1);
+  uint64_t held;
+  if (log_gate_pass(&in->accept_gate, tg_now(), TG_MS(1000), &held))
+    log_event(in->log, "🚫", "ingest", 0, "connection_rejected",
+              "Connection refused: %d connections open, the limit%s", in->cfg->max_connections,
+              log_held_note(held).s);
+}
+
+static void account(ingest *in, const tg_outcome *o) {
+  if (o->status == TG_EPANICKED) {
+    figure_add_shared(&in->conn_tasks_panicked, 1);
+    log_event(in->log, "💥", "ingest", 0, "connection_panicked", "A connection task panicked: %s", o->message);
+  }
+}
+
+void *ingest_acceptor_task(void *arg) {
+  ingest *in = arg;
+  tg_joinset *conns = NULL;
+  int r = tg_tcp_listen(&in->listener, in->cfg->listen_host, in->cfg->listen_port, 1024);
+  if (r == 0 && (r = tg_joinset_new(&conns, "connections")) != 0) tg_tcp_close(in->listener);
+  if (r == 0) in->port = tg_tcp_port(in->listener);
+  tg_oneshot_send(in->ready, &r);
+  in->ready = NULL;
+  if (r != 0) {
+    in->listener = NULL;
+    tg_mpsc_tx_drop(in->telemetry);
+    in->telemetry = NULL;
+    return NULL;
+  }
+  int workers = in->cfg->workers > 0 ? in->cfg->workers : 1;
+  uint64_t next_id = 0;
+  for (;;) {
+    int fd = -1;
+    tg_outcome o;
+    tg_case cs[3] = {tg_cancel_case(in->cancel), tg_tcp_accept_case(in->listener, &fd),
+                     tg_joinset_join_next_case(conns, &o)};
+    int w = tg_select(cs, tg_joinset_len(conns) > 0 ? 3 : 2, TG_FOREVER);
+    if (w <= 0) break;
+    if (w == 2) {
+      if (cs[2].result == 0) account(in, &o);
+      continue;
+    }
+    r = cs[1].result;
+    if (r != 0) {
+      if (r == TG_ECLOSED) break;
+      log_event(in->log, "⚠️", "ingest", 0, "accept_failed", "Accepting a device connection failed: %s", tg_strerror(r));
+      /* Out of descriptors or memory: give the connections time to end. */
+      tg_cancel_wait_dl(in->cancel, tg_deadline_in(TG_MS(100)));
+      continue;
+    }
+    if (figure_get(&in->open) >= (uint64_t)in->cfg->max_connections) {
+      reject(in, fd);
+      continue;
+    }
+    conn_arg *ca = malloc(sizeof *ca);
+    char peer[64];
+    peer_name(fd, peer, sizeof peer);
+    int worker = (int)(atomic_fetch_add(&in->next_worker, 1) % (unsigned)workers);
+    tg_spawn_opts opts = {.stack_size = CONN_STACK, .pin = 1, .worker = worker, .name = "connection"};
+    if (ca) {
+      *ca = (conn_arg){.in = in, .fd = fd, .id = ++next_id};
+      memcpy(ca->peer, peer, sizeof peer);
+    }
+    figure_add_shared(&in->open, 1);
+    if (!ca || tg_joinset_spawn(conns, conn_task, ca, &opts, NULL) != 0) {
+      free(ca);
+      close(fd);
+      figure_add_shared(&in->open, (uint64_t)-1);
+      log_event(in->log, "❌", "ingest", 0, "spawn_failed", "No memory for a connection task");
+      continue;
+    }
+    figure_add_shared(&in->accepted, 1);
+    uint64_t held;
+    if (log_gate_pass(&in->open_gate, tg_now(), TG_MS(1000), &held))
+      log_event(in->log, "🔌", "ingest", 0, "connection_open", "Device connection #%" PRIu64 " from %s (%" PRIu64 " open)%s",
+                next_id, peer, figure_get(&in->open), log_held_note(held).s);
+  }
+  tg_tcp_close(in->listener);
+  in->listener = NULL;
+  tg_outcome o;
+  while (tg_joinset_join_next(conns, &o) == 0) account(in, &o);
+  tg_joinset_free(conns);
+  tg_mpsc_tx_drop(in->telemetry);
+  in->telemetry = NULL;
+  return NULL;
+}

@@ -1,0 +1,92 @@
+/* ingest.h - device connections: the listener and one task per device
+ * connection, turning lines on a socket into readings in the telemetry
+ * channel.
+ *
+ * The acceptor task takes connections off the listener (on the listener's
+ * worker, tg_tcp_accept_fd) and starts a connection task for each, pinned
+ * round-robin to the workers, which opens the descriptor there
+ * (tg_tcp_open): a socket belongs to the worker whose task opened it.
+ * Past max_connections a connection is told {"type":"error","reason":
+ * "too_many_connections"} and closed.
+ *
+ * A connection task reads in place: tg_tcp_recv shows the buffered bytes,
+ * the task parses every complete line where it lies (protocol.h), and
+ * sends each reading into the telemetry mpsc. When that channel is full
+ * the task waits in tg_mpsc_send, stops reading its socket, the socket's
+ * buffer and then the kernel's fill, and TCP slows the device down:
+ * memory stays bounded whatever it sends. Reading a batch of bytes holds
+ * one of the bandwidth permits (a FIFO semaphore), so at most that many
+ * connections are being read at once; a connection waiting for bytes
+ * holds none.
+ *
+ * The buffer is emptied at the end of every round (a partial line is
+ * copied aside, at most max_line_bytes), so the bytes a view shows never
+ * move while the task waits for channel space; see the note on views in
+ * ingest.c.
+ *
+ * Bad lines are counted per reason and answered with one
+ * {"type":"error","reason":...,"line":N} line, at most error_lines_per_s
+ * a second (the rest are counted only); the connection goes on, and is
+ * closed after error_limit bad lines in a row. A line longer than
+ * max_line_bytes is skipped up to its '\n' and counted once as oversized.
+ *
+ * Writes to the device (error lines, health requests) are made by the
+ * connection's task only, never while it holds a bandwidth permit, each
+ * with a deadline: a device that does not read its socket makes only its
+ * own task wait, and is disconnected after write_timeout_ms.
+ *
+ * Health: requests for a device arrive in its connection's outbox (see
+ * registry.h); the task writes {"type":"health","id":N} and keeps the
+ * reply sender until the device's {"type":"health","id":N,...} line comes
+ * back, which completes the oneshot; it drops the sender (the checker
+ * sees "dropped") when the connection ends first.
+ *
+ * Shutdown: when the token fires, the acceptor closes the listener; every
+ * connection detaches from the registry and reads what its device already
+ * sent - until the device hangs up, goes quiet for 100 ms, or drain_ms
+ * have passed - then closes. Nothing is written to the device then (see
+ * drain in ingest.c). The acceptor joins them all and drops the last
+ * telemetry sender. */
+#ifndef TELEGATE_INGEST_H
+#define TELEGATE_INGEST_H
+
+#include "figure.h"
+#include "log.h"
+#include "registry.h"
+#include "serve.h"
+#include "tg/tg.h"
+
+#include <stdint.h>
+
+typedef struct ingest {
+  const serve_config *cfg;
+  tg_cancel *cancel;
+  demo_log *log;
+  registry *reg;
+  tg_semaphore *bandwidth;
+  tg_tcp *listener;            /* the acceptor's, bound on its worker */
+  tg_oneshot_tx *ready;        /* the acceptor tells bind's result here (int) */
+  int port;                    /* bound */
+  tg_mpsc_tx *telemetry;       /* the acceptor's; each connection gets a clone */
+  _Atomic int64_t drain_until; /* when the token fired + drain_ms */
+  _Atomic int64_t first_byte_ns; /* tg_now() when the first bytes were read; 0: none yet */
+  atomic_int next_worker;
+  log_gate open_gate, close_gate, accept_gate;
+  /* figures, added by every connection */
+  figure accepted, rejected, closed, closed_errors, write_timeouts, open;
+  figure bytes, lines, readings;
+  figure bad[SERVE_BAD_REASONS];
+  figure error_lines_sent, error_lines_suppressed;
+  figure health_requests, health_unmatched;
+  figure conn_tasks_panicked;
+} ingest;
+
+/* The acceptor task: arg is an ingest *. Binds cfg's address first and
+ * sends 0 or the error to `ready`. Returns NULL. */
+void *ingest_acceptor_task(void *arg);
+
+/* The error line of a bad-input reason (protocol's or serve's), with the
+ * line number; returns its length or -ENOSPC. */
+int ingest_format_error(char *buf, size_t cap, int reason, uint64_t line_no);
+
+#endif

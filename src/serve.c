@@ -1,0 +1,705 @@
+/* serve.c - `telegate serve`: wiring, the run, the ordered shutdown, the
+ * figures and the summary; see serve.h. */
+#include "serve.h"
+
+#include "aggregator.h"
+#include "health.h"
+#include "ingest.h"
+#include "registry.h"
+#include "signals.h"
+#include "snapshot.h"
+#include "storage.h"
+#include "writer.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+/* Pipeline tasks run SQLite under nothing heavier than the blocking pool. */
+#define PIPELINE_STACK ((size_t)128 * 1024)
+/* How long the ordered shutdown may take after the drain before what is
+ * left is aborted. */
+#define GRACE_NS TG_SEC(5)
+
+struct serve {
+  serve_config cfg;
+  demo_log log;
+  tg_cancel *cancel;
+  atomic_int stopping;
+  _Atomic int64_t stop_at_ns;
+  int stop_signal;
+  int64_t t0, started_unix_ms, started_unix_ns;
+  snapshot_counters snapshots;
+  registry reg;
+  storage *db;
+  tg_semaphore *bandwidth, *pool;
+  tg_joinset *tasks;
+  aggregator agg;
+  storage_stage store;
+  health_checker health;
+  ingest in;
+  figure health_unknown;
+  _Atomic int64_t clients;
+  uint64_t joined, panicked, aborted;
+  int64_t last_join_ns;
+  uint64_t db_rows;
+  /* The channels' figures while they live, their last ones after. */
+  pthread_mutex_t fig_lock;
+  tg_mpsc_tx *telemetry_ref;     /* a pointer for stats, not a handle we own */
+  tg_mpsc_tx *storage_ref;
+  tg_broadcast_tx *updates_ref;
+  tg_watch_tx *latest_ref;
+  tg_mpsc_stats telemetry_last, storage_last;
+  tg_broadcast_stats updates_last;
+};
+
+static const char *const extra_reasons[] = {
+    [SERVE_BAD_TOO_MANY_DEVICES - PROTOCOL_REASON_COUNT] = "too_many_devices",
+    [SERVE_BAD_TRUNCATED - PROTOCOL_REASON_COUNT] = "truncated",
+};
+
+const char *serve_bad_reason_name(int reason) {
+  if (reason > 0 && reason < PROTOCOL_REASON_COUNT) return protocol_reason_name(reason);
+  if (reason >= PROTOCOL_REASON_COUNT && reason < SERVE_BAD_REASONS) return extra_reasons[reason - PROTOCOL_REASON_COUNT];
+  return NULL;
+}
+
+void serve_config_defaults(serve_config *c) {
+  memset(c, 0, sizeof *c);
+  c->listen_host = "127.0.0.1";
+  c->listen_port = 7878;
+  c->max_connections = 10000;
+  c->max_line_bytes = PROTOCOL_LINE_MAX_DEFAULT;
+  c->max_devices = 100000;
+  c->error_limit = 100;
+  c->error_lines_per_s = 10;
+  c->recv_buffer = 32 * 1024;
+  c->bandwidth_permits = 64;
+  c->write_timeout_ms = 5000;
+  c->drain_ms = 2000;
+  c->workers = 1;
+  c->telemetry_capacity = 4096;
+  c->storage_capacity = 8;
+  c->broadcast_capacity = 16;
+  c->batch_size = 1000;
+  c->batch_age_ms = 1000;
+  c->snapshot_every = 100000;
+  c->snapshot_interval_ms = 100;
+  c->storage = SERVE_STORAGE_SQLITE;
+  c->db_path = "telegate.db";
+  c->db_pool = 1;
+  c->health_interval_ms = 3000;
+  c->health_timeout_ms = 500;
+  c->log_format = LOG_TEXT;
+}
+
+/* ------------------------------------------------------------ hooks */
+
+static const char *device_name(void *ctx, uint32_t index) { return registry_name(ctx, index); }
+
+static int health_pick(void *ctx, rng *g, uint32_t *out, int k) { return registry_pick_connected(ctx, g, out, k); }
+
+static int health_ask_hook(void *ctx, uint32_t index, const health_request *req) {
+  return registry_ask_index(ctx, index, req);
+}
+
+static void aggregator_closing(void *ctx) {
+  serve *s = ctx;
+  pthread_mutex_lock(&s->fig_lock);
+  tg_mpsc_stats_get(s->telemetry_ref, &s->telemetry_last);
+  tg_broadcast_stats_get(s->updates_ref, &s->updates_last);
+  s->telemetry_ref = NULL;
+  s->updates_ref = NULL;
+  s->latest_ref = NULL;
+  pthread_mutex_unlock(&s->fig_lock);
+}
+
+static void storage_closing(void *ctx) {
+  serve *s = ctx;
+  pthread_mutex_lock(&s->fig_lock);
+  tg_mpsc_stats_get(s->storage_ref, &s->storage_last);
+  s->storage_ref = NULL;
+  pthread_mutex_unlock(&s->fig_lock);
+}
+
+/* ------------------------------------------------------------ shutdown */
+
+static void request_stop(serve *s, const char *why) {
+  int no = 0;
+  if (!atomic_compare_exchange_strong(&s->stopping, &no, 1)) return;
+  int64_t now = tg_now();
+  atomic_store(&s->stop_at_ns, now);
+  atomic_store(&s->in.drain_until, now + TG_MS(s->cfg.drain_ms));
+  log_event(&s->log, "🛑", "serve", 0, "shutdown_requested",
+            "Shutdown requested (%s): no new connections; each connection reads what its device already sent "
+            "(at most %d ms), then every stage drains and commits",
+            why, s->cfg.drain_ms);
+  tg_cancel_fire(s->cancel);
+}
+
+void serve_stop(serve *s) { request_stop(s, "serve_stop"); }
+
+static void on_signal(void *ctx, int signo) { request_stop(ctx, signo == SIGTERM ? "SIGTERM" : "SIGINT"); }
+
+/* ------------------------------------------------------------ setup */
+
+typedef struct open_call {
+  storage **db;
+  storage_opts opts;
+  char err[200];
+} open_call;
+
+static int db_open(void *arg) {
+  open_call *c = arg;
+  return storage_open(c->db, &c->opts, c->err, sizeof c->err);
+}
+
+typedef struct count_call {
+  storage *db;
+  uint64_t rows;
+  char err[200];
+} count_call;
+
+static int db_count(void *arg) {
+  count_call *c = arg;
+  return storage_count_rows(c->db, &c->rows, c->err, sizeof c->err);
+}
+
+static int spawn(serve *s, tg_task_fn fn, void *arg, const char *name) {
+  tg_spawn_opts opts = {.stack_size = PIPELINE_STACK, .pin = 1, .worker = 0, .name = name};
+  int r = tg_joinset_spawn(s->tasks, fn, arg, &opts, NULL);
+  if (r != 0) log_event(&s->log, "❌", "serve", 0, "spawn_failed", "Could not start %s: %s", name, tg_strerror(r));
+  return r;
+}
+
+int serve_spawn(serve *s, tg_task_fn fn, void *arg, const char *name) {
+  tg_spawn_opts opts = {.stack_size = PIPELINE_STACK, .name = name};
+  return tg_joinset_spawn(s->tasks, fn, arg, &opts, NULL);
+}
+
+static int64_t unix_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int check_config(const serve_config *c, char *err, size_t len) {
+  if (c->workers < 1) snprintf(err, len, "workers must be at least 1");
+  else if (c->max_line_bytes < 16) snprintf(err, len, "max line bytes must be at least 16");
+  else if (c->recv_buffer < 2 * (c->max_line_bytes + 1)) snprintf(err, len, "the receive buffer must hold two lines (%d bytes)", 2 * (c->max_line_bytes + 1));
+  else if (c->max_connections < 1 || c->max_devices < 1 || c->bandwidth_permits < 1) snprintf(err, len, "limits must be at least 1");
+  else if (c->telemetry_capacity < 1 || c->storage_capacity < 1 || c->broadcast_capacity < 1) snprintf(err, len, "capacities must be at least 1");
+  else if (c->health_interval_ms < 0 || c->health_timeout_ms < 1) snprintf(err, len, "bad health check timing");
+  else if (c->batch_size < 1 || c->batch_age_ms < 1) snprintf(err, len, "batch size and age must be at least 1");
+  else if (c->db_pool < 1 || c->db_pool > WRITER_MAX_POOL) snprintf(err, len, "the DB pool holds 1..%d connections", WRITER_MAX_POOL);
+  else return 0;
+  return TG_EINVAL;
+}
+
+static void teardown(serve *s) {
+  if (s->tasks) tg_joinset_free(s->tasks);
+  if (s->bandwidth) tg_semaphore_free(s->bandwidth);
+  if (s->pool) tg_semaphore_free(s->pool);
+  if (s->cancel) tg_cancel_free(s->cancel);
+  aggregator_free(&s->agg);
+  storage_close(s->db);
+  registry_free(&s->reg);
+  pthread_mutex_destroy(&s->fig_lock);
+  log_destroy(&s->log);
+  free(s);
+}
+
+/* The channels and the tasks; the listener is bound by the acceptor. */
+static int build(serve *s) {
+  const serve_config *c = &s->cfg;
+  tg_mpsc_tx *telemetry_tx, *storage_tx;
+  tg_mpsc_rx *telemetry_rx, *storage_rx;
+  tg_broadcast_tx *updates;
+  tg_watch_tx *latest;
+  int r;
+  if ((r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)c->telemetry_capacity, .elem_size = sizeof(reading),
+                                       .name = "telemetry"},
+                       &telemetry_tx, &telemetry_rx)))
+    return r;
+  if ((r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)c->storage_capacity, .elem_size = sizeof(batch),
+                                       .name = "storage"},
+                       &storage_tx, &storage_rx))) {
+    tg_mpsc_tx_drop(telemetry_tx);
+    tg_mpsc_rx_drop(telemetry_rx);
+    return r;
+  }
+  tg_broadcast_opts bo = {.capacity = (size_t)c->broadcast_capacity, .elem_size = sizeof(system_snapshot *),
+                          .clone = snapshot_elem_clone, .drop = snapshot_elem_drop, .name = "updates"};
+  tg_watch_opts wo = {.elem_size = sizeof(system_snapshot *), .clone = snapshot_elem_clone,
+                      .drop = snapshot_elem_drop, .name = "latest"};
+  system_snapshot *initial = snapshot_new(&s->snapshots, 0, 0, 0, NULL, 0);
+  if (!initial || tg_broadcast_new(&bo, &updates, NULL) != 0) {
+    snapshot_unref(initial);
+    tg_mpsc_tx_drop(telemetry_tx);
+    tg_mpsc_rx_drop(telemetry_rx);
+    tg_mpsc_tx_drop(storage_tx);
+    tg_mpsc_rx_drop(storage_rx);
+    return TG_ENOMEM;
+  }
+  if ((r = tg_watch_new(&wo, &initial, &latest, NULL)) != 0) {
+    snapshot_unref(initial);
+    tg_broadcast_tx_drop(updates);
+    tg_mpsc_tx_drop(telemetry_tx);
+    tg_mpsc_rx_drop(telemetry_rx);
+    tg_mpsc_tx_drop(storage_tx);
+    tg_mpsc_rx_drop(storage_rx);
+    return r;
+  }
+  s->telemetry_ref = telemetry_tx;
+  s->storage_ref = storage_tx;
+  s->updates_ref = updates;
+  s->latest_ref = latest;
+
+  int64_t t0 = s->t0;
+  storage_stage *st = &s->store;
+  *st = (storage_stage){.cancel = s->cancel, .log = &s->log, .batches = storage_rx, .pool = s->pool, .db = s->db,
+                        .pool_size = c->db_pool, .t0 = t0, .on_close = storage_closing, .on_close_ctx = s};
+  if (spawn(s, storage_task, st, "storage") != 0) {
+    s->storage_ref = NULL;
+    tg_mpsc_rx_drop(storage_rx);
+  }
+
+  aggregator *a = &s->agg;
+  a->cancel = s->cancel;
+  a->log = &s->log;
+  a->snapshots = &s->snapshots;
+  a->telemetry = telemetry_rx;
+  a->storage = storage_tx;
+  a->latest = latest;
+  a->updates = updates;
+  a->max_devices = c->max_devices;
+  a->device_name = device_name;
+  a->device_name_ctx = &s->reg;
+  a->on_close = aggregator_closing;
+  a->on_close_ctx = s;
+  a->t0 = t0;
+  a->batch_interval_ns = TG_MS(c->batch_age_ms);
+  a->batch_max = (uint32_t)c->batch_size;
+  a->publish_every = (uint64_t)c->snapshot_every;
+  a->publish_interval_ns = TG_MS(c->snapshot_interval_ms);
+  a->burst = 256;
+  a->storage_capacity = (size_t)c->storage_capacity;
+  if (spawn(s, aggregator_task, a, "aggregator") != 0) {
+    aggregator_closing(s);
+    tg_mpsc_rx_drop(telemetry_rx);
+    tg_mpsc_tx_drop(storage_tx);
+    tg_watch_tx_drop(latest);
+    tg_broadcast_tx_drop(updates);
+    tg_mpsc_tx_drop(telemetry_tx);
+    return TG_ENOMEM;
+  }
+
+  health_checker *hc = &s->health;
+  *hc = (health_checker){.cancel = s->cancel, .log = &s->log, .t0 = t0, .interval_ns = TG_MS(c->health_interval_ms),
+                         .timeout_ns = TG_MS(c->health_timeout_ms), .rng = rng_stream((uint64_t)s->started_unix_ms, 2),
+                         .pick = health_pick, .ask = health_ask_hook, .name = device_name, .ctx = &s->reg};
+  if (c->health_interval_ms > 0) spawn(s, health_task, hc, "health");
+
+  ingest *in = &s->in;
+  in->cfg = &s->cfg;
+  in->cancel = s->cancel;
+  in->log = &s->log;
+  in->reg = &s->reg;
+  in->bandwidth = s->bandwidth;
+  in->telemetry = telemetry_tx; /* the acceptor's; each connection gets a clone */
+  in->next_worker = 1;
+  tg_oneshot_rx *ready;
+  if ((r = tg_oneshot_new(sizeof(int), &in->ready, &ready)) != 0) {
+    tg_mpsc_tx_drop(telemetry_tx);
+    return r;
+  }
+  if ((r = spawn(s, ingest_acceptor_task, in, "acceptor")) != 0) {
+    tg_oneshot_tx_drop(in->ready);
+    tg_oneshot_rx_drop(ready);
+    tg_mpsc_tx_drop(telemetry_tx);
+    return r;
+  }
+  int bound = TG_ECLOSED;
+  tg_oneshot_recv(ready, &bound);
+  tg_oneshot_rx_drop(ready);
+  return bound;
+}
+
+/* More descriptors for many devices: the soft limit up to the hard one. */
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+int serve_start(const serve_config *cfg, serve **out) {
+  *out = NULL;
+  char err[160];
+  if (check_config(cfg, err, sizeof err) != 0) {
+    fprintf(cfg->out ? cfg->out : stderr, "telegate serve: %s\n", err);
+    return TG_EINVAL;
+  }
+  serve *s = calloc(1, sizeof *s);
+  if (!s) return TG_ENOMEM;
+  s->cfg = *cfg;
+  s->t0 = tg_now();
+  s->started_unix_ns = unix_ns();
+  s->started_unix_ms = s->started_unix_ns / 1000000;
+  pthread_mutex_init(&s->fig_lock, NULL);
+  log_init(&s->log, cfg->out ? cfg->out : stdout, cfg->log_format, cfg->quiet, s->t0);
+  raise_fd_limit();
+  int r;
+  if ((r = registry_init(&s->reg, (uint32_t)cfg->max_devices)) != 0) {
+    teardown(s);
+    return r;
+  }
+  open_call oc = {.db = &s->db,
+                  .opts = {.backend = cfg->storage == SERVE_STORAGE_NONE ? "none" : "sqlite", .path = cfg->db_path,
+                           .connections = cfg->db_pool, .device_name = device_name, .device_name_ctx = &s->reg}};
+  if ((r = tg_blocking_run(db_open, &oc)) != 0) {
+    log_event(&s->log, "❌", "serve", 0, "storage_failed", "Cannot open the database %s: %s", cfg->db_path, oc.err);
+    teardown(s);
+    return r;
+  }
+  if ((r = tg_cancel_new(&s->cancel, "shutdown")) || (r = tg_semaphore_new(&s->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth")) ||
+      (r = tg_semaphore_new(&s->pool, (uint64_t)cfg->db_pool, "db-pool")) || (r = tg_joinset_new(&s->tasks, "serve")) ||
+      (r = aggregator_init(&s->agg, 0) ? TG_ENOMEM : 0)) {
+    teardown(s);
+    return r;
+  }
+  r = build(s);
+  if (r != 0) {
+    log_event(&s->log, "❌", "serve", 0, "listen_failed", "Cannot listen on %s:%d: %s", cfg->listen_host,
+              cfg->listen_port, tg_strerror(r));
+    request_stop(s, "start failed");
+    serve_wait(s, NULL);
+    return r;
+  }
+  log_event(&s->log, "🚀", "serve", 0, "listening",
+            "telegate serve: devices on %s:%d -> mpsc(%d) -> aggregator -> watch + broadcast(%d); batches of %d or "
+            "every %d ms -> mpsc(%d) -> storage (%s%s%s, pool %d); %d bandwidth permits, %d workers; health checks every %d ms",
+            cfg->listen_host, s->in.port, cfg->telemetry_capacity, cfg->broadcast_capacity, cfg->batch_size,
+            cfg->batch_age_ms, cfg->storage_capacity, cfg->storage == SERVE_STORAGE_NONE ? "none" : "sqlite",
+            cfg->storage == SERVE_STORAGE_NONE ? "" : " ", cfg->storage == SERVE_STORAGE_NONE ? "" : cfg->db_path,
+            cfg->db_pool, cfg->bandwidth_permits, cfg->workers, cfg->health_interval_ms);
+  if (cfg->on_start && (r = cfg->on_start(s, cfg->on_start_arg)) != 0) {
+    request_stop(s, "start hook failed");
+    serve_wait(s, NULL);
+    return r;
+  }
+  *out = s;
+  return 0;
+}
+
+int serve_port(serve *s) { return s->in.port; }
+
+tg_cancel *serve_shutdown_token(serve *s) { return s->cancel; }
+
+demo_log *serve_log(serve *s) { return &s->log; }
+
+void serve_clients_add(serve *s, int delta) { atomic_fetch_add(&s->clients, delta); }
+
+int serve_subscribe(serve *s, tg_watch_rx **latest, tg_broadcast_rx **updates) {
+  int r = 0;
+  pthread_mutex_lock(&s->fig_lock);
+  if (!s->updates_ref) {
+    r = TG_ECLOSED;
+  } else {
+    if (latest && (r = tg_watch_subscribe(s->latest_ref, latest)) != 0) latest = NULL;
+    if (r == 0 && updates && (r = tg_broadcast_subscribe(s->updates_ref, updates)) != 0 && latest)
+      tg_watch_rx_drop(*latest);
+  }
+  pthread_mutex_unlock(&s->fig_lock);
+  return r;
+}
+
+int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out) {
+  uint32_t index = registry_find(&s->reg, device_id);
+  if (!index) {
+    figure_add_shared(&s->health_unknown, 1);
+    return -ENOENT;
+  }
+  int r = health_ask(&s->health, index, timeout_ns, 0, out);
+  if (r == 0 && out) out->device = index;
+  return r;
+}
+
+/* ------------------------------------------------------------ figures */
+
+static serve_queue_figures queue_figures(const tg_mpsc_stats *st) {
+  return (serve_queue_figures){st->len, st->capacity, st->senders_waiting, st->full_waits};
+}
+
+static serve_permit_figures permit_figures(tg_semaphore *sem) {
+  tg_semaphore_stats st;
+  tg_semaphore_stats_get(sem, &st);
+  return (serve_permit_figures){st.permits, st.in_use, st.waiters, st.waits};
+}
+
+void serve_figures_get(serve *s, serve_figures *f) {
+  memset(f, 0, sizeof *f);
+  const ingest *in = &s->in;
+  f->uptime_ms = (tg_now() - s->t0) / 1000000;
+  f->started_unix_ms = s->started_unix_ms;
+  f->listen_port = in->port;
+  f->stopping = atomic_load(&s->stopping);
+  f->connections_accepted = figure_get(&in->accepted);
+  f->connections_rejected = figure_get(&in->rejected);
+  f->connections_closed = figure_get(&in->closed);
+  f->connections_closed_errors = figure_get(&in->closed_errors);
+  f->connections_write_timeouts = figure_get(&in->write_timeouts);
+  f->connections_open = figure_get(&in->open);
+  f->devices_known = registry_count(&s->reg);
+  f->devices_connected = registry_connected(&s->reg);
+  f->bytes_received = figure_get(&in->bytes);
+  f->lines_received = figure_get(&in->lines);
+  f->readings_received = figure_get(&in->readings);
+  f->readings_aggregated = figure_get(&s->agg.aggregated);
+  f->readings_stored = figure_get(&s->store.readings_stored);
+  f->readings_duplicate = figure_get(&s->store.duplicates);
+  for (int i = 1; i < SERVE_BAD_REASONS; i++) {
+    f->bad_input[i] = figure_get(&in->bad[i]);
+    f->bad_lines += f->bad_input[i];
+  }
+  f->error_lines_sent = figure_get(&in->error_lines_sent);
+  f->error_lines_suppressed = figure_get(&in->error_lines_suppressed);
+  pthread_mutex_lock(&s->fig_lock);
+  tg_mpsc_stats tst = s->telemetry_last, sst = s->storage_last;
+  tg_broadcast_stats bst = s->updates_last;
+  if (s->telemetry_ref) tg_mpsc_stats_get(s->telemetry_ref, &tst);
+  if (s->storage_ref) tg_mpsc_stats_get(s->storage_ref, &sst);
+  if (s->updates_ref) tg_broadcast_stats_get(s->updates_ref, &bst);
+  pthread_mutex_unlock(&s->fig_lock);
+  f->telemetry = queue_figures(&tst);
+  f->storage = queue_figures(&sst);
+  f->bandwidth = permit_figures(s->bandwidth);
+  f->db_pool = permit_figures(s->pool);
+  f->batches_flushed = figure_get(&s->agg.batches_flushed);
+  f->batches_stored = figure_get(&s->store.batches_stored);
+  f->batches_lost = figure_get(&s->store.batches_lost);
+  f->transactions = figure_get(&s->store.transactions);
+  f->write_retries = figure_get(&s->store.write_retries);
+  f->snapshots_published = figure_get(&s->agg.version);
+  f->broadcast_len = bst.len;
+  f->broadcast_capacity = bst.capacity;
+  f->broadcast_receivers = bst.receivers;
+  f->lag_events = bst.lag_events;
+  f->lagged_messages = bst.lagged_messages;
+  int64_t clients = atomic_load(&s->clients);
+  f->clients_connected = clients > 0 ? (uint64_t)clients : 0;
+  f->health.rounds = figure_get(&s->health.rounds);
+  f->health.requests = figure_get(&in->health_requests);
+  f->health.ok = figure_get(&s->health.ok);
+  f->health.timeout = figure_get(&s->health.timeout);
+  f->health.disconnected = figure_get(&s->health.dropped) + figure_get(&s->health.unreachable);
+  f->health.unknown = figure_get(&s->health_unknown);
+  f->health.unmatched_replies = figure_get(&in->health_unmatched);
+  tg_runtime_stats rs;
+  tg_runtime_stats_get(&rs);
+  f->tasks_alive = rs.tasks_alive;
+  f->workers = rs.workers;
+}
+
+/* ------------------------------------------------------------ summary */
+
+/* A tg_now() reading as Unix nanoseconds (0 stays 0). */
+static int64_t to_unix_ns(const serve *s, int64_t mono) {
+  return mono ? s->started_unix_ns + (mono - s->t0) : 0;
+}
+
+static char *figures_json(const serve *s, const serve_figures *f, uint64_t db_rows, int lossless) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+#define NUM(name, v) cJSON_AddNumberToObject(o, name, (double)(v))
+  NUM("uptime_ms", f->uptime_ms);
+  /* For the ingest benchmark: when the first byte came and when the last
+   * reading was aggregated and committed (Unix ns). */
+  NUM("first_byte_unix_ns", to_unix_ns(s, atomic_load(&s->in.first_byte_ns)));
+  NUM("last_aggregated_unix_ns", s->agg.last_reading_ns < 0 ? 0 : to_unix_ns(s, s->t0 + s->agg.last_reading_ns));
+  NUM("last_commit_unix_ns", to_unix_ns(s, atomic_load(&s->store.last_commit_ns)));
+  NUM("listen_port", f->listen_port);
+  NUM("connections_accepted", f->connections_accepted);
+  NUM("connections_rejected", f->connections_rejected);
+  NUM("connections_closed", f->connections_closed);
+  NUM("connections_closed_errors", f->connections_closed_errors);
+  NUM("connections_write_timeouts", f->connections_write_timeouts);
+  NUM("devices_known", f->devices_known);
+  NUM("bytes_received", f->bytes_received);
+  NUM("lines_received", f->lines_received);
+  NUM("readings_received", f->readings_received);
+  NUM("readings_aggregated", f->readings_aggregated);
+  NUM("readings_stored", f->readings_stored);
+  NUM("readings_duplicate", f->readings_duplicate);
+  NUM("db_rows", db_rows);
+  NUM("bad_lines", f->bad_lines);
+  cJSON *bad = cJSON_AddObjectToObject(o, "bad_input");
+  for (int i = 1; bad && i < SERVE_BAD_REASONS; i++)
+    cJSON_AddNumberToObject(bad, serve_bad_reason_name(i), (double)f->bad_input[i]);
+  NUM("error_lines_sent", f->error_lines_sent);
+  NUM("error_lines_suppressed", f->error_lines_suppressed);
+  NUM("telemetry_full_waits", f->telemetry.full_waits);
+  NUM("storage_full_waits", f->storage.full_waits);
+  NUM("bandwidth_waits", f->bandwidth.waits);
+  NUM("db_pool_waits", f->db_pool.waits);
+  NUM("batches_flushed", f->batches_flushed);
+  NUM("batches_stored", f->batches_stored);
+  NUM("batches_lost", f->batches_lost);
+  NUM("transactions", f->transactions);
+  NUM("write_retries", f->write_retries);
+  NUM("snapshots_published", f->snapshots_published);
+  NUM("lag_events", f->lag_events);
+  cJSON *h = cJSON_AddObjectToObject(o, "health");
+  if (h) {
+    cJSON_AddNumberToObject(h, "rounds", (double)f->health.rounds);
+    cJSON_AddNumberToObject(h, "requests", (double)f->health.requests);
+    cJSON_AddNumberToObject(h, "ok", (double)f->health.ok);
+    cJSON_AddNumberToObject(h, "timeout", (double)f->health.timeout);
+    cJSON_AddNumberToObject(h, "disconnected", (double)f->health.disconnected);
+    cJSON_AddNumberToObject(h, "unknown", (double)f->health.unknown);
+    cJSON_AddNumberToObject(h, "unmatched_replies", (double)f->health.unmatched_replies);
+  }
+  cJSON_AddBoolToObject(o, "lossless", lossless);
+#undef NUM
+  char *text = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return text;
+}
+
+static void summary(serve *s, const serve_figures *f, int lossless) {
+  char bad[512] = "";
+  size_t len = 0;
+  for (int i = 1; i < SERVE_BAD_REASONS && len < sizeof bad; i++)
+    if (f->bad_input[i])
+      len += (size_t)snprintf(bad + len, sizeof bad - len, "%s%s %" PRIu64, len ? ", " : "", serve_bad_reason_name(i),
+                              f->bad_input[i]);
+  char *text = NULL;
+  if (asprintf(&text,
+               "\nconnections   %" PRIu64 " accepted, %" PRIu64 " refused, %" PRIu64 " closed after bad lines, %" PRIu64
+               " for not reading\n"
+               "readings      received %" PRIu64 ", aggregated %" PRIu64 ", stored %" PRIu64 " + %" PRIu64
+               " resends dropped; rows in the database %" PRIu64 "\n"
+               "bad lines     %" PRIu64 "%s%s%s; %" PRIu64 " error lines sent, %" PRIu64 " held back\n"
+               "batches       %" PRIu64 " cut, %" PRIu64 " committed in %" PRIu64 " transactions (%" PRIu64
+               " retried), %" PRIu64 " lost\n"
+               "backpressure  telemetry full %" PRIu64 ", storage full %" PRIu64 ", bandwidth waits %" PRIu64
+               ", DB pool waits %" PRIu64 "\n"
+               "health        %" PRIu64 " rounds: %" PRIu64 " ok, %" PRIu64 " timeout, %" PRIu64 " disconnected, %" PRIu64
+               " late or unmatched replies\n"
+               "snapshots     %" PRIu64 " published\n"
+               "shutdown      %" PRId64 " ms from the request to the last join; %s\n",
+               f->connections_accepted, f->connections_rejected, f->connections_closed_errors,
+               f->connections_write_timeouts, f->readings_received, f->readings_aggregated, f->readings_stored,
+               f->readings_duplicate, s->db_rows, f->bad_lines, len ? " (" : "", bad, len ? ")" : "",
+               f->error_lines_sent, f->error_lines_suppressed, f->batches_flushed, f->batches_stored, f->transactions,
+               f->write_retries, f->batches_lost, f->telemetry.full_waits, f->storage.full_waits, f->bandwidth.waits,
+               f->db_pool.waits, f->health.rounds, f->health.ok, f->health.timeout, f->health.disconnected,
+               f->health.unmatched_replies, f->snapshots_published,
+               (s->last_join_ns - atomic_load(&s->stop_at_ns)) / 1000000,
+               lossless ? "nothing lost: every reading read from a socket was aggregated and committed"
+                        : "READINGS LOST or tasks aborted") >= 0)
+    log_write(&s->log, text);
+  free(text);
+  if (s->cfg.summary_json) {
+    char *json = figures_json(s, f, s->db_rows, lossless);
+    FILE *out = json ? fopen(s->cfg.summary_json, "w") : NULL;
+    if (out) {
+      fprintf(out, "%s\n", json);
+      fclose(out);
+    } else {
+      log_event(&s->log, "❌", "serve", 0, "summary_json", "Cannot write %s", s->cfg.summary_json);
+    }
+    free(json);
+  }
+}
+
+/* ------------------------------------------------------------ the run */
+
+static void account(serve *s, const tg_outcome *o) {
+  s->joined++;
+  s->last_join_ns = tg_now();
+  if (o->status == TG_EPANICKED) {
+    s->panicked++;
+    log_event(&s->log, "💥", "serve", 0, "task_panicked", "A pipeline task panicked: %s", o->message);
+  } else if (o->status == TG_ECANCELED) {
+    s->aborted++;
+  }
+}
+
+int serve_wait(serve *s, serve_figures *final) {
+  /* Until shutdown; a pipeline task that ends before is a fault. */
+  while (!tg_cancel_fired(s->cancel)) {
+    tg_outcome o;
+    tg_case cs[2] = {tg_cancel_case(s->cancel), tg_joinset_join_next_case(s->tasks, &o)};
+    int w = tg_select(cs, 2, TG_FOREVER);
+    if (w == 1 && cs[1].result == 0) {
+      account(s, &o);
+      request_stop(s, "a pipeline task ended");
+    } else if (w != 0) {
+      request_stop(s, "no task left");
+    }
+  }
+  int64_t grace = atomic_load(&s->stop_at_ns) + TG_MS(s->cfg.drain_ms) + GRACE_NS;
+  tg_outcome o;
+  int r;
+  while ((r = tg_joinset_join_next_dl(s->tasks, &o, grace)) == 0) account(s, &o);
+  if (r == TG_ETIMEDOUT) {
+    log_event(&s->log, "⏱️", "serve", 0, "shutdown_timeout", "Shutdown is taking too long: aborting the %zu tasks left",
+              tg_joinset_len(s->tasks));
+    tg_joinset_abort_all(s->tasks);
+    while (tg_joinset_join_next(s->tasks, &o) == 0) account(s, &o);
+  }
+  if (s->last_join_ns == 0) s->last_join_ns = tg_now();
+  count_call cc = {.db = s->db};
+  if (s->db && tg_blocking_run(db_count, &cc) != 0)
+    log_event(&s->log, "❌", "serve", 0, "count_failed", "Cannot count the stored rows: %s", cc.err);
+  s->db_rows = cc.rows;
+  serve_figures f;
+  serve_figures_get(s, &f);
+  int lossless = f.readings_received == f.readings_aggregated &&
+                 f.readings_aggregated == f.readings_stored + f.readings_duplicate && f.batches_lost == 0 &&
+                 s->aborted == 0 && s->store.writers_aborted == 0;
+  log_event(&s->log, "✅", "serve", 0, "joined",
+            "All tasks joined, %" PRId64 " ms after the shutdown request; %" PRIu64 " readings received, %" PRIu64
+            " committed",
+            (s->last_join_ns - atomic_load(&s->stop_at_ns)) / 1000000, f.readings_received, f.readings_stored);
+  summary(s, &f, lossless);
+  if (final) *final = f;
+  teardown(s);
+  return lossless ? 0 : 1;
+}
+
+typedef struct run_call {
+  const serve_config *cfg;
+  serve_figures *final;
+  int result;
+} run_call;
+
+static void *run_main(void *arg) {
+  run_call *rc = arg;
+  serve *s;
+  rc->result = serve_start(rc->cfg, &s);
+  if (rc->result != 0) return NULL;
+  signal_watch sw = {0};
+  if (rc->cfg->handle_signals && signal_watch_start(&sw, on_signal, s) != 0)
+    log_event(&s->log, "⚠️", "serve", 0, "signals", "SIGINT/SIGTERM handling unavailable");
+  tg_cancel_wait(serve_shutdown_token(s));
+  signal_watch_stop(&sw);
+  rc->result = serve_wait(s, rc->final);
+  return NULL;
+}
+
+int serve_run(const serve_config *cfg, serve_figures *final) {
+  tg_runtime_opts opts = {.workers = cfg->workers};
+  run_call rc = {cfg, final, 0};
+  int r = tg_run(&opts, run_main, &rc, NULL);
+  return r != 0 ? r : rc.result;
+}
