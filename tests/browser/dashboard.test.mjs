@@ -1,0 +1,165 @@
+// dashboard.test.mjs - headless Chromium opens the dashboard while data
+// flows, and checks what a person would: the device table fills and
+// keeps updating, the pipeline diagram moves (backpressure included), the
+// stream is live, a health check answers, the page has no errors (CSP
+// violations included, so nothing is fetched from elsewhere), and a
+// screenshot is saved.
+//
+//   node dashboard.test.mjs --feed <dashboard-feed binary> --out <dir>
+//
+// Needs Debian's chromium (/usr/bin/chromium, or $CHROMIUM) and
+// playwright-core (npm ci in this directory). Exits 77 - ctest's skip -
+// only when chromium is not installed.
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith("--") ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
+);
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const out = args.out || ".";
+const DEVICES = 7;
+
+if (!existsSync(chromiumPath)) {
+  console.log(`SKIP: ${chromiumPath} not found - apt-get install chromium to run the browser test`);
+  process.exit(77);
+}
+let chromium;
+try {
+  ({ chromium } = await import("playwright-core"));
+} catch (e) {
+  console.error("FAIL: playwright-core is not installed: run `npm ci --prefix tests/browser`");
+  process.exit(1);
+}
+if (!args.feed || !existsSync(args.feed)) {
+  console.error(`FAIL: no feed binary (--feed ${args.feed})`);
+  process.exit(1);
+}
+
+const children = [];
+const userDataDir = mkdtempSync(join(tmpdir(), "telegate-chromium-"));
+let context;
+
+function cleanup() {
+  for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+
+function fail(msg) {
+  throw new Error(msg);
+}
+
+// Starts the simulated pipeline and resolves with its URL.
+function startFeed() {
+  const feed = spawn(args.feed, ["--duration", "90", "--devices", String(DEVICES)], { stdio: ["ignore", "pipe", "inherit"] });
+  children.push(feed);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the feed did not start listening in 10 s")), 10000);
+    feed.on("exit", (code) => reject(new Error(`the feed exited with ${code}`)));
+    createInterface({ input: feed.stdout }).on("line", (line) => {
+      const m = line.match(/^listening (http:\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+  });
+}
+
+// Polls fn (in the page) until it returns a truthy value.
+async function until(page, what, fn, arg, timeoutMs = 15000) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout: timeoutMs, polling: 100 });
+  } catch (e) {
+    fail(`timed out waiting for ${what}`);
+  }
+}
+
+async function main() {
+  const url = await startFeed();
+  console.log(`feed at ${url}`);
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: chromiumPath,
+    headless: true,
+    viewport: { width: 1280, height: 1000 },
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  const problems = [];
+  page.on("console", (m) => {
+    if (m.type() !== "error" && m.type() !== "warning") return;
+    // the health checks below answer 503 and 504 on purpose; Chromium logs those
+    if (/status of 50[34]/.test(m.text()) && /\/api\/devices\//.test(m.location().url)) return;
+    problems.push(`console ${m.type()}: ${m.text()} (${m.location().url})`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("requestfailed", (r) => { if (!r.url().includes("/api/stream")) problems.push(`request failed: ${r.url()}`); });
+  page.on("request", (r) => { if (!r.url().startsWith(url) && !r.url().startsWith("data:")) problems.push(`request elsewhere: ${r.url()}`); });
+
+  await page.goto(url, { waitUntil: "load" });
+  await until(page, "the stream to be live", () => document.getElementById("conn").dataset.state === "live");
+
+  // The table fills: one row per device, with readings.
+  await until(page, `${DEVICES} device rows`, (n) => document.querySelectorAll("#devices tbody tr").length === n, DEVICES);
+  const rowText = () => page.$$eval("#devices tbody tr", (rows) => rows.map((r) => r.innerText));
+  const before = await rowText();
+  const version0 = await page.evaluate(() => window.telegate.snapshot.version);
+  console.log(`table filled at snapshot #${version0}:\n  ${before.join("\n  ")}`);
+  for (const row of before) if (!/°C/.test(row) || !/%/.test(row)) fail(`row without readings: ${row}`);
+
+  // ... and keeps updating: newer snapshots, counts that grow, sparklines.
+  await until(page, "newer snapshots", (v) => window.telegate.snapshot.version >= v + 5, version0);
+  await until(page, "readings counts to grow", (first) => {
+    const now = [...document.querySelectorAll("#devices tbody td.count")].map((td) => Number(td.textContent.replace(/,/g, "")));
+    return now.length === first.length && now.every((c, i) => c > first[i]);
+  }, await page.$$eval("#devices tbody td.count", (tds) => tds.map((td) => Number(td.textContent.replace(/,/g, "")))));
+  await until(page, "sparklines", () => [...document.querySelectorAll("svg.spark polyline")].every((p) => p.getAttribute("points").split(" ").length >= 3));
+  const after = await rowText();
+  if (after.join() === before.join()) fail("the table did not change");
+
+  // The pipeline moves: queue gauges, permits, and backpressure happening
+  // (the feed slows its aggregator for 4 s in every 12).
+  await until(page, "pipeline figures", () => window.telegate.pipelines > 2);
+  await until(page, "backpressure on the telemetry queue", () => {
+    const p = window.telegate.pipeline;
+    return p.queues.telemetry.full_waits > 0 && p.queues.telemetry.len >= p.queues.telemetry.capacity * 0.8;
+  }, undefined, 20000);
+  const gauge = await page.evaluate(() => {
+    const p = window.telegate.pipeline;
+    return { len: p.queues.telemetry.len, cap: p.queues.telemetry.capacity, fullWaits: p.queues.telemetry.full_waits,
+      bandwidth: p.semaphores.bandwidth.in_use, text: document.getElementById("pipeline").textContent };
+  });
+  console.log(`backpressure: telemetry ${gauge.len}/${gauge.cap}, ${gauge.fullWaits} full waits, ${gauge.bandwidth} permits in use`);
+  if (!/full waits [1-9]/.test(gauge.text)) fail("the diagram does not show the full waits");
+
+  // A health check on demand, from the table's button.
+  await page.click('#devices tr[data-device="1"] button.check');
+  await until(page, "device 1 healthy", () => /^ok /.test(document.querySelector('#devices tr[data-device="1"] .health').textContent));
+  await page.click('#devices tr[data-device="6"] button.check');
+  await until(page, "device 6 disconnected", () => document.querySelector('#devices tr[data-device="6"] .health').textContent === "disconnected");
+
+  mkdirSync(out, { recursive: true });
+  const shot = join(out, "dashboard.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`screenshot: ${shot}`);
+  if (problems.length) fail(`the page had problems:\n  ${problems.join("\n  ")}`);
+}
+
+let status = 0;
+try {
+  await main();
+  console.log("PASS: the dashboard filled, updated live and showed backpressure");
+} catch (e) {
+  console.error(`FAIL: ${e.message}`);
+  status = 1;
+} finally {
+  if (context) await context.close().catch(() => {});
+  cleanup();
+}
+process.exit(status);
