@@ -6,8 +6,13 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libboost-context-dev libsqlite3-dev sqlite3
-  check libcjson-dev
+  libcjson-dev libhttp-parser-dev
+  check time
+  chromium            # the dashboard's browser test
 )
+# Node.js drives Chromium in the browser test; any Debian-packaged or
+# newer node will do, so only install Debian's when there is none.
+command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -19,4 +24,5 @@ sudo=
 [ "$(id -u)" -ne 0 ] && sudo=sudo
 echo "deps.sh: installing ${missing[*]}" >&2
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+

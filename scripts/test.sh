@@ -20,6 +20,8 @@ case "${1:-}" in
 esac
 
 bash scripts/deps.sh
+# playwright-core for the browser test, exactly as locked (npm registry).
+[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund >/dev/null
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" -DTG_WERROR=ON >/dev/null
 cmake --build "$dir" -j "$(nproc)"
 # halt_on_error keeps UBSan findings fatal; TSan's second_deadlock_stack
