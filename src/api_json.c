@@ -31,12 +31,12 @@ static void kv_num(http_buf *b, const char *k, double v, int decimals, int comma
 }
 
 static void device_json(http_buf *b, const system_snapshot *s, const device_metrics *m) {
-  char name[16];
-  snprintf(name, sizeof name, "%u", (unsigned)m->device);
+  char number[16];
+  snprintf(number, sizeof number, "%u", (unsigned)m->device);
   http_buf_append(b, "{", 1);
   kv_u64(b, "id", m->device, 1);
-  key(b, "name");
-  http_buf_json_string(b, name);
+  key(b, "name"); /* the id the device sends, which health checks take */
+  http_buf_json_string(b, m->id && m->id[0] ? m->id : number);
   http_buf_append(b, ",", 1);
   kv_u64(b, "count", m->count, 1);
   kv_u64(b, "last_seq", m->last_seq, 1);
