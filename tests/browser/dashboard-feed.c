@@ -93,7 +93,7 @@ static void *feed_aggregator_task(void *arg) {
   feed *f = arg;
   device_metrics m[MAX_DEVICES] = {0};
   for (int i = 0; i < f->ndevices; i++) m[i].device = (uint32_t)i + 1;
-  uint64_t version = 0, total = 0, batch = 0;
+  uint64_t version = 0, total = 0, in_batch = 0;
   int64_t next_publish = tg_now(), next_batch = tg_now() + TG_MS(500);
   for (;;) {
     reading_msg r;
@@ -110,7 +110,7 @@ static void *feed_aggregator_task(void *arg) {
       d->avg_humidity = d->count == 1 ? r.humidity : 0.8 * d->avg_humidity + 0.2 * r.humidity;
       d->last_seen_ms = run_ms(f);
       total++;
-      batch++;
+      in_batch++;
       f->aggregated++;
       tg_sleep(slow_phase(f) ? TG_MS(4) : TG_MS(0)); /* processing */
     }
@@ -120,10 +120,10 @@ static void *feed_aggregator_task(void *arg) {
       next_publish = now + TG_MS(100);
     }
     if (now >= next_batch) {
-      tg_case ss[2] = {tg_cancel_case(f->stop), tg_mpsc_send_case(f->storage_tx, &batch)};
+      tg_case ss[2] = {tg_cancel_case(f->stop), tg_mpsc_send_case(f->storage_tx, &in_batch)};
       if (tg_select(ss, 2, TG_FOREVER) != 1) break;
       f->batches_flushed++;
-      batch = 0;
+      in_batch = 0;
       next_batch = tg_now() + TG_MS(500);
     }
   }

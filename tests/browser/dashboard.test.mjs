@@ -6,6 +6,13 @@
 // screenshot is saved.
 //
 //   node dashboard.test.mjs --feed <dashboard-feed binary> --out <dir>
+//   node dashboard.test.mjs --serve <dashboard-serve binary> --devices-cmd <telegate> --out <dir>
+//
+// The feed is a small simulated pipeline whose queues fill every few
+// seconds, so the test also sees backpressure drawn. The serve mode runs
+// telegate serve with the HTTP side, fed by the real simulator
+// (`telegate devices`); its pipeline is too fast to push back at this
+// rate, so there the diagram is checked for live counters instead.
 //
 // Needs Debian's chromium (/usr/bin/chromium, or $CHROMIUM) and
 // playwright-core (npm ci in this directory). Exits 77 - ctest's skip -
@@ -34,10 +41,13 @@ try {
   console.error("FAIL: playwright-core is not installed: run `npm ci --prefix tests/browser`");
   process.exit(1);
 }
-if (!args.feed || !existsSync(args.feed)) {
-  console.error(`FAIL: no feed binary (--feed ${args.feed})`);
+const serveMode = !!args.serve;
+const server = serveMode ? args.serve : args.feed;
+if (!server || !existsSync(server) || (serveMode && !existsSync(args["devices-cmd"] || ""))) {
+  console.error("FAIL: give --feed BINARY, or --serve BINARY --devices-cmd TELEGATE");
   process.exit(1);
 }
+const shotName = serveMode ? "dashboard-serve.png" : "dashboard.png";
 
 const children = [];
 const userDataDir = mkdtempSync(join(tmpdir(), "telegate-chromium-"));
@@ -52,19 +62,25 @@ function fail(msg) {
   throw new Error(msg);
 }
 
-// Starts the simulated pipeline and resolves with its URL.
-function startFeed() {
-  const feed = spawn(args.feed, ["--duration", "90", "--devices", String(DEVICES)], { stdio: ["ignore", "pipe", "inherit"] });
-  children.push(feed);
+// Starts the gateway (and, for serve, the simulated devices) and resolves
+// with the dashboard's URL.
+function startServer() {
+  const argv = serveMode ? ["--duration", "90"] : ["--duration", "90", "--devices", String(DEVICES)];
+  const proc = spawn(server, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  children.push(proc);
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the feed did not start listening in 10 s")), 10000);
-    feed.on("exit", (code) => reject(new Error(`the feed exited with ${code}`)));
-    createInterface({ input: feed.stdout }).on("line", (line) => {
-      const m = line.match(/^listening (http:\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
+    const timer = setTimeout(() => reject(new Error("the server did not start listening in 10 s")), 10000);
+    proc.on("exit", (code) => reject(new Error(`the server exited with ${code}`)));
+    createInterface({ input: proc.stdout }).on("line", (line) => {
+      const m = line.match(/^listening (http:\S+)(?: devices (\S+))?/);
+      if (!m) return;
+      clearTimeout(timer);
+      if (serveMode) {
+        const devices = spawn(args["devices-cmd"], ["devices", "--connect", m[2], "--count", String(DEVICES),
+          "--rate", "20", "--duration", "80", "--quiet"], { stdio: ["ignore", "inherit", "inherit"] });
+        children.push(devices);
       }
+      resolve(m[1]);
     });
   });
 }
@@ -79,8 +95,8 @@ async function until(page, what, fn, arg, timeoutMs = 15000) {
 }
 
 async function main() {
-  const url = await startFeed();
-  console.log(`feed at ${url}`);
+  const url = await startServer();
+  console.log(`${serveMode ? "telegate serve" : "feed"} at ${url}`);
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: chromiumPath,
     headless: true,
@@ -126,7 +142,11 @@ async function main() {
   // The pipeline moves: queue gauges, permits, and backpressure happening
   // (the feed slows its aggregator for 4 s in every 12).
   await until(page, "pipeline figures", () => window.telegate.pipelines > 2);
-  await until(page, "backpressure on the telemetry queue", () => {
+  await until(page, "the diagram's readings to grow", () => {
+    const t = document.getElementById("pipeline").textContent.match(/([\d,]+) readings/);
+    return t && Number(t[1].replace(/,/g, "")) > 100;
+  });
+  if (!serveMode) await until(page, "backpressure on the telemetry queue", () => {
     const p = window.telegate.pipeline;
     return p.queues.telemetry.full_waits > 0 && p.queues.telemetry.len >= p.queues.telemetry.capacity * 0.8;
   }, undefined, 20000);
@@ -136,16 +156,19 @@ async function main() {
       bandwidth: p.semaphores.bandwidth.in_use, text: document.getElementById("pipeline").textContent };
   });
   console.log(`backpressure: telemetry ${gauge.len}/${gauge.cap}, ${gauge.fullWaits} full waits, ${gauge.bandwidth} permits in use`);
-  if (!/full waits [1-9]/.test(gauge.text)) fail("the diagram does not show the full waits");
+  if (!serveMode && !/full waits [1-9]/.test(gauge.text)) fail("the diagram does not show the full waits");
 
-  // A health check on demand, from the table's button.
+  // A health check on demand, from the table's button: over the device's
+  // own connection with serve.
   await page.click('#devices tr[data-device="1"] button.check');
   await until(page, "device 1 healthy", () => /^ok /.test(document.querySelector('#devices tr[data-device="1"] .health').textContent));
-  await page.click('#devices tr[data-device="6"] button.check');
-  await until(page, "device 6 disconnected", () => document.querySelector('#devices tr[data-device="6"] .health').textContent === "disconnected");
+  if (!serveMode) {
+    await page.click('#devices tr[data-device="6"] button.check');
+    await until(page, "device 6 disconnected", () => document.querySelector('#devices tr[data-device="6"] .health').textContent === "disconnected");
+  }
 
   mkdirSync(out, { recursive: true });
-  const shot = join(out, "dashboard.png");
+  const shot = join(out, shotName);
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot: ${shot}`);
   if (problems.length) fail(`the page had problems:\n  ${problems.join("\n  ")}`);
@@ -154,7 +177,7 @@ async function main() {
 let status = 0;
 try {
   await main();
-  console.log("PASS: the dashboard filled, updated live and showed backpressure");
+  console.log(`PASS: the dashboard filled and updated live${serveMode ? " on telegate serve" : " and showed backpressure"}`);
 } catch (e) {
   console.error(`FAIL: ${e.message}`);
   status = 1;
