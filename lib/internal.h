@@ -222,6 +222,10 @@ typedef struct tg_task {
 /* The task's extra part, allocated if need be; NULL when out of memory. */
 tg__task_extra *tg__task_extra_get(tg_task *t);
 
+/* A zeroed task struct, or NULL; and its return. Any thread. */
+tg_task *tg__task_alloc(void);
+void tg__task_free(tg_task *t);
+
 enum { TG__RUNNING = 0, TG__PARKED = 1, TG__NOTIFIED = 2 };
 
 /* Why a task switched back to its worker's loop: END when it ended. */
@@ -283,6 +287,8 @@ typedef struct tg__worker {
   uint64_t live_count;
   struct tg__stack *stack_pool;
   size_t stack_pool_len;
+  union tg__task_slot *task_cache; /* freed task structs, for this thread's spawns */
+  size_t task_cache_len;
   bool aborted_all;         /* exit: the live tasks were aborted */
   int start_error;
 #if defined(TG_TSAN)
@@ -315,6 +321,9 @@ void tg__stack_counts(uint64_t *guarded, uint64_t *unguarded, uint64_t *in_pool)
 /* The top of the usable area, where the task's first frame goes. */
 static inline void *tg__stack_top(tg__stack *s) { return s; }
 
+
+/* Gives w's cached task structs back to the process-wide pool. */
+void tg__task_cache_flush(tg__worker *w);
 
 /* The current thread's worker, or NULL on a plain thread. */
 tg__worker *tg__worker_current(void);

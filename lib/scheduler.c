@@ -288,11 +288,11 @@ int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *o
   if (opts->pin && (opts->worker < 0 || opts->worker >= rt->nworkers)) return TG_EINVAL;
   size_t stack_size = opts->stack_size ? opts->stack_size : rt->stack_size;
   if (stack_size < TG_STACK_MIN || stack_size > UINT32_MAX) return TG_EINVAL;
-  tg_task *t = calloc(1, sizeof *t);
+  tg_task *t = tg__task_alloc();
   if (!t) return TG_ENOMEM;
   if (opts->name && (!tg__task_extra_get(t) || !(t->extra->name = tg__strdup_or_null(opts->name)))) {
     free(t->extra);
-    free(t);
+    tg__task_free(t);
     return TG_ENOMEM;
   }
   unsigned index = opts->pin ? (unsigned)opts->worker
@@ -470,6 +470,7 @@ static void worker_close(tg__worker *w) {
   if (uv_loop_close(&w->loop) != 0) fprintf(stderr, "libtg: worker %d closed with handles open\n", w->index);
   tg__timer_heap_free(&w->timers);
   tg__stack_pool_drain(w);
+  tg__task_cache_flush(w);
 }
 
 static void thread_stack_bounds(tg__worker *w) {
