@@ -29,7 +29,6 @@ static const flag serve_flags[] = {
      "HOST:PORT devices connect to (127.0.0.1:7878; port 0: any)"},
     S("storage", K_STORAGE, storage, 0, 0, "sqlite | none (sqlite)"),
     S("db", K_STR, db_path, 0, 0, "SQLite file, kept across runs (telegate.db)"),
-    S("db-pool", K_INT, db_pool, 1, 16, "DB connections and pool permits (1; SQLite has one writer)"),
     S("workers", K_INT, workers, 1, 64, "worker threads; connections are spread over them (1)"),
     S("max-connections", K_INT, max_connections, 1, 1000000, "device connections at once; more are refused (10000)"),
     S("max-line-bytes", K_INT, max_line_bytes, 16, 1048576, "longer lines are rejected as oversized (4096)"),

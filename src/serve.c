@@ -198,7 +198,7 @@ static int check_config(const serve_config *c, char *err, size_t len) {
   else if (c->telemetry_capacity < 1 || c->storage_capacity < 1 || c->broadcast_capacity < 1) snprintf(err, len, "capacities must be at least 1");
   else if (c->health_interval_ms < 0 || c->health_timeout_ms < 1) snprintf(err, len, "bad health check timing");
   else if (c->batch_size < 1 || c->batch_age_ms < 1) snprintf(err, len, "batch size and age must be at least 1");
-  else if (c->db_pool < 1 || c->db_pool > WRITER_MAX_POOL) snprintf(err, len, "the DB pool holds 1..%d connections", WRITER_MAX_POOL);
+  else if (c->db_pool != 1) snprintf(err, len, "the DB pool is one connection: batches must commit in order (writer.h)");
   else return 0;
   return TG_EINVAL;
 }
@@ -265,7 +265,7 @@ static int build(serve *s) {
   int64_t t0 = s->t0;
   storage_stage *st = &s->store;
   *st = (storage_stage){.cancel = s->cancel, .log = &s->log, .batches = storage_rx, .pool = s->pool, .db = s->db,
-                        .pool_size = c->db_pool, .t0 = t0, .on_close = storage_closing, .on_close_ctx = s};
+                        .pool_size = c->db_pool, .t0 = t0, .pin_writers = 1, .worker = 0, .on_close = storage_closing, .on_close_ctx = s};
   if (spawn(s, storage_task, st, "storage") != 0) {
     s->storage_ref = NULL;
     tg_mpsc_rx_drop(storage_rx);

@@ -63,7 +63,7 @@ typedef struct serve_config {
   /* storage */
   serve_storage_kind storage;
   const char *db_path;       /* "telegate.db" */
-  int db_pool;               /* connections and pool permits (1) */
+  int db_pool;               /* connections and pool permits: 1, so batches commit in order */
   /* health */
   int health_interval_ms;    /* a round of checks every ... (3000; 0: no rounds) */
   int health_timeout_ms;     /* ... each answered within (500) */

@@ -79,6 +79,7 @@ typedef struct storage_mark {
   uint64_t stamp;
   uint8_t loaded;   /* looked up in the database */
   uint8_t has;      /* a reading of the device is stored: seq is its mark */
+  uint8_t dirty;    /* for the backend: the mark moved since it last wrote it in full */
 } storage_mark;
 
 struct storage {

@@ -1,13 +1,42 @@
 /* storage_sqlite.c - the SQLite backend of storage.h: one file, WAL mode,
- * synchronous=NORMAL, one transaction per batch. */
+ * synchronous=NORMAL, one transaction per batch.
+ *
+ * Speed: a statement step costs more than the row it inserts, so rows go
+ * in ROWS at a time (one INSERT with ROWS value lists) and the marks
+ * MARKS at a time; connections are opened without SQLite's own mutex
+ * (each is used by one thread at a time, storage.h) and without its
+ * memory statistics, which take a global lock per allocation.
+ *
+ * The marks of a batch are persisted in its own transaction, but not
+ * always as one device_hwm row each: with thousands of devices per batch
+ * that costs as much again as the readings. When a batch moved more than
+ * FOLD_MAX devices' marks, they go as one row of mark_log (a blob of
+ * (id, seq) pairs); every FOLD_EVERY transactions, and when the storage
+ * closes or opens, the marks moved since are written to device_hwm and
+ * mark_log is emptied, in one transaction. device_hwm plus mark_log
+ * always hold every committed mark, so a crash loses none; opening folds
+ * what a crash left in mark_log. */
 #include "storage.h"
+
+#include "protocol.h"
 
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT, ST_MARK_GET, ST_MARK_SET, ST_COUNT, ST_N };
+enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT, ST_MARK_GET, ST_MARK_SET, ST_COUNT, ST_INSERT_MANY,
+       ST_MARK_SET_MANY, ST_LOG_ADD, ST_LOG_CLEAR, ST_LOG_READ, ST_MARK_MAX, ST_N };
+
+/* Bytes of an id in a mark_log entry (a length byte says how many). */
+#define PROTOCOL_ID_ROOM 255
+
+enum { ROWS = 32, MARKS = 64, INSERT_PARAMS = 7, FOLD_MAX = 64, FOLD_EVERY = 256 };
+
+#define INSERT_HEAD "INSERT INTO readings(device, seq, ts_ms, temperature, humidity, battery, batch) VALUES "
+#define MARK_HEAD "INSERT INTO device_hwm(device, seq) VALUES "
+#define MARK_TAIL " ON CONFLICT(device) DO UPDATE SET seq = excluded.seq"
 
 static const char *const sql_text[ST_N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -19,10 +48,36 @@ static const char *const sql_text[ST_N] = {
     [ST_MARK_SET] = "INSERT INTO device_hwm(device, seq) VALUES (?1, ?2) "
                     "ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
     [ST_COUNT] = "SELECT COUNT(*) FROM readings",
+    [ST_LOG_ADD] = "INSERT INTO mark_log(batch, marks) VALUES (?1, ?2)",
+    [ST_LOG_CLEAR] = "DELETE FROM mark_log",
+    [ST_LOG_READ] = "SELECT marks FROM mark_log",
+    [ST_MARK_MAX] = "INSERT INTO device_hwm(device, seq) VALUES (?1, ?2) "
+                    "ON CONFLICT(device) DO UPDATE SET seq = max(seq, excluded.seq)",
+    /* ST_INSERT_MANY and ST_MARK_SET_MANY are written by many_sql. */
 };
 
+/* "HEAD (?,?,...),(?,?,...) ... TAIL" for n rows of k parameters. */
+static char *many_sql(const char *head, int n, int k, const char *tail) {
+  size_t cap = strlen(head) + strlen(tail) + (size_t)n * (size_t)(2 * k + 3) + 1;
+  char *sql = malloc(cap), *p = sql;
+  if (!sql) return NULL;
+  p += sprintf(p, "%s", head);
+  for (int i = 0; i < n; i++) {
+    *p++ = i ? ',' : ' ';
+    *p++ = '(';
+    for (int j = 0; j < k; j++) {
+      if (j) *p++ = ',';
+      *p++ = '?';
+    }
+    *p++ = ')';
+  }
+  sprintf(p, "%s", tail);
+  return sql;
+}
+
 static const char schema_reset[] = "DROP TABLE IF EXISTS readings;"
-                                   "DROP TABLE IF EXISTS device_hwm;";
+                                   "DROP TABLE IF EXISTS device_hwm;"
+                                   "DROP TABLE IF EXISTS mark_log;";
 
 /* Append-only: no key, so a transaction appends to the table's last pages
  * whatever the devices; resends are caught by device_hwm instead. A device
@@ -33,7 +88,8 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS readings ("
                              " humidity REAL NOT NULL, battery INTEGER NOT NULL,"
                              " batch INTEGER NOT NULL);"
                              "CREATE TABLE IF NOT EXISTS device_hwm ("
-                             " device TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;";
+                             " device TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;"
+                             "CREATE TABLE IF NOT EXISTS mark_log (batch INTEGER NOT NULL, marks BLOB NOT NULL);";
 
 typedef struct conn {
   sqlite3 *db;
@@ -41,6 +97,12 @@ typedef struct conn {
 } conn;
 
 typedef struct sqlite_impl {
+  uint32_t *dirty;       /* devices whose mark moved since the last fold */
+  uint32_t ndirty, capdirty;
+  unsigned since_fold;   /* transactions */
+  int logged;            /* mark_log has rows */
+  unsigned char *blob;   /* a mark_log row being built */
+  size_t blobcap;
   int n;
   conn conns[];
 } sqlite_impl;
@@ -56,7 +118,7 @@ static void conn_close(conn *c) {
 }
 
 static int conn_open(conn *c, const char *path, int first, int reset, char *err, size_t errlen) {
-  int r = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+  int r = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (r != SQLITE_OK) return fail_db(c->db, "open", err, errlen);
   /* A second connection that finds the write lock taken waits for it. */
   sqlite3_busy_timeout(c->db, 10000);
@@ -66,31 +128,15 @@ static int conn_open(conn *c, const char *path, int first, int reset, char *err,
     return fail_db(c->db, "reset", err, errlen);
   if (first && sqlite3_exec(c->db, schema, NULL, NULL, NULL))
     return fail_db(c->db, "schema", err, errlen);
-  for (int i = 0; i < ST_N; i++)
-    if (sqlite3_prepare_v2(c->db, sql_text[i], -1, &c->st[i], NULL) != SQLITE_OK)
-      return fail_db(c->db, sql_text[i], err, errlen);
-  return 0;
-}
-
-static void sqlite_close(storage *s) {
-  sqlite_impl *im = s->impl;
-  if (!im) return;
-  for (int i = 0; i < im->n; i++) conn_close(&im->conns[i]);
-  free(im);
-  s->impl = NULL;
-}
-
-static int sqlite_open(storage *s, const storage_opts *opts, char *err, size_t errlen) {
-  sqlite_impl *im = calloc(1, sizeof *im + (size_t)opts->connections * sizeof im->conns[0]);
-  if (!im) return -ENOMEM;
-  s->impl = im;
-  for (int i = 0; i < opts->connections; i++) {
-    im->n = i + 1;
-    int r = conn_open(&im->conns[i], opts->path, i == 0, opts->reset, err, errlen);
-    if (r != 0) {
-      sqlite_close(s);
-      return r;
-    }
+  for (int i = 0; i < ST_N; i++) {
+    char *many = i == ST_INSERT_MANY     ? many_sql(INSERT_HEAD, ROWS, INSERT_PARAMS, "")
+                 : i == ST_MARK_SET_MANY ? many_sql(MARK_HEAD, MARKS, 2, MARK_TAIL)
+                                         : NULL;
+    const char *sql = many ? many : sql_text[i];
+    if (!sql) return fail_db(NULL, "prepare", err, errlen);
+    r = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->st[i], NULL);
+    free(many);
+    if (r != SQLITE_OK) return fail_db(c->db, "prepare", err, errlen);
   }
   return 0;
 }
@@ -100,6 +146,74 @@ static int step_done(conn *c, int which) {
   int r = sqlite3_step(c->st[which]);
   sqlite3_reset(c->st[which]);
   return r == SQLITE_DONE ? 0 : r;
+}
+
+/* Folds what mark_log holds into device_hwm, in one transaction (at open:
+ * what a crash left). 0 or -EIO. */
+static int fold_log(conn *c, char *err, size_t errlen) {
+  if (step_done(c, ST_BEGIN)) return fail_db(c->db, "begin", err, errlen);
+  sqlite3_stmt *rd = c->st[ST_LOG_READ];
+  int r, bad = 0;
+  while (!bad && (r = sqlite3_step(rd)) == SQLITE_ROW) {
+    const unsigned char *p = sqlite3_column_blob(rd, 0);
+    size_t n = (size_t)sqlite3_column_bytes(rd, 0), at = 0;
+    while (!bad && p && at + 1 < n) {
+      size_t len = p[at++];
+      uint64_t seq = 0;
+      if (at + len + 8 > n) break;
+      for (int i = 0; i < 8; i++) seq |= (uint64_t)p[at + len + (size_t)i] << (8 * i);
+      sqlite3_bind_text(c->st[ST_MARK_MAX], 1, (const char *)p + at, (int)len, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(c->st[ST_MARK_MAX], 2, (sqlite3_int64)seq);
+      bad = step_done(c, ST_MARK_MAX) != 0;
+      at += len + 8;
+    }
+  }
+  sqlite3_reset(rd);
+  if (bad || step_done(c, ST_LOG_CLEAR) || step_done(c, ST_COMMIT)) {
+    int e = fail_db(c->db, "folding mark_log", err, errlen);
+    if (!sqlite3_get_autocommit(c->db)) step_done(c, ST_ROLLBACK);
+    return e;
+  }
+  return 0;
+}
+
+static int write_marks(storage *s, conn *c, const uint32_t *devices, uint32_t n);
+
+static void sqlite_close(storage *s) {
+  sqlite_impl *im = s->impl;
+  if (!im) return;
+  /* The marks moved since the last fold, into device_hwm: after a clean
+   * close mark_log is empty. On failure they stay in mark_log. */
+  conn *c = &im->conns[0];
+  s->stamp++; /* no transaction runs: every mark is its committed one */
+  if ((im->ndirty || im->logged) && c->db && step_done(c, ST_BEGIN) == 0) {
+    if (write_marks(s, c, im->dirty, im->ndirty) || step_done(c, ST_LOG_CLEAR) || step_done(c, ST_COMMIT))
+      step_done(c, ST_ROLLBACK);
+  }
+  for (int i = 0; i < im->n; i++) conn_close(&im->conns[i]);
+  free(im->dirty);
+  free(im->blob);
+  free(im);
+  s->impl = NULL;
+}
+
+static int sqlite_open(storage *s, const storage_opts *opts, char *err, size_t errlen) {
+  /* Only takes effect before SQLite's first use in the process; later
+   * calls fail harmlessly. */
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  sqlite_impl *im = calloc(1, sizeof *im + (size_t)opts->connections * sizeof im->conns[0]);
+  if (!im) return -ENOMEM;
+  s->impl = im;
+  for (int i = 0; i < opts->connections; i++) {
+    im->n = i + 1;
+    int r = conn_open(&im->conns[i], opts->path, i == 0, opts->reset, err, errlen);
+    if (r == 0 && i == 0) r = fold_log(&im->conns[0], err, errlen);
+    if (r != 0) {
+      sqlite_close(s);
+      return r;
+    }
+  }
+  return 0;
 }
 
 static int sqlite_mark_load(storage *s, int ci, const char *device, int *found, uint64_t *seq, char *err,
@@ -114,12 +228,123 @@ static int sqlite_mark_load(storage *s, int ci, const char *device, int *found, 
   return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : fail_db(c->db, "high-water mark", err, errlen);
 }
 
-/* Binds a device's id: names from the caller's table stay put for the
- * statement's life; a decimal index is copied. */
-static void bind_device(storage *s, sqlite3_stmt *st, uint32_t device) {
+/* Binds a device's id as parameter `at`: names from the caller's table
+ * stay put for the statement's life; a decimal index is copied. */
+static void bind_device(storage *s, sqlite3_stmt *st, int at, uint32_t device) {
   char buf[16];
   const char *name = storage_device_name(s, device, buf);
-  sqlite3_bind_text(st, 1, name, -1, name == buf ? SQLITE_TRANSIENT : SQLITE_STATIC);
+  sqlite3_bind_text(st, at, name, -1, name == buf ? SQLITE_TRANSIENT : SQLITE_STATIC);
+}
+
+static void bind_reading(storage *s, sqlite3_stmt *st, int at, const reading *r, uint64_t batch_id) {
+  bind_device(s, st, at, r->device);
+  sqlite3_bind_int64(st, at + 1, (sqlite3_int64)r->seq);
+  sqlite3_bind_int64(st, at + 2, r->ts_ms);
+  sqlite3_bind_double(st, at + 3, r->temperature);
+  sqlite3_bind_double(st, at + 4, r->humidity);
+  sqlite3_bind_int64(st, at + 5, r->battery);
+  sqlite3_bind_int64(st, at + 6, (sqlite3_int64)batch_id);
+}
+
+/* Inserts rows[0..n): ROWS at a time, the rest one by one. 0 or -1. */
+static int insert_rows(storage *s, conn *c, const reading *const *rows, int n, uint64_t batch_id) {
+  int i = 0;
+  if (n == ROWS) {
+    for (; i < ROWS; i++) bind_reading(s, c->st[ST_INSERT_MANY], 1 + i * INSERT_PARAMS, rows[i], batch_id);
+    return step_done(c, ST_INSERT_MANY) ? -1 : 0;
+  }
+  for (; i < n; i++) {
+    bind_reading(s, c->st[ST_INSERT], 1, rows[i], batch_id);
+    if (step_done(c, ST_INSERT)) return -1;
+  }
+  return 0;
+}
+
+/* The mark to write for device d: the transaction's if it moved it. */
+static uint64_t mark_value(storage *s, uint32_t d) {
+  const storage_mark *m = &s->marks[d];
+  return m->stamp == s->stamp ? m->pending : m->seq;
+}
+
+static int has_mark(storage *s, uint32_t d) {
+  const storage_mark *m = &s->marks[d];
+  return m->stamp == s->stamp || m->has;
+}
+
+/* Writes the marks of devices[0..n) to device_hwm: MARKS at a time.
+ * 0 or -1. */
+static int write_marks(storage *s, conn *c, const uint32_t *devices, uint32_t n) {
+  uint32_t ds[MARKS];
+  uint32_t k = 0;
+  for (uint32_t i = 0; i <= n; i++) {
+    if (i < n && has_mark(s, devices[i])) ds[k++] = devices[i];
+    if (k == MARKS) {
+      sqlite3_stmt *st = c->st[ST_MARK_SET_MANY];
+      for (int j = 0; j < MARKS; j++) {
+        bind_device(s, st, 1 + 2 * j, ds[j]);
+        sqlite3_bind_int64(st, 2 + 2 * j, (sqlite3_int64)mark_value(s, ds[j]));
+      }
+      if (step_done(c, ST_MARK_SET_MANY)) return -1;
+      k = 0;
+    }
+  }
+  for (uint32_t j = 0; j < k; j++) {
+    sqlite3_stmt *st = c->st[ST_MARK_SET];
+    bind_device(s, st, 1, ds[j]);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)mark_value(s, ds[j]));
+    if (step_done(c, ST_MARK_SET)) return -1;
+  }
+  return 0;
+}
+
+/* This transaction's marks as one mark_log row. 0 or -1. */
+static int log_marks(storage *s, conn *c, uint64_t batch_id) {
+  sqlite_impl *im = s->impl;
+  size_t need = (size_t)s->nchanged * (1 + PROTOCOL_ID_ROOM + 8), at = 0;
+  if (need > im->blobcap) {
+    unsigned char *b = realloc(im->blob, need);
+    if (!b) return -1;
+    im->blob = b;
+    im->blobcap = need;
+  }
+  for (uint32_t i = 0; i < s->nchanged; i++) {
+    char buf[16];
+    uint32_t d = s->changed[i];
+    const char *name = storage_device_name(s, d, buf);
+    size_t len = strlen(name);
+    if (len > PROTOCOL_ID_ROOM) len = PROTOCOL_ID_ROOM;
+    uint64_t seq = s->marks[d].pending;
+    im->blob[at++] = (unsigned char)len;
+    memcpy(im->blob + at, name, len);
+    at += len;
+    for (int j = 0; j < 8; j++) im->blob[at++] = (unsigned char)(seq >> (8 * j));
+  }
+  sqlite3_bind_int64(c->st[ST_LOG_ADD], 1, (sqlite3_int64)batch_id);
+  sqlite3_bind_blob(c->st[ST_LOG_ADD], 2, im->blob, (int)at, SQLITE_STATIC);
+  return step_done(c, ST_LOG_ADD) ? -1 : 0;
+}
+
+/* Persists the transaction's marks: folded into device_hwm when few moved
+ * or it is time to fold, else logged. Sets *folded. 0 or -1. */
+static int persist_marks(storage *s, conn *c, uint64_t batch_id, int *folded) {
+  sqlite_impl *im = s->impl;
+  for (uint32_t i = 0; i < s->nchanged; i++) {
+    storage_mark *m = &s->marks[s->changed[i]];
+    if (m->dirty) continue;
+    if (im->ndirty == im->capdirty) {
+      uint32_t cap = im->capdirty ? im->capdirty * 2 : 1024;
+      uint32_t *d = realloc(im->dirty, (size_t)cap * sizeof *d);
+      if (!d) return -1;
+      im->dirty = d;
+      im->capdirty = cap;
+    }
+    im->dirty[im->ndirty++] = s->changed[i];
+    m->dirty = 1;
+  }
+  *folded = im->ndirty <= FOLD_MAX || im->since_fold + 1 >= FOLD_EVERY;
+  if (!*folded) return log_marks(s, c, batch_id);
+  if (write_marks(s, c, im->dirty, im->ndirty)) return -1;
+  return im->logged && step_done(c, ST_LOG_CLEAR) ? -1 : 0;
 }
 
 static int sqlite_write(storage *s, int ci, const batch *b, int fail, storage_write_result *res,
@@ -128,7 +353,8 @@ static int sqlite_write(storage *s, int ci, const batch *b, int fail, storage_wr
   *res = (storage_write_result){0};
   if (step_done(c, ST_BEGIN)) return fail_db(c->db, "begin", err, errlen);
   const char *what = NULL;
-  int rc = 0;
+  int rc = 0, n = 0;
+  const reading *rows[ROWS];
   for (uint32_t i = 0; i < b->n && !what; i++) {
     const reading *r = &b->items[i];
     int fresh = storage_mark_check(s, ci, r, err, errlen);
@@ -141,23 +367,16 @@ static int sqlite_write(storage *s, int ci, const batch *b, int fail, storage_wr
       res->duplicates++;
       continue;
     }
-    sqlite3_stmt *st = c->st[ST_INSERT];
-    bind_device(s, st, r->device);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)r->seq);
-    sqlite3_bind_int64(st, 3, r->ts_ms);
-    sqlite3_bind_double(st, 4, r->temperature);
-    sqlite3_bind_double(st, 5, r->humidity);
-    sqlite3_bind_int64(st, 6, r->battery);
-    sqlite3_bind_int64(st, 7, (sqlite3_int64)b->id);
-    if (step_done(c, ST_INSERT)) what = "insert";
+    rows[n++] = r;
     res->inserted++;
+    if (n == ROWS) {
+      if (insert_rows(s, c, rows, n, b->id)) what = "insert";
+      n = 0;
+    }
   }
-  for (uint32_t i = 0; i < s->nchanged && !what; i++) {
-    sqlite3_stmt *st = c->st[ST_MARK_SET];
-    bind_device(s, st, s->changed[i]);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)s->marks[s->changed[i]].pending);
-    if (step_done(c, ST_MARK_SET)) what = "high-water mark";
-  }
+  if (!what && n && insert_rows(s, c, rows, n, b->id)) what = "insert";
+  int folded = 0;
+  if (!what && persist_marks(s, c, b->id, &folded)) what = "high-water mark";
   if (!what && fail) {
     step_done(c, ST_ROLLBACK);
     *res = (storage_write_result){0};
@@ -170,6 +389,16 @@ static int sqlite_write(storage *s, int ci, const batch *b, int fail, storage_wr
     if (!sqlite3_get_autocommit(c->db)) step_done(c, ST_ROLLBACK);
     *res = (storage_write_result){0};
     return r;
+  }
+  sqlite_impl *im = s->impl;
+  if (folded) {
+    for (uint32_t i = 0; i < im->ndirty; i++) s->marks[im->dirty[i]].dirty = 0;
+    im->ndirty = 0;
+    im->since_fold = 0;
+    im->logged = 0;
+  } else {
+    im->since_fold++;
+    im->logged = 1;
   }
   return 0;
 }

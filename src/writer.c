@@ -159,7 +159,7 @@ void *storage_task(void *arg) {
     write_job *j = malloc(sizeof *j);
     char name[32];
     snprintf(name, sizeof name, "writer-%" PRIu64, b.id);
-    tg_spawn_opts opts = {.stack_size = WRITER_STACK, .name = name};
+    tg_spawn_opts opts = {.stack_size = WRITER_STACK, .pin = st->pin_writers, .worker = st->worker, .name = name};
     if (!j || (*j = (write_job){st, b}, tg_joinset_spawn(writers, writer_task, j, &opts, NULL)) != 0) {
       free(j);
       st->batches_lost++;

@@ -14,6 +14,13 @@
  * never blocks a worker. A failed transaction is rolled back and retried
  * with a short backoff until it commits: a batch is never dropped.
  *
+ * Order: the high-water mark rule (storage.h) needs a device's batches to
+ * commit in the order they were cut. With one connection that holds when
+ * the writers ask for the permit in spawn order: on one worker they run
+ * in spawn order and the FIFO semaphore keeps it, which is why serve pins
+ * them to the storage task's worker and uses a pool of one. A failed
+ * write is retried holding its permit, so no later batch overtakes it.
+ *
  * Shutdown: the storage task drains its channel until the aggregator
  * drops its sender (TG_ECLOSED), then joins every writer: when it returns,
  * every batch it was given is committed. */
@@ -40,6 +47,7 @@ typedef struct storage_stage {
   double fail_rate;      /* share of transactions that fail (fault injection) */
   uint64_t seed;
   int64_t t0;
+  int pin_writers, worker;  /* run the writers on this worker (serve: the storage task's) */
   /* Called once storage is done, before it drops its channel. */
   void (*on_close)(void *ctx);
   void *on_close_ctx;
