@@ -203,10 +203,10 @@ void *aggregator_task(void *arg) {
     now = tg_now();
     process(a, &r, now);
     /* Under load, take what is queued without a select per reading. */
-    for (int i = 1; i < a->burst && tg_mpsc_try_recv(a->telemetry, &r) == 0; i++) {
+    for (int i = 1; i < a->burst && !(a->batch_max && a->current.n >= a->batch_max) &&
+                    tg_mpsc_try_recv(a->telemetry, &r) == 0;
+         i++)
       process(a, &r, now);
-      if (a->batch_max && a->current.n >= a->batch_max) break;
-    }
     if (a->batch_max && a->current.n >= a->batch_max) {
       int f = flush(a, !draining);
       if (f == 1) start_draining(a, &draining);

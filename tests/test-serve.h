@@ -1,0 +1,190 @@
+/* test-serve.h - what the end-to-end tests of `telegate serve` share: a
+ * serve on 127.0.0.1 with port 0 and its SQLite database in a fresh
+ * temporary directory, devices as libtg sockets in the same runtime, and
+ * a look into the database itself. Every wait is bounded: a condition is
+ * polled a bounded number of times, never slept on and hoped for. */
+#ifndef TELEGATE_TEST_SERVE_H
+#define TELEGATE_TEST_SERVE_H
+
+#include "helpers.h"
+#include "serve.h"
+#include "simulator.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct serve_test {
+  char dir[64];
+  char db[128];
+  serve_config cfg;
+  serve *s;
+  serve_figures final;
+} serve_test;
+
+/* SQLite storage in a temporary directory, any free port, health rounds
+ * off (tests that want them set an interval), log thrown away. */
+static inline void serve_test_init(serve_test *t) {
+  memset(t, 0, sizeof *t);
+  const char *tmp = getenv("TMPDIR");
+  snprintf(t->dir, sizeof t->dir, "%s/telegate-serve-XXXXXX", tmp && strlen(tmp) < 30 ? tmp : "/tmp");
+  ck_assert_ptr_nonnull(mkdtemp(t->dir));
+  snprintf(t->db, sizeof t->db, "%s/serve.db", t->dir);
+  serve_config_defaults(&t->cfg);
+  t->cfg.listen_port = 0;
+  t->cfg.db_path = t->db;
+  t->cfg.workers = 2;
+  t->cfg.health_interval_ms = 0;
+  t->cfg.quiet = 1;
+  t->cfg.out = fopen("/dev/null", "w");
+  ck_assert_ptr_nonnull(t->cfg.out);
+}
+
+static inline void serve_test_cleanup(serve_test *t) {
+  const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+  char path[160];
+  for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+    snprintf(path, sizeof path, "%s%s", t->db, suffix[i]);
+    unlink(path);
+  }
+  rmdir(t->dir);
+  if (t->cfg.out) fclose(t->cfg.out);
+  t->cfg.out = NULL;
+}
+
+/* Inside a task: starts serve. */
+static inline void serve_test_start(serve_test *t) {
+  int r = serve_start(&t->cfg, &t->s);
+  ck_assert_msg(r == 0, "serve_start: %s", tg_err_name(r));
+  ck_assert_int_gt(serve_port(t->s), 0);
+}
+
+/* Inside a task: the ordered shutdown (what SIGTERM does); returns
+ * serve_wait's verdict (0: nothing lost). */
+static inline int serve_test_stop(serve_test *t) {
+  serve_stop(t->s);
+  int r = serve_wait(t->s, &t->final);
+  t->s = NULL;
+  return r;
+}
+
+/* Polls fig() until it reaches want, at most `tries` times 10 ms apart.
+ * Returns the last value seen. */
+static inline uint64_t serve_test_wait_for(serve *s, uint64_t (*fig)(const serve_figures *), uint64_t want,
+                                           int tries) {
+  serve_figures f;
+  for (int i = 0; i < tries; i++) {
+    serve_figures_get(s, &f);
+    if (fig(&f) >= want) return fig(&f);
+    tg_sleep(TG_MS(10));
+  }
+  serve_figures_get(s, &f);
+  return fig(&f);
+}
+
+static inline uint64_t fig_received(const serve_figures *f) { return f->readings_received; }
+static inline uint64_t fig_open(const serve_figures *f) { return f->connections_open; }
+static inline uint64_t fig_bad(const serve_figures *f) { return f->bad_lines; }
+static inline uint64_t fig_connected(const serve_figures *f) { return f->devices_connected; }
+
+/* The database must hold, for every device of the report, exactly the
+ * seqs 1..sent, once each, and a high-water mark of sent; and nothing
+ * else. Returns the rows. */
+static inline uint64_t serve_test_check_db(const serve_test *t, const sim_report *rep, const char *prefix) {
+  sqlite3 *db;
+  ck_assert_int_eq(sqlite3_open_v2(t->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_stmt *st;
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "SELECT r.device, COUNT(*), COUNT(DISTINCT r.seq), MIN(r.seq), MAX(r.seq), "
+                                      "(SELECT seq FROM device_hwm h WHERE h.device = r.device) "
+                                      "FROM readings r GROUP BY r.device",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  uint64_t rows = 0;
+  int devices = 0;
+  size_t plen = strlen(prefix);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    const char *id = (const char *)sqlite3_column_text(st, 0);
+    int64_t n = sqlite3_column_int64(st, 1), distinct = sqlite3_column_int64(st, 2);
+    int64_t lo = sqlite3_column_int64(st, 3), hi = sqlite3_column_int64(st, 4), mark = sqlite3_column_int64(st, 5);
+    ck_assert_msg(strncmp(id, prefix, plen) == 0, "unexpected device %s", id);
+    int i = atoi(id + plen) - 1;
+    ck_assert_int_ge(i, 0);
+    ck_assert_int_lt(i, rep->count);
+    ck_assert_str_eq(rep->devices[i].id, id);
+    ck_assert_int_eq(n, distinct);
+    ck_assert_int_eq(lo, 1);
+    ck_assert_int_eq(hi, n);
+    ck_assert_int_eq(mark, hi);
+    ck_assert_msg((uint64_t)n == rep->devices[i].sent, "device %s: %lld stored, %llu sent", id, (long long)n,
+                  (unsigned long long)rep->devices[i].sent);
+    rows += (uint64_t)n;
+    devices++;
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  for (int i = 0; i < rep->count; i++)
+    if (rep->devices[i].sent) devices--;
+  ck_assert_int_eq(devices, 0); /* every device that sent is there */
+  return rows;
+}
+
+/* A hand-made device: a socket and line reading with a deadline. */
+typedef struct raw_device {
+  tg_tcp *sock;
+  char line[512];
+} raw_device;
+
+static inline void raw_connect(raw_device *d, serve *s) {
+  memset(d, 0, sizeof *d);
+  ck_assert_int_eq(tg_tcp_connect(&d->sock, "127.0.0.1", serve_port(s)), 0);
+}
+
+static inline void raw_send(raw_device *d, const char *text) {
+  ck_assert_int_eq(tg_tcp_write(d->sock, text, strlen(text)), 0);
+}
+
+/* The next line from the gateway, without its '\n', into d->line.
+ * Returns 0, TG_ETIMEDOUT, TG_EOF or an error. */
+static inline int raw_read_line(raw_device *d, int64_t timeout_ns) {
+  int64_t deadline = tg_deadline_in(timeout_ns);
+  for (;;) {
+    const char *data;
+    size_t len;
+    int r = tg_tcp_recv_dl(d->sock, &data, &len, deadline);
+    if (r != 0) return r;
+    const char *nl = memchr(data, '\n', len);
+    if (nl) {
+      size_t n = (size_t)(nl - data);
+      if (n >= sizeof d->line) n = sizeof d->line - 1;
+      memcpy(d->line, data, n);
+      d->line[n] = '\0';
+      tg_tcp_consume(d->sock, (size_t)(nl - data) + 1);
+      return 0;
+    }
+  }
+}
+
+static inline void raw_close(raw_device *d) {
+  if (d->sock) tg_tcp_close(d->sock);
+  d->sock = NULL;
+}
+
+/* Rows of one device in the database (-1: cannot read it). */
+static inline int64_t serve_test_rows_of(const serve_test *t, const char *id) {
+  sqlite3 *db;
+  if (sqlite3_open_v2(t->db, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) return -1;
+  sqlite3_stmt *st;
+  int64_t n = -1;
+  if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM readings WHERE device = ?1", -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return n;
+}
+
+#endif
