@@ -562,6 +562,9 @@ static void *acceptor_task(void *arg) {
   for (;;) {
     int fd = -1;
     tg_outcome o;
+    /* reap every connection that ended, so a stream of new connections
+     * (accept comes first in the select) cannot pile ended tasks up */
+    while (tg_joinset_try_join_next(s->conns, &o) == 0) {}
     tg_case cs[3] = {tg_cancel_case(s->cancel), tg_tcp_accept_case(s->listener, &fd),
                      tg_joinset_join_next_case(s->conns, &o)};
     /* join_next on an empty set completes at once: only wait on it when
