@@ -314,13 +314,6 @@ static int round_of(conn *c, tg_tcp_view v) {
   if (held) tg_semaphore_release(in->bandwidth, 1);
   flush_figures(c);
   if (r != GO_ON) return r;
-  if (end == TG_EOF && c->carry_len) { /* the device hung up inside a line */
-    c->line_no++;
-    c->lines++;
-    c->carry_len = 0;
-    bad(c, SERVE_BAD_TRUNCATED);
-    flush_figures(c);
-  }
   if (out_flush(c, write_deadline(c)) != GO_ON) return STOP_WRITE;
   return end;
 }
@@ -452,6 +445,12 @@ static void *conn_task(void *arg) {
     c->rc.outbox = outbox_tx;
     c->telemetry = tg_mpsc_tx_clone(in->telemetry);
     r = tg_cancel_fired(in->cancel) ? drain(c) : serve_conn(c);
+  }
+  if (r == TG_EOF && c->carry_len) { /* the device hung up inside a line */
+    c->line_no++;
+    c->lines++;
+    c->carry_len = 0;
+    bad(c, SERVE_BAD_TRUNCATED);
   }
   /* Whatever ended it: no more requests, every waiting asker told. */
   if (c->outbox) close_outbox(c);

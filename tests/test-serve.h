@@ -135,6 +135,8 @@ static inline uint64_t serve_test_check_db(const serve_test *t, const sim_report
 typedef struct raw_device {
   tg_tcp *sock;
   char line[512];
+  char buf[16384]; /* bytes read and not yet returned as lines */
+  size_t len;
 } raw_device;
 
 static inline void raw_connect(raw_device *d, serve *s) {
@@ -147,23 +149,30 @@ static inline void raw_send(raw_device *d, const char *text) {
 }
 
 /* The next line from the gateway, without its '\n', into d->line.
- * Returns 0, TG_ETIMEDOUT, TG_EOF or an error. */
+ * Returns 0, TG_ETIMEDOUT, TG_EOF or an error. Bytes are copied out of
+ * the socket as they come: recv waits for bytes not seen yet, so lines
+ * already shown must be kept here. */
 static inline int raw_read_line(raw_device *d, int64_t timeout_ns) {
   int64_t deadline = tg_deadline_in(timeout_ns);
   for (;;) {
+    char *nl = memchr(d->buf, '\n', d->len);
+    if (nl) {
+      size_t n = (size_t)(nl - d->buf);
+      size_t keep = n < sizeof d->line - 1 ? n : sizeof d->line - 1;
+      memcpy(d->line, d->buf, keep);
+      d->line[keep] = '\0';
+      memmove(d->buf, nl + 1, d->len - n - 1);
+      d->len -= n + 1;
+      return 0;
+    }
     const char *data;
     size_t len;
     int r = tg_tcp_recv_dl(d->sock, &data, &len, deadline);
     if (r != 0) return r;
-    const char *nl = memchr(data, '\n', len);
-    if (nl) {
-      size_t n = (size_t)(nl - data);
-      if (n >= sizeof d->line) n = sizeof d->line - 1;
-      memcpy(d->line, data, n);
-      d->line[n] = '\0';
-      tg_tcp_consume(d->sock, (size_t)(nl - data) + 1);
-      return 0;
-    }
+    size_t take = len < sizeof d->buf - d->len ? len : sizeof d->buf - d->len;
+    memcpy(d->buf + d->len, data, take);
+    d->len += take;
+    tg_tcp_consume(d->sock, take);
   }
 }
 
