@@ -77,6 +77,14 @@ typedef struct conn {
   uint64_t total_readings, total_bad;
 } conn;
 
+/* log_gate_pass for gates that tasks on several workers share. */
+static int gate_pass(ingest *in, log_gate *g, uint64_t *held) {
+  pthread_mutex_lock(&in->gate_lock);
+  int pass = log_gate_pass(g, tg_now(), TG_MS(1000), held);
+  pthread_mutex_unlock(&in->gate_lock);
+  return pass;
+}
+
 int ingest_format_error(char *buf, size_t cap, int reason, uint64_t line_no) {
   if (reason > 0 && reason < PROTOCOL_REASON_COUNT) return protocol_format_error(buf, cap, reason, line_no);
   int n = snprintf(buf, cap, "{\"type\":\"error\",\"reason\":\"%s\",\"line\":%" PRIu64 "}\n",
@@ -466,7 +474,7 @@ static void *conn_task(void *arg) {
   figure_add_shared(&in->closed, 1);
   figure_add_shared(&in->open, (uint64_t)-1);
   uint64_t held;
-  if (log_gate_pass(&in->close_gate, tg_now(), TG_MS(1000), &held))
+  if (gate_pass(in, &in->close_gate, &held))
     log_event(in->log, "🔌", "ingest", 0, "connection_closed",
               "Connection #%" PRIu64 " from %s closed (%s): %" PRIu64 " readings, %" PRIu64 " bad lines%s", c->id,
               c->peer, c->draining && r == TG_EOF ? "drained, device hung up" : c->draining && r == TG_ETIMEDOUT ? "drained" : end_name(r),
@@ -503,7 +511,7 @@ static void reject(ingest *in, int fd) {
   close(fd);
   figure_add_shared(&in->rejected, 1);
   uint64_t held;
-  if (log_gate_pass(&in->accept_gate, tg_now(), TG_MS(1000), &held))
+  if (gate_pass(in, &in->accept_gate, &held))
     log_event(in->log, "🚫", "ingest", 0, "connection_rejected",
               "Connection refused: %d connections open, the limit%s", in->cfg->max_connections,
               log_held_note(held).s);
@@ -574,7 +582,7 @@ void *ingest_acceptor_task(void *arg) {
     }
     figure_add_shared(&in->accepted, 1);
     uint64_t held;
-    if (log_gate_pass(&in->open_gate, tg_now(), TG_MS(1000), &held))
+    if (gate_pass(in, &in->open_gate, &held))
       log_event(in->log, "🔌", "ingest", 0, "connection_open", "Device connection #%" PRIu64 " from %s (%" PRIu64 " open)%s",
                 next_id, peer, figure_get(&in->open), log_held_note(held).s);
   }

@@ -56,6 +56,7 @@
 #include "serve.h"
 #include "tg/tg.h"
 
+#include <pthread.h>
 #include <stdint.h>
 
 typedef struct ingest {
@@ -71,6 +72,7 @@ typedef struct ingest {
   _Atomic int64_t drain_until; /* when the token fired + drain_ms */
   _Atomic int64_t first_byte_ns; /* tg_now() when the first bytes were read; 0: none yet */
   atomic_int next_worker;
+  pthread_mutex_t gate_lock;   /* the gates: connections run on every worker */
   log_gate open_gate, close_gate, accept_gate;
   /* figures, added by every connection */
   figure accepted, rejected, closed, closed_errors, write_timeouts, open;

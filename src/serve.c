@@ -212,6 +212,7 @@ static void teardown(serve *s) {
   storage_close(s->db);
   registry_free(&s->reg);
   pthread_mutex_destroy(&s->fig_lock);
+  if (s->in.cfg) pthread_mutex_destroy(&s->in.gate_lock);
   log_destroy(&s->log);
   free(s);
 }
@@ -315,6 +316,7 @@ static int build(serve *s) {
   in->bandwidth = s->bandwidth;
   in->telemetry = telemetry_tx; /* the acceptor's; each connection gets a clone */
   in->next_worker = 1;
+  pthread_mutex_init(&in->gate_lock, NULL);
   tg_oneshot_rx *ready;
   if ((r = tg_oneshot_new(sizeof(int), &in->ready, &ready)) != 0) {
     tg_mpsc_tx_drop(telemetry_tx);
@@ -357,6 +359,7 @@ int serve_start(const serve_config *cfg, serve **out) {
   pthread_mutex_init(&s->fig_lock, NULL);
   log_init(&s->log, cfg->out ? cfg->out : stdout, cfg->log_format, cfg->quiet, s->t0);
   raise_fd_limit();
+  signal(SIGPIPE, SIG_IGN); /* a device that hung up is an error code, not the end of the process */
   int r;
   if ((r = registry_init(&s->reg, (uint32_t)cfg->max_devices)) != 0) {
     teardown(s);
@@ -503,10 +506,15 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->health.disconnected = figure_get(&s->health.dropped) + figure_get(&s->health.unreachable);
   f->health.unknown = figure_get(&s->health_unknown);
   f->health.unmatched_replies = figure_get(&in->health_unmatched);
-  tg_runtime_stats rs;
-  tg_runtime_stats_get(&rs);
-  f->tasks_alive = rs.tasks_alive;
-  f->workers = rs.workers;
+  f->workers = s->cfg.workers;
+  /* XXX: tg_runtime_stats_get reads each worker's timer heap unlocked
+   * (a data race with other workers; reported to libtg): only asked for
+   * with one worker, where the caller is that worker. */
+  if (s->cfg.workers == 1) {
+    tg_runtime_stats rs;
+    tg_runtime_stats_get(&rs);
+    f->tasks_alive = rs.tasks_alive;
+  }
 }
 
 /* ------------------------------------------------------------ summary */

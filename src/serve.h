@@ -157,13 +157,14 @@ typedef struct serve_figures {
     uint64_t unmatched_replies;    /* a reply nobody waits for (late, or wrong id) */
   } health;
   /* the runtime */
-  uint64_t tasks_alive;
+  uint64_t tasks_alive;            /* gauge; 0 with several workers for now (serve.c) */
   int workers;
 } serve_figures;
 
 /* Builds the pipeline, binds the listener and starts every task; called
  * from a task (the runtime must have cfg->workers workers). *out is the
- * running serve. Returns 0, or a negative code (the address, the
+ * running serve. Sets SIGPIPE to be ignored and raises the soft limit of
+ * descriptors to the hard one. Returns 0, or a negative code (the address, the
  * database, memory) with a one-line reason logged. */
 int serve_start(const serve_config *cfg, serve **out);
 

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -135,7 +136,7 @@ static void *device_task(void *arg) {
   int64_t interval = (int64_t)(1e9 / c->rate_hz);
   if (interval < 1) interval = 1;
   int64_t next = tg_now() + (int64_t)(interval * rng_unit(&d->rng));
-  int64_t end = s->t0 + (int64_t)(c->duration_s * 1e9);
+  int64_t end = tg_now() + (int64_t)(c->duration_s * 1e9); /* its own time, from its connection */
   char *buf = malloc(BURST * LINE_CAP);
   rep->end = SIM_END_DURATION;
   while (buf) {
@@ -203,6 +204,7 @@ int sim_start(const sim_config *cfg, sim **out) {
     free(s);
     return TG_ENOMEM;
   }
+  signal(SIGPIPE, SIG_IGN); /* a write to a closed connection is an error, not the end of the process */
   struct rlimit rl; /* a descriptor per device */
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;

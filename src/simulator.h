@@ -3,7 +3,7 @@
  * Runs `count` devices in one process on libtg, one task and one TCP
  * connection each. A device sends a reading every 1/rate seconds (JSON or
  * line protocol, as protocol_format_reading writes them), seq 1, 2, 3 ...
- * with no gap, for `duration` seconds; a late device catches up in bursts
+ * with no gap, for `duration` seconds from its connection; a late device catches up in bursts
  * of at most 64 readings per write. It answers {"type":"health","id":N}
  * at once with {"type":"health","id":N,"uptime_s":...,"battery":...} and
  * counts the gateway's error lines. At the end it reads what the gateway
@@ -68,7 +68,9 @@ typedef struct sim_report {
 typedef struct sim sim;
 
 /* Starts the devices from a task of a running runtime; they connect and
- * run on their own. Returns 0, TG_EINVAL or TG_ENOMEM. */
+ * run on their own. Sets SIGPIPE to be ignored (a write to a connection
+ * the gateway closed fails with EPIPE instead of ending the process).
+ * Returns 0, TG_EINVAL or TG_ENOMEM. */
 int sim_start(const sim_config *cfg, sim **out);
 
 /* Asks every device to stop sending and hang up now; any thread. */
