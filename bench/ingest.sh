@@ -18,6 +18,13 @@
 # on the way; anything serve wrote to it then would make tcpgen's kernel
 # reset the connection and drop those bytes (TCP's abort-on-data), and the
 # run would miss readings that serve never had a chance to read.
+#
+# tcpgen's last write returns long before serve has read everything: with
+# 1,000 connections the kernel's socket buffers hold hundreds of MB. The
+# SIGTERM that follows must not cut that short, so the drain may last
+# (--drain-ms 600000): it still ends as soon as every connection reached
+# its end. The rate is taken from serve's own timestamps of the last
+# reading aggregated or committed, which the shutdown does not move.
 # Prints one line per run and a Markdown table at the end.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -61,7 +68,7 @@ run_case() { # storage K -> prints "rate cpu_per_M peak_kb idle_kb"
   rm -f "$work"/bench.db*
   /usr/bin/time -v -o "$work/time.txt" "$telegate" serve --listen-devices "127.0.0.1:$port" \
     --storage "$storage" --db "$work/bench.db" --workers "$workers" --quiet \
-    --summary-json "$work/summary.json" --health-interval-ms 0 ${SERVE_FLAGS:-} >"$work/serve.log" 2>&1 &
+    --summary-json "$work/summary.json" --health-interval-ms 0 --drain-ms 600000 ${SERVE_FLAGS:-} >"$work/serve.log" 2>&1 &
   local tpid=$! spid=""
   for _ in $(seq 100); do
     spid=$(pgrep -P "$tpid" telegate || true)
@@ -93,7 +100,7 @@ assert s["lossless"], "serve reports a loss"
 if storage == "sqlite":
     assert s["db_rows"] == n, f"{s['db_rows']} rows of {n}"
 rate = n / ((end - start) / 1e9)
-print(f"{rate:.0f} {(user + syst) / (n / 1e6):.2f} {peak} {idle}")
+print(f"{rate:.0f} {(user + syst) / (n / 1e6):.2f} {peak} {idle} {user + syst:.2f}")
 EOF
 }
 
@@ -104,11 +111,12 @@ for c in $cases; do
   storage=${c%%:*}; k=${c##*:}
   rates=() cpus=() peaks=() idles=()
   for r in $(seq "$runs"); do
-    read -r rate cpu peak idle < <(run_case "$storage" "$k")
-    echo "storage=$storage K=$k run=$r: $rate readings/s, $cpu CPU s per M, peak RSS $((peak / 1024)) MiB, idle RSS $idle KiB" >&2
+    read -r rate cpu peak idle total < <(run_case "$storage" "$k")
+    echo "storage=$storage K=$k run=$r: $rate readings/s, $cpu CPU s per M ($total s), peak RSS $peak KiB, idle RSS $idle KiB" >&2
     rates+=("$rate"); cpus+=("$cpu"); peaks+=("$peak"); idles+=("$idle")
   done
-  results+=("| $storage | $k | $(devices_for "$k") | $(printf '%s\n' "${rates[@]}" | median) | $(printf '%s\n' "${cpus[@]}" | median) | $(( $(printf '%s\n' "${peaks[@]}" | median) / 1024 )) MiB | $(printf '%s\n' "${idles[@]}" | median) KiB |")
+  peak=$(printf '%s\n' "${peaks[@]}" | median) idle=$(printf '%s\n' "${idles[@]}" | median)
+  results+=("| $storage | $k | $(devices_for "$k") | $(printf '%s\n' "${rates[@]}" | median) | $(printf '%s\n' "${cpus[@]}" | median) | $(awk -v k="$peak" 'BEGIN {printf "%.1f", k / 1024}') MiB | $(awk -v k="$idle" 'BEGIN {printf "%.1f", k / 1024}') MiB |")
 done
 echo
 echo "N = $n readings, $workers workers, format $format, median of $runs"
