@@ -48,6 +48,7 @@ typedef struct demo {
   snapshot_counters snapshots;
   storage *db;
   tg_semaphore *slots, *pool;
+  tg_notify *turn_moved; /* storage commits take turns (writer.h) */
   tg_joinset *tasks;
   device_fleet fleet;
   device devices[DEMO_MAX_DEVICES];
@@ -317,7 +318,8 @@ static int build(demo *d) {
                         .write_ns = TG_MS(c->storage_delay_ms),
                         .fail_rate = c->storage_fail_rate,
                         .seed = c->seed,
-                        .t0 = d->t0};
+                        .t0 = d->t0,
+                        .turn_moved = d->turn_moved};
   if (spawn(d, storage_task, st, KIND_STORAGE, 0, "storage") != 0) tg_mpsc_rx_drop(storage_rx);
 
   aggregator *a = &d->agg;
@@ -541,6 +543,7 @@ static void teardown(demo *d) {
   if (d->tasks) tg_joinset_free(d->tasks);
   if (d->slots) tg_semaphore_free(d->slots);
   if (d->pool) tg_semaphore_free(d->pool);
+  if (d->turn_moved) tg_notify_free(d->turn_moved);
   if (d->cancel) tg_cancel_free(d->cancel);
   aggregator_free(&d->agg);
   storage_close(d->db);
@@ -565,6 +568,7 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
   }
   if ((r = tg_cancel_new(&d->cancel, "shutdown")) || (r = tg_semaphore_new(&d->slots, (uint64_t)cfg->device_slots, "bandwidth")) ||
       (r = tg_semaphore_new(&d->pool, (uint64_t)cfg->db_pool, "db-pool")) || (r = tg_joinset_new(&d->tasks, "pipeline")) ||
+      (r = tg_notify_new(&d->turn_moved, "commit-turn")) ||
       (r = aggregator_init(&d->agg, cfg->devices) ? TG_ENOMEM : 0))
     goto out;
 

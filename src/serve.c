@@ -40,6 +40,7 @@ struct serve {
   registry reg;
   storage *db;
   tg_semaphore *bandwidth, *pool;
+  tg_notify *turn_moved; /* storage commits take turns (writer.h) */
   tg_joinset *tasks;
   aggregator agg;
   storage_stage store;
@@ -207,6 +208,7 @@ static void teardown(serve *s) {
   if (s->tasks) tg_joinset_free(s->tasks);
   if (s->bandwidth) tg_semaphore_free(s->bandwidth);
   if (s->pool) tg_semaphore_free(s->pool);
+  if (s->turn_moved) tg_notify_free(s->turn_moved);
   if (s->cancel) tg_cancel_free(s->cancel);
   aggregator_free(&s->agg);
   storage_close(s->db);
@@ -266,7 +268,8 @@ static int build(serve *s) {
   int64_t t0 = s->t0;
   storage_stage *st = &s->store;
   *st = (storage_stage){.cancel = s->cancel, .log = &s->log, .batches = storage_rx, .pool = s->pool, .db = s->db,
-                        .pool_size = c->db_pool, .t0 = t0, .pin_writers = 1, .worker = 0, .on_close = storage_closing, .on_close_ctx = s};
+                        .pool_size = c->db_pool, .t0 = t0, .pin_writers = 1, .worker = 0, .on_close = storage_closing, .on_close_ctx = s,
+                        .turn_moved = s->turn_moved};
   if (spawn(s, storage_task, st, "storage") != 0) {
     s->storage_ref = NULL;
     tg_mpsc_rx_drop(storage_rx);
@@ -375,6 +378,7 @@ int serve_start(const serve_config *cfg, serve **out) {
   }
   if ((r = tg_cancel_new(&s->cancel, "shutdown")) || (r = tg_semaphore_new(&s->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth")) ||
       (r = tg_semaphore_new(&s->pool, (uint64_t)cfg->db_pool, "db-pool")) || (r = tg_joinset_new(&s->tasks, "serve")) ||
+      (r = tg_notify_new(&s->turn_moved, "commit-turn")) ||
       (r = aggregator_init(&s->agg, 0) ? TG_ENOMEM : 0)) {
     teardown(s);
     return r;

@@ -14,6 +14,7 @@
 typedef struct write_job {
   storage_stage *stage;
   batch b;
+  uint64_t ticket; /* its place in the commit order */
 } write_job;
 
 typedef struct db_call {
@@ -29,12 +30,29 @@ static int db_write(void *arg) {
   return storage_write(c->db, c->conn, c->b, c->fail, &c->res, c->err, sizeof c->err);
 }
 
+/* Waits until it is `ticket`'s turn to commit. Returns 0, or TG_ECANCELED
+ * when the writer was aborted. The turn may move on another worker between
+ * the check and the wait, which notify_waiters would miss: the wait is
+ * bounded and the check repeated. */
+static int wait_commit_turn(storage_stage *st, uint64_t ticket) {
+  while (atomic_load(&st->commit_turn) != ticket) {
+    int r = tg_notify_wait_dl(st->turn_moved, tg_deadline_in(TG_MS(50)));
+    if (r != 0 && r != TG_ETIMEDOUT) return r;
+  }
+  return 0;
+}
+
+static void pass_commit_turn(storage_stage *st, uint64_t ticket) {
+  atomic_store(&st->commit_turn, ticket + 1);
+  tg_notify_waiters(st->turn_moved);
+}
+
 static void *writer_task(void *arg) {
   write_job *j = arg;
   storage_stage *st = j->stage;
   batch *b = &j->b;
   int64_t start = tg_now();
-  int lost = 1;
+  int lost = 1, my_turn = 0;
   if (tg_semaphore_try_acquire(st->pool, 1) != 0) {
     st->pool_waits++;
     uint64_t held;
@@ -53,6 +71,8 @@ static void *writer_task(void *arg) {
   st->conn_busy[conn] = 1;
   for (int attempt = 1;; attempt++) {
     if (st->write_ns > 0 && tg_sleep(st->write_ns) != 0) break;
+    if (!my_turn && wait_commit_turn(st, j->ticket) != 0) break;
+    my_turn = 1;
     rng fr = rng_stream(st->seed, (b->id << 8) ^ (uint64_t)attempt);
     db_call call = {.db = st->db, .conn = conn, .b = b, .fail = rng_unit(&fr) < st->fail_rate};
     st->transactions++;
@@ -82,6 +102,9 @@ static void *writer_task(void *arg) {
   st->conn_busy[conn] = 0;
   tg_semaphore_release(st->pool, 1);
 out:
+  /* A writer that had its turn passes it on, committed or not (aborted:
+   * the run is over, and the writers after it are being aborted too). */
+  if (my_turn) pass_commit_turn(st, j->ticket);
   if (lost) {
     st->batches_lost++;
     log_event(st->log, "❌", "storage", 0, "batch_lost", "Batch #%" PRIu64 " (%" PRIu32 " readings) lost: writer aborted",
@@ -160,7 +183,7 @@ void *storage_task(void *arg) {
     char name[32];
     snprintf(name, sizeof name, "writer-%" PRIu64, b.id);
     tg_spawn_opts opts = {.stack_size = WRITER_STACK, .pin = st->pin_writers, .worker = st->worker, .name = name};
-    if (!j || (*j = (write_job){st, b}, tg_joinset_spawn(writers, writer_task, j, &opts, NULL)) != 0) {
+    if (!j || (*j = (write_job){st, b, st->next_ticket}, tg_joinset_spawn(writers, writer_task, j, &opts, NULL)) != 0) {
       free(j);
       st->batches_lost++;
       log_event(st->log, "❌", "storage", 0, "batch_lost", "Batch #%" PRIu64 " lost: no memory for its writer",
@@ -169,6 +192,7 @@ void *storage_task(void *arg) {
       continue;
     }
     st->writers_spawned++;
+    st->next_ticket++;
   }
   while (tg_joinset_join_next(writers, &o) == 0) account(st, &o);
   tg_joinset_free(writers);

@@ -15,11 +15,12 @@
  * with a short backoff until it commits: a batch is never dropped.
  *
  * Order: the high-water mark rule (storage.h) needs a device's batches to
- * commit in the order they were cut. With one connection that holds when
- * the writers ask for the permit in spawn order: on one worker they run
- * in spawn order and the FIFO semaphore keeps it, which is why serve pins
- * them to the storage task's worker and uses a pool of one. A failed
- * write is retried holding its permit, so no later batch overtakes it.
+ * commit in the order they were cut, or a later batch's seqs would make
+ * the marks skip an earlier batch's readings as resends. Each writer gets
+ * a ticket in arrival order and commits only on its turn: with several
+ * connections the simulated write times overlap (which is what makes the
+ * pool matter) but the transactions take turns, and a failed write is
+ * retried while holding its turn, so no later batch overtakes it.
  *
  * Shutdown: the storage task drains its channel until the aggregator
  * drops its sender (TG_ECLOSED), then joins every writer: when it returns,
@@ -52,6 +53,9 @@ typedef struct storage_stage {
   void (*on_close)(void *ctx);
   void *on_close_ctx;
   int conn_busy[WRITER_MAX_POOL];
+  tg_notify *turn_moved;          /* set up and freed by the pipeline's owner */
+  atomic_uint_fast64_t commit_turn; /* the ticket that may commit now */
+  uint64_t next_ticket;             /* the storage task's next ticket */
   log_gate pool_gate, stored_gate;
   /* figures: writers may run on any worker, and serve reads them live */
   figure batches_received, batches_stored, readings_stored, duplicates;

@@ -107,6 +107,26 @@ START_TEST(test_demo_failed_writes_are_retried) {
 }
 END_TEST
 
+/* Two connections write at once and some transactions fail: a later batch
+ * then reaches the database while an earlier one waits to retry. Commits
+ * still happen in arrival order, or the later batch's seqs would make the
+ * high-water marks skip the earlier batch's readings as resends. */
+START_TEST(test_demo_concurrent_retried_writes_commit_in_order) {
+  demo_test t;
+  demo_test_init(&t);
+  t.cfg.seed = 2; /* lost 6 readings before commits took turns */
+  t.cfg.db_pool = 2;
+  t.cfg.batch_interval_ms = 1000;
+  t.cfg.storage_delay_ms = 400;
+  t.cfg.storage_fail_rate = 0.4;
+  demo_test_run(&t);
+  demo_test_invariants_within(&t, 2000);
+  ck_assert_uint_gt(t.s.write_retries, 0);
+  ck_assert_uint_gt(t.s.db_pool_waits, 0);
+  demo_test_cleanup(&t);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("demo-faults");
   tg_test_add(s, "slow_client_resyncs", test_demo_slow_client_resyncs, 30);
@@ -114,5 +134,7 @@ int main(void) {
   tg_test_add(s, "panicking_device", test_demo_panicking_device, 30);
   tg_test_add(s, "panicked_device_unreachable", test_demo_panicked_device_unreachable, 30);
   tg_test_add(s, "failed_writes_are_retried", test_demo_failed_writes_are_retried, 30);
+  tg_test_add(s, "concurrent_retried_writes_commit_in_order",
+              test_demo_concurrent_retried_writes_commit_in_order, 30);
   return tg_test_main(s);
 }
