@@ -27,6 +27,11 @@ typedef struct flag {
 static const flag serve_flags[] = {
     {"listen-devices", K_ADDR, offsetof(serve_config, listen_host), offsetof(serve_config, listen_port), 0, 0,
      "HOST:PORT devices connect to (127.0.0.1:7878; port 0: any)"},
+    {"listen-http", K_ADDR, offsetof(serve_config, http_host), offsetof(serve_config, http_port), 0, 0,
+     "HOST:PORT of the dashboard, the API and /metrics (127.0.0.1:8080; port 0: any)"},
+    S("http-max-connections", K_INT, http_max_connections, 1, 1000000, "HTTP connections at once; more get 503 (256)"),
+    S("http-max-header-bytes", K_INT, http_max_header_bytes, 256, 1048576, "HTTP request line and headers; more get 431 (8192)"),
+    S("http-write-timeout-ms", K_INT, http_write_timeout_ms, 1, 3600000, "an HTTP client that stops reading is dropped after this (5000)"),
     S("storage", K_STORAGE, storage, 0, 0, "sqlite | none (sqlite)"),
     S("db", K_STR, db_path, 0, 0, "SQLite file, kept across runs (telegate.db)"),
     S("workers", K_INT, workers, 1, 64, "worker threads; connections are spread over them (1)"),

@@ -1,5 +1,6 @@
 /* main.c - the telegate command: `telegate demo`, `serve` and `devices`. */
 #include "cli.h"
+#include "api.h"
 #include "cli_serve.h"
 #include "demo.h"
 #include "serve.h"
@@ -37,6 +38,26 @@ static int cmd_demo(int argc, char **argv) {
   return s.lossless && s.tasks.aborted == 0 ? 0 : 1;
 }
 
+/* serve's on_start hook: the HTTP side on the running pipeline. */
+static int attach_http(serve *s, void *arg) {
+  const serve_config *c = arg;
+  api_config a;
+  api_config_defaults(&a);
+  a.http.host = c->http_host;
+  a.http.port = c->http_port;
+  a.http.max_connections = c->http_max_connections;
+  a.http.max_header_bytes = (size_t)c->http_max_header_bytes;
+  a.http.write_timeout_ms = c->http_write_timeout_ms;
+  int port = 0, r = api_serve_attach(s, &a, &port);
+  if (r == 0)
+    log_event(serve_log(s), "🌐", "http", 0, "http_listening", "Dashboard, API and /metrics on http://%s:%d/",
+              c->http_host, port);
+  else
+    log_event(serve_log(s), "❌", "http", 0, "http_failed", "Cannot listen for HTTP on %s:%d: %s", c->http_host,
+              c->http_port, tg_strerror(r));
+  return r;
+}
+
 static int cmd_serve(int argc, char **argv) {
   serve_config cfg;
   char err[256];
@@ -51,6 +72,8 @@ static int cmd_serve(int argc, char **argv) {
     break;
   }
   cfg.handle_signals = 1;
+  cfg.on_start = attach_http;
+  cfg.on_start_arg = &cfg;
   int r = serve_run(&cfg, NULL);
   return r == 0 ? 0 : 1;
 }

@@ -76,6 +76,11 @@ void serve_config_defaults(serve_config *c) {
   memset(c, 0, sizeof *c);
   c->listen_host = "127.0.0.1";
   c->listen_port = 7878;
+  c->http_host = "127.0.0.1";
+  c->http_port = 8080;
+  c->http_max_connections = 256;
+  c->http_max_header_bytes = 8192;
+  c->http_write_timeout_ms = 5000;
   c->max_connections = 10000;
   c->max_line_bytes = PROTOCOL_LINE_MAX_DEFAULT;
   c->max_devices = 100000;

@@ -73,6 +73,12 @@ typedef struct serve_config {
   FILE *out;                 /* log and summary; NULL: stdout */
   const char *summary_json;  /* write the final figures here; NULL: none */
   int handle_signals;        /* serve_run: SIGINT/SIGTERM call serve_stop */
+  /* the HTTP side (api.h): clients, the dashboard, /metrics */
+  const char *http_host;     /* "127.0.0.1" */
+  int http_port;             /* 8080; 0: any free port */
+  int http_max_connections;  /* more get 503 (256) */
+  int http_max_header_bytes; /* request line and headers; more get 431 (8192) */
+  int http_write_timeout_ms; /* an HTTP client that stops reading is dropped (5000) */
   /* Called once the pipeline runs and the listener is bound, from the
    * task that called serve_start: where the HTTP side starts its tasks
    * (serve_spawn). A nonzero return stops serve. */
