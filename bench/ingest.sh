@@ -10,7 +10,7 @@
 #   bench/ingest.sh --runs 3         # median of 3 per case (default 1)
 #   bench/ingest.sh --case none:7    # one case, storage:K
 #
-# Environment: BUILD (default build-release), PORT (17878), WORKERS (2),
+# Environment: BUILD (default build-release), PORT (a random one), WORKERS (2),
 # SERVE_FLAGS (extra flags for serve), FORMAT (json | line).
 #
 # Health rounds are off (--health-interval-ms 0): tcpgen never reads its
@@ -31,7 +31,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 shared=$(cd "$root/../shared/bench/ingest" && pwd)
 build=${BUILD:-$root/build-release}
-port=${PORT:-17878}
+port=${PORT:-$((20000 + RANDOM % 30000))} # not a well-known one: other programs' devices must not join in
 workers=${WORKERS:-2}
 format=${FORMAT:-json}
 n=10000000
@@ -86,10 +86,11 @@ run_case() { # storage K -> prints "rate cpu_per_M peak_kb idle_kb"
   # the shutdown drains and commits (the timestamps are taken before).
   kill -TERM "$spid"
   wait "$tpid" || { echo "ingest.sh: serve failed" >&2; cat "$work/serve.log" >&2; exit 1; }
-  python3 - "$work/summary.json" "$work/time.txt" "$start" "$n" "$storage" "$idle" <<'EOF'
+  python3 - "$work/summary.json" "$work/time.txt" "$start" "$n" "$storage" "$idle" "$k" <<'EOF'
 import json, re, sys
-summary, timef, start, n, storage, idle = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+summary, timef, start, n, storage, idle, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
 s = json.load(open(summary))
+assert s["connections_accepted"] == k, f"{s['connections_accepted']} connections, not {k}: someone else connected"
 t = open(timef).read()
 user = float(re.search(r"User time \(seconds\): ([\d.]+)", t).group(1))
 syst = float(re.search(r"System time \(seconds\): ([\d.]+)", t).group(1))
