@@ -15,12 +15,20 @@
  * closes or opens, the marks moved since are written to device_hwm and
  * mark_log is emptied, in one transaction. device_hwm plus mark_log
  * always hold every committed mark, so a crash loses none; opening folds
- * what a crash left in mark_log. */
+ * what a crash left in mark_log.
+ *
+ * Checkpoints - copying the WAL's pages into the database file - run on a
+ * thread of their own with a connection of their own, not on the writer:
+ * a commit that finds CHECKPOINT_FRAMES frames in the WAL wakes it for a
+ * PASSIVE checkpoint, which copies what it can without holding writers
+ * up, so the writer spends its time on rows. Only if the checkpointer
+ * falls far behind (WAL_FRAMES_MAX) does a commit checkpoint itself. */
 #include "storage.h"
 
 #include "protocol.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,7 +104,19 @@ typedef struct conn {
   sqlite3_stmt *st[ST_N];
 } conn;
 
+enum { CHECKPOINT_FRAMES = 1000, WAL_FRAMES_MAX = 100000 };
+
+typedef struct checkpointer {
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  sqlite3 *db;        /* its own connection */
+  int due, stop;      /* under lock */
+  int running;
+} checkpointer;
+
 typedef struct sqlite_impl {
+  checkpointer cp;
   uint32_t *dirty;       /* devices whose mark moved since the last fold */
   uint32_t ndirty, capdirty;
   unsigned since_fold;   /* transactions */
@@ -177,11 +197,77 @@ static int fold_log(conn *c, char *err, size_t errlen) {
   return 0;
 }
 
+static void *checkpoint_thread(void *arg) {
+  checkpointer *cp = arg;
+  pthread_mutex_lock(&cp->lock);
+  for (;;) {
+    while (!cp->due && !cp->stop) pthread_cond_wait(&cp->wake, &cp->lock);
+    if (cp->stop) break;
+    cp->due = 0;
+    pthread_mutex_unlock(&cp->lock);
+    sqlite3_wal_checkpoint_v2(cp->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_lock(&cp->lock);
+  }
+  pthread_mutex_unlock(&cp->lock);
+  return NULL;
+}
+
+/* After each commit of a writer connection: frames in the WAL. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames) {
+  checkpointer *cp = arg;
+  if (frames >= WAL_FRAMES_MAX) { /* the checkpointer is far behind */
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  } else if (frames >= CHECKPOINT_FRAMES) {
+    pthread_mutex_lock(&cp->lock);
+    cp->due = 1;
+    pthread_cond_signal(&cp->wake);
+    pthread_mutex_unlock(&cp->lock);
+  }
+  return SQLITE_OK;
+}
+
+/* Starts the checkpointer; without it, SQLite's own automatic checkpoints
+ * stay on. */
+static void checkpointer_start(sqlite_impl *im, const char *path) {
+  checkpointer *cp = &im->cp;
+  if (sqlite3_open_v2(path, &cp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    sqlite3_close(cp->db);
+    cp->db = NULL;
+    return;
+  }
+  sqlite3_busy_timeout(cp->db, 1000);
+  pthread_mutex_init(&cp->lock, NULL);
+  pthread_cond_init(&cp->wake, NULL);
+  if (pthread_create(&cp->thread, NULL, checkpoint_thread, cp) != 0) {
+    pthread_mutex_destroy(&cp->lock);
+    pthread_cond_destroy(&cp->wake);
+    sqlite3_close(cp->db);
+    cp->db = NULL;
+    return;
+  }
+  cp->running = 1;
+  for (int i = 0; i < im->n; i++) sqlite3_wal_hook(im->conns[i].db, on_wal_commit, cp);
+}
+
+static void checkpointer_stop(checkpointer *cp) {
+  if (!cp->running) return;
+  pthread_mutex_lock(&cp->lock);
+  cp->stop = 1;
+  pthread_cond_signal(&cp->wake);
+  pthread_mutex_unlock(&cp->lock);
+  pthread_join(cp->thread, NULL);
+  pthread_mutex_destroy(&cp->lock);
+  pthread_cond_destroy(&cp->wake);
+  sqlite3_close(cp->db);
+  cp->running = 0;
+}
+
 static int write_marks(storage *s, conn *c, const uint32_t *devices, uint32_t n);
 
 static void sqlite_close(storage *s) {
   sqlite_impl *im = s->impl;
   if (!im) return;
+  checkpointer_stop(&im->cp);
   /* The marks moved since the last fold, into device_hwm: after a clean
    * close mark_log is empty. On failure they stay in mark_log. */
   conn *c = &im->conns[0];
@@ -213,6 +299,7 @@ static int sqlite_open(storage *s, const storage_opts *opts, char *err, size_t e
       return r;
     }
   }
+  checkpointer_start(im, opts->path);
   return 0;
 }
 
