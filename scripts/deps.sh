@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config
+  build-essential clang cmake pkg-config
   libuv1-dev libboost-context-dev libsqlite3-dev sqlite3
   libcjson-dev libhttp-parser-dev
   check time
