@@ -52,34 +52,6 @@ static void channel_free(tg_broadcast *ch) {
   free(ch);
 }
 
-/* Claims every waiter of l and returns the claimed ones chained by `next`,
- * to be woken once the lock is released: a wake may reach another worker
- * (its lock, perhaps a syscall) and should not lengthen the critical
- * section. A claimed waiter stays valid until woken. Lock held. */
-static tg__waiter *claim_all(tg__waitlist *l) {
-  tg__waiter *chain = NULL, **link = &chain;
-  for (tg__waiter *w = l->head, *next; w; w = next) {
-    next = w->next;
-    w->prev = w->next = NULL;
-    w->linked = false;
-    if (tg__waiter_claim(w)) {
-      w->result = TG_EAGAIN; /* the receiver reads for itself */
-      *link = w;
-      link = &w->next;
-    }
-  }
-  *l = (tg__waitlist){0};
-  return chain;
-}
-
-static void wake_chain(tg__waiter *w) {
-  while (w) {
-    tg__waiter *next = w->next; /* w dies once its owner runs */
-    tg__wait_wake(w->wait);
-    w = next;
-  }
-}
-
 /* Element copies are on the hot path: the common small sizes become plain
  * moves instead of a call to memcpy. */
 static inline void copy_elem(void *dst, const void *src, size_t size) {
@@ -149,10 +121,10 @@ void tg_broadcast_tx_drop(tg_broadcast_tx *tx) {
   tg__lock_acquire(&ch->lock);
   bool last = --ch->senders == 0;
   /* Waiting receivers are at tail: they wake to see TG_ECLOSED. */
-  tg__waiter *woken = last ? claim_all(&ch->recv_waiters) : NULL;
+  tg__waiter *woken = last ? tg__waitlist_claim_all(&ch->recv_waiters, TG_EAGAIN) : NULL;
   bool unused = last && ch->receivers == 0;
   tg__lock_release(&ch->lock);
-  wake_chain(woken);
+  tg__wake_chain(woken);
   if (unused) channel_free(ch);
 }
 
@@ -184,9 +156,9 @@ int tg_broadcast_send(tg_broadcast_tx *tx, const void *elem, size_t *receivers) 
   copy_elem(dst, elem, ch->elem_size);
   ch->seqs[slot] = ch->tail++;
   ch->tail_slot = slot + 1 == ch->capacity ? 0 : slot + 1;
-  tg__waiter *woken = ch->recv_waiters.head ? claim_all(&ch->recv_waiters) : NULL;
+  tg__waiter *woken = ch->recv_waiters.head ? tg__waitlist_claim_all(&ch->recv_waiters, TG_EAGAIN) : NULL;
   tg__lock_release(&ch->lock);
-  wake_chain(woken);
+  tg__wake_chain(woken);
   if (receivers) *receivers = (size_t)n;
   return 0;
 }

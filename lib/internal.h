@@ -117,6 +117,14 @@ void tg__wait_wake(tg__wait *wait);
  * lock) when the winner is no longer linked. */
 tg__waiter *tg__waitlist_wake_one(tg__waitlist *l, int result);
 
+/* Claims and unlinks every waiter of l, setting `result`, and returns
+ * the claimed ones chained by `next`, to be woken with tg__wake_chain once
+ * the lock is released: a send may wake thousands of waiters, some on
+ * other workers, and that should not hold the lock. A claimed waiter stays
+ * valid until woken. Lock held. */
+tg__waiter *tg__waitlist_claim_all(tg__waitlist *l, int result);
+void tg__wake_chain(tg__waiter *chain);
+
 /* Claims, unlinks and wakes every waiter of l with `result`; returns how
  * many were woken. Lock held. */
 uint64_t tg__waitlist_wake_all(tg__waitlist *l, int result);

@@ -70,6 +70,30 @@ tg__waiter *tg__waitlist_wake_one(tg__waitlist *l, int result) {
   return NULL;
 }
 
+tg__waiter *tg__waitlist_claim_all(tg__waitlist *l, int result) {
+  tg__waiter *chain = NULL, **link = &chain;
+  for (tg__waiter *w = l->head, *next; w; w = next) {
+    next = w->next;
+    w->prev = w->next = NULL;
+    w->linked = false;
+    if (tg__waiter_claim(w)) {
+      w->result = result;
+      *link = w;
+      link = &w->next;
+    }
+  }
+  *l = (tg__waitlist){0};
+  return chain;
+}
+
+void tg__wake_chain(tg__waiter *w) {
+  while (w) {
+    tg__waiter *next = w->next; /* w dies once its owner runs */
+    tg__wait_wake(w->wait);
+    w = next;
+  }
+}
+
 uint64_t tg__waitlist_wake_all(tg__waitlist *l, int result) {
   uint64_t woken = 0;
   while (tg__waitlist_wake_one(l, result)) woken++;

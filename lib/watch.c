@@ -94,34 +94,6 @@ static void channel_free(tg_watch *ch) {
   free(ch);
 }
 
-/* Claims every waiter of l and returns the claimed ones chained by `next`,
- * to be woken once the lock is released: a send may wake thousands of
- * receivers, some on other workers, and that should not hold the lock.
- * A claimed waiter stays valid until woken. Lock held. */
-static tg__waiter *claim_all(tg__waitlist *l) {
-  tg__waiter *chain = NULL, **link = &chain;
-  for (tg__waiter *w = l->head, *next; w; w = next) {
-    next = w->next;
-    w->prev = w->next = NULL;
-    w->linked = false;
-    if (tg__waiter_claim(w)) {
-      w->result = TG_EAGAIN; /* the receiver marks the version seen itself */
-      *link = w;
-      link = &w->next;
-    }
-  }
-  *l = (tg__waitlist){0};
-  return chain;
-}
-
-static void wake_chain(tg__waiter *w) {
-  while (w) {
-    tg__waiter *next = w->next; /* w dies once its owner runs */
-    tg__wait_wake(w->wait);
-    w = next;
-  }
-}
-
 static uint64_t version_of(const tg_watch *ch) {
   return atomic_load_explicit(&ch->version, memory_order_acquire);
 }
@@ -174,10 +146,10 @@ void tg_watch_tx_drop(tg_watch_tx *tx) {
   tg_watch *ch = of(tx);
   tg__lock_acquire(&ch->lock);
   atomic_store_explicit(&ch->closed, true, memory_order_release);
-  tg__waiter *woken = claim_all(&ch->waiters); /* to see TG_ECLOSED */
+  tg__waiter *woken = tg__waitlist_claim_all(&ch->waiters, TG_EAGAIN); /* to see TG_ECLOSED */
   bool unused = ch->receivers == 0;
   tg__lock_release(&ch->lock);
-  wake_chain(woken);
+  tg__wake_chain(woken);
   if (unused) channel_free(ch);
 }
 
@@ -202,9 +174,9 @@ int tg_watch_send(tg_watch_tx *tx, const void *value) {
                         memory_order_release);
   write_unlock(&ch->rw);
   tg__lock_acquire(&ch->lock);
-  tg__waiter *woken = ch->waiters.head ? claim_all(&ch->waiters) : NULL;
+  tg__waiter *woken = ch->waiters.head ? tg__waitlist_claim_all(&ch->waiters, TG_EAGAIN) : NULL;
   tg__lock_release(&ch->lock);
-  wake_chain(woken);
+  tg__wake_chain(woken);
   return 0;
 }
 
