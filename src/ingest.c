@@ -32,8 +32,6 @@ enum {
   CONN_STACK = 64 * 1024,
 };
 
-/* At shutdown, a connection that sends nothing for this long is done. */
-#define DRAIN_QUIET TG_MS(100)
 
 /* How a round ends, besides TG_EOF and socket errors. */
 enum { GO_ON = 0, STOP_ERRORS = 1, STOP_PIPELINE = 2, STOP_WRITE = 3 };
@@ -376,19 +374,19 @@ static const char *end_name(int r) {
   }
 }
 
-/* Reads what the device already sent: until it hangs up, nothing more
- * arrives for DRAIN_QUIET, or the drain time is over. Nothing is written:
- * a device that closed its socket while its last bytes were still on the
- * way would have its kernel reset the connection on receiving anything,
- * and drop those bytes. */
+/* Reads what the device already sent: until it hangs up or the drain
+ * time is over. (Not "until it is quiet for a while": a busy worker can
+ * see a deadline pass before it polled bytes that had long arrived.)
+ * Nothing is written: a device that closed its socket while its last
+ * bytes were still on the way would have its kernel reset the connection
+ * on receiving anything, and drop those bytes. */
 static int drain(conn *c) {
   c->draining = 1;
   close_outbox(c);
   int64_t until = atomic_load(&c->in->drain_until);
   for (;;) {
     tg_tcp_view v;
-    int64_t quiet = tg_now() + DRAIN_QUIET;
-    int r = tg_tcp_recv_dl(c->sock, &v.data, &v.len, quiet < until ? quiet : until);
+    int r = tg_tcp_recv_dl(c->sock, &v.data, &v.len, until);
     if (r != 0) return r;
     if ((r = round_of(c, v)) != GO_ON) return r;
   }
@@ -477,7 +475,7 @@ static void *conn_task(void *arg) {
   if (gate_pass(in, &in->close_gate, &held))
     log_event(in->log, "🔌", "ingest", 0, "connection_closed",
               "Connection #%" PRIu64 " from %s closed (%s): %" PRIu64 " readings, %" PRIu64 " bad lines%s", c->id,
-              c->peer, c->draining && r == TG_EOF ? "drained, device hung up" : c->draining && r == TG_ETIMEDOUT ? "drained" : end_name(r),
+              c->peer, c->draining && r == TG_EOF ? "drained, device hung up" : c->draining && r == TG_ETIMEDOUT ? "drain time over" : end_name(r),
               c->total_readings, c->total_bad, log_held_note(held).s);
   free(c->carry);
   free(c->cache);

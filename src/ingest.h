@@ -43,8 +43,7 @@
  *
  * Shutdown: when the token fires, the acceptor closes the listener; every
  * connection detaches from the registry and reads what its device already
- * sent - until the device hangs up, goes quiet for 100 ms, or drain_ms
- * have passed - then closes. Nothing is written to the device then (see
+ * sent - until the device hangs up or drain_ms have passed - then closes. Nothing is written to the device then (see
  * drain in ingest.c). The acceptor joins them all and drops the last
  * telemetry sender. */
 #ifndef TELEGATE_INGEST_H

@@ -12,8 +12,8 @@
  * connections, and one latched cancel token for the ordered shutdown.
  *
  * Shutdown (serve_stop, SIGINT, SIGTERM): the listener closes; every
- * connection reads what its device already sent (until it hangs up, goes
- * quiet, or the drain time is over); the aggregator drains the telemetry
+ * connection reads what its device already sent (until it hangs up or
+ * the drain time is over); the aggregator drains the telemetry
  * channel until the last connection dropped its sender and hands over the
  * final batch; storage commits every batch; every task is joined. Every
  * reading read from a socket is then in the database (or counted as a

@@ -110,7 +110,8 @@ typedef struct checkpointer {
   pthread_t thread;
   pthread_mutex_t lock;
   pthread_cond_t wake;
-  sqlite3 *db;        /* its own connection */
+  sqlite3 *db;        /* its own connection, opened by the thread */
+  char *path;
   int due, stop;      /* under lock */
   int running;
 } checkpointer;
@@ -205,7 +206,11 @@ static void *checkpoint_thread(void *arg) {
     if (cp->stop) break;
     cp->due = 0;
     pthread_mutex_unlock(&cp->lock);
-    sqlite3_wal_checkpoint_v2(cp->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    /* Its connection is opened on the first job: an idle gateway does
+     * not pay for it. */
+    if (!cp->db && sqlite3_open_v2(cp->path, &cp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK)
+      sqlite3_busy_timeout(cp->db, 1000);
+    if (cp->db) sqlite3_wal_checkpoint_v2(cp->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     pthread_mutex_lock(&cp->lock);
   }
   pthread_mutex_unlock(&cp->lock);
@@ -230,19 +235,14 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames) {
  * stay on. */
 static void checkpointer_start(sqlite_impl *im, const char *path) {
   checkpointer *cp = &im->cp;
-  if (sqlite3_open_v2(path, &cp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-    sqlite3_close(cp->db);
-    cp->db = NULL;
-    return;
-  }
-  sqlite3_busy_timeout(cp->db, 1000);
+  if (!(cp->path = strdup(path))) return;
   pthread_mutex_init(&cp->lock, NULL);
   pthread_cond_init(&cp->wake, NULL);
   if (pthread_create(&cp->thread, NULL, checkpoint_thread, cp) != 0) {
     pthread_mutex_destroy(&cp->lock);
     pthread_cond_destroy(&cp->wake);
-    sqlite3_close(cp->db);
-    cp->db = NULL;
+    free(cp->path);
+    cp->path = NULL;
     return;
   }
   cp->running = 1;
@@ -259,6 +259,7 @@ static void checkpointer_stop(checkpointer *cp) {
   pthread_mutex_destroy(&cp->lock);
   pthread_cond_destroy(&cp->wake);
   sqlite3_close(cp->db);
+  free(cp->path);
   cp->running = 0;
 }
 
