@@ -52,6 +52,7 @@ typedef struct tg__timer_heap {
   tg__timer **items;
   size_t len, cap;
   uint64_t next_seq;
+  atomic_size_t published_len; /* len, for tg_runtime_stats_get on other threads */
 } tg__timer_heap;
 
 int tg__timer_heap_push(tg__timer_heap *h, tg__timer *t);

