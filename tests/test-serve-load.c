@@ -151,7 +151,12 @@ START_TEST(test_serve_load_1000_connections) {
   tg_test_run(2, 0, many_body, &m);
   ck_assert_uint_eq(m.open_at_once, MANY);
   ck_assert_uint_eq(m.t.final.connections_accepted, MANY);
-  ck_assert_uint_eq(m.t.final.devices_known, MANY);
+  /* Every device that sent a reading is known. Under TSan on a loaded
+   * machine a device can reach the end of its 1.5 s before its first
+   * reading, so "every device sent" is not asserted. */
+  uint64_t senders = 0;
+  for (int i = 0; i < m.rep.count; i++) senders += m.rep.devices[i].sent > 0;
+  ck_assert_uint_eq(m.t.final.devices_known, senders);
   ck_assert_uint_ge(m.rep.sent, MANY);
   ck_assert_uint_eq(serve_test_check_db(&m.t, &m.rep, "dev-"), m.rep.sent);
   sim_report_free(&m.rep);
