@@ -516,14 +516,9 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->health.unknown = figure_get(&s->health_unknown);
   f->health.unmatched_replies = figure_get(&in->health_unmatched);
   f->workers = s->cfg.workers;
-  /* XXX: tg_runtime_stats_get reads each worker's timer heap unlocked
-   * (a data race with other workers; reported to libtg): only asked for
-   * with one worker, where the caller is that worker. */
-  if (s->cfg.workers == 1) {
-    tg_runtime_stats rs;
-    tg_runtime_stats_get(&rs);
-    f->tasks_alive = rs.tasks_alive;
-  }
+  tg_runtime_stats rs;
+  tg_runtime_stats_get(&rs);
+  f->tasks_alive = rs.tasks_alive;
 }
 
 /* ------------------------------------------------------------ summary */

@@ -163,7 +163,7 @@ typedef struct serve_figures {
     uint64_t unmatched_replies;    /* a reply nobody waits for (late, or wrong id) */
   } health;
   /* the runtime */
-  uint64_t tasks_alive;            /* gauge; 0 with several workers for now (serve.c) */
+  uint64_t tasks_alive;            /* gauge */
   int workers;
 } serve_figures;
 
