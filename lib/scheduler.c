@@ -79,6 +79,20 @@ static __attribute__((noinline)) void inject_take(tg__worker *w) {
   w->run_tail = tail;
 }
 
+/* An unguarded stack's canary, checked whenever its task leaves the CPU
+ * and at its end: an overflow stops the process there, before the
+ * corruption spreads further. Guarded stacks need no check (the guard
+ * page faults at once), which keeps the usual switch free of it. */
+static void stack_overflowed(const tg_task *t) {
+  fprintf(stderr, "libtg: task %llu overflowed its %zu-byte stack\n", (unsigned long long)t->id,
+          t->stack->usable);
+  abort();
+}
+
+static inline void check_stack(const tg_task *t) {
+  if (!t->stack->guarded && !tg__stack_canary_ok(t->stack)) stack_overflowed(t);
+}
+
 /* ------------------------------------------------------------ switching */
 
 /* A task that gives up its worker (yield, park) hands it straight to the
@@ -148,6 +162,7 @@ static void switch_to_task(tg__worker *w, tg_task *t) {
  * worker to the next runnable task or to the scheduler; returns when self
  * is resumed. */
 static inline void switch_away(tg__worker *w, tg_task *self) {
+  check_stack(self);
   tg_task *next = NULL;
   if (w->budget > 0) {
     w->budget--;
@@ -266,11 +281,7 @@ static void task_end(tg__worker *w, tg_task *t) {
 #if defined(TG_TSAN)
     __tsan_destroy_fiber(t->tsan_fiber);
 #endif
-    if (!tg__stack_canary_ok(t->stack)) {
-      fprintf(stderr, "libtg: task %llu overflowed its %zu-byte stack\n",
-              (unsigned long long)t->id, t->stack->usable);
-      abort();
-    }
+    check_stack(t);
     tg__stack_put(w, t->stack);
     t->stack = NULL;
   }

@@ -4,7 +4,8 @@
  * and suspends inside libtg calls that wait. Its stack is mmap'd and reused
  * from a per-worker pool; it has a guard page below it until many stacks
  * are alive (vm.max_map_count allows ~32,000 guarded stacks), after which
- * new stacks get a canary that is checked at every switch instead
+ * new stacks get a canary instead, checked whenever the task yields, waits
+ * or ends
  * (TG_STACK_GUARD_ALWAYS and _NEVER force one or the other).
  *
  * A task ends when its function returns (the value is its result), when
