@@ -257,7 +257,10 @@ static bool task_start(tg__worker *w, tg_task *t) {
   int err = 0;
   t->stack = tg__stack_get(w, t->stack_size, t->guard, &err);
   live_link(w, t);
-  if (atomic_load(&rt->exiting)) tg_task_abort(t);
+  if (atomic_load(&rt->exiting)) { /* spawned before or while main returned */
+    atomic_fetch_add(&rt->aborted_at_exit, 1);
+    tg_task_abort(t);
+  }
   if (!t->stack) {
     fprintf(stderr, "libtg: no stack for task %llu: %s\n", (unsigned long long)t->id, tg_strerror(err));
     t->status = TG_EPANICKED;

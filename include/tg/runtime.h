@@ -53,7 +53,7 @@ typedef struct tg_runtime_stats {
   uint64_t tasks_alive;
   uint64_t tasks_panicked;
   uint64_t tasks_aborted;         /* tasks that ended after tg_task_abort */
-  uint64_t tasks_aborted_at_exit; /* still alive when main returned */
+  uint64_t tasks_aborted_at_exit; /* alive (started or not) when main returned */
   uint64_t context_switches;
   uint64_t stacks_guarded;        /* mapped stacks (in use or pooled) with a guard page */
   uint64_t stacks_unguarded;      /* mapped stacks with a canary instead */

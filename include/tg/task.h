@@ -5,8 +5,7 @@
  * from a per-worker pool; it has a guard page below it until many stacks
  * are alive (vm.max_map_count allows ~32,000 guarded stacks), after which
  * new stacks get a canary instead, checked whenever the task yields, waits
- * or ends
- * (TG_STACK_GUARD_ALWAYS and _NEVER force one or the other).
+ * or ends (TG_STACK_GUARD_ALWAYS and _NEVER force one or the other).
  *
  * A task ends when its function returns (the value is its result), when
  * it calls tg_panic (its deferred cleanups run, LIFO, on its own stack and
