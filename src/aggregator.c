@@ -201,6 +201,12 @@ void *aggregator_task(void *arg) {
       break;
     }
     now = tg_now();
+    /* A full batch can still be current when the token ended its wait for
+     * queue space: hand it over (draining, so waiting) before it grows. */
+    if (a->batch_max && a->current.n >= a->batch_max) {
+      int f = flush(a, 0);
+      if (f != 0) end = tg_err_name(f);
+    }
     process(a, &r, now);
     /* Under load, take what is queued without a select per reading. */
     for (int i = 1; i < a->burst && !(a->batch_max && a->current.n >= a->batch_max) &&
