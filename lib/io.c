@@ -193,15 +193,20 @@ int tg_tcp_accept(tg_tcp *listener, tg_tcp **conn) { return tg_tcp_accept_dl(lis
 
 /* ------------------------------------------------------------ receiving */
 
+/* The loop reads into the free tail only. Buffered bytes move (compact)
+ * only inside the owner's own calls - consume, or a recv that found the
+ * tail full - because a view the owner holds must stay put while it waits
+ * elsewhere, e.g. for room in the pipeline. */
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *out) {
   (void)suggested;
   tg_tcp *s = handle->data;
-  if (s->start > 0 && s->end == s->cap) { /* slide the unconsumed bytes down */
-    memmove(s->buf, s->buf + s->start, s->end - s->start);
-    s->end -= s->start;
-    s->start = 0;
-  }
   *out = uv_buf_init(s->buf + s->end, (unsigned)(s->cap - s->end));
+}
+
+static void compact(tg_tcp *s) {
+  memmove(s->buf, s->buf + s->start, s->end - s->start);
+  s->end -= s->start;
+  s->start = 0;
 }
 
 static void stop_reading(tg_tcp *s) {
@@ -212,13 +217,21 @@ static void stop_reading(tg_tcp *s) {
 /* Whether recv would complete now; changes nothing. */
 static bool recv_ready(const tg_tcp *s) {
   size_t buffered = s->end - s->start;
-  return s->closing || buffered > s->seen || s->read_error || s->eof || buffered == s->cap;
+  return s->closing || buffered > s->seen || s->read_error || s->eof || s->end == s->cap;
 }
 
-/* Completes a recv: shows the buffered bytes and marks them seen. */
+static int start_reading(tg_tcp *s);
+
+/* Completes a recv: shows the buffered bytes and marks them seen. Runs
+ * only while the owner is inside recv (holding no view), so it may make
+ * room by compacting when the tail is full of bytes already seen. */
 static int recv_now(tg_tcp *s, tg_tcp_view *view) {
   if (s->closing) return TG_ECLOSED;
   size_t buffered = s->end - s->start;
+  if (s->start > 0 && s->end == s->cap && buffered == s->seen) {
+    compact(s);
+    start_reading(s);
+  }
   if (buffered > s->seen) {
     s->seen = buffered;
     *view = (tg_tcp_view){s->buf + s->start, buffered};
@@ -248,7 +261,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   tg_tcp *s = stream->data;
   if (nread > 0) {
     s->end += (size_t)nread;
-    if (s->end == s->cap && s->start == 0) stop_reading(s); /* full: push back */
+    if (s->end == s->cap) stop_reading(s); /* full: push back */
   } else if (nread == UV_EOF) {
     s->eof = true;
     stop_reading(s);
@@ -267,7 +280,7 @@ static int start_reading(tg_tcp *s) {
     s->buf = malloc(s->cap);
     if (!s->buf) return TG_ENOMEM;
   }
-  if (s->end - s->start == s->cap) return 0;
+  if (s->end == s->cap) return 0; /* no room until the owner consumes */
   int r = uv_read_start(&s->h.stream, on_alloc, on_read);
   if (r == 0) s->reading = true;
   else s->read_error = r;
@@ -321,6 +334,7 @@ void tg_tcp_consume(tg_tcp *s, size_t n) {
   s->start += n;
   s->seen = n < s->seen ? s->seen - n : 0;
   if (s->start == s->end) s->start = s->end = 0;
+  else if (s->cap - s->end < s->cap / 2) compact(s); /* views end here anyway */
   start_reading(s); /* there may be room again */
 }
 

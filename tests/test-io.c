@@ -290,6 +290,42 @@ static void *lost_recv_body(void *arg) {
 START_TEST(test_io_timed_out_recv_loses_nothing) { tg_test_run(1, 0, lost_recv_body, NULL); }
 END_TEST
 
+/* A view stays where it is while its owner waits for something else,
+ * even when the peer fills the rest of the buffer meanwhile: bytes move
+ * only inside the owner's own calls. */
+static void *view_body(void *arg) {
+  (void)arg;
+  server s = server_new();
+  tg_tcp *client, *c;
+  ck_assert_int_eq(tg_tcp_connect(&client, "127.0.0.1", s.port), 0);
+  ck_assert_int_eq(tg_tcp_accept(s.listener, &c), 0);
+  ck_assert_int_eq(tg_tcp_set_recv_buffer(c, 64), 0);
+  const char *data;
+  size_t len;
+  ck_assert_int_eq(tg_tcp_write(client, "line-one\npart", 13), 0);
+  ck_assert_int_eq(tg_tcp_recv(c, &data, &len), 0);
+  while (len < 13) ck_assert_int_eq(tg_tcp_recv(c, &data, &len), 0);
+  tg_tcp_consume(c, 9); /* "line-one\n": "part" stays, not at the start */
+  ck_assert_int_eq(tg_tcp_write(client, "ial", 3), 0);
+  ck_assert_int_eq(tg_tcp_recv(c, &data, &len), 0);
+  char before[64];
+  memcpy(before, data, len);
+  size_t held = len;
+  /* Hold the view and wait elsewhere while the peer fills the buffer. */
+  char fill[64];
+  memset(fill, 'z', sizeof fill);
+  ck_assert_int_eq(tg_tcp_write(client, fill, sizeof fill), 0);
+  tg_sleep(TG_MS(50));
+  ck_assert_mem_eq(data, before, held);
+  tg_tcp_close(c);
+  tg_tcp_close(client);
+  tg_tcp_close(s.listener);
+  return NULL;
+}
+
+START_TEST(test_io_view_stays_while_owner_waits) { tg_test_run(1, 0, view_body, NULL); }
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("io");
   tg_test_add(s, "echo_lines", test_io_echo_lines, 10);
@@ -298,5 +334,6 @@ int main(void) {
   tg_test_add(s, "errors", test_io_errors, 10);
   tg_test_add(s, "handoff_to_other_worker", test_io_handoff_to_other_worker, 10);
   tg_test_add(s, "timed_out_recv_loses_nothing", test_io_timed_out_recv_loses_nothing, 10);
+  tg_test_add(s, "view_stays_while_owner_waits", test_io_view_stays_while_owner_waits, 10);
   return tg_test_main(s);
 }
