@@ -12,11 +12,17 @@
  * fills and TCP slows the sender down. tg_tcp_recv waits for bytes the
  * caller has not seen yet and shows everything buffered, in place;
  * tg_tcp_consume drops what the caller is done with, which makes room.
+ * Buffered bytes move only inside the owner's own calls (consume, recv),
+ * so a view stays valid while its owner waits on something else.
  * A parser of lines thus reads without copying: it consumes the complete
  * lines and calls recv again for the rest of a partial one.
  *
  * Writing: tg_tcp_write returns when the bytes are handed to the kernel.
- * One write is in flight per socket; other writers wait their turn.
+ * One write is in flight per socket; other writers wait their turn. A
+ * write to a peer that reset the connection raises SIGPIPE, which ends
+ * the process unless the program ignores it (signal(SIGPIPE, SIG_IGN));
+ * libtg leaves the process's signal dispositions alone, so do that in
+ * any program that writes to sockets. The write then fails with -EPIPE.
  *
  * Waits (accept, connect, recv, write) take deadlines, end with
  * TG_ECANCELED on abort, and accept and recv can be select cases; a lost
