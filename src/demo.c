@@ -202,28 +202,6 @@ static void account(demo *d, const tg_outcome *o) {
 
 /* ------------------------------------------------------------ setup */
 
-typedef struct open_call {
-  storage **db;
-  storage_opts opts;
-  char err[200];
-} open_call;
-
-static int db_open(void *arg) {
-  open_call *c = arg;
-  return storage_open(c->db, &c->opts, c->err, sizeof c->err);
-}
-
-typedef struct count_call {
-  storage *db;
-  uint64_t rows;
-  char err[200];
-} count_call;
-
-static int db_count(void *arg) {
-  count_call *c = arg;
-  return storage_count_rows(c->db, &c->rows, c->err, sizeof c->err);
-}
-
 static int64_t epoch_ms_now(const demo_config *cfg) {
   if (cfg->clock == TG_CLOCK_VIRTUAL) return VIRTUAL_EPOCH_MS;
   struct timespec ts;
@@ -561,8 +539,8 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
   banner(d);
 
   int r = 0;
-  open_call oc = {.db = &d->db, .opts = {.path = cfg->db_path, .connections = cfg->db_pool, .reset = 1}};
-  if ((r = tg_blocking_run(db_open, &oc)) != 0) {
+  storage_open_args oc = {.db = &d->db, .opts = {.path = cfg->db_path, .connections = cfg->db_pool, .reset = 1}};
+  if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
     log_event(&d->log, "❌", "demo", 0, "storage_failed", "Cannot open the database %s: %s", cfg->db_path, oc.err);
     goto out;
   }
@@ -581,8 +559,8 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
   join_all(d);
   signal_watch_stop(&sw);
 
-  count_call cc = {.db = d->db};
-  if (tg_blocking_run(db_count, &cc) != 0)
+  storage_count_args cc = {.db = d->db};
+  if (tg_blocking_run(storage_count_call, &cc) != 0)
     log_event(&d->log, "❌", "demo", 0, "count_failed", "Cannot count the stored rows: %s", cc.err);
   log_event(&d->log, "✅", "demo", 0, "joined",
             "All %" PRIu64 " pipeline tasks joined, %" PRId64 " ms after the shutdown request; the database holds %" PRIu64

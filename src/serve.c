@@ -156,28 +156,6 @@ static void on_signal(void *ctx, int signo) { request_stop(ctx, signo == SIGTERM
 
 /* ------------------------------------------------------------ setup */
 
-typedef struct open_call {
-  storage **db;
-  storage_opts opts;
-  char err[200];
-} open_call;
-
-static int db_open(void *arg) {
-  open_call *c = arg;
-  return storage_open(c->db, &c->opts, c->err, sizeof c->err);
-}
-
-typedef struct count_call {
-  storage *db;
-  uint64_t rows;
-  char err[200];
-} count_call;
-
-static int db_count(void *arg) {
-  count_call *c = arg;
-  return storage_count_rows(c->db, &c->rows, c->err, sizeof c->err);
-}
-
 static int spawn(serve *s, tg_task_fn fn, void *arg, const char *name) {
   tg_spawn_opts opts = {.stack_size = PIPELINE_STACK, .pin = 1, .worker = 0, .name = name};
   int r = tg_joinset_spawn(s->tasks, fn, arg, &opts, NULL);
@@ -373,10 +351,10 @@ int serve_start(const serve_config *cfg, serve **out) {
     teardown(s);
     return r;
   }
-  open_call oc = {.db = &s->db,
+  storage_open_args oc = {.db = &s->db,
                   .opts = {.backend = cfg->storage == SERVE_STORAGE_NONE ? "none" : "sqlite", .path = cfg->db_path,
                            .connections = cfg->db_pool, .device_name = device_name, .device_name_ctx = &s->reg}};
-  if ((r = tg_blocking_run(db_open, &oc)) != 0) {
+  if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
     log_event(&s->log, "❌", "serve", 0, "storage_failed", "Cannot open the database %s: %s", cfg->db_path, oc.err);
     teardown(s);
     return r;
@@ -670,8 +648,8 @@ int serve_wait(serve *s, serve_figures *final) {
     while (tg_joinset_join_next(s->tasks, &o) == 0) account(s, &o);
   }
   if (s->last_join_ns == 0) s->last_join_ns = tg_now();
-  count_call cc = {.db = s->db};
-  if (s->db && tg_blocking_run(db_count, &cc) != 0)
+  storage_count_args cc = {.db = s->db};
+  if (s->db && tg_blocking_run(storage_count_call, &cc) != 0)
     log_event(&s->log, "❌", "serve", 0, "count_failed", "Cannot count the stored rows: %s", cc.err);
   s->db_rows = cc.rows;
   serve_figures f;

@@ -123,3 +123,13 @@ void storage_close(storage *s) {
   free(s->changed);
   free(s);
 }
+
+int storage_open_call(void *args) {
+  storage_open_args *a = args;
+  return storage_open(a->db, &a->opts, a->err, sizeof a->err);
+}
+
+int storage_count_call(void *args) {
+  storage_count_args *a = args;
+  return storage_count_rows(a->db, &a->rows, a->err, sizeof a->err);
+}

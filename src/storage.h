@@ -115,4 +115,22 @@ int storage_write(storage *s, int conn, const batch *b, int fail, storage_write_
 int storage_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen);
 void storage_close(storage *s);
 
+/* storage_open and storage_count_rows with their arguments in one struct,
+ * for tg_blocking_run (a database call never blocks a worker):
+ *   storage_open_args a = {.db = &db, .opts = {...}};
+ *   r = tg_blocking_run(storage_open_call, &a);   (a.err says why) */
+typedef struct storage_open_args {
+  storage **db;
+  storage_opts opts;
+  char err[200];
+} storage_open_args;
+int storage_open_call(void *args);
+
+typedef struct storage_count_args {
+  storage *db;
+  uint64_t rows;
+  char err[200];
+} storage_count_args;
+int storage_count_call(void *args);
+
 #endif
