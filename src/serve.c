@@ -221,22 +221,7 @@ static int build(serve *s) {
     tg_mpsc_rx_drop(telemetry_rx);
     return r;
   }
-  tg_broadcast_opts bo = {.capacity = (size_t)c->broadcast_capacity, .elem_size = sizeof(system_snapshot *),
-                          .clone = snapshot_elem_clone, .drop = snapshot_elem_drop, .name = "updates"};
-  tg_watch_opts wo = {.elem_size = sizeof(system_snapshot *), .clone = snapshot_elem_clone,
-                      .drop = snapshot_elem_drop, .name = "latest"};
-  system_snapshot *initial = snapshot_new(&s->snapshots, 0, 0, 0, NULL, 0);
-  if (!initial || tg_broadcast_new(&bo, &updates, NULL) != 0) {
-    snapshot_unref(initial);
-    tg_mpsc_tx_drop(telemetry_tx);
-    tg_mpsc_rx_drop(telemetry_rx);
-    tg_mpsc_tx_drop(storage_tx);
-    tg_mpsc_rx_drop(storage_rx);
-    return TG_ENOMEM;
-  }
-  if ((r = tg_watch_new(&wo, &initial, &latest, NULL)) != 0) {
-    snapshot_unref(initial);
-    tg_broadcast_tx_drop(updates);
+  if ((r = snapshot_channels_new(&s->snapshots, (size_t)c->broadcast_capacity, &updates, &latest)) != 0) {
     tg_mpsc_tx_drop(telemetry_tx);
     tg_mpsc_rx_drop(telemetry_rx);
     tg_mpsc_tx_drop(storage_tx);

@@ -1,6 +1,8 @@
 /* snapshot.c - immutable, reference-counted snapshots; see snapshot.h. */
 #include "snapshot.h"
 
+#include "tg/error.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,3 +51,17 @@ void snapshot_unref(system_snapshot *s) {
 void snapshot_elem_clone(void *elem) { snapshot_ref(*(system_snapshot **)elem); }
 
 void snapshot_elem_drop(void *elem) { snapshot_unref(*(system_snapshot **)elem); }
+
+int snapshot_channels_new(snapshot_counters *c, size_t capacity, tg_broadcast_tx **updates,
+                          tg_watch_tx **latest) {
+  tg_broadcast_opts bo = {.capacity = capacity, .elem_size = sizeof(system_snapshot *),
+                          .clone = snapshot_elem_clone, .drop = snapshot_elem_drop, .name = "updates"};
+  tg_watch_opts wo = {.elem_size = sizeof(system_snapshot *), .clone = snapshot_elem_clone,
+                      .drop = snapshot_elem_drop, .name = "latest"};
+  system_snapshot *initial = snapshot_new(c, 0, 0, 0, NULL, 0);
+  if (!initial) return TG_ENOMEM;
+  int r = tg_broadcast_new(&bo, updates, NULL);
+  if (r == 0 && (r = tg_watch_new(&wo, &initial, latest, NULL)) != 0) tg_broadcast_tx_drop(*updates);
+  if (r != 0) snapshot_unref(initial);
+  return r;
+}

@@ -13,7 +13,11 @@
 #ifndef TELEGATE_SNAPSHOT_H
 #define TELEGATE_SNAPSHOT_H
 
+#include "tg/broadcast.h"
+#include "tg/watch.h"
+
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* What the aggregator knows about one device. */
@@ -56,5 +60,13 @@ void snapshot_unref(system_snapshot *s);
 /* Channel callbacks: `elem` points at a system_snapshot *. */
 void snapshot_elem_clone(void *elem);
 void snapshot_elem_drop(void *elem);
+
+/* The aggregator's two outputs, holding `system_snapshot *` references:
+ * the broadcast of every update ("updates", `capacity` deep) and the watch
+ * of the latest one ("latest"), which starts with an empty version-0
+ * snapshot. Returns 0, TG_ENOMEM or TG_EINVAL; on failure nothing is left
+ * allocated. */
+int snapshot_channels_new(snapshot_counters *c, size_t capacity, tg_broadcast_tx **updates,
+                          tg_watch_tx **latest);
 
 #endif
