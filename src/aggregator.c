@@ -2,45 +2,99 @@
 #include "aggregator.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum { NAME_LEN = 12 };
 
-int aggregator_init(aggregator *a, int ndevices) {
-  a->ndevices = a->cap_devices = ndevices;
-  a->metrics = calloc(ndevices > 0 ? (size_t)ndevices : 1, sizeof *a->metrics);
-  a->names = calloc(ndevices > 0 ? (size_t)ndevices : 1, NAME_LEN);
-  if (!a->metrics || !a->names) {
-    free(a->metrics);
-    free(a->names);
-    a->metrics = NULL;
-    a->names = NULL;
-    return -1;
+/* Invariant: metrics[i].device == i + 1 for i < ndevices; ndevices <=
+ * cap_devices <= max(max_devices, the initial ndevices). The figures are
+ * written by the task alone and read from anywhere. */
+struct aggregator {
+  aggregator_opts o;          /* the channel ends in it are owned until dropped */
+  int ndevices;               /* entries of metrics in use */
+  int cap_devices;            /* entries allocated */
+  device_metrics *metrics;
+  char *names;                /* the initial ids "1".."n" */
+  batch current;              /* readings not yet handed to storage */
+  uint64_t next_batch_id;
+  uint64_t unpublished;       /* readings since the last snapshot */
+  int64_t last_publish_ns;
+  log_gate full_gate, batch_gate;
+  figure aggregated, batches_flushed, readings_flushed, storage_full_waits;
+  figure version;             /* snapshots built */
+  figure snapshots_broadcast, snapshot_failures;
+  _Atomic int64_t last_reading_ns;
+};
+
+static void drop_channels(aggregator_opts *o) {
+  if (o->telemetry) tg_mpsc_rx_drop(o->telemetry);
+  if (o->storage) tg_mpsc_tx_drop(o->storage);
+  if (o->latest) tg_watch_tx_drop(o->latest);
+  if (o->updates) tg_broadcast_tx_drop(o->updates);
+  o->telemetry = NULL;
+  o->storage = NULL;
+  o->latest = NULL;
+  o->updates = NULL;
+}
+
+int aggregator_new(const aggregator_opts *opts, aggregator **out) {
+  *out = NULL;
+  aggregator *a = calloc(1, sizeof *a);
+  int n = opts->ndevices > 0 ? opts->ndevices : 0;
+  if (a) {
+    a->o = *opts;
+    a->metrics = calloc(n ? (size_t)n : 1, sizeof *a->metrics);
+    a->names = calloc(n ? (size_t)n : 1, NAME_LEN);
   }
-  for (int i = 0; i < ndevices; i++) {
+  if (!a || !a->metrics || !a->names) {
+    aggregator_opts o = *opts;
+    drop_channels(&o);
+    if (a) {
+      free(a->metrics);
+      free(a->names);
+      free(a);
+    }
+    return TG_ENOMEM;
+  }
+  a->ndevices = a->cap_devices = n;
+  for (int i = 0; i < n; i++) {
     char *name = a->names + (size_t)i * NAME_LEN;
     snprintf(name, NAME_LEN, "%d", i + 1);
     a->metrics[i].device = (uint32_t)i + 1;
     a->metrics[i].id = name;
   }
-  a->publish_every = 1;
-  a->burst = 1;
-  a->last_reading_ns = -1;
+  if (a->o.publish_every == 0) a->o.publish_every = 1;
+  if (a->o.burst < 1) a->o.burst = 1;
+  atomic_init(&a->last_reading_ns, -1);
+  *out = a;
   return 0;
 }
 
 void aggregator_free(aggregator *a) {
+  if (!a) return;
+  drop_channels(&a->o);
   free(a->metrics);
   free(a->names);
-  a->metrics = NULL;
-  a->names = NULL;
   batch_free(&a->current);
+  free(a);
+}
+
+void aggregator_figures_get(const aggregator *a, aggregator_figures *out) {
+  *out = (aggregator_figures){.aggregated = figure_get(&a->aggregated),
+                              .batches_flushed = figure_get(&a->batches_flushed),
+                              .readings_flushed = figure_get(&a->readings_flushed),
+                              .storage_full_waits = figure_get(&a->storage_full_waits),
+                              .snapshots_built = figure_get(&a->version),
+                              .snapshots_broadcast = figure_get(&a->snapshots_broadcast),
+                              .snapshot_failures = figure_get(&a->snapshot_failures),
+                              .last_reading_ns = atomic_load_explicit(&a->last_reading_ns, memory_order_relaxed)};
 }
 
 static void publish(aggregator *a, int64_t now_ns) {
-  system_snapshot *s = snapshot_new(a->snapshots, figure_get(&a->version) + 1, (now_ns - a->t0) / 1000000,
+  system_snapshot *s = snapshot_new(a->o.snapshots, figure_get(&a->version) + 1, (now_ns - a->o.t0) / 1000000,
                                     figure_get(&a->aggregated), a->metrics, (uint32_t)a->ndevices);
   a->unpublished = 0;
   a->last_publish_ns = now_ns;
@@ -52,26 +106,26 @@ static void publish(aggregator *a, int64_t now_ns) {
   /* Two references: one moves into the watch, one into the broadcast
    * ring, whose receivers each take another - never a copy. */
   snapshot_ref(s);
-  tg_watch_send(a->latest, &s);
-  if (tg_broadcast_send(a->updates, &s, NULL) == 0) figure_add(&a->snapshots_broadcast, 1);
+  tg_watch_send(a->o.latest, &s);
+  if (tg_broadcast_send(a->o.updates, &s, NULL) == 0) figure_add(&a->snapshots_broadcast, 1);
   else snapshot_unref(s); /* no client subscribed: ours to drop */
 }
 
 /* The state of device `id`, growing the table up to max_devices. */
 static device_metrics *metrics_of(aggregator *a, uint32_t id) {
   if (id >= 1 && id <= (uint32_t)a->ndevices) return &a->metrics[id - 1];
-  if (id < 1 || id > (uint32_t)a->max_devices) return NULL;
+  if (id < 1 || id > (uint32_t)a->o.max_devices) return NULL;
   if (id > (uint32_t)a->cap_devices) {
     uint32_t cap = a->cap_devices > 0 ? (uint32_t)a->cap_devices : 64;
     while (cap < id) cap *= 2;
-    if (cap > (uint32_t)a->max_devices) cap = (uint32_t)a->max_devices;
+    if (cap > (uint32_t)a->o.max_devices) cap = (uint32_t)a->o.max_devices;
     device_metrics *m = realloc(a->metrics, (size_t)cap * sizeof *m);
     if (!m) return NULL;
     a->metrics = m;
     a->cap_devices = (int)cap;
   }
   for (uint32_t i = (uint32_t)a->ndevices + 1; i <= id; i++) {
-    const char *name = a->device_name ? a->device_name(a->device_name_ctx, i) : NULL;
+    const char *name = a->o.device_name ? a->o.device_name(a->o.device_name_ctx, i) : NULL;
     a->metrics[i - 1] = (device_metrics){.device = i, .id = name ? name : "?"};
   }
   a->ndevices = (int)id;
@@ -80,11 +134,11 @@ static device_metrics *metrics_of(aggregator *a, uint32_t id) {
 
 /* Aggregates one reading at `now` (tg_now()). */
 static void process(aggregator *a, const reading *r, int64_t now) {
-  if (a->delay_ns > 0) { /* simulated parsing work */
-    tg_sleep(a->delay_ns);
+  if (a->o.delay_ns > 0) { /* simulated parsing work */
+    tg_sleep(a->o.delay_ns);
     now = tg_now();
   }
-  int64_t run = now - a->t0;
+  int64_t run = now - a->o.t0;
   device_metrics *m = metrics_of(a, r->device);
   if (m) {
     m->count++;
@@ -95,15 +149,15 @@ static void process(aggregator *a, const reading *r, int64_t now) {
     m->battery = r->battery;
   }
   figure_add(&a->aggregated, 1);
-  a->last_reading_ns = run;
+  atomic_store_explicit(&a->last_reading_ns, run, memory_order_relaxed);
   if (batch_push(&a->current, r) != 0)
-    log_event(a->log, "❌", "aggregator", 0, "out_of_memory", "Aggregator out of memory for the batch");
-  if (++a->unpublished >= a->publish_every) publish(a, now);
+    log_event(a->o.log, "❌", "aggregator", 0, "out_of_memory", "Aggregator out of memory for the batch");
+  if (++a->unpublished >= a->o.publish_every) publish(a, now);
 }
 
 static size_t storage_len(aggregator *a) {
   tg_mpsc_stats st;
-  tg_mpsc_stats_get(a->storage, &st);
+  tg_mpsc_stats_get(a->o.storage, &st);
   return st.len;
 }
 
@@ -115,21 +169,21 @@ static int flush(aggregator *a, int wait_for_shutdown) {
   batch *b = &a->current;
   if (b->n == 0) return 0;
   if (b->id == 0) b->id = ++a->next_batch_id;
-  int r = tg_mpsc_try_send(a->storage, b);
+  int r = tg_mpsc_try_send(a->o.storage, b);
   if (r == TG_EFULL) {
     figure_add(&a->storage_full_waits, 1);
     uint64_t held;
     if (log_gate_pass(&a->full_gate, tg_now(), TG_MS(1000), &held))
-      log_event(a->log, "📦", "aggregator", 0, "storage_full",
+      log_event(a->o.log, "📦", "aggregator", 0, "storage_full",
                 "Storage queue full (%zu/%zu) - applying backpressure: batch #%" PRIu64 " waits%s",
-                a->storage_capacity, a->storage_capacity, b->id, log_held_note(held).s);
+                a->o.storage_capacity, a->o.storage_capacity, b->id, log_held_note(held).s);
     if (wait_for_shutdown) {
-      tg_case cs[2] = {tg_cancel_case(a->cancel), tg_mpsc_send_case(a->storage, b)};
+      tg_case cs[2] = {tg_cancel_case(a->o.cancel), tg_mpsc_send_case(a->o.storage, b)};
       int w = tg_select(cs, 2, TG_FOREVER);
       if (w != 1) return w == 0 ? 1 : w;
       r = cs[1].result;
     } else {
-      r = tg_mpsc_send(a->storage, b);
+      r = tg_mpsc_send(a->o.storage, b);
     }
   }
   if (r != 0) return r;
@@ -137,13 +191,13 @@ static int flush(aggregator *a, int wait_for_shutdown) {
   figure_add(&a->readings_flushed, b->n);
   uint64_t held;
   if (log_gate_pass(&a->batch_gate, tg_now(), TG_MS(1000), &held))
-    log_event(a->log, "📦", "aggregator", 0, "batch_flushed",
+    log_event(a->o.log, "📦", "aggregator", 0, "batch_flushed",
               "Batch #%" PRIu64 ": %" PRIu32 " readings -> storage queue (%zu/%zu)%s", b->id, b->n,
-              storage_len(a), a->storage_capacity, log_held_note(held).s);
+              storage_len(a), a->o.storage_capacity, log_held_note(held).s);
   *b = (batch){0}; /* the items moved with the batch */
-  if (a->batch_max > 0) { /* the next one will be as large: allocate it once */
-    b->items = malloc((size_t)a->batch_max * sizeof *b->items);
-    b->cap = b->items ? a->batch_max : 0;
+  if (a->o.batch_max > 0) { /* the next one will be as large: allocate it once */
+    b->items = malloc((size_t)a->o.batch_max * sizeof *b->items);
+    b->cap = b->items ? a->o.batch_max : 0;
   }
   return 0;
 }
@@ -151,13 +205,13 @@ static int flush(aggregator *a, int wait_for_shutdown) {
 static void start_draining(aggregator *a, int *draining) {
   if (*draining) return;
   *draining = 1;
-  log_event(a->log, "🛑", "aggregator", 0, "aggregator_draining",
+  log_event(a->o.log, "🛑", "aggregator", 0, "aggregator_draining",
             "Aggregator sees shutdown: draining telemetry until every device has hung up");
 }
 
 void *aggregator_task(void *arg) {
   aggregator *a = arg;
-  int64_t next_cut = a->t0 + a->batch_interval_ns;
+  int64_t next_cut = a->o.t0 + a->o.batch_interval_ns;
   int draining = 0;
   const char *end = "every device hung up";
   a->last_publish_ns = tg_now();
@@ -165,21 +219,21 @@ void *aggregator_task(void *arg) {
     reading r;
     int got;
     int64_t now = tg_now();
-    if (a->unpublished && a->publish_interval_ns > 0 && now >= a->last_publish_ns + a->publish_interval_ns)
+    if (a->unpublished && a->o.publish_interval_ns > 0 && now >= a->last_publish_ns + a->o.publish_interval_ns)
       publish(a, now);
     if (!draining) {
       /* A select completes a ready case without looking at its deadline,
        * and under load the channel is always ready: so the batch timer is
        * checked here, not left to the select's timeout alone. */
       int w = TG_ETIMEDOUT;
-      tg_case cs[2] = {tg_cancel_case(a->cancel), tg_mpsc_recv_case(a->telemetry, &r)};
+      tg_case cs[2] = {tg_cancel_case(a->o.cancel), tg_mpsc_recv_case(a->o.telemetry, &r)};
       int64_t deadline = next_cut;
-      if (a->unpublished && a->publish_interval_ns > 0 && a->last_publish_ns + a->publish_interval_ns < deadline)
-        deadline = a->last_publish_ns + a->publish_interval_ns;
+      if (a->unpublished && a->o.publish_interval_ns > 0 && a->last_publish_ns + a->o.publish_interval_ns < deadline)
+        deadline = a->last_publish_ns + a->o.publish_interval_ns;
       if (now < next_cut) w = tg_select(cs, 2, deadline);
       /* A batch tick that fell due with the token already fired (they
        * may share an instant) is no tick: the token comes first. */
-      if (w == 0 || (w == TG_ETIMEDOUT && tg_cancel_fired(a->cancel))) {
+      if (w == 0 || (w == TG_ETIMEDOUT && tg_cancel_fired(a->o.cancel))) {
         start_draining(a, &draining);
         continue;
       }
@@ -188,13 +242,13 @@ void *aggregator_task(void *arg) {
         int f = flush(a, 1);
         if (f == 1) start_draining(a, &draining);
         else if (f != 0) end = tg_err_name(f);
-        next_cut += a->batch_interval_ns;
-        if (next_cut <= tg_now()) next_cut = tg_now() + a->batch_interval_ns;
+        next_cut += a->o.batch_interval_ns;
+        if (next_cut <= tg_now()) next_cut = tg_now() + a->o.batch_interval_ns;
         continue;
       }
       got = w == 1 ? cs[1].result : w;
     } else {
-      got = tg_mpsc_recv(a->telemetry, &r);
+      got = tg_mpsc_recv(a->o.telemetry, &r);
     }
     if (got != 0) {
       if (got != TG_ECLOSED) end = tg_err_name(got);
@@ -203,21 +257,21 @@ void *aggregator_task(void *arg) {
     now = tg_now();
     /* A full batch can still be current when the token ended its wait for
      * queue space: hand it over (draining, so waiting) before it grows. */
-    if (a->batch_max && a->current.n >= a->batch_max) {
+    if (a->o.batch_max && a->current.n >= a->o.batch_max) {
       int f = flush(a, 0);
       if (f != 0) end = tg_err_name(f);
     }
     process(a, &r, now);
     /* Under load, take what is queued without a select per reading. */
-    for (int i = 1; i < a->burst && !(a->batch_max && a->current.n >= a->batch_max) &&
-                    tg_mpsc_try_recv(a->telemetry, &r) == 0;
+    for (int i = 1; i < a->o.burst && !(a->o.batch_max && a->current.n >= a->o.batch_max) &&
+                    tg_mpsc_try_recv(a->o.telemetry, &r) == 0;
          i++)
       process(a, &r, now);
-    if (a->batch_max && a->current.n >= a->batch_max) {
+    if (a->o.batch_max && a->current.n >= a->o.batch_max) {
       int f = flush(a, !draining);
       if (f == 1) start_draining(a, &draining);
       else if (f != 0) end = tg_err_name(f);
-      if (!draining) next_cut = tg_now() + a->batch_interval_ns;
+      if (!draining) next_cut = tg_now() + a->o.batch_interval_ns;
     }
   }
   if (a->unpublished) publish(a, tg_now());
@@ -225,24 +279,17 @@ void *aggregator_task(void *arg) {
   uint32_t final_n = a->current.n;
   int f = flush(a, 0);
   if (f != 0)
-    log_event(a->log, "❌", "aggregator", 0, "final_batch_lost", "Final batch #%" PRIu64 " not handed to storage: %s",
+    log_event(a->o.log, "❌", "aggregator", 0, "final_batch_lost", "Final batch #%" PRIu64 " not handed to storage: %s",
               final_id, tg_strerror(f));
-  if (a->on_close) a->on_close(a->on_close_ctx);
-  tg_mpsc_tx_drop(a->storage);
-  tg_watch_tx_drop(a->latest);
-  tg_broadcast_tx_drop(a->updates);
-  tg_mpsc_rx_drop(a->telemetry);
-  a->storage = NULL;
-  a->latest = NULL;
-  a->updates = NULL;
-  a->telemetry = NULL;
+  if (a->o.on_close) a->o.on_close(a->o.on_close_ctx);
+  drop_channels(&a->o);
   if (final_n)
-    log_event(a->log, "📦", "aggregator", 0, "aggregator_drained",
+    log_event(a->o.log, "📦", "aggregator", 0, "aggregator_drained",
               "Aggregator drained (%s): %" PRIu64 " readings aggregated, final batch #%" PRIu64
               " with %" PRIu32 " readings; storage, watch and broadcast closed",
               end, figure_get(&a->aggregated), final_id, final_n);
   else
-    log_event(a->log, "📦", "aggregator", 0, "aggregator_drained",
+    log_event(a->o.log, "📦", "aggregator", 0, "aggregator_drained",
               "Aggregator drained (%s): %" PRIu64 " readings aggregated, no partial batch left; "
               "storage, watch and broadcast closed",
               end, figure_get(&a->aggregated));

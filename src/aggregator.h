@@ -37,51 +37,58 @@
 
 #include <stdint.h>
 
-typedef struct aggregator {
+typedef struct aggregator aggregator;
+
+typedef struct aggregator_opts {
   tg_cancel *cancel;
   demo_log *log;
   snapshot_counters *snapshots;
-  tg_mpsc_rx *telemetry;      /* owned */
-  tg_mpsc_tx *storage;        /* owned */
-  tg_watch_tx *latest;        /* owned */
-  tg_broadcast_tx *updates;   /* owned */
-  int ndevices;               /* entries of metrics in use */
-  int cap_devices;            /* entries allocated */
-  int max_devices;            /* growth limit; 0: ndevices is fixed */
-  device_metrics *metrics;    /* owned */
-  char *names;                /* aggregator_init's ids "1".."n"; owned */
+  /* The channel ends, moved into the aggregator by aggregator_new (also
+   * when it fails): it drops them when it ends, or in aggregator_free if
+   * it never ran. */
+  tg_mpsc_rx *telemetry;      /* reading elements */
+  tg_mpsc_tx *storage;        /* batch elements */
+  tg_watch_tx *latest;        /* system_snapshot * */
+  tg_broadcast_tx *updates;   /* system_snapshot * */
+  int ndevices;               /* devices 1..ndevices named "1".."n" from the start (the demo's) */
+  int max_devices;            /* the table grows up to this index; 0: ndevices is fixed */
   /* The id of a device index the table grows to (serve's registry). */
   const char *(*device_name)(void *ctx, uint32_t device);
   void *device_name_ctx;
   /* Called once the aggregator is done, before it drops its channels
-   * (serve takes their last figures). */
+   * (the pipeline takes their last figures). */
   void (*on_close)(void *ctx);
   void *on_close_ctx;
-  int64_t t0, batch_interval_ns, delay_ns;
+  int64_t t0;                 /* tg_now() at the start of the run */
+  int64_t batch_interval_ns;  /* cut a batch at least this often */
+  int64_t delay_ns;           /* simulated processing time per reading (the demo's) */
   uint32_t batch_max;         /* cut a batch at this many readings; 0: by time only */
   uint64_t publish_every;     /* readings per snapshot at most; 0 or 1: every one */
   int64_t publish_interval_ns; /* a pending change is published this long after the last snapshot */
   int burst;                  /* readings taken per wake before looking at the clock; <= 1: one */
-  size_t storage_capacity;
-  batch current;              /* readings not yet handed to storage */
-  uint64_t next_batch_id;
-  uint64_t unpublished;       /* readings since the last snapshot */
-  int64_t last_publish_ns;
-  log_gate full_gate, batch_gate;
-  /* figures */
-  figure aggregated, batches_flushed, readings_flushed, storage_full_waits;
-  figure version;             /* snapshots built */
-  figure snapshots_broadcast, snapshot_failures;
-  int64_t last_reading_ns;    /* run time of the last reading aggregated */
-} aggregator;
+  size_t storage_capacity;    /* for the log lines */
+} aggregator_opts;
 
-/* Sets the defaults (publish every reading, one reading per wake) and a
- * table for devices 1..ndevices named "1".."n" (ndevices may be 0).
- * Returns 0 or -1. */
-int aggregator_init(aggregator *a, int ndevices);
+/* What the aggregator counted. Any thread, while it runs or after. */
+typedef struct aggregator_figures {
+  uint64_t aggregated;
+  uint64_t batches_flushed, readings_flushed;
+  uint64_t storage_full_waits; /* batches that waited for storage queue space */
+  uint64_t snapshots_built;    /* = the latest snapshot's version */
+  uint64_t snapshots_broadcast, snapshot_failures;
+  int64_t last_reading_ns;     /* run time of the last reading aggregated; -1: none */
+} aggregator_figures;
+
+/* A new aggregator taking over opts' channel ends. Returns 0 or
+ * TG_ENOMEM (the ends are dropped then). */
+int aggregator_new(const aggregator_opts *opts, aggregator **out);
+
+/* Frees a that has ended or never ran. */
 void aggregator_free(aggregator *a);
 
 /* The task: arg is an aggregator *. Returns NULL. */
 void *aggregator_task(void *arg);
+
+void aggregator_figures_get(const aggregator *a, aggregator_figures *out);
 
 #endif

@@ -2,17 +2,14 @@
  * summary; see demo.h. */
 #include "demo.h"
 
-#include "aggregator.h"
 #include "client.h"
 #include "device.h"
-#include "health.h"
+#include "pipeline.h"
 #include "rng.h"
 #include "signals.h"
-#include "snapshot.h"
 #include "storage.h"
 #include "summary.h"
 #include "tg/tg.h"
-#include "writer.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -29,7 +26,7 @@
 /* The Unix time a virtual run starts at, so readings carry no real time. */
 #define VIRTUAL_EPOCH_MS INT64_C(1732590000000)
 
-enum task_kind { KIND_DEVICE, KIND_AGGREGATOR, KIND_STORAGE, KIND_CLIENT, KIND_HEALTH };
+enum task_kind { KIND_DEVICE, KIND_CLIENT };
 
 typedef struct task_label {
   uint64_t id;
@@ -45,20 +42,16 @@ typedef struct demo {
   atomic_int stop_reason;
   _Atomic int64_t stop_at_ns;
   int64_t t0;
-  snapshot_counters snapshots;
   storage *db;
-  tg_semaphore *slots, *pool;
-  tg_notify *turn_moved; /* storage commits take turns (writer.h) */
-  tg_joinset *tasks;
+  pipeline *pipe;
+  tg_semaphore *slots;
+  tg_joinset *tasks;     /* the devices and the clients; the pipeline has its own */
   device_fleet fleet;
   device devices[DEMO_MAX_DEVICES];
   client clients[DEMO_MAX_CLIENTS];
   int device_panicked[DEMO_MAX_DEVICES];
-  aggregator agg;
-  storage_stage store;
-  health_checker health;
   tg_mpsc_tx *health_tx[DEMO_MAX_DEVICES];
-  task_label labels[DEMO_MAX_DEVICES + DEMO_MAX_CLIENTS + 4];
+  task_label labels[DEMO_MAX_DEVICES + DEMO_MAX_CLIENTS];
   int nlabels;
   uint64_t joined, panicked, aborted;
   int64_t last_join_ns;
@@ -168,10 +161,8 @@ static const task_label *label_of(const demo *d, uint64_t id) {
 }
 
 static void label_name(const task_label *l, char *buf, size_t len) {
-  static const char *const names[] = {"Device", "Aggregator", "Storage", "Client", "Health checker"};
   if (!l) snprintf(buf, len, "A task");
-  else if (l->kind == KIND_DEVICE || l->kind == KIND_CLIENT) snprintf(buf, len, "%s %d", names[l->kind], l->index);
-  else snprintf(buf, len, "%s", names[l->kind]);
+  else snprintf(buf, len, "%s %d", l->kind == KIND_DEVICE ? "Device" : "Client", l->index);
 }
 
 /* Counts one joined task, and tells how it ended if not by returning. */
@@ -237,61 +228,38 @@ static void banner(demo *d) {
               c->storage_fail_rate * 100);
 }
 
-/* Creates every channel and component and spawns the tasks. Returns 0 or
- * a negative code; on failure what was spawned still runs and is joined. */
+static void pipeline_fault(void *ctx, const char *why) {
+  (void)why; /* the pipeline logged it */
+  request_stop(ctx, STOP_ALL_ENDED);
+}
+
+/* Builds the pipeline and spawns every task: the clients, the pipeline's
+ * stages, the devices, the health checker. Returns 0 or a negative code;
+ * on failure what was spawned still runs and is joined. */
 static int build(demo *d) {
   const demo_config *c = d->cfg;
-  tg_mpsc_tx *telemetry_tx, *storage_tx;
-  tg_mpsc_rx *telemetry_rx, *storage_rx;
-  tg_broadcast_tx *updates;
-  tg_watch_tx *latest;
-  int r;
-  if ((r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)c->telemetry_capacity,
-                                       .elem_size = sizeof(reading), .name = "telemetry"},
-                       &telemetry_tx, &telemetry_rx)))
-    return r;
-  if ((r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)c->storage_capacity,
-                                       .elem_size = sizeof(batch), .name = "storage"},
-                       &storage_tx, &storage_rx))) {
-    tg_mpsc_tx_drop(telemetry_tx);
-    tg_mpsc_rx_drop(telemetry_rx);
-    return r;
-  }
-  if ((r = snapshot_channels_new(&d->snapshots, (size_t)c->broadcast_capacity, &updates, &latest)) != 0) {
-    tg_mpsc_tx_drop(telemetry_tx);
-    tg_mpsc_rx_drop(telemetry_rx);
-    tg_mpsc_tx_drop(storage_tx);
-    tg_mpsc_rx_drop(storage_rx);
-    return r;
-  }
-
-  /* Storage first, then the aggregator, then whoever feeds on them. */
-  storage_stage *st = &d->store;
-  *st = (storage_stage){.cancel = d->cancel,
-                        .log = &d->log,
-                        .batches = storage_rx,
-                        .pool = d->pool,
-                        .db = d->db,
-                        .pool_size = c->db_pool,
-                        .write_ns = TG_MS(c->storage_delay_ms),
-                        .fail_rate = c->storage_fail_rate,
-                        .seed = c->seed,
-                        .t0 = d->t0,
-                        .turn_moved = d->turn_moved};
-  if (spawn(d, storage_task, st, KIND_STORAGE, 0, "storage") != 0) tg_mpsc_rx_drop(storage_rx);
-
-  aggregator *a = &d->agg;
-  a->cancel = d->cancel;
-  a->log = &d->log;
-  a->snapshots = &d->snapshots;
-  a->telemetry = telemetry_rx;
-  a->storage = storage_tx;
-  a->latest = latest;
-  a->updates = updates;
-  a->t0 = d->t0;
-  a->batch_interval_ns = TG_MS(c->batch_interval_ms);
-  a->delay_ns = TG_MS(c->aggregator_delay_ms);
-  a->storage_capacity = (size_t)c->storage_capacity;
+  pipeline_opts po = {.cancel = d->cancel,
+                      .log = &d->log,
+                      .t0 = d->t0,
+                      .stack_size = TASK_STACK,
+                      .telemetry_capacity = c->telemetry_capacity,
+                      .storage_capacity = c->storage_capacity,
+                      .broadcast_capacity = c->broadcast_capacity,
+                      .ndevices = c->devices,
+                      .batch_interval_ns = TG_MS(c->batch_interval_ms),
+                      .delay_ns = TG_MS(c->aggregator_delay_ms),
+                      .db = d->db,
+                      .db_pool = c->db_pool,
+                      .write_ns = TG_MS(c->storage_delay_ms),
+                      .fail_rate = c->storage_fail_rate,
+                      .seed = c->seed,
+                      .health_interval_ns = TG_MS(c->health_interval_ms),
+                      .health_timeout_ns = TG_MS(c->health_timeout_ms),
+                      .health_rng = rng_stream(c->seed, 2),
+                      .on_fault = pipeline_fault,
+                      .on_fault_ctx = d};
+  int r = pipeline_new(&po, &d->pipe);
+  if (r != 0) return r;
 
   for (int i = 0; i < c->clients; i++) {
     client *cl = &d->clients[i];
@@ -301,11 +269,7 @@ static int build(demo *d) {
                    .t0 = d->t0,
                    .delay_ns = c->slow_client == i + 1 ? TG_MS(c->client_delay_ms) : 0,
                    .display_ns = TG_MS(c->client_display_ms)};
-    if (tg_broadcast_subscribe(updates, &cl->updates) != 0) continue;
-    if (tg_watch_subscribe(latest, &cl->latest) != 0) {
-      tg_broadcast_rx_drop(cl->updates);
-      continue;
-    }
+    if (pipeline_subscribe(d->pipe, &cl->latest, &cl->updates) != 0) continue;
     char name[24];
     snprintf(name, sizeof name, "client-%d", i + 1);
     if (spawn(d, client_task, cl, KIND_CLIENT, i + 1, name) != 0) {
@@ -313,13 +277,7 @@ static int build(demo *d) {
       tg_watch_rx_drop(cl->latest);
     }
   }
-  if (spawn(d, aggregator_task, a, KIND_AGGREGATOR, 0, "aggregator") != 0) {
-    tg_mpsc_rx_drop(telemetry_rx);
-    tg_mpsc_tx_drop(storage_tx);
-    tg_watch_tx_drop(latest);
-    tg_broadcast_tx_drop(updates);
-    a->telemetry = NULL;
-  }
+  if ((r = pipeline_start(d->pipe)) != 0) return r;
 
   device_fleet *f = &d->fleet;
   *f = (device_fleet){.slots = d->slots,
@@ -351,7 +309,11 @@ static int build(demo *d) {
       continue;
     }
     dv->health = hrx;
-    dv->telemetry = tg_mpsc_tx_clone(telemetry_tx);
+    if (pipeline_sender(d->pipe, &dv->telemetry) != 0) {
+      tg_mpsc_rx_drop(dv->health);
+      dv->ended = 1;
+      continue;
+    }
     char name[24];
     snprintf(name, sizeof name, "device-%u", (unsigned)id);
     if (spawn(d, device_task, dv, KIND_DEVICE, (int)id, name) != 0) {
@@ -360,25 +322,17 @@ static int build(demo *d) {
       dv->ended = 1;
     }
   }
-  tg_mpsc_tx_drop(telemetry_tx); /* the devices hold the only senders now */
+  pipeline_seal(d->pipe); /* the devices hold the only senders now */
 
-  health_checker *hc = &d->health;
-  *hc = (health_checker){.cancel = d->cancel,
-                         .log = &d->log,
-                         .ndevices = c->devices,
-                         .devices = d->health_tx,
-                         .t0 = d->t0,
-                         .interval_ns = TG_MS(c->health_interval_ms),
-                         .timeout_ns = TG_MS(c->health_timeout_ms),
-                         .rng = rng_stream(c->seed, 2)};
   int missing = 0;
   for (int i = 0; i < c->devices; i++) missing |= d->health_tx[i] == NULL;
-  if (missing || spawn(d, health_task, hc, KIND_HEALTH, 0, "health") != 0) {
+  if (missing) {
     for (int i = 0; i < c->devices; i++)
       if (d->health_tx[i]) tg_mpsc_tx_drop(d->health_tx[i]);
     return TG_ENOMEM;
   }
-  return 0;
+  /* The checker owns the request senders from here on, even on failure. */
+  return pipeline_start_health(d->pipe, &(pipeline_devices){.ndevices = c->devices, .requests = d->health_tx});
 }
 
 /* ------------------------------------------------------------ the run */
@@ -415,6 +369,7 @@ static void run_until_stop(demo *d) {
 /* Joins every task; aborts those still running after the grace period. */
 static void join_all(demo *d) {
   int64_t grace = atomic_load(&d->stop_at_ns) + GRACE_NS;
+  if (d->pipe) pipeline_join(d->pipe, grace);
   tg_outcome o;
   int r;
   while ((r = tg_joinset_join_next_dl(d->tasks, &o, grace)) == 0) account(d, &o);
@@ -428,6 +383,12 @@ static void join_all(demo *d) {
 }
 
 /* ------------------------------------------------------------ summary */
+
+static uint64_t joined_writers(demo *d) {
+  pipeline_figures pf = {0};
+  if (d->pipe) pipeline_figures_get(d->pipe, &pf);
+  return pf.writers_joined;
+}
 
 static void fill_summary(demo *d, demo_summary *s, uint64_t db_rows) {
   const demo_config *c = d->cfg;
@@ -457,39 +418,42 @@ static void fill_summary(demo *d, demo_summary *s, uint64_t db_rows) {
                                           .resyncs = cl->resyncs,
                                           .skipped_stale = cl->skipped_stale};
   }
-  const aggregator *a = &d->agg;
+  pipeline_figures pf = {0};
+  if (d->pipe) pipeline_figures_get(d->pipe, &pf);
+  const aggregator_figures *a = &pf.aggregator;
   s->readings_aggregated = a->aggregated;
   s->batches_flushed = a->batches_flushed;
   s->storage_full_waits = a->storage_full_waits;
-  s->snapshots_built = a->version;
+  s->snapshots_built = a->snapshots_built;
   s->snapshots_broadcast = a->snapshots_broadcast;
   s->last_reading_ms = a->last_reading_ns < 0 ? -1 : a->last_reading_ns / 1000000;
-  const storage_stage *st = &d->store;
-  s->readings_stored = st->readings_stored;
-  s->batches_stored = st->batches_stored;
-  s->batches_lost = st->batches_lost;
-  s->write_retries = st->write_retries;
-  s->transactions = st->transactions;
-  s->duplicates = st->duplicates;
-  s->db_pool_waits = st->pool_waits;
+  s->readings_stored = pf.readings_stored;
+  s->batches_stored = pf.batches_stored;
+  s->batches_lost = pf.batches_lost;
+  s->write_retries = pf.write_retries;
+  s->transactions = pf.transactions;
+  s->duplicates = pf.duplicates;
+  s->db_pool_waits = pf.pool_waits;
   s->db_rows = db_rows;
-  s->health.rounds = d->health.rounds;
-  s->health.ok = d->health.ok;
-  s->health.timeout = d->health.timeout;
-  s->health.dropped = d->health.dropped;
-  s->health.unreachable = d->health.unreachable;
+  s->health.rounds = pf.health.rounds;
+  s->health.ok = pf.health.ok;
+  s->health.timeout = pf.health.timeout;
+  s->health.dropped = pf.health.dropped;
+  s->health.unreachable = pf.health.unreachable;
   tg_joinset_stats js;
   tg_joinset_stats_get(d->tasks, &js);
-  s->tasks.pipeline = js.spawned;
-  s->tasks.writers = st->writers_spawned;
-  s->tasks.spawned = js.spawned + st->writers_spawned;
-  s->tasks.joined = d->joined + st->writers_joined;
-  s->tasks.panicked = d->panicked + st->writers_panicked;
-  s->tasks.aborted = d->aborted + st->writers_aborted;
+  s->tasks.pipeline = js.spawned + pf.tasks_spawned;
+  s->tasks.writers = pf.writers_spawned;
+  s->tasks.spawned = s->tasks.pipeline + pf.writers_spawned;
+  s->tasks.joined = d->joined + pf.tasks_joined + pf.writers_joined;
+  s->tasks.panicked = d->panicked + pf.tasks_panicked + pf.writers_panicked;
+  s->tasks.aborted = d->aborted + pf.tasks_aborted + pf.writers_aborted;
+  s->snapshots_leaked = pf.snapshots_live; /* every holder has ended by now */
   s->stop_reason = (demo_stop_reason)atomic_load(&d->stop_reason);
   int64_t stop = atomic_load(&d->stop_at_ns);
+  int64_t last_join = d->last_join_ns > pf.last_join_ns ? d->last_join_ns : pf.last_join_ns;
   s->stop_at_ms = (stop - d->t0) / 1000000;
-  s->shutdown_ms = d->last_join_ns > stop ? (d->last_join_ns - stop) / 1000000 : 0;
+  s->shutdown_ms = last_join > stop ? (last_join - stop) / 1000000 : 0;
   s->runtime_s = (double)(tg_now() - d->t0) / 1e9;
   s->lossless = s->readings_sent == s->readings_aggregated && s->readings_aggregated == s->readings_stored &&
                 s->readings_stored == s->db_rows;
@@ -499,11 +463,9 @@ static void fill_summary(demo *d, demo_summary *s, uint64_t db_rows) {
 
 static void teardown(demo *d) {
   if (d->tasks) tg_joinset_free(d->tasks);
+  pipeline_free(d->pipe);
   if (d->slots) tg_semaphore_free(d->slots);
-  if (d->pool) tg_semaphore_free(d->pool);
-  if (d->turn_moved) tg_notify_free(d->turn_moved);
   if (d->cancel) tg_cancel_free(d->cancel);
-  aggregator_free(&d->agg);
   storage_close(d->db);
 }
 
@@ -524,10 +486,9 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
     log_event(&d->log, "❌", "demo", 0, "storage_failed", "Cannot open the database %s: %s", cfg->db_path, oc.err);
     goto out;
   }
-  if ((r = tg_cancel_new(&d->cancel, "shutdown")) || (r = tg_semaphore_new(&d->slots, (uint64_t)cfg->device_slots, "bandwidth")) ||
-      (r = tg_semaphore_new(&d->pool, (uint64_t)cfg->db_pool, "db-pool")) || (r = tg_joinset_new(&d->tasks, "pipeline")) ||
-      (r = tg_notify_new(&d->turn_moved, "commit-turn")) ||
-      (r = aggregator_init(&d->agg, cfg->devices) ? TG_ENOMEM : 0))
+  if ((r = tg_cancel_new(&d->cancel, "shutdown")) ||
+      (r = tg_semaphore_new(&d->slots, (uint64_t)cfg->device_slots, "bandwidth")) ||
+      (r = tg_joinset_new(&d->tasks, "demo")))
     goto out;
 
   signal_watch sw = {0};
@@ -542,15 +503,13 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
   storage_count_args cc = {.db = d->db};
   if (tg_blocking_run(storage_count_call, &cc) != 0)
     log_event(&d->log, "❌", "demo", 0, "count_failed", "Cannot count the stored rows: %s", cc.err);
-  log_event(&d->log, "✅", "demo", 0, "joined",
-            "All %" PRIu64 " pipeline tasks joined, %" PRId64 " ms after the shutdown request; the database holds %" PRIu64
-            " readings",
-            d->joined, (d->last_join_ns - atomic_load(&d->stop_at_ns)) / 1000000, cc.rows);
   demo_summary local;
   demo_summary *s = summary ? summary : &local;
   fill_summary(d, s, cc.rows);
-  /* Every holder of a snapshot has ended and dropped it by now. */
-  s->snapshots_leaked = atomic_load(&d->snapshots.built) - atomic_load(&d->snapshots.freed);
+  log_event(&d->log, "✅", "demo", 0, "joined",
+            "All %" PRIu64 " pipeline tasks joined, %" PRId64 " ms after the shutdown request; the database holds %" PRIu64
+            " readings",
+            s->tasks.joined - joined_writers(d), s->shutdown_ms, cc.rows);
   if (cfg->log_format == LOG_JSON) {
     /* One more event line, so every line of a JSON log has the same keys. */
     char *json = summary_json(s, cfg, 0), *line = NULL;

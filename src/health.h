@@ -24,22 +24,38 @@
 
 #include <stdint.h>
 
-typedef struct health_checker {
+typedef struct health_checker health_checker;
+
+typedef struct health_opts {
   tg_cancel *cancel;
   demo_log *log;
+  int64_t t0, interval_ns, timeout_ns;
+  rng rng;               /* whom to ask: a stream of its own */
+  /* The demo's fixed devices: request senders, index = device id - 1,
+   * moved into the checker (it drops them when it ends, or in
+   * health_checker_free). */
   int ndevices;
-  tg_mpsc_tx **devices;  /* request senders, index = device id - 1; owned (demo) */
-  /* serve: the hooks, all or none */
+  tg_mpsc_tx *const *devices;
+  /* Or serve's devices that come and go: the hooks, all or none. */
   int (*pick)(void *ctx, rng *g, uint32_t *out, int k);                  /* returns how many */
   int (*ask)(void *ctx, uint32_t device, const health_request *req);     /* 0, TG_ECLOSED, TG_EFULL, -ENOENT */
   const char *(*name)(void *ctx, uint32_t device);
   void *ctx;
-  int64_t t0, interval_ns, timeout_ns;
-  rng rng;
-  _Atomic uint64_t next_id;
-  /* figures: serve's on-demand checks count here too, from any worker */
-  figure rounds, ok, timeout, dropped, unreachable;
-} health_checker;
+} health_opts;
+
+/* The rounds' and health_ask's results, counted from any worker. */
+typedef struct health_figures {
+  uint64_t rounds, ok, timeout, dropped, unreachable;
+} health_figures;
+
+/* Returns 0 or TG_ENOMEM (the device senders are dropped then). */
+int health_checker_new(const health_opts *opts, health_checker **out);
+
+/* Frees hc once its task has ended (or never ran) and no health_ask is
+ * in progress. */
+void health_checker_free(health_checker *hc);
+
+void health_figures_get(const health_checker *hc, health_figures *out);
 
 /* One request/response exchange with `device`, waiting at most timeout_ns;
  * with `watch_cancel` the cancel token ends the wait too. Counted and

@@ -2,14 +2,11 @@
  * figures and the summary; see serve.h. */
 #include "serve.h"
 
-#include "aggregator.h"
-#include "health.h"
 #include "ingest.h"
+#include "pipeline.h"
 #include "registry.h"
 #include "signals.h"
-#include "snapshot.h"
 #include "storage.h"
-#include "writer.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -36,29 +33,17 @@ struct serve {
   _Atomic int64_t stop_at_ns;
   int stop_signal;
   int64_t t0, started_unix_ms, started_unix_ns;
-  snapshot_counters snapshots;
   registry reg;
   storage *db;
-  tg_semaphore *bandwidth, *pool;
-  tg_notify *turn_moved; /* storage commits take turns (writer.h) */
-  tg_joinset *tasks;
-  aggregator agg;
-  storage_stage store;
-  health_checker health;
+  pipeline *pipe;
+  tg_semaphore *bandwidth;
+  tg_joinset *tasks;     /* the sources' and the HTTP side's; the pipeline has its own */
   ingest in;
   figure health_unknown;
   _Atomic int64_t clients;
   uint64_t joined, panicked, aborted;
   int64_t last_join_ns;
   uint64_t db_rows;
-  /* The channels' figures while they live, their last ones after. */
-  pthread_mutex_t fig_lock;
-  tg_mpsc_tx *telemetry_ref;     /* a pointer for stats, not a handle we own */
-  tg_mpsc_tx *storage_ref;
-  tg_broadcast_tx *updates_ref;
-  tg_watch_tx *latest_ref;
-  tg_mpsc_stats telemetry_last, storage_last;
-  tg_broadcast_stats updates_last;
 };
 
 static const char *const extra_reasons[] = {
@@ -116,25 +101,6 @@ static int health_ask_hook(void *ctx, uint32_t index, const health_request *req)
   return registry_ask_index(ctx, index, req);
 }
 
-static void aggregator_closing(void *ctx) {
-  serve *s = ctx;
-  pthread_mutex_lock(&s->fig_lock);
-  tg_mpsc_stats_get(s->telemetry_ref, &s->telemetry_last);
-  tg_broadcast_stats_get(s->updates_ref, &s->updates_last);
-  s->telemetry_ref = NULL;
-  s->updates_ref = NULL;
-  s->latest_ref = NULL;
-  pthread_mutex_unlock(&s->fig_lock);
-}
-
-static void storage_closing(void *ctx) {
-  serve *s = ctx;
-  pthread_mutex_lock(&s->fig_lock);
-  tg_mpsc_stats_get(s->storage_ref, &s->storage_last);
-  s->storage_ref = NULL;
-  pthread_mutex_unlock(&s->fig_lock);
-}
-
 /* ------------------------------------------------------------ shutdown */
 
 static void request_stop(serve *s, const char *why) {
@@ -153,6 +119,11 @@ static void request_stop(serve *s, const char *why) {
 void serve_stop(serve *s) { request_stop(s, "serve_stop"); }
 
 static void on_signal(void *ctx, int signo) { request_stop(ctx, signo == SIGTERM ? "SIGTERM" : "SIGINT"); }
+
+static void pipeline_fault(void *ctx, const char *why) {
+  (void)why; /* the pipeline logged it */
+  request_stop(ctx, "a pipeline stage ended");
+}
 
 /* ------------------------------------------------------------ setup */
 
@@ -189,95 +160,45 @@ static int check_config(const serve_config *c, char *err, size_t len) {
 
 static void teardown(serve *s) {
   if (s->tasks) tg_joinset_free(s->tasks);
+  pipeline_free(s->pipe);
   if (s->bandwidth) tg_semaphore_free(s->bandwidth);
-  if (s->pool) tg_semaphore_free(s->pool);
-  if (s->turn_moved) tg_notify_free(s->turn_moved);
   if (s->cancel) tg_cancel_free(s->cancel);
-  aggregator_free(&s->agg);
   storage_close(s->db);
   registry_free(&s->reg);
-  pthread_mutex_destroy(&s->fig_lock);
   if (s->in.cfg) pthread_mutex_destroy(&s->in.gate_lock);
   log_destroy(&s->log);
   free(s);
 }
 
-/* The channels and the tasks; the listener is bound by the acceptor. */
+/* The pipeline and the tasks; the listener is bound by the acceptor. */
 static int build(serve *s) {
   const serve_config *c = &s->cfg;
-  tg_mpsc_tx *telemetry_tx, *storage_tx;
-  tg_mpsc_rx *telemetry_rx, *storage_rx;
-  tg_broadcast_tx *updates;
-  tg_watch_tx *latest;
+  pipeline_opts po = {.cancel = s->cancel,
+                      .log = &s->log,
+                      .t0 = s->t0,
+                      .stack_size = PIPELINE_STACK,
+                      .pin = 1,
+                      .worker = 0,
+                      .telemetry_capacity = c->telemetry_capacity,
+                      .storage_capacity = c->storage_capacity,
+                      .broadcast_capacity = c->broadcast_capacity,
+                      .max_devices = c->max_devices,
+                      .device_name = device_name,
+                      .device_name_ctx = &s->reg,
+                      .batch_interval_ns = TG_MS(c->batch_age_ms),
+                      .batch_max = (uint32_t)c->batch_size,
+                      .publish_every = (uint64_t)c->snapshot_every,
+                      .publish_interval_ns = TG_MS(c->snapshot_interval_ms),
+                      .burst = 256,
+                      .db = s->db,
+                      .db_pool = c->db_pool,
+                      .health_interval_ns = TG_MS(c->health_interval_ms),
+                      .health_timeout_ns = TG_MS(c->health_timeout_ms),
+                      .health_rng = rng_stream((uint64_t)s->started_unix_ms, 2),
+                      .on_fault = pipeline_fault,
+                      .on_fault_ctx = s};
   int r;
-  if ((r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)c->telemetry_capacity, .elem_size = sizeof(reading),
-                                       .name = "telemetry"},
-                       &telemetry_tx, &telemetry_rx)))
-    return r;
-  if ((r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)c->storage_capacity, .elem_size = sizeof(batch),
-                                       .name = "storage"},
-                       &storage_tx, &storage_rx))) {
-    tg_mpsc_tx_drop(telemetry_tx);
-    tg_mpsc_rx_drop(telemetry_rx);
-    return r;
-  }
-  if ((r = snapshot_channels_new(&s->snapshots, (size_t)c->broadcast_capacity, &updates, &latest)) != 0) {
-    tg_mpsc_tx_drop(telemetry_tx);
-    tg_mpsc_rx_drop(telemetry_rx);
-    tg_mpsc_tx_drop(storage_tx);
-    tg_mpsc_rx_drop(storage_rx);
-    return r;
-  }
-  s->telemetry_ref = telemetry_tx;
-  s->storage_ref = storage_tx;
-  s->updates_ref = updates;
-  s->latest_ref = latest;
-
-  int64_t t0 = s->t0;
-  storage_stage *st = &s->store;
-  *st = (storage_stage){.cancel = s->cancel, .log = &s->log, .batches = storage_rx, .pool = s->pool, .db = s->db,
-                        .pool_size = c->db_pool, .t0 = t0, .pin_writers = 1, .worker = 0, .on_close = storage_closing, .on_close_ctx = s,
-                        .turn_moved = s->turn_moved};
-  if (spawn(s, storage_task, st, "storage") != 0) {
-    s->storage_ref = NULL;
-    tg_mpsc_rx_drop(storage_rx);
-  }
-
-  aggregator *a = &s->agg;
-  a->cancel = s->cancel;
-  a->log = &s->log;
-  a->snapshots = &s->snapshots;
-  a->telemetry = telemetry_rx;
-  a->storage = storage_tx;
-  a->latest = latest;
-  a->updates = updates;
-  a->max_devices = c->max_devices;
-  a->device_name = device_name;
-  a->device_name_ctx = &s->reg;
-  a->on_close = aggregator_closing;
-  a->on_close_ctx = s;
-  a->t0 = t0;
-  a->batch_interval_ns = TG_MS(c->batch_age_ms);
-  a->batch_max = (uint32_t)c->batch_size;
-  a->publish_every = (uint64_t)c->snapshot_every;
-  a->publish_interval_ns = TG_MS(c->snapshot_interval_ms);
-  a->burst = 256;
-  a->storage_capacity = (size_t)c->storage_capacity;
-  if (spawn(s, aggregator_task, a, "aggregator") != 0) {
-    aggregator_closing(s);
-    tg_mpsc_rx_drop(telemetry_rx);
-    tg_mpsc_tx_drop(storage_tx);
-    tg_watch_tx_drop(latest);
-    tg_broadcast_tx_drop(updates);
-    tg_mpsc_tx_drop(telemetry_tx);
-    return TG_ENOMEM;
-  }
-
-  health_checker *hc = &s->health;
-  *hc = (health_checker){.cancel = s->cancel, .log = &s->log, .t0 = t0, .interval_ns = TG_MS(c->health_interval_ms),
-                         .timeout_ns = TG_MS(c->health_timeout_ms), .rng = rng_stream((uint64_t)s->started_unix_ms, 2),
-                         .pick = health_pick, .ask = health_ask_hook, .name = device_name, .ctx = &s->reg};
-  if (c->health_interval_ms > 0) spawn(s, health_task, hc, "health");
+  if ((r = pipeline_new(&po, &s->pipe)) != 0 || (r = pipeline_start(s->pipe)) != 0) return r;
 
   ingest *in = &s->in;
   in->cfg = &s->cfg;
@@ -285,24 +206,30 @@ static int build(serve *s) {
   in->log = &s->log;
   in->reg = &s->reg;
   in->bandwidth = s->bandwidth;
-  in->telemetry = telemetry_tx; /* the acceptor's; each connection gets a clone */
   in->next_worker = 1;
   pthread_mutex_init(&in->gate_lock, NULL);
+  /* the acceptor's sender; each connection gets a clone */
+  if ((r = pipeline_sender(s->pipe, &in->telemetry)) != 0) return r;
+  pipeline_seal(s->pipe);
   tg_oneshot_rx *ready;
   if ((r = tg_oneshot_new(sizeof(int), &in->ready, &ready)) != 0) {
-    tg_mpsc_tx_drop(telemetry_tx);
+    tg_mpsc_tx_drop(in->telemetry);
     return r;
   }
   if ((r = spawn(s, ingest_acceptor_task, in, "acceptor")) != 0) {
     tg_oneshot_tx_drop(in->ready);
     tg_oneshot_rx_drop(ready);
-    tg_mpsc_tx_drop(telemetry_tx);
+    tg_mpsc_tx_drop(in->telemetry);
     return r;
   }
   int bound = TG_ECLOSED;
   tg_oneshot_recv(ready, &bound);
   tg_oneshot_rx_drop(ready);
-  return bound;
+  if (bound != 0) return bound;
+  return pipeline_start_health(s->pipe, &(pipeline_devices){.pick = health_pick,
+                                                             .ask = health_ask_hook,
+                                                             .name = device_name,
+                                                             .ctx = &s->reg});
 }
 
 /* More descriptors for many devices: the soft limit up to the hard one. */
@@ -327,7 +254,6 @@ int serve_start(const serve_config *cfg, serve **out) {
   s->t0 = tg_now();
   s->started_unix_ns = unix_ns();
   s->started_unix_ms = s->started_unix_ns / 1000000;
-  pthread_mutex_init(&s->fig_lock, NULL);
   log_init(&s->log, cfg->out ? cfg->out : stdout, cfg->log_format, cfg->quiet, s->t0);
   raise_fd_limit();
   signal(SIGPIPE, SIG_IGN); /* a device that hung up is an error code, not the end of the process */
@@ -344,10 +270,9 @@ int serve_start(const serve_config *cfg, serve **out) {
     teardown(s);
     return r;
   }
-  if ((r = tg_cancel_new(&s->cancel, "shutdown")) || (r = tg_semaphore_new(&s->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth")) ||
-      (r = tg_semaphore_new(&s->pool, (uint64_t)cfg->db_pool, "db-pool")) || (r = tg_joinset_new(&s->tasks, "serve")) ||
-      (r = tg_notify_new(&s->turn_moved, "commit-turn")) ||
-      (r = aggregator_init(&s->agg, 0) ? TG_ENOMEM : 0)) {
+  if ((r = tg_cancel_new(&s->cancel, "shutdown")) ||
+      (r = tg_semaphore_new(&s->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth")) ||
+      (r = tg_joinset_new(&s->tasks, "serve"))) {
     teardown(s);
     return r;
   }
@@ -384,17 +309,7 @@ demo_log *serve_log(serve *s) { return &s->log; }
 void serve_clients_add(serve *s, int delta) { atomic_fetch_add(&s->clients, delta); }
 
 int serve_subscribe(serve *s, tg_watch_rx **latest, tg_broadcast_rx **updates) {
-  int r = 0;
-  pthread_mutex_lock(&s->fig_lock);
-  if (!s->updates_ref) {
-    r = TG_ECLOSED;
-  } else {
-    if (latest && (r = tg_watch_subscribe(s->latest_ref, latest)) != 0) latest = NULL;
-    if (r == 0 && updates && (r = tg_broadcast_subscribe(s->updates_ref, updates)) != 0 && latest)
-      tg_watch_rx_drop(*latest);
-  }
-  pthread_mutex_unlock(&s->fig_lock);
-  return r;
+  return pipeline_subscribe(s->pipe, latest, updates);
 }
 
 int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out) {
@@ -403,7 +318,7 @@ int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, devi
     figure_add_shared(&s->health_unknown, 1);
     return -ENOENT;
   }
-  int r = health_ask(&s->health, index, timeout_ns, 0, out);
+  int r = pipeline_health(s->pipe, index, timeout_ns, out);
   if (r == 0 && out) out->device = index;
   return r;
 }
@@ -414,10 +329,8 @@ static serve_queue_figures queue_figures(const tg_mpsc_stats *st) {
   return (serve_queue_figures){st->len, st->capacity, st->senders_waiting, st->full_waits};
 }
 
-static serve_permit_figures permit_figures(tg_semaphore *sem) {
-  tg_semaphore_stats st;
-  tg_semaphore_stats_get(sem, &st);
-  return (serve_permit_figures){st.permits, st.in_use, st.waiters, st.waits};
+static serve_permit_figures permit_figures(const tg_semaphore_stats *st) {
+  return (serve_permit_figures){st->permits, st->in_use, st->waiters, st->waits};
 }
 
 void serve_figures_get(serve *s, serve_figures *f) {
@@ -438,44 +351,41 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->bytes_received = figure_get(&in->bytes);
   f->lines_received = figure_get(&in->lines);
   f->readings_received = figure_get(&in->readings);
-  f->readings_aggregated = figure_get(&s->agg.aggregated);
-  f->readings_stored = figure_get(&s->store.readings_stored);
-  f->readings_duplicate = figure_get(&s->store.duplicates);
+  pipeline_figures pf = {0};
+  if (s->pipe) pipeline_figures_get(s->pipe, &pf);
+  f->readings_aggregated = pf.aggregator.aggregated;
+  f->readings_stored = pf.readings_stored;
+  f->readings_duplicate = pf.duplicates;
   for (int i = 1; i < SERVE_BAD_REASONS; i++) {
     f->bad_input[i] = figure_get(&in->bad[i]);
     f->bad_lines += f->bad_input[i];
   }
   f->error_lines_sent = figure_get(&in->error_lines_sent);
   f->error_lines_suppressed = figure_get(&in->error_lines_suppressed);
-  pthread_mutex_lock(&s->fig_lock);
-  tg_mpsc_stats tst = s->telemetry_last, sst = s->storage_last;
-  tg_broadcast_stats bst = s->updates_last;
-  if (s->telemetry_ref) tg_mpsc_stats_get(s->telemetry_ref, &tst);
-  if (s->storage_ref) tg_mpsc_stats_get(s->storage_ref, &sst);
-  if (s->updates_ref) tg_broadcast_stats_get(s->updates_ref, &bst);
-  pthread_mutex_unlock(&s->fig_lock);
-  f->telemetry = queue_figures(&tst);
-  f->storage = queue_figures(&sst);
-  f->bandwidth = permit_figures(s->bandwidth);
-  f->db_pool = permit_figures(s->pool);
-  f->batches_flushed = figure_get(&s->agg.batches_flushed);
-  f->batches_stored = figure_get(&s->store.batches_stored);
-  f->batches_lost = figure_get(&s->store.batches_lost);
-  f->transactions = figure_get(&s->store.transactions);
-  f->write_retries = figure_get(&s->store.write_retries);
-  f->snapshots_published = figure_get(&s->agg.version);
-  f->broadcast_len = bst.len;
-  f->broadcast_capacity = bst.capacity;
-  f->broadcast_receivers = bst.receivers;
-  f->lag_events = bst.lag_events;
-  f->lagged_messages = bst.lagged_messages;
+  f->telemetry = queue_figures(&pf.telemetry);
+  f->storage = queue_figures(&pf.storage);
+  tg_semaphore_stats bw;
+  tg_semaphore_stats_get(s->bandwidth, &bw);
+  f->bandwidth = permit_figures(&bw);
+  f->db_pool = permit_figures(&pf.db_pool);
+  f->batches_flushed = pf.aggregator.batches_flushed;
+  f->batches_stored = pf.batches_stored;
+  f->batches_lost = pf.batches_lost;
+  f->transactions = pf.transactions;
+  f->write_retries = pf.write_retries;
+  f->snapshots_published = pf.aggregator.snapshots_built;
+  f->broadcast_len = pf.updates.len;
+  f->broadcast_capacity = pf.updates.capacity;
+  f->broadcast_receivers = pf.updates.receivers;
+  f->lag_events = pf.updates.lag_events;
+  f->lagged_messages = pf.updates.lagged_messages;
   int64_t clients = atomic_load(&s->clients);
   f->clients_connected = clients > 0 ? (uint64_t)clients : 0;
-  f->health.rounds = figure_get(&s->health.rounds);
+  f->health.rounds = pf.health.rounds;
   f->health.requests = figure_get(&in->health_requests);
-  f->health.ok = figure_get(&s->health.ok);
-  f->health.timeout = figure_get(&s->health.timeout);
-  f->health.disconnected = figure_get(&s->health.dropped) + figure_get(&s->health.unreachable);
+  f->health.ok = pf.health.ok;
+  f->health.timeout = pf.health.timeout;
+  f->health.disconnected = pf.health.dropped + pf.health.unreachable;
   f->health.unknown = figure_get(&s->health_unknown);
   f->health.unmatched_replies = figure_get(&in->health_unmatched);
   f->workers = s->cfg.workers;
@@ -499,8 +409,11 @@ static char *figures_json(const serve *s, const serve_figures *f, uint64_t db_ro
   /* For the ingest benchmark: when the first byte came and when the last
    * reading was aggregated and committed (Unix ns). */
   NUM("first_byte_unix_ns", to_unix_ns(s, atomic_load(&s->in.first_byte_ns)));
-  NUM("last_aggregated_unix_ns", s->agg.last_reading_ns < 0 ? 0 : to_unix_ns(s, s->t0 + s->agg.last_reading_ns));
-  NUM("last_commit_unix_ns", to_unix_ns(s, atomic_load(&s->store.last_commit_ns)));
+  pipeline_figures pf = {0};
+  if (s->pipe) pipeline_figures_get(s->pipe, &pf);
+  int64_t last_reading = pf.aggregator.last_reading_ns;
+  NUM("last_aggregated_unix_ns", last_reading < 0 ? 0 : to_unix_ns(s, s->t0 + last_reading));
+  NUM("last_commit_unix_ns", to_unix_ns(s, pf.last_commit_ns));
   NUM("listen_port", f->listen_port);
   NUM("connections_accepted", f->connections_accepted);
   NUM("connections_rejected", f->connections_rejected);
@@ -610,14 +523,15 @@ static void account(serve *s, const tg_outcome *o) {
 }
 
 int serve_wait(serve *s, serve_figures *final) {
-  /* Until shutdown; a pipeline task that ends before is a fault. */
+  /* Until shutdown; a task that ends before is a fault (the pipeline
+   * reports its own stages through pipeline_fault). */
   while (!tg_cancel_fired(s->cancel)) {
     tg_outcome o;
     tg_case cs[2] = {tg_cancel_case(s->cancel), tg_joinset_join_next_case(s->tasks, &o)};
     int w = tg_select(cs, 2, TG_FOREVER);
     if (w == 1 && cs[1].result == 0) {
       account(s, &o);
-      request_stop(s, "a pipeline task ended");
+      request_stop(s, "a task ended");
     } else if (w != 0) {
       request_stop(s, "no task left");
     }
@@ -632,6 +546,10 @@ int serve_wait(serve *s, serve_figures *final) {
     tg_joinset_abort_all(s->tasks);
     while (tg_joinset_join_next(s->tasks, &o) == 0) account(s, &o);
   }
+  if (s->pipe) pipeline_join(s->pipe, grace);
+  pipeline_figures pf = {0};
+  if (s->pipe) pipeline_figures_get(s->pipe, &pf);
+  if (pf.last_join_ns > s->last_join_ns) s->last_join_ns = pf.last_join_ns;
   if (s->last_join_ns == 0) s->last_join_ns = tg_now();
   storage_count_args cc = {.db = s->db};
   if (s->db && tg_blocking_run(storage_count_call, &cc) != 0)
@@ -641,7 +559,7 @@ int serve_wait(serve *s, serve_figures *final) {
   serve_figures_get(s, &f);
   int lossless = f.readings_received == f.readings_aggregated &&
                  f.readings_aggregated == f.readings_stored + f.readings_duplicate && f.batches_lost == 0 &&
-                 s->aborted == 0 && s->store.writers_aborted == 0;
+                 s->aborted == 0 && pf.tasks_aborted == 0 && pf.writers_aborted == 0;
   log_event(&s->log, "✅", "serve", 0, "joined",
             "All tasks joined, %" PRId64 " ms after the shutdown request; %" PRIu64 " readings received, %" PRIu64
             " committed",
