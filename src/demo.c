@@ -470,11 +470,19 @@ static void teardown(demo *d) {
 }
 
 int demo_main(const demo_config *cfg, demo_summary *summary) {
+  demo_summary local;
+  demo_summary *s = summary ? summary : &local;
+  memset(s, 0, sizeof *s);
   if (cfg->devices < 1 || cfg->devices > DEMO_MAX_DEVICES || cfg->clients < 0 || cfg->clients > DEMO_MAX_CLIENTS ||
-      cfg->db_pool < 1 || cfg->db_pool > DEMO_MAX_POOL || cfg->device_slots < 1)
+      cfg->db_pool < 1 || cfg->db_pool > DEMO_MAX_POOL || cfg->device_slots < 1) {
+    snprintf(s->error, sizeof s->error, "a setting is out of range (devices, clients, DB pool or slots)");
     return TG_EINVAL;
+  }
   demo *d = calloc(1, sizeof *d);
-  if (!d) return TG_ENOMEM;
+  if (!d) {
+    snprintf(s->error, sizeof s->error, "out of memory");
+    return TG_ENOMEM;
+  }
   d->cfg = cfg;
   d->t0 = tg_now();
   log_init(&d->log, cfg->out ? cfg->out : stdout, cfg->log_format, cfg->quiet, d->t0);
@@ -483,13 +491,15 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
   int r = 0;
   storage_open_args oc = {.db = &d->db, .opts = {.path = cfg->db_path, .connections = cfg->db_pool, .reset = 1}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
-    log_event(&d->log, "❌", "demo", 0, "storage_failed", "Cannot open the database %s: %s", cfg->db_path, oc.err);
+    snprintf(s->error, sizeof s->error, "cannot open the database %s: %s", cfg->db_path, oc.err);
     goto out;
   }
   if ((r = tg_cancel_new(&d->cancel, "shutdown")) ||
       (r = tg_semaphore_new(&d->slots, (uint64_t)cfg->device_slots, "bandwidth")) ||
-      (r = tg_joinset_new(&d->tasks, "demo")))
+      (r = tg_joinset_new(&d->tasks, "demo"))) {
+    snprintf(s->error, sizeof s->error, "cannot start: %s", tg_strerror(r));
     goto out;
+  }
 
   signal_watch sw = {0};
   if (cfg->handle_signals && signal_watch_start(&sw, demo_signal, d) != 0)
@@ -503,8 +513,6 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
   storage_count_args cc = {.db = d->db};
   if (tg_blocking_run(storage_count_call, &cc) != 0)
     log_event(&d->log, "❌", "demo", 0, "count_failed", "Cannot count the stored rows: %s", cc.err);
-  demo_summary local;
-  demo_summary *s = summary ? summary : &local;
   fill_summary(d, s, cc.rows);
   log_event(&d->log, "✅", "demo", 0, "joined",
             "All %" PRIu64 " pipeline tasks joined, %" PRId64 " ms after the shutdown request; the database holds %" PRIu64
@@ -549,5 +557,6 @@ int demo_run(const demo_config *cfg, demo_summary *summary) {
   tg_runtime_opts opts = {.workers = 1, .clock = cfg->clock, .stack_size = TASK_STACK};
   run_call rc = {cfg, summary, 0};
   int r = tg_run(&opts, run_main, &rc, NULL);
+  if (r != 0 && summary) snprintf(summary->error, sizeof summary->error, "cannot start the runtime: %s", tg_strerror(r));
   return r != 0 ? r : rc.result;
 }

@@ -110,14 +110,17 @@ typedef struct demo_summary {
   int64_t last_reading_ms;  /* run time of the last reading aggregated */
   double runtime_s;
   int lossless;             /* sent == aggregated == stored == db_rows */
+  char error[256];          /* why the run could not start; "" when it ran */
 } demo_summary;
 
 /* Runs the demo inside a task of a running runtime. Returns 0 when the
  * run completed (see summary->lossless), or a negative code when it could
- * not start (database, memory); a one-line reason was logged. */
+ * not start, with a one-line reason naming the cause in summary->error:
+ * TG_EINVAL (a setting out of range), TG_ENOMEM, -EIO (the database). */
 int demo_main(const demo_config *cfg, demo_summary *summary);
 
-/* Starts the runtime the config asks for and runs demo_main in it. */
+/* Starts the runtime the config asks for and runs demo_main in it; also
+ * returns the runtime's start errors (summary->error says so). */
 int demo_run(const demo_config *cfg, demo_summary *summary);
 
 /* The path a SIGINT or SIGTERM takes, and what tests call to simulate

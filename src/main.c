@@ -34,12 +34,15 @@ static int cmd_demo(int argc, char **argv) {
   cfg.handle_signals = 1;
   demo_summary s;
   int r = demo_run(&cfg, &s);
-  if (r != 0) return 1;
+  if (r != 0) {
+    fprintf(stderr, "telegate demo: %s\n", s.error);
+    return 1;
+  }
   return s.lossless && s.tasks.aborted == 0 ? 0 : 1;
 }
 
 /* serve's on_start hook: the HTTP side on the running pipeline. */
-static int attach_http(serve *s, void *arg) {
+static int attach_http(serve *s, void *arg, char *err, size_t errlen) {
   const serve_config *c = arg;
   api_config a;
   api_config_defaults(&a);
@@ -53,8 +56,7 @@ static int attach_http(serve *s, void *arg) {
     log_event(serve_log(s), "🌐", "http", 0, "http_listening", "Dashboard, API and /metrics on http://%s:%d/",
               c->http_host, port);
   else
-    log_event(serve_log(s), "❌", "http", 0, "http_failed", "Cannot listen for HTTP on %s:%d: %s", c->http_host,
-              c->http_port, tg_strerror(r));
+    snprintf(err, errlen, "cannot listen for HTTP on %s:%d: %s", c->http_host, c->http_port, tg_strerror(r));
   return r;
 }
 
@@ -74,7 +76,8 @@ static int cmd_serve(int argc, char **argv) {
   cfg.handle_signals = 1;
   cfg.on_start = attach_http;
   cfg.on_start_arg = &cfg;
-  int r = serve_run(&cfg, NULL);
+  int r = serve_run(&cfg, NULL, err, sizeof err);
+  if (r < 0) fprintf(stderr, "telegate serve: %s\n", err);
   return r == 0 ? 0 : 1;
 }
 

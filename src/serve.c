@@ -171,7 +171,7 @@ static void teardown(serve *s) {
 }
 
 /* The pipeline and the tasks; the listener is bound by the acceptor. */
-static int build(serve *s) {
+static int build(serve *s, char *err, size_t errlen) {
   const serve_config *c = &s->cfg;
   pipeline_opts po = {.cancel = s->cancel,
                       .log = &s->log,
@@ -198,7 +198,10 @@ static int build(serve *s) {
                       .on_fault = pipeline_fault,
                       .on_fault_ctx = s};
   int r;
-  if ((r = pipeline_new(&po, &s->pipe)) != 0 || (r = pipeline_start(s->pipe)) != 0) return r;
+  if ((r = pipeline_new(&po, &s->pipe)) != 0 || (r = pipeline_start(s->pipe)) != 0) {
+    snprintf(err, errlen, "cannot start the pipeline: %s", tg_strerror(r));
+    return r;
+  }
 
   ingest *in = &s->in;
   in->cfg = &s->cfg;
@@ -209,27 +212,33 @@ static int build(serve *s) {
   in->next_worker = 1;
   pthread_mutex_init(&in->gate_lock, NULL);
   /* the acceptor's sender; each connection gets a clone */
-  if ((r = pipeline_sender(s->pipe, &in->telemetry)) != 0) return r;
+  tg_oneshot_rx *ready = NULL;
+  if ((r = pipeline_sender(s->pipe, &in->telemetry)) == 0 && (r = tg_oneshot_new(sizeof(int), &in->ready, &ready)) != 0)
+    tg_mpsc_tx_drop(in->telemetry);
   pipeline_seal(s->pipe);
-  tg_oneshot_rx *ready;
-  if ((r = tg_oneshot_new(sizeof(int), &in->ready, &ready)) != 0) {
-    tg_mpsc_tx_drop(in->telemetry);
-    return r;
-  }
-  if ((r = spawn(s, ingest_acceptor_task, in, "acceptor")) != 0) {
+  if (r == 0 && (r = spawn(s, ingest_acceptor_task, in, "acceptor")) != 0) {
     tg_oneshot_tx_drop(in->ready);
-    tg_oneshot_rx_drop(ready);
     tg_mpsc_tx_drop(in->telemetry);
+  }
+  if (r != 0) {
+    if (ready) tg_oneshot_rx_drop(ready);
+    snprintf(err, errlen, "cannot start the device listener: %s", tg_strerror(r));
     return r;
   }
   int bound = TG_ECLOSED;
   tg_oneshot_recv(ready, &bound);
   tg_oneshot_rx_drop(ready);
-  if (bound != 0) return bound;
-  return pipeline_start_health(s->pipe, &(pipeline_devices){.pick = health_pick,
-                                                             .ask = health_ask_hook,
-                                                             .name = device_name,
-                                                             .ctx = &s->reg});
+  if (bound != 0) {
+    snprintf(err, errlen, "cannot listen for devices on %s:%d: %s", c->listen_host, c->listen_port,
+             tg_strerror(bound));
+    return bound;
+  }
+  r = pipeline_start_health(s->pipe, &(pipeline_devices){.pick = health_pick,
+                                                          .ask = health_ask_hook,
+                                                          .name = device_name,
+                                                          .ctx = &s->reg});
+  if (r != 0) snprintf(err, errlen, "cannot start the health checker: %s", tg_strerror(r));
+  return r;
 }
 
 /* More descriptors for many devices: the soft limit up to the hard one. */
@@ -241,15 +250,28 @@ static void raise_fd_limit(void) {
   }
 }
 
-int serve_start(const serve_config *cfg, serve **out) {
-  *out = NULL;
-  char err[160];
-  if (check_config(cfg, err, sizeof err) != 0) {
-    fprintf(cfg->out ? cfg->out : stderr, "telegate serve: %s\n", err);
-    return TG_EINVAL;
+/* Ends a serve whose start failed: what was spawned is stopped and
+ * joined, without a summary, since no run happened. */
+static void abandon(serve *s) {
+  if (s->cancel) request_stop(s, "start failed");
+  int64_t grace = tg_now() + TG_MS(s->cfg.drain_ms) + GRACE_NS;
+  tg_outcome o;
+  if (s->tasks) {
+    if (tg_joinset_join_next_dl(s->tasks, &o, grace) == TG_ETIMEDOUT) tg_joinset_abort_all(s->tasks);
+    while (tg_joinset_join_next(s->tasks, &o) == 0) {}
   }
+  if (s->pipe) pipeline_join(s->pipe, grace);
+  teardown(s);
+}
+
+int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) {
+  *out = NULL;
+  if (check_config(cfg, err, errlen) != 0) return TG_EINVAL;
   serve *s = calloc(1, sizeof *s);
-  if (!s) return TG_ENOMEM;
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return TG_ENOMEM;
+  }
   s->cfg = *cfg;
   s->t0 = tg_now();
   s->started_unix_ns = unix_ns();
@@ -259,6 +281,7 @@ int serve_start(const serve_config *cfg, serve **out) {
   signal(SIGPIPE, SIG_IGN); /* a device that hung up is an error code, not the end of the process */
   int r;
   if ((r = registry_init(&s->reg, (uint32_t)cfg->max_devices)) != 0) {
+    snprintf(err, errlen, "out of memory for %d devices", cfg->max_devices);
     teardown(s);
     return r;
   }
@@ -266,22 +289,19 @@ int serve_start(const serve_config *cfg, serve **out) {
                   .opts = {.backend = cfg->storage == SERVE_STORAGE_NONE ? "none" : "sqlite", .path = cfg->db_path,
                            .connections = cfg->db_pool, .device_name = device_name, .device_name_ctx = &s->reg}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
-    log_event(&s->log, "❌", "serve", 0, "storage_failed", "Cannot open the database %s: %s", cfg->db_path, oc.err);
+    snprintf(err, errlen, "cannot open the database %s: %s", cfg->db_path, oc.err);
     teardown(s);
     return r;
   }
   if ((r = tg_cancel_new(&s->cancel, "shutdown")) ||
       (r = tg_semaphore_new(&s->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth")) ||
       (r = tg_joinset_new(&s->tasks, "serve"))) {
+    snprintf(err, errlen, "cannot start: %s", tg_strerror(r));
     teardown(s);
     return r;
   }
-  r = build(s);
-  if (r != 0) {
-    log_event(&s->log, "❌", "serve", 0, "listen_failed", "Cannot listen on %s:%d: %s", cfg->listen_host,
-              cfg->listen_port, tg_strerror(r));
-    request_stop(s, "start failed");
-    serve_wait(s, NULL);
+  if ((r = build(s, err, errlen)) != 0) {
+    abandon(s);
     return r;
   }
   log_event(&s->log, "🚀", "serve", 0, "listening",
@@ -291,9 +311,8 @@ int serve_start(const serve_config *cfg, serve **out) {
             cfg->batch_age_ms, cfg->storage_capacity, cfg->storage == SERVE_STORAGE_NONE ? "none" : "sqlite",
             cfg->storage == SERVE_STORAGE_NONE ? "" : " ", cfg->storage == SERVE_STORAGE_NONE ? "" : cfg->db_path,
             cfg->db_pool, cfg->bandwidth_permits, cfg->workers, cfg->health_interval_ms);
-  if (cfg->on_start && (r = cfg->on_start(s, cfg->on_start_arg)) != 0) {
-    request_stop(s, "start hook failed");
-    serve_wait(s, NULL);
+  if (cfg->on_start && (r = cfg->on_start(s, cfg->on_start_arg, err, errlen)) != 0) {
+    abandon(s);
     return r;
   }
   *out = s;
@@ -573,13 +592,15 @@ int serve_wait(serve *s, serve_figures *final) {
 typedef struct run_call {
   const serve_config *cfg;
   serve_figures *final;
+  char *err;
+  size_t errlen;
   int result;
 } run_call;
 
 static void *run_main(void *arg) {
   run_call *rc = arg;
   serve *s;
-  rc->result = serve_start(rc->cfg, &s);
+  rc->result = serve_start(rc->cfg, &s, rc->err, rc->errlen);
   if (rc->result != 0) return NULL;
   signal_watch sw = {0};
   if (rc->cfg->handle_signals && signal_watch_start(&sw, on_signal, s) != 0)
@@ -590,9 +611,10 @@ static void *run_main(void *arg) {
   return NULL;
 }
 
-int serve_run(const serve_config *cfg, serve_figures *final) {
+int serve_run(const serve_config *cfg, serve_figures *final, char *err, size_t errlen) {
   tg_runtime_opts opts = {.workers = cfg->workers};
-  run_call rc = {cfg, final, 0};
+  run_call rc = {cfg, final, err, errlen, 0};
   int r = tg_run(&opts, run_main, &rc, NULL);
+  if (r != 0) snprintf(err, errlen, "cannot start the runtime: %s", tg_strerror(r));
   return r != 0 ? r : rc.result;
 }

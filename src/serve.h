@@ -31,6 +31,7 @@
 #include "protocol.h"
 #include "tg/tg.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -81,8 +82,9 @@ typedef struct serve_config {
   int http_write_timeout_ms; /* an HTTP client that stops reading is dropped (5000) */
   /* Called once the pipeline runs and the listener is bound, from the
    * task that called serve_start: where the HTTP side starts its tasks
-   * (serve_spawn). A nonzero return stops serve. */
-  int (*on_start)(serve *s, void *arg);
+   * (serve_spawn). A nonzero return, with a one-line reason in err, stops
+   * serve. */
+  int (*on_start)(serve *s, void *arg, char *err, size_t errlen);
   void *on_start_arg;
 } serve_config;
 
@@ -170,9 +172,13 @@ typedef struct serve_figures {
 /* Builds the pipeline, binds the listener and starts every task; called
  * from a task (the runtime must have cfg->workers workers). *out is the
  * running serve. Sets SIGPIPE to be ignored and raises the soft limit of
- * descriptors to the hard one. Returns 0, or a negative code (the address, the
- * database, memory) with a one-line reason logged. */
-int serve_start(const serve_config *cfg, serve **out);
+ * descriptors to the hard one. Returns 0, or a negative code with a
+ * one-line reason in err naming the cause (the path, the address, the
+ * error's text): TG_EINVAL (a setting out of range), TG_ENOMEM, -EIO
+ * (the database), or the listener's bind error (-EADDRINUSE, ...). A
+ * start that fails has stopped and joined whatever it had started, and
+ * writes no summary: no run happened. */
+int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen);
 
 /* The port devices connect to (useful with listen_port 0). */
 int serve_port(serve *s);
@@ -188,8 +194,9 @@ int serve_wait(serve *s, serve_figures *final);
 
 /* Starts a runtime of cfg->workers workers, runs serve until SIGINT or
  * SIGTERM (with handle_signals) or serve_stop, and returns serve_wait's
- * result, or a negative code when it could not start. */
-int serve_run(const serve_config *cfg, serve_figures *final);
+ * result, or a negative code with err set when it could not start
+ * (serve_start's, or the runtime's). */
+int serve_run(const serve_config *cfg, serve_figures *final, char *err, size_t errlen);
 
 /* The figures right now. Any task or thread, while serve runs. */
 void serve_figures_get(serve *s, serve_figures *out);

@@ -56,8 +56,9 @@ static inline void serve_test_cleanup(serve_test *t) {
 
 /* Inside a task: starts serve. */
 static inline void serve_test_start(serve_test *t) {
-  int r = serve_start(&t->cfg, &t->s);
-  ck_assert_msg(r == 0, "serve_start: %s", tg_err_name(r));
+  char err[256] = "";
+  int r = serve_start(&t->cfg, &t->s, err, sizeof err);
+  ck_assert_msg(r == 0, "serve_start: %s: %s", tg_err_name(r), err);
   ck_assert_int_gt(serve_port(t->s), 0);
 }
 

@@ -18,13 +18,16 @@ typedef struct options {
   int duration_s, telemetry_capacity;
 } options;
 
-static int attach_http(serve *s, void *arg) {
+static int attach_http(serve *s, void *arg, char *err, size_t errlen) {
   (void)arg;
   api_config cfg;
   api_config_defaults(&cfg);
   cfg.http.port = 0;
   int port = 0, r = api_serve_attach(s, &cfg, &port);
-  if (r != 0) return r;
+  if (r != 0) {
+    snprintf(err, errlen, "cannot listen for HTTP: %s", tg_strerror(r));
+    return r;
+  }
   printf("listening http://127.0.0.1:%d devices 127.0.0.1:%d\n", port, serve_port(s));
   fflush(stdout);
   return 0;
@@ -41,7 +44,11 @@ static void *serve_main(void *arg) {
   cfg.telemetry_capacity = o->telemetry_capacity;
   cfg.on_start = attach_http;
   serve *s;
-  if (serve_start(&cfg, &s) != 0) return (void *)1;
+  char err[256];
+  if (serve_start(&cfg, &s, err, sizeof err) != 0) {
+    fprintf(stderr, "dashboard-serve: %s\n", err);
+    return (void *)1;
+  }
   tg_sleep(TG_SEC(o->duration_s));
   serve_stop(s);
   return (void *)(intptr_t)serve_wait(s, NULL);
