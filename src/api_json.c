@@ -3,6 +3,8 @@
  * would build a tree only to print it. */
 #include "api_internal.h"
 
+#include "figures.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -69,34 +71,8 @@ void api_json_snapshot(http_buf *b, const system_snapshot *s) {
   http_buf_append(b, "]}", 2);
 }
 
-static void kv_bool(http_buf *b, const char *k, int v, int comma) {
-  key(b, k);
-  http_buf_puts(b, v ? "true" : "false");
-  if (comma) http_buf_append(b, ",", 1);
-}
-
-static void queue(http_buf *b, const char *name, const serve_queue_figures *q, int comma) {
-  key(b, name);
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "len", q->len, 1);
-  kv_u64(b, "capacity", q->capacity, 1);
-  kv_u64(b, "senders_waiting", q->senders_waiting, 1);
-  kv_u64(b, "full_waits", q->full_waits, 0);
-  http_buf_puts(b, comma ? "}," : "}");
-}
-
-static void semaphore(http_buf *b, const char *name, const serve_permit_figures *s, int comma) {
-  key(b, name);
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "permits", s->permits, 1);
-  kv_u64(b, "in_use", s->in_use, 1);
-  kv_u64(b, "waiters", s->waiters, 1);
-  kv_u64(b, "waits", s->waits, 0);
-  http_buf_puts(b, comma ? "}," : "}");
-}
-
 /* The figures as the dashboard draws them: the stages of DESIGN.md's
- * diagram, left to right. */
+ * diagram, under the keys figures.c gives them. */
 void api_json_pipeline(http_buf *b, api_server *a) {
   serve_figures f = {0};
   if (a->deps.figures) a->deps.figures(a->deps.ctx, &f);
@@ -105,88 +81,8 @@ void api_json_pipeline(http_buf *b, api_server *a) {
   uint64_t hr[API_HEALTH_RESULTS];
   api_server_stats(a, &h, &st, hr);
 
-  http_buf_append(b, "{", 1);
-  kv_bool(b, "has_pipeline", a->deps.figures != NULL, 1);
-  kv_i64(b, "uptime_ms", f.uptime_ms, 1);
-  kv_bool(b, "stopping", f.stopping, 1);
-  key(b, "devices");
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "connected", f.devices_connected, 1);
-  kv_u64(b, "known", f.devices_known, 1);
-  kv_u64(b, "connections", f.connections_open, 1);
-  kv_u64(b, "accepted", f.connections_accepted, 1);
-  kv_u64(b, "rejected", f.connections_rejected, 1);
-  kv_u64(b, "closed_errors", f.connections_closed_errors, 1);
-  kv_u64(b, "write_timeouts", f.connections_write_timeouts, 1);
-  kv_u64(b, "lines", f.lines_received, 1);
-  kv_u64(b, "bytes", f.bytes_received, 0);
-  http_buf_puts(b, "},");
-  key(b, "readings");
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "received", f.readings_received, 1);
-  kv_u64(b, "aggregated", f.readings_aggregated, 1);
-  kv_u64(b, "stored", f.readings_stored, 1);
-  kv_u64(b, "duplicate", f.readings_duplicate, 0);
-  http_buf_puts(b, "},");
-  key(b, "bad_input");
-  http_buf_append(b, "{", 1);
-  for (int r = 1; r < SERVE_BAD_REASONS; r++)
-    kv_u64(b, metrics_bad_reason_name(r), f.bad_input[r], r + 1 < SERVE_BAD_REASONS);
-  http_buf_puts(b, "},");
-  key(b, "queues");
-  http_buf_append(b, "{", 1);
-  queue(b, "telemetry", &f.telemetry, 1);
-  queue(b, "storage", &f.storage, 0);
-  http_buf_puts(b, "},");
-  key(b, "semaphores");
-  http_buf_append(b, "{", 1);
-  semaphore(b, "bandwidth", &f.bandwidth, 1);
-  semaphore(b, "db_pool", &f.db_pool, 0);
-  http_buf_puts(b, "},");
-  key(b, "batches");
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "flushed", f.batches_flushed, 1);
-  kv_u64(b, "stored", f.batches_stored, 1);
-  kv_u64(b, "lost", f.batches_lost, 1);
-  kv_u64(b, "transactions", f.transactions, 1);
-  kv_u64(b, "retries", f.write_retries, 0);
-  http_buf_puts(b, "},");
-  key(b, "broadcast");
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "published", f.snapshots_published, 1);
-  kv_u64(b, "len", f.broadcast_len, 1);
-  kv_u64(b, "capacity", f.broadcast_capacity, 1);
-  kv_u64(b, "receivers", f.broadcast_receivers, 1);
-  kv_u64(b, "lag_events", f.lag_events, 1);
-  kv_u64(b, "lagged_messages", f.lagged_messages, 1);
-  kv_u64(b, "clients", f.clients_connected, 0);
-  http_buf_puts(b, "},");
-  key(b, "health");
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "rounds", f.health.rounds, 1);
-  kv_u64(b, "requests", f.health.requests, 1);
-  kv_u64(b, "ok", f.health.ok, 1);
-  kv_u64(b, "timeout", f.health.timeout, 1);
-  kv_u64(b, "disconnected", f.health.disconnected, 1);
-  kv_u64(b, "unknown", f.health.unknown, 0);
-  http_buf_puts(b, "},");
-  key(b, "http");
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "connections", h.connections_open, 1);
-  kv_u64(b, "accepted", h.connections_accepted, 1);
-  kv_u64(b, "rejected", h.connections_rejected, 1);
-  kv_u64(b, "requests", h.requests, 1);
-  kv_u64(b, "write_timeouts", h.write_timeouts, 0);
-  http_buf_puts(b, "},");
-  key(b, "sse");
-  http_buf_append(b, "{", 1);
-  kv_u64(b, "clients", st.clients, 1);
-  kv_u64(b, "streams", st.streams, 1);
-  kv_u64(b, "events", st.events, 1);
-  kv_u64(b, "resyncs", st.resyncs, 1);
-  kv_u64(b, "lagged_messages", st.lagged_messages, 1);
-  kv_u64(b, "skipped_stale", st.skipped_stale, 1);
-  kv_u64(b, "coalesced", st.coalesced, 1);
-  kv_u64(b, "dropped", st.dropped, 0);
-  http_buf_puts(b, "}}");
+  figure_source src[] = {figures_serve(&f), figures_http(&h), figures_streams(&st)};
+  http_buf_puts(b, a->deps.figures ? "{\"has_pipeline\":true," : "{\"has_pipeline\":false,");
+  figures_json_members(b, src, 3, FIGURE_JSON_API);
+  http_buf_append(b, "}", 1);
 }

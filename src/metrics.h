@@ -5,7 +5,8 @@
  * and a # TYPE line, then all its samples; counters end in _total; one
  * family per quantity, told apart by labels (reason="malformed",
  * stage="telemetry", queue="storage"). The same numbers feed the dashboard
- * and the tests. The families and what each means are in metrics.c. */
+ * and the tests. The families and what each means are declared once, in
+ * figures.c (figures.h). */
 #ifndef TELEGATE_METRICS_H
 #define TELEGATE_METRICS_H
 
@@ -41,9 +42,6 @@ typedef enum api_health_result {
  * side is reported). health_requests has API_HEALTH_RESULTS entries. */
 void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats *h,
                    const stream_figures *s, const uint64_t *health_requests);
-
-/* The name of a bad-input reason (protocol.h's, then serve's own). */
-const char *metrics_bad_reason_name(int reason);
 
 /* The label of an on-demand health result ("ok", "timeout", ...). */
 const char *metrics_health_result_name(api_health_result r);

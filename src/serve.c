@@ -2,13 +2,13 @@
  * figures and the summary; see serve.h. */
 #include "serve.h"
 
+#include "figures.h"
 #include "ingest.h"
 #include "pipeline.h"
 #include "registry.h"
 #include "signals.h"
 #include "storage.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -45,17 +45,6 @@ struct serve {
   int64_t last_join_ns;
   uint64_t db_rows;
 };
-
-static const char *const extra_reasons[] = {
-    [SERVE_BAD_TOO_MANY_DEVICES - PROTOCOL_REASON_COUNT] = "too_many_devices",
-    [SERVE_BAD_TRUNCATED - PROTOCOL_REASON_COUNT] = "truncated",
-};
-
-const char *serve_bad_reason_name(int reason) {
-  if (reason > 0 && reason < PROTOCOL_REASON_COUNT) return protocol_reason_name(reason);
-  if (reason >= PROTOCOL_REASON_COUNT && reason < SERVE_BAD_REASONS) return extra_reasons[reason - PROTOCOL_REASON_COUNT];
-  return NULL;
-}
 
 void serve_config_defaults(serve_config *c) {
   memset(c, 0, sizeof *c);
@@ -420,112 +409,20 @@ static int64_t to_unix_ns(const serve *s, int64_t mono) {
   return mono ? s->started_unix_ns + (mono - s->t0) : 0;
 }
 
-static char *figures_json(const serve *s, const serve_figures *f, uint64_t db_rows, int lossless) {
-  cJSON *o = cJSON_CreateObject();
-  if (!o) return NULL;
-#define NUM(name, v) cJSON_AddNumberToObject(o, name, (double)(v))
-  NUM("uptime_ms", f->uptime_ms);
-  /* For the ingest benchmark: when the first byte came and when the last
-   * reading was aggregated and committed (Unix ns). */
-  NUM("first_byte_unix_ns", to_unix_ns(s, atomic_load(&s->in.first_byte_ns)));
+/* The text summary to the log, the JSON one to --summary-json (figures.h). */
+static void summary(serve *s, const serve_figures *f, int lossless) {
   pipeline_figures pf = {0};
   if (s->pipe) pipeline_figures_get(s->pipe, &pf);
   int64_t last_reading = pf.aggregator.last_reading_ns;
-  NUM("last_aggregated_unix_ns", last_reading < 0 ? 0 : to_unix_ns(s, s->t0 + last_reading));
-  NUM("last_commit_unix_ns", to_unix_ns(s, pf.last_commit_ns));
-  NUM("listen_port", f->listen_port);
-  NUM("connections_accepted", f->connections_accepted);
-  NUM("connections_rejected", f->connections_rejected);
-  NUM("connections_closed", f->connections_closed);
-  NUM("connections_closed_errors", f->connections_closed_errors);
-  NUM("connections_write_timeouts", f->connections_write_timeouts);
-  NUM("devices_known", f->devices_known);
-  NUM("bytes_received", f->bytes_received);
-  NUM("lines_received", f->lines_received);
-  NUM("readings_received", f->readings_received);
-  NUM("readings_aggregated", f->readings_aggregated);
-  NUM("readings_stored", f->readings_stored);
-  NUM("readings_duplicate", f->readings_duplicate);
-  NUM("db_rows", db_rows);
-  NUM("bad_lines", f->bad_lines);
-  cJSON *bad = cJSON_AddObjectToObject(o, "bad_input");
-  for (int i = 1; bad && i < SERVE_BAD_REASONS; i++)
-    cJSON_AddNumberToObject(bad, serve_bad_reason_name(i), (double)f->bad_input[i]);
-  NUM("error_lines_sent", f->error_lines_sent);
-  NUM("error_lines_suppressed", f->error_lines_suppressed);
-  NUM("telemetry_full_waits", f->telemetry.full_waits);
-  NUM("storage_full_waits", f->storage.full_waits);
-  NUM("bandwidth_waits", f->bandwidth.waits);
-  NUM("db_pool_waits", f->db_pool.waits);
-  NUM("batches_flushed", f->batches_flushed);
-  NUM("batches_stored", f->batches_stored);
-  NUM("batches_lost", f->batches_lost);
-  NUM("transactions", f->transactions);
-  NUM("write_retries", f->write_retries);
-  NUM("snapshots_published", f->snapshots_published);
-  NUM("lag_events", f->lag_events);
-  cJSON *h = cJSON_AddObjectToObject(o, "health");
-  if (h) {
-    cJSON_AddNumberToObject(h, "rounds", (double)f->health.rounds);
-    cJSON_AddNumberToObject(h, "requests", (double)f->health.requests);
-    cJSON_AddNumberToObject(h, "ok", (double)f->health.ok);
-    cJSON_AddNumberToObject(h, "timeout", (double)f->health.timeout);
-    cJSON_AddNumberToObject(h, "disconnected", (double)f->health.disconnected);
-    cJSON_AddNumberToObject(h, "unknown", (double)f->health.unknown);
-    cJSON_AddNumberToObject(h, "unmatched_replies", (double)f->health.unmatched_replies);
-  }
-  cJSON_AddBoolToObject(o, "lossless", lossless);
-#undef NUM
-  char *text = cJSON_PrintUnformatted(o);
-  cJSON_Delete(o);
-  return text;
-}
-
-static void summary(serve *s, const serve_figures *f, int lossless) {
-  char bad[512] = "";
-  size_t len = 0;
-  for (int i = 1; i < SERVE_BAD_REASONS && len < sizeof bad; i++)
-    if (f->bad_input[i])
-      len += (size_t)snprintf(bad + len, sizeof bad - len, "%s%s %" PRIu64, len ? ", " : "", serve_bad_reason_name(i),
-                              f->bad_input[i]);
-  char *text = NULL;
-  if (asprintf(&text,
-               "\nconnections   %" PRIu64 " accepted, %" PRIu64 " refused, %" PRIu64 " closed after bad lines, %" PRIu64
-               " for not reading\n"
-               "readings      received %" PRIu64 ", aggregated %" PRIu64 ", stored %" PRIu64 " + %" PRIu64
-               " resends dropped; rows in the database %" PRIu64 "\n"
-               "bad lines     %" PRIu64 "%s%s%s; %" PRIu64 " error lines sent, %" PRIu64 " held back\n"
-               "batches       %" PRIu64 " cut, %" PRIu64 " committed in %" PRIu64 " transactions (%" PRIu64
-               " retried), %" PRIu64 " lost\n"
-               "backpressure  telemetry full %" PRIu64 ", storage full %" PRIu64 ", bandwidth waits %" PRIu64
-               ", DB pool waits %" PRIu64 "\n"
-               "health        %" PRIu64 " rounds: %" PRIu64 " ok, %" PRIu64 " timeout, %" PRIu64 " disconnected, %" PRIu64
-               " late or unmatched replies\n"
-               "snapshots     %" PRIu64 " published\n"
-               "shutdown      %" PRId64 " ms from the request to the last join; %s\n",
-               f->connections_accepted, f->connections_rejected, f->connections_closed_errors,
-               f->connections_write_timeouts, f->readings_received, f->readings_aggregated, f->readings_stored,
-               f->readings_duplicate, s->db_rows, f->bad_lines, len ? " (" : "", bad, len ? ")" : "",
-               f->error_lines_sent, f->error_lines_suppressed, f->batches_flushed, f->batches_stored, f->transactions,
-               f->write_retries, f->batches_lost, f->telemetry.full_waits, f->storage.full_waits, f->bandwidth.waits,
-               f->db_pool.waits, f->health.rounds, f->health.ok, f->health.timeout, f->health.disconnected,
-               f->health.unmatched_replies, f->snapshots_published,
-               (s->last_join_ns - atomic_load(&s->stop_at_ns)) / 1000000,
-               lossless ? "nothing lost: every reading read from a socket was aggregated and committed"
-                        : "READINGS LOST or tasks aborted") >= 0)
-    log_write(&s->log, text);
-  free(text);
-  if (s->cfg.summary_json) {
-    char *json = figures_json(s, f, s->db_rows, lossless);
-    FILE *out = json ? fopen(s->cfg.summary_json, "w") : NULL;
-    if (out) {
-      fprintf(out, "%s\n", json);
-      fclose(out);
-    } else {
-      log_event(&s->log, "❌", "serve", 0, "summary_json", "Cannot write %s", s->cfg.summary_json);
-    }
-    free(json);
-  }
+  serve_run_end end = {
+      .first_byte_unix_ns = to_unix_ns(s, atomic_load(&s->in.first_byte_ns)),
+      .last_aggregated_unix_ns = last_reading < 0 ? 0 : to_unix_ns(s, s->t0 + last_reading),
+      .last_commit_unix_ns = to_unix_ns(s, pf.last_commit_ns),
+      .db_rows = s->db_rows,
+      .shutdown_ms = (s->last_join_ns - atomic_load(&s->stop_at_ns)) / 1000000,
+      .lossless = lossless,
+  };
+  figures_summary_write(&s->log, f, &end, s->cfg.summary_json);
 }
 
 /* ------------------------------------------------------------ the run */

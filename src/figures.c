@@ -1,0 +1,555 @@
+/* figures.c - the tables of serve's figures and the renderings made from
+ * them; see figures.h. Also the names of bad-input reasons, which label
+ * one of the families. */
+#include "figures.h"
+
+#include "tg/tg.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ reasons */
+
+/* The gateway's own reasons, after the parser's (protocol.h). */
+static const char *const gateway_reason_names[SERVE_BAD_REASONS - PROTOCOL_REASON_COUNT] = {
+    [SERVE_BAD_TOO_MANY_DEVICES - PROTOCOL_REASON_COUNT] = "too_many_devices",
+    [SERVE_BAD_TRUNCATED - PROTOCOL_REASON_COUNT] = "truncated",
+};
+
+/* Declared in serve.h with the reasons; defined here so that the HTTP
+ * side, which labels /metrics with it, links without the whole of serve. */
+const char *serve_bad_reason_name(int reason) {
+  if (reason > 0 && reason < PROTOCOL_REASON_COUNT) return protocol_reason_name(reason);
+  if (reason >= PROTOCOL_REASON_COUNT && reason < SERVE_BAD_REASONS)
+    return gateway_reason_names[reason - PROTOCOL_REASON_COUNT];
+  return NULL;
+}
+
+/* ------------------------------------------------------------ the tables */
+
+static int each_bad_input(const void *base, int i, char *label, size_t cap, uint64_t *value) {
+  const serve_figures *f = base;
+  int reason = i + 1;
+  if (reason >= SERVE_BAD_REASONS) return 0;
+  snprintf(label, cap, "%s", serve_bad_reason_name(reason));
+  *value = f->bad_input[reason];
+  return 1;
+}
+
+#define SF(field) FIGURE_AT(serve_figures, field)
+#define COUNTER .kind = FIGURE_COUNTER
+#define GAUGE .kind = FIGURE_GAUGE
+
+/* In the order of /metrics; on a text line, rows appear in this order. */
+static const figure_def serve_rows[] = {
+    {"uptime_seconds", GAUGE, .unit = FIGURE_MS, .help = "Seconds since serve started.", SF(uptime_ms),
+     .api = "uptime_ms", .summary = "uptime_ms"},
+    {"start_time_seconds", GAUGE, .unit = FIGURE_MS, .help = "When serve started, in seconds since the Unix epoch.",
+     SF(started_unix_ms), .api = "started_unix_ms", .summary = "started_unix_ms"},
+    {"listen_port", GAUGE, .help = "The port devices connect to.", SF(listen_port), .unexported = 1,
+     .summary = "listen_port"},
+    {"stopping", GAUGE, .unit = FIGURE_FLAG, .help = "1 once the ordered shutdown has begun.", SF(stopping),
+     .api = "stopping"},
+
+    {"device_connections_accepted", COUNTER, .help = "Device connections accepted.", SF(connections_accepted),
+     .api = "devices.accepted", .summary = "connections_accepted", .line = FIGURE_LINE_CONNECTIONS,
+     .text = "# accepted"},
+    {"device_connections_rejected", COUNTER, .help = "Device connections refused over the connection limit.",
+     SF(connections_rejected), .api = "devices.rejected", .summary = "connections_rejected",
+     .line = FIGURE_LINE_CONNECTIONS, .text = ", # refused"},
+    {"device_connections_closed", COUNTER, .help = "Device connections closed.", SF(connections_closed),
+     .summary = "connections_closed"},
+    {"device_connections_closed_errors", COUNTER, .help = "Device connections closed after too many bad lines in a row.",
+     SF(connections_closed_errors), .api = "devices.closed_errors", .summary = "connections_closed_errors",
+     .line = FIGURE_LINE_CONNECTIONS, .text = ", # closed after bad lines"},
+    {"device_write_timeouts", COUNTER, .help = "Device connections closed because the device did not read.",
+     SF(connections_write_timeouts), .api = "devices.write_timeouts", .summary = "connections_write_timeouts",
+     .line = FIGURE_LINE_CONNECTIONS, .text = ", # for not reading"},
+    {"device_connections", GAUGE, .help = "Device connections open now.", SF(connections_open),
+     .api = "devices.connections"},
+    {"devices_known", GAUGE, .help = "Distinct device ids seen.", SF(devices_known), .api = "devices.known",
+     .summary = "devices_known"},
+    {"devices_connected", GAUGE, .help = "Devices whose last connection is open.", SF(devices_connected),
+     .api = "devices.connected"},
+    {"device_received_bytes", COUNTER, .unit = FIGURE_BYTES, .help = "Bytes read from device connections.",
+     SF(bytes_received), .api = "devices.bytes", .summary = "bytes_received"},
+    {"device_lines", COUNTER, .help = "Lines read from device connections.", SF(lines_received),
+     .api = "devices.lines", .summary = "lines_received"},
+
+    {"readings_received", COUNTER, .help = "Readings parsed and sent into the telemetry channel.",
+     SF(readings_received), .api = "readings.received", .summary = "readings_received",
+     .line = FIGURE_LINE_READINGS, .text = "received #"},
+    {"readings_aggregated", COUNTER, .help = "Readings aggregated into snapshots.", SF(readings_aggregated),
+     .api = "readings.aggregated", .summary = "readings_aggregated", .line = FIGURE_LINE_READINGS,
+     .text = ", aggregated #"},
+    {"readings_stored", COUNTER, .help = "Readings committed to the database.", SF(readings_stored),
+     .api = "readings.stored", .summary = "readings_stored", .line = FIGURE_LINE_READINGS, .text = ", stored #"},
+    {"readings_duplicate", COUNTER,
+     .help = "Readings resent by a device (seq at or below its high-water mark), dropped.", SF(readings_duplicate),
+     .api = "readings.duplicate", .summary = "readings_duplicate", .line = FIGURE_LINE_READINGS,
+     .text = " + # resends dropped"},
+
+    {"bad_lines", COUNTER, .help = "Device lines rejected: the sum of bad_input_total.", SF(bad_lines),
+     .unexported = 1, .summary = "bad_lines", .line = FIGURE_LINE_BAD_LINES, .text = "#"},
+    {"bad_input", COUNTER, .label_key = "reason", .help = "Device lines rejected, by reason.",
+     .each = each_bad_input, .api = "bad_input", .summary = "bad_input", .line = FIGURE_LINE_BAD_LINES,
+     .text = " (#)"},
+    {"error_lines_sent", COUNTER, .help = "Error lines written back to devices.", SF(error_lines_sent),
+     .summary = "error_lines_sent", .line = FIGURE_LINE_BAD_LINES, .text = "; # error lines sent"},
+    {"error_lines_suppressed", COUNTER,
+     .help = "Error lines not written because of the per-connection rate limit.", SF(error_lines_suppressed),
+     .summary = "error_lines_suppressed", .line = FIGURE_LINE_BAD_LINES, .text = ", # held back"},
+
+    {"backpressure_waits", "stage", "telemetry", COUNTER,
+     .help = "Waits at a stage: a send into a full queue or an acquire of a busy semaphore.",
+     SF(telemetry.full_waits), .api = "queues.telemetry.full_waits", .summary = "telemetry_full_waits",
+     .line = FIGURE_LINE_BACKPRESSURE, .text = "telemetry full #"},
+    {"backpressure_waits", "stage", "storage", COUNTER, SF(storage.full_waits),
+     .api = "queues.storage.full_waits", .summary = "storage_full_waits", .line = FIGURE_LINE_BACKPRESSURE,
+     .text = ", storage full #"},
+    {"backpressure_waits", "stage", "bandwidth", COUNTER, SF(bandwidth.waits), .api = "semaphores.bandwidth.waits",
+     .summary = "bandwidth_waits", .line = FIGURE_LINE_BACKPRESSURE, .text = ", bandwidth waits #"},
+    {"backpressure_waits", "stage", "db_pool", COUNTER, SF(db_pool.waits), .api = "semaphores.db_pool.waits",
+     .summary = "db_pool_waits", .line = FIGURE_LINE_BACKPRESSURE, .text = ", DB pool waits #"},
+
+    {"queue_length", "queue", "telemetry", GAUGE, .help = "Messages in a pipeline queue now.", SF(telemetry.len),
+     .api = "queues.telemetry.len"},
+    {"queue_length", "queue", "storage", GAUGE, SF(storage.len), .api = "queues.storage.len"},
+    {"queue_capacity", "queue", "telemetry", GAUGE, .help = "Capacity of a pipeline queue.",
+     SF(telemetry.capacity), .api = "queues.telemetry.capacity"},
+    {"queue_capacity", "queue", "storage", GAUGE, SF(storage.capacity), .api = "queues.storage.capacity"},
+    {"queue_senders_waiting", "queue", "telemetry", GAUGE, .help = "Senders blocked on a full queue now.",
+     SF(telemetry.senders_waiting), .api = "queues.telemetry.senders_waiting"},
+    {"queue_senders_waiting", "queue", "storage", GAUGE, SF(storage.senders_waiting),
+     .api = "queues.storage.senders_waiting"},
+
+    {"permits_in_use", "semaphore", "bandwidth", GAUGE, .help = "Semaphore permits held now.",
+     SF(bandwidth.in_use), .api = "semaphores.bandwidth.in_use"},
+    {"permits_in_use", "semaphore", "db_pool", GAUGE, SF(db_pool.in_use), .api = "semaphores.db_pool.in_use"},
+    {"permits", "semaphore", "bandwidth", GAUGE, .help = "Semaphore permits configured.", SF(bandwidth.permits),
+     .api = "semaphores.bandwidth.permits"},
+    {"permits", "semaphore", "db_pool", GAUGE, SF(db_pool.permits), .api = "semaphores.db_pool.permits"},
+    {"permit_waiters", "semaphore", "bandwidth", GAUGE, .help = "Tasks waiting for a permit now.",
+     SF(bandwidth.waiters), .api = "semaphores.bandwidth.waiters"},
+    {"permit_waiters", "semaphore", "db_pool", GAUGE, SF(db_pool.waiters), .api = "semaphores.db_pool.waiters"},
+
+    {"batches_flushed", COUNTER, .help = "Batches cut by the aggregator for storage.", SF(batches_flushed),
+     .api = "batches.flushed", .summary = "batches_flushed", .line = FIGURE_LINE_BATCHES, .text = "# cut"},
+    {"batches_stored", COUNTER, .help = "Batches committed.", SF(batches_stored), .api = "batches.stored",
+     .summary = "batches_stored", .line = FIGURE_LINE_BATCHES, .text = ", # committed"},
+    {"transactions", COUNTER, .help = "Database transactions run.", SF(transactions), .api = "batches.transactions",
+     .summary = "transactions", .line = FIGURE_LINE_BATCHES, .text = " in # transactions"},
+    {"write_retries", COUNTER, .help = "Batch transactions that failed and were retried.", SF(write_retries),
+     .api = "batches.retries", .summary = "write_retries", .line = FIGURE_LINE_BATCHES, .text = " (# retried)"},
+    {"batches_lost", COUNTER, .help = "Batches that could not be committed.", SF(batches_lost),
+     .api = "batches.lost", .summary = "batches_lost", .line = FIGURE_LINE_BATCHES, .text = ", # lost"},
+
+    {"snapshots_published", COUNTER, .help = "Snapshots published to the watch and broadcast.",
+     SF(snapshots_published), .api = "broadcast.published", .summary = "snapshots_published",
+     .line = FIGURE_LINE_SNAPSHOTS, .text = "# published"},
+    {"broadcast_retained", GAUGE, .help = "Snapshots retained in the broadcast ring.", SF(broadcast_len),
+     .api = "broadcast.len"},
+    {"broadcast_capacity", GAUGE, .help = "Capacity of the broadcast ring.", SF(broadcast_capacity),
+     .api = "broadcast.capacity"},
+    {"broadcast_receivers", GAUGE, .help = "Broadcast receivers subscribed now.", SF(broadcast_receivers),
+     .api = "broadcast.receivers"},
+    {"broadcast_lag_events", COUNTER, .help = "Times a broadcast receiver fell behind the ring (and had to resync).",
+     SF(lag_events), .api = "broadcast.lag_events", .summary = "lag_events"},
+    {"broadcast_lagged_messages", COUNTER,
+     .help = "Broadcast messages overwritten before a lagging receiver read them.", SF(lagged_messages),
+     .api = "broadcast.lagged_messages"},
+    {"clients_connected", GAUGE, .help = "Clients following the snapshots now.", SF(clients_connected),
+     .api = "broadcast.clients"},
+
+    {"health_rounds", COUNTER, .help = "Rounds of the periodic health checker.", SF(health.rounds),
+     .api = "health.rounds", .summary = "health.rounds", .line = FIGURE_LINE_HEALTH, .text = "# rounds"},
+    {"health_checks", "result", "ok", COUNTER, .help = "Device health checks (periodic and on demand), by result.",
+     SF(health.ok), .api = "health.ok", .summary = "health.ok", .line = FIGURE_LINE_HEALTH, .text = ": # ok"},
+    {"health_checks", "result", "timeout", COUNTER, SF(health.timeout), .api = "health.timeout",
+     .summary = "health.timeout", .line = FIGURE_LINE_HEALTH, .text = ", # timeout"},
+    {"health_checks", "result", "disconnected", COUNTER, SF(health.disconnected), .api = "health.disconnected",
+     .summary = "health.disconnected", .line = FIGURE_LINE_HEALTH, .text = ", # disconnected"},
+    {"health_checks", "result", "unknown", COUNTER, SF(health.unknown), .api = "health.unknown",
+     .summary = "health.unknown"},
+    {"health_requests_written", COUNTER, .help = "Health requests written to devices.", SF(health.requests),
+     .api = "health.requests", .summary = "health.requests"},
+    {"health_unmatched_replies", COUNTER, .help = "Health replies nobody waited for (late, or a wrong id).",
+     SF(health.unmatched_replies), .summary = "health.unmatched_replies", .line = FIGURE_LINE_HEALTH,
+     .text = ", # late or unmatched replies"},
+
+    {"tasks_alive", GAUGE, .help = "libtg tasks alive now.", SF(tasks_alive)},
+    {"workers", GAUGE, .help = "libtg worker threads.", SF(workers)},
+};
+#undef SF
+
+#define RE(field) FIGURE_AT(serve_run_end, field)
+static const figure_def run_end_rows[] = {
+    {"first_byte_unix_ns", GAUGE, .unit = FIGURE_NS, .help = "When the first byte from a device came.",
+     RE(first_byte_unix_ns), .unexported = 1, .summary = "first_byte_unix_ns"},
+    {"last_aggregated_unix_ns", GAUGE, .unit = FIGURE_NS, .help = "When the last reading was aggregated.",
+     RE(last_aggregated_unix_ns), .unexported = 1, .summary = "last_aggregated_unix_ns"},
+    {"last_commit_unix_ns", GAUGE, .unit = FIGURE_NS, .help = "When the last batch was committed.",
+     RE(last_commit_unix_ns), .unexported = 1, .summary = "last_commit_unix_ns"},
+    {"db_rows", GAUGE, .help = "Rows in the database after the run.", RE(db_rows), .unexported = 1,
+     .summary = "db_rows", .line = FIGURE_LINE_READINGS, .text = "; rows in the database #"},
+    {"shutdown_ms", GAUGE, .unit = FIGURE_MS, .help = "From the shutdown request to the last join.",
+     RE(shutdown_ms), .unexported = 1, .summary = "shutdown_ms", .line = FIGURE_LINE_SHUTDOWN,
+     .text = "# ms from the request to the last join"},
+    {"lossless", GAUGE, .unit = FIGURE_FLAG, .help = "Every reading read from a socket was aggregated and committed.",
+     RE(lossless), .unexported = 1, .summary = "lossless", .line = FIGURE_LINE_SHUTDOWN,
+     .text = "; nothing lost: every reading read from a socket was aggregated and committed",
+     .text_unset = "; READINGS LOST or tasks aborted"},
+};
+#undef RE
+
+static int each_http_status(const void *base, int i, char *label, size_t cap, uint64_t *value) {
+  const http_server_stats *h = base;
+  if (i >= h->nstatus) return 0;
+  if (h->status[i].code) snprintf(label, cap, "%d", h->status[i].code);
+  else snprintf(label, cap, "other");
+  *value = h->status[i].count;
+  return 1;
+}
+
+#define HS(field) FIGURE_AT(http_server_stats, field)
+static const figure_def http_rows[] = {
+    {"http_connections", GAUGE, .help = "HTTP connections open now.", HS(connections_open),
+     .api = "http.connections"},
+    {"http_connections_accepted", COUNTER, .help = "HTTP connections accepted.", HS(connections_accepted),
+     .api = "http.accepted"},
+    {"http_connections_rejected", COUNTER, .help = "HTTP connections answered 503 over the connection limit.",
+     HS(connections_rejected), .api = "http.rejected"},
+    {"http_requests", COUNTER, .help = "Complete HTTP requests handled.", HS(requests), .api = "http.requests"},
+    {"http_responses", COUNTER, .label_key = "code", .help = "HTTP responses, by status code.",
+     .each = each_http_status},
+    {"http_write_timeouts", COUNTER, .help = "HTTP clients dropped because they stopped reading.",
+     HS(write_timeouts), .api = "http.write_timeouts"},
+    {"http_written_bytes", COUNTER, .unit = FIGURE_BYTES, .help = "Bytes written to HTTP clients.",
+     HS(bytes_written)},
+};
+#undef HS
+
+#define ST(field) FIGURE_AT(stream_figures, field)
+static const figure_def stream_rows[] = {
+    {"sse_clients", GAUGE, .help = "Server-Sent Events streams open now.", ST(clients), .api = "sse.clients"},
+    {"sse_streams", COUNTER, .help = "Server-Sent Events streams opened.", ST(streams), .api = "sse.streams"},
+    {"sse_events", COUNTER, .help = "Snapshot events sent to stream clients.", ST(events), .api = "sse.events"},
+    {"sse_resyncs", COUNTER,
+     .help = "Resync events: a stream client fell behind and got the full current snapshot.", ST(resyncs),
+     .api = "sse.resyncs"},
+    {"sse_lagged_messages", COUNTER, .help = "Snapshots stream clients missed while they lagged.",
+     ST(lagged_messages), .api = "sse.lagged_messages"},
+    {"sse_skipped_stale", COUNTER, .help = "Backlog snapshots skipped after a resync because they were older.",
+     ST(skipped_stale), .api = "sse.skipped_stale"},
+    {"sse_coalesced", COUNTER, .help = "Snapshots replaced by a newer one within a stream's ?every= period.",
+     ST(coalesced), .api = "sse.coalesced"},
+    {"sse_dropped", COUNTER, .help = "Streams ended because the client stopped reading.", ST(dropped),
+     .api = "sse.dropped"},
+};
+#undef ST
+
+static int each_health_request(const void *base, int i, char *label, size_t cap, uint64_t *value) {
+  const uint64_t *per_result = base;
+  if (i >= API_HEALTH_RESULTS) return 0;
+  snprintf(label, cap, "%s", metrics_health_result_name((api_health_result)i));
+  *value = per_result[i];
+  return 1;
+}
+
+static const figure_def health_request_rows[] = {
+    {"http_health_requests", COUNTER, .label_key = "result",
+     .help = "On-demand health checks requested over HTTP, by result.", .each = each_health_request},
+};
+
+#undef COUNTER
+#undef GAUGE
+
+#define SOURCE(rows, base) ((figure_source){(rows), sizeof(rows) / sizeof((rows)[0]), (base)})
+
+figure_source figures_serve(const serve_figures *f) { return SOURCE(serve_rows, f); }
+figure_source figures_http(const http_server_stats *h) { return SOURCE(http_rows, h); }
+figure_source figures_streams(const stream_figures *s) { return SOURCE(stream_rows, s); }
+figure_source figures_health_requests(const uint64_t *per_result) { return SOURCE(health_request_rows, per_result); }
+figure_source figures_run_end(const serve_run_end *e) { return SOURCE(run_end_rows, e); }
+
+/* ------------------------------------------------------------ values */
+
+/* A row's value, for rows with a place. */
+typedef struct value {
+  int is_signed;
+  uint64_t u;
+  int64_t i;
+} value;
+
+static value value_of(const figure_def *d, const void *base) {
+  const char *p = (const char *)base + d->offset;
+  value v = {0};
+  switch (d->ctype) {
+  case FIGURE_U64: memcpy(&v.u, p, sizeof v.u); break;
+  case FIGURE_I64:
+    v.is_signed = 1;
+    memcpy(&v.i, p, sizeof v.i);
+    break;
+  case FIGURE_INT: {
+    int n;
+    memcpy(&n, p, sizeof n);
+    v.is_signed = 1;
+    v.i = n;
+    break;
+  }
+  }
+  return v;
+}
+
+static int value_is_zero(value v) { return v.is_signed ? v.i == 0 : v.u == 0; }
+
+static void put_integer(http_buf *b, value v) {
+  if (v.is_signed) http_buf_i64(b, v.i);
+  else http_buf_u64(b, v.u);
+}
+
+/* ------------------------------------------------------------ Prometheus */
+
+static void metric_name(char *out, size_t cap, const figure_def *d) {
+  snprintf(out, cap, "telegate_%s%s", d->name, d->kind == FIGURE_COUNTER ? "_total" : "");
+}
+
+/* One sample; label values here are fixed words or numbers, which need
+ * no escaping. */
+static void sample(http_buf *b, const char *metric, const figure_def *d, const char *label) {
+  http_buf_puts(b, metric);
+  if (d->label_key) http_buf_printf(b, "{%s=\"%s\"}", d->label_key, label);
+  http_buf_append(b, " ", 1);
+}
+
+static void prom_row(http_buf *b, const char *metric, const figure_def *d, const void *base) {
+  if (d->each) {
+    char label[64];
+    uint64_t v;
+    for (int i = 0; d->each(base, i, label, sizeof label, &v); i++) {
+      sample(b, metric, d, label);
+      http_buf_u64(b, v);
+      http_buf_append(b, "\n", 1);
+    }
+    return;
+  }
+  value v = value_of(d, base);
+  sample(b, metric, d, d->label);
+  if (d->unit == FIGURE_MS) http_buf_printf(b, "%.3f", (v.is_signed ? (double)v.i : (double)v.u) / 1000.0);
+  else if (d->unit == FIGURE_FLAG) http_buf_puts(b, value_is_zero(v) ? "0" : "1");
+  else put_integer(b, v);
+  http_buf_append(b, "\n", 1);
+}
+
+/* Whether a row of the sources before (s, r) has the same name. */
+static int name_seen(const figure_source *src, int s, size_t r) {
+  for (int si = 0; si <= s; si++)
+    for (size_t ri = 0; ri < (si == s ? r : src[si].nrows); ri++)
+      if (!src[si].rows[ri].unexported && !strcmp(src[si].rows[ri].name, src[s].rows[r].name)) return 1;
+  return 0;
+}
+
+void figures_prometheus(http_buf *b, const figure_source *src, int nsrc) {
+  for (int s = 0; s < nsrc; s++) {
+    for (size_t r = 0; r < src[s].nrows; r++) {
+      const figure_def *first = &src[s].rows[r];
+      if (first->unexported || name_seen(src, s, r)) continue;
+      /* The family: its help (on one of its rows), then every row of it. */
+      const char *help = NULL;
+      for (int s2 = s; s2 < nsrc; s2++)
+        for (size_t r2 = 0; r2 < src[s2].nrows; r2++)
+          if (!strcmp(src[s2].rows[r2].name, first->name) && src[s2].rows[r2].help) help = src[s2].rows[r2].help;
+      char metric[128];
+      metric_name(metric, sizeof metric, first);
+      http_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric, help ? help : first->name, metric,
+                      first->kind == FIGURE_COUNTER ? "counter" : "gauge");
+      for (int s2 = s; s2 < nsrc; s2++)
+        for (size_t r2 = 0; r2 < src[s2].nrows; r2++) {
+          const figure_def *d = &src[s2].rows[r2];
+          if (!d->unexported && !strcmp(d->name, first->name)) prom_row(b, metric, d, src[s2].base);
+        }
+    }
+  }
+}
+
+/* ------------------------------------------------------------ JSON */
+
+static const char *json_path(const figure_def *d, figure_json which) {
+  return which == FIGURE_JSON_API ? d->api : d->summary;
+}
+
+static void json_key(http_buf *b, const char *k, size_t len) {
+  http_buf_append(b, "\"", 1);
+  http_buf_append(b, k, len);
+  http_buf_append(b, "\":", 2);
+}
+
+static void json_value(http_buf *b, const figure_def *d, const void *base) {
+  if (d->each) {
+    char label[64];
+    uint64_t v;
+    http_buf_append(b, "{", 1);
+    for (int i = 0; d->each(base, i, label, sizeof label, &v); i++) {
+      if (i) http_buf_append(b, ",", 1);
+      json_key(b, label, strlen(label));
+      http_buf_u64(b, v);
+    }
+    http_buf_append(b, "}", 1);
+    return;
+  }
+  value v = value_of(d, base);
+  if (d->unit == FIGURE_FLAG) http_buf_puts(b, value_is_zero(v) ? "false" : "true");
+  else put_integer(b, v);
+}
+
+/* The rows' paths, flattened over the sources, for the walk below. */
+typedef struct json_item {
+  const char *path;
+  const figure_def *def;
+  const void *base;
+} json_item;
+
+/* Writes the members of the object at `prefix` (plen bytes, ending in a
+ * dot, or empty for the top): each key once, in order of first
+ * appearance; a key with more path after it is an object of its own. */
+static void json_object(http_buf *b, const json_item *it, size_t n, const char *prefix, size_t plen) {
+  int first = 1;
+  for (size_t k = 0; k < n; k++) {
+    if (strncmp(it[k].path, prefix, plen) != 0) continue;
+    const char *seg = it[k].path + plen;
+    const char *dot = strchr(seg, '.');
+    size_t slen = dot ? (size_t)(dot - seg) : strlen(seg);
+    size_t upto = plen + slen; /* the path of this key */
+    int seen = 0;
+    for (size_t j = 0; j < k && !seen; j++)
+      seen = strncmp(it[j].path, it[k].path, upto) == 0 && (it[j].path[upto] == '.' || it[j].path[upto] == '\0');
+    if (seen) continue;
+    if (!first) http_buf_append(b, ",", 1);
+    first = 0;
+    json_key(b, seg, slen);
+    if (!dot) {
+      json_value(b, it[k].def, it[k].base);
+    } else {
+      http_buf_append(b, "{", 1);
+      json_object(b, it, n, it[k].path, upto + 1);
+      http_buf_append(b, "}", 1);
+    }
+  }
+}
+
+void figures_json_members(http_buf *b, const figure_source *src, int nsrc, figure_json which) {
+  size_t n = 0;
+  for (int s = 0; s < nsrc; s++) n += src[s].nrows;
+  json_item *it = n ? calloc(n, sizeof *it) : NULL;
+  if (n && !it) {
+    b->failed = 1;
+    return;
+  }
+  size_t m = 0;
+  for (int s = 0; s < nsrc; s++)
+    for (size_t r = 0; r < src[s].nrows; r++)
+      if (json_path(&src[s].rows[r], which))
+        it[m++] = (json_item){json_path(&src[s].rows[r], which), &src[s].rows[r], src[s].base};
+  json_object(b, it, m, "", 0);
+  free(it);
+}
+
+/* ------------------------------------------------------------ text */
+
+static const char *const line_names[FIGURE_LINES] = {
+    [FIGURE_LINE_CONNECTIONS] = "connections",   [FIGURE_LINE_READINGS] = "readings",
+    [FIGURE_LINE_BAD_LINES] = "bad lines",       [FIGURE_LINE_BATCHES] = "batches",
+    [FIGURE_LINE_BACKPRESSURE] = "backpressure", [FIGURE_LINE_HEALTH] = "health",
+    [FIGURE_LINE_SNAPSHOTS] = "snapshots",       [FIGURE_LINE_SHUTDOWN] = "shutdown",
+};
+
+/* The nonzero members of a family as "label value, ..."; 0 when none. */
+static int each_nonzero(http_buf *b, const figure_def *d, const void *base) {
+  char label[64];
+  uint64_t v;
+  int listed = 0;
+  for (int i = 0; d->each(base, i, label, sizeof label, &v); i++) {
+    if (!v) continue;
+    http_buf_printf(b, "%s%s %llu", listed ? ", " : "", label, (unsigned long long)v);
+    listed++;
+  }
+  return listed;
+}
+
+static void text_row(http_buf *b, const figure_def *d, const void *base) {
+  if (d->unit == FIGURE_FLAG) {
+    http_buf_puts(b, value_is_zero(value_of(d, base)) ? d->text_unset : d->text);
+    return;
+  }
+  const char *mark = strchr(d->text, '#');
+  size_t before = mark ? (size_t)(mark - d->text) : strlen(d->text);
+  if (d->each) {
+    http_buf list = {0};
+    if (each_nonzero(&list, d, base)) {
+      http_buf_append(b, d->text, before);
+      http_buf_append(b, list.data, list.len);
+      if (mark) http_buf_puts(b, mark + 1);
+    }
+    if (list.failed) b->failed = 1;
+    http_buf_free(&list);
+    return;
+  }
+  http_buf_append(b, d->text, before);
+  if (!mark) return;
+  put_integer(b, value_of(d, base));
+  http_buf_puts(b, mark + 1);
+}
+
+void figures_text(http_buf *b, const figure_source *src, int nsrc) {
+  http_buf_append(b, "\n", 1);
+  for (int line = 1; line < FIGURE_LINES; line++) {
+    http_buf_printf(b, "%-14s", line_names[line]);
+    for (int s = 0; s < nsrc; s++)
+      for (size_t r = 0; r < src[s].nrows; r++)
+        if ((int)src[s].rows[r].line == line) text_row(b, &src[s].rows[r], src[s].base);
+    http_buf_append(b, "\n", 1);
+  }
+}
+
+/* ------------------------------------------------------------ serve's summary */
+
+void figures_summary_text(http_buf *b, const serve_figures *f, const serve_run_end *e) {
+  figure_source src[] = {figures_serve(f), figures_run_end(e)};
+  figures_text(b, src, 2);
+}
+
+void figures_summary_json(http_buf *b, const serve_figures *f, const serve_run_end *e) {
+  figure_source src[] = {figures_serve(f), figures_run_end(e)};
+  http_buf_append(b, "{", 1);
+  figures_json_members(b, src, 2, FIGURE_JSON_SUMMARY);
+  http_buf_append(b, "}", 1);
+}
+
+static int write_file(const char *path, const http_buf *b) {
+  FILE *out = fopen(path, "w");
+  if (!out) return -errno;
+  int ok = fwrite(b->data, 1, b->len, out) == b->len && fputc('\n', out) != EOF;
+  int err = ok ? 0 : errno ? -errno : -EIO;
+  if (fclose(out) != 0 && !err) err = errno ? -errno : -EIO;
+  return err;
+}
+
+int figures_summary_write(demo_log *log, const serve_figures *f, const serve_run_end *e, const char *json_path) {
+  http_buf b = {0};
+  figures_summary_text(&b, f, e);
+  int r = b.failed ? TG_ENOMEM : 0;
+  if (!b.failed) log_write(log, b.data);
+  if (json_path) {
+    http_buf_reset(&b);
+    figures_summary_json(&b, f, e);
+    int w = b.failed ? TG_ENOMEM : write_file(json_path, &b);
+    if (w != 0) {
+      log_event(log, "❌", "serve", 0, "summary_json", "Cannot write %s: %s", json_path, tg_strerror(w));
+      r = w;
+    }
+  }
+  http_buf_free(&b);
+  return r;
+}
