@@ -266,7 +266,7 @@ static const figure_def health_request_rows[] = {
 #undef COUNTER
 #undef GAUGE
 
-#define SOURCE(rows, base) ((figure_source){(rows), sizeof(rows) / sizeof((rows)[0]), (base)})
+#define SOURCE(rows, base) ((figure_source){(rows), sizeof(rows) / sizeof((rows)[0]), (base), "telegate_"})
 
 figure_source figures_serve(const serve_figures *f) { return SOURCE(serve_rows, f); }
 figure_source figures_http(const http_server_stats *h) { return SOURCE(http_rows, h); }
@@ -312,8 +312,8 @@ static void put_integer(http_buf *b, value v) {
 
 /* ------------------------------------------------------------ Prometheus */
 
-static void metric_name(char *out, size_t cap, const figure_def *d) {
-  snprintf(out, cap, "telegate_%s%s", d->name, d->kind == FIGURE_COUNTER ? "_total" : "");
+static void metric_name(char *out, size_t cap, const char *prefix, const figure_def *d) {
+  snprintf(out, cap, "%s%s%s", prefix, d->name, d->kind == FIGURE_COUNTER ? "_total" : "");
 }
 
 /* One sample; label values here are fixed words or numbers, which need
@@ -337,7 +337,9 @@ static void prom_row(http_buf *b, const char *metric, const figure_def *d, const
   }
   value v = value_of(d, base);
   sample(b, metric, d, d->label);
-  if (d->unit == FIGURE_MS) http_buf_printf(b, "%.3f", (v.is_signed ? (double)v.i : (double)v.u) / 1000.0);
+  double n = v.is_signed ? (double)v.i : (double)v.u;
+  if (d->unit == FIGURE_MS) http_buf_printf(b, "%.3f", n / 1e3);
+  else if (d->unit == FIGURE_NS) http_buf_printf(b, "%.9f", n / 1e9);
   else if (d->unit == FIGURE_FLAG) http_buf_puts(b, value_is_zero(v) ? "0" : "1");
   else put_integer(b, v);
   http_buf_append(b, "\n", 1);
@@ -362,7 +364,7 @@ void figures_prometheus(http_buf *b, const figure_source *src, int nsrc) {
         for (size_t r2 = 0; r2 < src[s2].nrows; r2++)
           if (!strcmp(src[s2].rows[r2].name, first->name) && src[s2].rows[r2].help) help = src[s2].rows[r2].help;
       char metric[128];
-      metric_name(metric, sizeof metric, first);
+      metric_name(metric, sizeof metric, src[s].prefix, first);
       http_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric, help ? help : first->name, metric,
                       first->kind == FIGURE_COUNTER ? "counter" : "gauge");
       for (int s2 = s; s2 < nsrc; s2++)

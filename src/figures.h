@@ -22,9 +22,10 @@
  *
  * The renderings:
  * - Prometheus: for each name, in order of first appearance, `# HELP` and
- *   `# TYPE` then every row of it: telegate_<name>, plus _total for a
- *   counter. A value kept in ms (FIGURE_MS) is exposed in seconds, as the
- *   name (..._seconds) says. Rows marked `unexported` are left out.
+ *   `# TYPE` then every row of it: the source's prefix (telegate_) and the
+ *   name, plus _total for a counter. A value kept in ms or ns is exposed
+ *   in seconds, as the name (..._seconds) says. Rows marked `unexported`
+ *   are left out.
  * - JSON: `api` and `summary` are dotted paths ("queues.telemetry.len" is
  *   key len in object telemetry in object queues); objects open in order
  *   of first appearance. A family with `each` is an object of its members.
@@ -38,7 +39,14 @@
  * To add a figure: the field in its struct (serve.h for serve_figures),
  * and one row in its table in figures.c: name, kind, unit and help, the
  * place (the field), and the keys of the renderings it belongs to. No
- * renderer changes. */
+ * renderer changes.
+ *
+ * What /metrics is still to get fits the same way: a build_info gauge is
+ * a row of value 1 whose `each` gives the version label; process_* figures
+ * are a table over their own struct whose source has the prefix "", so
+ * process_cpu_seconds_total keeps its standard name; a histogram is one
+ * more kind, its place a struct of buckets, sum and count, which the
+ * Prometheus renderer writes as _bucket, _sum and _count samples. */
 #ifndef TELEGATE_FIGURES_H
 #define TELEGATE_FIGURES_H
 
@@ -111,6 +119,7 @@ typedef struct figure_source {
   const figure_def *rows;
   size_t nrows;
   const void *base;
+  const char *prefix; /* of its Prometheus names: "telegate_" ("" keeps a standard name such as process_*) */
 } figure_source;
 
 /* What only the end of a serve run knows, for its summary. */

@@ -195,13 +195,15 @@ END_TEST
 /* ------------------------------------------------------------ Prometheus */
 
 /* The sample line a row (or member) must render as. */
-static void prom_line(char *out, size_t cap, const figure_def *d, const char *label, uint64_t v) {
+static void prom_line(char *out, size_t cap, const char *prefix, const figure_def *d, const char *label,
+                      uint64_t v) {
   char labels[96] = "";
   if (d->label_key) snprintf(labels, sizeof labels, "{%s=\"%s\"}", d->label_key, label);
   char value[32];
-  if (d->unit == FIGURE_MS) snprintf(value, sizeof value, "%.3f", (double)v / 1000.0);
+  if (d->unit == FIGURE_MS) snprintf(value, sizeof value, "%.3f", (double)v / 1e3);
+  else if (d->unit == FIGURE_NS) snprintf(value, sizeof value, "%.9f", (double)v / 1e9);
   else snprintf(value, sizeof value, "%llu", (unsigned long long)v);
-  snprintf(out, cap, "\ntelegate_%s%s%s %s\n", d->name, d->kind == FIGURE_COUNTER ? "_total" : "", labels, value);
+  snprintf(out, cap, "\n%s%s%s%s %s\n", prefix, d->name, d->kind == FIGURE_COUNTER ? "_total" : "", labels, value);
 }
 
 static int count_samples(const char *text) {
@@ -225,12 +227,13 @@ START_TEST(test_figures_prometheus_has_every_row) {
       const figure_def *d = &t.src[s].rows[r];
       if (d->unexported) {
         char name[128];
-        snprintf(name, sizeof name, "telegate_%s", d->name);
+        snprintf(name, sizeof name, "\n%s%s", t.src[s].prefix, d->name);
         ck_assert_msg(!strstr(b.data, name), "%s is in /metrics", name);
         continue;
       }
       char line[256], help[256];
-      snprintf(help, sizeof help, "\n# TYPE telegate_%s%s %s\n", d->name, d->kind == FIGURE_COUNTER ? "_total" : "",
+      snprintf(help, sizeof help, "\n# TYPE %s%s%s %s\n", t.src[s].prefix, d->name,
+               d->kind == FIGURE_COUNTER ? "_total" : "",
                d->kind == FIGURE_COUNTER ? "counter" : "gauge");
       ck_assert_msg(strstr(b.data, help), "no%s", help);
       if (d->each) {
@@ -238,12 +241,12 @@ START_TEST(test_figures_prometheus_has_every_row) {
         uint64_t v;
         int i = 0;
         for (; d->each(t.src[s].base, i, label, sizeof label, &v); i++, want++) {
-          prom_line(line, sizeof line, d, label, v);
+          prom_line(line, sizeof line, t.src[s].prefix, d, label, v);
           ck_assert_msg(strstr(b.data, line), "no%s", line);
         }
         ck_assert_int_gt(i, 0);
       } else {
-        prom_line(line, sizeof line, d, d->label, get_value(d, t.src[s].base));
+        prom_line(line, sizeof line, t.src[s].prefix, d, d->label, get_value(d, t.src[s].base));
         ck_assert_msg(strstr(b.data, line), "no%s", line);
         want++;
       }
