@@ -9,8 +9,8 @@
  * descriptor (tg_tcp_accept_fd) and spawns a connection task for it,
  * pinned round-robin to the workers (or placed by the runtime), which
  * opens the socket there (tg_tcp_open) and runs the handler with it.
- * Connections are handled in accept order of their spawns; nothing orders
- * one connection's handler against another's.
+ * Connection ids follow accept order; the handlers of different
+ * connections run independently of each other.
  *
  * The cap: while max_connections connection tasks run, a new connection
  * goes to the reject callback instead, in the acceptor, so each protocol
@@ -19,10 +19,11 @@
  * that waits (on its peer, on a full channel) holds its slot, and that is
  * the backpressure new connections see.
  *
- * Accept errors (EMFILE, ENFILE, ENOMEM, ENOBUFS): each is counted, logged
- * at most once a second, and followed by a back-off that doubles from
- * 10 ms to at most 1 s and restarts after a success; it ends early when a
- * connection task ends (its descriptor is free again) or the token fires.
+ * Accept errors (EMFILE, ENFILE, ENOMEM: any but the listener's close or
+ * the acceptor's abort, which end it) are counted, logged at most once a
+ * second, and each followed by a back-off that doubles from 10 ms to at
+ * most 1 s and restarts after a success; it ends early when a connection
+ * task ends (its descriptor is free again) or the token fires.
  *
  * Cancel: when cfg->cancel fires, the acceptor closes the listener (new
  * connections are refused by the kernel), then joins every connection
@@ -31,8 +32,8 @@
  * aborted (their waits fail with TG_ECANCELED) and joined; grace_ms < 0
  * waits for every one, for handlers that bound their own drain.
  *
- * Ownership: the server copies cfg but not what it points to: host, the
- * token, the log and ctx must outlive it. The handler does not own the
+ * Ownership: the server copies cfg and its name, not what else it points
+ * to: host, the token, the log and ctx must outlive it. The handler does not own the
  * socket: the server closes it when the handler returns, also when the
  * handler panics (the panic is counted and logged, the server goes on).
  * The reject callback owns the descriptor it is given and must close it.
