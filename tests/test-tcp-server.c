@@ -17,7 +17,7 @@
 typedef enum mode { ECHO, ECHO_TO_EOF, IGNORE_CANCEL, PANIC } mode;
 
 typedef struct fixture {
-  mode mode;
+  atomic_int mode;         /* a mode; handlers on other workers read it */
   tg_cancel *cancel;
   tcp_server *srv;
   tcp_server_config cfg;
@@ -29,9 +29,10 @@ typedef struct fixture {
   tg_notify *never;        /* nobody notifies it */
 } fixture;
 
-/* ECHO: answers each line until the peer closes or the token fires;
- * ECHO_TO_EOF: until the peer closes, whatever the token. IGNORE_CANCEL: waits for a notification that never comes, so only an
- * abort ends it. PANIC: panics at once. */
+/* ECHO: answers each line until the peer closes or the token fires.
+ * ECHO_TO_EOF: the same, but only the peer's close ends it. IGNORE_CANCEL:
+ * waits for a notification that never comes, so only an abort ends it.
+ * PANIC: panics at once. */
 static void handler(void *ctx, tcp_server_conn *c) {
   fixture *f = ctx;
   atomic_fetch_add(&f->started, 1);
@@ -46,7 +47,8 @@ static void handler(void *ctx, tcp_server_conn *c) {
   for (;;) {
     tg_tcp_view v;
     tg_case cs[2] = {tg_cancel_case(f->cancel), tg_tcp_recv_case(c->sock, &v)};
-    int w = f->mode == ECHO_TO_EOF ? (tg_select(cs + 1, 1, TG_FOREVER) == 0 ? 1 : -1) : tg_select(cs, 2, TG_FOREVER);
+    /* ECHO_TO_EOF leaves the token out of the select */
+    int w = f->mode == ECHO_TO_EOF ? 1 + tg_select(cs + 1, 1, TG_FOREVER) : tg_select(cs, 2, TG_FOREVER);
     if (w != 1 || cs[1].result != 0) break;
     const char *nl = memchr(v.data, '\n', v.len);
     if (!nl) continue;
@@ -385,7 +387,7 @@ static void *panic_body(void *arg) {
   ck_assert_int_eq(cl_read_line(a, line, sizeof line), TG_EOF);
   tg_tcp_close(a);
   WAIT_FIGURE(&f, panicked, 1);
-  f.mode = ECHO;
+  atomic_store(&f.mode, ECHO);
   tg_tcp *b = cl_connect(&f);
   cl_ping(b);
   tg_tcp_close(b);
