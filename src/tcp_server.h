@@ -105,7 +105,8 @@ int tcp_server_new(tcp_server **out, const tcp_server_config *cfg);
  * accepting; returns once the bind is done. From a task, once per server.
  * Returns 0, TG_EINVAL (a bad address), TG_ENOMEM, the listener's -errno
  * (-EADDRINUSE, -EACCES, -EADDRNOTAVAIL), or TG_ECANCELED when the caller
- * was aborted while waiting (the acceptor is aborted too). After an error
+ * was aborted while waiting (the acceptor is aborted too, and the server
+ * is left allocated, as after wait's TG_ECANCELED). After any other error
  * no task of the server runs. */
 int tcp_server_start(tcp_server *s);
 
