@@ -1,8 +1,9 @@
-/* http.c - the HTTP/1.1 server: listener, connection tasks, parsing with
+/* http.c - the HTTP/1.1 server: connections on a tcp_server, parsing with
  * http_parser, limits, responses; see http.h. */
 #include "http.h"
 
 #include "http_buf.h"
+#include "tcp_server.h"
 
 #include <http_parser.h>
 
@@ -30,13 +31,9 @@ struct http_server {
   http_config cfg;
   http_handler handler;
   void *ctx;
-  tg_tcp *listener;
-  int port;
   tg_cancel *cancel;   /* stops everything; a child of cfg.shutdown when given */
-  tg_joinset *conns;   /* one task per connection, reaped by the acceptor */
-  tg_task *acceptor;
-  int orphaned; /* connections may outlive the acceptor: never free */
-  atomic_uint_fast64_t open, accepted, rejected, requests, write_timeouts, bytes_written;
+  tcp_server *tcp;     /* the listener and the connection tasks */
+  atomic_uint_fast64_t requests, write_timeouts, bytes_written;
   atomic_uint_fast64_t status[NCOUNTED + 1]; /* the last: any other code */
 };
 
@@ -469,14 +466,24 @@ static void conn_free(http_conn *c) {
   free(c);
 }
 
-static void *conn_task(void *arg) {
-  http_conn *c = arg;
-  http_server *s = c->srv;
+/* The tcp_server's handler: one HTTP connection, request after request. */
+static void serve_http(void *arg, tcp_server_conn *tc) {
+  http_server *s = arg;
   if (s->cfg.send_buffer > 0) /* bounds what the kernel holds for a slow reader */
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &s->cfg.send_buffer, sizeof s->cfg.send_buffer);
-  if (tg_tcp_open(&c->sock, c->fd) != 0) {
-    close(c->fd);
-    goto out;
+    setsockopt(tc->fd, SOL_SOCKET, SO_SNDBUF, &s->cfg.send_buffer, sizeof s->cfg.send_buffer);
+  http_conn *c = calloc(1, sizeof *c);
+  if (!c) return;
+  c->srv = s;
+  c->fd = tc->fd;
+  c->sock = tc->sock;
+  c->arena_cap = s->cfg.max_header_bytes;
+  c->arena = malloc(c->arena_cap);
+  c->hdr = malloc((size_t)s->cfg.max_headers * sizeof *c->hdr);
+  c->headers = malloc((size_t)s->cfg.max_headers * sizeof *c->headers);
+  c->carry = malloc(RECV_BUFFER);
+  if (!c->arena || !c->hdr || !c->headers || !c->carry) {
+    conn_free(c);
+    return;
   }
   tg_tcp_set_recv_buffer(c->sock, RECV_BUFFER);
   http_parser_init(&c->parser, HTTP_REQUEST);
@@ -494,11 +501,7 @@ static void *conn_task(void *arg) {
     if (c->close_after) break;
     http_parser_pause(&c->parser, 0);
   }
-  tg_tcp_close(c->sock);
-out:
-  atomic_fetch_sub_explicit(&s->open, 1, memory_order_relaxed);
   conn_free(c);
-  return NULL;
 }
 
 /* ------------------------------------------------------------ accepting */
@@ -506,9 +509,9 @@ out:
 /* Over the connection limit: read what the client already sent, answer
  * 503 and close - quickly, in the acceptor itself, so that a flood of
  * connections costs no task each. */
-static void reject(http_server *s, int fd) {
+static void refuse_http(void *arg, int fd) {
+  http_server *s = arg;
   tg_tcp *sock;
-  atomic_fetch_add_explicit(&s->rejected, 1, memory_order_relaxed);
   if (tg_tcp_open(&sock, fd) != 0) {
     close(fd);
     return;
@@ -530,77 +533,6 @@ static void reject(http_server *s, int fd) {
   tg_tcp_close(sock);
 }
 
-static int conn_spawn(http_server *s, int fd) {
-  http_conn *c = calloc(1, sizeof *c);
-  if (!c) return TG_ENOMEM;
-  c->srv = s;
-  c->fd = fd;
-  c->arena_cap = s->cfg.max_header_bytes;
-  c->arena = malloc(c->arena_cap);
-  c->hdr = malloc((size_t)s->cfg.max_headers * sizeof *c->hdr);
-  c->headers = malloc((size_t)s->cfg.max_headers * sizeof *c->headers);
-  c->carry = malloc(RECV_BUFFER);
-  if (!c->arena || !c->hdr || !c->headers || !c->carry) {
-    conn_free(c);
-    return TG_ENOMEM;
-  }
-  atomic_fetch_add_explicit(&s->open, 1, memory_order_relaxed);
-  tg_spawn_opts opts = {.name = "http-conn"};
-  int r = tg_joinset_spawn(s->conns, conn_task, c, &opts, NULL);
-  if (r != 0) {
-    atomic_fetch_sub_explicit(&s->open, 1, memory_order_relaxed);
-    conn_free(c);
-  }
-  return r;
-}
-
-/* Accepts until the server stops, reaping ended connections as it goes;
- * then closes the listener and waits for the connections (aborting those
- * left after the grace period). */
-static void *acceptor_task(void *arg) {
-  http_server *s = arg;
-  for (;;) {
-    int fd = -1;
-    tg_outcome o;
-    /* reap every connection that ended, so a stream of new connections
-     * (accept comes first in the select) cannot pile ended tasks up */
-    while (tg_joinset_try_join_next(s->conns, &o) == 0) {}
-    tg_case cs[3] = {tg_cancel_case(s->cancel), tg_tcp_accept_case(s->listener, &fd),
-                     tg_joinset_join_next_case(s->conns, &o)};
-    /* join_next on an empty set completes at once: only wait on it when
-     * some connection runs */
-    int w = tg_select(cs, tg_joinset_len(s->conns) > 0 ? 3 : 2, TG_FOREVER);
-    if (w <= 0) break;
-    if (w == 2) continue;
-    int r = cs[1].result;
-    if (r == TG_ECLOSED) break;
-    if (r != 0) { /* -EMFILE and the like: let connections end, then retry */
-      if (tg_cancel_wait_dl(s->cancel, tg_deadline_in(TG_MS(50))) != TG_ETIMEDOUT) break;
-      continue;
-    }
-    atomic_fetch_add_explicit(&s->accepted, 1, memory_order_relaxed);
-    if (atomic_load_explicit(&s->open, memory_order_relaxed) >= (uint64_t)s->cfg.max_connections) {
-      reject(s, fd);
-      continue;
-    }
-    if (conn_spawn(s, fd) != 0) close(fd);
-  }
-  tg_tcp_close(s->listener);
-  s->listener = NULL;
-  int64_t grace = tg_deadline_in(TG_MS(s->cfg.shutdown_grace_ms));
-  tg_outcome o;
-  int r;
-  while ((r = tg_joinset_join_next_dl(s->conns, &o, grace)) == 0) {}
-  if (r == TG_ETIMEDOUT) {
-    tg_joinset_abort_all(s->conns);
-    while ((r = tg_joinset_join_next(s->conns, &o)) == 0) {}
-  }
-  /* TG_ECANCELED: this task was aborted (the runtime is ending) and can
-   * wait no more; the connections, aborted too, still use the server */
-  s->orphaned = r == TG_ECANCELED;
-  return NULL;
-}
-
 int http_server_start(http_server **out, const http_config *cfg, http_handler handler, void *ctx) {
   if (!cfg || !handler || cfg->max_connections < 1 || cfg->max_header_bytes < 64 ||
       cfg->max_headers < 1 || cfg->idle_timeout_ms < 1 || cfg->request_timeout_ms < 1 ||
@@ -612,16 +544,24 @@ int http_server_start(http_server **out, const http_config *cfg, http_handler ha
   s->handler = handler;
   s->ctx = ctx;
   int r = cfg->shutdown ? tg_cancel_child(cfg->shutdown, &s->cancel) : tg_cancel_new(&s->cancel, "http");
-  if (r == 0) r = tg_joinset_new(&s->conns, "http-connections");
-  if (r == 0) r = tg_tcp_listen(&s->listener, cfg->host ? cfg->host : "127.0.0.1", cfg->port, 511);
   if (r == 0) {
-    s->port = tg_tcp_port(s->listener);
-    tg_spawn_opts opts = {.name = "http-accept"};
-    r = tg_spawn(&s->acceptor, acceptor_task, s, &opts);
-    if (r != 0) tg_tcp_close(s->listener);
+    tcp_server_config tc = {
+        .name = "http",
+        .host = cfg->host ? cfg->host : "127.0.0.1",
+        .port = cfg->port,
+        .max_connections = cfg->max_connections,
+        .grace_ms = cfg->shutdown_grace_ms,
+        .cancel = s->cancel,
+        .handler = serve_http,
+        .reject = refuse_http,
+        .ctx = s,
+    };
+    r = tcp_server_new(&s->tcp, &tc);
   }
+  if (r == 0) r = tcp_server_start(s->tcp);
+  if (r == TG_ECANCELED) return r; /* XXX: the acceptor, aborted with us, may still use the server: leaked */
   if (r != 0) {
-    if (s->conns) tg_joinset_free(s->conns);
+    tcp_server_free(s->tcp);
     if (s->cancel) tg_cancel_free(s->cancel);
     free(s);
     return r;
@@ -630,27 +570,25 @@ int http_server_start(http_server **out, const http_config *cfg, http_handler ha
   return 0;
 }
 
-int http_server_port(const http_server *s) { return s->port; }
+int http_server_port(const http_server *s) { return tcp_server_port(s->tcp); }
 
 void http_server_stop(http_server *s) {
   if (!s) return;
   tg_cancel_fire(s->cancel);
-  if (tg_task_join(s->acceptor, NULL) != 0) {
-    tg_task_detach(s->acceptor); /* XXX: we were aborted; the server is leaked */
-    return;
-  }
-  if (s->orphaned) return; /* XXX: likewise */
-  tg_joinset_free(s->conns);
+  if (tcp_server_wait(s->tcp) != 0) return; /* XXX: we or the acceptor were aborted; the server is leaked */
+  tcp_server_free(s->tcp);
   tg_cancel_free(s->cancel);
   free(s);
 }
 
 void http_server_stats_get(const http_server *s, http_server_stats *out) {
   http_server *m = (http_server *)s; /* atomics are read, never changed */
+  tcp_server_figures tf;
+  tcp_server_figures_get(s->tcp, &tf);
   *out = (http_server_stats){
-      .connections_open = atomic_load_explicit(&m->open, memory_order_relaxed),
-      .connections_accepted = atomic_load_explicit(&m->accepted, memory_order_relaxed),
-      .connections_rejected = atomic_load_explicit(&m->rejected, memory_order_relaxed),
+      .connections_open = tf.open,
+      .connections_accepted = tf.accepted + tf.rejected,
+      .connections_rejected = tf.rejected,
       .requests = atomic_load_explicit(&m->requests, memory_order_relaxed),
       .write_timeouts = atomic_load_explicit(&m->write_timeouts, memory_order_relaxed),
       .bytes_written = atomic_load_explicit(&m->bytes_written, memory_order_relaxed),

@@ -1,7 +1,7 @@
 /* http.h - an HTTP/1.1 server on libtg sockets.
  *
- * One listener task accepts connections and runs each in its own task
- * (spread over the workers); requests are parsed by the Debian package's
+ * A tcp_server (tcp_server.h) accepts connections and runs each in its own
+ * task (spread over the workers); requests are parsed by the Debian package's
  * http_parser (libhttp-parser), fed straight from the socket's receive
  * buffer. A connection serves its requests in order (keep-alive and
  * pipelining): for each complete request it calls the handler, which
@@ -132,8 +132,9 @@ tg_cancel *http_conn_cancel(http_conn *c);
 const http_config *http_conn_config(const http_conn *c);
 
 /* Starts listening on cfg->host:cfg->port and accepting. From a task.
- * Returns 0, TG_EINVAL (bad address or limits), TG_ENOMEM, or the
- * listener's -errno (-EADDRINUSE). */
+ * Returns 0, TG_EINVAL (bad address or limits), TG_ENOMEM, the
+ * listener's -errno (-EADDRINUSE), or TG_ECANCELED when the calling task
+ * was aborted meanwhile. */
 int http_server_start(http_server **out, const http_config *cfg, http_handler handler, void *ctx);
 
 /* The port the server listens on. */

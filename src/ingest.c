@@ -14,10 +14,8 @@
  * completed in the next round. */
 #include "ingest.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,13 +355,6 @@ static void close_outbox(conn *c) {
 
 /* ------------------------------------------------------------ the task */
 
-typedef struct conn_arg {
-  ingest *in;
-  int fd;
-  uint64_t id;
-  char peer[64];
-} conn_arg;
-
 static const char *end_name(int r) {
   switch (r) {
   case TG_EOF: return "device hung up";
@@ -414,10 +405,15 @@ static int serve_conn(conn *c) {
   }
 }
 
-static void *conn_task(void *arg) {
-  conn_arg a = *(conn_arg *)arg;
-  free(arg);
-  ingest *in = a.in;
+/* The tcp_server's handler: one device connection. */
+static void serve_device(void *arg, tcp_server_conn *tc) {
+  ingest *in = arg;
+  tcp_server_figures tf;
+  tcp_server_figures_get(in->server, &tf);
+  uint64_t held;
+  if (gate_pass(in, &in->open_gate, &held))
+    log_event(in->log, "🔌", "ingest", 0, "connection_open", "Device connection #%" PRIu64 " from %s (%" PRIu64 " open)%s",
+              tc->id, tc->peer, tf.open, log_held_note(held).s);
   conn *c = calloc(1, sizeof *c);
   tg_mpsc_tx *outbox_tx = NULL;
   if (c) {
@@ -425,21 +421,19 @@ static void *conn_task(void *arg) {
     c->cache = calloc(16, sizeof *c->cache);
     c->nslots = 16;
   }
-  if (!c || !c->carry || !c->cache || tg_tcp_open(&c->sock, a.fd) != 0) {
-    close(a.fd);
+  if (!c || !c->carry || !c->cache) {
     if (c) {
       free(c->carry);
       free(c->cache);
       free(c);
     }
-    figure_add_shared(&in->closed, 1);
-    figure_add_shared(&in->open, (uint64_t)-1);
-    return NULL;
+    return;
   }
   c->in = in;
   c->cfg = in->cfg;
-  c->id = a.id;
-  memcpy(c->peer, a.peer, sizeof c->peer);
+  c->id = tc->id;
+  memcpy(c->peer, tc->peer, sizeof c->peer);
+  c->sock = tc->sock;
   c->tokens = c->cfg->error_lines_per_s > 0 ? c->cfg->error_lines_per_s : 1;
   c->tokens_ns = tg_now();
   tg_tcp_set_recv_buffer(c->sock, (size_t)c->cfg->recv_buffer);
@@ -468,10 +462,6 @@ static void *conn_task(void *arg) {
   if (c->outbox) tg_mpsc_rx_drop(c->outbox);
   if (outbox_tx) tg_mpsc_tx_drop(outbox_tx);
   if (c->telemetry) tg_mpsc_tx_drop(c->telemetry);
-  tg_tcp_close(c->sock);
-  figure_add_shared(&in->closed, 1);
-  figure_add_shared(&in->open, (uint64_t)-1);
-  uint64_t held;
   if (gate_pass(in, &in->close_gate, &held))
     log_event(in->log, "🔌", "ingest", 0, "connection_closed",
               "Connection #%" PRIu64 " from %s closed (%s): %" PRIu64 " readings, %" PRIu64 " bad lines%s", c->id,
@@ -480,34 +470,18 @@ static void *conn_task(void *arg) {
   free(c->carry);
   free(c->cache);
   free(c);
-  return NULL;
 }
 
 /* ------------------------------------------------------------ the acceptor */
 
-static void peer_name(int fd, char *buf, size_t len) {
-  struct sockaddr_storage sa;
-  socklen_t sl = sizeof sa;
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0) {
-    if (sa.ss_family == AF_INET) {
-      inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, host, sizeof host);
-      port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-    } else if (sa.ss_family == AF_INET6) {
-      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, host, sizeof host);
-      port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-    }
-  }
-  snprintf(buf, len, "%s:%d", host, port);
-}
-
-static void reject(ingest *in, int fd) {
+/* Over max_connections: one line, sent without waiting (the device learns
+ * it either way when the socket closes). */
+static void refuse_device(void *arg, int fd) {
+  ingest *in = arg;
   static const char line[] = "{\"type\":\"error\",\"reason\":\"too_many_connections\"}\n";
   ssize_t n = send(fd, line, sizeof line - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-  (void)n; /* best effort: the device learns it either way when the socket closes */
+  (void)n;
   close(fd);
-  figure_add_shared(&in->rejected, 1);
   uint64_t held;
   if (gate_pass(in, &in->accept_gate, &held))
     log_event(in->log, "🚫", "ingest", 0, "connection_rejected",
@@ -515,81 +489,44 @@ static void reject(ingest *in, int fd) {
               log_held_note(held).s);
 }
 
-static void account(ingest *in, const tg_outcome *o) {
-  if (o->status == TG_EPANICKED) {
-    figure_add_shared(&in->conn_tasks_panicked, 1);
-    log_event(in->log, "💥", "ingest", 0, "connection_panicked", "A connection task panicked: %s", o->message);
-  }
-}
-
 void *ingest_acceptor_task(void *arg) {
   ingest *in = arg;
-  tg_joinset *conns = NULL;
-  int r = tg_tcp_listen(&in->listener, in->cfg->listen_host, in->cfg->listen_port, 1024);
-  if (r == 0 && (r = tg_joinset_new(&conns, "connections")) != 0) tg_tcp_close(in->listener);
-  if (r == 0) in->port = tg_tcp_port(in->listener);
+  tcp_server_config sc = {
+      .name = "ingest",
+      .host = in->cfg->listen_host,
+      .port = in->cfg->listen_port,
+      .max_connections = in->cfg->max_connections,
+      .workers = in->cfg->workers > 0 ? in->cfg->workers : 1,
+      .stack_size = CONN_STACK,
+      .grace_ms = -1, /* each connection ends its drain by drain_until */
+      .cancel = in->cancel,
+      .handler = serve_device,
+      .reject = refuse_device,
+      .ctx = in,
+      .log = in->log,
+  };
+  tcp_server *server;
+  int r = tcp_server_new(&server, &sc);
+  if (r == 0) {
+    in->server = server;
+    r = tcp_server_start(server);
+  }
+  if (r == 0) in->port = tcp_server_port(server);
   tg_oneshot_send(in->ready, &r);
   in->ready = NULL;
-  if (r != 0) {
-    in->listener = NULL;
-    tg_mpsc_tx_drop(in->telemetry);
-    in->telemetry = NULL;
-    return NULL;
-  }
-  int workers = in->cfg->workers > 0 ? in->cfg->workers : 1;
-  uint64_t next_id = 0;
-  for (;;) {
-    int fd = -1;
-    tg_outcome o;
-    tg_case cs[3] = {tg_cancel_case(in->cancel), tg_tcp_accept_case(in->listener, &fd),
-                     tg_joinset_join_next_case(conns, &o)};
-    int w = tg_select(cs, tg_joinset_len(conns) > 0 ? 3 : 2, TG_FOREVER);
-    if (w <= 0) break;
-    if (w == 2) {
-      if (cs[2].result == 0) account(in, &o);
-      continue;
-    }
-    r = cs[1].result;
-    if (r != 0) {
-      if (r == TG_ECLOSED) break;
-      log_event(in->log, "⚠️", "ingest", 0, "accept_failed", "Accepting a device connection failed: %s", tg_strerror(r));
-      /* Out of descriptors or memory: give the connections time to end. */
-      tg_cancel_wait_dl(in->cancel, tg_deadline_in(TG_MS(100)));
-      continue;
-    }
-    if (figure_get(&in->open) >= (uint64_t)in->cfg->max_connections) {
-      reject(in, fd);
-      continue;
-    }
-    conn_arg *ca = malloc(sizeof *ca);
-    char peer[64];
-    peer_name(fd, peer, sizeof peer);
-    int worker = (int)(atomic_fetch_add(&in->next_worker, 1) % (unsigned)workers);
-    tg_spawn_opts opts = {.stack_size = CONN_STACK, .pin = 1, .worker = worker, .name = "connection"};
-    if (ca) {
-      *ca = (conn_arg){.in = in, .fd = fd, .id = ++next_id};
-      memcpy(ca->peer, peer, sizeof peer);
-    }
-    figure_add_shared(&in->open, 1);
-    if (!ca || tg_joinset_spawn(conns, conn_task, ca, &opts, NULL) != 0) {
-      free(ca);
-      close(fd);
-      figure_add_shared(&in->open, (uint64_t)-1);
-      log_event(in->log, "❌", "ingest", 0, "spawn_failed", "No memory for a connection task");
-      continue;
-    }
-    figure_add_shared(&in->accepted, 1);
-    uint64_t held;
-    if (gate_pass(in, &in->open_gate, &held))
-      log_event(in->log, "🔌", "ingest", 0, "connection_open", "Device connection #%" PRIu64 " from %s (%" PRIu64 " open)%s",
-                next_id, peer, figure_get(&in->open), log_held_note(held).s);
-  }
-  tg_tcp_close(in->listener);
-  in->listener = NULL;
-  tg_outcome o;
-  while (tg_joinset_join_next(conns, &o) == 0) account(in, &o);
-  tg_joinset_free(conns);
+  if (r == 0) tcp_server_wait(server);
   tg_mpsc_tx_drop(in->telemetry);
   in->telemetry = NULL;
   return NULL;
+}
+
+void ingest_connections_get(const ingest *in, tcp_server_figures *out) {
+  if (in->server) tcp_server_figures_get(in->server, out);
+  else *out = (tcp_server_figures){0};
+}
+
+void ingest_destroy(ingest *in) {
+  tcp_server_free(in->server);
+  in->server = NULL;
+  pthread_mutex_destroy(&in->gate_lock);
 }

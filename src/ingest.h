@@ -2,12 +2,10 @@
  * connection, turning lines on a socket into readings in the telemetry
  * channel.
  *
- * The acceptor task takes connections off the listener (on the listener's
- * worker, tg_tcp_accept_fd) and starts a connection task for each, pinned
- * round-robin to the workers, which opens the descriptor there
- * (tg_tcp_open): a socket belongs to the worker whose task opened it.
- * Past max_connections a connection is told {"type":"error","reason":
- * "too_many_connections"} and closed.
+ * The acceptor is a tcp_server (tcp_server.h): it binds the device port,
+ * runs a connection task for each device, pinned round-robin to the
+ * workers, and past max_connections tells a connection {"type":"error",
+ * "reason":"too_many_connections"} and closes it.
  *
  * A connection task reads in place: tg_tcp_recv shows the buffered bytes,
  * the task parses every complete line where it lies (protocol.h), and
@@ -44,8 +42,8 @@
  * Shutdown: when the token fires, the acceptor closes the listener; every
  * connection detaches from the registry and reads what its device already
  * sent - until the device hangs up or drain_ms have passed - then closes. Nothing is written to the device then (see
- * drain in ingest.c). The acceptor joins them all and drops the last
- * telemetry sender. */
+ * drain in ingest.c). The acceptor joins them all (no grace: the drain
+ * bounds each one) and drops the last telemetry sender. */
 #ifndef TELEGATE_INGEST_H
 #define TELEGATE_INGEST_H
 
@@ -53,6 +51,7 @@
 #include "log.h"
 #include "registry.h"
 #include "serve.h"
+#include "tcp_server.h"
 #include "tg/tg.h"
 
 #include <pthread.h>
@@ -64,27 +63,33 @@ typedef struct ingest {
   demo_log *log;
   registry *reg;
   tg_semaphore *bandwidth;
-  tg_tcp *listener;            /* the acceptor's, bound on its worker */
+  tcp_server *server;          /* set by the acceptor task before it sends `ready` */
   tg_oneshot_tx *ready;        /* the acceptor tells bind's result here (int) */
   int port;                    /* bound */
   tg_mpsc_tx *telemetry;       /* the acceptor's; each connection gets a clone */
   _Atomic int64_t drain_until; /* when the token fired + drain_ms */
   _Atomic int64_t first_byte_ns; /* tg_now() when the first bytes were read; 0: none yet */
-  atomic_int next_worker;
   pthread_mutex_t gate_lock;   /* the gates: connections run on every worker */
   log_gate open_gate, close_gate, accept_gate;
-  /* figures, added by every connection */
-  figure accepted, rejected, closed, closed_errors, write_timeouts, open;
+  /* figures, added by every connection; the connection counts are the server's */
+  figure closed_errors, write_timeouts;
   figure bytes, lines, readings;
   figure bad[SERVE_BAD_REASONS];
   figure error_lines_sent, error_lines_suppressed;
   figure health_requests, health_unmatched;
-  figure conn_tasks_panicked;
 } ingest;
 
 /* The acceptor task: arg is an ingest *. Binds cfg's address first and
- * sends 0 or the error to `ready`. Returns NULL. */
+ * sends 0 or the error to `ready` (TG_ENOMEM, TG_EINVAL, -EADDRINUSE and
+ * the other errors of tcp_server_start). Returns NULL. */
 void *ingest_acceptor_task(void *arg);
+
+/* The device connections' figures (zeros before the acceptor ran), from
+ * any thread once `ready` was received. */
+void ingest_connections_get(const ingest *in, tcp_server_figures *out);
+
+/* Frees what the acceptor left (the server) and the gates' lock. */
+void ingest_destroy(ingest *in);
 
 /* The error line of a bad-input reason (protocol's or serve's), with the
  * line number; returns its length or -ENOSPC. */

@@ -154,7 +154,7 @@ static void teardown(serve *s) {
   if (s->cancel) tg_cancel_free(s->cancel);
   storage_close(s->db);
   registry_free(&s->reg);
-  if (s->in.cfg) pthread_mutex_destroy(&s->in.gate_lock);
+  if (s->in.cfg) ingest_destroy(&s->in);
   log_destroy(&s->log);
   free(s);
 }
@@ -198,7 +198,6 @@ static int build(serve *s, char *err, size_t errlen) {
   in->log = &s->log;
   in->reg = &s->reg;
   in->bandwidth = s->bandwidth;
-  in->next_worker = 1;
   pthread_mutex_init(&in->gate_lock, NULL);
   /* the acceptor's sender; each connection gets a clone */
   tg_oneshot_rx *ready = NULL;
@@ -348,12 +347,14 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->started_unix_ms = s->started_unix_ms;
   f->listen_port = in->port;
   f->stopping = atomic_load(&s->stopping);
-  f->connections_accepted = figure_get(&in->accepted);
-  f->connections_rejected = figure_get(&in->rejected);
-  f->connections_closed = figure_get(&in->closed);
+  tcp_server_figures conns;
+  ingest_connections_get(in, &conns);
+  f->connections_accepted = conns.accepted;
+  f->connections_rejected = conns.rejected;
+  f->connections_closed = conns.closed;
   f->connections_closed_errors = figure_get(&in->closed_errors);
   f->connections_write_timeouts = figure_get(&in->write_timeouts);
-  f->connections_open = figure_get(&in->open);
+  f->connections_open = conns.open;
   f->devices_known = registry_count(&s->reg);
   f->devices_connected = registry_connected(&s->reg);
   f->bytes_received = figure_get(&in->bytes);
