@@ -1,6 +1,5 @@
 /* figures.c - the tables of serve's figures and the renderings made from
- * them; see figures.h. Also the names of bad-input reasons, which label
- * one of the families. */
+ * them; see figures.h. */
 #include "figures.h"
 
 #include "tg/tg.h"
@@ -9,23 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ------------------------------------------------------------ reasons */
-
-/* The gateway's own reasons, after the parser's (protocol.h). */
-static const char *const gateway_reason_names[SERVE_BAD_REASONS - PROTOCOL_REASON_COUNT] = {
-    [SERVE_BAD_TOO_MANY_DEVICES - PROTOCOL_REASON_COUNT] = "too_many_devices",
-    [SERVE_BAD_TRUNCATED - PROTOCOL_REASON_COUNT] = "truncated",
-};
-
-/* Declared in serve.h with the reasons; defined here so that the HTTP
- * side, which labels /metrics with it, links without the whole of serve. */
-const char *serve_bad_reason_name(int reason) {
-  if (reason > 0 && reason < PROTOCOL_REASON_COUNT) return protocol_reason_name(reason);
-  if (reason >= PROTOCOL_REASON_COUNT && reason < SERVE_BAD_REASONS)
-    return gateway_reason_names[reason - PROTOCOL_REASON_COUNT];
-  return NULL;
-}
 
 /* ------------------------------------------------------------ the tables */
 

@@ -1,4 +1,5 @@
-/* ingest.c - the acceptor and the device connection tasks; see ingest.h.
+/* ingest.c - the device port: the TCP source, its acceptor and its
+ * connection tasks; see ingest.h.
  *
  * A note on views. tg_tcp_recv points into the socket's buffer, and the
  * socket goes on reading into the free end of that buffer while the task
@@ -14,8 +15,14 @@
  * completed in the next round. */
 #include "ingest.h"
 
+#include "figure.h"
+#include "protocol.h"
+#include "tcp_server.h"
+
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +35,32 @@ enum {
   OUT_CAP = 8192,        /* error lines and requests waiting to be written */
   CACHE_MAX = 8192,      /* device ids one connection remembers */
   CONN_STACK = 64 * 1024,
+  ACCEPTOR_STACK = 128 * 1024,
 };
+
+/* Invariant: the figures only grow; `server` is set before `ready` is
+ * sent and stays until ingest_free. */
+typedef struct ingest {
+  const serve_config *cfg;
+  tg_cancel *cancel;
+  demo_log *log;
+  registry *reg;
+  tg_mpsc_tx *telemetry;       /* the acceptor's; each connection gets a clone */
+  const _Atomic int64_t *drain_until; /* when the token fired + drain_ms */
+  tg_semaphore *bandwidth;     /* connections read at once */
+  tcp_server *server;
+  tg_oneshot_tx *ready;        /* the acceptor tells bind's result here (int) */
+  int port;                    /* bound */
+  _Atomic int64_t first_byte_ns; /* tg_now() when the first bytes were read; 0: none yet */
+  pthread_mutex_t gate_lock;   /* the gates: connections run on every worker */
+  log_gate open_gate, close_gate, accept_gate;
+  /* figures, added by every connection; the connection counts are the server's */
+  figure closed_errors, write_timeouts;
+  figure bytes, lines, readings;
+  figure bad[SERVE_BAD_REASONS];
+  figure error_lines_sent, error_lines_suppressed;
+  figure health_requests, health_unmatched;
+} ingest;
 
 
 /* How a round ends, besides TG_EOF and socket errors. */
@@ -81,7 +113,9 @@ static int gate_pass(ingest *in, log_gate *g, uint64_t *held) {
   return pass;
 }
 
-int ingest_format_error(char *buf, size_t cap, int reason, uint64_t line_no) {
+/* The error line of a bad-input reason, with the line number; returns
+ * its length or -ENOSPC. */
+static int format_error(char *buf, size_t cap, int reason, uint64_t line_no) {
   if (reason > 0 && reason < PROTOCOL_REASON_COUNT) return protocol_format_error(buf, cap, reason, line_no);
   int n = snprintf(buf, cap, "{\"type\":\"error\",\"reason\":\"%s\",\"line\":%" PRIu64 "}\n",
                    serve_bad_reason_name(reason), line_no);
@@ -133,7 +167,7 @@ static int out_flush(conn *c, int64_t deadline) {
 static int64_t write_deadline(conn *c) {
   int64_t d = tg_deadline_in(TG_MS(c->cfg->write_timeout_ms));
   if (c->draining) {
-    int64_t until = atomic_load(&c->in->drain_until);
+    int64_t until = atomic_load(c->in->drain_until);
     if (until < d) d = until;
   }
   return d;
@@ -153,7 +187,7 @@ static int bad(conn *c, int reason) {
   c->tokens_ns = now;
   if (c->tokens > (rate < 1 ? 1 : rate)) c->tokens = rate < 1 ? 1 : rate;
   char line[160];
-  int n = ingest_format_error(line, sizeof line, reason, c->line_no);
+  int n = format_error(line, sizeof line, reason, c->line_no);
   if (c->tokens >= 1 && n > 0 && c->out_len + (size_t)n <= OUT_CAP) {
     c->tokens -= 1;
     out_append(c, line, (size_t)n);
@@ -374,7 +408,7 @@ static const char *end_name(int r) {
 static int drain(conn *c) {
   c->draining = 1;
   close_outbox(c);
-  int64_t until = atomic_load(&c->in->drain_until);
+  int64_t until = atomic_load(c->in->drain_until);
   for (;;) {
     tg_tcp_view v;
     int r = tg_tcp_recv_dl(c->sock, &v.data, &v.len, until);
@@ -489,7 +523,7 @@ static void refuse_device(void *arg, int fd) {
               log_held_note(held).s);
 }
 
-void *ingest_acceptor_task(void *arg) {
+static void *acceptor_task(void *arg) {
   ingest *in = arg;
   tcp_server_config sc = {
       .name = "ingest",
@@ -520,13 +554,85 @@ void *ingest_acceptor_task(void *arg) {
   return NULL;
 }
 
-void ingest_connections_get(const ingest *in, tcp_server_figures *out) {
-  if (in->server) tcp_server_figures_get(in->server, out);
-  else *out = (tcp_server_figures){0};
+static void ingest_free(void *state) {
+  ingest *in = state;
+  if (!in) return;
+  if (in->telemetry) tg_mpsc_tx_drop(in->telemetry);
+  tcp_server_free(in->server);
+  if (in->bandwidth) tg_semaphore_free(in->bandwidth);
+  pthread_mutex_destroy(&in->gate_lock);
+  free(in);
 }
 
-void ingest_destroy(ingest *in) {
-  tcp_server_free(in->server);
-  in->server = NULL;
-  pthread_mutex_destroy(&in->gate_lock);
+static int ingest_start(const source_sink *sink, void **state, char *err, size_t errlen) {
+  const serve_config *cfg = sink->cfg;
+  *state = NULL;
+  ingest *in = calloc(1, sizeof *in);
+  if (!in) {
+    tg_mpsc_tx_drop(sink->telemetry);
+    snprintf(err, errlen, "out of memory");
+    return TG_ENOMEM;
+  }
+  *in = (ingest){.cfg = cfg, .cancel = sink->cancel, .log = sink->log, .reg = sink->reg,
+                 .telemetry = sink->telemetry, .drain_until = sink->drain_until};
+  pthread_mutex_init(&in->gate_lock, NULL);
+  tg_oneshot_rx *ready = NULL;
+  int r = tg_semaphore_new(&in->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth");
+  if (r == 0) r = tg_oneshot_new(sizeof(int), &in->ready, &ready);
+  tg_spawn_opts opts = {.stack_size = ACCEPTOR_STACK, .pin = 1, .worker = 0, .name = "acceptor"};
+  if (r == 0 && (r = tg_joinset_spawn(sink->tasks, acceptor_task, in, &opts, NULL)) != 0)
+    tg_oneshot_tx_drop(in->ready);
+  if (r != 0) {
+    if (ready) tg_oneshot_rx_drop(ready);
+    ingest_free(in);
+    snprintf(err, errlen, "cannot start the device listener: %s", tg_strerror(r));
+    return r;
+  }
+  *state = in; /* the acceptor uses it until it is joined */
+  int bound = TG_ECLOSED;
+  tg_oneshot_recv(ready, &bound);
+  tg_oneshot_rx_drop(ready);
+  if (bound != 0)
+    snprintf(err, errlen, "cannot listen for devices on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+             tg_strerror(bound));
+  return bound;
 }
+
+static void ingest_figures_get(void *state, source_figures *f) {
+  const ingest *in = state;
+  *f = (source_figures){0};
+  tcp_server_figures tf = {0};
+  if (in->server) tcp_server_figures_get(in->server, &tf);
+  f->port = in->port;
+  f->first_byte_ns = atomic_load(&in->first_byte_ns);
+  f->accepted = tf.accepted;
+  f->rejected = tf.rejected;
+  f->closed = tf.closed;
+  f->open = tf.open;
+  f->closed_errors = figure_get(&in->closed_errors);
+  f->write_timeouts = figure_get(&in->write_timeouts);
+  f->bytes = figure_get(&in->bytes);
+  f->lines = figure_get(&in->lines);
+  f->readings = figure_get(&in->readings);
+  for (int i = 1; i < SERVE_BAD_REASONS; i++) f->bad[i] = figure_get(&in->bad[i]);
+  f->error_lines_sent = figure_get(&in->error_lines_sent);
+  f->error_lines_suppressed = figure_get(&in->error_lines_suppressed);
+  f->health_requests = figure_get(&in->health_requests);
+  f->health_unmatched = figure_get(&in->health_unmatched);
+  tg_semaphore_stats bw = {0};
+  if (in->bandwidth) tg_semaphore_stats_get(in->bandwidth, &bw);
+  f->permits = bw.permits;
+  f->permits_in_use = bw.in_use;
+  f->permit_waiters = bw.waiters;
+  f->permit_waits = bw.waits;
+}
+
+static int ingest_wanted(const serve_config *cfg) { return cfg->listen_host != NULL; }
+
+const source_kind source_tcp = {
+    .name = "tcp",
+    .wanted = ingest_wanted,
+    .start = ingest_start,
+    .figures_get = ingest_figures_get,
+    .free = ingest_free,
+};

@@ -47,52 +47,9 @@
 #ifndef TELEGATE_INGEST_H
 #define TELEGATE_INGEST_H
 
-#include "figure.h"
-#include "log.h"
-#include "registry.h"
-#include "serve.h"
-#include "tcp_server.h"
-#include "tg/tg.h"
+#include "source.h"
 
-#include <pthread.h>
-#include <stdint.h>
-
-typedef struct ingest {
-  const serve_config *cfg;
-  tg_cancel *cancel;
-  demo_log *log;
-  registry *reg;
-  tg_semaphore *bandwidth;
-  tcp_server *server;          /* set by the acceptor task before it sends `ready` */
-  tg_oneshot_tx *ready;        /* the acceptor tells bind's result here (int) */
-  int port;                    /* bound */
-  tg_mpsc_tx *telemetry;       /* the acceptor's; each connection gets a clone */
-  _Atomic int64_t drain_until; /* when the token fired + drain_ms */
-  _Atomic int64_t first_byte_ns; /* tg_now() when the first bytes were read; 0: none yet */
-  pthread_mutex_t gate_lock;   /* the gates: connections run on every worker */
-  log_gate open_gate, close_gate, accept_gate;
-  /* figures, added by every connection; the connection counts are the server's */
-  figure closed_errors, write_timeouts;
-  figure bytes, lines, readings;
-  figure bad[SERVE_BAD_REASONS];
-  figure error_lines_sent, error_lines_suppressed;
-  figure health_requests, health_unmatched;
-} ingest;
-
-/* The acceptor task: arg is an ingest *. Binds cfg's address first and
- * sends 0 or the error to `ready` (TG_ENOMEM, TG_EINVAL, -EADDRINUSE and
- * the other errors of tcp_server_start). Returns NULL. */
-void *ingest_acceptor_task(void *arg);
-
-/* The device connections' figures (zeros before the acceptor ran), from
- * any thread once `ready` was received. */
-void ingest_connections_get(const ingest *in, tcp_server_figures *out);
-
-/* Frees what the acceptor left (the server) and the gates' lock. */
-void ingest_destroy(ingest *in);
-
-/* The error line of a bad-input reason (protocol's or serve's), with the
- * line number; returns its length or -ENOSPC. */
-int ingest_format_error(char *buf, size_t cap, int reason, uint64_t line_no);
+/* The device port: wanted when cfg->listen_host is set (it is by default). */
+extern const source_kind source_tcp;
 
 #endif

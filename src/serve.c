@@ -7,6 +7,7 @@
 #include "pipeline.h"
 #include "registry.h"
 #include "signals.h"
+#include "source.h"
 #include "storage.h"
 
 #include <errno.h>
@@ -25,6 +26,12 @@
  * left is aborted. */
 #define GRACE_NS TG_SEC(5)
 
+/* The sources serve can run, each asked whether the settings want it. */
+static const source_kind *const sources[] = {
+    &source_tcp, /* devices over TCP: --listen-devices */
+};
+enum { NSOURCES = sizeof sources / sizeof sources[0] };
+
 struct serve {
   serve_config cfg;
   demo_log log;
@@ -36,9 +43,9 @@ struct serve {
   registry reg;
   storage *db;
   pipeline *pipe;
-  tg_semaphore *bandwidth;
   tg_joinset *tasks;     /* the sources' and the HTTP side's; the pipeline has its own */
-  ingest in;
+  void *source_state[NSOURCES]; /* NULL: not wanted, or its start failed */
+  _Atomic int64_t drain_until;  /* when the token fired + drain_ms */
   figure health_unknown;
   _Atomic int64_t clients;
   uint64_t joined, panicked, aborted;
@@ -46,39 +53,6 @@ struct serve {
   uint64_t db_rows;
 };
 
-void serve_config_defaults(serve_config *c) {
-  memset(c, 0, sizeof *c);
-  c->listen_host = "127.0.0.1";
-  c->listen_port = 7878;
-  c->http_host = "127.0.0.1";
-  c->http_port = 8080;
-  c->http_max_connections = 256;
-  c->http_max_header_bytes = 8192;
-  c->http_write_timeout_ms = 5000;
-  c->max_connections = 10000;
-  c->max_line_bytes = PROTOCOL_LINE_MAX_DEFAULT;
-  c->max_devices = 100000;
-  c->error_limit = 100;
-  c->error_lines_per_s = 10;
-  c->recv_buffer = 32 * 1024;
-  c->bandwidth_permits = 64;
-  c->write_timeout_ms = 5000;
-  c->drain_ms = 2000;
-  c->workers = 1;
-  c->telemetry_capacity = 4096;
-  c->storage_capacity = 8;
-  c->broadcast_capacity = 16;
-  c->batch_size = 1000;
-  c->batch_age_ms = 1000;
-  c->snapshot_every = 100000;
-  c->snapshot_interval_ms = 100;
-  c->storage = SERVE_STORAGE_SQLITE;
-  c->db_path = "telegate.db";
-  c->db_pool = 1;
-  c->health_interval_ms = 3000;
-  c->health_timeout_ms = 500;
-  c->log_format = LOG_TEXT;
-}
 
 /* ------------------------------------------------------------ hooks */
 
@@ -97,7 +71,7 @@ static void request_stop(serve *s, const char *why) {
   if (!atomic_compare_exchange_strong(&s->stopping, &no, 1)) return;
   int64_t now = tg_now();
   atomic_store(&s->stop_at_ns, now);
-  atomic_store(&s->in.drain_until, now + TG_MS(s->cfg.drain_ms));
+  atomic_store(&s->drain_until, now + TG_MS(s->cfg.drain_ms));
   log_event(&s->log, "🛑", "serve", 0, "shutdown_requested",
             "Shutdown requested (%s): no new connections; each connection reads what its device already sent "
             "(at most %d ms), then every stage drains and commits",
@@ -115,13 +89,6 @@ static void pipeline_fault(void *ctx, const char *why) {
 }
 
 /* ------------------------------------------------------------ setup */
-
-static int spawn(serve *s, tg_task_fn fn, void *arg, const char *name) {
-  tg_spawn_opts opts = {.stack_size = PIPELINE_STACK, .pin = 1, .worker = 0, .name = name};
-  int r = tg_joinset_spawn(s->tasks, fn, arg, &opts, NULL);
-  if (r != 0) log_event(&s->log, "❌", "serve", 0, "spawn_failed", "Could not start %s: %s", name, tg_strerror(r));
-  return r;
-}
 
 int serve_spawn(serve *s, tg_task_fn fn, void *arg, const char *name) {
   tg_spawn_opts opts = {.stack_size = PIPELINE_STACK, .name = name};
@@ -150,11 +117,11 @@ static int check_config(const serve_config *c, char *err, size_t len) {
 static void teardown(serve *s) {
   if (s->tasks) tg_joinset_free(s->tasks);
   pipeline_free(s->pipe);
-  if (s->bandwidth) tg_semaphore_free(s->bandwidth);
   if (s->cancel) tg_cancel_free(s->cancel);
   storage_close(s->db);
   registry_free(&s->reg);
-  if (s->in.cfg) ingest_destroy(&s->in);
+  for (int i = 0; i < NSOURCES; i++)
+    if (s->source_state[i]) sources[i]->free(s->source_state[i]);
   log_destroy(&s->log);
   free(s);
 }
@@ -192,35 +159,17 @@ static int build(serve *s, char *err, size_t errlen) {
     return r;
   }
 
-  ingest *in = &s->in;
-  in->cfg = &s->cfg;
-  in->cancel = s->cancel;
-  in->log = &s->log;
-  in->reg = &s->reg;
-  in->bandwidth = s->bandwidth;
-  pthread_mutex_init(&in->gate_lock, NULL);
-  /* the acceptor's sender; each connection gets a clone */
-  tg_oneshot_rx *ready = NULL;
-  if ((r = pipeline_sender(s->pipe, &in->telemetry)) == 0 && (r = tg_oneshot_new(sizeof(int), &in->ready, &ready)) != 0)
-    tg_mpsc_tx_drop(in->telemetry);
-  pipeline_seal(s->pipe);
-  if (r == 0 && (r = spawn(s, ingest_acceptor_task, in, "acceptor")) != 0) {
-    tg_oneshot_tx_drop(in->ready);
-    tg_mpsc_tx_drop(in->telemetry);
+  for (int i = 0; i < NSOURCES && r == 0; i++) {
+    if (!sources[i]->wanted(c)) continue;
+    source_sink sink = {.cfg = c, .cancel = s->cancel, .log = &s->log, .reg = &s->reg, .tasks = s->tasks,
+                        .drain_until = &s->drain_until};
+    if ((r = pipeline_sender(s->pipe, &sink.telemetry)) != 0)
+      snprintf(err, errlen, "cannot start the %s source: %s", sources[i]->name, tg_strerror(r));
+    else
+      r = sources[i]->start(&sink, &s->source_state[i], err, errlen);
   }
-  if (r != 0) {
-    if (ready) tg_oneshot_rx_drop(ready);
-    snprintf(err, errlen, "cannot start the device listener: %s", tg_strerror(r));
-    return r;
-  }
-  int bound = TG_ECLOSED;
-  tg_oneshot_recv(ready, &bound);
-  tg_oneshot_rx_drop(ready);
-  if (bound != 0) {
-    snprintf(err, errlen, "cannot listen for devices on %s:%d: %s", c->listen_host, c->listen_port,
-             tg_strerror(bound));
-    return bound;
-  }
+  pipeline_seal(s->pipe); /* the sources hold the only senders now */
+  if (r != 0) return r;
   r = pipeline_start_health(s->pipe, &(pipeline_devices){.pick = health_pick,
                                                           .ask = health_ask_hook,
                                                           .name = device_name,
@@ -281,9 +230,7 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     teardown(s);
     return r;
   }
-  if ((r = tg_cancel_new(&s->cancel, "shutdown")) ||
-      (r = tg_semaphore_new(&s->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth")) ||
-      (r = tg_joinset_new(&s->tasks, "serve"))) {
+  if ((r = tg_cancel_new(&s->cancel, "shutdown")) || (r = tg_joinset_new(&s->tasks, "serve"))) {
     snprintf(err, errlen, "cannot start: %s", tg_strerror(r));
     teardown(s);
     return r;
@@ -295,7 +242,7 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
   log_event(&s->log, "🚀", "serve", 0, "listening",
             "telegate serve: devices on %s:%d -> mpsc(%d) -> aggregator -> watch + broadcast(%d); batches of %d or "
             "every %d ms -> mpsc(%d) -> storage (%s%s%s, pool %d); %d bandwidth permits, %d workers; health checks every %d ms",
-            cfg->listen_host, s->in.port, cfg->telemetry_capacity, cfg->broadcast_capacity, cfg->batch_size,
+            cfg->listen_host, serve_port(s), cfg->telemetry_capacity, cfg->broadcast_capacity, cfg->batch_size,
             cfg->batch_age_ms, cfg->storage_capacity, cfg->storage == SERVE_STORAGE_NONE ? "none" : "sqlite",
             cfg->storage == SERVE_STORAGE_NONE ? "" : " ", cfg->storage == SERVE_STORAGE_NONE ? "" : cfg->db_path,
             cfg->db_pool, cfg->bandwidth_permits, cfg->workers, cfg->health_interval_ms);
@@ -307,7 +254,42 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
   return 0;
 }
 
-int serve_port(serve *s) { return s->in.port; }
+/* Every source's figures added up; the port is the first one bound. */
+static void sources_figures_get(serve *s, source_figures *sum) {
+  *sum = (source_figures){0};
+  for (int i = 0; i < NSOURCES; i++) {
+    if (!s->source_state[i]) continue;
+    source_figures f;
+    sources[i]->figures_get(s->source_state[i], &f);
+    if (!sum->port) sum->port = f.port;
+    if (f.first_byte_ns && (!sum->first_byte_ns || f.first_byte_ns < sum->first_byte_ns))
+      sum->first_byte_ns = f.first_byte_ns;
+    sum->accepted += f.accepted;
+    sum->rejected += f.rejected;
+    sum->closed += f.closed;
+    sum->open += f.open;
+    sum->closed_errors += f.closed_errors;
+    sum->write_timeouts += f.write_timeouts;
+    sum->bytes += f.bytes;
+    sum->lines += f.lines;
+    sum->readings += f.readings;
+    for (int r = 1; r < SERVE_BAD_REASONS; r++) sum->bad[r] += f.bad[r];
+    sum->error_lines_sent += f.error_lines_sent;
+    sum->error_lines_suppressed += f.error_lines_suppressed;
+    sum->health_requests += f.health_requests;
+    sum->health_unmatched += f.health_unmatched;
+    sum->permits += f.permits;
+    sum->permits_in_use += f.permits_in_use;
+    sum->permit_waiters += f.permit_waiters;
+    sum->permit_waits += f.permit_waits;
+  }
+}
+
+int serve_port(serve *s) {
+  source_figures in;
+  sources_figures_get(s, &in);
+  return in.port;
+}
 
 tg_cancel *serve_shutdown_token(serve *s) { return s->cancel; }
 
@@ -342,40 +324,37 @@ static serve_permit_figures permit_figures(const tg_semaphore_stats *st) {
 
 void serve_figures_get(serve *s, serve_figures *f) {
   memset(f, 0, sizeof *f);
-  const ingest *in = &s->in;
+  source_figures in;
+  sources_figures_get(s, &in);
   f->uptime_ms = (tg_now() - s->t0) / 1000000;
   f->started_unix_ms = s->started_unix_ms;
-  f->listen_port = in->port;
+  f->listen_port = in.port;
   f->stopping = atomic_load(&s->stopping);
-  tcp_server_figures conns;
-  ingest_connections_get(in, &conns);
-  f->connections_accepted = conns.accepted;
-  f->connections_rejected = conns.rejected;
-  f->connections_closed = conns.closed;
-  f->connections_closed_errors = figure_get(&in->closed_errors);
-  f->connections_write_timeouts = figure_get(&in->write_timeouts);
-  f->connections_open = conns.open;
+  f->connections_accepted = in.accepted;
+  f->connections_rejected = in.rejected;
+  f->connections_closed = in.closed;
+  f->connections_closed_errors = in.closed_errors;
+  f->connections_write_timeouts = in.write_timeouts;
+  f->connections_open = in.open;
   f->devices_known = registry_count(&s->reg);
   f->devices_connected = registry_connected(&s->reg);
-  f->bytes_received = figure_get(&in->bytes);
-  f->lines_received = figure_get(&in->lines);
-  f->readings_received = figure_get(&in->readings);
+  f->bytes_received = in.bytes;
+  f->lines_received = in.lines;
+  f->readings_received = in.readings;
   pipeline_figures pf = {0};
   if (s->pipe) pipeline_figures_get(s->pipe, &pf);
   f->readings_aggregated = pf.aggregator.aggregated;
   f->readings_stored = pf.readings_stored;
   f->readings_duplicate = pf.duplicates;
   for (int i = 1; i < SERVE_BAD_REASONS; i++) {
-    f->bad_input[i] = figure_get(&in->bad[i]);
+    f->bad_input[i] = in.bad[i];
     f->bad_lines += f->bad_input[i];
   }
-  f->error_lines_sent = figure_get(&in->error_lines_sent);
-  f->error_lines_suppressed = figure_get(&in->error_lines_suppressed);
+  f->error_lines_sent = in.error_lines_sent;
+  f->error_lines_suppressed = in.error_lines_suppressed;
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
-  tg_semaphore_stats bw;
-  tg_semaphore_stats_get(s->bandwidth, &bw);
-  f->bandwidth = permit_figures(&bw);
+  f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};
   f->db_pool = permit_figures(&pf.db_pool);
   f->batches_flushed = pf.aggregator.batches_flushed;
   f->batches_stored = pf.batches_stored;
@@ -391,12 +370,12 @@ void serve_figures_get(serve *s, serve_figures *f) {
   int64_t clients = atomic_load(&s->clients);
   f->clients_connected = clients > 0 ? (uint64_t)clients : 0;
   f->health.rounds = pf.health.rounds;
-  f->health.requests = figure_get(&in->health_requests);
+  f->health.requests = in.health_requests;
   f->health.ok = pf.health.ok;
   f->health.timeout = pf.health.timeout;
   f->health.disconnected = pf.health.dropped + pf.health.unreachable;
   f->health.unknown = figure_get(&s->health_unknown);
-  f->health.unmatched_replies = figure_get(&in->health_unmatched);
+  f->health.unmatched_replies = in.health_unmatched;
   f->workers = s->cfg.workers;
   tg_runtime_stats rs;
   tg_runtime_stats_get(&rs);
@@ -404,6 +383,12 @@ void serve_figures_get(serve *s, serve_figures *f) {
 }
 
 /* ------------------------------------------------------------ summary */
+
+static int64_t first_byte_ns(serve *s) {
+  source_figures in;
+  sources_figures_get(s, &in);
+  return in.first_byte_ns;
+}
 
 /* A tg_now() reading as Unix nanoseconds (0 stays 0). */
 static int64_t to_unix_ns(const serve *s, int64_t mono) {
@@ -416,7 +401,7 @@ static void summary(serve *s, const serve_figures *f, int lossless) {
   if (s->pipe) pipeline_figures_get(s->pipe, &pf);
   int64_t last_reading = pf.aggregator.last_reading_ns;
   serve_run_end end = {
-      .first_byte_unix_ns = to_unix_ns(s, atomic_load(&s->in.first_byte_ns)),
+      .first_byte_unix_ns = to_unix_ns(s, first_byte_ns(s)),
       .last_aggregated_unix_ns = last_reading < 0 ? 0 : to_unix_ns(s, s->t0 + last_reading),
       .last_commit_unix_ns = to_unix_ns(s, pf.last_commit_ns),
       .db_rows = s->db_rows,

@@ -1,0 +1,52 @@
+/* gateway.c - serve's default settings and the names of the reasons it
+ * refuses input; see gateway.h. */
+#include "gateway.h"
+
+#include <string.h>
+
+void serve_config_defaults(serve_config *c) {
+  memset(c, 0, sizeof *c);
+  c->listen_host = "127.0.0.1";
+  c->listen_port = 7878;
+  c->http_host = "127.0.0.1";
+  c->http_port = 8080;
+  c->http_max_connections = 256;
+  c->http_max_header_bytes = 8192;
+  c->http_write_timeout_ms = 5000;
+  c->max_connections = 10000;
+  c->max_line_bytes = PROTOCOL_LINE_MAX_DEFAULT;
+  c->max_devices = 100000;
+  c->error_limit = 100;
+  c->error_lines_per_s = 10;
+  c->recv_buffer = 32 * 1024;
+  c->bandwidth_permits = 64;
+  c->write_timeout_ms = 5000;
+  c->drain_ms = 2000;
+  c->workers = 1;
+  c->telemetry_capacity = 4096;
+  c->storage_capacity = 8;
+  c->broadcast_capacity = 16;
+  c->batch_size = 1000;
+  c->batch_age_ms = 1000;
+  c->snapshot_every = 100000;
+  c->snapshot_interval_ms = 100;
+  c->storage = SERVE_STORAGE_SQLITE;
+  c->db_path = "telegate.db";
+  c->db_pool = 1;
+  c->health_interval_ms = 3000;
+  c->health_timeout_ms = 500;
+  c->log_format = LOG_TEXT;
+}
+
+/* The gateway's own reasons, after the parser's (protocol.h). */
+static const char *const gateway_reason_names[SERVE_BAD_REASONS - PROTOCOL_REASON_COUNT] = {
+    [SERVE_BAD_TOO_MANY_DEVICES - PROTOCOL_REASON_COUNT] = "too_many_devices",
+    [SERVE_BAD_TRUNCATED - PROTOCOL_REASON_COUNT] = "truncated",
+};
+
+const char *serve_bad_reason_name(int reason) {
+  if (reason > 0 && reason < PROTOCOL_REASON_COUNT) return protocol_reason_name(reason);
+  if (reason >= PROTOCOL_REASON_COUNT && reason < SERVE_BAD_REASONS)
+    return gateway_reason_names[reason - PROTOCOL_REASON_COUNT];
+  return NULL;
+}

@@ -1,0 +1,83 @@
+/* source.h - where readings come from: the contract every source keeps.
+ *
+ * A source turns input from outside (a TCP port of devices; later the
+ * Influx write API, an MQTT subscription, a JetStream consumer) into
+ * readings in the pipeline's telemetry channel. It is one file that
+ * defines one `source_kind`, and one line in serve's table of sources
+ * registers it.
+ *
+ * At start a source gets a sink: the settings, the shutdown token, the
+ * log, the device registry (ids to the pipeline's indexes, and which
+ * connection speaks for a device) and its own telemetry sender. It spawns
+ * its tasks into the sink's JoinSet and returns once it is ready to take
+ * input (its port bound), or fails with a one-line reason.
+ *
+ * Backpressure: a source sends with tg_mpsc_send, which waits while the
+ * telemetry channel is full, and stops taking input meanwhile (a TCP
+ * source stops reading its sockets), so memory stays bounded whatever
+ * the outside sends.
+ *
+ * Shutdown: when the token fires a source takes no new input, reads what
+ * was already sent to it until *drain_until (tg_now() time, set before
+ * the token fires), sends it on, and drops its telemetry sender - the
+ * sender and every clone of it - last. The pipeline drains once every
+ * source has. Its tasks must then end, since serve joins them.
+ *
+ * Figures: source_figures, counted by the source and read from any
+ * thread; serve adds up all sources' into its own. Bad input is counted
+ * per reason (gateway.h), never silently dropped. */
+#ifndef TELEGATE_SOURCE_H
+#define TELEGATE_SOURCE_H
+
+#include "gateway.h"
+#include "log.h"
+#include "registry.h"
+#include "tg/tg.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct source_sink {
+  const serve_config *cfg;
+  tg_cancel *cancel;                    /* the shutdown token */
+  demo_log *log;
+  registry *reg;
+  tg_joinset *tasks;                    /* where the source spawns its tasks */
+  tg_mpsc_tx *telemetry;                /* reading elements; the source's to drop */
+  const _Atomic int64_t *drain_until;   /* read what was sent until then */
+} source_sink;
+
+typedef struct source_figures {
+  int port;                             /* bound, for a source that listens; 0: none */
+  int64_t first_byte_ns;                /* tg_now() of the first input; 0: none yet */
+  /* connections, for a source that has them */
+  uint64_t accepted, rejected, closed, open;
+  uint64_t closed_errors;               /* closed after --error-limit bad lines in a row */
+  uint64_t write_timeouts;              /* closed because the peer did not read */
+  /* input */
+  uint64_t bytes, lines, readings;      /* readings: sent into the telemetry channel */
+  uint64_t bad[SERVE_BAD_REASONS];      /* per reason; [0] unused */
+  uint64_t error_lines_sent, error_lines_suppressed;
+  /* health requests written to devices, and replies nobody waited for */
+  uint64_t health_requests, health_unmatched;
+  /* read permits: inputs read at once */
+  uint64_t permits, permits_in_use, permit_waiters, permit_waits;
+} source_figures;
+
+typedef struct source_kind {
+  const char *name;
+  /* Whether cfg asks for this source. */
+  int (*wanted)(const serve_config *cfg);
+  /* Starts the source on `sink` (which it may keep; the sender is moved
+   * into it, even on failure). Returns 0 with *state set, or a negative
+   * code with a one-line reason in err (TG_ENOMEM, a bind error such as
+   * -EADDRINUSE, ...). */
+  int (*start)(const source_sink *sink, void **state, char *err, size_t errlen);
+  /* Any thread, from start until free. */
+  void (*figures_get)(void *state, source_figures *out);
+  /* After every task of the source has been joined. */
+  void (*free)(void *state);
+} source_kind;
+
+#endif
