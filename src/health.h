@@ -19,10 +19,23 @@
 #include "figure.h"
 #include "log.h"
 #include "rng.h"
-#include "device.h"
 #include "tg/tg.h"
 
 #include <stdint.h>
+
+/* What the health checker sends a device: where to answer. */
+typedef struct health_request {
+  tg_oneshot_tx *reply; /* owned by whoever holds the request */
+  uint64_t id;
+} health_request;
+
+/* A device's answer. */
+typedef struct device_status {
+  uint32_t device;
+  uint32_t battery;  /* percent */
+  int64_t uptime_ms;
+  uint64_t readings; /* sent so far */
+} device_status;
 
 typedef struct health_checker health_checker;
 

@@ -21,7 +21,7 @@
 #ifndef TELEGATE_REGISTRY_H
 #define TELEGATE_REGISTRY_H
 
-#include "device.h"
+#include "health.h"
 #include "protocol.h"
 #include "rng.h"
 #include "tg/tg.h"

@@ -26,8 +26,8 @@
 #ifndef TELEGATE_SERVE_H
 #define TELEGATE_SERVE_H
 
-#include "device.h"
 #include "gateway.h"
+#include "health.h"
 #include "log.h"
 #include "tg/tg.h"
 
