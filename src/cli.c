@@ -1,197 +1,256 @@
-/* cli.c - flag parsing for `telegate demo`; see cli.h. */
+/* cli.c - the table-driven flag parser every command uses; see cli.h. */
 #include "cli.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum kind { K_INT, K_SECONDS, K_RATE, K_U64, K_STR, K_CLOCK, K_PRESET, K_FORMAT, K_FLAG } kind;
-
-typedef struct flag {
-  const char *name;
-  kind kind;
-  size_t offset;
-  long min, max; /* K_INT */
-  const char *help;
-} flag;
-
-#define F(name, kind, field, min, max, help) {name, kind, offsetof(demo_config, field), min, max, help}
-
-static const flag flags[] = {
-    F("duration", K_SECONDS, duration_s, 0, 0, "run time in seconds (10)"),
-    F("clock", K_CLOCK, clock, 0, 0, "real | virtual (real); virtual replays exactly"),
-    F("seed", K_U64, seed, 0, 0, "seed of the simulated devices and faults (42)"),
-    F("preset", K_PRESET, preset, 0, 0, "blog | pressure (blog)"),
-    F("db", K_STR, db_path, 0, 0, "SQLite file, tables reset each run (telegate-demo.db)"),
-    F("summary-json", K_STR, summary_json, 0, 0, "write the summary as JSON to this file"),
-    F("log-format", K_FORMAT, log_format, 0, 0, "text | json (text)"),
-    F("quiet", K_FLAG, quiet, 0, 0, "no live log, only the summary"),
-    F("devices", K_INT, devices, 1, DEMO_MAX_DEVICES, "device tasks (7)"),
-    F("clients", K_INT, clients, 0, DEMO_MAX_CLIENTS, "client tasks (4)"),
-    F("telemetry-capacity", K_INT, telemetry_capacity, 1, 1000000, "devices -> aggregator mpsc (50)"),
-    F("storage-capacity", K_INT, storage_capacity, 1, 1000000, "aggregator -> storage mpsc (10)"),
-    F("broadcast-capacity", K_INT, broadcast_capacity, 1, 1000000, "snapshot broadcast ring (100)"),
-    F("device-slots", K_INT, device_slots, 1, 1000, "bandwidth Semaphore permits (5)"),
-    F("db-pool", K_INT, db_pool, 1, DEMO_MAX_POOL, "DB connections and pool permits (2)"),
-    F("device-interval-ms", K_INT, device_interval_ms, 1, 3600000, "a device's reading period, +-10% (1000)"),
-    F("batch-interval-ms", K_INT, batch_interval_ms, 1, 3600000, "aggregator batch period (2000)"),
-    F("health-interval-ms", K_INT, health_interval_ms, 1, 3600000, "health round period (3000)"),
-    F("health-timeout-ms", K_INT, health_timeout_ms, 1, 3600000, "health reply timeout (500)"),
-    F("transmit-ms", K_INT, transmit_ms, 0, 3600000, "time a send holds its bandwidth slot (20)"),
-    F("aggregator-delay-ms", K_INT, aggregator_delay_ms, 0, 3600000, "processing time per reading (0)"),
-    F("storage-delay-ms", K_INT, storage_delay_ms, 0, 3600000, "time of one batch transaction (20)"),
-    F("panic-device", K_INT, panic_device, 1, DEMO_MAX_DEVICES, "this device task panics ..."),
-    F("panic-at", K_SECONDS, panic_at_s, 0, 0, "... at this run time in seconds (3)"),
-    F("slow-client", K_INT, slow_client, 1, DEMO_MAX_CLIENTS, "this client processes slowly and lags ..."),
-    F("client-delay-ms", K_INT, client_delay_ms, 0, 3600000, "... taking this long per update (250)"),
-    F("slow-health-device", K_INT, slow_health_device, 1, DEMO_MAX_DEVICES, "answers health checks too late"),
-    F("drop-health-device", K_INT, drop_health_device, 1, DEMO_MAX_DEVICES, "drops the reply sender unanswered"),
-    F("storage-fail-rate", K_RATE, storage_fail_rate, 0, 0, "share of transactions that fail, 0..0.9 (0)"),
+struct cli_string {
+  struct cli_string *next;
+  char text[];
 };
 
-#define NFLAGS (sizeof flags / sizeof flags[0])
-
-void cli_demo_usage(FILE *out) {
-  fprintf(out, "usage: telegate demo [flags]\n\n"
-               "Runs the reference telemetry scenario: devices -> aggregator -> clients and storage,\n"
-               "printing what each primitive does, then a summary.\n\nflags:\n");
-  for (size_t i = 0; i < NFLAGS; i++) {
-    char left[48];
-    snprintf(left, sizeof left, "--%s%s", flags[i].name, flags[i].kind == K_FLAG ? "" : " V");
-    fprintf(out, "  %-24s %s\n", left, flags[i].help);
+void cli_strings_free(cli_strings *s) {
+  while (s->head) {
+    struct cli_string *next = s->head->next;
+    free(s->head);
+    s->head = next;
   }
-  fprintf(out, "  %-24s %s\n", "--help", "this text");
 }
 
-static const flag *find(const char *name, size_t len) {
-  for (size_t i = 0; i < NFLAGS; i++)
-    if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0) return &flags[i];
+/* A copy of len bytes of text that lives until cli_strings_free; NULL
+ * when out of memory. */
+static const char *strings_copy(cli_strings *s, const char *text, size_t len) {
+  struct cli_string *c = malloc(sizeof *c + len + 1);
+  if (!c) return NULL;
+  memcpy(c->text, text, len);
+  c->text[len] = '\0';
+  c->next = s->head;
+  s->head = c;
+  return c->text;
+}
+
+/* What an option wants, as the end of "--NAME wants ...". */
+static void describe(const cli_option *opt, char *buf, size_t len) {
+  switch (opt->kind) {
+  case CLI_FLAG: snprintf(buf, len, "no value"); return;
+  case CLI_INT: snprintf(buf, len, "an integer from %.15g to %.15g", opt->min, opt->max); return;
+  case CLI_U64: snprintf(buf, len, "an integer from 0 to %" PRIu64, UINT64_MAX); return;
+  case CLI_DOUBLE:
+    if (opt->min_open) snprintf(buf, len, "a number above %.15g, at most %.15g", opt->min, opt->max);
+    else snprintf(buf, len, "a number from %.15g to %.15g", opt->min, opt->max);
+    return;
+  case CLI_STRING: snprintf(buf, len, "a value"); return;
+  case CLI_PATH: snprintf(buf, len, "a path"); return;
+  case CLI_ENUM: {
+    size_t used = 0, n = 0;
+    buf[0] = '\0';
+    while (opt->words[n].word) n++;
+    for (size_t i = 0; i < n && used < len; i++)
+      used += (size_t)snprintf(buf + used, len - used, "%s%s", i == 0 ? "" : i + 1 < n ? ", " : " or ",
+                               opt->words[i].word);
+    return;
+  }
+  case CLI_HOSTPORT:
+    snprintf(buf, len, "HOST:PORT (HOST a numeric IPv4 address, an IPv6 one in brackets or localhost; PORT 0 to 65535)");
+    return;
+  }
+}
+
+static int wrong_value(const cli_option *opt, const char *value, char *err, size_t errlen) {
+  char want[160];
+  describe(opt, want, sizeof want);
+  snprintf(err, errlen, "--%s wants %s, got '%s'", opt->name, want, value);
+  return -EINVAL;
+}
+
+static int is_host(const char *host) {
+  unsigned char addr[16];
+  if (strcmp(host, "localhost") == 0 || inet_pton(AF_INET, host, addr) == 1) return 1;
+  /* An IPv6 address may name its interface ("fe80::1%eth0"), which the
+   * socket layer accepts and inet_pton does not. */
+  char v6[INET6_ADDRSTRLEN];
+  size_t len = strcspn(host, "%");
+  if (len >= sizeof v6 || (host[len] == '%' && host[len + 1] == '\0')) return 0;
+  memcpy(v6, host, len);
+  v6[len] = '\0';
+  return inet_pton(AF_INET6, v6, addr) == 1;
+}
+
+/* HOST:PORT, where HOST may be an IPv6 address in brackets. The host is
+ * copied into *strings. */
+static int set_hostport(const cli_option *opt, const char *value, void *cfg, cli_strings *strings, char *err,
+                        size_t errlen) {
+  const char *colon = strrchr(value, ':');
+  if (!colon) return wrong_value(opt, value, err, errlen);
+  const char *host = value, *port = colon + 1;
+  size_t host_len = (size_t)(colon - value);
+  if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') {
+    host++;
+    host_len -= 2;
+  }
+  size_t digits = strspn(port, "0123456789");
+  long port_number = digits > 0 && digits <= 5 && port[digits] == '\0' ? atol(port) : -1;
+  if (host_len == 0 || port_number < 0 || port_number > 65535) return wrong_value(opt, value, err, errlen);
+  const char *copy = strings_copy(strings, host, host_len);
+  if (!copy) return -ENOMEM;
+  if (!is_host(copy)) return wrong_value(opt, value, err, errlen);
+  *(const char **)((char *)cfg + opt->field) = copy;
+  *(int *)((char *)cfg + opt->port_field) = (int)port_number;
+  return 0;
+}
+
+int cli_option_set(const cli_option *opt, const char *value, void *cfg, cli_strings *strings, char *err,
+                   size_t errlen) {
+  void *field = (char *)cfg + opt->field;
+  if (opt->kind == CLI_FLAG) {
+    if (value) {
+      snprintf(err, errlen, "--%s takes no value, got '%s'", opt->name, value);
+      return -EINVAL;
+    }
+    *(int *)field = 1;
+    return 0;
+  }
+  if (!value) {
+    char want[160];
+    describe(opt, want, sizeof want);
+    snprintf(err, errlen, "--%s needs a value: %s", opt->name, want);
+    return -EINVAL;
+  }
+  char *end;
+  errno = 0;
+  switch (opt->kind) {
+  case CLI_INT: {
+    long n = strtol(value, &end, 10);
+    if (*value == '\0' || *end != '\0' || errno || n < opt->min || n > opt->max)
+      return wrong_value(opt, value, err, errlen);
+    *(int *)field = (int)n;
+    break;
+  }
+  case CLI_U64: {
+    unsigned long long n = strtoull(value, &end, 10);
+    /* strtoull takes "-1" as the largest value: a sign is refused. */
+    if (!isdigit((unsigned char)*value) || *end != '\0' || errno) return wrong_value(opt, value, err, errlen);
+    *(uint64_t *)field = n;
+    break;
+  }
+  case CLI_DOUBLE: {
+    double x = strtod(value, &end);
+    int low_ok = opt->min_open ? x > opt->min : x >= opt->min;
+    if (*value == '\0' || *end != '\0' || errno || !isfinite(x) || !low_ok || x > opt->max)
+      return wrong_value(opt, value, err, errlen);
+    *(double *)field = x;
+    break;
+  }
+  case CLI_PATH:
+    if (*value == '\0') return wrong_value(opt, value, err, errlen);
+    /* fall through */
+  case CLI_STRING: {
+    const char *copy = strings_copy(strings, value, strlen(value));
+    if (!copy) return -ENOMEM;
+    *(const char **)field = copy;
+    break;
+  }
+  case CLI_ENUM: {
+    const cli_word *w = opt->words;
+    while (w->word && strcmp(w->word, value) != 0) w++;
+    if (!w->word) return wrong_value(opt, value, err, errlen);
+    *(int *)field = w->value;
+    break;
+  }
+  case CLI_HOSTPORT: {
+    int r = set_hostport(opt, value, cfg, strings, err, errlen);
+    if (r != 0) return r;
+    break;
+  }
+  case CLI_FLAG: break; /* set above */
+  }
+  if (opt->preset) opt->preset(cfg);
+  return 0;
+}
+
+const cli_option *cli_option_find(const cli_command *cmd, const char *name, size_t len) {
+  for (size_t i = 0; i < cmd->noptions; i++)
+    if (strlen(cmd->options[i].name) == len && memcmp(cmd->options[i].name, name, len) == 0) return &cmd->options[i];
   return NULL;
 }
 
-static int bad(char *err, size_t errlen, const flag *f, const char *value, const char *want) {
-  snprintf(err, errlen, "--%s: '%s' is not %s", f->name, value, want);
-  return CLI_ERROR;
-}
-
-static int set(demo_config *cfg, const flag *f, const char *v, char *err, size_t errlen) {
-  void *field = (char *)cfg + f->offset;
-  char *end;
-  errno = 0;
-  switch (f->kind) {
-  case K_INT: {
-    long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end || errno || n < f->min || n > f->max) {
-      char want[64];
-      snprintf(want, sizeof want, "an integer in %ld..%ld", f->min, f->max);
-      return bad(err, errlen, f, v, want);
-    }
-    *(int *)field = (int)n;
-    return CLI_OK;
-  }
-  case K_U64: {
-    unsigned long long n = strtoull(v, &end, 10);
-    if (*v == '\0' || *v == '-' || *end || errno) return bad(err, errlen, f, v, "an unsigned integer");
-    *(uint64_t *)field = n;
-    return CLI_OK;
-  }
-  case K_SECONDS: {
-    double s = strtod(v, &end);
-    if (*v == '\0' || *end || errno || !isfinite(s) || s <= 0 || s > 86400)
-      return bad(err, errlen, f, v, "a number of seconds in (0, 86400]");
-    *(double *)field = s;
-    return CLI_OK;
-  }
-  case K_RATE: {
-    double r = strtod(v, &end);
-    if (*v == '\0' || *end || errno || !(r >= 0 && r <= 0.9)) return bad(err, errlen, f, v, "a share in 0..0.9");
-    *(double *)field = r;
-    return CLI_OK;
-  }
-  case K_STR:
-    if (*v == '\0') return bad(err, errlen, f, v, "a path");
-    *(const char **)field = v;
-    return CLI_OK;
-  case K_CLOCK:
-    if (strcmp(v, "real") == 0) *(tg_clock_mode *)field = TG_CLOCK_REAL;
-    else if (strcmp(v, "virtual") == 0) *(tg_clock_mode *)field = TG_CLOCK_VIRTUAL;
-    else return bad(err, errlen, f, v, "real or virtual");
-    return CLI_OK;
-  case K_PRESET:
-    if (strcmp(v, "blog") == 0) *(demo_preset *)field = PRESET_BLOG;
-    else if (strcmp(v, "pressure") == 0) *(demo_preset *)field = PRESET_PRESSURE;
-    else return bad(err, errlen, f, v, "blog or pressure");
-    return CLI_OK;
-  case K_FORMAT:
-    if (strcmp(v, "text") == 0) *(log_format *)field = LOG_TEXT;
-    else if (strcmp(v, "json") == 0) *(log_format *)field = LOG_JSON;
-    else return bad(err, errlen, f, v, "text or json");
-    return CLI_OK;
-  case K_FLAG:
-    *(int *)field = 1;
-    return CLI_OK;
-  }
-  return CLI_ERROR;
-}
-
-/* One pass over argv: with `preset_only` only --preset is applied (so the
- * preset's numbers come first), otherwise everything but --preset. */
-static int pass(int argc, char **argv, demo_config *cfg, int preset_only, char *err, size_t errlen) {
+/* One pass over argv. Both passes check every argument's form; the first
+ * sets only the presets, the second everything else. */
+static int parse_pass(const cli_command *cmd, int argc, char *const argv[], void *cfg, cli_strings *strings,
+                      int presets, char *err, size_t errlen) {
   for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return CLI_HELP;
-    if (strncmp(a, "--", 2) != 0) {
-      snprintf(err, errlen, "unexpected argument '%s'", a);
-      return CLI_ERROR;
+    const char *arg = argv[i];
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) return CLI_HELP;
+    if (arg[0] != '-') {
+      snprintf(err, errlen, "unexpected argument '%s': each value follows its flag", arg);
+      return -EINVAL;
     }
-    const char *name = a + 2, *eq = strchr(name, '=');
-    size_t len = eq ? (size_t)(eq - name) : strlen(name);
-    const flag *f = find(name, len);
-    if (!f) {
-      snprintf(err, errlen, "unknown flag '--%.*s'", (int)len, name);
-      return CLI_ERROR;
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    const cli_option *opt = len > 2 && strncmp(arg, "--", 2) == 0 ? cli_option_find(cmd, arg + 2, len - 2) : NULL;
+    if (!opt) {
+      snprintf(err, errlen, "unknown flag '%.*s'; --help lists the flags", (int)len, arg);
+      return -EINVAL;
     }
-    const char *value = NULL;
-    if (f->kind == K_FLAG) {
-      if (eq) {
-        snprintf(err, errlen, "--%s takes no value", f->name);
-        return CLI_ERROR;
-      }
-    } else if (eq) {
-      value = eq + 1;
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      snprintf(err, errlen, "--%s needs a value", f->name);
-      return CLI_ERROR;
+    const char *value = eq ? eq + 1 : NULL;
+    if (!eq && opt->kind != CLI_FLAG && i + 1 < argc) value = argv[++i];
+    /* A value where none belongs, or none where one does, is told in the
+     * first pass, wherever the option stands. */
+    int malformed = (opt->kind == CLI_FLAG) != (value == NULL);
+    if (malformed || (opt->preset != NULL) == presets) {
+      int r = cli_option_set(opt, value, cfg, strings, err, errlen);
+      if (r != 0) return r;
     }
-    if ((f->kind == K_PRESET) != preset_only) continue;
-    int r = set(cfg, f, value, err, errlen);
-    if (r != CLI_OK) return r;
-    if (f->kind == K_PRESET) demo_config_preset(cfg, cfg->preset);
   }
-  return CLI_OK;
+  return 0;
 }
 
-static int check_id(const char *flag_name, int id, int max, const char *what, char *err, size_t errlen) {
-  if (id == 0 || id <= max) return CLI_OK;
-  snprintf(err, errlen, "--%s: %d is not a %s (there are %d)", flag_name, id, what, max);
-  return CLI_ERROR;
+int cli_parse(const cli_command *cmd, int argc, char *const argv[], void *cfg, cli_strings *strings, char *err,
+              size_t errlen) {
+  int r = parse_pass(cmd, argc, argv, cfg, strings, 1, err, errlen);
+  if (r == 0) r = parse_pass(cmd, argc, argv, cfg, strings, 0, err, errlen);
+  if (r == 0 && cmd->finish) r = cmd->finish(cfg, err, errlen);
+  return r;
 }
 
-int cli_parse_demo(int argc, char **argv, demo_config *cfg, char *err, size_t errlen) {
-  demo_config_defaults(cfg);
-  int r = pass(argc, argv, cfg, 1, err, errlen);
-  if (r == CLI_OK) r = pass(argc, argv, cfg, 0, err, errlen);
-  if (r != CLI_OK) return r;
-  if ((r = check_id("panic-device", cfg->panic_device, cfg->devices, "device", err, errlen)) ||
-      (r = check_id("slow-client", cfg->slow_client, cfg->clients, "client", err, errlen)) ||
-      (r = check_id("slow-health-device", cfg->slow_health_device, cfg->devices, "device", err, errlen)) ||
-      (r = check_id("drop-health-device", cfg->drop_health_device, cfg->devices, "device", err, errlen)))
-    return r;
-  if (cfg->panic_device && cfg->panic_at_s == 0) cfg->panic_at_s = 3;
-  if (cfg->slow_client && cfg->client_delay_ms == 0) cfg->client_delay_ms = 250;
-  return CLI_OK;
+/* The value's placeholder in --help: "N", "HOST:PORT", "text|json", or
+ * the option's own. */
+static void placeholder(const cli_option *opt, char *buf, size_t len) {
+  static const char *const names[] = {
+      [CLI_FLAG] = "",         [CLI_INT] = " N",    [CLI_U64] = " N",         [CLI_DOUBLE] = " X",
+      [CLI_STRING] = " TEXT",  [CLI_PATH] = " PATH", [CLI_HOSTPORT] = " HOST:PORT",
+  };
+  if (opt->arg) {
+    snprintf(buf, len, " %s", opt->arg);
+    return;
+  }
+  if (opt->kind != CLI_ENUM) {
+    snprintf(buf, len, "%s", names[opt->kind]);
+    return;
+  }
+  size_t used = 0;
+  for (const cli_word *w = opt->words; w->word && used < len; w++)
+    used += (size_t)snprintf(buf + used, len - used, "%s%s", w == opt->words ? " " : "|", w->word);
+}
+
+void cli_usage(const cli_command *cmd, FILE *out) {
+  char left[96], arg[64];
+  int width = (int)strlen("--help");
+  for (size_t i = 0; i < cmd->noptions; i++) {
+    placeholder(&cmd->options[i], arg, sizeof arg);
+    int w = snprintf(left, sizeof left, "--%s%s", cmd->options[i].name, arg);
+    if (w > width) width = w;
+  }
+  fprintf(out, "usage: telegate %s [flags]\n\n%s\n\nflags:\n", cmd->name, cmd->about);
+  for (size_t i = 0; i < cmd->noptions; i++) {
+    placeholder(&cmd->options[i], arg, sizeof arg);
+    snprintf(left, sizeof left, "--%s%s", cmd->options[i].name, arg);
+    fprintf(out, "  %-*s  %s\n", width, left, cmd->options[i].help);
+  }
+  fprintf(out, "  %-*s  %s\n", width, "--help", "this text");
 }

@@ -1,23 +1,18 @@
-/* cli_serve.h - the command lines of `telegate serve` and `telegate devices`.
+/* cli_serve.h - the command line of `telegate serve` (cli.h parses it).
  *
- * Flags take their value as the next argument or after '=', as for
- * `telegate demo` (cli.h). HOST:PORT takes a numeric IPv4 address, an IPv6
- * one in brackets, or "localhost". */
+ * --listen-devices and --listen-http each take HOST:PORT and keep their
+ * own copy of the host: HOST is a numeric IPv4 address, an IPv6 one in
+ * brackets, or "localhost"; port 0 means any free port. */
 #ifndef TELEGATE_CLI_SERVE_H
 #define TELEGATE_CLI_SERVE_H
 
-#include "serve.h"
-#include "simulator.h"
+#include "cli.h"
+#include "gateway.h"
 
-#include <stdio.h>
+extern const cli_command cli_serve;
 
-/* Parse the arguments after the command into *cfg (first set to the
- * defaults). Return CLI_OK, CLI_HELP or CLI_ERROR (cli.h) with a one-line
- * message naming the flag in err. */
-int cli_parse_serve(int argc, char **argv, serve_config *cfg, char *err, size_t errlen);
-int cli_parse_devices(int argc, char **argv, sim_config *cfg, char *err, size_t errlen);
-
-void cli_serve_usage(FILE *out);
-void cli_devices_usage(FILE *out);
+/* Sets *cfg to the defaults, then parses the arguments after "serve" into
+ * it; strings go into *strings. Returns as cli_parse does. */
+int cli_parse_serve(int argc, char *const argv[], serve_config *cfg, cli_strings *strings, char *err, size_t errlen);
 
 #endif

@@ -1,44 +1,43 @@
 /* main.c - the telegate command: `telegate demo`, `serve` and `devices`. */
-#include "cli.h"
 #include "api.h"
+#include "cli.h"
+#include "cli_demo.h"
+#include "cli_devices.h"
 #include "cli_serve.h"
 #include "demo.h"
 #include "serve.h"
 #include "simulator.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-static void usage(FILE *out) {
-  fprintf(out, "usage: telegate <command> [flags]\n\n"
-               "commands:\n"
-               "  demo     run the reference telemetry scenario and report what each primitive did\n"
-               "  serve    the gateway: devices over TCP, aggregation, SQLite, health checks\n"
-               "  devices  simulated devices over TCP, for trying serve and for load\n\n"
-               "`telegate <command> --help` lists its flags.\n");
+/* What a parse that did not end in a run means for the process: the exit
+ * status; -1 when the command is to run. */
+static int parse_outcome(const cli_command *cmd, int r, const char *err) {
+  if (r == 0) return -1;
+  if (r == CLI_HELP) {
+    cli_usage(cmd, stdout);
+    return 0;
+  }
+  fprintf(stderr, "telegate %s: %s\n", cmd->name, r == -EINVAL ? err : tg_strerror(r));
+  return r == -EINVAL ? 2 : 1;
 }
 
 static int cmd_demo(int argc, char **argv) {
   demo_config cfg;
+  cli_strings strings = {0};
   char err[256];
-  switch (cli_parse_demo(argc, argv, &cfg, err, sizeof err)) {
-  case CLI_HELP:
-    cli_demo_usage(stdout);
-    return 0;
-  case CLI_ERROR:
-    fprintf(stderr, "telegate demo: %s\n", err);
-    return 2;
-  default:
-    break;
+  int status = parse_outcome(&cli_demo, cli_parse_demo(argc, argv, &cfg, &strings, err, sizeof err), err);
+  if (status < 0) {
+    cfg.handle_signals = 1;
+    demo_summary s;
+    int r = demo_run(&cfg, &s);
+    if (r != 0) fprintf(stderr, "telegate demo: %s\n", s.error);
+    status = r == 0 && s.lossless && s.tasks.aborted == 0 ? 0 : 1;
   }
-  cfg.handle_signals = 1;
-  demo_summary s;
-  int r = demo_run(&cfg, &s);
-  if (r != 0) {
-    fprintf(stderr, "telegate demo: %s\n", s.error);
-    return 1;
-  }
-  return s.lossless && s.tasks.aborted == 0 ? 0 : 1;
+  cli_strings_free(&strings);
+  return status;
 }
 
 /* serve's on_start hook: the HTTP side on the running pipeline. */
@@ -62,40 +61,45 @@ static int attach_http(serve *s, void *arg, char *err, size_t errlen) {
 
 static int cmd_serve(int argc, char **argv) {
   serve_config cfg;
+  cli_strings strings = {0};
   char err[256];
-  switch (cli_parse_serve(argc, argv, &cfg, err, sizeof err)) {
-  case CLI_HELP:
-    cli_serve_usage(stdout);
-    return 0;
-  case CLI_ERROR:
-    fprintf(stderr, "telegate serve: %s\n", err);
-    return 2;
-  default:
-    break;
+  int status = parse_outcome(&cli_serve, cli_parse_serve(argc, argv, &cfg, &strings, err, sizeof err), err);
+  if (status < 0) {
+    cfg.handle_signals = 1;
+    cfg.on_start = attach_http;
+    cfg.on_start_arg = &cfg;
+    int r = serve_run(&cfg, NULL, err, sizeof err);
+    if (r < 0) fprintf(stderr, "telegate serve: %s\n", err);
+    status = r == 0 ? 0 : 1;
   }
-  cfg.handle_signals = 1;
-  cfg.on_start = attach_http;
-  cfg.on_start_arg = &cfg;
-  int r = serve_run(&cfg, NULL, err, sizeof err);
-  if (r < 0) fprintf(stderr, "telegate serve: %s\n", err);
-  return r == 0 ? 0 : 1;
+  cli_strings_free(&strings);
+  return status;
 }
 
 static int cmd_devices(int argc, char **argv) {
   sim_config cfg;
+  cli_strings strings = {0};
   char err[256];
-  switch (cli_parse_devices(argc, argv, &cfg, err, sizeof err)) {
-  case CLI_HELP:
-    cli_devices_usage(stdout);
-    return 0;
-  case CLI_ERROR:
-    fprintf(stderr, "telegate devices: %s\n", err);
-    return 2;
-  default:
-    break;
-  }
-  int r = sim_run(&cfg, NULL);
-  return r == 0 ? 0 : 1;
+  int status = parse_outcome(&cli_devices, cli_parse_devices(argc, argv, &cfg, &strings, err, sizeof err), err);
+  if (status < 0) status = sim_run(&cfg, NULL) == 0 ? 0 : 1;
+  cli_strings_free(&strings);
+  return status;
+}
+
+static const struct command {
+  const char *name, *summary;
+  int (*run)(int argc, char **argv);
+} commands[] = {
+    {"demo", "run the reference telemetry scenario and report what each primitive did", cmd_demo},
+    {"serve", "the gateway: devices over TCP, aggregation, SQLite, health checks", cmd_serve},
+    {"devices", "simulated devices over TCP, for trying serve and for load", cmd_devices},
+};
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: telegate <command> [flags]\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+  fprintf(out, "\n`telegate <command> --help` lists its flags.\n");
 }
 
 int main(int argc, char **argv) {
@@ -103,13 +107,12 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  if (strcmp(argv[1], "demo") == 0) return cmd_demo(argc - 2, argv + 2);
-  if (strcmp(argv[1], "serve") == 0) return cmd_serve(argc - 2, argv + 2);
-  if (strcmp(argv[1], "devices") == 0) return cmd_devices(argc - 2, argv + 2);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
     usage(stdout);
     return 0;
   }
-  fprintf(stderr, "telegate: unknown command '%s'\n", argv[1]);
+  fprintf(stderr, "telegate: unknown command '%s'; telegate --help lists them\n", argv[1]);
   return 2;
 }

@@ -1,0 +1,32 @@
+/* cli_devices.c - the flags of `telegate devices`; see cli_devices.h. */
+#include "cli_devices.h"
+
+static const cli_word format_words[] = {{"json", PROTOCOL_JSON}, {"line", PROTOCOL_LINE}, {NULL, 0}};
+static const cli_word health_words[] = {{"answer", SIM_HEALTH_ANSWER}, {"ignore", SIM_HEALTH_IGNORE}, {NULL, 0}};
+
+static const cli_option options[] = {
+    CLI_OPT_HOSTPORT(sim_config, "connect", host, port, "the gateway (127.0.0.1:7878)"),
+    CLI_OPT_INT(sim_config, "count", count, 1, 1000000, "simulated devices, one connection each (10)"),
+    CLI_OPT_DOUBLE_ABOVE(sim_config, "rate", rate_hz, 0, 1e9, "HZ", "readings per second per device (1)"),
+    CLI_OPT_DOUBLE_ABOVE(sim_config, "duration", duration_s, 0, 31536000, "SECONDS", "seconds to send (10)"),
+    CLI_OPT_U64(sim_config, "seed", seed, "seed of the simulated values (42)"),
+    CLI_OPT_ENUM(sim_config, "format", format, format_words, "the wire format (json)"),
+    CLI_OPT_STRING(sim_config, "id-prefix", id_prefix, "PREFIX", "device ids are this prefix and 1, 2, ... (dev-)"),
+    CLI_OPT_STRING(sim_config, "report-json", report_json, "PATH", "write the per-device report as JSON to this file"),
+    CLI_OPT_INT(sim_config, "workers", workers, 1, 64, "worker threads (1)"),
+    CLI_OPT_ENUM(sim_config, "health", health, health_words, "what to do with health requests (answer)"),
+    CLI_OPT_FLAG(sim_config, "quiet", quiet, "no summary line"),
+};
+
+const cli_command cli_devices = {
+    .name = "devices",
+    .about = "Simulated devices over real TCP connections: readings at a rate, health checks answered,\n"
+             "a report of the readings each device sent.",
+    .options = options,
+    .noptions = CLI_COUNT(options),
+};
+
+int cli_parse_devices(int argc, char *const argv[], sim_config *cfg, cli_strings *strings, char *err, size_t errlen) {
+  sim_config_defaults(cfg);
+  return cli_parse(&cli_devices, argc, argv, cfg, strings, err, errlen);
+}
