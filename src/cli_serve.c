@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum kind { K_INT, K_STR, K_U64, K_SECONDS, K_RATE, K_ADDR, K_STORAGE, K_LOG, K_PROTO, K_HEALTH, K_FLAG } kind;
+typedef enum kind { K_INT, K_STR, K_U64, K_SECONDS, K_RATE, K_ADDR, K_LOG, K_PROTO, K_HEALTH, K_FLAG } kind;
 
 typedef struct flag {
   const char *name;
@@ -32,7 +32,8 @@ static const flag serve_flags[] = {
     S("http-max-connections", K_INT, http_max_connections, 1, 1000000, "HTTP connections at once; more get 503 (256)"),
     S("http-max-header-bytes", K_INT, http_max_header_bytes, 256, 1048576, "HTTP request line and headers; more get 431 (8192)"),
     S("http-write-timeout-ms", K_INT, http_write_timeout_ms, 1, 3600000, "an HTTP client that stops reading is dropped after this (5000)"),
-    S("storage", K_STORAGE, storage, 0, 0, "sqlite | none (sqlite)"),
+    S("storage", K_STR, storage, 0, 0, "a storage backend: sqlite | none (sqlite)"),
+    S("db-pool", K_INT, db_pool, 1, 16, "DB connections and pool permits; devices are routed to connections (1)"),
     S("db", K_STR, db_path, 0, 0, "SQLite file, kept across runs (telegate.db)"),
     S("workers", K_INT, workers, 1, 64, "worker threads; connections are spread over them (1)"),
     S("max-connections", K_INT, max_connections, 1, 1000000, "device connections at once; more are refused (10000)"),
@@ -166,11 +167,6 @@ static int set(void *base, const flag *f, const char *v, char *hostbuf, size_t h
     *(const char **)field = v;
     return CLI_OK;
   case K_ADDR: return set_addr(base, f, v, hostbuf, hostlen, err, errlen);
-  case K_STORAGE:
-    if (strcmp(v, "sqlite") == 0) *(serve_storage_kind *)field = SERVE_STORAGE_SQLITE;
-    else if (strcmp(v, "none") == 0) *(serve_storage_kind *)field = SERVE_STORAGE_NONE;
-    else return bad(err, errlen, f, v, "sqlite or none");
-    return CLI_OK;
   case K_LOG:
     if (strcmp(v, "text") == 0) *(log_format *)field = LOG_TEXT;
     else if (strcmp(v, "json") == 0) *(log_format *)field = LOG_JSON;
