@@ -7,7 +7,8 @@
  * serve never wraps its storage in it.
  *
  * Which writes fail is drawn from a stream per (batch, attempt), so a
- * seeded run replays, and a retry of the same batch draws again. A
+ * seeded run replays, and a retry of the same batch draws again (the
+ * connection is in the stream too, above bit 56: 0 for the first). A
  * batch's attempts on one connection follow each other (writer.h), so
  * the attempt is counted per connection. */
 #include "storage_backend.h"
@@ -63,7 +64,7 @@ static int faults_write(void *impl, int conn, const storage_rows *w, char *err, 
   attempts *a = &im->conns[conn];
   if (a->batch_id != w->batch_id || a->attempt == 0) *a = (attempts){w->batch_id, 0};
   a->attempt++;
-  rng fr = rng_stream(im->opts.seed, (w->batch_id << 8) ^ a->attempt);
+  rng fr = rng_stream(im->opts.seed, (w->batch_id << 8) ^ a->attempt ^ ((uint64_t)conn << 56));
   if (rng_unit(&fr) < im->opts.fail_rate) {
     snprintf(err, errlen, "simulated write failure, rolled back");
     return -EIO;

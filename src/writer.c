@@ -154,7 +154,7 @@ static void *writer_task(void *arg) {
   storage_stage *st = j->stage;
   batch *b = &j->b;
   int64_t start = tg_now();
-  int lost = 1, parts = 0, last_conn = 0, retried = 0;
+  int lost = 1, parts = 0, last_conn = 0, retried = 0, paused = 0;
   int conn = 0;       /* the connection being written */
   int holding = 0;    /* conn's turn is this writer's */
   storage_write_result done = {0};
@@ -162,9 +162,10 @@ static void *writer_task(void *arg) {
   for (; conn < st->connections; conn++) {
     /* Every batch is at least one transaction, as with one connection. */
     int has_rows = storage_batch_touches(st->o.db, b, conn) || (b->n == 0 && conn == 0);
-    /* The simulated write time is spent before the turn, as a database
-     * call overlaps other connections' before it commits. */
-    if (has_rows && storage_write_pause(st->o.db, conn) != 0) break;
+    /* The simulated write time is spent once per batch, before the turn:
+     * the batch's transactions on other connections would overlap it. */
+    if (has_rows && !paused && storage_write_pause(st->o.db, conn) != 0) break;
+    paused |= has_rows;
     if (wait_turn(st, conn, j->ticket) != 0) break;
     holding = 1;
     if (has_rows) {
