@@ -1,9 +1,11 @@
 /* cli_serve.c - the flags of `telegate serve`; see cli_serve.h. */
 #include "cli_serve.h"
 
-#include <errno.h>
+#include "storage.h"
 
-static const cli_word storage_words[] = {{"sqlite", SERVE_STORAGE_SQLITE}, {"none", SERVE_STORAGE_NONE}, {NULL, 0}};
+#include <errno.h>
+#include <stdio.h>
+
 static const cli_word log_words[] = {{"text", LOG_TEXT}, {"json", LOG_JSON}, {NULL, 0}};
 
 #define INT(name, m, min, max, help) CLI_OPT_INT(serve_config, name, m, min, max, help)
@@ -16,7 +18,8 @@ static const cli_option options[] = {
     INT("http-max-connections", http_max_connections, 1, 1000000, "HTTP connections at once; more get 503 (256)"),
     INT("http-max-header-bytes", http_max_header_bytes, 256, 1048576, "HTTP request line and headers; more get 431 (8192)"),
     INT("http-write-timeout-ms", http_write_timeout_ms, 1, 3600000, "an HTTP client that stops reading is dropped after this (5000)"),
-    CLI_OPT_ENUM(serve_config, "storage", storage, storage_words, "where batches are committed (sqlite)"),
+    CLI_OPT_STRING(serve_config, "storage", storage, "NAME", "a registered storage backend: sqlite | none (sqlite)"),
+    INT("db-pool", db_pool, 1, 16, "DB connections and pool permits; devices are routed to connections (1)"),
     CLI_OPT_STRING(serve_config, "db", db_path, "PATH", "SQLite file, kept across runs (telegate.db)"),
     INT("workers", workers, 1, 64, "worker threads; connections are spread over them (1)"),
     INT("max-connections", max_connections, 1, 1000000, "device connections at once; more are refused (10000)"),
@@ -42,9 +45,16 @@ static const cli_option options[] = {
     CLI_OPT_STRING(serve_config, "summary-json", summary_json, "PATH", "write the final figures as JSON to this file"),
 };
 
-/* A connection's buffer must hold a whole line and the start of the next. */
+/* The backend must be registered; a connection's buffer must hold a
+ * whole line and the start of the next. */
 static int finish(void *cfg, char *err, size_t errlen) {
   const serve_config *c = cfg;
+  if (!storage_backend_exists(c->storage)) {
+    char names[128];
+    snprintf(err, errlen, "--storage wants a registered backend (%s), got '%s'", storage_backend_names(names, sizeof names),
+             c->storage);
+    return -EINVAL;
+  }
   if (c->recv_buffer >= 2 * (c->max_line_bytes + 1)) return 0;
   snprintf(err, errlen, "--recv-buffer wants at least %d bytes, two lines of --max-line-bytes %d, got %d",
            2 * (c->max_line_bytes + 1), c->max_line_bytes, c->recv_buffer);

@@ -250,9 +250,6 @@ static int build(demo *d) {
                       .delay_ns = TG_MS(c->aggregator_delay_ms),
                       .db = d->db,
                       .db_pool = c->db_pool,
-                      .write_ns = TG_MS(c->storage_delay_ms),
-                      .fail_rate = c->storage_fail_rate,
-                      .seed = c->seed,
                       .health_interval_ns = TG_MS(c->health_interval_ms),
                       .health_timeout_ns = TG_MS(c->health_timeout_ms),
                       .health_rng = rng_stream(c->seed, 2),
@@ -489,7 +486,10 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
   banner(d);
 
   int r = 0;
-  storage_open_args oc = {.db = &d->db, .opts = {.path = cfg->db_path, .connections = cfg->db_pool, .reset = 1}};
+  /* The simulated write time and failures: a decorator around SQLite. */
+  storage_faults_opts faults = {.write_ns = TG_MS(cfg->storage_delay_ms), .fail_rate = cfg->storage_fail_rate, .seed = cfg->seed};
+  storage_open_args oc = {.db = &d->db,
+                          .opts = {.path = cfg->db_path, .connections = cfg->db_pool, .reset = 1, .faults = &faults}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
     snprintf(s->error, sizeof s->error, "cannot open the database %s: %s", cfg->db_path, oc.err);
     goto out;

@@ -30,7 +30,7 @@ void serve_config_defaults(serve_config *c) {
   c->batch_age_ms = 1000;
   c->snapshot_every = 100000;
   c->snapshot_interval_ms = 100;
-  c->storage = SERVE_STORAGE_SQLITE;
+  c->storage = "sqlite";
   c->db_path = "telegate.db";
   c->db_pool = 1;
   c->health_interval_ms = 3000;

@@ -16,8 +16,6 @@
 
 typedef struct serve serve;
 
-typedef enum serve_storage_kind { SERVE_STORAGE_SQLITE = 0, SERVE_STORAGE_NONE = 1 } serve_storage_kind;
-
 typedef struct serve_config {
   /* devices */
   const char *listen_host;   /* "127.0.0.1" */
@@ -41,9 +39,9 @@ typedef struct serve_config {
   int snapshot_every;        /* a snapshot is published after this many readings ... (100000) */
   int snapshot_interval_ms;  /* ... or this long after the last one, if anything changed (100) */
   /* storage */
-  serve_storage_kind storage;
+  const char *storage;       /* a storage backend's name (storage.h): "sqlite" (default), "none" */
   const char *db_path;       /* "telegate.db" */
-  int db_pool;               /* connections and pool permits: 1, so batches commit in order */
+  int db_pool;               /* connections and pool permits (1); devices are routed to connections */
   /* health */
   int health_interval_ms;    /* a round of checks every ... (3000; 0: no rounds) */
   int health_timeout_ms;     /* ... each answered within (500) */

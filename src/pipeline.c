@@ -29,12 +29,9 @@ struct pipeline {
   pipeline_opts o;
   snapshot_counters snapshots;
   tg_joinset *tasks;
-  tg_semaphore *pool;           /* one permit per database connection */
-  tg_notify *turn_moved;        /* storage commits take turns (writer.h) */
   tg_mpsc_tx *telemetry;        /* ours until pipeline_seal */
   aggregator *agg;
-  storage_stage store;
-  int storage_started;
+  storage_stage *store;
   _Atomic(health_checker *) health;
   stage stages[STAGES];
   atomic_int faulted;
@@ -109,8 +106,7 @@ int pipeline_new(const pipeline_opts *o, pipeline **out) {
   tg_broadcast_tx *updates = NULL;
   tg_watch_tx *latest = NULL;
   int r;
-  if ((r = tg_joinset_new(&p->tasks, "pipeline")) || (r = tg_semaphore_new(&p->pool, (uint64_t)o->db_pool, "db-pool")) ||
-      (r = tg_notify_new(&p->turn_moved, "commit-turn")) ||
+  if ((r = tg_joinset_new(&p->tasks, "pipeline")) ||
       (r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)o->telemetry_capacity, .elem_size = sizeof(reading),
                                        .name = "telemetry"},
                        &p->telemetry, &telemetry_rx)) ||
@@ -158,29 +154,27 @@ int pipeline_new(const pipeline_opts *o, pipeline **out) {
     pipeline_free(p);
     return r;
   }
-  p->store = (storage_stage){.cancel = o->cancel,
-                             .log = o->log,
-                             .batches = storage_rx,
-                             .pool = p->pool,
-                             .db = o->db,
-                             .pool_size = o->db_pool,
-                             .write_ns = o->write_ns,
-                             .fail_rate = o->fail_rate,
-                             .seed = o->seed,
-                             .t0 = o->t0,
-                             .pin_writers = o->pin,
-                             .worker = o->worker,
-                             .on_close = storage_closing,
-                             .on_close_ctx = p,
-                             .turn_moved = p->turn_moved};
+  storage_stage_opts so = {.cancel = o->cancel,
+                           .log = o->log,
+                           .batches = storage_rx,
+                           .db = o->db,
+                           .pool = o->db_pool,
+                           .pin_writers = o->pin,
+                           .worker = o->worker,
+                           .on_close = storage_closing,
+                           .on_close_ctx = p};
+  if ((r = storage_stage_new(&so, &p->store)) != 0) {
+    tg_mpsc_rx_drop(storage_rx);
+    pipeline_free(p);
+    return r;
+  }
   *out = p;
   return 0;
 }
 
 int pipeline_start(pipeline *p) {
-  int r = spawn_stage(p, STAGE_STORAGE, "storage", storage_task, &p->store);
+  int r = spawn_stage(p, STAGE_STORAGE, "storage", storage_stage_task, p->store);
   if (r != 0) return r; /* the aggregator is not started: its channels go in pipeline_free */
-  p->storage_started = 1; /* the storage channel is the storage task's now */
   if ((r = spawn_stage(p, STAGE_AGGREGATOR, "aggregator", aggregator_task, p->agg)) != 0) {
     aggregator_closing(p);
     aggregator_free(p->agg); /* closes the storage channel: storage ends */
@@ -288,20 +282,21 @@ void pipeline_figures_get(pipeline *p, pipeline_figures *f) {
   if (p->storage_ref) tg_mpsc_stats_get(p->storage_ref, &f->storage);
   if (p->updates_ref) tg_broadcast_stats_get(p->updates_ref, &f->updates);
   pthread_mutex_unlock(&p->fig_lock);
-  tg_semaphore_stats_get(p->pool, &f->db_pool);
-  const storage_stage *st = &p->store;
-  f->batches_stored = figure_get(&st->batches_stored);
-  f->batches_lost = figure_get(&st->batches_lost);
-  f->readings_stored = figure_get(&st->readings_stored);
-  f->duplicates = figure_get(&st->duplicates);
-  f->transactions = figure_get(&st->transactions);
-  f->write_retries = figure_get(&st->write_retries);
-  f->pool_waits = figure_get(&st->pool_waits);
-  f->writers_spawned = figure_get(&st->writers_spawned);
-  f->writers_joined = figure_get(&st->writers_joined);
-  f->writers_panicked = figure_get(&st->writers_panicked);
-  f->writers_aborted = figure_get(&st->writers_aborted);
-  f->last_commit_ns = atomic_load(&st->last_commit_ns);
+  storage_stage_figures sf;
+  storage_stage_figures_get(p->store, &sf);
+  f->db_pool = sf.pool;
+  f->batches_stored = sf.batches_stored;
+  f->batches_lost = sf.batches_lost;
+  f->readings_stored = sf.readings_stored;
+  f->duplicates = sf.duplicates;
+  f->transactions = sf.transactions;
+  f->write_retries = sf.write_retries;
+  f->pool_waits = sf.pool_waits;
+  f->writers_spawned = sf.writers_spawned;
+  f->writers_joined = sf.writers_joined;
+  f->writers_panicked = sf.writers_panicked;
+  f->writers_aborted = sf.writers_aborted;
+  f->last_commit_ns = sf.last_commit_ns;
   tg_joinset_stats js;
   tg_joinset_stats_get(p->tasks, &js);
   f->tasks_spawned = js.spawned;
@@ -315,12 +310,10 @@ void pipeline_figures_get(pipeline *p, pipeline_figures *f) {
 void pipeline_free(pipeline *p) {
   if (!p) return;
   if (p->telemetry) tg_mpsc_tx_drop(p->telemetry);
-  if (!p->storage_started && p->store.batches) tg_mpsc_rx_drop(p->store.batches);
   aggregator_free(p->agg);
   health_checker_free(atomic_load(&p->health));
   if (p->tasks) tg_joinset_free(p->tasks);
-  if (p->pool) tg_semaphore_free(p->pool);
-  if (p->turn_moved) tg_notify_free(p->turn_moved);
+  storage_stage_free(p->store); /* after its task was joined, or never started: then it drops its channel */
   pthread_mutex_destroy(&p->fig_lock);
   free(p);
 }

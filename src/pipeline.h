@@ -64,9 +64,6 @@ typedef struct pipeline_opts {
   /* storage: the database stays the owner's and must outlive the pipeline */
   storage *db;
   int db_pool;                /* connections written at once */
-  int64_t write_ns;           /* simulated time of one transaction (the demo's) */
-  double fail_rate;           /* share of transactions that fail and are retried (the demo's) */
-  uint64_t seed;
   /* health: a round every interval (0: no rounds), each check answered within the timeout */
   int64_t health_interval_ns, health_timeout_ns;
   rng health_rng;

@@ -9,6 +9,7 @@
 #include "signals.h"
 #include "source.h"
 #include "storage.h"
+#include "writer.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -109,7 +110,11 @@ static int check_config(const serve_config *c, char *err, size_t len) {
   else if (c->telemetry_capacity < 1 || c->storage_capacity < 1 || c->broadcast_capacity < 1) snprintf(err, len, "capacities must be at least 1");
   else if (c->health_interval_ms < 0 || c->health_timeout_ms < 1) snprintf(err, len, "bad health check timing");
   else if (c->batch_size < 1 || c->batch_age_ms < 1) snprintf(err, len, "batch size and age must be at least 1");
-  else if (c->db_pool != 1) snprintf(err, len, "the DB pool is one connection: batches must commit in order (writer.h)");
+  else if (c->db_pool < 1 || c->db_pool > WRITER_MAX_POOL) snprintf(err, len, "the DB pool is 1 to %d connections", WRITER_MAX_POOL);
+  else if (!storage_backend_exists(c->storage)) {
+    char names[200];
+    snprintf(err, len, "no storage backend '%s' (registered: %s)", c->storage ? c->storage : "(none)", storage_backend_names(names, sizeof names));
+  }
   else return 0;
   return TG_EINVAL;
 }
@@ -223,7 +228,7 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     return r;
   }
   storage_open_args oc = {.db = &s->db,
-                  .opts = {.backend = cfg->storage == SERVE_STORAGE_NONE ? "none" : "sqlite", .path = cfg->db_path,
+                  .opts = {.backend = cfg->storage, .path = cfg->db_path,
                            .connections = cfg->db_pool, .device_name = device_name, .device_name_ctx = &s->reg}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
     snprintf(err, errlen, "cannot open the database %s: %s", cfg->db_path, oc.err);
@@ -243,8 +248,8 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
             "telegate serve: devices on %s:%d -> mpsc(%d) -> aggregator -> watch + broadcast(%d); batches of %d or "
             "every %d ms -> mpsc(%d) -> storage (%s%s%s, pool %d); %d bandwidth permits, %d workers; health checks every %d ms",
             cfg->listen_host, serve_port(s), cfg->telemetry_capacity, cfg->broadcast_capacity, cfg->batch_size,
-            cfg->batch_age_ms, cfg->storage_capacity, cfg->storage == SERVE_STORAGE_NONE ? "none" : "sqlite",
-            cfg->storage == SERVE_STORAGE_NONE ? "" : " ", cfg->storage == SERVE_STORAGE_NONE ? "" : cfg->db_path,
+            cfg->batch_age_ms, cfg->storage_capacity, cfg->storage,
+            strcmp(cfg->storage, "none") == 0 ? "" : " ", strcmp(cfg->storage, "none") == 0 ? "" : cfg->db_path,
             cfg->db_pool, cfg->bandwidth_permits, cfg->workers, cfg->health_interval_ms);
   if (cfg->on_start && (r = cfg->on_start(s, cfg->on_start_arg, err, errlen)) != 0) {
     abandon(s);

@@ -1,38 +1,129 @@
-/* storage.c - the storage interface: picks the backend, forwards calls,
- * and keeps the high-water marks in memory for every backend. */
-#include "storage.h"
+/* storage.c - the storage interface of storage.h: the table of backends,
+ * the routing of devices to connections, and the high-water marks, kept
+ * here once for every backend. */
+#include "storage_backend.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The registered backends, one line each: X(name) registers the
+ * `storage_<name>_backend` defined in storage_<name>.c under the name
+ * --storage looks up. */
+#define STORAGE_BACKENDS(X) \
+  X(sqlite)                 \
+  X(none)
+
+#define DECLARE_BACKEND(name) extern const storage_backend storage_##name##_backend;
+STORAGE_BACKENDS(DECLARE_BACKEND)
+#define LIST_BACKEND(name) &storage_##name##_backend,
+static const storage_backend *const backends[] = {STORAGE_BACKENDS(LIST_BACKEND)};
+
+/* The demo's decorator: wraps the chosen backend, never chosen itself. */
+extern const storage_backend storage_faults_backend;
+
+/* A device's high-water mark in memory. */
+typedef struct mark {
+  uint64_t seq;     /* committed, when `has` */
+  uint64_t pending; /* in the write `stamp`, not yet committed */
+  uint64_t stamp;
+  uint32_t row;     /* in the write `stamp`: the index of its last fresh row */
+  uint8_t loaded;   /* looked up in the database */
+  uint8_t has;      /* a reading of the device is stored: seq is its mark */
+} mark;
+
+/* What one connection owns: the marks of the devices routed to it,
+ * indexed by device / connections, and the buffers of its writes. */
+typedef struct conn_state {
+  pthread_mutex_t lock; /* uncontended when the caller keeps storage.h's rule */
+  mark *marks;
+  uint32_t nmarks;
+  uint64_t stamp; /* writes begun */
+  uint32_t *changed; /* devices whose mark the write moves */
+  uint32_t nchanged, capchanged;
+  storage_row *rows;
+  storage_mark_update *updates;
+  char (*decimal)[16]; /* rows' id texts when there is no namer */
+  uint32_t caprows;
+} conn_state;
+
+struct storage {
+  const storage_backend *backend;
+  void *impl;
+  int connections;
+  storage_namer names;
+  conn_state conns[];
+};
+
+const char *storage_backend_names(char *buf, size_t len) {
+  size_t at = 0;
+  buf[0] = 0;
+  for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+    int n = snprintf(buf + at, len - at, "%s%s", i ? ", " : "", backends[i]->name);
+    if (n < 0 || (size_t)n >= len - at) break;
+    at += (size_t)n;
+  }
+  return buf;
+}
+
+static const storage_backend *backend_named(const char *name) {
+  for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+    if (strcmp(backends[i]->name, name) == 0) return backends[i];
+  return NULL;
+}
+
+const char *storage_device_name(const storage_namer *n, uint32_t device, char buf[16]) {
+  const char *name = n->device_name ? n->device_name(n->ctx, device) : NULL;
+  if (name) return name;
+  snprintf(buf, 16, "%u", (unsigned)device);
+  return buf;
+}
+
+static void conns_free(storage *s) {
+  for (int i = 0; i < s->connections; i++) {
+    conn_state *c = &s->conns[i];
+    pthread_mutex_destroy(&c->lock);
+    free(c->marks);
+    free(c->changed);
+    free(c->rows);
+    free(c->updates);
+    free(c->decimal);
+  }
+}
+
 int storage_open(storage **out, const storage_opts *opts, char *err, size_t errlen) {
   *out = NULL;
-  if (opts->connections < 1) {
-    snprintf(err, errlen, "storage needs at least one connection");
+  if (opts->connections < 1 || opts->connections > STORAGE_MAX_CONNECTIONS) {
+    snprintf(err, errlen, "storage needs 1 to %d connections, not %d", STORAGE_MAX_CONNECTIONS, opts->connections);
     return -EINVAL;
   }
-  const storage_backend *backend;
-  /* The one place a backend is chosen. */
-  if (!opts->backend || strcmp(opts->backend, "sqlite") == 0) {
-    backend = &storage_sqlite_backend;
-  } else if (strcmp(opts->backend, "none") == 0) {
-    backend = &storage_none_backend;
-  } else {
-    snprintf(err, errlen, "no storage backend '%s'", opts->backend);
+  const char *name = opts->backend ? opts->backend : "sqlite";
+  const storage_backend *backend = backend_named(name);
+  if (!backend) {
+    char names[200];
+    snprintf(err, errlen, "no storage backend '%s' (registered: %s)", name, storage_backend_names(names, sizeof names));
     return -EINVAL;
   }
-  storage *s = calloc(1, sizeof *s);
+  storage_backend_opts bo = {.path = opts->path,
+                             .connections = opts->connections,
+                             .reset = opts->reset,
+                             .names = {opts->device_name, opts->device_name_ctx}};
+  if (opts->faults) {
+    bo.faults = opts->faults;
+    bo.inner = backend;
+    backend = &storage_faults_backend;
+  }
+  storage *s = calloc(1, sizeof *s + (size_t)opts->connections * sizeof s->conns[0]);
   if (!s) return -ENOMEM;
   s->backend = backend;
   s->connections = opts->connections;
-  s->device_name = opts->device_name;
-  s->device_name_ctx = opts->device_name_ctx;
-  pthread_mutex_init(&s->write_lock, NULL);
-  int r = s->backend->open(s, opts, err, errlen);
+  s->names = bo.names;
+  for (int i = 0; i < s->connections; i++) pthread_mutex_init(&s->conns[i].lock, NULL);
+  int r = backend->open(&bo, &s->impl, err, errlen);
   if (r != 0) {
-    pthread_mutex_destroy(&s->write_lock);
+    conns_free(s);
     free(s);
     return r;
   }
@@ -40,87 +131,144 @@ int storage_open(storage **out, const storage_opts *opts, char *err, size_t errl
   return 0;
 }
 
-const char *storage_device_name(storage *s, uint32_t device, char buf[16]) {
-  const char *name = s->device_name ? s->device_name(s->device_name_ctx, device) : NULL;
-  if (name) return name;
-  snprintf(buf, 16, "%u", (unsigned)device);
-  return buf;
+int storage_backend_exists(const char *name) { return name && backend_named(name); }
+
+int storage_connections(const storage *s) { return s->connections; }
+
+int storage_route(const storage *s, uint32_t device) { return storage_route_of(device, s->connections); }
+
+int storage_batch_touches(const storage *s, const batch *b, int conn) {
+  for (uint32_t i = 0; i < b->n; i++)
+    if (storage_route_of(b->items[i].device, s->connections) == conn) return 1;
+  return 0;
 }
 
-static storage_mark *mark_of(storage *s, uint32_t device) {
-  if (device >= s->nmarks) {
-    uint32_t n = s->nmarks ? s->nmarks : 64;
-    while (n <= device) n *= 2;
-    storage_mark *m = realloc(s->marks, (size_t)n * sizeof *m);
+int storage_write_pause(storage *s, int conn) {
+  return s->backend->pause ? s->backend->pause(s->impl, conn) : 0;
+}
+
+static mark *mark_of(conn_state *c, uint32_t slot) {
+  if (slot >= c->nmarks) {
+    uint32_t n = c->nmarks ? c->nmarks : 64;
+    while (n <= slot) n *= 2;
+    mark *m = realloc(c->marks, (size_t)n * sizeof *m);
     if (!m) return NULL;
-    memset(m + s->nmarks, 0, (size_t)(n - s->nmarks) * sizeof *m);
-    s->marks = m;
-    s->nmarks = n;
+    memset(m + c->nmarks, 0, (size_t)(n - c->nmarks) * sizeof *m);
+    c->marks = m;
+    c->nmarks = n;
   }
-  return &s->marks[device];
+  return &c->marks[slot];
 }
 
-int storage_mark_check(storage *s, int conn, const reading *r, char *err, size_t errlen) {
-  storage_mark *m = mark_of(s, r->device);
-  if (!m) return -ENOMEM;
-  if (!m->loaded) {
-    char buf[16];
-    int found = 0;
-    int rc = s->backend->mark_load(s, conn, storage_device_name(s, r->device, buf), &found, &m->seq, err, errlen);
-    if (rc != 0) return rc;
-    m->loaded = 1;
-    m->has = found != 0;
+/* Room for n rows (and as many marks) in c's buffers. 0 or -ENOMEM. */
+static int reserve_rows(conn_state *c, uint32_t n) {
+  if (n <= c->caprows) return 0;
+  storage_row *rows = realloc(c->rows, (size_t)n * sizeof *rows);
+  if (rows) c->rows = rows;
+  storage_mark_update *up = realloc(c->updates, (size_t)n * sizeof *up);
+  if (up) c->updates = up;
+  char(*dec)[16] = realloc(c->decimal, (size_t)n * sizeof *dec);
+  if (dec) c->decimal = dec;
+  if (!rows || !up || !dec) return -ENOMEM;
+  c->caprows = n;
+  return 0;
+}
+
+static int push_changed(conn_state *c, uint32_t device) {
+  if (c->nchanged == c->capchanged) {
+    uint32_t cap = c->capchanged ? c->capchanged * 2 : 256;
+    uint32_t *d = realloc(c->changed, (size_t)cap * sizeof *d);
+    if (!d) return -ENOMEM;
+    c->changed = d;
+    c->capchanged = cap;
   }
-  if (m->stamp == s->stamp ? r->seq <= m->pending : m->has && r->seq <= m->seq) return 0;
-  if (m->stamp != s->stamp) {
-    if (s->nchanged == s->capchanged) {
-      uint32_t cap = s->capchanged ? s->capchanged * 2 : 256;
-      uint32_t *c = realloc(s->changed, (size_t)cap * sizeof *c);
-      if (!c) return -ENOMEM;
-      s->changed = c;
-      s->capchanged = cap;
+  c->changed[c->nchanged++] = device;
+  return 0;
+}
+
+/* Picks the fresh rows of b routed to conn into c->rows, recording each
+ * moved mark as pending. Returns the number of rows, or a negative code
+ * (a mark that could not be loaded, -ENOMEM). */
+static int64_t filter(storage *s, int conn, const batch *b, storage_write_result *res, char *err, size_t errlen) {
+  conn_state *c = &s->conns[conn];
+  uint32_t nrows = 0;
+  for (uint32_t i = 0; i < b->n; i++) {
+    const reading *r = &b->items[i];
+    if (storage_route_of(r->device, s->connections) != conn) continue;
+    mark *m = mark_of(c, r->device / (uint32_t)s->connections);
+    if (!m) return -ENOMEM;
+    const char *name = storage_device_name(&s->names, r->device, c->decimal[nrows]);
+    if (!m->loaded) {
+      int found = 0;
+      int rc = s->backend->mark_load(s->impl, conn, name, &found, &m->seq, err, errlen);
+      if (rc != 0) return rc;
+      m->loaded = 1;
+      m->has = found != 0;
     }
-    s->changed[s->nchanged++] = r->device;
-    m->stamp = s->stamp;
+    int fresh = m->stamp == c->stamp ? r->seq > m->pending : !m->has || r->seq > m->seq;
+    if (!fresh) {
+      res->duplicates++;
+      continue;
+    }
+    if (m->stamp != c->stamp) {
+      if (push_changed(c, r->device) != 0) return -ENOMEM;
+      m->stamp = c->stamp;
+    }
+    m->pending = r->seq;
+    m->row = nrows;
+    c->rows[nrows++] = (storage_row){r, name};
   }
-  m->pending = r->seq;
-  return 1;
+  return nrows;
 }
 
-int storage_write(storage *s, int conn, const batch *b, int fail, storage_write_result *res,
-                  char *err, size_t errlen) {
+int storage_write(storage *s, int conn, const batch *b, storage_write_result *res, char *err, size_t errlen) {
+  *res = (storage_write_result){0};
   if (conn < 0 || conn >= s->connections) {
     snprintf(err, errlen, "no connection %d", conn);
     return -EINVAL;
   }
-  pthread_mutex_lock(&s->write_lock);
-  s->stamp++;
-  s->nchanged = 0;
-  int r = s->backend->write(s, conn, b, fail, res, err, errlen);
-  if (r == 0) /* committed: the pending marks are the marks now */
-    for (uint32_t i = 0; i < s->nchanged; i++) {
-      storage_mark *m = &s->marks[s->changed[i]];
+  conn_state *c = &s->conns[conn];
+  pthread_mutex_lock(&c->lock);
+  c->stamp++;
+  c->nchanged = 0;
+  int64_t nrows = reserve_rows(c, b->n);
+  if (nrows == 0) nrows = filter(s, conn, b, res, err, errlen);
+  int r = nrows < 0 ? (int)nrows : 0;
+  if (r == -ENOMEM) snprintf(err, errlen, "out of memory");
+  if (r == 0) {
+    for (uint32_t i = 0; i < c->nchanged; i++) {
+      uint32_t d = c->changed[i];
+      const mark *m = &c->marks[d / (uint32_t)s->connections];
+      c->updates[i] = (storage_mark_update){d, c->rows[m->row].device, m->pending};
+    }
+    storage_rows w = {b->id, c->rows, (uint32_t)nrows, c->updates, c->nchanged};
+    r = s->backend->write(s->impl, conn, &w, err, errlen);
+  }
+  if (r == 0) { /* committed: the pending marks are the marks now */
+    for (uint32_t i = 0; i < c->nchanged; i++) {
+      mark *m = &c->marks[c->changed[i] / (uint32_t)s->connections];
       m->seq = m->pending;
       m->has = 1;
     }
-  s->nchanged = 0;
-  pthread_mutex_unlock(&s->write_lock);
+    res->inserted = (uint64_t)nrows;
+  } else {
+    *res = (storage_write_result){0};
+  }
+  pthread_mutex_unlock(&c->lock);
   return r;
 }
 
 int storage_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen) {
-  pthread_mutex_lock(&s->write_lock);
-  int r = s->backend->count_rows(s, rows, err, errlen);
-  pthread_mutex_unlock(&s->write_lock);
+  pthread_mutex_lock(&s->conns[0].lock);
+  int r = s->backend->count_rows(s->impl, rows, err, errlen);
+  pthread_mutex_unlock(&s->conns[0].lock);
   return r;
 }
 
 void storage_close(storage *s) {
   if (!s) return;
-  s->backend->close(s);
-  pthread_mutex_destroy(&s->write_lock);
-  free(s->marks);
-  free(s->changed);
+  s->backend->close(s->impl);
+  conns_free(s);
   free(s);
 }
 

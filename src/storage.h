@@ -1,118 +1,122 @@
-/* storage.h - where committed readings live: one small interface, one file
- * per database (storage_sqlite.c now, PostgreSQL later), chosen in
- * storage_open and nowhere else.
+/* storage.h - where committed readings live: one interface, one file per
+ * database backend (storage_backend.h says what a backend provides),
+ * chosen by name in storage_open and nowhere else.
  *
- * A storage has a fixed number of connections, numbered 0..n-1. A
- * connection is used by one caller at a time - the pipeline guarantees it
- * by holding a pool permit and marking the connection busy - but that
- * caller may be any thread: the calls below block, so the pipeline runs
- * them through tg_blocking_run.
+ * A storage has a fixed number of connections, numbered 0..n-1, and every
+ * device is routed to one of them for good: storage_route(s, device),
+ * the device index modulo n. storage_write(s, conn, b) writes only the
+ * readings of b whose device is routed to conn, in one transaction of
+ * that connection. A connection is used by one caller at a time (the
+ * storage stage, writer.h, makes it so; a per-connection lock catches a
+ * caller that does not), but that caller may be any thread: the calls
+ * below block, so the pipeline runs them through tg_blocking_run.
+ * Different connections may run at once, as far as the database lets
+ * them (SQLite has one writer per file and takes turns; PostgreSQL runs
+ * them in parallel).
  *
- * Schema: an append-only `readings` table, and `device_hwm`, the highest
- * seq stored per device, updated in the same transaction. A reading whose
- * seq is not above its device's mark is a resend and is skipped, so a
- * retried batch can never store a reading twice, without a composite key
- * on the hot table (DESIGN.md has the measurements). Devices are stored
- * by their id as text ("7", "dev-42"); readings carry the pipeline's
- * numeric index, which opts.device_name turns into that text.
+ * Exactly once: the storage keeps each device's high-water mark, the
+ * highest seq committed for it, loaded from the database the first time
+ * the device appears. A reading whose seq is not above its device's mark
+ * (nor above an earlier reading of the same write) is a resend and is
+ * skipped, so a retried batch can never store a reading twice, without a
+ * composite key on the hot table (DESIGN.md has the measurements). The
+ * backend gets only the fresh rows and the (device, new mark) pairs to
+ * persist in the same transaction; the marks in memory advance after the
+ * commit, and not at all when the write fails.
  *
- * The marks are also kept in memory, loaded from device_hwm the first
- * time a device appears, so a batch costs no lookup per device; they are
- * advanced only after a commit. Transactions of one storage run one at a
- * time (a mutex; SQLite has one writer anyway), so the marks in memory
- * always equal the committed ones. The rule needs a device's batches to
- * commit in the order they were cut: with one connection (serve's
- * default) the FIFO pool semaphore guarantees it.
+ * Order: the rule needs each device's readings committed in the order
+ * they were cut, or a later batch's seqs would make the mark skip an
+ * earlier batch's readings as resends. A device's rows and its mark are
+ * only ever touched through its one connection, and its marks in memory
+ * belong to that connection (no lock is shared between connections), so
+ * it is enough that the caller writes the batches on each connection in
+ * the order they were cut: writer.h does. Connections never need to wait
+ * for each other.
  *
- * Every call returns 0 or a negative code (-EIO for a database error) and,
- * on error, writes a one-line reason into `err`. */
+ * Devices are stored by their id as text ("7", "dev-42"); readings carry
+ * the pipeline's numeric index, which opts.device_name turns into that
+ * text. Seqs use all 64 bits (storage_sqlite.c says how SQLite holds the
+ * ones above 2^63 - 1).
+ *
+ * Every call returns 0 or a negative code and, on error, writes a
+ * one-line reason into `err`. */
 #ifndef TELEGATE_STORAGE_H
 #define TELEGATE_STORAGE_H
 
 #include "reading.h"
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct storage storage;
 
+/* The demo's fault injection, a decorator around the chosen backend
+ * (storage_faults.c); never used by serve. */
+typedef struct storage_faults_opts {
+  int64_t write_ns; /* simulated time of one transaction, waited on the writer's task */
+  double fail_rate; /* share of transactions that fail: nothing stored, the write reports -EIO */
+  uint64_t seed;    /* which ones: a stream per (batch, attempt), so a run replays */
+} storage_faults_opts;
+
 typedef struct storage_opts {
-  const char *backend; /* "sqlite" (NULL too) or "none" (counts, stores nothing) */
+  const char *backend; /* a registered backend's name (storage_backend_names); NULL: "sqlite" */
   const char *path;    /* the database: for SQLite a file name */
-  int connections;     /* >= 1 */
+  int connections;     /* 1..STORAGE_MAX_CONNECTIONS */
   int reset;           /* nonzero: start from empty tables (the demo) */
   /* The id text of a device index, or NULL: the index in decimal. Called
-   * from the thread running the write; must be thread-safe. */
+   * from the thread running a write; must be thread-safe, and the text
+   * must stay valid while the storage is open. */
   const char *(*device_name)(void *ctx, uint32_t device);
   void *device_name_ctx;
+  const storage_faults_opts *faults; /* NULL, or wrap the backend in fault injection */
 } storage_opts;
+
+#define STORAGE_MAX_CONNECTIONS 64
 
 typedef struct storage_write_result {
   uint64_t inserted;   /* rows added to readings */
   uint64_t duplicates; /* readings at or below their device's mark, skipped */
 } storage_write_result;
 
-/* The operations a backend provides; each backend file defines one. */
-typedef struct storage_backend {
-  const char *name;
-  int (*open)(storage *s, const storage_opts *opts, char *err, size_t errlen);
-  /* The committed mark of a device not yet in memory: *found 0 when the
-   * device has none (any seq, 0 included, is then new). */
-  int (*mark_load)(storage *s, int conn, const char *device, int *found, uint64_t *seq, char *err, size_t errlen);
-  /* One transaction: insert the batch, advance the marks, commit. With
-   * `fail` set, roll back instead of committing and report a failure (the
-   * demo's fault injection; nothing is stored). */
-  int (*write)(storage *s, int conn, const batch *b, int fail, storage_write_result *res,
-               char *err, size_t errlen);
-  int (*count_rows)(storage *s, uint64_t *rows, char *err, size_t errlen);
-  void (*close)(storage *s);
-} storage_backend;
-
-extern const storage_backend storage_sqlite_backend;
-extern const storage_backend storage_none_backend;
-
-/* A device's high-water mark in memory. */
-typedef struct storage_mark {
-  uint64_t seq;     /* committed, when `has` */
-  uint64_t pending; /* in the transaction `stamp`, not yet committed */
-  uint64_t stamp;
-  uint8_t loaded;   /* looked up in the database */
-  uint8_t has;      /* a reading of the device is stored: seq is its mark */
-  uint8_t dirty;    /* for the backend: the mark moved since it last wrote it in full */
-} storage_mark;
-
-struct storage {
-  const storage_backend *backend;
-  int connections;
-  void *impl; /* the backend's own state */
-  const char *(*device_name)(void *ctx, uint32_t device);
-  void *device_name_ctx;
-  pthread_mutex_t write_lock; /* one transaction at a time; guards the marks */
-  storage_mark *marks;        /* by device index */
-  uint32_t nmarks;
-  uint64_t stamp;             /* transactions begun */
-  uint32_t *changed;          /* devices whose mark the transaction moves */
-  uint32_t nchanged, capchanged;
-  uint64_t none_rows;         /* the none backend's count */
-};
-
-/* For backends, inside write: the id text of device (valid until the
- * next call on this storage from this thread). */
-const char *storage_device_name(storage *s, uint32_t device, char buf[16]);
-
-/* For backends, inside write: whether reading r is above its device's
- * mark (then it is recorded as pending and must be inserted). Returns 1,
- * 0 for a resend, or a negative code when the mark could not be loaded. */
-int storage_mark_check(storage *s, int conn, const reading *r, char *err, size_t errlen);
-
-/* Opens the storage. Returns 0, -ENOMEM or -EIO. */
+/* Opens the storage: the backend named by opts->backend, wrapped in fault
+ * injection when opts->faults is set. Returns 0, -EINVAL (an unknown
+ * backend: err lists the registered ones; a connection count out of
+ * range), -ENOMEM, or the backend's code (-EIO for a database error). */
 int storage_open(storage **out, const storage_opts *opts, char *err, size_t errlen);
-/* See storage_backend.write. conn is 0..connections-1. */
-int storage_write(storage *s, int conn, const batch *b, int fail, storage_write_result *res,
-                  char *err, size_t errlen);
-/* SELECT COUNT(*) of readings, on connection 0. */
+
+/* The registered backends' names, ", "-separated, into buf (for help
+ * texts and errors). Returns buf. */
+const char *storage_backend_names(char *buf, size_t len);
+
+/* Whether a backend of that name is registered. */
+int storage_backend_exists(const char *name);
+
+int storage_connections(const storage *s);
+
+/* The connection a device's readings and mark go through, for good. */
+static inline int storage_route_of(uint32_t dev, int connections) { return (int)(dev % (uint32_t)connections); }
+int storage_route(const storage *s, uint32_t dev);
+
+/* Whether batch b has a reading routed to conn. */
+int storage_batch_touches(const storage *s, const batch *b, int conn);
+
+/* For the writer's task, before each storage_write attempt: waits what the
+ * fault-injection decorator simulates (tg_sleep, so virtual time under the
+ * virtual clock); returns 0 at once for every real backend. Returns 0 or
+ * TG_ECANCELED (the task was aborted). */
+int storage_write_pause(storage *s, int conn);
+
+/* One transaction on connection conn (0..connections-1): the readings of
+ * b routed to conn, resends dropped, their marks persisted, commit. On
+ * failure nothing is stored, no mark moves, and the same call may be
+ * retried. Returns 0, -EINVAL (no such connection), -ENOMEM, or the
+ * backend's code (-EIO for a database error or an injected fault). */
+int storage_write(storage *s, int conn, const batch *b, storage_write_result *res, char *err, size_t errlen);
+
+/* The rows stored in readings (SELECT COUNT(*), or the none backend's
+ * count). Returns 0 or -EIO. */
 int storage_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen);
+
 void storage_close(storage *s);
 
 /* storage_open and storage_count_rows with their arguments in one struct,

@@ -1,5 +1,16 @@
-/* storage_sqlite.c - the SQLite backend of storage.h: one file, WAL mode,
- * synchronous=NORMAL, one transaction per batch.
+/* storage_sqlite.c - the SQLite backend (storage_backend.h): one file,
+ * WAL mode, synchronous=NORMAL, one transaction per write.
+ *
+ * SQLite has one writer per file, so several connections give nothing
+ * but correct turns: transactions of all connections take turns on a
+ * mutex of this backend (serve's default is one connection).
+ *
+ * Seqs are unsigned 64-bit; SQLite's INTEGER is signed 64-bit. They are
+ * stored as the same 64 bits in two's complement (readings.seq and
+ * device_hwm.seq): every seq below 2^63 is itself, 2^64 - 1 reads as -1,
+ * and reading the column back as unsigned gives the seq exactly. In SQL
+ * the unsigned order is `ORDER BY seq < 0, seq`; the fold below compares
+ * marks that way.
  *
  * Speed: a statement step costs more than the row it inserts, so rows go
  * in ROWS at a time (one INSERT with ROWS value lists) and the marks
@@ -23,7 +34,7 @@
  * PASSIVE checkpoint, which copies what it can without holding writers
  * up, so the writer spends its time on rows. Only if the checkpointer
  * falls far behind (WAL_FRAMES_MAX) does a commit checkpoint itself. */
-#include "storage.h"
+#include "storage_backend.h"
 
 #include "protocol.h"
 
@@ -60,7 +71,8 @@ static const char *const sql_text[ST_N] = {
     [ST_LOG_CLEAR] = "DELETE FROM mark_log",
     [ST_LOG_READ] = "SELECT marks FROM mark_log",
     [ST_MARK_MAX] = "INSERT INTO device_hwm(device, seq) VALUES (?1, ?2) "
-                    "ON CONFLICT(device) DO UPDATE SET seq = max(seq, excluded.seq)",
+                    "ON CONFLICT(device) DO UPDATE SET seq = CASE WHEN (excluded.seq < 0) > (seq < 0) OR "
+                    "((excluded.seq < 0) = (seq < 0) AND excluded.seq > seq) THEN excluded.seq ELSE seq END",
     /* ST_INSERT_MANY and ST_MARK_SET_MANY are written by many_sql. */
 };
 
@@ -116,10 +128,23 @@ typedef struct checkpointer {
   int running;
 } checkpointer;
 
+/* A committed mark not yet folded into device_hwm. */
+typedef struct dirty_mark {
+  uint32_t device;
+  uint64_t seq;
+} dirty_mark;
+
 typedef struct sqlite_impl {
   checkpointer cp;
-  uint32_t *dirty;       /* devices whose mark moved since the last fold */
+  storage_namer names;
+  /* SQLite has one writer per file: a second connection's BEGIN IMMEDIATE
+   * would only wait for the first's COMMIT. Transactions take turns here
+   * instead, which also guards the fold bookkeeping below. */
+  pthread_mutex_t write_lock;
+  dirty_mark *dirty;     /* marks moved since the last fold */
   uint32_t ndirty, capdirty;
+  uint32_t *dirty_at;    /* by device: 1 + its index in dirty, 0: clean */
+  uint32_t ndirty_at;
   unsigned since_fold;   /* transactions */
   int logged;            /* mark_log has rows */
   unsigned char *blob;   /* a mark_log row being built */
@@ -263,50 +288,89 @@ static void checkpointer_stop(checkpointer *cp) {
   cp->running = 0;
 }
 
-static int write_marks(storage *s, conn *c, const uint32_t *devices, uint32_t n);
 
-static void sqlite_close(storage *s) {
-  sqlite_impl *im = s->impl;
+/* Binds a mark's device and seq (see the seq note at the top). */
+static void bind_mark(sqlite3_stmt *st, int at, const char *device, int transient, uint64_t seq) {
+  sqlite3_bind_text(st, at, device, -1, transient ? SQLITE_TRANSIENT : SQLITE_STATIC);
+  sqlite3_bind_int64(st, at + 1, (sqlite3_int64)seq);
+}
+
+/* Writes marks to device_hwm, MARKS at a time: first the folded ones of
+ * `dirty` (named through the namer), then `up`, which override them. 0
+ * or -1. */
+static int write_marks(sqlite_impl *im, conn *c, const dirty_mark *dirty, uint32_t ndirty,
+                       const storage_mark_update *up, uint32_t nup) {
+  char bufs[MARKS][16];
+  uint32_t total = ndirty + nup, k = 0;
+  sqlite3_stmt *many = c->st[ST_MARK_SET_MANY];
+  for (uint32_t i = 0; i < total; i++) {
+    const char *name;
+    uint64_t seq;
+    if (i < ndirty) {
+      name = storage_device_name(&im->names, dirty[i].device, bufs[k]);
+      seq = dirty[i].seq;
+    } else {
+      name = up[i - ndirty].name;
+      seq = up[i - ndirty].seq;
+    }
+    if (total - (i - k) >= MARKS) { /* this group of MARKS is whole */
+      bind_mark(many, 1 + 2 * (int)k, name, 1, seq);
+      if (++k == MARKS) {
+        if (step_done(c, ST_MARK_SET_MANY)) return -1;
+        k = 0;
+      }
+    } else {
+      bind_mark(c->st[ST_MARK_SET], 1, name, 1, seq);
+      if (step_done(c, ST_MARK_SET)) return -1;
+    }
+  }
+  return 0;
+}
+
+static void sqlite_close(void *impl) {
+  sqlite_impl *im = impl;
   if (!im) return;
   checkpointer_stop(&im->cp);
   /* The marks moved since the last fold, into device_hwm: after a clean
    * close mark_log is empty. On failure they stay in mark_log. */
   conn *c = &im->conns[0];
-  s->stamp++; /* no transaction runs: every mark is its committed one */
   if ((im->ndirty || im->logged) && c->db && step_done(c, ST_BEGIN) == 0) {
-    if (write_marks(s, c, im->dirty, im->ndirty) || step_done(c, ST_LOG_CLEAR) || step_done(c, ST_COMMIT))
+    if (write_marks(im, c, im->dirty, im->ndirty, NULL, 0) || step_done(c, ST_LOG_CLEAR) || step_done(c, ST_COMMIT))
       step_done(c, ST_ROLLBACK);
   }
   for (int i = 0; i < im->n; i++) conn_close(&im->conns[i]);
+  pthread_mutex_destroy(&im->write_lock);
   free(im->dirty);
+  free(im->dirty_at);
   free(im->blob);
   free(im);
-  s->impl = NULL;
 }
 
-static int sqlite_open(storage *s, const storage_opts *opts, char *err, size_t errlen) {
+static int sqlite_open(const storage_backend_opts *opts, void **impl, char *err, size_t errlen) {
   /* Only takes effect before SQLite's first use in the process; later
    * calls fail harmlessly. */
   sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   sqlite_impl *im = calloc(1, sizeof *im + (size_t)opts->connections * sizeof im->conns[0]);
   if (!im) return -ENOMEM;
-  s->impl = im;
+  im->names = opts->names;
+  pthread_mutex_init(&im->write_lock, NULL);
   for (int i = 0; i < opts->connections; i++) {
     im->n = i + 1;
     int r = conn_open(&im->conns[i], opts->path, i == 0, opts->reset, err, errlen);
     if (r == 0 && i == 0) r = fold_log(&im->conns[0], err, errlen);
     if (r != 0) {
-      sqlite_close(s);
+      sqlite_close(im);
       return r;
     }
   }
   checkpointer_start(im, opts->path);
+  *impl = im;
   return 0;
 }
 
-static int sqlite_mark_load(storage *s, int ci, const char *device, int *found, uint64_t *seq, char *err,
+static int sqlite_mark_load(void *impl, int ci, const char *device, int *found, uint64_t *seq, char *err,
                             size_t errlen) {
-  conn *c = &((sqlite_impl *)s->impl)->conns[ci];
+  conn *c = &((sqlite_impl *)impl)->conns[ci];
   sqlite3_stmt *st = c->st[ST_MARK_GET];
   sqlite3_bind_text(st, 1, device, -1, SQLITE_TRANSIENT);
   int r = sqlite3_step(st);
@@ -316,16 +380,9 @@ static int sqlite_mark_load(storage *s, int ci, const char *device, int *found, 
   return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : fail_db(c->db, "high-water mark", err, errlen);
 }
 
-/* Binds a device's id as parameter `at`: names from the caller's table
- * stay put for the statement's life; a decimal index is copied. */
-static void bind_device(storage *s, sqlite3_stmt *st, int at, uint32_t device) {
-  char buf[16];
-  const char *name = storage_device_name(s, device, buf);
-  sqlite3_bind_text(st, at, name, -1, name == buf ? SQLITE_TRANSIENT : SQLITE_STATIC);
-}
-
-static void bind_reading(storage *s, sqlite3_stmt *st, int at, const reading *r, uint64_t batch_id) {
-  bind_device(s, st, at, r->device);
+static void bind_reading(sqlite3_stmt *st, int at, const storage_row *row, uint64_t batch_id) {
+  const reading *r = row->r;
+  sqlite3_bind_text(st, at, row->device, -1, SQLITE_STATIC); /* valid until the write returns */
   sqlite3_bind_int64(st, at + 1, (sqlite3_int64)r->seq);
   sqlite3_bind_int64(st, at + 2, r->ts_ms);
   sqlite3_bind_double(st, at + 3, r->temperature);
@@ -334,165 +391,138 @@ static void bind_reading(storage *s, sqlite3_stmt *st, int at, const reading *r,
   sqlite3_bind_int64(st, at + 6, (sqlite3_int64)batch_id);
 }
 
-/* Inserts rows[0..n): ROWS at a time, the rest one by one. 0 or -1. */
-static int insert_rows(storage *s, conn *c, const reading *const *rows, int n, uint64_t batch_id) {
-  int i = 0;
-  if (n == ROWS) {
-    for (; i < ROWS; i++) bind_reading(s, c->st[ST_INSERT_MANY], 1 + i * INSERT_PARAMS, rows[i], batch_id);
-    return step_done(c, ST_INSERT_MANY) ? -1 : 0;
+/* Inserts the rows: ROWS at a time, the rest one by one. 0 or -1. */
+static int insert_rows(conn *c, const storage_rows *w) {
+  uint32_t i = 0;
+  for (; i + ROWS <= w->nrows; i += ROWS) {
+    for (int j = 0; j < ROWS; j++)
+      bind_reading(c->st[ST_INSERT_MANY], 1 + j * INSERT_PARAMS, &w->rows[i + (uint32_t)j], w->batch_id);
+    if (step_done(c, ST_INSERT_MANY)) return -1;
   }
-  for (; i < n; i++) {
-    bind_reading(s, c->st[ST_INSERT], 1, rows[i], batch_id);
+  for (; i < w->nrows; i++) {
+    bind_reading(c->st[ST_INSERT], 1, &w->rows[i], w->batch_id);
     if (step_done(c, ST_INSERT)) return -1;
   }
   return 0;
 }
 
-/* The mark to write for device d: the transaction's if it moved it. */
-static uint64_t mark_value(storage *s, uint32_t d) {
-  const storage_mark *m = &s->marks[d];
-  return m->stamp == s->stamp ? m->pending : m->seq;
-}
-
-static int has_mark(storage *s, uint32_t d) {
-  const storage_mark *m = &s->marks[d];
-  return m->stamp == s->stamp || m->has;
-}
-
-/* Writes the marks of devices[0..n) to device_hwm: MARKS at a time.
- * 0 or -1. */
-static int write_marks(storage *s, conn *c, const uint32_t *devices, uint32_t n) {
-  uint32_t ds[MARKS];
-  uint32_t k = 0;
-  for (uint32_t i = 0; i <= n; i++) {
-    if (i < n && has_mark(s, devices[i])) ds[k++] = devices[i];
-    if (k == MARKS) {
-      sqlite3_stmt *st = c->st[ST_MARK_SET_MANY];
-      for (int j = 0; j < MARKS; j++) {
-        bind_device(s, st, 1 + 2 * j, ds[j]);
-        sqlite3_bind_int64(st, 2 + 2 * j, (sqlite3_int64)mark_value(s, ds[j]));
-      }
-      if (step_done(c, ST_MARK_SET_MANY)) return -1;
-      k = 0;
-    }
-  }
-  for (uint32_t j = 0; j < k; j++) {
-    sqlite3_stmt *st = c->st[ST_MARK_SET];
-    bind_device(s, st, 1, ds[j]);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)mark_value(s, ds[j]));
-    if (step_done(c, ST_MARK_SET)) return -1;
-  }
-  return 0;
-}
-
 /* This transaction's marks as one mark_log row. 0 or -1. */
-static int log_marks(storage *s, conn *c, uint64_t batch_id) {
-  sqlite_impl *im = s->impl;
-  size_t need = (size_t)s->nchanged * (1 + PROTOCOL_ID_ROOM + 8), at = 0;
+static int log_marks(sqlite_impl *im, conn *c, const storage_rows *w) {
+  size_t need = (size_t)w->nmarks * (1 + PROTOCOL_ID_ROOM + 8), at = 0;
   if (need > im->blobcap) {
     unsigned char *b = realloc(im->blob, need);
     if (!b) return -1;
     im->blob = b;
     im->blobcap = need;
   }
-  for (uint32_t i = 0; i < s->nchanged; i++) {
-    char buf[16];
-    uint32_t d = s->changed[i];
-    const char *name = storage_device_name(s, d, buf);
+  for (uint32_t i = 0; i < w->nmarks; i++) {
+    const char *name = w->marks[i].name;
     size_t len = strlen(name);
     if (len > PROTOCOL_ID_ROOM) len = PROTOCOL_ID_ROOM;
-    uint64_t seq = s->marks[d].pending;
+    uint64_t seq = w->marks[i].seq;
     im->blob[at++] = (unsigned char)len;
     memcpy(im->blob + at, name, len);
     at += len;
     for (int j = 0; j < 8; j++) im->blob[at++] = (unsigned char)(seq >> (8 * j));
   }
-  sqlite3_bind_int64(c->st[ST_LOG_ADD], 1, (sqlite3_int64)batch_id);
+  sqlite3_bind_int64(c->st[ST_LOG_ADD], 1, (sqlite3_int64)w->batch_id);
   sqlite3_bind_blob(c->st[ST_LOG_ADD], 2, im->blob, (int)at, SQLITE_STATIC);
   return step_done(c, ST_LOG_ADD) ? -1 : 0;
 }
 
-/* Persists the transaction's marks: folded into device_hwm when few moved
- * or it is time to fold, else logged. Sets *folded. 0 or -1. */
-static int persist_marks(storage *s, conn *c, uint64_t batch_id, int *folded) {
-  sqlite_impl *im = s->impl;
-  for (uint32_t i = 0; i < s->nchanged; i++) {
-    storage_mark *m = &s->marks[s->changed[i]];
-    if (m->dirty) continue;
-    if (im->ndirty == im->capdirty) {
-      uint32_t cap = im->capdirty ? im->capdirty * 2 : 1024;
-      uint32_t *d = realloc(im->dirty, (size_t)cap * sizeof *d);
-      if (!d) return -1;
-      im->dirty = d;
-      im->capdirty = cap;
-    }
-    im->dirty[im->ndirty++] = s->changed[i];
-    m->dirty = 1;
+/* Whether device's mark is in the dirty set. */
+static int is_dirty(const sqlite_impl *im, uint32_t device) {
+  return device < im->ndirty_at && im->dirty_at[device] != 0;
+}
+
+/* Room in the dirty set for the transaction's marks, taken before its
+ * commit so that remembering them after it cannot fail. 0 or -1. */
+static int reserve_dirty(sqlite_impl *im, const storage_rows *w, uint32_t fresh) {
+  uint32_t top = 0;
+  for (uint32_t i = 0; i < w->nmarks; i++)
+    if (w->marks[i].device > top) top = w->marks[i].device;
+  if (top >= im->ndirty_at) {
+    uint32_t n = im->ndirty_at ? im->ndirty_at : 1024;
+    while (n <= top) n *= 2;
+    uint32_t *at = realloc(im->dirty_at, (size_t)n * sizeof *at);
+    if (!at) return -1;
+    memset(at + im->ndirty_at, 0, (size_t)(n - im->ndirty_at) * sizeof *at);
+    im->dirty_at = at;
+    im->ndirty_at = n;
   }
-  *folded = im->ndirty <= FOLD_MAX || im->since_fold + 1 >= FOLD_EVERY;
-  if (!*folded) return log_marks(s, c, batch_id);
-  if (write_marks(s, c, im->dirty, im->ndirty)) return -1;
+  if (im->ndirty + fresh > im->capdirty) {
+    uint32_t cap = im->capdirty ? im->capdirty : 1024;
+    while (cap < im->ndirty + fresh) cap *= 2;
+    dirty_mark *dm = realloc(im->dirty, (size_t)cap * sizeof *dm);
+    if (!dm) return -1;
+    im->dirty = dm;
+    im->capdirty = cap;
+  }
+  return 0;
+}
+
+/* After a commit that logged its marks: they join the dirty set, to be
+ * folded later (reserve_dirty made the room). */
+static void remember_dirty(sqlite_impl *im, const storage_rows *w) {
+  for (uint32_t i = 0; i < w->nmarks; i++) {
+    uint32_t d = w->marks[i].device;
+    if (is_dirty(im, d)) {
+      im->dirty[im->dirty_at[d] - 1].seq = w->marks[i].seq;
+      continue;
+    }
+    im->dirty[im->ndirty++] = (dirty_mark){d, w->marks[i].seq};
+    im->dirty_at[d] = im->ndirty;
+  }
+}
+
+static void forget_dirty(sqlite_impl *im) {
+  for (uint32_t i = 0; i < im->ndirty; i++) im->dirty_at[im->dirty[i].device] = 0;
+  im->ndirty = 0;
+}
+
+/* Persists the transaction's marks: folded into device_hwm (with every
+ * mark moved since the last fold) when few moved or it is time to fold,
+ * else logged. Sets *folded. 0 or -1. */
+static int persist_marks(sqlite_impl *im, conn *c, const storage_rows *w, int *folded) {
+  uint32_t fresh = 0;
+  for (uint32_t i = 0; i < w->nmarks; i++) fresh += !is_dirty(im, w->marks[i].device);
+  *folded = im->ndirty + fresh <= FOLD_MAX || im->since_fold + 1 >= FOLD_EVERY;
+  if (!*folded) return reserve_dirty(im, w, fresh) || log_marks(im, c, w) ? -1 : 0;
+  if (write_marks(im, c, im->dirty, im->ndirty, w->marks, w->nmarks)) return -1;
   return im->logged && step_done(c, ST_LOG_CLEAR) ? -1 : 0;
 }
 
-static int sqlite_write(storage *s, int ci, const batch *b, int fail, storage_write_result *res,
-                        char *err, size_t errlen) {
-  conn *c = &((sqlite_impl *)s->impl)->conns[ci];
-  *res = (storage_write_result){0};
-  if (step_done(c, ST_BEGIN)) return fail_db(c->db, "begin", err, errlen);
+static int sqlite_write(void *impl, int ci, const storage_rows *w, char *err, size_t errlen) {
+  sqlite_impl *im = impl;
+  conn *c = &im->conns[ci];
+  pthread_mutex_lock(&im->write_lock);
   const char *what = NULL;
-  int rc = 0, n = 0;
-  const reading *rows[ROWS];
-  for (uint32_t i = 0; i < b->n && !what; i++) {
-    const reading *r = &b->items[i];
-    int fresh = storage_mark_check(s, ci, r, err, errlen);
-    if (fresh < 0) {
-      rc = fresh;
-      what = "";
-      break;
-    }
-    if (!fresh) {
-      res->duplicates++;
-      continue;
-    }
-    rows[n++] = r;
-    res->inserted++;
-    if (n == ROWS) {
-      if (insert_rows(s, c, rows, n, b->id)) what = "insert";
-      n = 0;
-    }
-  }
-  if (!what && n && insert_rows(s, c, rows, n, b->id)) what = "insert";
   int folded = 0;
-  if (!what && persist_marks(s, c, b->id, &folded)) what = "high-water mark";
-  if (!what && fail) {
-    step_done(c, ST_ROLLBACK);
-    *res = (storage_write_result){0};
-    snprintf(err, errlen, "simulated write failure, rolled back");
-    return -EIO;
-  }
-  if (!what && step_done(c, ST_COMMIT)) what = "commit";
+  if (step_done(c, ST_BEGIN)) what = "begin";
+  else if (insert_rows(c, w)) what = "insert";
+  else if (persist_marks(im, c, w, &folded)) what = "high-water mark";
+  else if (step_done(c, ST_COMMIT)) what = "commit";
   if (what) {
-    int r = rc ? rc : fail_db(c->db, what, err, errlen);
+    int r = fail_db(c->db, what, err, errlen);
     if (!sqlite3_get_autocommit(c->db)) step_done(c, ST_ROLLBACK);
-    *res = (storage_write_result){0};
+    pthread_mutex_unlock(&im->write_lock);
     return r;
   }
-  sqlite_impl *im = s->impl;
   if (folded) {
-    for (uint32_t i = 0; i < im->ndirty; i++) s->marks[im->dirty[i]].dirty = 0;
-    im->ndirty = 0;
+    forget_dirty(im);
     im->since_fold = 0;
     im->logged = 0;
   } else {
     im->since_fold++;
     im->logged = 1;
+    remember_dirty(im, w);
   }
+  pthread_mutex_unlock(&im->write_lock);
   return 0;
 }
 
-static int sqlite_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen) {
-  conn *c = &((sqlite_impl *)s->impl)->conns[0];
+static int sqlite_count_rows(void *impl, uint64_t *rows, char *err, size_t errlen) {
+  conn *c = &((sqlite_impl *)impl)->conns[0];
   sqlite3_stmt *st = c->st[ST_COUNT];
   int r = sqlite3_step(st);
   if (r == SQLITE_ROW) *rows = (uint64_t)sqlite3_column_int64(st, 0);

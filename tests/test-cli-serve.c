@@ -87,7 +87,7 @@ START_TEST(test_cli_serve_every_flag) {
   ck_assert_int_eq(c->http_max_connections, 3);
   ck_assert_int_eq(c->http_max_header_bytes, 1024);
   ck_assert_int_eq(c->http_write_timeout_ms, 5);
-  ck_assert_int_eq(c->storage, SERVE_STORAGE_NONE);
+  ck_assert_str_eq(c->storage, "none");
   ck_assert_str_eq(c->db_path, "d.db");
   ck_assert_int_eq(c->workers, 6);
   ck_assert_int_eq(c->max_connections, 7);
@@ -114,7 +114,7 @@ START_TEST(test_cli_serve_every_flag) {
   cli_strings_free(&p.strings);
   PARSE(&p, "--storage=sqlite", "--log-format=text");
   ck_assert_msg(p.r == 0, "%s", p.err);
-  ck_assert_int_eq(p.c.storage, SERVE_STORAGE_SQLITE);
+  ck_assert_str_eq(p.c.storage, "sqlite");
   ck_assert_int_eq(p.c.log_format, LOG_TEXT);
   cli_strings_free(&p.strings);
 }
@@ -129,7 +129,7 @@ START_TEST(test_cli_serve_bad_input) {
       {{"--workers", "65"}, "--workers wants an integer from 1 to 64, got '65'"},
       {{"--quiet", "--batch-size"}, "--batch-size needs a value: an integer from 1 to 10000000"},
       {{"--batchsize", "5"}, "unknown flag '--batchsize'; --help lists the flags"},
-      {{"--storage", "postgres"}, "--storage wants sqlite or none, got 'postgres'"},
+      {{"--storage", "postgres"}, "--storage wants a registered backend (sqlite, none), got 'postgres'"},
       {{"--listen-devices", "127.0.0.1"},
        "--listen-devices wants HOST:PORT (HOST a numeric IPv4 address, an IPv6 one in brackets or localhost; PORT 0 "
        "to 65535), got '127.0.0.1'"},

@@ -203,7 +203,7 @@ END_TEST
 START_TEST(test_serve_e2e_storage_none) {
   e2e e;
   e2e_init(&e, 10, 200, 0.5, "dev-");
-  e.t.cfg.storage = SERVE_STORAGE_NONE;
+  e.t.cfg.storage = "none";
   tg_test_run(2, 0, exact_body, &e);
   ck_assert_int_eq(e.verdict, 0);
   ck_assert_uint_eq(e.t.final.readings_stored, e.rep.sent);

@@ -38,7 +38,7 @@ static void *serve_main(void *arg) {
   serve_config cfg;
   serve_config_defaults(&cfg);
   cfg.listen_port = 0;
-  cfg.storage = SERVE_STORAGE_NONE;
+  cfg.storage = "none";
   cfg.quiet = 1;
   cfg.out = stderr;
   cfg.telemetry_capacity = o->telemetry_capacity;

@@ -1,0 +1,119 @@
+/* test-storage-backends.c - backends are looked up by name, an unknown
+ * name says which exist, `none` counts what it was given and drops
+ * resends like a database would, and the fault decorator's failed writes
+ * store nothing, so a retried batch is stored exactly once. */
+#include "test-storage.h"
+
+START_TEST(test_backends_by_name) {
+  storage_test t;
+  storage_test_init(&t);
+  char names[200];
+  ck_assert_str_eq(storage_backend_names(names, sizeof names), "sqlite, none");
+  ck_assert_int_eq(storage_backend_exists("sqlite"), 1);
+  ck_assert_int_eq(storage_backend_exists("none"), 1);
+  ck_assert_int_eq(storage_backend_exists("faults"), 0); /* a decorator, not a database */
+  ck_assert_int_eq(storage_backend_exists("postgres"), 0);
+  ck_assert_int_eq(storage_backend_exists(NULL), 0);
+
+  storage *s = storage_test_open(t.db, NULL, 1, 1, NULL); /* NULL: sqlite */
+  ck_assert_int_eq(access(t.db, F_OK), 0);
+  storage_close(s);
+  storage_close(storage_test_open(t.db, "none", 2, 0, NULL));
+
+  storage_opts o = {.backend = "postgres", .path = t.db, .connections = 1};
+  char err[200] = "";
+  s = (storage *)&o; /* must be reset to NULL on failure */
+  ck_assert_int_eq(storage_open(&s, &o, err, sizeof err), -EINVAL);
+  ck_assert_ptr_null(s);
+  ck_assert_str_eq(err, "no storage backend 'postgres' (registered: sqlite, none)");
+
+  o = (storage_opts){.backend = "none", .connections = 0};
+  ck_assert_int_eq(storage_open(&s, &o, err, sizeof err), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "connections"));
+  o.connections = STORAGE_MAX_CONNECTIONS + 1;
+  ck_assert_int_eq(storage_open(&s, &o, err, sizeof err), -EINVAL);
+  storage_test_cleanup(&t);
+}
+END_TEST
+
+START_TEST(test_none_counts_and_drops_resends) {
+  storage *s = storage_test_open(NULL, "none", 3, 0, NULL);
+  batch b = {.id = 1};
+  for (uint32_t d = 1; d <= 9; d++)
+    for (uint64_t q = 1; q <= 4; q++) storage_test_push(&b, d, q);
+  storage_test_push(&b, 4, 2); /* a resend inside the batch */
+  storage_write_result res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 36);
+  ck_assert_uint_eq(res.duplicates, 1);
+  ck_assert_uint_eq(storage_test_count(s), 36);
+  /* The same batch again: every reading a resend. */
+  b.id = 2;
+  res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 0);
+  ck_assert_uint_eq(res.duplicates, 37);
+  /* Each connection writes only the devices routed to it. */
+  batch_free(&b);
+  b = (batch){.id = 3};
+  for (uint32_t d = 1; d <= 9; d++) storage_test_push(&b, d, 5);
+  char err[200];
+  for (int c = 0; c < 3; c++) {
+    ck_assert_int_eq(storage_batch_touches(s, &b, c), 1);
+    ck_assert_int_eq(storage_write(s, c, &b, &res, err, sizeof err), 0);
+    ck_assert_uint_eq(res.inserted, 3);
+    for (uint32_t i = 0; i < b.n; i++)
+      ck_assert_int_eq(storage_route(s, b.items[i].device) == c, b.items[i].device % 3 == (uint32_t)c);
+  }
+  ck_assert_int_eq(storage_write(s, 3, &b, &res, err, sizeof err), -EINVAL);
+  ck_assert_uint_eq(storage_test_count(s), 45);
+  batch_free(&b);
+  storage_close(s);
+}
+END_TEST
+
+/* Half the writes fail: each batch is retried until it commits, and the
+ * database holds every reading once, in order. */
+START_TEST(test_faults_retried_batch_stored_once) {
+  storage_test t;
+  storage_test_init(&t);
+  storage_faults_opts faults = {.fail_rate = 0.5, .seed = 11};
+  storage *s = storage_test_open(t.db, "sqlite", 2, 1, &faults);
+  uint64_t failures = 0, inserted = 0;
+  for (uint64_t id = 1; id <= 40; id++) {
+    batch b = {.id = id};
+    for (uint32_t d = 1; d <= 6; d++) {
+      if (id > 1) storage_test_push(&b, d, (id - 1) * 3); /* the previous batch's last: a resend */
+      for (uint64_t q = 1; q <= 3; q++) storage_test_push(&b, d, (id - 1) * 3 + q);
+    }
+    for (int c = 0; c < 2; c++) {
+      storage_write_result res;
+      char err[200];
+      int r;
+      while ((r = storage_write(s, c, &b, &res, err, sizeof err)) != 0) {
+        ck_assert_int_eq(r, -EIO);
+        ck_assert_str_eq(err, "simulated write failure, rolled back");
+        ck_assert_uint_eq(res.inserted + res.duplicates, 0);
+        failures++;
+      }
+      ck_assert_uint_eq(res.inserted, 9);
+      ck_assert_uint_eq(res.duplicates, id > 1 ? 3 : 0);
+      inserted += res.inserted;
+    }
+    batch_free(&b);
+  }
+  ck_assert_uint_gt(failures, 10);
+  ck_assert_uint_eq(storage_test_count(s), inserted);
+  storage_close(s);
+  uint64_t rows;
+  ck_assert_int_eq(storage_test_check_sequences(t.db, &rows), 6);
+  ck_assert_uint_eq(rows, 6 * 40 * 3);
+  storage_test_cleanup(&t);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("storage-backends");
+  tg_test_add(s, "backends_by_name", test_backends_by_name, 30);
+  tg_test_add(s, "none_counts_and_drops_resends", test_none_counts_and_drops_resends, 30);
+  tg_test_add(s, "faults_retried_batch_stored_once", test_faults_retried_batch_stored_once, 60);
+  return tg_test_main(s);
+}
