@@ -11,7 +11,8 @@
 typedef struct e2e {
   serve_test t;
   sim_config sim;
-  uint64_t want; /* readings serve receives before the devices are stopped */
+  uint64_t want; /* readings serve receives before the devices are stopped;
+                   0: they run sim.duration_s and hang up by themselves */
   sim_report rep;
   int verdict;
 } e2e;
@@ -45,10 +46,12 @@ static void *exact_body(void *arg) {
   e->sim.port = serve_port(e->t.s);
   sim *sm;
   ck_assert_int_eq(sim_start(&e->sim, &sm), 0);
-  uint64_t devices = (uint64_t)e->sim.count;
-  ck_assert_uint_eq(serve_test_wait_for(e->t.s, fig_known, devices, SERVE_TEST_PATIENCE), devices);
-  ck_assert_uint_ge(serve_test_wait_for(e->t.s, fig_received, e->want, SERVE_TEST_PATIENCE), e->want);
-  sim_stop(sm);
+  if (e->want > 0) {
+    uint64_t devices = (uint64_t)e->sim.count;
+    ck_assert_uint_eq(serve_test_wait_for(e->t.s, fig_known, devices, SERVE_TEST_PATIENCE), devices);
+    ck_assert_uint_ge(serve_test_wait_for(e->t.s, fig_received, e->want, SERVE_TEST_PATIENCE), e->want);
+    sim_stop(sm);
+  }
   ck_assert_int_eq(sim_wait(sm, &e->rep), 0);
   e->verdict = serve_test_stop(&e->t);
   return NULL;
@@ -63,7 +66,10 @@ static void check_exact(e2e *e, const char *prefix) {
   ck_assert_uint_eq(e->t.final.readings_duplicate, 0);
   ck_assert_uint_eq(e->t.final.bad_lines, 0);
   ck_assert_uint_eq(e->t.final.connections_accepted, (uint64_t)e->sim.count);
-  ck_assert_uint_eq(e->t.final.devices_known, (uint64_t)e->sim.count);
+  uint64_t senders = 0;
+  for (int i = 0; i < e->rep.count; i++) senders += e->rep.devices[i].sent > 0;
+  ck_assert_uint_eq(e->t.final.devices_known, senders);
+  if (e->want > 0) ck_assert_uint_eq(senders, (uint64_t)e->sim.count);
   ck_assert_uint_eq(serve_test_check_db(&e->t, &e->rep, prefix), e->rep.sent);
 }
 
@@ -94,7 +100,12 @@ END_TEST
  * every reading arrives once. */
 START_TEST(test_serve_e2e_backpressure) {
   e2e e;
-  e2e_init(&e, 10, 1000, 5000, "dev-");
+  e2e_init(&e, 10, 1000, 0, "dev-");
+  /* Serve reads slowly here by design. Devices stopped only once it had
+   * read a count would, meanwhile, fill the kernel's socket buffers with
+   * more than a TSan build on a loaded machine drains in a minute; half a
+   * second of sending keeps the backlog the same on every machine. */
+  e.sim.duration_s = 0.5;
   e.t.cfg.telemetry_capacity = 1;
   e.t.cfg.storage_capacity = 1;
   e.t.cfg.batch_size = 7;
