@@ -29,11 +29,11 @@
 
 /* The run's directory and the files in it, removed at the end. */
 static char run_dir[64];
-static char run_files[8][128];
+static char run_files[12][128];
 static int run_nfiles;
 
 static const char *dir_file(const char *name) {
-  ck_assert_int_lt(run_nfiles, 8);
+  ck_assert_int_lt(run_nfiles, 12);
   char *p = run_files[run_nfiles++];
   snprintf(p, sizeof run_files[0], "%s/%s", run_dir, name);
   return p;
@@ -41,7 +41,7 @@ static const char *dir_file(const char *name) {
 
 static void dir_init(void) {
   const char *tmp = getenv("TMPDIR");
-  snprintf(run_dir, sizeof run_dir, "%s/telegate-hup-XXXXXX", tmp && strlen(tmp) < 30 ? tmp : "/tmp");
+  snprintf(run_dir, sizeof run_dir, "%s/tg-hup-XXXXXX", tmp && strlen(tmp) < 30 ? tmp : "/tmp");
   ck_assert_ptr_nonnull(mkdtemp(run_dir));
 }
 
@@ -58,18 +58,27 @@ static double now_s(void) {
 
 static void pause_ms(int ms) { nanosleep(&(struct timespec){0, ms * 1000000L}, NULL); }
 
-static const char *telegate_binary(void) {
-  static char bin[600];
-  char self[512];
+/* The telegate binary next to this test, run through a link of another
+ * name: the machine this runs on is shared, and a `pkill telegate` or
+ * `pkill -f "telegate serve"` meant for someone else's gateway must not
+ * end this one midway. */
+static char gateway[128];
+
+static void link_binary(void) {
+  char self[512], bin[600];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   ck_assert_int_gt(n, 0);
   self[n] = '\0';
   snprintf(bin, sizeof bin, "%s/../src/telegate", dirname(self));
-  return bin;
+  snprintf(gateway, sizeof gateway, "%s", dir_file("tg-hup-gateway"));
+  ck_assert_int_eq(symlink(bin, gateway), 0);
 }
 
-/* Starts the telegate binary with argv, stdout and stderr into `log`. */
-static pid_t start(const char *const argv[], const char *log) {
+/* Starts the binary with argv (argv[0] is set here), stdout and stderr
+ * into `log`. The child stays in the test's process group, which Check
+ * kills when the test ends: a failed test leaves no gateway behind. */
+static pid_t start(const char *argv[], const char *log) {
+  argv[0] = "tg-hup-gateway";
   pid_t pid = fork();
   ck_assert_int_ge(pid, 0);
   if (pid == 0) {
@@ -77,7 +86,7 @@ static pid_t start(const char *const argv[], const char *log) {
     if (fd < 0) _exit(126);
     dup2(fd, 1);
     dup2(fd, 2);
-    execv(telegate_binary(), (char *const *)argv);
+    execv(gateway, (char *const *)argv);
     _exit(127);
   }
   return pid;
@@ -242,6 +251,7 @@ static uint64_t check_fleet(const char *report, const char *db_path) {
 
 START_TEST(test_serve_sighup_loses_nothing) {
   dir_init();
+  link_binary();
   const char *db = dir_file("serve.db");
   dir_file("serve.db-wal");
   dir_file("serve.db-shm");
@@ -249,8 +259,8 @@ START_TEST(test_serve_sighup_loses_nothing) {
   const char *before_log = dir_file("before.log"), *before_json = dir_file("before.json");
   const char *after_log = dir_file("after.log"), *after_json = dir_file("after.json");
 
-  const char *const serve_argv[] = {"telegate", "serve", "--listen-devices", "127.0.0.1:0", "--listen-http",
-                                    "127.0.0.1:0", "--db", db, "--batch-age-ms", "50", NULL};
+  const char *serve_argv[] = {NULL, "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", "127.0.0.1:0",
+                              "--db", db, "--batch-age-ms", "50", NULL};
   pid_t serve = start(serve_argv, serve_log);
   wait_for_log(serve, serve_log, "telegate serve: devices on 127.0.0.1:", 1);
   char *text = slurp(serve_log);
@@ -262,9 +272,9 @@ START_TEST(test_serve_sighup_loses_nothing) {
   wait_until_caught(serve, SIGHUP); /* its handlers are installed */
 
   /* A fleet sends; once its readings are being committed, two hang-ups. */
-  const char *const before_argv[] = {"telegate", "devices", "--connect", connect, "--count", "5", "--rate", "200",
-                                     "--duration", "3", "--id-prefix", "before-", "--report-json", before_json,
-                                     "--quiet", NULL};
+  const char *before_argv[] = {NULL, "devices", "--connect", connect, "--count", "5", "--rate", "200",
+                               "--duration", "3", "--id-prefix", "before-", "--report-json", before_json,
+                               "--quiet", NULL};
   pid_t before = start(before_argv, before_log);
   wait_rows_above(db, 0);
   ck_assert_int_eq(kill(serve, SIGHUP), 0);
@@ -277,13 +287,16 @@ START_TEST(test_serve_sighup_loses_nothing) {
 
   /* Serve goes on: a second fleet, connected after the hang-ups, is read
    * and stored like the first. */
-  const char *const after_argv[] = {"telegate", "devices", "--connect", connect, "--count", "3", "--rate", "100",
-                                    "--duration", "1", "--id-prefix", "after-", "--report-json", after_json,
-                                    "--quiet", NULL};
+  const char *after_argv[] = {NULL, "devices", "--connect", connect, "--count", "3", "--rate", "100",
+                              "--duration", "1", "--id-prefix", "after-", "--report-json", after_json,
+                              "--quiet", NULL};
   pid_t after = start(after_argv, after_log);
   ck_assert_int_eq(wait_exit(after), 0);
   ck_assert_msg(running(serve), "serve ended");
   wait_rows_above(db, rows_at_hup);
+
+  ck_assert_msg(occurrences(serve_log, "Shutdown requested") == 0,
+                "serve shut down before the test's SIGTERM: another process signalled it");
 
   /* SIGTERM with a hang-up right behind it: the ordered shutdown. */
   ck_assert_int_eq(kill(serve, SIGTERM), 0);
