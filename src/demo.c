@@ -116,6 +116,7 @@ const char *demo_stop_reason_name(demo_stop_reason r) {
   case STOP_DURATION: return "duration";
   case STOP_SIGINT: return "SIGINT";
   case STOP_SIGTERM: return "SIGTERM";
+  case STOP_SIGHUP: return "SIGHUP";
   case STOP_ALL_ENDED: return "all tasks ended";
   case STOP_NONE: break;
   }
@@ -137,7 +138,7 @@ static void request_stop(demo *d, demo_stop_reason why) {
 }
 
 void demo_signal(void *ctx, int signo) {
-  request_stop(ctx, signo == SIGTERM ? STOP_SIGTERM : STOP_SIGINT);
+  request_stop(ctx, signo == SIGTERM ? STOP_SIGTERM : signo == SIGHUP ? STOP_SIGHUP : STOP_SIGINT);
 }
 
 /* ------------------------------------------------------------ tasks */

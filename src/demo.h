@@ -59,7 +59,7 @@ typedef struct demo_config {
   double storage_fail_rate; /* share of transactions that fail and are retried */
   /* embedding and tests */
   FILE *out;                /* log and summary; NULL: stdout */
-  int handle_signals;       /* SIGINT/SIGTERM request the ordered shutdown */
+  int handle_signals;       /* SIGINT/SIGTERM/SIGHUP request the ordered shutdown */
   int interrupt_at_ms;      /* > 0: request shutdown as SIGINT does, at this run time */
 } demo_config;
 
@@ -86,6 +86,7 @@ typedef enum demo_stop_reason {
   STOP_SIGINT,
   STOP_SIGTERM,
   STOP_ALL_ENDED, /* every task ended by itself */
+  STOP_SIGHUP,    /* the terminal hung up (signals.h) */
 } demo_stop_reason;
 
 typedef struct demo_summary {

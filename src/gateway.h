@@ -50,7 +50,7 @@ typedef struct serve_config {
   int quiet;                 /* no event log, only the final summary */
   FILE *out;                 /* log and summary; NULL: stdout */
   const char *summary_json;  /* write the final figures here; NULL: none */
-  int handle_signals;        /* serve_run: SIGINT/SIGTERM call serve_stop */
+  int handle_signals;        /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP is logged */
   /* the HTTP side (api.h): clients, the dashboard, /metrics */
   const char *http_host;     /* "127.0.0.1" */
   int http_port;             /* 8080; 0: any free port */

@@ -82,7 +82,16 @@ static void request_stop(serve *s, const char *why) {
 
 void serve_stop(serve *s) { request_stop(s, "serve_stop"); }
 
-static void on_signal(void *ctx, int signo) { request_stop(ctx, signo == SIGTERM ? "SIGTERM" : "SIGINT"); }
+/* SIGHUP asks a daemon to reload; until something is reloadable it is
+ * logged and changes nothing (signals.h). */
+static void on_signal(void *ctx, int signo) {
+  serve *s = ctx;
+  if (signo == SIGHUP) {
+    log_event(&s->log, "🔁", "serve", 0, "sighup", "SIGHUP: reload requested; nothing is reloadable yet, serve goes on");
+    return;
+  }
+  request_stop(s, signo == SIGTERM ? "SIGTERM" : "SIGINT");
+}
 
 static void pipeline_fault(void *ctx, const char *why) {
   (void)why; /* the pipeline logged it */
@@ -492,7 +501,7 @@ static void *run_main(void *arg) {
   if (rc->result != 0) return NULL;
   signal_watch sw = {0};
   if (rc->cfg->handle_signals && signal_watch_start(&sw, on_signal, s) != 0)
-    log_event(&s->log, "⚠️", "serve", 0, "signals", "SIGINT/SIGTERM handling unavailable");
+    log_event(&s->log, "⚠️", "serve", 0, "signals", "SIGINT/SIGTERM/SIGHUP handling unavailable");
   tg_cancel_wait(serve_shutdown_token(s));
   signal_watch_stop(&sw);
   rc->result = serve_wait(s, rc->final);

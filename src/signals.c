@@ -2,6 +2,7 @@
 #include "signals.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@ static volatile sig_atomic_t handler_fd = -1;
 static void on_signal(int signo) {
   int saved = errno;
   unsigned char b = (unsigned char)signo;
+  /* The write end does not block: with the pipe full, the watcher has
+   * that many signals still to read, and one more adds nothing. */
   if (handler_fd >= 0 && write(handler_fd, &b, 1) < 0) { /* nothing to do */
   }
   errno = saved;
@@ -28,25 +31,60 @@ static void *watcher(void *arg) {
   }
 }
 
+static void close_pipe(signal_watch *w) {
+  close(w->pipe_fd[0]);
+  close(w->pipe_fd[1]);
+}
+
+/* Ends the watcher: a 0 byte after every signal already in the pipe. */
+static void stop_watcher(signal_watch *w) {
+  unsigned char stop = 0;
+  while (write(w->pipe_fd[1], &stop, 1) < 0 && (errno == EINTR || errno == EAGAIN)) {
+  }
+  pthread_join(w->thread, NULL);
+}
+
 int signal_watch_start(signal_watch *w, void (*fn)(void *ctx, int signo), void *ctx) {
   memset(w, 0, sizeof *w);
   w->fn = fn;
   w->ctx = ctx;
-  if (pipe(w->pipe_fd) != 0) return -errno;
+  /* Close-on-exec: a program serve or the demo starts has no use for it. */
+  if (pipe2(w->pipe_fd, O_CLOEXEC) != 0) return -errno;
+  if (fcntl(w->pipe_fd[1], F_SETFL, O_NONBLOCK) != 0) {
+    int e = errno;
+    close_pipe(w);
+    return -e;
+  }
   int r = pthread_create(&w->thread, NULL, watcher, w);
   if (r != 0) {
-    close(w->pipe_fd[0]);
-    close(w->pipe_fd[1]);
+    close_pipe(w);
     return -r;
   }
   handler_fd = w->pipe_fd[1];
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sa.sa_flags = SA_RESTART | SA_RESETHAND;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, &w->old_int);
-  sigaction(SIGTERM, &sa, &w->old_term);
+  struct sigaction stop, hup;
+  memset(&stop, 0, sizeof stop);
+  stop.sa_handler = on_signal;
+  stop.sa_flags = SA_RESTART | SA_RESETHAND;
+  sigemptyset(&stop.sa_mask);
+  hup = stop;
+  hup.sa_flags = SA_RESTART; /* every SIGHUP is caught, the tenth as the first */
+  int e = 0;
+  if (sigaction(SIGINT, &stop, &w->old_int) != 0) {
+    e = errno;
+  } else if (sigaction(SIGTERM, &stop, &w->old_term) != 0) {
+    e = errno;
+    sigaction(SIGINT, &w->old_int, NULL);
+  } else if (sigaction(SIGHUP, &hup, &w->old_hup) != 0) {
+    e = errno;
+    sigaction(SIGINT, &w->old_int, NULL);
+    sigaction(SIGTERM, &w->old_term, NULL);
+  }
+  if (e != 0) {
+    handler_fd = -1;
+    stop_watcher(w);
+    close_pipe(w);
+    return -e;
+  }
   w->active = 1;
   return 0;
 }
@@ -55,12 +93,11 @@ void signal_watch_stop(signal_watch *w) {
   if (!w->active) return;
   sigaction(SIGINT, &w->old_int, NULL);
   sigaction(SIGTERM, &w->old_term, NULL);
+  struct sigaction hup = w->old_hup;
+  if (!(hup.sa_flags & SA_SIGINFO) && hup.sa_handler == SIG_DFL) hup.sa_handler = SIG_IGN;
+  sigaction(SIGHUP, &hup, NULL);
   handler_fd = -1;
-  unsigned char stop = 0;
-  while (write(w->pipe_fd[1], &stop, 1) < 0 && errno == EINTR) {
-  }
-  pthread_join(w->thread, NULL);
-  close(w->pipe_fd[0]);
-  close(w->pipe_fd[1]);
+  stop_watcher(w);
+  close_pipe(w);
   w->active = 0;
 }

@@ -1,12 +1,28 @@
-/* signals.h - SIGINT and SIGTERM as a call on an ordinary thread.
+/* signals.h - SIGINT, SIGTERM and SIGHUP as a call on an ordinary thread.
  *
  * A signal handler may do almost nothing safely; this one writes the
  * signal number to a pipe (write(2) is async-signal-safe). A watcher
  * thread reads the pipe and calls `fn(ctx, signo)` - a plain function on
- * a plain thread, which may log and fire a cancel token. The handlers are
- * installed with SA_RESETHAND: a second Ctrl-C kills the process the
- * default way, should an orderly shutdown ever hang. Only one watch can
- * be active in a process. */
+ * a plain thread, which may log and fire a cancel token. What a signal
+ * means is fn's to decide; telegate's meanings are these:
+ *
+ * - SIGINT and SIGTERM ask for the ordered shutdown, in serve and in the
+ *   demo. Their handlers are installed with SA_RESETHAND: a second one
+ *   kills the process the default way, should an orderly shutdown ever
+ *   hang.
+ * - SIGHUP must never cost a reading, and its default action ends the
+ *   process at once, readings in flight and all. serve logs it and goes on
+ *   serving: a daemon's SIGHUP asks for a reload, and nothing is
+ *   reloadable yet. The demo runs in a terminal, and there SIGHUP means
+ *   the terminal went away: it shuts down in order, as after SIGINT. The
+ *   SIGHUP handler stays installed however often the signal comes, and
+ *   signal_watch_stop does not give SIGHUP its default action back: it
+ *   leaves it ignored. serve drains after its watch stopped, and a hang-up
+ *   then (systemd's SendSIGHUP= sends one right after SIGTERM) must not
+ *   cut the drain short.
+ *
+ * A signal that arrives before signal_watch_start has its previous
+ * disposition. Only one watch can be active in a process. */
 #ifndef TELEGATE_SIGNALS_H
 #define TELEGATE_SIGNALS_H
 
@@ -18,14 +34,19 @@ typedef struct signal_watch {
   void *ctx;
   int pipe_fd[2];
   pthread_t thread;
-  struct sigaction old_int, old_term;
+  struct sigaction old_int, old_term, old_hup;
   int active;
 } signal_watch;
 
-/* Installs the handlers and starts the watcher. Returns 0 or -errno. */
+/* Installs the handlers of SIGINT, SIGTERM and SIGHUP and starts the
+ * watcher. Returns 0 or -errno (the pipe, the thread, sigaction); on an
+ * error no handler is installed. */
 int signal_watch_start(signal_watch *w, void (*fn)(void *ctx, int signo), void *ctx);
-/* Restores the previous handlers and joins the watcher; after it, fn is
- * not running and will not be called. */
+
+/* Gives SIGINT and SIGTERM their previous handlers back, and SIGHUP its
+ * previous one unless that was the default action (then SIGHUP stays
+ * ignored); joins the watcher. After it, fn is not running and will not
+ * be called. A watch that never started is left alone. */
 void signal_watch_stop(signal_watch *w);
 
 #endif

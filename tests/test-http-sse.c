@@ -74,6 +74,8 @@ typedef struct stream_client {
   seen seen;
   atomic_uint_fast64_t last; /* newest version seen */
   atomic_int events;         /* snapshot and resync events so far */
+  atomic_int pipelines;      /* pipeline events so far */
+  atomic_int comments;       /* keepalive comments so far */
   atomic_int done;
 } stream_client;
 
@@ -96,10 +98,14 @@ static void *stream_task(void *arg) {
     int before = sc->seen.n;
     sse_parse(&rd, record, &sc->seen);
     for (int i = before; i < sc->seen.n; i++) {
-      if (sc->seen.ev[i].kind == 'p') continue;
+      if (sc->seen.ev[i].kind == 'p') {
+        atomic_fetch_add(&sc->pipelines, 1);
+        continue;
+      }
       atomic_store(&sc->last, sc->seen.ev[i].version);
       atomic_fetch_add(&sc->events, 1);
     }
+    atomic_store(&sc->comments, rd.comments);
   }
   ck_assert_msg(r == TG_EOF, "stream ended with %s", tg_err_name(r));
   sc->seen.eof = 1;
@@ -161,19 +167,42 @@ static void *slow_thread(void *arg) {
 
 /* ------------------------------------------------------------ helpers */
 
-static void wait_until(atomic_int *v, int want) {
-  for (int i = 0; i < 10000 && atomic_load(v) < want; i++) tg_sleep(TG_MS(1));
-  ck_assert_int_ge(atomic_load(v), want);
+/* How long a condition may take to come true: far more than any needs on
+ * a quiet machine, enough for TSan on a loaded one. */
+#define PATIENCE TG_SEC(30)
+
+/* Waits until *v reaches want, polling every millisecond; fails naming
+ * the caller's line and the value seen after PATIENCE. */
+#define WAIT_UNTIL(v, want) wait_until_at((v), (want), #v, __LINE__)
+static void wait_until_at(atomic_int *v, int want, const char *what, int line) {
+  int64_t deadline = tg_deadline_in(PATIENCE);
+  while (atomic_load(v) < want && tg_now() < deadline) tg_sleep(TG_MS(1));
+  ck_assert_msg(atomic_load(v) >= want, "line %d: %s is %d after 30 s, want %d", line, what, atomic_load(v), want);
 }
 
 /* Publishes one snapshot and waits until the fast client has it, so the
  * fast client is never more than one message behind. */
 static uint64_t publish_paced(fixture *f, stream_client *fast) {
   uint64_t v = fx_publish(f);
-  for (int i = 0; i < 10000 && atomic_load(&fast->last) < v; i++) tg_sleep(TG_MS(1));
+  int64_t deadline = tg_deadline_in(PATIENCE);
+  while (atomic_load(&fast->last) < v && tg_now() < deadline) tg_sleep(TG_MS(1));
   ck_assert_uint_eq(atomic_load(&fast->last), v);
   return v;
 }
+
+static stream_figures figures(fixture *f);
+
+/* Waits until the api has counted one of(): 0 after PATIENCE. */
+static uint64_t wait_figure(fixture *f, uint64_t (*of)(const stream_figures *)) {
+  int64_t deadline = tg_deadline_in(PATIENCE);
+  for (;;) {
+    stream_figures st = figures(f);
+    if (of(&st) > 0 || tg_now() >= deadline) return of(&st);
+    tg_sleep(TG_MS(1));
+  }
+}
+
+static uint64_t resyncs_of(const stream_figures *st) { return st->resyncs; }
 
 static stream_figures figures(fixture *f) {
   stream_figures st;
@@ -208,9 +237,9 @@ static void *fast_and_slow_body(void *arg) {
   fast->path = "/api/stream";
   tg_task *ft;
   ck_assert_int_eq(tg_spawn(&ft, stream_task, fast, NULL), 0);
-  wait_until(&fast->events, 1);
+  WAIT_UNTIL(&fast->events, 1);
   ck_assert_int_eq(pthread_create(&slow->thread, NULL, slow_thread, slow), 0);
-  wait_until(&slow->phase, 1);
+  WAIT_UNTIL(&slow->phase, 1);
 
   /* The slow client reads nothing now. 200 messages through a ring of 8:
    * its stream blocks in a write within a few and falls far behind, while
@@ -218,12 +247,11 @@ static void *fast_and_slow_body(void *arg) {
   for (int i = 0; i < 200; i++) publish_paced(&f, fast);
   ck_assert_uint_eq(figures(&f).resyncs, 0); /* the slow stream is stuck in its write */
   atomic_store(&slow->phase, 2);
-  for (int i = 0; i < 10000 && figures(&f).resyncs == 0; i++) tg_sleep(TG_MS(1));
-  ck_assert_uint_ge(figures(&f).resyncs, 1);
+  ck_assert_uint_ge(wait_figure(&f, resyncs_of), 1);
   for (int i = 0; i < 20; i++) publish_paced(&f, fast);
   fx_close(&f); /* the streams drain and end */
-  wait_until(&fast->done, 1);
-  wait_until(&slow->phase, 3);
+  WAIT_UNTIL(&fast->done, 1);
+  WAIT_UNTIL(&slow->phase, 3);
   pthread_join(slow->thread, NULL);
   tg_task_join(ft, NULL);
 
@@ -282,24 +310,29 @@ static void *dropped_body(void *arg) {
   fast->path = "/api/stream";
   tg_task *ft;
   ck_assert_int_eq(tg_spawn(&ft, stream_task, fast, NULL), 0);
-  wait_until(&fast->events, 1);
+  WAIT_UNTIL(&fast->events, 1);
   ck_assert_int_eq(pthread_create(&slow->thread, NULL, slow_thread, slow), 0);
-  wait_until(&slow->phase, 1);
+  WAIT_UNTIL(&slow->phase, 1);
 
   /* The slow client never reads again: after write_timeout_ms its stream
    * is dropped, and the fast one went on all along. */
-  int64_t t0 = tg_now();
+  int64_t t0 = tg_now(), deadline = tg_deadline_in(PATIENCE);
   uint64_t last = 0;
-  for (int i = 0; i < 20000 && figures(&f).dropped == 0; i++) last = publish_paced(&f, fast);
+  /* One snapshot every 5 ms or so: the fast client's record of them
+   * (MAX_EVENTS) holds the 30 s of patience. */
+  while (figures(&f).dropped == 0 && tg_now() < deadline) {
+    last = publish_paced(&f, fast);
+    tg_sleep(TG_MS(5));
+  }
   ck_assert_uint_eq(figures(&f).dropped, 1);
   ck_assert_int_ge(tg_now() - t0, TG_MS(300));
   for (int i = 0; i < 10; i++) last = publish_paced(&f, fast);
   atomic_store(&slow->phase, 2);
-  wait_until(&slow->phase, 3);
+  WAIT_UNTIL(&slow->phase, 3);
   pthread_join(slow->thread, NULL);
   ck_assert(slow->seen.eof); /* the server closed it */
   fx_close(&f);
-  wait_until(&fast->done, 1);
+  WAIT_UNTIL(&fast->done, 1);
   tg_task_join(ft, NULL);
   check_complete(&fast->seen, last);
   http_server_stats h;
@@ -326,7 +359,7 @@ static void *every_body(void *arg) {
   c->path = "/api/stream?every=100";
   tg_task *t;
   ck_assert_int_eq(tg_spawn(&t, stream_task, c, NULL), 0);
-  wait_until(&c->events, 1);
+  WAIT_UNTIL(&c->events, 1);
   int64_t t0 = tg_now();
   /* 300 updates as fast as the aggregator can, with a yield between so
    * the stream reads them from the ring as they come */
@@ -334,11 +367,12 @@ static void *every_body(void *arg) {
     fx_publish(&f);
     tg_yield();
   }
-  for (int i = 0; i < 10000 && atomic_load(&c->last) < 300; i++) tg_sleep(TG_MS(1));
+  int64_t deadline = tg_deadline_in(PATIENCE);
+  while (atomic_load(&c->last) < 300 && tg_now() < deadline) tg_sleep(TG_MS(1));
   ck_assert_uint_eq(atomic_load(&c->last), 300); /* the newest always arrives */
   int64_t elapsed_ms = (tg_now() - t0) / 1000000;
   fx_close(&f);
-  wait_until(&c->done, 1);
+  WAIT_UNTIL(&c->done, 1);
   tg_task_join(t, NULL);
   /* at most one snapshot event per 100 ms (plus the first), newest last */
   int events = atomic_load(&c->events);
@@ -368,12 +402,13 @@ static void *pipeline_body(void *arg) {
   c->path = "/api/stream?pipeline_ms=40";
   tg_task *t;
   ck_assert_int_eq(tg_spawn(&t, stream_task, c, NULL), 0);
-  wait_until(&c->events, 1);
-  tg_sleep(TG_MS(200)); /* idle: pipeline events and keepalive comments only */
+  WAIT_UNTIL(&c->events, 1);
+  /* Idle: pipeline events and keepalive comments only, every 40 ms. */
+  WAIT_UNTIL(&c->pipelines, 3);
   ck_assert_int_eq(atomic_load(&f.clients), 1);
   fx_publish(&f);
   fx_close(&f);
-  wait_until(&c->done, 1);
+  WAIT_UNTIL(&c->done, 1);
   tg_task_join(t, NULL);
   int pipelines = 0;
   for (int i = 0; i < c->seen.n; i++) pipelines += c->seen.ev[i].kind == 'p';
@@ -398,10 +433,10 @@ static void *keepalive_body(void *arg) {
   c->path = "/api/stream";
   tg_task *t;
   ck_assert_int_eq(tg_spawn(&t, stream_task, c, NULL), 0);
-  wait_until(&c->events, 1);
-  tg_sleep(TG_MS(150));
+  WAIT_UNTIL(&c->events, 1);
+  WAIT_UNTIL(&c->comments, 2); /* idle: a comment every 20 ms */
   fx_close(&f);
-  wait_until(&c->done, 1);
+  WAIT_UNTIL(&c->done, 1);
   tg_task_join(t, NULL);
   ck_assert_int_ge(c->seen.comments, 2);
   free(c);
@@ -438,12 +473,12 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("http-sse");
   tg_test_add(s, "fast_client_misses_nothing_slow_client_resyncs",
-              test_sse_fast_client_misses_nothing_slow_client_resyncs, 60);
-  tg_test_add(s, "fast_and_slow_two_workers", test_sse_fast_and_slow_two_workers, 60);
-  tg_test_add(s, "client_that_stops_reading_is_dropped", test_sse_client_that_stops_reading_is_dropped, 60);
-  tg_test_add(s, "every_coalesces", test_sse_every_coalesces, 30);
-  tg_test_add(s, "pipeline_events_and_end", test_sse_pipeline_events_and_end, 30);
-  tg_test_add(s, "keepalive_comments", test_sse_keepalive_comments, 30);
-  tg_test_add(s, "bad_parameters", test_sse_bad_parameters, 30);
+              test_sse_fast_client_misses_nothing_slow_client_resyncs, 120);
+  tg_test_add(s, "fast_and_slow_two_workers", test_sse_fast_and_slow_two_workers, 120);
+  tg_test_add(s, "client_that_stops_reading_is_dropped", test_sse_client_that_stops_reading_is_dropped, 120);
+  tg_test_add(s, "every_coalesces", test_sse_every_coalesces, 90);
+  tg_test_add(s, "pipeline_events_and_end", test_sse_pipeline_events_and_end, 90);
+  tg_test_add(s, "keepalive_comments", test_sse_keepalive_comments, 90);
+  tg_test_add(s, "bad_parameters", test_sse_bad_parameters, 90);
   return tg_test_main(s);
 }

@@ -33,7 +33,7 @@ static tg_task *ask_async(check *c, serve *s, const char *id, int64_t timeout_ns
 
 /* The request line the device got: its id. */
 static uint64_t request_id(raw_device *d) {
-  ck_assert_int_eq(raw_read_line(d, TG_SEC(5)), 0);
+  ck_assert_int_eq(raw_read_line(d, SERVE_TEST_PATIENCE), 0);
   uint64_t id = 0;
   ck_assert_msg(sscanf(d->line, "{\"type\":\"health\",\"id\":%" SCNu64 "}", &id) == 1, "not a request: %s", d->line);
   return id;
@@ -51,11 +51,11 @@ static void *body(void *arg) {
   raw_send(&a, "{\"device\":\"answers\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n");
   raw_send(&b, "telemetry,device=silent temperature=20,humidity=41,battery=77i,seq=1i 1732590000000000000\n");
   raw_send(&c, "{\"device\":\"hangs-up\",\"seq\":1,\"ts\":1732590000000,\"temperature\":22,\"humidity\":42,\"battery\":66}\n");
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_connected, 3, 500), 3);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_connected, 3, SERVE_TEST_PATIENCE), 3);
 
   /* ok: the request on a's socket, a's answer back. */
   check ca;
-  tg_task *ta = ask_async(&ca, t->s, "answers", TG_SEC(5));
+  tg_task *ta = ask_async(&ca, t->s, "answers", SERVE_TEST_PATIENCE);
   uint64_t id = request_id(&a);
   char reply[128];
   snprintf(reply, sizeof reply, "{\"type\":\"health\",\"id\":%" PRIu64 ",\"uptime_s\":1234,\"battery\":87}\n", id);
@@ -78,7 +78,7 @@ static void *body(void *arg) {
 
   /* dropped: c hangs up holding the request. */
   check cc;
-  tg_task *tc = ask_async(&cc, t->s, "hangs-up", TG_SEC(5));
+  tg_task *tc = ask_async(&cc, t->s, "hangs-up", SERVE_TEST_PATIENCE);
   request_id(&c);
   raw_close(&c);
   tg_task_join(tc, NULL);
@@ -93,7 +93,7 @@ static void *body(void *arg) {
 
   /* A reading of b and one more check of a still work after all that. */
   raw_send(&b, "telemetry,device=silent temperature=20,humidity=41,battery=77i,seq=2i 1732590001000000000\n");
-  ta = ask_async(&ca, t->s, "answers", TG_SEC(5));
+  ta = ask_async(&ca, t->s, "answers", SERVE_TEST_PATIENCE);
   id = request_id(&a);
   snprintf(reply, sizeof reply, "{\"type\":\"health\",\"id\":%" PRIu64 ",\"uptime_s\":2,\"battery\":86}\n", id);
   raw_send(&a, reply);
@@ -107,7 +107,7 @@ static void *body(void *arg) {
   ck_assert_uint_eq(f.health.disconnected, 2);
   ck_assert_uint_eq(f.health.unknown, 1);
   ck_assert_uint_eq(f.health.requests, 4);
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 4, 500), 4);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 4, SERVE_TEST_PATIENCE), 4);
   serve_figures_get(t->s, &f);
   ck_assert_uint_eq(f.health.unmatched_replies, 1);
   ck_assert_uint_eq(f.bad_lines, 0);
@@ -142,7 +142,7 @@ static void *rounds_body(void *arg) {
   sc.quiet = 1;
   sim *sm;
   ck_assert_int_eq(sim_start(&sc, &sm), 0);
-  ck_assert_uint_ge(serve_test_wait_for(t->s, fig_ok, 5, 1000), 5);
+  ck_assert_uint_ge(serve_test_wait_for(t->s, fig_ok, 5, SERVE_TEST_PATIENCE), 5);
   sim_stop(sm);
   sim_report rep;
   sim_wait(sm, &rep);
@@ -164,7 +164,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("serve-health");
-  tg_test_add(s, "ok_timeout_dropped", test_serve_health_ok_timeout_dropped, 30);
-  tg_test_add(s, "rounds", test_serve_health_rounds, 30);
+  tg_test_add(s, "ok_timeout_dropped", test_serve_health_ok_timeout_dropped, 90);
+  tg_test_add(s, "rounds", test_serve_health_rounds, 90);
   return tg_test_main(s);
 }

@@ -50,7 +50,7 @@ static void *kinds_body(void *arg) {
   raw_send(&d, good(1));
   for (int i = 0; i < n; i++) {
     raw_send(&d, cases[i].line);
-    ck_assert_int_eq(raw_read_line(&d, TG_SEC(5)), 0);
+    ck_assert_int_eq(raw_read_line(&d, SERVE_TEST_PATIENCE), 0);
     ck_assert_msg(strncmp(d.line, "{\"type\":\"error\",\"reason\":\"", 26) == 0, "case %d: %s", i, d.line);
     if (cases[i].reason) {
       char want[96];
@@ -59,7 +59,7 @@ static void *kinds_body(void *arg) {
     }
     raw_send(&d, good(i + 2)); /* the connection goes on */
   }
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, (uint64_t)n + 1, 500), (uint64_t)n + 1);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, (uint64_t)n + 1, SERVE_TEST_PATIENCE), (uint64_t)n + 1);
   serve_figures f;
   serve_figures_get(t->s, &f);
   ck_assert_uint_eq(f.bad_lines, (uint64_t)n);
@@ -96,7 +96,7 @@ static void *truncated_body(void *arg) {
   raw_send(&d, good(1));
   raw_send(&d, "telemetry,device=good temperature=20,humidity=41,battery=77i,seq=2i 17325900");
   raw_close(&d);
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_bad, 1, 500), 1);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_bad, 1, SERVE_TEST_PATIENCE), 1);
   ck_assert_int_eq(serve_test_stop(t), 0);
   ck_assert_uint_eq(t->final.bad_input[SERVE_BAD_TRUNCATED], 1);
   ck_assert_uint_eq(t->final.readings_stored, 1);
@@ -123,17 +123,24 @@ static void *garbage_body(void *arg) {
    * one could fail with EPIPE. */
   char garbage[50 * 8 + 1] = "";
   for (int i = 0; i < 50; i++) strcat(garbage, "garbage\n");
+  int64_t t0 = tg_now();
   raw_send(&d, garbage);
   int lines = 0, r;
-  while ((r = raw_read_line(&d, TG_SEC(5))) == 0) lines++;
+  while ((r = raw_read_line(&d, SERVE_TEST_PATIENCE)) == 0) lines++;
   ck_assert_int_eq(r, TG_EOF); /* closed by serve */
-  ck_assert_int_eq(lines, 3);  /* the rate: 3 a second */
+  /* The rate: 3 a second, a burst of 3. Serve reads the 20 lines in one
+   * go, so 3 is what a run sees - unless its worker was preempted for a
+   * third of a second in between, when the bucket refilled: the bound is
+   * what the time actually taken allows. */
+  int allowed = 3 + (int)((tg_now() - t0) * 3 / TG_SEC(1));
+  ck_assert_int_ge(lines, 3);
+  ck_assert_int_le(lines, allowed);
   raw_close(&d);
   serve_figures f;
   serve_figures_get(t->s, &f);
   ck_assert_uint_eq(f.bad_lines, 20);
-  ck_assert_uint_eq(f.error_lines_sent, 3);
-  ck_assert_uint_eq(f.error_lines_suppressed, 17);
+  ck_assert_uint_eq(f.error_lines_sent, (uint64_t)lines);
+  ck_assert_uint_eq(f.error_lines_suppressed, 20 - (uint64_t)lines);
   ck_assert_uint_eq(f.connections_closed_errors, 1);
   ck_assert_int_eq(serve_test_stop(t), 0);
   return NULL;
@@ -159,9 +166,9 @@ static void *devices_body(void *arg) {
                "telemetry,device=b temperature=20,humidity=41,battery=77i,seq=1i 1732590000000000000\n"
                "telemetry,device=c temperature=20,humidity=41,battery=77i,seq=1i 1732590000000000000\n"
                "telemetry,device=a temperature=20,humidity=41,battery=77i,seq=2i 1732590000000000000\n");
-  ck_assert_int_eq(raw_read_line(&d, TG_SEC(5)), 0);
+  ck_assert_int_eq(raw_read_line(&d, SERVE_TEST_PATIENCE), 0);
   ck_assert_str_eq(d.line, "{\"type\":\"error\",\"reason\":\"too_many_devices\",\"line\":3}");
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 3, 500), 3);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 3, SERVE_TEST_PATIENCE), 3);
   raw_close(&d);
   ck_assert_int_eq(serve_test_stop(t), 0);
   ck_assert_uint_eq(t->final.bad_input[SERVE_BAD_TOO_MANY_DEVICES], 1);
@@ -187,15 +194,15 @@ static void *conns_body(void *arg) {
   raw_device a, b, c;
   raw_connect(&a, t->s);
   raw_connect(&b, t->s);
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_open, 2, 500), 2);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_open, 2, SERVE_TEST_PATIENCE), 2);
   raw_connect(&c, t->s);
-  ck_assert_int_eq(raw_read_line(&c, TG_SEC(5)), 0);
+  ck_assert_int_eq(raw_read_line(&c, SERVE_TEST_PATIENCE), 0);
   ck_assert_str_eq(c.line, "{\"type\":\"error\",\"reason\":\"too_many_connections\"}");
-  ck_assert_int_eq(raw_read_line(&c, TG_SEC(5)), TG_EOF);
+  ck_assert_int_eq(raw_read_line(&c, SERVE_TEST_PATIENCE), TG_EOF);
   raw_close(&c);
   raw_send(&a, good(1));
   raw_send(&b, "{\"device\":\"other\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n");
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 2, 500), 2);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 2, SERVE_TEST_PATIENCE), 2);
   raw_close(&a);
   raw_close(&b);
   ck_assert_int_eq(serve_test_stop(t), 0);
@@ -216,10 +223,10 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("serve-input");
-  tg_test_add(s, "each_kind", test_serve_input_each_kind, 30);
-  tg_test_add(s, "truncated", test_serve_input_truncated, 30);
-  tg_test_add(s, "garbage_closed", test_serve_input_garbage_closed, 30);
-  tg_test_add(s, "max_devices", test_serve_input_max_devices, 30);
-  tg_test_add(s, "max_connections", test_serve_input_max_connections, 30);
+  tg_test_add(s, "each_kind", test_serve_input_each_kind, 90);
+  tg_test_add(s, "truncated", test_serve_input_truncated, 90);
+  tg_test_add(s, "garbage_closed", test_serve_input_garbage_closed, 90);
+  tg_test_add(s, "max_devices", test_serve_input_max_devices, 90);
+  tg_test_add(s, "max_connections", test_serve_input_max_connections, 90);
   return tg_test_main(s);
 }

@@ -64,19 +64,20 @@ static void *deaf_body(void *arg) {
   sc.port = serve_port(x->t.s);
   sc.count = 5;
   sc.rate_hz = 100;
-  sc.duration_s = 1.0;
+  sc.duration_s = 3600; /* until sim_stop: they are still there for the health check */
   sc.quiet = 1;
   sim *sm;
   ck_assert_int_eq(sim_start(&sc, &sm), 0);
   /* While the deaf device's connection waits on its write, the others
    * answer health checks ... */
-  ck_assert_uint_ge(serve_test_wait_for(x->t.s, fig_received, 20, 500), 20);
+  ck_assert_uint_ge(serve_test_wait_for(x->t.s, fig_received, 20, SERVE_TEST_PATIENCE), 20);
   device_status st;
-  x->health = serve_health_check(x->t.s, "dev-1", TG_SEC(5), &st);
+  x->health = serve_health_check(x->t.s, "dev-1", TG_SEC(10), &st);
   /* ... and it is closed for not reading: once the error lines fill its
    * socket, which takes the server tens of thousands of lines - seconds
    * under TSan on a loaded machine, hence the generous bound. */
-  x->timeouts_during = serve_test_wait_for(x->t.s, fig_write_timeouts, 1, 6000);
+  x->timeouts_during = serve_test_wait_for(x->t.s, fig_write_timeouts, 1, TG_SEC(60));
+  sim_stop(sm);
   ck_assert_int_eq(sim_wait(sm, &x->rep), 0);
   tg_task_join(deaf_task, NULL);
   ck_assert_int_eq(serve_test_stop(&x->t), 0);
@@ -108,16 +109,24 @@ typedef struct many {
   serve_test t;
   sim_config sc;
   sim_report rep;
-  uint64_t open_at_once;
+  uint64_t open_at_once, known;
 } many;
 
+static uint64_t fig_known(const serve_figures *f) { return f->devices_known; }
+
+/* The devices stay connected until they are stopped, so "all connected
+ * at once" and "every device sent" are facts of the run, not of how fast
+ * the machine connected them. */
 static void *many_body(void *arg) {
   many *m = arg;
   serve_test_start(&m->t);
   m->sc.port = serve_port(m->t.s);
   sim *sm;
   ck_assert_int_eq(sim_start(&m->sc, &sm), 0);
-  m->open_at_once = serve_test_wait_for(m->t.s, fig_open, (uint64_t)m->sc.count, 1000);
+  uint64_t n = (uint64_t)m->sc.count;
+  m->open_at_once = serve_test_wait_for(m->t.s, fig_open, n, TG_SEC(60));
+  m->known = serve_test_wait_for(m->t.s, fig_known, n, TG_SEC(60));
+  sim_stop(sm);
   ck_assert_int_eq(sim_wait(sm, &m->rep), 0);
   ck_assert_int_eq(serve_test_stop(&m->t), 0);
   return NULL;
@@ -145,18 +154,16 @@ START_TEST(test_serve_load_1000_connections) {
   sim_config_defaults(&m.sc);
   m.sc.count = MANY;
   m.sc.rate_hz = 5;
-  m.sc.duration_s = 1.5;
+  m.sc.duration_s = 3600; /* until sim_stop */
   m.sc.quiet = 1;
   m.sc.workers = 2;
   tg_test_run(2, 0, many_body, &m);
   ck_assert_uint_eq(m.open_at_once, MANY);
+  ck_assert_uint_eq(m.known, MANY);
   ck_assert_uint_eq(m.t.final.connections_accepted, MANY);
-  /* Every device that sent a reading is known. Under TSan on a loaded
-   * machine a device can reach the end of its 1.5 s before its first
-   * reading, so "every device sent" is not asserted. */
-  uint64_t senders = 0;
-  for (int i = 0; i < m.rep.count; i++) senders += m.rep.devices[i].sent > 0;
-  ck_assert_uint_eq(m.t.final.devices_known, senders);
+  ck_assert_uint_eq(m.t.final.devices_known, MANY);
+  for (int i = 0; i < m.rep.count; i++)
+    ck_assert_msg(m.rep.devices[i].sent > 0, "%s sent nothing", m.rep.devices[i].id);
   ck_assert_uint_ge(m.rep.sent, MANY);
   ck_assert_uint_eq(serve_test_check_db(&m.t, &m.rep, "dev-"), m.rep.sent);
   sim_report_free(&m.rep);
@@ -166,7 +173,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("serve-load");
-  tg_test_add(s, "deaf_device", test_serve_load_deaf_device, 120);
-  tg_test_add(s, "1000_connections", test_serve_load_1000_connections, 60);
+  tg_test_add(s, "deaf_device", test_serve_load_deaf_device, 150);
+  tg_test_add(s, "1000_connections", test_serve_load_1000_connections, 150);
   return tg_test_main(s);
 }
