@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <linux/futex.h>
+#include <stdlib.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -192,6 +193,11 @@ static int try_all(tg_case *cases, int n) {
 
 static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, bool tried);
 
+/* Waiters of a select live on the caller's stack up to INLINE_WAITERS
+ * (about 1 KiB); more go to the heap, since a task's stack is 64 KiB by
+ * default and a waiter is 56 bytes: 1,200 cases would overflow it. */
+enum { INLINE_WAITERS = 16 };
+
 /* `tried`: the caller has just tried every case and found none ready, so
  * the first round goes straight to arming (the arms check again under
  * their locks). */
@@ -222,7 +228,9 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, boo
   tg__wait wait = {.task = self};
   atomic_init(&wait.winner, TG__PENDING);
   atomic_init(&wait.thread_woken, 0);
-  tg__waiter waiters[n];
+  tg__waiter inline_waiters[INLINE_WAITERS];
+  tg__waiter *waiters = inline_waiters;
+  if (n > INLINE_WAITERS && !(waiters = malloc((size_t)n * sizeof *waiters))) return TG_ENOMEM;
   int armed = 0, decided_at_arm = TG__PENDING;
   while (armed < n) {
     tg__waiter *w = &waiters[armed];
@@ -249,10 +257,10 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, boo
   for (int i = 0; i < armed; i++)
     if (i != winner || waiters[i].linked) cases[i].op->disarm(&cases[i], &waiters[i]);
 
-  if (winner == TG__WON_BY_TIMEOUT) return TG_ETIMEDOUT;
-  if (winner == TG__WON_BY_ABORT) return TG_ECANCELED;
-  cases[winner].result = cases[winner].op->finish(&cases[winner], &waiters[winner]);
-  return winner;
+  int r = winner == TG__WON_BY_TIMEOUT ? TG_ETIMEDOUT : winner == TG__WON_BY_ABORT ? TG_ECANCELED : winner;
+  if (r >= 0) cases[winner].result = cases[winner].op->finish(&cases[winner], &waiters[winner]);
+  if (waiters != inline_waiters) free(waiters);
+  return r;
 }
 
 /* wait_cases for a single case, which nearly every wait is: the same
