@@ -192,6 +192,7 @@ typedef struct tg__task_extra {
   size_t held_len, held_cap;
   char *name;
   char *panic_message;       /* malloc'd, NULL unless panicked */
+  void (*drop)(void *arg);   /* tg_spawn_opts.drop */
 } tg__task_extra;
 
 /* Invariants: a task is on at most one run queue, and only while

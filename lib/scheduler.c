@@ -16,6 +16,7 @@ typedef struct runtime {
   _Atomic int64_t virtual_now;
   size_t stack_size;
   atomic_uint next_worker;         /* round-robin spawn placement */
+  tg_task *main_task;              /* its end, however it ends, starts the exit */
   atomic_bool exiting;             /* main returned: abort and drain */
   atomic_uint_fast64_t tasks_alive;
   atomic_uint_fast64_t blocking_in_flight;
@@ -123,7 +124,7 @@ static void task_end(tg__worker *w, tg_task *t);
 static __attribute__((noinline)) tg_task *pick_unstarted(tg__worker *w, tg_task *t) {
   for (;;) {
     if (task_start(w, t)) return t;
-    task_end(w, t); /* no stack for it: it ends as panicked */
+    task_end(w, t); /* aborted before its start, or no stack for it */
     t = local_pop(w);
     if (!t || t->stack) return t;
   }
@@ -252,15 +253,23 @@ static void live_unlink(tg__worker *w, tg_task *t) {
 }
 
 /* A task's first run: its stack is taken only now, so spawning many tasks
- * that have not run yet costs their structs alone. */
+ * that have not run yet costs their structs alone. A task aborted before
+ * this point is not started at all (as tokio drops a future it never
+ * polled): it ends as cancelled, and its `drop` hook (if any) releases its
+ * argument. False when the task did not start; then it is to be ended. */
 static bool task_start(tg__worker *w, tg_task *t) {
-  int err = 0;
-  t->stack = tg__stack_get(w, t->stack_size, t->guard, &err);
   live_link(w, t);
   if (atomic_load(&rt->exiting)) { /* spawned before or while main returned */
     atomic_fetch_add(&rt->aborted_at_exit, 1);
     tg_task_abort(t);
   }
+  if (atomic_load_explicit(&t->cancelled, memory_order_acquire)) {
+    t->status = TG_ECANCELED;
+    if (t->extra && t->extra->drop) t->extra->drop(t->arg);
+    return false;
+  }
+  int err = 0;
+  t->stack = tg__stack_get(w, t->stack_size, t->guard, &err);
   if (!t->stack) {
     fprintf(stderr, "libtg: no stack for task %llu: %s\n", (unsigned long long)t->id, tg_strerror(err));
     t->status = TG_EPANICKED;
@@ -291,6 +300,10 @@ static void task_end(tg__worker *w, tg_task *t) {
   live_unlink(w, t);
   if (t->status == TG_EPANICKED) atomic_fetch_add(&rt->panicked, 1);
   if (t->status == TG_ECANCELED) atomic_fetch_add(&rt->aborted, 1);
+  if (t == rt->main_task) { /* returned or panicked: the runtime exits */
+    atomic_store(&rt->exiting, true);
+    wake_all_workers();
+  }
   tg__task_finish(t);
   if (atomic_fetch_sub(&rt->tasks_alive, 1) == 1 && atomic_load(&rt->exiting)) wake_all_workers();
 }
@@ -304,7 +317,12 @@ int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *o
   if (stack_size < TG_STACK_MIN || stack_size > UINT32_MAX) return TG_EINVAL;
   tg_task *t = tg__task_alloc();
   if (!t) return TG_ENOMEM;
-  if (opts->name && (!tg__task_extra_get(t) || !(t->extra->name = tg__strdup_or_null(opts->name)))) {
+  if ((opts->name || opts->drop) && !tg__task_extra_get(t)) {
+    tg__task_free(t);
+    return TG_ENOMEM;
+  }
+  if (opts->drop) t->extra->drop = opts->drop;
+  if (opts->name && !(t->extra->name = tg__strdup_or_null(opts->name))) {
     free(t->extra);
     tg__task_free(t);
     return TG_ENOMEM;
@@ -533,23 +551,11 @@ void tg_runtime_stats_get(tg_runtime_stats *out) {
   else *out = last_stats;
 }
 
-typedef struct main_call {
-  tg_task_fn fn;
-  void *arg;
-} main_call;
-
-/* The main task: when it returns, the runtime starts exiting. */
-static void *run_main(void *arg) {
-  main_call *call = arg;
-  void *value = call->fn(call->arg);
-  atomic_store(&rt->exiting, true);
-  wake_all_workers();
-  return value;
-}
-
 static int runtime_create(const tg_runtime_opts *opts) {
   int nworkers = opts->workers > 0 ? opts->workers : 1;
-  if (rt || (opts->clock == TG_CLOCK_VIRTUAL && nworkers != 1)) return TG_EINVAL;
+  if (rt || opts->workers < 0 || (opts->clock != TG_CLOCK_REAL && opts->clock != TG_CLOCK_VIRTUAL) ||
+      (opts->clock == TG_CLOCK_VIRTUAL && nworkers != 1))
+    return TG_EINVAL;
   if (opts->stack_size && opts->stack_size < TG_STACK_MIN) return TG_EINVAL;
   runtime *r = calloc(1, sizeof *r);
   tg__worker *workers = calloc((size_t)nworkers, sizeof *workers);
@@ -581,7 +587,6 @@ int tg_run(const tg_runtime_opts *opts, tg_task_fn main, void *arg, void **resul
   if (!main) return TG_EINVAL;
   int err = runtime_create(opts ? opts : &defaults);
   if (err) return err;
-  main_call call = {main, arg};
   tg_task *main_task = NULL;
   int started = 1;
   for (; started < rt->nworkers; started++) {
@@ -589,7 +594,8 @@ int tg_run(const tg_runtime_opts *opts, tg_task_fn main, void *arg, void **resul
     if (err) break;
   }
   tg_spawn_opts pin0 = {.pin = 1, .worker = 0, .name = "main"};
-  if (!err) err = tg_spawn(&main_task, run_main, &call, &pin0);
+  if (!err) err = tg_spawn(&main_task, main, arg, &pin0);
+  rt->main_task = main_task;
   if (err) { /* nothing runs: let the started workers find the exit */
     atomic_store(&rt->exiting, true);
     wake_all_workers();

@@ -42,8 +42,12 @@ typedef struct tg_runtime_opts {
 
 /* Runs main(arg) as a task on worker 0 and returns after it and every other
  * task have ended. *result (if not NULL) receives main's return value.
- * Returns 0, TG_EPANICKED if main panicked, TG_EINVAL for bad options
- * (virtual clock with several workers, a runtime already running), or a
+ * A main that panics ends the run as one that returns does (its deferred
+ * cleanups run, the other tasks are aborted and drained). Returns 0,
+ * TG_EPANICKED if main panicked (*result is then NULL), TG_EINVAL for bad
+ * options (workers < 0, a clock mode that is not TG_CLOCK_REAL or
+ * TG_CLOCK_VIRTUAL, virtual clock with several workers, a stack size below
+ * TG_STACK_MIN, a runtime already running), or a
  * negative errno when a thread or loop could not be created. */
 int tg_run(const tg_runtime_opts *opts, tg_task_fn main, void *arg, void **result);
 

@@ -14,6 +14,12 @@
  * starts afterwards, fail with TG_ECANCELED, so code written as
  * `while (tg_mpsc_recv(rx, &v) == 0)` leaves its loop and cleans up as on
  * any error. A task that ends after an abort is reported as cancelled.
+ * A task aborted before its first run never runs at all (as tokio drops a
+ * task it never polled): its outcome is TG_ECANCELED with value NULL, and
+ * its function does not see its argument - a task whose argument owns
+ * something (a socket, a buffer) names a `drop` function in its spawn
+ * options, which then gets the argument instead. Tasks still unstarted
+ * when `main` returns are aborted that way too.
  *
  * Handles: tg_spawn gives a tg_task * when asked for one; it must be
  * joined or detached exactly once. Spawning without a handle detaches.
@@ -45,6 +51,8 @@ typedef struct tg_spawn_opts {
   int worker;           /* 0 .. workers-1, read only when pin is set */
   tg_stack_guard guard;
   const char *name;     /* shown in dumps; copied */
+  void (*drop)(void *arg); /* called with arg instead of fn if the task is
+                              aborted before its first run; may be NULL */
 } tg_spawn_opts;
 
 /* How a task ended. */
