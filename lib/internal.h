@@ -308,26 +308,30 @@ typedef struct tg__worker {
 
 /* ------------------------------------------------------------ stacks */
 
-/* A task stack: [guard page or canary][usable ... top]. The struct sits at
- * the top of its own mapping, so a pooled stack costs no allocation. */
+/* A task stack: one slot of a slab, [guard page or canary][usable ... top].
+ * The struct sits at the top of its own slot, so a pooled stack costs no
+ * allocation. */
 typedef struct tg__stack {
-  struct tg__stack *next_free; /* in a worker's pool */
-  void *base;                  /* start of the mapping */
-  size_t map_size;             /* whole mapping */
+  struct tg__stack *next_free; /* in a worker's pool or its slab's free list */
+  void *base;                  /* start of the slot */
+  size_t map_size;             /* whole slot */
   size_t usable;               /* bytes available to the task */
+  struct tg__slab *slab;       /* the mapping it was carved from */
   bool guarded;
 } tg__stack;
 
-/* A stack of at least `size` usable bytes from w's pool or a new mapping.
- * Returns NULL and sets *err when mmap fails. */
+/* A stack of at least `size` usable bytes from w's pool or a slab.
+ * Returns NULL and sets *err (TG_ENOMEM or -errno of mmap/mprotect). */
 tg__stack *tg__stack_get(tg__worker *w, size_t size, tg_stack_guard guard, int *err);
-/* Back to w's pool, or unmapped when the pool is full. */
+/* Back to w's pool, or to its slab when the pool is full (any worker). */
 void tg__stack_put(tg__worker *w, tg__stack *s);
 /* False when an unguarded stack's canary was overwritten (overflow). */
 bool tg__stack_canary_ok(const tg__stack *s);
 void tg__stack_pool_drain(tg__worker *w);
 /* Mapped stacks (in use or pooled) by kind, and those in pools. */
 void tg__stack_counts(uint64_t *guarded, uint64_t *unguarded, uint64_t *in_pool);
+/* Slabs mapped now. */
+uint64_t tg__stack_slabs(void);
 /* The top of the usable area, where the task's first frame goes. */
 static inline void *tg__stack_top(tg__stack *s) { return s; }
 

@@ -542,6 +542,7 @@ static void fill_stats(tg_runtime_stats *out) {
       .blocking_in_flight = atomic_load(&rt->blocking_in_flight),
   };
   tg__stack_counts(&out->stacks_guarded, &out->stacks_unguarded, &out->stacks_pooled);
+  out->stack_slabs = tg__stack_slabs();
   for (int i = 0; i < rt->nworkers; i++)
     out->timers_pending += atomic_load_explicit(&rt->workers[i].timers.published_len, memory_order_relaxed);
 }

@@ -237,6 +237,10 @@ static void *many_tasks_body(void *arg) {
   tg_runtime_stats_get(&st);
   ck_assert_uint_eq(st.stacks_guarded + st.stacks_unguarded, (uint64_t)n + 1);
   ck_assert_uint_gt(st.stacks_unguarded, 0);
+  ck_assert_uint_le(st.stacks_guarded, 24000); /* the map-count budget */
+  /* stacks come in slabs of up to 256: a few hundred mappings, not n */
+  ck_assert_uint_gt(st.stack_slabs, 0);
+  ck_assert_uint_le(st.stack_slabs, (uint64_t)n / 100);
   tg_semaphore_add_permits(p.gate, 1);
   tg_outcome o;
   int joined = 0;

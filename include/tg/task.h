@@ -1,11 +1,13 @@
 /* tg/task.h - tasks: spawn, join, abort, yield, panic, defer.
  *
  * A task is a stackful coroutine: it runs a plain C function top to bottom
- * and suspends inside libtg calls that wait. Its stack is mmap'd and reused
- * from a per-worker pool; it has a guard page below it until many stacks
- * are alive (vm.max_map_count allows ~32,000 guarded stacks), after which
- * new stacks get a canary instead, checked whenever the task yields, waits
- * or ends (TG_STACK_GUARD_ALWAYS and _NEVER force one or the other).
+ * and suspends inside libtg calls that wait. Its stack is a slot of an
+ * mmap'd slab (up to 256 stacks a mapping) and reused from a per-worker
+ * pool; it has a guard page below it until 24,000 guarded slots exist
+ * (vm.max_map_count allows ~32,000 guard pages), after which new stacks
+ * get a canary instead, checked whenever the task yields, waits or ends
+ * (TG_STACK_GUARD_ALWAYS and _NEVER force one or the other). Only the
+ * pages a task touches cost memory.
  *
  * A task ends when its function returns (the value is its result), when
  * it calls tg_panic (its deferred cleanups run, LIFO, on its own stack and
