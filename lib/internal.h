@@ -37,6 +37,26 @@ static inline void tg__lock_release(tg__lock *l) {
   atomic_store_explicit(&l->held, 0, memory_order_release);
 }
 
+/* ------------------------------------------------------------ copies */
+
+/* Copies one channel element; elements of a few words (the usual u64,
+ * pairs and small structs) are moved a word at a time instead of by a
+ * call to memcpy, which the hot paths of mpsc, broadcast and oneshot
+ * would otherwise pay for an 8-byte value. */
+static inline void tg__copy_elem(void *dst, const void *src, size_t size) {
+  if (size == 8) { /* the usual u64 or pointer: one move, no loop */
+    __builtin_memcpy(dst, src, 8);
+  } else if ((size & 7) == 0 && size <= 64) {
+    for (size_t i = 0; i < size; i += 8) {
+      uint64_t word;
+      __builtin_memcpy(&word, (const char *)src + i, 8);
+      __builtin_memcpy((char *)dst + i, &word, 8);
+    }
+  } else {
+    __builtin_memcpy(dst, src, size);
+  }
+}
+
 /* ------------------------------------------------------------ timers */
 
 /* A timer lives in its worker's heap ordered by (deadline, seq); seq makes
