@@ -2,6 +2,7 @@
  * deferred cleanups, many live tasks, and the runtime's own checks. */
 #include "helpers.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -335,17 +336,26 @@ static int main_leftover_ended;
 
 static void count_defer(void *arg) { (*(int *)arg)++; }
 
+static atomic_int main_leftover_started;
+
+static void *started_then_forever(void *arg) {
+  atomic_fetch_add(&main_leftover_started, 1);
+  return forever(arg);
+}
+
 static void *panicking_main(void *arg) {
   (void)arg;
   tg_defer(count_defer, &main_defer_ran);
-  tg_spawn(NULL, forever, &main_leftover_ended, NULL);
-  tg_spawn(NULL, forever, &main_leftover_ended, NULL);
-  tg_sleep(TG_MS(1));
+  tg_spawn(NULL, started_then_forever, &main_leftover_ended, NULL);
+  tg_spawn(NULL, started_then_forever, &main_leftover_ended, NULL);
+  /* both running (a task aborted before its start would never run) */
+  for (int i = 0; i < 10000 && atomic_load(&main_leftover_started) < 2; i++) tg_sleep(TG_MS(1));
   tg_panic("main gives up");
 }
 
 static void main_panics_on(int workers) {
   main_defer_ran = main_leftover_ended = 0;
+  atomic_store(&main_leftover_started, 0);
   tg_runtime_opts opts = {.workers = workers};
   void *result = (void *)1;
   ck_assert_int_eq(tg_run(&opts, panicking_main, NULL, &result), TG_EPANICKED);
