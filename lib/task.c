@@ -106,7 +106,7 @@ static void pool_give(task_slot *head, task_slot *last) {
 }
 
 tg_task *tg__task_alloc(void) {
-  tg__worker *w = tg__current_worker;
+  tg__worker *w = tg__worker_current();
   task_slot *s;
   if (w && w->task_cache) {
     s = w->task_cache;
@@ -127,7 +127,7 @@ tg_task *tg__task_alloc(void) {
 
 void tg__task_free(tg_task *t) {
   task_slot *s = (task_slot *)t;
-  tg__worker *w = tg__current_worker;
+  tg__worker *w = tg__worker_current();
   if (!w) {
     pool_give(s, s);
     return;
@@ -186,7 +186,7 @@ _Noreturn void tg__task_exit(tg_task *t, void *value) {
     return_held_permits(t->extra);
   }
   if (t->status == 0 && atomic_load(&t->cancelled)) t->status = TG_ECANCELED;
-  t->worker->switch_reason = TG__SWITCH_END;
+  tg__worker_current()->switch_reason = TG__SWITCH_END;
   tg__switch_to_scheduler(t, true);
   abort(); /* an ended task is never resumed */
 }

@@ -165,7 +165,8 @@ static void suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
     return;
   }
   bool timed = deadline != TG_FOREVER;
-  if (timed) {
+  if (timed) { /* the timer is in this worker's heap: the task stays here */
+    self->timer_armed = true;
     wait->deadline.fire = deadline_fired;
     tg__timer_start(&wait->deadline, deadline);
   }
@@ -177,7 +178,10 @@ static void suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
     if (!atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_ABORT))
       tg__task_park(); /* a case won meanwhile: its wake is on the way */
   }
-  if (timed) tg__timer_stop(&wait->deadline);
+  if (timed) {
+    tg__timer_stop(&wait->deadline);
+    self->timer_armed = false;
+  }
 }
 
 static int try_all(tg_case *cases, int n) {

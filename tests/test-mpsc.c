@@ -68,7 +68,7 @@ static void *fan_in_body(void *arg) {
   producer ps[PRODUCERS];
   for (int i = 0; i < PRODUCERS; i++) {
     ps[i] = (producer){.tx = tg_mpsc_tx_clone(tx), .first = i * EACH, .count = EACH};
-    ck_assert_int_eq(tg_spawn(NULL, produce, &ps[i], NULL), 0);
+    ck_assert_int_eq(tg_spawn(NULL, produce, &ps[i], &(tg_spawn_opts){.pin = 1, .worker = i % 2}), 0);
   }
   tg_mpsc_tx_drop(tx);
   int next[PRODUCERS] = {0}, v, total = 0, out_of_order = 0;

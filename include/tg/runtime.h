@@ -3,10 +3,24 @@
  * tg_run() starts the runtime, runs `main` as the first task and returns
  * when that task returns. The runtime has `workers` OS threads (the calling
  * thread is worker 0), each with its own libuv loop, run queue and timer
- * heap. A task stays on the worker it was spawned on for its whole life;
- * spawns are spread over the workers round-robin unless pinned (see
- * tg/task.h). Every primitive may be used from any worker and from plain
- * threads (which then block the thread instead of suspending a task).
+ * heap. Where tasks run, with several workers (see tg/task.h for pinning):
+ *   - a spawn goes to the spawner's worker (a plain thread's spawns go
+ *     round-robin);
+ *   - a task woken by a task runs next on the waker's worker (tokio's LIFO
+ *     slot): tasks that talk to each other end up on one thread instead of
+ *     crossing threads at every hand-over; at most three such tasks run in
+ *     a row before the rest of the queue gets its turn;
+ *   - a worker that runs out of work gets every other task of a busy
+ *     worker's queue;
+ *   - a task does not move while it waits with a deadline (its timer is in
+ *     its worker's heap), nor once it is pinned or has used a socket (see
+ *     tg/io.h). A woken task therefore may resume on another thread than
+ *     the one it suspended on: thread-local storage, thread ids and locks
+ *     held across a wait do not carry over.
+ * With one worker none of this applies and tasks run in the order they
+ * became runnable. Every primitive may be used from any worker and from
+ * plain threads (which then block the thread instead of suspending a
+ * task).
  *
  * When `main` returns, tasks still alive are aborted (their waits fail
  * with TG_ECANCELED from then on) and tg_run waits for them to end before

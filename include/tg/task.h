@@ -49,7 +49,9 @@ typedef enum tg_stack_guard {
 
 typedef struct tg_spawn_opts {
   size_t stack_size;    /* 0: the runtime's default */
-  int pin;              /* nonzero: run on `worker`; else round-robin */
+  int pin;              /* nonzero: run on `worker`, always; else the task
+                           starts on the spawner's worker and may move
+                           (see tg/runtime.h) */
   int worker;           /* 0 .. workers-1, read only when pin is set */
   tg_stack_guard guard;
   const char *name;     /* shown in dumps; copied */
@@ -93,7 +95,8 @@ uint64_t tg_task_current_id(void);
 /* Nonzero once the calling task was aborted. */
 int tg_task_cancelled(void);
 
-/* Lets every other runnable task on this worker run once first.
+/* Lets every other runnable task on this worker run once first (the task
+ * may then resume on another worker, unless pinned).
  * Returns 0, TG_ECANCELED if the task was aborted, or TG_ENOTASK outside
  * a task. */
 int tg_yield(void);
