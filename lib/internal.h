@@ -383,11 +383,25 @@ void tg__task_cache_flush(tg__worker *w);
 
 /* The current thread's worker, or NULL on a plain thread. A task may
  * resume on another thread than the one it left (tasks move between
- * workers), and a compiler may keep a thread-local's address in a
- * register across the call that switched: so the thread-local is read
- * only through this function, never inlined (scheduler.c), and code in a
- * task calls it again after anything that may switch. */
+ * workers), and a compiler may keep a thread-local's address - the thread
+ * pointer - in a register across the call that switched: so the
+ * thread-local is never read as a plain C variable, and code in a task
+ * calls this again after anything that may switch. On x86-64 it is two
+ * instructions in a volatile asm that the compiler can neither merge with
+ * another read nor move across a switch: the variable is in the static
+ * TLS block (initial-exec), at the same offset from every thread's %fs
+ * base, measured once at startup. Elsewhere it is a call that is never
+ * inlined (scheduler.c). */
+#if defined(__x86_64__)
+extern intptr_t tg__worker_tls_offset;
+static inline tg__worker *tg__worker_current(void) {
+  tg__worker *w;
+  __asm__ volatile("movq %%fs:(%1), %0" : "=r"(w) : "r"(tg__worker_tls_offset) : "memory");
+  return w;
+}
+#else
 tg__worker *tg__worker_current(void);
+#endif
 
 /* The running task, or NULL on a plain thread or a worker's loop. */
 static inline tg_task *tg__self(void) {

@@ -27,19 +27,31 @@ typedef struct runtime {
 
 static runtime *rt;
 static tg_runtime_stats last_stats;
-static _Thread_local tg__worker *current_worker;
+/* Read through tg__worker_current only (see internal.h). */
+static _Thread_local tg__worker *current_worker __attribute__((tls_model("initial-exec")));
 
 /* Tasks one loop iteration runs at most before it polls I/O and timers, so
  * a task that yields in a loop cannot starve sockets or deadlines. */
 enum { RUN_BUDGET = 256 };
 
+#if defined(__x86_64__)
+intptr_t tg__worker_tls_offset;
+
+/* Before main, so that tg__worker_current works on any thread at any
+ * time: the thread pointer is the word at %fs:0. */
+__attribute__((constructor)) static void measure_tls_offset(void) {
+  intptr_t tp;
+  __asm__("movq %%fs:0, %0" : "=r"(tp));
+  tg__worker_tls_offset = (intptr_t)&current_worker - tp;
+}
+#else
 /* Not inlined, and opaque (the empty asm may touch memory): every call
- * reads the thread-local anew, so a task that resumed on another thread
- * sees that thread's worker (see internal.h). */
+ * reads the thread-local anew. */
 __attribute__((noinline)) tg__worker *tg__worker_current(void) {
   __asm__ volatile("" ::: "memory");
   return current_worker;
 }
+#endif
 
 tg_task *tg_task_current(void) { return tg__self(); }
 
