@@ -6,7 +6,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-
 /* The running runtime's workers: stress bodies pin their tasks over all
  * of them, so that with two every hand-over crosses threads. */
 static int workers(void) {

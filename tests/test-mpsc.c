@@ -11,7 +11,6 @@ typedef struct producer {
   int last_result;
 } producer;
 
-
 /* The running runtime's workers: stress bodies pin their tasks over all
  * of them, so that with two every hand-over crosses threads. */
 static int workers(void) {
