@@ -291,7 +291,9 @@ int tg_yield(void) {
   if (!t) return TG_ENOTASK;
   if (atomic_load_explicit(&t->cancelled, memory_order_relaxed)) return TG_ECANCELED;
   tg__worker *w = t->worker;
-  if (others_runnable(w)) { /* else nobody to let run first: go on */
+  if (!others_runnable(w) && w->budget > 0) {
+    w->budget--; /* nobody to let run first: go on, but not past the budget */
+  } else {
     w->switch_reason = TG__SWITCH_YIELD; /* behind every task runnable now */
     switch_away(w, t);
   }

@@ -451,6 +451,28 @@ START_TEST(test_task_unstarted_at_exit_never_run) {
 }
 END_TEST
 
+/* A task that yields in a loop with nothing else runnable still returns
+ * the worker to its loop every so often, so timers fire and sockets are
+ * polled: the sleeper below ends the loop. */
+static void *sleep_then_flag(void *arg) {
+  tg_sleep(TG_MS(2));
+  atomic_store((atomic_int *)arg, 1);
+  return NULL;
+}
+
+static void *lone_yielder_body(void *arg) {
+  (void)arg;
+  atomic_int flag = 0;
+  tg_task *t;
+  ck_assert_int_eq(tg_spawn(&t, sleep_then_flag, &flag, NULL), 0);
+  while (!atomic_load(&flag)) ck_assert_int_eq(tg_yield(), 0);
+  ck_assert_int_eq(tg_task_join(t, NULL), 0);
+  return NULL;
+}
+
+START_TEST(test_task_yield_loop_lets_timers_fire) { tg_test_run(1, 0, lone_yielder_body, NULL); }
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("task");
   tg_test_add(s, "spawn_join", test_task_spawn_join, 10);
@@ -464,6 +486,7 @@ int main(void) {
   tg_test_add(s, "spawn_rejects_bad_options", test_task_spawn_rejects_bad_options, 10);
   tg_test_add(s, "runtime_rejects_virtual_multi_worker", test_runtime_rejects_virtual_multi_worker, 10);
   tg_test_add(s, "cross_worker_pingpong", test_task_cross_worker_pingpong, 60);
+  tg_test_add(s, "yield_loop_lets_timers_fire", test_task_yield_loop_lets_timers_fire, 10);
   tg_test_add(s, "runtime_main_panic_returns", test_runtime_main_panic_returns, 20);
   tg_test_add(s, "runtime_rejects_bad_options", test_runtime_rejects_bad_options, 10);
   tg_test_add(s, "abort_before_start_never_runs", test_task_abort_before_start_never_runs, 10);
