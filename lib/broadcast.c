@@ -13,7 +13,6 @@
 #include "internal.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #define EMPTY_SLOT UINT64_MAX /* in seqs: no message was ever stored there */
 
@@ -50,17 +49,6 @@ static void channel_free(tg_broadcast *ch) {
   free(ch->seqs);
   free(ch->name);
   free(ch);
-}
-
-/* Element copies are on the hot path: the common small sizes become plain
- * moves instead of a call to memcpy. */
-static inline void copy_elem(void *dst, const void *src, size_t size) {
-  switch (size) {
-  case 4: memcpy(dst, src, 4); break;
-  case 8: memcpy(dst, src, 8); break;
-  case 16: memcpy(dst, src, 16); break;
-  default: memcpy(dst, src, size); break;
-  }
 }
 
 /* ------------------------------------------------------------ handles */
@@ -153,7 +141,7 @@ int tg_broadcast_send(tg_broadcast_tx *tx, const void *elem, size_t *receivers) 
   /* The overwritten copy is dropped under the lock: a receiver may be
    * cloning it right now otherwise. */
   if (ch->drop && ch->seqs[slot] != EMPTY_SLOT) ch->drop(dst);
-  copy_elem(dst, elem, ch->elem_size);
+  tg__copy_elem(dst, elem, ch->elem_size);
   ch->seqs[slot] = ch->tail++;
   ch->tail_slot = slot + 1 == ch->capacity ? 0 : slot + 1;
   tg__waiter *woken = ch->recv_waiters.head ? tg__waitlist_claim_all(&ch->recv_waiters, TG_EAGAIN) : NULL;
@@ -171,7 +159,7 @@ int tg_broadcast_send(tg_broadcast_tx *tx, const void *elem, size_t *receivers) 
 static int recv_locked(tg_broadcast_rx *rx, void *out) {
   tg_broadcast *ch = rx->ch;
   if (ch->seqs[rx->slot] == rx->next) {
-    copy_elem(out, ch->elems + rx->slot * ch->elem_size, ch->elem_size);
+    tg__copy_elem(out, ch->elems + rx->slot * ch->elem_size, ch->elem_size);
     if (ch->clone) ch->clone(out);
     rx->next++;
     rx->slot = rx->slot + 1 == ch->capacity ? 0 : rx->slot + 1;

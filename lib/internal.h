@@ -37,6 +37,26 @@ static inline void tg__lock_release(tg__lock *l) {
   atomic_store_explicit(&l->held, 0, memory_order_release);
 }
 
+/* ------------------------------------------------------------ copies */
+
+/* Copies one channel element; elements of a few words (the usual u64,
+ * pairs and small structs) are moved a word at a time instead of by a
+ * call to memcpy, which the hot paths of mpsc, broadcast and oneshot
+ * would otherwise pay for an 8-byte value. */
+static inline void tg__copy_elem(void *dst, const void *src, size_t size) {
+  if (size == 8) { /* the usual u64 or pointer: one move, no loop */
+    __builtin_memcpy(dst, src, 8);
+  } else if ((size & 7) == 0 && size <= 64) {
+    for (size_t i = 0; i < size; i += 8) {
+      uint64_t word;
+      __builtin_memcpy(&word, (const char *)src + i, 8);
+      __builtin_memcpy((char *)dst + i, &word, 8);
+    }
+  } else {
+    __builtin_memcpy(dst, src, size);
+  }
+}
+
 /* ------------------------------------------------------------ timers */
 
 /* A timer lives in its worker's heap ordered by (deadline, seq); seq makes
@@ -45,6 +65,7 @@ typedef struct tg__timer {
   int64_t deadline;
   uint64_t seq;
   size_t heap_index; /* position in the heap; SIZE_MAX when not armed */
+  struct tg__timer_heap *heap; /* the heap it was armed in */
   void (*fire)(struct tg__timer *t);
 } tg__timer;
 
@@ -192,14 +213,18 @@ typedef struct tg__task_extra {
   size_t held_len, held_cap;
   char *name;
   char *panic_message;       /* malloc'd, NULL unless panicked */
+  void (*drop)(void *arg);   /* tg_spawn_opts.drop */
 } tg__task_extra;
 
-/* Invariants: a task is on at most one run queue, and only while
- * park_state is not PARKED; it waits in at most one tg__wait (cur_wait),
- * read and written under `lock`; it runs only on `worker`. Its stack
- * exists from its first run to its end; the struct lives until it has
- * ended and its handle (or JoinSet) let go of it. Fields are ordered to
- * leave no padding: 152 bytes, a 160-byte malloc chunk. */
+/* Invariants: a task is on at most one run queue, and only once it is
+ * completely switched out (its ctx saved) and not PARKED; it waits in at
+ * most one tg__wait (cur_wait), read and written under `lock`; `worker`
+ * is the worker that runs it or will run it next, changed only by whoever
+ * queues it (a task never changes worker while it runs, waits with a
+ * deadline timer armed, or is pinned). Its stack exists from its first run
+ * to its end; the struct lives until it has ended and its handle (or
+ * JoinSet) let go of it. Fields are ordered to leave no padding: 160
+ * bytes. */
 typedef struct tg_task {
   void *ctx;                 /* saved fcontext while not running */
   struct tg__worker *worker;
@@ -213,16 +238,19 @@ typedef struct tg_task {
   tg__waiter *joiners;       /* tasks in tg_task_join, chained by next */
   struct tg_joinset *set;    /* owning JoinSet, or NULL */
   struct tg_task *set_prev, *set_next; /* in the set's running or done list */
-  struct tg_task *live_prev, *live_next; /* in the worker's live list */
+  struct tg_task *live_prev, *live_next; /* in live_worker's live list */
   tg__task_extra *extra;     /* NULL until needed */
   atomic_int park_state;     /* TG__RUNNING, TG__PARKED, TG__NOTIFIED */
   int status;                /* 0, TG_EPANICKED, TG_ECANCELED once ended */
   int refs;                  /* 1 while running + 1 for the handle/set */
   tg__lock lock;             /* guards cur_wait, ended, refs, joiners */
   uint32_t stack_size;
+  uint32_t live_worker;      /* index of the worker whose live list holds it */
   uint8_t guard;             /* a tg_stack_guard */
   atomic_bool cancelled;
   bool ended;                /* under lock */
+  bool pinned;               /* never moves: pinned at spawn, or uses sockets */
+  bool timer_armed;          /* a wait's deadline sits in worker's heap */
 #if defined(TG_TSAN)
   void *tsan_fiber;
 #endif
@@ -237,8 +265,13 @@ void tg__task_free(tg_task *t);
 
 enum { TG__RUNNING = 0, TG__PARKED = 1, TG__NOTIFIED = 2 };
 
-/* Why a task switched back to its worker's loop: END when it ended. */
-enum { TG__SWITCH_NONE, TG__SWITCH_END };
+/* Why the running task gives up its worker; whoever is resumed next on
+ * that worker completes the hand-over (after the switch saved the task's
+ * context, so that no other worker can resume it half-saved): PARK parks
+ * it unless it was woken meanwhile, YIELD queues it again, MOVE queues it
+ * on the worker it moves to, END ends it (the scheduler does that, off
+ * its stack). */
+enum { TG__SWITCH_NONE, TG__SWITCH_PARK, TG__SWITCH_YIELD, TG__SWITCH_MOVE, TG__SWITCH_END };
 
 /* A new task, not yet running, with two references (running + owner). */
 int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *opts);
@@ -255,6 +288,11 @@ void tg__switch_to_scheduler(tg_task *t, bool ending);
 
 /* Suspends the current task until tg__task_unpark. */
 void tg__task_park(void);
+
+/* Moves the running task, unless pinned, to worker `to` and pins it there
+ * (sockets use this: they live on one worker's loop). Returns 0, or
+ * TG_EWORKER when the task is pinned elsewhere. Never inside a wait. */
+int tg__task_move_to(struct tg__worker *to);
 
 /* Drops one reference; frees the struct at zero. */
 void tg__task_release(tg_task *t);
@@ -282,6 +320,11 @@ typedef struct tg__worker {
   void *sched_ctx;          /* the scheduler's fcontext while a task runs */
   tg_task *current;
   tg_task *run_head, *run_tail; /* local run queue: this thread only */
+  tg_task *lifo;            /* woken by a task here: runs next (multi-worker) */
+  int lifo_streak;          /* LIFO picks in a row, bounded */
+  bool migrate;             /* several workers: tasks may move here */
+  atomic_bool idle;         /* out of work: busy workers share theirs */
+  tg__lock live_lock;       /* guards live, live_count: tasks end anywhere */
   tg__lock inject_lock;
   tg_task *inject_head, *inject_tail; /* pushes from other threads */
   atomic_bool injected;     /* inject queue non-empty: a lock-free peek */
@@ -307,26 +350,30 @@ typedef struct tg__worker {
 
 /* ------------------------------------------------------------ stacks */
 
-/* A task stack: [guard page or canary][usable ... top]. The struct sits at
- * the top of its own mapping, so a pooled stack costs no allocation. */
+/* A task stack: one slot of a slab, [guard page or canary][usable ... top].
+ * The struct sits at the top of its own slot, so a pooled stack costs no
+ * allocation. */
 typedef struct tg__stack {
-  struct tg__stack *next_free; /* in a worker's pool */
-  void *base;                  /* start of the mapping */
-  size_t map_size;             /* whole mapping */
+  struct tg__stack *next_free; /* in a worker's pool or its slab's free list */
+  void *base;                  /* start of the slot */
+  size_t map_size;             /* whole slot */
   size_t usable;               /* bytes available to the task */
+  struct tg__slab *slab;       /* the mapping it was carved from */
   bool guarded;
 } tg__stack;
 
-/* A stack of at least `size` usable bytes from w's pool or a new mapping.
- * Returns NULL and sets *err when mmap fails. */
+/* A stack of at least `size` usable bytes from w's pool or a slab.
+ * Returns NULL and sets *err (TG_ENOMEM or -errno of mmap/mprotect). */
 tg__stack *tg__stack_get(tg__worker *w, size_t size, tg_stack_guard guard, int *err);
-/* Back to w's pool, or unmapped when the pool is full. */
+/* Back to w's pool, or to its slab when the pool is full (any worker). */
 void tg__stack_put(tg__worker *w, tg__stack *s);
 /* False when an unguarded stack's canary was overwritten (overflow). */
 bool tg__stack_canary_ok(const tg__stack *s);
 void tg__stack_pool_drain(tg__worker *w);
 /* Mapped stacks (in use or pooled) by kind, and those in pools. */
 void tg__stack_counts(uint64_t *guarded, uint64_t *unguarded, uint64_t *in_pool);
+/* Slabs mapped now. */
+uint64_t tg__stack_slabs(void);
 /* The top of the usable area, where the task's first frame goes. */
 static inline void *tg__stack_top(tg__stack *s) { return s; }
 
@@ -334,15 +381,31 @@ static inline void *tg__stack_top(tg__stack *s) { return s; }
 /* Gives w's cached task structs back to the process-wide pool. */
 void tg__task_cache_flush(tg__worker *w);
 
-/* The current thread's worker, or NULL on a plain thread. */
+/* The current thread's worker, or NULL on a plain thread. A task may
+ * resume on another thread than the one it left (tasks move between
+ * workers), and a compiler may keep a thread-local's address - the thread
+ * pointer - in a register across the call that switched: so the
+ * thread-local is never read as a plain C variable, and code in a task
+ * calls this again after anything that may switch. On x86-64 it is two
+ * instructions in a volatile asm that the compiler can neither merge with
+ * another read nor move across a switch: the variable is in the static
+ * TLS block (initial-exec), at the same offset from every thread's %fs
+ * base, measured once at startup. Elsewhere it is a call that is never
+ * inlined (scheduler.c). */
+#if defined(__x86_64__)
+extern intptr_t tg__worker_tls_offset;
+static inline tg__worker *tg__worker_current(void) {
+  tg__worker *w;
+  __asm__ volatile("movq %%fs:(%1), %0" : "=r"(w) : "r"(tg__worker_tls_offset) : "memory");
+  return w;
+}
+#else
 tg__worker *tg__worker_current(void);
-
-/* The same as a thread-local: every wait reads it on its fast path. */
-extern _Thread_local tg__worker *tg__current_worker;
+#endif
 
 /* The running task, or NULL on a plain thread or a worker's loop. */
 static inline tg_task *tg__self(void) {
-  tg__worker *w = tg__current_worker;
+  tg__worker *w = tg__worker_current();
   return w ? w->current : NULL;
 }
 
@@ -364,12 +427,28 @@ static inline void tg__local_push(tg__worker *w, tg_task *t) {
 /* Appends t to the inject queue of w, another thread's worker. */
 void tg__inject(tg__worker *w, tg_task *t);
 
-/* Makes t runnable on its worker; any thread. Inline: a wake on the
- * task's own worker is the common case and costs four stores. */
+/* Puts t in w's LIFO slot, where it runs next; the task it displaces goes
+ * to the back of the queue. w's thread only. */
+static inline void tg__lifo_push(tg__worker *w, tg_task *t) {
+  if (w->lifo) tg__local_push(w, w->lifo);
+  w->lifo = t;
+}
+
+/* Makes t runnable; any thread. A task woken by a task runs next on the
+ * waker's worker (with several workers: the two are talking, so they
+ * share a CPU's caches instead of crossing threads), unless t is pinned
+ * or waits with a deadline in its worker's timer heap; other wakes go to
+ * t's worker. Inline: a wake on the waker's worker is a few stores. */
 static inline void tg__schedule(tg_task *t) {
-  tg__worker *w = t->worker;
-  if (w == tg__current_worker) tg__local_push(w, t);
-  else tg__inject(w, t);
+  tg__worker *here = tg__worker_current();
+  if (here && here->current && here->migrate && !t->pinned && !t->timer_armed) {
+    t->worker = here;
+    tg__lifo_push(here, t);
+  } else if (t->worker == here) {
+    tg__local_push(here, t);
+  } else {
+    tg__inject(t->worker, t);
+  }
 }
 
 /* Makes a parked (or parking) task runnable again. Safe from any thread. */
@@ -381,7 +460,8 @@ static inline void tg__task_unpark(tg_task *t) {
 /* CLOCK_MONOTONIC in nanoseconds, whatever the runtime's clock. */
 int64_t tg__real_now(void);
 
-/* Arms or disarms a timer on the current worker. */
+/* Arms a timer on the current worker; disarms it in the heap it was armed
+ * in (its task does not move while it is armed). */
 int tg__timer_start(tg__timer *t, int64_t deadline);
 void tg__timer_stop(tg__timer *t);
 

@@ -55,6 +55,14 @@ static int check_worker(const tg_tcp *s) {
   return s->worker == tg__worker_current() ? 0 : TG_EWORKER;
 }
 
+/* Tasks move between workers, sockets do not: a task that uses a socket
+ * moves to the socket's worker (unless it is pinned elsewhere: then
+ * check_worker reports TG_EWORKER) and is pinned there from then on. Done
+ * at every entry point, before any wait: a wait cannot move. */
+static void io_home(const tg_tcp *s) {
+  if (tg__self()) (void)tg__task_move_to(s->worker);
+}
+
 static int parse_address(const char *host, int port, struct sockaddr_storage *addr) {
   if (port < 0 || port > 65535 || !host) return TG_EINVAL;
   if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
@@ -68,6 +76,7 @@ static tg_tcp *socket_new(void) {
   if (s) {
     s->worker = tg__worker_current();
     s->fd = -1;
+    io_home(s); /* pins the creating task to this worker */
   }
   return s;
 }
@@ -174,10 +183,12 @@ static void accept_disarm(tg_case *c, tg__waiter *w) {
 static const tg__op accept_op = {accept_try, accept_arm, accept_disarm, tg__finish_stored};
 
 tg_case tg_tcp_accept_case(tg_tcp *listener, int *fd) {
+  io_home(listener);
   return (tg_case){.op = &accept_op, .obj = listener, .buf = fd};
 }
 
 int tg_tcp_accept_fd(tg_tcp *listener, int *fd, int64_t deadline_ns) {
+  io_home(listener);
   return tg__wait_one(&accept_op, listener, fd, 0, deadline_ns);
 }
 
@@ -313,11 +324,13 @@ static void recv_disarm(tg_case *c, tg__waiter *w) {
 static const tg__op recv_op = {recv_try, recv_arm, recv_disarm, tg__finish_stored};
 
 tg_case tg_tcp_recv_case(tg_tcp *conn, tg_tcp_view *view) {
+  io_home(conn);
   return (tg_case){.op = &recv_op, .obj = conn, .buf = view};
 }
 
 int tg_tcp_recv_dl(tg_tcp *conn, const char **data, size_t *len, int64_t deadline_ns) {
   tg_tcp_view view = {0};
+  io_home(conn);
   int r = tg__wait_one(&recv_op, conn, &view, 0, deadline_ns);
   *data = view.data;
   *len = view.len;
@@ -329,6 +342,7 @@ int tg_tcp_recv(tg_tcp *conn, const char **data, size_t *len) {
 }
 
 void tg_tcp_consume(tg_tcp *s, size_t n) {
+  io_home(s);
   size_t buffered = s->end - s->start;
   if (n > buffered) n = buffered;
   s->start += n;
@@ -482,6 +496,7 @@ static void flush_disarm(tg_case *c, tg__waiter *w) {
 static const tg__op flush_op = {flush_try, flush_arm, flush_disarm, tg__finish_stored};
 
 int tg_tcp_write_dl(tg_tcp *s, const void *buf, size_t len, int64_t deadline_ns) {
+  io_home(s);
   int r = tg__wait_one(&turn_op, s, NULL, 0, deadline_ns);
   if (r != 0) return r;
   uv_buf_t whole = uv_buf_init((char *)buf, (unsigned)len);
@@ -530,6 +545,7 @@ static void on_closed(uv_handle_t *handle) {
 
 void tg_tcp_close(tg_tcp *s) {
   if (!s || s->closing) return;
+  io_home(s);
   s->closing = true;
   tg__waitlist_wake_all(&s->acceptors, TG_ECLOSED);
   tg__waitlist_wake_all(&s->readers, TG_ECLOSED);

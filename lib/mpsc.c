@@ -9,7 +9,6 @@
 #include "internal.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct tg_mpsc {
   tg__lock lock;
@@ -84,31 +83,16 @@ void tg_mpsc_rx_drop(tg_mpsc_rx *rx) {
   if (unused) free_if_unused(ch);
 }
 
-/* Copies one element; elements of a few words (the usual u64, pairs and
- * small structs) are moved a word at a time instead of by a call to
- * memcpy. */
-static inline void copy_elem(void *dst, const void *src, size_t size) {
-  if ((size & 7) == 0 && size <= 64) {
-    for (size_t i = 0; i < size; i += 8) {
-      uint64_t word;
-      memcpy(&word, (const char *)src + i, 8);
-      memcpy((char *)dst + i, &word, 8);
-    }
-  } else {
-    memcpy(dst, src, size);
-  }
-}
-
 static void ring_push(tg_mpsc *ch, const void *elem) {
   size_t tail = ch->head + ch->len;
   if (tail >= ch->capacity) tail -= ch->capacity;
-  copy_elem(ch->ring + tail * ch->elem_size, elem, ch->elem_size);
+  tg__copy_elem(ch->ring + tail * ch->elem_size, elem, ch->elem_size);
   ch->len++;
   ch->sent++;
 }
 
 static void ring_pop(tg_mpsc *ch, void *out) {
-  copy_elem(out, ch->ring + ch->head * ch->elem_size, ch->elem_size);
+  tg__copy_elem(out, ch->ring + ch->head * ch->elem_size, ch->elem_size);
   if (++ch->head == ch->capacity) ch->head = 0;
   ch->len--;
   ch->received++;

@@ -92,8 +92,9 @@ static const tg__op wait_op = {wait_try, wait_arm, wait_disarm, tg__finish_store
 int tg_notify_wait_dl(tg_notify *n, int64_t deadline_ns) {
   /* The first attempt inline, as tg__wait_one would make it: a stored
    * permit is taken without the wait machinery. */
-  if (!tg_task_cancelled() && take_permit(n)) return 0;
-  return tg__wait_one(&wait_op, n, NULL, 0, deadline_ns);
+  if (tg__self_cancelled()) return TG_ECANCELED;
+  if (take_permit(n)) return 0;
+  return tg__wait_one_tried(&wait_op, n, NULL, 0, deadline_ns);
 }
 
 int tg_notify_wait(tg_notify *n) { return tg_notify_wait_dl(n, TG_FOREVER); }

@@ -13,7 +13,6 @@
 #include "internal.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct tg_oneshot {
   tg__lock lock;
@@ -29,10 +28,15 @@ static tg_oneshot *of(const void *handle) { return (tg_oneshot *)handle; }
 
 int tg_oneshot_new(size_t elem_size, tg_oneshot_tx **tx, tg_oneshot_rx **rx) {
   if (elem_size < 1 || elem_size > SIZE_MAX - sizeof(tg_oneshot)) return TG_EINVAL;
-  tg_oneshot *ch = calloc(1, sizeof *ch + elem_size);
+  /* malloc and the fields set: calloc bypasses glibc's tcache, and the
+   * value needs no zeroing (it is read only after a send wrote it) */
+  tg_oneshot *ch = malloc(sizeof *ch + elem_size);
   if (!ch) return TG_ENOMEM;
-  ch->elem_size = elem_size;
+  atomic_init(&ch->lock.held, 0);
+  ch->recv_waiters = (tg__waitlist){0};
+  ch->tx_done = ch->has_value = false;
   ch->rx_alive = true;
+  ch->elem_size = elem_size;
   *tx = (tg_oneshot_tx *)ch;
   *rx = (tg_oneshot_rx *)ch;
   return 0;
@@ -53,7 +57,7 @@ int tg_oneshot_send(tg_oneshot_tx *tx, const void *value) {
   tg__lock_acquire(&ch->lock);
   int r = ch->rx_alive ? 0 : TG_ECLOSED;
   if (r == 0) {
-    memcpy(ch->value, value, ch->elem_size);
+    tg__copy_elem(ch->value, value, ch->elem_size);
     ch->has_value = true;
   }
   bool unused = tx_end_locked(ch);
@@ -82,7 +86,7 @@ int tg_oneshot_tx_closed(tg_oneshot_tx *tx) {
 
 static int recv_locked(tg_oneshot *ch, void *out) {
   if (ch->has_value) {
-    memcpy(out, ch->value, ch->elem_size);
+    tg__copy_elem(out, ch->value, ch->elem_size);
     ch->has_value = false;
     return 0;
   }

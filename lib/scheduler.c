@@ -15,7 +15,9 @@ typedef struct runtime {
   tg_clock_mode clock;
   _Atomic int64_t virtual_now;
   size_t stack_size;
-  atomic_uint next_worker;         /* round-robin spawn placement */
+  atomic_uint next_worker;         /* round-robin placement of plain threads' spawns */
+  atomic_int idle_workers;         /* workers out of work, waiting for some */
+  tg_task *main_task;              /* its end, however it ends, starts the exit */
   atomic_bool exiting;             /* main returned: abort and drain */
   atomic_uint_fast64_t tasks_alive;
   atomic_uint_fast64_t blocking_in_flight;
@@ -25,13 +27,31 @@ typedef struct runtime {
 
 static runtime *rt;
 static tg_runtime_stats last_stats;
-_Thread_local tg__worker *tg__current_worker;
+/* Read through tg__worker_current only (see internal.h). */
+static _Thread_local tg__worker *current_worker __attribute__((tls_model("initial-exec")));
 
 /* Tasks one loop iteration runs at most before it polls I/O and timers, so
  * a task that yields in a loop cannot starve sockets or deadlines. */
 enum { RUN_BUDGET = 256 };
 
-tg__worker *tg__worker_current(void) { return tg__current_worker; }
+#if defined(__x86_64__)
+intptr_t tg__worker_tls_offset;
+
+/* Before main, so that tg__worker_current works on any thread at any
+ * time: the thread pointer is the word at %fs:0. */
+__attribute__((constructor)) static void measure_tls_offset(void) {
+  intptr_t tp;
+  __asm__("movq %%fs:0, %0" : "=r"(tp));
+  tg__worker_tls_offset = (intptr_t)&current_worker - tp;
+}
+#else
+/* Not inlined, and opaque (the empty asm may touch memory): every call
+ * reads the thread-local anew. */
+__attribute__((noinline)) tg__worker *tg__worker_current(void) {
+  __asm__ volatile("" ::: "memory");
+  return current_worker;
+}
+#endif
 
 tg_task *tg_task_current(void) { return tg__self(); }
 
@@ -104,11 +124,33 @@ static inline void check_stack(const tg_task *t) {
  *
  * fcontext tells the party that resumes who jumped to it: the transfer's
  * data is the task that left, or NULL for the scheduler, and its fctx is
- * where that one resumes later. Whoever resumes records it. */
+ * where that one resumes later. Whoever resumes records it, and only then
+ * completes what the task that left asked for (w->switch_reason): until
+ * its context is saved, no worker may resume it, and with several workers
+ * any of them could. */
+static void hand_over(tg__worker *w, tg_task *from) {
+  int reason = w->switch_reason;
+  w->switch_reason = TG__SWITCH_NONE;
+  if (reason == TG__SWITCH_PARK) {
+    int running = TG__RUNNING;
+    if (!atomic_compare_exchange_strong_explicit(&from->park_state, &running, TG__PARKED,
+                                                 memory_order_acq_rel, memory_order_acquire))
+      tg__local_push(w, from); /* woken while it was leaving: runnable again */
+  } else if (reason == TG__SWITCH_YIELD) {
+    tg__local_push(w, from);
+  } else if (reason == TG__SWITCH_MOVE) {
+    tg__inject(from->worker, from);
+  }
+}
+
 static void resumed(tg__worker *w, tg__transfer back) {
   tg_task *from = back.data;
-  if (from) from->ctx = back.fctx;
-  else w->sched_ctx = back.fctx;
+  if (!from) {
+    w->sched_ctx = back.fctx;
+    return;
+  }
+  from->ctx = back.fctx;
+  if (w->switch_reason != TG__SWITCH_NONE) hand_over(w, from);
 }
 
 static void count_switch(tg__worker *w) {
@@ -118,24 +160,52 @@ static void count_switch(tg__worker *w) {
 
 static bool task_start(tg__worker *w, tg_task *t);
 static void task_end(tg__worker *w, tg_task *t);
+static void share_work(tg__worker *w);
 
 /* pick_next's rare case: t was popped before its first run. */
 static __attribute__((noinline)) tg_task *pick_unstarted(tg__worker *w, tg_task *t) {
   for (;;) {
     if (task_start(w, t)) return t;
-    task_end(w, t); /* no stack for it: it ends as panicked */
+    task_end(w, t); /* aborted before its start, or no stack for it */
     t = local_pop(w);
     if (!t || t->stack) return t;
   }
 }
 
+/* A task in the LIFO slot runs before the queue, but at most LIFO_MAX
+ * times in a row: two tasks waking each other would otherwise keep the
+ * slot forever and starve the queue. */
+enum { LIFO_MAX = 3 };
+
 /* The next task to run on w, started (with a stack) if it was new; NULL
  * when none is runnable. Tasks other workers made runnable are taken
- * first into the local queue. */
+ * first into the local queue. With several workers, a worker that has
+ * more runnable tasks than the one it picks shares them with an idle
+ * one. */
 static inline tg_task *pick_next(tg__worker *w) {
   if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
-  tg_task *t = local_pop(w);
-  return t && !t->stack ? pick_unstarted(w, t) : t;
+  tg_task *t = w->lifo;
+  if (t && w->lifo_streak < LIFO_MAX) {
+    w->lifo = NULL;
+    w->lifo_streak++;
+  } else {
+    if (t) { /* its turn is over: behind the others */
+      tg__local_push(w, t);
+      w->lifo = NULL;
+    }
+    w->lifo_streak = 0;
+    t = local_pop(w);
+  }
+  if (t && !t->stack) t = pick_unstarted(w, t);
+  if (w->run_head && w->migrate && atomic_load_explicit(&rt->idle_workers, memory_order_relaxed) > 0)
+    share_work(w);
+  return t;
+}
+
+/* Whether anything besides the running task is runnable on w. */
+static inline bool others_runnable(tg__worker *w) {
+  if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
+  return w->run_head || w->lifo;
 }
 
 /* From the scheduler to t, until some task gives the worker back. */
@@ -155,19 +225,20 @@ static void switch_to_task(tg__worker *w, tg_task *t) {
   if (w->switch_reason == TG__SWITCH_END) {
     w->switch_reason = TG__SWITCH_NONE;
     task_end(w, from);
+  } else if (w->switch_reason != TG__SWITCH_NONE) {
+    hand_over(w, from);
   }
 }
 
-/* The running task `self`, already queued again or parked, gives the
- * worker to the next runnable task or to the scheduler; returns when self
- * is resumed. */
-static inline void switch_away(tg__worker *w, tg_task *self) {
+/* The running task `self` gives the worker to the next runnable task or
+ * to the scheduler, having set w->switch_reason; returns when self is
+ * resumed - possibly on another worker's thread. */
+static void switch_away(tg__worker *w, tg_task *self) {
   check_stack(self);
   tg_task *next = NULL;
   if (w->budget > 0) {
     w->budget--;
     next = pick_next(w);
-    if (next == self) return; /* a yield with nobody else runnable */
   }
   w->current = next;
   void *fake_stack = NULL;
@@ -185,12 +256,12 @@ static inline void switch_away(tg__worker *w, tg_task *self) {
   }
   tg__transfer back = jump_fcontext(next ? next->ctx : w->sched_ctx, self);
   TG_ASAN_FINISH(fake_stack);
-  resumed(w, back);
+  resumed(tg__worker_current(), back); /* not w: self may have moved */
 }
 
 /* The last switch of a task: to the scheduler, which releases its stack. */
 void tg__switch_to_scheduler(tg_task *t, bool ending) {
-  tg__worker *w = t->worker;
+  tg__worker *w = tg__worker_current();
   void *fake_stack = NULL;
   TG_ASAN_START(ending ? NULL : &fake_stack, w->loop_stack_bottom, w->loop_stack_size);
 #if defined(TG_TSAN)
@@ -199,19 +270,19 @@ void tg__switch_to_scheduler(tg_task *t, bool ending) {
   w->current = NULL;
   tg__transfer back = jump_fcontext(w->sched_ctx, t);
   TG_ASAN_FINISH(fake_stack);
-  resumed(w, back);
+  resumed(tg__worker_current(), back);
 }
 
-/* Parking is decided here, before the switch: the task is pinned to this
- * worker, so nobody can resume it before the switch completes, and a task
- * woken while it was about to park simply runs on. */
+/* Parking is completed by whoever runs next on this worker (hand_over),
+ * once this task's context is saved; a task woken before that simply runs
+ * again, and one already woken does not switch at all. */
 void tg__task_park(void) {
-  tg__worker *w = tg__current_worker;
+  tg__worker *w = tg__worker_current();
   tg_task *t = w->current;
-  int running = TG__RUNNING;
-  if (atomic_compare_exchange_strong_explicit(&t->park_state, &running, TG__PARKED,
-                                              memory_order_acq_rel, memory_order_acquire))
+  if (atomic_load_explicit(&t->park_state, memory_order_acquire) != TG__NOTIFIED) {
+    w->switch_reason = TG__SWITCH_PARK;
     switch_away(w, t);
+  }
   atomic_store_explicit(&t->park_state, TG__RUNNING, memory_order_relaxed);
 }
 
@@ -220,47 +291,119 @@ int tg_yield(void) {
   if (!t) return TG_ENOTASK;
   if (atomic_load_explicit(&t->cancelled, memory_order_relaxed)) return TG_ECANCELED;
   tg__worker *w = t->worker;
-  if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
-  tg__local_push(w, t); /* behind every task runnable now */
-  switch_away(w, t);
+  if (!others_runnable(w) && w->budget > 0) {
+    w->budget--; /* nobody to let run first: go on, but not past the budget */
+  } else {
+    w->switch_reason = TG__SWITCH_YIELD; /* behind every task runnable now */
+    switch_away(w, t);
+  }
   return atomic_load_explicit(&t->cancelled, memory_order_relaxed) ? TG_ECANCELED : 0;
+}
+
+int tg__task_move_to(tg__worker *to) {
+  tg__worker *w = tg__worker_current();
+  tg_task *t = w->current;
+  if (w == to) {
+    t->pinned = true;
+    return 0;
+  }
+  if (t->pinned) return TG_EWORKER;
+  t->pinned = true;
+  t->worker = to;
+  w->switch_reason = TG__SWITCH_MOVE;
+  switch_away(w, t);
+  return 0;
+}
+
+/* ------------------------------------------------------------ sharing */
+
+/* w has more runnable tasks than it can run at once and some worker is
+ * idle: w gives every other movable task of its queue to that worker (at
+ * most half: w keeps the rest, and the task it picked). A pushed task may
+ * have its deadline timer armed in w's heap or be pinned: those stay. */
+static __attribute__((noinline)) void share_work(tg__worker *w) {
+  tg__worker *to = NULL;
+  for (int i = 1; i < rt->nworkers && !to; i++) {
+    tg__worker *v = &rt->workers[(w->index + i) % rt->nworkers];
+    bool idle = true;
+    if (atomic_load_explicit(&v->idle, memory_order_relaxed) &&
+        atomic_compare_exchange_strong(&v->idle, &idle, false)) {
+      atomic_fetch_sub(&rt->idle_workers, 1);
+      to = v;
+    }
+  }
+  if (!to) return;
+  tg_task *keep_head = NULL, *keep_tail = NULL, *t = w->run_head;
+  bool give = true;
+  while (t) {
+    tg_task *next = t->next_run;
+    if (give && !t->pinned && !t->timer_armed) {
+      t->worker = to;
+      tg__inject(to, t);
+    } else {
+      t->next_run = NULL;
+      if (keep_tail) keep_tail->next_run = t;
+      else keep_head = t;
+      keep_tail = t;
+    }
+    give = !give;
+    t = next;
+  }
+  w->run_head = keep_head;
+  w->run_tail = keep_tail;
 }
 
 /* ------------------------------------------------------------ tasks */
 
 static void task_entry(tg__transfer from) {
   TG_ASAN_FINISH(NULL);
-  tg__worker *w = tg__current_worker;
+  tg__worker *w = tg__worker_current();
   tg_task *t = w->current;
   resumed(w, from);
   tg__task_exit(t, t->fn(t->arg));
 }
 
+/* A task is on the live list of the worker it started on, and may end on
+ * another: the list has a lock. */
 static void live_link(tg__worker *w, tg_task *t) {
+  t->live_worker = (uint32_t)w->index;
+  tg__lock_acquire(&w->live_lock);
   t->live_prev = NULL;
   t->live_next = w->live;
   if (w->live) w->live->live_prev = t;
   w->live = t;
   w->live_count++;
+  tg__lock_release(&w->live_lock);
 }
 
-static void live_unlink(tg__worker *w, tg_task *t) {
+static void live_unlink(tg_task *t) {
+  tg__worker *w = &rt->workers[t->live_worker];
+  tg__lock_acquire(&w->live_lock);
   if (t->live_prev) t->live_prev->live_next = t->live_next;
   else w->live = t->live_next;
   if (t->live_next) t->live_next->live_prev = t->live_prev;
   w->live_count--;
+  tg__lock_release(&w->live_lock);
 }
 
 /* A task's first run: its stack is taken only now, so spawning many tasks
- * that have not run yet costs their structs alone. */
+ * that have not run yet costs their structs alone. A task aborted before
+ * this point is not started at all (as tokio drops a future it never
+ * polled): it ends as cancelled, and its `drop` hook (if any) releases its
+ * argument. False when the task did not start; then it is to be ended. */
 static bool task_start(tg__worker *w, tg_task *t) {
-  int err = 0;
-  t->stack = tg__stack_get(w, t->stack_size, t->guard, &err);
   live_link(w, t);
   if (atomic_load(&rt->exiting)) { /* spawned before or while main returned */
     atomic_fetch_add(&rt->aborted_at_exit, 1);
     tg_task_abort(t);
   }
+  if (atomic_load_explicit(&t->cancelled, memory_order_acquire)) {
+    t->status = TG_ECANCELED;
+    if (t->extra && t->extra->drop) t->extra->drop(t->arg);
+    return false;
+  }
+  int err = 0;
+  t->stack = tg__stack_get(w, t->stack_size, t->guard, &err);
   if (!t->stack) {
     fprintf(stderr, "libtg: no stack for task %llu: %s\n", (unsigned long long)t->id, tg_strerror(err));
     t->status = TG_EPANICKED;
@@ -288,9 +431,13 @@ static void task_end(tg__worker *w, tg_task *t) {
     tg__stack_put(w, t->stack);
     t->stack = NULL;
   }
-  live_unlink(w, t);
+  live_unlink(t);
   if (t->status == TG_EPANICKED) atomic_fetch_add(&rt->panicked, 1);
   if (t->status == TG_ECANCELED) atomic_fetch_add(&rt->aborted, 1);
+  if (t == rt->main_task) { /* returned or panicked: the runtime exits */
+    atomic_store(&rt->exiting, true);
+    wake_all_workers();
+  }
   tg__task_finish(t);
   if (atomic_fetch_sub(&rt->tasks_alive, 1) == 1 && atomic_load(&rt->exiting)) wake_all_workers();
 }
@@ -304,15 +451,24 @@ int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *o
   if (stack_size < TG_STACK_MIN || stack_size > UINT32_MAX) return TG_EINVAL;
   tg_task *t = tg__task_alloc();
   if (!t) return TG_ENOMEM;
-  if (opts->name && (!tg__task_extra_get(t) || !(t->extra->name = tg__strdup_or_null(opts->name)))) {
+  if ((opts->name || opts->drop) && !tg__task_extra_get(t)) {
+    tg__task_free(t);
+    return TG_ENOMEM;
+  }
+  if (opts->drop) t->extra->drop = opts->drop;
+  if (opts->name && !(t->extra->name = tg__strdup_or_null(opts->name))) {
     free(t->extra);
     tg__task_free(t);
     return TG_ENOMEM;
   }
-  unsigned index = opts->pin ? (unsigned)opts->worker
-                             : atomic_fetch_add_explicit(&rt->next_worker, 1, memory_order_relaxed) %
-                                   (unsigned)rt->nworkers;
-  t->worker = &rt->workers[index];
+  /* Spawns stay on the spawner's worker (idle workers take a share of its
+   * queue); a plain thread's go round-robin. */
+  tg__worker *here = tg__worker_current();
+  if (opts->pin) t->worker = &rt->workers[opts->worker];
+  else if (here) t->worker = here;
+  else t->worker = &rt->workers[atomic_fetch_add_explicit(&rt->next_worker, 1, memory_order_relaxed) %
+                                (unsigned)rt->nworkers];
+  t->pinned = opts->pin != 0;
   t->fn = fn;
   t->arg = arg;
   t->stack_size = (uint32_t)stack_size;
@@ -324,9 +480,12 @@ int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *o
   return 0;
 }
 
+/* A new task goes to the back of its worker's queue (not the LIFO slot:
+ * the spawner is not waiting for it). */
 void tg__task_launch(tg_task *t) {
   atomic_fetch_add(&rt->tasks_alive, 1);
-  tg__schedule(t);
+  if (t->worker == tg__worker_current()) tg__local_push(t->worker, t);
+  else tg__inject(t->worker, t);
 }
 
 int tg_spawn(tg_task **handle, tg_task_fn fn, void *arg, const tg_spawn_opts *opts) {
@@ -344,10 +503,11 @@ int tg_spawn(tg_task **handle, tg_task_fn fn, void *arg, const tg_spawn_opts *op
 
 int tg__timer_start(tg__timer *t, int64_t deadline) {
   t->deadline = deadline;
-  return tg__timer_heap_push(&tg__current_worker->timers, t);
+  t->heap = &tg__worker_current()->timers;
+  return tg__timer_heap_push(t->heap, t);
 }
 
-void tg__timer_stop(tg__timer *t) { tg__timer_heap_remove(&tg__current_worker->timers, t); }
+void tg__timer_stop(tg__timer *t) { tg__timer_heap_remove(t->heap, t); }
 
 void tg__blocking_begin(void) { atomic_fetch_add(&rt->blocking_in_flight, 1); }
 void tg__blocking_end(void) { atomic_fetch_sub(&rt->blocking_in_flight, 1); }
@@ -377,10 +537,12 @@ static void fire_due_timers(tg__worker *w) {
 
 static void abort_live(tg__worker *w) {
   w->aborted_all = true;
+  tg__lock_acquire(&w->live_lock);
   for (tg_task *t = w->live; t; t = t->live_next) {
     atomic_fetch_add(&rt->aborted_at_exit, 1);
     tg_task_abort(t);
   }
+  tg__lock_release(&w->live_lock);
 }
 
 static void on_wakeup(uv_async_t *handle) { (void)handle; }
@@ -427,9 +589,16 @@ static bool spin_for_work(tg__worker *w, int64_t timeout_ms) {
   }
 }
 
+/* An idle worker is counted, so that busy ones know to share (pick_next);
+ * a sharer takes the flag down itself when it picks this worker. */
+static void set_idle(tg__worker *w, bool idle) {
+  bool was = !idle;
+  if (atomic_compare_exchange_strong(&w->idle, &was, idle)) atomic_fetch_add(&rt->idle_workers, idle ? 1 : -1);
+}
+
 /* Polls sockets and other handles; sleeps when no task is runnable. */
 static void poll_io(tg__worker *w) {
-  if (w->run_head) {
+  if (w->run_head || w->lifo) {
     uv_run(&w->loop, UV_RUN_NOWAIT); /* once per RUN_BUDGET tasks at most */
     return;
   }
@@ -438,7 +607,14 @@ static void poll_io(tg__worker *w) {
     uv_run(&w->loop, UV_RUN_NOWAIT);
     return;
   }
-  if (rt->nworkers > 1 && spin_for_work(w, timeout)) return;
+  if (rt->nworkers > 1) {
+    set_idle(w, true); /* busy workers may now share their queues with this one */
+    bool work = spin_for_work(w, timeout);
+    if (work) {
+      set_idle(w, false);
+      return;
+    }
+  }
   atomic_store_explicit(&w->sleeping, true, memory_order_seq_cst);
   if (!atomic_load_explicit(&w->injected, memory_order_seq_cst) && !exit_ready()) {
     /* libuv times the timer from its cached clock, which may be a whole
@@ -452,10 +628,11 @@ static void poll_io(tg__worker *w) {
     uv_timer_stop(&w->sleep_timer);
   }
   atomic_store_explicit(&w->sleeping, false, memory_order_relaxed);
+  if (rt->nworkers > 1) set_idle(w, false);
 }
 
 static void worker_loop(tg__worker *w) {
-  tg__current_worker = w;
+  current_worker = w;
   for (;;) {
     if (atomic_load_explicit(&w->injected, memory_order_relaxed)) inject_take(w);
     if (!w->aborted_all && atomic_load_explicit(&rt->exiting, memory_order_relaxed)) abort_live(w);
@@ -464,11 +641,12 @@ static void worker_loop(tg__worker *w) {
     if (exit_ready()) break;
     poll_io(w);
   }
-  tg__current_worker = NULL;
+  current_worker = NULL;
 }
 
-static int worker_init(tg__worker *w, int index) {
+static int worker_init(tg__worker *w, int index, int nworkers) {
   w->index = index;
+  w->migrate = nworkers > 1;
   int r = uv_loop_init(&w->loop);
   if (r) return r;
   uv_async_init(&w->loop, &w->wakeup, on_wakeup);
@@ -524,6 +702,7 @@ static void fill_stats(tg_runtime_stats *out) {
       .blocking_in_flight = atomic_load(&rt->blocking_in_flight),
   };
   tg__stack_counts(&out->stacks_guarded, &out->stacks_unguarded, &out->stacks_pooled);
+  out->stack_slabs = tg__stack_slabs();
   for (int i = 0; i < rt->nworkers; i++)
     out->timers_pending += atomic_load_explicit(&rt->workers[i].timers.published_len, memory_order_relaxed);
 }
@@ -533,23 +712,11 @@ void tg_runtime_stats_get(tg_runtime_stats *out) {
   else *out = last_stats;
 }
 
-typedef struct main_call {
-  tg_task_fn fn;
-  void *arg;
-} main_call;
-
-/* The main task: when it returns, the runtime starts exiting. */
-static void *run_main(void *arg) {
-  main_call *call = arg;
-  void *value = call->fn(call->arg);
-  atomic_store(&rt->exiting, true);
-  wake_all_workers();
-  return value;
-}
-
 static int runtime_create(const tg_runtime_opts *opts) {
   int nworkers = opts->workers > 0 ? opts->workers : 1;
-  if (rt || (opts->clock == TG_CLOCK_VIRTUAL && nworkers != 1)) return TG_EINVAL;
+  if (rt || opts->workers < 0 || (opts->clock != TG_CLOCK_REAL && opts->clock != TG_CLOCK_VIRTUAL) ||
+      (opts->clock == TG_CLOCK_VIRTUAL && nworkers != 1))
+    return TG_EINVAL;
   if (opts->stack_size && opts->stack_size < TG_STACK_MIN) return TG_EINVAL;
   runtime *r = calloc(1, sizeof *r);
   tg__worker *workers = calloc((size_t)nworkers, sizeof *workers);
@@ -564,7 +731,7 @@ static int runtime_create(const tg_runtime_opts *opts) {
   r->virtual_now = opts->virtual_start_ns;
   r->stack_size = opts->stack_size ? opts->stack_size : TG_STACK_DEFAULT;
   for (int i = 0; i < nworkers; i++) {
-    int err = worker_init(&workers[i], i);
+    int err = worker_init(&workers[i], i, nworkers);
     if (err) {
       while (i-- > 0) worker_close(&workers[i]);
       free(workers);
@@ -581,7 +748,6 @@ int tg_run(const tg_runtime_opts *opts, tg_task_fn main, void *arg, void **resul
   if (!main) return TG_EINVAL;
   int err = runtime_create(opts ? opts : &defaults);
   if (err) return err;
-  main_call call = {main, arg};
   tg_task *main_task = NULL;
   int started = 1;
   for (; started < rt->nworkers; started++) {
@@ -589,7 +755,8 @@ int tg_run(const tg_runtime_opts *opts, tg_task_fn main, void *arg, void **resul
     if (err) break;
   }
   tg_spawn_opts pin0 = {.pin = 1, .worker = 0, .name = "main"};
-  if (!err) err = tg_spawn(&main_task, run_main, &call, &pin0);
+  if (!err) err = tg_spawn(&main_task, main, arg, &pin0);
+  rt->main_task = main_task;
   if (err) { /* nothing runs: let the started workers find the exit */
     atomic_store(&rt->exiting, true);
     wake_all_workers();

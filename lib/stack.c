@@ -1,27 +1,79 @@
-/* stack.c - task stacks: mmap'd, guarded or canaried, pooled per worker.
+/* stack.c - task stacks: carved from slabs, guarded or canaried, pooled
+ * per worker.
  *
- * Each guard page splits a kernel mapping and vm.max_map_count (65,530 by
- * default) caps the mappings of a process, so guarded stacks stop near
- * 32,000. In TG_STACK_GUARD_AUTO mode stacks are guarded until
- * GUARDED_LIMIT are alive; later ones get a canary instead: the lowest
- * CANARY_BYTES of the stack must stay zero. A zero canary is never written,
- * so the page below stays untouched and costs no memory, which is what
- * lets 100,000 idle tasks fit in a few KiB each. */
+ * A stack per mapping cost an mmap at a task's first run and an munmap at
+ * its end (plus an mprotect for its guard page): 100,000 short-lived tasks
+ * made 200,000 system calls and as many VMA changes and TLB shootdowns.
+ * Stacks are therefore carved from slabs: one mapping holds many slots of
+ * one size and kind, the first slab of a kind has 16 slots and each next
+ * one twice as many as the last, up to 256, so 100,000 stacks take a few
+ * hundred mmaps. A slab is unmapped when its last stack comes back.
+ *
+ * Guard pages stay per stack: a guarded slab protects the lowest page of
+ * each slot when it is mapped (one mprotect per slot, once for the slab's
+ * life, however often the slot is reused). Each guard page splits a kernel
+ * mapping and vm.max_map_count (65,530 by default) caps the mappings of a
+ * process, so in TG_STACK_GUARD_AUTO mode stacks are guarded until
+ * GUARDED_LIMIT guarded slots exist; later ones get a canary instead: the
+ * lowest CANARY_BYTES of the stack must stay zero. A zero canary is never
+ * written, so the page below stays untouched and costs no memory, which is
+ * what lets 100,000 idle tasks fit in a few KiB each.
+ *
+ * A slot that comes back keeps the pages its task touched until its whole
+ * slab is unmapped (the per-stack munmap gave them back at once); the
+ * workers' pools in front of the slabs make this the case only past
+ * POOL_LIMIT free stacks a worker.
+ *
+ * Slabs are shared by every worker under one lock: a stack may end on
+ * another worker than the one whose pool it came from. The lock is taken
+ * only when a worker's pool is empty or full. */
 #include "internal.h"
 
 #include <errno.h>
 #if defined(TG_ASAN)
 #include <sanitizer/asan_interface.h>
 #endif
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum { GUARDED_LIMIT = 24000, POOL_LIMIT = 64, CANARY_BYTES = 64 };
+enum {
+  GUARDED_LIMIT = 24000,
+  POOL_LIMIT = 64,
+  CANARY_BYTES = 64,
+  SLAB_FIRST_SLOTS = 16,
+  SLAB_MAX_SLOTS = 256,
+};
+
+/* One mapping of `slots` stacks of `slot_size` bytes each. */
+typedef struct tg__slab {
+  struct tg__slab *prev, *next; /* in its kind's list of slabs with a free slot */
+  struct slab_kind *kind;
+  char *base;
+  size_t slots, used;
+  tg__stack *free;              /* free slots, chained by next_free */
+  size_t never_used;            /* slots [slots - never_used, slots) not yet carved */
+} tg__slab;
+
+/* Slabs of one slot size and guard kind. Kinds are few (one per stack size
+ * a program uses, times two) and never freed before the process ends. */
+typedef struct slab_kind {
+  struct slab_kind *next;
+  size_t slot_size;
+  bool guarded;
+  size_t next_slots;            /* the size of the next slab */
+  tg__slab *partial;            /* slabs with a free slot */
+} slab_kind;
+
+static tg__lock slabs_lock;
+static slab_kind *kinds;        /* under slabs_lock */
+static size_t guarded_slots;    /* slots of guarded slabs, under slabs_lock */
 
 static atomic_long guarded_alive;
 static atomic_long unguarded_alive;
 static atomic_long pooled;
+static atomic_long slabs_mapped;
 
 static size_t page_size(void) {
   static size_t size;
@@ -31,73 +83,179 @@ static size_t page_size(void) {
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-static tg__stack *stack_map(size_t size, bool guarded, int *err) {
+/* The whole slot for a stack of `size` usable bytes. */
+static size_t slot_size_for(size_t size, bool guarded) {
   size_t page = page_size();
-  size_t map_size = round_up(size + sizeof(tg__stack), page) + (guarded ? page : 0);
-  void *base = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (base == MAP_FAILED) {
-    *err = -errno;
-    return NULL;
-  }
-  if (guarded && mprotect(base, page, PROT_NONE) != 0) {
-    *err = -errno;
-    munmap(base, map_size);
-    return NULL;
-  }
-  uintptr_t top = ((uintptr_t)base + map_size - sizeof(tg__stack)) & ~(uintptr_t)63;
-  tg__stack *s = (tg__stack *)top;
-  s->next_free = NULL;
-  s->base = base;
-  s->map_size = map_size;
-  s->guarded = guarded;
-  s->usable = top - (uintptr_t)base - (guarded ? page : CANARY_BYTES);
-  atomic_fetch_add(guarded ? &guarded_alive : &unguarded_alive, 1);
-  return s;
+  return round_up(size + sizeof(tg__stack) + (guarded ? 0 : CANARY_BYTES), page) + (guarded ? page : 0);
+}
+
+static slab_kind *kind_get(size_t slot_size, bool guarded) {
+  for (slab_kind *k = kinds; k; k = k->next)
+    if (k->slot_size == slot_size && k->guarded == guarded) return k;
+  slab_kind *k = calloc(1, sizeof *k);
+  if (!k) return NULL;
+  *k = (slab_kind){.next = kinds, .slot_size = slot_size, .guarded = guarded, .next_slots = SLAB_FIRST_SLOTS};
+  kinds = k;
+  return k;
+}
+
+static void partial_push(slab_kind *k, tg__slab *s) {
+  s->prev = NULL;
+  s->next = k->partial;
+  if (k->partial) k->partial->prev = s;
+  k->partial = s;
+}
+
+static void partial_remove(slab_kind *k, tg__slab *s) {
+  if (s->prev) s->prev->next = s->next;
+  else k->partial = s->next;
+  if (s->next) s->next->prev = s->prev;
+  s->prev = s->next = NULL;
 }
 
 /* A task that ended left its frames' redzones poisoned in ASan's shadow;
  * the next task on this memory (or a new mapping at the same address)
  * must start clean. */
-static void forget_frames(tg__stack *s) {
+static void forget_frames(void *from, size_t len) {
 #if defined(TG_ASAN)
-  __asan_unpoison_memory_region(s->base, (size_t)((char *)s - (char *)s->base));
+  __asan_unpoison_memory_region(from, len);
 #else
-  (void)s;
+  (void)from, (void)len;
 #endif
 }
 
-static void stack_unmap(tg__stack *s) {
-  forget_frames(s);
-  atomic_fetch_sub(s->guarded ? &guarded_alive : &unguarded_alive, 1);
-  munmap(s->base, s->map_size);
+static tg__slab *slab_map(slab_kind *k, int *err) {
+  size_t slots = k->next_slots, page = page_size();
+  tg__slab *s = calloc(1, sizeof *s);
+  if (!s) {
+    *err = TG_ENOMEM;
+    return NULL;
+  }
+  void *base = mmap(NULL, slots * k->slot_size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (base == MAP_FAILED) {
+    *err = -errno;
+    free(s);
+    return NULL;
+  }
+  for (size_t i = 0; k->guarded && i < slots; i++) {
+    if (mprotect((char *)base + i * k->slot_size, page, PROT_NONE) != 0) {
+      *err = -errno; /* ENOMEM: the process's map count is exhausted */
+      munmap(base, slots * k->slot_size);
+      free(s);
+      return NULL;
+    }
+  }
+  *s = (tg__slab){.kind = k, .base = base, .slots = slots, .never_used = slots};
+  if (k->guarded) guarded_slots += slots;
+  if (k->next_slots < SLAB_MAX_SLOTS) k->next_slots *= 2;
+  atomic_fetch_add_explicit(&slabs_mapped, 1, memory_order_relaxed);
+  return s;
 }
 
-static bool wants_guard(tg_stack_guard guard) {
+static void slab_unmap(tg__slab *s) {
+  size_t len = s->slots * s->kind->slot_size;
+  forget_frames(s->base, len);
+  if (s->kind->guarded) guarded_slots -= s->slots;
+  munmap(s->base, len);
+  atomic_fetch_sub_explicit(&slabs_mapped, 1, memory_order_relaxed);
+  free(s);
+}
+
+/* Slot i of a fresh slab, set up as an empty stack. */
+static tg__stack *slot_carve(tg__slab *slab, size_t i) {
+  slab_kind *k = slab->kind;
+  char *base = slab->base + i * k->slot_size;
+  uintptr_t top = ((uintptr_t)base + k->slot_size - sizeof(tg__stack)) & ~(uintptr_t)63;
+  tg__stack *s = (tg__stack *)top;
+  *s = (tg__stack){.base = base, .map_size = k->slot_size, .guarded = k->guarded, .slab = slab};
+  s->usable = top - (uintptr_t)base - (k->guarded ? page_size() : CANARY_BYTES);
+  return s;
+}
+
+/* A free slot of kind (slot_size, guarded), from a slab with room or a new
+ * one. Under slabs_lock. */
+static tg__stack *slot_take(slab_kind *k, int *err) {
+  tg__slab *slab = k->partial;
+  if (!slab) {
+    if (!(slab = slab_map(k, err))) return NULL;
+    partial_push(k, slab);
+  }
+  tg__stack *s;
+  if (slab->free) {
+    s = slab->free;
+    slab->free = s->next_free;
+    forget_frames(s->base, (size_t)((char *)s - (char *)s->base));
+  } else {
+    s = slot_carve(slab, slab->slots - slab->never_used--);
+  }
+  if (++slab->used == slab->slots) partial_remove(k, slab);
+  s->next_free = NULL;
+  return s;
+}
+
+/* Gives a slot back to its slab; unmaps the slab when it was the last one
+ * in use. Under slabs_lock. */
+static void slot_give(tg__stack *s) {
+  tg__slab *slab = s->slab;
+  slab_kind *k = slab->kind;
+  if (slab->used-- == slab->slots) partial_push(k, slab);
+  if (slab->used == 0) {
+    partial_remove(k, slab);
+    slab_unmap(slab);
+    return;
+  }
+  s->next_free = slab->free;
+  slab->free = s;
+}
+
+/* In AUTO mode: guarded while a guarded slot is free or a new guarded
+ * slab keeps the guard pages within GUARDED_LIMIT. Under slabs_lock. */
+static bool wants_guard(tg_stack_guard guard, size_t slot_guarded) {
   if (guard == TG_STACK_GUARD_ALWAYS) return true;
   if (guard == TG_STACK_GUARD_NEVER) return false;
-  return atomic_load_explicit(&guarded_alive, memory_order_relaxed) < GUARDED_LIMIT;
+  slab_kind *k = kind_get(slot_guarded, true);
+  return k && (k->partial || guarded_slots + k->next_slots <= GUARDED_LIMIT);
 }
 
 tg__stack *tg__stack_get(tg__worker *w, size_t size, tg_stack_guard guard, int *err) {
-  bool guarded = wants_guard(guard);
+  bool want_guarded = guard != TG_STACK_GUARD_NEVER;
   int scanned = 0; /* a few candidates only: getting a stack stays O(1) */
   for (tg__stack **p = &w->stack_pool; *p && scanned < 8; p = &(*p)->next_free, scanned++) {
     tg__stack *s = *p;
-    if (s->usable >= size && s->guarded == guarded) {
+    /* AUTO takes whichever kind the pool has: both are in budget already */
+    if (s->usable >= size && (guard == TG_STACK_GUARD_AUTO || s->guarded == want_guarded)) {
       *p = s->next_free;
       w->stack_pool_len--;
       atomic_fetch_sub_explicit(&pooled, 1, memory_order_relaxed);
-      forget_frames(s);
+      forget_frames(s->base, (size_t)((char *)s - (char *)s->base));
       return s;
     }
   }
-  return stack_map(size, guarded, err);
+  size_t slot_guarded = slot_size_for(size, true);
+  tg__lock_acquire(&slabs_lock);
+  bool guarded = wants_guard(guard, slot_guarded);
+  slab_kind *k = kind_get(guarded ? slot_guarded : slot_size_for(size, false), guarded);
+  tg__stack *s = k ? slot_take(k, err) : NULL;
+  tg__lock_release(&slabs_lock);
+  if (!k) *err = TG_ENOMEM;
+  if (s) atomic_fetch_add(s->guarded ? &guarded_alive : &unguarded_alive, 1);
+  return s;
+}
+
+/* A stack whose canary was overwritten is not reused: its task's end
+ * stopped the process already (scheduler.c), this is the second line. */
+static void stack_release(tg__stack *s) {
+  atomic_fetch_sub(s->guarded ? &guarded_alive : &unguarded_alive, 1);
+  if (!tg__stack_canary_ok(s)) return;
+  tg__lock_acquire(&slabs_lock);
+  slot_give(s);
+  tg__lock_release(&slabs_lock);
 }
 
 void tg__stack_put(tg__worker *w, tg__stack *s) {
   if (w->stack_pool_len >= POOL_LIMIT || !tg__stack_canary_ok(s)) {
-    stack_unmap(s);
+    stack_release(s);
     return;
   }
   s->next_free = w->stack_pool;
@@ -117,7 +275,7 @@ void tg__stack_pool_drain(tg__worker *w) {
     tg__stack *s = w->stack_pool;
     w->stack_pool = s->next_free;
     atomic_fetch_sub_explicit(&pooled, 1, memory_order_relaxed);
-    stack_unmap(s);
+    stack_release(s);
   }
   w->stack_pool_len = 0;
 }
@@ -127,3 +285,5 @@ void tg__stack_counts(uint64_t *guarded, uint64_t *unguarded, uint64_t *in_pool)
   *unguarded = (uint64_t)atomic_load(&unguarded_alive);
   *in_pool = (uint64_t)atomic_load(&pooled);
 }
+
+uint64_t tg__stack_slabs(void) { return (uint64_t)atomic_load(&slabs_mapped); }

@@ -106,7 +106,7 @@ static void pool_give(task_slot *head, task_slot *last) {
 }
 
 tg_task *tg__task_alloc(void) {
-  tg__worker *w = tg__current_worker;
+  tg__worker *w = tg__worker_current();
   task_slot *s;
   if (w && w->task_cache) {
     s = w->task_cache;
@@ -127,7 +127,7 @@ tg_task *tg__task_alloc(void) {
 
 void tg__task_free(tg_task *t) {
   task_slot *s = (task_slot *)t;
-  tg__worker *w = tg__current_worker;
+  tg__worker *w = tg__worker_current();
   if (!w) {
     pool_give(s, s);
     return;
@@ -186,7 +186,7 @@ _Noreturn void tg__task_exit(tg_task *t, void *value) {
     return_held_permits(t->extra);
   }
   if (t->status == 0 && atomic_load(&t->cancelled)) t->status = TG_ECANCELED;
-  t->worker->switch_reason = TG__SWITCH_END;
+  tg__worker_current()->switch_reason = TG__SWITCH_END;
   tg__switch_to_scheduler(t, true);
   abort(); /* an ended task is never resumed */
 }
@@ -305,6 +305,12 @@ void tg_task_abort(tg_task *t) {
 
 /* ------------------------------------------------------------ permits */
 
+/* The record of permits a task holds has one entry per semaphore; an
+ * entry whose count drops to zero stays, and is taken over by the next
+ * semaphore not in the record, so a task that acquires and releases one
+ * semaphore in a loop (the common case) finds its entry at once and never
+ * moves entries. The array is as long as the most semaphores the task
+ * held at once. */
 static tg__held_permits *held_entry(tg__task_extra *x, struct tg_semaphore *sem) {
   for (size_t i = 0; i < x->held_len; i++)
     if (x->held[i].sem == sem) return &x->held[i];
@@ -317,6 +323,8 @@ int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n) {
   tg__task_extra *x = tg__task_extra_get(t);
   if (!x) return TG_ENOMEM;
   tg__held_permits *e = held_entry(x, sem);
+  for (size_t i = 0; !e && i < x->held_len; i++)
+    if (x->held[i].n == 0) (e = &x->held[i])->sem = sem;
   if (!e) {
     if (x->held_len == x->held_cap) {
       size_t cap = x->held_cap ? x->held_cap * 2 : 4;
@@ -338,9 +346,5 @@ int tg__task_drop_permits(struct tg_semaphore *sem, uint64_t n) {
   tg__held_permits *e = t->extra ? held_entry(t->extra, sem) : NULL;
   if (!e || e->n < n) return TG_ENOPERM;
   e->n -= n;
-  if (e->n == 0) {
-    tg__held_permits *last = &t->extra->held[--t->extra->held_len];
-    if (e != last) *e = *last; /* no self-copy: a store-forwarding stall */
-  }
   return 0;
 }

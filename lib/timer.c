@@ -106,13 +106,19 @@ int tg_sleep_until(int64_t deadline_ns) {
 
 int tg_sleep(int64_t ns) { return tg_sleep_until(tg_deadline_in(ns)); }
 
-void tg_interval_init(tg_interval *iv, int64_t period_ns, tg_missed_tick missed) {
-  iv->period_ns = period_ns > 0 ? period_ns : 1;
+int tg_interval_init(tg_interval *iv, int64_t period_ns, tg_missed_tick missed) {
+  if (period_ns <= 0 || (missed != TG_MISSED_BURST && missed != TG_MISSED_DELAY && missed != TG_MISSED_SKIP)) {
+    *iv = (tg_interval){.period_ns = 0};
+    return TG_EINVAL;
+  }
+  iv->period_ns = period_ns;
   iv->next_ns = tg_now();
   iv->missed = missed;
+  return 0;
 }
 
 int tg_interval_tick(tg_interval *iv) {
+  if (iv->period_ns <= 0) return TG_EINVAL; /* its init failed */
   int r = tg_sleep_until(iv->next_ns);
   if (r != 0) return r;
   int64_t now = tg_now(), due = iv->next_ns;

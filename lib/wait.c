@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <linux/futex.h>
+#include <stdlib.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -164,7 +165,8 @@ static void suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
     return;
   }
   bool timed = deadline != TG_FOREVER;
-  if (timed) {
+  if (timed) { /* the timer is in this worker's heap: the task stays here */
+    self->timer_armed = true;
     wait->deadline.fire = deadline_fired;
     tg__timer_start(&wait->deadline, deadline);
   }
@@ -176,7 +178,10 @@ static void suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
     if (!atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_ABORT))
       tg__task_park(); /* a case won meanwhile: its wake is on the way */
   }
-  if (timed) tg__timer_stop(&wait->deadline);
+  if (timed) {
+    tg__timer_stop(&wait->deadline);
+    self->timer_armed = false;
+  }
 }
 
 static int try_all(tg_case *cases, int n) {
@@ -191,6 +196,11 @@ static int try_all(tg_case *cases, int n) {
 }
 
 static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, bool tried);
+
+/* Waiters of a select live on the caller's stack up to INLINE_WAITERS
+ * (about 1 KiB); more go to the heap, since a task's stack is 64 KiB by
+ * default and a waiter is 56 bytes: 1,200 cases would overflow it. */
+enum { INLINE_WAITERS = 16 };
 
 /* `tried`: the caller has just tried every case and found none ready, so
  * the first round goes straight to arming (the arms check again under
@@ -222,7 +232,9 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, boo
   tg__wait wait = {.task = self};
   atomic_init(&wait.winner, TG__PENDING);
   atomic_init(&wait.thread_woken, 0);
-  tg__waiter waiters[n];
+  tg__waiter inline_waiters[INLINE_WAITERS];
+  tg__waiter *waiters = inline_waiters;
+  if (n > INLINE_WAITERS && !(waiters = malloc((size_t)n * sizeof *waiters))) return TG_ENOMEM;
   int armed = 0, decided_at_arm = TG__PENDING;
   while (armed < n) {
     tg__waiter *w = &waiters[armed];
@@ -249,10 +261,10 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, boo
   for (int i = 0; i < armed; i++)
     if (i != winner || waiters[i].linked) cases[i].op->disarm(&cases[i], &waiters[i]);
 
-  if (winner == TG__WON_BY_TIMEOUT) return TG_ETIMEDOUT;
-  if (winner == TG__WON_BY_ABORT) return TG_ECANCELED;
-  cases[winner].result = cases[winner].op->finish(&cases[winner], &waiters[winner]);
-  return winner;
+  int r = winner == TG__WON_BY_TIMEOUT ? TG_ETIMEDOUT : winner == TG__WON_BY_ABORT ? TG_ECANCELED : winner;
+  if (r >= 0) cases[winner].result = cases[winner].op->finish(&cases[winner], &waiters[winner]);
+  if (waiters != inline_waiters) free(waiters);
+  return r;
 }
 
 /* wait_cases for a single case, which nearly every wait is: the same

@@ -14,6 +14,7 @@ void *tg_test_run(int workers, int virtual_clock, tg_task_fn fn, void *arg) {
   ck_assert_uint_eq(st.timers_pending, 0);
   ck_assert_uint_eq(st.tasks_aborted_at_exit, 0);
   ck_assert_uint_eq(st.stacks_guarded + st.stacks_unguarded, 0);
+  ck_assert_uint_eq(st.stack_slabs, 0);
   ck_assert_uint_eq(st.blocking_in_flight, 0);
   return result;
 }

@@ -6,6 +6,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+/* The running runtime's workers: stress bodies pin their tasks over all
+ * of them, so that with two every hand-over crosses threads. */
+static int workers(void) {
+  tg_runtime_stats st;
+  tg_runtime_stats_get(&st);
+  return st.workers;
+}
 static void make(size_t capacity, tg_broadcast_tx **tx, tg_broadcast_rx **rx) {
   tg_broadcast_opts o = {.capacity = capacity, .elem_size = sizeof(int), .name = "test"};
   ck_assert_int_eq(tg_broadcast_new(&o, tx, rx), 0);
@@ -398,11 +405,13 @@ static void *fan_out_body(void *arg) {
   follower fs[STRESS_RECEIVERS] = {{.rx = rx}};
   for (int i = 1; i < STRESS_RECEIVERS; i++) ck_assert_int_eq(tg_broadcast_subscribe(tx, &fs[i].rx), 0);
   tg_task *ts[STRESS_RECEIVERS + 1];
-  for (int i = 0; i < STRESS_RECEIVERS; i++) ck_assert_int_eq(tg_spawn(&ts[i], follow, &fs[i], NULL), 0);
+  /* pinned over both workers: every send crosses threads */
+  for (int i = 0; i < STRESS_RECEIVERS; i++)
+    ck_assert_int_eq(tg_spawn(&ts[i], follow, &fs[i], &(tg_spawn_opts){.pin = 1, .worker = i % workers()}), 0);
   tg_broadcast_stats st;
   tg_broadcast_stats_get(tx, &st); /* before the sender may drop it */
   ck_assert_uint_eq(st.receivers, STRESS_RECEIVERS);
-  ck_assert_int_eq(tg_spawn(&ts[STRESS_RECEIVERS], publish, tx, NULL), 0);
+  ck_assert_int_eq(tg_spawn(&ts[STRESS_RECEIVERS], publish, tx, &(tg_spawn_opts){.pin = 1, .worker = workers() - 1}), 0);
   for (int i = 0; i <= STRESS_RECEIVERS; i++) ck_assert_int_eq(tg_task_join(ts[i], NULL), 0);
   for (int i = 0; i < STRESS_RECEIVERS; i++) check_follower(&fs[i]);
   return NULL;

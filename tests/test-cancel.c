@@ -269,7 +269,7 @@ static void *threads_body(void *arg) {
   pthread_t th[THREADS], firers[2];
   for (int i = 0; i < WAITERS; i++) {
     ws[i] = (waiter){.token = root, .result = 1};
-    ck_assert_int_eq(tg_spawn(&ts[i], wait_token, &ws[i], NULL), 0); /* spread over both workers */
+    ck_assert_int_eq(tg_spawn(&ts[i], wait_token, &ws[i], &(tg_spawn_opts){.pin = 1, .worker = i % 2}), 0);
   }
   for (int i = 0; i < THREADS; i++) {
     ws[WAITERS + i] = (waiter){.token = root, .result = 1};
@@ -279,7 +279,7 @@ static void *threads_body(void *arg) {
   tg_task *cts[CHURNERS];
   for (int i = 0; i < CHURNERS; i++) {
     cs[i] = (churn){.root = root};
-    ck_assert_int_eq(tg_spawn(&cts[i], churn_children, &cs[i], NULL), 0);
+    ck_assert_int_eq(tg_spawn(&cts[i], churn_children, &cs[i], &(tg_spawn_opts){.pin = 1, .worker = i % 2}), 0);
   }
   int tries = 0;
   while (stats_of(root).waiters < WAITERS + THREADS && tries++ < 5000) tg_sleep(TG_MS(1));

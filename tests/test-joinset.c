@@ -163,7 +163,8 @@ static void *multi_worker_body(void *arg) {
   enum { N = 20000 };
   tg_joinset *js;
   tg_joinset_new(&js, NULL);
-  for (intptr_t i = 0; i < N; i++) tg_joinset_spawn(js, tiny, (void *)i, NULL, NULL);
+  for (intptr_t i = 0; i < N; i++) /* pinned over both workers */
+    tg_joinset_spawn(js, tiny, (void *)i, &(tg_spawn_opts){.pin = 1, .worker = (int)(i % 2)}, NULL);
   long long sum = 0;
   tg_outcome o;
   while (tg_joinset_join_next(js, &o) == 0) sum += (intptr_t)o.value;

@@ -11,6 +11,13 @@ typedef struct producer {
   int last_result;
 } producer;
 
+/* The running runtime's workers: stress bodies pin their tasks over all
+ * of them, so that with two every hand-over crosses threads. */
+static int workers(void) {
+  tg_runtime_stats st;
+  tg_runtime_stats_get(&st);
+  return st.workers;
+}
 static void *produce(void *arg) {
   producer *p = arg;
   for (int i = 0; i < p->count; i++) {
@@ -68,7 +75,7 @@ static void *fan_in_body(void *arg) {
   producer ps[PRODUCERS];
   for (int i = 0; i < PRODUCERS; i++) {
     ps[i] = (producer){.tx = tg_mpsc_tx_clone(tx), .first = i * EACH, .count = EACH};
-    ck_assert_int_eq(tg_spawn(NULL, produce, &ps[i], NULL), 0);
+    ck_assert_int_eq(tg_spawn(NULL, produce, &ps[i], &(tg_spawn_opts){.pin = 1, .worker = i % workers()}), 0);
   }
   tg_mpsc_tx_drop(tx);
   int next[PRODUCERS] = {0}, v, total = 0, out_of_order = 0;

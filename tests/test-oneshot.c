@@ -319,7 +319,7 @@ int main(void) {
   tg_test_add(s, "lost_select_keeps_value", test_oneshot_lost_select_keeps_value, 10);
   tg_test_add(s, "aborted_recv_keeps_value", test_oneshot_aborted_recv_keeps_value, 10);
   tg_test_add(s, "new_rejects_zero_size", test_oneshot_new_rejects_zero_size, 10);
-  tg_test_add(s, "rpc_two_workers", test_oneshot_rpc_two_workers, 30);
+  tg_test_add(s, "rpc_two_workers", test_oneshot_rpc_two_workers, 120);
   tg_test_add(s, "plain_thread", test_oneshot_plain_thread, 30);
   return tg_test_main(s);
 }

@@ -3,6 +3,7 @@
 #include "helpers.h"
 
 #include <stdbool.h>
+#include <stdlib.h>
 
 typedef struct chan {
   tg_mpsc_tx *tx;
@@ -178,6 +179,61 @@ static void *stress_body(void *arg) {
 START_TEST(test_select_stress_two_workers) { tg_test_run(2, 0, stress_body, NULL); }
 END_TEST
 
+/* A select over thousands of cases waits like one over two: its waiters
+ * (56 bytes a case) do not go on the 64 KiB task stack, which 1,200 of
+ * them overflowed. The winner is found, and every loser is disarmed. */
+enum { MANY_CASES = 4096, MANY_WINNER = 4000 };
+
+typedef struct late_notify {
+  tg_notify *n;
+} late_notify;
+
+static void *notify_later(void *arg) {
+  late_notify *l = arg;
+  tg_sleep(TG_MS(5));
+  tg_notify_one(l->n);
+  return NULL;
+}
+
+static void *many_cases_body(void *arg) {
+  (void)arg;
+  tg_notify **ns = calloc(MANY_CASES, sizeof *ns);
+  tg_case *cases = calloc(MANY_CASES, sizeof *cases);
+  ck_assert(ns && cases);
+  for (int i = 0; i < MANY_CASES; i++) {
+    ck_assert_int_eq(tg_notify_new(&ns[i], NULL), 0);
+    cases[i] = tg_notify_wait_case(ns[i]);
+  }
+  late_notify l = {ns[MANY_WINNER]};
+  tg_task *t;
+  ck_assert_int_eq(tg_spawn(&t, notify_later, &l, NULL), 0);
+  ck_assert_int_eq(tg_select(cases, MANY_CASES, TG_FOREVER), MANY_WINNER);
+  ck_assert_int_eq(cases[MANY_WINNER].result, 0);
+  ck_assert_int_eq(tg_now(), TG_MS(5));
+  tg_task_join(t, NULL);
+  for (int i = 0; i < MANY_CASES; i++) {
+    tg_notify_stats st;
+    tg_notify_stats_get(ns[i], &st);
+    ck_assert_uint_eq(st.waiters, 0);
+    tg_notify_free(ns[i]);
+  }
+  /* and with a deadline, where every case loses */
+  tg_notify *one;
+  ck_assert_int_eq(tg_notify_new(&one, NULL), 0);
+  for (int i = 0; i < MANY_CASES; i++) cases[i] = tg_notify_wait_case(one);
+  ck_assert_int_eq(tg_select(cases, MANY_CASES, tg_deadline_in(TG_MS(1))), TG_ETIMEDOUT);
+  tg_notify_stats st;
+  tg_notify_stats_get(one, &st);
+  ck_assert_uint_eq(st.waiters, 0);
+  tg_notify_free(one);
+  free(cases);
+  free(ns);
+  return NULL;
+}
+
+START_TEST(test_select_many_cases) { tg_test_run_virtual(many_cases_body, NULL); }
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("select");
   tg_test_add(s, "first_ready_wins", test_select_first_ready_wins, 10);
@@ -185,5 +241,6 @@ int main(void) {
   tg_test_add(s, "losing_send_sends_nothing", test_select_losing_send_sends_nothing, 10);
   tg_test_add(s, "deadline", test_select_deadline, 10);
   tg_test_add(s, "stress_two_workers", test_select_stress_two_workers, 60);
+  tg_test_add(s, "many_cases", test_select_many_cases, 30);
   return tg_test_main(s);
 }

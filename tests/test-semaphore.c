@@ -384,7 +384,8 @@ static void *stress_body(void *arg) {
   pool p = {.in_use = 0, .peak = 0};
   ck_assert_int_eq(tg_semaphore_new(&p.sem, STRESS_PERMITS, "pool"), 0);
   tg_task *ts[STRESS_TASKS];
-  for (int i = 0; i < STRESS_TASKS; i++) ck_assert_int_eq(tg_spawn(&ts[i], pool_task, &p, NULL), 0);
+  for (int i = 0; i < STRESS_TASKS; i++) /* pinned over both workers */
+    ck_assert_int_eq(tg_spawn(&ts[i], pool_task, &p, &(tg_spawn_opts){.pin = 1, .worker = i % 2}), 0);
   pthread_t th;
   ck_assert_int_eq(pthread_create(&th, NULL, pool_thread, &p), 0);
   for (int i = 0; i < STRESS_TASKS; i++) ck_assert_int_eq(tg_task_join(ts[i], NULL), 0);

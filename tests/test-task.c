@@ -2,6 +2,7 @@
  * deferred cleanups, many live tasks, and the runtime's own checks. */
 #include "helpers.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -237,6 +238,10 @@ static void *many_tasks_body(void *arg) {
   tg_runtime_stats_get(&st);
   ck_assert_uint_eq(st.stacks_guarded + st.stacks_unguarded, (uint64_t)n + 1);
   ck_assert_uint_gt(st.stacks_unguarded, 0);
+  ck_assert_uint_le(st.stacks_guarded, 24000); /* the map-count budget */
+  /* stacks come in slabs of up to 256: a few hundred mappings, not n */
+  ck_assert_uint_gt(st.stack_slabs, 0);
+  ck_assert_uint_le(st.stack_slabs, (uint64_t)n / 100);
   tg_semaphore_add_permits(p.gate, 1);
   tg_outcome o;
   int joined = 0;
@@ -323,6 +328,151 @@ static void *cross_worker_body(void *arg) {
 START_TEST(test_task_cross_worker_pingpong) { tg_test_run(2, 0, cross_worker_body, NULL); }
 END_TEST
 
+/* A main that panics ends the run like one that returns: its deferred
+ * cleanups run, the tasks it left are aborted, and tg_run reports
+ * TG_EPANICKED - with one worker and with two. */
+static int main_defer_ran;
+static int main_leftover_ended;
+
+static void count_defer(void *arg) { (*(int *)arg)++; }
+
+static atomic_int main_leftover_started;
+
+static void *started_then_forever(void *arg) {
+  atomic_fetch_add(&main_leftover_started, 1);
+  return forever(arg);
+}
+
+static void *panicking_main(void *arg) {
+  (void)arg;
+  tg_defer(count_defer, &main_defer_ran);
+  tg_spawn(NULL, started_then_forever, &main_leftover_ended, NULL);
+  tg_spawn(NULL, started_then_forever, &main_leftover_ended, NULL);
+  /* both running (a task aborted before its start would never run) */
+  for (int i = 0; i < 10000 && atomic_load(&main_leftover_started) < 2; i++) tg_sleep(TG_MS(1));
+  tg_panic("main gives up");
+}
+
+static void main_panics_on(int workers) {
+  main_defer_ran = main_leftover_ended = 0;
+  atomic_store(&main_leftover_started, 0);
+  tg_runtime_opts opts = {.workers = workers};
+  void *result = (void *)1;
+  ck_assert_int_eq(tg_run(&opts, panicking_main, NULL, &result), TG_EPANICKED);
+  ck_assert_ptr_null(result);
+  ck_assert_int_eq(main_defer_ran, 1);
+  ck_assert_int_eq(main_leftover_ended, 2);
+  tg_runtime_stats st;
+  tg_runtime_stats_get(&st);
+  ck_assert_uint_eq(st.tasks_alive, 0);
+  ck_assert_uint_eq(st.tasks_panicked, 1);
+  ck_assert_uint_eq(st.stacks_guarded + st.stacks_unguarded, 0);
+}
+
+START_TEST(test_runtime_main_panic_returns) {
+  main_panics_on(1);
+  main_panics_on(2);
+}
+END_TEST
+
+START_TEST(test_runtime_rejects_bad_options) {
+  ck_assert_int_eq(tg_run(&(tg_runtime_opts){.workers = -1}, return_arg, NULL, NULL), TG_EINVAL);
+  ck_assert_int_eq(tg_run(&(tg_runtime_opts){.clock = (tg_clock_mode)2}, return_arg, NULL, NULL), TG_EINVAL);
+  ck_assert_int_eq(tg_run(&(tg_runtime_opts){.stack_size = 1024}, return_arg, NULL, NULL), TG_EINVAL);
+  void *result = NULL; /* and the runtime still starts after those */
+  ck_assert_int_eq(tg_run(NULL, return_arg, (void *)(intptr_t)3, &result), 0);
+  ck_assert_ptr_eq(result, (void *)(intptr_t)3);
+}
+END_TEST
+
+/* A task aborted before its first run never runs (tokio drops a task it
+ * never polled): its outcome is cancelled with no value, its drop hook
+ * gets the argument instead, and a task without a hook is just gone. */
+typedef struct start_probe {
+  int ran;
+  int dropped;
+} start_probe;
+
+static void *note_run(void *arg) {
+  ((start_probe *)arg)->ran++;
+  return arg;
+}
+
+static void note_drop(void *arg) { ((start_probe *)arg)->dropped++; }
+
+static void *abort_unstarted_body(void *arg) {
+  (void)arg;
+  start_probe with_hook = {0}, without = {0}, started = {0};
+  tg_task *a, *b, *c;
+  ck_assert_int_eq(tg_spawn(&a, note_run, &with_hook, &(tg_spawn_opts){.drop = note_drop}), 0);
+  ck_assert_int_eq(tg_spawn(&b, note_run, &without, NULL), 0);
+  ck_assert_int_eq(tg_spawn(&c, note_run, &started, &(tg_spawn_opts){.drop = note_drop}), 0);
+  tg_task_abort(a);
+  tg_task_abort(b);
+  tg_outcome o;
+  ck_assert_int_eq(tg_task_join(a, &o), 0);
+  ck_assert_int_eq(o.status, TG_ECANCELED);
+  ck_assert_ptr_null(o.value);
+  ck_assert_int_eq(tg_task_join(b, &o), 0);
+  ck_assert_int_eq(o.status, TG_ECANCELED);
+  ck_assert_int_eq(tg_task_join(c, &o), 0); /* not aborted: runs, no drop */
+  ck_assert_int_eq(o.status, 0);
+  ck_assert_ptr_eq(o.value, &started);
+  ck_assert_int_eq(with_hook.ran + without.ran, 0);
+  ck_assert_int_eq(with_hook.dropped, 1);
+  ck_assert_int_eq(started.ran, 1);
+  ck_assert_int_eq(started.dropped, 0);
+  tg_runtime_stats st;
+  tg_runtime_stats_get(&st);
+  ck_assert_uint_eq(st.tasks_aborted, 2);
+  return NULL;
+}
+
+START_TEST(test_task_abort_before_start_never_runs) { tg_test_run_virtual(abort_unstarted_body, NULL); }
+END_TEST
+
+/* Tasks spawned as main returns never start either; their hooks run. */
+static start_probe at_exit_probe;
+
+static void *spawn_and_leave(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 3; i++) tg_spawn(NULL, note_run, &at_exit_probe, &(tg_spawn_opts){.drop = note_drop});
+  return NULL;
+}
+
+START_TEST(test_task_unstarted_at_exit_never_run) {
+  ck_assert_int_eq(tg_run(&(tg_runtime_opts){.clock = TG_CLOCK_VIRTUAL}, spawn_and_leave, NULL, NULL), 0);
+  ck_assert_int_eq(at_exit_probe.ran, 0);
+  ck_assert_int_eq(at_exit_probe.dropped, 3);
+  tg_runtime_stats st;
+  tg_runtime_stats_get(&st);
+  ck_assert_uint_eq(st.tasks_aborted_at_exit, 3);
+  ck_assert_uint_eq(st.tasks_alive, 0);
+}
+END_TEST
+
+/* A task that yields in a loop with nothing else runnable still returns
+ * the worker to its loop every so often, so timers fire and sockets are
+ * polled: the sleeper below ends the loop. */
+static void *sleep_then_flag(void *arg) {
+  tg_sleep(TG_MS(2));
+  atomic_store((atomic_int *)arg, 1);
+  return NULL;
+}
+
+static void *lone_yielder_body(void *arg) {
+  (void)arg;
+  atomic_int flag = 0;
+  tg_task *t;
+  ck_assert_int_eq(tg_spawn(&t, sleep_then_flag, &flag, NULL), 0);
+  while (!atomic_load(&flag)) ck_assert_int_eq(tg_yield(), 0);
+  ck_assert_int_eq(tg_task_join(t, NULL), 0);
+  return NULL;
+}
+
+START_TEST(test_task_yield_loop_lets_timers_fire) { tg_test_run(1, 0, lone_yielder_body, NULL); }
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("task");
   tg_test_add(s, "spawn_join", test_task_spawn_join, 10);
@@ -336,5 +486,10 @@ int main(void) {
   tg_test_add(s, "spawn_rejects_bad_options", test_task_spawn_rejects_bad_options, 10);
   tg_test_add(s, "runtime_rejects_virtual_multi_worker", test_runtime_rejects_virtual_multi_worker, 10);
   tg_test_add(s, "cross_worker_pingpong", test_task_cross_worker_pingpong, 60);
+  tg_test_add(s, "yield_loop_lets_timers_fire", test_task_yield_loop_lets_timers_fire, 10);
+  tg_test_add(s, "runtime_main_panic_returns", test_runtime_main_panic_returns, 20);
+  tg_test_add(s, "runtime_rejects_bad_options", test_runtime_rejects_bad_options, 10);
+  tg_test_add(s, "abort_before_start_never_runs", test_task_abort_before_start_never_runs, 10);
+  tg_test_add(s, "unstarted_at_exit_never_run", test_task_unstarted_at_exit_never_run, 10);
   return tg_test_main(s);
 }

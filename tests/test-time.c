@@ -72,7 +72,7 @@ END_TEST
 static void ticks_after_stall(tg_missed_tick missed, int64_t out[5]) {
   tg_interval iv;
   int64_t start = tg_now();
-  tg_interval_init(&iv, TG_MS(100), missed);
+  ck_assert_int_eq(tg_interval_init(&iv, TG_MS(100), missed), 0);
   ck_assert_int_eq(tg_interval_tick(&iv), 0);
   tg_sleep(TG_MS(350));
   for (int i = 0; i < 5; i++) {
@@ -132,6 +132,25 @@ START_TEST(test_time_virtual_runs_repeat) {
 }
 END_TEST
 
+/* A zero or negative period, or an unknown missed-tick mode, is refused
+ * (tokio panics on a zero period) rather than clamped; ticking such an
+ * interval fails too instead of spinning. */
+static void *bad_interval_body(void *arg) {
+  (void)arg;
+  tg_interval iv;
+  ck_assert_int_eq(tg_interval_init(&iv, 0, TG_MISSED_BURST), TG_EINVAL);
+  ck_assert_int_eq(tg_interval_tick(&iv), TG_EINVAL);
+  ck_assert_int_eq(tg_interval_init(&iv, -TG_MS(1), TG_MISSED_DELAY), TG_EINVAL);
+  ck_assert_int_eq(tg_interval_init(&iv, TG_MS(1), (tg_missed_tick)7), TG_EINVAL);
+  ck_assert_int_eq(tg_interval_tick(&iv), TG_EINVAL);
+  ck_assert_int_eq(tg_interval_init(&iv, 1, TG_MISSED_SKIP), 0); /* 1 ns is a period */
+  ck_assert_int_eq(tg_interval_tick(&iv), 0);
+  return NULL;
+}
+
+START_TEST(test_time_interval_rejects_bad_period) { tg_test_run_virtual(bad_interval_body, NULL); }
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("time");
   tg_test_add(s, "sleeps_wake_in_deadline_order", test_time_sleeps_wake_in_deadline_order, 10);
@@ -139,5 +158,6 @@ int main(void) {
   tg_test_add(s, "interval_missed_ticks", test_time_interval_missed_ticks, 10);
   tg_test_add(s, "real_sleep_lower_bound", test_time_real_sleep_lower_bound, 10);
   tg_test_add(s, "virtual_runs_repeat", test_time_virtual_runs_repeat, 10);
+  tg_test_add(s, "interval_rejects_bad_period", test_time_interval_rejects_bad_period, 10);
   return tg_test_main(s);
 }

@@ -404,8 +404,10 @@ static void *stress_body(void *arg) {
   follower fs[STRESS_RECEIVERS] = {{.rx = rx}};
   for (int i = 1; i < STRESS_RECEIVERS; i++) ck_assert_int_eq(tg_watch_subscribe(tx, &fs[i].rx), 0);
   tg_task *ts[STRESS_RECEIVERS + 1];
-  for (int i = 0; i < STRESS_RECEIVERS; i++) ck_assert_int_eq(tg_spawn(&ts[i], follow, &fs[i], NULL), 0);
-  ck_assert_int_eq(tg_spawn(&ts[STRESS_RECEIVERS], publish, tx, NULL), 0);
+  /* pinned over both workers: every store crosses threads */
+  for (int i = 0; i < STRESS_RECEIVERS; i++)
+    ck_assert_int_eq(tg_spawn(&ts[i], follow, &fs[i], &(tg_spawn_opts){.pin = 1, .worker = i % 2}), 0);
+  ck_assert_int_eq(tg_spawn(&ts[STRESS_RECEIVERS], publish, tx, &(tg_spawn_opts){.pin = 1, .worker = 1}), 0);
   for (int i = 0; i <= STRESS_RECEIVERS; i++) ck_assert_int_eq(tg_task_join(ts[i], NULL), 0);
   for (int i = 0; i < STRESS_RECEIVERS; i++) check_follower(&fs[i]);
   return NULL;

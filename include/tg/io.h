@@ -1,10 +1,13 @@
 /* tg/io.h - TCP sockets for tasks.
  *
  * Sockets sit on libuv. A socket belongs to the worker of the task that
- * created, accepted or opened it, and only tasks on that worker may use it
- * (others get TG_EWORKER): libuv handles are not thread-safe. To spread
- * connections over workers, accept with tg_tcp_accept_fd on the listener's
- * worker and tg_tcp_open the descriptor from a task on another.
+ * created, accepted or opened it: libuv handles are not thread-safe. Tasks
+ * move between workers (tg/runtime.h), sockets do not: a task that
+ * creates or uses a socket moves to the socket's worker if it is not
+ * there and stays on it from then on, as if pinned; a task pinned to
+ * another worker gets TG_EWORKER. To spread connections over workers,
+ * accept with tg_tcp_accept_fd on the listener's worker and tg_tcp_open
+ * the descriptor from a task pinned to another.
  *
  * Reading is buffered and pushes back. Each connection has a receive
  * buffer (64 KiB unless set): while it has room the socket reads from the

@@ -3,10 +3,24 @@
  * tg_run() starts the runtime, runs `main` as the first task and returns
  * when that task returns. The runtime has `workers` OS threads (the calling
  * thread is worker 0), each with its own libuv loop, run queue and timer
- * heap. A task stays on the worker it was spawned on for its whole life;
- * spawns are spread over the workers round-robin unless pinned (see
- * tg/task.h). Every primitive may be used from any worker and from plain
- * threads (which then block the thread instead of suspending a task).
+ * heap. Where tasks run, with several workers (see tg/task.h for pinning):
+ *   - a spawn goes to the spawner's worker (a plain thread's spawns go
+ *     round-robin);
+ *   - a task woken by a task runs next on the waker's worker (tokio's LIFO
+ *     slot): tasks that talk to each other end up on one thread instead of
+ *     crossing threads at every hand-over; at most three such tasks run in
+ *     a row before the rest of the queue gets its turn;
+ *   - a worker that runs out of work gets every other task of a busy
+ *     worker's queue;
+ *   - a task does not move while it waits with a deadline (its timer is in
+ *     its worker's heap), nor once it is pinned or has used a socket (see
+ *     tg/io.h). A woken task therefore may resume on another thread than
+ *     the one it suspended on: thread-local storage, thread ids and locks
+ *     held across a wait do not carry over.
+ * With one worker none of this applies and tasks run in the order they
+ * became runnable. Every primitive may be used from any worker and from
+ * plain threads (which then block the thread instead of suspending a
+ * task).
  *
  * When `main` returns, tasks still alive are aborted (their waits fail
  * with TG_ECANCELED from then on) and tg_run waits for them to end before
@@ -42,8 +56,12 @@ typedef struct tg_runtime_opts {
 
 /* Runs main(arg) as a task on worker 0 and returns after it and every other
  * task have ended. *result (if not NULL) receives main's return value.
- * Returns 0, TG_EPANICKED if main panicked, TG_EINVAL for bad options
- * (virtual clock with several workers, a runtime already running), or a
+ * A main that panics ends the run as one that returns does (its deferred
+ * cleanups run, the other tasks are aborted and drained). Returns 0,
+ * TG_EPANICKED if main panicked (*result is then NULL), TG_EINVAL for bad
+ * options (workers < 0, a clock mode that is not TG_CLOCK_REAL or
+ * TG_CLOCK_VIRTUAL, virtual clock with several workers, a stack size below
+ * TG_STACK_MIN, a runtime already running), or a
  * negative errno when a thread or loop could not be created. */
 int tg_run(const tg_runtime_opts *opts, tg_task_fn main, void *arg, void **result);
 
@@ -55,9 +73,10 @@ typedef struct tg_runtime_stats {
   uint64_t tasks_aborted;         /* tasks that ended after tg_task_abort */
   uint64_t tasks_aborted_at_exit; /* alive (started or not) when main returned */
   uint64_t context_switches;
-  uint64_t stacks_guarded;        /* mapped stacks (in use or pooled) with a guard page */
-  uint64_t stacks_unguarded;      /* mapped stacks with a canary instead */
+  uint64_t stacks_guarded;        /* stacks in use or pooled with a guard page */
+  uint64_t stacks_unguarded;      /* stacks in use or pooled with a canary instead */
   uint64_t stacks_pooled;         /* free stacks kept for reuse */
+  uint64_t stack_slabs;           /* mappings the stacks are carved from */
   uint64_t timers_pending;
   uint64_t blocking_in_flight;
 } tg_runtime_stats;

@@ -34,7 +34,10 @@ typedef struct tg_case {
 
 /* Returns the index of the winning case, TG_ETIMEDOUT if the deadline came
  * first, TG_ECANCELED if the calling task was aborted, TG_EINVAL for n < 1
- * or a case with no operation. */
+ * or a case with no operation, TG_ENOMEM when a select over more than 16
+ * cases must wait and the heap has no room for its waiters (one per case,
+ * 56 bytes; up to 16 live on the caller's stack). Any number of cases
+ * works otherwise: nothing of size n goes on the task's stack. */
 int tg_select(tg_case *cases, int n, int64_t deadline_ns);
 
 #endif

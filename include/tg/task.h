@@ -1,11 +1,13 @@
 /* tg/task.h - tasks: spawn, join, abort, yield, panic, defer.
  *
  * A task is a stackful coroutine: it runs a plain C function top to bottom
- * and suspends inside libtg calls that wait. Its stack is mmap'd and reused
- * from a per-worker pool; it has a guard page below it until many stacks
- * are alive (vm.max_map_count allows ~32,000 guarded stacks), after which
- * new stacks get a canary instead, checked whenever the task yields, waits
- * or ends (TG_STACK_GUARD_ALWAYS and _NEVER force one or the other).
+ * and suspends inside libtg calls that wait. Its stack is a slot of an
+ * mmap'd slab (up to 256 stacks a mapping) and reused from a per-worker
+ * pool; it has a guard page below it until 24,000 guarded slots exist
+ * (vm.max_map_count allows ~32,000 guard pages), after which new stacks
+ * get a canary instead, checked whenever the task yields, waits or ends
+ * (TG_STACK_GUARD_ALWAYS and _NEVER force one or the other). Only the
+ * pages a task touches cost memory.
  *
  * A task ends when its function returns (the value is its result), when
  * it calls tg_panic (its deferred cleanups run, LIFO, on its own stack and
@@ -14,6 +16,12 @@
  * starts afterwards, fail with TG_ECANCELED, so code written as
  * `while (tg_mpsc_recv(rx, &v) == 0)` leaves its loop and cleans up as on
  * any error. A task that ends after an abort is reported as cancelled.
+ * A task aborted before its first run never runs at all (as tokio drops a
+ * task it never polled): its outcome is TG_ECANCELED with value NULL, and
+ * its function does not see its argument - a task whose argument owns
+ * something (a socket, a buffer) names a `drop` function in its spawn
+ * options, which then gets the argument instead. Tasks still unstarted
+ * when `main` returns are aborted that way too.
  *
  * Handles: tg_spawn gives a tg_task * when asked for one; it must be
  * joined or detached exactly once. Spawning without a handle detaches.
@@ -41,10 +49,14 @@ typedef enum tg_stack_guard {
 
 typedef struct tg_spawn_opts {
   size_t stack_size;    /* 0: the runtime's default */
-  int pin;              /* nonzero: run on `worker`; else round-robin */
+  int pin;              /* nonzero: run on `worker`, always; else the task
+                           starts on the spawner's worker and may move
+                           (see tg/runtime.h) */
   int worker;           /* 0 .. workers-1, read only when pin is set */
   tg_stack_guard guard;
   const char *name;     /* shown in dumps; copied */
+  void (*drop)(void *arg); /* called with arg instead of fn if the task is
+                              aborted before its first run; may be NULL */
 } tg_spawn_opts;
 
 /* How a task ended. */
@@ -83,7 +95,8 @@ uint64_t tg_task_current_id(void);
 /* Nonzero once the calling task was aborted. */
 int tg_task_cancelled(void);
 
-/* Lets every other runnable task on this worker run once first.
+/* Lets every other runnable task on this worker run once first (the task
+ * may then resume on another worker, unless pinned).
  * Returns 0, TG_ECANCELED if the task was aborted, or TG_ENOTASK outside
  * a task. */
 int tg_yield(void);

@@ -48,9 +48,13 @@ typedef struct tg_interval {
   tg_missed_tick missed;
 } tg_interval;
 
-void tg_interval_init(tg_interval *iv, int64_t period_ns, tg_missed_tick missed);
+/* Returns 0, or TG_EINVAL for a period <= 0 (a zero period would tick in a
+ * busy loop; tokio panics there) or an unknown missed-tick mode; ticks of
+ * such an interval then fail with TG_EINVAL too. */
+int tg_interval_init(tg_interval *iv, int64_t period_ns, tg_missed_tick missed);
 
-/* Waits for the next tick. Returns 0, or TG_ECANCELED. */
+/* Waits for the next tick. Returns 0, TG_ECANCELED, or TG_EINVAL for an
+ * interval whose init failed. */
 int tg_interval_tick(tg_interval *iv);
 
 #endif
