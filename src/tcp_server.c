@@ -87,7 +87,8 @@ static void peer_name(int fd, char *buf, size_t len) {
 }
 
 /* Deferred: runs however the connection task ends - return, panic or
- * abort - so the socket is closed and the figures stay true. */
+ * abort - so the socket is closed and the figures stay true; also the
+ * spawn's drop, for a task aborted before it ever ran. */
 static void conn_end(void *arg) {
   conn_slot *cs = arg;
   tcp_server *s = cs->srv;
@@ -136,7 +137,7 @@ static void refuse(tcp_server *s, int fd) {
 
 static void spawn_conn(tcp_server *s, int fd) {
   conn_slot *cs = malloc(sizeof *cs);
-  tg_spawn_opts opts = {.stack_size = s->cfg.stack_size, .name = s->name};
+  tg_spawn_opts opts = {.stack_size = s->cfg.stack_size, .name = s->name, .drop = conn_end};
   if (s->cfg.workers > 0) {
     opts.pin = 1;
     opts.worker = (int)(s->next_worker++ % (unsigned)s->cfg.workers);

@@ -149,6 +149,17 @@ static int write_part(storage_stage *st, const batch *b, int conn, storage_write
   }
 }
 
+/* A writer aborted before it ran (the run is over): its batch is lost,
+ * and counted as such. */
+static void writer_dropped(void *arg) {
+  write_job *j = arg;
+  figure_add_shared(&j->stage->batches_lost, 1);
+  log_event(j->stage->o.log, "❌", "storage", 0, "batch_lost",
+            "Batch #%" PRIu64 " (%" PRIu32 " readings) lost: writer aborted before it started", j->b.id, j->b.n);
+  batch_free(&j->b);
+  free(j);
+}
+
 static void *writer_task(void *arg) {
   write_job *j = arg;
   storage_stage *st = j->stage;
@@ -275,7 +286,8 @@ void *storage_stage_task(void *arg) {
     write_job *j = malloc(sizeof *j);
     char name[32];
     snprintf(name, sizeof name, "writer-%" PRIu64, b.id);
-    tg_spawn_opts opts = {.stack_size = WRITER_STACK, .pin = st->o.pin_writers, .worker = st->o.worker, .name = name};
+    tg_spawn_opts opts = {.stack_size = WRITER_STACK, .pin = st->o.pin_writers, .worker = st->o.worker, .name = name,
+                          .drop = writer_dropped};
     if (!j || (*j = (write_job){st, b, st->next_ticket}, tg_joinset_spawn(writers, writer_task, j, &opts, NULL)) != 0) {
       free(j);
       figure_add_shared(&st->batches_lost, 1);
