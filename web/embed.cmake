@@ -1,5 +1,5 @@
 # embed.cmake - turns the dashboard's files into a C source defining
-# api_assets (src/api_assets.h), with CMake alone (no xxd, no build step).
+# api_assets (src/api/api_assets.h), with CMake alone (no xxd, no build step).
 #   cmake -DDIR=<web dir> -DFILES="index.html|app.js" -DOUT=<file.c> -P embed.cmake
 # The output is rewritten only when it changes, so an unchanged page does
 # not relink the binary.

@@ -1,5 +1,5 @@
-/* ingest.c - the device port: the TCP source, its acceptor and its
- * connection tasks; see ingest.h.
+/* source_tcp.c - the device port: the TCP source, its acceptor and its
+ * connection tasks; see source_tcp.h.
  *
  * A note on views. tg_tcp_recv points into the socket's buffer, and the
  * socket goes on reading into the free end of that buffer while the task
@@ -13,7 +13,7 @@
  * consumed), and only then consumes everything, which leaves the buffer
  * empty again. The partial last line is copied aside (the carry) and
  * completed in the next round. */
-#include "ingest.h"
+#include "source_tcp.h"
 
 #include "figure.h"
 #include "protocol.h"

@@ -1,6 +1,6 @@
-/* ingest.h - device connections: the listener and one task per device
- * connection, turning lines on a socket into readings in the telemetry
- * channel.
+/* source_tcp.h - the device port: the TCP source. Devices connect and
+ * send lines; one task per connection turns them into readings in the
+ * telemetry channel.
  *
  * The acceptor is a tcp_server (tcp_server.h): it binds the device port,
  * runs a connection task for each device, pinned round-robin to the
@@ -20,7 +20,7 @@
  * The buffer is emptied at the end of every round (a partial line is
  * copied aside, at most max_line_bytes), so the bytes a view shows never
  * move while the task waits for channel space; see the note on views in
- * ingest.c.
+ * source_tcp.c.
  *
  * Bad lines are counted per reason and answered with one
  * {"type":"error","reason":...,"line":N} line, at most error_lines_per_s
@@ -41,11 +41,12 @@
  *
  * Shutdown: when the token fires, the acceptor closes the listener; every
  * connection detaches from the registry and reads what its device already
- * sent - until the device hangs up or drain_ms have passed - then closes. Nothing is written to the device then (see
- * drain in ingest.c). The acceptor joins them all (no grace: the drain
- * bounds each one) and drops the last telemetry sender. */
-#ifndef TELEGATE_INGEST_H
-#define TELEGATE_INGEST_H
+ * sent - until the device hangs up or drain_ms have passed - then
+ * closes. Nothing is written to the device then (see drain in
+ * source_tcp.c). The acceptor joins them all (no grace: the drain bounds
+ * each one) and drops the last telemetry sender. */
+#ifndef TELEGATE_SOURCE_TCP_H
+#define TELEGATE_SOURCE_TCP_H
 
 #include "source.h"
 

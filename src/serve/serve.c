@@ -3,7 +3,7 @@
 #include "serve.h"
 
 #include "figures.h"
-#include "ingest.h"
+#include "source_tcp.h"
 #include "pipeline.h"
 #include "registry.h"
 #include "signals.h"
