@@ -21,9 +21,7 @@ static void *spawn_join_body(void *arg) {
   return (void *)(intptr_t)7;
 }
 
-START_TEST(test_task_spawn_join) {
-  ck_assert_ptr_eq(tg_test_run_virtual(spawn_join_body, NULL), (void *)(intptr_t)7);
-}
+START_TEST(test_task_spawn_join) { ck_assert_ptr_eq(tg_test_run_virtual(spawn_join_body, NULL), (void *)(intptr_t)7); }
 END_TEST
 
 /* tg_yield lets every other runnable task run once: round-robin order. */
@@ -232,7 +230,8 @@ static void *many_tasks_body(void *arg) {
   tg_joinset *js;
   tg_joinset_new(&js, NULL);
   for (int i = 0; i < n; i++)
-    ck_assert_int_eq(tg_joinset_spawn(js, park_on_gate, &p, &(tg_spawn_opts){.stack_size = 16384, .guard = MANY_GUARD}, NULL), 0);
+    ck_assert_int_eq(
+        tg_joinset_spawn(js, park_on_gate, &p, &(tg_spawn_opts){.stack_size = 16384, .guard = MANY_GUARD}, NULL), 0);
   while (p.parked < n) tg_yield();
   tg_runtime_stats st;
   tg_runtime_stats_get(&st);
@@ -309,7 +308,10 @@ static void *cross_worker_body(void *arg) {
   tg_mpsc_rx *a_rx, *b_rx;
   tg_mpsc_new(&(tg_mpsc_opts){.capacity = 1, .elem_size = sizeof(int)}, &a_tx, &a_rx);
   tg_mpsc_new(&(tg_mpsc_opts){.capacity = 1, .elem_size = sizeof(int)}, &b_tx, &b_rx);
-  pingpong ping = {a_tx, b_rx, 20000}, pong = {b_tx, a_rx, 0};
+  /* Each round crosses threads twice; on a loaded machine every crossing
+   * can wait for the OS to run the other worker, so the count stays small
+   * enough for the timeout while a lost wake still hangs the test. */
+  pingpong ping = {a_tx, b_rx, 2000}, pong = {b_tx, a_rx, 0};
   tg_task *t1, *t2;
   tg_spawn(&t1, bounce, &ping, &(tg_spawn_opts){.pin = 1, .worker = 0});
   tg_spawn(&t2, echo, &pong, &(tg_spawn_opts){.pin = 1, .worker = 1});
@@ -485,7 +487,7 @@ int main(void) {
   tg_test_add(s, "many_live_tasks", test_task_many_live_tasks, 60);
   tg_test_add(s, "spawn_rejects_bad_options", test_task_spawn_rejects_bad_options, 10);
   tg_test_add(s, "runtime_rejects_virtual_multi_worker", test_runtime_rejects_virtual_multi_worker, 10);
-  tg_test_add(s, "cross_worker_pingpong", test_task_cross_worker_pingpong, 60);
+  tg_test_add(s, "cross_worker_pingpong", test_task_cross_worker_pingpong, 120);
   tg_test_add(s, "yield_loop_lets_timers_fire", test_task_yield_loop_lets_timers_fire, 10);
   tg_test_add(s, "runtime_main_panic_returns", test_runtime_main_panic_returns, 20);
   tg_test_add(s, "runtime_rejects_bad_options", test_runtime_rejects_bad_options, 10);
