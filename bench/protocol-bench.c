@@ -41,16 +41,15 @@ static char *render(long n, int devices, int line_format, size_t *out_len, doubl
     int t10 = 150 + (int)((i * 7) % 200);
     int h10 = 300 + (int)((i * 13) % 400);
     int bat = 100 - (int)(seq % 100);
-    int k = line_format
-                ? snprintf(buf + off, cap - off,
-                           "telemetry,device=%ld temperature=%d.%d,humidity=%d.%d,"
-                           "battery=%di,seq=%ldi %lld000000\n",
-                           dev, t10 / 10, t10 % 10, h10 / 10, h10 % 10, bat, seq, ts)
-                : snprintf(buf + off, cap - off,
-                           "{\"device\":\"%ld\",\"seq\":%ld,\"ts\":%lld,"
-                           "\"temperature\":%d.%d,\"humidity\":%d.%d,"
-                           "\"battery\":%d}\n",
-                           dev, seq, ts, t10 / 10, t10 % 10, h10 / 10, h10 % 10, bat);
+    int k = line_format ? snprintf(buf + off, cap - off,
+                                   "telemetry,device=%ld temperature=%d.%d,humidity=%d.%d,"
+                                   "battery=%di,seq=%ldi %lld000000\n",
+                                   dev, t10 / 10, t10 % 10, h10 / 10, h10 % 10, bat, seq, ts)
+                        : snprintf(buf + off, cap - off,
+                                   "{\"device\":\"%ld\",\"seq\":%ld,\"ts\":%lld,"
+                                   "\"temperature\":%d.%d,\"humidity\":%d.%d,"
+                                   "\"battery\":%d}\n",
+                                   dev, seq, ts, t10 / 10, t10 % 10, h10 / 10, h10 % 10, bat);
     off += (size_t)k;
     *sum += (double)seq + (double)(ts % 1000) + t10 / 10.0 + h10 / 10.0 + bat + (double)dev;
   }
@@ -60,8 +59,7 @@ static char *render(long n, int devices, int line_format, size_t *out_len, doubl
 
 static double checksum_add(const protocol_msg *m) {
   const reading *r = &m->reading;
-  return (double)r->seq + (double)(r->ts_ms % 1000) + r->temperature + r->humidity + r->battery +
-         (double)m->device.num;
+  return (double)r->seq + (double)(r->ts_ms % 1000) + r->temperature + r->humidity + r->battery + (double)m->device.num;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -136,9 +134,12 @@ int main(int argc, char **argv) {
   int devices = 1000, rounds = 201, json = 1, line = 1;
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(argv[i], "--lines") && v) n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--devices") && v) devices = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--rounds") && v) rounds = atoi(argv[++i]);
+    if (!strcmp(argv[i], "--lines") && v)
+      n = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--devices") && v)
+      devices = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--rounds") && v)
+      rounds = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--format") && v) {
       json = strcmp(v, "line") != 0;
       line = strcmp(v, "json") != 0;

@@ -48,8 +48,8 @@ static void join(tg_task *t) {
   int r = tg_task_join(t, &out);
   if (r != 0) die("tg_task_join", r);
   if (out.status != 0) {
-    fprintf(stderr, "tg-bench: task %llu ended with %s %s\n", (unsigned long long)out.task_id,
-            tg_err_name(out.status), out.message);
+    fprintf(stderr, "tg-bench: task %llu ended with %s %s\n", (unsigned long long)out.task_id, tg_err_name(out.status),
+            out.message);
     exit(1);
   }
 }
@@ -106,10 +106,7 @@ static outcome w1_mpsc_spsc(double scale) {
   tg_task *consumer = spawn(w1_consumer, &s);
   join(producer);
   join(consumer);
-  const char *failure = !s.sent_all ? "send_failed"
-                        : !s.in_order ? "out_of_order"
-                        : s.received != s.n ? "count"
-                                            : NULL;
+  const char *failure = !s.sent_all ? "send_failed" : !s.in_order ? "out_of_order" : s.received != s.n ? "count" : NULL;
   return (outcome){s.received, failure};
 }
 
@@ -157,8 +154,10 @@ static void *w2_consumer(void *arg) {
   w2_msg m;
   while (tg_mpsc_recv(c->rx, &m) == 0) {
     received++;
-    if (m.producer < W2_PRODUCERS && next[m.producer] == m.seq) next[m.producer]++;
-    else good = false;
+    if (m.producer < W2_PRODUCERS && next[m.producer] == m.seq)
+      next[m.producer]++;
+    else
+      good = false;
   }
   tg_mpsc_rx_drop(c->rx);
   for (int i = 0; i < W2_PRODUCERS; i++)
@@ -186,8 +185,8 @@ static outcome w2_mpsc_fanin(double scale) {
     sent_all &= ps[i].sent_all;
   }
   join(consumer);
-  const char *failure = !sent_all ? "send_failed"
-                        : !c.good ? "sequence"
+  const char *failure = !sent_all                          ? "send_failed"
+                        : !c.good                          ? "sequence"
                         : c.received != per * W2_PRODUCERS ? "count"
                                                            : NULL;
   return (outcome){c.received, failure};
@@ -246,8 +245,7 @@ static void *w3_sender(void *arg) {
 
 static outcome w3_broadcast_fanout(double scale) {
   w3_sender_state snd = {.n = scaled(1000000, scale)};
-  int r = tg_broadcast_new(&(tg_broadcast_opts){.capacity = 100, .elem_size = sizeof(uint64_t)},
-                           &snd.tx, NULL);
+  int r = tg_broadcast_new(&(tg_broadcast_opts){.capacity = 100, .elem_size = sizeof(uint64_t)}, &snd.tx, NULL);
   if (r != 0) die("tg_broadcast_new", r);
   w3_subscriber_state subs[W3_SUBSCRIBERS];
   tg_task *subscribers[W3_SUBSCRIBERS];
@@ -267,7 +265,7 @@ static outcome w3_broadcast_fanout(double scale) {
     lagged += subs[i].lagged;
     increasing &= subs[i].increasing;
   }
-  const char *failure = !increasing ? "not_increasing"
+  const char *failure = !increasing                                    ? "not_increasing"
                         : delivered + lagged != snd.n * W3_SUBSCRIBERS ? "delivered_plus_lagged"
                                                                        : NULL;
   return (outcome){delivered, failure};
@@ -337,8 +335,10 @@ static outcome w4_watch_state(double scale) {
   const char *failure = NULL;
   for (int i = 0; i < W4_RECEIVERS; i++) {
     join(receivers[i]);
-    if (!recv[i].monotonic) failure = "not_monotonic";
-    else if ((!recv[i].seen_any || recv[i].last != snd.n - 1) && !failure) failure = "final_value";
+    if (!recv[i].monotonic)
+      failure = "not_monotonic";
+    else if ((!recv[i].seen_any || recv[i].last != snd.n - 1) && !failure)
+      failure = "final_value";
   }
   if (snd.stored != snd.n && !failure) failure = "store_failed";
   return (outcome){snd.stored, failure};
@@ -384,8 +384,10 @@ static void *w5_requester(void *arg) {
       break;
     }
     uint64_t answer;
-    if (tg_oneshot_recv(reply, &answer) == 0 && answer == i + 1) s->good++;
-    else s->all_right = false;
+    if (tg_oneshot_recv(reply, &answer) == 0 && answer == i + 1)
+      s->good++;
+    else
+      s->all_right = false;
     tg_oneshot_rx_drop(reply);
   }
   tg_mpsc_tx_drop(s->tx);
@@ -454,10 +456,10 @@ static outcome w6_semaphore_pool(double scale) {
   tg_semaphore_stats st;
   tg_semaphore_stats_get(s.sem, &st);
   tg_semaphore_free(s.sem);
-  const char *failure = atomic_load(&s.overrun) ? "overrun"
+  const char *failure = atomic_load(&s.overrun)                                     ? "overrun"
                         : atomic_load(&s.in_use) != 0 || st.available != W6_PERMITS ? "permits_not_back"
-                        : acquired != s.per * W6_WORKERS ? "count"
-                                                         : NULL;
+                        : acquired != s.per * W6_WORKERS                            ? "count"
+                                                                                    : NULL;
   return (outcome){acquired, failure};
 }
 
@@ -670,8 +672,10 @@ static void *w9_aggregator(void *arg) {
       batch = w9_batch_new();
     }
   }
-  if (batch->len > 0 && tg_mpsc_send(s->batch_tx, &batch) == 0) batch = NULL;
-  else if (batch->len > 0) s->bad = true;
+  if (batch->len > 0 && tg_mpsc_send(s->batch_tx, &batch) == 0)
+    batch = NULL;
+  else if (batch->len > 0)
+    s->bad = true;
   free(batch);
   /* closes storage and the clients */
   tg_mpsc_rx_drop(s->reading_rx);
@@ -715,8 +719,7 @@ static outcome w9_gateway_pipeline(double scale) {
   tg_watch_rx *watch_rx;
   int r = tg_watch_new(&(tg_watch_opts){.elem_size = sizeof(w9_snapshot)}, &empty, &s.watch_tx, &watch_rx);
   if (r != 0) die("tg_watch_new", r);
-  r = tg_broadcast_new(&(tg_broadcast_opts){.capacity = 100, .elem_size = sizeof(w9_snapshot)}, &s.bcast_tx,
-                       NULL);
+  r = tg_broadcast_new(&(tg_broadcast_opts){.capacity = 100, .elem_size = sizeof(w9_snapshot)}, &s.bcast_tx, NULL);
   if (r != 0) die("tg_broadcast_new", r);
   if ((r = tg_semaphore_new(&s.device_sem, 5, NULL)) != 0 || (r = tg_semaphore_new(&s.storage_sem, 2, NULL)) != 0)
     die("tg_semaphore_new", r);
@@ -751,10 +754,10 @@ static outcome w9_gateway_pipeline(double scale) {
   for (int i = 0; i < W9_CLIENTS; i++) join(clients[i]);
   tg_semaphore_free(s.device_sem);
   tg_semaphore_free(s.storage_sem);
-  const char *failure = s.bad ? "aggregator"
+  const char *failure = s.bad                                      ? "aggregator"
                         : s.stored != sent || s.aggregated != sent ? "stored_ne_sent"
-                        : s.stored_seq_sum != sent_seq_sum ? "seq_sum"
-                                                           : NULL;
+                        : s.stored_seq_sum != sent_seq_sum         ? "seq_sum"
+                                                                   : NULL;
   return (outcome){s.stored, failure};
 }
 
@@ -920,8 +923,8 @@ int main(int argc, char **argv) {
       all_ok = false;
       snprintf(check, sizeof check, "FAIL:%s", call.result.failure);
     }
-    printf("%s %s ops=%llu secs=%.4f ops_per_sec=%.0f check=%s\n", w->id, w->name,
-           (unsigned long long)call.result.ops, call.secs, rate, check);
+    printf("%s %s ops=%llu secs=%.4f ops_per_sec=%.0f check=%s\n", w->id, w->name, (unsigned long long)call.result.ops,
+           call.secs, rate, check);
     fflush(stdout);
   }
   return all_ok ? 0 : 1;

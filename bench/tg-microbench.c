@@ -206,11 +206,8 @@ static const struct {
   bench_fn fn;
   int workers;
 } benches[] = {
-    {"fcontext_switch_ns", raw_switch, 1},
-    {"yield_switch_ns", yield_pair, 1},
-    {"spawn_join_ns", spawn_join, 1},
-    {"mpsc_send_recv_pair_ns", mpsc_pair, 1},
-    {"cross_worker_wake_ns", cross_wake, 2},
+    {"fcontext_switch_ns", raw_switch, 1},    {"yield_switch_ns", yield_pair, 1},      {"spawn_join_ns", spawn_join, 1},
+    {"mpsc_send_recv_pair_ns", mpsc_pair, 1}, {"cross_worker_wake_ns", cross_wake, 2},
 };
 
 int main(int argc, char **argv) {

@@ -20,8 +20,8 @@ static void *slow_client(void *arg) {
   }
   tg_broadcast_stats st;
   tg_broadcast_rx_stats_get(rx, &st);
-  printf("slow client: channel closed; lag events %llu, messages missed %llu\n",
-         (unsigned long long)st.lag_events, (unsigned long long)st.lagged_messages);
+  printf("slow client: channel closed; lag events %llu, messages missed %llu\n", (unsigned long long)st.lag_events,
+         (unsigned long long)st.lagged_messages);
   tg_broadcast_rx_drop(rx);
   return NULL;
 }

@@ -24,8 +24,8 @@ static void *consumer(void *arg) {
   while (tg_select(cases, 2, TG_FOREVER) == 1 && cases[1].result == 0) handled++;
   tg_mpsc_stats st;
   tg_mpsc_stats_get(rx, &st);
-  printf("[%4ld ms] consumer: took %d, then the token (its select's first case) won over %zu queued\n",
-         ms(), handled, st.len);
+  printf("[%4ld ms] consumer: took %d, then the token (its select's first case) won over %zu queued\n", ms(), handled,
+         st.len);
   tg_mpsc_rx_drop(rx);
   return NULL;
 }

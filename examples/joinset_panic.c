@@ -47,16 +47,16 @@ static void *run(void *arg) {
     while (ids[id] != out.task_id) id++;
     tg_joinset_stats_get(set, &st);
     if (out.status == TG_EPANICKED)
-      printf("[%4ld ms] join_next: device %d panicked: \"%s\"; %llu devices still running\n", ms(), id,
-             out.message, (unsigned long long)st.running);
+      printf("[%4ld ms] join_next: device %d panicked: \"%s\"; %llu devices still running\n", ms(), id, out.message,
+             (unsigned long long)st.running);
     else
       printf("[%4ld ms] join_next: device %d returned after %d readings\n", ms(), id, (int)(intptr_t)out.value);
   }
   tg_joinset_stats_get(set, &st);
   printf("[%4ld ms] deferred cleanups ran in %d of %d devices\n", ms(), cleanups, DEVICES);
-  printf("[%4ld ms] join_next: %s; spawned %llu, joined %llu, panicked %llu, cancelled %llu\n",
-         ms(), tg_err_name(r), (unsigned long long)st.spawned, (unsigned long long)st.joined,
-         (unsigned long long)st.panicked, (unsigned long long)st.cancelled);
+  printf("[%4ld ms] join_next: %s; spawned %llu, joined %llu, panicked %llu, cancelled %llu\n", ms(), tg_err_name(r),
+         (unsigned long long)st.spawned, (unsigned long long)st.joined, (unsigned long long)st.panicked,
+         (unsigned long long)st.cancelled);
   tg_joinset_free(set);
   return NULL;
 }

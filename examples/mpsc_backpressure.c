@@ -12,9 +12,9 @@ static long ms(void) { return (long)(tg_now() / TG_MS(1)); }
 static void show(const char *when, tg_mpsc_rx *rx) {
   tg_mpsc_stats st;
   tg_mpsc_stats_get(rx, &st);
-  printf("[%4ld ms] %s: %s len %zu/%zu, senders waiting %llu, full waits %llu, sent %llu, received %llu\n",
-         ms(), when, st.name, st.len, st.capacity, (unsigned long long)st.senders_waiting,
-         (unsigned long long)st.full_waits, (unsigned long long)st.sent, (unsigned long long)st.received);
+  printf("[%4ld ms] %s: %s len %zu/%zu, senders waiting %llu, full waits %llu, sent %llu, received %llu\n", ms(), when,
+         st.name, st.len, st.capacity, (unsigned long long)st.senders_waiting, (unsigned long long)st.full_waits,
+         (unsigned long long)st.sent, (unsigned long long)st.received);
 }
 
 static void *device(void *arg) {
@@ -24,8 +24,7 @@ static void *device(void *arg) {
     if (tg_mpsc_send(tx, &seq) != 0) break;
     if (seq == CAPACITY) printf("[%4ld ms] device: sends 1-%d completed at once\n", ms(), CAPACITY);
     if (tg_now() > start)
-      printf("[%4ld ms] device: send %d waited %ld ms for room\n", ms(), seq,
-             (long)((tg_now() - start) / TG_MS(1)));
+      printf("[%4ld ms] device: send %d waited %ld ms for room\n", ms(), seq, (long)((tg_now() - start) / TG_MS(1)));
   }
   tg_mpsc_tx_drop(tx); /* the aggregator sees TG_ECLOSED once it has read everything */
   return NULL;

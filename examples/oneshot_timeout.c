@@ -7,8 +7,8 @@
 
 typedef struct device {
   const char *name;
-  int64_t delay;     /* how long it takes to answer */
-  int drops;         /* drops the request instead of answering */
+  int64_t delay; /* how long it takes to answer */
+  int drops;     /* drops the request instead of answering */
   tg_oneshot_tx *reply;
 } device;
 
@@ -42,10 +42,13 @@ static void *check(void *arg) {
     tg_task *t;
     if (tg_spawn(&t, answer_health_check, d, NULL) != 0) return NULL;
     int battery, r = tg_oneshot_recv_dl(rx, &battery, start + TG_MS(500));
-    if (r == 0) printf("[%4ld ms] checker: %s is healthy, battery %d%%\n", ms(), d->name, battery);
-    else if (r == TG_ECLOSED) printf("[%4ld ms] checker: %s dropped the request (TG_ECLOSED)\n", ms(), d->name);
-    else printf("[%4ld ms] checker: %s timed out after %ld ms (TG_ETIMEDOUT)\n", ms(), d->name,
-                (long)((tg_now() - start) / TG_MS(1)));
+    if (r == 0)
+      printf("[%4ld ms] checker: %s is healthy, battery %d%%\n", ms(), d->name, battery);
+    else if (r == TG_ECLOSED)
+      printf("[%4ld ms] checker: %s dropped the request (TG_ECLOSED)\n", ms(), d->name);
+    else
+      printf("[%4ld ms] checker: %s timed out after %ld ms (TG_ETIMEDOUT)\n", ms(), d->name,
+             (long)((tg_now() - start) / TG_MS(1)));
     if (r == TG_ETIMEDOUT && tg_oneshot_recv(rx, &battery) == 0)
       printf("[%4ld ms] checker: a second recv still gets %s's late answer\n", ms(), d->name);
     tg_oneshot_rx_drop(rx);

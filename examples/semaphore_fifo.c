@@ -25,8 +25,8 @@ static void *send_readings(void *arg) {
     printf("[%4ld ms] device %d: no slot free, waits\n", ms(), d->id);
     if (tg_semaphore_acquire(d->slots, 1) != 0) return NULL;
   }
-  printf("[%4ld ms] device %d: got a slot (%llu/%d in use)\n", ms(), d->id,
-         (unsigned long long)in_use(d->slots), SLOTS);
+  printf("[%4ld ms] device %d: got a slot (%llu/%d in use)\n", ms(), d->id, (unsigned long long)in_use(d->slots),
+         SLOTS);
   tg_sleep(TG_MS(100 + 50 * d->id)); /* sending */
   tg_semaphore_release(d->slots, 1);
   printf("[%4ld ms] device %d: done, slot released\n", ms(), d->id);
@@ -47,9 +47,8 @@ static void *run(void *arg) {
   for (int i = 0; i < DEVICES; i++) tg_task_join(tasks[i], NULL);
   tg_semaphore_stats st;
   tg_semaphore_stats_get(slots, &st);
-  printf("[%4ld ms] %llu acquires, %llu had to wait, %llu/%d slots free\n", ms(),
-         (unsigned long long)st.acquired, (unsigned long long)st.waits,
-         (unsigned long long)st.available, SLOTS);
+  printf("[%4ld ms] %llu acquires, %llu had to wait, %llu/%d slots free\n", ms(), (unsigned long long)st.acquired,
+         (unsigned long long)st.waits, (unsigned long long)st.available, SLOTS);
   tg_semaphore_free(slots);
   return NULL;
 }

@@ -29,8 +29,8 @@ static void *dashboard(void *arg) {
     draws++;
     tg_sleep(TG_MS(100));
   }
-  printf("%4lld ms  dashboard: sensor gone after %d draws for %d readings\n", (long long)(tg_now() / TG_MS(1)),
-         draws, READINGS);
+  printf("%4lld ms  dashboard: sensor gone after %d draws for %d readings\n", (long long)(tg_now() / TG_MS(1)), draws,
+         READINGS);
   tg_watch_rx_drop(rx);
   return NULL;
 }

@@ -35,8 +35,8 @@ typedef struct tg_broadcast {
  * their own; they are read and written under the channel's lock. */
 struct tg_broadcast_rx {
   tg_broadcast *ch;
-  uint64_t next;  /* number of the next message to read */
-  size_t slot;    /* next % capacity */
+  uint64_t next;   /* number of the next message to read */
+  size_t slot;     /* next % capacity */
   uint64_t lagged; /* missed messages reported by the last TG_ELAGGED */
 };
 
@@ -54,8 +54,8 @@ static void channel_free(tg_broadcast *ch) {
 /* ------------------------------------------------------------ handles */
 
 int tg_broadcast_new(const tg_broadcast_opts *opts, tg_broadcast_tx **tx, tg_broadcast_rx **rx) {
-  if (!opts || !tx || opts->capacity < 1 || opts->elem_size < 1 ||
-      opts->capacity > SIZE_MAX / opts->elem_size || opts->capacity > SIZE_MAX / sizeof(uint64_t))
+  if (!opts || !tx || opts->capacity < 1 || opts->elem_size < 1 || opts->capacity > SIZE_MAX / opts->elem_size ||
+      opts->capacity > SIZE_MAX / sizeof(uint64_t))
     return TG_EINVAL;
   tg_broadcast *ch = calloc(1, sizeof *ch);
   if (!ch) return TG_ENOMEM;
@@ -227,9 +227,7 @@ int tg_broadcast_recv_dl(tg_broadcast_rx *rx, void *out, int64_t deadline_ns) {
   return tg__wait_one(&recv_op, rx, out, 0, deadline_ns);
 }
 
-int tg_broadcast_recv(tg_broadcast_rx *rx, void *out) {
-  return tg_broadcast_recv_dl(rx, out, TG_FOREVER);
-}
+int tg_broadcast_recv(tg_broadcast_rx *rx, void *out) { return tg_broadcast_recv_dl(rx, out, TG_FOREVER); }
 
 tg_case tg_broadcast_recv_case(tg_broadcast_rx *rx, void *out) {
   return (tg_case){.op = &recv_op, .obj = rx, .buf = out};

@@ -19,10 +19,10 @@
 #include <stdlib.h>
 
 struct tg_cancel {
-  tg__lock lock;              /* guards waiters; fired is set under it */
+  tg__lock lock; /* guards waiters; fired is set under it */
   atomic_bool fired;
   tg__waitlist waiters;
-  struct tg_cancel *parent;   /* NULL for a root or once detached */
+  struct tg_cancel *parent; /* NULL for a root or once detached */
   struct tg_cancel *first_child, *prev_sibling, *next_sibling;
   char *name;
 };
@@ -54,8 +54,10 @@ static void link_child(tg_cancel *parent, tg_cancel *child) {
 /* tree_lock held. */
 static void unlink_from_parent(tg_cancel *c) {
   if (!c->parent) return;
-  if (c->prev_sibling) c->prev_sibling->next_sibling = c->next_sibling;
-  else c->parent->first_child = c->next_sibling;
+  if (c->prev_sibling)
+    c->prev_sibling->next_sibling = c->next_sibling;
+  else
+    c->parent->first_child = c->next_sibling;
   if (c->next_sibling) c->next_sibling->prev_sibling = c->prev_sibling;
   c->parent = c->prev_sibling = c->next_sibling = NULL;
 }
@@ -67,8 +69,10 @@ int tg_cancel_child(tg_cancel *parent, tg_cancel **out) {
   /* Under tree_lock a fire of the parent is either over (the child is born
    * fired) or not begun (its walk will find the child). */
   tg__lock_acquire(&tree_lock);
-  if (tg_cancel_fired(parent)) atomic_store_explicit(&child->fired, true, memory_order_release);
-  else link_child(parent, child);
+  if (tg_cancel_fired(parent))
+    atomic_store_explicit(&child->fired, true, memory_order_release);
+  else
+    link_child(parent, child);
   tg__lock_release(&tree_lock);
   *out = child;
   return 0;
@@ -110,9 +114,7 @@ void tg_cancel_fire(tg_cancel *c) {
   tg__lock_release(&tree_lock);
 }
 
-int tg_cancel_fired(const tg_cancel *c) {
-  return atomic_load_explicit(&c->fired, memory_order_acquire);
-}
+int tg_cancel_fired(const tg_cancel *c) { return atomic_load_explicit(&c->fired, memory_order_acquire); }
 
 /* ------------------------------------------------------------ wait */
 
@@ -141,9 +143,7 @@ static void wait_disarm(tg_case *c, tg__waiter *w) {
 /* Nothing is consumed: every wait on a fired token completes. */
 static const tg__op wait_op = {wait_try, wait_arm, wait_disarm, tg__finish_stored};
 
-int tg_cancel_wait_dl(tg_cancel *c, int64_t deadline_ns) {
-  return tg__wait_one(&wait_op, c, NULL, 0, deadline_ns);
-}
+int tg_cancel_wait_dl(tg_cancel *c, int64_t deadline_ns) { return tg__wait_one(&wait_op, c, NULL, 0, deadline_ns); }
 
 int tg_cancel_wait(tg_cancel *c) { return tg_cancel_wait_dl(c, TG_FOREVER); }
 

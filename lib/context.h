@@ -29,10 +29,10 @@ extern tg__fcontext make_fcontext(void *sp, size_t size, void (*fn)(tg__transfer
 void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
 #define TG_ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
-#define TG_ASAN_FINISH(save) __sanitizer_finish_switch_fiber(save, NULL, NULL)
+#define TG_ASAN_FINISH(save)              __sanitizer_finish_switch_fiber(save, NULL, NULL)
 #else
 #define TG_ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
-#define TG_ASAN_FINISH(save) ((void)(save))
+#define TG_ASAN_FINISH(save)              ((void)(save))
 #endif
 
 #if defined(__SANITIZE_THREAD__)

@@ -6,7 +6,8 @@
 
 const char *tg_strerror(int code) {
   switch (code) {
-#define TG__ERR_MSG(name, value, msg) case value: return msg;
+#define TG__ERR_MSG(name, value, msg) \
+  case value: return msg;
     TG_ERRNO_MAP(TG__ERR_MSG)
 #undef TG__ERR_MSG
   case 0: return "success";
@@ -16,7 +17,8 @@ const char *tg_strerror(int code) {
 
 const char *tg_err_name(int code) {
   switch (code) {
-#define TG__ERR_NAME(name, value, msg) case value: return "TG_" #name;
+#define TG__ERR_NAME(name, value, msg) \
+  case value: return "TG_" #name;
     TG_ERRNO_MAP(TG__ERR_NAME)
 #undef TG__ERR_NAME
   case 0: return "OK";

@@ -33,9 +33,7 @@ static inline void tg__lock_acquire(tg__lock *l) {
   tg__lock_slow(l);
 }
 
-static inline void tg__lock_release(tg__lock *l) {
-  atomic_store_explicit(&l->held, 0, memory_order_release);
-}
+static inline void tg__lock_release(tg__lock *l) { atomic_store_explicit(&l->held, 0, memory_order_release); }
 
 /* ------------------------------------------------------------ copies */
 
@@ -64,7 +62,7 @@ static inline void tg__copy_elem(void *dst, const void *src, size_t size) {
 typedef struct tg__timer {
   int64_t deadline;
   uint64_t seq;
-  size_t heap_index; /* position in the heap; SIZE_MAX when not armed */
+  size_t heap_index;           /* position in the heap; SIZE_MAX when not armed */
   struct tg__timer_heap *heap; /* the heap it was armed in */
   void (*fire)(struct tg__timer *t);
 } tg__timer;
@@ -94,19 +92,19 @@ enum { TG__PENDING = -1, TG__WON_BY_TIMEOUT = -2, TG__WON_BY_ABORT = -3 };
 
 typedef struct tg__wait {
   atomic_int winner;
-  struct tg_task *task;    /* the waiting task, or NULL for a plain thread */
+  struct tg_task *task;     /* the waiting task, or NULL for a plain thread */
   atomic_uint thread_woken; /* futex word of a waiting plain thread */
-  tg__timer deadline;      /* armed when the wait has a deadline */
+  tg__timer deadline;       /* armed when the wait has a deadline */
 } tg__wait;
 
 typedef struct tg__waiter {
   struct tg__waiter *prev, *next; /* in the primitive's wait list */
   tg__wait *wait;
-  int index;     /* this case's index in the select */
-  bool linked;   /* on a wait list; read and written under the list's lock */
-  int result;    /* set by the claimer for operations it completes */
-  void *buf;     /* the case's buffer */
-  uint64_t n;    /* the case's count */
+  int index;   /* this case's index in the select */
+  bool linked; /* on a wait list; read and written under the list's lock */
+  int result;  /* set by the claimer for operations it completes */
+  void *buf;   /* the case's buffer */
+  uint64_t n;  /* the case's count */
 } tg__waiter;
 
 /* FIFO of waiters, protected by its primitive's lock. */
@@ -122,8 +120,8 @@ void tg__waitlist_remove(tg__waitlist *l, tg__waiter *w);
  * abort got there first. */
 static inline bool tg__waiter_claim(tg__waiter *w) {
   int pending = TG__PENDING;
-  return atomic_compare_exchange_strong_explicit(
-      &w->wait->winner, &pending, w->index, memory_order_acq_rel, memory_order_acquire);
+  return atomic_compare_exchange_strong_explicit(&w->wait->winner, &pending, w->index, memory_order_acq_rel,
+                                                 memory_order_acquire);
 }
 
 /* Wakes the owner of a claimed wait. */
@@ -209,11 +207,11 @@ struct tg__worker;
  * every task stays small (100,000 tasks in a JoinSet cost 100,000 of them). */
 typedef struct tg__task_extra {
   tg__defer *defers;
-  tg__held_permits *held;    /* permits this task holds, per semaphore */
+  tg__held_permits *held; /* permits this task holds, per semaphore */
   size_t held_len, held_cap;
   char *name;
-  char *panic_message;       /* malloc'd, NULL unless panicked */
-  void (*drop)(void *arg);   /* tg_spawn_opts.drop */
+  char *panic_message;     /* malloc'd, NULL unless panicked */
+  void (*drop)(void *arg); /* tg_spawn_opts.drop */
 } tg__task_extra;
 
 /* Invariants: a task is on at most one run queue, and only once it is
@@ -226,31 +224,31 @@ typedef struct tg__task_extra {
  * JoinSet) let go of it. Fields are ordered to leave no padding: 160
  * bytes. */
 typedef struct tg_task {
-  void *ctx;                 /* saved fcontext while not running */
+  void *ctx; /* saved fcontext while not running */
   struct tg__worker *worker;
-  struct tg_task *next_run;  /* run queue link */
+  struct tg_task *next_run; /* run queue link */
   tg_task_fn fn;
   void *arg;
-  void *value;               /* fn's result, once ended */
+  void *value; /* fn's result, once ended */
   uint64_t id;
-  struct tg__stack *stack;   /* NULL before the first run and after the end */
+  struct tg__stack *stack; /* NULL before the first run and after the end */
   tg__wait *cur_wait;
-  tg__waiter *joiners;       /* tasks in tg_task_join, chained by next */
-  struct tg_joinset *set;    /* owning JoinSet, or NULL */
-  struct tg_task *set_prev, *set_next; /* in the set's running or done list */
+  tg__waiter *joiners;                   /* tasks in tg_task_join, chained by next */
+  struct tg_joinset *set;                /* owning JoinSet, or NULL */
+  struct tg_task *set_prev, *set_next;   /* in the set's running or done list */
   struct tg_task *live_prev, *live_next; /* in live_worker's live list */
-  tg__task_extra *extra;     /* NULL until needed */
-  atomic_int park_state;     /* TG__RUNNING, TG__PARKED, TG__NOTIFIED */
-  int status;                /* 0, TG_EPANICKED, TG_ECANCELED once ended */
-  int refs;                  /* 1 while running + 1 for the handle/set */
-  tg__lock lock;             /* guards cur_wait, ended, refs, joiners */
+  tg__task_extra *extra;                 /* NULL until needed */
+  atomic_int park_state;                 /* TG__RUNNING, TG__PARKED, TG__NOTIFIED */
+  int status;                            /* 0, TG_EPANICKED, TG_ECANCELED once ended */
+  int refs;                              /* 1 while running + 1 for the handle/set */
+  tg__lock lock;                         /* guards cur_wait, ended, refs, joiners */
   uint32_t stack_size;
-  uint32_t live_worker;      /* index of the worker whose live list holds it */
-  uint8_t guard;             /* a tg_stack_guard */
+  uint32_t live_worker; /* index of the worker whose live list holds it */
+  uint8_t guard;        /* a tg_stack_guard */
   atomic_bool cancelled;
-  bool ended;                /* under lock */
-  bool pinned;               /* never moves: pinned at spawn, or uses sockets */
-  bool timer_armed;          /* a wait's deadline sits in worker's heap */
+  bool ended;       /* under lock */
+  bool pinned;      /* never moves: pinned at spawn, or uses sockets */
+  bool timer_armed; /* a wait's deadline sits in worker's heap */
 #if defined(TG_TSAN)
   void *tsan_fiber;
 #endif
@@ -315,33 +313,33 @@ typedef struct tg__worker {
   int index;
   uv_thread_t thread;
   uv_loop_t loop;
-  uv_async_t wakeup;        /* other threads' pushes and stop requests */
-  uv_timer_t sleep_timer;   /* bounds the loop's sleep by the next deadline */
-  void *sched_ctx;          /* the scheduler's fcontext while a task runs */
+  uv_async_t wakeup;      /* other threads' pushes and stop requests */
+  uv_timer_t sleep_timer; /* bounds the loop's sleep by the next deadline */
+  void *sched_ctx;        /* the scheduler's fcontext while a task runs */
   tg_task *current;
   tg_task *run_head, *run_tail; /* local run queue: this thread only */
-  tg_task *lifo;            /* woken by a task here: runs next (multi-worker) */
-  int lifo_streak;          /* LIFO picks in a row, bounded */
-  bool migrate;             /* several workers: tasks may move here */
-  atomic_bool idle;         /* out of work: busy workers share theirs */
-  tg__lock live_lock;       /* guards live, live_count: tasks end anywhere */
+  tg_task *lifo;                /* woken by a task here: runs next (multi-worker) */
+  int lifo_streak;              /* LIFO picks in a row, bounded */
+  bool migrate;                 /* several workers: tasks may move here */
+  atomic_bool idle;             /* out of work: busy workers share theirs */
+  tg__lock live_lock;           /* guards live, live_count: tasks end anywhere */
   tg__lock inject_lock;
   tg_task *inject_head, *inject_tail; /* pushes from other threads */
-  atomic_bool injected;     /* inject queue non-empty: a lock-free peek */
-  int switch_reason;        /* why the current task returned to the loop */
-  int budget;               /* switches left before the loop polls I/O */
-  atomic_uint_fast64_t switches; /* written by this thread only */
-  const void *loop_stack_bottom; /* the thread's own stack, for ASan */
+  atomic_bool injected;               /* inject queue non-empty: a lock-free peek */
+  int switch_reason;                  /* why the current task returned to the loop */
+  int budget;                         /* switches left before the loop polls I/O */
+  atomic_uint_fast64_t switches;      /* written by this thread only */
+  const void *loop_stack_bottom;      /* the thread's own stack, for ASan */
   size_t loop_stack_size;
-  atomic_bool sleeping;     /* in uv_run waiting: pushers must send wakeup */
-  tg__timer_heap timers;    /* this thread only */
-  tg_task *live;            /* tasks that have started here and not ended */
+  atomic_bool sleeping;  /* in uv_run waiting: pushers must send wakeup */
+  tg__timer_heap timers; /* this thread only */
+  tg_task *live;         /* tasks that have started here and not ended */
   uint64_t live_count;
   struct tg__stack *stack_pool;
   size_t stack_pool_len;
   union tg__task_slot *task_cache; /* freed task structs, for this thread's spawns */
   size_t task_cache_len;
-  bool aborted_all;         /* exit: the live tasks were aborted */
+  bool aborted_all; /* exit: the live tasks were aborted */
   int start_error;
 #if defined(TG_TSAN)
   void *tsan_fiber;
@@ -376,7 +374,6 @@ void tg__stack_counts(uint64_t *guarded, uint64_t *unguarded, uint64_t *in_pool)
 uint64_t tg__stack_slabs(void);
 /* The top of the usable area, where the task's first frame goes. */
 static inline void *tg__stack_top(tg__stack *s) { return s; }
-
 
 /* Gives w's cached task structs back to the process-wide pool. */
 void tg__task_cache_flush(tg__worker *w);
@@ -419,8 +416,10 @@ static inline bool tg__self_cancelled(void) {
 /* Appends t to w's own run queue; w's thread only. */
 static inline void tg__local_push(tg__worker *w, tg_task *t) {
   t->next_run = NULL;
-  if (w->run_tail) w->run_tail->next_run = t;
-  else w->run_head = t;
+  if (w->run_tail)
+    w->run_tail->next_run = t;
+  else
+    w->run_head = t;
   w->run_tail = t;
 }
 
@@ -453,8 +452,7 @@ static inline void tg__schedule(tg_task *t) {
 
 /* Makes a parked (or parking) task runnable again. Safe from any thread. */
 static inline void tg__task_unpark(tg_task *t) {
-  if (atomic_exchange_explicit(&t->park_state, TG__NOTIFIED, memory_order_acq_rel) == TG__PARKED)
-    tg__schedule(t);
+  if (atomic_exchange_explicit(&t->park_state, TG__NOTIFIED, memory_order_acq_rel) == TG__PARKED) tg__schedule(t);
 }
 
 /* CLOCK_MONOTONIC in nanoseconds, whatever the runtime's clock. */

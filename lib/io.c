@@ -38,16 +38,16 @@ struct tg_tcp {
   size_t cap, start, end, seen;
   bool reading, eof;
   int read_error;
-  tg__waitlist readers;   /* waiter->buf: tg_tcp_view * */
+  tg__waitlist readers; /* waiter->buf: tg_tcp_view * */
   /* connecting */
   uv_connect_t connect_req;
   tg__waitlist connectors;
   /* writing: one uv_write in flight; its bytes are owned by the socket */
   uv_write_t write_req;
   char *write_copy;
-  bool write_busy;        /* a writer holds the turn */
-  tg__waitlist writers;   /* waiting for the turn */
-  tg__waitlist flushers;  /* waiting for the write in flight */
+  bool write_busy;       /* a writer holds the turn */
+  tg__waitlist writers;  /* waiting for the turn */
+  tg__waitlist flushers; /* waiting for the write in flight */
 };
 
 static int check_worker(const tg_tcp *s) {
@@ -90,8 +90,7 @@ static int accept_now(tg_tcp *l, int *fd) {
     *fd = c;
     return 0;
   }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED || errno == EINTR)
-    return TG_EAGAIN;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED || errno == EINTR) return TG_EAGAIN;
   return -errno; /* EMFILE and friends: the caller decides */
 }
 
@@ -293,8 +292,10 @@ static int start_reading(tg_tcp *s) {
   }
   if (s->end == s->cap) return 0; /* no room until the owner consumes */
   int r = uv_read_start(&s->h.stream, on_alloc, on_read);
-  if (r == 0) s->reading = true;
-  else s->read_error = r;
+  if (r == 0)
+    s->reading = true;
+  else
+    s->read_error = r;
   return r;
 }
 
@@ -337,9 +338,7 @@ int tg_tcp_recv_dl(tg_tcp *conn, const char **data, size_t *len, int64_t deadlin
   return r;
 }
 
-int tg_tcp_recv(tg_tcp *conn, const char **data, size_t *len) {
-  return tg_tcp_recv_dl(conn, data, len, TG_FOREVER);
-}
+int tg_tcp_recv(tg_tcp *conn, const char **data, size_t *len) { return tg_tcp_recv_dl(conn, data, len, TG_FOREVER); }
 
 void tg_tcp_consume(tg_tcp *s, size_t n) {
   io_home(s);
@@ -347,8 +346,10 @@ void tg_tcp_consume(tg_tcp *s, size_t n) {
   if (n > buffered) n = buffered;
   s->start += n;
   s->seen = n < s->seen ? s->seen - n : 0;
-  if (s->start == s->end) s->start = s->end = 0;
-  else if (s->cap - s->end < s->cap / 2) compact(s); /* views end here anyway */
+  if (s->start == s->end)
+    s->start = s->end = 0;
+  else if (s->cap - s->end < s->cap / 2)
+    compact(s);     /* views end here anyway */
   start_reading(s); /* there may be room again */
 }
 
@@ -429,9 +430,7 @@ int tg_tcp_connect_dl(tg_tcp **out, const char *host, int port, int64_t deadline
   return 0;
 }
 
-int tg_tcp_connect(tg_tcp **out, const char *host, int port) {
-  return tg_tcp_connect_dl(out, host, port, TG_FOREVER);
-}
+int tg_tcp_connect(tg_tcp **out, const char *host, int port) { return tg_tcp_connect_dl(out, host, port, TG_FOREVER); }
 
 /* ------------------------------------------------------------ writing */
 
@@ -530,9 +529,7 @@ int tg_tcp_write_dl(tg_tcp *s, const void *buf, size_t len, int64_t deadline_ns)
   return tg__wait_one(&flush_op, s, NULL, 0, deadline_ns);
 }
 
-int tg_tcp_write(tg_tcp *s, const void *buf, size_t len) {
-  return tg_tcp_write_dl(s, buf, len, TG_FOREVER);
-}
+int tg_tcp_write(tg_tcp *s, const void *buf, size_t len) { return tg_tcp_write_dl(s, buf, len, TG_FOREVER); }
 
 /* ------------------------------------------------------------ closing */
 

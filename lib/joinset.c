@@ -29,17 +29,23 @@ struct tg_joinset {
 static void list_push(task_list *l, tg_task *t) {
   t->set_next = NULL;
   t->set_prev = l->tail;
-  if (l->tail) l->tail->set_next = t;
-  else l->head = t;
+  if (l->tail)
+    l->tail->set_next = t;
+  else
+    l->head = t;
   l->tail = t;
   l->len++;
 }
 
 static void list_remove(task_list *l, tg_task *t) {
-  if (t->set_prev) t->set_prev->set_next = t->set_next;
-  else l->head = t->set_next;
-  if (t->set_next) t->set_next->set_prev = t->set_prev;
-  else l->tail = t->set_prev;
+  if (t->set_prev)
+    t->set_prev->set_next = t->set_next;
+  else
+    l->head = t->set_next;
+  if (t->set_next)
+    t->set_next->set_prev = t->set_prev;
+  else
+    l->tail = t->set_prev;
   t->set_prev = t->set_next = NULL;
   l->len--;
 }
@@ -65,8 +71,7 @@ static void destroy(tg_joinset *js) {
   free(js);
 }
 
-int tg_joinset_spawn(tg_joinset *js, tg_task_fn fn, void *arg, const tg_spawn_opts *opts,
-                     uint64_t *id) {
+int tg_joinset_spawn(tg_joinset *js, tg_task_fn fn, void *arg, const tg_spawn_opts *opts, uint64_t *id) {
   tg_task *t;
   int r = tg__task_new(&t, fn, arg, opts);
   if (r != 0) return r;
@@ -144,9 +149,7 @@ int tg_joinset_join_next_dl(tg_joinset *js, tg_outcome *out, int64_t deadline_ns
   return tg__wait_one(&join_op, js, out, 0, deadline_ns);
 }
 
-int tg_joinset_join_next(tg_joinset *js, tg_outcome *out) {
-  return tg_joinset_join_next_dl(js, out, TG_FOREVER);
-}
+int tg_joinset_join_next(tg_joinset *js, tg_outcome *out) { return tg_joinset_join_next_dl(js, out, TG_FOREVER); }
 
 int tg_joinset_try_join_next(tg_joinset *js, tg_outcome *out) {
   tg_case c = {.obj = js, .buf = out};

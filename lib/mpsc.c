@@ -13,11 +13,11 @@
 typedef struct tg_mpsc {
   tg__lock lock;
   size_t capacity, elem_size;
-  size_t head, len;           /* ring: oldest at head */
+  size_t head, len; /* ring: oldest at head */
   unsigned char *ring;
-  tg__waitlist send_waiters;  /* waiter->buf points at the element */
-  tg__waitlist recv_waiters;  /* the receiver, at most once */
-  uint64_t senders;           /* live sender handles */
+  tg__waitlist send_waiters; /* waiter->buf points at the element */
+  tg__waitlist recv_waiters; /* the receiver, at most once */
+  uint64_t senders;          /* live sender handles */
   bool rx_alive;
   uint64_t full_waits, sent, received;
   char *name;
@@ -26,8 +26,7 @@ typedef struct tg_mpsc {
 static tg_mpsc *of(const void *handle) { return (tg_mpsc *)handle; }
 
 int tg_mpsc_new(const tg_mpsc_opts *opts, tg_mpsc_tx **tx, tg_mpsc_rx **rx) {
-  if (!opts || opts->capacity < 1 || opts->elem_size < 1 ||
-      opts->capacity > SIZE_MAX / opts->elem_size)
+  if (!opts || opts->capacity < 1 || opts->elem_size < 1 || opts->capacity > SIZE_MAX / opts->elem_size)
     return TG_EINVAL;
   tg_mpsc *ch = calloc(1, sizeof *ch);
   if (!ch) return TG_ENOMEM;
@@ -237,9 +236,7 @@ int tg_mpsc_recv_dl(tg_mpsc_rx *rx, void *out, int64_t deadline_ns) {
 
 int tg_mpsc_recv(tg_mpsc_rx *rx, void *out) { return tg_mpsc_recv_dl(rx, out, TG_FOREVER); }
 
-tg_case tg_mpsc_recv_case(tg_mpsc_rx *rx, void *out) {
-  return (tg_case){.op = &recv_op, .obj = rx, .buf = out};
-}
+tg_case tg_mpsc_recv_case(tg_mpsc_rx *rx, void *out) { return (tg_case){.op = &recv_op, .obj = rx, .buf = out}; }
 
 void tg_mpsc_stats_get(const void *tx_or_rx, tg_mpsc_stats *out) {
   tg_mpsc *ch = of(tx_or_rx);

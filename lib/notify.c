@@ -16,10 +16,10 @@
 
 struct tg_notify {
   tg__lock lock;
-  atomic_bool permit;   /* set under the lock, taken with or without it */
+  atomic_bool permit; /* set under the lock, taken with or without it */
   tg__waitlist waiters;
-  uint64_t woken;       /* waiters a notify woke, ever */
-  uint64_t stored;      /* permits stored, ever; stored - permit were taken */
+  uint64_t woken;  /* waiters a notify woke, ever */
+  uint64_t stored; /* permits stored, ever; stored - permit were taken */
   char *name;
 };
 
@@ -43,8 +43,10 @@ void tg_notify_free(tg_notify *n) {
 
 void tg_notify_one(tg_notify *n) {
   tg__lock_acquire(&n->lock);
-  if (n->waiters.head && tg__waitlist_wake_one(&n->waiters, 0)) n->woken++;
-  else if (!atomic_exchange_explicit(&n->permit, true, memory_order_release)) n->stored++;
+  if (n->waiters.head && tg__waitlist_wake_one(&n->waiters, 0))
+    n->woken++;
+  else if (!atomic_exchange_explicit(&n->permit, true, memory_order_release))
+    n->stored++;
   tg__lock_release(&n->lock);
 }
 
@@ -70,8 +72,10 @@ static bool wait_arm(tg_case *c, tg__waiter *w) {
   tg__lock_acquire(&n->lock);
   bool decided = take_permit(n);
   if (decided) {
-    if (tg__waiter_claim(w)) w->result = 0;
-    else atomic_store_explicit(&n->permit, true, memory_order_release); /* not ours to use */
+    if (tg__waiter_claim(w))
+      w->result = 0;
+    else
+      atomic_store_explicit(&n->permit, true, memory_order_release); /* not ours to use */
   } else {
     tg__waitlist_push(&n->waiters, w);
   }

@@ -137,9 +137,7 @@ int tg_oneshot_try_recv(tg_oneshot_rx *rx, void *out) {
   return r == TG_EAGAIN ? TG_EEMPTY : r;
 }
 
-tg_case tg_oneshot_recv_case(tg_oneshot_rx *rx, void *out) {
-  return (tg_case){.op = &recv_op, .obj = rx, .buf = out};
-}
+tg_case tg_oneshot_recv_case(tg_oneshot_rx *rx, void *out) { return (tg_case){.op = &recv_op, .obj = rx, .buf = out}; }
 
 void tg_oneshot_rx_drop(tg_oneshot_rx *rx) {
   tg_oneshot *ch = of(rx);

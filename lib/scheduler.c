@@ -15,13 +15,13 @@ typedef struct runtime {
   tg_clock_mode clock;
   _Atomic int64_t virtual_now;
   size_t stack_size;
-  atomic_uint next_worker;         /* round-robin placement of plain threads' spawns */
-  atomic_int idle_workers;         /* workers out of work, waiting for some */
-  tg_task *main_task;              /* its end, however it ends, starts the exit */
-  atomic_bool exiting;             /* main returned: abort and drain */
+  atomic_uint next_worker; /* round-robin placement of plain threads' spawns */
+  atomic_int idle_workers; /* workers out of work, waiting for some */
+  tg_task *main_task;      /* its end, however it ends, starts the exit */
+  atomic_bool exiting;     /* main returned: abort and drain */
   atomic_uint_fast64_t tasks_alive;
   atomic_uint_fast64_t blocking_in_flight;
-  tg_runtime_stats stats;          /* counters below are atomics in spirit */
+  tg_runtime_stats stats; /* counters below are atomics in spirit */
   atomic_uint_fast64_t spawned, panicked, aborted, aborted_at_exit;
 } runtime;
 
@@ -56,8 +56,7 @@ __attribute__((noinline)) tg__worker *tg__worker_current(void) {
 tg_task *tg_task_current(void) { return tg__self(); }
 
 int64_t tg_now(void) {
-  if (rt && rt->clock == TG_CLOCK_VIRTUAL)
-    return atomic_load_explicit(&rt->virtual_now, memory_order_relaxed);
+  if (rt && rt->clock == TG_CLOCK_VIRTUAL) return atomic_load_explicit(&rt->virtual_now, memory_order_relaxed);
   return tg__real_now();
 }
 
@@ -79,8 +78,10 @@ static tg_task *local_pop(tg__worker *w) {
 void tg__inject(tg__worker *w, tg_task *t) {
   t->next_run = NULL;
   tg__lock_acquire(&w->inject_lock);
-  if (w->inject_tail) w->inject_tail->next_run = t;
-  else w->inject_head = t;
+  if (w->inject_tail)
+    w->inject_tail->next_run = t;
+  else
+    w->inject_head = t;
   w->inject_tail = t;
   atomic_store_explicit(&w->injected, true, memory_order_seq_cst);
   tg__lock_release(&w->inject_lock);
@@ -94,8 +95,10 @@ static __attribute__((noinline)) void inject_take(tg__worker *w) {
   atomic_store_explicit(&w->injected, false, memory_order_relaxed);
   tg__lock_release(&w->inject_lock);
   if (!head) return;
-  if (w->run_tail) w->run_tail->next_run = head;
-  else w->run_head = head;
+  if (w->run_tail)
+    w->run_tail->next_run = head;
+  else
+    w->run_head = head;
   w->run_tail = tail;
 }
 
@@ -104,8 +107,7 @@ static __attribute__((noinline)) void inject_take(tg__worker *w) {
  * corruption spreads further. Guarded stacks need no check (the guard
  * page faults at once), which keeps the usual switch free of it. */
 static void stack_overflowed(const tg_task *t) {
-  fprintf(stderr, "libtg: task %llu overflowed its %zu-byte stack\n", (unsigned long long)t->id,
-          t->stack->usable);
+  fprintf(stderr, "libtg: task %llu overflowed its %zu-byte stack\n", (unsigned long long)t->id, t->stack->usable);
   abort();
 }
 
@@ -133,8 +135,8 @@ static void hand_over(tg__worker *w, tg_task *from) {
   w->switch_reason = TG__SWITCH_NONE;
   if (reason == TG__SWITCH_PARK) {
     int running = TG__RUNNING;
-    if (!atomic_compare_exchange_strong_explicit(&from->park_state, &running, TG__PARKED,
-                                                 memory_order_acq_rel, memory_order_acquire))
+    if (!atomic_compare_exchange_strong_explicit(&from->park_state, &running, TG__PARKED, memory_order_acq_rel,
+                                                 memory_order_acquire))
       tg__local_push(w, from); /* woken while it was leaving: runnable again */
   } else if (reason == TG__SWITCH_YIELD) {
     tg__local_push(w, from);
@@ -197,8 +199,7 @@ static inline tg_task *pick_next(tg__worker *w) {
     t = local_pop(w);
   }
   if (t && !t->stack) t = pick_unstarted(w, t);
-  if (w->run_head && w->migrate && atomic_load_explicit(&rt->idle_workers, memory_order_relaxed) > 0)
-    share_work(w);
+  if (w->run_head && w->migrate && atomic_load_explicit(&rt->idle_workers, memory_order_relaxed) > 0) share_work(w);
   return t;
 }
 
@@ -342,8 +343,10 @@ static __attribute__((noinline)) void share_work(tg__worker *w) {
       tg__inject(to, t);
     } else {
       t->next_run = NULL;
-      if (keep_tail) keep_tail->next_run = t;
-      else keep_head = t;
+      if (keep_tail)
+        keep_tail->next_run = t;
+      else
+        keep_head = t;
       keep_tail = t;
     }
     give = !give;
@@ -379,8 +382,10 @@ static void live_link(tg__worker *w, tg_task *t) {
 static void live_unlink(tg_task *t) {
   tg__worker *w = &rt->workers[t->live_worker];
   tg__lock_acquire(&w->live_lock);
-  if (t->live_prev) t->live_prev->live_next = t->live_next;
-  else w->live = t->live_next;
+  if (t->live_prev)
+    t->live_prev->live_next = t->live_next;
+  else
+    w->live = t->live_next;
   if (t->live_next) t->live_next->live_prev = t->live_prev;
   w->live_count--;
   tg__lock_release(&w->live_lock);
@@ -464,10 +469,13 @@ int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *o
   /* Spawns stay on the spawner's worker (idle workers take a share of its
    * queue); a plain thread's go round-robin. */
   tg__worker *here = tg__worker_current();
-  if (opts->pin) t->worker = &rt->workers[opts->worker];
-  else if (here) t->worker = here;
-  else t->worker = &rt->workers[atomic_fetch_add_explicit(&rt->next_worker, 1, memory_order_relaxed) %
-                                (unsigned)rt->nworkers];
+  if (opts->pin)
+    t->worker = &rt->workers[opts->worker];
+  else if (here)
+    t->worker = here;
+  else
+    t->worker =
+        &rt->workers[atomic_fetch_add_explicit(&rt->next_worker, 1, memory_order_relaxed) % (unsigned)rt->nworkers];
   t->pinned = opts->pin != 0;
   t->fn = fn;
   t->arg = arg;
@@ -484,8 +492,10 @@ int tg__task_new(tg_task **out, tg_task_fn fn, void *arg, const tg_spawn_opts *o
  * the spawner is not waiting for it). */
 void tg__task_launch(tg_task *t) {
   atomic_fetch_add(&rt->tasks_alive, 1);
-  if (t->worker == tg__worker_current()) tg__local_push(t->worker, t);
-  else tg__inject(t->worker, t);
+  if (t->worker == tg__worker_current())
+    tg__local_push(t->worker, t);
+  else
+    tg__inject(t->worker, t);
 }
 
 int tg_spawn(tg_task **handle, tg_task_fn fn, void *arg, const tg_spawn_opts *opts) {
@@ -493,8 +503,10 @@ int tg_spawn(tg_task **handle, tg_task_fn fn, void *arg, const tg_spawn_opts *op
   if (handle) *handle = NULL;
   int r = tg__task_new(&t, fn, arg, opts);
   if (r != 0) return r;
-  if (!handle) t->refs = 1;
-  else *handle = t;
+  if (!handle)
+    t->refs = 1;
+  else
+    *handle = t;
   tg__task_launch(t);
   return 0;
 }
@@ -562,9 +574,7 @@ static int64_t idle_timeout_ms(tg__worker *w) {
   return left <= 0 ? 0 : (left + 999999) / 1000000; /* round up: never wake early */
 }
 
-static bool exit_ready(void) {
-  return atomic_load(&rt->exiting) && atomic_load(&rt->tasks_alive) == 0;
-}
+static bool exit_ready(void) { return atomic_load(&rt->exiting) && atomic_load(&rt->tasks_alive) == 0; }
 
 /* With several workers, an idle worker first watches its inject queue for
  * up to SPIN_NS: a task on another worker usually wakes one of ours within
@@ -690,7 +700,8 @@ static void worker_main(void *arg) {
 
 static void fill_stats(tg_runtime_stats *out) {
   uint64_t switches = 0;
-  for (int i = 0; i < rt->nworkers; i++) switches += atomic_load_explicit(&rt->workers[i].switches, memory_order_relaxed);
+  for (int i = 0; i < rt->nworkers; i++)
+    switches += atomic_load_explicit(&rt->workers[i].switches, memory_order_relaxed);
   *out = (tg_runtime_stats){
       .workers = rt->nworkers,
       .tasks_spawned = atomic_load(&rt->spawned),
@@ -708,8 +719,10 @@ static void fill_stats(tg_runtime_stats *out) {
 }
 
 void tg_runtime_stats_get(tg_runtime_stats *out) {
-  if (rt) fill_stats(out);
-  else *out = last_stats;
+  if (rt)
+    fill_stats(out);
+  else
+    *out = last_stats;
 }
 
 static int runtime_create(const tg_runtime_opts *opts) {

@@ -100,9 +100,7 @@ static void acquire_disarm(tg_case *c, tg__waiter *w) {
 }
 
 /* The claimer took the permits for the winner; they are its task's now. */
-static int acquire_finish(tg_case *c, tg__waiter *w) {
-  return w->result == 0 ? hold(c->obj, c->n) : w->result;
-}
+static int acquire_finish(tg_case *c, tg__waiter *w) { return w->result == 0 ? hold(c->obj, c->n) : w->result; }
 
 static const tg__op acquire_op = {acquire_try, acquire_arm, acquire_disarm, acquire_finish};
 
@@ -125,9 +123,7 @@ int tg_semaphore_acquire_dl(tg_semaphore *sem, uint64_t n, int64_t deadline_ns) 
   return tg__wait_one_tried(&acquire_op, sem, NULL, n, deadline_ns);
 }
 
-int tg_semaphore_acquire(tg_semaphore *sem, uint64_t n) {
-  return tg_semaphore_acquire_dl(sem, n, TG_FOREVER);
-}
+int tg_semaphore_acquire(tg_semaphore *sem, uint64_t n) { return tg_semaphore_acquire_dl(sem, n, TG_FOREVER); }
 
 int tg_semaphore_try_acquire(tg_semaphore *sem, uint64_t n) {
   tg_case c = {.obj = sem, .n = n};

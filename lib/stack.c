@@ -52,8 +52,8 @@ typedef struct tg__slab {
   struct slab_kind *kind;
   char *base;
   size_t slots, used;
-  tg__stack *free;              /* free slots, chained by next_free */
-  size_t never_used;            /* slots [slots - never_used, slots) not yet carved */
+  tg__stack *free;   /* free slots, chained by next_free */
+  size_t never_used; /* slots [slots - never_used, slots) not yet carved */
 } tg__slab;
 
 /* Slabs of one slot size and guard kind. Kinds are few (one per stack size
@@ -62,13 +62,13 @@ typedef struct slab_kind {
   struct slab_kind *next;
   size_t slot_size;
   bool guarded;
-  size_t next_slots;            /* the size of the next slab */
-  tg__slab *partial;            /* slabs with a free slot */
+  size_t next_slots; /* the size of the next slab */
+  tg__slab *partial; /* slabs with a free slot */
 } slab_kind;
 
 static tg__lock slabs_lock;
-static slab_kind *kinds;        /* under slabs_lock */
-static size_t guarded_slots;    /* slots of guarded slabs, under slabs_lock */
+static slab_kind *kinds;     /* under slabs_lock */
+static size_t guarded_slots; /* slots of guarded slabs, under slabs_lock */
 
 static atomic_long guarded_alive;
 static atomic_long unguarded_alive;
@@ -107,8 +107,10 @@ static void partial_push(slab_kind *k, tg__slab *s) {
 }
 
 static void partial_remove(slab_kind *k, tg__slab *s) {
-  if (s->prev) s->prev->next = s->next;
-  else k->partial = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    k->partial = s->next;
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = NULL;
 }

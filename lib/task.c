@@ -26,8 +26,7 @@ void tg__task_outcome(const tg_task *t, tg_outcome *out) {
   out->status = t->status;
   out->value = t->value;
   out->message[0] = '\0'; /* most tasks did not panic: no formatting on the join path */
-  if (t->extra && t->extra->panic_message)
-    snprintf(out->message, sizeof out->message, "%s", t->extra->panic_message);
+  if (t->extra && t->extra->panic_message) snprintf(out->message, sizeof out->message, "%s", t->extra->panic_message);
 }
 
 void tg__task_release(tg_task *t) {
@@ -297,8 +296,7 @@ void tg_task_abort(tg_task *t) {
   tg__lock_acquire(&t->lock);
   if (!t->ended && !atomic_exchange(&t->cancelled, true) && t->cur_wait) {
     int pending = TG__PENDING;
-    if (atomic_compare_exchange_strong(&t->cur_wait->winner, &pending, TG__WON_BY_ABORT))
-      tg__wait_wake(t->cur_wait);
+    if (atomic_compare_exchange_strong(&t->cur_wait->winner, &pending, TG__WON_BY_ABORT)) tg__wait_wake(t->cur_wait);
   }
   tg__lock_release(&t->lock);
 }

@@ -60,8 +60,10 @@ void tg__timer_heap_remove(tg__timer_heap *h, tg__timer *t) {
   atomic_store_explicit(&h->published_len, h->len, memory_order_relaxed);
   if (i == h->len) return;
   place(h, i, last);
-  if (i > 0 && earlier(last, h->items[(i - 1) / 2])) sift_up(h, i);
-  else sift_down(h, i);
+  if (i > 0 && earlier(last, h->items[(i - 1) / 2]))
+    sift_up(h, i);
+  else
+    sift_down(h, i);
 }
 
 tg__timer *tg__timer_heap_top(const tg__timer_heap *h) { return h->len ? h->items[0] : NULL; }

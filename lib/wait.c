@@ -3,8 +3,8 @@
 #include "internal.h"
 
 #include <linux/futex.h>
-#include <stdlib.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,8 +27,10 @@ void tg__lock_slow(tg__lock *l) {
 void tg__waitlist_push(tg__waitlist *l, tg__waiter *w) {
   w->next = NULL;
   w->prev = l->tail;
-  if (l->tail) l->tail->next = w;
-  else l->head = w;
+  if (l->tail)
+    l->tail->next = w;
+  else
+    l->head = w;
   l->tail = w;
   w->linked = true;
   l->len++;
@@ -36,10 +38,14 @@ void tg__waitlist_push(tg__waitlist *l, tg__waiter *w) {
 
 void tg__waitlist_remove(tg__waitlist *l, tg__waiter *w) {
   if (!w->linked) return;
-  if (w->prev) w->prev->next = w->next;
-  else l->head = w->next;
-  if (w->next) w->next->prev = w->prev;
-  else l->tail = w->prev;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    l->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    l->tail = w->prev;
   w->prev = w->next = NULL;
   w->linked = false;
   l->len--;
@@ -106,17 +112,14 @@ int tg__finish_stored(tg_case *c, tg__waiter *w) {
   return w->result;
 }
 
-int tg__finish_retry(tg_case *c, tg__waiter *w) {
-  return w->result == TG_EAGAIN ? c->op->try_(c) : w->result;
-}
+int tg__finish_retry(tg_case *c, tg__waiter *w) { return w->result == TG_EAGAIN ? c->op->try_(c) : w->result; }
 
 /* ------------------------------------------------------------ suspending */
 
 static void deadline_fired(tg__timer *timer) {
   tg__wait *wait = (tg__wait *)((char *)timer - offsetof(tg__wait, deadline));
   int pending = TG__PENDING;
-  if (atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_TIMEOUT))
-    tg__wait_wake(wait);
+  if (atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_TIMEOUT)) tg__wait_wake(wait);
 }
 
 /* A plain thread sleeps on its futex word; with a deadline it claims the
@@ -129,8 +132,7 @@ static void thread_block(tg__wait *wait, int64_t deadline) {
       int64_t left = deadline - tg_now();
       if (left <= 0) {
         int pending = TG__PENDING;
-        if (atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_TIMEOUT))
-          return;
+        if (atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_TIMEOUT)) return;
         left = 1000000; /* claimed by someone else: their wake is imminent */
       }
       if (tg__clock_is_virtual() && left > 1000000) left = 1000000;
@@ -216,9 +218,7 @@ static int wait_cases(tg_case *cases, int n, int64_t deadline, bool tried) {
   }
 }
 
-int tg__wait_cases(tg_case *cases, int n, int64_t deadline) {
-  return wait_cases(cases, n, deadline, false);
-}
+int tg__wait_cases(tg_case *cases, int n, int64_t deadline) { return wait_cases(cases, n, deadline, false); }
 
 static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, bool tried) {
   if (self && atomic_load_explicit(&self->cancelled, memory_order_relaxed)) return TG_ECANCELED;
@@ -251,8 +251,10 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, boo
   } else if (winner != decided_at_arm) {
     /* Another party claimed an earlier case and its wake is on the way:
      * take it, so it cannot end a later wait or touch a dead stack. */
-    if (self) tg__task_park();
-    else thread_block(&wait, TG_FOREVER);
+    if (self)
+      tg__task_park();
+    else
+      thread_block(&wait, TG_FOREVER);
   }
   /* The winner was unlinked by whoever claimed it, who touches it no more
    * once it woke us (or by nobody, if its arm claimed it): only the other
@@ -294,8 +296,10 @@ static int wait_single(tg_case *c, int64_t deadline, bool tried) {
       suspend(self, &wait, deadline);
     } else if (!decided) {
       /* claimed between the arm and here: its wake is on the way */
-      if (self) tg__task_park();
-      else thread_block(&wait, TG_FOREVER);
+      if (self)
+        tg__task_park();
+      else
+        thread_block(&wait, TG_FOREVER);
     }
     winner = atomic_load_explicit(&wait.winner, memory_order_acquire);
     if (winner != 0 || w.linked) c->op->disarm(c, &w); /* see wait_once */

@@ -40,8 +40,8 @@ static void backoff(unsigned spins) {
 static void read_lock(rwlock *l) {
   for (unsigned spins = 0;; spins++) {
     unsigned s = atomic_load_explicit(&l->state, memory_order_relaxed);
-    if (!(s & WRITER) && atomic_compare_exchange_weak_explicit(&l->state, &s, s + 1, memory_order_acquire,
-                                                               memory_order_relaxed))
+    if (!(s & WRITER) &&
+        atomic_compare_exchange_weak_explicit(&l->state, &s, s + 1, memory_order_acquire, memory_order_relaxed))
       return;
     backoff(spins);
   }
@@ -52,13 +52,12 @@ static void read_unlock(rwlock *l) { atomic_fetch_sub_explicit(&l->state, 1, mem
 static void write_lock(rwlock *l) {
   for (unsigned spins = 0;; spins++) {
     unsigned s = atomic_load_explicit(&l->state, memory_order_relaxed);
-    if (!(s & WRITER) && atomic_compare_exchange_weak_explicit(&l->state, &s, s | WRITER, memory_order_acquire,
-                                                               memory_order_relaxed))
+    if (!(s & WRITER) &&
+        atomic_compare_exchange_weak_explicit(&l->state, &s, s | WRITER, memory_order_acquire, memory_order_relaxed))
       break;
     backoff(spins);
   }
-  for (unsigned spins = 0; atomic_load_explicit(&l->state, memory_order_acquire) != WRITER; spins++)
-    backoff(spins);
+  for (unsigned spins = 0; atomic_load_explicit(&l->state, memory_order_acquire) != WRITER; spins++) backoff(spins);
 }
 
 static void write_unlock(rwlock *l) { atomic_store_explicit(&l->state, 0, memory_order_release); }
@@ -67,11 +66,11 @@ static void write_unlock(rwlock *l) { atomic_store_explicit(&l->state, 0, memory
 
 typedef struct tg_watch {
   rwlock rw;
-  unsigned char *value;       /* elem_size bytes, malloc'd so it is aligned */
-  _Atomic uint64_t version;   /* read without a lock by has_changed and changed */
-  atomic_bool closed;         /* the sender was dropped */
-  tg__lock lock;              /* guards waiters and receivers */
-  tg__waitlist waiters;       /* receivers in changed() */
+  unsigned char *value;     /* elem_size bytes, malloc'd so it is aligned */
+  _Atomic uint64_t version; /* read without a lock by has_changed and changed */
+  atomic_bool closed;       /* the sender was dropped */
+  tg__lock lock;            /* guards waiters and receivers */
+  tg__waitlist waiters;     /* receivers in changed() */
   uint64_t receivers;
   size_t elem_size;
   void (*clone)(void *elem);
@@ -94,9 +93,7 @@ static void channel_free(tg_watch *ch) {
   free(ch);
 }
 
-static uint64_t version_of(const tg_watch *ch) {
-  return atomic_load_explicit(&ch->version, memory_order_acquire);
-}
+static uint64_t version_of(const tg_watch *ch) { return atomic_load_explicit(&ch->version, memory_order_acquire); }
 
 /* ------------------------------------------------------------ handles */
 
@@ -138,9 +135,7 @@ int tg_watch_subscribe(tg_watch_tx *tx, tg_watch_rx **rx) {
   return (*rx = rx_new(ch, version_of(ch))) ? 0 : TG_ENOMEM;
 }
 
-int tg_watch_rx_clone(tg_watch_rx *rx, tg_watch_rx **out) {
-  return (*out = rx_new(rx->ch, rx->seen)) ? 0 : TG_ENOMEM;
-}
+int tg_watch_rx_clone(tg_watch_rx *rx, tg_watch_rx **out) { return (*out = rx_new(rx->ch, rx->seen)) ? 0 : TG_ENOMEM; }
 
 void tg_watch_tx_drop(tg_watch_tx *tx) {
   tg_watch *ch = of(tx);

@@ -411,7 +411,8 @@ static void *fan_out_body(void *arg) {
   tg_broadcast_stats st;
   tg_broadcast_stats_get(tx, &st); /* before the sender may drop it */
   ck_assert_uint_eq(st.receivers, STRESS_RECEIVERS);
-  ck_assert_int_eq(tg_spawn(&ts[STRESS_RECEIVERS], publish, tx, &(tg_spawn_opts){.pin = 1, .worker = workers() - 1}), 0);
+  ck_assert_int_eq(tg_spawn(&ts[STRESS_RECEIVERS], publish, tx, &(tg_spawn_opts){.pin = 1, .worker = workers() - 1}),
+                   0);
   for (int i = 0; i <= STRESS_RECEIVERS; i++) ck_assert_int_eq(tg_task_join(ts[i], NULL), 0);
   for (int i = 0; i < STRESS_RECEIVERS; i++) check_follower(&fs[i]);
   return NULL;

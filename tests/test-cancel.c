@@ -14,8 +14,8 @@ static tg_cancel_stats stats_of(tg_cancel *c) {
 
 typedef struct busy {
   tg_cancel *token;
-  tg_notify *ready;   /* holds a permit: a select case that is ready too */
-  int working;        /* cleared by main once the token fired */
+  tg_notify *ready; /* holds a permit: a select case that is ready too */
+  int working;      /* cleared by main once the token fired */
   int seen_by_check, wait_result, winner;
   int64_t waited;
 } busy;

@@ -34,9 +34,8 @@ END_TEST
 
 START_TEST(test_cli_devices_every_flag) {
   parsed p;
-  PARSE(&p, "--connect", "[::1]:9000", "--count", "3", "--rate", "0.5", "--duration", "2.5", "--seed", "7",
-        "--format", "line", "--id-prefix", "", "--report-json", "r.json", "--workers", "2", "--health", "ignore",
-        "--quiet");
+  PARSE(&p, "--connect", "[::1]:9000", "--count", "3", "--rate", "0.5", "--duration", "2.5", "--seed", "7", "--format",
+        "line", "--id-prefix", "", "--report-json", "r.json", "--workers", "2", "--health", "ignore", "--quiet");
   ck_assert_msg(p.r == 0, "%s", p.err);
   ck_assert_str_eq(p.c.host, "::1");
   ck_assert_int_eq(p.c.port, 9000);

@@ -47,8 +47,7 @@ static const cli_option options[] = {
     CLI_OPT_HOSTPORT(opts, "listen", host, port, "one address"),
     CLI_OPT_HOSTPORT(opts, "other", other_host, other_port, "another address"),
     CLI_OPT_ENUM(opts, "color", color, color_words, "a color"),
-    {"level", CLI_ENUM, CLI_ENUM_MEMBER(opts, level), .words = level_words, .help = "a preset",
-     .preset = apply_level},
+    {"level", CLI_ENUM, CLI_ENUM_MEMBER(opts, level), .words = level_words, .help = "a preset", .preset = apply_level},
 };
 
 static int finish(void *cfg, char *err, size_t errlen) {
@@ -61,9 +60,11 @@ static int finish(void *cfg, char *err, size_t errlen) {
   return 0;
 }
 
-static const cli_command command = {
-    .name = "test", .about = "A table with every kind.", .options = options, .noptions = CLI_COUNT(options),
-    .finish = finish};
+static const cli_command command = {.name = "test",
+                                    .about = "A table with every kind.",
+                                    .options = options,
+                                    .noptions = CLI_COUNT(options),
+                                    .finish = finish};
 
 typedef struct parsed {
   opts o;
@@ -82,13 +83,13 @@ static void parse_into(parsed *p, int argc, char *const argv[]) {
 #define PARSE(p, ...) parse_into((p), TEST_ARGC(__VA_ARGS__), TEST_ARGV(__VA_ARGS__))
 
 /* Parses the arguments, expects a usage error and returns its message. */
-#define EXPECT_ERROR(msg, ...)                                                                          \
-  do {                                                                                                  \
-    parsed p_;                                                                                          \
-    PARSE(&p_, __VA_ARGS__);                                                                            \
-    ck_assert_int_eq(p_.r, -EINVAL);                                                                    \
-    ck_assert_str_eq(p_.err, (msg));                                                                    \
-    cli_strings_free(&p_.strings);                                                                      \
+#define EXPECT_ERROR(msg, ...)       \
+  do {                               \
+    parsed p_;                       \
+    PARSE(&p_, __VA_ARGS__);         \
+    ck_assert_int_eq(p_.r, -EINVAL); \
+    ck_assert_str_eq(p_.err, (msg)); \
+    cli_strings_free(&p_.strings);   \
   } while (0)
 
 START_TEST(test_cli_parser_good_values_at_the_edges) {
@@ -110,8 +111,8 @@ START_TEST(test_cli_parser_good_values_at_the_edges) {
   ck_assert_int_eq(p.o.color, BLUE);
   ck_assert_int_eq(p.o.finished, 1);
   cli_strings_free(&p.strings);
-  PARSE(&p, "--count=10", "--share", "0.5", "--seconds", "0.001", "--listen", "0.0.0.0:8080", "--other",
-        "fe80::1%lo:7", "--other", "::1:9");
+  PARSE(&p, "--count=10", "--share", "0.5", "--seconds", "0.001", "--listen", "0.0.0.0:8080", "--other", "fe80::1%lo:7",
+        "--other", "::1:9");
   ck_assert_msg(p.r == 0, "%s", p.err);
   ck_assert_int_eq(p.o.count, 10);
   ck_assert_double_eq(p.o.share, 0.5);
@@ -141,9 +142,9 @@ START_TEST(test_cli_parser_bad_values_say_what_they_want) {
   EXPECT_ERROR("--path wants a path, got ''", "--path", "");
   EXPECT_ERROR("--color wants red, green or blue, got 'Red'", "--color", "Red");
   EXPECT_ERROR("--level wants low or high, got 'max'", "--level", "max");
-  const char *bad_addresses[] = {"1.2.3.4",       ":80",          "1.2.3.4:",    "1.2.3.4:65536", "1.2.3.4:-1",
-                                 "1.2.3.4:0x10",  "host.example:80", "999.1.1.1:5", "1.2.3:80",   "[::1]80",
-                                 "[]:80",         "[::1:80",      "fe80::1%:80", "localhost:123456"};
+  const char *bad_addresses[] = {
+      "1.2.3.4",     ":80",      "1.2.3.4:", "1.2.3.4:65536", "1.2.3.4:-1", "1.2.3.4:0x10", "host.example:80",
+      "999.1.1.1:5", "1.2.3:80", "[::1]80",  "[]:80",         "[::1:80",    "fe80::1%:80",  "localhost:123456"};
   for (size_t i = 0; i < sizeof bad_addresses / sizeof bad_addresses[0]; i++) {
     char want[256];
     snprintf(want, sizeof want,
@@ -197,9 +198,12 @@ START_TEST(test_cli_parser_help) {
   fclose(f);
   ck_assert_ptr_nonnull(strstr(text, "usage: telegate test [flags]\n\nA table with every kind.\n"));
   /* One column, as wide as the widest option with its placeholder. */
-  const char *rows[][2] = {{"--quiet", "say less"},          {"--count N", "how many"},
-                           {"--seconds SECONDS", "a duration"}, {"--listen HOST:PORT", "one address"},
-                           {"--color red|green|blue", "a color"}, {"--path PATH", "a file"},
+  const char *rows[][2] = {{"--quiet", "say less"},
+                           {"--count N", "how many"},
+                           {"--seconds SECONDS", "a duration"},
+                           {"--listen HOST:PORT", "one address"},
+                           {"--color red|green|blue", "a color"},
+                           {"--path PATH", "a file"},
                            {"--help", "this text"}};
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     char line[128];

@@ -74,12 +74,12 @@ START_TEST(test_cli_serve_every_flag) {
   parsed p;
   PARSE(&p, "--listen-devices", "127.0.0.1:1", "--listen-http", "0.0.0.0:2", "--http-max-connections", "3",
         "--http-max-header-bytes", "1024", "--http-write-timeout-ms", "5", "--storage", "none", "--db", "d.db",
-        "--workers", "6", "--max-connections", "7", "--max-line-bytes", "100", "--max-devices", "9",
-        "--error-limit", "0", "--error-lines-per-s", "11", "--recv-buffer", "1200", "--bandwidth-permits", "13",
-        "--write-timeout-ms", "14", "--drain-ms", "600000", "--telemetry-capacity", "16", "--storage-capacity", "17",
-        "--broadcast-capacity", "18", "--batch-size", "19", "--batch-age-ms", "20", "--snapshot-every", "21",
-        "--snapshot-interval-ms", "22", "--health-interval-ms", "0", "--health-timeout-ms", "24", "--log-format",
-        "json", "--quiet", "--summary-json", "s.json");
+        "--workers", "6", "--max-connections", "7", "--max-line-bytes", "100", "--max-devices", "9", "--error-limit",
+        "0", "--error-lines-per-s", "11", "--recv-buffer", "1200", "--bandwidth-permits", "13", "--write-timeout-ms",
+        "14", "--drain-ms", "600000", "--telemetry-capacity", "16", "--storage-capacity", "17", "--broadcast-capacity",
+        "18", "--batch-size", "19", "--batch-age-ms", "20", "--snapshot-every", "21", "--snapshot-interval-ms", "22",
+        "--health-interval-ms", "0", "--health-timeout-ms", "24", "--log-format", "json", "--quiet", "--summary-json",
+        "s.json");
   ck_assert_msg(p.r == 0, "%s", p.err);
   const serve_config *c = &p.c;
   ck_assert_int_eq(c->listen_port, 1);

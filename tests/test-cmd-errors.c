@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 typedef struct outcome {
-  int status;      /* exit status, or -1 when killed by a signal */
-  char out[8192];  /* stdout, truncated */
-  char err[8192];  /* stderr, truncated */
+  int status;     /* exit status, or -1 when killed by a signal */
+  char out[8192]; /* stdout, truncated */
+  char err[8192]; /* stderr, truncated */
 } outcome;
 
 static void slurp(int fd, char *buf, size_t len) {
@@ -82,8 +82,9 @@ START_TEST(test_cmd_errors_database_is_a_directory) {
   ck_assert_ptr_nonnull(mkdtemp(dir));
   const char *const words[] = {"telegate serve:", "database", dir, NULL};
   for (int quiet = 0; quiet < 2; quiet++) {
-    const char *const argv[] = {"telegate", "serve", "--listen-devices", "127.0.0.1:0", "--listen-http",
-                                "127.0.0.1:0", "--db", dir, quiet ? "--quiet" : NULL, NULL};
+    const char *const argv[] = {
+        "telegate", "serve", "--listen-devices",       "127.0.0.1:0", "--listen-http", "127.0.0.1:0",
+        "--db",     dir,     quiet ? "--quiet" : NULL, NULL};
     outcome o;
     run_binary(argv, &o);
     assert_one_line(&o, words);
@@ -103,14 +104,14 @@ START_TEST(test_cmd_errors_device_port_in_use) {
   snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
   snprintf(db, sizeof db, "/tmp/telegate-err-%d.db", (int)getpid());
   const char *const words[] = {"telegate serve:", "devices", addr, "in use", NULL};
-  const char *const argv[] = {"telegate", "serve", "--listen-devices", addr, "--listen-http", "127.0.0.1:0",
-                              "--db", db, NULL};
+  const char *const argv[] = {"telegate", "serve", "--listen-devices", addr, "--listen-http", "127.0.0.1:0", "--db",
+                              db,         NULL};
   outcome o;
   run_binary(argv, &o);
   assert_one_line(&o, words);
   const char *const http_words[] = {"telegate serve:", "HTTP", addr, "in use", NULL};
   const char *const http[] = {"telegate", "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", addr,
-                              "--db", db, "--quiet", NULL};
+                              "--db",     db,      "--quiet",          NULL};
   run_binary(http, &o);
   assert_one_line(&o, http_words);
   close(fd);

@@ -5,8 +5,8 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -102,8 +102,8 @@ START_TEST(test_demo_cli_summary_json) {
   ck_assert_ptr_nonnull(mkdtemp(dir));
   snprintf(db, sizeof db, "%s/d.db", dir);
   snprintf(json, sizeof json, "%s/s.json", dir);
-  const char *const argv[] = {"telegate", "demo", "--clock", "virtual", "--duration", "2", "--quiet",
-                              "--db", db, "--summary-json", json, NULL};
+  const char *const argv[] = {"telegate", "demo", "--clock", "virtual",        "--duration", "2",
+                              "--quiet",  "--db", db,        "--summary-json", json,         NULL};
   test_cli_run run;
   test_cli_run_binary(argv, &run);
   ck_assert_msg(run.status == 0, "exit %d: %s", run.status, run.err);
@@ -115,9 +115,10 @@ START_TEST(test_demo_cli_summary_json) {
   fclose(f);
   cJSON *o = cJSON_Parse(buf);
   ck_assert_ptr_nonnull(o);
-  const char *numbers[] = {"readings_sent", "readings_aggregated", "readings_stored", "db_rows",
-                           "batches_flushed", "batches_stored", "telemetry_full_waits", "storage_full_waits",
-                           "device_slot_waits", "db_pool_waits", "snapshots_broadcast", "shutdown_ms", "runtime_s"};
+  const char *numbers[] = {"readings_sent",     "readings_aggregated", "readings_stored",      "db_rows",
+                           "batches_flushed",   "batches_stored",      "telemetry_full_waits", "storage_full_waits",
+                           "device_slot_waits", "db_pool_waits",       "snapshots_broadcast",  "shutdown_ms",
+                           "runtime_s"};
   for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
     ck_assert_msg(cJSON_IsNumber(cJSON_GetObjectItem(o, numbers[i])), "no %s", numbers[i]);
   double sent = cJSON_GetObjectItem(o, "readings_sent")->valuedouble;
@@ -129,9 +130,11 @@ START_TEST(test_demo_cli_summary_json) {
   for (size_t i = 0; i < sizeof client_keys / sizeof client_keys[0]; i++)
     ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetArrayItem(clients, 0), client_keys[i])));
   const char *health_keys[] = {"ok", "timeout", "dropped"};
-  for (size_t i = 0; i < 3; i++) ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "health"), health_keys[i])));
+  for (size_t i = 0; i < 3; i++)
+    ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "health"), health_keys[i])));
   const char *task_keys[] = {"spawned", "joined", "panicked", "aborted"};
-  for (size_t i = 0; i < 4; i++) ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "tasks"), task_keys[i])));
+  for (size_t i = 0; i < 4; i++)
+    ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "tasks"), task_keys[i])));
   cJSON_Delete(o);
   const char *suffix[] = {"", "-wal", "-shm"};
   char path[96];

@@ -134,7 +134,6 @@ int main(void) {
   tg_test_add(s, "panicking_device", test_demo_panicking_device, 30);
   tg_test_add(s, "panicked_device_unreachable", test_demo_panicked_device_unreachable, 30);
   tg_test_add(s, "failed_writes_are_retried", test_demo_failed_writes_are_retried, 30);
-  tg_test_add(s, "concurrent_retried_writes_commit_in_order",
-              test_demo_concurrent_retried_writes_commit_in_order, 30);
+  tg_test_add(s, "concurrent_retried_writes_commit_in_order", test_demo_concurrent_retried_writes_commit_in_order, 30);
   return tg_test_main(s);
 }

@@ -103,14 +103,14 @@ START_TEST(test_figures_rows_are_well_formed) {
       ck_assert_msg(!d->unexported || d->help, "%s: no help", d->name);
       ck_assert_msg(!d->unexported || !d->label_key, "%s: a family that is not exported", d->name);
       ck_assert_msg(!d->label_key || snake_case(d->label_key), "%s: label key", d->name);
-      ck_assert_msg(d->each ? !d->label && d->label_key : !d->label == !d->label_key, "%s: label and key",
-                    d->name);
+      ck_assert_msg(d->each ? !d->label && d->label_key : !d->label == !d->label_key, "%s: label and key", d->name);
       ck_assert_msg(d->kind != FIGURE_COUNTER || d->unit != FIGURE_FLAG, "%s: a counter flag", d->name);
       ck_assert_msg(!d->unexported || d->api || d->summary || d->line, "%s: in no rendering", d->name);
       ck_assert_msg(!d->line == !d->text, "%s: a text line without text, or text without a line", d->name);
       ck_assert_msg(d->line >= FIGURE_LINE_NONE && d->line < FIGURE_LINES, "%s: line", d->name);
-      ck_assert_msg(d->unit == FIGURE_FLAG ? !d->line || d->text_unset : !d->text_unset && (!d->text ||
-                    strchr(d->text, '#')), "%s: text", d->name);
+      ck_assert_msg(d->unit == FIGURE_FLAG ? !d->line || d->text_unset
+                                           : !d->text_unset && (!d->text || strchr(d->text, '#')),
+                    "%s: text", d->name);
       ck_assert_msg(!d->each || (d->unit == FIGURE_ONE || d->unit == FIGURE_BYTES), "%s: family unit", d->name);
       if (!d->each) ck_assert_uint_le(d->offset + ctype_size(d->ctype), t.size[s]);
       /* against every later row */
@@ -195,14 +195,16 @@ END_TEST
 /* ------------------------------------------------------------ Prometheus */
 
 /* The sample line a row (or member) must render as. */
-static void prom_line(char *out, size_t cap, const char *prefix, const figure_def *d, const char *label,
-                      uint64_t v) {
+static void prom_line(char *out, size_t cap, const char *prefix, const figure_def *d, const char *label, uint64_t v) {
   char labels[96] = "";
   if (d->label_key) snprintf(labels, sizeof labels, "{%s=\"%s\"}", d->label_key, label);
   char value[32];
-  if (d->unit == FIGURE_MS) snprintf(value, sizeof value, "%.3f", (double)v / 1e3);
-  else if (d->unit == FIGURE_NS) snprintf(value, sizeof value, "%.9f", (double)v / 1e9);
-  else snprintf(value, sizeof value, "%llu", (unsigned long long)v);
+  if (d->unit == FIGURE_MS)
+    snprintf(value, sizeof value, "%.3f", (double)v / 1e3);
+  else if (d->unit == FIGURE_NS)
+    snprintf(value, sizeof value, "%.9f", (double)v / 1e9);
+  else
+    snprintf(value, sizeof value, "%llu", (unsigned long long)v);
   snprintf(out, cap, "\n%s%s%s%s %s\n", prefix, d->name, d->kind == FIGURE_COUNTER ? "_total" : "", labels, value);
 }
 
@@ -233,8 +235,7 @@ START_TEST(test_figures_prometheus_has_every_row) {
       }
       char line[256], help[256];
       snprintf(help, sizeof help, "\n# TYPE %s%s%s %s\n", t.src[s].prefix, d->name,
-               d->kind == FIGURE_COUNTER ? "_total" : "",
-               d->kind == FIGURE_COUNTER ? "counter" : "gauge");
+               d->kind == FIGURE_COUNTER ? "_total" : "", d->kind == FIGURE_COUNTER ? "counter" : "gauge");
       ck_assert_msg(strstr(b.data, help), "no%s", help);
       if (d->each) {
         char label[64];
@@ -320,9 +321,15 @@ START_TEST(test_figures_summary_json_has_every_row) {
   int n = json_has_rows(o, t.src, 2, FIGURE_JSON_SUMMARY);
   ck_assert_int_eq(json_leaves(o), n);
   /* the keys bench/ingest.sh and the tests read */
-  static const char *const kept[] = {"connections_accepted", "readings_received", "db_rows", "lossless",
-                                     "first_byte_unix_ns", "last_commit_unix_ns", "bad_input.truncated",
-                                     "health.unmatched_replies", "telemetry_full_waits"};
+  static const char *const kept[] = {"connections_accepted",
+                                     "readings_received",
+                                     "db_rows",
+                                     "lossless",
+                                     "first_byte_unix_ns",
+                                     "last_commit_unix_ns",
+                                     "bad_input.truncated",
+                                     "health.unmatched_replies",
+                                     "telemetry_full_waits"};
   for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) ck_assert_msg(at_path(o, kept[i]), "no %s", kept[i]);
   cJSON_Delete(o);
   http_buf_free(&b);
@@ -390,10 +397,10 @@ static void text_line(const char *text, const char *name, char *out, size_t cap)
 }
 
 static const char *const line_name[FIGURE_LINES] = {
-    [FIGURE_LINE_CONNECTIONS] = "connections", [FIGURE_LINE_READINGS] = "readings",
-    [FIGURE_LINE_BAD_LINES] = "bad lines",     [FIGURE_LINE_BATCHES] = "batches",
+    [FIGURE_LINE_CONNECTIONS] = "connections",   [FIGURE_LINE_READINGS] = "readings",
+    [FIGURE_LINE_BAD_LINES] = "bad lines",       [FIGURE_LINE_BATCHES] = "batches",
     [FIGURE_LINE_BACKPRESSURE] = "backpressure", [FIGURE_LINE_HEALTH] = "health",
-    [FIGURE_LINE_SNAPSHOTS] = "snapshots",     [FIGURE_LINE_SHUTDOWN] = "shutdown",
+    [FIGURE_LINE_SNAPSHOTS] = "snapshots",       [FIGURE_LINE_SHUTDOWN] = "shutdown",
 };
 
 /* A row's text with '#' replaced by `value`. */

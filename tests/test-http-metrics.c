@@ -10,7 +10,7 @@
 #include <math.h>
 
 #define MAX_FAMILIES 256
-#define MAX_SERIES 1024
+#define MAX_SERIES   1024
 
 typedef struct prom {
   int nfam;
@@ -109,8 +109,10 @@ static int parse_sample(prom *p, int ln, const char *s, const char *end) {
         c++;
       }
       c++;
-      if (*c == ',') c++;
-      else if (*c != '}') return prom_fail(p, ln, "labels not separated by ,");
+      if (*c == ',')
+        c++;
+      else if (*c != '}')
+        return prom_fail(p, ln, "labels not separated by ,");
     }
     c++;
   }
@@ -175,8 +177,7 @@ static int prom_parse(prom *p, const char *text) {
           for (int i = 0; i < 5; i++) ok |= strlen(types[i]) == tl && !strncmp(rest, types[i], tl);
           if (!ok) return prom_fail(p, ln, "unknown TYPE");
           snprintf(p->fam[f].type, sizeof p->fam[f].type, "%.*s", (int)tl, rest);
-          if (!strcmp(p->fam[f].type, "counter") &&
-              (nl < 6 || strncmp(n + nl - 6, "_total", 6) != 0))
+          if (!strcmp(p->fam[f].type, "counter") && (nl < 6 || strncmp(n + nl - 6, "_total", 6) != 0))
             return prom_fail(p, ln, "counter not named *_total");
         }
       }
@@ -229,12 +230,13 @@ START_TEST(test_metrics_parser_rejects_bad_text) {
   prom *p = malloc(sizeof *p);
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     ck_assert_msg(prom_parse(p, bad[i].text) != 0, "accepted: %s", bad[i].text);
-    ck_assert_msg(strstr(p->error, bad[i].why), "%s: rejected for '%s', not '%s'", bad[i].text, p->error,
-                  bad[i].why);
+    ck_assert_msg(strstr(p->error, bad[i].why), "%s: rejected for '%s', not '%s'", bad[i].text, p->error, bad[i].why);
   }
-  ck_assert_int_eq(prom_parse(p, "# HELP a_total x \\\\ \\n\n# TYPE a_total counter\na_total{l=\"a\\\"b\",m=\"\"} 1.5e3 1700000000000\n"
-                                 "# HELP g x\n# TYPE g gauge\ng NaN\ng{x=\"1\",} -Inf\n"),
-                   0);
+  ck_assert_int_eq(
+      prom_parse(p,
+                 "# HELP a_total x \\\\ \\n\n# TYPE a_total counter\na_total{l=\"a\\\"b\",m=\"\"} 1.5e3 1700000000000\n"
+                 "# HELP g x\n# TYPE g gauge\ng NaN\ng{x=\"1\",} -Inf\n"),
+      0);
   ck_assert_double_eq(value_of(p, "a_total{l=\"a\\\"b\",m=\"\"}"), 1500);
   free(p);
 }

@@ -42,8 +42,7 @@ static void record(void *arg, sse_event *e) {
     cJSON *j = cJSON_Parse(e->data);
     ck_assert_ptr_nonnull(j);
     s->ev[s->n].missed = (uint64_t)cJSON_GetObjectItem(j, "missed")->valuedouble;
-    ck_assert_uint_eq((uint64_t)cJSON_GetObjectItem(cJSON_GetObjectItem(j, "snapshot"), "version")->valuedouble,
-                      e->id);
+    ck_assert_uint_eq((uint64_t)cJSON_GetObjectItem(cJSON_GetObjectItem(j, "snapshot"), "version")->valuedouble, e->id);
     cJSON_Delete(j);
   } else if (kind == 'p') {
     cJSON *j = cJSON_Parse(e->data);
@@ -121,9 +120,9 @@ static void *stream_task(void *arg) {
 typedef struct slow_client {
   int port;
   pthread_t thread;
-  atomic_int phase;   /* 1: has the first event; main sets 2: read on; 3: ended */
+  atomic_int phase; /* 1: has the first event; main sets 2: read on; 3: ended */
   seen seen;
-  int end_error;      /* errno of the read that ended it, 0 for EOF */
+  int end_error; /* errno of the read that ended it, 0 for EOF */
 } slow_client;
 
 static void *slow_thread(void *arg) {
@@ -266,8 +265,9 @@ static void *fast_and_slow_body(void *arg) {
   int first_resync = -1;
   uint64_t prev = 0, missed = 0;
   for (int i = 0; i < s->n; i++) {
-    if (i > 0) ck_assert_msg(s->ev[i].version > prev, "version %llu after %llu",
-                             (unsigned long long)s->ev[i].version, (unsigned long long)prev);
+    if (i > 0)
+      ck_assert_msg(s->ev[i].version > prev, "version %llu after %llu", (unsigned long long)s->ev[i].version,
+                    (unsigned long long)prev);
     prev = s->ev[i].version;
     if (s->ev[i].kind != 'r') continue;
     ck_assert_uint_gt(s->ev[i].missed, 0);
@@ -287,9 +287,7 @@ static void *fast_and_slow_body(void *arg) {
   return NULL;
 }
 
-START_TEST(test_sse_fast_client_misses_nothing_slow_client_resyncs) {
-  tg_test_run(1, 0, fast_and_slow_body, NULL);
-}
+START_TEST(test_sse_fast_client_misses_nothing_slow_client_resyncs) { tg_test_run(1, 0, fast_and_slow_body, NULL); }
 END_TEST
 
 START_TEST(test_sse_fast_and_slow_two_workers) { tg_test_run(2, 0, fast_and_slow_body, NULL); }

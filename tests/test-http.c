@@ -26,11 +26,10 @@ static double num(const cJSON *j, const char *path) {
 /* A request on a fresh connection, its status and Content-Type checked. */
 static void expect(fixture *f, client *c, const char *raw, int status, const char *type_prefix) {
   cl_request(c, f->port, raw);
-  ck_assert_msg(c->r[0].status == status, "%s -> %d, want %d: %s", raw, c->r[0].status, status,
-                c->r[0].body.data);
+  ck_assert_msg(c->r[0].status == status, "%s -> %d, want %d: %s", raw, c->r[0].status, status, c->r[0].body.data);
   if (type_prefix)
-    ck_assert_msg(strncmp(c->r[0].content_type, type_prefix, strlen(type_prefix)) == 0,
-                  "Content-Type %s, want %s", c->r[0].content_type, type_prefix);
+    ck_assert_msg(strncmp(c->r[0].content_type, type_prefix, strlen(type_prefix)) == 0, "Content-Type %s, want %s",
+                  c->r[0].content_type, type_prefix);
 }
 
 #define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -271,7 +270,8 @@ static void *errors_body(void *arg) {
   cl_request(&c, f.port, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
   ck_assert_int_eq(c.r[0].status, 413);
   cl_close(&c);
-  snprintf(big, sizeof big, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n50\r\n%080d\r\n0\r\n\r\n", 0);
+  snprintf(big, sizeof big, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n50\r\n%080d\r\n0\r\n\r\n",
+           0);
   cl_request(&c, f.port, big);
   ck_assert_int_eq(c.r[0].status, 413);
   cl_close(&c);

@@ -31,10 +31,10 @@ typedef struct fixture {
   uint64_t version;
   uint32_t ndevices;
   device_metrics devices[FX_MAX_DEVICES];
-  int closed;               /* the pipeline ended: subscribe fails */
-  serve_figures figures;    /* what deps.figures reports */
-  int no_figures;           /* start the api without deps.figures */
-  atomic_int clients;       /* what deps.clients_add counted */
+  int closed;            /* the pipeline ended: subscribe fails */
+  serve_figures figures; /* what deps.figures reports */
+  int no_figures;        /* start the api without deps.figures */
+  atomic_int clients;    /* what deps.clients_add counted */
   api_config cfg;
   api_server *api;
   int port;
@@ -76,10 +76,14 @@ static inline void fx_init(fixture *f, size_t broadcast_capacity, uint32_t ndevi
     f->devices[i] = (device_metrics){.device = i + 1, .battery = 90, .avg_temperature = 21.5, .avg_humidity = 48.25};
   system_snapshot *s0 = snapshot_new(&f->counters, 0, 0, 0, f->devices, ndevices);
   ck_assert_ptr_nonnull(s0);
-  tg_watch_opts wo = {.elem_size = sizeof s0, .clone = snapshot_elem_clone, .drop = snapshot_elem_drop, .name = "latest"};
+  tg_watch_opts wo = {
+      .elem_size = sizeof s0, .clone = snapshot_elem_clone, .drop = snapshot_elem_drop, .name = "latest"};
   ck_assert_int_eq(tg_watch_new(&wo, &s0, &f->latest, NULL), 0);
-  tg_broadcast_opts bo = {.capacity = broadcast_capacity, .elem_size = sizeof s0, .clone = snapshot_elem_clone,
-                          .drop = snapshot_elem_drop, .name = "updates"};
+  tg_broadcast_opts bo = {.capacity = broadcast_capacity,
+                          .elem_size = sizeof s0,
+                          .clone = snapshot_elem_clone,
+                          .drop = snapshot_elem_drop,
+                          .name = "updates"};
   ck_assert_int_eq(tg_broadcast_new(&bo, &f->updates, NULL), 0);
   api_config_defaults(&f->cfg);
   f->cfg.http.port = 0;
@@ -87,8 +91,11 @@ static inline void fx_init(fixture *f, size_t broadcast_capacity, uint32_t ndevi
 }
 
 static inline void fx_start(fixture *f) {
-  api_deps d = {.ctx = f, .subscribe = fx_subscribe, .figures = f->no_figures ? NULL : fx_figures,
-                .health_check = fx_health, .clients_add = fx_clients_add};
+  api_deps d = {.ctx = f,
+                .subscribe = fx_subscribe,
+                .figures = f->no_figures ? NULL : fx_figures,
+                .health_check = fx_health,
+                .clients_add = fx_clients_add};
   ck_assert_int_eq(api_server_start(&f->api, &f->cfg, &d), 0);
   f->port = api_server_port(f->api);
   ck_assert_int_gt(f->port, 0);
@@ -143,11 +150,11 @@ typedef struct response {
 typedef struct client {
   tg_tcp *sock;
   http_parser parser;
-  unsigned head;       /* bit i: response i answers a HEAD, so has no body */
+  unsigned head; /* bit i: response i answers a HEAD, so has no body */
   response r[CL_MAX_RESPONSES];
-  int done;            /* complete responses */
+  int done; /* complete responses */
   char field[64];
-  char *value;         /* where the current header's value goes, or NULL */
+  char *value; /* where the current header's value goes, or NULL */
   size_t value_cap;
 } client;
 
@@ -167,7 +174,8 @@ static int cl_on_field(http_parser *p, const char *at, size_t len) {
   if (strcasecmp(c->field, "content-type") == 0) c->value = r->content_type, c->value_cap = sizeof r->content_type;
   if (strcasecmp(c->field, "connection") == 0) c->value = r->connection, c->value_cap = sizeof r->connection;
   if (strcasecmp(c->field, "allow") == 0) c->value = r->allow, c->value_cap = sizeof r->allow;
-  if (strcasecmp(c->field, "content-length") == 0) c->value = r->content_length, c->value_cap = sizeof r->content_length;
+  if (strcasecmp(c->field, "content-length") == 0)
+    c->value = r->content_length, c->value_cap = sizeof r->content_length;
   return 0;
 }
 
@@ -226,9 +234,7 @@ static inline void cl_close(client *c) {
   c->sock = NULL;
 }
 
-static inline void cl_send(client *c, const char *raw) {
-  ck_assert_int_eq(tg_tcp_write(c->sock, raw, strlen(raw)), 0);
-}
+static inline void cl_send(client *c, const char *raw) { ck_assert_int_eq(tg_tcp_write(c->sock, raw, strlen(raw)), 0); }
 
 /* Reads until n responses are complete (within 10 s). Returns 0, or the
  * socket's error (TG_EOF when the server closed first). */
@@ -293,12 +299,18 @@ static inline void sse_parse(sse_reader *r, void (*fn)(void *arg, sse_event *e),
     for (char *line = r->pending.data, *next; line; line = next) {
       next = strchr(line, '\n');
       if (next) *next++ = '\0';
-      if (line[0] == ':') r->comments++;
-      else if (strncmp(line, "event: ", 7) == 0) snprintf(e.event, sizeof e.event, "%s", line + 7), fields++;
-      else if (strncmp(line, "id: ", 4) == 0) e.id = strtoull(line + 4, NULL, 10), fields++;
-      else if (strncmp(line, "data: ", 6) == 0) e.data = strdup(line + 6), fields++;
-      else if (strncmp(line, "retry: ", 7) == 0) r->retry_ms = atoi(line + 7);
-      else ck_abort_msg("unexpected stream line: %s", line);
+      if (line[0] == ':')
+        r->comments++;
+      else if (strncmp(line, "event: ", 7) == 0)
+        snprintf(e.event, sizeof e.event, "%s", line + 7), fields++;
+      else if (strncmp(line, "id: ", 4) == 0)
+        e.id = strtoull(line + 4, NULL, 10), fields++;
+      else if (strncmp(line, "data: ", 6) == 0)
+        e.data = strdup(line + 6), fields++;
+      else if (strncmp(line, "retry: ", 7) == 0)
+        r->retry_ms = atoi(line + 7);
+      else
+        ck_abort_msg("unexpected stream line: %s", line);
     }
     if (fields) {
       if (!e.event[0]) snprintf(e.event, sizeof e.event, "message");

@@ -11,10 +11,10 @@
 typedef struct server {
   tg_tcp *listener;
   int port;
-  size_t bytes;      /* received in total */
+  size_t bytes; /* received in total */
   int lines;
-  int oversized;     /* TG_EFULL seen */
-  size_t corrupt;    /* bytes that were not what was sent */
+  int oversized;  /* TG_EFULL seen */
+  size_t corrupt; /* bytes that were not what was sent */
   size_t recv_buffer;
   tg_mpsc_tx *start; /* the server waits for a token before reading */
   tg_mpsc_rx *start_rx;

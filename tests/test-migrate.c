@@ -77,7 +77,8 @@ static hop *link_new(kind k) {
     break;
   }
   case K_BROADCAST:
-    ck_assert_int_eq(tg_broadcast_new(&(tg_broadcast_opts){.capacity = 4, .elem_size = sizeof(int)}, &l->btx, &l->brx), 0);
+    ck_assert_int_eq(tg_broadcast_new(&(tg_broadcast_opts){.capacity = 4, .elem_size = sizeof(int)}, &l->btx, &l->brx),
+                     0);
     break;
   case K_ONESHOT:
     for (int r = 0; r < ROUNDS; r++) ck_assert_int_eq(tg_oneshot_new(sizeof(int), &l->otx[r], &l->orx[r]), 0);
@@ -174,8 +175,8 @@ static int await(hop *l, int r) {
 
 typedef struct member {
   hop *in, *out;
-  int errors;     /* wrong values, failed calls, a wrong self after a wait */
-  int moves;      /* rounds resumed on another thread than the last */
+  int errors; /* wrong values, failed calls, a wrong self after a wait */
+  int moves;  /* rounds resumed on another thread than the last */
   int first_error;
 } member;
 

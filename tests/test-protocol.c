@@ -17,8 +17,7 @@
 
 #define TCPGEN_JSON \
   "{\"device\":\"7\",\"seq\":123,\"ts\":1732590000123,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}"
-#define TCPGEN_LINE \
-  "telemetry,device=7 temperature=21.5,humidity=48.2,battery=87i,seq=123i 1732590000123000000"
+#define TCPGEN_LINE "telemetry,device=7 temperature=21.5,humidity=48.2,battery=87i,seq=123i 1732590000123000000"
 
 /* Parses s from an allocation of exactly its length, so that ASan sees a
  * read past the end. */
@@ -37,8 +36,8 @@ static int parse(const char *s, protocol_msg *m, protocol_error *e) { return par
 static void accept_reading(const char *s, protocol_msg *m) {
   protocol_error e;
   int r = parse(s, m, &e);
-  ck_assert_msg(r == 0, "rejected (%s at %u, field %s): %s", protocol_reason_name(r), e.offset,
-                e.field ? e.field : "-", s);
+  ck_assert_msg(r == 0, "rejected (%s at %u, field %s): %s", protocol_reason_name(r), e.offset, e.field ? e.field : "-",
+                s);
   ck_assert_int_eq(m->kind, PROTOCOL_READING);
 }
 
@@ -171,12 +170,13 @@ START_TEST(test_protocol_device_ids) {
                  &m);
   ck_assert_uint_eq(m.device.num, UINT64_MAX);
   ck_assert_str_eq(m.device.text, "18446744073709551615");
-  accept_reading("{\"device\":\"18446744073709551616\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
-                 &m);
+  accept_reading(
+      "{\"device\":\"18446744073709551616\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
   ck_assert_uint_eq(m.device.is_num, 0); /* a valid string id, but not a number */
   static const char *const bad[] = {
-      "\"\"", "\"a b\"", "\"a/b\"", "\"caf\xc3\xa9\"", "\"a\\u0041\"", "\"a\\\"b\"", "-1", "7.0", "7e0",
-      "18446744073709551616", "00", "07", "+7",
+      "\"\"", "\"a b\"", "\"a/b\"", "\"caf\xc3\xa9\"",      "\"a\\u0041\"", "\"a\\\"b\"",
+      "-1",   "7.0",     "7e0",     "18446744073709551616", "00",           "07",
+      "+7",
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char line[256];
@@ -184,7 +184,8 @@ START_TEST(test_protocol_device_ids) {
              bad[i]);
     reject(line, PROTOCOL_BAD_DEVICE_ID, "device");
   }
-  static const char *const bad_tags[] = {"", "a\\ b", "a=b", "caf\xc3\xa9", "a\"b", "123456789012345678901234567890123"};
+  static const char *const bad_tags[] = {
+      "", "a\\ b", "a=b", "caf\xc3\xa9", "a\"b", "123456789012345678901234567890123"};
   for (size_t i = 0; i < sizeof bad_tags / sizeof *bad_tags; i++) {
     char line[256];
     snprintf(line, sizeof line, "telemetry,device=%s temperature=1,humidity=1,battery=1i,seq=1i 1", bad_tags[i]);
@@ -234,8 +235,7 @@ START_TEST(test_protocol_rejections) {
   static const char *const bad_nums[] = {"1.", ".5", "01", "1e", "1e+", "--1", "1x", "+1", "0x10", "1.5.5", "-"};
   for (size_t i = 0; i < sizeof bad_nums / sizeof *bad_nums; i++) {
     char line[256];
-    snprintf(line, sizeof line,
-             "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
+    snprintf(line, sizeof line, "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
              bad_nums[i]);
     reject(line, PROTOCOL_BAD_NUMBER, "temperature");
     snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1", bad_nums[i]);
@@ -260,14 +260,14 @@ START_TEST(test_protocol_rejections) {
   static const char *const special[] = {"NaN", "nan", "-nan", "inf", "-inf", "Infinity", "-Infinity", "INF", "1e999"};
   for (size_t i = 0; i < sizeof special / sizeof *special; i++) {
     char line[256];
-    snprintf(line, sizeof line,
-             "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":%s,\"battery\":1}", special[i]);
+    snprintf(line, sizeof line, "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":%s,\"battery\":1}",
+             special[i]);
     reject(line, PROTOCOL_OUT_OF_RANGE, "humidity");
     snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1", special[i]);
     reject(line, PROTOCOL_OUT_OF_RANGE, "temperature");
   }
-  reject("{\"device\":\"7\",\"seq\":NaN,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_OUT_OF_RANGE,
-         "seq");
+  reject("{\"device\":\"7\",\"seq\":NaN,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_OUT_OF_RANGE, "seq");
   reject("{\"device\":\"7\",\"seq\":-1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_OUT_OF_RANGE,
          "seq");
   reject("{\"device\":\"7\",\"seq\":1,\"ts\":-1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_OUT_OF_RANGE,
@@ -305,8 +305,7 @@ START_TEST(test_protocol_rejections) {
   reject("telemetry,device=7,site=x temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD, "");
   reject("telemetry,seq=7 temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD, "seq");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i,pressure=1013 1", PROTOCOL_UNKNOWN_FIELD, "");
-  reject("telemetry,device=7 device=7i,temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD,
-         "device");
+  reject("telemetry,device=7 device=7i,temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD, "device");
   reject("telemetry,device=7 ts=1i,temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD, "ts");
 
   /* duplicate_field */
@@ -321,16 +320,16 @@ START_TEST(test_protocol_rejections) {
   static const char *const wrong[] = {"\"21.5\"", "true", "false", "null", "{}", "[21.5]"};
   for (size_t i = 0; i < sizeof wrong / sizeof *wrong; i++) {
     char line[256];
-    snprintf(line, sizeof line,
-             "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":1,\"battery\":1}", wrong[i]);
+    snprintf(line, sizeof line, "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
+             wrong[i]);
     reject(line, PROTOCOL_WRONG_TYPE, "temperature");
   }
   reject("{\"device\":null}", PROTOCOL_WRONG_TYPE, "device");
   reject("{\"device\":[7]}", PROTOCOL_WRONG_TYPE, "device");
   reject("{\"type\":1}", PROTOCOL_WRONG_TYPE, "type");
   reject("{\"seq\":\"1\"}", PROTOCOL_WRONG_TYPE, "seq");
-  static const char *const lp_wrong[] = {"\"21.5\"", "t", "T", "true", "True", "TRUE", "f", "F", "false", "False",
-                                         "FALSE"};
+  static const char *const lp_wrong[] = {"\"21.5\"", "t", "T",     "true",  "True", "TRUE",
+                                         "f",        "F", "false", "False", "FALSE"};
   for (size_t i = 0; i < sizeof lp_wrong / sizeof *lp_wrong; i++) {
     char line[256];
     snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1", lp_wrong[i]);
@@ -367,17 +366,27 @@ START_TEST(test_protocol_boundaries) {
     const char *temperature, *humidity, *battery;
     int ok;
   } cases[] = {
-      {"-50", "0", "0", 1},         {"150", "100", "100", 1},     {"-50.0", "0.0", "0", 1},
-      {"150.0", "100.0", "100", 1}, {"-0", "-0", "-0", 1},        {"-50.000001", "1", "1", 0},
-      {"150.000001", "1", "1", 0},  {"1", "-0.0000001", "1", 0},  {"1", "100.00000000001", "1", 0},
-      {"1", "1", "101", 0},         {"1", "1", "-1", 0},          {"-5e1", "1e2", "1", 1},
-      {"1.5e2", "1", "1", 1},       {"1.500000000000001e2", "1", "1", 0},
+      {"-50", "0", "0", 1},
+      {"150", "100", "100", 1},
+      {"-50.0", "0.0", "0", 1},
+      {"150.0", "100.0", "100", 1},
+      {"-0", "-0", "-0", 1},
+      {"-50.000001", "1", "1", 0},
+      {"150.000001", "1", "1", 0},
+      {"1", "-0.0000001", "1", 0},
+      {"1", "100.00000000001", "1", 0},
+      {"1", "1", "101", 0},
+      {"1", "1", "-1", 0},
+      {"-5e1", "1e2", "1", 1},
+      {"1.5e2", "1", "1", 1},
+      {"1.500000000000001e2", "1", "1", 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char line[256];
     protocol_msg m;
     protocol_error e;
-    snprintf(line, sizeof line, "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":%s,\"battery\":%s}",
+    snprintf(line, sizeof line,
+             "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":%s,\"battery\":%s}",
              cases[i].temperature, cases[i].humidity, cases[i].battery);
     int r = parse(line, &m, &e);
     ck_assert_msg(cases[i].ok ? r == 0 : r == -PROTOCOL_OUT_OF_RANGE, "%s: %s", line, protocol_reason_name(r));
@@ -389,8 +398,8 @@ START_TEST(test_protocol_boundaries) {
   protocol_msg m;
   protocol_error e;
   /* seq: all of uint64. */
-  accept_reading("{\"device\":\"7\",\"seq\":18446744073709551615,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
-                 &m);
+  accept_reading(
+      "{\"device\":\"7\",\"seq\":18446744073709551615,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
   ck_assert_uint_eq(m.reading.seq, UINT64_MAX);
   accept_reading("{\"device\":\"7\",\"seq\":0,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
   ck_assert_uint_eq(m.reading.seq, 0);
@@ -417,7 +426,8 @@ START_TEST(test_protocol_boundaries) {
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 9223372036854775808", PROTOCOL_OUT_OF_RANGE,
          "ts");
   /* health: all of uint64 for id and uptime, battery 0..100 */
-  ck_assert_int_eq(parse("{\"type\":\"health\",\"id\":18446744073709551615,\"uptime_s\":0,\"battery\":100}", &m, &e), 0);
+  ck_assert_int_eq(parse("{\"type\":\"health\",\"id\":18446744073709551615,\"uptime_s\":0,\"battery\":100}", &m, &e),
+                   0);
   ck_assert_uint_eq(m.health.id, UINT64_MAX);
   reject("{\"type\":\"health\",\"id\":1,\"uptime_s\":0,\"battery\":101}", PROTOCOL_OUT_OF_RANGE, "battery");
   reject("{\"type\":\"health\",\"id\":-1,\"uptime_s\":0,\"battery\":1}", PROTOCOL_OUT_OF_RANGE, "id");
@@ -450,11 +460,29 @@ END_TEST
  * path and off it. */
 START_TEST(test_protocol_numbers_exact) {
   static const char *const texts[] = {
-      "21.5", "48.2", "0.1", "0.2", "0.3", "99.99999999999999", "1e-5", "1.5e1", "123456789012345678e-16",
-      "1234567890123456789e-17", "12345678901234567890e-18", "0.000000000000000000000000000001",
-      "149.99999999999999999999999999999999999999999999", "9007199254740993e-14", "0.1e1", "100e-0",
-      "-49.999999999999999", "3.0000000000000004", "2.2250738585072014e-308", "4.9e-324", "1e-400",
-      "0.00000000000000000000000000000000000000000000000000000000000000001234", "14.999999999999998223643160599749535322189331054687500000001",
+      "21.5",
+      "48.2",
+      "0.1",
+      "0.2",
+      "0.3",
+      "99.99999999999999",
+      "1e-5",
+      "1.5e1",
+      "123456789012345678e-16",
+      "1234567890123456789e-17",
+      "12345678901234567890e-18",
+      "0.000000000000000000000000000001",
+      "149.99999999999999999999999999999999999999999999",
+      "9007199254740993e-14",
+      "0.1e1",
+      "100e-0",
+      "-49.999999999999999",
+      "3.0000000000000004",
+      "2.2250738585072014e-308",
+      "4.9e-324",
+      "1e-400",
+      "0.00000000000000000000000000000000000000000000000000000000000000001234",
+      "14.999999999999998223643160599749535322189331054687500000001",
   };
   for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
     char line[512];
@@ -561,10 +589,9 @@ static void check_accepted(const char *line, size_t len, const protocol_msg *m) 
   } else {
     ck_assert_int_eq(m->kind, PROTOCOL_READING);
     const reading *r = &m->reading;
-    ck_assert_msg(r->temperature >= PROTOCOL_TEMPERATURE_MIN && r->temperature <= PROTOCOL_TEMPERATURE_MAX,
-                  "%.*s", (int)len, line);
-    ck_assert_msg(r->humidity >= PROTOCOL_HUMIDITY_MIN && r->humidity <= PROTOCOL_HUMIDITY_MAX, "%.*s", (int)len,
-                  line);
+    ck_assert_msg(r->temperature >= PROTOCOL_TEMPERATURE_MIN && r->temperature <= PROTOCOL_TEMPERATURE_MAX, "%.*s",
+                  (int)len, line);
+    ck_assert_msg(r->humidity >= PROTOCOL_HUMIDITY_MIN && r->humidity <= PROTOCOL_HUMIDITY_MAX, "%.*s", (int)len, line);
     ck_assert_uint_le(r->battery, PROTOCOL_BATTERY_MAX);
     ck_assert_int_ge(r->ts_ms, 0);
     ck_assert_uint_ge(m->device.len, 1);
@@ -601,10 +628,52 @@ START_TEST(test_protocol_fuzz_mutations) {
       "telemetry,device=abc temperature=149.99,humidity=99.9e0,battery=0i,seq=0i 0",
   };
   static const char *const tokens[] = {
-      "\"", "\\", "{", "}", ",", ":", "=", " ", "\t", "-", ".", "e", "E+", "9", "0", "i", "u", "nan", "inf",
-      "1e308", "1e-400", "99999999999999999999", "\xc3\xa9", "\xff", "\xe2\x82", "\xed\xa0\x80", "\xf4\x90\x80\x80",
-      "\"device\":", "\"seq\":", "\"type\":\"health\"", "true", "null", "[", "]", "\\u00", "#", "\r", "\n", "\0",
-      "151", "-51", "101", "100.0000001", ",device=1", "temperature=", "telemetry",
+      "\"",
+      "\\",
+      "{",
+      "}",
+      ",",
+      ":",
+      "=",
+      " ",
+      "\t",
+      "-",
+      ".",
+      "e",
+      "E+",
+      "9",
+      "0",
+      "i",
+      "u",
+      "nan",
+      "inf",
+      "1e308",
+      "1e-400",
+      "99999999999999999999",
+      "\xc3\xa9",
+      "\xff",
+      "\xe2\x82",
+      "\xed\xa0\x80",
+      "\xf4\x90\x80\x80",
+      "\"device\":",
+      "\"seq\":",
+      "\"type\":\"health\"",
+      "true",
+      "null",
+      "[",
+      "]",
+      "\\u00",
+      "#",
+      "\r",
+      "\n",
+      "\0",
+      "151",
+      "-51",
+      "101",
+      "100.0000001",
+      ",device=1",
+      "temperature=",
+      "telemetry",
   };
   char buf[1024];
   long accepted = 0, rejected[PROTOCOL_REASON_COUNT] = {0};
@@ -642,9 +711,7 @@ START_TEST(test_protocol_fuzz_mutations) {
       case 4: /* replace a digit */
         if (at < len && buf[at] >= '0' && buf[at] <= '9') buf[at] = (char)('0' + next(&s) % 10);
         break;
-      default: /* truncate */
-        len = at;
-        break;
+      default: /* truncate */ len = at; break;
       }
     }
     protocol_msg m;
@@ -691,8 +758,10 @@ START_TEST(test_protocol_fuzz_random_bytes) {
     protocol_msg m;
     protocol_error e;
     int r = parse_n(buf, len, 0, &m, &e);
-    if (r == 0) check_accepted(buf, len, &m);
-    else ck_assert_uint_le(e.offset, len);
+    if (r == 0)
+      check_accepted(buf, len, &m);
+    else
+      ck_assert_uint_le(e.offset, len);
   }
 }
 END_TEST
@@ -733,9 +802,10 @@ START_TEST(test_protocol_writers) {
 END_TEST
 
 START_TEST(test_protocol_reason_names) {
-  static const char *const names[] = {"ok", "malformed", "oversized", "not_utf8", "bad_number", "out_of_range",
-                                      "missing_field", "unknown_field", "duplicate_field", "bad_device_id",
-                                      "wrong_type", "unknown_type"};
+  static const char *const names[] = {
+      "ok",           "malformed",     "oversized",     "not_utf8",        "bad_number",
+      "out_of_range", "missing_field", "unknown_field", "duplicate_field", "bad_device_id",
+      "wrong_type",   "unknown_type"};
   ck_assert_int_eq(PROTOCOL_REASON_COUNT, sizeof names / sizeof *names);
   for (int i = 0; i < PROTOCOL_REASON_COUNT; i++) {
     ck_assert_str_eq(protocol_reason_name(i), names[i]);

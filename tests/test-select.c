@@ -158,8 +158,10 @@ static void *stress_body(void *arg) {
     int i = tg_select(cases, n, TG_FOREVER);
     ck_assert_int_ge(i, 0);
     if (cases[i].result == TG_ECLOSED) {
-      if (which[i] == 0) a_open = false;
-      else b_open = false;
+      if (which[i] == 0)
+        a_open = false;
+      else
+        b_open = false;
       open--;
       continue;
     }

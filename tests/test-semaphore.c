@@ -85,9 +85,7 @@ static void *arrival_order_body(void *arg) {
   return NULL;
 }
 
-START_TEST(test_semaphore_waiters_served_in_arrival_order) {
-  tg_test_run_virtual(arrival_order_body, NULL);
-}
+START_TEST(test_semaphore_waiters_served_in_arrival_order) { tg_test_run_virtual(arrival_order_body, NULL); }
 END_TEST
 
 /* A request for several permits at the head holds back smaller ones
@@ -254,9 +252,7 @@ static void *ended_holders_body(void *arg) {
   return NULL;
 }
 
-START_TEST(test_semaphore_permits_return_when_holder_ends) {
-  tg_test_run_virtual(ended_holders_body, NULL);
-}
+START_TEST(test_semaphore_permits_return_when_holder_ends) { tg_test_run_virtual(ended_holders_body, NULL); }
 END_TEST
 
 /* A task may release only what it holds itself. */
@@ -318,7 +314,7 @@ static void *lost_select_body(void *arg) {
   ck_assert_int_eq(tg_spawn(&t, select_stop_or_permit, &s, NULL), 0);
   tg_sleep(TG_MS(1));
   ck_assert_uint_eq(stats_of(sem).waiters, 1);
-  tg_cancel_fire(stop);                         /* claims the select */
+  tg_cancel_fire(stop);                              /* claims the select */
   ck_assert_int_eq(tg_semaphore_release(sem, 1), 0); /* finds the claim taken */
   ck_assert_uint_eq(stats_of(sem).available, 1);
   ck_assert_int_eq(tg_task_join(t, NULL), 0);

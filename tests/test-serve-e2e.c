@@ -196,8 +196,10 @@ START_TEST(test_serve_e2e_sigterm_midway) {
   sqlite3 *db;
   ck_assert_int_eq(sqlite3_open_v2(e.t.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
   sqlite3_stmt *st;
-  ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT device, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings GROUP BY device",
-                                      -1, &st, NULL),
+  ck_assert_int_eq(sqlite3_prepare_v2(
+                       db,
+                       "SELECT device, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings GROUP BY device",
+                       -1, &st, NULL),
                    SQLITE_OK);
   uint64_t rows = 0;
   while (sqlite3_step(st) == SQLITE_ROW) {

@@ -48,9 +48,13 @@ static void *body(void *arg) {
   raw_connect(&a, t->s);
   raw_connect(&b, t->s);
   raw_connect(&c, t->s);
-  raw_send(&a, "{\"device\":\"answers\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n");
+  raw_send(
+      &a,
+      "{\"device\":\"answers\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n");
   raw_send(&b, "telemetry,device=silent temperature=20,humidity=41,battery=77i,seq=1i 1732590000000000000\n");
-  raw_send(&c, "{\"device\":\"hangs-up\",\"seq\":1,\"ts\":1732590000000,\"temperature\":22,\"humidity\":42,\"battery\":66}\n");
+  raw_send(
+      &c,
+      "{\"device\":\"hangs-up\",\"seq\":1,\"ts\":1732590000000,\"temperature\":22,\"humidity\":42,\"battery\":66}\n");
   ck_assert_uint_eq(serve_test_wait_for(t->s, fig_connected, 3, SERVE_TEST_PATIENCE), 3);
 
   /* ok: the request on a's socket, a's answer back. */

@@ -10,9 +10,10 @@
 
 static const char *good(int seq) {
   static char line[160];
-  snprintf(line, sizeof line,
-           "{\"device\":\"good\",\"seq\":%d,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n",
-           seq);
+  snprintf(
+      line, sizeof line,
+      "{\"device\":\"good\",\"seq\":%d,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n",
+      seq);
   return line;
 }
 
@@ -36,12 +37,13 @@ static void *kinds_body(void *arg) {
       {oversized, "oversized", PROTOCOL_OVERSIZED},
       {"{\"device\":\"caf\xc3\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}\n", "not_utf8",
        PROTOCOL_NOT_UTF8},
-      {"{\"device\":\"nan\",\"seq\":1,\"ts\":1732590000000,\"temperature\":NaN,\"humidity\":40,\"battery\":88}\n",
-       NULL, 0}, /* NaN is not JSON: malformed or bad_number, the parser says which */
+      {"{\"device\":\"nan\",\"seq\":1,\"ts\":1732590000000,\"temperature\":NaN,\"humidity\":40,\"battery\":88}\n", NULL,
+       0}, /* NaN is not JSON: malformed or bad_number, the parser says which */
       {"{\"device\":\"hot\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1e300,\"humidity\":40,\"battery\":88}\n",
        "out_of_range", PROTOCOL_OUT_OF_RANGE},
       {"telemetry,device=nan temperature=nan,humidity=40,battery=88i,seq=1i 1732590000000000000\n", NULL, 0},
-      {"{\"device\":\"x\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21,\"humidity\":40,\"battery\":88,\"colour\":1}\n",
+      {"{\"device\":\"x\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21,\"humidity\":40,\"battery\":88,\"colour\":"
+       "1}\n",
        "unknown_field", PROTOCOL_UNKNOWN_FIELD},
   };
   int n = (int)(sizeof cases / sizeof cases[0]);
@@ -64,7 +66,8 @@ static void *kinds_body(void *arg) {
   serve_figures_get(t->s, &f);
   ck_assert_uint_eq(f.bad_lines, (uint64_t)n);
   ck_assert_uint_eq(f.error_lines_sent, (uint64_t)n);
-  ck_assert_uint_eq(f.bad_input[PROTOCOL_MALFORMED] + f.bad_input[PROTOCOL_BAD_NUMBER] + f.bad_input[PROTOCOL_OUT_OF_RANGE], 4);
+  ck_assert_uint_eq(
+      f.bad_input[PROTOCOL_MALFORMED] + f.bad_input[PROTOCOL_BAD_NUMBER] + f.bad_input[PROTOCOL_OUT_OF_RANGE], 4);
   ck_assert_uint_ge(f.bad_input[PROTOCOL_OUT_OF_RANGE], 1);
   for (int i = 0; i < n; i++)
     if (cases[i].reason) ck_assert_uint_ge(f.bad_input[cases[i].index], 1);
@@ -201,7 +204,9 @@ static void *conns_body(void *arg) {
   ck_assert_int_eq(raw_read_line(&c, SERVE_TEST_PATIENCE), TG_EOF);
   raw_close(&c);
   raw_send(&a, good(1));
-  raw_send(&b, "{\"device\":\"other\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n");
+  raw_send(
+      &b,
+      "{\"device\":\"other\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n");
   ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 2, SERVE_TEST_PATIENCE), 2);
   raw_close(&a);
   raw_close(&b);

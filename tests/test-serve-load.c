@@ -88,10 +88,10 @@ START_TEST(test_serve_load_deaf_device) {
   slow x;
   memset(&x, 0, sizeof x);
   serve_test_init(&x.t);
-  x.t.cfg.error_limit = 0;              /* never closed for its bad lines ... */
+  x.t.cfg.error_limit = 0;               /* never closed for its bad lines ... */
   x.t.cfg.error_lines_per_s = 100000000; /* ... and each one answered */
   x.t.cfg.write_timeout_ms = 300;
-  x.t.cfg.bandwidth_permits = 1;         /* a stalled holder would stall everyone */
+  x.t.cfg.bandwidth_permits = 1; /* a stalled holder would stall everyone */
   tg_test_run(2, 0, deaf_body, &x);
   ck_assert_int_eq(x.health, 0);
   ck_assert_uint_eq(x.timeouts_during, 1);

@@ -132,9 +132,12 @@ static void wait_for_log(pid_t pid, const char *log, const char *needle, int tim
     int ended = waitpid(pid, &status, WNOHANG) == pid;
     if (ended || now_s() > deadline) {
       char why[64];
-      if (!ended) snprintf(why, sizeof why, "after %d s", PATIENCE_S);
-      else if (WIFSIGNALED(status)) snprintf(why, sizeof why, "the process was killed by %s", strsignal(WTERMSIG(status)));
-      else snprintf(why, sizeof why, "the process exited with %d", WEXITSTATUS(status));
+      if (!ended)
+        snprintf(why, sizeof why, "after %d s", PATIENCE_S);
+      else if (WIFSIGNALED(status))
+        snprintf(why, sizeof why, "the process was killed by %s", strsignal(WTERMSIG(status)));
+      else
+        snprintf(why, sizeof why, "the process exited with %d", WEXITSTATUS(status));
       char *text = slurp(log);
       ck_abort_msg("%s, the log has %d of %d \"%s\":\n%s", why, occurrences(log, needle), times, needle, text);
     }
@@ -159,8 +162,8 @@ static int catches(pid_t pid, int signo) {
 static void wait_until_caught(pid_t pid, int signo) {
   double deadline = now_s() + PATIENCE_S;
   while (!catches(pid, signo)) {
-    ck_assert_msg(now_s() < deadline, "after %d s process %d has no handler for signal %d (%s)", PATIENCE_S,
-                  (int)pid, signo, strsignal(signo));
+    ck_assert_msg(now_s() < deadline, "after %d s process %d has no handler for signal %d (%s)", PATIENCE_S, (int)pid,
+                  signo, strsignal(signo));
     pause_ms(5);
   }
 }
@@ -223,8 +226,10 @@ static uint64_t check_fleet(const char *report, const char *db_path) {
   sqlite3 *db;
   ck_assert_int_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
   sqlite3_stmt *st;
-  ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings WHERE device = ?1", -1, &st, NULL),
-                   SQLITE_OK);
+  ck_assert_int_eq(
+      sqlite3_prepare_v2(db, "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings WHERE device = ?1",
+                         -1, &st, NULL),
+      SQLITE_OK);
   uint64_t sent = 0;
   const cJSON *d;
   cJSON_ArrayForEach(d, cJSON_GetObjectItem(j, "devices")) {
@@ -259,8 +264,9 @@ START_TEST(test_serve_sighup_loses_nothing) {
   const char *before_log = dir_file("before.log"), *before_json = dir_file("before.json");
   const char *after_log = dir_file("after.log"), *after_json = dir_file("after.json");
 
-  const char *serve_argv[] = {NULL, "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", "127.0.0.1:0",
-                              "--db", db, "--batch-age-ms", "50", NULL};
+  const char *serve_argv[] = {
+      NULL, "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", "127.0.0.1:0", "--db", db, "--batch-age-ms",
+      "50", NULL};
   pid_t serve = start(serve_argv, serve_log);
   wait_for_log(serve, serve_log, "telegate serve: devices on 127.0.0.1:", 1);
   char *text = slurp(serve_log);
@@ -272,9 +278,9 @@ START_TEST(test_serve_sighup_loses_nothing) {
   wait_until_caught(serve, SIGHUP); /* its handlers are installed */
 
   /* A fleet sends; once its readings are being committed, two hang-ups. */
-  const char *before_argv[] = {NULL, "devices", "--connect", connect, "--count", "5", "--rate", "200",
-                               "--duration", "3", "--id-prefix", "before-", "--report-json", before_json,
-                               "--quiet", NULL};
+  const char *before_argv[] = {
+      NULL,         "devices", "--connect",   connect,   "--count",       "5",         "--rate",  "200",
+      "--duration", "3",       "--id-prefix", "before-", "--report-json", before_json, "--quiet", NULL};
   pid_t before = start(before_argv, before_log);
   wait_rows_above(db, 0);
   ck_assert_int_eq(kill(serve, SIGHUP), 0);
@@ -287,9 +293,9 @@ START_TEST(test_serve_sighup_loses_nothing) {
 
   /* Serve goes on: a second fleet, connected after the hang-ups, is read
    * and stored like the first. */
-  const char *after_argv[] = {NULL, "devices", "--connect", connect, "--count", "3", "--rate", "100",
-                              "--duration", "1", "--id-prefix", "after-", "--report-json", after_json,
-                              "--quiet", NULL};
+  const char *after_argv[] = {
+      NULL,         "devices", "--connect",   connect,  "--count",       "3",        "--rate",  "100",
+      "--duration", "1",       "--id-prefix", "after-", "--report-json", after_json, "--quiet", NULL};
   pid_t after = start(after_argv, after_log);
   ck_assert_int_eq(wait_exit(after), 0);
   ck_assert_msg(running(serve), "serve ended");

@@ -123,7 +123,8 @@ START_TEST(test_seq_full_64_bits) {
   storage_close(s);
   ck_assert_uint_eq((uint64_t)stored_seq(t.db, "SELECT seq FROM device_hwm WHERE device = '1'"), top);
   ck_assert_uint_eq((uint64_t)stored_seq(t.db, "SELECT seq FROM readings ORDER BY seq < 0, seq LIMIT 1"), half - 1);
-  ck_assert_uint_eq((uint64_t)stored_seq(t.db, "SELECT seq FROM readings ORDER BY seq < 0 DESC, seq DESC LIMIT 1"), top);
+  ck_assert_uint_eq((uint64_t)stored_seq(t.db, "SELECT seq FROM readings ORDER BY seq < 0 DESC, seq DESC LIMIT 1"),
+                    top);
   s = storage_test_open(t.db, "sqlite", 1, 0, NULL);
   b = (batch){.id = 2};
   storage_test_push(&b, 1, top);

@@ -22,7 +22,10 @@ static void *stage_main(void *arg) {
   storage *db = NULL;
   storage_faults_opts faults = {.fail_rate = run->fail_rate, .seed = 5};
   storage_open_args oa = {.db = &db,
-                          .opts = {.backend = "sqlite", .path = run->db, .connections = run->connections, .reset = 1,
+                          .opts = {.backend = "sqlite",
+                                   .path = run->db,
+                                   .connections = run->connections,
+                                   .reset = 1,
                                    .faults = run->fail_rate > 0 ? &faults : NULL}};
   ck_assert_msg(tg_blocking_run(open_call, &oa) == 0, "%s", oa.err);
   demo_log log;
@@ -33,7 +36,8 @@ static void *stage_main(void *arg) {
   ck_assert_int_eq(tg_cancel_new(&cancel, "stop"), 0);
   tg_mpsc_tx *tx;
   tg_mpsc_rx *rx;
-  ck_assert_int_eq(tg_mpsc_new(&(tg_mpsc_opts){.capacity = 4, .elem_size = sizeof(batch), .name = "batches"}, &tx, &rx), 0);
+  ck_assert_int_eq(tg_mpsc_new(&(tg_mpsc_opts){.capacity = 4, .elem_size = sizeof(batch), .name = "batches"}, &tx, &rx),
+                   0);
   storage_stage *st;
   storage_stage_opts so = {.cancel = cancel, .log = &log, .batches = rx, .db = db, .pool = run->pool, .pin_writers = 1};
   ck_assert_int_eq(storage_stage_new(&so, &st), 0);

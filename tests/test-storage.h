@@ -55,8 +55,12 @@ static inline storage *storage_test_open(const char *path, const char *backend, 
 }
 
 static inline void storage_test_push(batch *b, uint32_t device, uint64_t seq) {
-  reading r = {.device = device, .battery = 90, .seq = seq, .ts_ms = 1700000000000 + (int64_t)seq % 1000000,
-               .temperature = 21.5, .humidity = 45.0};
+  reading r = {.device = device,
+               .battery = 90,
+               .seq = seq,
+               .ts_ms = 1700000000000 + (int64_t)seq % 1000000,
+               .temperature = 21.5,
+               .humidity = 45.0};
   ck_assert_int_eq(batch_push(b, &r), 0);
 }
 
@@ -89,9 +93,9 @@ static inline int storage_test_check_sequences(const char *path, uint64_t *rows)
   sqlite3 *db;
   ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
   sqlite3_stmt *st;
-  ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT device, seq FROM readings ORDER BY CAST(device AS INTEGER), rowid", -1,
-                                      &st, NULL),
-                   SQLITE_OK);
+  ck_assert_int_eq(
+      sqlite3_prepare_v2(db, "SELECT device, seq FROM readings ORDER BY CAST(device AS INTEGER), rowid", -1, &st, NULL),
+      SQLITE_OK);
   int devices = 0;
   int64_t last_device = -1, expect = 0;
   *rows = 0;

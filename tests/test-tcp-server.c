@@ -17,16 +17,16 @@
 typedef enum mode { ECHO, ECHO_TO_EOF, IGNORE_CANCEL, PANIC } mode;
 
 typedef struct fixture {
-  atomic_int mode;         /* a mode; handlers on other workers read it */
+  atomic_int mode; /* a mode; handlers on other workers read it */
   tg_cancel *cancel;
   tcp_server *srv;
   tcp_server_config cfg;
-  atomic_int started;      /* handlers that began */
-  atomic_int ended;        /* handlers that returned */
-  atomic_int saw_canceled; /* handlers whose wait ended with TG_ECANCELED */
+  atomic_int started;       /* handlers that began */
+  atomic_int ended;         /* handlers that returned */
+  atomic_int saw_canceled;  /* handlers whose wait ended with TG_ECANCELED */
   atomic_uint_fast64_t ids; /* bit id-1 of every connection seen */
-  atomic_int peer_ok;      /* handlers whose peer was 127.0.0.1:port */
-  tg_notify *never;        /* nobody notifies it */
+  atomic_int peer_ok;       /* handlers whose peer was 127.0.0.1:port */
+  tg_notify *never;         /* nobody notifies it */
 } fixture;
 
 /* ECHO: answers each line until the peer closes or the token fires.
@@ -73,9 +73,16 @@ static void fx_init(fixture *f, mode m) {
   f->mode = m;
   ck_assert_int_eq(tg_cancel_new(&f->cancel, "test"), 0);
   ck_assert_int_eq(tg_notify_new(&f->never, "never"), 0);
-  f->cfg = (tcp_server_config){.name = "test", .host = "127.0.0.1", .port = 0, .max_connections = 64,
-                               .workers = 2, .grace_ms = 2000, .cancel = f->cancel, .handler = handler,
-                               .reject = refuse, .ctx = f};
+  f->cfg = (tcp_server_config){.name = "test",
+                               .host = "127.0.0.1",
+                               .port = 0,
+                               .max_connections = 64,
+                               .workers = 2,
+                               .grace_ms = 2000,
+                               .cancel = f->cancel,
+                               .handler = handler,
+                               .reject = refuse,
+                               .ctx = f};
 }
 
 static void fx_start(fixture *f) {
@@ -103,10 +110,10 @@ static tcp_server_figures figs(fixture *f) {
 }
 
 /* Polls until field `field` of the figures equals want, at most ~10 s. */
-#define WAIT_FIGURE(f, field, want)                                                              \
-  do {                                                                                           \
-    for (int i_ = 0; i_ < 5000 && figs(f).field != (uint64_t)(want); i_++) tg_sleep(TG_MS(2));   \
-    ck_assert_uint_eq(figs(f).field, (uint64_t)(want));                                          \
+#define WAIT_FIGURE(f, field, want)                                                            \
+  do {                                                                                         \
+    for (int i_ = 0; i_ < 5000 && figs(f).field != (uint64_t)(want); i_++) tg_sleep(TG_MS(2)); \
+    ck_assert_uint_eq(figs(f).field, (uint64_t)(want));                                        \
   } while (0)
 
 static tg_tcp *cl_connect(fixture *f) {
@@ -315,7 +322,7 @@ static void *no_grace_body(void *arg) {
     tg_sleep(TG_MS(2));
   }
   ck_assert_int_eq(r, -ECONNREFUSED);
-  cl_ping(a); /* still served, after cancel */
+  cl_ping(a);               /* still served, after cancel */
   WAIT_FIGURE(&f, open, 1); /* the probes above, if any got in, saw their EOF */
   ck_assert_int_eq(atomic_load(&w.done), 0);
   tg_tcp_close(a);

@@ -33,11 +33,11 @@ typedef struct tg_broadcast_tx tg_broadcast_tx;
 typedef struct tg_broadcast_rx tg_broadcast_rx;
 
 typedef struct tg_broadcast_opts {
-  size_t capacity;            /* >= 1 */
-  size_t elem_size;           /* >= 1 */
-  void (*clone)(void *elem);  /* optional: make `elem` an owned copy (e.g. incref) */
-  void (*drop)(void *elem);   /* optional: release an owned copy */
-  const char *name;           /* copied; may be NULL */
+  size_t capacity;           /* >= 1 */
+  size_t elem_size;          /* >= 1 */
+  void (*clone)(void *elem); /* optional: make `elem` an owned copy (e.g. incref) */
+  void (*drop)(void *elem);  /* optional: release an owned copy */
+  const char *name;          /* copied; may be NULL */
 } tg_broadcast_opts;
 
 /* Creates a channel and, if rx is not NULL, a first receiver.
@@ -70,12 +70,12 @@ uint64_t tg_broadcast_rx_lagged(const tg_broadcast_rx *rx);
 
 typedef struct tg_broadcast_stats {
   const char *name;
-  size_t len, capacity;        /* messages retained in the ring */
+  size_t len, capacity; /* messages retained in the ring */
   uint64_t receivers, senders;
   uint64_t receivers_waiting;
   uint64_t sent;
-  uint64_t lag_events;         /* TG_ELAGGED returned, all receivers */
-  uint64_t lagged_messages;    /* messages missed, all receivers */
+  uint64_t lag_events;      /* TG_ELAGGED returned, all receivers */
+  uint64_t lagged_messages; /* messages missed, all receivers */
 } tg_broadcast_stats;
 
 /* Figures of the channel; a sender or receiver pointer. */

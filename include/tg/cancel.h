@@ -40,7 +40,7 @@ tg_case tg_cancel_case(tg_cancel *c);
 typedef struct tg_cancel_stats {
   const char *name;
   int fired;
-  uint64_t waiters;      /* waiting right now */
+  uint64_t waiters; /* waiting right now */
 } tg_cancel_stats;
 
 void tg_cancel_stats_get(tg_cancel *c, tg_cancel_stats *out);

@@ -30,8 +30,7 @@ void tg_joinset_free(tg_joinset *js);
 
 /* Spawns fn(arg) into the set; *id (may be NULL) gets its task id.
  * Returns 0 or tg_spawn's errors. */
-int tg_joinset_spawn(tg_joinset *js, tg_task_fn fn, void *arg, const tg_spawn_opts *opts,
-                     uint64_t *id);
+int tg_joinset_spawn(tg_joinset *js, tg_task_fn fn, void *arg, const tg_spawn_opts *opts, uint64_t *id);
 
 /* Waits for the next task to end and fills *out (out->status: 0,
  * TG_EPANICKED or TG_ECANCELED). Returns 0, TG_EEMPTY (no task in the

@@ -66,8 +66,8 @@ typedef struct tg_mpsc_stats {
   uint64_t senders_waiting; /* blocked in send right now */
   uint64_t full_waits;      /* sends that had to wait, ever */
   uint64_t sent, received;
-  uint64_t senders;         /* live sender handles */
-  int closed;               /* no senders, or no receiver */
+  uint64_t senders; /* live sender handles */
+  int closed;       /* no senders, or no receiver */
 } tg_mpsc_stats;
 
 /* Figures of the channel; either handle's pointer works. */

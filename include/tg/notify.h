@@ -36,9 +36,9 @@ tg_case tg_notify_wait_case(tg_notify *n);
 
 typedef struct tg_notify_stats {
   const char *name;
-  uint64_t waiters;      /* waiting right now */
-  int permit;            /* a stored notify_one */
-  uint64_t notified;     /* waits that completed, ever */
+  uint64_t waiters;  /* waiting right now */
+  int permit;        /* a stored notify_one */
+  uint64_t notified; /* waits that completed, ever */
 } tg_notify_stats;
 
 void tg_notify_stats_get(tg_notify *n, tg_notify_stats *out);

@@ -73,10 +73,10 @@ typedef struct tg_runtime_stats {
   uint64_t tasks_aborted;         /* tasks that ended after tg_task_abort */
   uint64_t tasks_aborted_at_exit; /* alive (started or not) when main returned */
   uint64_t context_switches;
-  uint64_t stacks_guarded;        /* stacks in use or pooled with a guard page */
-  uint64_t stacks_unguarded;      /* stacks in use or pooled with a canary instead */
-  uint64_t stacks_pooled;         /* free stacks kept for reuse */
-  uint64_t stack_slabs;           /* mappings the stacks are carved from */
+  uint64_t stacks_guarded;   /* stacks in use or pooled with a guard page */
+  uint64_t stacks_unguarded; /* stacks in use or pooled with a canary instead */
+  uint64_t stacks_pooled;    /* free stacks kept for reuse */
+  uint64_t stack_slabs;      /* mappings the stacks are carved from */
   uint64_t timers_pending;
   uint64_t blocking_in_flight;
 } tg_runtime_stats;

@@ -46,12 +46,12 @@ tg_case tg_semaphore_acquire_case(tg_semaphore *sem, uint64_t n);
 
 typedef struct tg_semaphore_stats {
   const char *name;
-  uint64_t permits;        /* configured: initial + added */
+  uint64_t permits; /* configured: initial + added */
   uint64_t available;
-  uint64_t in_use;         /* permits - available */
-  uint64_t waiters;        /* waiting right now */
-  uint64_t waits;          /* acquires that had to wait, ever */
-  uint64_t acquired;       /* acquires that succeeded, ever */
+  uint64_t in_use;   /* permits - available */
+  uint64_t waiters;  /* waiting right now */
+  uint64_t waits;    /* acquires that had to wait, ever */
+  uint64_t acquired; /* acquires that succeeded, ever */
   int closed;
 } tg_semaphore_stats;
 

@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 #define TG_STACK_DEFAULT ((size_t)64 * 1024)
-#define TG_STACK_MIN ((size_t)16 * 1024)
+#define TG_STACK_MIN     ((size_t)16 * 1024)
 
 typedef struct tg_task tg_task;
 
@@ -48,13 +48,13 @@ typedef enum tg_stack_guard {
 } tg_stack_guard;
 
 typedef struct tg_spawn_opts {
-  size_t stack_size;    /* 0: the runtime's default */
-  int pin;              /* nonzero: run on `worker`, always; else the task
+  size_t stack_size; /* 0: the runtime's default */
+  int pin;           /* nonzero: run on `worker`, always; else the task
                            starts on the spawner's worker and may move
                            (see tg/runtime.h) */
-  int worker;           /* 0 .. workers-1, read only when pin is set */
+  int worker;        /* 0 .. workers-1, read only when pin is set */
   tg_stack_guard guard;
-  const char *name;     /* shown in dumps; copied */
+  const char *name;        /* shown in dumps; copied */
   void (*drop)(void *arg); /* called with arg instead of fn if the task is
                               aborted before its first run; may be NULL */
 } tg_spawn_opts;
@@ -106,9 +106,7 @@ int tg_yield(void);
 _Noreturn void tg_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Panics with the failed expression when `cond` is false. */
-#define tg_assert(cond)                                                        \
-  ((cond) ? (void)0                                                            \
-          : tg_panic("assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__))
+#define tg_assert(cond) ((cond) ? (void)0 : tg_panic("assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__))
 
 /* Registers fn(arg) to run when the calling task ends, however it ends
  * (return, panic or abort), last registered first. Returns 0, TG_ENOMEM,

@@ -18,8 +18,8 @@
 #include <stdint.h>
 
 #define TG_FOREVER INT64_MAX
-#define TG_MS(n) ((int64_t)(n) * 1000000)
-#define TG_SEC(n) ((int64_t)(n) * 1000000000)
+#define TG_MS(n)   ((int64_t)(n)*1000000)
+#define TG_SEC(n)  ((int64_t)(n)*1000000000)
 
 /* The runtime's clock (virtual when so configured); CLOCK_MONOTONIC
  * outside a runtime. */
@@ -44,7 +44,7 @@ typedef enum tg_missed_tick {
  * `period_ns`. A plain struct owned by the caller. */
 typedef struct tg_interval {
   int64_t period_ns;
-  int64_t next_ns;  /* when the next tick is due */
+  int64_t next_ns; /* when the next tick is due */
   tg_missed_tick missed;
 } tg_interval;
 

@@ -77,10 +77,10 @@ void tg_watch_get_and_update(tg_watch_rx *rx, void *out);
 
 typedef struct tg_watch_stats {
   const char *name;
-  uint64_t version;          /* sends so far */
+  uint64_t version; /* sends so far */
   uint64_t receivers;
   uint64_t receivers_waiting;
-  int closed;                /* sender gone */
+  int closed; /* sender gone */
 } tg_watch_stats;
 
 void tg_watch_stats_get(const tg_watch_tx *tx, tg_watch_stats *out);

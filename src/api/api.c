@@ -11,11 +11,11 @@
 #include <string.h>
 
 #define NO_STORE "Cache-Control: no-store\r\n"
-#define ALLOW "Allow: GET, HEAD\r\n"
+#define ALLOW    "Allow: GET, HEAD\r\n"
 /* The dashboard needs nothing from elsewhere, and the browser is told so. */
-#define PAGE_HEADERS                                                                         \
-  "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"                          \
-  "Content-Security-Policy: default-src 'self'; img-src 'self' data:; base-uri 'none'; "     \
+#define PAGE_HEADERS                                                                     \
+  "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"                       \
+  "Content-Security-Policy: default-src 'self'; img-src 'self' data:; base-uri 'none'; " \
   "frame-ancestors 'none'\r\n"
 
 void api_config_defaults(api_config *c) {
@@ -50,14 +50,15 @@ static void send_json(http_conn *c, int status, const http_buf *b) {
 }
 
 /* {"error":msg,"status":N} plus the fields in `more` (",\"k\":v..." or ""). */
-static void send_error(http_conn *c, int status, const char *msg, const char *more,
-                       const char *extra_headers) {
+static void send_error(http_conn *c, int status, const char *msg, const char *more, const char *extra_headers) {
   http_buf b = {0};
   http_buf_puts(&b, "{\"error\":");
   http_buf_json_string(&b, msg);
   http_buf_printf(&b, ",\"status\":%d%s}\n", status, more ? more : "");
-  if (http_buf_failed(&b)) http_respond(c, 500, NULL, NULL, NULL, 0);
-  else http_respond(c, status, "application/json", extra_headers ? extra_headers : NO_STORE, b.data, b.len);
+  if (http_buf_failed(&b))
+    http_respond(c, 500, NULL, NULL, NULL, 0);
+  else
+    http_respond(c, status, "application/json", extra_headers ? extra_headers : NO_STORE, b.data, b.len);
   http_buf_free(&b);
 }
 
@@ -91,8 +92,10 @@ static void get_metrics(api_server *a, http_conn *c) {
   api_server_stats(a, &h, &st, hr);
   http_buf b = {0};
   metrics_write(&b, a->deps.figures ? &f : NULL, &h, &st, hr);
-  if (http_buf_failed(&b)) http_respond(c, 500, NULL, NULL, NULL, 0);
-  else http_respond(c, 200, METRICS_CONTENT_TYPE, NO_STORE, b.data, b.len);
+  if (http_buf_failed(&b))
+    http_respond(c, 500, NULL, NULL, NULL, 0);
+  else
+    http_respond(c, 200, METRICS_CONTENT_TYPE, NO_STORE, b.data, b.len);
   http_buf_free(&b);
 }
 
@@ -107,14 +110,15 @@ static void get_readyz(api_server *a, http_conn *c) {
     if (f.stopping) why = "shutting down";
   }
   if (tg_cancel_fired(http_conn_cancel(c))) why = "shutting down";
-  if (why) send_error(c, 503, why, NULL, NULL);
-  else http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ready\n", 6);
+  if (why)
+    send_error(c, 503, why, NULL, NULL);
+  else
+    http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ready\n", 6);
 }
 
 /* /api/devices/{id}/health: the id as the device sends it, percent-
  * encoded in the URL. */
-static void get_health(api_server *a, http_conn *c, const http_request *req, const char *id_enc,
-                       size_t id_len) {
+static void get_health(api_server *a, http_conn *c, const http_request *req, const char *id_enc, size_t id_len) {
   char id[PROTOCOL_DEVICE_ID_MAX + 1];
   int n = http_decode(id_enc, id_len, id, sizeof id, 0);
   if (n <= 0 || memchr(id, '\0', (size_t)n)) {
@@ -155,8 +159,9 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
     count(&a->health_requests[API_HEALTH_RESULT_OK]);
     http_buf_puts(&b, "{\"device\":");
     http_buf_json_string(&b, id);
-    http_buf_printf(&b, ",\"result\":\"ok\",\"uptime_ms\":%lld,\"battery\":%u,\"readings\":%llu,"
-                        "\"latency_ms\":",
+    http_buf_printf(&b,
+                    ",\"result\":\"ok\",\"uptime_ms\":%lld,\"battery\":%u,\"readings\":%llu,"
+                    "\"latency_ms\":",
                     (long long)st.uptime_ms, (unsigned)st.battery, (unsigned long long)st.readings);
     http_buf_json_double(&b, latency_ms, 3);
     http_buf_puts(&b, "}\n");
@@ -169,15 +174,9 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
     result = API_HEALTH_RESULT_TIMEOUT, status = 504, msg = "the device did not answer in time";
     http_buf_printf(&more, ",\"timeout_ms\":%d", timeout_ms);
     break;
-  case -ENOENT:
-    result = API_HEALTH_RESULT_UNKNOWN, status = 404, msg = "no device has sent this id";
-    break;
-  case TG_ECLOSED:
-    result = API_HEALTH_RESULT_DISCONNECTED, status = 503, msg = "the device is not connected";
-    break;
-  default:
-    result = API_HEALTH_RESULT_ERROR, status = 500, msg = tg_strerror(r);
-    break;
+  case -ENOENT: result = API_HEALTH_RESULT_UNKNOWN, status = 404, msg = "no device has sent this id"; break;
+  case TG_ECLOSED: result = API_HEALTH_RESULT_DISCONNECTED, status = 503, msg = "the device is not connected"; break;
+  default: result = API_HEALTH_RESULT_ERROR, status = 500, msg = tg_strerror(r); break;
   }
   count(&a->health_requests[result]);
   http_buf_printf(&more, ",\"result\":\"%s\"", metrics_health_result_name(result));
@@ -245,13 +244,13 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
     return;
   }
   switch (r) {
-  case ROUTE_ASSET:
-    http_respond(c, 200, asset->content_type, PAGE_HEADERS, asset->data, asset->len);
-    break;
+  case ROUTE_ASSET: http_respond(c, 200, asset->content_type, PAGE_HEADERS, asset->data, asset->len); break;
   case ROUTE_SNAPSHOT: get_snapshot(a, c); break;
   case ROUTE_STREAM:
-    if (req->method == HTTP_HEAD) http_respond(c, 200, "text/event-stream; charset=utf-8", NO_STORE, NULL, 0);
-    else sse_serve(a, c, req);
+    if (req->method == HTTP_HEAD)
+      http_respond(c, 200, "text/event-stream; charset=utf-8", NO_STORE, NULL, 0);
+    else
+      sse_serve(a, c, req);
     break;
   case ROUTE_PIPELINE: get_pipeline(a, c); break;
   case ROUTE_HEALTH: get_health(a, c, req, id, id_len); break;

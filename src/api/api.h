@@ -93,7 +93,6 @@ int api_serve_attach(serve *s, const api_config *cfg, int *port);
 
 /* Figures of the HTTP side; health_requests (may be NULL) gets
  * API_HEALTH_RESULTS counts. */
-void api_server_stats(const api_server *a, http_server_stats *http, stream_figures *streams,
-                      uint64_t *health_requests);
+void api_server_stats(const api_server *a, http_server_stats *http, stream_figures *streams, uint64_t *health_requests);
 
 #endif

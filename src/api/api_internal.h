@@ -17,8 +17,7 @@ struct api_server {
   tg_watch_rx *latest; /* ours, never marked seen: requests clone it */
   /* stream_figures and on-demand health results, as atomics: requests
    * and streams run on every worker */
-  atomic_uint_fast64_t clients, streams, events, resyncs, lagged_messages, skipped_stale,
-      coalesced, dropped;
+  atomic_uint_fast64_t clients, streams, events, resyncs, lagged_messages, skipped_stale, coalesced, dropped;
   atomic_uint_fast64_t health_requests[API_HEALTH_RESULTS];
 };
 

@@ -12,17 +12,15 @@ typedef struct stream {
   api_server *a;
   http_conn *c;
   tg_broadcast_rx *updates;
-  http_buf out;              /* the event being written */
+  http_buf out; /* the event being written */
   uint64_t seen;
-  system_snapshot *pending;  /* with ?every=: the newest not yet sent */
+  system_snapshot *pending; /* with ?every=: the newest not yet sent */
   int64_t every_ns, pipeline_ns, keepalive_ns;
-  int64_t next_send;         /* with ?every=: no snapshot event before */
+  int64_t next_send; /* with ?every=: no snapshot event before */
   int64_t next_pipeline, next_keepalive;
 } stream;
 
-static void count(atomic_uint_fast64_t *f, uint64_t n) {
-  atomic_fetch_add_explicit(f, n, memory_order_relaxed);
-}
+static void count(atomic_uint_fast64_t *f, uint64_t n) { atomic_fetch_add_explicit(f, n, memory_order_relaxed); }
 
 static int flush(stream *st) {
   int r = http_buf_failed(&st->out) ? TG_ENOMEM : http_conn_write(st->c, st->out.data, st->out.len);
@@ -50,8 +48,8 @@ static int resync(stream *st, uint64_t missed) {
     st->pending = NULL;
   }
   if (s->version > st->seen) st->seen = s->version;
-  http_buf_printf(&st->out, "event: resync\nid: %" PRIu64 "\ndata: {\"missed\":%" PRIu64 ",\"snapshot\":",
-                  s->version, missed);
+  http_buf_printf(&st->out, "event: resync\nid: %" PRIu64 "\ndata: {\"missed\":%" PRIu64 ",\"snapshot\":", s->version,
+                  missed);
   api_json_snapshot(&st->out, s);
   http_buf_puts(&st->out, "}\n\n");
   snapshot_unref(s);
@@ -122,8 +120,7 @@ static void run(stream *st) {
   tg_cancel *stop = http_conn_cancel(st->c);
   for (;;) {
     system_snapshot *s = NULL;
-    tg_case cs[3] = {tg_cancel_case(stop), http_conn_peer_case(st->c),
-                     tg_broadcast_recv_case(st->updates, &s)};
+    tg_case cs[3] = {tg_cancel_case(stop), http_conn_peer_case(st->c), tg_broadcast_recv_case(st->updates, &s)};
     int w = tg_select(cs, 3, earliest(st));
     int r;
     if (w == TG_ETIMEDOUT) {

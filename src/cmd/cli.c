@@ -41,8 +41,10 @@ static void describe(const cli_option *opt, char *buf, size_t len) {
   case CLI_INT: snprintf(buf, len, "an integer from %.15g to %.15g", opt->min, opt->max); return;
   case CLI_U64: snprintf(buf, len, "an integer from 0 to %" PRIu64, UINT64_MAX); return;
   case CLI_DOUBLE:
-    if (opt->min_open) snprintf(buf, len, "a number above %.15g, at most %.15g", opt->min, opt->max);
-    else snprintf(buf, len, "a number from %.15g to %.15g", opt->min, opt->max);
+    if (opt->min_open)
+      snprintf(buf, len, "a number above %.15g, at most %.15g", opt->min, opt->max);
+    else
+      snprintf(buf, len, "a number from %.15g to %.15g", opt->min, opt->max);
     return;
   case CLI_STRING: snprintf(buf, len, "a value"); return;
   case CLI_PATH: snprintf(buf, len, "a path"); return;
@@ -51,12 +53,16 @@ static void describe(const cli_option *opt, char *buf, size_t len) {
     buf[0] = '\0';
     while (opt->words[n].word) n++;
     for (size_t i = 0; i < n && used < len; i++)
-      used += (size_t)snprintf(buf + used, len - used, "%s%s", i == 0 ? "" : i + 1 < n ? ", " : " or ",
+      used += (size_t)snprintf(buf + used, len - used, "%s%s",
+                               i == 0      ? ""
+                               : i + 1 < n ? ", "
+                                           : " or ",
                                opt->words[i].word);
     return;
   }
   case CLI_HOSTPORT:
-    snprintf(buf, len, "HOST:PORT (HOST a numeric IPv4 address, an IPv6 one in brackets or localhost; PORT 0 to 65535)");
+    snprintf(buf, len,
+             "HOST:PORT (HOST a numeric IPv4 address, an IPv6 one in brackets or localhost; PORT 0 to 65535)");
     return;
   }
 }
@@ -222,8 +228,13 @@ int cli_parse(const cli_command *cmd, int argc, char *const argv[], void *cfg, c
  * the option's own. */
 static void placeholder(const cli_option *opt, char *buf, size_t len) {
   static const char *const names[] = {
-      [CLI_FLAG] = "",         [CLI_INT] = " N",    [CLI_U64] = " N",         [CLI_DOUBLE] = " X",
-      [CLI_STRING] = " TEXT",  [CLI_PATH] = " PATH", [CLI_HOSTPORT] = " HOST:PORT",
+      [CLI_FLAG] = "",
+      [CLI_INT] = " N",
+      [CLI_U64] = " N",
+      [CLI_DOUBLE] = " X",
+      [CLI_STRING] = " TEXT",
+      [CLI_PATH] = " PATH",
+      [CLI_HOSTPORT] = " HOST:PORT",
   };
   if (opt->arg) {
     snprintf(buf, len, " %s", opt->arg);

@@ -53,16 +53,16 @@ typedef struct cli_word {
 } cli_word;
 
 typedef struct cli_option {
-  const char *name;           /* --NAME on the command line; the key in a config file */
+  const char *name; /* --NAME on the command line; the key in a config file */
   cli_kind kind;
-  size_t field;               /* offset of the value in the command's config struct */
-  size_t port_field;          /* CLI_HOSTPORT: offset of the int port */
-  double min, max;            /* CLI_INT, CLI_DOUBLE: the range, inclusive ... */
-  int min_open;               /* ... but above min itself when set (a duration) */
-  const cli_word *words;      /* CLI_ENUM: the accepted words, ending with {NULL, 0} */
-  const char *arg;            /* the value's name in --help ("SECONDS"); NULL: from the kind */
-  const char *help;           /* one line of --help */
-  void (*preset)(void *cfg);  /* set first, then this sets the numbers it names */
+  size_t field;              /* offset of the value in the command's config struct */
+  size_t port_field;         /* CLI_HOSTPORT: offset of the int port */
+  double min, max;           /* CLI_INT, CLI_DOUBLE: the range, inclusive ... */
+  int min_open;              /* ... but above min itself when set (a duration) */
+  const cli_word *words;     /* CLI_ENUM: the accepted words, ending with {NULL, 0} */
+  const char *arg;           /* the value's name in --help ("SECONDS"); NULL: from the kind */
+  const char *help;          /* one line of --help */
+  void (*preset)(void *cfg); /* set first, then this sets the numbers it names */
 } cli_option;
 
 typedef struct cli_command {
@@ -99,8 +99,7 @@ const cli_option *cli_option_find(const cli_command *cmd, const char *name, size
  * given a value is an error), copying strings into *strings, and runs its
  * preset hook. Returns 0, -EINVAL with a one-line message naming the
  * option in err, or -ENOMEM. */
-int cli_option_set(const cli_option *opt, const char *value, void *cfg, cli_strings *strings, char *err,
-                   size_t errlen);
+int cli_option_set(const cli_option *opt, const char *value, void *cfg, cli_strings *strings, char *err, size_t errlen);
 
 /* Writes the usage text of the command, generated from its table. */
 void cli_usage(const cli_command *cmd, FILE *out);
@@ -108,24 +107,28 @@ void cli_usage(const cli_command *cmd, FILE *out);
 /* Table entries. T is the config struct; each macro checks at compile
  * time that the member has the type its kind writes, so a table cannot
  * write an int into a double. */
-#define CLI_MEMBER(T, m, ctype) _Generic(((T *)0)->m, ctype: offsetof(T, m))
+#define CLI_MEMBER(T, m, ctype) _Generic(((T *)0)->m, ctype : offsetof(T, m))
 /* An enum has no fixed type to match; its size must be an int's. */
-#define CLI_ENUM_MEMBER(T, m) (offsetof(T, m) + 0 * sizeof(char[sizeof(((T *)0)->m) == sizeof(int) ? 1 : -1]))
+#define CLI_ENUM_MEMBER(T, m)   (offsetof(T, m) + 0 * sizeof(char[sizeof(((T *)0)->m) == sizeof(int) ? 1 : -1]))
 
-#define CLI_OPT_FLAG(T, name_, m, help_) {name_, CLI_FLAG, CLI_MEMBER(T, m, int), .help = help_}
-#define CLI_OPT_INT(T, name_, m, min_, max_, help_)                                                       \
-  {name_, CLI_INT, CLI_MEMBER(T, m, int), .min = min_, .max = max_, .help = help_}
-#define CLI_OPT_U64(T, name_, m, help_) {name_, CLI_U64, CLI_MEMBER(T, m, uint64_t), .help = help_}
-#define CLI_OPT_DOUBLE(T, name_, m, min_, max_, arg_, help_)                                              \
-  {name_, CLI_DOUBLE, CLI_MEMBER(T, m, double), .min = min_, .max = max_, .arg = arg_, .help = help_}
-#define CLI_OPT_DOUBLE_ABOVE(T, name_, m, min_, max_, arg_, help_)                                        \
-  {name_, CLI_DOUBLE, CLI_MEMBER(T, m, double), .min = min_, .max = max_, .min_open = 1, .arg = arg_, .help = help_}
-#define CLI_OPT_STRING(T, name_, m, arg_, help_)                                                          \
-  {name_, CLI_STRING, CLI_MEMBER(T, m, const char *), .arg = arg_, .help = help_}
-#define CLI_OPT_PATH(T, name_, m, help_) {name_, CLI_PATH, CLI_MEMBER(T, m, const char *), .help = help_}
-#define CLI_OPT_ENUM(T, name_, m, words_, help_) {name_, CLI_ENUM, CLI_ENUM_MEMBER(T, m), .words = words_, .help = help_}
-#define CLI_OPT_HOSTPORT(T, name_, host_, port_, help_)                                                   \
-  {name_, CLI_HOSTPORT, CLI_MEMBER(T, host_, const char *), CLI_MEMBER(T, port_, int), .help = help_}
+#define CLI_OPT_FLAG(T, name_, m, help_) \
+  { name_, CLI_FLAG, CLI_MEMBER(T, m, int), .help = help_ }
+#define CLI_OPT_INT(T, name_, m, min_, max_, help_) \
+  { name_, CLI_INT, CLI_MEMBER(T, m, int), .min = min_, .max = max_, .help = help_ }
+#define CLI_OPT_U64(T, name_, m, help_) \
+  { name_, CLI_U64, CLI_MEMBER(T, m, uint64_t), .help = help_ }
+#define CLI_OPT_DOUBLE(T, name_, m, min_, max_, arg_, help_) \
+  { name_, CLI_DOUBLE, CLI_MEMBER(T, m, double), .min = min_, .max = max_, .arg = arg_, .help = help_ }
+#define CLI_OPT_DOUBLE_ABOVE(T, name_, m, min_, max_, arg_, help_) \
+  { name_, CLI_DOUBLE, CLI_MEMBER(T, m, double), .min = min_, .max = max_, .min_open = 1, .arg = arg_, .help = help_ }
+#define CLI_OPT_STRING(T, name_, m, arg_, help_) \
+  { name_, CLI_STRING, CLI_MEMBER(T, m, const char *), .arg = arg_, .help = help_ }
+#define CLI_OPT_PATH(T, name_, m, help_) \
+  { name_, CLI_PATH, CLI_MEMBER(T, m, const char *), .help = help_ }
+#define CLI_OPT_ENUM(T, name_, m, words_, help_) \
+  { name_, CLI_ENUM, CLI_ENUM_MEMBER(T, m), .words = words_, .help = help_ }
+#define CLI_OPT_HOSTPORT(T, name_, host_, port_, help_) \
+  { name_, CLI_HOSTPORT, CLI_MEMBER(T, host_, const char *), CLI_MEMBER(T, port_, int), .help = help_ }
 
 #define CLI_COUNT(table) (sizeof(table) / sizeof((table)[0]))
 

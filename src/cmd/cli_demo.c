@@ -12,11 +12,11 @@ static void apply_preset(void *cfg) {
   demo_config_preset(c, c->preset);
 }
 
-#define FLAG(name, m, help) CLI_OPT_FLAG(demo_config, name, m, help)
+#define FLAG(name, m, help)          CLI_OPT_FLAG(demo_config, name, m, help)
 #define INT(name, m, min, max, help) CLI_OPT_INT(demo_config, name, m, min, max, help)
-#define SECONDS(name, m, help) CLI_OPT_DOUBLE_ABOVE(demo_config, name, m, 0, 86400, "SECONDS", help)
-#define PATH(name, m, help) CLI_OPT_PATH(demo_config, name, m, help)
-#define ENUM(name, m, words, help) CLI_OPT_ENUM(demo_config, name, m, words, help)
+#define SECONDS(name, m, help)       CLI_OPT_DOUBLE_ABOVE(demo_config, name, m, 0, 86400, "SECONDS", help)
+#define PATH(name, m, help)          CLI_OPT_PATH(demo_config, name, m, help)
+#define ENUM(name, m, words, help)   CLI_OPT_ENUM(demo_config, name, m, words, help)
 
 static const cli_option options[] = {
     SECONDS("duration", duration_s, "run time in seconds (10)"),

@@ -16,8 +16,10 @@ static const cli_option options[] = {
     CLI_OPT_HOSTPORT(serve_config, "listen-http", http_host, http_port,
                      "the dashboard, the API and /metrics (127.0.0.1:8080; port 0: any)"),
     INT("http-max-connections", http_max_connections, 1, 1000000, "HTTP connections at once; more get 503 (256)"),
-    INT("http-max-header-bytes", http_max_header_bytes, 256, 1048576, "HTTP request line and headers; more get 431 (8192)"),
-    INT("http-write-timeout-ms", http_write_timeout_ms, 1, 3600000, "an HTTP client that stops reading is dropped after this (5000)"),
+    INT("http-max-header-bytes", http_max_header_bytes, 256, 1048576,
+        "HTTP request line and headers; more get 431 (8192)"),
+    INT("http-write-timeout-ms", http_write_timeout_ms, 1, 3600000,
+        "an HTTP client that stops reading is dropped after this (5000)"),
     CLI_OPT_STRING(serve_config, "storage", storage, "NAME", "a registered storage backend: sqlite | none (sqlite)"),
     INT("db-pool", db_pool, 1, 16, "DB connections and pool permits; devices are routed to connections (1)"),
     CLI_OPT_STRING(serve_config, "db", db_path, "PATH", "SQLite file, kept across runs (telegate.db)"),
@@ -25,7 +27,8 @@ static const cli_option options[] = {
     INT("max-connections", max_connections, 1, 1000000, "device connections at once; more are refused (10000)"),
     INT("max-line-bytes", max_line_bytes, 16, 1048576, "longer lines are rejected as oversized (4096)"),
     INT("max-devices", max_devices, 1, 10000000, "distinct device ids; new ones past it are rejected (100000)"),
-    INT("error-limit", error_limit, 0, 1000000000, "close a connection after this many bad lines in a row; 0: never (100)"),
+    INT("error-limit", error_limit, 0, 1000000000,
+        "close a connection after this many bad lines in a row; 0: never (100)"),
     INT("error-lines-per-s", error_lines_per_s, 0, 1000000000, "error replies per connection per second (10)"),
     INT("recv-buffer", recv_buffer, 64, 64 * 1048576, "receive buffer per connection, bytes (32768)"),
     INT("bandwidth-permits", bandwidth_permits, 1, 1000000, "connections read at once (64)"),
@@ -51,8 +54,8 @@ static int finish(void *cfg, char *err, size_t errlen) {
   const serve_config *c = cfg;
   if (!storage_backend_exists(c->storage)) {
     char names[128];
-    snprintf(err, errlen, "--storage wants a registered backend (%s), got '%s'", storage_backend_names(names, sizeof names),
-             c->storage);
+    snprintf(err, errlen, "--storage wants a registered backend (%s), got '%s'",
+             storage_backend_names(names, sizeof names), c->storage);
     return -EINVAL;
   }
   if (c->recv_buffer >= 2 * (c->max_line_bytes + 1)) return 0;

@@ -8,14 +8,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdlib.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
 enum {
-  BURST = 64,           /* readings per write at most, when catching up */
+  BURST = 64, /* readings per write at most, when catching up */
   LINE_CAP = 256,
   RECV_BUFFER = 4096,
   DEVICE_STACK = 32 * 1024,
@@ -205,7 +205,7 @@ int sim_start(const sim_config *cfg, sim **out) {
     return TG_ENOMEM;
   }
   signal(SIGPIPE, SIG_IGN); /* a write to a closed connection is an error, not the end of the process */
-  struct rlimit rl; /* a descriptor per device */
+  struct rlimit rl;         /* a descriptor per device */
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
@@ -259,8 +259,10 @@ int sim_wait(sim *s, sim_report *report) {
     fprintf(stderr, "telegate devices: cannot write %s\n", s->cfg.report_json);
     ok = 0;
   }
-  if (report) *report = *r;
-  else free(r->devices);
+  if (report)
+    *report = *r;
+  else
+    free(r->devices);
   tg_joinset_free(s->tasks);
   tg_cancel_free(s->stop);
   free(s->devices);
@@ -285,8 +287,8 @@ int sim_report_write_json(const sim_report *r, const char *path) {
     const sim_device_report *d = &r->devices[i];
     fprintf(f, "%s{\"id\":\"%s\",\"sent\":%" PRIu64 ",\"seqs\":[", i ? "," : "", d->id, d->sent);
     if (d->sent) fprintf(f, "[1,%" PRIu64 "]", d->sent);
-    fprintf(f, "],\"health_answered\":%" PRIu64 ",\"errors_received\":%" PRIu64 ",\"end\":\"%s\"}",
-            d->health_answered, d->errors_received, sim_end_name(d->end));
+    fprintf(f, "],\"health_answered\":%" PRIu64 ",\"errors_received\":%" PRIu64 ",\"end\":\"%s\"}", d->health_answered,
+            d->errors_received, sim_end_name(d->end));
   }
   fprintf(f, "]}\n");
   return fclose(f) == 0 ? 0 : -errno;

@@ -24,19 +24,19 @@
 typedef enum sim_health { SIM_HEALTH_ANSWER = 0, SIM_HEALTH_IGNORE = 1 } sim_health;
 
 typedef struct sim_config {
-  const char *host;     /* "127.0.0.1" */
-  int port;             /* 7878 */
-  int count;            /* devices (10) */
-  double rate_hz;       /* readings per second per device (1) */
-  double duration_s;    /* (10) */
-  uint64_t seed;        /* (42) */
-  protocol_format format; /* JSON (default) or line protocol */
-  const char *id_prefix;  /* ids are prefix + 1, 2, ... ("dev-") */
+  const char *host;        /* "127.0.0.1" */
+  int port;                /* 7878 */
+  int count;               /* devices (10) */
+  double rate_hz;          /* readings per second per device (1) */
+  double duration_s;       /* (10) */
+  uint64_t seed;           /* (42) */
+  protocol_format format;  /* JSON (default) or line protocol */
+  const char *id_prefix;   /* ids are prefix + 1, 2, ... ("dev-") */
   const char *report_json; /* NULL: none */
-  int workers;          /* libtg workers (1) */
-  sim_health health;    /* answer health checks (default) or not */
-  int quiet;            /* no per-run lines, only the report */
-  FILE *out;            /* NULL: stdout */
+  int workers;             /* libtg workers (1) */
+  sim_health health;       /* answer health checks (default) or not */
+  int quiet;               /* no per-run lines, only the report */
+  FILE *out;               /* NULL: stdout */
 } sim_config;
 
 void sim_config_defaults(sim_config *c);
@@ -51,7 +51,7 @@ typedef enum sim_end {
 
 typedef struct sim_device_report {
   char id[PROTOCOL_DEVICE_ID_MAX + 1];
-  uint64_t sent;            /* seqs 1..sent */
+  uint64_t sent; /* seqs 1..sent */
   uint64_t health_answered;
   uint64_t errors_received; /* {"type":"error"} lines */
   sim_end end;

@@ -18,39 +18,39 @@ typedef struct serve serve;
 
 typedef struct serve_config {
   /* devices */
-  const char *listen_host;   /* "127.0.0.1" */
-  int listen_port;           /* 7878; 0: any free port (serve_port tells) */
-  int max_connections;       /* more are accepted, told so and closed (10000) */
-  int max_line_bytes;        /* longer lines are rejected as oversized (4096) */
-  int max_devices;           /* distinct device ids; more are rejected (100000) */
-  int error_limit;           /* close after this many bad lines in a row; 0: never (100) */
-  int error_lines_per_s;     /* error replies per connection per second; more are counted only (10) */
-  int recv_buffer;           /* bytes per connection (32768; at least 2 lines) */
-  int bandwidth_permits;     /* connections read at once (64) */
-  int write_timeout_ms;      /* a write to a device that does not read gives up and closes (5000) */
-  int drain_ms;              /* at shutdown, connections are read at most this long (2000) */
+  const char *listen_host; /* "127.0.0.1" */
+  int listen_port;         /* 7878; 0: any free port (serve_port tells) */
+  int max_connections;     /* more are accepted, told so and closed (10000) */
+  int max_line_bytes;      /* longer lines are rejected as oversized (4096) */
+  int max_devices;         /* distinct device ids; more are rejected (100000) */
+  int error_limit;         /* close after this many bad lines in a row; 0: never (100) */
+  int error_lines_per_s;   /* error replies per connection per second; more are counted only (10) */
+  int recv_buffer;         /* bytes per connection (32768; at least 2 lines) */
+  int bandwidth_permits;   /* connections read at once (64) */
+  int write_timeout_ms;    /* a write to a device that does not read gives up and closes (5000) */
+  int drain_ms;            /* at shutdown, connections are read at most this long (2000) */
   /* pipeline */
-  int workers;               /* libtg workers; connections are spread over them (1) */
-  int telemetry_capacity;    /* connections -> aggregator mpsc, readings (4096) */
-  int storage_capacity;      /* aggregator -> storage mpsc, batches (8) */
-  int broadcast_capacity;    /* snapshot broadcast ring (16) */
-  int batch_size;            /* a batch is cut at this many readings ... (1000) */
-  int batch_age_ms;          /* ... or when its first reading is this old (1000) */
-  int snapshot_every;        /* a snapshot is published after this many readings ... (100000) */
-  int snapshot_interval_ms;  /* ... or this long after the last one, if anything changed (100) */
+  int workers;              /* libtg workers; connections are spread over them (1) */
+  int telemetry_capacity;   /* connections -> aggregator mpsc, readings (4096) */
+  int storage_capacity;     /* aggregator -> storage mpsc, batches (8) */
+  int broadcast_capacity;   /* snapshot broadcast ring (16) */
+  int batch_size;           /* a batch is cut at this many readings ... (1000) */
+  int batch_age_ms;         /* ... or when its first reading is this old (1000) */
+  int snapshot_every;       /* a snapshot is published after this many readings ... (100000) */
+  int snapshot_interval_ms; /* ... or this long after the last one, if anything changed (100) */
   /* storage */
-  const char *storage;       /* a storage backend's name (storage.h): "sqlite" (default), "none" */
-  const char *db_path;       /* "telegate.db" */
-  int db_pool;               /* connections and pool permits (1); devices are routed to connections */
+  const char *storage; /* a storage backend's name (storage.h): "sqlite" (default), "none" */
+  const char *db_path; /* "telegate.db" */
+  int db_pool;         /* connections and pool permits (1); devices are routed to connections */
   /* health */
-  int health_interval_ms;    /* a round of checks every ... (3000; 0: no rounds) */
-  int health_timeout_ms;     /* ... each answered within (500) */
+  int health_interval_ms; /* a round of checks every ... (3000; 0: no rounds) */
+  int health_timeout_ms;  /* ... each answered within (500) */
   /* output */
   log_format log_format;
-  int quiet;                 /* no event log, only the final summary */
-  FILE *out;                 /* log and summary; NULL: stdout */
-  const char *summary_json;  /* write the final figures here; NULL: none */
-  int handle_signals;        /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP is logged */
+  int quiet;                /* no event log, only the final summary */
+  FILE *out;                /* log and summary; NULL: stdout */
+  const char *summary_json; /* write the final figures here; NULL: none */
+  int handle_signals;       /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP is logged */
   /* the HTTP side (api.h): clients, the dashboard, /metrics */
   const char *http_host;     /* "127.0.0.1" */
   int http_port;             /* 8080; 0: any free port */

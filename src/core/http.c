@@ -19,7 +19,7 @@ enum {
   RECV_BUFFER = 16 * 1024, /* per connection; requests are small */
   LINGER_MS = 1000,        /* after an error answer, how long unread input is drained */
   LINGER_BYTES = 256 * 1024,
-  REJECT_MS = 50,          /* a rejected connection's request is read for this long */
+  REJECT_MS = 50, /* a rejected connection's request is read for this long */
 };
 
 #define COUNT_STATUS(code) code,
@@ -31,8 +31,8 @@ struct http_server {
   http_config cfg;
   http_handler handler;
   void *ctx;
-  tg_cancel *cancel;   /* stops everything; a child of cfg.shutdown when given */
-  tcp_server *tcp;     /* the listener and the connection tasks */
+  tg_cancel *cancel; /* stops everything; a child of cfg.shutdown when given */
+  tcp_server *tcp;   /* the listener and the connection tasks */
   atomic_uint_fast64_t requests, write_timeouts, bytes_written;
   atomic_uint_fast64_t status[NCOUNTED + 1]; /* the last: any other code */
 };
@@ -61,7 +61,7 @@ struct http_conn {
   piece piece;
   struct {
     size_t name, value; /* arena offsets; value SIZE_MAX when empty */
-  } *hdr;
+  } * hdr;
   http_header *headers; /* hdr as pointers, for the handler */
   int nheaders;
   http_buf body;
@@ -228,8 +228,7 @@ static int on_headers_complete(http_parser *p) {
   http_conn *c = p->data;
   if (c->url_len == 0) return fail(c, 400);
   end_piece(c);
-  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body_bytes)
-    return fail(c, 413);
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body_bytes) return fail(c, 413);
   return 0;
 }
 
@@ -262,8 +261,7 @@ static http_parser_settings parser_settings = {
 static size_t feed(http_conn *c, const char *data, size_t len) {
   size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
   enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-  if (e != HPE_OK && e != HPE_PAUSED && !c->error_status)
-    c->error_status = 400;
+  if (e != HPE_OK && e != HPE_PAUSED && !c->error_status) c->error_status = 400;
   return n;
 }
 
@@ -336,16 +334,15 @@ static void head(http_buf *b, int status, const char *content_type, const char *
   if (extra_headers) http_buf_puts(b, extra_headers);
 }
 
-int http_respond(http_conn *c, int status, const char *content_type, const char *extra_headers,
-                 const void *body, size_t len) {
+int http_respond(http_conn *c, int status, const char *content_type, const char *extra_headers, const void *body,
+                 size_t len) {
   if (c->responded) return TG_EINVAL;
   c->responded = 1;
   count_status(c->srv, status);
   if (!c->keep_alive || tg_cancel_fired(c->srv->cancel)) c->close_after = 1;
   http_buf b = {0};
   head(&b, status, content_type, extra_headers);
-  http_buf_printf(&b, "Content-Length: %zu\r\nConnection: %s\r\n\r\n", len,
-                  c->close_after ? "close" : "keep-alive");
+  http_buf_printf(&b, "Content-Length: %zu\r\nConnection: %s\r\n\r\n", len, c->close_after ? "close" : "keep-alive");
   if (!c->is_head) http_buf_append(&b, body, len);
   int r = http_buf_failed(&b) ? TG_ENOMEM : write_all(c, b.data, b.len);
   http_buf_free(&b);
@@ -353,8 +350,7 @@ int http_respond(http_conn *c, int status, const char *content_type, const char 
   return r;
 }
 
-int http_stream_begin(http_conn *c, int status, const char *content_type,
-                      const char *extra_headers) {
+int http_stream_begin(http_conn *c, int status, const char *content_type, const char *extra_headers) {
   if (c->responded) return TG_EINVAL;
   c->responded = 1;
   c->close_after = 1; /* the stream's end is the connection's */
@@ -518,8 +514,7 @@ static void refuse_http(void *arg, int fd) {
   }
   const char *data;
   size_t len;
-  if (tg_tcp_recv_dl(sock, &data, &len, tg_deadline_in(TG_MS(REJECT_MS))) == 0)
-    tg_tcp_consume(sock, len);
+  if (tg_tcp_recv_dl(sock, &data, &len, tg_deadline_in(TG_MS(REJECT_MS))) == 0) tg_tcp_consume(sock, len);
   static const char body[] = "{\"error\":\"too many connections\",\"status\":503}\n";
   char msg[256];
   int n = snprintf(msg, sizeof msg,
@@ -528,15 +523,14 @@ static void refuse_http(void *arg, int fd) {
                    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
                    sizeof body - 1, body);
   count_status(s, 503);
-  if (tg_tcp_write_dl(sock, msg, (size_t)n, tg_deadline_in(TG_MS(REJECT_MS))) == 0)
-    shutdown(fd, SHUT_WR);
+  if (tg_tcp_write_dl(sock, msg, (size_t)n, tg_deadline_in(TG_MS(REJECT_MS))) == 0) shutdown(fd, SHUT_WR);
   tg_tcp_close(sock);
 }
 
 int http_server_start(http_server **out, const http_config *cfg, http_handler handler, void *ctx) {
-  if (!cfg || !handler || cfg->max_connections < 1 || cfg->max_header_bytes < 64 ||
-      cfg->max_headers < 1 || cfg->idle_timeout_ms < 1 || cfg->request_timeout_ms < 1 ||
-      cfg->write_timeout_ms < 1 || cfg->shutdown_grace_ms < 0)
+  if (!cfg || !handler || cfg->max_connections < 1 || cfg->max_header_bytes < 64 || cfg->max_headers < 1 ||
+      cfg->idle_timeout_ms < 1 || cfg->request_timeout_ms < 1 || cfg->write_timeout_ms < 1 ||
+      cfg->shutdown_grace_ms < 0)
     return TG_EINVAL;
   http_server *s = calloc(1, sizeof *s);
   if (!s) return TG_ENOMEM;

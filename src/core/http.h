@@ -38,19 +38,19 @@
 #include <stdint.h>
 
 typedef struct http_config {
-  const char *host;         /* numeric address or "localhost"; default 127.0.0.1 */
-  int port;                 /* default 8080; 0: any free port (see http_server_port) */
-  int max_connections;      /* default 256 */
-  size_t max_url_bytes;     /* default 2048 (414) */
-  size_t max_header_bytes;  /* request line and headers, default 8192 (431) */
-  size_t max_body_bytes;    /* default 8192 (413) */
-  int max_headers;          /* default 64 (431) */
-  int idle_timeout_ms;      /* keep-alive wait for a next request, default 15000 */
-  int request_timeout_ms;   /* a started request must be complete by then, default 10000 (408) */
-  int write_timeout_ms;     /* every write, default 5000; then the peer is dropped */
-  int shutdown_grace_ms;    /* stop: connections left after this are aborted, default 2000 */
-  int send_buffer;          /* SO_SNDBUF of each connection in bytes; 0: the kernel's (autotuned) */
-  tg_cancel *shutdown;      /* optional: firing it stops the server as http_server_stop does */
+  const char *host;        /* numeric address or "localhost"; default 127.0.0.1 */
+  int port;                /* default 8080; 0: any free port (see http_server_port) */
+  int max_connections;     /* default 256 */
+  size_t max_url_bytes;    /* default 2048 (414) */
+  size_t max_header_bytes; /* request line and headers, default 8192 (431) */
+  size_t max_body_bytes;   /* default 8192 (413) */
+  int max_headers;         /* default 64 (431) */
+  int idle_timeout_ms;     /* keep-alive wait for a next request, default 15000 */
+  int request_timeout_ms;  /* a started request must be complete by then, default 10000 (408) */
+  int write_timeout_ms;    /* every write, default 5000; then the peer is dropped */
+  int shutdown_grace_ms;   /* stop: connections left after this are aborted, default 2000 */
+  int send_buffer;         /* SO_SNDBUF of each connection in bytes; 0: the kernel's (autotuned) */
+  tg_cancel *shutdown;     /* optional: firing it stops the server as http_server_stop does */
 } http_config;
 
 /* Fills the defaults above. */
@@ -72,7 +72,7 @@ typedef struct http_request {
   int keep_alive;          /* the client allows another request after this one */
   const http_header *headers;
   int nheaders;
-  const char *body;        /* NUL-terminated; "" when none */
+  const char *body; /* NUL-terminated; "" when none */
   size_t body_len;
 } http_request;
 
@@ -103,15 +103,14 @@ typedef void (*http_handler)(void *ctx, http_conn *c, const http_request *req);
  * "\r\n") and the body (omitted for HEAD). Returns 0, or the write's error
  * (TG_ETIMEDOUT, TG_ECLOSED, TG_ECANCELED, -errno), after which the
  * connection is closed when the handler returns. */
-int http_respond(http_conn *c, int status, const char *content_type, const char *extra_headers,
-                 const void *body, size_t len);
+int http_respond(http_conn *c, int status, const char *content_type, const char *extra_headers, const void *body,
+                 size_t len);
 
 /* A response of unknown length (Server-Sent Events): the head only, with
  * "Connection: close"; the body follows through http_conn_write and ends
  * when the handler returns and the connection closes. Returns as
  * http_respond. */
-int http_stream_begin(http_conn *c, int status, const char *content_type,
-                      const char *extra_headers);
+int http_stream_begin(http_conn *c, int status, const char *content_type, const char *extra_headers);
 
 /* Writes bytes of a stream under the write deadline. Returns 0,
  * TG_ETIMEDOUT (the peer stopped reading: it is dropped), TG_ECLOSED,
@@ -156,7 +155,7 @@ typedef struct http_server_stats {
   uint64_t bytes_written;
   int nstatus;
   struct {
-    int code;                    /* 0: any other code */
+    int code; /* 0: any other code */
     uint64_t count;
   } status[16];
 } http_server_stats;

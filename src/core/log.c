@@ -17,8 +17,7 @@ void log_init(demo_log *l, FILE *out, log_format format, int quiet, int64_t t0) 
 
 void log_destroy(demo_log *l) { pthread_mutex_destroy(&l->lock); }
 
-void log_event(demo_log *l, const char *emoji, const char *component, int id, const char *event,
-               const char *fmt, ...) {
+void log_event(demo_log *l, const char *emoji, const char *component, int id, const char *event, const char *fmt, ...) {
   if (l->quiet) return;
   char msg[512];
   va_list ap;

@@ -29,8 +29,8 @@ void log_destroy(demo_log *l);
 
 /* Logs one event. `emoji` starts the text line; `component`, `id` (omitted
  * when 0) and `event` are the JSON line's keys; fmt is the message. */
-void log_event(demo_log *l, const char *emoji, const char *component, int id, const char *event,
-               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+void log_event(demo_log *l, const char *emoji, const char *component, int id, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
 /* Writes preformatted text (the summary) under the lock, even when quiet. */
 void log_write(demo_log *l, const char *text);
@@ -38,8 +38,8 @@ void log_write(demo_log *l, const char *text);
 /* A limit of one line per `period` for a noisy event; what it held back is
  * counted and told on the next line it lets through. */
 typedef struct log_gate {
-  int64_t next_ns;     /* the first time the next line may go out */
-  uint64_t held_back;  /* events not logged since the last line */
+  int64_t next_ns;    /* the first time the next line may go out */
+  uint64_t held_back; /* events not logged since the last line */
 } log_gate;
 
 /* Returns nonzero when a line may go out now; then *held_back gets the

@@ -30,13 +30,12 @@ static const char *const field_names[F_COUNT] = {
     "device", "seq", "ts", "temperature", "humidity", "type", "id", "uptime_s", "battery",
 };
 
-#define BIT(f) (1u << (f))
-#define READING_FIELDS \
-  (BIT(F_DEVICE) | BIT(F_SEQ) | BIT(F_TS) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
-#define HEALTH_FIELDS (BIT(F_TYPE) | BIT(F_ID) | BIT(F_UPTIME_S) | BIT(F_BATTERY))
+#define BIT(f)         (1u << (f))
+#define READING_FIELDS (BIT(F_DEVICE) | BIT(F_SEQ) | BIT(F_TS) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
+#define HEALTH_FIELDS  (BIT(F_TYPE) | BIT(F_ID) | BIT(F_UPTIME_S) | BIT(F_BATTERY))
 /* Line protocol: the device is the one tag, the timestamp comes last, and
  * these are the fields. */
-#define LINE_FIELDS (BIT(F_SEQ) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
+#define LINE_FIELDS    (BIT(F_SEQ) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
 
 /* Byte classes, one table lookup per byte on the hot loops. */
 enum {
@@ -46,17 +45,16 @@ enum {
   K_WS = 8,     /* JSON whitespace */
 };
 
-#define IS_ID(c)                                                                        \
-  (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || ((c) >= '0' && (c) <= '9') || \
-   (c) == '_' || (c) == '.' || (c) == ':' || (c) == '-')
+#define IS_ID(c)                                                                                           \
+  (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || ((c) >= '0' && (c) <= '9') || (c) == '_' || \
+   (c) == '.' || (c) == ':' || (c) == '-')
 #define IS_WS(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
-#define CLS(c)                                                                            \
-  ((IS_ID(c) ? K_ID : 0) | ((IS_WS(c) || (c) == ',' || (c) == '}') ? K_JDELIM : 0) |       \
+#define CLS(c)                                                                       \
+  ((IS_ID(c) ? K_ID : 0) | ((IS_WS(c) || (c) == ',' || (c) == '}') ? K_JDELIM : 0) | \
    (((c) == ',' || (c) == ' ' || (c) == '\t') ? K_LDELIM : 0) | (IS_WS(c) ? K_WS : 0))
-#define ROW(b)                                                                                 \
-  CLS(b + 0), CLS(b + 1), CLS(b + 2), CLS(b + 3), CLS(b + 4), CLS(b + 5), CLS(b + 6), CLS(b + 7), \
-      CLS(b + 8), CLS(b + 9), CLS(b + 10), CLS(b + 11), CLS(b + 12), CLS(b + 13), CLS(b + 14),  \
-      CLS(b + 15)
+#define ROW(b)                                                                                                \
+  CLS(b + 0), CLS(b + 1), CLS(b + 2), CLS(b + 3), CLS(b + 4), CLS(b + 5), CLS(b + 6), CLS(b + 7), CLS(b + 8), \
+      CLS(b + 9), CLS(b + 10), CLS(b + 11), CLS(b + 12), CLS(b + 13), CLS(b + 14), CLS(b + 15)
 
 static const uint8_t cls[256] = {
     ROW(0),   ROW(16),  ROW(32),  ROW(48),  ROW(64),  ROW(80),  ROW(96),  ROW(112),
@@ -152,11 +150,10 @@ static int field_lookup(const char *k, size_t n) {
  * for names as devices write them, with *next at the terminator; F_NONE
  * sends the name to the full scan. One compare of a known length instead
  * of a pass over the name's bytes. */
-#define NAME(lit, field)                                                                        \
-  if ((size_t)(end - p) > sizeof lit - 1 && memcmp(p, lit, sizeof lit - 1) == 0 &&              \
-      p[sizeof lit - 1] == term) {                                                              \
-    *next = p + sizeof lit - 1;                                                                 \
-    return field;                                                                               \
+#define NAME(lit, field)                                                                                        \
+  if ((size_t)(end - p) > sizeof lit - 1 && memcmp(p, lit, sizeof lit - 1) == 0 && p[sizeof lit - 1] == term) { \
+    *next = p + sizeof lit - 1;                                                                                 \
+    return field;                                                                                               \
   }
 
 HOT int name_quick(const char *p, const char *end, char term, const char **next) {
@@ -183,14 +180,14 @@ HOT int name_quick(const char *p, const char *end, char term, const char **next)
 
 /* A number as scanned: value = mant * 10^exp10, or NaN/infinity. */
 typedef struct number {
-  uint64_t mant;    /* the first 19 significant digits */
+  uint64_t mant; /* the first 19 significant digits */
   int32_t exp10;
   uint8_t neg;
-  uint8_t is_int;   /* no fraction, no exponent */
-  uint8_t inexact;  /* a nonzero digit beyond the 19th was dropped */
-  uint8_t special;  /* 1: NaN, 2: infinity */
-  uint8_t int_digits;  /* digits before the point, capped at 255 */
-  uint8_t digit20;     /* the 20th integer digit, when there are exactly 20 */
+  uint8_t is_int;           /* no fraction, no exponent */
+  uint8_t inexact;          /* a nonzero digit beyond the 19th was dropped */
+  uint8_t special;          /* 1: NaN, 2: infinity */
+  uint8_t int_digits;       /* digits before the point, capped at 255 */
+  uint8_t digit20;          /* the 20th integer digit, when there are exactly 20 */
   const char *start, *stop; /* the token, sign and suffix included */
 } number;
 
@@ -304,8 +301,7 @@ static int number_scan(const scan *s, const char *p, int mode, int field, number
   }
   if (mode == NUM_LINE && n->is_int && p < end && (*p == 'i' || *p == 'u')) p++;
 delimiter:
-  if (p < end && !(CLASS(p) & (mode == NUM_JSON ? K_JDELIM : K_LDELIM)))
-    return fail(s, p, PROTOCOL_BAD_NUMBER, field);
+  if (p < end && !(CLASS(p) & (mode == NUM_JSON ? K_JDELIM : K_LDELIM))) return fail(s, p, PROTOCOL_BAD_NUMBER, field);
   n->stop = p;
   return 0;
 }
@@ -405,8 +401,7 @@ static int number_double(const scan *s, const number *n, double lo, double hi, i
  * most 19 digits and no leading zero, in line protocol an integer suffix,
  * then a delimiter of the format. Returns the end of the token, or NULL
  * for anything else, which number_scan then judges. */
-HOT const char *number_quick(const char *p, const char *end, int mode, uint64_t *mant, unsigned *nfrac,
-                             int *neg) {
+HOT const char *number_quick(const char *p, const char *end, int mode, uint64_t *mant, unsigned *nfrac, int *neg) {
   const char *digits;
   uint64_t m = 0;
   size_t nint, nf = 0;
@@ -442,8 +437,7 @@ static int line_not_number(const char *p, const char *end) {
   if (*p != 't' && *p != 'T' && *p != 'f' && *p != 'F') return 0;
   for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
     size_t n = strlen(words[i]);
-    if ((size_t)(end - p) >= n && memcmp(p, words[i], n) == 0 && (p + n == end || (CLASS(p + n) & K_LDELIM)))
-      return 1;
+    if ((size_t)(end - p) >= n && memcmp(p, words[i], n) == 0 && (p + n == end || (CLASS(p + n) & K_LDELIM))) return 1;
   }
   return 0;
 }
@@ -486,8 +480,7 @@ HOT int value_double(const scan *s, const char *p, int mode, double lo, double h
 }
 
 /* An integer field's value at p, in 0 .. max; *next past it. */
-HOT int value_u64(const scan *s, const char *p, int mode, uint64_t max, int field, uint64_t *out,
-                  const char **next) {
+HOT int value_u64(const scan *s, const char *p, int mode, uint64_t max, int field, uint64_t *out, const char **next) {
   uint64_t m;
   unsigned nf;
   int neg, r;
@@ -513,8 +506,10 @@ HOT void device_set(protocol_device_id *d, const char *p, size_t n) {
   int is_num = n <= 20 && (p[0] != '0' || n == 1);
   for (size_t i = 0; i < n && is_num; i++) {
     unsigned c = (unsigned)(p[i] - '0');
-    if (c > 9 || v > (UINT64_MAX - c) / 10) is_num = 0;
-    else v = v * 10 + c;
+    if (c > 9 || v > (UINT64_MAX - c) / 10)
+      is_num = 0;
+    else
+      v = v * 10 + c;
   }
   memcpy(d->text, p, n);
   d->text[n] = '\0';
@@ -531,8 +526,8 @@ enum { STR_ESCAPE = 1, STR_NONID = 2 };
  * and its UTF-8. On success *body and *n are its raw bytes, *flags says
  * whether it holds an escape or a byte outside the id set, and *next is
  * past the closing quote. */
-HOT int json_string(const scan *s, const char *p, int field, const char **body, size_t *n,
-                       unsigned *flags, const char **next) {
+HOT int json_string(const scan *s, const char *p, int field, const char **body, size_t *n, unsigned *flags,
+                    const char **next) {
   const char *end = s->end, *start = ++p;
   unsigned f = 0;
   for (;;) {
@@ -658,8 +653,7 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
       key = p;
       r = json_string(s, p, f, &body, &klen, &flags, &p);
       if (r) return r;
-      if (flags || klen != 6 || memcmp(body, "health", 6) != 0)
-        return fail(s, key, PROTOCOL_UNKNOWN_TYPE, f);
+      if (flags || klen != 6 || memcmp(body, "health", 6) != 0) return fail(s, key, PROTOCOL_UNKNOWN_TYPE, f);
       break;
     case F_TEMPERATURE:
       r = value_double(s, p, NUM_JSON, PROTOCOL_TEMPERATURE_MIN, PROTOCOL_TEMPERATURE_MAX, f, &temperature, &p);
@@ -734,8 +728,7 @@ closed:
 /* Scans a name or tag value from p to the first unescaped byte of `stop`
  * (K_LTOK minus what the caller accepts), checking UTF-8. *flags as for
  * JSON strings; a backslash escapes the next byte. */
-HOT int line_token(const scan *s, const char *p, int equals_ends, int field, unsigned *flags,
-                      const char **next) {
+HOT int line_token(const scan *s, const char *p, int equals_ends, int field, unsigned *flags, const char **next) {
   const char *end = s->end;
   unsigned f = 0;
   for (;;) {
@@ -860,8 +853,7 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
 
 /* ---- the entry points ---- */
 
-int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out,
-                        protocol_error *err) {
+int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out, protocol_error *err) {
   scan s = {line, line + len, err};
   if (max_len == 0) max_len = PROTOCOL_LINE_MAX_DEFAULT;
   if (len > max_len) {
@@ -877,17 +869,15 @@ int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_m
   return *p == '{' ? parse_json(&s, p, out) : parse_line(&s, p, out);
 }
 
-static const char *const reason_names[PROTOCOL_REASON_COUNT] = {
-    "ok",
+static const char *const reason_names[PROTOCOL_REASON_COUNT] = {"ok",
 #define PROTOCOL_REASON_NAME(code, name, text) name,
-    PROTOCOL_REASON_MAP(PROTOCOL_REASON_NAME)
+                                                                PROTOCOL_REASON_MAP(PROTOCOL_REASON_NAME)
 #undef PROTOCOL_REASON_NAME
 };
 
-static const char *const reason_texts[PROTOCOL_REASON_COUNT] = {
-    "accepted",
+static const char *const reason_texts[PROTOCOL_REASON_COUNT] = {"accepted",
 #define PROTOCOL_REASON_TEXT(code, name, text) text,
-    PROTOCOL_REASON_MAP(PROTOCOL_REASON_TEXT)
+                                                                PROTOCOL_REASON_MAP(PROTOCOL_REASON_TEXT)
 #undef PROTOCOL_REASON_TEXT
 };
 
@@ -915,8 +905,7 @@ int protocol_format_error(char *buf, size_t cap, int reason, uint64_t line_no) {
 
 int protocol_format_health_reply(char *buf, size_t cap, const protocol_health_reply *h) {
   return fitted(snprintf(buf, cap,
-                         "{\"type\":\"health\",\"id\":%" PRIu64 ",\"uptime_s\":%" PRIu64
-                         ",\"battery\":%" PRIu32 "}\n",
+                         "{\"type\":\"health\",\"id\":%" PRIu64 ",\"uptime_s\":%" PRIu64 ",\"battery\":%" PRIu32 "}\n",
                          h->id, h->uptime_s, h->battery),
                 cap);
 }
@@ -929,8 +918,7 @@ static void format_double(char *buf, size_t cap, double v) {
   }
 }
 
-int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id,
-                            const reading *r) {
+int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id, const reading *r) {
   char t[32], h[32];
   size_t n = strlen(device_id);
   if (n == 0 || n > PROTOCOL_DEVICE_ID_MAX) return -EINVAL;
@@ -941,8 +929,8 @@ int protocol_format_reading(char *buf, size_t cap, protocol_format format, const
   if (format == PROTOCOL_LINE) {
     if (r->ts_ms < 0 || r->ts_ms > INT64_MAX / 1000000) return -EINVAL;
     return fitted(snprintf(buf, cap,
-                           "telemetry,device=%s temperature=%s,humidity=%s,battery=%" PRIu32
-                           "i,seq=%" PRIu64 "i %" PRId64 "\n",
+                           "telemetry,device=%s temperature=%s,humidity=%s,battery=%" PRIu32 "i,seq=%" PRIu64
+                           "i %" PRId64 "\n",
                            device_id, t, h, r->battery, r->seq, r->ts_ms * 1000000),
                   cap);
   }

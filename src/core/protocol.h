@@ -38,20 +38,20 @@
 /* The default line length limit in bytes, not counting the '\n'. */
 #define PROTOCOL_LINE_MAX_DEFAULT 4096
 /* A device id is at most this many bytes. */
-#define PROTOCOL_DEVICE_ID_MAX 32
+#define PROTOCOL_DEVICE_ID_MAX    32
 
 /* Accepted ranges; a value outside is rejected as out_of_range. */
 #define PROTOCOL_TEMPERATURE_MIN (-50.0) /* degrees Celsius */
 #define PROTOCOL_TEMPERATURE_MAX 150.0
-#define PROTOCOL_HUMIDITY_MIN 0.0 /* percent */
-#define PROTOCOL_HUMIDITY_MAX 100.0
-#define PROTOCOL_BATTERY_MAX 100           /* percent, 0 .. this */
-#define PROTOCOL_TS_MS_MAX 253402300799999 /* 9999-12-31T23:59:59.999Z */
+#define PROTOCOL_HUMIDITY_MIN    0.0 /* percent */
+#define PROTOCOL_HUMIDITY_MAX    100.0
+#define PROTOCOL_BATTERY_MAX     100             /* percent, 0 .. this */
+#define PROTOCOL_TS_MS_MAX       253402300799999 /* 9999-12-31T23:59:59.999Z */
 
 /* Why a line was rejected: X(code, metric name, description). The names
  * are stable: metrics, logs and the error line sent back all use them. */
-#define PROTOCOL_REASON_MAP(X)                                                                     \
-  X(MALFORMED, "malformed", "neither a JSON object nor a line-protocol point")                   \
+#define PROTOCOL_REASON_MAP(X)                                                                    \
+  X(MALFORMED, "malformed", "neither a JSON object nor a line-protocol point")                    \
   X(OVERSIZED, "oversized", "line longer than the limit")                                         \
   X(NOT_UTF8, "not_utf8", "bytes that are not UTF-8")                                             \
   X(BAD_NUMBER, "bad_number", "a numeric field's value is not a number of its kind")              \
@@ -68,7 +68,7 @@ typedef enum protocol_reason {
 #define PROTOCOL_REASON_ENUM(code, name, text) PROTOCOL_##code,
   PROTOCOL_REASON_MAP(PROTOCOL_REASON_ENUM)
 #undef PROTOCOL_REASON_ENUM
-  PROTOCOL_REASON_COUNT
+      PROTOCOL_REASON_COUNT
 } protocol_reason;
 
 typedef enum protocol_kind {
@@ -85,9 +85,9 @@ typedef enum protocol_format {
 /* A device id as sent. "7", 7 and device=7 are the same id, "7"; "07" is
  * another one. */
 typedef struct protocol_device_id {
-  uint64_t num;    /* the id's value when is_num */
-  uint8_t len;     /* 1 .. PROTOCOL_DEVICE_ID_MAX */
-  uint8_t is_num;  /* text is a decimal integer 0 .. 2^64-1 without leading zeros */
+  uint64_t num;                          /* the id's value when is_num */
+  uint8_t len;                           /* 1 .. PROTOCOL_DEVICE_ID_MAX */
+  uint8_t is_num;                        /* text is a decimal integer 0 .. 2^64-1 without leading zeros */
   char text[PROTOCOL_DEVICE_ID_MAX + 1]; /* NUL-terminated */
 } protocol_device_id;
 
@@ -100,10 +100,10 @@ typedef struct protocol_health_reply {
 /* What a line is. Only the members of its kind are written. */
 typedef struct protocol_msg {
   protocol_kind kind;
-  protocol_format format;    /* not set for PROTOCOL_BLANK */
-  reading reading;           /* READING: every field but .device, left 0 for the
+  protocol_format format;       /* not set for PROTOCOL_BLANK */
+  reading reading;              /* READING: every field but .device, left 0 for the
                                 caller to set from .device below */
-  protocol_device_id device; /* READING */
+  protocol_device_id device;    /* READING */
   protocol_health_reply health; /* HEALTH */
 } protocol_msg;
 
@@ -121,8 +121,7 @@ typedef struct protocol_error {
  * -PROTOCOL_UNKNOWN_FIELD, -PROTOCOL_DUPLICATE_FIELD,
  * -PROTOCOL_BAD_DEVICE_ID, -PROTOCOL_WRONG_TYPE, -PROTOCOL_UNKNOWN_TYPE)
  * with *err filled when err is not NULL; *out is then unspecified. */
-int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out,
-                        protocol_error *err);
+int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out, protocol_error *err);
 
 /* The stable name of a reason ("out_of_range"), given as either sign;
  * "ok" for 0 and "unknown" for anything else. */
@@ -150,8 +149,7 @@ int protocol_format_error(char *buf, size_t cap, int reason, uint64_t line_no);
  * as it is in a program that never calls setlocale). Also -EINVAL for an
  * id that breaks the id rule, or in line protocol a ts_ms outside
  * 0 .. INT64_MAX / 1000000. */
-int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id,
-                            const reading *r);
+int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id, const reading *r);
 
 /* A device's answer to health request id. */
 int protocol_format_health_reply(char *buf, size_t cap, const protocol_health_reply *h);

@@ -21,7 +21,7 @@ typedef struct reading {
 } reading;
 
 typedef struct batch {
-  uint64_t id;    /* 1, 2, 3 ... in the order the aggregator cut them */
+  uint64_t id; /* 1, 2, 3 ... in the order the aggregator cut them */
   uint32_t n, cap;
   reading *items; /* owned; NULL when empty */
 } batch;

@@ -9,9 +9,8 @@
 /* A device counts as active while its last reading is this recent. */
 #define ACTIVE_WINDOW_MS 3000
 
-system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at_ms,
-                              uint64_t total_messages, const device_metrics *devices,
-                              uint32_t ndevices) {
+system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at_ms, uint64_t total_messages,
+                              const device_metrics *devices, uint32_t ndevices) {
   system_snapshot *s = malloc(sizeof *s + (size_t)ndevices * sizeof s->devices[0]);
   if (!s) return NULL;
   atomic_init(&s->refs, 1);
@@ -52,12 +51,16 @@ void snapshot_elem_clone(void *elem) { snapshot_ref(*(system_snapshot **)elem); 
 
 void snapshot_elem_drop(void *elem) { snapshot_unref(*(system_snapshot **)elem); }
 
-int snapshot_channels_new(snapshot_counters *c, size_t capacity, tg_broadcast_tx **updates,
-                          tg_watch_tx **latest) {
-  tg_broadcast_opts bo = {.capacity = capacity, .elem_size = sizeof(system_snapshot *),
-                          .clone = snapshot_elem_clone, .drop = snapshot_elem_drop, .name = "updates"};
-  tg_watch_opts wo = {.elem_size = sizeof(system_snapshot *), .clone = snapshot_elem_clone,
-                      .drop = snapshot_elem_drop, .name = "latest"};
+int snapshot_channels_new(snapshot_counters *c, size_t capacity, tg_broadcast_tx **updates, tg_watch_tx **latest) {
+  tg_broadcast_opts bo = {.capacity = capacity,
+                          .elem_size = sizeof(system_snapshot *),
+                          .clone = snapshot_elem_clone,
+                          .drop = snapshot_elem_drop,
+                          .name = "updates"};
+  tg_watch_opts wo = {.elem_size = sizeof(system_snapshot *),
+                      .clone = snapshot_elem_clone,
+                      .drop = snapshot_elem_drop,
+                      .name = "latest"};
   system_snapshot *initial = snapshot_new(c, 0, 0, 0, NULL, 0);
   if (!initial) return TG_ENOMEM;
   int r = tg_broadcast_new(&bo, updates, NULL);

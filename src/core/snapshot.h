@@ -22,14 +22,14 @@
 
 /* What the aggregator knows about one device. */
 typedef struct device_metrics {
-  const char *id;        /* the device's id as sent ("7", "dev-42"); lives as long as the run */
-  uint32_t device;       /* the pipeline's 1-based index */
-  uint32_t battery;      /* last reported, percent */
-  uint64_t count;        /* readings aggregated */
+  const char *id;   /* the device's id as sent ("7", "dev-42"); lives as long as the run */
+  uint32_t device;  /* the pipeline's 1-based index */
+  uint32_t battery; /* last reported, percent */
+  uint64_t count;   /* readings aggregated */
   uint64_t last_seq;
   double avg_temperature; /* running mean */
   double avg_humidity;
-  int64_t last_seen_ms;  /* run time of the last reading, ms */
+  int64_t last_seen_ms; /* run time of the last reading, ms */
 } device_metrics;
 
 typedef struct snapshot_counters {
@@ -44,16 +44,15 @@ typedef struct system_snapshot {
   uint64_t total_messages; /* readings aggregated so far */
   uint32_t active_devices; /* devices heard from in the last 3 s */
   uint32_t ndevices;
-  double avg_temperature;  /* over active devices' means */
+  double avg_temperature; /* over active devices' means */
   double avg_humidity;
   device_metrics devices[]; /* ndevices entries, [i].device = i + 1 */
 } system_snapshot;
 
 /* A new snapshot with one reference, copying `devices`. NULL when out of
  * memory. */
-system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at_ms,
-                              uint64_t total_messages, const device_metrics *devices,
-                              uint32_t ndevices);
+system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at_ms, uint64_t total_messages,
+                              const device_metrics *devices, uint32_t ndevices);
 system_snapshot *snapshot_ref(system_snapshot *s);
 void snapshot_unref(system_snapshot *s);
 
@@ -66,7 +65,6 @@ void snapshot_elem_drop(void *elem);
  * of the latest one ("latest"), which starts with an empty version-0
  * snapshot. Returns 0, TG_ENOMEM or TG_EINVAL; on failure nothing is left
  * allocated. */
-int snapshot_channels_new(snapshot_counters *c, size_t capacity, tg_broadcast_tx **updates,
-                          tg_watch_tx **latest);
+int snapshot_channels_new(snapshot_counters *c, size_t capacity, tg_broadcast_tx **updates, tg_watch_tx **latest);
 
 #endif

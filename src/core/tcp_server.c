@@ -29,17 +29,17 @@ enum {
 struct tcp_server {
   tcp_server_config cfg;
   char name[32];
-  tg_tcp *listener;       /* the acceptor's, on its worker */
-  tg_joinset *conns;      /* the connection tasks, reaped by the acceptor */
-  tg_task *acceptor;      /* NULL once joined */
-  tg_oneshot_tx *bound;   /* the acceptor sends the bind result here */
+  tg_tcp *listener;     /* the acceptor's, on its worker */
+  tg_joinset *conns;    /* the connection tasks, reaped by the acceptor */
+  tg_task *acceptor;    /* NULL once joined */
+  tg_oneshot_tx *bound; /* the acceptor sends the bind result here */
   _Atomic int port;
   int started;
-  int orphaned;           /* connection tasks may outlive the acceptor: never free */
-  unsigned next_worker;   /* the acceptor's */
-  uint64_t next_id;       /* the acceptor's */
-  int backoff_ms;         /* the acceptor's: the next back-off, 0 after a success */
-  log_gate error_gate;    /* the acceptor's */
+  int orphaned;         /* connection tasks may outlive the acceptor: never free */
+  unsigned next_worker; /* the acceptor's */
+  uint64_t next_id;     /* the acceptor's */
+  int backoff_ms;       /* the acceptor's: the next back-off, 0 after a success */
+  log_gate error_gate;  /* the acceptor's */
   figure accepted, rejected, open, closed, accept_errors, panicked, aborted;
 };
 
@@ -92,8 +92,10 @@ static void peer_name(int fd, char *buf, size_t len) {
 static void conn_end(void *arg) {
   conn_slot *cs = arg;
   tcp_server *s = cs->srv;
-  if (cs->conn.sock) tg_tcp_close(cs->conn.sock);
-  else close(cs->conn.fd);
+  if (cs->conn.sock)
+    tg_tcp_close(cs->conn.sock);
+  else
+    close(cs->conn.fd);
   free(cs);
   figure_add_shared(&s->closed, 1);
   figure_add_shared(&s->open, (uint64_t)-1);
@@ -131,8 +133,10 @@ static void reap(tcp_server *s) {
 
 static void refuse(tcp_server *s, int fd) {
   figure_add(&s->rejected, 1);
-  if (s->cfg.reject) s->cfg.reject(s->cfg.ctx, fd);
-  else close(fd);
+  if (s->cfg.reject)
+    s->cfg.reject(s->cfg.ctx, fd);
+  else
+    close(fd);
 }
 
 static void spawn_conn(tcp_server *s, int fd) {
@@ -198,8 +202,10 @@ static void accept_loop(tcp_server *s) {
       continue;
     }
     s->backoff_ms = 0;
-    if (figure_get(&s->open) >= (uint64_t)s->cfg.max_connections) refuse(s, fd);
-    else spawn_conn(s, fd);
+    if (figure_get(&s->open) >= (uint64_t)s->cfg.max_connections)
+      refuse(s, fd);
+    else
+      spawn_conn(s, fd);
   }
 }
 

@@ -71,19 +71,19 @@ typedef void (*tcp_server_handler)(void *ctx, tcp_server_conn *conn);
 typedef void (*tcp_server_reject)(void *ctx, int fd);
 
 typedef struct tcp_server_config {
-  const char *name;            /* the log's component and the tasks' names: "ingest", "http" */
-  const char *host;            /* numeric address or "localhost" */
-  int port;                    /* 0: any free port (see tcp_server_port) */
-  int max_connections;         /* connection tasks at once, >= 1 */
-  int workers;                 /* pin connections round-robin to workers 1, 2 .. workers-1, 0, 1 ...;
+  const char *name;    /* the log's component and the tasks' names: "ingest", "http" */
+  const char *host;    /* numeric address or "localhost" */
+  int port;            /* 0: any free port (see tcp_server_port) */
+  int max_connections; /* connection tasks at once, >= 1 */
+  int workers;         /* pin connections round-robin to workers 1, 2 .. workers-1, 0, 1 ...;
                                   0: let the runtime place them */
-  size_t stack_size;           /* of each connection task; 0: the runtime's default */
-  int grace_ms;                /* after cancel, then abort; < 0: wait for every connection */
-  tg_cancel *cancel;           /* firing it stops the server */
+  size_t stack_size;   /* of each connection task; 0: the runtime's default */
+  int grace_ms;        /* after cancel, then abort; < 0: wait for every connection */
+  tg_cancel *cancel;   /* firing it stops the server */
   tcp_server_handler handler;
-  tcp_server_reject reject;    /* NULL: a refused connection is just closed */
-  void *ctx;                   /* passed to handler and reject */
-  demo_log *log;               /* accept errors, failed spawns, panics; NULL: not logged */
+  tcp_server_reject reject; /* NULL: a refused connection is just closed */
+  void *ctx;                /* passed to handler and reject */
+  demo_log *log;            /* accept errors, failed spawns, panics; NULL: not logged */
 } tcp_server_config;
 
 typedef struct tcp_server_figures {

@@ -10,10 +10,8 @@ static void display(client *c, const system_snapshot *s) {
   if (now < c->next_display) return;
   c->next_display = now + c->display_ns;
   log_event(c->log, "📺", "client", c->id, "client_update",
-            "Client %d: update #%" PRIu64 " - %" PRIu32 " devices active, %" PRIu64
-            " readings, avg %.1f°C / %.1f%%",
-            c->id, s->version, s->active_devices, s->total_messages, s->avg_temperature,
-            s->avg_humidity);
+            "Client %d: update #%" PRIu64 " - %" PRIu32 " devices active, %" PRIu64 " readings, avg %.1f°C / %.1f%%",
+            c->id, s->version, s->active_devices, s->total_messages, s->avg_temperature, s->avg_humidity);
 }
 
 static void resync(client *c, uint64_t missed) {
@@ -63,8 +61,7 @@ void *client_task(void *arg) {
     c->seen_version = s->version;
     if (!draining) {
       c->processed++;
-      if (c->delay_ns > 0 && tg_cancel_wait_dl(c->cancel, tg_now() + c->delay_ns) != TG_ETIMEDOUT)
-        draining = 1;
+      if (c->delay_ns > 0 && tg_cancel_wait_dl(c->cancel, tg_now() + c->delay_ns) != TG_ETIMEDOUT) draining = 1;
       display(c, s);
     }
     snapshot_unref(s);
@@ -74,8 +71,8 @@ void *client_task(void *arg) {
   c->final_version = last->version;
   c->final_messages = last->total_messages;
   log_event(c->log, "📺", "client", c->id, "client_closed",
-            "Client %d closed: %" PRIu64 " updates received, %" PRIu64 " lag events, final state #%" PRIu64
-            " (%" PRIu64 " readings)",
+            "Client %d closed: %" PRIu64 " updates received, %" PRIu64 " lag events, final state #%" PRIu64 " (%" PRIu64
+            " readings)",
             c->id, c->received, c->lagged_events, last->version, last->total_messages);
   snapshot_unref(last);
   tg_broadcast_rx_drop(c->updates);

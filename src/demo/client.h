@@ -27,10 +27,10 @@ typedef struct client {
   tg_broadcast_rx *updates; /* owned */
   tg_watch_rx *latest;      /* owned */
   int64_t t0;
-  int64_t delay_ns;         /* processing time per update */
-  int64_t display_ns;       /* at most one display line per this */
+  int64_t delay_ns;   /* processing time per update */
+  int64_t display_ns; /* at most one display line per this */
   /* state */
-  uint64_t seen_version;    /* newest snapshot processed or resynced to */
+  uint64_t seen_version; /* newest snapshot processed or resynced to */
   int64_t next_display;
   /* figures */
   uint64_t received, processed, lagged_events, lagged_messages, resyncs, skipped_stale;

@@ -20,9 +20,9 @@
 #include <time.h>
 
 /* SQLite runs on task stacks under the virtual clock. */
-#define TASK_STACK ((size_t)256 * 1024)
+#define TASK_STACK       ((size_t)256 * 1024)
 /* How long the ordered shutdown may take before what is left is aborted. */
-#define GRACE_NS TG_SEC(5)
+#define GRACE_NS         TG_SEC(5)
 /* The Unix time a virtual run starts at, so readings carry no real time. */
 #define VIRTUAL_EPOCH_MS INT64_C(1732590000000)
 
@@ -45,7 +45,7 @@ typedef struct demo {
   storage *db;
   pipeline *pipe;
   tg_semaphore *slots;
-  tg_joinset *tasks;     /* the devices and the clients; the pipeline has its own */
+  tg_joinset *tasks; /* the devices and the clients; the pipeline has its own */
   device_fleet fleet;
   device devices[DEMO_MAX_DEVICES];
   client clients[DEMO_MAX_CLIENTS];
@@ -162,8 +162,10 @@ static const task_label *label_of(const demo *d, uint64_t id) {
 }
 
 static void label_name(const task_label *l, char *buf, size_t len) {
-  if (!l) snprintf(buf, len, "A task");
-  else snprintf(buf, len, "%s %d", l->kind == KIND_DEVICE ? "Device" : "Client", l->index);
+  if (!l)
+    snprintf(buf, len, "A task");
+  else
+    snprintf(buf, len, "%s %d", l->kind == KIND_DEVICE ? "Device" : "Client", l->index);
 }
 
 /* Counts one joined task, and tells how it ended if not by returning. */
@@ -209,12 +211,10 @@ static void banner(demo *d) {
             "%d bandwidth slots; health checks every %d ms",
             c->devices, c->telemetry_capacity, c->broadcast_capacity, c->clients, c->batch_interval_ms,
             c->storage_capacity, c->db_pool, c->device_slots, c->health_interval_ms);
-  log_event(&d->log, "🚀", "demo", 0, "run",
-            "Preset %s, %.3f s on the %s clock, seed %" PRIu64, demo_preset_name(c->preset), c->duration_s,
-            c->clock == TG_CLOCK_VIRTUAL ? "virtual" : "real", c->seed);
+  log_event(&d->log, "🚀", "demo", 0, "run", "Preset %s, %.3f s on the %s clock, seed %" PRIu64,
+            demo_preset_name(c->preset), c->duration_s, c->clock == TG_CLOCK_VIRTUAL ? "virtual" : "real", c->seed);
   if (c->panic_device)
-    log_event(&d->log, "🧪", "demo", 0, "fault", "Fault: device %d panics at %.3f s", c->panic_device,
-              c->panic_at_s);
+    log_event(&d->log, "🧪", "demo", 0, "fault", "Fault: device %d panics at %.3f s", c->panic_device, c->panic_at_s);
   if (c->slow_client)
     log_event(&d->log, "🧪", "demo", 0, "fault", "Fault: client %d takes %d ms per update", c->slow_client,
               c->client_delay_ms);
@@ -299,9 +299,9 @@ static int build(demo *d) {
     if (c->drop_health_device == (int)id) dv->fault = HEALTH_DROP;
     dv->slow_reply_ns = TG_MS(c->health_timeout_ms + 300);
     tg_mpsc_rx *hrx;
-    if (tg_mpsc_new(&(tg_mpsc_opts){.capacity = DEVICE_HEALTH_QUEUE, .elem_size = sizeof(health_request),
-                                    .name = "health"},
-                    &d->health_tx[i], &hrx) != 0) {
+    if (tg_mpsc_new(
+            &(tg_mpsc_opts){.capacity = DEVICE_HEALTH_QUEUE, .elem_size = sizeof(health_request), .name = "health"},
+            &d->health_tx[i], &hrx) != 0) {
       d->health_tx[i] = NULL;
       dv->ended = 1;
       continue;
@@ -488,7 +488,8 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
 
   int r = 0;
   /* The simulated write time and failures: a decorator around SQLite. */
-  storage_faults_opts faults = {.write_ns = TG_MS(cfg->storage_delay_ms), .fail_rate = cfg->storage_fail_rate, .seed = cfg->seed};
+  storage_faults_opts faults = {
+      .write_ns = TG_MS(cfg->storage_delay_ms), .fail_rate = cfg->storage_fail_rate, .seed = cfg->seed};
   storage_open_args oc = {.db = &d->db,
                           .opts = {.path = cfg->db_path, .connections = cfg->db_pool, .reset = 1, .faults = &faults}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
@@ -516,8 +517,8 @@ int demo_main(const demo_config *cfg, demo_summary *summary) {
     log_event(&d->log, "❌", "demo", 0, "count_failed", "Cannot count the stored rows: %s", cc.err);
   fill_summary(d, s, cc.rows);
   log_event(&d->log, "✅", "demo", 0, "joined",
-            "All %" PRIu64 " pipeline tasks joined, %" PRId64 " ms after the shutdown request; the database holds %" PRIu64
-            " readings",
+            "All %" PRIu64 " pipeline tasks joined, %" PRId64
+            " ms after the shutdown request; the database holds %" PRIu64 " readings",
             s->tasks.joined - joined_writers(d), s->shutdown_ms, cc.rows);
   if (cfg->log_format == LOG_JSON) {
     /* One more event line, so every line of a JSON log has the same keys. */
@@ -558,6 +559,7 @@ int demo_run(const demo_config *cfg, demo_summary *summary) {
   tg_runtime_opts opts = {.workers = 1, .clock = cfg->clock, .stack_size = TASK_STACK};
   run_call rc = {cfg, summary, 0};
   int r = tg_run(&opts, run_main, &rc, NULL);
-  if (r != 0 && summary) snprintf(summary->error, sizeof summary->error, "cannot start the runtime: %s", tg_strerror(r));
+  if (r != 0 && summary)
+    snprintf(summary->error, sizeof summary->error, "cannot start the runtime: %s", tg_strerror(r));
   return r != 0 ? r : rc.result;
 }

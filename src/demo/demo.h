@@ -28,7 +28,7 @@
 
 #define DEMO_MAX_DEVICES 64
 #define DEMO_MAX_CLIENTS 64
-#define DEMO_MAX_POOL 16
+#define DEMO_MAX_POOL    16
 
 typedef enum demo_preset { PRESET_BLOG = 0, PRESET_PRESSURE = 1 } demo_preset;
 
@@ -47,10 +47,10 @@ typedef struct demo_config {
   int device_slots, db_pool;
   int device_interval_ms, batch_interval_ms, health_interval_ms, health_timeout_ms;
   /* simulated costs, in virtual or real time */
-  int transmit_ms;          /* a device holds its bandwidth slot this long */
-  int aggregator_delay_ms;  /* processing time per reading */
-  int storage_delay_ms;     /* time of one batch transaction */
-  int client_display_ms;    /* a client shows its state at most this often */
+  int transmit_ms;         /* a device holds its bandwidth slot this long */
+  int aggregator_delay_ms; /* processing time per reading */
+  int storage_delay_ms;    /* time of one batch transaction */
+  int client_display_ms;   /* a client shows its state at most this often */
   /* fault injection; device and client ids are 1-based, 0 means none */
   int panic_device;
   double panic_at_s;
@@ -58,9 +58,9 @@ typedef struct demo_config {
   int slow_health_device, drop_health_device;
   double storage_fail_rate; /* share of transactions that fail and are retried */
   /* embedding and tests */
-  FILE *out;                /* log and summary; NULL: stdout */
-  int handle_signals;       /* SIGINT/SIGTERM/SIGHUP request the ordered shutdown */
-  int interrupt_at_ms;      /* > 0: request shutdown as SIGINT does, at this run time */
+  FILE *out;           /* log and summary; NULL: stdout */
+  int handle_signals;  /* SIGINT/SIGTERM/SIGHUP request the ordered shutdown */
+  int interrupt_at_ms; /* > 0: request shutdown as SIGINT does, at this run time */
 } demo_config;
 
 /* The blog preset: the reference's published numbers. */
@@ -106,12 +106,12 @@ typedef struct demo_summary {
     uint64_t pipeline, writers;                  /* spawned, by JoinSet */
   } tasks;
   demo_stop_reason stop_reason;
-  int64_t stop_at_ms;       /* run time of the shutdown request */
-  int64_t shutdown_ms;      /* from the request to the last join */
-  int64_t last_reading_ms;  /* run time of the last reading aggregated */
+  int64_t stop_at_ms;      /* run time of the shutdown request */
+  int64_t shutdown_ms;     /* from the request to the last join */
+  int64_t last_reading_ms; /* run time of the last reading aggregated */
   double runtime_s;
-  int lossless;             /* sent == aggregated == stored == db_rows */
-  char error[256];          /* why the run could not start; "" when it ran */
+  int lossless;    /* sent == aggregated == stored == db_rows */
+  char error[256]; /* why the run could not start; "" when it ran */
 } demo_summary;
 
 /* Runs the demo inside a task of a running runtime. Returns 0 when the

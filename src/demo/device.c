@@ -47,8 +47,7 @@ static void reply(device *d, const health_request *req, int late) {
   d->health_late++;
   if (late)
     log_event(d->fleet->log, "🐢", "device", (int)d->id, "health_late_reply",
-              "Device %" PRIu32 " answers health check #%" PRIu64 " too late: the checker gave up",
-              d->id, req->id);
+              "Device %" PRIu32 " answers health check #%" PRIu64 " too late: the checker gave up", d->id, req->id);
 }
 
 static void on_health_request(device *d, const health_request *req) {
@@ -65,8 +64,7 @@ static void on_health_request(device *d, const health_request *req) {
       return;
     }
     break;
-  case HEALTH_ANSWER:
-    break;
+  case HEALTH_ANSWER: break;
   }
   reply(d, req, 0);
 }
@@ -111,8 +109,10 @@ static int device_wait(device *d, tg_case *op, int64_t deadline, int serve_healt
       return WAIT_DONE;
     }
     if (w >= 0 && w == ihealth) {
-      if (cs[ihealth].result == 0) on_health_request(d, &req);
-      else d->health_open = 0; /* the checker has gone */
+      if (cs[ihealth].result == 0)
+        on_health_request(d, &req);
+      else
+        d->health_open = 0; /* the checker has gone */
       continue;
     }
     return WAIT_SHUTDOWN;
@@ -148,14 +148,15 @@ static int take_slot(device *d) {
     tg_semaphore_stats st;
     tg_semaphore_stats_get(f->slots, &st);
     log_event(f->log, "📱", "device", (int)d->id, "slot_wait",
-              "Device %" PRIu32 " waiting for bandwidth slot (%" PRIu64 "/%d busy, %" PRIu64
-              " queued ahead)%s",
-              d->id, st.in_use, f->nslots, st.waiters, log_held_note(held).s);
+              "Device %" PRIu32 " waiting for bandwidth slot (%" PRIu64 "/%d busy, %" PRIu64 " queued ahead)%s", d->id,
+              st.in_use, f->nslots, st.waiters, log_held_note(held).s);
   }
   tg_case c = tg_semaphore_acquire_case(f->slots, 1);
   if (device_wait(d, &c, TG_FOREVER, 0) != WAIT_DONE || c.result != 0) return WAIT_SHUTDOWN;
-  if (ticket < f->last_served) f->fifo_violations++;
-  else f->last_served = ticket;
+  if (ticket < f->last_served)
+    f->fifo_violations++;
+  else
+    f->last_served = ticket;
   return WAIT_DONE;
 }
 

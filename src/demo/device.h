@@ -40,34 +40,34 @@ typedef struct device_fleet {
   tg_cancel *cancel;
   demo_log *log;
   size_t telemetry_capacity;
-  int64_t t0;             /* run start, tg_now() */
-  int64_t epoch_ms;       /* Unix time of t0, for reading timestamps */
-  int64_t transmit_ns;    /* how long a send holds its slot */
-  uint64_t next_ticket;   /* slot waits in arrival order ... */
-  uint64_t last_served;   /* ... and the last one served, to check FIFO */
+  int64_t t0;           /* run start, tg_now() */
+  int64_t epoch_ms;     /* Unix time of t0, for reading timestamps */
+  int64_t transmit_ns;  /* how long a send holds its slot */
+  uint64_t next_ticket; /* slot waits in arrival order ... */
+  uint64_t last_served; /* ... and the last one served, to check FIFO */
   uint64_t fifo_violations;
   log_gate slot_gate, full_gate;
 } device_fleet;
 
 #define DEVICE_MAX_LATE_REPLIES 4
 /* Capacity of each device's health request channel. */
-#define DEVICE_HEALTH_QUEUE 4
+#define DEVICE_HEALTH_QUEUE     4
 
 typedef struct device {
   device_fleet *fleet;
   uint32_t id;
-  tg_mpsc_tx *telemetry;  /* owned: dropped when the task ends */
-  tg_mpsc_rx *health;     /* owned: drained and dropped when the task ends */
+  tg_mpsc_tx *telemetry; /* owned: dropped when the task ends */
+  tg_mpsc_rx *health;    /* owned: drained and dropped when the task ends */
   int64_t interval_ns;
-  int64_t phase_ns;       /* first reading this long after the start */
-  int64_t panic_at_ns;    /* run time of the simulated panic; < 0: never */
+  int64_t phase_ns;    /* first reading this long after the start */
+  int64_t panic_at_ns; /* run time of the simulated panic; < 0: never */
   device_health_fault fault;
-  int64_t slow_reply_ns;  /* HEALTH_SLOW: answer this long after the request */
+  int64_t slow_reply_ns; /* HEALTH_SLOW: answer this long after the request */
   rng rng;
   /* state */
-  uint64_t seq;           /* last accepted */
+  uint64_t seq; /* last accepted */
   double temperature, humidity, battery;
-  int health_open;        /* the checker still holds its sender */
+  int health_open; /* the checker still holds its sender */
   struct late_reply {
     health_request req;
     int64_t due_ns;
@@ -76,7 +76,7 @@ typedef struct device {
   /* figures */
   uint64_t sent, slot_waits, full_waits;
   uint64_t health_answered, health_late, health_dropped;
-  int64_t last_sent_ns;   /* run time of the last accepted reading; -1 none */
+  int64_t last_sent_ns; /* run time of the last accepted reading; -1 none */
   int ended;
 } device;
 

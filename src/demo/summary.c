@@ -32,48 +32,56 @@ char *summary_text(const demo_summary *s, const demo_config *c) {
           c->clock == TG_CLOCK_VIRTUAL ? "virtual" : "real", c->seed, demo_preset_name(c->preset),
           demo_stop_reason_name(s->stop_reason));
   seconds(f, s->stop_at_ms);
-  fprintf(f, "\nreadings      sent %" PRIu64 ", aggregated %" PRIu64 ", stored %" PRIu64 ", rows in the database %" PRIu64
-             ": %s\n",
+  fprintf(f,
+          "\nreadings      sent %" PRIu64 ", aggregated %" PRIu64 ", stored %" PRIu64 ", rows in the database %" PRIu64
+          ": %s\n",
           s->readings_sent, s->readings_aggregated, s->readings_stored, s->db_rows,
           s->lossless ? "nothing lost" : "MISMATCH - readings were lost");
-  fprintf(f, "batches       %" PRIu64 " cut, %" PRIu64 " committed in %" PRIu64 " transactions (%" PRIu64
-             " failed and were retried, %" PRIu64 " lost)\n",
+  fprintf(f,
+          "batches       %" PRIu64 " cut, %" PRIu64 " committed in %" PRIu64 " transactions (%" PRIu64
+          " failed and were retried, %" PRIu64 " lost)\n",
           s->batches_flushed, s->batches_stored, s->transactions, s->write_retries, s->batches_lost);
   fprintf(f, "backpressure  telemetry channel full %6" PRIu64 " waits  (mpsc of %d)\n", s->telemetry_full_waits,
           c->telemetry_capacity);
   fprintf(f, "              storage queue full     %6" PRIu64 " waits  (mpsc of %d)\n", s->storage_full_waits,
           c->storage_capacity);
-  fprintf(f, "              bandwidth slot         %6" PRIu64 " waits  (Semaphore of %d, %" PRIu64
-             " served out of FIFO order)\n",
+  fprintf(f,
+          "              bandwidth slot         %6" PRIu64 " waits  (Semaphore of %d, %" PRIu64
+          " served out of FIFO order)\n",
           s->device_slot_waits, c->device_slots, s->slot_fifo_violations);
   fprintf(f, "              DB connection          %6" PRIu64 " waits  (Semaphore of %d)\n", s->db_pool_waits,
           c->db_pool);
   if (!s->telemetry_full_waits && !s->storage_full_waits && !s->device_slot_waits && !s->db_pool_waits)
     fprintf(f, "              (these numbers leave headroom everywhere; --preset pressure shows each wait)\n");
-  fprintf(f, "snapshots     %" PRIu64 " built once each, %" PRIu64 " broadcast, shared by reference count; %" PRIu64
-             " leaked\n",
+  fprintf(f,
+          "snapshots     %" PRIu64 " built once each, %" PRIu64 " broadcast, shared by reference count; %" PRIu64
+          " leaked\n",
           s->snapshots_built, s->snapshots_broadcast, s->snapshots_leaked);
   fprintf(f, "clients       id  received  processed  lag events  lagged msgs  resyncs  stale skipped\n");
   for (int i = 0; i < s->nclients; i++) {
     const demo_client_summary *cl = &s->clients[i];
-    fprintf(f, "              %2d  %8" PRIu64 "  %9" PRIu64 "  %10" PRIu64 "  %11" PRIu64 "  %7" PRIu64 "  %13" PRIu64 "\n",
-            cl->id, cl->received, cl->processed, cl->lagged_events, cl->lagged_messages, cl->resyncs,
-            cl->skipped_stale);
+    fprintf(
+        f, "              %2d  %8" PRIu64 "  %9" PRIu64 "  %10" PRIu64 "  %11" PRIu64 "  %7" PRIu64 "  %13" PRIu64 "\n",
+        cl->id, cl->received, cl->processed, cl->lagged_events, cl->lagged_messages, cl->resyncs, cl->skipped_stale);
   }
   fprintf(f, "devices       id  sent  slot waits  full waits  last reading\n");
   for (int i = 0; i < s->ndevices; i++) {
     const demo_device_summary *dv = &s->devices[i];
     fprintf(f, "              %2d  %4" PRIu64 "  %10" PRIu64 "  %10" PRIu64 "  ", dv->id, dv->sent, dv->slot_waits,
             dv->full_waits);
-    if (dv->last_sent_ms < 0) fprintf(f, "none");
-    else seconds(f, dv->last_sent_ms);
+    if (dv->last_sent_ms < 0)
+      fprintf(f, "none");
+    else
+      seconds(f, dv->last_sent_ms);
     fprintf(f, "%s\n", dv->panicked ? "  (panicked)" : "");
   }
-  fprintf(f, "health        %" PRIu64 " rounds: %" PRIu64 " ok, %" PRIu64 " timeout, %" PRIu64 " dropped, %" PRIu64
-             " unreachable\n",
+  fprintf(f,
+          "health        %" PRIu64 " rounds: %" PRIu64 " ok, %" PRIu64 " timeout, %" PRIu64 " dropped, %" PRIu64
+          " unreachable\n",
           s->health.rounds, s->health.ok, s->health.timeout, s->health.dropped, s->health.unreachable);
-  fprintf(f, "tasks         %" PRIu64 " spawned, %" PRIu64 " joined, %" PRIu64 " panicked, %" PRIu64
-             " aborted (%" PRIu64 " pipeline tasks in one JoinSet + %" PRIu64 " batch writers in storage's)\n",
+  fprintf(f,
+          "tasks         %" PRIu64 " spawned, %" PRIu64 " joined, %" PRIu64 " panicked, %" PRIu64 " aborted (%" PRIu64
+          " pipeline tasks in one JoinSet + %" PRIu64 " batch writers in storage's)\n",
           s->tasks.spawned, s->tasks.joined, s->tasks.panicked, s->tasks.aborted, s->tasks.pipeline, s->tasks.writers);
   fprintf(f, "shutdown      %" PRId64 " ms from the request to the last join\n", s->shutdown_ms);
 
@@ -87,10 +95,14 @@ char *summary_text(const demo_summary *s, const demo_config *c) {
   label(f, "broadcast", c->broadcast_capacity);
   fprintf(f, "aggregator -> %d clients: %" PRIu64 " snapshots, %" PRIu64 " lag events\n", s->nclients,
           s->snapshots_broadcast, lags);
-  fprintf(f, "%-15s" "the latest snapshot (version %" PRIu64 "): read by %" PRIu64 " resyncs and each client's final view\n",
+  fprintf(f,
+          "%-15s"
+          "the latest snapshot (version %" PRIu64 "): read by %" PRIu64 " resyncs and each client's final view\n",
           "watch", s->snapshots_built, resyncs);
-  fprintf(f, "%-15s" "health replies: %" PRIu64 " ok, %" PRIu64 " timeout, %" PRIu64 " sender dropped\n", "oneshot",
-          s->health.ok, s->health.timeout, s->health.dropped);
+  fprintf(f,
+          "%-15s"
+          "health replies: %" PRIu64 " ok, %" PRIu64 " timeout, %" PRIu64 " sender dropped\n",
+          "oneshot", s->health.ok, s->health.timeout, s->health.dropped);
   label(f, "mpsc", DEVICE_HEALTH_QUEUE);
   fprintf(f, "health requests, one channel per device, each carrying a oneshot sender\n");
   label(f, "Semaphore", c->device_slots);
@@ -98,14 +110,23 @@ char *summary_text(const demo_summary *s, const demo_config *c) {
           s->device_slot_waits);
   label(f, "Semaphore", c->db_pool);
   fprintf(f, "DB pool in front of %d SQLite connections: %" PRIu64 " waits\n", c->db_pool, s->db_pool_waits);
-  fprintf(f, "%-15s" "shutdown: latched, fired at ", "cancel token");
+  fprintf(f,
+          "%-15s"
+          "shutdown: latched, fired at ",
+          "cancel token");
   seconds(f, s->stop_at_ms);
   fprintf(f, ", seen by every task at its next wait\n");
-  fprintf(f, "%-15s" "%" PRIu64 " pipeline tasks joined in completion order; a panic ends one task alone\n", "JoinSet",
-          s->tasks.pipeline);
-  fprintf(f, "%-15s" "%" PRIu64 " SQLite transactions run off the workers (tg_blocking_run)\n", "blocking pool",
-          s->transactions);
-  fprintf(f, "%-15s" "not used: notify_waiters misses a task busy elsewhere, so shutdown is a cancel token\n",
+  fprintf(f,
+          "%-15s"
+          "%" PRIu64 " pipeline tasks joined in completion order; a panic ends one task alone\n",
+          "JoinSet", s->tasks.pipeline);
+  fprintf(f,
+          "%-15s"
+          "%" PRIu64 " SQLite transactions run off the workers (tg_blocking_run)\n",
+          "blocking pool", s->transactions);
+  fprintf(f,
+          "%-15s"
+          "not used: notify_waiters misses a task busy elsewhere, so shutdown is a cancel token\n",
           "Notify");
   fclose(f);
   return text;

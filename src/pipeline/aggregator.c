@@ -13,18 +13,18 @@ enum { NAME_LEN = 12 };
  * cap_devices <= max(max_devices, the initial ndevices). The figures are
  * written by the task alone and read from anywhere. */
 struct aggregator {
-  aggregator_opts o;          /* the channel ends in it are owned until dropped */
-  int ndevices;               /* entries of metrics in use */
-  int cap_devices;            /* entries allocated */
+  aggregator_opts o; /* the channel ends in it are owned until dropped */
+  int ndevices;      /* entries of metrics in use */
+  int cap_devices;   /* entries allocated */
   device_metrics *metrics;
-  char *names;                /* the initial ids "1".."n" */
-  batch current;              /* readings not yet handed to storage */
+  char *names;   /* the initial ids "1".."n" */
+  batch current; /* readings not yet handed to storage */
   uint64_t next_batch_id;
-  uint64_t unpublished;       /* readings since the last snapshot */
+  uint64_t unpublished; /* readings since the last snapshot */
   int64_t last_publish_ns;
   log_gate full_gate, batch_gate;
   figure aggregated, batches_flushed, readings_flushed, storage_full_waits;
-  figure version;             /* snapshots built */
+  figure version; /* snapshots built */
   figure snapshots_broadcast, snapshot_failures;
   _Atomic int64_t last_reading_ns;
 };
@@ -107,8 +107,10 @@ static void publish(aggregator *a, int64_t now_ns) {
    * ring, whose receivers each take another - never a copy. */
   snapshot_ref(s);
   tg_watch_send(a->o.latest, &s);
-  if (tg_broadcast_send(a->o.updates, &s, NULL) == 0) figure_add(&a->snapshots_broadcast, 1);
-  else snapshot_unref(s); /* no client subscribed: ours to drop */
+  if (tg_broadcast_send(a->o.updates, &s, NULL) == 0)
+    figure_add(&a->snapshots_broadcast, 1);
+  else
+    snapshot_unref(s); /* no client subscribed: ours to drop */
 }
 
 /* The state of device `id`, growing the table up to max_devices. */
@@ -192,9 +194,9 @@ static int flush(aggregator *a, int wait_for_shutdown) {
   uint64_t held;
   if (log_gate_pass(&a->batch_gate, tg_now(), TG_MS(1000), &held))
     log_event(a->o.log, "📦", "aggregator", 0, "batch_flushed",
-              "Batch #%" PRIu64 ": %" PRIu32 " readings -> storage queue (%zu/%zu)%s", b->id, b->n,
-              storage_len(a), a->o.storage_capacity, log_held_note(held).s);
-  *b = (batch){0}; /* the items moved with the batch */
+              "Batch #%" PRIu64 ": %" PRIu32 " readings -> storage queue (%zu/%zu)%s", b->id, b->n, storage_len(a),
+              a->o.storage_capacity, log_held_note(held).s);
+  *b = (batch){0};          /* the items moved with the batch */
   if (a->o.batch_max > 0) { /* the next one will be as large: allocate it once */
     b->items = malloc((size_t)a->o.batch_max * sizeof *b->items);
     b->cap = b->items ? a->o.batch_max : 0;
@@ -240,8 +242,10 @@ void *aggregator_task(void *arg) {
       if (w == TG_ETIMEDOUT) {
         if (tg_now() < next_cut) continue; /* a snapshot fell due */
         int f = flush(a, 1);
-        if (f == 1) start_draining(a, &draining);
-        else if (f != 0) end = tg_err_name(f);
+        if (f == 1)
+          start_draining(a, &draining);
+        else if (f != 0)
+          end = tg_err_name(f);
         next_cut += a->o.batch_interval_ns;
         if (next_cut <= tg_now()) next_cut = tg_now() + a->o.batch_interval_ns;
         continue;
@@ -269,8 +273,10 @@ void *aggregator_task(void *arg) {
       process(a, &r, now);
     if (a->o.batch_max && a->current.n >= a->o.batch_max) {
       int f = flush(a, !draining);
-      if (f == 1) start_draining(a, &draining);
-      else if (f != 0) end = tg_err_name(f);
+      if (f == 1)
+        start_draining(a, &draining);
+      else if (f != 0)
+        end = tg_err_name(f);
       if (!draining) next_cut = tg_now() + a->o.batch_interval_ns;
     }
   }
@@ -285,8 +291,8 @@ void *aggregator_task(void *arg) {
   drop_channels(&a->o);
   if (final_n)
     log_event(a->o.log, "📦", "aggregator", 0, "aggregator_drained",
-              "Aggregator drained (%s): %" PRIu64 " readings aggregated, final batch #%" PRIu64
-              " with %" PRIu32 " readings; storage, watch and broadcast closed",
+              "Aggregator drained (%s): %" PRIu64 " readings aggregated, final batch #%" PRIu64 " with %" PRIu32
+              " readings; storage, watch and broadcast closed",
               end, figure_get(&a->aggregated), final_id, final_n);
   else
     log_event(a->o.log, "📦", "aggregator", 0, "aggregator_drained",

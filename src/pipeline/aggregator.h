@@ -46,12 +46,12 @@ typedef struct aggregator_opts {
   /* The channel ends, moved into the aggregator by aggregator_new (also
    * when it fails): it drops them when it ends, or in aggregator_free if
    * it never ran. */
-  tg_mpsc_rx *telemetry;      /* reading elements */
-  tg_mpsc_tx *storage;        /* batch elements */
-  tg_watch_tx *latest;        /* system_snapshot * */
-  tg_broadcast_tx *updates;   /* system_snapshot * */
-  int ndevices;               /* devices 1..ndevices named "1".."n" from the start (the demo's) */
-  int max_devices;            /* the table grows up to this index; 0: ndevices is fixed */
+  tg_mpsc_rx *telemetry;    /* reading elements */
+  tg_mpsc_tx *storage;      /* batch elements */
+  tg_watch_tx *latest;      /* system_snapshot * */
+  tg_broadcast_tx *updates; /* system_snapshot * */
+  int ndevices;             /* devices 1..ndevices named "1".."n" from the start (the demo's) */
+  int max_devices;          /* the table grows up to this index; 0: ndevices is fixed */
   /* The id of a device index the table grows to (serve's registry). */
   const char *(*device_name)(void *ctx, uint32_t device);
   void *device_name_ctx;
@@ -59,14 +59,14 @@ typedef struct aggregator_opts {
    * (the pipeline takes their last figures). */
   void (*on_close)(void *ctx);
   void *on_close_ctx;
-  int64_t t0;                 /* tg_now() at the start of the run */
-  int64_t batch_interval_ns;  /* cut a batch at least this often */
-  int64_t delay_ns;           /* simulated processing time per reading (the demo's) */
-  uint32_t batch_max;         /* cut a batch at this many readings; 0: by time only */
-  uint64_t publish_every;     /* readings per snapshot at most; 0 or 1: every one */
+  int64_t t0;                  /* tg_now() at the start of the run */
+  int64_t batch_interval_ns;   /* cut a batch at least this often */
+  int64_t delay_ns;            /* simulated processing time per reading (the demo's) */
+  uint32_t batch_max;          /* cut a batch at this many readings; 0: by time only */
+  uint64_t publish_every;      /* readings per snapshot at most; 0 or 1: every one */
   int64_t publish_interval_ns; /* a pending change is published this long after the last snapshot */
-  int burst;                  /* readings taken per wake before looking at the clock; <= 1: one */
-  size_t storage_capacity;    /* for the log lines */
+  int burst;                   /* readings taken per wake before looking at the clock; <= 1: one */
+  size_t storage_capacity;     /* for the log lines */
 } aggregator_opts;
 
 /* What the aggregator counted. Any thread, while it runs or after. */
@@ -76,7 +76,7 @@ typedef struct aggregator_figures {
   uint64_t storage_full_waits; /* batches that waited for storage queue space */
   uint64_t snapshots_built;    /* = the latest snapshot's version */
   uint64_t snapshots_broadcast, snapshot_failures;
-  int64_t last_reading_ns;     /* run time of the last reading aggregated; -1: none */
+  int64_t last_reading_ns; /* run time of the last reading aggregated; -1: none */
 } aggregator_figures;
 
 /* A new aggregator taking over opts' channel ends. Returns 0 or

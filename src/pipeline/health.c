@@ -9,8 +9,8 @@
 enum { CHECK_DONE = 0, CHECK_SHUTDOWN = 1 };
 
 struct health_checker {
-  health_opts o;             /* o.devices points at `devices` */
-  tg_mpsc_tx **devices;      /* owned until the task drops them */
+  health_opts o;        /* o.devices points at `devices` */
+  tg_mpsc_tx **devices; /* owned until the task drops them */
   _Atomic uint64_t next_id;
   figure rounds, ok, timeout, dropped, unreachable; /* on-demand checks count from any worker */
 };
@@ -62,8 +62,10 @@ typedef struct label {
 static label device_label(health_checker *hc, uint32_t id) {
   label l;
   const char *name = hc->o.name ? hc->o.name(hc->o.ctx, id) : NULL;
-  if (name) snprintf(l.s, sizeof l.s, "%s", name);
-  else snprintf(l.s, sizeof l.s, "%u", (unsigned)id);
+  if (name)
+    snprintf(l.s, sizeof l.s, "%s", name);
+  else
+    snprintf(l.s, sizeof l.s, "%u", (unsigned)id);
   return l;
 }
 
@@ -103,14 +105,14 @@ int health_ask(health_checker *hc, uint32_t id, int64_t timeout_ns, int watch_ca
     figure_add_shared(&hc->ok, 1);
     if (out) *out = st;
     log_event(hc->o.log, "🏥", "health", (int)id, "health_ok",
-              "Device %s health: uptime=%" PRId64 "s, battery=%" PRIu32 "%%, %" PRIu64
-              " readings (answered in %" PRId64 " ms)",
+              "Device %s health: uptime=%" PRId64 "s, battery=%" PRIu32 "%%, %" PRIu64 " readings (answered in %" PRId64
+              " ms)",
               l.s, st.uptime_ms / 1000, st.battery, st.readings, (tg_now() - asked) / 1000000);
     result = 0;
   } else if (w == 1) {
     figure_add_shared(&hc->dropped, 1);
-    log_event(hc->o.log, "🏥", "health", (int)id, "health_dropped",
-              "Device %s health check failed - sender dropped", l.s);
+    log_event(hc->o.log, "🏥", "health", (int)id, "health_dropped", "Device %s health check failed - sender dropped",
+              l.s);
     result = TG_ECLOSED;
   } else if (w == TG_ETIMEDOUT) {
     figure_add_shared(&hc->timeout, 1);
@@ -168,8 +170,7 @@ void *health_task(void *arg) {
   }
   drop_devices(hc);
   log_event(hc->o.log, "🏥", "health", 0, "health_stopped",
-            "Health checker stopped: %" PRIu64 " ok, %" PRIu64 " timeout, %" PRIu64 " dropped, %" PRIu64
-            " unreachable",
+            "Health checker stopped: %" PRIu64 " ok, %" PRIu64 " timeout, %" PRIu64 " dropped, %" PRIu64 " unreachable",
             figure_get(&hc->ok), figure_get(&hc->timeout), figure_get(&hc->dropped), figure_get(&hc->unreachable));
   return NULL;
 }

@@ -32,7 +32,7 @@ typedef struct health_request {
 /* A device's answer. */
 typedef struct device_status {
   uint32_t device;
-  uint32_t battery;  /* percent */
+  uint32_t battery; /* percent */
   int64_t uptime_ms;
   uint64_t readings; /* sent so far */
 } device_status;
@@ -43,15 +43,15 @@ typedef struct health_opts {
   tg_cancel *cancel;
   demo_log *log;
   int64_t t0, interval_ns, timeout_ns;
-  rng rng;               /* whom to ask: a stream of its own */
+  rng rng; /* whom to ask: a stream of its own */
   /* The demo's fixed devices: request senders, index = device id - 1,
    * moved into the checker (it drops them when it ends, or in
    * health_checker_free). */
   int ndevices;
   tg_mpsc_tx *const *devices;
   /* Or serve's devices that come and go: the hooks, all or none. */
-  int (*pick)(void *ctx, rng *g, uint32_t *out, int k);                  /* returns how many */
-  int (*ask)(void *ctx, uint32_t device, const health_request *req);     /* 0, TG_ECLOSED, TG_EFULL, -ENOENT */
+  int (*pick)(void *ctx, rng *g, uint32_t *out, int k);              /* returns how many */
+  int (*ask)(void *ctx, uint32_t device, const health_request *req); /* 0, TG_ECLOSED, TG_EFULL, -ENOENT */
   const char *(*name)(void *ctx, uint32_t device);
   void *ctx;
 } health_opts;

@@ -29,7 +29,7 @@ struct pipeline {
   pipeline_opts o;
   snapshot_counters snapshots;
   tg_joinset *tasks;
-  tg_mpsc_tx *telemetry;        /* ours until pipeline_seal */
+  tg_mpsc_tx *telemetry; /* ours until pipeline_seal */
   aggregator *agg;
   storage_stage *store;
   _Atomic(health_checker *) health;
@@ -107,12 +107,13 @@ int pipeline_new(const pipeline_opts *o, pipeline **out) {
   tg_watch_tx *latest = NULL;
   int r;
   if ((r = tg_joinset_new(&p->tasks, "pipeline")) ||
-      (r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)o->telemetry_capacity, .elem_size = sizeof(reading),
+      (r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)o->telemetry_capacity,
+                                       .elem_size = sizeof(reading),
                                        .name = "telemetry"},
                        &p->telemetry, &telemetry_rx)) ||
-      (r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = (size_t)o->storage_capacity, .elem_size = sizeof(batch),
-                                       .name = "storage"},
-                       &storage_tx, &storage_rx)) ||
+      (r = tg_mpsc_new(
+           &(tg_mpsc_opts){.capacity = (size_t)o->storage_capacity, .elem_size = sizeof(batch), .name = "storage"},
+           &storage_tx, &storage_rx)) ||
       (r = snapshot_channels_new(&p->snapshots, (size_t)o->broadcast_capacity, &updates, &latest))) {
     if (telemetry_rx) tg_mpsc_rx_drop(telemetry_rx);
     if (storage_rx) tg_mpsc_rx_drop(storage_rx);

@@ -43,16 +43,16 @@
 typedef struct pipeline pipeline;
 
 typedef struct pipeline_opts {
-  tg_cancel *cancel;          /* the shutdown token, the owner's */
+  tg_cancel *cancel; /* the shutdown token, the owner's */
   demo_log *log;
-  int64_t t0;                 /* tg_now() at the start of the run */
+  int64_t t0; /* tg_now() at the start of the run */
   /* where the stages run */
   size_t stack_size;
-  int pin, worker;            /* pin the stages (and storage's writers) to this worker */
+  int pin, worker; /* pin the stages (and storage's writers) to this worker */
   /* channels */
-  int telemetry_capacity;     /* readings */
-  int storage_capacity;       /* batches */
-  int broadcast_capacity;     /* snapshots */
+  int telemetry_capacity; /* readings */
+  int storage_capacity;   /* batches */
+  int broadcast_capacity; /* snapshots */
   /* aggregator: see aggregator_opts */
   int ndevices, max_devices;
   const char *(*device_name)(void *ctx, uint32_t device);
@@ -63,7 +63,7 @@ typedef struct pipeline_opts {
   int burst;
   /* storage: the database stays the owner's and must outlive the pipeline */
   storage *db;
-  int db_pool;                /* connections written at once */
+  int db_pool; /* connections written at once */
   /* health: a round every interval (0: no rounds), each check answered within the timeout */
   int64_t health_interval_ns, health_timeout_ns;
   rng health_rng;
@@ -88,7 +88,7 @@ typedef struct pipeline_devices {
 typedef struct pipeline_figures {
   aggregator_figures aggregator;
   health_figures health;
-  tg_mpsc_stats telemetry;     /* the channel's figures, its last ones once closed */
+  tg_mpsc_stats telemetry; /* the channel's figures, its last ones once closed */
   tg_mpsc_stats storage;
   tg_broadcast_stats updates;
   tg_semaphore_stats db_pool;
@@ -96,11 +96,11 @@ typedef struct pipeline_figures {
   uint64_t batches_stored, batches_lost, readings_stored, duplicates;
   uint64_t transactions, write_retries, pool_waits;
   uint64_t writers_spawned, writers_joined, writers_panicked, writers_aborted;
-  int64_t last_commit_ns;      /* tg_now() of the latest commit; 0: none */
+  int64_t last_commit_ns; /* tg_now() of the latest commit; 0: none */
   /* the stages' tasks */
   uint64_t tasks_spawned, tasks_joined, tasks_panicked, tasks_aborted;
-  int64_t last_join_ns;        /* tg_now() when the last stage was joined; 0: not yet */
-  uint64_t snapshots_live;     /* snapshots built and not yet freed */
+  int64_t last_join_ns;    /* tg_now() when the last stage was joined; 0: not yet */
+  uint64_t snapshots_live; /* snapshots built and not yet freed */
 } pipeline_figures;
 
 /* Builds the channels and the stages. Returns 0, TG_EINVAL (a capacity

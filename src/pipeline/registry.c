@@ -81,11 +81,15 @@ int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint
   } else {
     uint32_t n = atomic_load_explicit(&r->count, memory_order_relaxed);
     device_entry *e = n < r->max ? calloc(1, sizeof *e) : NULL;
-    if (n >= r->max) rc = TG_EFULL;
-    else if (!e) rc = TG_ENOMEM;
+    if (n >= r->max)
+      rc = TG_EFULL;
+    else if (!e)
+      rc = TG_ENOMEM;
     if (rc == 0 && 2 * (n + 1) >= r->nslots) {
-      if ((rc = grow(r)) == 0) s = slot_for(r, id, len, hash);
-      else free(e);
+      if ((rc = grow(r)) == 0)
+        s = slot_for(r, id, len, hash);
+      else
+        free(e);
     }
     if (rc == 0) {
       e->index = n + 1;
@@ -128,8 +132,10 @@ uint32_t registry_connected(registry *r) { return atomic_load(&r->connected); }
 static void unlink_entry(registry *r, device_entry *e) {
   registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
   if (!c) return;
-  if (e->prev) e->prev->next = e->next;
-  else c->devices = e->next;
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    c->devices = e->next;
   if (e->next) e->next->prev = e->prev;
   e->prev = e->next = NULL;
   atomic_store_explicit(&e->conn, NULL, memory_order_relaxed);

@@ -35,29 +35,29 @@ typedef struct device_entry device_entry;
 
 /* A connection as the registry sees it. Owned by the connection. */
 typedef struct registry_conn {
-  tg_mpsc_tx *outbox;     /* health_request elements; used under the registry's lock */
-  device_entry *devices;  /* attached devices, linked through the entries */
-  int closed;             /* detached: no more requests */
+  tg_mpsc_tx *outbox;    /* health_request elements; used under the registry's lock */
+  device_entry *devices; /* attached devices, linked through the entries */
+  int closed;            /* detached: no more requests */
 } registry_conn;
 
 /* Invariant: an entry is on the list of exactly the connection in `conn`,
  * or on none when conn is NULL. */
 struct device_entry {
-  uint32_t index;                  /* 1-based */
+  uint32_t index; /* 1-based */
   uint8_t len;
   char id[PROTOCOL_DEVICE_ID_MAX + 1];
-  _Atomic(registry_conn *) conn;   /* written under the lock, read anywhere */
-  device_entry *prev, *next;       /* on conn's list; under the lock */
+  _Atomic(registry_conn *) conn; /* written under the lock, read anywhere */
+  device_entry *prev, *next;     /* on conn's list; under the lock */
 };
 
 typedef struct registry {
   pthread_mutex_t lock;
   uint32_t max;
-  atomic_uint count;               /* entries published: indexes 1..count */
+  atomic_uint count;                /* entries published: indexes 1..count */
   _Atomic(device_entry *) *entries; /* max + 1 slots, [0] unused */
-  uint32_t *slots;                 /* open addressing: index, 0 = empty */
-  uint32_t nslots;                 /* power of two, > 2 * count */
-  atomic_uint connected;           /* entries attached to a connection */
+  uint32_t *slots;                  /* open addressing: index, 0 = empty */
+  uint32_t nslots;                  /* power of two, > 2 * count */
+  atomic_uint connected;            /* entries attached to a connection */
 } registry;
 
 /* Returns 0 or TG_ENOMEM. */

@@ -142,8 +142,7 @@ static int write_part(storage_stage *st, const batch *b, int conn, storage_write
     }
     figure_add_shared(&st->write_retries, 1);
     log_event(st->o.log, "⚠️", "storage", 0, "write_retry",
-              "Batch #%" PRIu64 " write failed (attempt %d: %s) - retrying, never dropping", b->id, attempt,
-              call.err);
+              "Batch #%" PRIu64 " write failed (attempt %d: %s) - retrying, never dropping", b->id, attempt, call.err);
     int64_t backoff = TG_MS(20) * attempt;
     if ((r = tg_sleep(backoff < TG_MS(200) ? backoff : TG_MS(200))) != 0) return r;
   }
@@ -166,8 +165,8 @@ static void *writer_task(void *arg) {
   batch *b = &j->b;
   int64_t start = tg_now();
   int lost = 1, parts = 0, last_conn = 0, retried = 0, paused = 0;
-  int conn = 0;       /* the connection being written */
-  int holding = 0;    /* conn's turn is this writer's */
+  int conn = 0;    /* the connection being written */
+  int holding = 0; /* conn's turn is this writer's */
   storage_write_result done = {0};
   if (acquire_permit(st, b, start) != 0) goto out;
   for (; conn < st->connections; conn++) {
@@ -196,8 +195,10 @@ static void *writer_task(void *arg) {
     uint64_t held = 0;
     if (retried || log_gate_pass(&st->stored_gate, tg_now(), TG_MS(1000), &held)) {
       char where[48];
-      if (parts == 1) snprintf(where, sizeof where, "one transaction (connection %d", last_conn + 1);
-      else snprintf(where, sizeof where, "%d transactions (one per connection", parts);
+      if (parts == 1)
+        snprintf(where, sizeof where, "one transaction (connection %d", last_conn + 1);
+      else
+        snprintf(where, sizeof where, "%d transactions (one per connection", parts);
       log_event(st->o.log, "💾", "storage", 0, "batch_stored",
                 "Batch #%" PRIu64 " stored: %" PRIu64 " readings in %s, %" PRId64 " ms since it arrived%s)%s", b->id,
                 done.inserted, where, (tg_now() - start) / 1000000, retried ? ", after retries" : "",
@@ -286,7 +287,10 @@ void *storage_stage_task(void *arg) {
     write_job *j = malloc(sizeof *j);
     char name[32];
     snprintf(name, sizeof name, "writer-%" PRIu64, b.id);
-    tg_spawn_opts opts = {.stack_size = WRITER_STACK, .pin = st->o.pin_writers, .worker = st->o.worker, .name = name,
+    tg_spawn_opts opts = {.stack_size = WRITER_STACK,
+                          .pin = st->o.pin_writers,
+                          .worker = st->o.worker,
+                          .name = name,
                           .drop = writer_dropped};
     if (!j || (*j = (write_job){st, b, st->next_ticket}, tg_joinset_spawn(writers, writer_task, j, &opts, NULL)) != 0) {
       free(j);
@@ -303,11 +307,10 @@ void *storage_stage_task(void *arg) {
   if (st->o.on_close) st->o.on_close(st->o.on_close_ctx);
   tg_mpsc_rx_drop(st->o.batches);
   st->o.batches = NULL;
-  log_event(st->o.log, "💾", "storage", 0, "storage_drained",
-            "Storage %s: %" PRIu64 " batches, %" PRIu64 " readings committed (%" PRIu64 " transactions, %" PRIu64
-            " retried)",
-            stopped != TG_ECLOSED ? "stopped before the aggregator hung up" : "drained",
-            figure_get(&st->batches_stored), figure_get(&st->readings_stored), figure_get(&st->transactions),
-            figure_get(&st->write_retries));
+  log_event(
+      st->o.log, "💾", "storage", 0, "storage_drained",
+      "Storage %s: %" PRIu64 " batches, %" PRIu64 " readings committed (%" PRIu64 " transactions, %" PRIu64 " retried)",
+      stopped != TG_ECLOSED ? "stopped before the aggregator hung up" : "drained", figure_get(&st->batches_stored),
+      figure_get(&st->readings_stored), figure_get(&st->transactions), figure_get(&st->write_retries));
   return NULL;
 }

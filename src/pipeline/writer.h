@@ -55,11 +55,11 @@
 typedef struct storage_stage storage_stage;
 
 typedef struct storage_stage_opts {
-  tg_cancel *cancel;   /* shutdown: the task starts draining */
+  tg_cancel *cancel; /* shutdown: the task starts draining */
   demo_log *log;
-  tg_mpsc_rx *batches; /* the stage owns it once storage_stage_new succeeded */
-  storage *db;         /* the caller's; must outlive the stage */
-  int pool;            /* DB pool permits, 1..WRITER_MAX_POOL (usually the connections) */
+  tg_mpsc_rx *batches;     /* the stage owns it once storage_stage_new succeeded */
+  storage *db;             /* the caller's; must outlive the stage */
+  int pool;                /* DB pool permits, 1..WRITER_MAX_POOL (usually the connections) */
   int pin_writers, worker; /* run the writers on this worker (serve: the storage task's) */
   /* Called once the stage is done, before it drops its channel. */
   void (*on_close)(void *ctx);
@@ -70,7 +70,7 @@ typedef struct storage_stage_figures {
   uint64_t batches_received, batches_stored, batches_lost;
   uint64_t readings_stored, duplicates;
   uint64_t transactions, write_retries;
-  uint64_t pool_waits; /* writers that found every permit taken */
+  uint64_t pool_waits;     /* writers that found every permit taken */
   tg_semaphore_stats pool; /* the DB pool Semaphore */
   uint64_t writers_spawned, writers_joined, writers_panicked, writers_aborted;
   int64_t last_commit_ns; /* tg_now() of the latest commit; 0: none */

@@ -21,8 +21,8 @@ static int each_bad_input(const void *base, int i, char *label, size_t cap, uint
 }
 
 #define SF(field) FIGURE_AT(serve_figures, field)
-#define COUNTER .kind = FIGURE_COUNTER
-#define GAUGE .kind = FIGURE_GAUGE
+#define COUNTER   .kind = FIGURE_COUNTER
+#define GAUGE     .kind = FIGURE_GAUGE
 
 /* In the order of /metrics; on a text line, rows appear in this order. */
 static const figure_def serve_rows[] = {
@@ -43,9 +43,10 @@ static const figure_def serve_rows[] = {
      .line = FIGURE_LINE_CONNECTIONS, .text = ", # refused"},
     {"device_connections_closed", COUNTER, .help = "Device connections closed.", SF(connections_closed),
      .summary = "connections_closed"},
-    {"device_connections_closed_errors", COUNTER, .help = "Device connections closed after too many bad lines in a row.",
-     SF(connections_closed_errors), .api = "devices.closed_errors", .summary = "connections_closed_errors",
-     .line = FIGURE_LINE_CONNECTIONS, .text = ", # closed after bad lines"},
+    {"device_connections_closed_errors", COUNTER,
+     .help = "Device connections closed after too many bad lines in a row.", SF(connections_closed_errors),
+     .api = "devices.closed_errors", .summary = "connections_closed_errors", .line = FIGURE_LINE_CONNECTIONS,
+     .text = ", # closed after bad lines"},
     {"device_write_timeouts", COUNTER, .help = "Device connections closed because the device did not read.",
      SF(connections_write_timeouts), .api = "devices.write_timeouts", .summary = "connections_write_timeouts",
      .line = FIGURE_LINE_CONNECTIONS, .text = ", # for not reading"},
@@ -57,12 +58,12 @@ static const figure_def serve_rows[] = {
      .api = "devices.connected"},
     {"device_received_bytes", COUNTER, .unit = FIGURE_BYTES, .help = "Bytes read from device connections.",
      SF(bytes_received), .api = "devices.bytes", .summary = "bytes_received"},
-    {"device_lines", COUNTER, .help = "Lines read from device connections.", SF(lines_received),
-     .api = "devices.lines", .summary = "lines_received"},
+    {"device_lines", COUNTER, .help = "Lines read from device connections.", SF(lines_received), .api = "devices.lines",
+     .summary = "lines_received"},
 
     {"readings_received", COUNTER, .help = "Readings parsed and sent into the telemetry channel.",
-     SF(readings_received), .api = "readings.received", .summary = "readings_received",
-     .line = FIGURE_LINE_READINGS, .text = "received #"},
+     SF(readings_received), .api = "readings.received", .summary = "readings_received", .line = FIGURE_LINE_READINGS,
+     .text = "received #"},
     {"readings_aggregated", COUNTER, .help = "Readings aggregated into snapshots.", SF(readings_aggregated),
      .api = "readings.aggregated", .summary = "readings_aggregated", .line = FIGURE_LINE_READINGS,
      .text = ", aggregated #"},
@@ -73,24 +74,22 @@ static const figure_def serve_rows[] = {
      .api = "readings.duplicate", .summary = "readings_duplicate", .line = FIGURE_LINE_READINGS,
      .text = " + # resends dropped"},
 
-    {"bad_lines", COUNTER, .help = "Device lines rejected: the sum of bad_input_total.", SF(bad_lines),
-     .unexported = 1, .summary = "bad_lines", .line = FIGURE_LINE_BAD_LINES, .text = "#"},
-    {"bad_input", COUNTER, .label_key = "reason", .help = "Device lines rejected, by reason.",
-     .each = each_bad_input, .api = "bad_input", .summary = "bad_input", .line = FIGURE_LINE_BAD_LINES,
-     .text = " (#)"},
+    {"bad_lines", COUNTER, .help = "Device lines rejected: the sum of bad_input_total.", SF(bad_lines), .unexported = 1,
+     .summary = "bad_lines", .line = FIGURE_LINE_BAD_LINES, .text = "#"},
+    {"bad_input", COUNTER, .label_key = "reason", .help = "Device lines rejected, by reason.", .each = each_bad_input,
+     .api = "bad_input", .summary = "bad_input", .line = FIGURE_LINE_BAD_LINES, .text = " (#)"},
     {"error_lines_sent", COUNTER, .help = "Error lines written back to devices.", SF(error_lines_sent),
      .summary = "error_lines_sent", .line = FIGURE_LINE_BAD_LINES, .text = "; # error lines sent"},
-    {"error_lines_suppressed", COUNTER,
-     .help = "Error lines not written because of the per-connection rate limit.", SF(error_lines_suppressed),
-     .summary = "error_lines_suppressed", .line = FIGURE_LINE_BAD_LINES, .text = ", # held back"},
+    {"error_lines_suppressed", COUNTER, .help = "Error lines not written because of the per-connection rate limit.",
+     SF(error_lines_suppressed), .summary = "error_lines_suppressed", .line = FIGURE_LINE_BAD_LINES,
+     .text = ", # held back"},
 
     {"backpressure_waits", "stage", "telemetry", COUNTER,
-     .help = "Waits at a stage: a send into a full queue or an acquire of a busy semaphore.",
-     SF(telemetry.full_waits), .api = "queues.telemetry.full_waits", .summary = "telemetry_full_waits",
-     .line = FIGURE_LINE_BACKPRESSURE, .text = "telemetry full #"},
-    {"backpressure_waits", "stage", "storage", COUNTER, SF(storage.full_waits),
-     .api = "queues.storage.full_waits", .summary = "storage_full_waits", .line = FIGURE_LINE_BACKPRESSURE,
-     .text = ", storage full #"},
+     .help = "Waits at a stage: a send into a full queue or an acquire of a busy semaphore.", SF(telemetry.full_waits),
+     .api = "queues.telemetry.full_waits", .summary = "telemetry_full_waits", .line = FIGURE_LINE_BACKPRESSURE,
+     .text = "telemetry full #"},
+    {"backpressure_waits", "stage", "storage", COUNTER, SF(storage.full_waits), .api = "queues.storage.full_waits",
+     .summary = "storage_full_waits", .line = FIGURE_LINE_BACKPRESSURE, .text = ", storage full #"},
     {"backpressure_waits", "stage", "bandwidth", COUNTER, SF(bandwidth.waits), .api = "semaphores.bandwidth.waits",
      .summary = "bandwidth_waits", .line = FIGURE_LINE_BACKPRESSURE, .text = ", bandwidth waits #"},
     {"backpressure_waits", "stage", "db_pool", COUNTER, SF(db_pool.waits), .api = "semaphores.db_pool.waits",
@@ -99,16 +98,16 @@ static const figure_def serve_rows[] = {
     {"queue_length", "queue", "telemetry", GAUGE, .help = "Messages in a pipeline queue now.", SF(telemetry.len),
      .api = "queues.telemetry.len"},
     {"queue_length", "queue", "storage", GAUGE, SF(storage.len), .api = "queues.storage.len"},
-    {"queue_capacity", "queue", "telemetry", GAUGE, .help = "Capacity of a pipeline queue.",
-     SF(telemetry.capacity), .api = "queues.telemetry.capacity"},
+    {"queue_capacity", "queue", "telemetry", GAUGE, .help = "Capacity of a pipeline queue.", SF(telemetry.capacity),
+     .api = "queues.telemetry.capacity"},
     {"queue_capacity", "queue", "storage", GAUGE, SF(storage.capacity), .api = "queues.storage.capacity"},
     {"queue_senders_waiting", "queue", "telemetry", GAUGE, .help = "Senders blocked on a full queue now.",
      SF(telemetry.senders_waiting), .api = "queues.telemetry.senders_waiting"},
     {"queue_senders_waiting", "queue", "storage", GAUGE, SF(storage.senders_waiting),
      .api = "queues.storage.senders_waiting"},
 
-    {"permits_in_use", "semaphore", "bandwidth", GAUGE, .help = "Semaphore permits held now.",
-     SF(bandwidth.in_use), .api = "semaphores.bandwidth.in_use"},
+    {"permits_in_use", "semaphore", "bandwidth", GAUGE, .help = "Semaphore permits held now.", SF(bandwidth.in_use),
+     .api = "semaphores.bandwidth.in_use"},
     {"permits_in_use", "semaphore", "db_pool", GAUGE, SF(db_pool.in_use), .api = "semaphores.db_pool.in_use"},
     {"permits", "semaphore", "bandwidth", GAUGE, .help = "Semaphore permits configured.", SF(bandwidth.permits),
      .api = "semaphores.bandwidth.permits"},
@@ -125,12 +124,12 @@ static const figure_def serve_rows[] = {
      .summary = "transactions", .line = FIGURE_LINE_BATCHES, .text = " in # transactions"},
     {"write_retries", COUNTER, .help = "Batch transactions that failed and were retried.", SF(write_retries),
      .api = "batches.retries", .summary = "write_retries", .line = FIGURE_LINE_BATCHES, .text = " (# retried)"},
-    {"batches_lost", COUNTER, .help = "Batches that could not be committed.", SF(batches_lost),
-     .api = "batches.lost", .summary = "batches_lost", .line = FIGURE_LINE_BATCHES, .text = ", # lost"},
+    {"batches_lost", COUNTER, .help = "Batches that could not be committed.", SF(batches_lost), .api = "batches.lost",
+     .summary = "batches_lost", .line = FIGURE_LINE_BATCHES, .text = ", # lost"},
 
-    {"snapshots_published", COUNTER, .help = "Snapshots published to the watch and broadcast.",
-     SF(snapshots_published), .api = "broadcast.published", .summary = "snapshots_published",
-     .line = FIGURE_LINE_SNAPSHOTS, .text = "# published"},
+    {"snapshots_published", COUNTER, .help = "Snapshots published to the watch and broadcast.", SF(snapshots_published),
+     .api = "broadcast.published", .summary = "snapshots_published", .line = FIGURE_LINE_SNAPSHOTS,
+     .text = "# published"},
     {"broadcast_retained", GAUGE, .help = "Snapshots retained in the broadcast ring.", SF(broadcast_len),
      .api = "broadcast.len"},
     {"broadcast_capacity", GAUGE, .help = "Capacity of the broadcast ring.", SF(broadcast_capacity),
@@ -176,8 +175,8 @@ static const figure_def run_end_rows[] = {
      RE(last_commit_unix_ns), .unexported = 1, .summary = "last_commit_unix_ns"},
     {"db_rows", GAUGE, .help = "Rows in the database after the run.", RE(db_rows), .unexported = 1,
      .summary = "db_rows", .line = FIGURE_LINE_READINGS, .text = "; rows in the database #"},
-    {"shutdown_ms", GAUGE, .unit = FIGURE_MS, .help = "From the shutdown request to the last join.",
-     RE(shutdown_ms), .unexported = 1, .summary = "shutdown_ms", .line = FIGURE_LINE_SHUTDOWN,
+    {"shutdown_ms", GAUGE, .unit = FIGURE_MS, .help = "From the shutdown request to the last join.", RE(shutdown_ms),
+     .unexported = 1, .summary = "shutdown_ms", .line = FIGURE_LINE_SHUTDOWN,
      .text = "# ms from the request to the last join"},
     {"lossless", GAUGE, .unit = FIGURE_FLAG, .help = "Every reading read from a socket was aggregated and committed.",
      RE(lossless), .unexported = 1, .summary = "lossless", .line = FIGURE_LINE_SHUTDOWN,
@@ -189,16 +188,17 @@ static const figure_def run_end_rows[] = {
 static int each_http_status(const void *base, int i, char *label, size_t cap, uint64_t *value) {
   const http_server_stats *h = base;
   if (i >= h->nstatus) return 0;
-  if (h->status[i].code) snprintf(label, cap, "%d", h->status[i].code);
-  else snprintf(label, cap, "other");
+  if (h->status[i].code)
+    snprintf(label, cap, "%d", h->status[i].code);
+  else
+    snprintf(label, cap, "other");
   *value = h->status[i].count;
   return 1;
 }
 
 #define HS(field) FIGURE_AT(http_server_stats, field)
 static const figure_def http_rows[] = {
-    {"http_connections", GAUGE, .help = "HTTP connections open now.", HS(connections_open),
-     .api = "http.connections"},
+    {"http_connections", GAUGE, .help = "HTTP connections open now.", HS(connections_open), .api = "http.connections"},
     {"http_connections_accepted", COUNTER, .help = "HTTP connections accepted.", HS(connections_accepted),
      .api = "http.accepted"},
     {"http_connections_rejected", COUNTER, .help = "HTTP connections answered 503 over the connection limit.",
@@ -206,10 +206,9 @@ static const figure_def http_rows[] = {
     {"http_requests", COUNTER, .help = "Complete HTTP requests handled.", HS(requests), .api = "http.requests"},
     {"http_responses", COUNTER, .label_key = "code", .help = "HTTP responses, by status code.",
      .each = each_http_status},
-    {"http_write_timeouts", COUNTER, .help = "HTTP clients dropped because they stopped reading.",
-     HS(write_timeouts), .api = "http.write_timeouts"},
-    {"http_written_bytes", COUNTER, .unit = FIGURE_BYTES, .help = "Bytes written to HTTP clients.",
-     HS(bytes_written)},
+    {"http_write_timeouts", COUNTER, .help = "HTTP clients dropped because they stopped reading.", HS(write_timeouts),
+     .api = "http.write_timeouts"},
+    {"http_written_bytes", COUNTER, .unit = FIGURE_BYTES, .help = "Bytes written to HTTP clients.", HS(bytes_written)},
 };
 #undef HS
 
@@ -218,11 +217,10 @@ static const figure_def stream_rows[] = {
     {"sse_clients", GAUGE, .help = "Server-Sent Events streams open now.", ST(clients), .api = "sse.clients"},
     {"sse_streams", COUNTER, .help = "Server-Sent Events streams opened.", ST(streams), .api = "sse.streams"},
     {"sse_events", COUNTER, .help = "Snapshot events sent to stream clients.", ST(events), .api = "sse.events"},
-    {"sse_resyncs", COUNTER,
-     .help = "Resync events: a stream client fell behind and got the full current snapshot.", ST(resyncs),
-     .api = "sse.resyncs"},
-    {"sse_lagged_messages", COUNTER, .help = "Snapshots stream clients missed while they lagged.",
-     ST(lagged_messages), .api = "sse.lagged_messages"},
+    {"sse_resyncs", COUNTER, .help = "Resync events: a stream client fell behind and got the full current snapshot.",
+     ST(resyncs), .api = "sse.resyncs"},
+    {"sse_lagged_messages", COUNTER, .help = "Snapshots stream clients missed while they lagged.", ST(lagged_messages),
+     .api = "sse.lagged_messages"},
     {"sse_skipped_stale", COUNTER, .help = "Backlog snapshots skipped after a resync because they were older.",
      ST(skipped_stale), .api = "sse.skipped_stale"},
     {"sse_coalesced", COUNTER, .help = "Snapshots replaced by a newer one within a stream's ?every= period.",
@@ -288,8 +286,10 @@ static value value_of(const figure_def *d, const void *base) {
 static int value_is_zero(value v) { return v.is_signed ? v.i == 0 : v.u == 0; }
 
 static void put_integer(http_buf *b, value v) {
-  if (v.is_signed) http_buf_i64(b, v.i);
-  else http_buf_u64(b, v.u);
+  if (v.is_signed)
+    http_buf_i64(b, v.i);
+  else
+    http_buf_u64(b, v.u);
 }
 
 /* ------------------------------------------------------------ Prometheus */
@@ -320,10 +320,14 @@ static void prom_row(http_buf *b, const char *metric, const figure_def *d, const
   value v = value_of(d, base);
   sample(b, metric, d, d->label);
   double n = v.is_signed ? (double)v.i : (double)v.u;
-  if (d->unit == FIGURE_MS) http_buf_printf(b, "%.3f", n / 1e3);
-  else if (d->unit == FIGURE_NS) http_buf_printf(b, "%.9f", n / 1e9);
-  else if (d->unit == FIGURE_FLAG) http_buf_puts(b, value_is_zero(v) ? "0" : "1");
-  else put_integer(b, v);
+  if (d->unit == FIGURE_MS)
+    http_buf_printf(b, "%.3f", n / 1e3);
+  else if (d->unit == FIGURE_NS)
+    http_buf_printf(b, "%.9f", n / 1e9);
+  else if (d->unit == FIGURE_FLAG)
+    http_buf_puts(b, value_is_zero(v) ? "0" : "1");
+  else
+    put_integer(b, v);
   http_buf_append(b, "\n", 1);
 }
 
@@ -384,8 +388,10 @@ static void json_value(http_buf *b, const figure_def *d, const void *base) {
     return;
   }
   value v = value_of(d, base);
-  if (d->unit == FIGURE_FLAG) http_buf_puts(b, value_is_zero(v) ? "false" : "true");
-  else put_integer(b, v);
+  if (d->unit == FIGURE_FLAG)
+    http_buf_puts(b, value_is_zero(v) ? "false" : "true");
+  else
+    put_integer(b, v);
 }
 
 /* The rows' paths, flattened over the sources, for the walk below. */

@@ -62,11 +62,11 @@
 typedef enum figure_kind { FIGURE_COUNTER, FIGURE_GAUGE } figure_kind;
 
 typedef enum figure_unit {
-  FIGURE_ONE,   /* a count */
+  FIGURE_ONE, /* a count */
   FIGURE_BYTES,
-  FIGURE_MS,    /* milliseconds; seconds in Prometheus */
-  FIGURE_NS,    /* nanoseconds (the Unix times of the summary) */
-  FIGURE_FLAG,  /* 0 or 1; true or false in JSON */
+  FIGURE_MS,   /* milliseconds; seconds in Prometheus */
+  FIGURE_NS,   /* nanoseconds (the Unix times of the summary) */
+  FIGURE_FLAG, /* 0 or 1; true or false in JSON */
 } figure_unit;
 
 /* The C type of a figure's field; FIGURE_AT picks it from the field. */
@@ -96,23 +96,25 @@ typedef struct figure_def {
   const char *label;     /* this row's value of it ("telemetry"); NULL with `each` */
   figure_kind kind;
   figure_unit unit;
-  const char *help;      /* one sentence; on one row of each family */
-  size_t offset;         /* where the value is in the table's struct ... */
+  const char *help; /* one sentence; on one row of each family */
+  size_t offset;    /* where the value is in the table's struct ... */
   figure_ctype ctype;
-  figure_each_fn each;   /* ... or the members of a family labelled from the data */
-  int unexported;        /* not in /metrics: a sum of other series, or not a measurement */
-  const char *api;       /* path in /api/pipeline; NULL: not there */
-  const char *summary;   /* path in the summary JSON; NULL: not there */
-  figure_line line;      /* the text summary's line; FIGURE_LINE_NONE: not there */
-  const char *text;      /* what the row adds to it, '#' for the value */
+  figure_each_fn each;    /* ... or the members of a family labelled from the data */
+  int unexported;         /* not in /metrics: a sum of other series, or not a measurement */
+  const char *api;        /* path in /api/pipeline; NULL: not there */
+  const char *summary;    /* path in the summary JSON; NULL: not there */
+  figure_line line;       /* the text summary's line; FIGURE_LINE_NONE: not there */
+  const char *text;       /* what the row adds to it, '#' for the value */
   const char *text_unset; /* a flag's text when it is 0 */
 } figure_def;
 
 /* The place of a figure: its offset in `type` and its C type (a field of
  * another type does not compile). */
-#define FIGURE_AT(type, field)                                                                       \
-  .offset = offsetof(type, field),                                                                   \
-  .ctype = _Generic(((type *)0)->field, uint64_t: FIGURE_U64, int64_t: FIGURE_I64, int: FIGURE_INT)
+#define FIGURE_AT(type, field)                                                    \
+  .offset = offsetof(type, field), .ctype = _Generic(((type *)0)->field, uint64_t \
+                                                     : FIGURE_U64, int64_t        \
+                                                     : FIGURE_I64, int            \
+                                                     : FIGURE_INT)
 
 /* A table and the struct (or array, for `each`) its rows read. */
 typedef struct figure_source {

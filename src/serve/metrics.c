@@ -5,13 +5,12 @@
 #include "figures.h"
 
 const char *metrics_health_result_name(api_health_result r) {
-  static const char *names[API_HEALTH_RESULTS] = {"ok", "timeout", "unknown", "disconnected",
-                                                  "error"};
+  static const char *names[API_HEALTH_RESULTS] = {"ok", "timeout", "unknown", "disconnected", "error"};
   return r >= 0 && r < API_HEALTH_RESULTS ? names[r] : "error";
 }
 
-void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats *h,
-                   const stream_figures *s, const uint64_t *health_requests) {
+void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats *h, const stream_figures *s,
+                   const uint64_t *health_requests) {
   figure_source src[4];
   int n = 0;
   if (f) src[n++] = figures_serve(f);

@@ -18,14 +18,14 @@
 
 /* The event streams' figures, kept by sse.c. */
 typedef struct stream_figures {
-  uint64_t clients;          /* streams open now */
-  uint64_t streams;          /* streams opened, ever */
-  uint64_t events;           /* snapshot events sent */
-  uint64_t resyncs;          /* resync events sent to clients that fell behind */
-  uint64_t lagged_messages;  /* broadcast messages those clients missed */
-  uint64_t skipped_stale;    /* backlog messages skipped after a resync */
-  uint64_t coalesced;        /* snapshots replaced by a newer one within ?every= */
-  uint64_t dropped;          /* streams ended because the client stopped reading */
+  uint64_t clients;         /* streams open now */
+  uint64_t streams;         /* streams opened, ever */
+  uint64_t events;          /* snapshot events sent */
+  uint64_t resyncs;         /* resync events sent to clients that fell behind */
+  uint64_t lagged_messages; /* broadcast messages those clients missed */
+  uint64_t skipped_stale;   /* backlog messages skipped after a resync */
+  uint64_t coalesced;       /* snapshots replaced by a newer one within ?every= */
+  uint64_t dropped;         /* streams ended because the client stopped reading */
 } stream_figures;
 
 /* On-demand health checks over HTTP, by answer. */
@@ -40,8 +40,8 @@ typedef enum api_health_result {
 
 /* Appends the exposition to b. f may be NULL (no pipeline: only the HTTP
  * side is reported). health_requests has API_HEALTH_RESULTS entries. */
-void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats *h,
-                   const stream_figures *s, const uint64_t *health_requests);
+void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats *h, const stream_figures *s,
+                   const uint64_t *health_requests);
 
 /* The label of an on-demand health result ("ok", "timeout", ...). */
 const char *metrics_health_result_name(api_health_result r);

@@ -3,11 +3,11 @@
 #include "serve.h"
 
 #include "figures.h"
-#include "source_tcp.h"
 #include "pipeline.h"
 #include "registry.h"
 #include "signals.h"
 #include "source.h"
+#include "source_tcp.h"
 #include "storage.h"
 #include "writer.h"
 
@@ -25,7 +25,7 @@
 #define PIPELINE_STACK ((size_t)128 * 1024)
 /* How long the ordered shutdown may take after the drain before what is
  * left is aborted. */
-#define GRACE_NS TG_SEC(5)
+#define GRACE_NS       TG_SEC(5)
 
 /* The sources serve can run, each asked whether the settings want it. */
 static const source_kind *const sources[] = {
@@ -44,7 +44,7 @@ struct serve {
   registry reg;
   storage *db;
   pipeline *pipe;
-  tg_joinset *tasks;     /* the sources' and the HTTP side's; the pipeline has its own */
+  tg_joinset *tasks;            /* the sources' and the HTTP side's; the pipeline has its own */
   void *source_state[NSOURCES]; /* NULL: not wanted, or its start failed */
   _Atomic int64_t drain_until;  /* when the token fired + drain_ms */
   figure health_unknown;
@@ -53,7 +53,6 @@ struct serve {
   int64_t last_join_ns;
   uint64_t db_rows;
 };
-
 
 /* ------------------------------------------------------------ hooks */
 
@@ -112,19 +111,28 @@ static int64_t unix_ns(void) {
 }
 
 static int check_config(const serve_config *c, char *err, size_t len) {
-  if (c->workers < 1) snprintf(err, len, "workers must be at least 1");
-  else if (c->max_line_bytes < 16) snprintf(err, len, "max line bytes must be at least 16");
-  else if (c->recv_buffer < 2 * (c->max_line_bytes + 1)) snprintf(err, len, "the receive buffer must hold two lines (%d bytes)", 2 * (c->max_line_bytes + 1));
-  else if (c->max_connections < 1 || c->max_devices < 1 || c->bandwidth_permits < 1) snprintf(err, len, "limits must be at least 1");
-  else if (c->telemetry_capacity < 1 || c->storage_capacity < 1 || c->broadcast_capacity < 1) snprintf(err, len, "capacities must be at least 1");
-  else if (c->health_interval_ms < 0 || c->health_timeout_ms < 1) snprintf(err, len, "bad health check timing");
-  else if (c->batch_size < 1 || c->batch_age_ms < 1) snprintf(err, len, "batch size and age must be at least 1");
-  else if (c->db_pool < 1 || c->db_pool > WRITER_MAX_POOL) snprintf(err, len, "the DB pool is 1 to %d connections", WRITER_MAX_POOL);
+  if (c->workers < 1)
+    snprintf(err, len, "workers must be at least 1");
+  else if (c->max_line_bytes < 16)
+    snprintf(err, len, "max line bytes must be at least 16");
+  else if (c->recv_buffer < 2 * (c->max_line_bytes + 1))
+    snprintf(err, len, "the receive buffer must hold two lines (%d bytes)", 2 * (c->max_line_bytes + 1));
+  else if (c->max_connections < 1 || c->max_devices < 1 || c->bandwidth_permits < 1)
+    snprintf(err, len, "limits must be at least 1");
+  else if (c->telemetry_capacity < 1 || c->storage_capacity < 1 || c->broadcast_capacity < 1)
+    snprintf(err, len, "capacities must be at least 1");
+  else if (c->health_interval_ms < 0 || c->health_timeout_ms < 1)
+    snprintf(err, len, "bad health check timing");
+  else if (c->batch_size < 1 || c->batch_age_ms < 1)
+    snprintf(err, len, "batch size and age must be at least 1");
+  else if (c->db_pool < 1 || c->db_pool > WRITER_MAX_POOL)
+    snprintf(err, len, "the DB pool is 1 to %d connections", WRITER_MAX_POOL);
   else if (!storage_backend_exists(c->storage)) {
     char names[200];
-    snprintf(err, len, "no storage backend '%s' (registered: %s)", c->storage ? c->storage : "(none)", storage_backend_names(names, sizeof names));
-  }
-  else return 0;
+    snprintf(err, len, "no storage backend '%s' (registered: %s)", c->storage ? c->storage : "(none)",
+             storage_backend_names(names, sizeof names));
+  } else
+    return 0;
   return TG_EINVAL;
 }
 
@@ -175,7 +183,11 @@ static int build(serve *s, char *err, size_t errlen) {
 
   for (int i = 0; i < NSOURCES && r == 0; i++) {
     if (!sources[i]->wanted(c)) continue;
-    source_sink sink = {.cfg = c, .cancel = s->cancel, .log = &s->log, .reg = &s->reg, .tasks = s->tasks,
+    source_sink sink = {.cfg = c,
+                        .cancel = s->cancel,
+                        .log = &s->log,
+                        .reg = &s->reg,
+                        .tasks = s->tasks,
                         .drain_until = &s->drain_until};
     if ((r = pipeline_sender(s->pipe, &sink.telemetry)) != 0)
       snprintf(err, errlen, "cannot start the %s source: %s", sources[i]->name, tg_strerror(r));
@@ -184,10 +196,8 @@ static int build(serve *s, char *err, size_t errlen) {
   }
   pipeline_seal(s->pipe); /* the sources hold the only senders now */
   if (r != 0) return r;
-  r = pipeline_start_health(s->pipe, &(pipeline_devices){.pick = health_pick,
-                                                          .ask = health_ask_hook,
-                                                          .name = device_name,
-                                                          .ctx = &s->reg});
+  r = pipeline_start_health(
+      s->pipe, &(pipeline_devices){.pick = health_pick, .ask = health_ask_hook, .name = device_name, .ctx = &s->reg});
   if (r != 0) snprintf(err, errlen, "cannot start the health checker: %s", tg_strerror(r));
   return r;
 }
@@ -209,7 +219,8 @@ static void abandon(serve *s) {
   tg_outcome o;
   if (s->tasks) {
     if (tg_joinset_join_next_dl(s->tasks, &o, grace) == TG_ETIMEDOUT) tg_joinset_abort_all(s->tasks);
-    while (tg_joinset_join_next(s->tasks, &o) == 0) {}
+    while (tg_joinset_join_next(s->tasks, &o) == 0) {
+    }
   }
   if (s->pipe) pipeline_join(s->pipe, grace);
   teardown(s);
@@ -237,8 +248,11 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     return r;
   }
   storage_open_args oc = {.db = &s->db,
-                  .opts = {.backend = cfg->storage, .path = cfg->db_path,
-                           .connections = cfg->db_pool, .device_name = device_name, .device_name_ctx = &s->reg}};
+                          .opts = {.backend = cfg->storage,
+                                   .path = cfg->db_path,
+                                   .connections = cfg->db_pool,
+                                   .device_name = device_name,
+                                   .device_name_ctx = &s->reg}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
     snprintf(err, errlen, "cannot open the database %s: %s", cfg->db_path, oc.err);
     teardown(s);
@@ -255,11 +269,12 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
   }
   log_event(&s->log, "🚀", "serve", 0, "listening",
             "telegate serve: devices on %s:%d -> mpsc(%d) -> aggregator -> watch + broadcast(%d); batches of %d or "
-            "every %d ms -> mpsc(%d) -> storage (%s%s%s, pool %d); %d bandwidth permits, %d workers; health checks every %d ms",
+            "every %d ms -> mpsc(%d) -> storage (%s%s%s, pool %d); %d bandwidth permits, %d workers; health checks "
+            "every %d ms",
             cfg->listen_host, serve_port(s), cfg->telemetry_capacity, cfg->broadcast_capacity, cfg->batch_size,
-            cfg->batch_age_ms, cfg->storage_capacity, cfg->storage,
-            strcmp(cfg->storage, "none") == 0 ? "" : " ", strcmp(cfg->storage, "none") == 0 ? "" : cfg->db_path,
-            cfg->db_pool, cfg->bandwidth_permits, cfg->workers, cfg->health_interval_ms);
+            cfg->batch_age_ms, cfg->storage_capacity, cfg->storage, strcmp(cfg->storage, "none") == 0 ? "" : " ",
+            strcmp(cfg->storage, "none") == 0 ? "" : cfg->db_path, cfg->db_pool, cfg->bandwidth_permits, cfg->workers,
+            cfg->health_interval_ms);
   if (cfg->on_start && (r = cfg->on_start(s, cfg->on_start_arg, err, errlen)) != 0) {
     abandon(s);
     return r;
@@ -405,9 +420,7 @@ static int64_t first_byte_ns(serve *s) {
 }
 
 /* A tg_now() reading as Unix nanoseconds (0 stays 0). */
-static int64_t to_unix_ns(const serve *s, int64_t mono) {
-  return mono ? s->started_unix_ns + (mono - s->t0) : 0;
-}
+static int64_t to_unix_ns(const serve *s, int64_t mono) { return mono ? s->started_unix_ns + (mono - s->t0) : 0; }
 
 /* The text summary to the log, the JSON one to --summary-json (figures.h). */
 static void summary(serve *s, const serve_figures *f, int lossless) {
@@ -457,8 +470,8 @@ int serve_wait(serve *s, serve_figures *final) {
   int r;
   while ((r = tg_joinset_join_next_dl(s->tasks, &o, grace)) == 0) account(s, &o);
   if (r == TG_ETIMEDOUT) {
-    log_event(&s->log, "⏱️", "serve", 0, "shutdown_timeout", "Shutdown is taking too long: aborting the %zu tasks left",
-              tg_joinset_len(s->tasks));
+    log_event(&s->log, "⏱️", "serve", 0, "shutdown_timeout",
+              "Shutdown is taking too long: aborting the %zu tasks left", tg_joinset_len(s->tasks));
     tg_joinset_abort_all(s->tasks);
     while (tg_joinset_join_next(s->tasks, &o) == 0) account(s, &o);
   }

@@ -35,71 +35,70 @@
 #include <stdint.h>
 #include <stdio.h>
 
-
 /* A bounded channel between two stages. */
 typedef struct serve_queue_figures {
   uint64_t len, capacity;
-  uint64_t senders_waiting;  /* blocked in send right now */
-  uint64_t full_waits;       /* sends that had to wait: backpressure events, ever */
+  uint64_t senders_waiting; /* blocked in send right now */
+  uint64_t full_waits;      /* sends that had to wait: backpressure events, ever */
 } serve_queue_figures;
 
 typedef struct serve_permit_figures {
   uint64_t permits, in_use, waiters;
-  uint64_t waits;            /* acquires that had to wait, ever */
+  uint64_t waits; /* acquires that had to wait, ever */
 } serve_permit_figures;
 
 /* Everything serve counts, for /metrics and /api/snapshot. Counters only
  * grow; gauges are marked. Stable: fields are only ever added. */
 typedef struct serve_figures {
   int64_t uptime_ms;
-  int64_t started_unix_ms;         /* wall clock at serve_start */
+  int64_t started_unix_ms; /* wall clock at serve_start */
   int listen_port;
-  int stopping;                    /* gauge: shutdown has begun */
+  int stopping; /* gauge: shutdown has begun */
   /* device connections */
   uint64_t connections_accepted;
-  uint64_t connections_rejected;   /* over --max-connections */
+  uint64_t connections_rejected; /* over --max-connections */
   uint64_t connections_closed;
   uint64_t connections_closed_errors;  /* closed after --error-limit bad lines */
   uint64_t connections_write_timeouts; /* closed because the device did not read */
-  uint64_t connections_open;       /* gauge */
-  uint64_t devices_known;          /* gauge: distinct device ids seen */
-  uint64_t devices_connected;      /* gauge: devices whose last connection is open */
+  uint64_t connections_open;           /* gauge */
+  uint64_t devices_known;              /* gauge: distinct device ids seen */
+  uint64_t devices_connected;          /* gauge: devices whose last connection is open */
   uint64_t bytes_received;
   uint64_t lines_received;
   /* readings through the pipeline: received == aggregated once drained;
    * aggregated == stored + duplicates once committed */
-  uint64_t readings_received;      /* parsed and sent into the telemetry channel */
+  uint64_t readings_received; /* parsed and sent into the telemetry channel */
   uint64_t readings_aggregated;
-  uint64_t readings_stored;        /* committed (counted, with --storage none) */
-  uint64_t readings_duplicate;     /* resends at or below the device's high-water mark */
-  uint64_t bad_lines;              /* sum of bad_input */
+  uint64_t readings_stored;              /* committed (counted, with --storage none) */
+  uint64_t readings_duplicate;           /* resends at or below the device's high-water mark */
+  uint64_t bad_lines;                    /* sum of bad_input */
   uint64_t bad_input[SERVE_BAD_REASONS]; /* per reason; [0] unused */
   uint64_t error_lines_sent;
   uint64_t error_lines_suppressed; /* over --error-lines-per-s */
   /* stages and backpressure */
-  serve_queue_figures telemetry;   /* readings, connections -> aggregator */
-  serve_queue_figures storage;     /* batches, aggregator -> storage */
-  serve_permit_figures bandwidth;  /* connections being read */
+  serve_queue_figures telemetry;  /* readings, connections -> aggregator */
+  serve_queue_figures storage;    /* batches, aggregator -> storage */
+  serve_permit_figures bandwidth; /* connections being read */
   serve_permit_figures db_pool;
   uint64_t batches_flushed, batches_stored, batches_lost;
   uint64_t transactions, write_retries;
   /* snapshots and clients */
-  uint64_t snapshots_published;    /* = the latest snapshot's version */
+  uint64_t snapshots_published;               /* = the latest snapshot's version */
   uint64_t broadcast_len, broadcast_capacity; /* gauge */
-  uint64_t broadcast_receivers;    /* gauge: subscribed clients */
-  uint64_t lag_events, lagged_messages; /* over all broadcast receivers */
-  uint64_t clients_connected;      /* gauge: what serve_clients_add says */
+  uint64_t broadcast_receivers;               /* gauge: subscribed clients */
+  uint64_t lag_events, lagged_messages;       /* over all broadcast receivers */
+  uint64_t clients_connected;                 /* gauge: what serve_clients_add says */
   /* health checks: the checker's rounds and on-demand ones together */
   struct {
-    uint64_t rounds;               /* the checker's */
-    uint64_t requests;             /* written to a device */
+    uint64_t rounds;   /* the checker's */
+    uint64_t requests; /* written to a device */
     uint64_t ok, timeout;
-    uint64_t disconnected;         /* not connected when asked, or hung up before answering */
-    uint64_t unknown;              /* no such device id */
-    uint64_t unmatched_replies;    /* a reply nobody waits for (late, or wrong id) */
+    uint64_t disconnected;      /* not connected when asked, or hung up before answering */
+    uint64_t unknown;           /* no such device id */
+    uint64_t unmatched_replies; /* a reply nobody waits for (late, or wrong id) */
   } health;
   /* the runtime */
-  uint64_t tasks_alive;            /* gauge */
+  uint64_t tasks_alive; /* gauge */
   int workers;
 } serve_figures;
 

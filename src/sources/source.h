@@ -40,24 +40,24 @@
 
 typedef struct source_sink {
   const serve_config *cfg;
-  tg_cancel *cancel;                    /* the shutdown token */
+  tg_cancel *cancel; /* the shutdown token */
   demo_log *log;
   registry *reg;
-  tg_joinset *tasks;                    /* where the source spawns its tasks */
-  tg_mpsc_tx *telemetry;                /* reading elements; the source's to drop */
-  const _Atomic int64_t *drain_until;   /* read what was sent until then */
+  tg_joinset *tasks;                  /* where the source spawns its tasks */
+  tg_mpsc_tx *telemetry;              /* reading elements; the source's to drop */
+  const _Atomic int64_t *drain_until; /* read what was sent until then */
 } source_sink;
 
 typedef struct source_figures {
-  int port;                             /* bound, for a source that listens; 0: none */
-  int64_t first_byte_ns;                /* tg_now() of the first input; 0: none yet */
+  int port;              /* bound, for a source that listens; 0: none */
+  int64_t first_byte_ns; /* tg_now() of the first input; 0: none yet */
   /* connections, for a source that has them */
   uint64_t accepted, rejected, closed, open;
-  uint64_t closed_errors;               /* closed after --error-limit bad lines in a row */
-  uint64_t write_timeouts;              /* closed because the peer did not read */
+  uint64_t closed_errors;  /* closed after --error-limit bad lines in a row */
+  uint64_t write_timeouts; /* closed because the peer did not read */
   /* input */
-  uint64_t bytes, lines, readings;      /* readings: sent into the telemetry channel */
-  uint64_t bad[SERVE_BAD_REASONS];      /* per reason; [0] unused */
+  uint64_t bytes, lines, readings; /* readings: sent into the telemetry channel */
+  uint64_t bad[SERVE_BAD_REASONS]; /* per reason; [0] unused */
   uint64_t error_lines_sent, error_lines_suppressed;
   /* health requests written to devices, and replies nobody waited for */
   uint64_t health_requests, health_unmatched;

@@ -30,10 +30,10 @@
 #include <unistd.h>
 
 enum {
-  OUTBOX_CAPACITY = 8,   /* health requests queued for one connection */
-  MAX_PENDING = 16,      /* health requests written and not yet answered */
-  OUT_CAP = 8192,        /* error lines and requests waiting to be written */
-  CACHE_MAX = 8192,      /* device ids one connection remembers */
+  OUTBOX_CAPACITY = 8, /* health requests queued for one connection */
+  MAX_PENDING = 16,    /* health requests written and not yet answered */
+  OUT_CAP = 8192,      /* error lines and requests waiting to be written */
+  CACHE_MAX = 8192,    /* device ids one connection remembers */
   CONN_STACK = 64 * 1024,
   ACCEPTOR_STACK = 128 * 1024,
 };
@@ -45,14 +45,14 @@ typedef struct ingest {
   tg_cancel *cancel;
   demo_log *log;
   registry *reg;
-  tg_mpsc_tx *telemetry;       /* the acceptor's; each connection gets a clone */
+  tg_mpsc_tx *telemetry;              /* the acceptor's; each connection gets a clone */
   const _Atomic int64_t *drain_until; /* when the token fired + drain_ms */
-  tg_semaphore *bandwidth;     /* connections read at once */
+  tg_semaphore *bandwidth;            /* connections read at once */
   tcp_server *server;
-  tg_oneshot_tx *ready;        /* the acceptor tells bind's result here (int) */
-  int port;                    /* bound */
+  tg_oneshot_tx *ready;          /* the acceptor tells bind's result here (int) */
+  int port;                      /* bound */
   _Atomic int64_t first_byte_ns; /* tg_now() when the first bytes were read; 0: none yet */
-  pthread_mutex_t gate_lock;   /* the gates: connections run on every worker */
+  pthread_mutex_t gate_lock;     /* the gates: connections run on every worker */
   log_gate open_gate, close_gate, accept_gate;
   /* figures, added by every connection; the connection counts are the server's */
   figure closed_errors, write_timeouts;
@@ -61,7 +61,6 @@ typedef struct ingest {
   figure error_lines_sent, error_lines_suppressed;
   figure health_requests, health_unmatched;
 } ingest;
-
 
 /* How a round ends, besides TG_EOF and socket errors. */
 enum { GO_ON = 0, STOP_ERRORS = 1, STOP_PIPELINE = 2, STOP_WRITE = 3 };
@@ -79,27 +78,27 @@ typedef struct pending {
 typedef struct conn {
   ingest *in;
   const serve_config *cfg;
-  uint64_t id;               /* 1, 2, 3 ... in accept order */
+  uint64_t id; /* 1, 2, 3 ... in accept order */
   char peer[64];
   tg_tcp *sock;
-  tg_mpsc_tx *telemetry;     /* owned clone */
-  tg_mpsc_rx *outbox;        /* health requests; the sender is rc.outbox */
+  tg_mpsc_tx *telemetry; /* owned clone */
+  tg_mpsc_rx *outbox;    /* health requests; the sender is rc.outbox */
   registry_conn rc;
   cache_slot *cache;
   uint32_t nslots, used;
-  char *carry;               /* a partial line, max_line_bytes at most */
+  char *carry; /* a partial line, max_line_bytes at most */
   size_t carry_len;
-  int skipping;              /* inside an oversized line, up to its '\n' */
+  int skipping; /* inside an oversized line, up to its '\n' */
   uint64_t line_no;
   int errors_in_row;
-  double tokens;             /* error lines that may go out now */
+  double tokens; /* error lines that may go out now */
   int64_t tokens_ns;
   char out[OUT_CAP];
   size_t out_len;
   pending pend[MAX_PENDING];
   int npend;
   int draining;
-  int mute;                  /* writing failed: the device does not listen any more */
+  int mute; /* writing failed: the device does not listen any more */
   /* figures, added to the shared ones after every round */
   uint64_t bytes, lines, readings, bad[SERVE_BAD_REASONS], errors_sent, errors_held, requests, unmatched;
   uint64_t total_readings, total_bad;
@@ -240,7 +239,8 @@ static const device_entry *lookup(conn *c, const protocol_device_id *id) {
 static void on_health_reply(conn *c, const protocol_health_reply *h) {
   for (int i = 0; i < c->npend; i++) {
     if (c->pend[i].id != h->id) continue;
-    device_status st = {.battery = h->battery, .uptime_ms = (int64_t)(h->uptime_s * 1000), .readings = c->total_readings + c->readings};
+    device_status st = {
+        .battery = h->battery, .uptime_ms = (int64_t)(h->uptime_s * 1000), .readings = c->total_readings + c->readings};
     if (tg_oneshot_send(c->pend[i].reply, &st) != 0) c->unmatched++; /* the checker gave up: late */
     c->pend[i] = c->pend[--c->npend];
     return;
@@ -421,8 +421,7 @@ static int serve_conn(conn *c) {
   for (;;) {
     tg_tcp_view v;
     health_request req;
-    tg_case cs[3] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req),
-                     tg_tcp_recv_case(c->sock, &v)};
+    tg_case cs[3] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req), tg_tcp_recv_case(c->sock, &v)};
     int w = tg_select(cs, 3, TG_FOREVER);
     if (w == 0) return drain(c);
     if (w < 0) return w;
@@ -446,8 +445,9 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
   tcp_server_figures_get(in->server, &tf);
   uint64_t held;
   if (gate_pass(in, &in->open_gate, &held))
-    log_event(in->log, "🔌", "ingest", 0, "connection_open", "Device connection #%" PRIu64 " from %s (%" PRIu64 " open)%s",
-              tc->id, tc->peer, tf.open, log_held_note(held).s);
+    log_event(in->log, "🔌", "ingest", 0, "connection_open",
+              "Device connection #%" PRIu64 " from %s (%" PRIu64 " open)%s", tc->id, tc->peer, tf.open,
+              log_held_note(held).s);
   conn *c = calloc(1, sizeof *c);
   tg_mpsc_tx *outbox_tx = NULL;
   if (c) {
@@ -499,7 +499,10 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
   if (gate_pass(in, &in->close_gate, &held))
     log_event(in->log, "🔌", "ingest", 0, "connection_closed",
               "Connection #%" PRIu64 " from %s closed (%s): %" PRIu64 " readings, %" PRIu64 " bad lines%s", c->id,
-              c->peer, c->draining && r == TG_EOF ? "drained, device hung up" : c->draining && r == TG_ETIMEDOUT ? "drain time over" : end_name(r),
+              c->peer,
+              c->draining && r == TG_EOF         ? "drained, device hung up"
+              : c->draining && r == TG_ETIMEDOUT ? "drain time over"
+                                                 : end_name(r),
               c->total_readings, c->total_bad, log_held_note(held).s);
   free(c->carry);
   free(c->cache);
@@ -518,9 +521,8 @@ static void refuse_device(void *arg, int fd) {
   close(fd);
   uint64_t held;
   if (gate_pass(in, &in->accept_gate, &held))
-    log_event(in->log, "🚫", "ingest", 0, "connection_rejected",
-              "Connection refused: %d connections open, the limit%s", in->cfg->max_connections,
-              log_held_note(held).s);
+    log_event(in->log, "🚫", "ingest", 0, "connection_rejected", "Connection refused: %d connections open, the limit%s",
+              in->cfg->max_connections, log_held_note(held).s);
 }
 
 static void *acceptor_task(void *arg) {
@@ -573,15 +575,18 @@ static int ingest_start(const source_sink *sink, void **state, char *err, size_t
     snprintf(err, errlen, "out of memory");
     return TG_ENOMEM;
   }
-  *in = (ingest){.cfg = cfg, .cancel = sink->cancel, .log = sink->log, .reg = sink->reg,
-                 .telemetry = sink->telemetry, .drain_until = sink->drain_until};
+  *in = (ingest){.cfg = cfg,
+                 .cancel = sink->cancel,
+                 .log = sink->log,
+                 .reg = sink->reg,
+                 .telemetry = sink->telemetry,
+                 .drain_until = sink->drain_until};
   pthread_mutex_init(&in->gate_lock, NULL);
   tg_oneshot_rx *ready = NULL;
   int r = tg_semaphore_new(&in->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth");
   if (r == 0) r = tg_oneshot_new(sizeof(int), &in->ready, &ready);
   tg_spawn_opts opts = {.stack_size = ACCEPTOR_STACK, .pin = 1, .worker = 0, .name = "acceptor"};
-  if (r == 0 && (r = tg_joinset_spawn(sink->tasks, acceptor_task, in, &opts, NULL)) != 0)
-    tg_oneshot_tx_drop(in->ready);
+  if (r == 0 && (r = tg_joinset_spawn(sink->tasks, acceptor_task, in, &opts, NULL)) != 0) tg_oneshot_tx_drop(in->ready);
   if (r != 0) {
     if (ready) tg_oneshot_rx_drop(ready);
     ingest_free(in);

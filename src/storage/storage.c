@@ -29,9 +29,9 @@ typedef struct mark {
   uint64_t seq;     /* committed, when `has` */
   uint64_t pending; /* in the write `stamp`, not yet committed */
   uint64_t stamp;
-  uint32_t row;     /* in the write `stamp`: the index of its last fresh row */
-  uint8_t loaded;   /* looked up in the database */
-  uint8_t has;      /* a reading of the device is stored: seq is its mark */
+  uint32_t row;   /* in the write `stamp`: the index of its last fresh row */
+  uint8_t loaded; /* looked up in the database */
+  uint8_t has;    /* a reading of the device is stored: seq is its mark */
 } mark;
 
 /* What one connection owns: the marks of the devices routed to it,
@@ -40,7 +40,7 @@ typedef struct conn_state {
   pthread_mutex_t lock; /* uncontended when the caller keeps storage.h's rule */
   mark *marks;
   uint32_t nmarks;
-  uint64_t stamp; /* writes begun */
+  uint64_t stamp;    /* writes begun */
   uint32_t *changed; /* devices whose mark the write moves */
   uint32_t nchanged, capchanged;
   storage_row *rows;
@@ -143,9 +143,7 @@ int storage_batch_touches(const storage *s, const batch *b, int conn) {
   return 0;
 }
 
-int storage_write_pause(storage *s, int conn) {
-  return s->backend->pause ? s->backend->pause(s->impl, conn) : 0;
-}
+int storage_write_pause(storage *s, int conn) { return s->backend->pause ? s->backend->pause(s->impl, conn) : 0; }
 
 static mark *mark_of(conn_state *c, uint32_t slot) {
   if (slot >= c->nmarks) {

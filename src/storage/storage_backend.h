@@ -34,8 +34,8 @@ typedef struct storage_backend_opts {
   int connections;
   int reset;
   storage_namer names;
-  const storage_faults_opts *faults;      /* for the fault decorator only */
-  const struct storage_backend *inner;    /* for the fault decorator only: what it wraps */
+  const storage_faults_opts *faults;   /* for the fault decorator only */
+  const struct storage_backend *inner; /* for the fault decorator only: what it wraps */
 } storage_backend_opts;
 
 typedef struct storage_row {
@@ -44,17 +44,17 @@ typedef struct storage_row {
 } storage_row;
 
 typedef struct storage_mark_update {
-  uint32_t device;    /* the index, for a backend's own bookkeeping */
-  const char *name;   /* its id text, valid during the call */
-  uint64_t seq;       /* the new mark: above the committed one */
+  uint32_t device;  /* the index, for a backend's own bookkeeping */
+  const char *name; /* its id text, valid during the call */
+  uint64_t seq;     /* the new mark: above the committed one */
 } storage_mark_update;
 
 /* One transaction's work, on one connection. */
 typedef struct storage_rows {
   uint64_t batch_id;
-  const storage_row *rows;           /* fresh, in the batch's order */
+  const storage_row *rows; /* fresh, in the batch's order */
   uint32_t nrows;
-  const storage_mark_update *marks;  /* one per device with fresh rows */
+  const storage_mark_update *marks; /* one per device with fresh rows */
   uint32_t nmarks;
 } storage_rows;
 
@@ -65,8 +65,7 @@ typedef struct storage_backend {
   int (*open)(const storage_backend_opts *opts, void **impl, char *err, size_t errlen);
   /* The committed mark of a device: *found 0 when it has none (any seq,
    * 0 included, is then fresh). */
-  int (*mark_load)(void *impl, int conn, const char *device, int *found, uint64_t *seq, char *err,
-                   size_t errlen);
+  int (*mark_load)(void *impl, int conn, const char *device, int *found, uint64_t *seq, char *err, size_t errlen);
   /* One transaction: insert the rows, persist the marks, commit; or, on
    * any error, roll back and store nothing. */
   int (*write)(void *impl, int conn, const storage_rows *w, char *err, size_t errlen);

@@ -45,8 +45,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT, ST_MARK_GET, ST_MARK_SET, ST_COUNT, ST_INSERT_MANY,
-       ST_MARK_SET_MANY, ST_LOG_ADD, ST_LOG_CLEAR, ST_LOG_READ, ST_MARK_MAX, ST_N };
+enum {
+  ST_BEGIN,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_INSERT,
+  ST_MARK_GET,
+  ST_MARK_SET,
+  ST_COUNT,
+  ST_INSERT_MANY,
+  ST_MARK_SET_MANY,
+  ST_LOG_ADD,
+  ST_LOG_CLEAR,
+  ST_LOG_READ,
+  ST_MARK_MAX,
+  ST_N
+};
 
 /* Bytes of an id in a mark_log entry (a length byte says how many). */
 #define PROTOCOL_ID_ROOM 255
@@ -54,8 +68,8 @@ enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT, ST_MARK_GET, ST_MARK_SET, ST
 enum { ROWS = 32, MARKS = 64, INSERT_PARAMS = 7, FOLD_MAX = 64, FOLD_EVERY = 256 };
 
 #define INSERT_HEAD "INSERT INTO readings(device, seq, ts_ms, temperature, humidity, battery, batch) VALUES "
-#define MARK_HEAD "INSERT INTO device_hwm(device, seq) VALUES "
-#define MARK_TAIL " ON CONFLICT(device) DO UPDATE SET seq = excluded.seq"
+#define MARK_HEAD   "INSERT INTO device_hwm(device, seq) VALUES "
+#define MARK_TAIL   " ON CONFLICT(device) DO UPDATE SET seq = excluded.seq"
 
 static const char *const sql_text[ST_N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -122,9 +136,9 @@ typedef struct checkpointer {
   pthread_t thread;
   pthread_mutex_t lock;
   pthread_cond_t wake;
-  sqlite3 *db;        /* its own connection, opened by the thread */
+  sqlite3 *db; /* its own connection, opened by the thread */
   char *path;
-  int due, stop;      /* under lock */
+  int due, stop; /* under lock */
   int running;
 } checkpointer;
 
@@ -141,13 +155,13 @@ typedef struct sqlite_impl {
    * would only wait for the first's COMMIT. Transactions take turns here
    * instead, which also guards the fold bookkeeping below. */
   pthread_mutex_t write_lock;
-  dirty_mark *dirty;     /* marks moved since the last fold */
+  dirty_mark *dirty; /* marks moved since the last fold */
   uint32_t ndirty, capdirty;
-  uint32_t *dirty_at;    /* by device: 1 + its index in dirty, 0: clean */
+  uint32_t *dirty_at; /* by device: 1 + its index in dirty, 0: clean */
   uint32_t ndirty_at;
-  unsigned since_fold;   /* transactions */
-  int logged;            /* mark_log has rows */
-  unsigned char *blob;   /* a mark_log row being built */
+  unsigned since_fold; /* transactions */
+  int logged;          /* mark_log has rows */
+  unsigned char *blob; /* a mark_log row being built */
   size_t blobcap;
   int n;
   conn conns[];
@@ -172,8 +186,7 @@ static int conn_open(conn *c, const char *path, int first, int reset, char *err,
     return fail_db(c->db, "pragmas", err, errlen);
   if (first && reset && sqlite3_exec(c->db, schema_reset, NULL, NULL, NULL))
     return fail_db(c->db, "reset", err, errlen);
-  if (first && sqlite3_exec(c->db, schema, NULL, NULL, NULL))
-    return fail_db(c->db, "schema", err, errlen);
+  if (first && sqlite3_exec(c->db, schema, NULL, NULL, NULL)) return fail_db(c->db, "schema", err, errlen);
   for (int i = 0; i < ST_N; i++) {
     char *many = i == ST_INSERT_MANY     ? many_sql(INSERT_HEAD, ROWS, INSERT_PARAMS, "")
                  : i == ST_MARK_SET_MANY ? many_sql(MARK_HEAD, MARKS, 2, MARK_TAIL)
@@ -287,7 +300,6 @@ static void checkpointer_stop(checkpointer *cp) {
   free(cp->path);
   cp->running = 0;
 }
-
 
 /* Binds a mark's device and seq (see the seq note at the top). */
 static void bind_mark(sqlite3_stmt *st, int at, const char *device, int transient, uint64_t seq) {
@@ -498,10 +510,14 @@ static int sqlite_write(void *impl, int ci, const storage_rows *w, char *err, si
   pthread_mutex_lock(&im->write_lock);
   const char *what = NULL;
   int folded = 0;
-  if (step_done(c, ST_BEGIN)) what = "begin";
-  else if (insert_rows(c, w)) what = "insert";
-  else if (persist_marks(im, c, w, &folded)) what = "high-water mark";
-  else if (step_done(c, ST_COMMIT)) what = "commit";
+  if (step_done(c, ST_BEGIN))
+    what = "begin";
+  else if (insert_rows(c, w))
+    what = "insert";
+  else if (persist_marks(im, c, w, &folded))
+    what = "high-water mark";
+  else if (step_done(c, ST_COMMIT))
+    what = "commit";
   if (what) {
     int r = fail_db(c->db, what, err, errlen);
     if (!sqlite3_get_autocommit(c->db)) step_done(c, ST_ROLLBACK);

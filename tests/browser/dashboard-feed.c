@@ -68,7 +68,8 @@ static void *feed_device_task(void *arg) {
     tg_sleep(TG_MS(3)); /* transmitting */
     tg_semaphore_release(f->bandwidth, 1);
     double t = (double)run_ms(f) / 1000.0;
-    reading_msg r = {.device = d->id, .battery = battery - (uint32_t)(k / 2000) % 10,
+    reading_msg r = {.device = d->id,
+                     .battery = battery - (uint32_t)(k / 2000) % 10,
                      .temperature = 21.0 + d->id * 0.7 + 2.5 * sin(t / 3.0 + phase),
                      .humidity = 45.0 + 10.0 * sin(t / 7.0 + phase)};
     tg_case cs[2] = {tg_cancel_case(f->stop), tg_mpsc_send_case(f->telemetry_tx, &r)};
@@ -227,7 +228,8 @@ static int health_check(void *ctx, const char *id, int64_t timeout_ns, device_st
     return TG_ETIMEDOUT;
   }
   tg_sleep(TG_MS(2));
-  *out = (device_status){.device = (uint32_t)d, .battery = 90, .uptime_ms = run_ms(f) + 3600000, .readings = f->received};
+  *out =
+      (device_status){.device = (uint32_t)d, .battery = 90, .uptime_ms = run_ms(f) + 3600000, .readings = f->received};
   f->health_ok++;
   return 0;
 }
@@ -248,25 +250,28 @@ static void *feed_main(void *arg) {
   tg_cancel_new(&f->stop, "stop");
   tg_semaphore_new(&f->bandwidth, 5, "bandwidth");
   tg_semaphore_new(&f->db_pool, 2, "db_pool");
-  tg_mpsc_new(&(tg_mpsc_opts){.capacity = 50, .elem_size = sizeof(reading_msg), .name = "telemetry"},
-              &f->telemetry_tx, &f->telemetry_rx);
-  tg_mpsc_new(&(tg_mpsc_opts){.capacity = 10, .elem_size = sizeof(uint64_t), .name = "storage"},
-              &f->storage_tx, &f->storage_rx);
+  tg_mpsc_new(&(tg_mpsc_opts){.capacity = 50, .elem_size = sizeof(reading_msg), .name = "telemetry"}, &f->telemetry_tx,
+              &f->telemetry_rx);
+  tg_mpsc_new(&(tg_mpsc_opts){.capacity = 10, .elem_size = sizeof(uint64_t), .name = "storage"}, &f->storage_tx,
+              &f->storage_rx);
   device_metrics none[MAX_DEVICES] = {0};
   for (int i = 0; i < f->ndevices; i++) none[i].device = (uint32_t)i + 1;
   system_snapshot *s0 = snapshot_new(&f->counters, 0, 0, 0, none, (uint32_t)f->ndevices);
-  tg_watch_new(&(tg_watch_opts){.elem_size = sizeof s0, .clone = snapshot_elem_clone, .drop = snapshot_elem_drop},
-               &s0, &f->latest, NULL);
-  tg_broadcast_new(&(tg_broadcast_opts){.capacity = 16, .elem_size = sizeof s0, .clone = snapshot_elem_clone,
-                                        .drop = snapshot_elem_drop, .name = "updates"},
+  tg_watch_new(&(tg_watch_opts){.elem_size = sizeof s0, .clone = snapshot_elem_clone, .drop = snapshot_elem_drop}, &s0,
+               &f->latest, NULL);
+  tg_broadcast_new(&(tg_broadcast_opts){.capacity = 16,
+                                        .elem_size = sizeof s0,
+                                        .clone = snapshot_elem_clone,
+                                        .drop = snapshot_elem_drop,
+                                        .name = "updates"},
                    &f->updates, NULL);
 
   api_config cfg;
   api_config_defaults(&cfg);
   cfg.http.port = o->port;
   api_server *api;
-  api_deps deps = {.ctx = f, .subscribe = subscribe, .figures = figures, .health_check = health_check,
-                   .clients_add = clients_add};
+  api_deps deps = {
+      .ctx = f, .subscribe = subscribe, .figures = figures, .health_check = health_check, .clients_add = clients_add};
   int r = api_server_start(&api, &cfg, &deps);
   if (r != 0) {
     fprintf(stderr, "dashboard-feed: cannot listen: %s\n", tg_strerror(r));
@@ -289,7 +294,8 @@ static void *feed_main(void *arg) {
   tg_cancel_fire(f->stop);
   api_server_stop(api);
   tg_outcome out;
-  while (tg_joinset_join_next(tasks, &out) == 0) {}
+  while (tg_joinset_join_next(tasks, &out) == 0) {
+  }
   tg_joinset_free(tasks);
   tg_mpsc_tx_drop(f->telemetry_tx);
   tg_mpsc_rx_drop(f->telemetry_rx);
@@ -299,8 +305,8 @@ static void *feed_main(void *arg) {
   tg_semaphore_free(f->db_pool);
   tg_cancel_free(f->stop);
   int leaked = f->counters.built != f->counters.freed;
-  printf("done: %llu readings, %llu snapshots%s\n", (unsigned long long)f->aggregated,
-         (unsigned long long)f->published, leaked ? ", SNAPSHOTS LEAKED" : "");
+  printf("done: %llu readings, %llu snapshots%s\n", (unsigned long long)f->aggregated, (unsigned long long)f->published,
+         leaked ? ", SNAPSHOTS LEAKED" : "");
   free(f);
   return (void *)(intptr_t)leaked;
 }
@@ -308,9 +314,12 @@ static void *feed_main(void *arg) {
 int main(int argc, char **argv) {
   options o = {.port = 0, .duration_s = 60, .devices = 7};
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--port")) o.port = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--duration")) o.duration_s = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--devices")) o.devices = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--port"))
+      o.port = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--duration"))
+      o.duration_s = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--devices"))
+      o.devices = atoi(argv[i + 1]);
     else {
       fprintf(stderr, "usage: dashboard-feed [--port N] [--duration S] [--devices N]\n");
       return 2;

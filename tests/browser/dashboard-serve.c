@@ -57,8 +57,10 @@ static void *serve_main(void *arg) {
 int main(int argc, char **argv) {
   options o = {.duration_s = 60, .telemetry_capacity = 4096};
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--duration")) o.duration_s = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--telemetry-capacity")) o.telemetry_capacity = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--duration"))
+      o.duration_s = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--telemetry-capacity"))
+      o.telemetry_capacity = atoi(argv[i + 1]);
     else {
       fprintf(stderr, "usage: dashboard-serve [--duration S] [--telemetry-capacity N]\n");
       return 2;
