@@ -1,62 +1,18 @@
 /* test-cmd-errors.c - a run that cannot start says why on stderr, in one
  * line naming the cause, exits 1 with or without --quiet, and prints no
  * summary pretending that a run happened. Runs the real binary. */
-#include "helpers.h"
+#include "test-cli.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct outcome {
-  int status;     /* exit status, or -1 when killed by a signal */
-  char out[8192]; /* stdout, truncated */
-  char err[8192]; /* stderr, truncated */
-} outcome;
-
-static void slurp(int fd, char *buf, size_t len) {
-  size_t n = 0;
-  ssize_t r;
-  lseek(fd, 0, SEEK_SET);
-  while (n + 1 < len && (r = read(fd, buf + n, len - 1 - n)) > 0) n += (size_t)r;
-  buf[n] = '\0';
-  close(fd);
-}
-
-/* Runs the telegate binary next to this test to its end. */
-static void run_binary(const char *const argv[], outcome *o) {
-  char self[512], bin[600];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  ck_assert_int_gt(n, 0);
-  self[n] = '\0';
-  snprintf(bin, sizeof bin, "%s/../src/telegate", dirname(self));
-  FILE *out = tmpfile(), *err = tmpfile();
-  ck_assert(out && err);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fileno(out), 1);
-    dup2(fileno(err), 2);
-    execv(bin, (char *const *)argv);
-    _exit(127);
-  }
-  int status;
-  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-  o->status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  slurp(dup(fileno(out)), o->out, sizeof o->out);
-  slurp(dup(fileno(err)), o->err, sizeof o->err);
-  fclose(out);
-  fclose(err);
-}
-
 /* Exactly one line on stderr, containing every one of `words`. */
-static void assert_one_line(const outcome *o, const char *const words[]) {
+static void assert_one_line(const test_cli_run *o, const char *const words[]) {
   ck_assert_msg(o->status == 1, "exit status %d, stderr: %s", o->status, o->err);
   const char *nl = strchr(o->err, '\n');
   ck_assert_msg(nl && nl[1] == '\0', "not one line on stderr: '%s'", o->err);
@@ -85,14 +41,14 @@ START_TEST(test_cmd_errors_database_is_a_directory) {
     const char *const argv[] = {
         "telegate", "serve", "--listen-devices",       "127.0.0.1:0", "--listen-http", "127.0.0.1:0",
         "--db",     dir,     quiet ? "--quiet" : NULL, NULL};
-    outcome o;
-    run_binary(argv, &o);
+    test_cli_run o;
+    test_cli_run_binary(argv, &o);
     assert_one_line(&o, words);
   }
   const char *const demo_words[] = {"telegate demo:", "database", dir, NULL};
   const char *const demo[] = {"telegate", "demo", "--clock", "virtual", "--quiet", "--db", dir, NULL};
-  outcome o;
-  run_binary(demo, &o);
+  test_cli_run o;
+  test_cli_run_binary(demo, &o);
   assert_one_line(&o, demo_words);
   rmdir(dir);
 }
@@ -106,13 +62,13 @@ START_TEST(test_cmd_errors_device_port_in_use) {
   const char *const words[] = {"telegate serve:", "devices", addr, "in use", NULL};
   const char *const argv[] = {"telegate", "serve", "--listen-devices", addr, "--listen-http", "127.0.0.1:0", "--db",
                               db,         NULL};
-  outcome o;
-  run_binary(argv, &o);
+  test_cli_run o;
+  test_cli_run_binary(argv, &o);
   assert_one_line(&o, words);
   const char *const http_words[] = {"telegate serve:", "HTTP", addr, "in use", NULL};
   const char *const http[] = {"telegate", "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", addr,
                               "--db",     db,      "--quiet",          NULL};
-  run_binary(http, &o);
+  test_cli_run_binary(http, &o);
   assert_one_line(&o, http_words);
   close(fd);
   const char *suffix[] = {"", "-wal", "-shm"};
