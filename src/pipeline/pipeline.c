@@ -35,8 +35,8 @@ struct pipeline {
   _Atomic(health_checker *) health;
   stage stages[STAGES];
   atomic_int faulted;
-  uint64_t joined, panicked, aborted;
-  int64_t last_join_ns;
+  figure joined, panicked, aborted; /* pipeline_join writes them, figures readers read them */
+  _Atomic int64_t last_join_ns;
   pthread_mutex_t fig_lock;
   tg_mpsc_tx *telemetry_ref, *storage_ref;
   tg_broadcast_tx *updates_ref;
@@ -247,14 +247,14 @@ static const char *stage_name(const pipeline *p, uint64_t task_id) {
 }
 
 static void account(pipeline *p, const tg_outcome *o) {
-  p->joined++;
-  p->last_join_ns = tg_now();
+  figure_add(&p->joined, 1);
+  atomic_store(&p->last_join_ns, tg_now());
   if (o->status == TG_EPANICKED) {
-    p->panicked++;
+    figure_add(&p->panicked, 1);
     log_event(p->o.log, "💥", "pipeline", 0, "task_panicked", "JoinSet: the %s stage panicked (%s)",
               stage_name(p, o->task_id), o->message);
   } else if (o->status == TG_ECANCELED) {
-    p->aborted++;
+    figure_add(&p->aborted, 1);
   }
 }
 
@@ -301,10 +301,10 @@ void pipeline_figures_get(pipeline *p, pipeline_figures *f) {
   tg_joinset_stats js;
   tg_joinset_stats_get(p->tasks, &js);
   f->tasks_spawned = js.spawned;
-  f->tasks_joined = p->joined;
-  f->tasks_panicked = p->panicked;
-  f->tasks_aborted = p->aborted;
-  f->last_join_ns = p->last_join_ns;
+  f->tasks_joined = figure_get(&p->joined);
+  f->tasks_panicked = figure_get(&p->panicked);
+  f->tasks_aborted = figure_get(&p->aborted);
+  f->last_join_ns = atomic_load(&p->last_join_ns);
   f->snapshots_live = atomic_load(&p->snapshots.built) - atomic_load(&p->snapshots.freed);
 }
 
