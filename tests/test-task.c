@@ -334,36 +334,41 @@ END_TEST
  * cleanups run, the tasks it left are aborted, and tg_run reports
  * TG_EPANICKED - with one worker and with two. */
 static int main_defer_ran;
-static int main_leftover_ended;
+static atomic_int main_leftover_ended; /* the two tasks may end on two workers at once */
 
 static void count_defer(void *arg) { (*(int *)arg)++; }
 
 static atomic_int main_leftover_started;
 
 static void *started_then_forever(void *arg) {
+  (void)arg;
   atomic_fetch_add(&main_leftover_started, 1);
-  return forever(arg);
+  while (tg_sleep(TG_SEC(1)) == 0) {
+  }
+  atomic_fetch_add(&main_leftover_ended, 1);
+  return NULL;
 }
 
 static void *panicking_main(void *arg) {
   (void)arg;
   tg_defer(count_defer, &main_defer_ran);
-  tg_spawn(NULL, started_then_forever, &main_leftover_ended, NULL);
-  tg_spawn(NULL, started_then_forever, &main_leftover_ended, NULL);
+  tg_spawn(NULL, started_then_forever, NULL, NULL);
+  tg_spawn(NULL, started_then_forever, NULL, NULL);
   /* both running (a task aborted before its start would never run) */
   for (int i = 0; i < 10000 && atomic_load(&main_leftover_started) < 2; i++) tg_sleep(TG_MS(1));
   tg_panic("main gives up");
 }
 
 static void main_panics_on(int workers) {
-  main_defer_ran = main_leftover_ended = 0;
+  main_defer_ran = 0;
+  atomic_store(&main_leftover_ended, 0);
   atomic_store(&main_leftover_started, 0);
   tg_runtime_opts opts = {.workers = workers};
   void *result = (void *)1;
   ck_assert_int_eq(tg_run(&opts, panicking_main, NULL, &result), TG_EPANICKED);
   ck_assert_ptr_null(result);
   ck_assert_int_eq(main_defer_ran, 1);
-  ck_assert_int_eq(main_leftover_ended, 2);
+  ck_assert_int_eq(atomic_load(&main_leftover_ended), 2);
   tg_runtime_stats st;
   tg_runtime_stats_get(&st);
   ck_assert_uint_eq(st.tasks_alive, 0);
