@@ -83,13 +83,31 @@ void serve_stop(serve *s) { request_stop(s, "serve_stop"); }
 
 /* SIGHUP asks a daemon to reload; until something is reloadable it is
  * logged and changes nothing (signals.h). */
+/* The signal watcher's target. It starts before serve does, so that a
+ * SIGINT or SIGTERM that comes while serve starts is kept and acted on
+ * once it runs, instead of killing the process the default way. */
+typedef struct signal_target {
+  _Atomic(serve *) s; /* NULL until serve_start returned it */
+  atomic_int pending; /* a stop signal that came before */
+} signal_target;
+
+static void stop_on(serve *s, int signo) { request_stop(s, signo == SIGTERM ? "SIGTERM" : "SIGINT"); }
+
 static void on_signal(void *ctx, int signo) {
-  serve *s = ctx;
+  signal_target *t = ctx;
+  serve *s = atomic_load(&t->s);
   if (signo == SIGHUP) {
-    log_event(&s->log, "🔁", "serve", 0, "sighup", "SIGHUP: reload requested; nothing is reloadable yet, serve goes on");
+    if (s)
+      log_event(&s->log, "🔁", "serve", 0, "sighup",
+                "SIGHUP: reload requested; nothing is reloadable yet, serve goes on");
     return;
   }
-  request_stop(s, signo == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (!s) {
+    atomic_store(&t->pending, signo);
+    s = atomic_load(&t->s); /* serve may have started meanwhile: whoever sees both acts (stopping twice is one stop) */
+    if (!s) return;
+  }
+  stop_on(s, signo);
 }
 
 static void pipeline_fault(void *ctx, const char *why) {
@@ -509,11 +527,19 @@ typedef struct run_call {
 
 static void *run_main(void *arg) {
   run_call *rc = arg;
+  signal_target target = {0};
+  signal_watch sw = {0};
+  int watching = rc->cfg->handle_signals && signal_watch_start(&sw, on_signal, &target) == 0;
   serve *s;
   rc->result = serve_start(rc->cfg, &s, rc->err, rc->errlen);
-  if (rc->result != 0) return NULL;
-  signal_watch sw = {0};
-  if (rc->cfg->handle_signals && signal_watch_start(&sw, on_signal, s) != 0)
+  if (rc->result != 0) {
+    signal_watch_stop(&sw);
+    return NULL;
+  }
+  atomic_store(&target.s, s);
+  int early = atomic_load(&target.pending);
+  if (early) stop_on(s, early);
+  if (rc->cfg->handle_signals && !watching)
     log_event(&s->log, "⚠️", "serve", 0, "signals", "SIGINT/SIGTERM/SIGHUP handling unavailable");
   tg_cancel_wait(serve_shutdown_token(s));
   signal_watch_stop(&sw);
