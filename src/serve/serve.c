@@ -527,7 +527,9 @@ typedef struct run_call {
 
 static void *run_main(void *arg) {
   run_call *rc = arg;
-  signal_target target = {0};
+  signal_target target;
+  atomic_init(&target.s, NULL);
+  atomic_init(&target.pending, 0);
   signal_watch sw = {0};
   int watching = rc->cfg->handle_signals && signal_watch_start(&sw, on_signal, &target) == 0;
   serve *s;
