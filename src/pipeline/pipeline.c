@@ -163,7 +163,9 @@ int pipeline_new(const pipeline_opts *o, pipeline **out) {
                            .pin_writers = o->pin,
                            .worker = o->worker,
                            .on_close = storage_closing,
-                           .on_close_ctx = p};
+                           .on_close_ctx = p,
+                           .on_commit = o->on_commit,
+                           .on_commit_ctx = o->on_commit_ctx};
   if ((r = storage_stage_new(&so, &p->store)) != 0) {
     tg_mpsc_rx_drop(storage_rx);
     pipeline_free(p);

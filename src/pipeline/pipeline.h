@@ -67,6 +67,9 @@ typedef struct pipeline_opts {
   /* health: a round every interval (0: no rounds), each check answered within the timeout */
   int64_t health_interval_ns, health_timeout_ns;
   rng health_rng;
+  /* Each batch once committed: see storage_stage_opts.on_commit. */
+  void (*on_commit)(void *ctx, const batch *b);
+  void *on_commit_ctx;
   /* A stage ended before shutdown: `why` names it. Called once, from the
    * stage's task. */
   void (*on_fault)(void *ctx, const char *why);
@@ -131,7 +134,7 @@ int pipeline_subscribe(pipeline *p, tg_watch_rx **latest, tg_broadcast_rx **upda
 
 /* One on-demand health check of device `index`, waiting at most
  * timeout_ns: health_ask's results (0, TG_ETIMEDOUT, TG_ECLOSED,
- * -ENOENT, TG_ECANCELED). TG_ECLOSED when the checker is not built yet. */
+ * -ENOENT, -EOPNOTSUPP, TG_ECANCELED). TG_ECLOSED when the checker is not built yet. */
 int pipeline_health(pipeline *p, uint32_t index, int64_t timeout_ns, device_status *out);
 
 /* Joins the stages; those still running at deadline_ns are aborted and

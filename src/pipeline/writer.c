@@ -187,6 +187,7 @@ static void *writer_task(void *arg) {
     holding = 0;
   }
   if (conn == st->connections) {
+    if (st->o.on_commit) st->o.on_commit(st->o.on_commit_ctx, b);
     atomic_store(&st->last_commit_ns, tg_now());
     figure_add_shared(&st->batches_stored, 1);
     figure_add_shared(&st->readings_stored, done.inserted);

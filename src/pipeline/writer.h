@@ -64,6 +64,12 @@ typedef struct storage_stage_opts {
   /* Called once the stage is done, before it drops its channel. */
   void (*on_close)(void *ctx);
   void *on_close_ctx;
+  /* Called with each batch once all of it is committed (inserted or a
+   * duplicate of a stored reading), from the writer's task, before the
+   * batch is freed: the acknowledgements' source. Batches of one device
+   * come in the order they were cut. NULL: none. */
+  void (*on_commit)(void *ctx, const batch *b);
+  void *on_commit_ctx;
 } storage_stage_opts;
 
 typedef struct storage_stage_figures {
