@@ -494,10 +494,12 @@ static void flush_disarm(tg_case *c, tg__waiter *w) {
 
 static const tg__op flush_op = {flush_try, flush_arm, flush_disarm, tg__finish_stored};
 
-int tg_tcp_write_dl(tg_tcp *s, const void *buf, size_t len, int64_t deadline_ns) {
-  io_home(s);
-  int r = tg__wait_one(&turn_op, s, NULL, 0, deadline_ns);
-  if (r != 0) return r;
+/* Writes buf, holding the write turn: what the kernel does not take at
+ * once goes out from a copy the socket owns, and the turn passes on when
+ * it has. Returns 0 (handed over: *queued says whether a rest is still
+ * going out) or an error, with the turn passed on. */
+static int write_holding_turn(tg_tcp *s, const void *buf, size_t len, bool *queued) {
+  *queued = false;
   uv_buf_t whole = uv_buf_init((char *)buf, (unsigned)len);
   int n = len ? uv_try_write(&s->h.stream, &whole, 1) : 0;
   if (n < 0 && n != UV_EAGAIN) {
@@ -519,14 +521,33 @@ int tg_tcp_write_dl(tg_tcp *s, const void *buf, size_t len, int64_t deadline_ns)
   memcpy(s->write_copy, (const char *)buf + done, len - done);
   uv_buf_t rest = uv_buf_init(s->write_copy, (unsigned)(len - done));
   s->write_req.data = s;
-  r = uv_write(&s->write_req, &s->h.stream, &rest, 1, on_write);
+  int r = uv_write(&s->write_req, &s->h.stream, &rest, 1, on_write);
   if (r != 0) {
     free(s->write_copy);
     s->write_copy = NULL;
     pass_write_turn(s);
     return r;
   }
-  return tg__wait_one(&flush_op, s, NULL, 0, deadline_ns);
+  *queued = true;
+  return 0;
+}
+
+int tg_tcp_write_dl(tg_tcp *s, const void *buf, size_t len, int64_t deadline_ns) {
+  io_home(s);
+  int r = tg__wait_one(&turn_op, s, NULL, 0, deadline_ns);
+  if (r != 0) return r;
+  bool queued;
+  r = write_holding_turn(s, buf, len, &queued);
+  return r == 0 && queued ? tg__wait_one(&flush_op, s, NULL, 0, deadline_ns) : r;
+}
+
+int tg_tcp_try_write(tg_tcp *s, const void *buf, size_t len) {
+  io_home(s);
+  tg_case c = {.op = &turn_op, .obj = s};
+  int r = turn_try(&c);
+  if (r != 0) return r;
+  bool queued;
+  return write_holding_turn(s, buf, len, &queued);
 }
 
 int tg_tcp_write(tg_tcp *s, const void *buf, size_t len) { return tg_tcp_write_dl(s, buf, len, TG_FOREVER); }

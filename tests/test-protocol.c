@@ -112,6 +112,48 @@ START_TEST(test_protocol_json_health_reply) {
 }
 END_TEST
 
+START_TEST(test_protocol_json_hello) {
+  static const struct {
+    const char *line;
+    int acks, health;
+  } ok[] = {
+      {"{\"type\":\"hello\",\"acks\":true,\"health\":true}", 1, 1},
+      {"{ \"health\" : false , \"type\":\"hello\", \"acks\":true }", 1, 0},
+      {"{\"type\":\"hello\",\"health\":true}", 0, 1},
+      {"{\"type\":\"hello\"}", 0, 0},
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+    protocol_msg m;
+    protocol_error e;
+    ck_assert_msg(parse(ok[i].line, &m, &e) == 0, "%s: %s", ok[i].line, protocol_reason_name(e.reason));
+    ck_assert_int_eq(m.kind, PROTOCOL_HELLO);
+    ck_assert_int_eq(m.hello.acks, ok[i].acks);
+    ck_assert_int_eq(m.hello.health, ok[i].health);
+  }
+  reject("{\"type\":\"hello\",\"acks\":1}", PROTOCOL_WRONG_TYPE, "acks");
+  reject("{\"type\":\"hello\",\"acks\":\"true\"}", PROTOCOL_WRONG_TYPE, "acks");
+  reject("{\"type\":\"hello\",\"acks\":truex}", PROTOCOL_WRONG_TYPE, "acks");
+  reject("{\"type\":\"hello\",\"acks\":true,\"acks\":false}", PROTOCOL_DUPLICATE_FIELD, "acks");
+  reject("{\"type\":\"hello\",\"id\":1}", PROTOCOL_UNKNOWN_FIELD, "id");
+  reject("{\"type\":\"hello\",\"token\":\"x\"}", PROTOCOL_UNKNOWN_FIELD, "");
+  reject("{\"type\":\"hullo\"}", PROTOCOL_UNKNOWN_TYPE, "type");
+  /* acks and health belong to a hello only */
+  reject("{\"type\":\"health\",\"id\":1,\"uptime_s\":1,\"battery\":1,\"acks\":true}", PROTOCOL_UNKNOWN_FIELD, "acks");
+  reject("{\"device\":7,\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1,\"health\":true}",
+         PROTOCOL_UNKNOWN_FIELD, "health");
+  /* The gateway's answer and its acks. */
+  char buf[128];
+  ck_assert_int_eq(protocol_format_hello(buf, sizeof buf, &(protocol_hello){.acks = 1}), 44);
+  ck_assert_str_eq(buf, "{\"type\":\"hello\",\"acks\":true,\"health\":false}\n");
+  ck_assert_int_gt(protocol_format_ack(buf, sizeof buf, "dev-7", UINT64_MAX), 0);
+  ck_assert_str_eq(buf, "{\"type\":\"ack\",\"device\":\"dev-7\",\"seq\":18446744073709551615}\n");
+  char id[PROTOCOL_DEVICE_ID_MAX + 1];
+  memset(id, 'x', PROTOCOL_DEVICE_ID_MAX);
+  id[PROTOCOL_DEVICE_ID_MAX] = 0;
+  ck_assert_int_lt(protocol_format_ack(buf, 96, id, UINT64_MAX), 96); /* the longest fits in 96 */
+}
+END_TEST
+
 START_TEST(test_protocol_line_shapes) {
   static const char *const same[] = {
       TCPGEN_LINE,
@@ -822,6 +864,7 @@ int main(void) {
   tg_test_add(s, "json_tcpgen_shape", test_protocol_json_tcpgen_shape, 10);
   tg_test_add(s, "json_device_number_order_whitespace", test_protocol_json_device_number_order_whitespace, 10);
   tg_test_add(s, "json_health_reply", test_protocol_json_health_reply, 10);
+  tg_test_add(s, "json_hello", test_protocol_json_hello, 10);
   tg_test_add(s, "line_shapes", test_protocol_line_shapes, 10);
   tg_test_add(s, "blank_lines", test_protocol_blank_lines, 10);
   tg_test_add(s, "device_ids", test_protocol_device_ids, 10);

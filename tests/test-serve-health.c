@@ -44,10 +44,14 @@ static uint64_t fig_ok(const serve_figures *f) { return f->health.ok; }
 static void *body(void *arg) {
   serve_test *t = arg;
   serve_test_start(t);
-  raw_device a, b, c;
+  static raw_device a, b, c, d; /* static: four are too big for a task stack; d never said it answers health requests */
   raw_connect(&a, t->s);
   raw_connect(&b, t->s);
   raw_connect(&c, t->s);
+  raw_connect(&d, t->s);
+  raw_hello(&a, "\"health\":true");
+  raw_hello(&b, "\"health\":true");
+  raw_hello(&c, "\"health\":true");
   raw_send(
       &a,
       "{\"device\":\"answers\",\"seq\":1,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n");
@@ -55,7 +59,9 @@ static void *body(void *arg) {
   raw_send(
       &c,
       "{\"device\":\"hangs-up\",\"seq\":1,\"ts\":1732590000000,\"temperature\":22,\"humidity\":42,\"battery\":66}\n");
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_connected, 3, SERVE_TEST_PATIENCE), 3);
+  raw_send(&d,
+           "{\"device\":\"mute\",\"seq\":1,\"ts\":1732590000000,\"temperature\":22,\"humidity\":42,\"battery\":66}\n");
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_connected, 4, SERVE_TEST_PATIENCE), 4);
 
   /* ok: the request on a's socket, a's answer back. */
   check ca;
@@ -94,6 +100,9 @@ static void *body(void *arg) {
   ck_assert_int_eq(cd.result, TG_ECLOSED);
   tg_task_join(ask_async(&cd, t->s, "nobody", TG_SEC(1)), NULL);
   ck_assert_int_eq(cd.result, -ENOENT);
+  /* connected, but it never said it answers: not asked at all. */
+  tg_task_join(ask_async(&cd, t->s, "mute", TG_SEC(1)), NULL);
+  ck_assert_int_eq(cd.result, -EOPNOTSUPP);
 
   /* A reading of b and one more check of a still work after all that. */
   raw_send(&b, "telemetry,device=silent temperature=20,humidity=41,battery=77i,seq=2i 1732590001000000000\n");
@@ -111,14 +120,15 @@ static void *body(void *arg) {
   ck_assert_uint_eq(f.health.disconnected, 2);
   ck_assert_uint_eq(f.health.unknown, 1);
   ck_assert_uint_eq(f.health.requests, 4);
-  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 4, SERVE_TEST_PATIENCE), 4);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, 5, SERVE_TEST_PATIENCE), 5);
   serve_figures_get(t->s, &f);
   ck_assert_uint_eq(f.health.unmatched_replies, 1);
   ck_assert_uint_eq(f.bad_lines, 0);
   raw_close(&a);
   raw_close(&b);
+  raw_close(&d);
   ck_assert_int_eq(serve_test_stop(t), 0);
-  ck_assert_uint_eq(t->final.readings_stored, 4);
+  ck_assert_uint_eq(t->final.readings_stored, 5);
   return NULL;
 }
 

@@ -147,6 +147,9 @@ typedef struct raw_device {
 static inline void raw_connect(raw_device *d, serve *s) {
   memset(d, 0, sizeof *d);
   ck_assert_int_eq(tg_tcp_connect(&d->sock, "127.0.0.1", serve_port(s)), 0);
+  /* recv shows a byte once: everything it shows must fit in buf, next
+   * to a partial line */
+  ck_assert_int_eq(tg_tcp_set_recv_buffer(d->sock, sizeof d->buf / 2), 0);
 }
 
 static inline void raw_send(raw_device *d, const char *text) {
@@ -179,6 +182,17 @@ static inline int raw_read_line(raw_device *d, int64_t timeout_ns) {
     d->len += take;
     tg_tcp_consume(d->sock, take);
   }
+}
+
+/* Sends a hello with these members ("\"acks\":true", ...) and reads
+ * the gateway's answer. */
+static inline void raw_hello(raw_device *d, const char *members) {
+  char line[128];
+  snprintf(line, sizeof line, "{\"type\":\"hello\",%s}\n", members);
+  raw_send(d, line);
+  ck_assert_int_eq(raw_read_line(d, SERVE_TEST_PATIENCE), 0);
+  static const char answer[] = "{\"type\":\"hello\",";
+  ck_assert_msg(strncmp(d->line, answer, sizeof answer - 1) == 0, "not a hello: %s", d->line);
 }
 
 static inline void raw_close(raw_device *d) {

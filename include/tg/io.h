@@ -96,6 +96,14 @@ void tg_tcp_consume(tg_tcp *conn, size_t n);
 int tg_tcp_write(tg_tcp *conn, const void *buf, size_t len);
 int tg_tcp_write_dl(tg_tcp *conn, const void *buf, size_t len, int64_t deadline_ns);
 
+/* Writes all of buf without waiting, if no write is in flight: what the
+ * kernel does not take at once goes out in the background, from a copy
+ * the socket owns. For output that may lag but must never hold its
+ * writer up (a peer that reads slowly). Returns 0, TG_EAGAIN (a write is
+ * still going out: nothing was written), TG_ECLOSED, TG_EWORKER,
+ * TG_ENOMEM or -errno. */
+int tg_tcp_try_write(tg_tcp *conn, const void *buf, size_t len);
+
 /* Closes and frees the socket (from a task on its worker). */
 void tg_tcp_close(tg_tcp *s);
 

@@ -176,6 +176,10 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
     break;
   case -ENOENT: result = API_HEALTH_RESULT_UNKNOWN, status = 404, msg = "no device has sent this id"; break;
   case TG_ECLOSED: result = API_HEALTH_RESULT_DISCONNECTED, status = 503, msg = "the device is not connected"; break;
+  case -EOPNOTSUPP:
+    result = API_HEALTH_RESULT_NOT_ANSWERING, status = 409,
+    msg = "the device's hello did not say it answers health requests";
+    break;
   default: result = API_HEALTH_RESULT_ERROR, status = 500, msg = tg_strerror(r); break;
   }
   count(&a->health_requests[result]);

@@ -133,6 +133,13 @@ static void *device_task(void *arg) {
     return NULL;
   }
   tg_tcp_set_recv_buffer(sock, RECV_BUFFER);
+  /* Health requests come only to a device that says it answers them. */
+  static const char hello[] = "{\"type\":\"hello\",\"health\":true}\n";
+  if (c->health == SIM_HEALTH_ANSWER && tg_tcp_write(sock, hello, sizeof hello - 1) != 0) {
+    rep->end = SIM_END_ERROR;
+    tg_tcp_close(sock);
+    return NULL;
+  }
   int64_t interval = (int64_t)(1e9 / c->rate_hz);
   if (interval < 1) interval = 1;
   int64_t next = tg_now() + (int64_t)(interval * rng_unit(&d->rng));

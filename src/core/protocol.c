@@ -22,17 +22,21 @@ enum field {
   F_ID,
   F_UPTIME_S,
   F_BATTERY,
+  F_ACKS,
+  F_HEALTH,
   F_COUNT,
   F_NONE = -1
 };
 
 static const char *const field_names[F_COUNT] = {
-    "device", "seq", "ts", "temperature", "humidity", "type", "id", "uptime_s", "battery",
+    "device", "seq", "ts", "temperature", "humidity", "type", "id", "uptime_s", "battery", "acks", "health",
 };
 
 #define BIT(f)         (1u << (f))
 #define READING_FIELDS (BIT(F_DEVICE) | BIT(F_SEQ) | BIT(F_TS) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
 #define HEALTH_FIELDS  (BIT(F_TYPE) | BIT(F_ID) | BIT(F_UPTIME_S) | BIT(F_BATTERY))
+/* A hello needs its type; what it asks for is optional. */
+#define HELLO_FIELDS   (BIT(F_TYPE) | BIT(F_ACKS) | BIT(F_HEALTH))
 /* Line protocol: the device is the one tag, the timestamp comes last, and
  * these are the fields. */
 #define LINE_FIELDS    (BIT(F_SEQ) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
@@ -134,8 +138,14 @@ static int field_lookup(const char *k, size_t n) {
     if (k[0] == 'i' && k[1] == 'd') return F_ID;
     return F_NONE;
   case 3: return memcmp(k, "seq", 3) == 0 ? F_SEQ : F_NONE;
-  case 4: return memcmp(k, "type", 4) == 0 ? F_TYPE : F_NONE;
-  case 6: return memcmp(k, "device", 6) == 0 ? F_DEVICE : F_NONE;
+  case 4:
+    if (memcmp(k, "type", 4) == 0) return F_TYPE;
+    if (memcmp(k, "acks", 4) == 0) return F_ACKS;
+    return F_NONE;
+  case 6:
+    if (memcmp(k, "device", 6) == 0) return F_DEVICE;
+    if (memcmp(k, "health", 6) == 0) return F_HEALTH;
+    return F_NONE;
   case 7: return memcmp(k, "battery", 7) == 0 ? F_BATTERY : F_NONE;
   case 8:
     if (memcmp(k, "humidity", 8) == 0) return F_HUMIDITY;
@@ -166,7 +176,11 @@ HOT int name_quick(const char *p, const char *end, char term, const char **next)
     NAME("temperature", F_TEMPERATURE)
     NAME("type", F_TYPE)
     break;
-  case 'h': NAME("humidity", F_HUMIDITY) break;
+  case 'h':
+    NAME("humidity", F_HUMIDITY)
+    NAME("health", F_HEALTH)
+    break;
+  case 'a': NAME("acks", F_ACKS) break;
   case 'b': NAME("battery", F_BATTERY) break;
   case 'i': NAME("id", F_ID) break;
   case 'u': NAME("uptime_s", F_UPTIME_S) break;
@@ -594,6 +608,16 @@ HOT int json_device(const scan *s, const char *p, protocol_device_id *d, const c
   return 0;
 }
 
+/* A JSON true or false at p, into *out; *next past it. */
+static int json_bool(const scan *s, const char *p, int field, int *out, const char **next) {
+  size_t left = (size_t)(s->end - p);
+  size_t n = left >= 4 && !memcmp(p, "true", 4) ? 4 : left >= 5 && !memcmp(p, "false", 5) ? 5 : 0;
+  if (!n || (p + n < s->end && !(CLASS(p + n) & K_JDELIM))) return fail(s, p, PROTOCOL_WRONG_TYPE, field);
+  *out = n == 4;
+  *next = p + n;
+  return 0;
+}
+
 /* The first field in `mask` by position in the line. */
 static int first_by_offset(unsigned mask, const uint32_t *at) {
   int best = F_NONE;
@@ -614,7 +638,7 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
   uint32_t at[F_COUNT];
   uint64_t seq = 0, ts = 0, battery = 0, id = 0, uptime = 0;
   double temperature = 0, humidity = 0;
-  int r;
+  int r, hello = 0, acks = 0, health = 0;
 
   p = skip_ws(p + 1, end);
   if (p < end && *p == '}') {
@@ -653,7 +677,14 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
       key = p;
       r = json_string(s, p, f, &body, &klen, &flags, &p);
       if (r) return r;
-      if (flags || klen != 6 || memcmp(body, "health", 6) != 0) return fail(s, key, PROTOCOL_UNKNOWN_TYPE, f);
+      hello = !flags && klen == 5 && memcmp(body, "hello", 5) == 0;
+      if (!hello && (flags || klen != 6 || memcmp(body, "health", 6) != 0))
+        return fail(s, key, PROTOCOL_UNKNOWN_TYPE, f);
+      break;
+    case F_ACKS:
+    case F_HEALTH:
+      r = json_bool(s, p, f, f == F_ACKS ? &acks : &health, &p);
+      if (r) return r;
       break;
     case F_TEMPERATURE:
       r = value_double(s, p, NUM_JSON, PROTOCOL_TEMPERATURE_MIN, PROTOCOL_TEMPERATURE_MAX, f, &temperature, &p);
@@ -699,14 +730,19 @@ closed:
   p = skip_ws(p, end);
   if (p != end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
 
-  unsigned want = (seen & BIT(F_TYPE)) ? HEALTH_FIELDS : READING_FIELDS;
-  if (seen & ~want) {
-    int f = first_by_offset(seen & ~want, at);
+  unsigned allowed = hello ? HELLO_FIELDS : (seen & BIT(F_TYPE)) ? HEALTH_FIELDS : READING_FIELDS;
+  unsigned want = hello ? BIT(F_TYPE) : allowed;
+  if (seen & ~allowed) {
+    int f = first_by_offset(seen & ~allowed, at);
     return fail(s, s->line + at[f], PROTOCOL_UNKNOWN_FIELD, f);
   }
   if (want & ~seen) return fail(s, end, PROTOCOL_MISSING_FIELD, first_by_order(want & ~seen));
   out->format = PROTOCOL_JSON;
-  if (seen & BIT(F_TYPE)) {
+  if (hello) {
+    out->kind = PROTOCOL_HELLO;
+    out->hello.acks = (uint8_t)acks;
+    out->hello.health = (uint8_t)health;
+  } else if (seen & BIT(F_TYPE)) {
     out->kind = PROTOCOL_HEALTH;
     out->health.id = id;
     out->health.uptime_s = uptime;
@@ -892,6 +928,16 @@ const char *protocol_reason_text(int reason) {
 }
 
 static int fitted(int n, size_t cap) { return n < 0 || (size_t)n >= cap ? -ENOSPC : n; }
+
+int protocol_format_hello(char *buf, size_t cap, const protocol_hello *h) {
+  return fitted(snprintf(buf, cap, "{\"type\":\"hello\",\"acks\":%s,\"health\":%s}\n", h->acks ? "true" : "false",
+                         h->health ? "true" : "false"),
+                cap);
+}
+
+int protocol_format_ack(char *buf, size_t cap, const char *device_id, uint64_t seq) {
+  return fitted(snprintf(buf, cap, "{\"type\":\"ack\",\"device\":\"%s\",\"seq\":%" PRIu64 "}\n", device_id, seq), cap);
+}
 
 int protocol_format_health_request(char *buf, size_t cap, uint64_t id) {
   return fitted(snprintf(buf, cap, "{\"type\":\"health\",\"id\":%" PRIu64 "}\n", id), cap);

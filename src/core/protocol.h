@@ -5,7 +5,9 @@
  * takes one line (without its '\n') and tells, from its first non-blank
  * byte, which format it is in: '{' is a JSON object, anything else is
  * InfluxDB line protocol. A JSON object with "type":"health" is a device's
- * answer to a health request; every other accepted line is a reading.
+ * answer to a health request, one with "type":"hello" says what the
+ * device wants from the gateway (acks, health requests); every other
+ * accepted line is a reading.
  * docs/protocol.md has the full wire protocol, field by field.
  *
  * The parser is a single left-to-right pass over the line: no allocation,
@@ -61,7 +63,7 @@
   X(DUPLICATE_FIELD, "duplicate_field", "a field given twice")                                    \
   X(BAD_DEVICE_ID, "bad_device_id", "a device id that breaks the id rule")                        \
   X(WRONG_TYPE, "wrong_type", "a value of the wrong type (string, boolean, null, object, array)") \
-  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health, or a measurement other than telemetry")
+  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health or hello, or a measurement other than telemetry")
 
 typedef enum protocol_reason {
   PROTOCOL_OK = 0,
@@ -74,6 +76,7 @@ typedef enum protocol_reason {
 typedef enum protocol_kind {
   PROTOCOL_READING = 1, /* a measurement: msg.reading and msg.device */
   PROTOCOL_HEALTH,      /* an answer to a health request: msg.health */
+  PROTOCOL_HELLO,       /* what the device wants: msg.hello */
   PROTOCOL_BLANK,       /* empty, only blanks, or a line-protocol # comment: skip it */
 } protocol_kind;
 
@@ -97,6 +100,13 @@ typedef struct protocol_health_reply {
   uint32_t battery;  /* percent */
 } protocol_health_reply;
 
+/* A device's hello: {"type":"hello","acks":true,"health":true}, both
+ * optional (false when absent). */
+typedef struct protocol_hello {
+  uint8_t acks;   /* wants an ack line for what is committed */
+  uint8_t health; /* answers health requests */
+} protocol_hello;
+
 /* What a line is. Only the members of its kind are written. */
 typedef struct protocol_msg {
   protocol_kind kind;
@@ -105,6 +115,7 @@ typedef struct protocol_msg {
                                 caller to set from .device below */
   protocol_device_id device;    /* READING */
   protocol_health_reply health; /* HEALTH */
+  protocol_hello hello;         /* HELLO */
 } protocol_msg;
 
 typedef struct protocol_error {
@@ -133,7 +144,16 @@ const char *protocol_reason_text(int reason);
 /* Writers of the lines the two sides send, each ending in '\n' and
  * NUL-terminated. Each returns the line's length (with the '\n', without
  * the NUL) or -ENOSPC when buf is too small (64 bytes always do for the
- * first two, 256 for the others). */
+ * hello, the health request and the error line, 96 for the ack, 256 for
+ * the others). */
+
+/* A hello, sent by a device and echoed by the gateway (what it will do):
+ * {"type":"hello","acks":true,"health":false} */
+int protocol_format_hello(char *buf, size_t cap, const protocol_hello *h);
+
+/* The gateway's ack: every reading of device_id with a seq up to seq that
+ * it received is committed. {"type":"ack","device":"7","seq":N} */
+int protocol_format_ack(char *buf, size_t cap, const char *device_id, uint64_t seq);
 
 /* The gateway's health request: {"type":"health","id":N} */
 int protocol_format_health_request(char *buf, size_t cap, uint64_t id);

@@ -80,7 +80,7 @@ int health_ask(health_checker *hc, uint32_t id, int64_t timeout_ns, int watch_ca
   if (r != 0) { /* the request never left: the sender is still ours */
     tg_oneshot_tx_drop(tx);
     tg_oneshot_rx_drop(rx);
-    if (r == -ENOENT) return r;
+    if (r == -ENOENT || r == -EOPNOTSUPP) return r;
     if (r == TG_ECLOSED) {
       figure_add_shared(&hc->unreachable, 1);
       log_event(hc->o.log, "🏥", "health", (int)id, "health_unreachable",

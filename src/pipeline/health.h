@@ -51,7 +51,7 @@ typedef struct health_opts {
   tg_mpsc_tx *const *devices;
   /* Or serve's devices that come and go: the hooks, all or none. */
   int (*pick)(void *ctx, rng *g, uint32_t *out, int k);              /* returns how many */
-  int (*ask)(void *ctx, uint32_t device, const health_request *req); /* 0, TG_ECLOSED, TG_EFULL, -ENOENT */
+  int (*ask)(void *ctx, uint32_t device, const health_request *req); /* 0, TG_ECLOSED, TG_EFULL, -ENOENT, -EOPNOTSUPP */
   const char *(*name)(void *ctx, uint32_t device);
   void *ctx;
 } health_opts;
@@ -74,6 +74,7 @@ void health_figures_get(const health_checker *hc, health_figures *out);
  * with `watch_cancel` the cancel token ends the wait too. Counted and
  * logged as the rounds' checks. Returns 0 with *out filled, TG_ETIMEDOUT,
  * TG_ECLOSED (dropped, or unreachable), -ENOENT (no such device),
+ * -EOPNOTSUPP (the device does not answer health requests),
  * TG_ECANCELED (the token fired, or the caller was aborted). Any task. */
 int health_ask(health_checker *hc, uint32_t device, int64_t timeout_ns, int watch_cancel, device_status *out);
 

@@ -157,17 +157,79 @@ void registry_attach(registry *r, uint32_t index, registry_conn *c) {
   pthread_mutex_unlock(&r->lock);
 }
 
+/* Under the lock: e is owed an ack on its connection, if it wants acks. */
+static void owe_ack(device_entry *e) {
+  registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
+  if (e->ack_due || !c || c->closed || !c->acks_ready) return;
+  e->ack_due = 1;
+  e->ack_next = c->acks;
+  if (!c->acks) tg_notify_one(c->acks_ready);
+  c->acks = e;
+}
+
+/* Under the lock: takes up to max acks off c's list. An entry that moved
+ * to another connection since it was put there goes to that one's. */
+static int take_acks(registry_conn *c, registry_ack *out, int max) {
+  int n = 0;
+  while (c->acks && n < max) {
+    device_entry *e = c->acks;
+    c->acks = e->ack_next;
+    e->ack_next = NULL;
+    e->ack_due = 0;
+    if (atomic_load_explicit(&e->conn, memory_order_relaxed) == c)
+      out[n++] = (registry_ack){e->id, e->acked};
+    else
+      owe_ack(e);
+  }
+  return n;
+}
+
 void registry_detach_all(registry *r, registry_conn *c) {
   pthread_mutex_lock(&r->lock);
   c->closed = 1;
   while (c->devices) unlink_entry(r, c->devices);
+  while (c->acks) { /* every device is detached: each goes to its new connection or nowhere */
+    device_entry *e = c->acks;
+    c->acks = e->ack_next;
+    e->ack_next = NULL;
+    e->ack_due = 0;
+    owe_ack(e);
+  }
   pthread_mutex_unlock(&r->lock);
+}
+
+void registry_hello(registry *r, registry_conn *c, int answers_health, tg_notify *acks_ready) {
+  pthread_mutex_lock(&r->lock);
+  c->answers_health |= answers_health;
+  if (acks_ready) c->acks_ready = acks_ready;
+  pthread_mutex_unlock(&r->lock);
+}
+
+void registry_committed(registry *r, const batch *b) {
+  pthread_mutex_lock(&r->lock);
+  for (uint32_t i = 0; i < b->n; i++) {
+    device_entry *e = (device_entry *)registry_entry(r, b->items[i].device);
+    if (!e) continue;
+    uint64_t seq = b->items[i].seq;
+    if (!e->has_acked || seq > e->acked) e->acked = seq;
+    e->has_acked = 1;
+    owe_ack(e);
+  }
+  pthread_mutex_unlock(&r->lock);
+}
+
+int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max) {
+  pthread_mutex_lock(&r->lock);
+  int n = take_acks(c, out, max);
+  pthread_mutex_unlock(&r->lock);
+  return n;
 }
 
 /* Under the lock. */
 static int ask_entry(const device_entry *e, const health_request *req) {
   registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
   if (!c || c->closed) return TG_ECLOSED;
+  if (!c->answers_health) return -EOPNOTSUPP;
   int rc = tg_mpsc_try_send(c->outbox, req);
   return rc == TG_EFULL ? TG_EFULL : rc != 0 ? TG_ECLOSED : 0;
 }
@@ -205,7 +267,8 @@ int registry_pick_connected(registry *r, rng *g, uint32_t *out, int k) {
       const device_entry *e = entry_at(r, 1 + (start + step) % n);
       int taken = 0;
       for (int i = 0; i < got; i++) taken |= out[i] == e->index;
-      if (!taken && atomic_load_explicit(&e->conn, memory_order_relaxed)) {
+      const registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
+      if (!taken && c && c->answers_health) {
         out[got++] = e->index;
         break;
       }

@@ -11,9 +11,18 @@
  *
  * A device is attached to the connection its latest reading came over.
  * Health requests for it go into that connection's outbox (an mpsc its
- * task selects on), so only the connection's own task ever writes to the
- * socket. A connection that ends detaches all its devices first; from
- * then on nothing can be put in its outbox, which it then drains.
+ * task selects on), so only the connection's own tasks ever write to the
+ * socket, and only to a connection that said in its hello that it
+ * answers them. A connection that ends detaches all its devices first;
+ * from then on nothing can be put in its outbox, which it then drains.
+ *
+ * Acknowledgements: once a batch is committed, registry_committed raises
+ * each of its devices' acked seq and puts the device on the ack list of
+ * the connection it is attached to now, if that connection asked for
+ * acks. A device is on one list at most, however many batches commit
+ * before its connection takes it off (registry_take_acks), so the acks
+ * due coalesce: a connection whose device reads slowly is owed one line
+ * per device, never a queue that grows.
  *
  * Threads: every call may come from any task or thread. Lookups of a
  * known index take no lock (entries are immutable once published); the
@@ -23,6 +32,7 @@
 
 #include "health.h"
 #include "protocol.h"
+#include "reading.h"
 #include "rng.h"
 #include "tg/tg.h"
 
@@ -33,22 +43,36 @@
 
 typedef struct device_entry device_entry;
 
-/* A connection as the registry sees it. Owned by the connection. */
+/* A connection as the registry sees it. Owned by the connection; the
+ * fields below outbox are the registry's, under its lock. */
 typedef struct registry_conn {
-  tg_mpsc_tx *outbox;    /* health_request elements; used under the registry's lock */
+  tg_mpsc_tx *outbox;    /* health_request elements */
+  tg_notify *acks_ready; /* woken when `acks` becomes non-empty; NULL: no acks wanted */
   device_entry *devices; /* attached devices, linked through the entries */
-  int closed;            /* detached: no more requests */
+  device_entry *acks;    /* devices owed an ack, linked through ack_next */
+  int answers_health;    /* said so in its hello */
+  int closed;            /* detached: no more requests or acks */
 } registry_conn;
 
-/* Invariant: an entry is on the list of exactly the connection in `conn`,
- * or on none when conn is NULL. */
+/* Invariant: an entry is on the device list of exactly the connection in
+ * `conn`, or on none when conn is NULL; it is on one ack list at most
+ * (ack_due), usually its connection's. */
 struct device_entry {
   uint32_t index; /* 1-based */
   uint8_t len;
+  uint8_t has_acked, ack_due; /* under the lock */
   char id[PROTOCOL_DEVICE_ID_MAX + 1];
   _Atomic(registry_conn *) conn; /* written under the lock, read anywhere */
   device_entry *prev, *next;     /* on conn's list; under the lock */
+  device_entry *ack_next;        /* on an ack list; under the lock */
+  uint64_t acked;                /* the highest seq committed, when has_acked; under the lock */
 };
+
+/* One ack owed to a connection, from registry_take_acks. */
+typedef struct registry_ack {
+  const char *id; /* the entry's, valid while the registry is */
+  uint64_t seq;
+} registry_ack;
 
 typedef struct registry {
   pthread_mutex_t lock;
@@ -87,17 +111,34 @@ uint32_t registry_connected(registry *r);
  * nothing if c is closed. */
 void registry_attach(registry *r, uint32_t index, registry_conn *c);
 
-/* Detaches every device of c and closes it for requests. */
+/* Detaches every device of c and closes it for requests and acks; the
+ * acks owed to c for devices now on another connection move there. */
 void registry_detach_all(registry *r, registry_conn *c);
+
+/* What c's hello asked for: health requests (answers_health) and acks
+ * (acks_ready is then woken whenever acks are owed to c). A later hello
+ * may add what an earlier one did not ask for, never take it back. */
+void registry_hello(registry *r, registry_conn *c, int answers_health, tg_notify *acks_ready);
+
+/* Batch b is committed: each device's acked seq rises to its highest seq
+ * in b (a duplicate's too: it was stored before), and the device is owed
+ * an ack on its connection, if that connection wants acks. */
+void registry_committed(registry *r, const batch *b);
+
+/* Takes up to max of the acks owed to c into out, each with its device's
+ * acked seq now. Returns how many. */
+int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max);
 
 /* Puts req in the outbox of the connection of the device with this id
  * (NUL-terminated) or index. Returns 0 (req->reply now belongs to the
- * connection), -ENOENT (unknown id), TG_ECLOSED (not connected), TG_EFULL
- * (its outbox is full); on error the caller keeps req. */
+ * connection), -ENOENT (unknown id), TG_ECLOSED (not connected),
+ * -EOPNOTSUPP (its connection did not say it answers health requests),
+ * TG_EFULL (its outbox is full); on error the caller keeps req. */
 int registry_ask(registry *r, const char *id, const health_request *req, uint32_t *index);
 int registry_ask_index(registry *r, uint32_t index, const health_request *req);
 
-/* Picks up to k distinct connected devices at random. Returns how many. */
+/* Picks up to k distinct devices at random among those connected over
+ * connections that answer health requests. Returns how many. */
 int registry_pick_connected(registry *r, rng *g, uint32_t *out, int k);
 
 #endif

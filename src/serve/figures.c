@@ -83,6 +83,11 @@ static const figure_def serve_rows[] = {
     {"error_lines_suppressed", COUNTER, .help = "Error lines not written because of the per-connection rate limit.",
      SF(error_lines_suppressed), .summary = "error_lines_suppressed", .line = FIGURE_LINE_BAD_LINES,
      .text = ", # held back"},
+    {"device_hellos", COUNTER, .help = "Hello lines from devices (asking for acks or health requests).", SF(hellos),
+     .api = "devices.hellos", .summary = "hellos"},
+    {"acks_sent", COUNTER,
+     .help = "Ack lines written to devices: one per device per write, newer ones replacing unsent.", SF(acks_sent),
+     .api = "devices.acks_sent", .summary = "acks_sent"},
 
     {"backpressure_waits", "stage", "telemetry", COUNTER,
      .help = "Waits at a stage: a send into a full queue or an acquire of a busy semaphore.", SF(telemetry.full_waits),

@@ -5,7 +5,7 @@
 #include "figures.h"
 
 const char *metrics_health_result_name(api_health_result r) {
-  static const char *names[API_HEALTH_RESULTS] = {"ok", "timeout", "unknown", "disconnected", "error"};
+  static const char *names[API_HEALTH_RESULTS] = {"ok", "timeout", "unknown", "disconnected", "not_answering", "error"};
   return r >= 0 && r < API_HEALTH_RESULTS ? names[r] : "error";
 }
 

@@ -58,6 +58,9 @@ struct serve {
 
 static const char *device_name(void *ctx, uint32_t index) { return registry_name(ctx, index); }
 
+/* A batch is committed: its devices are owed acks (registry.h). */
+static void acks_owed(void *ctx, const batch *b) { registry_committed(ctx, b); }
+
 static int health_pick(void *ctx, rng *g, uint32_t *out, int k) { return registry_pick_connected(ctx, g, out, k); }
 
 static int health_ask_hook(void *ctx, uint32_t index, const health_request *req) {
@@ -191,6 +194,8 @@ static int build(serve *s, char *err, size_t errlen) {
                       .health_interval_ns = TG_MS(c->health_interval_ms),
                       .health_timeout_ns = TG_MS(c->health_timeout_ms),
                       .health_rng = rng_stream((uint64_t)s->started_unix_ms, 2),
+                      .on_commit = acks_owed,
+                      .on_commit_ctx = &s->reg,
                       .on_fault = pipeline_fault,
                       .on_fault_ctx = s};
   int r;
@@ -325,6 +330,8 @@ static void sources_figures_get(serve *s, source_figures *sum) {
     sum->error_lines_suppressed += f.error_lines_suppressed;
     sum->health_requests += f.health_requests;
     sum->health_unmatched += f.health_unmatched;
+    sum->hellos += f.hellos;
+    sum->acks_sent += f.acks_sent;
     sum->permits += f.permits;
     sum->permits_in_use += f.permits_in_use;
     sum->permit_waiters += f.permit_waiters;
@@ -399,6 +406,8 @@ void serve_figures_get(serve *s, serve_figures *f) {
   }
   f->error_lines_sent = in.error_lines_sent;
   f->error_lines_suppressed = in.error_lines_suppressed;
+  f->hellos = in.hellos;
+  f->acks_sent = in.acks_sent;
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
   f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};

@@ -75,6 +75,8 @@ typedef struct serve_figures {
   uint64_t bad_input[SERVE_BAD_REASONS]; /* per reason; [0] unused */
   uint64_t error_lines_sent;
   uint64_t error_lines_suppressed; /* over --error-lines-per-s */
+  uint64_t hellos;                 /* hello lines from devices */
+  uint64_t acks_sent;              /* ack lines written (one per device per write) */
   /* stages and backpressure */
   serve_queue_figures telemetry;  /* readings, connections -> aggregator */
   serve_queue_figures storage;    /* batches, aggregator -> storage */
@@ -137,7 +139,8 @@ void serve_figures_get(serve *s, serve_figures *out);
 /* Asks device `device_id` for its health over its connection and waits
  * at most timeout_ns for the answer. Returns 0 with *out filled,
  * TG_ETIMEDOUT (no answer in time, or the connection's request queue is
- * full), -ENOENT (no device has sent this id), TG_ECLOSED (the device is
+ * full), -ENOENT (no device has sent this id), -EOPNOTSUPP (its hello did
+ * not say it answers health requests), TG_ECLOSED (the device is
  * not connected, or hung up before answering) or TG_ECANCELED (the caller
  * was aborted). Counted in figures.health. Any task, any worker. */
 int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out);

@@ -61,6 +61,8 @@ typedef struct source_figures {
   uint64_t error_lines_sent, error_lines_suppressed;
   /* health requests written to devices, and replies nobody waited for */
   uint64_t health_requests, health_unmatched;
+  /* hello lines, and ack lines written (one per device per write) */
+  uint64_t hellos, acks_sent;
   /* read permits: inputs read at once */
   uint64_t permits, permits_in_use, permit_waiters, permit_waits;
 } source_figures;

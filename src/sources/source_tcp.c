@@ -12,7 +12,16 @@
  * meanwhile (appended after the view, which stays put while nothing is
  * consumed), and only then consumes everything, which leaves the buffer
  * empty again. The partial last line is copied aside (the carry) and
- * completed in the next round. */
+ * completed in the next round.
+ *
+ * Acks. When the registry says acks are owed to a connection whose device
+ * asked for them (registry.h), its task writes them without waiting
+ * (tg_tcp_try_write): if the previous write is still going out, the
+ * formatted lines stay in the connection's ack buffer and are tried again
+ * on the next wake-up, 10 ms later at most. Meanwhile the task goes on
+ * reading, and the acks owed pile up in the registry as one per device,
+ * each with its newest seq: a device that reads its acks slowly slows
+ * down nothing but its acks. */
 #include "source_tcp.h"
 
 #include "figure.h"
@@ -34,6 +43,8 @@ enum {
   MAX_PENDING = 16,    /* health requests written and not yet answered */
   OUT_CAP = 8192,      /* error lines and requests waiting to be written */
   CACHE_MAX = 8192,    /* device ids one connection remembers */
+  ACKS_PER_WRITE = 64, /* ack lines formatted at once */
+  ACK_LINE_MAX = 96,
   CONN_STACK = 64 * 1024,
   ACCEPTOR_STACK = 128 * 1024,
 };
@@ -60,6 +71,7 @@ typedef struct ingest {
   figure bad[SERVE_BAD_REASONS];
   figure error_lines_sent, error_lines_suppressed;
   figure health_requests, health_unmatched;
+  figure hellos, acks_sent;
 } ingest;
 
 /* How a round ends, besides TG_EOF and socket errors. */
@@ -84,6 +96,11 @@ typedef struct conn {
   tg_mpsc_tx *telemetry; /* owned clone */
   tg_mpsc_rx *outbox;    /* health requests; the sender is rc.outbox */
   registry_conn rc;
+  tg_notify *acks_ready; /* rc.acks_ready once the device asked for acks */
+  char *ack_buf;         /* ACKS_PER_WRITE lines not yet written, once asked */
+  size_t ack_len;
+  int ack_lines;
+  protocol_hello wants; /* what the device's hellos asked for */
   cache_slot *cache;
   uint32_t nslots, used;
   char *carry; /* a partial line, max_line_bytes at most */
@@ -100,7 +117,7 @@ typedef struct conn {
   int draining;
   int mute; /* writing failed: the device does not listen any more */
   /* figures, added to the shared ones after every round */
-  uint64_t bytes, lines, readings, bad[SERVE_BAD_REASONS], errors_sent, errors_held, requests, unmatched;
+  uint64_t bytes, lines, readings, bad[SERVE_BAD_REASONS], errors_sent, errors_held, requests, unmatched, hellos;
   uint64_t total_readings, total_bad;
 } conn;
 
@@ -134,9 +151,10 @@ static void flush_figures(conn *c) {
   if (c->errors_held) figure_add_shared(&in->error_lines_suppressed, c->errors_held);
   if (c->requests) figure_add_shared(&in->health_requests, c->requests);
   if (c->unmatched) figure_add_shared(&in->health_unmatched, c->unmatched);
+  if (c->hellos) figure_add_shared(&in->hellos, c->hellos);
   c->total_readings += c->readings;
   for (int i = 1; i < SERVE_BAD_REASONS; i++) c->total_bad += c->bad[i];
-  c->bytes = c->lines = c->readings = c->errors_sent = c->errors_held = c->requests = c->unmatched = 0;
+  c->bytes = c->lines = c->readings = c->errors_sent = c->errors_held = c->requests = c->unmatched = c->hellos = 0;
   memset(c->bad, 0, sizeof c->bad);
 }
 
@@ -248,6 +266,48 @@ static void on_health_reply(conn *c, const protocol_health_reply *h) {
   c->unmatched++;
 }
 
+/* ------------------------------------------------------------ acks */
+
+/* Writes the acks owed, as far as the socket takes them without waiting
+ * (see the note on acks). */
+static void send_acks(conn *c) {
+  for (;;) {
+    if (c->ack_len == 0) {
+      registry_ack due[ACKS_PER_WRITE];
+      int n = registry_take_acks(c->in->reg, &c->rc, due, ACKS_PER_WRITE);
+      if (n == 0 || c->mute) return;
+      for (int i = 0; i < n; i++)
+        c->ack_len += (size_t)protocol_format_ack(c->ack_buf + c->ack_len, ACK_LINE_MAX, due[i].id, due[i].seq);
+      c->ack_lines = n;
+    }
+    int r = tg_tcp_try_write(c->sock, c->ack_buf, c->ack_len);
+    if (r == TG_EAGAIN) return;
+    if (r == 0) figure_add_shared(&c->in->acks_sent, (uint64_t)c->ack_lines);
+    if (r != 0) c->mute = 1;
+    c->ack_len = 0;
+  }
+}
+
+/* A hello: what the device asked for from now on, and the answer saying
+ * what the gateway will do. Returns GO_ON. */
+static int on_hello(conn *c, const protocol_hello *h) {
+  c->hellos++;
+  if (h->acks && !c->acks_ready && !c->draining) {
+    c->ack_buf = malloc(ACKS_PER_WRITE * ACK_LINE_MAX);
+    if (!c->ack_buf || tg_notify_new(&c->acks_ready, "acks") != 0) { /* no acks, and the answer says so */
+      free(c->ack_buf);
+      c->ack_buf = NULL;
+    }
+  }
+  c->wants.acks = c->acks_ready != NULL;
+  c->wants.health |= h->health;
+  registry_hello(c->in->reg, &c->rc, c->wants.health, c->acks_ready);
+  char line[64];
+  int n = protocol_format_hello(line, sizeof line, &c->wants);
+  if ((h->acks || h->health) && n > 0 && c->out_len + (size_t)n <= OUT_CAP) out_append(c, line, (size_t)n);
+  return GO_ON;
+}
+
 /* One complete line (without its '\n'). Returns GO_ON, STOP_ERRORS or
  * STOP_PIPELINE. */
 static int on_line(conn *c, const char *p, size_t n) {
@@ -262,6 +322,7 @@ static int on_line(conn *c, const char *p, size_t n) {
     on_health_reply(c, &m.health);
     return GO_ON;
   }
+  if (m.kind == PROTOCOL_HELLO) return on_hello(c, &m.hello);
   const device_entry *e = lookup(c, &m.device);
   if (!e) return bad(c, SERVE_BAD_TOO_MANY_DEVICES);
   if (atomic_load_explicit(&((device_entry *)e)->conn, memory_order_relaxed) != &c->rc)
@@ -421,9 +482,14 @@ static int serve_conn(conn *c) {
   for (;;) {
     tg_tcp_view v;
     health_request req;
-    tg_case cs[3] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req), tg_tcp_recv_case(c->sock, &v)};
-    int w = tg_select(cs, 3, TG_FOREVER);
+    tg_case cs[4] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req), tg_tcp_recv_case(c->sock, &v),
+                     c->acks_ready ? tg_notify_wait_case(c->acks_ready) : (tg_case){0}};
+    int w = tg_select(cs, c->acks_ready ? 4 : 3, c->ack_len ? tg_deadline_in(TG_MS(10)) : TG_FOREVER);
     if (w == 0) return drain(c);
+    if (w == 3 || w == TG_ETIMEDOUT) {
+      send_acks(c);
+      continue;
+    }
     if (w < 0) return w;
     if (w == 1) {
       if (cs[1].result != 0) return cs[1].result;
@@ -486,8 +552,10 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
     c->carry_len = 0;
     bad(c, SERVE_BAD_TRUNCATED);
   }
-  /* Whatever ended it: no more requests, every waiting asker told. */
+  /* Whatever ended it: no more requests or acks, every waiting asker told. */
   if (c->outbox) close_outbox(c);
+  if (c->acks_ready) tg_notify_free(c->acks_ready);
+  free(c->ack_buf);
   for (int i = 0; i < c->npend; i++) tg_oneshot_tx_drop(c->pend[i].reply);
   c->npend = 0;
   flush_figures(c);
@@ -624,6 +692,8 @@ static void ingest_figures_get(void *state, source_figures *f) {
   f->error_lines_suppressed = figure_get(&in->error_lines_suppressed);
   f->health_requests = figure_get(&in->health_requests);
   f->health_unmatched = figure_get(&in->health_unmatched);
+  f->hellos = figure_get(&in->hellos);
+  f->acks_sent = figure_get(&in->acks_sent);
   tg_semaphore_stats bw = {0};
   if (in->bandwidth) tg_semaphore_stats_get(in->bandwidth, &bw);
   f->permits = bw.permits;
