@@ -141,6 +141,38 @@ static void *backpressure_body(void *arg) {
 START_TEST(test_io_backpressure_stops_writer) { tg_test_run(1, 0, backpressure_body, NULL); }
 END_TEST
 
+/* tg_tcp_try_write never waits: a payload the kernel cannot take goes out
+ * in the background, and until it has, a second try writes nothing. */
+static void *try_write_body(void *arg) {
+  (void)arg;
+  enum { TOTAL = 32 * 1024 * 1024 };
+  server s = server_new();
+  tg_mpsc_new(&(tg_mpsc_opts){.capacity = 1, .elem_size = sizeof(int)}, &s.start, &s.start_rx);
+  tg_task *t;
+  tg_spawn(&t, slow_reader, &s, NULL);
+  tg_tcp *c;
+  ck_assert_int_eq(tg_tcp_connect(&c, "127.0.0.1", s.port), 0);
+  unsigned char *payload = malloc(TOTAL + 1);
+  for (size_t i = 0; i <= TOTAL; i++) payload[i] = (unsigned char)(i % 251);
+  ck_assert_int_eq(tg_tcp_try_write(c, payload, TOTAL), 0); /* far more than the kernel buffers */
+  ck_assert_int_eq(tg_tcp_try_write(c, payload + TOTAL, 1), TG_EAGAIN);
+  int token = 1;
+  tg_mpsc_send(s.start, &token);
+  ck_assert_int_eq(tg_tcp_write(c, payload + TOTAL, 1), 0); /* waits its turn */
+  tg_tcp_close(c);
+  tg_task_join(t, NULL);
+  ck_assert_uint_eq(s.bytes, TOTAL + 1); /* the refused byte was not sent twice */
+  ck_assert_uint_eq(s.corrupt, 0);
+  free(payload);
+  tg_mpsc_tx_drop(s.start);
+  tg_mpsc_rx_drop(s.start_rx);
+  tg_tcp_close(s.listener);
+  return NULL;
+}
+
+START_TEST(test_io_try_write) { tg_test_run(1, 0, try_write_body, NULL); }
+END_TEST
+
 /* A line longer than the receive buffer: recv says TG_EFULL. */
 static void *full_reader(void *arg) {
   server *s = arg;
@@ -330,6 +362,7 @@ int main(void) {
   Suite *s = suite_create("io");
   tg_test_add(s, "echo_lines", test_io_echo_lines, 10);
   tg_test_add(s, "backpressure_stops_writer", test_io_backpressure_stops_writer, 30);
+  tg_test_add(s, "try_write", test_io_try_write, 30);
   tg_test_add(s, "recv_full_buffer", test_io_recv_full_buffer, 10);
   tg_test_add(s, "errors", test_io_errors, 10);
   tg_test_add(s, "handoff_to_other_worker", test_io_handoff_to_other_worker, 10);
