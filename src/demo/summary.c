@@ -37,6 +37,9 @@ char *summary_text(const demo_summary *s, const demo_config *c) {
           ": %s\n",
           s->readings_sent, s->readings_aggregated, s->readings_stored, s->db_rows,
           s->lossless ? "nothing lost" : "MISMATCH - readings were lost");
+  if (s->lossless)
+    fprintf(f, "              (on a graceful stop; across a crash it takes acks: devices keep what is not\n"
+               "              committed yet and resend it - telegate serve does, see docs/demo.md)\n");
   fprintf(f,
           "batches       %" PRIu64 " cut, %" PRIu64 " committed in %" PRIu64 " transactions (%" PRIu64
           " failed and were retried, %" PRIu64 " lost)\n",
