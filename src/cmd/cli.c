@@ -4,10 +4,14 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <ini.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The sections a config file may have: the commands' names. */
+static const char *const sections[] = {"demo", "serve", "devices"};
 
 struct cli_string {
   struct cli_string *next;
@@ -185,6 +189,111 @@ const cli_option *cli_option_find(const cli_command *cmd, const char *name, size
   return NULL;
 }
 
+/* The options every command has besides its table's. */
+static int is_builtin(const char *arg, size_t len, const char *name) {
+  return len == strlen(name) + 2 && strncmp(arg, "--", 2) == 0 && memcmp(arg + 2, name, len - 2) == 0;
+}
+
+/* ------------------------------------------------------------ config files */
+
+typedef struct file_pass {
+  const cli_command *cmd;
+  void *cfg;
+  cli_strings *strings;
+  int presets;
+  char *err;
+  size_t errlen;
+  int failed;
+} file_pass;
+
+/* The entry failed (fp->err says why). Returning 0 makes inih keep the
+ * line number of the first failure. */
+static int entry_failed(file_pass *fp) {
+  fp->failed = 1;
+  return 0;
+}
+
+static int is_section(const char *name) {
+  for (size_t i = 0; i < sizeof sections / sizeof *sections; i++)
+    if (strcmp(sections[i], name) == 0) return 1;
+  return 0;
+}
+
+/* inih's handler: one `key = value` of the file. */
+static int on_entry(void *user, const char *section, const char *key, const char *value) {
+  file_pass *fp = user;
+  if (fp->failed) return 1;
+  if (!*section) {
+    snprintf(fp->err, fp->errlen, "%s: a key outside a [section]", key);
+    return entry_failed(fp);
+  }
+  if (!is_section(section)) {
+    snprintf(fp->err, fp->errlen, "[%s]: no such section (a command's name)", section);
+    return entry_failed(fp);
+  }
+  if (strcmp(section, fp->cmd->name) != 0) return 1;
+  const cli_option *opt = cli_option_find(fp->cmd, key, strlen(key));
+  if (!opt) {
+    snprintf(fp->err, fp->errlen, "%s: no such key in [%s]; telegate %s --help lists them", key, section, section);
+    return entry_failed(fp);
+  }
+  if ((opt->preset != NULL) != fp->presets) return 1;
+  if (opt->kind == CLI_FLAG) {
+    int on = strcmp(value, "true") == 0;
+    if (!on && strcmp(value, "false") != 0) {
+      snprintf(fp->err, fp->errlen, "%s wants true or false, got '%s'", key, value);
+      return entry_failed(fp);
+    }
+    *(int *)((char *)fp->cfg + opt->field) = on;
+    return 1;
+  }
+  int r = cli_option_set(opt, value, fp->cfg, fp->strings, fp->err, fp->errlen);
+  if (r == 0) return 1;
+  if (r == -EINVAL && strncmp(fp->err, "--", 2) == 0) /* the flag's message, about a key */
+    memmove(fp->err, fp->err + 2, strlen(fp->err + 2) + 1);
+  return entry_failed(fp);
+}
+
+/* Sets the options of the file at path: the presets, or the others. */
+static int file_pass_run(const cli_command *cmd, const char *path, void *cfg, cli_strings *strings, int presets,
+                         char *err, size_t errlen) {
+  char why[200] = "";
+  file_pass fp = {cmd, cfg, strings, presets, why, sizeof why, 0};
+  int line = ini_parse(path, on_entry, &fp);
+  if (line == 0) return 0;
+  if (line == -1)
+    snprintf(err, errlen, "--config: cannot read %s: %s", path, strerror(errno));
+  else if (line < 0)
+    return -ENOMEM;
+  else if (fp.failed)
+    snprintf(err, errlen, "%s:%d: %s", path, line, why);
+  else
+    snprintf(err, errlen, "%s:%d: neither a [section] nor a key = value line", path, line);
+  return -EINVAL;
+}
+
+/* The value of the last --config in argv, or NULL; -EINVAL in *r when
+ * one has no value. */
+static const char *config_path(int argc, char *const argv[], int *r, char *err, size_t errlen) {
+  const char *path = NULL;
+  *r = 0;
+  for (int i = 0; i < argc; i++) {
+    if (strncmp(argv[i], "--config=", 9) == 0) {
+      path = argv[i] + 9;
+    } else if (strcmp(argv[i], "--config") == 0) {
+      if (i + 1 == argc) {
+        snprintf(err, errlen, "--config needs a value: a path");
+        *r = -EINVAL;
+        return NULL;
+      }
+      path = argv[++i];
+    }
+  }
+  return path;
+}
+
+/* ------------------------------------------------------------ the command line */
+
 /* One pass over argv. Both passes check every argument's form; the first
  * sets only the presets, the second everything else. */
 static int parse_pass(const cli_command *cmd, int argc, char *const argv[], void *cfg, cli_strings *strings,
@@ -198,6 +307,11 @@ static int parse_pass(const cli_command *cmd, int argc, char *const argv[], void
     }
     const char *eq = strchr(arg, '=');
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (is_builtin(arg, len, "config")) { /* read before: config_path */
+      i += !eq;
+      continue;
+    }
+    if (is_builtin(arg, len, "check") && !eq) continue;
     const cli_option *opt = len > 2 && strncmp(arg, "--", 2) == 0 ? cli_option_find(cmd, arg + 2, len - 2) : NULL;
     if (!opt) {
       snprintf(err, errlen, "unknown flag '%.*s'; --help lists the flags", (int)len, arg);
@@ -218,9 +332,16 @@ static int parse_pass(const cli_command *cmd, int argc, char *const argv[], void
 
 int cli_parse(const cli_command *cmd, int argc, char *const argv[], void *cfg, cli_strings *strings, char *err,
               size_t errlen) {
-  int r = parse_pass(cmd, argc, argv, cfg, strings, 1, err, errlen);
-  if (r == 0) r = parse_pass(cmd, argc, argv, cfg, strings, 0, err, errlen);
+  int r;
+  const char *config = config_path(argc, argv, &r, err, errlen);
+  /* Presets first, then the rest; in each, the file first. */
+  for (int presets = 1; r == 0 && presets >= 0; presets--) {
+    if (config) r = file_pass_run(cmd, config, cfg, strings, presets, err, errlen);
+    if (r == 0) r = parse_pass(cmd, argc, argv, cfg, strings, presets, err, errlen);
+  }
   if (r == 0 && cmd->finish) r = cmd->finish(cfg, err, errlen);
+  for (int i = 0; r == 0 && i < argc; i++)
+    if (strcmp(argv[i], "--check") == 0) r = CLI_CHECK;
   return r;
 }
 
@@ -263,5 +384,50 @@ void cli_usage(const cli_command *cmd, FILE *out) {
     snprintf(left, sizeof left, "--%s%s", cmd->options[i].name, arg);
     fprintf(out, "  %-*s  %s\n", width, left, cmd->options[i].help);
   }
+  char config_help[96];
+  snprintf(config_help, sizeof config_help, "read these options from the [%s] section of an INI file; flags win",
+           cmd->name);
+  fprintf(out, "  %-*s  %s\n", width, "--config FILE", config_help);
+  fprintf(out, "  %-*s  %s\n", width, "--check", "check everything, print the effective config, run nothing");
   fprintf(out, "  %-*s  %s\n", width, "--help", "this text");
+}
+
+void cli_write_config(const cli_command *cmd, const void *cfg, FILE *out) {
+  fprintf(out, "[%s]\n", cmd->name);
+  for (size_t i = 0; i < cmd->noptions; i++) {
+    const cli_option *opt = &cmd->options[i];
+    const void *field = (const char *)cfg + opt->field;
+    switch (opt->kind) {
+    case CLI_FLAG: fprintf(out, "%s = %s\n", opt->name, *(const int *)field ? "true" : "false"); break;
+    case CLI_INT: fprintf(out, "%s = %d\n", opt->name, *(const int *)field); break;
+    case CLI_U64: fprintf(out, "%s = %" PRIu64 "\n", opt->name, *(const uint64_t *)field); break;
+    case CLI_DOUBLE: fprintf(out, "%s = %.17g\n", opt->name, *(const double *)field); break;
+    case CLI_STRING:
+    case CLI_PATH: {
+      const char *s = *(const char *const *)field;
+      if (s)
+        fprintf(out, "%s = %s\n", opt->name, s);
+      else
+        fprintf(out, "# %s =\n", opt->name);
+      break;
+    }
+    case CLI_ENUM: {
+      const cli_word *w = opt->words;
+      while (w->word && w->value != *(const int *)field) w++;
+      fprintf(out, "%s = %s\n", opt->name, w->word ? w->word : "?");
+      break;
+    }
+    case CLI_HOSTPORT: {
+      const char *host = *(const char *const *)field;
+      int port = *(const int *)((const char *)cfg + opt->port_field);
+      if (!host)
+        fprintf(out, "# %s =\n", opt->name);
+      else if (strchr(host, ':'))
+        fprintf(out, "%s = [%s]:%d\n", opt->name, host, port);
+      else
+        fprintf(out, "%s = %s:%d\n", opt->name, host, port);
+      break;
+    }
+    }
+  }
 }

@@ -19,6 +19,28 @@
  *
  *     --batch-size wants an integer from 1 to 10000000, got 'x'
  *
+ * A config file sets the same options: `--config FILE` (any command)
+ * reads an INI file (parsed by inih) before the command line, so every
+ * flag given wins over the file. The file has one section per command,
+ * named as the command ([serve], [devices], [demo]); a command reads its
+ * own section and skips the others, so one file can serve them all. Keys
+ * are the long option names without "--", values are written as on the
+ * command line, and a flag's value is true or false:
+ *
+ *     [serve]
+ *     listen-devices = 0.0.0.0:7878
+ *     batch-age-ms = 200
+ *     quiet = false
+ *
+ * A key outside a section, an unknown section or key, or a bad value is
+ * an error naming the file, the line and the key:
+ *
+ *     telegate.ini:3: batch-age-ms wants an integer from 1 to 3600000, got 'x'
+ *
+ * `--check` (any command) parses everything, runs the command's checks
+ * and, instead of running, asks for the effective configuration to be
+ * printed (cli_write_config) - itself a valid config file.
+ *
  * Strings: every string value (CLI_STRING, CLI_PATH and the host of
  * CLI_HOSTPORT) is copied into a cli_strings the caller owns, so a config
  * depends neither on argv nor on a file's buffer, and no two options
@@ -31,9 +53,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* cli_parse's answer when --help was asked: not an error, and nothing
- * after it was looked at. */
-enum { CLI_HELP = 1 };
+/* cli_parse's answers that are not errors: --help was asked (nothing
+ * after it was looked at), or --check (everything was, and is valid). */
+enum { CLI_HELP = 1, CLI_CHECK = 2 };
 
 typedef enum cli_kind {
   CLI_FLAG,     /* no value: sets an int to 1 */
@@ -83,12 +105,13 @@ typedef struct cli_strings {
 
 void cli_strings_free(cli_strings *s);
 
-/* Sets the options in argv (the arguments after the command's name) into
- * *cfg on top of what it holds (the caller sets the defaults first), then
- * runs the command's finish. Returns 0; CLI_HELP when --help or -h came
- * before any error; -EINVAL with a one-line message in err (no newline,
- * no command name) for a usage error; -ENOMEM. On an error *cfg may be
- * partly set. */
+/* Sets the options of the --config file, if any, then those in argv (the
+ * arguments after the command's name) into *cfg on top of what it holds
+ * (the caller sets the defaults first), then runs the command's finish.
+ * Returns 0; CLI_HELP when --help or -h came before any error; CLI_CHECK
+ * when --check came and everything is valid; -EINVAL with a one-line
+ * message in err (no newline, no command name) for a usage error or a bad
+ * file; -ENOMEM. On an error *cfg may be partly set. */
 int cli_parse(const cli_command *cmd, int argc, char *const argv[], void *cfg, cli_strings *strings, char *err,
               size_t errlen);
 
@@ -103,6 +126,10 @@ int cli_option_set(const cli_option *opt, const char *value, void *cfg, cli_stri
 
 /* Writes the usage text of the command, generated from its table. */
 void cli_usage(const cli_command *cmd, FILE *out);
+
+/* Writes *cfg as the command's section of a config file: every option,
+ * an unset string as a comment. */
+void cli_write_config(const cli_command *cmd, const void *cfg, FILE *out);
 
 /* Table entries. T is the config struct; each macro checks at compile
  * time that the member has the type its kind writes, so a table cannot

@@ -14,10 +14,14 @@
 
 /* What a parse that did not end in a run means for the process: the exit
  * status; -1 when the command is to run. */
-static int parse_outcome(const cli_command *cmd, int r, const char *err) {
+static int parse_outcome(const cli_command *cmd, int r, const void *cfg, const char *err) {
   if (r == 0) return -1;
   if (r == CLI_HELP) {
     cli_usage(cmd, stdout);
+    return 0;
+  }
+  if (r == CLI_CHECK) {
+    cli_write_config(cmd, cfg, stdout);
     return 0;
   }
   fprintf(stderr, "telegate %s: %s\n", cmd->name, r == -EINVAL ? err : tg_strerror(r));
@@ -28,7 +32,7 @@ static int cmd_demo(int argc, char **argv) {
   demo_config cfg;
   cli_strings strings = {0};
   char err[256];
-  int status = parse_outcome(&cli_demo, cli_parse_demo(argc, argv, &cfg, &strings, err, sizeof err), err);
+  int status = parse_outcome(&cli_demo, cli_parse_demo(argc, argv, &cfg, &strings, err, sizeof err), &cfg, err);
   if (status < 0) {
     cfg.handle_signals = 1;
     demo_summary s;
@@ -63,7 +67,7 @@ static int cmd_serve(int argc, char **argv) {
   serve_config cfg;
   cli_strings strings = {0};
   char err[256];
-  int status = parse_outcome(&cli_serve, cli_parse_serve(argc, argv, &cfg, &strings, err, sizeof err), err);
+  int status = parse_outcome(&cli_serve, cli_parse_serve(argc, argv, &cfg, &strings, err, sizeof err), &cfg, err);
   if (status < 0) {
     cfg.handle_signals = 1;
     cfg.on_start = attach_http;
@@ -80,7 +84,7 @@ static int cmd_devices(int argc, char **argv) {
   sim_config cfg;
   cli_strings strings = {0};
   char err[256];
-  int status = parse_outcome(&cli_devices, cli_parse_devices(argc, argv, &cfg, &strings, err, sizeof err), err);
+  int status = parse_outcome(&cli_devices, cli_parse_devices(argc, argv, &cfg, &strings, err, sizeof err), &cfg, err);
   if (status < 0) status = sim_run(&cfg, NULL) == 0 ? 0 : 1;
   cli_strings_free(&strings);
   return status;
