@@ -146,18 +146,23 @@ static inline void wait_for_log(pid_t pid, const char *log, const char *needle, 
   }
 }
 
-/* Whether pid has a handler for signo (SigCgt in /proc/PID/status): the
- * moment a signal sent to it is caught rather than acted on by default. */
+/* Whether pid runs the gateway and has a handler for signo (SigCgt in
+ * /proc/PID/status): the moment a signal sent to it is caught rather than
+ * acted on by default. Before its exec the child is a copy of the test,
+ * whose handlers are Check's: its name tells the two apart. */
 static inline int catches(pid_t pid, int signo) {
   char path[64], line[256];
   snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
   FILE *f = fopen(path, "r");
   if (!f) return 0;
   unsigned long long mask = 0;
-  while (fgets(line, sizeof line, f))
+  int exec_done = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (strcmp(line, "Name:\ttg-proc-gateway\n") == 0) exec_done = 1;
     if (sscanf(line, "SigCgt: %llx", &mask) == 1) break;
+  }
   fclose(f);
-  return (int)((mask >> (signo - 1)) & 1);
+  return exec_done && (int)((mask >> (signo - 1)) & 1);
 }
 
 static inline void wait_until_caught(pid_t pid, int signo) {

@@ -7,6 +7,8 @@
 #include <stdio.h>
 
 static const cli_word log_words[] = {{"text", LOG_TEXT}, {"json", LOG_JSON}, {NULL, 0}};
+static const cli_word level_words[] = {
+    {"error", LOG_ERROR}, {"warn", LOG_WARN}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}, {NULL, 0}};
 
 #define INT(name, m, min, max, help) CLI_OPT_INT(serve_config, name, m, min, max, help)
 
@@ -44,6 +46,7 @@ static const cli_option options[] = {
     INT("health-interval-ms", health_interval_ms, 0, 3600000, "health round period; 0: no rounds (3000)"),
     INT("health-timeout-ms", health_timeout_ms, 1, 3600000, "health reply timeout (500)"),
     CLI_OPT_ENUM(serve_config, "log-format", log_format, log_words, "the event log's format (text)"),
+    CLI_OPT_ENUM(serve_config, "log-level", log_level, level_words, "events less severe are not logged (info)"),
     CLI_OPT_FLAG(serve_config, "quiet", quiet, "no event log, only the summary"),
     CLI_OPT_STRING(serve_config, "summary-json", summary_json, "PATH", "write the final figures as JSON to this file"),
 };

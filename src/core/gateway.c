@@ -36,6 +36,7 @@ void serve_config_defaults(serve_config *c) {
   c->health_interval_ms = 3000;
   c->health_timeout_ms = 500;
   c->log_format = LOG_TEXT;
+  c->log_level = LOG_INFO;
 }
 
 /* The gateway's own reasons, after the parser's (protocol.h). */

@@ -47,6 +47,7 @@ typedef struct serve_config {
   int health_timeout_ms;  /* ... each answered within (500) */
   /* output */
   log_format log_format;
+  log_level log_level;      /* events above it are dropped (info) */
   int quiet;                /* no event log, only the final summary */
   FILE *out;                /* log and summary; NULL: stdout */
   const char *summary_json; /* write the final figures here; NULL: none */

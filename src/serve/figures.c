@@ -533,18 +533,23 @@ static int write_file(const char *path, const http_buf *b) {
 
 int figures_summary_write(demo_log *log, const serve_figures *f, const serve_run_end *e, const char *json_path) {
   http_buf b = {0};
-  figures_summary_text(&b, f, e);
-  int r = b.failed ? TG_ENOMEM : 0;
-  if (!b.failed) log_write(log, b.data);
-  if (json_path) {
-    http_buf_reset(&b);
-    figures_summary_json(&b, f, e);
+  int r = 0;
+  figures_summary_json(&b, f, e);
+  if (json_path) { /* first, so that the summary stays the log's last line */
     int w = b.failed ? TG_ENOMEM : write_file(json_path, &b);
     if (w != 0) {
       log_event(log, "❌", "serve", 0, "summary_json", "Cannot write %s: %s", json_path, tg_strerror(w));
       r = w;
     }
   }
+  if (log->format == LOG_JSON) { /* every line of a JSON log parses */
+    if (!b.failed) log_write_json(log, "serve", "summary", "summary", b.data);
+  } else {
+    http_buf_reset(&b);
+    figures_summary_text(&b, f, e);
+    if (!b.failed) log_write(log, b.data);
+  }
+  if (b.failed) r = TG_ENOMEM;
   http_buf_free(&b);
   return r;
 }

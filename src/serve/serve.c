@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Pipeline tasks run SQLite under nothing heavier than the blocking pool. */
 #define PIPELINE_STACK ((size_t)128 * 1024)
@@ -261,7 +262,14 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
   s->t0 = tg_now();
   s->started_unix_ns = unix_ns();
   s->started_unix_ms = s->started_unix_ns / 1000000;
-  log_init(&s->log, cfg->out ? cfg->out : stdout, cfg->log_format, cfg->quiet, s->t0);
+  FILE *log_out = cfg->out ? cfg->out : stdout;
+  log_init(&s->log, log_out, cfg->log_format, cfg->quiet, s->t0);
+  /* An operator's log: the time of day on each line; under systemd the
+   * journal's priorities (and its own time); errors also on stderr when
+   * the log goes to a file or a pipe, where nobody watches it live. */
+  int journal = getenv("JOURNAL_STREAM") != NULL;
+  int watched = isatty(fileno(log_out)) || fileno(log_out) == STDERR_FILENO;
+  log_configure(&s->log, cfg->log_level, 1, journal, journal || watched ? NULL : stderr);
   raise_fd_limit();
   signal(SIGPIPE, SIG_IGN); /* a device that hung up is an error code, not the end of the process */
   int r;
