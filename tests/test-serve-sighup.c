@@ -1,8 +1,10 @@
 /* test-serve-sighup.c - the telegate binary as an operator runs it: SIGHUP
- * while devices send costs nothing - serve logs it, goes on reading and
- * storing - and the SIGTERM after it (with a hang-up on its heels, as
- * systemd's SendSIGHUP= sends) ends serve in order: exit 0, the summary,
- * and every reading the simulator sent in the database, once.
+ * while devices send reloads the config file and costs nothing - the new
+ * log level takes effect, a change that needs a restart is reported, not
+ * ignored, and serve goes on reading and storing - and the SIGTERM after
+ * it (with a hang-up on its heels, as systemd's SendSIGHUP= sends) ends
+ * serve in order: exit 0, the summary, and every reading the simulator
+ * sent in the database, once.
  *
  * Real processes throughout: serve and two fleets of `telegate devices`.
  * Every wait is on a condition (a log line, the signal mask in /proc, a
@@ -13,6 +15,13 @@
 
 /* A fleet's report (--report-json): the rows the database must hold, per
  * device 1..sent. Returns the readings sent. */
+static void write_config(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_ge(fputs(text, f), 0);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
 static uint64_t check_fleet(const char *report, const char *db_path) {
   char *text = slurp(report);
   cJSON *j = cJSON_Parse(text);
@@ -61,9 +70,11 @@ START_TEST(test_serve_sighup_loses_nothing) {
   const char *before_log = dir_file("before.log"), *before_json = dir_file("before.json");
   const char *after_log = dir_file("after.log"), *after_json = dir_file("after.json");
 
+  const char *config = dir_file("serve.ini");
+  write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = info\n");
   const char *serve_argv[] = {
-      NULL, "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", "127.0.0.1:0", "--db", db, "--batch-age-ms",
-      "50", NULL};
+      NULL, "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", "127.0.0.1:0", "--db", db, "--config",
+      config, NULL};
   pid_t serve = start(serve_argv, serve_log);
   wait_for_log(serve, serve_log, "telegate serve: devices on 127.0.0.1:", 1);
   char *text = slurp(serve_log);
@@ -74,22 +85,31 @@ START_TEST(test_serve_sighup_loses_nothing) {
   snprintf(connect, sizeof connect, "127.0.0.1:%d", port);
   wait_until_caught(serve, SIGHUP); /* its handlers are installed */
 
-  /* A fleet sends; once its readings are being committed, two hang-ups. */
+  /* A fleet sends; once its readings are being committed, the file
+   * changes and two hang-ups come. */
   const char *before_argv[] = {
       NULL,         "devices", "--connect",   connect,   "--count",       "5",         "--rate",  "200",
       "--duration", "3",       "--id-prefix", "before-", "--report-json", before_json, "--quiet", NULL};
   pid_t before = start(before_argv, before_log);
   wait_rows_above(db, 0);
+  write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = warn\nbatch-size = 500\n");
   ck_assert_int_eq(kill(serve, SIGHUP), 0);
-  wait_for_log(serve, serve_log, "SIGHUP: reload requested; nothing is reloadable yet, serve goes on", 1);
+  wait_for_log(serve, serve_log, "SIGHUP: configuration reloaded: 2 changed, 1 applied live", 1);
+  ck_assert_int_eq(occurrences(serve_log, "SIGHUP: log-level = warn (was: log-level = info)"), 1);
+  ck_assert_int_eq(
+      occurrences(serve_log, "SIGHUP: batch-size = 500 takes a restart, not applied (running: batch-size = 1000)"), 1);
   int64_t rows_at_hup = db_rows(db);
+  /* The second: the level is warn now, so only the warning is logged. */
   ck_assert_int_eq(kill(serve, SIGHUP), 0);
-  wait_for_log(serve, serve_log, "SIGHUP: reload requested", 2);
+  wait_for_log(serve, serve_log, "SIGHUP: batch-size = 500 takes a restart", 2);
+  ck_assert_int_eq(occurrences(serve_log, "SIGHUP: configuration reloaded"), 1);
   ck_assert_msg(running(serve), "serve ended after SIGHUP");
   ck_assert_int_eq(wait_exit(before), 0);
 
   /* Serve goes on: a second fleet, connected after the hang-ups, is read
-   * and stored like the first. */
+   * and stored like the first - and, at level warn, its connections are
+   * not logged. */
+  int connections_logged = occurrences(serve_log, "Device connection #");
   const char *after_argv[] = {
       NULL,         "devices", "--connect",   connect,  "--count",       "3",        "--rate",  "100",
       "--duration", "1",       "--id-prefix", "after-", "--report-json", after_json, "--quiet", NULL};
@@ -97,6 +117,13 @@ START_TEST(test_serve_sighup_loses_nothing) {
   ck_assert_int_eq(wait_exit(after), 0);
   ck_assert_msg(running(serve), "serve ended");
   wait_rows_above(db, rows_at_hup);
+  ck_assert_int_eq(occurrences(serve_log, "Device connection #"), connections_logged);
+
+  /* Back to info, for the shutdown's lines. */
+  write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = info\nbatch-size = 500\n");
+  ck_assert_int_eq(kill(serve, SIGHUP), 0);
+  wait_for_log(serve, serve_log, "SIGHUP: log-level = info (was: log-level = warn)", 1);
+  wait_for_log(serve, serve_log, "SIGHUP: configuration reloaded", 2);
 
   ck_assert_msg(occurrences(serve_log, "Shutdown requested") == 0,
                 "serve shut down before the test's SIGTERM: another process signalled it");

@@ -1,10 +1,13 @@
 /* cli_serve.c - the flags of `telegate serve`; see cli_serve.h. */
 #include "cli_serve.h"
 
+#include "serve.h"
 #include "storage.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static const cli_word log_words[] = {{"text", LOG_TEXT}, {"json", LOG_JSON}, {NULL, 0}};
 static const cli_word level_words[] = {
@@ -79,4 +82,85 @@ const cli_command cli_serve = {
 int cli_parse_serve(int argc, char *const argv[], serve_config *cfg, cli_strings *strings, char *err, size_t errlen) {
   serve_config_defaults(cfg);
   return cli_parse(&cli_serve, argc, argv, cfg, strings, err, errlen);
+}
+
+/* ------------------------------------------------------------ reload */
+
+/* The options as config-file lines, one per option in table order. */
+static char *config_text(const serve_config *c) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return NULL;
+  cli_write_config(&cli_serve, c, f);
+  fclose(f);
+  return text;
+}
+
+/* The key of a config line ("batch-size = 7", "# db ="), into key. */
+static void key_of(const char *line, size_t len, char *key, size_t cap) {
+  if (len >= 2 && line[0] == '#') line += 2, len -= 2;
+  size_t n = 0;
+  while (n < len && n + 1 < cap && line[n] != ' ') n++;
+  memcpy(key, line, n);
+  key[n] = '\0';
+}
+
+/* Applies one changed option if it can change live; returns whether it
+ * did. A new log level is only noted here (see cli_serve_reload). */
+static int apply_live(serve *s, const char *key, cli_serve_reloader *r, const serve_config *fresh) {
+  if (strcmp(key, "log-level") == 0) {
+    r->running.log_level = fresh->log_level;
+    return 1;
+  }
+  if (strcmp(key, "health-interval-ms") == 0 || strcmp(key, "health-timeout-ms") == 0) {
+    if (serve_set_health_cadence(s, fresh->health_interval_ms, fresh->health_timeout_ms) != 0) return 0;
+    r->running.health_interval_ms = fresh->health_interval_ms;
+    r->running.health_timeout_ms = fresh->health_timeout_ms;
+    return 1;
+  }
+  return 0;
+}
+
+void cli_serve_reload(serve *s, void *arg) {
+  cli_serve_reloader *r = arg;
+  demo_log *log = serve_log(s);
+  serve_config fresh;
+  cli_strings strings = {0};
+  char err[256];
+  int rc = cli_parse_serve(r->argc, r->argv, &fresh, &strings, err, sizeof err);
+  char *was = rc == 0 ? config_text(&r->running) : NULL, *now = rc == 0 ? config_text(&fresh) : NULL;
+  if (rc != 0 || !was || !now) {
+    log_event(log, "⚠️", "serve", 0, "reload_refused", "SIGHUP: reload refused, nothing changed: %s",
+              rc == -EINVAL ? err : tg_strerror(rc ? rc : -ENOMEM));
+  } else {
+    int changes = 0, applied = 0;
+    /* The reload's own lines go out at the more verbose of the two levels:
+     * a level raised is set first, a level lowered last. */
+    if (fresh.log_level > r->running.log_level) serve_set_log_level(s, fresh.log_level);
+    /* Both texts list the same options in the same order: line by line. */
+    for (const char *a = was, *b = now; *a && *b;) {
+      size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+      if (la != lb || memcmp(a, b, la) != 0) {
+        char key[64];
+        key_of(b, lb, key, sizeof key);
+        changes++;
+        if (apply_live(s, key, r, &fresh)) {
+          applied++;
+          log_event(log, "🔁", "serve", 0, "reloaded", "SIGHUP: %.*s (was: %.*s)", (int)lb, b, (int)la, a);
+        } else {
+          log_event(log, "⚠️", "serve", 0, "reload_needs_restart",
+                    "SIGHUP: %.*s takes a restart, not applied (running: %.*s)", (int)lb, b, (int)la, a);
+        }
+      }
+      a += la + (a[la] == '\n');
+      b += lb + (b[lb] == '\n');
+    }
+    log_event(log, "🔁", "serve", 0, "reload_done", "SIGHUP: configuration reloaded: %d changed, %d applied live",
+              changes, applied);
+    serve_set_log_level(s, r->running.log_level);
+  }
+  free(was);
+  free(now);
+  cli_strings_free(&strings);
 }

@@ -68,10 +68,13 @@ static int cmd_serve(int argc, char **argv) {
   cli_strings strings = {0};
   char err[256];
   int status = parse_outcome(&cli_serve, cli_parse_serve(argc, argv, &cfg, &strings, err, sizeof err), &cfg, err);
+  cli_serve_reloader reloader = {argc, argv, cfg};
   if (status < 0) {
     cfg.handle_signals = 1;
     cfg.on_start = attach_http;
     cfg.on_start_arg = &cfg;
+    cfg.on_reload = cli_serve_reload;
+    cfg.on_reload_arg = &reloader;
     int r = serve_run(&cfg, NULL, err, sizeof err);
     if (r < 0) fprintf(stderr, "telegate serve: %s\n", err);
     status = r == 0 ? 0 : 1;

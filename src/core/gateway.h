@@ -51,7 +51,7 @@ typedef struct serve_config {
   int quiet;                /* no event log, only the final summary */
   FILE *out;                /* log and summary; NULL: stdout */
   const char *summary_json; /* write the final figures here; NULL: none */
-  int handle_signals;       /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP is logged */
+  int handle_signals;       /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP calls on_reload */
   /* the HTTP side (api.h): clients, the dashboard, /metrics */
   const char *http_host;     /* "127.0.0.1" */
   int http_port;             /* 8080; 0: any free port */
@@ -64,6 +64,12 @@ typedef struct serve_config {
    * serve. */
   int (*on_start)(serve *s, void *arg, char *err, size_t errlen);
   void *on_start_arg;
+  /* Called on SIGHUP (with handle_signals), from the signal watcher's
+   * thread, while serve runs: re-reads the configuration and applies
+   * what can change live (serve_set_*), saying in the log what it did.
+   * NULL: SIGHUP is logged and changes nothing. */
+  void (*on_reload)(serve *s, void *arg);
+  void *on_reload_arg;
 } serve_config;
 
 void serve_config_defaults(serve_config *c);

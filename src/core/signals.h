@@ -11,9 +11,9 @@
  *   kills the process the default way, should an orderly shutdown ever
  *   hang.
  * - SIGHUP must never cost a reading, and its default action ends the
- *   process at once, readings in flight and all. serve logs it and goes on
- *   serving: a daemon's SIGHUP asks for a reload, and nothing is
- *   reloadable yet. The demo runs in a terminal, and there SIGHUP means
+ *   process at once, readings in flight and all. serve reloads its
+ *   configuration and goes on serving: a daemon's SIGHUP asks for a
+ *   reload. The demo runs in a terminal, and there SIGHUP means
  *   the terminal went away: it shuts down in order, as after SIGINT. The
  *   SIGHUP handler stays installed however often the signal comes, and
  *   signal_watch_stop does not give SIGHUP its default action back: it

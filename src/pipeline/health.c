@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -12,6 +13,7 @@ struct health_checker {
   health_opts o;        /* o.devices points at `devices` */
   tg_mpsc_tx **devices; /* owned until the task drops them */
   _Atomic uint64_t next_id;
+  _Atomic int64_t interval_ns, timeout_ns;          /* the rounds' cadence, which may change live */
   figure rounds, ok, timeout, dropped, unreachable; /* on-demand checks count from any worker */
 };
 
@@ -31,6 +33,8 @@ int health_checker_new(const health_opts *opts, health_checker **out) {
   hc->o = *opts;
   for (size_t i = 0; i < n; i++) hc->devices[i] = opts->devices[i];
   hc->o.devices = hc->devices;
+  atomic_init(&hc->interval_ns, opts->interval_ns);
+  atomic_init(&hc->timeout_ns, opts->timeout_ns);
   *out = hc;
   return 0;
 }
@@ -47,6 +51,11 @@ void health_checker_free(health_checker *hc) {
   drop_devices(hc);
   free(hc->devices);
   free(hc);
+}
+
+void health_checker_set_cadence(health_checker *hc, int64_t interval_ns, int64_t timeout_ns) {
+  atomic_store(&hc->interval_ns, interval_ns);
+  atomic_store(&hc->timeout_ns, timeout_ns);
 }
 
 void health_figures_get(const health_checker *hc, health_figures *out) {
@@ -155,18 +164,19 @@ static int check_round(health_checker *hc) {
             figure_get(&hc->rounds), list);
   for (int i = 0; i < k; i++) {
     if (tg_cancel_fired(hc->o.cancel)) return CHECK_SHUTDOWN;
-    if (health_ask(hc, pick[i], hc->o.timeout_ns, 1, NULL) == TG_ECANCELED) return CHECK_SHUTDOWN;
+    if (health_ask(hc, pick[i], atomic_load(&hc->timeout_ns), 1, NULL) == TG_ECANCELED) return CHECK_SHUTDOWN;
   }
   return CHECK_DONE;
 }
 
 void *health_task(void *arg) {
   health_checker *hc = arg;
-  int64_t next = hc->o.t0 + hc->o.interval_ns;
+  int64_t next = hc->o.t0 + atomic_load(&hc->interval_ns);
   while (tg_cancel_wait_dl(hc->o.cancel, next) == TG_ETIMEDOUT) {
     if (check_round(hc) != CHECK_DONE) break;
-    next += hc->o.interval_ns;
-    if (next <= tg_now()) next = tg_now() + hc->o.interval_ns;
+    int64_t interval = atomic_load(&hc->interval_ns);
+    next += interval;
+    if (next <= tg_now()) next = tg_now() + interval;
   }
   drop_devices(hc);
   log_event(hc->o.log, "🏥", "health", 0, "health_stopped",

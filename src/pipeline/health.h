@@ -64,6 +64,10 @@ typedef struct health_figures {
 /* Returns 0 or TG_ENOMEM (the device senders are dropped then). */
 int health_checker_new(const health_opts *opts, health_checker **out);
 
+/* The rounds' period and timeout from the next round on (a reload); any
+ * thread. interval_ns > 0: rounds that were off stay off. */
+void health_checker_set_cadence(health_checker *hc, int64_t interval_ns, int64_t timeout_ns);
+
 /* Frees hc once its task has ended (or never ran) and no health_ask is
  * in progress. */
 void health_checker_free(health_checker *hc);

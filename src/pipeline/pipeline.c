@@ -272,6 +272,13 @@ void pipeline_join(pipeline *p, int64_t deadline_ns) {
   }
 }
 
+int pipeline_set_health_cadence(pipeline *p, int64_t interval_ns, int64_t timeout_ns) {
+  health_checker *hc = atomic_load(&p->health);
+  if (!hc || p->o.health_interval_ns <= 0 || interval_ns <= 0) return TG_ECLOSED;
+  health_checker_set_cadence(hc, interval_ns, timeout_ns);
+  return 0;
+}
+
 void pipeline_figures_get(pipeline *p, pipeline_figures *f) {
   memset(f, 0, sizeof *f);
   if (p->agg) aggregator_figures_get(p->agg, &f->aggregator);

@@ -143,6 +143,11 @@ void pipeline_join(pipeline *p, int64_t deadline_ns);
 
 void pipeline_figures_get(pipeline *p, pipeline_figures *out);
 
+/* The health rounds' cadence from now on (health_checker_set_cadence).
+ * Returns 0, or TG_ECLOSED when there are no rounds (interval 0 at start,
+ * or the checker not started): they cannot start live. Any thread. */
+int pipeline_set_health_cadence(pipeline *p, int64_t interval_ns, int64_t timeout_ns);
+
 /* Frees p after pipeline_join (or before pipeline_start). */
 void pipeline_free(pipeline *p);
 

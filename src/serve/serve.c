@@ -85,8 +85,6 @@ static void request_stop(serve *s, const char *why) {
 
 void serve_stop(serve *s) { request_stop(s, "serve_stop"); }
 
-/* SIGHUP asks a daemon to reload; until something is reloadable it is
- * logged and changes nothing (signals.h). */
 /* The signal watcher's target. It starts before serve does, so that a
  * SIGINT or SIGTERM that comes while serve starts is kept and acted on
  * once it runs, instead of killing the process the default way. */
@@ -100,10 +98,11 @@ static void stop_on(serve *s, int signo) { request_stop(s, signo == SIGTERM ? "S
 static void on_signal(void *ctx, int signo) {
   signal_target *t = ctx;
   serve *s = atomic_load(&t->s);
-  if (signo == SIGHUP) {
-    if (s)
-      log_event(&s->log, "🔁", "serve", 0, "sighup",
-                "SIGHUP: reload requested; nothing is reloadable yet, serve goes on");
+  if (signo == SIGHUP) { /* a daemon's reload: never a stop (signals.h) */
+    if (s && s->cfg.on_reload)
+      s->cfg.on_reload(s, s->cfg.on_reload_arg);
+    else if (s)
+      log_event(&s->log, "🔁", "serve", 0, "sighup", "SIGHUP: nothing to reload (no config file), serve goes on");
     return;
   }
   if (!s) {
@@ -120,6 +119,12 @@ static void pipeline_fault(void *ctx, const char *why) {
 }
 
 /* ------------------------------------------------------------ setup */
+
+void serve_set_log_level(serve *s, log_level level) { log_set_level(&s->log, level); }
+
+int serve_set_health_cadence(serve *s, int interval_ms, int timeout_ms) {
+  return pipeline_set_health_cadence(s->pipe, TG_MS(interval_ms), TG_MS(timeout_ms));
+}
 
 int serve_spawn(serve *s, tg_task_fn fn, void *arg, const char *name) {
   tg_spawn_opts opts = {.stack_size = PIPELINE_STACK, .name = name};

@@ -166,4 +166,11 @@ void serve_clients_add(serve *s, int delta);
 /* The log serve writes its events to. */
 demo_log *serve_log(serve *s);
 
+/* What a reload (serve_config.on_reload) changes while serve runs; any
+ * thread. The health rounds' cadence returns 0, or TG_ECLOSED when the
+ * rounds were off at start, or are to be turned off: that takes a
+ * restart. */
+void serve_set_log_level(serve *s, log_level level);
+int serve_set_health_cadence(serve *s, int interval_ms, int timeout_ms);
+
 #endif
