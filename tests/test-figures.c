@@ -164,6 +164,10 @@ START_TEST(test_figures_every_serve_field_has_a_row) {
     ck_assert_msg(!read[b], "bad_input[0] is read");
     read[b] = 1;
   }
+  /* The histograms are families of their own (histogram.h, metrics.c). */
+  for (size_t b = offsetof(serve_figures, commit_time);
+       b < offsetof(serve_figures, reading_commit) + sizeof f.reading_commit; b++)
+    read[b] = 1;
   for (size_t b = 0; b < sizeof f;) {
     if (read[b]) {
       b++;
@@ -215,6 +219,31 @@ static int count_samples(const char *text) {
   return n;
 }
 
+/* Observations land in the first bucket at or above them; the exposition
+ * is cumulative, +Inf and _count being the total. */
+START_TEST(test_figures_histogram) {
+  static histogram h;
+  histogram_observe(&h, 500000, 1);                   /* 0.5 ms: le 0.001 */
+  histogram_observe(&h, 1000000, 2);                  /* 1 ms exactly: le 0.001 */
+  histogram_observe(&h, 70000000, 10);                /* 70 ms: le 0.1 */
+  histogram_observe(&h, (int64_t)60 * 1000000000, 1); /* a minute: only +Inf */
+  histogram_figures f;
+  histogram_get(&h, &f);
+  http_buf b = {0};
+  histogram_prometheus(&b, "x_seconds", "help", &f);
+  ck_assert(!b.failed);
+  ck_assert_ptr_nonnull(strstr(b.data, "# HELP x_seconds help\n# TYPE x_seconds histogram\n"));
+  ck_assert_ptr_nonnull(strstr(b.data, "x_seconds_bucket{le=\"0.001\"} 3\n"));
+  ck_assert_ptr_nonnull(strstr(b.data, "x_seconds_bucket{le=\"0.05\"} 3\n"));
+  ck_assert_ptr_nonnull(strstr(b.data, "x_seconds_bucket{le=\"0.1\"} 13\n"));
+  ck_assert_ptr_nonnull(strstr(b.data, "x_seconds_bucket{le=\"30\"} 13\n"));
+  ck_assert_ptr_nonnull(strstr(b.data, "x_seconds_bucket{le=\"+Inf\"} 14\n"));
+  ck_assert_ptr_nonnull(strstr(b.data, "x_seconds_sum 60.702500000\n"));
+  ck_assert_ptr_nonnull(strstr(b.data, "x_seconds_count 14\n"));
+  http_buf_free(&b);
+}
+END_TEST
+
 START_TEST(test_figures_prometheus_has_every_row) {
   tables t;
   tables_init(&t);
@@ -252,6 +281,10 @@ START_TEST(test_figures_prometheus_has_every_row) {
         want++;
       }
     }
+  /* the two histograms: their buckets, +Inf, _sum and _count */
+  ck_assert_ptr_nonnull(strstr(b.data, "\n# TYPE telegate_batch_commit_seconds histogram\n"));
+  ck_assert_ptr_nonnull(strstr(b.data, "\n# TYPE telegate_reading_commit_latency_seconds histogram\n"));
+  want += 2 * (HISTOGRAM_BUCKETS + 3);
   /* nothing else: no sample the table does not declare */
   ck_assert_int_eq(count_samples(b.data + 1), want);
   http_buf_free(&b);
@@ -475,6 +508,7 @@ int main(void) {
   tg_test_add(s, "every_serve_field_has_a_row", test_figures_every_serve_field_has_a_row, 10);
   tg_test_add(s, "reason_names_once", test_figures_reason_names_once, 10);
   tg_test_add(s, "prometheus_has_every_row", test_figures_prometheus_has_every_row, 10);
+  tg_test_add(s, "histogram", test_figures_histogram, 10);
   tg_test_add(s, "summary_json_has_every_row", test_figures_summary_json_has_every_row, 10);
   tg_test_add(s, "api_pipeline_has_every_row", test_figures_api_pipeline_has_every_row, 20);
   tg_test_add(s, "text_summary_has_every_row", test_figures_text_summary_has_every_row, 10);

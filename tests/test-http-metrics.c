@@ -82,10 +82,24 @@ static int parse_value(const char *s, size_t len, double *out) {
   return 0;
 }
 
+/* The family of a sample: its name, or for a histogram's samples the name
+ * without _bucket, _sum or _count. */
+static int sample_family(prom *p, const char *name, size_t len) {
+  int f = family_of(p, name, len);
+  static const char *const suffixes[] = {"_bucket", "_sum", "_count"};
+  for (size_t i = 0; f < 0 && i < 3; i++) {
+    size_t sl = strlen(suffixes[i]);
+    if (len <= sl || strncmp(name + len - sl, suffixes[i], sl) != 0) continue;
+    int h = family_of(p, name, len - sl);
+    if (h >= 0 && !strcmp(p->fam[h].type, "histogram")) f = h;
+  }
+  return f;
+}
+
 static int parse_sample(prom *p, int ln, const char *s, const char *end) {
   size_t nl = metric_name(s);
   if (!nl) return prom_fail(p, ln, "no metric name");
-  int f = family_of(p, s, nl);
+  int f = sample_family(p, s, nl);
   if (f < 0 || !p->fam[f].type[0]) return prom_fail(p, ln, "sample before its # TYPE");
   if (p->fam[f].closed) return prom_fail(p, ln, "family's samples not together");
   for (int i = 0; i < p->nfam; i++)

@@ -21,7 +21,8 @@ typedef struct reading {
 } reading;
 
 typedef struct batch {
-  uint64_t id; /* 1, 2, 3 ... in the order the aggregator cut them */
+  uint64_t id;       /* 1, 2, 3 ... in the order the aggregator cut them */
+  int64_t opened_ns; /* tg_now() when its first reading reached the aggregator */
   uint32_t n, cap;
   reading *items; /* owned; NULL when empty */
 } batch;

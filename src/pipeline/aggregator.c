@@ -152,6 +152,7 @@ static void process(aggregator *a, const reading *r, int64_t now) {
   }
   figure_add(&a->aggregated, 1);
   atomic_store_explicit(&a->last_reading_ns, run, memory_order_relaxed);
+  if (a->current.n == 0) a->current.opened_ns = now;
   if (batch_push(&a->current, r) != 0)
     log_event(a->o.log, "❌", "aggregator", 0, "out_of_memory", "Aggregator out of memory for the batch");
   if (++a->unpublished >= a->o.publish_every) publish(a, now);

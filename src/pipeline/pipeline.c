@@ -307,6 +307,8 @@ void pipeline_figures_get(pipeline *p, pipeline_figures *f) {
   f->writers_panicked = sf.writers_panicked;
   f->writers_aborted = sf.writers_aborted;
   f->last_commit_ns = sf.last_commit_ns;
+  f->commit_time = sf.commit_time;
+  f->reading_commit = sf.reading_commit;
   tg_joinset_stats js;
   tg_joinset_stats_get(p->tasks, &js);
   f->tasks_spawned = js.spawned;

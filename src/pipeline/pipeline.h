@@ -33,6 +33,7 @@
 
 #include "aggregator.h"
 #include "health.h"
+#include "histogram.h"
 #include "log.h"
 #include "storage.h"
 #include "tg/tg.h"
@@ -99,7 +100,8 @@ typedef struct pipeline_figures {
   uint64_t batches_stored, batches_lost, readings_stored, duplicates;
   uint64_t transactions, write_retries, pool_waits;
   uint64_t writers_spawned, writers_joined, writers_panicked, writers_aborted;
-  int64_t last_commit_ns; /* tg_now() of the latest commit; 0: none */
+  int64_t last_commit_ns;                        /* tg_now() of the latest commit; 0: none */
+  histogram_figures commit_time, reading_commit; /* storage_stage_figures' */
   /* the stages' tasks */
   uint64_t tasks_spawned, tasks_joined, tasks_panicked, tasks_aborted;
   int64_t last_join_ns;    /* tg_now() when the last stage was joined; 0: not yet */

@@ -26,6 +26,7 @@ struct storage_stage {
   figure writers_spawned, writers_joined, writers_panicked, writers_aborted;
   figure batches_lost;
   _Atomic int64_t last_commit_ns;
+  histogram commit_time, reading_commit;
 };
 
 typedef struct write_job {
@@ -92,6 +93,8 @@ void storage_stage_figures_get(storage_stage *st, storage_stage_figures *f) {
                                .writers_aborted = figure_get(&st->writers_aborted),
                                .last_commit_ns = atomic_load(&st->last_commit_ns)};
   tg_semaphore_stats_get(st->pool, &f->pool);
+  histogram_get(&st->commit_time, &f->commit_time);
+  histogram_get(&st->reading_commit, &f->reading_commit);
 }
 
 /* Waits until it is `ticket`'s turn on connection conn. Returns 0, or
@@ -134,7 +137,10 @@ static int write_part(storage_stage *st, const batch *b, int conn, storage_write
     if (r != 0) return r;
     db_call call = {.db = st->o.db, .conn = conn, .b = b};
     figure_add_shared(&st->transactions, 1);
-    if (tg_blocking_run(db_write, &call) == 0) {
+    int64_t began = tg_now();
+    int failed = tg_blocking_run(db_write, &call);
+    histogram_observe(&st->commit_time, tg_now() - began, 1);
+    if (!failed) {
       done->inserted += call.res.inserted;
       done->duplicates += call.res.duplicates;
       *retried |= attempt > 1;
@@ -188,7 +194,9 @@ static void *writer_task(void *arg) {
   }
   if (conn == st->connections) {
     if (st->o.on_commit) st->o.on_commit(st->o.on_commit_ctx, b);
-    atomic_store(&st->last_commit_ns, tg_now());
+    int64_t committed = tg_now();
+    atomic_store(&st->last_commit_ns, committed);
+    if (b->n) histogram_observe(&st->reading_commit, committed - b->opened_ns, b->n);
     figure_add_shared(&st->batches_stored, 1);
     figure_add_shared(&st->readings_stored, done.inserted);
     figure_add_shared(&st->duplicates, done.duplicates);

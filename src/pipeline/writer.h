@@ -44,6 +44,7 @@
 #ifndef TELEGATE_WRITER_H
 #define TELEGATE_WRITER_H
 
+#include "histogram.h"
 #include "log.h"
 #include "storage.h"
 #include "tg/tg.h"
@@ -79,7 +80,9 @@ typedef struct storage_stage_figures {
   uint64_t pool_waits;     /* writers that found every permit taken */
   tg_semaphore_stats pool; /* the DB pool Semaphore */
   uint64_t writers_spawned, writers_joined, writers_panicked, writers_aborted;
-  int64_t last_commit_ns; /* tg_now() of the latest commit; 0: none */
+  int64_t last_commit_ns;           /* tg_now() of the latest commit; 0: none */
+  histogram_figures commit_time;    /* each transaction, retries included */
+  histogram_figures reading_commit; /* per reading: from its batch's first reading to the batch's commit */
 } storage_stage_figures;
 
 /* A stage for opts (copied). Returns 0, TG_EINVAL (no batches or db, a

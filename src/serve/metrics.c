@@ -18,4 +18,12 @@ void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats 
   if (s) src[n++] = figures_streams(s);
   if (s && health_requests) src[n++] = figures_health_requests(health_requests);
   figures_prometheus(b, src, n);
+  if (f) {
+    histogram_prometheus(b, "telegate_batch_commit_seconds", "Time of one storage transaction, retries included.",
+                         &f->commit_time);
+    histogram_prometheus(b, "telegate_reading_commit_latency_seconds",
+                         "Per reading, from its batch's first reading reaching the aggregator to the batch's commit "
+                         "(an upper bound of each reading's wait).",
+                         &f->reading_commit);
+  }
 }

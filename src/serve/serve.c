@@ -430,6 +430,8 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->batches_lost = pf.batches_lost;
   f->transactions = pf.transactions;
   f->write_retries = pf.write_retries;
+  f->commit_time = pf.commit_time;
+  f->reading_commit = pf.reading_commit;
   f->snapshots_published = pf.aggregator.snapshots_built;
   f->broadcast_len = pf.updates.len;
   f->broadcast_capacity = pf.updates.capacity;

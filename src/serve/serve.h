@@ -28,6 +28,7 @@
 
 #include "gateway.h"
 #include "health.h"
+#include "histogram.h"
 #include "log.h"
 #include "tg/tg.h"
 
@@ -84,6 +85,8 @@ typedef struct serve_figures {
   serve_permit_figures db_pool;
   uint64_t batches_flushed, batches_stored, batches_lost;
   uint64_t transactions, write_retries;
+  histogram_figures commit_time;    /* each transaction, retries included */
+  histogram_figures reading_commit; /* per reading: its batch's first reading to the commit */
   /* snapshots and clients */
   uint64_t snapshots_published;               /* = the latest snapshot's version */
   uint64_t broadcast_len, broadcast_capacity; /* gauge */
