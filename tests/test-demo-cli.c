@@ -21,10 +21,29 @@ static int parse(demo_config *cfg, char *err, const char *a0, const char *a1, co
   return r;
 }
 
-START_TEST(test_demo_cli_defaults_are_the_blog) {
+/* The default is the tour: pressure's numbers and one of each fault. */
+START_TEST(test_demo_cli_defaults_are_the_tour) {
   demo_config c;
   char err[256];
   ck_assert_int_eq(parse(&c, err, NULL, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(c.preset, PRESET_TOUR);
+  ck_assert_int_eq(c.telemetry_capacity, 5);
+  ck_assert_int_eq(c.panic_device, 2);
+  ck_assert_int_eq(c.slow_client, 3);
+  ck_assert_int_eq(c.slow_health_device, 5);
+  ck_assert_int_eq(c.drop_health_device, 6);
+  ck_assert_int_eq(c.health_interval_ms, 1000);
+  ck_assert_double_eq(c.storage_fail_rate, 0.1);
+  ck_assert_double_eq(c.duration_s, 10);
+  ck_assert_int_eq(c.clock, TG_CLOCK_REAL);
+}
+END_TEST
+
+/* --preset blog: the article's numbers, and no fault. */
+START_TEST(test_demo_cli_blog_preset) {
+  demo_config c;
+  char err[256];
+  ck_assert_int_eq(parse(&c, err, "--preset", "blog", NULL, NULL), 0);
   ck_assert_int_eq(c.devices, 7);
   ck_assert_int_eq(c.clients, 4);
   ck_assert_int_eq(c.telemetry_capacity, 50);
@@ -36,8 +55,8 @@ START_TEST(test_demo_cli_defaults_are_the_blog) {
   ck_assert_int_eq(c.batch_interval_ms, 2000);
   ck_assert_int_eq(c.health_interval_ms, 3000);
   ck_assert_int_eq(c.health_timeout_ms, 500);
-  ck_assert_double_eq(c.duration_s, 10);
-  ck_assert_int_eq(c.clock, TG_CLOCK_REAL);
+  ck_assert_int_eq(c.panic_device + c.slow_client + c.slow_health_device + c.drop_health_device, 0);
+  ck_assert_double_eq(c.storage_fail_rate, 0);
 }
 END_TEST
 
@@ -149,7 +168,8 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("demo-cli");
-  tg_test_add(s, "defaults_are_the_blog", test_demo_cli_defaults_are_the_blog, 10);
+  tg_test_add(s, "defaults_are_the_tour", test_demo_cli_defaults_are_the_tour, 10);
+  tg_test_add(s, "blog_preset", test_demo_cli_blog_preset, 10);
   tg_test_add(s, "flag_beats_preset", test_demo_cli_flag_beats_preset, 10);
   tg_test_add(s, "errors_name_the_flag", test_demo_cli_errors_name_the_flag, 10);
   tg_test_add(s, "exit_status_2", test_demo_cli_exit_status_2, 10);

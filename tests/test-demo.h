@@ -28,6 +28,7 @@ static inline void demo_test_init(demo_test *t) {
   ck_assert_ptr_nonnull(mkdtemp(t->dir));
   snprintf(t->db, sizeof t->db, "%s/demo.db", t->dir);
   demo_config_defaults(&t->cfg);
+  demo_config_preset(&t->cfg, PRESET_BLOG);
   t->cfg.clock = TG_CLOCK_VIRTUAL;
   t->cfg.db_path = t->db;
   t->cfg.quiet = 1;

@@ -62,7 +62,11 @@ typedef struct demo {
 void demo_config_preset(demo_config *c, demo_preset p) {
   c->preset = p;
   c->slow_client = c->client_delay_ms = 0;
-  if (p == PRESET_PRESSURE) {
+  c->panic_device = c->slow_health_device = c->drop_health_device = 0;
+  c->panic_at_s = 3;
+  c->health_interval_ms = 3000;
+  c->storage_fail_rate = 0;
+  if (p == PRESET_PRESSURE || p == PRESET_TOUR) {
     /* The reference code's tight numbers, plus the costs that make every
      * kind of pressure happen within seconds: a device holds its slot for
      * a third of its period (7 devices want 2.3 of 2 slots), the
@@ -81,6 +85,19 @@ void demo_config_preset(demo_config *c, demo_preset p) {
     c->storage_delay_ms = 120;
     c->slow_client = 3;
     c->client_delay_ms = 250;
+    if (p == PRESET_TOUR) {
+      /* One of each fault, early enough to be seen within 10 s: a device
+       * task panics (the JoinSet ends it alone), one answers health
+       * checks too late (a oneshot timeout), one drops its reply sender
+       * (the asker sees it closed), and some transactions fail and are
+       * retried. Health rounds every second give each several chances. */
+      c->panic_device = 2;
+      c->panic_at_s = 1.5;
+      c->slow_health_device = 5;
+      c->drop_health_device = 6;
+      c->health_interval_ms = 1000;
+      c->storage_fail_rate = 0.1;
+    }
   } else {
     /* The reference article's published numbers. */
     c->telemetry_capacity = 50;
@@ -105,10 +122,9 @@ void demo_config_defaults(demo_config *c) {
   c->log_format = LOG_TEXT;
   c->devices = 7;
   c->clients = 4;
-  c->health_interval_ms = 3000;
   c->health_timeout_ms = 500;
   c->client_display_ms = 2000;
-  demo_config_preset(c, PRESET_BLOG);
+  demo_config_preset(c, PRESET_TOUR);
 }
 
 const char *demo_stop_reason_name(demo_stop_reason r) {
@@ -123,7 +139,9 @@ const char *demo_stop_reason_name(demo_stop_reason r) {
   return "none";
 }
 
-const char *demo_preset_name(demo_preset p) { return p == PRESET_PRESSURE ? "pressure" : "blog"; }
+const char *demo_preset_name(demo_preset p) {
+  return p == PRESET_TOUR ? "tour" : p == PRESET_PRESSURE ? "pressure" : "blog";
+}
 
 /* ------------------------------------------------------------ shutdown */
 

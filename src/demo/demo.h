@@ -30,7 +30,11 @@
 #define DEMO_MAX_CLIENTS 64
 #define DEMO_MAX_POOL    16
 
-typedef enum demo_preset { PRESET_BLOG = 0, PRESET_PRESSURE = 1 } demo_preset;
+/* blog: the article's published numbers, where every primitive has
+ * headroom; pressure: tight numbers and costs that make each kind of
+ * waiting happen; tour (the default): pressure plus one of each fault, so
+ * that one 10 s run shows every primitive at work. */
+typedef enum demo_preset { PRESET_BLOG = 0, PRESET_PRESSURE = 1, PRESET_TOUR = 2 } demo_preset;
 
 typedef struct demo_config {
   double duration_s;
@@ -63,7 +67,7 @@ typedef struct demo_config {
   int interrupt_at_ms; /* > 0: request shutdown as SIGINT does, at this run time */
 } demo_config;
 
-/* The blog preset: the reference's published numbers. */
+/* The tour preset, 10 s on the real clock, seed 42. */
 void demo_config_defaults(demo_config *c);
 /* Sets the numbers of a preset (not the run options: clock, seed, paths). */
 void demo_config_preset(demo_config *c, demo_preset p);

@@ -131,6 +131,16 @@ char *summary_text(const demo_summary *s, const demo_config *c) {
           "%-15s"
           "not used: notify_waiters misses a task busy elsewhere, so shutdown is a cancel token\n",
           "Notify");
+  fprintf(f, "\n=== where to look in the code ===\n"
+             "mpsc           src/demo/device.c sends (and waits for space), src/pipeline/aggregator.c receives\n"
+             "broadcast      src/pipeline/aggregator.c publishes, src/demo/client.c receives and resyncs on a lag\n"
+             "watch          src/core/snapshot.c holds the latest, src/demo/client.c reads it\n"
+             "oneshot        src/pipeline/health.c asks and times out, src/demo/device.c answers\n"
+             "Semaphore      src/demo/device.c (bandwidth slots), src/pipeline/writer.c (DB pool)\n"
+             "cancel token   src/demo/demo.c fires it; every task's tg_select has it as a case\n"
+             "JoinSet        src/pipeline/pipeline.c (the stages), src/pipeline/writer.c (batch writers)\n"
+             "blocking pool  src/pipeline/writer.c runs each transaction through tg_blocking_run\n"
+             "docs/primitives.md has each one's contract, docs/demo.md the scenario\n");
   fclose(f);
   return text;
 }
