@@ -17,11 +17,13 @@
  *
  * Prints start_epoch_ns=, sent=, and with -a acked_all=, ack_done_epoch_ns=,
  * acks=, ack_p50_ms=, ack_p99_ms=, ack_max_ms=. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,14 +39,14 @@ typedef struct conn {
   int idx, fd, devices;
   char *buf;
   size_t len;
-  size_t *chunk_end;    /* byte offset where each chunk of CHUNK_LINES ends */
-  int64_t *chunk_sent;  /* when it was handed to the kernel, ns; 0: not yet */
+  size_t *chunk_end;   /* byte offset where each chunk of CHUNK_LINES ends */
+  int64_t *chunk_sent; /* when it was handed to the kernel, ns; 0: not yet */
   long lines, nchunks;
-  long *acked;          /* per device: the highest seq acked, -1: none */
-  double *latencies;    /* one per ack */
+  long *acked;       /* per device: the highest seq acked, -1: none */
+  double *latencies; /* one per ack */
   long nlat, caplat;
   double last_ack;
-  int done;             /* every device's last seq acked */
+  int done; /* every device's last seq acked */
   int err;
 } conn;
 
