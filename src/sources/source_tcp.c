@@ -18,7 +18,9 @@
  * asked for them (registry.h), its task writes them without waiting
  * (tg_tcp_try_write): if the previous write is still going out, the
  * formatted lines stay in the connection's ack buffer and are tried again
- * on the next wake-up, 10 ms later at most. Meanwhile the task goes on
+ * on the next wake-up: 10 ms later at most, doubling to 1 s while the
+ * device reads nothing, so a connection that never reads costs one
+ * wake-up a second, not a hundred. Meanwhile the task goes on
  * reading, and the acks owed pile up in the registry as one per device,
  * each with its newest seq: a device that reads its acks slowly slows
  * down nothing but its acks. */
@@ -100,6 +102,7 @@ typedef struct conn {
   char *ack_buf;         /* ACKS_PER_WRITE lines not yet written, once asked */
   size_t ack_len;
   int ack_lines;
+  int ack_retry_ms; /* while ack_len: the next try's delay */
   protocol_hello wants; /* what the device's hellos asked for */
   cache_slot *cache;
   uint32_t nslots, used;
@@ -281,7 +284,12 @@ static void send_acks(conn *c) {
       c->ack_lines = n;
     }
     int r = tg_tcp_try_write(c->sock, c->ack_buf, c->ack_len);
-    if (r == TG_EAGAIN) return;
+    if (r == TG_EAGAIN) {
+      int next = c->ack_retry_ms * 2;
+      c->ack_retry_ms = next < 10 ? 10 : next > 1000 ? 1000 : next;
+      return;
+    }
+    c->ack_retry_ms = 0;
     if (r == 0) figure_add_shared(&c->in->acks_sent, (uint64_t)c->ack_lines);
     if (r != 0) c->mute = 1;
     c->ack_len = 0;
@@ -484,7 +492,7 @@ static int serve_conn(conn *c) {
     health_request req;
     tg_case cs[4] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req), tg_tcp_recv_case(c->sock, &v),
                      c->acks_ready ? tg_notify_wait_case(c->acks_ready) : (tg_case){0}};
-    int w = tg_select(cs, c->acks_ready ? 4 : 3, c->ack_len ? tg_deadline_in(TG_MS(10)) : TG_FOREVER);
+    int w = tg_select(cs, c->acks_ready ? 4 : 3, c->ack_len ? tg_deadline_in(TG_MS(c->ack_retry_ms)) : TG_FOREVER);
     if (w == 0) return drain(c);
     if (w == 3 || w == TG_ETIMEDOUT) {
       send_acks(c);
