@@ -3,6 +3,7 @@
 
 static const cli_word format_words[] = {{"json", PROTOCOL_JSON}, {"line", PROTOCOL_LINE}, {NULL, 0}};
 static const cli_word health_words[] = {{"answer", SIM_HEALTH_ANSWER}, {"ignore", SIM_HEALTH_IGNORE}, {NULL, 0}};
+static const cli_word acks_words[] = {{"on", SIM_ACKS_ON}, {"off", SIM_ACKS_OFF}, {NULL, 0}};
 
 static const cli_option options[] = {
     CLI_OPT_HOSTPORT(sim_config, "connect", host, port, "the gateway (127.0.0.1:7878)"),
@@ -15,13 +16,20 @@ static const cli_option options[] = {
     CLI_OPT_STRING(sim_config, "report-json", report_json, "PATH", "write the per-device report as JSON to this file"),
     CLI_OPT_INT(sim_config, "workers", workers, 1, 64, "worker threads (1)"),
     CLI_OPT_ENUM(sim_config, "health", health, health_words, "what to do with health requests (answer)"),
+    CLI_OPT_ENUM(sim_config, "acks", acks, acks_words,
+                 "ask for acks, hold readings until acked, reconnect and resend the rest (on); off: write only"),
+    CLI_OPT_INT(sim_config, "max-unacked", max_unacked, 1, 100000000,
+                "readings a device holds unacked; a full window blocks it until acks come (10000)"),
+    CLI_OPT_DOUBLE(sim_config, "ack-wait-s", ack_wait_s, 0, 86400, "SECONDS",
+                   "at the end, how long to wait for the last acks, reconnecting if needed (10)"),
     CLI_OPT_FLAG(sim_config, "quiet", quiet, "no summary line"),
 };
 
 const cli_command cli_devices = {
     .name = "devices",
-    .about = "Simulated devices over real TCP connections: readings at a rate, health checks answered,\n"
-             "a report of the readings each device sent.",
+    .about = "Simulated devices over real TCP connections: readings at a rate, held until the gateway acks\n"
+             "them and resent after a reconnect, health checks answered, a report of what each device sent\n"
+             "and had acked. The exit status is 0 when every reading was acked.",
     .options = options,
     .noptions = CLI_COUNT(options),
 };

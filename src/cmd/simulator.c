@@ -2,6 +2,7 @@
 #include "simulator.h"
 
 #include "rng.h"
+#include "signals.h"
 #include "tg/tg.h"
 
 #include <cjson/cJSON.h>
@@ -15,18 +16,53 @@
 #include <time.h>
 
 enum {
-  BURST = 64, /* readings per write at most, when catching up */
+  BURST = 64, /* readings per write at most, when catching up or resending */
   LINE_CAP = 256,
   RECV_BUFFER = 4096,
   DEVICE_STACK = 32 * 1024,
+  WINDOW_START = 64, /* slots a window starts with; it doubles up to max_unacked */
 };
+
+#define FIRST_CONNECT_PATIENCE TG_SEC(10)
+#define CONNECT_PATIENCE       TG_SEC(5)
+/* A gateway that took no byte of a write for this long is taken for
+ * gone: the device reconnects. Flow control alone never waits this long
+ * on a live gateway. */
+#define WRITE_PATIENCE         TG_SEC(60)
+#define BACKOFF_FIRST          TG_MS(20)
+#define BACKOFF_MAX            TG_SEC(1)
+
+/* A reading the gateway has not yet made durable. */
+typedef struct pending {
+  reading r;
+  int64_t first_write; /* tg_now() when it was first written; 0: not yet */
+} pending;
+
+/* The readings a device still holds, seqs generated - len + 1 .. generated
+ * in order, in a ring of cap slots starting at head. With acks they are
+ * the unacked ones; write-only, the ones not yet written. */
+typedef struct window {
+  pending *slots;
+  size_t cap, head, len;
+} window;
 
 typedef struct sim_device {
   struct sim *sim;
-  int index;
   sim_device_report *report;
-  rng rng;
+  rng rng;    /* the values: the same seed gives the same readings */
+  rng jitter; /* the backoff: its own stream, so reconnects shift no value */
   double temperature, humidity, battery;
+  tg_tcp *sock;   /* NULL while disconnected */
+  int acking;     /* acks asked and not refused: hold readings until acked */
+  int hello_sent; /* on this connection, and no answer yet */
+  int lost;       /* write-only: the connection broke, the run is over */
+  window win;
+  uint64_t written;             /* highest seq written on this connection (>= the window's base) */
+  int64_t interval, next;       /* the schedule */
+  int64_t end_at, ack_deadline; /* end of generating; of waiting for acks (0: still generating) */
+  int64_t retry_at, backoff;    /* the next connect, while disconnected */
+  int64_t blocked_since;        /* a due reading waits for room since then; 0: none */
+  int64_t blocked_ns;
 } sim_device;
 
 struct sim {
@@ -49,6 +85,9 @@ void sim_config_defaults(sim_config *c) {
   c->format = PROTOCOL_JSON;
   c->id_prefix = "dev-";
   c->workers = 1;
+  c->acks = SIM_ACKS_ON;
+  c->max_unacked = 10000;
+  c->ack_wait_s = 10;
 }
 
 const char *sim_end_name(sim_end e) {
@@ -63,13 +102,68 @@ const char *sim_end_name(sim_end e) {
 }
 
 static double clamp(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* --- latency histogram ------------------------------------------------- */
+
+static size_t latency_bucket(uint64_t us) {
+  if (us < 32) return (size_t)us;
+  int shift = 63 - __builtin_clzll(us) - 5;
+  size_t i = (size_t)(shift + 1) * 32 + (size_t)((us >> shift) - 32);
+  return i < SIM_LATENCY_BUCKETS ? i : SIM_LATENCY_BUCKETS - 1;
+}
+
+/* The middle of bucket i, in microseconds. */
+static double latency_bucket_us(size_t i) {
+  if (i < 32) return (double)i;
+  int shift = (int)(i / 32) - 1;
+  return (double)((32 + i % 32) << shift) + (double)((uint64_t)1 << shift) / 2;
+}
+
+static double latency_percentile_ms(const uint64_t *counts, uint64_t total, double p) {
+  if (total == 0) return 0;
+  uint64_t rank = (uint64_t)ceil(p * (double)total), seen = 0;
+  if (rank < 1) rank = 1;
+  for (size_t i = 0; i < SIM_LATENCY_BUCKETS; i++)
+    if ((seen += counts[i]) >= rank) return latency_bucket_us(i) / 1000;
+  return 0;
+}
+
+/* --- the window -------------------------------------------------------- */
+
+static pending *window_at(window *w, size_t k) { return &w->slots[(w->head + k) % w->cap]; }
+
+static int window_push(window *w, const reading *r) {
+  if (w->len == w->cap) {
+    size_t cap = w->cap ? w->cap * 2 : WINDOW_START;
+    pending *slots = malloc(cap * sizeof *slots);
+    if (!slots) return TG_ENOMEM;
+    for (size_t k = 0; k < w->len; k++) slots[k] = *window_at(w, k);
+    free(w->slots);
+    w->slots = slots;
+    w->cap = cap;
+    w->head = 0;
+  }
+  *window_at(w, w->len++) = (pending){.r = *r};
+  return 0;
+}
+
+static void window_pop(window *w) {
+  w->head = (w->head + 1) % w->cap;
+  w->len--;
+}
+
+/* The seq just before the window's first. */
+static uint64_t window_base(const sim_device *d) { return d->report->generated - d->win.len; }
+
+/* --- readings ---------------------------------------------------------- */
 
 static reading measure(sim_device *d, int64_t ts_ms) {
   d->temperature = clamp(d->temperature + rng_range(&d->rng, -0.3, 0.3), 15.0, 35.0);
   d->humidity = clamp(d->humidity + rng_range(&d->rng, -1.0, 1.0), 20.0, 80.0);
   d->battery = clamp(d->battery - 0.01, 0.0, 100.0);
   return (reading){
-      .seq = d->report->sent + 1,
+      .seq = d->report->generated + 1,
       .ts_ms = ts_ms,
       .temperature = round(d->temperature * 100) / 100, /* short lines */
       .humidity = round(d->humidity * 100) / 100,
@@ -77,49 +171,247 @@ static reading measure(sim_device *d, int64_t ts_ms) {
   };
 }
 
-/* One line from the gateway. */
-static void on_gateway_line(sim_device *d, tg_tcp *sock, const char *p, size_t n) {
+/* Generates the readings due by now, at most a burst, while the window
+ * has room; a full window blocks the device and its schedule slips. */
+static void generate_due(sim_device *d, int64_t now) {
+  const sim_config *c = &d->sim->cfg;
+  size_t limit = d->acking ? (size_t)c->max_unacked : BURST;
+  for (int made = 0; d->next <= now && made < BURST; made++) {
+    if (d->win.len >= limit) {
+      if (!d->blocked_since) d->blocked_since = now;
+      return;
+    }
+    if (d->blocked_since) {
+      d->blocked_ns += now - d->blocked_since;
+      d->blocked_since = 0;
+    }
+    reading r = measure(d, d->sim->epoch_ms + (now - d->sim->t0) / 1000000);
+    if (window_push(&d->win, &r) != 0) return; /* no memory: like a full window, try later */
+    d->report->generated++;
+    d->next += d->interval;
+  }
+  if (d->next <= now - TG_SEC(1)) d->next = now; /* far behind: no endless catching up */
+}
+
+/* Acks cover seqs <= seq: they leave the window, their latency counted. */
+static void on_ack(sim_device *d, uint64_t seq) {
+  if (!d->acking) return;
+  if (seq > d->report->generated) seq = d->report->generated; /* a mark left by an earlier run */
+  uint64_t base = window_base(d);
+  if (seq <= base) return;
+  int64_t now = tg_now();
+  for (uint64_t s = base; s < seq; s++) {
+    pending *p = window_at(&d->win, 0);
+    if (p->first_write && d->report->latency_us)
+      d->report->latency_us[latency_bucket((uint64_t)(now - p->first_write) / 1000)]++;
+    window_pop(&d->win);
+  }
+  d->report->acked = seq;
+  d->report->acks = 1;
+  if (d->written < seq) d->written = seq; /* written on an earlier connection */
+  d->backoff = BACKOFF_FIRST;
+}
+
+/* The gateway will not ack: what was written is done, the rest is
+ * written once, and nothing is resent. */
+static void stop_acking(sim_device *d) {
+  d->acking = 0;
+  d->report->acks = 0;
+  while (window_base(d) < d->written) window_pop(&d->win);
+}
+
+/* --- the connection ---------------------------------------------------- */
+
+/* The hello this device sends, or 0 bytes: nothing to ask for. */
+static int format_hello(char *buf, size_t cap, const sim_config *c) {
+  int health = c->health == SIM_HEALTH_ANSWER;
+  if (c->acks == SIM_ACKS_ON)
+    return snprintf(buf, cap, "{\"type\":\"hello\",\"acks\":true,\"health\":%s}\n", health ? "true" : "false");
+  return health ? snprintf(buf, cap, "{\"type\":\"hello\",\"health\":true}\n") : 0;
+}
+
+static int connect_gateway(sim_device *d, int64_t deadline) {
+  const sim_config *c = &d->sim->cfg;
+  int r = tg_tcp_connect_dl(&d->sock, c->host, c->port, deadline);
+  if (r != 0) return r;
+  tg_tcp_set_recv_buffer(d->sock, RECV_BUFFER);
+  char hello[LINE_CAP];
+  int n = format_hello(hello, sizeof hello, c);
+  d->hello_sent = n > 0;
+  if (n > 0 && (r = tg_tcp_write_dl(d->sock, hello, (size_t)n, deadline)) != 0) {
+    tg_tcp_close(d->sock);
+    d->sock = NULL;
+    return r;
+  }
+  d->written = window_base(d); /* everything held is written again */
+  return 0;
+}
+
+/* The connection broke. Write-only, the run ends with it; with acks the
+ * device reconnects after a jittered backoff. */
+static void drop_connection(sim_device *d, sim_end why) {
+  tg_tcp_close(d->sock);
+  d->sock = NULL;
+  d->hello_sent = 0;
+  if (!d->acking) {
+    d->report->end = why;
+    d->lost = 1;
+    return;
+  }
+  d->retry_at = tg_now() + d->backoff / 2 + (int64_t)((double)d->backoff / 2 * rng_unit(&d->jitter));
+  d->backoff = min64(d->backoff * 2, BACKOFF_MAX);
+}
+
+static int64_t write_deadline(const sim_device *d) {
+  if (!d->acking) return TG_FOREVER; /* as before acks: the kernel tells when the peer is gone */
+  int64_t dl = tg_deadline_in(WRITE_PATIENCE);
+  return d->ack_deadline ? min64(dl, d->ack_deadline) : dl;
+}
+
+/* Writes the next burst of held readings after d->written. */
+static int write_burst(sim_device *d, char *buf) {
+  const sim_config *c = &d->sim->cfg;
+  uint64_t base = window_base(d);
+  size_t from = (size_t)(d->written - base), len = 0;
+  int n = 0;
+  for (size_t k = from; k < d->win.len && n < BURST; k++, n++) {
+    int w = protocol_format_reading(buf + len, LINE_CAP, c->format, d->report->id, &window_at(&d->win, k)->r);
+    if (w < 0) return w;
+    len += (size_t)w;
+  }
+  int64_t now = tg_now();
+  int r = tg_tcp_write_dl(d->sock, buf, len, write_deadline(d));
+  if (r != 0) return r;
+  for (size_t k = from; k < from + (size_t)n; k++) {
+    pending *p = window_at(&d->win, k);
+    if (p->first_write)
+      d->report->resent++;
+    else
+      p->first_write = now;
+  }
+  d->written += (uint64_t)n;
+  if (!d->acking)
+    while (d->win.len) window_pop(&d->win);
+  return 0;
+}
+
+/* One line from the gateway. Returns 0 or the error of a failed write. */
+static int on_gateway_line(sim_device *d, const char *p, size_t n) {
   cJSON *o = cJSON_ParseWithLength(p, n);
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
-  if (cJSON_IsString(type)) {
-    if (strcmp(type->valuestring, "health") == 0 && d->sim->cfg.health == SIM_HEALTH_ANSWER) {
-      const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-      if (cJSON_IsNumber(id)) {
-        char line[LINE_CAP];
-        protocol_health_reply h = {.id = (uint64_t)id->valuedouble,
-                                   .uptime_s = (uint64_t)((tg_now() - d->sim->t0) / TG_SEC(1)),
-                                   .battery = (uint32_t)d->battery};
-        int len = protocol_format_health_reply(line, sizeof line, &h);
-        if (len > 0 && tg_tcp_write(sock, line, (size_t)len) == 0) d->report->health_answered++;
-      }
-    } else if (strcmp(type->valuestring, "error") == 0) {
+  int r = 0;
+  if (!cJSON_IsString(type)) {
+    cJSON_Delete(o);
+    return 0;
+  }
+  const char *t = type->valuestring;
+  if (strcmp(t, "ack") == 0) {
+    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(o, "device");
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(o, "seq");
+    if (cJSON_IsString(dev) && strcmp(dev->valuestring, d->report->id) == 0 && cJSON_IsNumber(seq) &&
+        seq->valuedouble >= 0)
+      on_ack(d, (uint64_t)seq->valuedouble);
+  } else if (strcmp(t, "health") == 0) {
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+    if (d->sim->cfg.health == SIM_HEALTH_ANSWER && cJSON_IsNumber(id)) {
+      char line[LINE_CAP];
+      protocol_health_reply h = {.id = (uint64_t)id->valuedouble,
+                                 .uptime_s = (uint64_t)((tg_now() - d->sim->t0) / TG_SEC(1)),
+                                 .battery = (uint32_t)d->battery};
+      int len = protocol_format_health_reply(line, sizeof line, &h);
+      if (len > 0 && (r = tg_tcp_write_dl(d->sock, line, (size_t)len, write_deadline(d))) == 0)
+        d->report->health_answered++;
+    }
+  } else if (strcmp(t, "hello") == 0) {
+    d->hello_sent = 0;
+    if (d->acking && !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "acks")))
+      stop_acking(d);
+    else if (d->acking)
+      d->report->acks = 1;
+    d->backoff = BACKOFF_FIRST;
+  } else if (strcmp(t, "error") == 0) {
+    const cJSON *line = cJSON_GetObjectItemCaseSensitive(o, "line");
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive(o, "reason");
+    if (d->hello_sent && cJSON_IsNumber(line) && line->valuedouble == 1 && cJSON_IsString(reason) &&
+        strcmp(reason->valuestring, "unknown_type") == 0) {
+      d->hello_sent = 0; /* a gateway from before hello */
+      if (d->acking) stop_acking(d);
+    } else {
       d->report->errors_received++;
     }
   }
   cJSON_Delete(o);
+  return r;
 }
 
-/* Handles the complete lines of v. */
-static void on_input(sim_device *d, tg_tcp *sock, tg_tcp_view v) {
+/* Handles the complete lines of v. Returns 0 or the error of a failed
+ * write, and then leaves the socket to be closed. */
+static int on_input(sim_device *d, tg_tcp_view v) {
   size_t used = 0;
   const char *nl;
   /* Copy first: answering writes, and the view must not be held across it. */
   char *copy = malloc(v.len ? v.len : 1);
-  if (!copy) return;
+  if (!copy) return TG_ENOMEM;
   memcpy(copy, v.data, v.len);
   while ((nl = memchr(copy + used, '\n', v.len - used))) {
     size_t n = (size_t)(nl - (copy + used));
     used += n + 1;
-    on_gateway_line(d, sock, nl - n, n);
+    int r = on_gateway_line(d, nl - n, n);
+    if (r != 0) {
+      free(copy);
+      return r;
+    }
   }
-  tg_tcp_consume(sock, used);
+  tg_tcp_consume(d->sock, used);
   free(copy);
+  return 0;
 }
 
-/* Reads what the gateway has sent, without waiting. */
-static void read_pending(sim_device *d, tg_tcp *sock) {
+/* Reads what the gateway has sent, without waiting; drops a connection
+ * that ended. */
+static void read_pending(sim_device *d) {
   tg_tcp_view v;
-  while (tg_tcp_recv_dl(sock, &v.data, &v.len, 0) == 0) on_input(d, sock, v);
+  int r;
+  while (d->sock && (r = tg_tcp_recv_dl(d->sock, &v.data, &v.len, 0)) != TG_ETIMEDOUT)
+    if (r != 0 || on_input(d, v) != 0) drop_connection(d, r == 0 ? SIM_END_ERROR : SIM_END_CLOSED);
+}
+
+/* Reads what the gateway sent and closes, so the close is a clean FIN:
+ * a socket closed with unread bytes is reset. */
+static void hang_up(sim_device *d) {
+  tg_tcp_view v;
+  while (tg_tcp_recv_dl(d->sock, &v.data, &v.len, 0) == 0 && on_input(d, v) == 0) {
+  }
+  tg_tcp_close(d->sock);
+  d->sock = NULL;
+}
+
+/* Waits for input, the stop, the next due reading, the end or the next
+ * connect, whichever comes first. */
+static void wait_event(sim_device *d) {
+  int64_t deadline = d->ack_deadline;
+  if (!d->ack_deadline) {
+    deadline = d->end_at;
+    if (d->win.len < (size_t)(d->acking ? d->sim->cfg.max_unacked : BURST)) deadline = min64(deadline, d->next);
+  }
+  if (!d->sock) deadline = min64(deadline, d->retry_at);
+  tg_case cs[2];
+  tg_tcp_view v;
+  int n = 0, recv_case = -1;
+  if (!d->ack_deadline) cs[n++] = tg_cancel_case(d->sim->stop);
+  if (d->sock) {
+    recv_case = n;
+    cs[n++] = tg_tcp_recv_case(d->sock, &v);
+  }
+  if (n == 0) {
+    tg_sleep_until(deadline);
+    return;
+  }
+  int w = tg_select(cs, n, deadline);
+  if (w == recv_case) {
+    int r = cs[w].result;
+    if (r != 0 || on_input(d, v) != 0) drop_connection(d, r == 0 ? SIM_END_ERROR : SIM_END_CLOSED);
+  }
 }
 
 static void *device_task(void *arg) {
@@ -127,75 +419,55 @@ static void *device_task(void *arg) {
   sim *s = d->sim;
   const sim_config *c = &s->cfg;
   sim_device_report *rep = d->report;
-  tg_tcp *sock;
-  if (tg_tcp_connect_dl(&sock, c->host, c->port, tg_deadline_in(TG_SEC(10))) != 0) {
+  if (connect_gateway(d, tg_deadline_in(FIRST_CONNECT_PATIENCE)) != 0) {
     rep->end = SIM_END_CONNECT;
     return NULL;
   }
-  tg_tcp_set_recv_buffer(sock, RECV_BUFFER);
-  /* Health requests come only to a device that says it answers them. */
-  static const char hello[] = "{\"type\":\"hello\",\"health\":true}\n";
-  if (c->health == SIM_HEALTH_ANSWER && tg_tcp_write(sock, hello, sizeof hello - 1) != 0) {
-    rep->end = SIM_END_ERROR;
-    tg_tcp_close(sock);
-    return NULL;
-  }
-  int64_t interval = (int64_t)(1e9 / c->rate_hz);
-  if (interval < 1) interval = 1;
-  int64_t next = tg_now() + (int64_t)(interval * rng_unit(&d->rng));
-  int64_t end = tg_now() + (int64_t)(c->duration_s * 1e9); /* its own time, from its connection */
+  d->interval = (int64_t)(1e9 / c->rate_hz);
+  if (d->interval < 1) d->interval = 1;
+  d->next = tg_now() + (int64_t)((double)d->interval * rng_unit(&d->rng));
+  d->end_at = tg_now() + (int64_t)(c->duration_s * 1e9); /* its own time, from its connection */
   char *buf = malloc(BURST * LINE_CAP);
   rep->end = SIM_END_DURATION;
-  while (buf) {
-    tg_tcp_view v;
-    tg_case cs[2] = {tg_cancel_case(s->stop), tg_tcp_recv_case(sock, &v)};
-    int w = tg_select(cs, 2, next < end ? next : end);
-    if (w == 0) {
-      rep->end = SIM_END_STOPPED;
-      break;
+  while (buf && !d->lost) {
+    int64_t now = tg_now();
+    if (!d->ack_deadline && (now >= d->end_at || tg_cancel_fired(s->stop))) {
+      d->ack_deadline = now + (int64_t)(c->ack_wait_s * 1e9);
+      if (d->ack_deadline == 0) d->ack_deadline = 1;
+      if (d->blocked_since) d->blocked_ns += now - d->blocked_since;
+      d->blocked_since = 0;
+      if (now < d->end_at) rep->end = SIM_END_STOPPED;
     }
-    if (w == 1) {
-      if (cs[1].result != 0) {
-        rep->end = SIM_END_CLOSED;
-        break;
-      }
-      on_input(d, sock, v);
+    if (d->ack_deadline && (d->win.len == 0 || !d->acking || now >= d->ack_deadline)) break;
+    if (d->sock) read_pending(d);
+    if (!d->ack_deadline) generate_due(d, now);
+    if (!d->sock && !d->lost && now >= d->retry_at) {
+      int64_t dl = now + CONNECT_PATIENCE;
+      if (connect_gateway(d, d->ack_deadline ? min64(dl, d->ack_deadline) : dl) == 0)
+        rep->reconnects++;
+      else
+        drop_connection(d, SIM_END_CLOSED);
       continue;
     }
-    int64_t now = tg_now();
-    if (now >= end) break;
-    /* Due readings, in one write. */
-    size_t len = 0;
-    int n = 0;
-    uint64_t first = rep->sent;
-    while (next <= now && n < BURST) {
-      reading r = measure(d, s->epoch_ms + (now - s->t0) / 1000000);
-      rep->sent++; /* tentatively: the seq of the next reading */
-      int k = protocol_format_reading(buf + len, LINE_CAP, c->format, rep->id, &r);
-      if (k < 0) break;
-      len += (size_t)k;
-      n++;
-      next += interval;
+    if (d->sock && d->written < rep->generated) {
+      int r = write_burst(d, buf);
+      if (r != 0) drop_connection(d, SIM_END_ERROR);
+      continue;
     }
-    if (next <= now - TG_SEC(1)) next = now; /* far behind: no endless catching up */
-    rep->sent = first;
-    if (tg_tcp_write(sock, buf, len) != 0) {
-      rep->end = SIM_END_ERROR;
-      break;
-    }
-    rep->sent = first + (uint64_t)n;
+    wait_event(d);
   }
-  /* Hang up with nothing unread, so the close is a clean FIN. */
-  if (rep->end == SIM_END_DURATION || rep->end == SIM_END_STOPPED) read_pending(d, sock);
+  if (d->sock) hang_up(d);
+  if (!d->acking) rep->acked = 0;
+  rep->sent = rep->generated;
+  rep->blocked_ms = (uint64_t)(d->blocked_ns / 1000000);
   free(buf);
-  tg_tcp_close(sock);
   return NULL;
 }
 
 int sim_start(const sim_config *cfg, sim **out) {
   *out = NULL;
   if (cfg->count < 1 || !(cfg->rate_hz > 0) || !(cfg->duration_s > 0) || !cfg->id_prefix ||
-      strlen(cfg->id_prefix) + 10 > PROTOCOL_DEVICE_ID_MAX)
+      strlen(cfg->id_prefix) + 10 > PROTOCOL_DEVICE_ID_MAX || cfg->max_unacked < 1 || !(cfg->ack_wait_s >= 0))
     return TG_EINVAL;
   sim *s = calloc(1, sizeof *s);
   if (!s) return TG_ENOMEM;
@@ -203,11 +475,13 @@ int sim_start(const sim_config *cfg, sim **out) {
   s->devices = calloc((size_t)cfg->count, sizeof *s->devices);
   s->report.devices = calloc((size_t)cfg->count, sizeof *s->report.devices);
   s->report.count = cfg->count;
-  if (!s->devices || !s->report.devices || tg_cancel_new(&s->stop, "sim-stop") != 0 ||
-      tg_joinset_new(&s->tasks, "devices") != 0) {
+  int nomem = !s->devices || !s->report.devices;
+  for (int i = 0; !nomem && cfg->acks == SIM_ACKS_ON && i < cfg->count; i++)
+    nomem = !(s->report.devices[i].latency_us = calloc(SIM_LATENCY_BUCKETS, sizeof(uint32_t)));
+  if (nomem || tg_cancel_new(&s->stop, "sim-stop") != 0 || tg_joinset_new(&s->tasks, "devices") != 0) {
     if (s->stop) tg_cancel_free(s->stop);
     free(s->devices);
-    free(s->report.devices);
+    sim_report_free(&s->report);
     free(s);
     return TG_ENOMEM;
   }
@@ -225,13 +499,15 @@ int sim_start(const sim_config *cfg, sim **out) {
   for (int i = 0; i < cfg->count; i++) {
     sim_device *d = &s->devices[i];
     d->sim = s;
-    d->index = i;
     d->report = &s->report.devices[i];
     snprintf(d->report->id, sizeof d->report->id, "%s%d", cfg->id_prefix, i + 1);
     d->rng = rng_stream(cfg->seed, 1000 + (uint64_t)i);
+    d->jitter = rng_stream(cfg->seed, 1000000000 + (uint64_t)i);
     d->temperature = rng_range(&d->rng, 19, 27);
     d->humidity = rng_range(&d->rng, 35, 60);
     d->battery = rng_range(&d->rng, 70, 100);
+    d->acking = cfg->acks == SIM_ACKS_ON;
+    d->backoff = BACKOFF_FIRST;
     tg_spawn_opts opts = {.stack_size = DEVICE_STACK, .pin = 1, .worker = i % workers, .name = "sim-device"};
     if (tg_joinset_spawn(s->tasks, device_task, d, &opts, NULL) != 0) d->report->end = SIM_END_CONNECT;
   }
@@ -241,27 +517,65 @@ int sim_start(const sim_config *cfg, sim **out) {
 
 void sim_stop(sim *s) { tg_cancel_fire(s->stop); }
 
-int sim_wait(sim *s, sim_report *report) {
+/* Waits for every device to end. */
+static void sim_join(sim *s) {
   tg_outcome o;
   while (tg_joinset_join_next(s->tasks, &o) == 0) {
   }
+}
+
+/* Totals, the verdict and the report; frees s. */
+static int sim_finish(sim *s, sim_report *report) {
   sim_report *r = &s->report;
   r->elapsed_s = (double)(tg_now() - s->t0) / 1e9;
+  uint64_t *latency = calloc(SIM_LATENCY_BUCKETS, sizeof *latency), latency_n = 0;
+  int unacked_devices = 0;
   for (int i = 0; i < r->count; i++) {
-    const sim_device_report *d = &r->devices[i];
+    sim_device_report *d = &r->devices[i];
+    free(s->devices[i].win.slots);
+    r->generated += d->generated;
     r->sent += d->sent;
+    r->resent += d->resent;
+    r->reconnects += d->reconnects;
+    r->blocked_ms += d->blocked_ms;
     r->health_answered += d->health_answered;
     r->errors_received += d->errors_received;
     r->connect_failures += d->end == SIM_END_CONNECT;
     r->write_failures += d->end == SIM_END_ERROR;
+    if (s->devices[i].acking && d->end != SIM_END_CONNECT) {
+      d->acks = 1;
+      r->acking_devices++;
+      r->acked += d->acked;
+      r->unacked += d->generated - d->acked;
+      unacked_devices += d->generated > d->acked;
+    }
+    for (size_t b = 0; latency && d->latency_us && b < SIM_LATENCY_BUCKETS; b++) {
+      latency[b] += d->latency_us[b];
+      latency_n += d->latency_us[b];
+    }
   }
-  int ok = r->connect_failures == 0 && r->write_failures == 0;
-  if (!s->cfg.quiet)
-    fprintf(s->cfg.out ? s->cfg.out : stdout,
-            "telegate devices: %d devices sent %" PRIu64 " readings in %.3f s, answered %" PRIu64
-            " health checks, got %" PRIu64 " error lines; %" PRIu64 " could not connect, %" PRIu64 " writes failed\n",
-            r->count, r->sent, r->elapsed_s, r->health_answered, r->errors_received, r->connect_failures,
+  r->latency_p50_ms = latency ? latency_percentile_ms(latency, latency_n, 0.50) : 0;
+  r->latency_p99_ms = latency ? latency_percentile_ms(latency, latency_n, 0.99) : 0;
+  free(latency);
+  int ok = r->connect_failures == 0 && r->write_failures == 0 && r->unacked == 0;
+  FILE *out = s->cfg.out ? s->cfg.out : stdout;
+  if (!s->cfg.quiet) {
+    fprintf(out,
+            "telegate devices: %d devices generated %" PRIu64 " readings in %.3f s; %d acking devices had %" PRIu64
+            " acked (p50 %.1f ms, p99 %.1f ms from first write), %" PRIu64 " resent, %" PRIu64
+            " reconnects, blocked %" PRIu64 " ms; answered %" PRIu64 " health checks, got %" PRIu64
+            " error lines; %" PRIu64 " could not connect, %" PRIu64 " writes failed\n",
+            r->count, r->generated, r->elapsed_s, r->acking_devices, r->acked, r->latency_p50_ms, r->latency_p99_ms,
+            r->resent, r->reconnects, r->blocked_ms, r->health_answered, r->errors_received, r->connect_failures,
             r->write_failures);
+    if (s->cfg.acks == SIM_ACKS_ON && r->acking_devices < r->count - (int)r->connect_failures)
+      fprintf(out, "telegate devices: the gateway refused acks to %d devices; their readings were written once\n",
+              r->count - (int)r->connect_failures - r->acking_devices);
+  }
+  if (r->unacked)
+    fprintf(stderr,
+            "telegate devices: %" PRIu64 " of %" PRIu64 " readings unacked after %.1f s of waiting (%d devices)\n",
+            r->unacked, r->generated, s->cfg.ack_wait_s, unacked_devices);
   if (s->cfg.report_json && sim_report_write_json(r, s->cfg.report_json) != 0) {
     fprintf(stderr, "telegate devices: cannot write %s\n", s->cfg.report_json);
     ok = 0;
@@ -269,7 +583,7 @@ int sim_wait(sim *s, sim_report *report) {
   if (report)
     *report = *r;
   else
-    free(r->devices);
+    sim_report_free(r);
   tg_joinset_free(s->tasks);
   tg_cancel_free(s->stop);
   free(s->devices);
@@ -277,7 +591,13 @@ int sim_wait(sim *s, sim_report *report) {
   return ok ? 0 : 1;
 }
 
+int sim_wait(sim *s, sim_report *report) {
+  sim_join(s);
+  return sim_finish(s, report);
+}
+
 void sim_report_free(sim_report *r) {
+  for (int i = 0; r->devices && i < r->count; i++) free(r->devices[i].latency_us);
   free(r->devices);
   r->devices = NULL;
 }
@@ -286,16 +606,25 @@ int sim_report_write_json(const sim_report *r, const char *path) {
   FILE *f = fopen(path, "w");
   if (!f) return -errno;
   fprintf(f,
-          "{\"devices_count\":%d,\"sent\":%" PRIu64 ",\"health_answered\":%" PRIu64 ",\"errors_received\":%" PRIu64
+          "{\"devices_count\":%d,\"generated\":%" PRIu64 ",\"sent\":%" PRIu64
+          ",\"acking_devices\":%d,\"acked\":%" PRIu64 ",\"unacked\":%" PRIu64 ",\"resent\":%" PRIu64
+          ",\"reconnects\":%" PRIu64 ",\"blocked_ms\":%" PRIu64
+          ",\"ack_latency_ms\":{\"p50\":%.3f,\"p99\":%.3f},\"health_answered\":%" PRIu64 ",\"errors_received\":%" PRIu64
           ",\"connect_failures\":%" PRIu64 ",\"write_failures\":%" PRIu64 ",\"elapsed_s\":%.3f,\"devices\":[",
-          r->count, r->sent, r->health_answered, r->errors_received, r->connect_failures, r->write_failures,
-          r->elapsed_s);
+          r->count, r->generated, r->sent, r->acking_devices, r->acked, r->unacked, r->resent, r->reconnects,
+          r->blocked_ms, r->latency_p50_ms, r->latency_p99_ms, r->health_answered, r->errors_received,
+          r->connect_failures, r->write_failures, r->elapsed_s);
   for (int i = 0; i < r->count; i++) {
     const sim_device_report *d = &r->devices[i];
-    fprintf(f, "%s{\"id\":\"%s\",\"sent\":%" PRIu64 ",\"seqs\":[", i ? "," : "", d->id, d->sent);
-    if (d->sent) fprintf(f, "[1,%" PRIu64 "]", d->sent);
-    fprintf(f, "],\"health_answered\":%" PRIu64 ",\"errors_received\":%" PRIu64 ",\"end\":\"%s\"}", d->health_answered,
-            d->errors_received, sim_end_name(d->end));
+    fprintf(f, "%s{\"id\":\"%s\",\"generated\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"seqs\":[", i ? "," : "", d->id,
+            d->generated, d->sent);
+    if (d->generated) fprintf(f, "[1,%" PRIu64 "]", d->generated);
+    fprintf(f,
+            "],\"acks\":%s,\"acked\":%" PRIu64 ",\"unacked\":%" PRIu64 ",\"resent\":%" PRIu64 ",\"reconnects\":%" PRIu64
+            ",\"blocked_ms\":%" PRIu64 ",\"health_answered\":%" PRIu64 ",\"errors_received\":%" PRIu64
+            ",\"end\":\"%s\"}",
+            d->acks ? "true" : "false", d->acked, d->acks ? d->generated - d->acked : 0, d->resent, d->reconnects,
+            d->blocked_ms, d->health_answered, d->errors_received, sim_end_name(d->end));
   }
   fprintf(f, "]}\n");
   return fclose(f) == 0 ? 0 : -errno;
@@ -307,11 +636,21 @@ typedef struct run_call {
   int result;
 } run_call;
 
+static void on_signal(void *ctx, int signo) {
+  (void)signo;
+  sim_stop(ctx);
+}
+
 static void *run_main(void *arg) {
   run_call *rc = arg;
   sim *s;
   rc->result = sim_start(rc->cfg, &s);
-  if (rc->result == 0) rc->result = sim_wait(s, rc->report);
+  if (rc->result != 0) return NULL;
+  signal_watch sw;
+  int watching = signal_watch_start(&sw, on_signal, s) == 0;
+  sim_join(s);
+  if (watching) signal_watch_stop(&sw); /* before s is freed: no late sim_stop */
+  rc->result = sim_finish(s, rc->report);
   return NULL;
 }
 
