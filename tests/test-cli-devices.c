@@ -35,7 +35,8 @@ END_TEST
 START_TEST(test_cli_devices_every_flag) {
   parsed p;
   PARSE(&p, "--connect", "[::1]:9000", "--count", "3", "--rate", "0.5", "--duration", "2.5", "--seed", "7", "--format",
-        "line", "--id-prefix", "", "--report-json", "r.json", "--workers", "2", "--health", "ignore", "--quiet");
+        "line", "--id-prefix", "", "--report-json", "r.json", "--workers", "2", "--health", "ignore", "--acks", "off",
+        "--max-unacked", "50", "--ack-wait-s", "0", "--quiet");
   ck_assert_msg(p.r == 0, "%s", p.err);
   ck_assert_str_eq(p.c.host, "::1");
   ck_assert_int_eq(p.c.port, 9000);
@@ -48,13 +49,18 @@ START_TEST(test_cli_devices_every_flag) {
   ck_assert_str_eq(p.c.report_json, "r.json");
   ck_assert_int_eq(p.c.workers, 2);
   ck_assert_int_eq(p.c.health, SIM_HEALTH_IGNORE);
+  ck_assert_int_eq(p.c.acks, SIM_ACKS_OFF);
+  ck_assert_int_eq(p.c.max_unacked, 50);
+  ck_assert_double_eq(p.c.ack_wait_s, 0); /* no waiting: hang up once the duration is over */
   ck_assert_int_eq(p.c.quiet, 1);
   cli_strings_free(&p.strings);
-  PARSE(&p, "--connect=localhost:7878", "--format=json", "--health=answer");
+  PARSE(&p, "--connect=localhost:7878", "--format=json", "--health=answer", "--acks=on", "--ack-wait-s=2.5");
   ck_assert_msg(p.r == 0, "%s", p.err);
   ck_assert_str_eq(p.c.host, "localhost");
   ck_assert_int_eq(p.c.format, PROTOCOL_JSON);
   ck_assert_int_eq(p.c.health, SIM_HEALTH_ANSWER);
+  ck_assert_int_eq(p.c.acks, SIM_ACKS_ON);
+  ck_assert_double_eq(p.c.ack_wait_s, 2.5);
   cli_strings_free(&p.strings);
 }
 END_TEST
@@ -69,6 +75,9 @@ START_TEST(test_cli_devices_bad_input) {
       {{"--seed", "-3"}, "--seed wants an integer from 0 to 18446744073709551615, got '-3'"},
       {{"--format", "csv"}, "--format wants json or line, got 'csv'"},
       {{"--health", "yes"}, "--health wants answer or ignore, got 'yes'"},
+      {{"--acks", "yes"}, "--acks wants on or off, got 'yes'"},
+      {{"--max-unacked", "0"}, "--max-unacked wants an integer from 1 to 100000000, got '0'"},
+      {{"--ack-wait-s", "-1"}, "--ack-wait-s wants a number from 0 to 86400, got '-1'"},
       {{"--connect", "gateway:7878"},
        "--connect wants HOST:PORT (HOST a numeric IPv4 address, an IPv6 one in brackets or localhost; PORT 0 to "
        "65535), got 'gateway:7878'"},

@@ -1,0 +1,230 @@
+/* test-serve-process.h - `telegate serve` and `telegate devices` as the
+ * real binary in child processes, for tests that kill the gateway
+ * (SIGKILL included) and start it again on the same database and port,
+ * and read what the devices reported and what the database holds.
+ *
+ * Each child's stdout and stderr go to files in the test's directory, so
+ * a child never blocks on a full pipe. Children die with the test
+ * process (PR_SET_PDEATHSIG). Every wait is bounded: conditions are
+ * polled a bounded number of times; waiting for a child's end is bounded
+ * by the test's own timeout. No runtime is needed: these are plain
+ * functions of the test process. */
+#ifndef TELEGATE_TEST_SERVE_PROCESS_H
+#define TELEGATE_TEST_SERVE_PROCESS_H
+
+#include "test-cli.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long a condition may take: generous for TSan on a loaded machine. */
+#define PROC_PATIENCE_MS 60000
+
+typedef struct proc {
+  pid_t pid;
+  char out[200], err[200]; /* where its stdout and stderr go */
+} proc;
+
+typedef struct proc_dir {
+  char path[64];
+  char db[128];
+  int runs; /* children started, for unique log names */
+} proc_dir;
+
+static inline void proc_sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+/* A fresh temporary directory with a database path in it. */
+static inline void proc_dir_init(proc_dir *d) {
+  memset(d, 0, sizeof *d);
+  const char *tmp = getenv("TMPDIR");
+  snprintf(d->path, sizeof d->path, "%s/telegate-proc-XXXXXX", tmp && strlen(tmp) < 30 ? tmp : "/tmp");
+  ck_assert_ptr_nonnull(mkdtemp(d->path));
+  snprintf(d->db, sizeof d->db, "%s/serve.db", d->path);
+}
+
+static inline void proc_dir_cleanup(proc_dir *d) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d->path);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Starts the telegate binary with argv (argv[0] included, NULL-ended). */
+static inline void proc_start(proc_dir *d, proc *p, const char *const argv[]) {
+  char bin[600];
+  test_cli_binary(bin, sizeof bin);
+  int run = ++d->runs;
+  snprintf(p->out, sizeof p->out, "%s/%s-%d.out", d->path, argv[1], run);
+  snprintf(p->err, sizeof p->err, "%s/%s-%d.err", d->path, argv[1], run);
+  p->pid = fork();
+  ck_assert_int_ge(p->pid, 0);
+  if (p->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion leaves nothing running */
+    if (!freopen(p->out, "w", stdout) || !freopen(p->err, "w", stderr)) _exit(126);
+    execv(bin, (char *const *)argv);
+    _exit(127);
+  }
+}
+
+/* Waits for the child's end: its exit status, or -signal. */
+static inline int proc_wait(proc *p) {
+  int status;
+  ck_assert_int_eq(waitpid(p->pid, &status, 0), p->pid);
+  p->pid = 0;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+/* Sends sig and waits for the end. */
+static inline int proc_signal_wait(proc *p, int sig) {
+  ck_assert_int_eq(kill(p->pid, sig), 0);
+  return proc_wait(p);
+}
+
+/* Whether the child catches sig yet (its SigCgt mask in /proc). */
+static inline int proc_catches(const proc *p, int sig) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)p->pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  unsigned long long mask = 0;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "SigCgt:", 7) == 0) mask = strtoull(line + 7, NULL, 16);
+  fclose(f);
+  return (mask >> (sig - 1)) & 1;
+}
+
+/* Waits until the child handles sig itself, so that sending it asks for
+ * an orderly end rather than killing. */
+static inline void proc_wait_catches(const proc *p, int sig) {
+  for (int i = 0; i < PROC_PATIENCE_MS / 5 && !proc_catches(p, sig); i++) proc_sleep_ms(5);
+  ck_assert_msg(proc_catches(p, sig), "pid %d does not catch signal %d", (int)p->pid, sig);
+}
+
+/* The first "MARKER<ipv4>:<port>" in the file; 0 if none yet. */
+static inline int proc_port_in(const char *path, const char *marker) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  char line[4096];
+  int port = 0;
+  while (!port && fgets(line, sizeof line, f)) {
+    const char *at = strstr(line, marker);
+    if (at && sscanf(at + strlen(marker), "%*[0-9.]:%d", &port) != 1) port = 0;
+  }
+  fclose(f);
+  return port;
+}
+
+/* `telegate serve` on 127.0.0.1:port (0: any free one) with SQLite at
+ * d->db, HTTP on any free port, health rounds off unless extra says
+ * otherwise; extra (NULL or NULL-ended) flags are appended. Returns once
+ * it listens for devices and handles SIGTERM, with its device port. */
+static inline int serve_proc_start(proc_dir *d, proc *p, int port, const char *const extra[]) {
+  char listen[32];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+  const char *argv[32] = {"telegate", "serve", "--listen-devices",     listen, "--listen-http", "127.0.0.1:0",
+                          "--db",     d->db,   "--health-interval-ms", "0"};
+  int n = 10;
+  for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
+  ck_assert_int_lt(n, 32);
+  argv[n] = NULL;
+  proc_start(d, p, argv);
+  int got = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 5 && !(got = proc_port_in(p->out, "devices on ")); i++) {
+    int status;
+    ck_assert_msg(waitpid(p->pid, &status, WNOHANG) == 0, "serve ended before it listened (see %s)", p->err);
+    proc_sleep_ms(5);
+  }
+  ck_assert_msg(got > 0, "serve did not say where it listens");
+  if (port) ck_assert_int_eq(got, port);
+  proc_wait_catches(p, SIGTERM);
+  return got;
+}
+
+/* Readings stored in the database; -1 while it cannot be read (not made
+ * yet, or locked a moment too long). */
+static inline int64_t db_rows(const char *path) {
+  sqlite3 *db;
+  int64_t n = -1;
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 1000);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM readings", -1, &st, NULL) == SQLITE_OK) {
+      if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+      sqlite3_finalize(st);
+    }
+  }
+  sqlite3_close(db);
+  return n;
+}
+
+/* Polls the database until it holds at least want readings. */
+static inline void db_wait_rows(const char *path, int64_t want) {
+  int64_t n = -1;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (n = db_rows(path)) < want; i++) proc_sleep_ms(10);
+  ck_assert_msg(n >= want, "the database holds %lld readings, waited for %lld", (long long)n, (long long)want);
+}
+
+/* A `telegate devices --report-json` report, parsed. */
+static inline cJSON *devices_report_load(const char *path) {
+  FILE *f = fopen(path, "r");
+  ck_assert_msg(f != NULL, "no report at %s", path);
+  static char text[1 << 20];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[n] = '\0';
+  cJSON *j = cJSON_Parse(text);
+  ck_assert_msg(j != NULL, "the report is not JSON");
+  return j;
+}
+
+static inline uint64_t json_u64(const cJSON *o, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  ck_assert_msg(cJSON_IsNumber(v), "no number %s in the report", name);
+  return (uint64_t)v->valuedouble;
+}
+
+/* The database holds, for every device of the report, exactly its seqs
+ * 1..generated, once each, and nothing of any other device. Returns the
+ * rows. */
+static inline uint64_t db_check_report(const char *path, const cJSON *report) {
+  sqlite3 *db;
+  ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_stmt *st;
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings "
+                                      "WHERE device = ?1",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  uint64_t rows = 0;
+  const cJSON *dev;
+  cJSON_ArrayForEach(dev, cJSON_GetObjectItemCaseSensitive(report, "devices")) {
+    const char *id = cJSON_GetObjectItemCaseSensitive(dev, "id")->valuestring;
+    int64_t generated = (int64_t)json_u64(dev, "generated");
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0), distinct = sqlite3_column_int64(st, 1);
+    ck_assert_msg(n == generated, "%s: %lld stored, %lld generated", id, (long long)n, (long long)generated);
+    ck_assert_msg(distinct == n, "%s: %lld rows, %lld distinct seqs", id, (long long)n, (long long)distinct);
+    if (n) {
+      ck_assert_int_eq(sqlite3_column_int64(st, 2), 1);
+      ck_assert_int_eq(sqlite3_column_int64(st, 3), generated);
+    }
+    rows += (uint64_t)n;
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  ck_assert_int_eq(db_rows(path), (int64_t)rows); /* no device the report does not know */
+  return rows;
+}
+
+#endif
