@@ -40,6 +40,7 @@ static void expect_reading(raw_device *c, int64_t seq) {
 static void accept_device(tg_tcp *listener, raw_device *c) {
   memset(c, 0, sizeof *c);
   ck_assert_int_eq(tg_tcp_accept_dl(listener, &c->sock, tg_deadline_in(PATIENCE)), 0);
+  ck_assert_int_eq(tg_tcp_set_recv_buffer(c->sock, sizeof c->buf / 2), 0); /* what recv shows fits in buf */
 }
 
 /* Acks every reading until the device hangs up; returns the readings. */
