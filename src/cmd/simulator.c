@@ -430,6 +430,8 @@ static void *device_task(void *arg) {
   char *buf = malloc(BURST * LINE_CAP);
   rep->end = SIM_END_DURATION;
   while (buf && !d->lost) {
+    if (d->sock) read_pending(d); /* acks first: they may end the wait at the end */
+    if (d->lost) break;
     int64_t now = tg_now();
     if (!d->ack_deadline && (now >= d->end_at || tg_cancel_fired(s->stop))) {
       d->ack_deadline = now + (int64_t)(c->ack_wait_s * 1e9);
@@ -439,7 +441,6 @@ static void *device_task(void *arg) {
       if (now < d->end_at) rep->end = SIM_END_STOPPED;
     }
     if (d->ack_deadline && (d->win.len == 0 || !d->acking || now >= d->ack_deadline)) break;
-    if (d->sock) read_pending(d);
     if (!d->ack_deadline) generate_due(d, now);
     if (!d->sock && !d->lost && now >= d->retry_at) {
       int64_t dl = now + CONNECT_PATIENCE;
