@@ -6,58 +6,22 @@
  * killed for good, which the devices' exit status and stderr report. */
 #include "test-serve-process.h"
 
-typedef struct devices_run {
-  proc p;
-  char report[160];
-} devices_run;
-
-/* `telegate devices` against port with the test's flags (NULL-ended). */
-static void devices_start(proc_dir *d, devices_run *r, int port, const char *const flags[]) {
-  static char connect[32];
-  snprintf(connect, sizeof connect, "127.0.0.1:%d", port);
-  snprintf(r->report, sizeof r->report, "%s/report-%d.json", d->path, d->runs + 1);
-  const char *argv[32] = {"telegate", "devices", "--connect", connect, "--report-json", r->report, "--quiet"};
-  int n = 7;
-  for (int i = 0; flags[i]; i++) argv[n++] = flags[i];
-  ck_assert_int_lt(n, 32);
-  argv[n] = NULL;
-  proc_start(d, &r->p, argv);
-}
-
-static void read_file(const char *path, char *buf, size_t len) {
-  FILE *f = fopen(path, "r");
-  size_t n = f ? fread(buf, 1, len - 1, f) : 0;
-  buf[n] = '\0';
-  if (f) fclose(f);
-}
-
-/* Every device acked all it generated. */
-static void check_all_acked(const cJSON *report) {
-  ck_assert_uint_gt(json_u64(report, "generated"), 0);
-  ck_assert_uint_eq(json_u64(report, "unacked"), 0);
-  ck_assert_uint_eq(json_u64(report, "acked"), json_u64(report, "generated"));
-  const cJSON *dev;
-  cJSON_ArrayForEach(dev, cJSON_GetObjectItemCaseSensitive(report, "devices")) {
-    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(dev, "acks")));
-    ck_assert_uint_eq(json_u64(dev, "acked"), json_u64(dev, "generated"));
-  }
-}
-
 START_TEST(test_devices_serve_all_acked) {
   proc_dir d;
   proc_dir_init(&d);
   proc serve;
   int port = serve_proc_start(&d, &serve, 0, NULL);
   devices_run dev;
-  devices_start(&d, &dev, port,
-                (const char *const[]){"--count", "4", "--rate", "100", "--duration", "1", "--ack-wait-s", "60", NULL});
+  devices_proc_start(
+      &d, &dev, port,
+      (const char *const[]){"--count", "4", "--rate", "100", "--duration", "1", "--ack-wait-s", "60", NULL});
   int status = proc_wait(&dev.p);
   char err[1024];
-  read_file(dev.p.err, err, sizeof err);
+  proc_read_file(dev.p.err, err, sizeof err);
   ck_assert_msg(status == 0, "devices exited %d: %s", status, err);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   cJSON *report = devices_report_load(dev.report);
-  check_all_acked(report);
+  devices_report_all_acked(report);
   ck_assert_uint_eq(json_u64(report, "reconnects"), 0);
   ck_assert_uint_eq(db_check_report(d.db, report), json_u64(report, "generated"));
   cJSON_Delete(report);
@@ -76,7 +40,7 @@ START_TEST(test_devices_serve_sigkill_restart) {
   proc serve;
   int port = serve_proc_start(&d, &serve, 0, NULL);
   devices_run dev;
-  devices_start(
+  devices_proc_start(
       &d, &dev, port,
       (const char *const[]){"--count", "5", "--rate", "200", "--duration", "3600", "--ack-wait-s", "60", NULL});
   proc_wait_catches(&dev.p, SIGINT);
@@ -88,11 +52,11 @@ START_TEST(test_devices_serve_sigkill_restart) {
   db_wait_rows(d.db, before + 300);
   int status = proc_signal_wait(&dev.p, SIGINT);
   char err[1024];
-  read_file(dev.p.err, err, sizeof err);
+  proc_read_file(dev.p.err, err, sizeof err);
   ck_assert_msg(status == 0, "devices exited %d: %s", status, err);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   cJSON *report = devices_report_load(dev.report);
-  check_all_acked(report);
+  devices_report_all_acked(report);
   const cJSON *one;
   cJSON_ArrayForEach(one, cJSON_GetObjectItemCaseSensitive(report, "devices")) {
     ck_assert_uint_ge(json_u64(one, "reconnects"), 1);
@@ -113,7 +77,7 @@ START_TEST(test_devices_serve_gone_for_good) {
   proc serve;
   int port = serve_proc_start(&d, &serve, 0, NULL);
   devices_run dev;
-  devices_start(
+  devices_proc_start(
       &d, &dev, port,
       (const char *const[]){"--count", "2", "--rate", "100", "--duration", "3600", "--ack-wait-s", "0.3", NULL});
   proc_wait_catches(&dev.p, SIGINT);
@@ -123,7 +87,7 @@ START_TEST(test_devices_serve_gone_for_good) {
   int status = proc_signal_wait(&dev.p, SIGINT);
   ck_assert_int_eq(status, 1);
   char err[1024];
-  read_file(dev.p.err, err, sizeof err);
+  proc_read_file(dev.p.err, err, sizeof err);
   ck_assert_msg(strstr(err, "readings unacked") != NULL, "stderr: '%s'", err);
   cJSON *report = devices_report_load(dev.report);
   ck_assert_uint_gt(json_u64(report, "unacked"), 0);

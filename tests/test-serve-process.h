@@ -227,4 +227,44 @@ static inline uint64_t db_check_report(const char *path, const cJSON *report) {
   return rows;
 }
 
+/* A `telegate devices` process and where its report goes. */
+typedef struct devices_run {
+  proc p;
+  char report[160];
+  char connect[32]; /* argv of the child points here */
+} devices_run;
+
+/* `telegate devices --quiet --report-json` against 127.0.0.1:port with
+ * more flags (NULL-ended); the report goes to r->report. */
+static inline void devices_proc_start(proc_dir *d, devices_run *r, int port, const char *const flags[]) {
+  snprintf(r->connect, sizeof r->connect, "127.0.0.1:%d", port);
+  snprintf(r->report, sizeof r->report, "%s/report-%d.json", d->path, d->runs + 1);
+  const char *argv[32] = {"telegate", "devices", "--connect", r->connect, "--report-json", r->report, "--quiet"};
+  int n = 7;
+  for (int i = 0; flags[i]; i++) argv[n++] = flags[i];
+  ck_assert_int_lt(n, 32);
+  argv[n] = NULL;
+  proc_start(d, &r->p, argv);
+}
+
+/* A file's text (a child's stderr), "" if it cannot be read. */
+static inline void proc_read_file(const char *path, char *buf, size_t len) {
+  FILE *f = fopen(path, "r");
+  size_t n = f ? fread(buf, 1, len - 1, f) : 0;
+  buf[n] = '\0';
+  if (f) fclose(f);
+}
+
+/* Every device acked all it generated. */
+static inline void devices_report_all_acked(const cJSON *report) {
+  ck_assert_uint_gt(json_u64(report, "generated"), 0);
+  ck_assert_uint_eq(json_u64(report, "unacked"), 0);
+  ck_assert_uint_eq(json_u64(report, "acked"), json_u64(report, "generated"));
+  const cJSON *dev;
+  cJSON_ArrayForEach(dev, cJSON_GetObjectItemCaseSensitive(report, "devices")) {
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(dev, "acks")));
+    ck_assert_uint_eq(json_u64(dev, "acked"), json_u64(dev, "generated"));
+  }
+}
+
 #endif
