@@ -331,7 +331,7 @@ static void *hello_body(void *arg) {
   fake *f = arg;
   static const hello_case cases[] = {
       {SIM_ACKS_ON, SIM_HEALTH_IGNORE, "{\"type\":\"hello\",\"acks\":true,\"health\":false}"},
-      {SIM_ACKS_OFF, SIM_HEALTH_ANSWER, "{\"type\":\"hello\",\"health\":true}"},
+      {SIM_ACKS_OFF, SIM_HEALTH_ANSWER, "{\"type\":\"hello\",\"acks\":false,\"health\":true}"},
       {SIM_ACKS_OFF, SIM_HEALTH_IGNORE, NULL},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -186,9 +186,9 @@ static void generate_due(sim_device *d, int64_t now) {
       d->blocked_since = 0;
     }
     reading r = measure(d, d->sim->epoch_ms + (now - d->sim->t0) / 1000000);
-    if (window_push(&d->win, &r) != 0) return; /* no memory: like a full window, try later */
-    d->report->generated++;
     d->next += d->interval;
+    if (window_push(&d->win, &r) != 0) continue; /* no memory: this one is skipped, the seqs stay gapless */
+    d->report->generated++;
   }
   if (d->next <= now - TG_SEC(1)) d->next = now; /* far behind: no endless catching up */
 }
@@ -224,10 +224,8 @@ static void stop_acking(sim_device *d) {
 
 /* The hello this device sends, or 0 bytes: nothing to ask for. */
 static int format_hello(char *buf, size_t cap, const sim_config *c) {
-  int health = c->health == SIM_HEALTH_ANSWER;
-  if (c->acks == SIM_ACKS_ON)
-    return snprintf(buf, cap, "{\"type\":\"hello\",\"acks\":true,\"health\":%s}\n", health ? "true" : "false");
-  return health ? snprintf(buf, cap, "{\"type\":\"hello\",\"health\":true}\n") : 0;
+  protocol_hello h = {.acks = c->acks == SIM_ACKS_ON, .health = c->health == SIM_HEALTH_ANSWER};
+  return h.acks || h.health ? protocol_format_hello(buf, cap, &h) : 0;
 }
 
 static int connect_gateway(sim_device *d, int64_t deadline) {

@@ -12,13 +12,12 @@
  * gateway's error lines.
  *
  * Hello. The first line on every connection says what the device wants:
- * {"type":"hello","acks":true,"health":H} with acks on (H is whether it
- * answers health requests), {"type":"hello","health":true} with acks off
- * and health answered, nothing with acks off and health ignored. A gateway
- * answers with {"type":"hello","acks":B,...}; one that does not know hello
- * refuses line 1 as unknown_type. Either refusal of acks turns the device
- * into a write-only one for the rest of its run (below): nothing it sends
- * is then held back or resent.
+ * {"type":"hello","acks":A,"health":H} (protocol_format_hello), A with
+ * acks on, H when it answers health requests; nothing when it asks for
+ * neither. A gateway answers with {"type":"hello","acks":B,...}; one that
+ * does not know hello refuses line 1 as unknown_type. Either refusal of
+ * acks turns the device into a write-only one for the rest of its run
+ * (below): nothing it sends is then held back or resent.
  *
  * With acks (the default), a reading stays in the device's window from
  * the moment it is generated until an ack covers it: {"type":"ack",
