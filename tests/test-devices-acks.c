@@ -227,9 +227,9 @@ static void *blocked_body(void *arg) {
   next_line(&c);
   ck_assert_msg(strstr(c.line, "\"type\":\"health\"") && strstr(c.line, "\"id\":7"), "got '%s'", c.line);
   tg_sleep(TG_MS(200)); /* blocked all along: a reading now would come before the next health reply */
-  raw_send(&c, "{\"type\":\"health\",\"id\":8}\n");
+  raw_send(&c, "{\"type\":\"health\",\"id\":18446744073709551615}\n"); /* echoed exactly, all 64 bits */
   next_line(&c);
-  ck_assert_msg(strstr(c.line, "\"id\":8"), "got '%s' while the window was full", c.line);
+  ck_assert_msg(strstr(c.line, "\"id\":18446744073709551615,"), "got '%s' while the window was full", c.line);
   send_ack(&c, "dev-1", 5);
   for (int seq = 6; seq <= 10; seq++) expect_reading(&c, seq);
   sim_stop(f->sm);

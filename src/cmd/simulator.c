@@ -153,6 +153,9 @@ static void window_pop(window *w) {
   w->len--;
 }
 
+/* Readings a device may hold: write-only, only those it is about to write. */
+static size_t window_limit(const sim_device *d) { return d->acking ? (size_t)d->sim->cfg.max_unacked : BURST; }
+
 /* The seq just before the window's first. */
 static uint64_t window_base(const sim_device *d) { return d->report->generated - d->win.len; }
 
@@ -174,10 +177,8 @@ static reading measure(sim_device *d, int64_t ts_ms) {
 /* Generates the readings due by now, at most a burst, while the window
  * has room; a full window blocks the device and its schedule slips. */
 static void generate_due(sim_device *d, int64_t now) {
-  const sim_config *c = &d->sim->cfg;
-  size_t limit = d->acking ? (size_t)c->max_unacked : BURST;
   for (int made = 0; d->next <= now && made < BURST; made++) {
-    if (d->win.len >= limit) {
+    if (d->win.len >= window_limit(d)) {
       if (!d->blocked_since) d->blocked_since = now;
       return;
     }
@@ -293,6 +294,22 @@ static int write_burst(sim_device *d, char *buf) {
   return 0;
 }
 
+/* The unsigned integer member `key` ("\"seq\":") of a line cJSON found
+ * well-formed, exact to 64 bits where cJSON's double is exact to 53. Keys
+ * cannot hide in the gateway's strings: device ids hold no quote. */
+static int member_u64(const char *p, size_t n, const char *key, uint64_t *out) {
+  size_t k = strlen(key);
+  for (size_t i = 0; i + k < n; i++)
+    if (memcmp(p + i, key, k) == 0) {
+      const char *q = p + i + k;
+      while (q < p + n && (*q == ' ' || *q == '\t')) q++;
+      if (q == p + n || *q < '0' || *q > '9') return -1;
+      for (*out = 0; q < p + n && *q >= '0' && *q <= '9'; q++) *out = *out * 10 + (uint64_t)(*q - '0');
+      return 0;
+    }
+  return -1;
+}
+
 /* One line from the gateway. Returns 0 or the error of a failed write. */
 static int on_gateway_line(sim_device *d, const char *p, size_t n) {
   cJSON *o = cJSON_ParseWithLength(p, n);
@@ -305,17 +322,15 @@ static int on_gateway_line(sim_device *d, const char *p, size_t n) {
   const char *t = type->valuestring;
   if (strcmp(t, "ack") == 0) {
     const cJSON *dev = cJSON_GetObjectItemCaseSensitive(o, "device");
-    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(o, "seq");
-    if (cJSON_IsString(dev) && strcmp(dev->valuestring, d->report->id) == 0 && cJSON_IsNumber(seq) &&
-        seq->valuedouble >= 0)
-      on_ack(d, (uint64_t)seq->valuedouble);
+    uint64_t seq;
+    if (cJSON_IsString(dev) && strcmp(dev->valuestring, d->report->id) == 0 && member_u64(p, n, "\"seq\":", &seq) == 0)
+      on_ack(d, seq);
   } else if (strcmp(t, "health") == 0) {
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-    if (d->sim->cfg.health == SIM_HEALTH_ANSWER && cJSON_IsNumber(id)) {
+    uint64_t id;
+    if (d->sim->cfg.health == SIM_HEALTH_ANSWER && member_u64(p, n, "\"id\":", &id) == 0) {
       char line[LINE_CAP];
-      protocol_health_reply h = {.id = (uint64_t)id->valuedouble,
-                                 .uptime_s = (uint64_t)((tg_now() - d->sim->t0) / TG_SEC(1)),
-                                 .battery = (uint32_t)d->battery};
+      protocol_health_reply h = {
+          .id = id, .uptime_s = (uint64_t)((tg_now() - d->sim->t0) / TG_SEC(1)), .battery = (uint32_t)d->battery};
       int len = protocol_format_health_reply(line, sizeof line, &h);
       if (len > 0 && (r = tg_tcp_write_dl(d->sock, line, (size_t)len, write_deadline(d))) == 0)
         d->report->health_answered++;
@@ -390,7 +405,7 @@ static void wait_event(sim_device *d) {
   int64_t deadline = d->ack_deadline;
   if (!d->ack_deadline) {
     deadline = d->end_at;
-    if (d->win.len < (size_t)(d->acking ? d->sim->cfg.max_unacked : BURST)) deadline = min64(deadline, d->next);
+    if (d->win.len < window_limit(d)) deadline = min64(deadline, d->next);
   }
   if (!d->sock) deadline = min64(deadline, d->retry_at);
   tg_case cs[2];
