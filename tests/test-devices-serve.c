@@ -1,9 +1,10 @@
 /* test-devices-serve.c - the real `telegate devices` against the real
  * `telegate serve`, both as processes: every reading acked and stored
- * once; serve killed with SIGKILL mid-run and started again on the same
- * database and port, after which the devices have resent what was not
- * acked and the database holds every reading exactly once; and serve
- * killed for good, which the devices' exit status and stderr report. */
+ * once; serve killed with SIGKILL (or stopped with SIGTERM) mid-run and
+ * started again on the same database and port, after which the devices
+ * have resent what was not acked and the database holds every reading
+ * exactly once; and serve killed for good, which the devices' exit status
+ * and stderr report. */
 #include "test-serve-process.h"
 
 START_TEST(test_devices_serve_all_acked) {
@@ -29,26 +30,27 @@ START_TEST(test_devices_serve_all_acked) {
 }
 END_TEST
 
-/* serve dies with SIGKILL while the devices send (nothing of it runs: no
- * drain, no last commit) and comes back a second later on the same
- * database and port. The devices reconnect, resend everything not acked,
- * and once stopped (SIGINT: stop generating, wait for the acks) exit 0;
- * the database holds every reading they generated, once. */
-START_TEST(test_devices_serve_sigkill_restart) {
+/* serve is stopped by sig while the devices send and comes back a second
+ * later on the same database and port. The devices reconnect, resend
+ * everything not acked, and once stopped (SIGINT: stop generating, wait
+ * for the acks) exit 0; the database holds every reading they generated,
+ * once. */
+static void restart_midway(int sig, int serve_status) {
   proc_dir d;
   proc_dir_init(&d);
   proc serve;
-  int port = serve_proc_start(&d, &serve, 0, NULL);
+  const char *const drain[] = {"--drain-ms", "300", NULL}; /* the devices go on sending: it runs its time */
+  int port = serve_proc_start(&d, &serve, 0, drain);
   devices_run dev;
   devices_proc_start(
       &d, &dev, port,
       (const char *const[]){"--count", "5", "--rate", "200", "--duration", "3600", "--ack-wait-s", "60", NULL});
   proc_wait_catches(&dev.p, SIGINT);
   db_wait_rows(d.db, 300);
-  ck_assert_int_eq(proc_signal_wait(&serve, SIGKILL), -SIGKILL);
+  ck_assert_int_eq(proc_signal_wait(&serve, sig), serve_status);
   int64_t before = db_rows(d.db);
   proc_sleep_ms(1000); /* down a while: connects are refused, readings pile up */
-  serve_proc_start(&d, &serve, port, NULL);
+  serve_proc_start(&d, &serve, port, drain);
   db_wait_rows(d.db, before + 300);
   int status = proc_signal_wait(&dev.p, SIGINT);
   char err[1024];
@@ -62,10 +64,23 @@ START_TEST(test_devices_serve_sigkill_restart) {
     ck_assert_uint_ge(json_u64(one, "reconnects"), 1);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(one, "end")->valuestring, "stopped");
   }
+  /* After a SIGTERM, what serve read during its drain was stored and never
+   * acked: resent for sure. After a SIGKILL, most likely, but a kill right
+   * after an ack and before the next write leaves nothing to resend. */
+  if (sig == SIGTERM) ck_assert_uint_gt(json_u64(report, "resent"), 0);
   ck_assert_uint_eq(db_check_report(d.db, report), json_u64(report, "generated"));
   cJSON_Delete(report);
   proc_dir_cleanup(&d);
 }
+
+/* SIGKILL: nothing of serve runs, no drain, no last commit. */
+START_TEST(test_devices_serve_sigkill_restart) { restart_midway(SIGKILL, -SIGKILL); }
+END_TEST
+
+/* SIGTERM: serve drains and commits what it read but acks none of it;
+ * the devices learn it is stored when their resends are acked as
+ * duplicates. */
+START_TEST(test_devices_serve_sigterm_restart) { restart_midway(SIGTERM, 0); }
 END_TEST
 
 /* serve killed and not started again: the devices wait --ack-wait-s for
@@ -101,6 +116,7 @@ int main(void) {
   Suite *s = suite_create("devices-serve");
   tg_test_add(s, "all_acked", test_devices_serve_all_acked, 120);
   tg_test_add(s, "sigkill_restart", test_devices_serve_sigkill_restart, 240);
+  tg_test_add(s, "sigterm_restart", test_devices_serve_sigterm_restart, 240);
   tg_test_add(s, "gone_for_good", test_devices_serve_gone_for_good, 120);
   return tg_test_main(s);
 }
