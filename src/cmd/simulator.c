@@ -56,10 +56,11 @@ typedef struct sim_device {
   int acking;     /* acks asked and not refused: hold readings until acked */
   int hello_sent; /* on this connection, and no answer yet */
   int lost;       /* write-only: the connection broke, the run is over */
+  int ending;     /* the run's time is over: generating stopped, acks awaited */
   window win;
   uint64_t written;             /* highest seq written on this connection (>= the window's base) */
   int64_t interval, next;       /* the schedule */
-  int64_t end_at, ack_deadline; /* end of generating; of waiting for acks (0: still generating) */
+  int64_t end_at, ack_deadline; /* end of generating; of waiting for acks (once ending) */
   int64_t retry_at, backoff;    /* the next connect, while disconnected */
   int64_t blocked_since;        /* a due reading waits for room since then; 0: none */
   int64_t blocked_ns;
@@ -264,7 +265,7 @@ static void drop_connection(sim_device *d, sim_end why) {
 static int64_t write_deadline(const sim_device *d) {
   if (!d->acking) return TG_FOREVER; /* as before acks: the kernel tells when the peer is gone */
   int64_t dl = tg_deadline_in(WRITE_PATIENCE);
-  return d->ack_deadline ? min64(dl, d->ack_deadline) : dl;
+  return d->ending ? min64(dl, d->ack_deadline) : dl;
 }
 
 /* Writes the next burst of held readings after d->written. */
@@ -403,7 +404,7 @@ static void hang_up(sim_device *d) {
  * connect, whichever comes first. */
 static void wait_event(sim_device *d) {
   int64_t deadline = d->ack_deadline;
-  if (!d->ack_deadline) {
+  if (!d->ending) {
     deadline = d->end_at;
     if (d->win.len < window_limit(d)) deadline = min64(deadline, d->next);
   }
@@ -411,7 +412,7 @@ static void wait_event(sim_device *d) {
   tg_case cs[2];
   tg_tcp_view v;
   int n = 0, recv_case = -1;
-  if (!d->ack_deadline) cs[n++] = tg_cancel_case(d->sim->stop);
+  if (!d->ending) cs[n++] = tg_cancel_case(d->sim->stop);
   if (d->sock) {
     recv_case = n;
     cs[n++] = tg_tcp_recv_case(d->sock, &v);
@@ -446,18 +447,18 @@ static void *device_task(void *arg) {
     if (d->sock) read_pending(d); /* acks first: they may end the wait at the end */
     if (d->lost) break;
     int64_t now = tg_now();
-    if (!d->ack_deadline && (now >= d->end_at || tg_cancel_fired(s->stop))) {
+    if (!d->ending && (now >= d->end_at || tg_cancel_fired(s->stop))) {
+      d->ending = 1;
       d->ack_deadline = now + (int64_t)(c->ack_wait_s * 1e9);
-      if (d->ack_deadline == 0) d->ack_deadline = 1;
       if (d->blocked_since) d->blocked_ns += now - d->blocked_since;
       d->blocked_since = 0;
       if (now < d->end_at) rep->end = SIM_END_STOPPED;
     }
-    if (d->ack_deadline && (d->win.len == 0 || !d->acking || now >= d->ack_deadline)) break;
-    if (!d->ack_deadline) generate_due(d, now);
-    if (!d->sock && !d->lost && now >= d->retry_at) {
+    if (d->ending && (d->win.len == 0 || !d->acking || now >= d->ack_deadline)) break;
+    if (!d->ending) generate_due(d, now);
+    if (!d->sock && now >= d->retry_at) {
       int64_t dl = now + CONNECT_PATIENCE;
-      if (connect_gateway(d, d->ack_deadline ? min64(dl, d->ack_deadline) : dl) == 0)
+      if (connect_gateway(d, d->ending ? min64(dl, d->ack_deadline) : dl) == 0)
         rep->reconnects++;
       else
         drop_connection(d, SIM_END_CLOSED);
@@ -471,7 +472,6 @@ static void *device_task(void *arg) {
     wait_event(d);
   }
   if (d->sock) hang_up(d);
-  if (!d->acking) rep->acked = 0;
   rep->sent = rep->generated;
   rep->blocked_ms = (uint64_t)(d->blocked_ns / 1000000);
   free(buf);
