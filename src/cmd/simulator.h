@@ -134,8 +134,9 @@ void sim_stop(sim *s);
 
 /* Waits for every device to end, fills *report (free it with
  * sim_report_free) and frees s. Returns 0 when every device connected,
- * every acking device had all it generated acked, and no write-only
- * device lost its connection; 1 otherwise, and then, for unacked
+ * every acking device had all it generated acked, and no write of a
+ * write-only device failed (one the gateway closed ended its run, as
+ * before acks, without failing it); 1 otherwise, and then, for unacked
  * readings, says how many in one line on stderr. */
 int sim_wait(sim *s, sim_report *report);
 
