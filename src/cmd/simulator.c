@@ -20,7 +20,10 @@ enum {
   LINE_CAP = 256,
   RECV_BUFFER = 4096,
   DEVICE_STACK = 32 * 1024,
-  WINDOW_START = 64, /* slots a window starts with; it doubles up to max_unacked */
+  WINDOW_START = 8, /* slots a window starts with; it doubles up to max_unacked */
+  /* Latency histogram: bucket i < 32 holds i microseconds; above, each
+   * power of two is split in 32 buckets. */
+  LATENCY_BUCKETS = 32 * 40,
 };
 
 #define FIRST_CONNECT_PATIENCE TG_SEC(10)
@@ -49,8 +52,9 @@ typedef struct window {
 typedef struct sim_device {
   struct sim *sim;
   sim_device_report *report;
-  rng rng;    /* the values: the same seed gives the same readings */
-  rng jitter; /* the backoff: its own stream, so reconnects shift no value */
+  uint64_t *latency; /* its worker's histogram, NULL without acks */
+  rng rng;           /* the values: the same seed gives the same readings */
+  rng jitter;        /* the backoff: its own stream, so reconnects shift no value */
   double temperature, humidity, battery;
   tg_tcp *sock;   /* NULL while disconnected */
   int acking;     /* acks asked and not refused: hold readings until acked */
@@ -72,6 +76,8 @@ struct sim {
   tg_joinset *tasks;
   sim_device *devices;
   sim_report report;
+  uint64_t *latency; /* LATENCY_BUCKETS per worker, with acks */
+  int workers;
   int64_t t0, epoch_ms;
 };
 
@@ -111,7 +117,7 @@ static size_t latency_bucket(uint64_t us) {
   if (us < 32) return (size_t)us;
   int shift = 63 - __builtin_clzll(us) - 5;
   size_t i = (size_t)(shift + 1) * 32 + (size_t)((us >> shift) - 32);
-  return i < SIM_LATENCY_BUCKETS ? i : SIM_LATENCY_BUCKETS - 1;
+  return i < LATENCY_BUCKETS ? i : LATENCY_BUCKETS - 1;
 }
 
 /* The middle of bucket i, in microseconds. */
@@ -125,7 +131,7 @@ static double latency_percentile_ms(const uint64_t *counts, uint64_t total, doub
   if (total == 0) return 0;
   uint64_t rank = (uint64_t)ceil(p * (double)total), seen = 0;
   if (rank < 1) rank = 1;
-  for (size_t i = 0; i < SIM_LATENCY_BUCKETS; i++)
+  for (size_t i = 0; i < LATENCY_BUCKETS; i++)
     if ((seen += counts[i]) >= rank) return latency_bucket_us(i) / 1000;
   return 0;
 }
@@ -204,8 +210,7 @@ static void on_ack(sim_device *d, uint64_t seq) {
   int64_t now = tg_now();
   for (uint64_t s = base; s < seq; s++) {
     pending *p = window_at(&d->win, 0);
-    if (p->first_write && d->report->latency_us)
-      d->report->latency_us[latency_bucket((uint64_t)(now - p->first_write) / 1000)]++;
+    if (p->first_write && d->latency) d->latency[latency_bucket((uint64_t)(now - p->first_write) / 1000)]++;
     window_pop(&d->win);
   }
   d->report->acked = seq;
@@ -489,12 +494,13 @@ int sim_start(const sim_config *cfg, sim **out) {
   s->devices = calloc((size_t)cfg->count, sizeof *s->devices);
   s->report.devices = calloc((size_t)cfg->count, sizeof *s->report.devices);
   s->report.count = cfg->count;
-  int nomem = !s->devices || !s->report.devices;
-  for (int i = 0; !nomem && cfg->acks == SIM_ACKS_ON && i < cfg->count; i++)
-    nomem = !(s->report.devices[i].latency_us = calloc(SIM_LATENCY_BUCKETS, sizeof(uint32_t)));
+  s->workers = cfg->workers > 0 ? cfg->workers : 1;
+  if (cfg->acks == SIM_ACKS_ON) s->latency = calloc((size_t)s->workers * LATENCY_BUCKETS, sizeof *s->latency);
+  int nomem = !s->devices || !s->report.devices || (cfg->acks == SIM_ACKS_ON && !s->latency);
   if (nomem || tg_cancel_new(&s->stop, "sim-stop") != 0 || tg_joinset_new(&s->tasks, "devices") != 0) {
     if (s->stop) tg_cancel_free(s->stop);
     free(s->devices);
+    free(s->latency);
     sim_report_free(&s->report);
     free(s);
     return TG_ENOMEM;
@@ -509,7 +515,6 @@ int sim_start(const sim_config *cfg, sim **out) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   s->epoch_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-  int workers = cfg->workers > 0 ? cfg->workers : 1;
   for (int i = 0; i < cfg->count; i++) {
     sim_device *d = &s->devices[i];
     d->sim = s;
@@ -522,7 +527,8 @@ int sim_start(const sim_config *cfg, sim **out) {
     d->battery = rng_range(&d->rng, 70, 100);
     d->acking = cfg->acks == SIM_ACKS_ON;
     d->backoff = BACKOFF_FIRST;
-    tg_spawn_opts opts = {.stack_size = DEVICE_STACK, .pin = 1, .worker = i % workers, .name = "sim-device"};
+    if (s->latency) d->latency = &s->latency[(size_t)(i % s->workers) * LATENCY_BUCKETS];
+    tg_spawn_opts opts = {.stack_size = DEVICE_STACK, .pin = 1, .worker = i % s->workers, .name = "sim-device"};
     if (tg_joinset_spawn(s->tasks, device_task, d, &opts, NULL) != 0) d->report->end = SIM_END_CONNECT;
   }
   *out = s;
@@ -542,7 +548,11 @@ static void sim_join(sim *s) {
 static int sim_finish(sim *s, sim_report *report) {
   sim_report *r = &s->report;
   r->elapsed_s = (double)(tg_now() - s->t0) / 1e9;
-  uint64_t *latency = calloc(SIM_LATENCY_BUCKETS, sizeof *latency), latency_n = 0;
+  uint64_t latency_n = 0; /* the workers' histograms, added up into the first */
+  for (size_t b = 0; s->latency && b < (size_t)s->workers * LATENCY_BUCKETS; b++) {
+    if (b >= LATENCY_BUCKETS) s->latency[b % LATENCY_BUCKETS] += s->latency[b];
+    latency_n += s->latency[b];
+  }
   int unacked_devices = 0;
   for (int i = 0; i < r->count; i++) {
     sim_device_report *d = &r->devices[i];
@@ -563,14 +573,10 @@ static int sim_finish(sim *s, sim_report *report) {
       r->unacked += d->generated - d->acked;
       unacked_devices += d->generated > d->acked;
     }
-    for (size_t b = 0; latency && d->latency_us && b < SIM_LATENCY_BUCKETS; b++) {
-      latency[b] += d->latency_us[b];
-      latency_n += d->latency_us[b];
-    }
   }
-  r->latency_p50_ms = latency ? latency_percentile_ms(latency, latency_n, 0.50) : 0;
-  r->latency_p99_ms = latency ? latency_percentile_ms(latency, latency_n, 0.99) : 0;
-  free(latency);
+  r->latency_p50_ms = s->latency ? latency_percentile_ms(s->latency, latency_n, 0.50) : 0;
+  r->latency_p99_ms = s->latency ? latency_percentile_ms(s->latency, latency_n, 0.99) : 0;
+  free(s->latency);
   int ok = r->connect_failures == 0 && r->write_failures == 0 && r->unacked == 0;
   FILE *out = s->cfg.out ? s->cfg.out : stdout;
   if (!s->cfg.quiet) {
@@ -611,7 +617,6 @@ int sim_wait(sim *s, sim_report *report) {
 }
 
 void sim_report_free(sim_report *r) {
-  for (int i = 0; r->devices && i < r->count; i++) free(r->devices[i].latency_us);
   free(r->devices);
   r->devices = NULL;
 }

@@ -45,8 +45,9 @@
  * ends its run when its connection breaks.
  *
  * Latency: from the first write of a reading to the ack that covered it,
- * in a histogram per device (buckets 1/32 of a power of two wide, so a
- * percentile is good to about 3 %).
+ * in a histogram per worker (buckets 1/32 of a power of two wide, so a
+ * percentile is good to about 3 %; devices are pinned, so a worker's
+ * histogram is only ever touched by its own thread).
  *
  * Threads: devices run on the runtime's workers; sim_stop may be called
  * from any thread; the report is complete once sim_wait returned. */
@@ -90,10 +91,6 @@ typedef enum sim_end {
   SIM_END_STOPPED,      /* sim_stop */
 } sim_end;
 
-/* Latency histogram: bucket i < 32 holds i microseconds; above, each
- * power of two is split in 32 buckets. */
-enum { SIM_LATENCY_BUCKETS = 32 * 40 };
-
 typedef struct sim_device_report {
   char id[PROTOCOL_DEVICE_ID_MAX + 1];
   uint64_t generated;       /* seqs 1..generated were made */
@@ -106,7 +103,6 @@ typedef struct sim_device_report {
   uint64_t health_answered; /* health requests answered */
   uint64_t errors_received; /* {"type":"error"} lines, hello refusals excepted */
   sim_end end;
-  uint32_t *latency_us; /* SIM_LATENCY_BUCKETS counts, or NULL (no acks) */
 } sim_device_report;
 
 typedef struct sim_report {
