@@ -20,8 +20,27 @@ static void on_signal(int signo) {
   errno = saved;
 }
 
+/* The signals the watcher takes. */
+static void watched(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGHUP);
+}
+
+void signal_block(sigset_t *old) {
+  sigset_t set;
+  watched(&set);
+  pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+void signal_restore(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
+
 static void *watcher(void *arg) {
   signal_watch *w = arg;
+  sigset_t set;
+  watched(&set);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL); /* the handlers are in place: pending ones come now */
   for (;;) {
     unsigned char b;
     ssize_t n = read(w->pipe_fd[0], &b, 1);
@@ -55,11 +74,6 @@ int signal_watch_start(signal_watch *w, void (*fn)(void *ctx, int signo), void *
     close_pipe(w);
     return -e;
   }
-  int r = pthread_create(&w->thread, NULL, watcher, w);
-  if (r != 0) {
-    close_pipe(w);
-    return -r;
-  }
   handler_fd = w->pipe_fd[1];
   struct sigaction stop, hup;
   memset(&stop, 0, sizeof stop);
@@ -78,10 +92,13 @@ int signal_watch_start(signal_watch *w, void (*fn)(void *ctx, int signo), void *
     e = errno;
     sigaction(SIGINT, &w->old_int, NULL);
     sigaction(SIGTERM, &w->old_term, NULL);
+  } else if ((e = pthread_create(&w->thread, NULL, watcher, w)) != 0) {
+    sigaction(SIGINT, &w->old_int, NULL);
+    sigaction(SIGTERM, &w->old_term, NULL);
+    sigaction(SIGHUP, &w->old_hup, NULL);
   }
   if (e != 0) {
     handler_fd = -1;
-    stop_watcher(w);
     close_pipe(w);
     return -e;
   }

@@ -21,8 +21,18 @@
  *   then (systemd's SendSIGHUP= sends one right after SIGTERM) must not
  *   cut the drain short.
  *
- * A signal that arrives before signal_watch_start has its previous
- * disposition. Only one watch can be active in a process. */
+ * Only the watcher thread takes these signals: the program blocks them
+ * (signal_block) in the thread that starts the runtime, before it does,
+ * so every worker and pool thread inherits the mask, and the watcher
+ * unblocks them for itself once the handlers are in place. So a signal
+ * never interrupts a task, and one that arrives before the watch starts
+ * waits for it, pending. (Under ThreadSanitizer a signal that lands on a
+ * worker is held until the task it interrupted runs again; for the main
+ * task waiting for the very shutdown the signal asks for, that is never.)
+ *
+ * A signal that arrives before signal_watch_start in a thread that does
+ * not block it has its previous disposition. Only one watch can be
+ * active in a process. */
 #ifndef TELEGATE_SIGNALS_H
 #define TELEGATE_SIGNALS_H
 
@@ -38,8 +48,14 @@ typedef struct signal_watch {
   int active;
 } signal_watch;
 
+/* Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and in the
+ * threads it creates from now on; *old gets the mask before, for
+ * signal_restore. */
+void signal_block(sigset_t *old);
+void signal_restore(const sigset_t *old);
+
 /* Installs the handlers of SIGINT, SIGTERM and SIGHUP and starts the
- * watcher. Returns 0 or -errno (the pipe, the thread, sigaction); on an
+ * watcher, the one thread that takes them. Returns 0 or -errno (the pipe, the thread, sigaction); on an
  * error no handler is installed. */
 int signal_watch_start(signal_watch *w, void (*fn)(void *ctx, int signo), void *ctx);
 

@@ -576,7 +576,10 @@ static void *run_main(void *arg) {
 int demo_run(const demo_config *cfg, demo_summary *summary) {
   tg_runtime_opts opts = {.workers = 1, .clock = cfg->clock, .stack_size = TASK_STACK};
   run_call rc = {cfg, summary, 0};
+  sigset_t old;
+  if (cfg->handle_signals) signal_block(&old); /* the watcher's alone (signals.h) */
   int r = tg_run(&opts, run_main, &rc, NULL);
+  if (cfg->handle_signals) signal_restore(&old);
   if (r != 0 && summary)
     snprintf(summary->error, sizeof summary->error, "cannot start the runtime: %s", tg_strerror(r));
   return r != 0 ? r : rc.result;

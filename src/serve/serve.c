@@ -85,32 +85,35 @@ static void request_stop(serve *s, const char *why) {
 
 void serve_stop(serve *s) { request_stop(s, "serve_stop"); }
 
-/* The signal watcher's target. It starts before serve does, so that a
- * SIGINT or SIGTERM that comes while serve starts is kept and acted on
- * once it runs, instead of killing the process the default way. */
+/* The signal watcher's target. The watch starts before serve does, so
+ * that a SIGINT or SIGTERM that comes while serve starts is kept and acted
+ * on once it runs, instead of killing the process the default way; and it
+ * ends after serve_wait, so that a second SIGINT or SIGTERM during a
+ * drain that hangs still kills the process (SA_RESETHAND, signals.h). The
+ * lock keeps serve alive while the watcher acts on it. */
 typedef struct signal_target {
-  _Atomic(serve *) s; /* NULL until serve_start returned it */
-  atomic_int pending; /* a stop signal that came before */
+  pthread_mutex_t lock;
+  serve *s;    /* set once serve started, NULL again once its shutdown began */
+  int pending; /* a stop signal that came before serve started */
 } signal_target;
 
 static void stop_on(serve *s, int signo) { request_stop(s, signo == SIGTERM ? "SIGTERM" : "SIGINT"); }
 
 static void on_signal(void *ctx, int signo) {
   signal_target *t = ctx;
-  serve *s = atomic_load(&t->s);
+  pthread_mutex_lock(&t->lock);
+  serve *s = t->s;
   if (signo == SIGHUP) { /* a daemon's reload: never a stop (signals.h) */
     if (s && s->cfg.on_reload)
       s->cfg.on_reload(s, s->cfg.on_reload_arg);
     else if (s)
       log_event(&s->log, "🔁", "serve", 0, "sighup", "SIGHUP: nothing to reload (no config file), serve goes on");
-    return;
+  } else if (s) {
+    stop_on(s, signo);
+  } else {
+    t->pending = signo;
   }
-  if (!s) {
-    atomic_store(&t->pending, signo);
-    s = atomic_load(&t->s); /* serve may have started meanwhile: whoever sees both acts (stopping twice is one stop) */
-    if (!s) return;
-  }
-  stop_on(s, signo);
+  pthread_mutex_unlock(&t->lock);
 }
 
 static void pipeline_fault(void *ctx, const char *why) {
@@ -549,34 +552,45 @@ typedef struct run_call {
   int result;
 } run_call;
 
+/* Sets the serve the signals act on (NULL: none); returns a stop signal
+ * that came while there was none. */
+static int target_set(signal_target *t, serve *s) {
+  pthread_mutex_lock(&t->lock);
+  t->s = s;
+  int early = t->pending;
+  pthread_mutex_unlock(&t->lock);
+  return early;
+}
+
 static void *run_main(void *arg) {
   run_call *rc = arg;
-  signal_target target;
-  atomic_init(&target.s, NULL);
-  atomic_init(&target.pending, 0);
+  signal_target target = {.s = NULL, .pending = 0};
+  pthread_mutex_init(&target.lock, NULL);
   signal_watch sw = {0};
   int watching = rc->cfg->handle_signals && signal_watch_start(&sw, on_signal, &target) == 0;
   serve *s;
   rc->result = serve_start(rc->cfg, &s, rc->err, rc->errlen);
-  if (rc->result != 0) {
-    signal_watch_stop(&sw);
-    return NULL;
+  if (rc->result == 0) {
+    int early = target_set(&target, s);
+    if (early) stop_on(s, early);
+    if (rc->cfg->handle_signals && !watching)
+      log_event(&s->log, "⚠️", "serve", 0, "signals", "SIGINT/SIGTERM/SIGHUP handling unavailable");
+    tg_cancel_wait(serve_shutdown_token(s));
+    target_set(&target, NULL); /* the shutdown began: no more reloads, and serve_wait frees s */
+    rc->result = serve_wait(s, rc->final);
   }
-  atomic_store(&target.s, s);
-  int early = atomic_load(&target.pending);
-  if (early) stop_on(s, early);
-  if (rc->cfg->handle_signals && !watching)
-    log_event(&s->log, "⚠️", "serve", 0, "signals", "SIGINT/SIGTERM/SIGHUP handling unavailable");
-  tg_cancel_wait(serve_shutdown_token(s));
   signal_watch_stop(&sw);
-  rc->result = serve_wait(s, rc->final);
+  pthread_mutex_destroy(&target.lock);
   return NULL;
 }
 
 int serve_run(const serve_config *cfg, serve_figures *final, char *err, size_t errlen) {
   tg_runtime_opts opts = {.workers = cfg->workers};
   run_call rc = {cfg, final, err, errlen, 0};
+  sigset_t old;
+  if (cfg->handle_signals) signal_block(&old); /* the watcher's alone (signals.h) */
   int r = tg_run(&opts, run_main, &rc, NULL);
+  if (cfg->handle_signals) signal_restore(&old);
   if (r != 0) snprintf(err, errlen, "cannot start the runtime: %s", tg_strerror(r));
   return r != 0 ? r : rc.result;
 }
