@@ -78,10 +78,13 @@ int signal_watch_start(signal_watch *w, void (*fn)(void *ctx, int signo), void *
   struct sigaction stop, hup;
   memset(&stop, 0, sizeof stop);
   stop.sa_handler = on_signal;
-  stop.sa_flags = SA_RESTART | SA_RESETHAND;
+  /* No SA_RESTART: the watcher, the one thread these signals reach, has
+   * its read interrupted (EINTR) and looks again, which is also where
+   * ThreadSanitizer runs the handler it deferred. */
+  stop.sa_flags = SA_RESETHAND;
   sigemptyset(&stop.sa_mask);
   hup = stop;
-  hup.sa_flags = SA_RESTART; /* every SIGHUP is caught, the tenth as the first */
+  hup.sa_flags = 0; /* every SIGHUP is caught, the tenth as the first */
   int e = 0;
   if (sigaction(SIGINT, &stop, &w->old_int) != 0) {
     e = errno;
