@@ -3,19 +3,23 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
 /* The handler has no context argument: the pipe's write end must be
- * reachable from it, and only from it. */
-static volatile sig_atomic_t handler_fd = -1;
+ * reachable from it, and only from it. An atomic, not a volatile
+ * sig_atomic_t: the handler runs on the watcher thread, not on the one
+ * that sets it (a lock-free atomic is safe in a handler). */
+static atomic_int handler_fd = -1;
 
 static void on_signal(int signo) {
   int saved = errno;
   unsigned char b = (unsigned char)signo;
   /* The write end does not block: with the pipe full, the watcher has
    * that many signals still to read, and one more adds nothing. */
-  if (handler_fd >= 0 && write(handler_fd, &b, 1) < 0) { /* nothing to do */
+  int fd = atomic_load(&handler_fd);
+  if (fd >= 0 && write(fd, &b, 1) < 0) { /* nothing to do */
   }
   errno = saved;
 }
@@ -74,7 +78,7 @@ int signal_watch_start(signal_watch *w, void (*fn)(void *ctx, int signo), void *
     close_pipe(w);
     return -e;
   }
-  handler_fd = w->pipe_fd[1];
+  atomic_store(&handler_fd, w->pipe_fd[1]);
   struct sigaction stop, hup;
   memset(&stop, 0, sizeof stop);
   stop.sa_handler = on_signal;
@@ -101,7 +105,7 @@ int signal_watch_start(signal_watch *w, void (*fn)(void *ctx, int signo), void *
     sigaction(SIGHUP, &w->old_hup, NULL);
   }
   if (e != 0) {
-    handler_fd = -1;
+    atomic_store(&handler_fd, -1);
     close_pipe(w);
     return -e;
   }
@@ -116,7 +120,7 @@ void signal_watch_stop(signal_watch *w) {
   struct sigaction hup = w->old_hup;
   if (!(hup.sa_flags & SA_SIGINFO) && hup.sa_handler == SIG_DFL) hup.sa_handler = SIG_IGN;
   sigaction(SIGHUP, &hup, NULL);
-  handler_fd = -1;
+  atomic_store(&handler_fd, -1);
   stop_watcher(w);
   close_pipe(w);
   w->active = 0;
