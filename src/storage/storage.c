@@ -109,6 +109,7 @@ int storage_open(storage **out, const storage_opts *opts, char *err, size_t errl
   storage_backend_opts bo = {.path = opts->path,
                              .connections = opts->connections,
                              .reset = opts->reset,
+                             .durability = opts->durability,
                              .names = {opts->device_name, opts->device_name_ctx}};
   if (opts->faults) {
     bo.faults = opts->faults;

@@ -58,11 +58,17 @@ typedef struct storage_faults_opts {
   uint64_t seed;    /* which ones: a stream per (batch, attempt), so a run replays */
 } storage_faults_opts;
 
+/* What a commit survives (SQLite's synchronous setting): NORMAL, a crash
+ * of the process (the commit is in the WAL, written but not yet synced);
+ * FULL, also a power loss (the WAL is synced at every commit). */
+typedef enum storage_durability { STORAGE_DURABILITY_NORMAL, STORAGE_DURABILITY_FULL } storage_durability;
+
 typedef struct storage_opts {
   const char *backend; /* a registered backend's name (storage_backend_names); NULL: "sqlite" */
   const char *path;    /* the database: for SQLite a file name */
   int connections;     /* 1..STORAGE_MAX_CONNECTIONS */
   int reset;           /* nonzero: start from empty tables (the demo) */
+  storage_durability durability;
   /* The id text of a device index, or NULL: the index in decimal. Called
    * from the thread running a write; must be thread-safe, and the text
    * must stay valid while the storage is open. */
@@ -81,7 +87,7 @@ typedef struct storage_write_result {
 /* Opens the storage: the backend named by opts->backend, wrapped in fault
  * injection when opts->faults is set. Returns 0, -EINVAL (an unknown
  * backend: err lists the registered ones; a connection count out of
- * range), -ENOMEM, or the backend's code (-EIO for a database error). */
+ * range), -ENOMEM, or the backend's code (storage_backend.h). */
 int storage_open(storage **out, const storage_opts *opts, char *err, size_t errlen);
 
 /* The registered backends' names, ", "-separated, into buf (for help
@@ -110,7 +116,8 @@ int storage_write_pause(storage *s, int conn);
  * b routed to conn, resends dropped, their marks persisted, commit. On
  * failure nothing is stored, no mark moves, and the same call may be
  * retried. Returns 0, -EINVAL (no such connection), -ENOMEM, or the
- * backend's code (-EIO for a database error or an injected fault). */
+ * backend's code (storage_backend.h: -ENOSPC disk full, -EROFS read-only,
+ * -EBUSY locked, -EIO any other database error or an injected fault). */
 int storage_write(storage *s, int conn, const batch *b, storage_write_result *res, char *err, size_t errlen);
 
 /* The rows stored in readings (SELECT COUNT(*), or the none backend's

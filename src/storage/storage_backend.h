@@ -12,8 +12,11 @@
  * Calls on one connection come one at a time, on any thread; calls on
  * different connections may come at once (a backend whose database has
  * one writer, as SQLite, makes them take turns itself). Every call
- * returns 0 or a negative code (-EIO for a database error, -ENOMEM) and
- * on error writes a one-line reason into `err`. */
+ * returns 0 or a negative code and on error writes a one-line reason
+ * into `err`: -ENOSPC (the disk is full), -EROFS (the database or its
+ * files cannot be written), -EBUSY (another holds the database's lock),
+ * -ENOMEM, -EIO (any other database error). Callers retry all of them
+ * alike; the code only tells a person what to fix. */
 #ifndef TELEGATE_STORAGE_BACKEND_H
 #define TELEGATE_STORAGE_BACKEND_H
 
@@ -33,6 +36,7 @@ typedef struct storage_backend_opts {
   const char *path;
   int connections;
   int reset;
+  storage_durability durability;
   storage_namer names;
   const storage_faults_opts *faults;   /* for the fault decorator only */
   const struct storage_backend *inner; /* for the fault decorator only: what it wraps */

@@ -1,5 +1,22 @@
 /* storage_sqlite.c - the SQLite backend (storage_backend.h): one file,
- * WAL mode, synchronous=NORMAL, one transaction per write.
+ * WAL mode, one transaction per write, synchronous=NORMAL or FULL as the
+ * storage's durability says.
+ *
+ * The process holds the database alone: every connection is opened
+ * through SQLite's "unix-excl" VFS, which takes a lock on the file that
+ * other processes cannot pass while any connection of this process is
+ * open, and in exchange keeps the WAL index in heap memory, shared by
+ * the process's connections, instead of an mmapped -shm file. A mapped
+ * file is touched by plain loads and stores, so anything that makes a
+ * page of it unbackable - the file truncated by another program, a page
+ * the filesystem cannot allocate or read back - is a SIGBUS that kills
+ * the gateway with every reading in its queues, before a line is logged.
+ * Without the mapping (and with mmap_size=0 for the database file) every
+ * storage failure is an error code, which the storage stage retries.
+ * The price: another process (a sqlite3 shell, a backup) cannot open the
+ * database while serve runs; it reads it after. Connections of this
+ * process - the pool, the checkpointer, a test's in-process reader - work
+ * as with the -shm file, WAL readers not blocking the writer.
  *
  * SQLite has one writer per file, so several connections give nothing
  * but correct turns: transactions of all connections take turns on a
@@ -28,6 +45,13 @@
  * always hold every committed mark, so a crash loses none; opening folds
  * what a crash left in mark_log.
  *
+ * After a crash (a -wal file left behind: a clean close checkpoints and
+ * removes it) opening runs PRAGMA quick_check before anything else and
+ * refuses a damaged database. SQLite's WAL recovery makes a killed
+ * process's database whole by design; the check is for what that cannot
+ * cover (a lying disk, a copy taken mid-write), and it runs only then
+ * because it reads the whole file (docs/serve.md has its cost).
+ *
  * Checkpoints - copying the WAL's pages into the database file - run on a
  * thread of their own with a connection of their own, not on the writer:
  * a commit that finds CHECKPOINT_FRAMES frames in the WAL wakes it for a
@@ -44,6 +68,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum {
   ST_BEGIN,
@@ -167,9 +192,33 @@ typedef struct sqlite_impl {
   conn conns[];
 } sqlite_impl;
 
+/* The one VFS every connection is opened with: see the top. */
+#define VFS "unix-excl"
+
+/* The primary result codes a storage failure comes with, named as
+ * SQLite's documentation does, with the errno a caller sees. */
+static const struct {
+  int rc, code;
+  const char *name;
+} failures[] = {
+    {SQLITE_FULL, -ENOSPC, "SQLITE_FULL"},      {SQLITE_READONLY, -EROFS, "SQLITE_READONLY"},
+    {SQLITE_BUSY, -EBUSY, "SQLITE_BUSY"},       {SQLITE_LOCKED, -EBUSY, "SQLITE_LOCKED"},
+    {SQLITE_IOERR, -EIO, "SQLITE_IOERR"},       {SQLITE_CANTOPEN, -EIO, "SQLITE_CANTOPEN"},
+    {SQLITE_CORRUPT, -EIO, "SQLITE_CORRUPT"},   {SQLITE_NOTADB, -EIO, "SQLITE_NOTADB"},
+    {SQLITE_PERM, -EROFS, "SQLITE_PERM"},       {SQLITE_NOMEM, -ENOMEM, "SQLITE_NOMEM"},
+    {SQLITE_PROTOCOL, -EIO, "SQLITE_PROTOCOL"}, {SQLITE_CONSTRAINT, -EIO, "SQLITE_CONSTRAINT"},
+};
+
+/* "sqlite: WHAT: SQLite's message (SQLITE_CODE)" into err; returns the
+ * errno of storage_backend.h. */
 static int fail_db(sqlite3 *db, const char *what, char *err, size_t errlen) {
-  snprintf(err, errlen, "sqlite: %s: %s", what, db ? sqlite3_errmsg(db) : "out of memory");
-  return -EIO;
+  int rc = db ? sqlite3_errcode(db) & 0xff : SQLITE_NOMEM, code = -EIO;
+  const char *name = NULL;
+  for (size_t i = 0; i < sizeof failures / sizeof failures[0]; i++)
+    if (failures[i].rc == rc) code = failures[i].code, name = failures[i].name;
+  snprintf(err, errlen, "sqlite: %s: %s%s%s%s", what, db ? sqlite3_errmsg(db) : "out of memory", name ? " (" : "",
+           name ? name : "", name ? ")" : "");
+  return code;
 }
 
 static void conn_close(conn *c) {
@@ -177,14 +226,41 @@ static void conn_close(conn *c) {
   sqlite3_close(c->db);
 }
 
-static int conn_open(conn *c, const char *path, int first, int reset, char *err, size_t errlen) {
-  int r = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+/* Whether the last run left a WAL behind: it did not close (a clean
+ * close checkpoints the WAL and removes it). */
+static int crashed(const char *path) {
+  char wal[4096];
+  struct stat st;
+  int n = snprintf(wal, sizeof wal, "%s-wal", path);
+  return n > 0 && (size_t)n < sizeof wal && stat(wal, &st) == 0 && st.st_size > 0;
+}
+
+/* PRAGMA quick_check: 0, or -EIO with its first finding in err. */
+static int quick_check(conn *c, char *err, size_t errlen) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(c->db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
+    return fail_db(c->db, "quick_check", err, errlen);
+  int r = sqlite3_step(st), ok = r == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+  if (r == SQLITE_ROW && !ok)
+    snprintf(err, errlen, "sqlite: the database is damaged (quick_check: %s); restore it or move it aside",
+             (const char *)sqlite3_column_text(st, 0));
+  int e = r == SQLITE_ROW ? (ok ? 0 : -EIO) : fail_db(c->db, "quick_check", err, errlen);
+  sqlite3_finalize(st);
+  return e;
+}
+
+static int conn_open(conn *c, const char *path, int first, const storage_backend_opts *o, char *err, size_t errlen) {
+  int check = first && !o->reset && crashed(path);
+  int r = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, VFS);
   if (r != SQLITE_OK) return fail_db(c->db, "open", err, errlen);
   /* A second connection that finds the write lock taken waits for it. */
   sqlite3_busy_timeout(c->db, 10000);
-  if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL))
-    return fail_db(c->db, "pragmas", err, errlen);
-  if (first && reset && sqlite3_exec(c->db, schema_reset, NULL, NULL, NULL))
+  const char *pragmas = o->durability == STORAGE_DURABILITY_FULL
+                            ? "PRAGMA mmap_size=0; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                            : "PRAGMA mmap_size=0; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+  if (sqlite3_exec(c->db, pragmas, NULL, NULL, NULL)) return fail_db(c->db, "pragmas", err, errlen);
+  if (check && (r = quick_check(c, err, errlen)) != 0) return r;
+  if (first && o->reset && sqlite3_exec(c->db, schema_reset, NULL, NULL, NULL))
     return fail_db(c->db, "reset", err, errlen);
   if (first && sqlite3_exec(c->db, schema, NULL, NULL, NULL)) return fail_db(c->db, "schema", err, errlen);
   for (int i = 0; i < ST_N; i++) {
@@ -246,7 +322,7 @@ static void *checkpoint_thread(void *arg) {
     pthread_mutex_unlock(&cp->lock);
     /* Its connection is opened on the first job: an idle gateway does
      * not pay for it. */
-    if (!cp->db && sqlite3_open_v2(cp->path, &cp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK)
+    if (!cp->db && sqlite3_open_v2(cp->path, &cp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, VFS) == SQLITE_OK)
       sqlite3_busy_timeout(cp->db, 1000);
     if (cp->db) sqlite3_wal_checkpoint_v2(cp->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     pthread_mutex_lock(&cp->lock);
@@ -368,7 +444,7 @@ static int sqlite_open(const storage_backend_opts *opts, void **impl, char *err,
   pthread_mutex_init(&im->write_lock, NULL);
   for (int i = 0; i < opts->connections; i++) {
     im->n = i + 1;
-    int r = conn_open(&im->conns[i], opts->path, i == 0, opts->reset, err, errlen);
+    int r = conn_open(&im->conns[i], opts->path, i == 0, opts, err, errlen);
     if (r == 0 && i == 0) r = fold_log(&im->conns[0], err, errlen);
     if (r != 0) {
       sqlite_close(im);
