@@ -101,6 +101,7 @@ static void get_metrics(api_server *a, http_conn *c) {
 
 static void get_readyz(api_server *a, http_conn *c) {
   const char *why = NULL;
+  char storage_why[256];
   tg_watch_stats ws;
   tg_watch_rx_stats_get(a->latest, &ws);
   if (ws.closed) why = "the pipeline has ended";
@@ -110,6 +111,10 @@ static void get_readyz(api_server *a, http_conn *c) {
     if (f.stopping) why = "shutting down";
   }
   if (tg_cancel_fired(http_conn_cancel(c))) why = "shutting down";
+  /* Storage that cannot commit: readings pile up in the queues and are
+   * not acknowledged, so devices are better sent elsewhere until then. */
+  if (!why && a->deps.storage_failing && a->deps.storage_failing(a->deps.ctx, storage_why, sizeof storage_why))
+    why = storage_why;
   if (why)
     send_error(c, 503, why, NULL, NULL);
   else

@@ -10,9 +10,12 @@
  *                                  answer, 504 timeout, 404 unknown device,
  *                                  503 disconnected
  *   GET /metrics                   Prometheus text (metrics.h)
- *   GET /healthz                   200 while the server runs
- *   GET /readyz                    200 while serve accepts and is not stopping,
- *                                  else 503 with the reason
+ *   GET /healthz                   200 while the server runs (liveness: a
+ *                                  storage fault is not cured by a restart,
+ *                                  which would only drop what is queued)
+ *   GET /readyz                    200 while serve accepts, is not stopping
+ *                                  and storage commits, else 503 with the
+ *                                  reason (storage: since when, and why)
  * HEAD works wherever GET does; other methods get 405 with Allow, other
  * paths 404, bad parameters 400; errors are JSON {"error":..,"status":..}.
  *
@@ -50,6 +53,9 @@ typedef struct api_deps {
    * filled, TG_ETIMEDOUT, -ENOENT (unknown id) or TG_ECLOSED (not
    * connected); anything else is a 500. */
   int (*health_check)(void *ctx, const char *device_id, int64_t timeout_ns, device_status *out);
+  /* Optional. serve_storage_failing: 1 with the reason in why while
+   * storage cannot commit (/readyz answers 503 with it), else 0. */
+  int (*storage_failing)(void *ctx, char *why, size_t whylen);
   /* Optional. serve_clients_add: +1 when a stream opens, -1 when it ends. */
   void (*clients_add)(void *ctx, int delta);
 } api_deps;

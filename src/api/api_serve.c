@@ -14,6 +14,8 @@ static int health_check(void *ctx, const char *device_id, int64_t timeout_ns, de
 
 static void clients_add(void *ctx, int delta) { serve_clients_add(ctx, delta); }
 
+static int storage_failing(void *ctx, char *why, size_t whylen) { return serve_storage_failing(ctx, why, whylen); }
+
 void api_deps_serve(api_deps *d, serve *s) {
   *d = (api_deps){
       .ctx = s,
@@ -21,6 +23,7 @@ void api_deps_serve(api_deps *d, serve *s) {
       .figures = figures,
       .health_check = health_check,
       .clients_add = clients_add,
+      .storage_failing = storage_failing,
   };
 }
 

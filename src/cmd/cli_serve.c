@@ -12,6 +12,8 @@
 static const cli_word log_words[] = {{"text", LOG_TEXT}, {"json", LOG_JSON}, {NULL, 0}};
 static const cli_word level_words[] = {
     {"error", LOG_ERROR}, {"warn", LOG_WARN}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}, {NULL, 0}};
+static const cli_word durability_words[] = {
+    {"normal", STORAGE_DURABILITY_NORMAL}, {"full", STORAGE_DURABILITY_FULL}, {NULL, 0}};
 
 #define INT(name, m, min, max, help) CLI_OPT_INT(serve_config, name, m, min, max, help)
 
@@ -28,6 +30,11 @@ static const cli_option options[] = {
     CLI_OPT_STRING(serve_config, "storage", storage, "NAME", "a registered storage backend: sqlite | none (sqlite)"),
     INT("db-pool", db_pool, 1, 16, "DB connections and pool permits; devices are routed to connections (1)"),
     CLI_OPT_STRING(serve_config, "db", db_path, "PATH", "SQLite file, kept across runs (telegate.db)"),
+    CLI_OPT_ENUM(serve_config, "durability", durability, durability_words,
+                 "a commit survives a crash of serve (normal) or also a power loss (full) (normal)"),
+    INT("storage-shutdown-timeout-ms", storage_shutdown_timeout_ms, 0, 3600000,
+        "at shutdown, after the drain, storage may take this long to commit; then what is left is counted as "
+        "unstored and serve exits 1 (10000)"),
     INT("workers", workers, 1, 64, "worker threads; connections are spread over them (1)"),
     INT("max-connections", max_connections, 1, 1000000, "device connections at once; more are refused (10000)"),
     INT("max-line-bytes", max_line_bytes, 16, 1048576, "longer lines are rejected as oversized (4096)"),

@@ -33,6 +33,7 @@ void serve_config_defaults(serve_config *c) {
   c->storage = "sqlite";
   c->db_path = "telegate.db";
   c->db_pool = 1;
+  c->storage_shutdown_timeout_ms = 10000;
   c->health_interval_ms = 3000;
   c->health_timeout_ms = 500;
   c->log_format = LOG_TEXT;

@@ -42,6 +42,8 @@ typedef struct serve_config {
   const char *storage; /* a storage backend's name (storage.h): "sqlite" (default), "none" */
   const char *db_path; /* "telegate.db" */
   int db_pool;         /* connections and pool permits (1); devices are routed to connections */
+  int durability;      /* storage_durability: 0 NORMAL (a commit survives a crash), 1 FULL (also a power loss) */
+  int storage_shutdown_timeout_ms; /* at shutdown, after the drain, storage has this long to commit (10000) */
   /* health */
   int health_interval_ms; /* a round of checks every ... (3000; 0: no rounds) */
   int health_timeout_ms;  /* ... each answered within (500) */

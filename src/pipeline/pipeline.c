@@ -309,6 +309,8 @@ void pipeline_figures_get(pipeline *p, pipeline_figures *f) {
   f->last_commit_ns = sf.last_commit_ns;
   f->commit_time = sf.commit_time;
   f->reading_commit = sf.reading_commit;
+  f->storage_failing_since_ns = sf.failing_since_ns;
+  f->storage_failing_attempts = sf.failing_attempts;
   tg_joinset_stats js;
   tg_joinset_stats_get(p->tasks, &js);
   f->tasks_spawned = js.spawned;
@@ -317,6 +319,10 @@ void pipeline_figures_get(pipeline *p, pipeline_figures *f) {
   f->tasks_aborted = figure_get(&p->aborted);
   f->last_join_ns = atomic_load(&p->last_join_ns);
   f->snapshots_live = atomic_load(&p->snapshots.built) - atomic_load(&p->snapshots.freed);
+}
+
+int64_t pipeline_storage_failing(pipeline *p, char *why, size_t whylen) {
+  return storage_stage_failing(p->store, why, whylen);
 }
 
 void pipeline_free(pipeline *p) {

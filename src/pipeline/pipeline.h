@@ -102,6 +102,8 @@ typedef struct pipeline_figures {
   uint64_t writers_spawned, writers_joined, writers_panicked, writers_aborted;
   int64_t last_commit_ns;                        /* tg_now() of the latest commit; 0: none */
   histogram_figures commit_time, reading_commit; /* storage_stage_figures' */
+  int64_t storage_failing_since_ns;              /* see storage_stage_failing; 0: not failing */
+  uint64_t storage_failing_attempts;             /* failed attempts since then */
   /* the stages' tasks */
   uint64_t tasks_spawned, tasks_joined, tasks_panicked, tasks_aborted;
   int64_t last_join_ns;    /* tg_now() when the last stage was joined; 0: not yet */
@@ -149,6 +151,9 @@ void pipeline_figures_get(pipeline *p, pipeline_figures *out);
  * Returns 0, or TG_ECLOSED when there are no rounds (interval 0 at start,
  * or the checker not started): they cannot start live. Any thread. */
 int pipeline_set_health_cadence(pipeline *p, int64_t interval_ns, int64_t timeout_ns);
+/* storage_stage_failing: 0, or tg_now() of the first failed commit
+ * attempt since the last commit, its reason in why. Any thread. */
+int64_t pipeline_storage_failing(pipeline *p, char *why, size_t whylen);
 
 /* Frees p after pipeline_join (or before pipeline_start). */
 void pipeline_free(pipeline *p);

@@ -5,6 +5,7 @@
 #include "reading.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,13 @@ struct storage_stage {
   figure batches_lost;
   _Atomic int64_t last_commit_ns;
   histogram commit_time, reading_commit;
+  /* Failing (writer.h): set by the first failed attempt, cleared by the
+   * next commit, read by /readyz from any thread. */
+  pthread_mutex_t failing_lock;
+  int64_t failing_since_ns; /* 0: not failing */
+  uint64_t failing_attempts;
+  int failing_code; /* the latest attempt's error code */
+  char failing_why[160];
 };
 
 typedef struct write_job {
@@ -65,6 +73,7 @@ int storage_stage_new(const storage_stage_opts *opts, storage_stage **out) {
     return r;
   }
   for (int i = 0; i < st->connections; i++) atomic_init(&st->turn[i], 0);
+  pthread_mutex_init(&st->failing_lock, NULL);
   *out = st;
   return 0;
 }
@@ -74,6 +83,7 @@ void storage_stage_free(storage_stage *st) {
   if (st->o.batches) tg_mpsc_rx_drop(st->o.batches);
   tg_semaphore_free(st->pool);
   tg_notify_free(st->turn_moved);
+  pthread_mutex_destroy(&st->failing_lock);
   free(st->turn);
   free(st);
 }
@@ -92,9 +102,59 @@ void storage_stage_figures_get(storage_stage *st, storage_stage_figures *f) {
                                .writers_panicked = figure_get(&st->writers_panicked),
                                .writers_aborted = figure_get(&st->writers_aborted),
                                .last_commit_ns = atomic_load(&st->last_commit_ns)};
+  pthread_mutex_lock(&st->failing_lock);
+  f->failing_since_ns = st->failing_since_ns;
+  f->failing_attempts = st->failing_attempts;
+  pthread_mutex_unlock(&st->failing_lock);
   tg_semaphore_stats_get(st->pool, &f->pool);
   histogram_get(&st->commit_time, &f->commit_time);
   histogram_get(&st->reading_commit, &f->reading_commit);
+}
+
+int64_t storage_stage_failing(storage_stage *st, char *why, size_t whylen) {
+  pthread_mutex_lock(&st->failing_lock);
+  int64_t since = st->failing_since_ns;
+  if (why && whylen) snprintf(why, whylen, "%s", since ? st->failing_why : "");
+  pthread_mutex_unlock(&st->failing_lock);
+  return since;
+}
+
+/* A failed attempt: the storage is failing from the first one on. Logs
+ * the change into failing and a change of cause, not each attempt. */
+static void note_failure(storage_stage *st, const batch *b, int code, const char *why) {
+  pthread_mutex_lock(&st->failing_lock);
+  int64_t now = tg_now();
+  int first = st->failing_since_ns == 0, changed = !first && code != st->failing_code;
+  if (first) {
+    st->failing_since_ns = now;
+    st->failing_attempts = 0;
+  }
+  st->failing_attempts++;
+  st->failing_code = code;
+  snprintf(st->failing_why, sizeof st->failing_why, "%s", why);
+  double for_s = (double)(now - st->failing_since_ns) / 1e9;
+  pthread_mutex_unlock(&st->failing_lock);
+  if (first)
+    log_event(st->o.log, "⚠️", "storage", 0, "storage_failing",
+              "Storage failing: batch #%" PRIu64 " cannot be committed (%s); retrying with backoff, never dropping; "
+              "readings wait in the queues and devices are slowed down",
+              b->id, why);
+  else if (changed)
+    log_event(st->o.log, "⚠️", "storage", 0, "storage_failing",
+              "Storage still failing after %.1f s, now: %s (batch #%" PRIu64 ")", for_s, why, b->id);
+}
+
+/* A commit: the storage is not failing any more. */
+static void note_commit(storage_stage *st) {
+  pthread_mutex_lock(&st->failing_lock);
+  int64_t since = st->failing_since_ns;
+  uint64_t attempts = st->failing_attempts;
+  st->failing_since_ns = 0;
+  pthread_mutex_unlock(&st->failing_lock);
+  if (since)
+    log_event(st->o.log, "✅", "storage", 0, "storage_recovered",
+              "Storage recovered after %.1f s and %" PRIu64 " failed attempts: committing again",
+              (double)(tg_now() - since) / 1e9, attempts);
 }
 
 /* Waits until it is `ticket`'s turn on connection conn. Returns 0, or
@@ -138,19 +198,25 @@ static int write_part(storage_stage *st, const batch *b, int conn, storage_write
     db_call call = {.db = st->o.db, .conn = conn, .b = b};
     figure_add_shared(&st->transactions, 1);
     int64_t began = tg_now();
-    int failed = tg_blocking_run(db_write, &call);
+    r = tg_blocking_run(db_write, &call);
     histogram_observe(&st->commit_time, tg_now() - began, 1);
-    if (!failed) {
+    if (r == 0) {
+      note_commit(st);
+      /* Counted per transaction: a batch cut short between connections
+       * (the run aborted) has its committed part counted exactly. */
+      figure_add_shared(&st->readings_stored, call.res.inserted);
+      figure_add_shared(&st->duplicates, call.res.duplicates);
       done->inserted += call.res.inserted;
       done->duplicates += call.res.duplicates;
       *retried |= attempt > 1;
       return 0;
     }
     figure_add_shared(&st->write_retries, 1);
-    log_event(st->o.log, "⚠️", "storage", 0, "write_retry",
-              "Batch #%" PRIu64 " write failed (attempt %d: %s) - retrying, never dropping", b->id, attempt, call.err);
-    int64_t backoff = TG_MS(20) * attempt;
-    if ((r = tg_sleep(backoff < TG_MS(200) ? backoff : TG_MS(200))) != 0) return r;
+    note_failure(st, b, r, call.err);
+    /* Soon for a blip, then no faster than once a second: a full disk or
+     * a read-only filesystem is fixed by a person. */
+    int64_t backoff = attempt < 8 ? TG_MS(10) << (attempt - 1) : TG_SEC(1);
+    if ((r = tg_sleep(backoff < TG_SEC(1) ? backoff : TG_SEC(1))) != 0) return r;
   }
 }
 
@@ -198,8 +264,6 @@ static void *writer_task(void *arg) {
     atomic_store(&st->last_commit_ns, committed);
     if (b->n) histogram_observe(&st->reading_commit, committed - b->opened_ns, b->n);
     figure_add_shared(&st->batches_stored, 1);
-    figure_add_shared(&st->readings_stored, done.inserted);
-    figure_add_shared(&st->duplicates, done.duplicates);
     lost = 0;
     uint64_t held = 0;
     if (retried || log_gate_pass(&st->stored_gate, tg_now(), TG_MS(1000), &held)) {

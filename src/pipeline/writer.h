@@ -11,9 +11,20 @@
  * connection: on each connection the batch's readings routed there
  * (storage_route), as one transaction on the blocking pool
  * (tg_blocking_run), so a database call never blocks a worker. A failed
- * transaction is retried with a short backoff until it commits: a batch
- * is never dropped. Batches whose devices all route to one connection
- * (always, with one connection) take one transaction.
+ * transaction is retried until it commits, with a backoff that doubles
+ * from 10 ms up to 1 s: a batch is never dropped. Batches whose devices
+ * all route to one connection (always, with one connection) take one
+ * transaction.
+ *
+ * Failing: from the first failed attempt until the next commit the
+ * storage is failing (storage_stage_failing says since when and why).
+ * The stage logs the change into it, a change of cause (a full disk
+ * that becomes a read-only one), and the recovery, with how long it took
+ * and how many attempts failed; not each retry. While it fails, writers
+ * hold their batches, the stage stops taking more, the storage channel
+ * fills, the aggregator waits, the telemetry channel fills and the
+ * sources stop reading their sockets: memory stays bounded by the
+ * capacities, and devices are slowed down by TCP.
  *
  * Order: the high-water mark rule (storage.h) needs each device's
  * readings committed in the order the batches were cut. Every device is
@@ -83,6 +94,8 @@ typedef struct storage_stage_figures {
   int64_t last_commit_ns;           /* tg_now() of the latest commit; 0: none */
   histogram_figures commit_time;    /* each transaction, retries included */
   histogram_figures reading_commit; /* per reading: from its batch's first reading to the batch's commit */
+  int64_t failing_since_ns;         /* tg_now() of the first failed attempt since the last commit; 0: not failing */
+  uint64_t failing_attempts;        /* failed attempts since then */
 } storage_stage_figures;
 
 /* A stage for opts (copied). Returns 0, TG_EINVAL (no batches or db, a
@@ -95,6 +108,11 @@ void *storage_stage_task(void *arg);
 
 /* The figures now; from any thread, while the task runs or after. */
 void storage_stage_figures_get(storage_stage *st, storage_stage_figures *f);
+
+/* Whether the storage is failing: 0, or tg_now() of the first failed
+ * attempt since the last commit, with the latest attempt's reason in why
+ * (when not NULL). Any thread. */
+int64_t storage_stage_failing(storage_stage *st, char *why, size_t whylen);
 
 /* Frees the stage: after its task returned, or when it was never spawned
  * (then its channel is dropped here). NULL is ignored. */

@@ -73,6 +73,11 @@ static const figure_def serve_rows[] = {
      .help = "Readings resent by a device (seq at or below its high-water mark), dropped.", SF(readings_duplicate),
      .api = "readings.duplicate", .summary = "readings_duplicate", .line = FIGURE_LINE_READINGS,
      .text = " + # resends dropped"},
+    {"readings_unstored", GAUGE,
+     .help = "Readings read from devices and not committed: in the queues now; at the end of a run, never "
+             "acknowledged, so their devices must send them again.",
+     SF(readings_unstored), .api = "readings.unstored", .summary = "readings_unstored", .line = FIGURE_LINE_READINGS,
+     .text = ", # not committed"},
 
     {"bad_lines", COUNTER, .help = "Device lines rejected: the sum of bad_input_total.", SF(bad_lines), .unexported = 1,
      .summary = "bad_lines", .line = FIGURE_LINE_BAD_LINES, .text = "#"},
@@ -131,6 +136,12 @@ static const figure_def serve_rows[] = {
      .api = "batches.retries", .summary = "write_retries", .line = FIGURE_LINE_BATCHES, .text = " (# retried)"},
     {"batches_lost", COUNTER, .help = "Batches that could not be committed.", SF(batches_lost), .api = "batches.lost",
      .summary = "batches_lost", .line = FIGURE_LINE_BATCHES, .text = ", # lost"},
+    {"storage_failing", GAUGE, .unit = FIGURE_FLAG,
+     .help = "1 while storage cannot commit: a commit failed and none succeeded since (/readyz is 503).",
+     SF(storage_failing), .api = "storage.failing", .summary = "storage_failing", .line = FIGURE_LINE_BATCHES,
+     .text = "; STORAGE FAILING at the end", .text_unset = ""},
+    {"storage_failing_seconds", GAUGE, .unit = FIGURE_MS, .help = "For how long storage has been failing; 0 when not.",
+     SF(storage_failing_ms), .api = "storage.failing_ms", .summary = "storage_failing_ms"},
 
     {"snapshots_published", COUNTER, .help = "Snapshots published to the watch and broadcast.", SF(snapshots_published),
      .api = "broadcast.published", .summary = "snapshots_published", .line = FIGURE_LINE_SNAPSHOTS,

@@ -24,8 +24,7 @@
 
 /* Pipeline tasks run SQLite under nothing heavier than the blocking pool. */
 #define PIPELINE_STACK ((size_t)128 * 1024)
-/* How long the ordered shutdown may take after the drain before what is
- * left is aborted. */
+/* How long a start that failed may take to stop what it started. */
 #define GRACE_NS       TG_SEC(5)
 
 /* The sources serve can run, each asked whether the settings want it. */
@@ -155,6 +154,10 @@ static int check_config(const serve_config *c, char *err, size_t len) {
     snprintf(err, len, "bad health check timing");
   else if (c->batch_size < 1 || c->batch_age_ms < 1)
     snprintf(err, len, "batch size and age must be at least 1");
+  else if (c->storage_shutdown_timeout_ms < 0)
+    snprintf(err, len, "the storage shutdown timeout must be at least 0");
+  else if (c->durability != STORAGE_DURABILITY_NORMAL && c->durability != STORAGE_DURABILITY_FULL)
+    snprintf(err, len, "durability is normal or full");
   else if (c->db_pool < 1 || c->db_pool > WRITER_MAX_POOL)
     snprintf(err, len, "the DB pool is 1 to %d connections", WRITER_MAX_POOL);
   else if (!storage_backend_exists(c->storage)) {
@@ -290,6 +293,7 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
                           .opts = {.backend = cfg->storage,
                                    .path = cfg->db_path,
                                    .connections = cfg->db_pool,
+                                   .durability = (storage_durability)cfg->durability,
                                    .device_name = device_name,
                                    .device_name_ctx = &s->reg}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
@@ -416,6 +420,10 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->readings_aggregated = pf.aggregator.aggregated;
   f->readings_stored = pf.readings_stored;
   f->readings_duplicate = pf.duplicates;
+  /* Read after received, so a reading may be counted in stored and not
+   * yet in received: never below 0. */
+  uint64_t settled = f->readings_stored + f->readings_duplicate;
+  f->readings_unstored = f->readings_received > settled ? f->readings_received - settled : 0;
   for (int i = 1; i < SERVE_BAD_REASONS; i++) {
     f->bad_input[i] = in.bad[i];
     f->bad_lines += f->bad_input[i];
@@ -435,6 +443,8 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->write_retries = pf.write_retries;
   f->commit_time = pf.commit_time;
   f->reading_commit = pf.reading_commit;
+  f->storage_failing = pf.storage_failing_since_ns != 0;
+  f->storage_failing_ms = f->storage_failing ? (tg_now() - pf.storage_failing_since_ns) / 1000000 : 0;
   f->snapshots_published = pf.aggregator.snapshots_built;
   f->broadcast_len = pf.updates.len;
   f->broadcast_capacity = pf.updates.capacity;
@@ -454,6 +464,14 @@ void serve_figures_get(serve *s, serve_figures *f) {
   tg_runtime_stats rs;
   tg_runtime_stats_get(&rs);
   f->tasks_alive = rs.tasks_alive;
+}
+
+int serve_storage_failing(serve *s, char *why, size_t whylen) {
+  char reason[160];
+  int64_t since = s->pipe ? pipeline_storage_failing(s->pipe, reason, sizeof reason) : 0;
+  if (!since) return 0;
+  snprintf(why, whylen, "storage failing since %.1f s: %s", (double)(tg_now() - since) / 1e9, reason);
+  return 1;
 }
 
 /* ------------------------------------------------------------ summary */
@@ -510,7 +528,9 @@ int serve_wait(serve *s, serve_figures *final) {
       request_stop(s, "no task left");
     }
   }
-  int64_t grace = atomic_load(&s->stop_at_ns) + TG_MS(s->cfg.drain_ms) + GRACE_NS;
+  /* Sources wait on a full channel while storage cannot commit, so they
+   * and the pipeline have the same deadline. */
+  int64_t grace = atomic_load(&s->stop_at_ns) + TG_MS(s->cfg.drain_ms) + TG_MS(s->cfg.storage_shutdown_timeout_ms);
   tg_outcome o;
   int r;
   while ((r = tg_joinset_join_next_dl(s->tasks, &o, grace)) == 0) account(s, &o);
@@ -531,7 +551,15 @@ int serve_wait(serve *s, serve_figures *final) {
   s->db_rows = cc.rows;
   serve_figures f;
   serve_figures_get(s, &f);
-  int lossless = f.readings_received == f.readings_aggregated &&
+  if (f.readings_unstored) {
+    char why[200] = "";
+    int failing = serve_storage_failing(s, why, sizeof why);
+    log_event(&s->log, "❌", "serve", 0, "readings_unstored",
+              "%" PRIu64 " readings read from devices were not committed%s%s: never acknowledged, their devices must "
+              "send them again",
+              f.readings_unstored, failing ? " - " : "", failing ? why : "");
+  }
+  int lossless = f.readings_unstored == 0 && f.readings_received == f.readings_aggregated &&
                  f.readings_aggregated == f.readings_stored + f.readings_duplicate && f.batches_lost == 0 &&
                  s->aborted == 0 && pf.tasks_aborted == 0 && pf.writers_aborted == 0;
   log_event(&s->log, "✅", "serve", 0, "joined",

@@ -17,7 +17,12 @@
  * channel until the last connection dropped its sender and hands over the
  * final batch; storage commits every batch; every task is joined. Every
  * reading read from a socket is then in the database (or counted as a
- * resend the high-water mark dropped).
+ * resend the high-water mark dropped). Storage that cannot commit gets
+ * storage_shutdown_timeout_ms after the drain; then what is left is
+ * aborted, and every reading read but not committed - in the telemetry
+ * channel, the aggregator's batch, the storage channel or a writer - is
+ * counted (readings_unstored), logged and in the summary: those were
+ * never acknowledged, and their devices must send them again.
  *
  * Threads: serve_stop, serve_figures_get and serve_health_check may be
  * called from any task on any worker (serve_stop also from a plain
@@ -72,6 +77,7 @@ typedef struct serve_figures {
   uint64_t readings_aggregated;
   uint64_t readings_stored;              /* committed (counted, with --storage none) */
   uint64_t readings_duplicate;           /* resends at or below the device's high-water mark */
+  uint64_t readings_unstored;            /* gauge: received - stored - duplicate; at the end, what was lost */
   uint64_t bad_lines;                    /* sum of bad_input */
   uint64_t bad_input[SERVE_BAD_REASONS]; /* per reason; [0] unused */
   uint64_t error_lines_sent;
@@ -87,6 +93,8 @@ typedef struct serve_figures {
   uint64_t transactions, write_retries;
   histogram_figures commit_time;    /* each transaction, retries included */
   histogram_figures reading_commit; /* per reading: its batch's first reading to the commit */
+  int storage_failing;              /* gauge: a commit failed and none succeeded since */
+  int64_t storage_failing_ms;       /* gauge: for how long; 0 when not failing */
   /* snapshots and clients */
   uint64_t snapshots_published;               /* = the latest snapshot's version */
   uint64_t broadcast_len, broadcast_capacity; /* gauge */
@@ -138,6 +146,10 @@ int serve_run(const serve_config *cfg, serve_figures *final, char *err, size_t e
 
 /* The figures right now. Any task or thread, while serve runs. */
 void serve_figures_get(serve *s, serve_figures *out);
+
+/* Whether storage is failing: 0, or 1 with "storage failing since 3.2 s:
+ * <the latest reason>" in why. Any task or thread, while serve runs. */
+int serve_storage_failing(serve *s, char *why, size_t whylen);
 
 /* Asks device `device_id` for its health over its connection and waits
  * at most timeout_ns for the answer. Returns 0 with *out filled,
