@@ -1,8 +1,12 @@
 /* test-process.h - what the tests that run the telegate binary share: a
  * temporary directory whose files are removed at the end, the binary
  * started under a name of the test's own, its log read back, and waits on
- * conditions (a log line, a handler installed, an exit, rows in the
- * database), each with a generous deadline and never a fixed sleep.
+ * conditions (a log line, a handler installed, an exit, a figure of
+ * /metrics), each with a generous deadline and never a fixed sleep.
+ *
+ * serve holds its database alone while it runs (storage_sqlite.c says
+ * why): another process reads the rows once it has exited, and follows
+ * the commits before through /metrics.
  *
  * Each test file includes it once; the state is per process (Check runs
  * each case in its own). */
@@ -15,11 +19,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -193,12 +199,12 @@ static inline int running(pid_t pid) {
   return waitpid(pid, &status, WNOHANG) == 0;
 }
 
-/* Rows in the readings table (0 while it does not exist yet). */
+/* Rows in the readings table of a database no process holds: -1 when
+ * it cannot be read. */
 static inline int64_t db_rows(const char *db_path) {
   sqlite3 *db;
-  int64_t n = 0;
+  int64_t n = -1;
   if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-    sqlite3_busy_timeout(db, 5000);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM readings", -1, &st, NULL) == SQLITE_OK) {
       if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
@@ -209,11 +215,62 @@ static inline int64_t db_rows(const char *db_path) {
   return n;
 }
 
-static inline int64_t wait_rows_above(const char *db_path, int64_t floor) {
+/* The HTTP port serve's log names (0 before it does). */
+static inline int http_port_of(const char *log) {
+  static const char at[] = "/metrics on http://127.0.0.1:";
+  char *text = slurp(log);
+  const char *p = strstr(text, at);
+  int port = p ? atoi(p + sizeof at - 1) : 0;
+  free(text);
+  return port;
+}
+
+/* GET path on 127.0.0.1:port: the status (-1: no answer), the body into
+ * body (cap bytes with its NUL). */
+static inline int http_get(int port, const char *path, char *body, size_t cap) {
+  snprintf(body, cap, "(no answer)");
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  static char resp[1 << 17];
+  char req[256];
+  int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+  size_t len = 0;
+  ssize_t r = write(fd, req, (size_t)n);
+  while (r > 0 && len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0) len += (size_t)r;
+  close(fd);
+  resp[len] = '\0';
+  int status = -1;
+  if (sscanf(resp, "HTTP/1.1 %d", &status) != 1) return -1;
+  const char *b = strstr(resp, "\r\n\r\n");
+  snprintf(body, cap, "%s", b ? b + 4 : "");
+  return status;
+}
+
+/* A sample of serve's /metrics ("telegate_readings_stored_total"); -1
+ * when there is no answer or no such sample. */
+static inline double metric(int http_port, const char *name) {
+  static char body[1 << 17];
+  if (http_get(http_port, "/metrics", body, sizeof body) != 200) return -1;
+  char key[128];
+  snprintf(key, sizeof key, "\n%s ", name);
+  const char *at = strstr(body, key);
+  return at ? atof(at + strlen(key)) : -1;
+}
+
+/* Waits until serve has committed more than floor readings; returns how
+ * many. */
+static inline int64_t wait_stored_above(int http_port, int64_t floor) {
   double deadline = now_s() + PATIENCE_S;
   int64_t n;
-  while ((n = db_rows(db_path)) <= floor) {
-    ck_assert_msg(now_s() < deadline, "after %d s the database has %" PRId64 " rows, not more than %" PRId64,
+  while ((n = (int64_t)metric(http_port, "telegate_readings_stored_total")) <= floor) {
+    ck_assert_msg(now_s() < deadline, "after %d s serve has committed %" PRId64 " readings, not more than %" PRId64,
                   PATIENCE_S, n, floor);
     pause_ms(10);
   }

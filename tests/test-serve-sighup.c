@@ -8,7 +8,7 @@
  *
  * Real processes throughout: serve and two fleets of `telegate devices`.
  * Every wait is on a condition (a log line, the signal mask in /proc, a
- * row count, an exit) with a generous deadline, never a fixed sleep. */
+ * figure of /metrics, an exit) with a generous deadline, never a fixed sleep. */
 #include "test-process.h"
 
 #include <cjson/cJSON.h>
@@ -73,7 +73,7 @@ START_TEST(test_serve_sighup_loses_nothing) {
   const char *config = dir_file("serve.ini");
   write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = info\n");
   const char *serve_argv[] = {
-      NULL, "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", "127.0.0.1:0", "--db", db, "--config",
+      NULL,   "serve", "--listen-devices", "127.0.0.1:0", "--listen-http", "127.0.0.1:0", "--db", db, "--config",
       config, NULL};
   pid_t serve = start(serve_argv, serve_log);
   wait_for_log(serve, serve_log, "telegate serve: devices on 127.0.0.1:", 1);
@@ -81,6 +81,8 @@ START_TEST(test_serve_sighup_loses_nothing) {
   int port = atoi(strstr(text, "devices on 127.0.0.1:") + strlen("devices on 127.0.0.1:"));
   free(text);
   ck_assert_int_gt(port, 0);
+  wait_for_log(serve, serve_log, "/metrics on http://127.0.0.1:", 1);
+  int http_port = http_port_of(serve_log);
   char connect[32];
   snprintf(connect, sizeof connect, "127.0.0.1:%d", port);
   wait_until_caught(serve, SIGHUP); /* its handlers are installed */
@@ -91,14 +93,14 @@ START_TEST(test_serve_sighup_loses_nothing) {
       NULL,         "devices", "--connect",   connect,   "--count",       "5",         "--rate",  "200",
       "--duration", "3",       "--id-prefix", "before-", "--report-json", before_json, "--quiet", NULL};
   pid_t before = start(before_argv, before_log);
-  wait_rows_above(db, 0);
+  wait_stored_above(http_port, 0);
   write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = warn\nbatch-size = 500\n");
   ck_assert_int_eq(kill(serve, SIGHUP), 0);
   wait_for_log(serve, serve_log, "SIGHUP: configuration reloaded: 2 changed, 1 applied live", 1);
   ck_assert_int_eq(occurrences(serve_log, "SIGHUP: log-level = warn (was: log-level = info)"), 1);
   ck_assert_int_eq(
       occurrences(serve_log, "SIGHUP: batch-size = 500 takes a restart, not applied (running: batch-size = 1000)"), 1);
-  int64_t rows_at_hup = db_rows(db);
+  int64_t stored_at_hup = (int64_t)metric(http_port, "telegate_readings_stored_total");
   /* The second: the level is warn now, so only the warning is logged. */
   ck_assert_int_eq(kill(serve, SIGHUP), 0);
   wait_for_log(serve, serve_log, "SIGHUP: batch-size = 500 takes a restart", 2);
@@ -116,7 +118,7 @@ START_TEST(test_serve_sighup_loses_nothing) {
   pid_t after = start(after_argv, after_log);
   ck_assert_int_eq(wait_exit(after), 0);
   ck_assert_msg(running(serve), "serve ended");
-  wait_rows_above(db, rows_at_hup);
+  wait_stored_above(http_port, stored_at_hup);
   ck_assert_int_eq(occurrences(serve_log, "Device connection #"), connections_logged);
 
   /* Back to info, for the shutdown's lines. */
