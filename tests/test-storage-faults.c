@@ -15,46 +15,21 @@
  * it the cases say so and pass without running. Every wait is on a
  * condition (a log line, an HTTP answer, an exit) with a deadline. */
 
-#include "helpers.h"
+#include "test-process.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
-#include <netinet/in.h>
 #include <sched.h>
-#include <signal.h>
-#include <sqlite3.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-/* How long any one condition may take: far more than it needs on a quiet
- * machine, enough for a sanitizer build on a loaded one. */
-#define PATIENCE_S 40
 /* The device's readings go to this many device ids, round robin. */
-#define DEVICES    10
+#define DEVICES 10
 
-static char dir[72];       /* the test's directory; the mount point */
-static char db[160];       /* the database in it */
-static char log_path[128]; /* serve's log, outside the mount */
-static char sumf[128];     /* serve's --summary-json, outside the mount */
-static char gateway[128];
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void pause_ms(int ms) { nanosleep(&(struct timespec){0, ms * 1000000L}, NULL); }
+static const char *dir;      /* the mount point */
+static const char *db;       /* the database in it */
+static const char *sumf;     /* serve's --summary-json, outside the mount */
+static const char *log_path; /* the log of the serve that runs now */
 
 /* ------------------------------------------------------------ the place */
 
@@ -67,25 +42,24 @@ static int private_mounts(void) {
 
 static void skip(const char *why) { fprintf(stderr, "test-storage-faults: SKIPPED: %s\n", why); }
 
-/* The directories and the binary, run through a link of its own name
- * (a `pkill telegate` meant for another gateway must not end this one). */
 static void place_init(void) {
-  const char *tmp = getenv("TMPDIR");
-  char base[64];
-  snprintf(base, sizeof base, "%s/tg-sf-XXXXXX", tmp && strlen(tmp) < 30 ? tmp : "/tmp");
-  ck_assert_ptr_nonnull(mkdtemp(base));
-  snprintf(dir, sizeof dir, "%s/m", base);
+  dir_init();
+  link_binary();
+  dir = dir_file("m");
   ck_assert_int_eq(mkdir(dir, 0755), 0);
-  snprintf(db, sizeof db, "%s/serve.db", dir);
-  snprintf(log_path, sizeof log_path, "%s/serve.log", base);
-  snprintf(sumf, sizeof sumf, "%s/summary.json", base);
-  char self[512], bin[600];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  ck_assert_int_gt(n, 0);
-  self[n] = '\0';
-  snprintf(bin, sizeof bin, "%s/../src/telegate", dirname(self));
-  snprintf(gateway, sizeof gateway, "%s/tg-sf-gateway", base);
-  ck_assert_int_eq(symlink(bin, gateway), 0);
+  db = dir_file("m/serve.db");
+  dir_file("m/serve.db-wal");
+  dir_file("m/serve.db-shm");
+  sumf = dir_file("summary.json");
+}
+
+/* Unmounts what is on dir (the namespace would, at the end) and removes
+ * the files. */
+static void place_cleanup(void) {
+  umount2(dir, MNT_DETACH);
+  for (int i = 0; i < run_nfiles; i++) unlink(run_files[i]);
+  rmdir(dir);
+  dir_cleanup();
 }
 
 static int run(const char *cmd) {
@@ -106,80 +80,17 @@ static void fill(const char *path, long bytes) {
   close(fd);
 }
 
-/* ------------------------------------------------------------ processes */
-
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) return strdup("");
-  size_t cap = 1 << 16, len = 0, n;
-  char *buf = malloc(cap);
-  ck_assert_ptr_nonnull(buf);
-  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (len + 1 == cap) {
-      buf = realloc(buf, cap *= 2);
-      ck_assert_ptr_nonnull(buf);
-    }
-  }
-  buf[len] = '\0';
-  fclose(f);
-  return buf;
-}
-
-static int occurrences(const char *path, const char *needle) {
-  char *text = slurp(path);
-  int n = 0;
-  for (const char *at = text; (at = strstr(at, needle)) != NULL; at += strlen(needle)) n++;
-  free(text);
-  return n;
-}
-
-/* The end of the log, short enough for a Check message. */
-static char tail_buf[1600];
-static const char *log_tail(void) {
-  char *text = slurp(log_path);
-  size_t len = strlen(text);
-  snprintf(tail_buf, sizeof tail_buf, "%s", len > 1500 ? text + len - 1500 : text);
-  free(text);
-  return tail_buf;
-}
-
-static int alive(pid_t pid) {
-  int status;
-  return waitpid(pid, &status, WNOHANG) == 0;
-}
-
-static void wait_for_log(pid_t pid, const char *needle) {
-  double deadline = now_s() + PATIENCE_S;
-  while (occurrences(log_path, needle) == 0) {
-    ck_assert_msg(alive(pid) && now_s() < deadline, "no \"%s\" in serve's log; it ends:\n%s", needle, log_tail());
-    pause_ms(10);
-  }
-}
-
-/* Waits for pid to end: its exit status, or 128 + the killing signal. */
-static int wait_exit(pid_t pid) {
-  double deadline = now_s() + PATIENCE_S;
-  int status;
-  pid_t r;
-  while ((r = waitpid(pid, &status, WNOHANG)) == 0) {
-    ck_assert_msg(now_s() < deadline, "process %d still running after %d s", (int)pid, PATIENCE_S);
-    pause_ms(10);
-  }
-  ck_assert_int_eq(r, pid);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+/* ------------------------------------------------------------ serve */
 
 typedef struct gw {
   pid_t pid;
   int devices_port, http_port;
 } gw;
 
-/* Starts serve on db with the extra flags (NULL-terminated); waits for
- * both listeners. The child stays in the test's process group, which
- * Check kills when the case ends. */
-static gw serve_start(const char *const *extra) {
-  const char *argv[32] = {"tg-sf-gateway",
+/* Starts serve on db with the extra flags (NULL-terminated), its log in
+ * a file of its own (`name`), and waits for both listeners. */
+static gw serve_start(const char *name, const char *const *extra) {
+  const char *argv[32] = {NULL,
                           "serve",
                           "--listen-devices",
                           "127.0.0.1:0",
@@ -199,39 +110,28 @@ static gw serve_start(const char *const *extra) {
   for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
   argv[n] = NULL;
   unlink(sumf);
-  unlink(log_path); /* the last serve's: its ports are not this one's */
-  gw g = {0};
-  g.pid = fork();
-  ck_assert_int_ge(g.pid, 0);
-  if (g.pid == 0) {
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) _exit(126);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execv(gateway, (char *const *)argv);
-    _exit(127);
-  }
-  wait_for_log(g.pid, "/metrics on http://127.0.0.1:");
+  log_path = dir_file(name);
+  gw g = {.pid = start(argv, log_path)};
+  wait_for_log(g.pid, log_path, "/metrics on http://127.0.0.1:", 1);
   char *text = slurp(log_path);
   g.devices_port = atoi(strstr(text, "devices on 127.0.0.1:") + strlen("devices on 127.0.0.1:"));
-  g.http_port = atoi(strstr(text, "/metrics on http://127.0.0.1:") + strlen("/metrics on http://127.0.0.1:"));
   free(text);
+  g.http_port = http_port_of(log_path);
   ck_assert_int_gt(g.devices_port, 0);
   ck_assert_int_gt(g.http_port, 0);
   return g;
 }
 
-/* ------------------------------------------------------------ the device */
-
-static int connect_to(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ck_assert_int_ge(fd, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
-  close(fd);
-  return -1;
+/* The end of the running serve's log, for a failure's message. */
+static char tail_buf[1600];
+static const char *serve_tail(void) {
+  char *text = slurp(log_path);
+  snprintf(tail_buf, sizeof tail_buf, "%s", log_tail(text));
+  free(text);
+  return tail_buf;
 }
+
+/* ------------------------------------------------------------ the device */
 
 /* A device process: writes readings [0, n) as fast as the socket takes
  * them (reading i is device f-(i % DEVICES), seq i / DEVICES + 1), then
@@ -241,8 +141,10 @@ static pid_t device_start(int port, int n) {
   ck_assert_int_ge(pid, 0);
   if (pid > 0) return pid;
   signal(SIGPIPE, SIG_IGN);
-  int fd = connect_to(port);
-  if (fd < 0) _exit(2);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) _exit(2);
   char buf[16384];
   size_t len = 0;
   for (int i = 0; i < n; i++) {
@@ -265,48 +167,24 @@ static pid_t device_start(int port, int n) {
 
 /* ------------------------------------------------------------ HTTP */
 
-/* GET path: the status, the body into body. -1: no answer. */
-static int http_get(int port, const char *path, char *body, size_t cap) {
-  int fd = connect_to(port);
-  snprintf(body, cap, "(no answer)");
-  if (fd < 0) return -1;
-  struct timeval tv = {5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  char req[256], resp[65536];
-  int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
-  ck_assert_int_eq(write(fd, req, (size_t)n), n);
-  size_t len = 0;
-  ssize_t r;
-  while (len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0) len += (size_t)r;
-  close(fd);
-  resp[len] = '\0';
-  int status = -1;
-  if (sscanf(resp, "HTTP/1.1 %d", &status) != 1) return -1;
-  const char *b = strstr(resp, "\r\n\r\n");
-  snprintf(body, cap, "%s", b ? b + 4 : "");
-  return status;
-}
-
 /* Waits until /readyz answers `status`; its body into body. */
 static void wait_readyz(const gw *g, int status, char *body, size_t cap) {
   double deadline = now_s() + PATIENCE_S;
   while (http_get(g->http_port, "/readyz", body, cap) != status) {
-    ck_assert_msg(alive(g->pid), "serve died waiting for /readyz %d; its log ends:\n%s", status, log_tail());
+    ck_assert_msg(running(g->pid), "serve ended waiting for /readyz %d; its log ends:\n%s", status, serve_tail());
     ck_assert_msg(now_s() < deadline, "/readyz is not %d after %d s: %s", status, PATIENCE_S, body);
     pause_ms(20);
   }
 }
 
-/* A value of /metrics ("telegate_readings_stored_total"). */
-static double metric(const gw *g, const char *name) {
-  static char body[65536];
-  int status = http_get(g->http_port, "/metrics", body, sizeof body);
-  ck_assert_msg(status == 200, "/metrics answered %d; serve's log ends:\n%s", status, log_tail());
-  char key[128];
-  snprintf(key, sizeof key, "\n%s ", name);
-  const char *at = strstr(body, key);
-  ck_assert_msg(at != NULL, "no %s in /metrics", name);
-  return atof(at + strlen(key));
+/* Waits until serve has committed some readings. */
+static void wait_committing(const gw *g) {
+  double deadline = now_s() + PATIENCE_S;
+  while (metric(g->http_port, "telegate_readings_stored_total") < 1000) {
+    ck_assert_msg(running(g->pid), "serve ended; its log ends:\n%s", serve_tail());
+    ck_assert_msg(now_s() < deadline, "nothing committed after %d s", PATIENCE_S);
+    pause_ms(10);
+  }
 }
 
 /* ------------------------------------------------------------ checks */
@@ -318,7 +196,7 @@ typedef struct summary {
 static summary read_summary(void) {
   char *text = slurp(sumf);
   cJSON *j = cJSON_Parse(text);
-  ck_assert_msg(j != NULL, "no summary JSON; serve's log ends:\n%s", log_tail());
+  ck_assert_msg(j != NULL, "no summary JSON; serve's log ends:\n%s", serve_tail());
   free(text);
   summary s = {
       .received = (long long)cJSON_GetObjectItem(j, "readings_received")->valuedouble,
@@ -381,29 +259,30 @@ START_TEST(test_disk_full_then_freed) {
     skip("cannot mount a tmpfs (needs root)");
     return;
   }
-  char filler[200], body[512];
-  snprintf(filler, sizeof filler, "%s/filler", dir);
+  const char *filler = dir_file("m/filler");
+  char body[512];
   fill(filler, 11L << 20);
-  gw g = serve_start(NULL);
+  gw g = serve_start("serve.log", NULL);
   enum { N = 60000 };
   pid_t dev = device_start(g.devices_port, N);
 
   wait_readyz(&g, 503, body, sizeof body);
   ck_assert_msg(strstr(body, "storage failing since") && strstr(body, "SQLITE_FULL"), "503 says: %s", body);
-  ck_assert_int_eq((int)metric(&g, "telegate_storage_failing"), 1);
+  ck_assert_int_eq((int)metric(g.http_port, "telegate_storage_failing"), 1);
   ck_assert_int_eq(unlink(filler), 0);
   wait_readyz(&g, 200, body, sizeof body);
   ck_assert_int_eq(wait_exit(dev), 0);
 
   ck_assert_int_eq(kill(g.pid, SIGTERM), 0);
   int status = wait_exit(g.pid);
-  ck_assert_msg(status == 0, "serve exited with %d; its log ends:\n%s", status, log_tail());
+  ck_assert_msg(status == 0, "serve exited with %d; its log ends:\n%s", status, serve_tail());
   summary s = read_summary();
   ck_assert_int_eq(s.received, N);
   ck_assert_int_eq(s.stored, N);
   ck_assert_int_eq(s.unstored, 0);
   ck_assert_int_eq(db_check(N), N);
   failing_episodes(1);
+  place_cleanup();
 }
 END_TEST
 
@@ -420,25 +299,25 @@ START_TEST(test_disk_full_at_sigterm) {
     skip("cannot mount a tmpfs (needs root)");
     return;
   }
-  char filler[200], body[512];
-  snprintf(filler, sizeof filler, "%s/filler", dir);
+  const char *filler = dir_file("m/filler");
+  char body[512];
   fill(filler, 11L << 20);
   const char *flags[] = {"--drain-ms", "300", "--storage-shutdown-timeout-ms", "1000", NULL};
-  gw g = serve_start(flags);
+  gw g = serve_start("serve.log", flags);
   enum { N = 60000 };
   pid_t dev = device_start(g.devices_port, N);
   wait_readyz(&g, 503, body, sizeof body);
 
   ck_assert_int_eq(kill(g.pid, SIGTERM), 0);
   int status = wait_exit(g.pid);
-  ck_assert_msg(status == 1, "serve exited with %d; its log ends:\n%s", status, log_tail());
+  ck_assert_msg(status == 1, "serve exited with %d; its log ends:\n%s", status, serve_tail());
   kill(dev, SIGKILL);
   wait_exit(dev);
   summary s = read_summary();
   ck_assert_int_gt(s.unstored, 0);
   ck_assert_int_le(s.received, N);
   ck_assert_int_eq(s.unstored, s.received - s.stored - s.duplicate);
-  ck_assert_int_eq(occurrences(log_path, "readings read from devices were not committed"), 1);
+  ck_assert_int_ge(occurrences(log_path, "readings read from devices were not committed"), 1);
 
   /* What the database holds, read with room on the disk again. */
   ck_assert_int_eq(mount("tmpfs", dir, "tmpfs", MS_REMOUNT, "size=64m"), 0);
@@ -451,16 +330,17 @@ START_TEST(test_disk_full_at_sigterm) {
   /* The device sends everything again, as it must for what was never
    * acknowledged: what was stored is dropped as a resend, the rest is
    * stored, and each reading is in the database once. */
-  gw again = serve_start(NULL);
+  gw again = serve_start("again.log", NULL);
   wait_readyz(&again, 200, body, sizeof body);
   ck_assert_int_eq(wait_exit(device_start(again.devices_port, N)), 0);
   ck_assert_int_eq(kill(again.pid, SIGTERM), 0);
   status = wait_exit(again.pid);
-  ck_assert_msg(status == 0, "serve exited with %d; its log ends:\n%s", status, log_tail());
+  ck_assert_msg(status == 0, "serve exited with %d; its log ends:\n%s", status, serve_tail());
   summary s2 = read_summary();
   ck_assert_int_eq(s2.duplicate, rows);
   ck_assert_int_eq(s2.stored, N - rows);
   ck_assert_int_eq(db_check(N), N);
+  place_cleanup();
 }
 END_TEST
 
@@ -476,8 +356,8 @@ START_TEST(test_filesystem_read_only) {
     return;
   }
   place_init();
-  char img[200], cmd[1024], body[512];
-  snprintf(img, sizeof img, "%s.img", dir);
+  const char *img = dir_file("ext4.img");
+  char cmd[1024], body[512];
   snprintf(cmd, sizeof cmd, "truncate -s 64m %s && mkfs.ext4 -q -F %s >/dev/null 2>&1 && mount -o loop %s %s", img, img,
            img, dir);
   if (run(cmd) != 0) {
@@ -486,14 +366,10 @@ START_TEST(test_filesystem_read_only) {
     return;
   }
   const char *flags[] = {"--durability", "full", "--drain-ms", "300", "--storage-shutdown-timeout-ms", "1000", NULL};
-  gw g = serve_start(flags);
+  gw g = serve_start("serve.log", flags);
   enum { N = 20000 };
   pid_t dev = device_start(g.devices_port, N);
-  double deadline = now_s() + PATIENCE_S;
-  while (metric(&g, "telegate_readings_stored_total") < 1000) {
-    ck_assert_msg(now_s() < deadline, "nothing committed after %d s", PATIENCE_S);
-    pause_ms(10);
-  }
+  wait_committing(&g);
   snprintf(cmd, sizeof cmd, "mount -o remount,abort %s", dir);
   ck_assert_int_eq(run(cmd), 0);
   wait_readyz(&g, 503, body, sizeof body);
@@ -501,7 +377,7 @@ START_TEST(test_filesystem_read_only) {
 
   ck_assert_int_eq(kill(g.pid, SIGTERM), 0);
   int status = wait_exit(g.pid);
-  ck_assert_msg(status == 1, "serve exited with %d; its log ends:\n%s", status, log_tail());
+  ck_assert_msg(status == 1, "serve exited with %d; its log ends:\n%s", status, serve_tail());
   kill(dev, SIGKILL);
   wait_exit(dev);
   summary s = read_summary();
@@ -510,9 +386,7 @@ START_TEST(test_filesystem_read_only) {
   failing_episodes(0);
 
   ck_assert_int_eq(s.db_rows, s.stored); /* what serve's own connection counts at the end */
-  snprintf(cmd, sizeof cmd, "umount %s", dir);
-  run(cmd);
-  unlink(img);
+  place_cleanup();
 }
 END_TEST
 
@@ -534,16 +408,12 @@ static int maps_db(pid_t pid) {
  * file is not its own, and another process is kept out while it runs. */
 START_TEST(test_wal_index_truncated) {
   place_init();
-  char shm[200], body[512];
-  snprintf(shm, sizeof shm, "%s-shm", db);
-  gw g = serve_start(NULL);
+  const char *shm = dir_file("m/serve.db-shm");
+  char body[512];
+  gw g = serve_start("serve.log", NULL);
   enum { N = 30000 };
   pid_t dev = device_start(g.devices_port, N);
-  double deadline = now_s() + PATIENCE_S;
-  while (metric(&g, "telegate_readings_stored_total") < 1000) {
-    ck_assert_msg(now_s() < deadline, "nothing committed after %d s", PATIENCE_S);
-    pause_ms(10);
-  }
+  wait_committing(&g);
   ck_assert_int_eq(maps_db(g.pid), 0);
   ck_assert_int_ne(access(shm, F_OK), 0);
   fill(shm, 32768); /* a stale index a user's tool left, then cut short */
@@ -559,10 +429,10 @@ START_TEST(test_wal_index_truncated) {
   wait_readyz(&g, 200, body, sizeof body);
   ck_assert_int_eq(kill(g.pid, SIGTERM), 0);
   int status = wait_exit(g.pid);
-  ck_assert_msg(status == 0, "serve exited with %d; its log ends:\n%s", status, log_tail());
+  ck_assert_msg(status == 0, "serve exited with %d; its log ends:\n%s", status, serve_tail());
   ck_assert_int_eq(read_summary().stored, N);
   ck_assert_int_eq(db_check(N), N);
-  unlink(shm);
+  place_cleanup();
 }
 END_TEST
 
