@@ -46,12 +46,11 @@ static void restart_midway(int sig, int serve_status) {
       &d, &dev, port,
       (const char *const[]){"--count", "5", "--rate", "200", "--duration", "3600", "--ack-wait-s", "60", NULL});
   proc_wait_catches(&dev.p, SIGINT);
-  db_wait_rows(d.db, 300);
+  serve_wait_stored(&serve, 300);
   ck_assert_int_eq(proc_signal_wait(&serve, sig), serve_status);
-  int64_t before = db_rows(d.db);
   proc_sleep_ms(1000); /* down a while: connects are refused, readings pile up */
   serve_proc_start(&d, &serve, port, drain);
-  db_wait_rows(d.db, before + 300);
+  serve_wait_stored(&serve, 300); /* this run's */
   int status = proc_signal_wait(&dev.p, SIGINT);
   char err[1024];
   proc_read_file(dev.p.err, err, sizeof err);
@@ -96,7 +95,7 @@ START_TEST(test_devices_serve_gone_for_good) {
       &d, &dev, port,
       (const char *const[]){"--count", "2", "--rate", "100", "--duration", "3600", "--ack-wait-s", "0.3", NULL});
   proc_wait_catches(&dev.p, SIGINT);
-  db_wait_rows(d.db, 20);
+  serve_wait_stored(&serve, 20);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGKILL), -SIGKILL);
   proc_sleep_ms(100); /* at 100 Hz, readings nobody can ack any more */
   int status = proc_signal_wait(&dev.p, SIGINT);

@@ -37,14 +37,14 @@ START_TEST(test_serve_crash_kill_points) {
   proc_wait_catches(&dev.p, SIGINT);
   for (int kill = 0; kill < KILLS; kill++) {
     /* A commit of this run: the cycle's origin. */
-    db_wait_rows(d.db, db_rows(d.db) + 1);
+    serve_wait_stored(&serve, serve_stored(&serve) + 1);
     proc_sleep_ms(kill * CYCLE_MS / KILLS);
     ck_assert_int_eq(proc_signal_wait(&serve, SIGKILL), -SIGKILL);
     proc_sleep_ms(1000); /* down a while: connects are refused, readings pile up */
     ck_assert_msg(integrity_ok(d.db), "kill %d: the database fails its integrity check", kill);
     serve_proc_start(&d, &serve, port, flags);
   }
-  db_wait_rows(d.db, db_rows(d.db) + 1000);
+  serve_wait_stored(&serve, serve_stored(&serve) + 1000);
   int status = proc_signal_wait(&dev.p, SIGINT);
   char err[1024];
   proc_read_file(dev.p.err, err, sizeof err);

@@ -8,18 +8,24 @@
  * process (PR_SET_PDEATHSIG). Every wait is bounded: conditions are
  * polled a bounded number of times; waiting for a child's end is bounded
  * by the test's own timeout. No runtime is needed: these are plain
- * functions of the test process. */
+ * functions of the test process.
+ *
+ * serve holds its database alone while it runs (storage_sqlite.c says
+ * why): the rows are read while it is down, and its commits followed
+ * through /metrics while it runs. */
 #ifndef TELEGATE_TEST_SERVE_PROCESS_H
 #define TELEGATE_TEST_SERVE_PROCESS_H
 
 #include "test-cli.h"
 
 #include <cjson/cJSON.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +36,7 @@
 typedef struct proc {
   pid_t pid;
   char out[200], err[200]; /* where its stdout and stderr go */
+  int http_port;           /* serve's /metrics */
 } proc;
 
 typedef struct proc_dir {
@@ -145,17 +152,46 @@ static inline int serve_proc_start(proc_dir *d, proc *p, int port, const char *c
   }
   ck_assert_msg(got > 0, "serve did not say where it listens");
   if (port) ck_assert_int_eq(got, port);
+  for (int i = 0; i < PROC_PATIENCE_MS / 5 && !(p->http_port = proc_port_in(p->out, "/metrics on http://")); i++)
+    proc_sleep_ms(5);
+  ck_assert_msg(p->http_port > 0, "serve did not say where /metrics is");
   proc_wait_catches(p, SIGTERM);
   return got;
 }
 
-/* Readings stored in the database; -1 while it cannot be read (not made
- * yet, or locked a moment too long). */
+/* The readings this run of serve has committed
+ * (telegate_readings_stored_total); -1 when it does not answer. */
+static inline int64_t serve_stored(const proc *p) {
+  static const char key[] = "\ntelegate_readings_stored_total ";
+  static char resp[1 << 17];
+  size_t len = 0;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->http_port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    ssize_t r = write(fd, req, sizeof req - 1);
+    while (r > 0 && len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0) len += (size_t)r;
+  }
+  if (fd >= 0) close(fd);
+  resp[len] = '\0';
+  const char *at = strstr(resp, key);
+  return at ? strtoll(at + sizeof key - 1, NULL, 10) : -1;
+}
+
+/* Polls serve until this run has committed at least want readings. */
+static inline void serve_wait_stored(const proc *p, int64_t want) {
+  int64_t n = -1;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (n = serve_stored(p)) < want; i++) proc_sleep_ms(10);
+  ck_assert_msg(n >= want, "serve has committed %lld readings, waited for %lld", (long long)n, (long long)want);
+}
+
+/* Readings stored in the database, read while no serve runs; -1 when it
+ * cannot be read. */
 static inline int64_t db_rows(const char *path) {
   sqlite3 *db;
   int64_t n = -1;
   if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-    sqlite3_busy_timeout(db, 1000);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM readings", -1, &st, NULL) == SQLITE_OK) {
       if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
@@ -164,13 +200,6 @@ static inline int64_t db_rows(const char *path) {
   }
   sqlite3_close(db);
   return n;
-}
-
-/* Polls the database until it holds at least want readings. */
-static inline void db_wait_rows(const char *path, int64_t want) {
-  int64_t n = -1;
-  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (n = db_rows(path)) < want; i++) proc_sleep_ms(10);
-  ck_assert_msg(n >= want, "the database holds %lld readings, waited for %lld", (long long)n, (long long)want);
 }
 
 /* A `telegate devices --report-json` report, parsed. */
