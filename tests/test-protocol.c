@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -808,6 +809,94 @@ START_TEST(test_protocol_fuzz_random_bytes) {
 }
 END_TEST
 
+/* The humidity field of a reading holding text, parsed; 0 or the reason. */
+static int humidity_of(const char *text, double *out) {
+  char line[2048];
+  protocol_msg m;
+  protocol_error e;
+  int n = snprintf(line, sizeof line,
+                   "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":0,\"humidity\":%s,\"battery\":1}", text);
+  ck_assert_int_lt(n, (int)sizeof line);
+  int r = parse_n(line, (size_t)n, sizeof line, &m, &e);
+  *out = m.reading.humidity;
+  return r;
+}
+
+/* text converts exactly as strtod does, bit for bit. */
+static void same_as_strtod(const char *text) {
+  double got, want = strtod(text, NULL);
+  ck_assert_msg(humidity_of(text, &got) == 0, "rejected: %s", text);
+  ck_assert_msg(memcmp(&got, &want, sizeof got) == 0, "%s: got %a, strtod %a", text, got, want);
+}
+
+/* The exact decimal of a long double (glibc prints every digit), without
+ * trailing zeros: a midpoint between two doubles is exact in x87's 64-bit
+ * mantissa. */
+static void exact_decimal(char *buf, size_t cap, long double v) {
+  int n = snprintf(buf, cap, "%.800Le", v);
+  ck_assert_int_lt(n, (int)cap);
+  char *e = strchr(buf, 'e'), *z = e;
+  while (z[-1] == '0') z--;
+  if (z[-1] == '.') z--;
+  memmove(z, e, strlen(e) + 1);
+}
+
+/* Decimals strtod rounds correctly and a short cut would not: exactly
+ * halfway between two doubles (ties to even), a hair above or below
+ * halfway after more than 40 digits, subnormals, and random texts of up to
+ * 60 digits; replay with PROTOCOL_SEED. */
+START_TEST(test_protocol_numbers_differential) {
+  ck_assert_msg(sizeof(long double) > sizeof(double) && LDBL_MANT_DIG >= 64, "needs x87 long double");
+  uint64_t s = seed_from_env("numbers_differential");
+  static char text[1024], tail[1100];
+  /* The fixed hard cases: halfway below the least subnormal, and at the
+   * least normal. */
+  exact_decimal(text, sizeof text, (long double)0x1p-1075L);
+  same_as_strtod(text);
+  exact_decimal(text, sizeof text, (long double)0x1p-1022L - (long double)0x1p-1075L);
+  same_as_strtod(text);
+  long n = iterations() / 10;
+  for (long i = 0; i < n; i++) {
+    double d;
+    if (i % 4 == 0) { /* a subnormal */
+      uint64_t bits = next(&s) & ((UINT64_C(1) << 52) - 1);
+      memcpy(&d, &bits, sizeof d);
+    } else {
+      d = unit(&s) * 100.0;
+    }
+    double up = nextafter(d, 200.0);
+    if (up > 100.0) continue;
+    long double mid = ((long double)d + (long double)up) / 2;
+    exact_decimal(text, sizeof text, mid);
+    ck_assert_uint_gt(strlen(text), 20);
+    same_as_strtod(text); /* exactly halfway */
+    /* A nonzero digit far past the halfway point's last one: just above. */
+    char *e = strchr(text, 'e');
+    snprintf(tail, sizeof tail, "%.*s%s0000000000000000000001%s", (int)(e - text), text, strchr(text, '.') ? "" : ".",
+             e);
+    same_as_strtod(tail);
+    /* And just below: the last digit one less, then nines. */
+    snprintf(tail, sizeof tail, "%.*s", (int)(e - text), text);
+    size_t k = strlen(tail);
+    if (tail[k - 1] > '0' && tail[k - 1] <= '9' && strchr(tail, '.')) {
+      tail[k - 1]--;
+      snprintf(tail + k, sizeof tail - k, "99999999999999999999%s", e);
+      same_as_strtod(tail);
+    }
+    /* Random digits: up to 60 of them, a point anywhere, an exponent. */
+    int digits = 1 + (int)(next(&s) % 60), point = (int)(next(&s) % (uint64_t)digits);
+    size_t at = 0;
+    for (int j = 0; j < digits; j++) {
+      text[at++] = (char)('0' + (j == 0 ? 1 + next(&s) % 9 : next(&s) % 10));
+      if (j == point && j + 1 < digits) text[at++] = '.';
+    }
+    snprintf(text + at, sizeof text - at, "e%d", -(int)(next(&s) % 340));
+    double v = strtod(text, NULL);
+    if (v <= 100.0) same_as_strtod(text);
+  }
+}
+END_TEST
+
 START_TEST(test_protocol_writers) {
   char buf[256];
   ck_assert_int_eq(protocol_format_health_request(buf, sizeof buf, 42), 26);
@@ -873,6 +962,7 @@ int main(void) {
   tg_test_add(s, "boundaries", test_protocol_boundaries, 10);
   tg_test_add(s, "oversized", test_protocol_oversized, 10);
   tg_test_add(s, "numbers_exact", test_protocol_numbers_exact, 10);
+  tg_test_add(s, "numbers_differential", test_protocol_numbers_differential, 60);
   tg_test_add(s, "round_trip", test_protocol_round_trip, 60);
   tg_test_add(s, "fuzz_mutations", test_protocol_fuzz_mutations, 90);
   tg_test_add(s, "fuzz_random_bytes", test_protocol_fuzz_random_bytes, 90);

@@ -342,14 +342,18 @@ static const double pow10_exact[23] = {
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
 
+/* Significant digits number_slow hands strtod. A decimal exactly halfway
+ * between two doubles has at most 767 significant digits, so the first
+ * 768 and a sticky 1 standing for any nonzero digit after them round as
+ * the whole number does. */
+#define SLOW_DIGITS 768
+
 /* The nearest double to a number the fast path cannot take: its digits
- * again, at most 40 significant ones and a sticky 1 for any dropped
- * nonzero digit, written as integer digits and an exponent (no point, so
- * no locale) for strtod.
- * XXX: a dropped tail can still misround by one ulp at an exact halfway
- * point; a sensor never sends 40 significant digits. */
+ * again, at most SLOW_DIGITS significant ones and a sticky 1 for any
+ * dropped nonzero digit, written as integer digits and an exponent (no
+ * point, so no locale) for strtod, which rounds correctly. */
 static double number_slow(const number *n) {
-  char buf[64];
+  char buf[SLOW_DIGITS + 32];
   size_t k = 0, kept = 0;
   long e = 0;
   int point = 0, sticky = 0;
@@ -364,7 +368,7 @@ static double number_slow(const number *n) {
     if ((unsigned)(*p - '0') > 9) break; /* the exponent or a suffix */
     if (point) e--;
     if (kept == 0 && *p == '0') continue;
-    if (kept < 40) {
+    if (kept < SLOW_DIGITS) {
       buf[k++] = *p;
       kept++;
     } else {

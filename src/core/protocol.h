@@ -25,10 +25,11 @@
  * connection state; the parser only says what a line is.
  *
  * Numbers: integers are exact to 64 bits. Decimal fractions are converted
- * to the nearest double; the rare number that needs more than 19
- * significant digits or an exponent beyond +-22 goes through strtod on a
- * small stack copy written without a decimal point, so the C locale is not
- * needed either. */
+ * to the nearest double, exactly as strtod rounds; the rare number that
+ * needs more than 19 significant digits or an exponent beyond +-22 goes
+ * through strtod on a stack copy of its first 768 significant digits (and
+ * a sticky digit for the rest: enough for any halfway case), written
+ * without a decimal point, so the C locale is not needed either. */
 #ifndef TELEGATE_PROTOCOL_H
 #define TELEGATE_PROTOCOL_H
 
