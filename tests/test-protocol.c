@@ -136,7 +136,44 @@ START_TEST(test_protocol_json_hello) {
   reject("{\"type\":\"hello\",\"acks\":truex}", PROTOCOL_WRONG_TYPE, "acks");
   reject("{\"type\":\"hello\",\"acks\":true,\"acks\":false}", PROTOCOL_DUPLICATE_FIELD, "acks");
   reject("{\"type\":\"hello\",\"id\":1}", PROTOCOL_UNKNOWN_FIELD, "id");
-  reject("{\"type\":\"hello\",\"token\":\"x\"}", PROTOCOL_UNKNOWN_FIELD, "");
+  /* The token: printable ASCII without quote or backslash, 1 to 128 bytes, never unescaped. */
+  {
+    protocol_msg m;
+    protocol_error e;
+    ck_assert_int_eq(parse("{\"type\":\"hello\",\"token\":\"s3cr3t-+/=~!\",\"acks\":true}", &m, &e), 0);
+    ck_assert_int_eq(m.kind, PROTOCOL_HELLO);
+    ck_assert_int_eq(m.hello.acks, 1);
+    ck_assert_uint_eq(m.hello.token_len, 12);
+    ck_assert_str_eq(m.hello.token, "s3cr3t-+/=~!");
+    ck_assert_int_eq(parse("{\"type\":\"hello\",\"acks\":true}", &m, &e), 0);
+    ck_assert_uint_eq(m.hello.token_len, 0);
+    char line[300], tok[PROTOCOL_TOKEN_MAX + 2];
+    memset(tok, 'k', sizeof tok - 1);
+    tok[PROTOCOL_TOKEN_MAX] = 0;
+    snprintf(line, sizeof line, "{\"type\":\"hello\",\"token\":\"%s\"}", tok);
+    ck_assert_int_eq(parse(line, &m, &e), 0);
+    ck_assert_uint_eq(m.hello.token_len, PROTOCOL_TOKEN_MAX);
+    tok[PROTOCOL_TOKEN_MAX] = 'k';
+    tok[PROTOCOL_TOKEN_MAX + 1] = 0;
+    snprintf(line, sizeof line, "{\"type\":\"hello\",\"token\":\"%s\"}", tok);
+    reject(line, PROTOCOL_BAD_TOKEN, "token");
+    /* The device side writes it; the gateway's answer never carries one. */
+    protocol_hello h = {.acks = 1, .token_len = 3};
+    memcpy(h.token, "abc", 4);
+    char buf[256];
+    ck_assert_int_gt(protocol_format_hello(buf, sizeof buf, &h), 0);
+    ck_assert_str_eq(buf, "{\"type\":\"hello\",\"token\":\"abc\",\"acks\":true,\"health\":false}\n");
+  }
+  reject("{\"type\":\"hello\",\"token\":\"\"}", PROTOCOL_BAD_TOKEN, "token");
+  reject("{\"type\":\"hello\",\"token\":\"a b\"}", PROTOCOL_BAD_TOKEN, "token");
+  reject("{\"type\":\"hello\",\"token\":\"a\\u0041\"}", PROTOCOL_BAD_TOKEN, "token");
+  reject("{\"type\":\"hello\",\"token\":\"a\\q\"}", PROTOCOL_MALFORMED, "token");
+  reject("{\"type\":\"hello\",\"token\":\"\xc3\xa9\"}", PROTOCOL_BAD_TOKEN, "token");
+  reject("{\"type\":\"hello\",\"token\":\"abc", PROTOCOL_MALFORMED, "token");
+  reject("{\"type\":\"hello\",\"token\":7}", PROTOCOL_WRONG_TYPE, "token");
+  reject("{\"type\":\"hello\",\"token\":\"a\",\"token\":\"b\"}", PROTOCOL_DUPLICATE_FIELD, "token");
+  reject("{\"device\":7,\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1,\"token\":\"a\"}",
+         PROTOCOL_UNKNOWN_FIELD, "token");
   reject("{\"type\":\"hullo\"}", PROTOCOL_UNKNOWN_TYPE, "type");
   /* acks and health belong to a hello only */
   reject("{\"type\":\"health\",\"id\":1,\"uptime_s\":1,\"battery\":1,\"acks\":true}", PROTOCOL_UNKNOWN_FIELD, "acks");
@@ -629,6 +666,12 @@ static void check_accepted(const char *line, size_t len, const protocol_msg *m) 
   if (m->kind == PROTOCOL_BLANK) return;
   if (m->kind == PROTOCOL_HEALTH) {
     ck_assert_uint_le(m->health.battery, PROTOCOL_BATTERY_MAX);
+  } else if (m->kind == PROTOCOL_HELLO) {
+    ck_assert_uint_le(m->hello.token_len, PROTOCOL_TOKEN_MAX);
+    ck_assert_uint_eq(strlen(m->hello.token), m->hello.token_len);
+    for (size_t i = 0; i < m->hello.token_len; i++)
+      ck_assert(m->hello.token[i] > 0x20 && m->hello.token[i] < 0x7f && m->hello.token[i] != '"' &&
+                m->hello.token[i] != '\\');
   } else {
     ck_assert_int_eq(m->kind, PROTOCOL_READING);
     const reading *r = &m->reading;
@@ -667,6 +710,7 @@ START_TEST(test_protocol_fuzz_mutations) {
       "{\"device\":\"7\",\"seq\":123,\"ts\":1732590000123,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}",
       "{\"device\":7,\"seq\":123,\"ts\":1732590000123,\"temperature\":-49.9,\"humidity\":0,\"battery\":100}",
       "{\"type\":\"health\",\"id\":42,\"uptime_s\":3600,\"battery\":87}",
+      "{\"type\":\"hello\",\"token\":\"k3y\",\"acks\":true}",
       "telemetry,device=7 temperature=21.5,humidity=48.2,battery=87i,seq=123i 1732590000123000000",
       "telemetry,device=abc temperature=149.99,humidity=99.9e0,battery=0i,seq=0i 0",
   };
@@ -936,7 +980,7 @@ START_TEST(test_protocol_reason_names) {
   static const char *const names[] = {
       "ok",           "malformed",     "oversized",     "not_utf8",        "bad_number",
       "out_of_range", "missing_field", "unknown_field", "duplicate_field", "bad_device_id",
-      "wrong_type",   "unknown_type"};
+      "wrong_type",   "unknown_type",  "bad_token"};
   ck_assert_int_eq(PROTOCOL_REASON_COUNT, sizeof names / sizeof *names);
   for (int i = 0; i < PROTOCOL_REASON_COUNT; i++) {
     ck_assert_str_eq(protocol_reason_name(i), names[i]);

@@ -24,19 +24,20 @@ enum field {
   F_BATTERY,
   F_ACKS,
   F_HEALTH,
+  F_TOKEN,
   F_COUNT,
   F_NONE = -1
 };
 
 static const char *const field_names[F_COUNT] = {
-    "device", "seq", "ts", "temperature", "humidity", "type", "id", "uptime_s", "battery", "acks", "health",
+    "device", "seq", "ts", "temperature", "humidity", "type", "id", "uptime_s", "battery", "acks", "health", "token",
 };
 
 #define BIT(f)         (1u << (f))
 #define READING_FIELDS (BIT(F_DEVICE) | BIT(F_SEQ) | BIT(F_TS) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
 #define HEALTH_FIELDS  (BIT(F_TYPE) | BIT(F_ID) | BIT(F_UPTIME_S) | BIT(F_BATTERY))
 /* A hello needs its type; what it asks for is optional. */
-#define HELLO_FIELDS   (BIT(F_TYPE) | BIT(F_ACKS) | BIT(F_HEALTH))
+#define HELLO_FIELDS   (BIT(F_TYPE) | BIT(F_ACKS) | BIT(F_HEALTH) | BIT(F_TOKEN))
 /* Line protocol: the device is the one tag, the timestamp comes last, and
  * these are the fields. */
 #define LINE_FIELDS    (BIT(F_SEQ) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
@@ -142,6 +143,7 @@ static int field_lookup(const char *k, size_t n) {
     if (memcmp(k, "type", 4) == 0) return F_TYPE;
     if (memcmp(k, "acks", 4) == 0) return F_ACKS;
     return F_NONE;
+  case 5: return memcmp(k, "token", 5) == 0 ? F_TOKEN : F_NONE;
   case 6:
     if (memcmp(k, "device", 6) == 0) return F_DEVICE;
     if (memcmp(k, "health", 6) == 0) return F_HEALTH;
@@ -622,6 +624,28 @@ static int json_bool(const scan *s, const char *p, int field, int *out, const ch
   return 0;
 }
 
+/* A hello's token: a JSON string of 1 to PROTOCOL_TOKEN_MAX printable
+ * ASCII bytes other than '"' and '\\', taken as written (no escapes). */
+static int json_token(const scan *s, const char *p, protocol_hello *h, const char **next) {
+  if (*p != '"') return fail(s, p, PROTOCOL_WRONG_TYPE, F_TOKEN);
+  const char *end = s->end, *body = p + 1, *q = body;
+  while (q < end && *q != '"' && *q != '\\' && *q > 0x20 && *q < 0x7f) q++;
+  size_t n = (size_t)(q - body);
+  if (q == end || *q != '"' || n == 0 || n > PROTOCOL_TOKEN_MAX) {
+    const char *stop;
+    const char *b;
+    size_t bn;
+    unsigned flags;
+    int r = json_string(s, p, F_TOKEN, &b, &bn, &flags, &stop); /* a broken string is malformed, as anywhere */
+    return r ? r : fail(s, p, PROTOCOL_BAD_TOKEN, F_TOKEN);
+  }
+  memcpy(h->token, body, n);
+  h->token[n] = 0;
+  h->token_len = (uint8_t)n;
+  *next = q + 1;
+  return 0;
+}
+
 /* The first field in `mask` by position in the line. */
 static int first_by_offset(unsigned mask, const uint32_t *at) {
   int best = F_NONE;
@@ -643,6 +667,8 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
   uint64_t seq = 0, ts = 0, battery = 0, id = 0, uptime = 0;
   double temperature = 0, humidity = 0;
   int r, hello = 0, acks = 0, health = 0;
+  out->hello.token_len = 0;
+  out->hello.token[0] = 0;
 
   p = skip_ws(p + 1, end);
   if (p < end && *p == '}') {
@@ -688,6 +714,10 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
     case F_ACKS:
     case F_HEALTH:
       r = json_bool(s, p, f, f == F_ACKS ? &acks : &health, &p);
+      if (r) return r;
+      break;
+    case F_TOKEN:
+      r = json_token(s, p, &out->hello, &p);
       if (r) return r;
       break;
     case F_TEMPERATURE:
@@ -934,6 +964,10 @@ const char *protocol_reason_text(int reason) {
 static int fitted(int n, size_t cap) { return n < 0 || (size_t)n >= cap ? -ENOSPC : n; }
 
 int protocol_format_hello(char *buf, size_t cap, const protocol_hello *h) {
+  if (h->token_len)
+    return fitted(snprintf(buf, cap, "{\"type\":\"hello\",\"token\":\"%.*s\",\"acks\":%s,\"health\":%s}\n",
+                           (int)h->token_len, h->token, h->acks ? "true" : "false", h->health ? "true" : "false"),
+                  cap);
   return fitted(snprintf(buf, cap, "{\"type\":\"hello\",\"acks\":%s,\"health\":%s}\n", h->acks ? "true" : "false",
                          h->health ? "true" : "false"),
                 cap);

@@ -42,6 +42,8 @@
 #define PROTOCOL_LINE_MAX_DEFAULT 4096
 /* A device id is at most this many bytes. */
 #define PROTOCOL_DEVICE_ID_MAX    32
+/* A hello's token is at most this many bytes. */
+#define PROTOCOL_TOKEN_MAX        128
 
 /* Accepted ranges; a value outside is rejected as out_of_range. */
 #define PROTOCOL_TEMPERATURE_MIN (-50.0) /* degrees Celsius */
@@ -53,18 +55,19 @@
 
 /* Why a line was rejected: X(code, metric name, description). The names
  * are stable: metrics, logs and the error line sent back all use them. */
-#define PROTOCOL_REASON_MAP(X)                                                                    \
-  X(MALFORMED, "malformed", "neither a JSON object nor a line-protocol point")                    \
-  X(OVERSIZED, "oversized", "line longer than the limit")                                         \
-  X(NOT_UTF8, "not_utf8", "bytes that are not UTF-8")                                             \
-  X(BAD_NUMBER, "bad_number", "a numeric field's value is not a number of its kind")              \
-  X(OUT_OF_RANGE, "out_of_range", "a number outside its field's range, NaN or infinite")          \
-  X(MISSING_FIELD, "missing_field", "a required field is absent")                                 \
-  X(UNKNOWN_FIELD, "unknown_field", "a field this kind of message does not have")                 \
-  X(DUPLICATE_FIELD, "duplicate_field", "a field given twice")                                    \
-  X(BAD_DEVICE_ID, "bad_device_id", "a device id that breaks the id rule")                        \
-  X(WRONG_TYPE, "wrong_type", "a value of the wrong type (string, boolean, null, object, array)") \
-  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health or hello, or a measurement other than telemetry")
+#define PROTOCOL_REASON_MAP(X)                                                                                        \
+  X(MALFORMED, "malformed", "neither a JSON object nor a line-protocol point")                                        \
+  X(OVERSIZED, "oversized", "line longer than the limit")                                                             \
+  X(NOT_UTF8, "not_utf8", "bytes that are not UTF-8")                                                                 \
+  X(BAD_NUMBER, "bad_number", "a numeric field's value is not a number of its kind")                                  \
+  X(OUT_OF_RANGE, "out_of_range", "a number outside its field's range, NaN or infinite")                              \
+  X(MISSING_FIELD, "missing_field", "a required field is absent")                                                     \
+  X(UNKNOWN_FIELD, "unknown_field", "a field this kind of message does not have")                                     \
+  X(DUPLICATE_FIELD, "duplicate_field", "a field given twice")                                                        \
+  X(BAD_DEVICE_ID, "bad_device_id", "a device id that breaks the id rule")                                            \
+  X(WRONG_TYPE, "wrong_type", "a value of the wrong type (string, boolean, null, object, array)")                     \
+  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health or hello, or a measurement other than telemetry") \
+  X(BAD_TOKEN, "bad_token", "a hello's token that breaks the token rule")
 
 typedef enum protocol_reason {
   PROTOCOL_OK = 0,
@@ -101,11 +104,14 @@ typedef struct protocol_health_reply {
   uint32_t battery;  /* percent */
 } protocol_health_reply;
 
-/* A device's hello: {"type":"hello","acks":true,"health":true}, both
- * optional (false when absent). */
+/* A device's hello: {"type":"hello","token":"...","acks":true,"health":true},
+ * each optional (false, no token, when absent). The token is the device's
+ * secret: whoever holds the parsed message must not log it. */
 typedef struct protocol_hello {
-  uint8_t acks;   /* wants an ack line for what is committed */
-  uint8_t health; /* answers health requests */
+  uint8_t acks;                       /* wants an ack line for what is committed */
+  uint8_t health;                     /* answers health requests */
+  uint8_t token_len;                  /* 0: no token */
+  char token[PROTOCOL_TOKEN_MAX + 1]; /* printable ASCII but '"' and backslash; NUL-terminated */
 } protocol_hello;
 
 /* What a line is. Only the members of its kind are written. */
@@ -131,7 +137,8 @@ typedef struct protocol_error {
  * reason (-PROTOCOL_MALFORMED, -PROTOCOL_OVERSIZED, -PROTOCOL_NOT_UTF8,
  * -PROTOCOL_BAD_NUMBER, -PROTOCOL_OUT_OF_RANGE, -PROTOCOL_MISSING_FIELD,
  * -PROTOCOL_UNKNOWN_FIELD, -PROTOCOL_DUPLICATE_FIELD,
- * -PROTOCOL_BAD_DEVICE_ID, -PROTOCOL_WRONG_TYPE, -PROTOCOL_UNKNOWN_TYPE)
+ * -PROTOCOL_BAD_DEVICE_ID, -PROTOCOL_WRONG_TYPE, -PROTOCOL_UNKNOWN_TYPE,
+ * -PROTOCOL_BAD_TOKEN)
  * with *err filled when err is not NULL; *out is then unspecified. */
 int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out, protocol_error *err);
 
@@ -148,8 +155,10 @@ const char *protocol_reason_text(int reason);
  * hello, the health request and the error line, 96 for the ack, 256 for
  * the others). */
 
-/* A hello, sent by a device and echoed by the gateway (what it will do):
- * {"type":"hello","acks":true,"health":false} */
+/* A hello, sent by a device (with its token, when token_len is set) and
+ * echoed by the gateway without one (what it will do):
+ * {"type":"hello","acks":true,"health":false}. 64 bytes do without a
+ * token, 64 + PROTOCOL_TOKEN_MAX with one. */
 int protocol_format_hello(char *buf, size_t cap, const protocol_hello *h);
 
 /* The gateway's ack: every reading of device_id with a seq up to seq that
