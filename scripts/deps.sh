@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential clang cmake pkg-config
   libuv1-dev libboost-context-dev libsqlite3-dev sqlite3
-  libcjson-dev libhttp-parser-dev libinih-dev
+  libcjson-dev libhttp-parser-dev libinih-dev libssl-dev
   check time
   chromium            # the dashboard's browser test
 )

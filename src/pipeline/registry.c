@@ -157,6 +157,47 @@ void registry_attach(registry *r, uint32_t index, registry_conn *c) {
   pthread_mutex_unlock(&r->lock);
 }
 
+/* Under the lock: the seq window's reference rises to at least seq. */
+static void raise_ref(device_entry *e, uint64_t seq) {
+  if (atomic_load_explicit(&e->seq_state, memory_order_relaxed) != SEQ_KNOWN ||
+      seq > atomic_load_explicit(&e->seq_ref, memory_order_relaxed))
+    atomic_store_explicit(&e->seq_ref, seq, memory_order_relaxed);
+  atomic_store_explicit(&e->seq_state, SEQ_KNOWN, memory_order_release);
+}
+
+int registry_seq_unlooked(registry *r, uint32_t index) {
+  const device_entry *e = registry_entry(r, index);
+  return e && atomic_load_explicit(&e->seq_state, memory_order_acquire) == SEQ_UNLOOKED;
+}
+
+void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark) {
+  device_entry *e = (device_entry *)registry_entry(r, index);
+  if (!e) return;
+  pthread_mutex_lock(&r->lock);
+  if (found)
+    raise_ref(e, mark);
+  else if (atomic_load_explicit(&e->seq_state, memory_order_relaxed) == SEQ_UNLOOKED)
+    atomic_store_explicit(&e->seq_state, SEQ_NONE, memory_order_release);
+  pthread_mutex_unlock(&r->lock);
+}
+
+static int within(uint64_t ref, uint64_t seq, uint64_t window) { return seq <= ref || seq - ref <= window; }
+
+int registry_seq_admit(registry *r, uint32_t index, uint64_t seq, uint64_t window) {
+  device_entry *e = (device_entry *)registry_entry(r, index);
+  if (!e) return -ERANGE;
+  if (atomic_load_explicit(&e->seq_state, memory_order_acquire) == SEQ_KNOWN)
+    return within(atomic_load_explicit(&e->seq_ref, memory_order_relaxed), seq, window) ? 0 : -ERANGE;
+  pthread_mutex_lock(&r->lock);
+  int rc = 0;
+  if (atomic_load_explicit(&e->seq_state, memory_order_relaxed) == SEQ_KNOWN)
+    rc = within(atomic_load_explicit(&e->seq_ref, memory_order_relaxed), seq, window) ? 0 : -ERANGE;
+  else
+    raise_ref(e, seq); /* the first seq of a device without a mark */
+  pthread_mutex_unlock(&r->lock);
+  return rc;
+}
+
 /* Under the lock: e is owed an ack on its connection, if it wants acks. */
 static void owe_ack(device_entry *e) {
   registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
@@ -213,6 +254,7 @@ void registry_committed(registry *r, const batch *b) {
     uint64_t seq = b->items[i].seq;
     if (!e->has_acked || seq > e->acked) e->acked = seq;
     e->has_acked = 1;
+    raise_ref(e, seq);
     owe_ack(e);
   }
   pthread_mutex_unlock(&r->lock);
@@ -225,11 +267,27 @@ int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max
   return n;
 }
 
+/* Under the lock: whether e may be asked now, at most health_per_s times
+ * a second with bursts of as many (GCRA: health_tat is when the budget
+ * is whole again). */
+static int health_allowed(registry *r, device_entry *e) {
+  if (r->health_per_s == 0) return 1;
+  int64_t now = tg_now(), interval = TG_SEC(1) / r->health_per_s;
+  int64_t tat = e->health_tat > now ? e->health_tat : now;
+  if (tat - now > TG_SEC(1) - interval) {
+    atomic_fetch_add(&r->health_limited, 1);
+    return 0;
+  }
+  e->health_tat = tat + interval;
+  return 1;
+}
+
 /* Under the lock. */
-static int ask_entry(const device_entry *e, const health_request *req) {
+static int ask_entry(registry *r, device_entry *e, const health_request *req) {
   registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
   if (!c || c->closed) return TG_ECLOSED;
   if (!c->answers_health) return -EOPNOTSUPP;
+  if (!health_allowed(r, e)) return TG_EFULL;
   int rc = tg_mpsc_try_send(c->outbox, req);
   return rc == TG_EFULL ? TG_EFULL : rc != 0 ? TG_ECLOSED : 0;
 }
@@ -239,17 +297,17 @@ int registry_ask(registry *r, const char *id, const health_request *req, uint32_
   if (len < 1 || len > PROTOCOL_DEVICE_ID_MAX) return -ENOENT;
   pthread_mutex_lock(&r->lock);
   uint32_t at = *slot_for(r, id, len, registry_hash(id, len));
-  int rc = at ? ask_entry(entry_at(r, at), req) : -ENOENT;
+  int rc = at ? ask_entry(r, entry_at(r, at), req) : -ENOENT;
   pthread_mutex_unlock(&r->lock);
   if (index) *index = at;
   return rc;
 }
 
 int registry_ask_index(registry *r, uint32_t index, const health_request *req) {
-  const device_entry *e = registry_entry(r, index);
+  device_entry *e = (device_entry *)registry_entry(r, index);
   if (!e) return -ENOENT;
   pthread_mutex_lock(&r->lock);
-  int rc = ask_entry(e, req);
+  int rc = ask_entry(r, e, req);
   pthread_mutex_unlock(&r->lock);
   return rc;
 }

@@ -24,6 +24,19 @@
  * due coalesce: a connection whose device reads slowly is owed one line
  * per device, never a queue that grows.
  *
+ * The seq window: a reading whose seq is more than a window above what
+ * the gateway knows of its device is refused (registry_seq_admit), so
+ * that one line cannot move a device's high-water mark to the top and
+ * have every later reading dropped as a resend. What it knows, the
+ * reference: the device's mark in the database (looked up by the caller
+ * once per run, registry_seq_stored), raised by every commit
+ * (registry_committed); for a device that has no mark yet, the first seq
+ * admitted this run. Readings admitted but not committed do not raise
+ * it, so a run of readings can climb by at most a window per commit.
+ *
+ * Health requests to one device are rate-limited (health_per_s): an
+ * on-demand check cannot be turned into a flood of lines to a device.
+ *
  * Threads: every call may come from any task or thread. Lookups of a
  * known index take no lock (entries are immutable once published); the
  * map, attach and detach take one mutex. */
@@ -58,7 +71,10 @@ typedef struct registry_conn {
  * `conn`, or on none when conn is NULL; it is on one ack list at most
  * (ack_due), usually its connection's. */
 struct device_entry {
-  uint32_t index; /* 1-based */
+  uint32_t index;            /* 1-based */
+  _Atomic uint8_t seq_state; /* SEQ_*: how much the gateway knows of the device's seqs */
+  _Atomic uint64_t seq_ref;  /* when SEQ_KNOWN: the seq the window is measured from; raised under the lock */
+  int64_t health_tat;        /* the rate limit's next free time (GCRA), under the lock */
   uint8_t len;
   uint8_t has_acked, ack_due; /* under the lock */
   char id[PROTOCOL_DEVICE_ID_MAX + 1];
@@ -66,6 +82,13 @@ struct device_entry {
   device_entry *prev, *next;     /* on conn's list; under the lock */
   device_entry *ack_next;        /* on an ack list; under the lock */
   uint64_t acked;                /* the highest seq committed, when has_acked; under the lock */
+};
+
+/* What device_entry.seq_ref holds. */
+enum {
+  SEQ_UNLOOKED = 0, /* the stored mark was not looked up yet */
+  SEQ_NONE,         /* no stored mark, nothing admitted yet: the next seq becomes the reference */
+  SEQ_KNOWN,        /* seq_ref is the reference */
 };
 
 /* One ack owed to a connection, from registry_take_acks. */
@@ -82,6 +105,8 @@ typedef struct registry {
   uint32_t *slots;                  /* open addressing: index, 0 = empty */
   uint32_t nslots;                  /* power of two, > 2 * count */
   atomic_uint connected;            /* entries attached to a connection */
+  uint32_t health_per_s;            /* health requests per device per second; 0: no limit. Set before use */
+  _Atomic uint64_t health_limited;  /* requests refused by that limit */
 } registry;
 
 /* Returns 0 or TG_ENOMEM. */
@@ -133,9 +158,27 @@ int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max
  * (NUL-terminated) or index. Returns 0 (req->reply now belongs to the
  * connection), -ENOENT (unknown id), TG_ECLOSED (not connected),
  * -EOPNOTSUPP (its connection did not say it answers health requests),
- * TG_EFULL (its outbox is full); on error the caller keeps req. */
+ * TG_EFULL (its outbox is full, or the device was asked health_per_s
+ * times in the last second: counted in health_limited); on error the
+ * caller keeps req. */
 int registry_ask(registry *r, const char *id, const health_request *req, uint32_t *index);
 int registry_ask_index(registry *r, uint32_t index, const health_request *req);
+
+/* Whether device index's stored mark still has to be looked up (and
+ * given to registry_seq_stored) before its seqs can be judged. */
+int registry_seq_unlooked(registry *r, uint32_t index);
+
+/* The device's mark in the database: found 0 when it has none. The
+ * reference rises to it. */
+void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark);
+
+/* Whether a reading of device index with this seq may go on: it may when
+ * seq is at most `window` above the reference (see the note on the seq
+ * window; a device without a reference takes seq as its reference). A
+ * device whose stored mark was not looked up is judged as one without.
+ * Returns 0, or -ERANGE: refused, nothing changed. No lock when the
+ * reference is known. */
+int registry_seq_admit(registry *r, uint32_t index, uint64_t seq, uint64_t window);
 
 /* Picks up to k distinct devices at random among those connected over
  * connections that answer health requests. Returns how many. */

@@ -257,6 +257,35 @@ int storage_write(storage *s, int conn, const batch *b, storage_write_result *re
   return r;
 }
 
+int storage_mark_get(storage *s, uint32_t dev, int *found, uint64_t *seq, char *err, size_t errlen) {
+  int conn = storage_route(s, dev);
+  conn_state *c = &s->conns[conn];
+  char decimal[16];
+  pthread_mutex_lock(&c->lock);
+  mark *m = mark_of(c, dev / (uint32_t)s->connections);
+  int r = m ? 0 : -ENOMEM;
+  if (r == -ENOMEM) snprintf(err, errlen, "out of memory");
+  if (r == 0 && !m->loaded) { /* loaded as a write would, which then finds it loaded */
+    int f = 0;
+    r = s->backend->mark_load(s->impl, conn, storage_device_name(&s->names, dev, decimal), &f, &m->seq, err, errlen);
+    if (r == 0) {
+      m->loaded = 1;
+      m->has = f != 0;
+    }
+  }
+  if (r == 0) {
+    *found = m->has;
+    *seq = m->has ? m->seq : 0;
+  }
+  pthread_mutex_unlock(&c->lock);
+  return r;
+}
+
+int storage_mark_get_call(void *args) {
+  storage_mark_args *a = args;
+  return storage_mark_get(a->db, a->device, &a->found, &a->seq, a->err, sizeof a->err);
+}
+
 int storage_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen) {
   pthread_mutex_lock(&s->conns[0].lock);
   int r = s->backend->count_rows(s->impl, rows, err, errlen);

@@ -120,6 +120,12 @@ int storage_write_pause(storage *s, int conn);
  * -EBUSY locked, -EIO any other database error or an injected fault). */
 int storage_write(storage *s, int conn, const batch *b, storage_write_result *res, char *err, size_t errlen);
 
+/* Device dev's committed mark: *found 0 when none of its readings is
+ * stored. Waits for a write on the device's connection to end, and loads
+ * the mark from the database the first time, as a write would. Returns 0,
+ * -ENOMEM or the backend's code (-EIO). */
+int storage_mark_get(storage *s, uint32_t dev, int *found, uint64_t *seq, char *err, size_t errlen);
+
 /* The rows stored in readings (SELECT COUNT(*), or the none backend's
  * count). Returns 0 or -EIO. */
 int storage_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen);
@@ -143,5 +149,14 @@ typedef struct storage_count_args {
   char err[200];
 } storage_count_args;
 int storage_count_call(void *args);
+
+typedef struct storage_mark_args {
+  storage *db;
+  uint32_t device;
+  int found;
+  uint64_t seq;
+  char err[200];
+} storage_mark_args;
+int storage_mark_get_call(void *args);
 
 #endif
