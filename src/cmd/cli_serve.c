@@ -14,6 +14,8 @@ static const cli_word level_words[] = {
     {"error", LOG_ERROR}, {"warn", LOG_WARN}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}, {NULL, 0}};
 static const cli_word durability_words[] = {
     {"normal", STORAGE_DURABILITY_NORMAL}, {"full", STORAGE_DURABILITY_FULL}, {NULL, 0}};
+static const cli_word auth_words[] = {
+    {"auto", SERVE_AUTH_AUTO}, {"none", SERVE_AUTH_NONE}, {"token", SERVE_AUTH_TOKEN}, {NULL, 0}};
 
 #define INT(name, m, min, max, help) CLI_OPT_INT(serve_config, name, m, min, max, help)
 
@@ -46,6 +48,20 @@ static const cli_option options[] = {
     INT("bandwidth-permits", bandwidth_permits, 1, 1000000, "connections read at once (64)"),
     INT("write-timeout-ms", write_timeout_ms, 1, 3600000, "a device that does not read is closed after (5000)"),
     INT("drain-ms", drain_ms, 0, 3600000, "at shutdown, read connections at most this long (2000)"),
+    CLI_OPT_ENUM(serve_config, "auth", auth, auth_words,
+                 "devices: token (a hello's token must cover each id), none, or auto: token with --credentials (auto)"),
+    CLI_OPT_PATH(serve_config, "credentials", credentials_path,
+                 "device credentials: NAME SHA256-OF-TOKEN PATTERN... per line; SIGHUP reloads it"),
+    CLI_OPT_FLAG(serve_config, "insecure-no-auth", insecure_no_auth,
+                 "allow --auth none on a device address other than loopback (anyone there may send for any id)"),
+    CLI_OPT_U64(serve_config, "seq-window", seq_window,
+                "a seq more than this above the device's known one is refused; 0: none (1099511627776 = 2^40)"),
+    INT("max-ids-per-connection", max_ids_per_connection, 0, 10000000,
+        "distinct device ids one connection may send for; 0: no limit (1000)"),
+    INT("lines-per-s", lines_per_s, 0, 1000000000,
+        "lines read per connection per second, then it waits; 0: no limit (0)"),
+    INT("health-per-device-per-s", health_per_device_per_s, 0, 1000000,
+        "health requests to one device per second; 0: no limit (2)"),
     INT("telemetry-capacity", telemetry_capacity, 1, 10000000, "connections -> aggregator mpsc, readings (4096)"),
     INT("storage-capacity", storage_capacity, 1, 100000, "aggregator -> storage mpsc, batches (8)"),
     INT("broadcast-capacity", broadcast_capacity, 1, 100000, "snapshot broadcast ring (16)"),
@@ -69,6 +85,10 @@ static int finish(void *cfg, char *err, size_t errlen) {
     char names[128];
     snprintf(err, errlen, "--storage wants a registered backend (%s), got '%s'",
              storage_backend_names(names, sizeof names), c->storage);
+    return -EINVAL;
+  }
+  if (c->auth == SERVE_AUTH_TOKEN && !c->credentials_path) {
+    snprintf(err, errlen, "--auth token wants --credentials FILE");
     return -EINVAL;
   }
   if (c->recv_buffer >= 2 * (c->max_line_bytes + 1)) return 0;

@@ -22,6 +22,10 @@ void serve_config_defaults(serve_config *c) {
   c->bandwidth_permits = 64;
   c->write_timeout_ms = 5000;
   c->drain_ms = 2000;
+  c->auth = SERVE_AUTH_AUTO;
+  c->seq_window = (uint64_t)1 << 40;
+  c->max_ids_per_connection = 1000;
+  c->health_per_device_per_s = 2;
   c->workers = 1;
   c->telemetry_capacity = 4096;
   c->storage_capacity = 8;
@@ -40,10 +44,19 @@ void serve_config_defaults(serve_config *c) {
   c->log_level = LOG_INFO;
 }
 
+int serve_config_auth(const serve_config *c) {
+  if (c->auth != SERVE_AUTH_AUTO) return c->auth;
+  return c->credentials_path ? SERVE_AUTH_TOKEN : SERVE_AUTH_NONE;
+}
+
 /* The gateway's own reasons, after the parser's (protocol.h). */
 static const char *const gateway_reason_names[SERVE_BAD_REASONS - PROTOCOL_REASON_COUNT] = {
     [SERVE_BAD_TOO_MANY_DEVICES - PROTOCOL_REASON_COUNT] = "too_many_devices",
     [SERVE_BAD_TRUNCATED - PROTOCOL_REASON_COUNT] = "truncated",
+    [SERVE_BAD_NOT_ALLOWED - PROTOCOL_REASON_COUNT] = "not_allowed",
+    [SERVE_BAD_UNKNOWN_TOKEN - PROTOCOL_REASON_COUNT] = "unknown_token",
+    [SERVE_BAD_TOO_MANY_IDS - PROTOCOL_REASON_COUNT] = "too_many_ids",
+    [SERVE_BAD_SEQ_OUT_OF_WINDOW - PROTOCOL_REASON_COUNT] = "seq_out_of_window",
 };
 
 const char *serve_bad_reason_name(int reason) {

@@ -29,6 +29,14 @@ typedef struct serve_config {
   int bandwidth_permits;   /* connections read at once (64) */
   int write_timeout_ms;    /* a write to a device that does not read gives up and closes (5000) */
   int drain_ms;            /* at shutdown, connections are read at most this long (2000) */
+  /* devices: who may send what (docs/security.md) */
+  int auth;                     /* SERVE_AUTH_*: AUTO is TOKEN with credentials_path, else NONE */
+  const char *credentials_path; /* the credentials file (credentials.h); NULL: none */
+  int insecure_no_auth;         /* allow auth none on an address other than loopback */
+  uint64_t seq_window;          /* a seq more than this above the device's known one is refused; 0: no window (2^40) */
+  int max_ids_per_connection;   /* distinct device ids one connection may send for; 0: no limit (1000) */
+  int lines_per_s;              /* lines read per connection per second, then it waits; 0: no limit (0) */
+  int health_per_device_per_s;  /* health requests to one device per second; 0: no limit (2) */
   /* pipeline */
   int workers;              /* libtg workers; connections are spread over them (1) */
   int telemetry_capacity;   /* connections -> aggregator mpsc, readings (4096) */
@@ -53,7 +61,7 @@ typedef struct serve_config {
   int quiet;                /* no event log, only the final summary */
   FILE *out;                /* log and summary; NULL: stdout */
   const char *summary_json; /* write the final figures here; NULL: none */
-  int handle_signals;       /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP calls on_reload */
+  int handle_signals; /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP reloads the credentials, calls on_reload */
   /* the HTTP side (api.h): clients, the dashboard, /metrics */
   const char *http_host;     /* "127.0.0.1" */
   int http_port;             /* 8080; 0: any free port */
@@ -76,11 +84,25 @@ typedef struct serve_config {
 
 void serve_config_defaults(serve_config *c);
 
+/* serve_config.auth */
+enum {
+  SERVE_AUTH_AUTO = 0, /* token when a credentials file is given, else none */
+  SERVE_AUTH_NONE,     /* any connection may send for any id */
+  SERVE_AUTH_TOKEN,    /* a connection sends only for the ids its hello's token covers */
+};
+
+/* The auth c asks for, AUTO resolved. */
+int serve_config_auth(const serve_config *c);
+
 /* Bad input, per reason: the parser's reasons (protocol.h, indexed by
  * protocol_reason) and the gateway's own, after them. */
 enum {
   SERVE_BAD_TOO_MANY_DEVICES = PROTOCOL_REASON_COUNT, /* a new id past --max-devices */
   SERVE_BAD_TRUNCATED,                                /* bytes without '\n' before the device hung up */
+  SERVE_BAD_NOT_ALLOWED,       /* a reading for an id the connection's credential does not cover */
+  SERVE_BAD_UNKNOWN_TOKEN,     /* a hello whose token matches no credential */
+  SERVE_BAD_TOO_MANY_IDS,      /* a new id past --max-ids-per-connection on one connection */
+  SERVE_BAD_SEQ_OUT_OF_WINDOW, /* a seq more than --seq-window above the device's known one */
   SERVE_BAD_REASONS
 };
 

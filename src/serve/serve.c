@@ -11,6 +11,7 @@
 #include "storage.h"
 #include "writer.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -42,12 +43,14 @@ struct serve {
   int stop_signal;
   int64_t t0, started_unix_ms, started_unix_ns;
   registry reg;
+  credentials_store creds; /* with --auth token; its path is NULL otherwise */
   storage *db;
   pipeline *pipe;
   tg_joinset *tasks;            /* the sources' and the HTTP side's; the pipeline has its own */
   void *source_state[NSOURCES]; /* NULL: not wanted, or its start failed */
   _Atomic int64_t drain_until;  /* when the token fired + drain_ms */
   figure health_unknown;
+  figure credential_reloads, credential_reload_errors;
   _Atomic int64_t clients;
   uint64_t joined, panicked, aborted;
   int64_t last_join_ns;
@@ -84,6 +87,29 @@ static void request_stop(serve *s, const char *why) {
 
 void serve_stop(serve *s) { request_stop(s, "serve_stop"); }
 
+/* SIGHUP reloads the device credentials, when there are some: the new
+ * set applies to every connection's next reading, a bad file keeps the
+ * old set (both logged). No data is at risk. */
+static void reload_credentials(serve *s) {
+  char changes[512], err[300];
+  if (serve_credentials_reload(s, changes, sizeof changes, err, sizeof err) == 0)
+    log_event(&s->log, "🔑", "serve", 0, "credentials_reloaded", "SIGHUP: credentials reloaded from %s: %s",
+              s->creds.path, changes);
+  else
+    log_event(&s->log, "❌", "serve", 0, "credentials_reload_failed",
+              "SIGHUP: credentials NOT reloaded, the previous ones stay: %s", err);
+}
+
+int serve_credentials_reload(serve *s, char *changes, size_t changeslen, char *err, size_t errlen) {
+  if (!s->creds.path) {
+    snprintf(err, errlen, "no credentials file (serve runs without --credentials)");
+    return -ENOENT;
+  }
+  int r = credentials_reload(&s->creds, changes, changeslen, err, errlen);
+  figure_add_shared(r == 0 ? &s->credential_reloads : &s->credential_reload_errors, 1);
+  return r;
+}
+
 /* The signal watcher's target. The watch starts before serve does, so
  * that a SIGINT or SIGTERM that comes while serve starts is kept and acted
  * on once it runs, instead of killing the process the default way; and it
@@ -103,9 +129,10 @@ static void on_signal(void *ctx, int signo) {
   pthread_mutex_lock(&t->lock);
   serve *s = t->s;
   if (signo == SIGHUP) { /* a daemon's reload: never a stop (signals.h) */
+    if (s && s->creds.path) reload_credentials(s);
     if (s && s->cfg.on_reload)
       s->cfg.on_reload(s, s->cfg.on_reload_arg);
-    else if (s)
+    else if (s && !s->creds.path)
       log_event(&s->log, "🔁", "serve", 0, "sighup", "SIGHUP: nothing to reload (no config file), serve goes on");
   } else if (s) {
     stop_on(s, signo);
@@ -139,8 +166,25 @@ static int64_t unix_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Whether host is a loopback address: only this machine can reach it. */
+static int is_loopback(const char *host) {
+  unsigned char a[16];
+  if (strcmp(host, "localhost") == 0) return 1;
+  if (inet_pton(AF_INET, host, a) == 1) return a[0] == 127;
+  if (inet_pton(AF_INET6, host, a) != 1) return 0;
+  static const unsigned char v6_loopback[16] = {[15] = 1}, v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+  return memcmp(a, v6_loopback, 16) == 0 || (memcmp(a, v4_mapped, 12) == 0 && a[12] == 127);
+}
+
 static int check_config(const serve_config *c, char *err, size_t len) {
-  if (c->workers < 1)
+  if (c->listen_host && serve_config_auth(c) == SERVE_AUTH_NONE && !c->insecure_no_auth && !is_loopback(c->listen_host))
+    snprintf(err, len,
+             "refusing to take devices on %s without authentication: anyone who reaches it could send for any device "
+             "id; give --credentials FILE, or --insecure-no-auth to accept that",
+             c->listen_host);
+  else if (serve_config_auth(c) == SERVE_AUTH_TOKEN && !c->credentials_path)
+    snprintf(err, len, "--auth token needs --credentials FILE");
+  else if (c->workers < 1)
     snprintf(err, len, "workers must be at least 1");
   else if (c->max_line_bytes < 16)
     snprintf(err, len, "max line bytes must be at least 16");
@@ -175,6 +219,7 @@ static void teardown(serve *s) {
   if (s->cancel) tg_cancel_free(s->cancel);
   storage_close(s->db);
   registry_free(&s->reg);
+  credentials_store_close(&s->creds);
   for (int i = 0; i < NSOURCES; i++)
     if (s->source_state[i]) sources[i]->free(s->source_state[i]);
   log_destroy(&s->log);
@@ -222,6 +267,8 @@ static int build(serve *s, char *err, size_t errlen) {
                         .cancel = s->cancel,
                         .log = &s->log,
                         .reg = &s->reg,
+                        .creds = s->creds.path ? &s->creds : NULL,
+                        .db = s->db,
                         .tasks = s->tasks,
                         .drain_until = &s->drain_until};
     if ((r = pipeline_sender(s->pipe, &sink.telemetry)) != 0)
@@ -289,6 +336,12 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     teardown(s);
     return r;
   }
+  s->reg.health_per_s = (uint32_t)cfg->health_per_device_per_s;
+  if (serve_config_auth(cfg) == SERVE_AUTH_TOKEN &&
+      (r = credentials_store_open(&s->creds, cfg->credentials_path, err, errlen)) != 0) {
+    teardown(s);
+    return r;
+  }
   storage_open_args oc = {.db = &s->db,
                           .opts = {.backend = cfg->storage,
                                    .path = cfg->db_path,
@@ -318,6 +371,20 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
             cfg->batch_age_ms, cfg->storage_capacity, cfg->storage, strcmp(cfg->storage, "none") == 0 ? "" : " ",
             strcmp(cfg->storage, "none") == 0 ? "" : cfg->db_path, cfg->db_pool, cfg->bandwidth_permits, cfg->workers,
             cfg->health_interval_ms);
+  if (s->creds.path) {
+    credentials *set = credentials_current(&s->creds);
+    log_event(&s->log, "🔑", "serve", 0, "auth",
+              "Devices authenticate: %u credentials from %s; a connection sends only for the ids its hello's token "
+              "covers",
+              (unsigned)set->n, s->creds.path);
+    credentials_unref(set);
+  } else {
+    log_event(&s->log, "⚠️", "serve", 0, "auth",
+              "Devices do NOT authenticate (--auth none): any connection to %s:%d may send for any device id%s",
+              cfg->listen_host, serve_port(s),
+              is_loopback(cfg->listen_host) ? " (loopback only)"
+                                            : ", and --insecure-no-auth accepts that off loopback");
+  }
   if (cfg->on_start && (r = cfg->on_start(s, cfg->on_start_arg, err, errlen)) != 0) {
     abandon(s);
     return r;
@@ -352,6 +419,8 @@ static void sources_figures_get(serve *s, source_figures *sum) {
     sum->health_unmatched += f.health_unmatched;
     sum->hellos += f.hellos;
     sum->acks_sent += f.acks_sent;
+    sum->authenticated += f.authenticated;
+    sum->line_rate_waits += f.line_rate_waits;
     sum->permits += f.permits;
     sum->permits_in_use += f.permits_in_use;
     sum->permit_waiters += f.permit_waiters;
@@ -432,6 +501,11 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->error_lines_suppressed = in.error_lines_suppressed;
   f->hellos = in.hellos;
   f->acks_sent = in.acks_sent;
+  f->connections_authenticated = in.authenticated;
+  f->line_rate_waits = in.line_rate_waits;
+  f->credential_reloads = figure_get(&s->credential_reloads);
+  f->credential_reload_errors = figure_get(&s->credential_reload_errors);
+  f->health.rate_limited = atomic_load(&s->reg.health_limited);
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
   f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};

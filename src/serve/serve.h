@@ -81,9 +81,13 @@ typedef struct serve_figures {
   uint64_t bad_lines;                    /* sum of bad_input */
   uint64_t bad_input[SERVE_BAD_REASONS]; /* per reason; [0] unused */
   uint64_t error_lines_sent;
-  uint64_t error_lines_suppressed; /* over --error-lines-per-s */
-  uint64_t hellos;                 /* hello lines from devices */
-  uint64_t acks_sent;              /* ack lines written (one per device per write) */
+  uint64_t error_lines_suppressed;    /* over --error-lines-per-s */
+  uint64_t hellos;                    /* hello lines from devices */
+  uint64_t acks_sent;                 /* ack lines written (one per device per write) */
+  uint64_t connections_authenticated; /* hellos whose token matched a credential */
+  uint64_t line_rate_waits;           /* connections not read for a while, over --lines-per-s */
+  uint64_t credential_reloads;        /* credentials files reloaded (SIGHUP) */
+  uint64_t credential_reload_errors;  /* reloads refused: the file was bad, the old set stayed */
   /* stages and backpressure */
   serve_queue_figures telemetry;  /* readings, connections -> aggregator */
   serve_queue_figures storage;    /* batches, aggregator -> storage */
@@ -109,6 +113,7 @@ typedef struct serve_figures {
     uint64_t disconnected;      /* not connected when asked, or hung up before answering */
     uint64_t unknown;           /* no such device id */
     uint64_t unmatched_replies; /* a reply nobody waits for (late, or wrong id) */
+    uint64_t rate_limited;      /* requests not written: over --health-per-device-per-s */
   } health;
   /* the runtime */
   uint64_t tasks_alive; /* gauge */
@@ -159,6 +164,12 @@ int serve_storage_failing(serve *s, char *why, size_t whylen);
  * not connected, or hung up before answering) or TG_ECANCELED (the caller
  * was aborted). Counted in figures.health. Any task, any worker. */
 int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out);
+
+/* Reads the credentials file again and swaps it in (credentials.h),
+ * as SIGHUP does; changes gets what changed by credential name. Returns
+ * 0, -ENOENT (serve runs without credentials) or credentials_reload's
+ * codes with err set; the previous credentials then stay. Any thread. */
+int serve_credentials_reload(serve *s, char *changes, size_t changeslen, char *err, size_t errlen);
 
 /* For the HTTP side. The shutdown token: fired when shutdown begins. */
 tg_cancel *serve_shutdown_token(serve *s);

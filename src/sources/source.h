@@ -8,7 +8,9 @@
  *
  * At start a source gets a sink: the settings, the shutdown token, the
  * log, the device registry (ids to the pipeline's indexes, and which
- * connection speaks for a device) and its own telemetry sender. It spawns
+ * connection speaks for a device), the device credentials when the
+ * settings ask for authentication, the storage (for devices' committed
+ * marks) and its own telemetry sender. It spawns
  * its tasks into the sink's JoinSet and returns once it is ready to take
  * input (its port bound), or fails with a one-line reason.
  *
@@ -29,9 +31,11 @@
 #ifndef TELEGATE_SOURCE_H
 #define TELEGATE_SOURCE_H
 
+#include "credentials.h"
 #include "gateway.h"
 #include "log.h"
 #include "registry.h"
+#include "storage.h"
 #include "tg/tg.h"
 
 #include <stdatomic.h>
@@ -43,6 +47,8 @@ typedef struct source_sink {
   tg_cancel *cancel; /* the shutdown token */
   demo_log *log;
   registry *reg;
+  credentials_store *creds;           /* with --auth token; NULL: any connection may send for any id */
+  storage *db;                        /* storage_mark_get for the seq window; NULL: marks are not looked up */
   tg_joinset *tasks;                  /* where the source spawns its tasks */
   tg_mpsc_tx *telemetry;              /* reading elements; the source's to drop */
   const _Atomic int64_t *drain_until; /* read what was sent until then */
@@ -63,6 +69,8 @@ typedef struct source_figures {
   uint64_t health_requests, health_unmatched;
   /* hello lines, and ack lines written (one per device per write) */
   uint64_t hellos, acks_sent;
+  /* hellos whose token matched a credential; waits of connections over --lines-per-s */
+  uint64_t authenticated, line_rate_waits;
   /* read permits: inputs read at once */
   uint64_t permits, permits_in_use, permit_waiters, permit_waits;
 } source_figures;

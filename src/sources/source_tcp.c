@@ -23,9 +23,23 @@
  * wake-up a second, not a hundred. Meanwhile the task goes on
  * reading, and the acks owed pile up in the registry as one per device,
  * each with its newest seq: a device that reads its acks slowly slows
- * down nothing but its acks. */
+ * down nothing but its acks.
+ *
+ * Who may send what (docs/security.md). With credentials, a connection
+ * sends readings only for the ids the credential of its hello's token
+ * covers; anything else is refused as not_allowed before the id is even
+ * interned, so a connection without a token can neither take a device
+ * over nor fill the registry. A reload of the credentials is seen by the
+ * generation number at the next reading: the connection takes the new
+ * set and its credential of the same name and token, or none, and its
+ * cached ids are checked again. Each connection may send for at most
+ * max_ids_per_connection distinct ids, and each reading's seq must be
+ * within the seq window of what the registry knows of its device (the
+ * stored mark is looked up once per device and run, through
+ * tg_blocking_run). */
 #include "source_tcp.h"
 
+#include "credentials.h"
 #include "figure.h"
 #include "protocol.h"
 #include "tcp_server.h"
@@ -59,6 +73,8 @@ typedef struct ingest {
   demo_log *log;
   registry *reg;
   tg_mpsc_tx *telemetry;              /* the acceptor's; each connection gets a clone */
+  credentials_store *creds;           /* NULL: no authentication */
+  storage *db;                        /* NULL: stored marks are not looked up */
   const _Atomic int64_t *drain_until; /* when the token fired + drain_ms */
   tg_semaphore *bandwidth;            /* connections read at once */
   tcp_server *server;
@@ -66,7 +82,7 @@ typedef struct ingest {
   int port;                      /* bound */
   _Atomic int64_t first_byte_ns; /* tg_now() when the first bytes were read; 0: none yet */
   pthread_mutex_t gate_lock;     /* the gates: connections run on every worker */
-  log_gate open_gate, close_gate, accept_gate;
+  log_gate open_gate, close_gate, accept_gate, auth_gate;
   /* figures, added by every connection; the connection counts are the server's */
   figure closed_errors, write_timeouts;
   figure bytes, lines, readings;
@@ -74,14 +90,18 @@ typedef struct ingest {
   figure error_lines_sent, error_lines_suppressed;
   figure health_requests, health_unmatched;
   figure hellos, acks_sent;
+  figure authenticated, line_rate_waits;
 } ingest;
 
 /* How a round ends, besides TG_EOF and socket errors. */
 enum { GO_ON = 0, STOP_ERRORS = 1, STOP_PIPELINE = 2, STOP_WRITE = 3 };
 
+/* An id this connection sent for, and the credentials generation it was
+ * last allowed under. */
 typedef struct cache_slot {
   uint64_t hash;
   const device_entry *e; /* NULL: empty */
+  uint64_t allowed_gen;
 } cache_slot;
 
 typedef struct pending {
@@ -106,6 +126,14 @@ typedef struct conn {
   protocol_hello wants; /* what the device's hellos asked for */
   cache_slot *cache;
   uint32_t nslots, used;
+  uint32_t ids;                            /* distinct ids sent for, at most max_ids_per_connection */
+  credentials *set;                        /* the set cred is in, held; NULL: no valid token yet */
+  const credential *cred;                  /* what this connection may send for; NULL: nothing (with auth) */
+  uint64_t set_gen;                        /* the store's generation set came from */
+  char cred_name[CREDENTIAL_NAME_MAX + 1]; /* the credential's, kept to find it again after a reload */
+  uint8_t cred_hash[CREDENTIAL_HASH_SIZE];
+  double line_tokens; /* lines that may be read now, over lines_per_s */
+  int64_t line_tokens_ns;
   char *carry; /* a partial line, max_line_bytes at most */
   size_t carry_len;
   int skipping; /* inside an oversized line, up to its '\n' */
@@ -121,6 +149,7 @@ typedef struct conn {
   int mute; /* writing failed: the device does not listen any more */
   /* figures, added to the shared ones after every round */
   uint64_t bytes, lines, readings, bad[SERVE_BAD_REASONS], errors_sent, errors_held, requests, unmatched, hellos;
+  uint64_t authenticated;
   uint64_t total_readings, total_bad;
 } conn;
 
@@ -155,9 +184,11 @@ static void flush_figures(conn *c) {
   if (c->requests) figure_add_shared(&in->health_requests, c->requests);
   if (c->unmatched) figure_add_shared(&in->health_unmatched, c->unmatched);
   if (c->hellos) figure_add_shared(&in->hellos, c->hellos);
+  if (c->authenticated) figure_add_shared(&in->authenticated, c->authenticated);
   c->total_readings += c->readings;
   for (int i = 1; i < SERVE_BAD_REASONS; i++) c->total_bad += c->bad[i];
   c->bytes = c->lines = c->readings = c->errors_sent = c->errors_held = c->requests = c->unmatched = c->hellos = 0;
+  c->authenticated = 0;
   memset(c->bad, 0, sizeof c->bad);
 }
 
@@ -219,42 +250,101 @@ static int bad(conn *c, int reason) {
   return GO_ON;
 }
 
-/* The registry entry of a device id, through the connection's cache. */
-static const device_entry *lookup(conn *c, const protocol_device_id *id) {
+/* Takes the current credentials set if a reload swapped it: the
+ * credential of the same name and token in it, or none. */
+static void credentials_refresh(conn *c) {
+  credentials_store *st = c->in->creds;
+  if (!c->set || credentials_generation(st) == c->set_gen) return;
+  uint64_t gen = credentials_generation(st);
+  credentials *fresh = credentials_current(st);
+  const credential *same = credentials_named(fresh, c->cred_name);
+  if (same && memcmp(same->hash, c->cred_hash, CREDENTIAL_HASH_SIZE) != 0) same = NULL;
+  credentials_unref(c->set);
+  c->set = fresh;
+  c->cred = same;
+  c->set_gen = gen;
+}
+
+/* Whether this connection may send for id now. */
+static int allowed(conn *c, const protocol_device_id *id) {
+  if (!c->in->creds) return 1;
+  return c->cred && credential_allows(c->cred, id->text, id->len);
+}
+
+/* Room for one more id in the cache: it grows to hold every id the
+ * connection may send for; without a per-connection limit it starts over
+ * past CACHE_MAX. Returns 0 or TG_ENOMEM. */
+static int cache_room(conn *c) {
+  if ((c->used + 1) * 2 <= c->nslots) return 0;
+  uint32_t n = c->nslots * 2, limit = CACHE_MAX;
+  while (c->cfg->max_ids_per_connection > 0 && (uint64_t)limit < 2 * (uint64_t)c->cfg->max_ids_per_connection)
+    limit *= 2;
+  cache_slot *grown = n <= limit ? calloc(n, sizeof *grown) : NULL;
+  if (grown) { /* rehash */
+    for (uint32_t j = 0; j < c->nslots; j++) {
+      if (!c->cache[j].e) continue;
+      uint32_t k = (uint32_t)c->cache[j].hash & (n - 1);
+      while (grown[k].e) k = (k + 1) & (n - 1);
+      grown[k] = c->cache[j];
+    }
+    free(c->cache);
+    c->cache = grown;
+    c->nslots = n;
+    return 0;
+  }
+  if (n <= limit) return TG_ENOMEM;
+  memset(c->cache, 0, c->nslots * sizeof *c->cache); /* a connection of very many devices: start over */
+  c->used = 0;
+  return 0;
+}
+
+/* The registry entry of a device id this connection may send for,
+ * through its cache. Returns 0 with *out set, or the bad-input reason:
+ * SERVE_BAD_NOT_ALLOWED, SERVE_BAD_TOO_MANY_IDS, SERVE_BAD_TOO_MANY_DEVICES. */
+static int lookup(conn *c, const protocol_device_id *id, const device_entry **out) {
+  uint64_t gen = c->set_gen;
   uint64_t h = registry_hash(id->text, id->len);
   uint32_t mask = c->nslots - 1, i = (uint32_t)h & mask;
   for (;; i = (i + 1) & mask) {
-    const cache_slot *s = &c->cache[i];
+    cache_slot *s = &c->cache[i];
     if (!s->e) break;
-    if (s->hash == h && s->e->len == id->len && memcmp(s->e->id, id->text, id->len) == 0) return s->e;
-  }
-  uint32_t index;
-  if (registry_intern(c->in->reg, id->text, id->len, h, &index) != 0) return NULL;
-  const device_entry *e = registry_entry(c->in->reg, index);
-  if ((c->used + 1) * 2 > c->nslots) {
-    uint32_t n = c->nslots * 2;
-    cache_slot *grown = n <= CACHE_MAX ? calloc(n, sizeof *grown) : NULL;
-    if (grown) { /* rehash */
-      for (uint32_t j = 0; j < c->nslots; j++) {
-        if (!c->cache[j].e) continue;
-        uint32_t k = (uint32_t)c->cache[j].hash & (n - 1);
-        while (grown[k].e) k = (k + 1) & (n - 1);
-        grown[k] = c->cache[j];
+    if (s->hash == h && s->e->len == id->len && memcmp(s->e->id, id->text, id->len) == 0) {
+      if (s->allowed_gen != gen) { /* the credentials were reloaded since */
+        if (!allowed(c, id)) return SERVE_BAD_NOT_ALLOWED;
+        s->allowed_gen = gen;
       }
-      free(c->cache);
-      c->cache = grown;
-      c->nslots = n;
-    } else { /* a connection of very many devices: start over */
-      memset(c->cache, 0, c->nslots * sizeof *c->cache);
-      c->used = 0;
+      *out = s->e;
+      return 0;
     }
-    mask = c->nslots - 1;
   }
+  if (!allowed(c, id)) return SERVE_BAD_NOT_ALLOWED;
+  int limit = c->cfg->max_ids_per_connection;
+  if (limit > 0 && c->ids >= (uint32_t)limit) return SERVE_BAD_TOO_MANY_IDS;
+  uint32_t index;
+  if (registry_intern(c->in->reg, id->text, id->len, h, &index) != 0) return SERVE_BAD_TOO_MANY_DEVICES;
+  const device_entry *e = registry_entry(c->in->reg, index);
+  c->ids++;
+  *out = e;
+  if (cache_room(c) != 0) return 0; /* found, just not cached */
+  mask = c->nslots - 1;
   for (i = (uint32_t)h & mask; c->cache[i].e; i = (i + 1) & mask) {
   }
-  c->cache[i] = (cache_slot){h, e};
+  c->cache[i] = (cache_slot){h, e, gen};
   c->used++;
-  return e;
+  return 0;
+}
+
+/* Whether seq may go on for device e (registry.h, the seq window); the
+ * device's stored mark is looked up first when the registry has not
+ * seen it yet. Returns 0 or -ERANGE. */
+static int seq_admit(conn *c, const device_entry *e, uint64_t seq) {
+  registry *reg = c->in->reg;
+  if (c->cfg->seq_window == 0) return 0;
+  if (registry_seq_unlooked(reg, e->index)) {
+    storage_mark_args a = {.db = c->in->db, .device = e->index};
+    if (!a.db || tg_blocking_run(storage_mark_get_call, &a) == 0) registry_seq_stored(reg, e->index, a.found, a.seq);
+  }
+  return registry_seq_admit(reg, e->index, seq, c->cfg->seq_window);
 }
 
 static void on_health_reply(conn *c, const protocol_health_reply *h) {
@@ -300,6 +390,32 @@ static void send_acks(conn *c) {
  * what the gateway will do. Returns GO_ON. */
 static int on_hello(conn *c, const protocol_hello *h) {
   c->hellos++;
+  if (h->token_len && c->in->creds) { /* without authentication a token is ignored */
+    credentials_store *st = c->in->creds;
+    uint64_t gen = credentials_generation(st);
+    credentials *set = credentials_current(st);
+    const credential *cred = credentials_find(set, h->token, h->token_len);
+    uint64_t held;
+    if (!cred) {
+      credentials_unref(set);
+      if (gate_pass(c->in, &c->in->auth_gate, &held))
+        log_event(c->in->log, "🔒", "ingest", 0, "unknown_token",
+                  "Connection #%" PRIu64 " from %s: a hello whose token matches no credential%s", c->id, c->peer,
+                  log_held_note(held).s);
+      return bad(c, SERVE_BAD_UNKNOWN_TOKEN); /* nothing of this hello applies */
+    }
+    credentials_unref(c->set);
+    c->set = set;
+    c->cred = cred;
+    c->set_gen = gen;
+    memcpy(c->cred_name, cred->name, sizeof c->cred_name);
+    memcpy(c->cred_hash, cred->hash, sizeof c->cred_hash);
+    for (uint32_t i = 0; i < c->nslots; i++) c->cache[i].allowed_gen = 0; /* checked against the new credential */
+    c->authenticated++;
+    if (gate_pass(c->in, &c->in->auth_gate, &held))
+      log_event(c->in->log, "🔑", "ingest", 0, "authenticated", "Connection #%" PRIu64 " from %s speaks as %s%s", c->id,
+                c->peer, cred->name, log_held_note(held).s);
+  }
   if (h->acks && !c->acks_ready && !c->draining) {
     c->ack_buf = malloc(ACKS_PER_WRITE * ACK_LINE_MAX);
     if (!c->ack_buf || tg_notify_new(&c->acks_ready, "acks") != 0) { /* no acks, and the answer says so */
@@ -312,7 +428,8 @@ static int on_hello(conn *c, const protocol_hello *h) {
   registry_hello(c->in->reg, &c->rc, c->wants.health, c->acks_ready);
   char line[64];
   int n = protocol_format_hello(line, sizeof line, &c->wants);
-  if ((h->acks || h->health) && n > 0 && c->out_len + (size_t)n <= OUT_CAP) out_append(c, line, (size_t)n);
+  if ((h->acks || h->health || h->token_len) && n > 0 && c->out_len + (size_t)n <= OUT_CAP)
+    out_append(c, line, (size_t)n);
   return GO_ON;
 }
 
@@ -331,8 +448,10 @@ static int on_line(conn *c, const char *p, size_t n) {
     return GO_ON;
   }
   if (m.kind == PROTOCOL_HELLO) return on_hello(c, &m.hello);
-  const device_entry *e = lookup(c, &m.device);
-  if (!e) return bad(c, SERVE_BAD_TOO_MANY_DEVICES);
+  if (c->set) credentials_refresh(c);
+  const device_entry *e;
+  if ((r = lookup(c, &m.device, &e)) != 0) return bad(c, r);
+  if (seq_admit(c, e, m.reading.seq) != 0) return bad(c, SERVE_BAD_SEQ_OUT_OF_WINDOW);
   if (atomic_load_explicit(&((device_entry *)e)->conn, memory_order_relaxed) != &c->rc)
     registry_attach(c->in->reg, e->index, &c->rc);
   m.reading.device = e->index;
@@ -392,6 +511,24 @@ static int carry_rest(conn *c, const char *base, size_t done, size_t len) {
   return GO_ON;
 }
 
+/* Over --lines-per-s, a connection is not read for a while (a token
+ * bucket of a second's worth of lines): the bytes wait in the kernel and
+ * TCP slows the device down, as when the pipeline is full. Nothing is
+ * dropped. Not while draining: what was sent before the shutdown is read
+ * until the drain time is over. */
+static void line_rate_wait(conn *c, uint64_t lines) {
+  double rate = c->cfg->lines_per_s;
+  if (rate <= 0 || c->draining) return;
+  int64_t now = tg_now();
+  c->line_tokens += (double)(now - c->line_tokens_ns) / 1e9 * rate - (double)lines;
+  c->line_tokens_ns = now;
+  if (c->line_tokens > rate) c->line_tokens = rate;
+  if (c->line_tokens >= 0) return;
+  figure_add_shared(&c->in->line_rate_waits, 1);
+  int64_t wait_ns = (int64_t)(-c->line_tokens / rate * 1e9) + 1;
+  tg_cancel_wait_dl(c->in->cancel, now + wait_ns); /* the shutdown ends the wait */
+}
+
 /* One round over the bytes recv showed in v (see the note on views).
  * Returns GO_ON, a STOP_ reason, TG_EOF or a socket error. */
 static int round_of(conn *c, tg_tcp_view v) {
@@ -419,8 +556,10 @@ static int round_of(conn *c, tg_tcp_view v) {
   c->bytes += v.len;
   tg_tcp_consume(c->sock, v.len);
   if (held) tg_semaphore_release(in->bandwidth, 1);
+  uint64_t lines = c->lines;
   flush_figures(c);
   if (r != GO_ON) return r;
+  line_rate_wait(c, lines);
   if (out_flush(c, write_deadline(c)) != GO_ON) return STOP_WRITE;
   return end;
 }
@@ -544,6 +683,8 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
   c->sock = tc->sock;
   c->tokens = c->cfg->error_lines_per_s > 0 ? c->cfg->error_lines_per_s : 1;
   c->tokens_ns = tg_now();
+  c->line_tokens = c->cfg->lines_per_s;
+  c->line_tokens_ns = c->tokens_ns;
   tg_tcp_set_recv_buffer(c->sock, (size_t)c->cfg->recv_buffer);
   int r;
   if (tg_mpsc_new(&(tg_mpsc_opts){.capacity = OUTBOX_CAPACITY, .elem_size = sizeof(health_request), .name = "outbox"},
@@ -580,6 +721,7 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
               : c->draining && r == TG_ETIMEDOUT ? "drain time over"
                                                  : end_name(r),
               c->total_readings, c->total_bad, log_held_note(held).s);
+  credentials_unref(c->set);
   free(c->carry);
   free(c->cache);
   free(c);
@@ -656,6 +798,8 @@ static int ingest_start(const source_sink *sink, void **state, char *err, size_t
                  .log = sink->log,
                  .reg = sink->reg,
                  .telemetry = sink->telemetry,
+                 .creds = sink->creds,
+                 .db = sink->db,
                  .drain_until = sink->drain_until};
   pthread_mutex_init(&in->gate_lock, NULL);
   tg_oneshot_rx *ready = NULL;
@@ -702,6 +846,8 @@ static void ingest_figures_get(void *state, source_figures *f) {
   f->health_unmatched = figure_get(&in->health_unmatched);
   f->hellos = figure_get(&in->hellos);
   f->acks_sent = figure_get(&in->acks_sent);
+  f->authenticated = figure_get(&in->authenticated);
+  f->line_rate_waits = figure_get(&in->line_rate_waits);
   tg_semaphore_stats bw = {0};
   if (in->bandwidth) tg_semaphore_stats_get(in->bandwidth, &bw);
   f->permits = bw.permits;
