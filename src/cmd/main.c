@@ -1,6 +1,8 @@
-/* main.c - the telegate command: `telegate demo`, `serve` and `devices`. */
+/* main.c - the telegate command: `telegate demo`, `serve`, `devices` and
+ * `credentials`. */
 #include "api.h"
 #include "cli.h"
+#include "cli_credentials.h"
 #include "cli_demo.h"
 #include "cli_devices.h"
 #include "cli_serve.h"
@@ -100,12 +102,13 @@ static const struct command {
     {"demo", "run the reference telemetry scenario and report what each primitive did", cmd_demo},
     {"serve", "the gateway: devices over TCP, aggregation, SQLite, health checks", cmd_serve},
     {"devices", "simulated devices over TCP, for trying serve and for load", cmd_devices},
+    {"credentials", "make tokens for devices and the lines of serve's --credentials file", cli_credentials_main},
 };
 
 static void usage(FILE *out) {
   fprintf(out, "usage: telegate <command> [flags]\n\ncommands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
   fprintf(out, "\n`telegate <command> --help` lists its flags.\n");
 }
 
