@@ -4,7 +4,8 @@
  * restart, and the genuine readings stored), taking over a device's id
  * (refused without a credential that covers it; the victim keeps its
  * health checks), exhausting the device ids from one connection (capped;
- * new genuine devices still accepted), a credentials reload (what a
+ * new genuine devices still accepted; one credential's budget of new
+ * ids shared by its connections), a credentials reload (what a
  * connection may send changes at once; a bad file keeps the old set),
  * no authentication off loopback (refused), and the per-connection line
  * rate and per-device health rate. */
@@ -272,6 +273,55 @@ START_TEST(test_serve_auth_id_exhaustion) {
 }
 END_TEST
 
+/* Two connections of one credential share its budget of new ids; ids
+ * that exist stay open to them, and other credentials are not touched. */
+static void *credential_budget_body(void *arg) {
+  serve_test *t = arg;
+  static raw_device a, b, victim;
+  serve_test_start(t);
+  raw_connect(&a, t->s);
+  raw_connect(&b, t->s);
+  raw_connect(&victim, t->s);
+  hello_token(&a, TOKEN_ATTACKER, NULL);
+  hello_token(&b, TOKEN_ATTACKER, NULL);
+  hello_token(&victim, TOKEN_VICTIM, NULL);
+  char id[32];
+  for (int i = 0; i < 3; i++) {
+    snprintf(id, sizeof id, "attacker-a%d", i);
+    send_reading(&a, id, 1);
+  }
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_known, 3, SERVE_TEST_PATIENCE), 3);
+  for (int i = 0; i < 3; i++) {
+    snprintf(id, sizeof id, "attacker-b%d", i);
+    send_reading(&b, id, 1);
+  }
+  expect_error(&b, "too_many_ids"); /* the budget of 4 is spent by b's second id */
+  expect_error(&b, "too_many_ids");
+  send_reading(&b, "attacker-a0", 2); /* an id that exists */
+  send_reading(&victim, "dev-1", 1);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_stored, 6, SERVE_TEST_PATIENCE), 6);
+  raw_close(&a);
+  raw_close(&b);
+  raw_close(&victim);
+  ck_assert_int_eq(serve_test_stop(t), 0);
+  ck_assert_uint_eq(t->final.devices_known, 5);
+  ck_assert_uint_eq(t->final.bad_input[SERVE_BAD_TOO_MANY_IDS], 2);
+  return NULL;
+}
+
+START_TEST(test_serve_auth_credential_budget) {
+  serve_test t;
+  serve_test_init(&t);
+  t.cfg.batch_age_ms = 20;
+  t.cfg.max_ids_per_credential = 4;
+  char path[160];
+  with_credentials(&t, path, sizeof path);
+  tg_test_run(2, 0, credential_budget_body, &t);
+  unlink(path);
+  serve_test_cleanup(&t);
+}
+END_TEST
+
 /* ------------------------------------------------------------ reload */
 
 static void *reload_body(void *arg) {
@@ -494,6 +544,7 @@ int main(void) {
   tg_test_add(s, "silencing", test_serve_auth_silencing, 60);
   tg_test_add(s, "takeover", test_serve_auth_takeover, 60);
   tg_test_add(s, "id_exhaustion", test_serve_auth_id_exhaustion, 60);
+  tg_test_add(s, "credential_budget", test_serve_auth_credential_budget, 60);
   tg_test_add(s, "reload", test_serve_auth_reload, 60);
   tg_test_add(s, "loopback_only", test_serve_auth_loopback_only, 60);
   tg_test_add(s, "rates", test_serve_auth_rates, 60);

@@ -58,6 +58,8 @@ static const cli_option options[] = {
                 "a seq more than this above the device's known one is refused; 0: none (1099511627776 = 2^40)"),
     INT("max-ids-per-connection", max_ids_per_connection, 0, 10000000,
         "distinct device ids one connection may send for; 0: no limit (1000)"),
+    INT("max-ids-per-credential", max_ids_per_credential, 0, 10000000,
+        "new device ids the holders of one credential may add in a run; 0: no limit (0)"),
     INT("lines-per-s", lines_per_s, 0, 1000000000,
         "lines read per connection per second, then it waits; 0: no limit (0)"),
     INT("health-per-device-per-s", health_per_device_per_s, 0, 1000000,

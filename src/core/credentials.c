@@ -217,6 +217,25 @@ int credential_allows(const credential *c, const char *id, size_t len) {
 
 /* ------------------------------------------------------------ the store */
 
+/* Under the lock, or before the store is shared: points every credential
+ * of set at its name's count, made on first sight. Returns 0 or -ENOMEM. */
+static int attach_counts(credentials_store *st, credentials *set) {
+  for (uint32_t i = 0; i < set->n; i++) {
+    credential *c = &set->items[i];
+    credential_count *k = st->counts;
+    while (k && strcmp(k->name, c->name) != 0) k = k->next;
+    if (!k) {
+      if (!(k = calloc(1, sizeof *k))) return -ENOMEM;
+      memcpy(k->name, c->name, sizeof k->name);
+      atomic_init(&k->ids_added, 0);
+      k->next = st->counts;
+      st->counts = k;
+    }
+    c->ids_added = &k->ids_added;
+  }
+  return 0;
+}
+
 int credentials_store_open(credentials_store *st, const char *path, char *err, size_t errlen) {
   memset(st, 0, sizeof *st);
   st->path = strdup(path);
@@ -225,7 +244,14 @@ int credentials_store_open(credentials_store *st, const char *path, char *err, s
     return -ENOMEM;
   }
   int r = credentials_load(path, &st->current, err, errlen);
+  if (r == 0 && (r = attach_counts(st, st->current)) != 0) snprintf(err, errlen, "out of memory");
   if (r != 0) {
+    credentials_unref(st->current);
+    while (st->counts) {
+      credential_count *k = st->counts;
+      st->counts = k->next;
+      free(k);
+    }
     free(st->path);
     st->path = NULL;
     return r;
@@ -238,6 +264,11 @@ int credentials_store_open(credentials_store *st, const char *path, char *err, s
 void credentials_store_close(credentials_store *st) {
   if (!st->path) return;
   credentials_unref(st->current);
+  while (st->counts) {
+    credential_count *k = st->counts;
+    st->counts = k->next;
+    free(k);
+  }
   pthread_mutex_destroy(&st->lock);
   free(st->path);
   memset(st, 0, sizeof *st);
@@ -290,6 +321,12 @@ int credentials_reload(credentials_store *st, char *changes, size_t changeslen, 
   int r = credentials_load(st->path, &fresh, err, errlen);
   if (r != 0) return r;
   pthread_mutex_lock(&st->lock);
+  if (attach_counts(st, fresh) != 0) {
+    pthread_mutex_unlock(&st->lock);
+    credentials_unref(fresh);
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
   credentials *old = st->current;
   st->current = fresh;
   atomic_fetch_add(&st->gen, 1);

@@ -55,6 +55,8 @@ typedef struct credential {
   uint8_t hash[CREDENTIAL_HASH_SIZE];
   uint32_t npatterns;
   credential_pattern *patterns;
+  atomic_uint *ids_added; /* in a store: device ids its holders added to the registry, kept across reloads by name;
+                             NULL outside a store */
 } credential;
 
 /* An immutable set of credentials. */
@@ -93,9 +95,17 @@ int credential_allows(const credential *c, const char *id, size_t len);
 /* SHA-256 of token[0 .. len), as 64 lowercase hex digits and a NUL. */
 void credentials_hash_hex(const char *token, size_t len, char hex[2 * CREDENTIAL_HASH_SIZE + 1]);
 
+/* A store's count per credential name (credential.ids_added). */
+typedef struct credential_count {
+  struct credential_count *next;
+  atomic_uint ids_added;
+  char name[CREDENTIAL_NAME_MAX + 1];
+} credential_count;
+
 /* The current set, swapped whole by a reload. */
 typedef struct credentials_store {
   pthread_mutex_t lock;
+  credential_count *counts; /* one per name ever loaded, under the lock; freed at close */
   credentials *current;     /* under the lock */
   atomic_uint_fast64_t gen; /* rises with every swap */
   char *path;               /* the file reloads read */

@@ -35,6 +35,7 @@ typedef struct serve_config {
   int insecure_no_auth;         /* allow auth none on an address other than loopback */
   uint64_t seq_window;          /* a seq more than this above the device's known one is refused; 0: no window (2^40) */
   int max_ids_per_connection;   /* distinct device ids one connection may send for; 0: no limit (1000) */
+  int max_ids_per_credential;   /* new device ids the holders of one credential may add; 0: no limit (0) */
   int lines_per_s;              /* lines read per connection per second, then it waits; 0: no limit (0) */
   int health_per_device_per_s;  /* health requests to one device per second; 0: no limit (2) */
   /* pipeline */

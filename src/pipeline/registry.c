@@ -71,7 +71,8 @@ static int grow(registry *r) {
   return 0;
 }
 
-int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint32_t *index) {
+int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint32_t *index, int *created) {
+  if (created) *created = 0;
   if (len < 1 || len > PROTOCOL_DEVICE_ID_MAX) return TG_EINVAL;
   pthread_mutex_lock(&r->lock);
   uint32_t *s = slot_for(r, id, len, hash);
@@ -99,6 +100,7 @@ int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint
       *index = e->index;
       atomic_store_explicit(&r->entries[e->index], e, memory_order_release);
       atomic_store_explicit(&r->count, n + 1, memory_order_release);
+      if (created) *created = 1;
     }
   }
   pthread_mutex_unlock(&r->lock);

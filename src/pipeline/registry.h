@@ -116,9 +116,10 @@ void registry_free(registry *r);
 /* A 64-bit hash of an id's bytes (FNV-1a), also for callers' caches. */
 uint64_t registry_hash(const char *id, size_t len);
 
-/* The index of id, adding it if new. Returns 0 with *index set, or
- * TG_EFULL when it is new and `max` ids exist, TG_ENOMEM. */
-int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint32_t *index);
+/* The index of id, adding it if new (then *created, when not NULL, is
+ * 1). Returns 0 with *index set, or TG_EFULL when it is new and `max` ids
+ * exist, TG_ENOMEM. */
+int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint32_t *index, int *created);
 
 /* The index of a known id (NUL-terminated), or 0. */
 uint32_t registry_find(registry *r, const char *id);
