@@ -405,7 +405,7 @@ static int on_hello(conn *c, const protocol_hello *h) {
     if (!cred) {
       credentials_unref(set);
       if (gate_pass(c->in, &c->in->auth_gate, &held))
-        log_event(c->in->log, "🔒", "ingest", 0, "unknown_token",
+        log_event(c->in->log, "🚫", "ingest", 0, "unknown_token",
                   "Connection #%" PRIu64 " from %s: a hello whose token matches no credential%s", c->id, c->peer,
                   log_held_note(held).s);
       return bad(c, SERVE_BAD_UNKNOWN_TOKEN); /* nothing of this hello applies */
