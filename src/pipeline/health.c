@@ -90,6 +90,11 @@ int health_ask(health_checker *hc, uint32_t id, int64_t timeout_ns, int watch_ca
     tg_oneshot_tx_drop(tx);
     tg_oneshot_rx_drop(rx);
     if (r == -ENOENT || r == -EOPNOTSUPP) return r;
+    if (r == -EBUSY) { /* asked too often (the registry counts it): as good as no answer, and nothing was written */
+      log_event(hc->o.log, "🏥", "health", (int)id, "health_rate_limited",
+                "Device %s not asked: asked too often already (--health-per-device-per-s)", l.s);
+      return TG_ETIMEDOUT;
+    }
     if (r == TG_ECLOSED) {
       figure_add_shared(&hc->unreachable, 1);
       log_event(hc->o.log, "🏥", "health", (int)id, "health_unreachable",

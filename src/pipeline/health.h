@@ -50,8 +50,9 @@ typedef struct health_opts {
   int ndevices;
   tg_mpsc_tx *const *devices;
   /* Or serve's devices that come and go: the hooks, all or none. */
-  int (*pick)(void *ctx, rng *g, uint32_t *out, int k);              /* returns how many */
-  int (*ask)(void *ctx, uint32_t device, const health_request *req); /* 0, TG_ECLOSED, TG_EFULL, -ENOENT, -EOPNOTSUPP */
+  int (*pick)(void *ctx, rng *g, uint32_t *out, int k); /* returns how many */
+  int (*ask)(void *ctx, uint32_t device,
+             const health_request *req); /* 0, TG_ECLOSED, TG_EFULL, -EBUSY (asked too often), -ENOENT, -EOPNOTSUPP */
   const char *(*name)(void *ctx, uint32_t device);
   void *ctx;
 } health_opts;
@@ -76,7 +77,8 @@ void health_figures_get(const health_checker *hc, health_figures *out);
 
 /* One request/response exchange with `device`, waiting at most timeout_ns;
  * with `watch_cancel` the cancel token ends the wait too. Counted and
- * logged as the rounds' checks. Returns 0 with *out filled, TG_ETIMEDOUT,
+ * logged as the rounds' checks. Returns 0 with *out filled, TG_ETIMEDOUT
+ * (also when `ask` said -EBUSY: nothing was written, nothing counted here),
  * TG_ECLOSED (dropped, or unreachable), -ENOENT (no such device),
  * -EOPNOTSUPP (the device does not answer health requests),
  * TG_ECANCELED (the token fired, or the caller was aborted). Any task. */

@@ -289,7 +289,7 @@ static int ask_entry(registry *r, device_entry *e, const health_request *req) {
   registry_conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
   if (!c || c->closed) return TG_ECLOSED;
   if (!c->answers_health) return -EOPNOTSUPP;
-  if (!health_allowed(r, e)) return TG_EFULL;
+  if (!health_allowed(r, e)) return -EBUSY;
   int rc = tg_mpsc_try_send(c->outbox, req);
   return rc == TG_EFULL ? TG_EFULL : rc != 0 ? TG_ECLOSED : 0;
 }

@@ -159,9 +159,9 @@ int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max
  * (NUL-terminated) or index. Returns 0 (req->reply now belongs to the
  * connection), -ENOENT (unknown id), TG_ECLOSED (not connected),
  * -EOPNOTSUPP (its connection did not say it answers health requests),
- * TG_EFULL (its outbox is full, or the device was asked health_per_s
- * times in the last second: counted in health_limited); on error the
- * caller keeps req. */
+ * TG_EFULL (its outbox is full), -EBUSY (the device was asked
+ * health_per_s times in the last second: counted in health_limited); on
+ * error the caller keeps req. */
 int registry_ask(registry *r, const char *id, const health_request *req, uint32_t *index);
 int registry_ask_index(registry *r, uint32_t index, const health_request *req);
 

@@ -158,8 +158,8 @@ int serve_storage_failing(serve *s, char *why, size_t whylen);
 
 /* Asks device `device_id` for its health over its connection and waits
  * at most timeout_ns for the answer. Returns 0 with *out filled,
- * TG_ETIMEDOUT (no answer in time, or the connection's request queue is
- * full), -ENOENT (no device has sent this id), -EOPNOTSUPP (its hello did
+ * TG_ETIMEDOUT (no answer in time, the connection's request queue is
+ * full, or the device was asked too often: --health-per-device-per-s), -ENOENT (no device has sent this id), -EOPNOTSUPP (its hello did
  * not say it answers health requests), TG_ECLOSED (the device is
  * not connected, or hung up before answering) or TG_ECANCELED (the caller
  * was aborted). Counted in figures.health. Any task, any worker. */
