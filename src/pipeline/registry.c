@@ -167,19 +167,29 @@ static void raise_ref(device_entry *e, uint64_t seq) {
   atomic_store_explicit(&e->seq_state, SEQ_KNOWN, memory_order_release);
 }
 
-int registry_seq_unlooked(registry *r, uint32_t index) {
+int registry_seq_needs_mark(registry *r, uint32_t index, uint64_t seq, uint64_t window) {
   const device_entry *e = registry_entry(r, index);
-  return e && atomic_load_explicit(&e->seq_state, memory_order_acquire) == SEQ_UNLOOKED;
+  return e && seq > window && atomic_load_explicit(&e->seq_state, memory_order_acquire) == SEQ_UNLOOKED;
 }
 
-void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark) {
+/* Under the lock: a device of SEQ_UNLOOKED turns out to have no mark. The
+ * seqs it was admitted with were at most the window: that is its
+ * reference, if there were any. */
+static void no_mark(device_entry *e, uint64_t window) {
+  if (atomic_load(&e->seq_low))
+    raise_ref(e, window);
+  else
+    atomic_store_explicit(&e->seq_state, SEQ_NONE, memory_order_release);
+}
+
+void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark, uint64_t window) {
   device_entry *e = (device_entry *)registry_entry(r, index);
   if (!e) return;
   pthread_mutex_lock(&r->lock);
   if (found)
     raise_ref(e, mark);
   else if (atomic_load_explicit(&e->seq_state, memory_order_relaxed) == SEQ_UNLOOKED)
-    atomic_store_explicit(&e->seq_state, SEQ_NONE, memory_order_release);
+    no_mark(e, window);
   pthread_mutex_unlock(&r->lock);
 }
 
@@ -188,9 +198,15 @@ static int within(uint64_t ref, uint64_t seq, uint64_t window) { return seq <= r
 int registry_seq_admit(registry *r, uint32_t index, uint64_t seq, uint64_t window) {
   device_entry *e = (device_entry *)registry_entry(r, index);
   if (!e) return -ERANGE;
-  if (atomic_load_explicit(&e->seq_state, memory_order_acquire) == SEQ_KNOWN)
+  int state = atomic_load_explicit(&e->seq_state, memory_order_acquire);
+  if (state == SEQ_KNOWN)
     return within(atomic_load_explicit(&e->seq_ref, memory_order_relaxed), seq, window) ? 0 : -ERANGE;
+  if (state == SEQ_UNLOOKED && seq <= window) { /* within the window of any mark */
+    if (!atomic_load_explicit(&e->seq_low, memory_order_relaxed)) atomic_store(&e->seq_low, 1);
+    if (atomic_load(&e->seq_state) == SEQ_UNLOOKED) return 0; /* else a look-up ended meanwhile: judge again */
+  }
   pthread_mutex_lock(&r->lock);
+  if (atomic_load_explicit(&e->seq_state, memory_order_relaxed) == SEQ_UNLOOKED) no_mark(e, window);
   int rc = 0;
   if (atomic_load_explicit(&e->seq_state, memory_order_relaxed) == SEQ_KNOWN)
     rc = within(atomic_load_explicit(&e->seq_ref, memory_order_relaxed), seq, window) ? 0 : -ERANGE;

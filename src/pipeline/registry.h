@@ -28,11 +28,16 @@
  * the gateway knows of its device is refused (registry_seq_admit), so
  * that one line cannot move a device's high-water mark to the top and
  * have every later reading dropped as a resend. What it knows, the
- * reference: the device's mark in the database (looked up by the caller
- * once per run, registry_seq_stored), raised by every commit
+ * reference: the device's mark in the database, raised by every commit
  * (registry_committed); for a device that has no mark yet, the first seq
  * admitted this run. Readings admitted but not committed do not raise
  * it, so a run of readings can climb by at most a window per commit.
+ * The mark is looked up by the caller (registry_seq_stored) only when
+ * the registry needs it: for a seq above the window before the device's
+ * first commit of the run. A seq up to the window is within the window
+ * of any mark, so devices that count from 0 are never looked up; after
+ * such readings, a device found without a mark takes the window itself
+ * as its reference.
  *
  * Health requests to one device are rate-limited (health_per_s): an
  * on-demand check cannot be turned into a flood of lines to a device.
@@ -73,6 +78,7 @@ typedef struct registry_conn {
 struct device_entry {
   uint32_t index;            /* 1-based */
   _Atomic uint8_t seq_state; /* SEQ_*: how much the gateway knows of the device's seqs */
+  _Atomic uint8_t seq_low;   /* SEQ_UNLOOKED: a seq at most the window was admitted without a look-up */
   _Atomic uint64_t seq_ref;  /* when SEQ_KNOWN: the seq the window is measured from; raised under the lock */
   int64_t health_tat;        /* the rate limit's next free time (GCRA), under the lock */
   uint8_t len;
@@ -86,7 +92,7 @@ struct device_entry {
 
 /* What device_entry.seq_ref holds. */
 enum {
-  SEQ_UNLOOKED = 0, /* the stored mark was not looked up yet */
+  SEQ_UNLOOKED = 0, /* the stored mark was not looked up yet: only seqs up to the window pass */
   SEQ_NONE,         /* no stored mark, nothing admitted yet: the next seq becomes the reference */
   SEQ_KNOWN,        /* seq_ref is the reference */
 };
@@ -165,18 +171,19 @@ int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max
 int registry_ask(registry *r, const char *id, const health_request *req, uint32_t *index);
 int registry_ask_index(registry *r, uint32_t index, const health_request *req);
 
-/* Whether device index's stored mark still has to be looked up (and
- * given to registry_seq_stored) before its seqs can be judged. */
-int registry_seq_unlooked(registry *r, uint32_t index);
+/* Whether device index's stored mark has to be looked up (and given to
+ * registry_seq_stored) before seq can be judged against window. */
+int registry_seq_needs_mark(registry *r, uint32_t index, uint64_t seq, uint64_t window);
 
 /* The device's mark in the database: found 0 when it has none. The
  * reference rises to it. */
-void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark);
+void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark, uint64_t window);
 
 /* Whether a reading of device index with this seq may go on: it may when
  * seq is at most `window` above the reference (see the note on the seq
  * window; a device without a reference takes seq as its reference). A
- * device whose stored mark was not looked up is judged as one without.
+ * device whose stored mark registry_seq_needs_mark asked for and did not
+ * get is judged as one without.
  * Returns 0, or -ERANGE: refused, nothing changed. No lock when the
  * reference is known. */
 int registry_seq_admit(registry *r, uint32_t index, uint64_t seq, uint64_t window);

@@ -35,8 +35,8 @@
  * cached ids are checked again. Each connection may send for at most
  * max_ids_per_connection distinct ids, and each reading's seq must be
  * within the seq window of what the registry knows of its device (the
- * stored mark is looked up once per device and run, through
- * tg_blocking_run). */
+ * stored mark is looked up, through tg_blocking_run, at most once per
+ * device and run, and only for a seq above the window). */
 #include "source_tcp.h"
 
 #include "credentials.h"
@@ -122,7 +122,7 @@ typedef struct conn {
   char *ack_buf;         /* ACKS_PER_WRITE lines not yet written, once asked */
   size_t ack_len;
   int ack_lines;
-  int ack_retry_ms; /* while ack_len: the next try's delay */
+  int ack_retry_ms;     /* while ack_len: the next try's delay */
   protocol_hello wants; /* what the device's hellos asked for */
   cache_slot *cache;
   uint32_t nslots, used;
@@ -341,16 +341,19 @@ static int lookup(conn *c, const protocol_device_id *id, const device_entry **ou
 }
 
 /* Whether seq may go on for device e (registry.h, the seq window); the
- * device's stored mark is looked up first when the registry has not
- * seen it yet. Returns 0 or -ERANGE. */
+ * device's stored mark is looked up first when the registry needs it (a
+ * seq above the window before the device's first commit of the run), so
+ * devices that count from 0 never cost a look-up. Returns 0 or -ERANGE. */
 static int seq_admit(conn *c, const device_entry *e, uint64_t seq) {
   registry *reg = c->in->reg;
   if (c->cfg->seq_window == 0) return 0;
-  if (registry_seq_unlooked(reg, e->index)) {
+  uint64_t window = c->cfg->seq_window;
+  if (registry_seq_needs_mark(reg, e->index, seq, window)) {
     storage_mark_args a = {.db = c->in->db, .device = e->index};
-    if (!a.db || tg_blocking_run(storage_mark_get_call, &a) == 0) registry_seq_stored(reg, e->index, a.found, a.seq);
+    if (!a.db || tg_blocking_run(storage_mark_get_call, &a) == 0)
+      registry_seq_stored(reg, e->index, a.found, a.seq, window);
   }
-  return registry_seq_admit(reg, e->index, seq, c->cfg->seq_window);
+  return registry_seq_admit(reg, e->index, seq, window);
 }
 
 static void on_health_reply(conn *c, const protocol_health_reply *h) {
