@@ -112,6 +112,26 @@ START_TEST(test_cli_serve_every_flag) {
   ck_assert_int_eq(c->quiet, 1);
   ck_assert_str_eq(c->summary_json, "s.json");
   cli_strings_free(&p.strings);
+  /* The device port's protections. */
+  PARSE(&p, "--auth", "token", "--credentials", "c.txt", "--insecure-no-auth", "--seq-window", "18446744073709551615",
+        "--max-ids-per-connection", "0", "--max-ids-per-credential", "5", "--lines-per-s", "100",
+        "--health-per-device-per-s", "0");
+  ck_assert_msg(p.r == 0, "%s", p.err);
+  ck_assert_int_eq(p.c.auth, SERVE_AUTH_TOKEN);
+  ck_assert_str_eq(p.c.credentials_path, "c.txt");
+  ck_assert_int_eq(p.c.insecure_no_auth, 1);
+  ck_assert_uint_eq(p.c.seq_window, UINT64_MAX);
+  ck_assert_int_eq(p.c.max_ids_per_connection, 0);
+  ck_assert_int_eq(p.c.max_ids_per_credential, 5);
+  ck_assert_int_eq(p.c.lines_per_s, 100);
+  ck_assert_int_eq(p.c.health_per_device_per_s, 0);
+  cli_strings_free(&p.strings);
+  PARSE(&p, "--credentials", "c.txt");
+  ck_assert_int_eq(serve_config_auth(&p.c), SERVE_AUTH_TOKEN); /* auto: token with credentials */
+  cli_strings_free(&p.strings);
+  PARSE(&p, "--auth", "none", "--credentials", "c.txt");
+  ck_assert_int_eq(serve_config_auth(&p.c), SERVE_AUTH_NONE);
+  cli_strings_free(&p.strings);
   PARSE(&p, "--storage=sqlite", "--log-format=text");
   ck_assert_msg(p.r == 0, "%s", p.err);
   ck_assert_str_eq(p.c.storage, "sqlite");
@@ -139,6 +159,8 @@ START_TEST(test_cli_serve_bad_input) {
       {{"--max-line-bytes", "4096", "--recv-buffer", "8000"},
        "--recv-buffer wants at least 8194 bytes, two lines of --max-line-bytes 4096, got 8000"},
       {{"7878"}, "unexpected argument '7878': each value follows its flag"},
+      {{"--auth", "token"}, "--auth token wants --credentials FILE"},
+      {{"--auth", "password"}, "--auth wants auto, none or token, got 'password'"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int argc = 0;
