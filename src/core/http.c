@@ -33,7 +33,7 @@ struct http_server {
   void *ctx;
   tg_cancel *cancel; /* stops everything; a child of cfg.shutdown when given */
   tcp_server *tcp;   /* the listener and the connection tasks */
-  atomic_uint_fast64_t requests, write_timeouts, bytes_written;
+  atomic_uint_fast64_t requests, write_timeouts, bytes_written, header_timeouts, idle_closed;
   atomic_uint_fast64_t status[NCOUNTED + 1]; /* the last: any other code */
 };
 
@@ -65,7 +65,9 @@ struct http_conn {
   http_header *headers; /* hdr as pointers, for the handler */
   int nheaders;
   http_buf body;
-  int started, complete;
+  int started, head_done, complete;
+  int64_t opened;   /* when the connection started: its first request's head is due header_timeout_ms later */
+  int first;        /* the first request of the connection is being received */
   int error_status; /* a limit broke or the input is malformed: answer this and close */
   char *carry;
   size_t carry_len;
@@ -79,11 +81,13 @@ void http_config_defaults(http_config *c) {
       .host = "127.0.0.1",
       .port = 8080,
       .max_connections = 256,
+      .max_per_client = 16,
       .max_url_bytes = 2048,
       .max_header_bytes = 8192,
       .max_body_bytes = 8192,
       .max_headers = 64,
-      .idle_timeout_ms = 15000,
+      .idle_timeout_ms = 5000,
+      .header_timeout_ms = 5000,
       .request_timeout_ms = 10000,
       .write_timeout_ms = 5000,
       .shutdown_grace_ms = 2000,
@@ -97,9 +101,13 @@ static const char *status_text(int status) {
   case 200: return "OK";
   case 204: return "No Content";
   case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 421: return "Misdirected Request";
   case 413: return "Content Too Large";
   case 414: return "URI Too Long";
   case 431: return "Request Header Fields Too Large";
@@ -228,6 +236,7 @@ static int on_headers_complete(http_parser *p) {
   http_conn *c = p->data;
   if (c->url_len == 0) return fail(c, 400);
   end_piece(c);
+  c->head_done = 1;
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body_bytes) return fail(c, 413);
   return 0;
 }
@@ -270,16 +279,23 @@ static void request_reset(http_conn *c) {
   c->piece = PIECE_NONE;
   c->nheaders = 0;
   http_buf_reset(&c->body);
-  c->started = c->complete = c->responded = c->is_head = 0;
+  c->started = c->head_done = c->complete = c->responded = c->is_head = 0;
 }
 
 /* Waits for one complete request. Returns 0 when one is complete, 1 when
  * c->error_status tells what to answer, or a negative code when the
  * connection is to be closed without an answer (the peer closed, the
- * server stops, an idle keep-alive connection timed out). */
+ * server stops, an idle keep-alive connection timed out).
+ *
+ * The deadlines: a first request's head is due header_timeout_ms after
+ * the connection started, a later one's that long after its first byte
+ * (until then the connection is idle: idle_timeout_ms); a whole request
+ * is due request_timeout_ms after its first byte. So a peer that sends
+ * nothing, or a byte now and then, holds its connection a bounded time. */
 static int receive_request(http_conn *c) {
   const http_config *cfg = &c->srv->cfg;
-  int64_t deadline = tg_deadline_in(TG_MS(cfg->idle_timeout_ms));
+  int64_t head_due = c->first ? c->opened + TG_MS(cfg->header_timeout_ms) : TG_FOREVER;
+  int64_t deadline = c->first ? head_due : tg_deadline_in(TG_MS(cfg->idle_timeout_ms));
   int timing_request = 0;
   for (;;) {
     if (c->carry_len) {
@@ -291,17 +307,22 @@ static int receive_request(http_conn *c) {
     if (c->complete) return 0;
     if (c->started && !timing_request) {
       timing_request = 1;
-      deadline = tg_deadline_in(TG_MS(cfg->request_timeout_ms));
+      int64_t now = tg_now();
+      if (!c->first) head_due = now + TG_MS(cfg->header_timeout_ms);
+      deadline = now + TG_MS(cfg->request_timeout_ms);
     }
+    int64_t until = c->head_done || head_due > deadline ? deadline : head_due;
     if (c->carry_len) continue;
     tg_tcp_view view = {0};
     tg_case cs[2] = {tg_cancel_case(c->srv->cancel), tg_tcp_recv_case(c->sock, &view)};
-    int w = tg_select(cs, 2, deadline);
+    int w = tg_select(cs, 2, until);
     if (w == 0) return TG_ECANCELED;
-    if (w == TG_ETIMEDOUT && c->started) {
+    if (w == TG_ETIMEDOUT && (c->started || c->first)) {
+      if (!c->head_done) atomic_fetch_add_explicit(&c->srv->header_timeouts, 1, memory_order_relaxed);
       fail(c, 408);
       return 1;
     }
+    if (w == TG_ETIMEDOUT) atomic_fetch_add_explicit(&c->srv->idle_closed, 1, memory_order_relaxed);
     if (w < 0) return w;
     if (cs[1].result != 0) return cs[1].result; /* TG_EOF, -ECONNRESET, ... */
     size_t n = feed(c, view.data, view.len);
@@ -484,7 +505,8 @@ static void serve_http(void *arg, tcp_server_conn *tc) {
   tg_tcp_set_recv_buffer(c->sock, RECV_BUFFER);
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  for (;;) {
+  c->opened = tg_now();
+  for (c->first = 1;; c->first = 0) {
     request_reset(c);
     int r = receive_request(c);
     if (r < 0) break;
@@ -527,10 +549,24 @@ static void refuse_http(void *arg, int fd) {
   tg_tcp_close(sock);
 }
 
+/* Over the per-client limit: a 503 if the socket takes it at once, and
+ * close. Nothing is read or waited for: the client that provokes this
+ * may be flooding the acceptor. */
+static void refuse_client_http(void *arg, int fd) {
+  http_server *s = arg;
+  static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nServer: telegate\r\n"
+                            "Content-Type: application/json\r\nRetry-After: 1\r\n"
+                            "Content-Length: 55\r\nConnection: close\r\n\r\n"
+                            "{\"error\":\"too many connections from you\",\"status\":503}\n";
+  count_status(s, 503);
+  if (send(fd, msg, sizeof msg - 1, MSG_DONTWAIT | MSG_NOSIGNAL) > 0) shutdown(fd, SHUT_WR);
+  close(fd);
+}
+
 int http_server_start(http_server **out, const http_config *cfg, http_handler handler, void *ctx) {
-  if (!cfg || !handler || cfg->max_connections < 1 || cfg->max_header_bytes < 64 || cfg->max_headers < 1 ||
-      cfg->idle_timeout_ms < 1 || cfg->request_timeout_ms < 1 || cfg->write_timeout_ms < 1 ||
-      cfg->shutdown_grace_ms < 0)
+  if (!cfg || !handler || cfg->max_connections < 1 || cfg->max_per_client < 0 || cfg->max_header_bytes < 64 ||
+      cfg->max_headers < 1 || cfg->idle_timeout_ms < 1 || cfg->header_timeout_ms < 1 || cfg->request_timeout_ms < 1 ||
+      cfg->write_timeout_ms < 1 || cfg->shutdown_grace_ms < 0)
     return TG_EINVAL;
   http_server *s = calloc(1, sizeof *s);
   if (!s) return TG_ENOMEM;
@@ -544,10 +580,12 @@ int http_server_start(http_server **out, const http_config *cfg, http_handler ha
         .host = cfg->host ? cfg->host : "127.0.0.1",
         .port = cfg->port,
         .max_connections = cfg->max_connections,
+        .max_per_client = cfg->max_per_client,
         .grace_ms = cfg->shutdown_grace_ms,
         .cancel = s->cancel,
         .handler = serve_http,
         .reject = refuse_http,
+        .reject_client = refuse_client_http,
         .ctx = s,
     };
     r = tcp_server_new(&s->tcp, &tc);
@@ -581,8 +619,12 @@ void http_server_stats_get(const http_server *s, http_server_stats *out) {
   tcp_server_figures_get(s->tcp, &tf);
   *out = (http_server_stats){
       .connections_open = tf.open,
-      .connections_accepted = tf.accepted + tf.rejected,
+      .connections_accepted = tf.accepted + tf.rejected + tf.rejected_per_client,
       .connections_rejected = tf.rejected,
+      .connections_rejected_per_client = tf.rejected_per_client,
+      .clients = tf.clients,
+      .header_timeouts = atomic_load_explicit(&m->header_timeouts, memory_order_relaxed),
+      .idle_closed = atomic_load_explicit(&m->idle_closed, memory_order_relaxed),
       .requests = atomic_load_explicit(&m->requests, memory_order_relaxed),
       .write_timeouts = atomic_load_explicit(&m->write_timeouts, memory_order_relaxed),
       .bytes_written = atomic_load_explicit(&m->bytes_written, memory_order_relaxed),

@@ -9,9 +9,13 @@
  * http_conn_write until it returns.
  *
  * Limits, each a config field: connections (one over the limit gets a 503
- * and is closed), bytes of the URL (414), of the request line and headers
- * (431), of a body (413), time to receive a request once started (408) and
- * to wait for the next one on an idle connection (closed quietly), and a
+ * and is closed), connections per client address (one over gets a 503 if
+ * it can take it at once, and is closed: see tcp_server.h), bytes of the
+ * URL (414), of the request line and headers (431), of a body (413), time
+ * to receive a request's head - from the connection's start for its first
+ * request, from the first byte for a later one (408) - and the whole
+ * request once started (408), time to wait for the next request on an
+ * idle keep-alive connection (closed quietly), and a
  * deadline on every write, so a peer that stops reading costs at most its
  * socket buffers for at most write_timeout_ms before it is dropped. A
  * malformed request gets a 400. After a 4xx for a request the parser could
@@ -41,11 +45,13 @@ typedef struct http_config {
   const char *host;        /* numeric address or "localhost"; default 127.0.0.1 */
   int port;                /* default 8080; 0: any free port (see http_server_port) */
   int max_connections;     /* default 256 */
+  int max_per_client;      /* connections per client address (tcp_server.h), default 16; 0: no limit */
   size_t max_url_bytes;    /* default 2048 (414) */
   size_t max_header_bytes; /* request line and headers, default 8192 (431) */
   size_t max_body_bytes;   /* default 8192 (413) */
   int max_headers;         /* default 64 (431) */
-  int idle_timeout_ms;     /* keep-alive wait for a next request, default 15000 */
+  int idle_timeout_ms;     /* keep-alive wait for a next request, default 5000 */
+  int header_timeout_ms;   /* a request's head must be complete by then, default 5000 (408) */
   int request_timeout_ms;  /* a started request must be complete by then, default 10000 (408) */
   int write_timeout_ms;    /* every write, default 5000; then the peer is dropped */
   int shutdown_grace_ms;   /* stop: connections left after this are aborted, default 2000 */
@@ -144,20 +150,24 @@ void http_server_stop(http_server *s);
 
 /* Response status codes the server counts one by one; others are "other". */
 #define HTTP_COUNTED_STATUS(X) \
-  X(200) X(204) X(400) X(404) X(405) X(408) X(413) X(414) X(431) X(500) X(501) X(503) X(504)
+  X(200) X(204) X(400) X(401) X(403) X(404) X(405) X(408) X(409) X(413) X(414) X(421) X(431) X(500) X(501) X(503) X(504)
 
 typedef struct http_server_stats {
-  uint64_t connections_open;     /* now */
-  uint64_t connections_accepted; /* ever, the rejected ones included */
-  uint64_t connections_rejected; /* over max_connections */
-  uint64_t requests;             /* complete requests handled */
-  uint64_t write_timeouts;       /* peers dropped because they stopped reading */
+  uint64_t connections_open;                /* now */
+  uint64_t connections_accepted;            /* ever, the rejected ones included */
+  uint64_t connections_rejected;            /* over max_connections */
+  uint64_t connections_rejected_per_client; /* over max_per_client */
+  uint64_t clients;                         /* client addresses holding connections now */
+  uint64_t header_timeouts;                 /* 408s: a request's head came too slowly */
+  uint64_t idle_closed;                     /* keep-alive connections closed after idle_timeout_ms */
+  uint64_t requests;                        /* complete requests handled */
+  uint64_t write_timeouts;                  /* peers dropped because they stopped reading */
   uint64_t bytes_written;
   int nstatus;
   struct {
     int code; /* 0: any other code */
     uint64_t count;
-  } status[16];
+  } status[24];
 } http_server_stats;
 
 void http_server_stats_get(const http_server *s, http_server_stats *out);

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,32 @@ enum {
   BACKLOG = 1024,
   BACKOFF_FIRST_MS = 10,
   BACKOFF_MAX_MS = 1000,
+  CLIENT_BUCKETS = 1024, /* of the per-client table; chains stay short for thousands of clients */
 };
+
+/* A client address as the per-client cap counts it: the IPv4 address, or
+ * the first 64 bits of an IPv6 one. */
+typedef struct client_key {
+  unsigned char family;
+  unsigned char addr[16];
+} client_key;
+
+/* A client holding connection tasks; freed when its count drops to 0. */
+typedef struct client_entry {
+  struct client_entry *next;
+  client_key key;
+  int count;
+} client_entry;
+
+/* The per-client counts. Invariant: an entry's count is the number of
+ * connection tasks whose slot names its key (conn_slot.counted); entries
+ * with count 0 do not exist. The acceptor adds, any worker's conn_end
+ * removes, under the lock. */
+typedef struct client_table {
+  pthread_mutex_t lock;
+  client_entry *buckets[CLIENT_BUCKETS];
+  figure clients;
+} client_table;
 
 /* Invariants: open counts the connection tasks spawned and not yet ended
  * (it is raised before the spawn, so the cap is never overshot); a
@@ -40,18 +66,21 @@ struct tcp_server {
   uint64_t next_id;     /* the acceptor's */
   int backoff_ms;       /* the acceptor's: the next back-off, 0 after a success */
   log_gate error_gate;  /* the acceptor's */
-  figure accepted, rejected, open, closed, accept_errors, panicked, aborted;
+  figure accepted, rejected, rejected_per_client, open, closed, accept_errors, panicked, aborted;
+  client_table clients; /* with cfg.max_per_client */
 };
 
 /* What a connection task owns; freed by conn_end. */
 typedef struct conn_slot {
   tcp_server *srv;
   tcp_server_conn conn;
+  int counted; /* key is counted in srv->clients */
+  client_key key;
 } conn_slot;
 
 int tcp_server_new(tcp_server **out, const tcp_server_config *cfg) {
   if (!cfg || !cfg->handler || !cfg->cancel || !cfg->host || cfg->port < 0 || cfg->port > 65535 ||
-      cfg->max_connections < 1 || cfg->workers < 0)
+      cfg->max_connections < 1 || cfg->max_per_client < 0 || cfg->workers < 0)
     return TG_EINVAL;
   tcp_server *s = calloc(1, sizeof *s);
   if (!s) return TG_ENOMEM;
@@ -63,8 +92,76 @@ int tcp_server_new(tcp_server **out, const tcp_server_config *cfg) {
     free(s);
     return TG_ENOMEM;
   }
+  pthread_mutex_init(&s->clients.lock, NULL);
   *out = s;
   return 0;
+}
+
+/* ------------------------------------------------------------ clients */
+
+/* The client of a connection; 0, or -1 when its address is unknown (not
+ * counted, as a Unix socket would not be). */
+static int client_of(int fd, client_key *k) {
+  struct sockaddr_storage sa;
+  socklen_t sl = sizeof sa;
+  memset(k, 0, sizeof *k);
+  if (getpeername(fd, (struct sockaddr *)&sa, &sl) != 0) return -1;
+  if (sa.ss_family == AF_INET) {
+    k->family = AF_INET;
+    memcpy(k->addr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+    return 0;
+  }
+  if (sa.ss_family != AF_INET6) return -1;
+  const unsigned char *a = ((struct sockaddr_in6 *)&sa)->sin6_addr.s6_addr;
+  static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (memcmp(a, v4mapped, 12) == 0) {
+    k->family = AF_INET;
+    memcpy(k->addr, a + 12, 4);
+  } else {
+    k->family = AF_INET6;
+    memcpy(k->addr, a, 8); /* a host usually holds a whole /64 */
+  }
+  return 0;
+}
+
+static client_entry **client_find(client_table *t, const client_key *k) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (size_t i = 0; i < sizeof k->addr; i++) h = (h ^ k->addr[i]) * 16777619u;
+  client_entry **e = &t->buckets[(h ^ k->family) % CLIENT_BUCKETS];
+  while (*e && memcmp(&(*e)->key, k, sizeof *k) != 0) e = &(*e)->next;
+  return e;
+}
+
+/* Counts one more connection of k, unless it holds max already. Returns
+ * 0, TG_EFULL (at its cap) or TG_ENOMEM. */
+static int client_add(client_table *t, const client_key *k, int max) {
+  int r = 0;
+  pthread_mutex_lock(&t->lock);
+  client_entry **e = client_find(t, k);
+  if (*e && (*e)->count >= max) {
+    r = TG_EFULL;
+  } else if (*e) {
+    (*e)->count++;
+  } else if ((*e = calloc(1, sizeof **e))) {
+    (*e)->key = *k;
+    (*e)->count = 1;
+    figure_add_shared(&t->clients, 1);
+  } else {
+    r = TG_ENOMEM;
+  }
+  pthread_mutex_unlock(&t->lock);
+  return r;
+}
+
+static void client_remove(client_table *t, const client_key *k) {
+  pthread_mutex_lock(&t->lock);
+  client_entry **e = client_find(t, k), *gone = *e;
+  if (gone && --gone->count == 0) {
+    *e = gone->next;
+    free(gone);
+    figure_add_shared(&t->clients, (uint64_t)-1);
+  }
+  pthread_mutex_unlock(&t->lock);
 }
 
 /* ------------------------------------------------------------ connections */
@@ -96,6 +193,7 @@ static void conn_end(void *arg) {
     tg_tcp_close(cs->conn.sock);
   else
     close(cs->conn.fd);
+  if (cs->counted) client_remove(&s->clients, &cs->key);
   free(cs);
   figure_add_shared(&s->closed, 1);
   figure_add_shared(&s->open, (uint64_t)-1);
@@ -139,7 +237,16 @@ static void refuse(tcp_server *s, int fd) {
     close(fd);
 }
 
-static void spawn_conn(tcp_server *s, int fd) {
+static void refuse_client(tcp_server *s, int fd) {
+  figure_add(&s->rejected_per_client, 1);
+  tcp_server_reject reject = s->cfg.reject_client ? s->cfg.reject_client : s->cfg.reject;
+  if (reject)
+    reject(s->cfg.ctx, fd);
+  else
+    close(fd);
+}
+
+static void spawn_conn(tcp_server *s, int fd, const client_key *key) {
   conn_slot *cs = malloc(sizeof *cs);
   tg_spawn_opts opts = {.stack_size = s->cfg.stack_size, .name = s->name, .drop = conn_end};
   if (s->cfg.workers > 0) {
@@ -147,9 +254,11 @@ static void spawn_conn(tcp_server *s, int fd) {
     opts.worker = (int)(s->next_worker++ % (unsigned)s->cfg.workers);
   }
   figure_add_shared(&s->open, 1);
-  if (cs) *cs = (conn_slot){.srv = s, .conn = {.fd = fd, .id = s->next_id + 1}};
+  if (cs) *cs = (conn_slot){.srv = s, .conn = {.fd = fd, .id = s->next_id + 1}, .counted = key != NULL};
+  if (cs && key) cs->key = *key;
   int r = cs ? tg_joinset_spawn(s->conns, conn_task, cs, &opts, NULL) : TG_ENOMEM;
   if (r != 0) {
+    if (key) client_remove(&s->clients, key);
     free(cs);
     close(fd);
     figure_add_shared(&s->open, (uint64_t)-1);
@@ -202,10 +311,17 @@ static void accept_loop(tcp_server *s) {
       continue;
     }
     s->backoff_ms = 0;
-    if (figure_get(&s->open) >= (uint64_t)s->cfg.max_connections)
+    if (figure_get(&s->open) >= (uint64_t)s->cfg.max_connections) {
       refuse(s, fd);
-    else
-      spawn_conn(s, fd);
+      continue;
+    }
+    client_key key;
+    int counted = s->cfg.max_per_client > 0 && client_of(fd, &key) == 0;
+    if (counted && client_add(&s->clients, &key, s->cfg.max_per_client) != 0) {
+      refuse_client(s, fd);
+      continue;
+    }
+    spawn_conn(s, fd, counted ? &key : NULL);
   }
 }
 
@@ -293,6 +409,8 @@ void tcp_server_figures_get(const tcp_server *s, tcp_server_figures *out) {
   *out = (tcp_server_figures){
       .accepted = figure_get(&s->accepted),
       .rejected = figure_get(&s->rejected),
+      .rejected_per_client = figure_get(&s->rejected_per_client),
+      .clients = figure_get(&s->clients.clients),
       .open = figure_get(&s->open),
       .closed = figure_get(&s->closed),
       .accept_errors = figure_get(&s->accept_errors),
@@ -304,5 +422,6 @@ void tcp_server_figures_get(const tcp_server *s, tcp_server_figures *out) {
 void tcp_server_free(tcp_server *s) {
   if (!s || s->orphaned || s->acceptor) return;
   tg_joinset_free(s->conns);
+  pthread_mutex_destroy(&s->clients.lock); /* empty: every connection task has ended */
   free(s);
 }

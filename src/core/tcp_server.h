@@ -19,6 +19,13 @@
  * that waits (on its peer, on a full channel) holds its slot, and that is
  * the backpressure new connections see.
  *
+ * The per-client cap: with max_per_client > 0, a client address (an IPv4
+ * address, or an IPv6 /64, which one host usually holds whole) may hold
+ * at most that many connection tasks; one more goes to reject_client (or
+ * reject), so that a single client holding idle or slow connections
+ * cannot take every slot of the cap from the others. It is checked in the
+ * acceptor, before any task exists.
+ *
  * Accept errors (EMFILE, ENFILE, ENOMEM: any but the listener's close or
  * the acceptor's abort, which end it) are counted, logged at most once a
  * second, and each followed by a back-off that doubles from 10 ms to at
@@ -75,30 +82,34 @@ typedef struct tcp_server_config {
   const char *host;    /* numeric address or "localhost" */
   int port;            /* 0: any free port (see tcp_server_port) */
   int max_connections; /* connection tasks at once, >= 1 */
+  int max_per_client;  /* connection tasks at once per client address; 0: no limit */
   int workers;         /* pin connections round-robin to workers 1, 2 .. workers-1, 0, 1 ...;
                                   0: let the runtime place them */
   size_t stack_size;   /* of each connection task; 0: the runtime's default */
   int grace_ms;        /* after cancel, then abort; < 0: wait for every connection */
   tg_cancel *cancel;   /* firing it stops the server */
   tcp_server_handler handler;
-  tcp_server_reject reject; /* NULL: a refused connection is just closed */
-  void *ctx;                /* passed to handler and reject */
-  demo_log *log;            /* accept errors, failed spawns, panics; NULL: not logged */
+  tcp_server_reject reject;        /* NULL: a refused connection is just closed */
+  tcp_server_reject reject_client; /* over max_per_client; NULL: reject */
+  void *ctx;                       /* passed to handler and reject */
+  demo_log *log;                   /* accept errors, failed spawns, panics; NULL: not logged */
 } tcp_server_config;
 
 typedef struct tcp_server_figures {
-  uint64_t accepted;      /* connections given a task, ever */
-  uint64_t rejected;      /* connections refused over max_connections, ever */
-  uint64_t open;          /* connection tasks running now */
-  uint64_t closed;        /* connection tasks ended, ever (accepted = open + closed) */
-  uint64_t accept_errors; /* failed accepts, each followed by a back-off */
-  uint64_t panicked;      /* handlers that panicked (their connections are in closed) */
-  uint64_t aborted;       /* connection tasks aborted when the grace ran out */
+  uint64_t accepted;            /* connections given a task, ever */
+  uint64_t rejected;            /* connections refused over max_connections, ever */
+  uint64_t rejected_per_client; /* connections refused over max_per_client, ever */
+  uint64_t clients;             /* client addresses holding a connection now (with max_per_client) */
+  uint64_t open;                /* connection tasks running now */
+  uint64_t closed;              /* connection tasks ended, ever (accepted = open + closed) */
+  uint64_t accept_errors;       /* failed accepts, each followed by a back-off */
+  uint64_t panicked;            /* handlers that panicked (their connections are in closed) */
+  uint64_t aborted;             /* connection tasks aborted when the grace ran out */
 } tcp_server_figures;
 
 /* Checks and copies cfg; binds nothing yet. Returns 0, TG_EINVAL (no
  * handler, cancel or host, a port outside 0..65535, max_connections < 1,
- * workers < 0) or TG_ENOMEM. */
+ * max_per_client or workers < 0) or TG_ENOMEM. */
 int tcp_server_new(tcp_server **out, const tcp_server_config *cfg);
 
 /* Spawns the acceptor (pinned to worker 0), which binds and starts
