@@ -88,6 +88,7 @@ static inline void fx_init(fixture *f, size_t broadcast_capacity, uint32_t ndevi
   api_config_defaults(&f->cfg);
   f->cfg.http.port = 0;
   f->cfg.sse_pipeline_ms = 0; /* streams carry snapshots only unless a test asks */
+  f->cfg.allowed_hosts = "t"; /* the tests' requests say Host: t */
 }
 
 static inline void fx_start(fixture *f) {

@@ -5,10 +5,12 @@
 
 #include <http_parser.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define NO_STORE "Cache-Control: no-store\r\n"
 #define ALLOW    "Allow: GET, HEAD\r\n"
@@ -26,6 +28,8 @@ void api_config_defaults(api_config *c) {
       .sse_retry_ms = 1000,
       .health_timeout_ms = 1000,
       .health_timeout_max_ms = 30000,
+      .snapshot_page = 1000,
+      .snapshot_page_max = 10000,
   };
   http_config_defaults(&c->http);
 }
@@ -62,10 +66,34 @@ static void send_error(http_conn *c, int status, const char *msg, const char *mo
   http_buf_free(&b);
 }
 
-static void get_snapshot(api_server *a, http_conn *c) {
+/* Reads an unsigned query parameter in [min, max] into *out (unchanged
+ * when absent). Returns 0, or -1 when malformed or out of range. */
+static int param_u32(const http_request *req, const char *name, uint32_t min, uint32_t max, uint32_t *out) {
+  char v[16];
+  int n = http_query_param(req->query, name, v, sizeof v);
+  if (n == -1) return 0;
+  char *end;
+  unsigned long x = n > 0 && v[0] >= '0' && v[0] <= '9' ? strtoul(v, &end, 10) : 0;
+  if (n <= 0 || *end || x < min || x > max) return -1;
+  *out = (uint32_t)x;
+  return 0;
+}
+
+static void get_snapshot(api_server *a, http_conn *c, const http_request *req) {
+  char device[PROTOCOL_DEVICE_ID_MAX + 1];
+  api_page page = {.limit = (uint32_t)a->cfg.snapshot_page};
+  int dn = http_query_param(req->query, "device", device, sizeof device);
+  if (param_u32(req, "limit", 1, (uint32_t)a->cfg.snapshot_page_max, &page.limit) != 0 ||
+      param_u32(req, "after", 0, UINT32_MAX, &page.after) != 0 || dn == -2 || dn == 0) {
+    char more[64];
+    snprintf(more, sizeof more, ",\"max_limit\":%d", a->cfg.snapshot_page_max);
+    send_error(c, 400, "limit takes 1..max_limit devices, after a device index, device a device's name", more, NULL);
+    return;
+  }
+  if (dn > 0) page.device = device;
   system_snapshot *s = api_latest(a);
   http_buf b = {0};
-  api_json_snapshot(&b, s);
+  api_json_snapshot_page(&b, s, &page);
   snapshot_unref(s);
   if (b.len) b.len--; /* the closing brace: the figures go inside */
   http_buf_puts(&b, ",\"pipeline\":");
@@ -214,6 +242,13 @@ typedef enum route {
   ROUTE_READYZ,
 } route;
 
+/* What each endpoint needs (api.h says why). */
+static const api_access route_access[] = {
+    [ROUTE_ASSET] = API_ACCESS_OPEN,    [ROUTE_SNAPSHOT] = API_ACCESS_READ, [ROUTE_STREAM] = API_ACCESS_READ,
+    [ROUTE_PIPELINE] = API_ACCESS_READ, [ROUTE_HEALTH] = API_ACCESS_ADMIN,  [ROUTE_METRICS] = API_ACCESS_READ,
+    [ROUTE_HEALTHZ] = API_ACCESS_OPEN,  [ROUTE_READYZ] = API_ACCESS_OPEN,
+};
+
 static const struct {
   const char *path;
   route route;
@@ -238,11 +273,103 @@ static route match(const char *path, const api_asset **asset, const char **id, s
   return ROUTE_NONE;
 }
 
+/* ------------------------------------------------------------ who may ask */
+
+/* Whether `name` (a host without its port) is one of the names we
+ * answer to. An IP literal always is: DNS rebinding needs a name. */
+static int host_name_allowed(const api_server *a, const char *name, size_t len) {
+  char host[256];
+  if (len == 0 || len >= sizeof host) return 0;
+  memcpy(host, name, len);
+  host[len] = '\0';
+  if (host[len - 1] == '.') host[--len] = '\0'; /* "localhost." is localhost */
+  unsigned char addr[16];
+  if (inet_pton(AF_INET, host, addr) == 1) return 1;
+  if (strcasecmp(host, "localhost") == 0) return 1;
+  if (a->cfg.http.host && strcasecmp(host, a->cfg.http.host) == 0) return 1;
+  for (const char *p = a->cfg.allowed_hosts; p && *p;) {
+    size_t n = strcspn(p, ",");
+    if (n == len && strncasecmp(p, host, len) == 0) return 1;
+    p += n + (p[n] == ',');
+  }
+  return 0;
+}
+
+/* A Host header's value: "name", "name:port", "[v6]" or "[v6]:port". */
+static int host_allowed(const api_server *a, const char *host) {
+  if (host[0] == '[') { /* an IPv6 literal */
+    const char *end = strchr(host, ']');
+    unsigned char addr[16];
+    char v6[64];
+    size_t n = end ? (size_t)(end - host - 1) : 0;
+    if (!end || n >= sizeof v6 || (end[1] && end[1] != ':')) return 0;
+    memcpy(v6, host + 1, n);
+    v6[n] = '\0';
+    return inet_pton(AF_INET6, v6, addr) == 1;
+  }
+  return host_name_allowed(a, host, strcspn(host, ":"));
+}
+
+/* Checks Host, Origin and Sec-Fetch-Site (api.h); answers and returns
+ * nonzero when the request is refused. */
+static int refuse_origin(api_server *a, http_conn *c, const http_request *req) {
+  const char *host = http_request_header(req, "Host"); /* HTTP/1.0 clients may leave it out */
+  if (host && !host_allowed(a, host)) {
+    count(&a->refused_host);
+    send_error(c, 421, "this server does not answer to that Host; see --http-allowed-host", NULL, NULL);
+    return 1;
+  }
+  const char *origin = http_request_header(req, "Origin");
+  const char *site = http_request_header(req, "Sec-Fetch-Site");
+  int same_origin = 1;
+  if (origin) {
+    const char *authority = strncmp(origin, "http://", 7) == 0    ? origin + 7
+                            : strncmp(origin, "https://", 8) == 0 ? origin + 8 /* behind a TLS proxy */
+                                                                  : NULL;
+    same_origin = host && authority && strcasecmp(authority, host) == 0;
+  }
+  if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0) same_origin = 0;
+  if (!same_origin) {
+    count(&a->refused_origin);
+    send_error(c, 403, "requests from other origins are refused", NULL, NULL);
+    return 1;
+  }
+  return 0;
+}
+
+/* The bearer token: the Authorization header's, else ?access_token= (for
+ * EventSource, which cannot set headers). Returns NULL when none, or
+ * `buf` or a pointer into the header. */
+static const char *bearer_of(const http_request *req, char *buf, size_t cap) {
+  const char *h = http_request_header(req, "Authorization");
+  if (h) {
+    if (strncasecmp(h, "Bearer ", 7) != 0) return NULL;
+    return h + 7 + strspn(h + 7, " ");
+  }
+  return http_query_param(req->query, "access_token", buf, cap) > 0 ? buf : NULL;
+}
+
+/* Answers and returns nonzero when the request lacks the access it needs. */
+static int refuse_access(api_server *a, http_conn *c, const http_request *req, api_access need) {
+  if (need == API_ACCESS_OPEN || !a->cfg.authorize) return 0;
+  char buf[256];
+  int r = a->cfg.authorize(a->cfg.authorize_ctx, bearer_of(req, buf, sizeof buf), need);
+  if (r == 0) return 0;
+  count(&a->refused_token);
+  if (r == -EPERM)
+    send_error(c, 403, "this token may not do that", NULL, NULL);
+  else
+    send_error(c, 401, "a valid bearer token is needed", NULL,
+               NO_STORE "WWW-Authenticate: Bearer realm=\"telegate\"\r\n");
+  return 1;
+}
+
 static void handle(void *ctx, http_conn *c, const http_request *req) {
   api_server *a = ctx;
   const api_asset *asset = NULL;
   const char *id = NULL;
   size_t id_len = 0;
+  if (refuse_origin(a, c, req)) return;
   route r = match(req->path, &asset, &id, &id_len);
   if (r == ROUTE_NONE) {
     send_error(c, 404, "no such endpoint", NULL, NULL);
@@ -252,9 +379,10 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
     send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
     return;
   }
+  if (refuse_access(a, c, req, route_access[r])) return;
   switch (r) {
   case ROUTE_ASSET: http_respond(c, 200, asset->content_type, PAGE_HEADERS, asset->data, asset->len); break;
-  case ROUTE_SNAPSHOT: get_snapshot(a, c); break;
+  case ROUTE_SNAPSHOT: get_snapshot(a, c, req); break;
   case ROUTE_STREAM:
     if (req->method == HTTP_HEAD)
       http_respond(c, 200, "text/event-stream; charset=utf-8", NO_STORE, NULL, 0);
@@ -275,7 +403,8 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
 int api_server_start(api_server **out, const api_config *cfg, const api_deps *deps) {
   if (!cfg || !deps || !deps->subscribe || cfg->sse_keepalive_ms < 1 || cfg->sse_pipeline_ms < 0 ||
       cfg->sse_every_max_ms < 0 || cfg->sse_retry_ms < 0 || cfg->health_timeout_ms < 1 ||
-      cfg->health_timeout_max_ms < cfg->health_timeout_ms)
+      cfg->health_timeout_max_ms < cfg->health_timeout_ms || cfg->snapshot_page < 1 ||
+      cfg->snapshot_page_max < cfg->snapshot_page)
     return TG_EINVAL;
   api_server *a = calloc(1, sizeof *a);
   if (!a) return TG_ENOMEM;
@@ -306,7 +435,12 @@ void api_server_stop(api_server *a) {
 void api_server_stats(const api_server *a, http_server_stats *http, stream_figures *streams,
                       uint64_t *health_requests) {
   api_server *m = (api_server *)a; /* atomics are only read */
-  if (http) http_server_stats_get(m->http, http);
+  if (http) {
+    http_server_stats_get(m->http, http);
+    http->refused_host = atomic_load_explicit(&m->refused_host, memory_order_relaxed);
+    http->refused_origin = atomic_load_explicit(&m->refused_origin, memory_order_relaxed);
+    http->refused_token = atomic_load_explicit(&m->refused_token, memory_order_relaxed);
+  }
   if (streams) {
     *streams = (stream_figures){
         .clients = atomic_load_explicit(&m->clients, memory_order_relaxed),

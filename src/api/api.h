@@ -1,8 +1,13 @@
 /* api.h - telegate serve's client side: the HTTP endpoints.
  *
  *   GET /                          the dashboard (web/, embedded at build time)
- *   GET /api/snapshot              the latest snapshot (the watch value) as JSON,
- *                                  with the pipeline's figures
+ *   GET /api/snapshot[?limit=N&after=ID&device=NAME]
+ *                                  the latest snapshot (the watch value) as JSON,
+ *                                  with the pipeline's figures; its devices a
+ *                                  page at a time: at most limit (default
+ *                                  snapshot_page, at most snapshot_page_max),
+ *                                  those with an index above after, or the one
+ *                                  named device; "next_after" continues
  *   GET /api/stream[?every=MS]     Server-Sent Events: see sse.h
  *   GET /api/pipeline              the pipeline's figures alone
  *   GET /api/devices/{id}/health[?timeout_ms=N]
@@ -18,6 +23,20 @@
  *                                  reason (storage: since when, and why)
  * HEAD works wherever GET does; other methods get 405 with Allow, other
  * paths 404, bad parameters 400; errors are JSON {"error":..,"status":..}.
+ *
+ * Before routing, every request passes two checks against DNS rebinding
+ * and pages of other sites: its Host must name us - an IP literal,
+ * "localhost", cfg.http.host or one of cfg.allowed_hosts - or it gets 421;
+ * an Origin header must be this server's own origin ("http://" + Host),
+ * and a browser's Sec-Fetch-Site must be same-origin or none, or the
+ * request gets 403. No Access-Control-Allow-Origin is ever sent: no other
+ * origin may read the API from a browser. Then access: the dashboard's
+ * files, /healthz and /readyz are open; /metrics and /api/snapshot,
+ * /api/stream, /api/pipeline need API_ACCESS_READ; the health endpoint,
+ * which makes serve write to a device, API_ACCESS_ADMIN. The token comes
+ * as "Authorization: Bearer T" or, for EventSource, which cannot set
+ * headers, as ?access_token=T. A refused token gets 401 with
+ * WWW-Authenticate, a token without the right 403.
  *
  * The api reaches the pipeline only through api_deps: callbacks with the
  * signatures of serve's functions (serve.h), so serve wires it with
@@ -60,6 +79,13 @@ typedef struct api_deps {
   void (*clients_add)(void *ctx, int delta);
 } api_deps;
 
+/* What an endpoint needs of a client (api_config.authorize). */
+typedef enum api_access {
+  API_ACCESS_OPEN = 0, /* the dashboard's files, /healthz, /readyz */
+  API_ACCESS_READ,     /* the snapshot, the stream, the figures, /metrics */
+  API_ACCESS_ADMIN,    /* on-demand health checks: serve writes to a device */
+} api_access;
+
 /* The deps that reach a running serve. */
 void api_deps_serve(api_deps *d, serve *s);
 
@@ -71,6 +97,17 @@ typedef struct api_config {
   int sse_retry_ms;          /* the reconnection delay a stream asks of EventSource, 1000 */
   int health_timeout_ms;     /* the default ?timeout_ms=, 1000 */
   int health_timeout_max_ms; /* the largest accepted, 30000 */
+  int snapshot_page;         /* devices per /api/snapshot page by default, 1000 */
+  int snapshot_page_max;     /* the largest ?limit=, 10000 */
+  /* Host names clients may use besides IP literals, "localhost" and
+   * http.host: comma-separated ("gw.example.org,gw"); NULL: none. */
+  const char *allowed_hosts;
+  /* Whether bearer (NULL when the request has none) grants need: 0, or
+   * -EACCES (401) or -EPERM (403). Runs in connection tasks, on any
+   * worker, concurrently. NULL: every request is allowed (api_tokens.h
+   * has one reading token files). */
+  int (*authorize)(void *ctx, const char *bearer, api_access need);
+  void *authorize_ctx;
 } api_config;
 
 /* Fills the defaults above (and http_config_defaults). */

@@ -19,10 +19,24 @@ struct api_server {
    * and streams run on every worker */
   atomic_uint_fast64_t clients, streams, events, resyncs, lagged_messages, skipped_stale, coalesced, dropped;
   atomic_uint_fast64_t health_requests[API_HEALTH_RESULTS];
+  atomic_uint_fast64_t refused_host, refused_origin, refused_token; /* access_figures */
 };
 
-/* The snapshot as JSON. */
+/* The snapshot as JSON, every device; it yields now and then (from a
+ * task only). */
 void api_json_snapshot(http_buf *b, const system_snapshot *s);
+
+/* Which devices a page of /api/snapshot holds. */
+typedef struct api_page {
+  uint32_t after;     /* devices with a larger index (`id`) ... */
+  uint32_t limit;     /* ... at most this many, >= 1 */
+  const char *device; /* or only the device of this name; NULL: any */
+} api_page;
+
+/* The snapshot as JSON with one page of its devices, "ndevices" (every
+ * slot) and "next_after": the `after` of the next page, null after the
+ * last. Yields now and then (from a task only). */
+void api_json_snapshot_page(http_buf *b, const system_snapshot *s, const api_page *p);
 
 /* The pipeline's figures (deps.figures) and the HTTP side's, as JSON. */
 void api_json_pipeline(http_buf *b, api_server *a);

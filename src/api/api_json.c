@@ -50,7 +50,12 @@ static void device_json(http_buf *b, const system_snapshot *s, const device_metr
   http_buf_append(b, "}", 1);
 }
 
-void api_json_snapshot(http_buf *b, const system_snapshot *s) {
+/* Devices written between two yields: a snapshot of 100,000 devices is
+ * about 10 MB of JSON, tens of milliseconds of work that must not hold
+ * the worker the devices' connections share for that long at once. */
+#define DEVICES_PER_SLICE 512
+
+static void summary_json(http_buf *b, const system_snapshot *s) {
   http_buf_append(b, "{", 1);
   kv_u64(b, "version", s->version, 1);
   kv_i64(b, "at_ms", s->at_ms, 1);
@@ -58,17 +63,51 @@ void api_json_snapshot(http_buf *b, const system_snapshot *s) {
   kv_u64(b, "active_devices", s->active_devices, 1);
   kv_num(b, "avg_temperature", s->avg_temperature, 2, 1);
   kv_num(b, "avg_humidity", s->avg_humidity, 2, 1);
+}
+
+void api_json_snapshot(http_buf *b, const system_snapshot *s) {
+  summary_json(b, s);
   key(b, "devices");
   http_buf_append(b, "[", 1);
   int first = 1;
   for (uint32_t i = 0; i < s->ndevices; i++) {
     const device_metrics *m = &s->devices[i];
+    if (i % DEVICES_PER_SLICE == DEVICES_PER_SLICE - 1) tg_yield();
     if (m->device == 0) continue; /* a slot no device has used yet */
     if (!first) http_buf_append(b, ",", 1);
     first = 0;
     device_json(b, s, m);
   }
   http_buf_append(b, "]}", 2);
+}
+
+static int named(const device_metrics *m, const char *name) {
+  char number[16];
+  snprintf(number, sizeof number, "%u", (unsigned)m->device);
+  return strcmp(m->id && m->id[0] ? m->id : number, name) == 0;
+}
+
+void api_json_snapshot_page(http_buf *b, const system_snapshot *s, const api_page *p) {
+  summary_json(b, s);
+  kv_u64(b, "ndevices", s->ndevices, 1);
+  key(b, "devices");
+  http_buf_append(b, "[", 1);
+  uint32_t n = 0, last = 0, i = p->device ? 0 : p->after;
+  for (; i < s->ndevices && n < p->limit; i++) {
+    const device_metrics *m = &s->devices[i];
+    if (i % DEVICES_PER_SLICE == DEVICES_PER_SLICE - 1) tg_yield();
+    if (m->device == 0 || (p->device && !named(m, p->device))) continue;
+    if (n++) http_buf_append(b, ",", 1);
+    device_json(b, s, m);
+    last = m->device;
+  }
+  http_buf_append(b, "],", 2);
+  key(b, "next_after");
+  if (!p->device && i < s->ndevices)
+    http_buf_u64(b, last); /* a full page: there may be more */
+  else
+    http_buf_puts(b, "null");
+  http_buf_append(b, "}", 1);
 }
 
 /* The figures as the dashboard draws them: the stages of DESIGN.md's

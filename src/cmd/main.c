@@ -1,6 +1,7 @@
 /* main.c - the telegate command: `telegate demo`, `serve`, `devices` and
  * `credentials`. */
 #include "api.h"
+#include "api_tokens.h"
 #include "cli.h"
 #include "cli_credentials.h"
 #include "cli_demo.h"
@@ -46,23 +47,44 @@ static int cmd_demo(int argc, char **argv) {
   return status;
 }
 
+/* What serve's on_start hook needs for the HTTP side. */
+typedef struct http_side {
+  const serve_config *cfg;
+  api_tokens *tokens; /* NULL: no token configured */
+} http_side;
+
 /* serve's on_start hook: the HTTP side on the running pipeline. */
 static int attach_http(serve *s, void *arg, char *err, size_t errlen) {
-  const serve_config *c = arg;
+  const http_side *h = arg;
+  const serve_config *c = h->cfg;
   api_config a;
   api_config_defaults(&a);
   a.http.host = c->http_host;
   a.http.port = c->http_port;
   a.http.max_connections = c->http_max_connections;
+  a.http.max_per_client = c->http_max_per_client;
   a.http.max_header_bytes = (size_t)c->http_max_header_bytes;
   a.http.write_timeout_ms = c->http_write_timeout_ms;
+  a.http.header_timeout_ms = c->http_header_timeout_ms;
+  a.http.idle_timeout_ms = c->http_idle_timeout_ms;
+  a.allowed_hosts = c->http_allowed_hosts;
+  if (h->tokens) {
+    a.authorize = api_tokens_authorize;
+    a.authorize_ctx = h->tokens;
+  }
   int port = 0, r = api_serve_attach(s, &a, &port);
-  if (r == 0)
-    log_event(serve_log(s), "🌐", "http", 0, "http_listening", "Dashboard, API and /metrics on http://%s:%d/",
-              c->http_host, port);
-  else
+  if (r != 0) {
     snprintf(err, errlen, "cannot listen for HTTP on %s:%d: %s", c->http_host, c->http_port, tg_strerror(r));
-  return r;
+    return r;
+  }
+  log_event(serve_log(s), "🌐", "http", 0, "http_listening", "Dashboard, API and /metrics on http://%s:%d/%s",
+            c->http_host, port, h->tokens ? " (bearer tokens required)" : "");
+  if (!h->tokens && strcmp(c->http_host, "127.0.0.1") != 0 && strcmp(c->http_host, "localhost") != 0 &&
+      strcmp(c->http_host, "::1") != 0)
+    log_event(serve_log(s), "⚠️", "http", 0, "http_open",
+              "HTTP listens beyond this host without tokens: anyone who reaches it may read the API and "
+              "ask devices for health (--http-token-read, --http-token-admin)");
+  return 0;
 }
 
 static int cmd_serve(int argc, char **argv) {
@@ -71,16 +93,25 @@ static int cmd_serve(int argc, char **argv) {
   char err[256];
   int status = parse_outcome(&cli_serve, cli_parse_serve(argc, argv, &cfg, &strings, err, sizeof err), &cfg, err);
   cli_serve_reloader reloader = {argc, argv, cfg};
+  http_side http = {.cfg = &cfg};
+  if (status < 0 && (cfg.http_token_read || cfg.http_token_admin)) {
+    int r = api_tokens_load(&http.tokens, cfg.http_token_read, cfg.http_token_admin, err, sizeof err);
+    if (r != 0) {
+      fprintf(stderr, "telegate serve: %s\n", r == TG_ENOMEM ? tg_strerror(r) : err);
+      status = 1;
+    }
+  }
   if (status < 0) {
     cfg.handle_signals = 1;
     cfg.on_start = attach_http;
-    cfg.on_start_arg = &cfg;
+    cfg.on_start_arg = &http;
     cfg.on_reload = cli_serve_reload;
     cfg.on_reload_arg = &reloader;
     int r = serve_run(&cfg, NULL, err, sizeof err);
     if (r < 0) fprintf(stderr, "telegate serve: %s\n", err);
     status = r == 0 ? 0 : 1;
   }
+  api_tokens_free(http.tokens);
   cli_strings_free(&strings);
   return status;
 }

@@ -13,6 +13,9 @@ void serve_config_defaults(serve_config *c) {
   c->http_max_connections = 256;
   c->http_max_header_bytes = 8192;
   c->http_write_timeout_ms = 5000;
+  c->http_max_per_client = 16;
+  c->http_header_timeout_ms = 5000;
+  c->http_idle_timeout_ms = 5000;
   c->max_connections = 10000;
   c->max_line_bytes = PROTOCOL_LINE_MAX_DEFAULT;
   c->max_devices = 100000;

@@ -64,11 +64,17 @@ typedef struct serve_config {
   const char *summary_json; /* write the final figures here; NULL: none */
   int handle_signals; /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP reloads the credentials, calls on_reload */
   /* the HTTP side (api.h): clients, the dashboard, /metrics */
-  const char *http_host;     /* "127.0.0.1" */
-  int http_port;             /* 8080; 0: any free port */
-  int http_max_connections;  /* more get 503 (256) */
-  int http_max_header_bytes; /* request line and headers; more get 431 (8192) */
-  int http_write_timeout_ms; /* an HTTP client that stops reading is dropped (5000) */
+  const char *http_host;          /* "127.0.0.1" */
+  int http_port;                  /* 8080; 0: any free port */
+  int http_max_connections;       /* more get 503 (256) */
+  int http_max_header_bytes;      /* request line and headers; more get 431 (8192) */
+  int http_write_timeout_ms;      /* an HTTP client that stops reading is dropped (5000) */
+  int http_max_per_client;        /* HTTP connections per client address; more get 503 (16; 0: no limit) */
+  int http_header_timeout_ms;     /* a request's head must arrive within (5000; 408) */
+  int http_idle_timeout_ms;       /* an idle keep-alive connection is closed after (5000) */
+  const char *http_token_read;    /* a file of read tokens' SHA-256s; NULL: reads are open */
+  const char *http_token_admin;   /* a file of admin tokens' SHA-256s (health checks); NULL: none */
+  const char *http_allowed_hosts; /* Host names besides IP literals and localhost, comma-separated */
   /* Called once the pipeline runs and the listener is bound, from the
    * task that called serve_start: where the HTTP side starts its tasks
    * (serve_spawn). A nonzero return, with a one-line reason in err, stops

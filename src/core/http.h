@@ -160,8 +160,12 @@ typedef struct http_server_stats {
   uint64_t clients;                         /* client addresses holding connections now */
   uint64_t header_timeouts;                 /* 408s: a request's head came too slowly */
   uint64_t idle_closed;                     /* keep-alive connections closed after idle_timeout_ms */
-  uint64_t requests;                        /* complete requests handled */
-  uint64_t write_timeouts;                  /* peers dropped because they stopped reading */
+  /* The handler's refusals, counted by the api (api_server_stats); 0 here. */
+  uint64_t refused_host;   /* 421: a Host we do not answer to */
+  uint64_t refused_origin; /* 403: another origin */
+  uint64_t refused_token;  /* 401 or 403: no token, or not the right one */
+  uint64_t requests;       /* complete requests handled */
+  uint64_t write_timeouts; /* peers dropped because they stopped reading */
   uint64_t bytes_written;
   int nstatus;
   struct {
