@@ -28,6 +28,7 @@ void api_config_defaults(api_config *c) {
       .sse_retry_ms = 1000,
       .health_timeout_ms = 1000,
       .health_timeout_max_ms = 30000,
+      .sse_json_max_bytes = 64u << 20,
       .snapshot_page = 1000,
       .snapshot_page_max = 10000,
   };
@@ -404,18 +405,20 @@ int api_server_start(api_server **out, const api_config *cfg, const api_deps *de
   if (!cfg || !deps || !deps->subscribe || cfg->sse_keepalive_ms < 1 || cfg->sse_pipeline_ms < 0 ||
       cfg->sse_every_max_ms < 0 || cfg->sse_retry_ms < 0 || cfg->health_timeout_ms < 1 ||
       cfg->health_timeout_max_ms < cfg->health_timeout_ms || cfg->snapshot_page < 1 ||
-      cfg->snapshot_page_max < cfg->snapshot_page)
+      cfg->snapshot_page_max < cfg->snapshot_page || cfg->sse_json_max_bytes < 1)
     return TG_EINVAL;
   api_server *a = calloc(1, sizeof *a);
   if (!a) return TG_ENOMEM;
   a->cfg = *cfg;
   a->deps = *deps;
+  pthread_mutex_init(&a->json_lock, NULL);
   int r = deps->subscribe(deps->ctx, &a->latest, NULL);
   if (r == 0) {
     r = http_server_start(&a->http, &a->cfg.http, handle, a);
     if (r != 0) tg_watch_rx_drop(a->latest);
   }
   if (r != 0) {
+    pthread_mutex_destroy(&a->json_lock);
     free(a);
     return r;
   }
@@ -429,6 +432,8 @@ void api_server_stop(api_server *a) {
   if (!a) return;
   http_server_stop(a->http);
   tg_watch_rx_drop(a->latest);
+  sse_json_release(a);
+  pthread_mutex_destroy(&a->json_lock);
   free(a);
 }
 
@@ -451,6 +456,9 @@ void api_server_stats(const api_server *a, http_server_stats *http, stream_figur
         .skipped_stale = atomic_load_explicit(&m->skipped_stale, memory_order_relaxed),
         .coalesced = atomic_load_explicit(&m->coalesced, memory_order_relaxed),
         .dropped = atomic_load_explicit(&m->dropped, memory_order_relaxed),
+        .json_builds = atomic_load_explicit(&m->json_builds, memory_order_relaxed),
+        .json_bytes = atomic_load_explicit(&m->json_bytes, memory_order_relaxed),
+        .deferred = atomic_load_explicit(&m->deferred, memory_order_relaxed),
     };
   }
   for (int i = 0; health_requests && i < API_HEALTH_RESULTS; i++)

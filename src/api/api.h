@@ -97,6 +97,7 @@ typedef struct api_config {
   int sse_retry_ms;          /* the reconnection delay a stream asks of EventSource, 1000 */
   int health_timeout_ms;     /* the default ?timeout_ms=, 1000 */
   int health_timeout_max_ms; /* the largest accepted, 30000 */
+  size_t sse_json_max_bytes; /* serialized snapshots streams may hold at once (sse.h), 64 MiB */
   int snapshot_page;         /* devices per /api/snapshot page by default, 1000 */
   int snapshot_page_max;     /* the largest ?limit=, 10000 */
   /* Host names clients may use besides IP literals, "localhost" and

@@ -8,7 +8,17 @@
 #include "http_buf.h"
 #include "snapshot.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+
+/* One snapshot serialized once (api_json_snapshot) and shared by every
+ * stream that sends it; freed with its last reference. */
+typedef struct sse_json {
+  atomic_uint refs;
+  uint64_t version;
+  size_t len;
+  char data[];
+} sse_json;
 
 struct api_server {
   api_config cfg;
@@ -19,8 +29,19 @@ struct api_server {
    * and streams run on every worker */
   atomic_uint_fast64_t clients, streams, events, resyncs, lagged_messages, skipped_stale, coalesced, dropped;
   atomic_uint_fast64_t health_requests[API_HEALTH_RESULTS];
-  atomic_uint_fast64_t refused_host, refused_origin, refused_token; /* access_figures */
+  atomic_uint_fast64_t refused_host, refused_origin, refused_token; /* http_server_stats' */
+  /* The streams' serialized snapshots (sse.c). Invariant: json_bytes is
+   * the sum of the lengths of the sse_json alive; json_latest, when not
+   * NULL, is the newest built and holds one reference; at most one build
+   * runs at a time (json_building). */
+  pthread_mutex_t json_lock;
+  sse_json *json_latest;
+  int json_building;
+  atomic_uint_fast64_t json_bytes, json_builds, deferred;
 };
+
+/* Drops the api's reference to its cached serialized snapshot. */
+void sse_json_release(api_server *a);
 
 /* The snapshot as JSON, every device; it yields now and then (from a
  * task only). */

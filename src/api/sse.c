@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* A stream's state. Invariant: `seen` is the version of the newest
  * snapshot sent or pending; a broadcast message not newer is stale
@@ -12,15 +13,82 @@ typedef struct stream {
   api_server *a;
   http_conn *c;
   tg_broadcast_rx *updates;
-  http_buf out; /* the event being written */
+  http_buf out; /* the head of the event being written, or a whole small one */
   uint64_t seen;
-  system_snapshot *pending; /* with ?every=: the newest not yet sent */
+  system_snapshot *pending; /* the newest not sent yet: held by ?every=, or put off */
+  int pending_resync;       /* pending is a resync's: send it as one */
+  uint64_t pending_missed;  /* ... that missed this many */
   int64_t every_ns, pipeline_ns, keepalive_ns;
-  int64_t next_send; /* with ?every=: no snapshot event before */
+  int64_t next_send; /* no snapshot event before */
   int64_t next_pipeline, next_keepalive;
 } stream;
 
+enum { DEFER_MS = 50 }; /* a snapshot that cannot be serialized now is tried again after */
+
 static void count(atomic_uint_fast64_t *f, uint64_t n) { atomic_fetch_add_explicit(f, n, memory_order_relaxed); }
+
+/* ------------------------------------------------------------ shared JSON */
+
+static void json_unref(api_server *a, sse_json *j) {
+  if (!j || atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) != 1) return;
+  atomic_fetch_sub_explicit(&a->json_bytes, j->len, memory_order_relaxed);
+  free(j);
+}
+
+/* The serialization of s that every stream shares: a reference, or NULL
+ * when it cannot be had now - another is being built, the streams hold
+ * sse_json_max_bytes already, or memory ran out - and the caller tries
+ * again later. One build at a time and the limit bound what streams hold
+ * to sse_json_max_bytes plus one snapshot, whatever the number of
+ * streams or how slowly they read. */
+static sse_json *json_get(api_server *a, const system_snapshot *s) {
+  pthread_mutex_lock(&a->json_lock);
+  sse_json *j = a->json_latest;
+  if (j && j->version == s->version) {
+    atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&a->json_lock);
+    return j;
+  }
+  if (a->json_building || atomic_load_explicit(&a->json_bytes, memory_order_relaxed) >= a->cfg.sse_json_max_bytes) {
+    pthread_mutex_unlock(&a->json_lock);
+    count(&a->deferred, 1);
+    return NULL;
+  }
+  a->json_building = 1;
+  pthread_mutex_unlock(&a->json_lock);
+
+  http_buf b = {0};
+  api_json_snapshot(&b, s); /* yields now and then: the lock is not held */
+  j = http_buf_failed(&b) ? NULL : malloc(sizeof *j + b.len);
+  if (j) {
+    atomic_init(&j->refs, 1);
+    j->version = s->version;
+    j->len = b.len;
+    memcpy(j->data, b.data, b.len);
+    count(&a->json_bytes, b.len);
+    count(&a->json_builds, 1);
+  }
+  http_buf_free(&b);
+
+  sse_json *old = NULL;
+  pthread_mutex_lock(&a->json_lock);
+  a->json_building = 0;
+  if (j && (!a->json_latest || a->json_latest->version < j->version)) {
+    old = a->json_latest;
+    a->json_latest = j;
+    atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed); /* the cache's */
+  }
+  pthread_mutex_unlock(&a->json_lock);
+  json_unref(a, old);
+  return j;
+}
+
+void sse_json_release(api_server *a) {
+  json_unref(a, a->json_latest);
+  a->json_latest = NULL;
+}
+
+/* ------------------------------------------------------------ events */
 
 static int flush(stream *st) {
   int r = http_buf_failed(&st->out) ? TG_ENOMEM : http_conn_write(st->c, st->out.data, st->out.len);
@@ -30,13 +98,42 @@ static int flush(stream *st) {
   return r;
 }
 
-static int send_snapshot(stream *st, system_snapshot *s) {
-  http_buf_printf(&st->out, "event: snapshot\nid: %" PRIu64 "\ndata: ", s->version);
-  api_json_snapshot(&st->out, s);
-  http_buf_puts(&st->out, "\n\n");
-  count(&st->a->events, 1);
+/* Keeps s (a reference it takes) to be sent once the shared JSON can be
+ * had; an older pending one is replaced. */
+static void defer(stream *st, system_snapshot *s, int resync, uint64_t missed) {
+  if (st->pending && st->pending != s) snapshot_unref(st->pending);
+  st->pending = s;
+  st->pending_resync = resync;
+  st->pending_missed = missed;
+  st->next_send = tg_now() + TG_MS(DEFER_MS);
+}
+
+/* Sends s as a snapshot event, or as a resync that missed `missed`; puts
+ * it off (keeping the reference) when its JSON cannot be had now.
+ * Consumes the reference. */
+static int send_full(stream *st, system_snapshot *s, int resync, uint64_t missed) {
+  sse_json *j = json_get(st->a, s);
+  if (!j) {
+    defer(st, s, resync, missed);
+    return 0;
+  }
+  if (resync)
+    http_buf_printf(&st->out, "event: resync\nid: %" PRIu64 "\ndata: {\"missed\":%" PRIu64 ",\"snapshot\":", s->version,
+                    missed);
+  else
+    http_buf_printf(&st->out, "event: snapshot\nid: %" PRIu64 "\ndata: ", s->version);
+  snapshot_unref(s);
+  int r = flush(st);
+  if (r == 0) r = http_conn_write(st->c, j->data, j->len);
+  if (r == TG_ETIMEDOUT) count(&st->a->dropped, 1);
+  json_unref(st->a, j);
+  if (r == 0) {
+    http_buf_puts(&st->out, resync ? "}\n\n" : "\n\n");
+    r = flush(st);
+  }
+  count(resync ? &st->a->resyncs : &st->a->events, 1);
   st->next_send = tg_now() + st->every_ns;
-  return flush(st);
+  return r;
 }
 
 /* The client fell behind the ring: the full current snapshot instead of
@@ -48,15 +145,8 @@ static int resync(stream *st, uint64_t missed) {
     st->pending = NULL;
   }
   if (s->version > st->seen) st->seen = s->version;
-  http_buf_printf(&st->out, "event: resync\nid: %" PRIu64 "\ndata: {\"missed\":%" PRIu64 ",\"snapshot\":", s->version,
-                  missed);
-  api_json_snapshot(&st->out, s);
-  http_buf_puts(&st->out, "}\n\n");
-  snapshot_unref(s);
-  count(&st->a->resyncs, 1);
   count(&st->a->lagged_messages, missed);
-  st->next_send = tg_now() + st->every_ns;
-  return flush(st);
+  return send_full(st, s, 1, missed);
 }
 
 static int send_pipeline(stream *st) {
@@ -76,25 +166,21 @@ static int on_update(stream *st, system_snapshot *s) {
     return 0;
   }
   st->seen = s->version;
-  if (st->every_ns == 0) {
-    int r = send_snapshot(st, s);
-    snapshot_unref(s);
-    return r;
-  }
   if (st->pending) {
     count(&st->a->coalesced, 1);
     snapshot_unref(st->pending);
+    st->pending = NULL; /* a pending resync's missed count is superseded by a newer full snapshot */
   }
+  if (st->every_ns == 0 && tg_now() >= st->next_send) return send_full(st, s, 0, 0);
   st->pending = s;
+  st->pending_resync = 0;
   return 0;
 }
 
 static int send_pending(stream *st) {
   system_snapshot *s = st->pending;
   st->pending = NULL;
-  int r = send_snapshot(st, s);
-  snapshot_unref(s);
-  return r;
+  return send_full(st, s, st->pending_resync, st->pending_missed);
 }
 
 static int64_t earliest(const stream *st) {
@@ -192,8 +278,8 @@ void sse_serve(api_server *a, http_conn *c, const http_request *req) {
   system_snapshot *first = api_latest(a);
   st.seen = first->version;
   http_buf_printf(&st.out, "retry: %d\n\n", a->cfg.sse_retry_ms);
-  r = send_snapshot(&st, first);
-  snapshot_unref(first);
+  r = flush(&st);
+  if (r == 0) r = send_full(&st, first, 0, 0);
   if (r == 0 && st.pipeline_ns) r = send_pipeline(&st);
   if (r == 0) run(&st);
 

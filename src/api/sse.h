@@ -20,9 +20,17 @@
  * Bounds: the broadcast never waits for a stream, so neither the
  * aggregator nor other clients wait for a slow one; what a stream keeps is
  * its place in the ring (which overwrites, and then the stream resyncs),
- * one pending snapshot, and the bytes of one event being written. Every
- * write has the server's write deadline: a client that stops reading is
- * dropped when it passes.
+ * one pending snapshot, and the small head of the event being written.
+ * The JSON of a snapshot is built once per version and shared by every
+ * stream that sends it (sse_json, reference-counted): however many
+ * streams there are and however slowly they read, they hold at most
+ * sse_json_max_bytes of it plus one snapshot's. An event whose JSON
+ * cannot be had at once (another stream is building it, or the limit is
+ * reached while slow readers hold older ones) is put off and tried again
+ * a little later, newer snapshots replacing it meanwhile. Building yields
+ * every few hundred devices, so a big fleet's JSON never holds a worker
+ * long. Every write has the server's write deadline: a client that stops
+ * reading is dropped when it passes, and its references go with it.
  *
  * The stream ends when the client closes, when a write fails, when the
  * server stops (its token) or when the pipeline has ended (the watch

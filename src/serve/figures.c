@@ -268,6 +268,13 @@ static const figure_def stream_rows[] = {
      ST(skipped_stale), .api = "sse.skipped_stale"},
     {"sse_coalesced", COUNTER, .help = "Snapshots replaced by a newer one within a stream's ?every= period.",
      ST(coalesced), .api = "sse.coalesced"},
+    {"sse_json_builds", COUNTER, .help = "Snapshots serialized for streams: once per version, shared by every stream.",
+     ST(json_builds), .api = "sse.json_builds"},
+    {"sse_json_bytes", GAUGE, .unit = FIGURE_BYTES,
+     .help = "Bytes of serialized snapshots that streams hold now (bounded by the api's sse_json_max_bytes).",
+     ST(json_bytes), .api = "sse.json_bytes"},
+    {"sse_deferred", COUNTER, .help = "Stream events put off because serialized snapshots held their memory limit.",
+     ST(deferred), .api = "sse.deferred"},
     {"sse_dropped", COUNTER, .help = "Streams ended because the client stopped reading.", ST(dropped),
      .api = "sse.dropped"},
 };

@@ -26,6 +26,9 @@ typedef struct stream_figures {
   uint64_t skipped_stale;   /* backlog messages skipped after a resync */
   uint64_t coalesced;       /* snapshots replaced by a newer one within ?every= */
   uint64_t dropped;         /* streams ended because the client stopped reading */
+  uint64_t json_builds;     /* snapshots serialized for streams (once per version, shared) */
+  uint64_t json_bytes;      /* bytes of serialized snapshots held by streams now */
+  uint64_t deferred;        /* events put off because json_bytes was at its limit */
 } stream_figures;
 
 /* On-demand health checks over HTTP, by answer. */
