@@ -317,12 +317,13 @@ static int receive_request(http_conn *c) {
     tg_case cs[2] = {tg_cancel_case(c->srv->cancel), tg_tcp_recv_case(c->sock, &view)};
     int w = tg_select(cs, 2, until);
     if (w == 0) return TG_ECANCELED;
-    if (w == TG_ETIMEDOUT && (c->started || c->first)) {
+    if (w == TG_ETIMEDOUT && c->started) {
       if (!c->head_done) atomic_fetch_add_explicit(&c->srv->header_timeouts, 1, memory_order_relaxed);
       fail(c, 408);
       return 1;
     }
-    if (w == TG_ETIMEDOUT) atomic_fetch_add_explicit(&c->srv->idle_closed, 1, memory_order_relaxed);
+    if (w == TG_ETIMEDOUT) /* not a byte of a request: closed quietly */
+      atomic_fetch_add_explicit(&c->srv->idle_closed, 1, memory_order_relaxed);
     if (w < 0) return w;
     if (cs[1].result != 0) return cs[1].result; /* TG_EOF, -ECONNRESET, ... */
     size_t n = feed(c, view.data, view.len);

@@ -159,7 +159,7 @@ typedef struct http_server_stats {
   uint64_t connections_rejected_per_client; /* over max_per_client */
   uint64_t clients;                         /* client addresses holding connections now */
   uint64_t header_timeouts;                 /* 408s: a request's head came too slowly */
-  uint64_t idle_closed;                     /* keep-alive connections closed after idle_timeout_ms */
+  uint64_t idle_closed;                     /* connections closed before a byte of a request: idle or silent too long */
   /* The handler's refusals, counted by the api (api_server_stats); 0 here. */
   uint64_t refused_host;   /* 421: a Host we do not answer to */
   uint64_t refused_origin; /* 403: another origin */
