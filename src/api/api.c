@@ -31,6 +31,7 @@ void api_config_defaults(api_config *c) {
       .sse_json_max_bytes = 64u << 20,
       .snapshot_page = 1000,
       .snapshot_page_max = 10000,
+      .snapshot_builders = 2,
   };
   http_config_defaults(&c->http);
 }
@@ -92,10 +93,15 @@ static void get_snapshot(api_server *a, http_conn *c, const http_request *req) {
     return;
   }
   if (dn > 0) page.device = device;
+  if (tg_semaphore_acquire_dl(a->builders, 1, tg_deadline_in(TG_SEC(5))) != 0) {
+    send_error(c, 503, "too many snapshot requests at once; try again", NULL, NO_STORE "Retry-After: 1\r\n");
+    return;
+  }
   system_snapshot *s = api_latest(a);
   http_buf b = {0};
   api_json_snapshot_page(&b, s, &page);
   snapshot_unref(s);
+  tg_semaphore_release(a->builders, 1);
   if (b.len) b.len--; /* the closing brace: the figures go inside */
   http_buf_puts(&b, ",\"pipeline\":");
   api_json_pipeline(&b, a);
@@ -405,19 +411,26 @@ int api_server_start(api_server **out, const api_config *cfg, const api_deps *de
   if (!cfg || !deps || !deps->subscribe || cfg->sse_keepalive_ms < 1 || cfg->sse_pipeline_ms < 0 ||
       cfg->sse_every_max_ms < 0 || cfg->sse_retry_ms < 0 || cfg->health_timeout_ms < 1 ||
       cfg->health_timeout_max_ms < cfg->health_timeout_ms || cfg->snapshot_page < 1 ||
-      cfg->snapshot_page_max < cfg->snapshot_page || cfg->sse_json_max_bytes < 1)
+      cfg->snapshot_page_max < cfg->snapshot_page || cfg->sse_json_max_bytes < 1 || cfg->snapshot_builders < 1)
     return TG_EINVAL;
   api_server *a = calloc(1, sizeof *a);
   if (!a) return TG_ENOMEM;
   a->cfg = *cfg;
   a->deps = *deps;
   pthread_mutex_init(&a->json_lock, NULL);
-  int r = deps->subscribe(deps->ctx, &a->latest, NULL);
+  int r = tg_semaphore_new(&a->builders, (uint64_t)cfg->snapshot_builders, "snapshot-builders");
+  if (r != 0) {
+    pthread_mutex_destroy(&a->json_lock);
+    free(a);
+    return r;
+  }
+  r = deps->subscribe(deps->ctx, &a->latest, NULL);
   if (r == 0) {
     r = http_server_start(&a->http, &a->cfg.http, handle, a);
     if (r != 0) tg_watch_rx_drop(a->latest);
   }
   if (r != 0) {
+    tg_semaphore_free(a->builders);
     pthread_mutex_destroy(&a->json_lock);
     free(a);
     return r;
@@ -433,6 +446,7 @@ void api_server_stop(api_server *a) {
   http_server_stop(a->http);
   tg_watch_rx_drop(a->latest);
   sse_json_release(a);
+  tg_semaphore_free(a->builders);
   pthread_mutex_destroy(&a->json_lock);
   free(a);
 }

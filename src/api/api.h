@@ -24,6 +24,12 @@
  * HEAD works wherever GET does; other methods get 405 with Allow, other
  * paths 404, bad parameters 400; errors are JSON {"error":..,"status":..}.
  *
+ * Cost: a snapshot page is built by at most snapshot_builders requests
+ * at once, and stream JSON by one (sse.h); building yields every few
+ * hundred devices. The others wait without running, so however many
+ * clients ask, the workers the devices share see at most a few short
+ * slices of HTTP work between their turns.
+ *
  * Before routing, every request passes two checks against DNS rebinding
  * and pages of other sites: its Host must name us - an IP literal,
  * "localhost", cfg.http.host or one of cfg.allowed_hosts - or it gets 421;
@@ -100,6 +106,7 @@ typedef struct api_config {
   size_t sse_json_max_bytes; /* serialized snapshots streams may hold at once (sse.h), 64 MiB */
   int snapshot_page;         /* devices per /api/snapshot page by default, 1000 */
   int snapshot_page_max;     /* the largest ?limit=, 10000 */
+  int snapshot_builders;     /* snapshot pages built at once; more requests wait (up to 5 s, then 503), 2 */
   /* Host names clients may use besides IP literals, "localhost" and
    * http.host: comma-separated ("gw.example.org,gw"); NULL: none. */
   const char *allowed_hosts;

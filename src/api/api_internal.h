@@ -17,14 +17,15 @@ typedef struct sse_json {
   atomic_uint refs;
   uint64_t version;
   size_t len;
-  char data[];
+  char *data; /* the buffer it was written into, kept as it is */
 } sse_json;
 
 struct api_server {
   api_config cfg;
   api_deps deps;
   http_server *http;
-  tg_watch_rx *latest; /* ours, never marked seen: requests clone it */
+  tg_watch_rx *latest;    /* ours, never marked seen: requests clone it */
+  tg_semaphore *builders; /* snapshot_builders permits */
   /* stream_figures and on-demand health results, as atomics: requests
    * and streams run on every worker */
   atomic_uint_fast64_t clients, streams, events, resyncs, lagged_messages, skipped_stale, coalesced, dropped;

@@ -23,7 +23,10 @@ typedef struct stream {
   int64_t next_pipeline, next_keepalive;
 } stream;
 
-enum { DEFER_MS = 50 }; /* a snapshot that cannot be serialized now is tried again after */
+enum {
+  DEFER_MS = 50,           /* a snapshot that cannot be serialized now is tried again after */
+  DEVICE_JSON_BYTES = 160, /* about what a device takes in a snapshot's JSON */
+};
 
 static void count(atomic_uint_fast64_t *f, uint64_t n) { atomic_fetch_add_explicit(f, n, memory_order_relaxed); }
 
@@ -32,6 +35,7 @@ static void count(atomic_uint_fast64_t *f, uint64_t n) { atomic_fetch_add_explic
 static void json_unref(api_server *a, sse_json *j) {
   if (!j || atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) != 1) return;
   atomic_fetch_sub_explicit(&a->json_bytes, j->len, memory_order_relaxed);
+  free(j->data);
   free(j);
 }
 
@@ -58,14 +62,16 @@ static sse_json *json_get(api_server *a, const system_snapshot *s) {
   pthread_mutex_unlock(&a->json_lock);
 
   http_buf b = {0};
-  api_json_snapshot(&b, s); /* yields now and then: the lock is not held */
-  j = http_buf_failed(&b) ? NULL : malloc(sizeof *j + b.len);
+  http_buf_reserve(&b, (size_t)s->ndevices * DEVICE_JSON_BYTES + 256); /* one allocation, no copies growing it */
+  api_json_snapshot(&b, s);                                            /* yields now and then: the lock is not held */
+  j = http_buf_failed(&b) ? NULL : malloc(sizeof *j);
   if (j) {
     atomic_init(&j->refs, 1);
     j->version = s->version;
     j->len = b.len;
-    memcpy(j->data, b.data, b.len);
-    count(&a->json_bytes, b.len);
+    j->data = b.data; /* taken over */
+    b = (http_buf){0};
+    count(&a->json_bytes, j->len);
     count(&a->json_builds, 1);
   }
   http_buf_free(&b);

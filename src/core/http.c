@@ -19,7 +19,8 @@ enum {
   RECV_BUFFER = 16 * 1024, /* per connection; requests are small */
   LINGER_MS = 1000,        /* after an error answer, how long unread input is drained */
   LINGER_BYTES = 256 * 1024,
-  REJECT_MS = 50, /* a rejected connection's request is read for this long */
+  REJECT_MS = 50,          /* a rejected connection's request is read for this long */
+  WRITE_PIECE = 64 * 1024, /* the most a write hands the socket at once: see write_all */
 };
 
 #define COUNT_STATUS(code) code,
@@ -91,6 +92,7 @@ void http_config_defaults(http_config *c) {
       .request_timeout_ms = 10000,
       .write_timeout_ms = 5000,
       .shutdown_grace_ms = 2000,
+      .send_buffer = 128 * 1024,
   };
 }
 
@@ -337,13 +339,24 @@ static int receive_request(http_conn *c) {
 
 /* ------------------------------------------------------------ answering */
 
+/* Writes in pieces of at most WRITE_PIECE bytes under one deadline: what
+ * the kernel does not take at once, tg_tcp_write copies, and a piece
+ * bounds that copy - a big shared document (sse.h) sent to a peer that
+ * reads slowly must not cost a copy of itself per peer. */
 static int write_all(http_conn *c, const void *data, size_t len) {
   if (c->write_failed) return TG_ECLOSED;
-  int r = tg_tcp_write_dl(c->sock, data, len, tg_deadline_in(TG_MS(c->srv->cfg.write_timeout_ms)));
-  if (r == 0) {
-    atomic_fetch_add_explicit(&c->srv->bytes_written, len, memory_order_relaxed);
-    return 0;
+  int64_t deadline = tg_deadline_in(TG_MS(c->srv->cfg.write_timeout_ms));
+  const char *p = data;
+  int r = 0;
+  for (size_t done = 0; r == 0 && done < len;) {
+    size_t n = len - done < WRITE_PIECE ? len - done : WRITE_PIECE;
+    r = tg_tcp_write_dl(c->sock, p + done, n, deadline);
+    if (r == 0) {
+      done += n;
+      atomic_fetch_add_explicit(&c->srv->bytes_written, n, memory_order_relaxed);
+    }
   }
+  if (r == 0) return 0;
   if (r == TG_ETIMEDOUT) atomic_fetch_add_explicit(&c->srv->write_timeouts, 1, memory_order_relaxed);
   c->write_failed = 1;
   c->close_after = 1;

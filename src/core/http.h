@@ -55,7 +55,8 @@ typedef struct http_config {
   int request_timeout_ms;  /* a started request must be complete by then, default 10000 (408) */
   int write_timeout_ms;    /* every write, default 5000; then the peer is dropped */
   int shutdown_grace_ms;   /* stop: connections left after this are aborted, default 2000 */
-  int send_buffer;         /* SO_SNDBUF of each connection in bytes; 0: the kernel's (autotuned) */
+  int send_buffer;         /* SO_SNDBUF of each connection, default 128 KiB (the kernel doubles it); 0: the
+                              kernel's, autotuned up to MBs: what a client that never reads costs */
   tg_cancel *shutdown;     /* optional: firing it stops the server as http_server_stop does */
 } http_config;
 

@@ -40,6 +40,8 @@ static int reserve(http_buf *b, size_t n) {
   return 0;
 }
 
+void http_buf_reserve(http_buf *b, size_t n) { reserve(b, n); }
+
 void http_buf_append(http_buf *b, const void *p, size_t n) {
   if (reserve(b, n) != 0) return;
   if (n) memcpy(b->data + b->len, p, n);

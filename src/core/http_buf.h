@@ -21,6 +21,10 @@ void http_buf_free(http_buf *b);
 /* Empties the buffer, keeping its memory. */
 void http_buf_reset(http_buf *b);
 
+/* Makes room for n more bytes at once, so a writer that knows about how
+ * much it will write grows the buffer once rather than by doubling. */
+void http_buf_reserve(http_buf *b, size_t n);
+
 void http_buf_append(http_buf *b, const void *p, size_t n);
 void http_buf_puts(http_buf *b, const char *s);
 void http_buf_printf(http_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
