@@ -10,6 +10,16 @@ const STREAM = "/api/stream?every=250&pipeline_ms=500";
 const SPARK_POINTS = 60;
 const ACTIVE_MS = 3000;
 
+// A bearer token, when the gateway wants one (--http-token-read): from
+// the address's #token=..., else asked for once; kept for this tab only,
+// and taken out of the address so that it is not bookmarked or shared.
+let token = new URLSearchParams(location.hash.slice(1)).get("token") || sessionStorage.getItem("telegate-token");
+if (token) sessionStorage.setItem("telegate-token", token);
+if (location.hash.includes("token=")) history.replaceState(null, "", location.pathname + location.search);
+const authHeaders = () => (token ? { Authorization: `Bearer ${token}` } : {});
+// EventSource cannot send headers: the stream takes the token in its URL.
+const withToken = (url) => (token ? `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}` : url);
+
 const $ = (id) => document.getElementById(id);
 const num = new Intl.NumberFormat("en-US");
 const n = (v) => (v === null || v === undefined ? "–" : num.format(v));
@@ -291,7 +301,8 @@ function healthCell(td, d) {
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const r = await fetch(`/api/devices/${encodeURIComponent(d.name)}/health?timeout_ms=1000`);
+      const r = await fetch(`/api/devices/${encodeURIComponent(d.name)}/health?timeout_ms=1000`,
+        { headers: authHeaders() });
       const j = await r.json();
       state.health.set(d.name, { result: j.result || "error", latency_ms: j.latency_ms });
     } catch (e) {
@@ -409,7 +420,12 @@ function setConn(kind, text) {
 
 async function first() {
   try {
-    const r = await fetch("/api/snapshot", { cache: "no-store" });
+    let r = await fetch("/api/snapshot", { cache: "no-store", headers: authHeaders() });
+    if (r.status === 401) {
+      token = prompt("This gateway wants a bearer token (--http-token-read):");
+      if (token) sessionStorage.setItem("telegate-token", token);
+      r = await fetch("/api/snapshot", { cache: "no-store", headers: authHeaders() });
+    }
     const s = await r.json();
     drawFigures(s.pipeline);
     drawSnapshot(s);
@@ -419,7 +435,7 @@ async function first() {
 }
 
 function follow() {
-  const es = new EventSource(STREAM);
+  const es = new EventSource(withToken(STREAM));
   es.onopen = () => setConn("live", "live");
   es.onerror = () => setConn(es.readyState === EventSource.CLOSED ? "down" : "wait", "reconnecting…");
   es.addEventListener("snapshot", (e) => {
