@@ -424,6 +424,139 @@ static void *never_reads_body(void *arg) {
 START_TEST(test_http_stream_never_reads_bounded) { tg_test_run(2, 0, never_reads_body, NULL); }
 END_TEST
 
+/* ------------------------------------------------------------ deltas */
+
+/* The aggregator's step for one device only: its last reading is now. */
+static uint64_t publish_one(fixture *f, uint32_t device) {
+  f->version++;
+  int64_t at = (int64_t)f->version * 10;
+  device_metrics *m = &f->devices[device - 1];
+  m->count++;
+  m->last_seq = m->count;
+  m->last_seen_ms = at;
+  system_snapshot *s = snapshot_new(&f->counters, f->version, at, f->version, f->devices, f->ndevices);
+  ck_assert_ptr_nonnull(s);
+  snapshot_ref(s);
+  tg_watch_send(f->latest, &s);
+  if (tg_broadcast_send(f->updates, &s, NULL) != 0) snapshot_unref(s);
+  return f->version;
+}
+
+typedef struct event_log {
+  int n;
+  struct {
+    char kind[16];
+    uint64_t id;
+    cJSON *data;
+  } ev[16];
+} event_log;
+
+static void log_event_of(void *arg, sse_event *e) {
+  event_log *l = arg;
+  if (strcmp(e->event, "pipeline") == 0) return;
+  ck_assert_int_lt(l->n, 16);
+  snprintf(l->ev[l->n].kind, sizeof l->ev[l->n].kind, "%s", e->event);
+  l->ev[l->n].id = e->id;
+  l->ev[l->n].data = cJSON_Parse(e->data);
+  ck_assert_ptr_nonnull(l->ev[l->n].data);
+  l->n++;
+}
+
+/* Reads the stream until the log holds n events (within 10 s). */
+static void read_events(client *c, sse_reader *rd, int *head_done, event_log *l, int n) {
+  int64_t deadline = tg_deadline_in(TG_SEC(10));
+  while (l->n < n) {
+    const char *data;
+    size_t len;
+    ck_assert_int_eq(tg_tcp_recv_dl(c->sock, &data, &len, deadline), 0);
+    http_buf_append(&rd->pending, data, len);
+    tg_tcp_consume(c->sock, len);
+    if (!*head_done) {
+      char *end = strstr(rd->pending.data, "\r\n\r\n");
+      if (!end) continue;
+      size_t used = (size_t)(end + 4 - rd->pending.data);
+      memmove(rd->pending.data, end + 4, rd->pending.len - used + 1);
+      rd->pending.len -= used;
+      *head_done = 1;
+    }
+    sse_parse(rd, log_event_of, l);
+  }
+}
+
+/* The devices of an event by id: count each, into counts[id]. */
+static void apply(const cJSON *snapshot, uint64_t *counts) {
+  const cJSON *d;
+  cJSON_ArrayForEach(d, cJSON_GetObjectItem(snapshot, "devices")) counts[int_of(d, "id")] =
+      (uint64_t)int_of(d, "count");
+}
+
+/* ?deltas=1: a whole snapshot first, then only the devices read since
+ * the last event (based on it), and a whole one again once
+ * sse_full_every_ms passed; what the client builds from them is the
+ * snapshot. */
+static void *deltas_body(void *arg) {
+  (void)arg;
+  fixture f;
+  fx_init(&f, 16, 6);
+  f.cfg.sse_full_every_ms = 400;
+  fx_start(&f);
+  client c;
+  cl_connect(&c, f.port);
+  cl_send(&c, GET("/api/stream?deltas=1"));
+  sse_reader rd = {0};
+  event_log l = {0};
+  int head_done = 0;
+  uint64_t counts[8] = {0};
+  read_events(&c, &rd, &head_done, &l, 1);
+  ck_assert_str_eq(l.ev[0].kind, "snapshot");
+  int64_t full_at = tg_now();
+  apply(l.ev[0].data, counts);
+
+  fx_publish(&f); /* every device */
+  read_events(&c, &rd, &head_done, &l, 2);
+  publish_one(&f, 3);
+  read_events(&c, &rd, &head_done, &l, 3);
+  publish_one(&f, 5);
+  read_events(&c, &rd, &head_done, &l, 4);
+  int deltas_seen = 0;
+  for (int i = 1; i < 4; i++) {
+    if (strcmp(l.ev[i].kind, "snapshot") == 0) continue; /* only when 400 ms passed on a slow machine */
+    ck_assert_str_eq(l.ev[i].kind, "delta");
+    ck_assert_uint_eq((uint64_t)int_of(l.ev[i].data, "base"), l.ev[i - 1].id);
+    ck_assert_int_eq(int_of(l.ev[i].data, "ndevices"), 6);
+    deltas_seen++;
+    apply(l.ev[i].data, counts);
+  }
+  if (tg_now() - full_at < TG_MS(400)) {
+    /* a delta holds the devices read at or after its base's time: after
+     * v2 (at 20, device 3), v3 (at 30) holds 3 and 5, not those last read
+     * at 10 */
+    ck_assert_int_eq(deltas_seen, 3);
+    const cJSON *v3 = cJSON_GetObjectItem(l.ev[3].data, "devices");
+    ck_assert_int_eq(cJSON_GetArraySize(v3), 2);
+    ck_assert_int_eq(int_of(cJSON_GetArrayItem(v3, 0), "id"), 3);
+    ck_assert_int_eq(int_of(cJSON_GetArrayItem(v3, 1), "id"), 5);
+  }
+  for (uint32_t id = 1; id <= 6; id++) ck_assert_uint_eq(counts[id], f.devices[id - 1].count);
+
+  /* a whole snapshot again once sse_full_every_ms passed */
+  tg_sleep(TG_MS(450));
+  publish_one(&f, 2);
+  read_events(&c, &rd, &head_done, &l, 5);
+  ck_assert_str_eq(l.ev[4].kind, "snapshot");
+  ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(l.ev[4].data, "devices")), 6);
+  ck_assert_uint_ge(streams_of(&f).deltas, 1);
+  for (int i = 0; i < l.n; i++) cJSON_Delete(l.ev[i].data);
+  http_buf_free(&rd.pending);
+  cl_close(&c);
+  expect_status(&f, GET("/api/stream?deltas=2"), 400);
+  fx_stop(&f);
+  return NULL;
+}
+
+START_TEST(test_http_stream_deltas) { tg_test_run(1, 0, deltas_body, NULL); }
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("http-security");
   tg_test_add(s, "slowloris_other_client_served", test_http_slowloris_other_client_served, 60);
@@ -432,5 +565,6 @@ int main(void) {
   tg_test_add(s, "tokens", test_http_tokens, 30);
   tg_test_add(s, "snapshot_paging", test_http_snapshot_paging, 30);
   tg_test_add(s, "stream_never_reads_bounded", test_http_stream_never_reads_bounded, 120);
+  tg_test_add(s, "stream_deltas", test_http_stream_deltas, 30);
   return tg_test_main(s);
 }

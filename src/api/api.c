@@ -29,6 +29,7 @@ void api_config_defaults(api_config *c) {
       .health_timeout_ms = 1000,
       .health_timeout_max_ms = 30000,
       .sse_json_max_bytes = 64u << 20,
+      .sse_full_every_ms = 30000,
       .snapshot_page = 1000,
       .snapshot_page_max = 10000,
       .snapshot_builders = 2,
@@ -74,9 +75,10 @@ static int param_u32(const http_request *req, const char *name, uint32_t min, ui
   char v[16];
   int n = http_query_param(req->query, name, v, sizeof v);
   if (n == -1) return 0;
+  if (n <= 0 || v[0] < '0' || v[0] > '9') return -1; /* strtoul would take "-1" or " 1" */
   char *end;
-  unsigned long x = n > 0 && v[0] >= '0' && v[0] <= '9' ? strtoul(v, &end, 10) : 0;
-  if (n <= 0 || *end || x < min || x > max) return -1;
+  unsigned long x = strtoul(v, &end, 10);
+  if (*end || x < min || x > max) return -1;
   *out = (uint32_t)x;
   return 0;
 }
@@ -411,7 +413,8 @@ int api_server_start(api_server **out, const api_config *cfg, const api_deps *de
   if (!cfg || !deps || !deps->subscribe || cfg->sse_keepalive_ms < 1 || cfg->sse_pipeline_ms < 0 ||
       cfg->sse_every_max_ms < 0 || cfg->sse_retry_ms < 0 || cfg->health_timeout_ms < 1 ||
       cfg->health_timeout_max_ms < cfg->health_timeout_ms || cfg->snapshot_page < 1 ||
-      cfg->snapshot_page_max < cfg->snapshot_page || cfg->sse_json_max_bytes < 1 || cfg->snapshot_builders < 1)
+      cfg->snapshot_page_max < cfg->snapshot_page || cfg->sse_json_max_bytes < 1 || cfg->snapshot_builders < 1 ||
+      cfg->sse_full_every_ms < 0)
     return TG_EINVAL;
   api_server *a = calloc(1, sizeof *a);
   if (!a) return TG_ENOMEM;
@@ -473,6 +476,7 @@ void api_server_stats(const api_server *a, http_server_stats *http, stream_figur
         .json_builds = atomic_load_explicit(&m->json_builds, memory_order_relaxed),
         .json_bytes = atomic_load_explicit(&m->json_bytes, memory_order_relaxed),
         .deferred = atomic_load_explicit(&m->deferred, memory_order_relaxed),
+        .deltas = atomic_load_explicit(&m->deltas, memory_order_relaxed),
     };
   }
   for (int i = 0; health_requests && i < API_HEALTH_RESULTS; i++)

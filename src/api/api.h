@@ -8,7 +8,8 @@
  *                                  snapshot_page, at most snapshot_page_max),
  *                                  those with an index above after, or the one
  *                                  named device; "next_after" continues
- *   GET /api/stream[?every=MS]     Server-Sent Events: see sse.h
+ *   GET /api/stream[?every=MS&deltas=1]
+ *                                  Server-Sent Events: see sse.h
  *   GET /api/pipeline              the pipeline's figures alone
  *   GET /api/devices/{id}/health[?timeout_ms=N]
  *                                  an on-demand health check: 200 with the
@@ -104,6 +105,7 @@ typedef struct api_config {
   int health_timeout_ms;     /* the default ?timeout_ms=, 1000 */
   int health_timeout_max_ms; /* the largest accepted, 30000 */
   size_t sse_json_max_bytes; /* serialized snapshots streams may hold at once (sse.h), 64 MiB */
+  int sse_full_every_ms;     /* a ?deltas=1 stream gets a whole snapshot this often, 30000 */
   int snapshot_page;         /* devices per /api/snapshot page by default, 1000 */
   int snapshot_page_max;     /* the largest ?limit=, 10000 */
   int snapshot_builders;     /* snapshot pages built at once; more requests wait (up to 5 s, then 503), 2 */

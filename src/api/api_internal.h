@@ -11,11 +11,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#define SSE_FULL UINT64_MAX
+
 /* One snapshot serialized once (api_json_snapshot) and shared by every
  * stream that sends it; freed with its last reference. */
 typedef struct sse_json {
   atomic_uint refs;
   uint64_t version;
+  uint64_t base; /* a delta's base version; SSE_FULL for a whole snapshot */
   size_t len;
   char *data; /* the buffer it was written into, kept as it is */
 } sse_json;
@@ -32,13 +35,14 @@ struct api_server {
   atomic_uint_fast64_t health_requests[API_HEALTH_RESULTS];
   atomic_uint_fast64_t refused_host, refused_origin, refused_token; /* http_server_stats' */
   /* The streams' serialized snapshots (sse.c). Invariant: json_bytes is
-   * the sum of the lengths of the sse_json alive; json_latest, when not
-   * NULL, is the newest built and holds one reference; at most one build
+   * the sum of the lengths of the sse_json alive; json_latest and
+   * json_delta, when not NULL, are the newest whole snapshot and the
+   * newest delta built, each holding one reference; at most one build
    * runs at a time (json_building). */
   pthread_mutex_t json_lock;
-  sse_json *json_latest;
+  sse_json *json_latest, *json_delta;
   int json_building;
-  atomic_uint_fast64_t json_bytes, json_builds, deferred;
+  atomic_uint_fast64_t json_bytes, json_builds, deferred, deltas;
 };
 
 /* Drops the api's reference to its cached serialized snapshot. */
@@ -47,6 +51,14 @@ void sse_json_release(api_server *a);
 /* The snapshot as JSON, every device; it yields now and then (from a
  * task only). */
 void api_json_snapshot(http_buf *b, const system_snapshot *s);
+
+/* The changes of s since its base, as JSON: the summary, "base", 
+ * "ndevices" and the devices whose last reading is at or after the
+ * base's at_ms (a reading after a snapshot was built is stamped no
+ * earlier than it) or whose slot is new since the base. Yields now and
+ * then (from a task only). */
+void api_json_delta(http_buf *b, const system_snapshot *s, uint64_t base_version, int64_t base_at_ms,
+                    uint32_t base_ndevices);
 
 /* Which devices a page of /api/snapshot holds. */
 typedef struct api_page {

@@ -88,6 +88,25 @@ void api_json_snapshot(http_buf *b, const system_snapshot *s) {
   http_buf_append(b, "]}", 2);
 }
 
+void api_json_delta(http_buf *b, const system_snapshot *s, uint64_t base_version, int64_t base_at_ms,
+                    uint32_t base_ndevices) {
+  summary_json(b, s);
+  kv_u64(b, "base", base_version, 1);
+  kv_u64(b, "ndevices", s->ndevices, 1);
+  key(b, "devices");
+  http_buf_append(b, "[", 1);
+  int first = 1;
+  for (uint32_t i = 0; i < s->ndevices; i++) {
+    const device_metrics *m = &s->devices[i];
+    if (i % DEVICES_PER_SLICE == DEVICES_PER_SLICE - 1) pause_for_io();
+    if (m->device == 0 || (i < base_ndevices && m->last_seen_ms < base_at_ms)) continue;
+    if (!first) http_buf_append(b, ",", 1);
+    first = 0;
+    device_json(b, s, m);
+  }
+  http_buf_append(b, "]}", 2);
+}
+
 static int named(const device_metrics *m, const char *name) {
   char number[16];
   snprintf(number, sizeof number, "%u", (unsigned)m->device);

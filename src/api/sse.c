@@ -21,6 +21,13 @@ typedef struct stream {
   int64_t every_ns, pipeline_ns, keepalive_ns;
   int64_t next_send; /* no snapshot event before */
   int64_t next_pipeline, next_keepalive;
+  /* ?deltas=1: what the client holds, the base of the next delta */
+  int deltas;
+  int has_base;
+  uint64_t base_version;
+  int64_t base_at_ms;
+  uint32_t base_ndevices;
+  int64_t full_ns, next_full; /* a whole snapshot again by then */
 } stream;
 
 enum {
@@ -39,16 +46,25 @@ static void json_unref(api_server *a, sse_json *j) {
   free(j);
 }
 
-/* The serialization of s that every stream shares: a reference, or NULL
+/* The base a delta is taken from: the snapshot the client holds. */
+typedef struct delta_base {
+  uint64_t version;
+  int64_t at_ms;
+  uint32_t ndevices;
+} delta_base;
+
+/* The serialization of s that every stream shares - the whole snapshot,
+ * or its delta from base when base is not NULL: a reference, or NULL
  * when it cannot be had now - another is being built, the streams hold
  * sse_json_max_bytes already, or memory ran out - and the caller tries
  * again later. One build at a time and the limit bound what streams hold
  * to sse_json_max_bytes plus one snapshot, whatever the number of
  * streams or how slowly they read. */
-static sse_json *json_get(api_server *a, const system_snapshot *s) {
+static sse_json *json_get(api_server *a, const system_snapshot *s, const delta_base *base) {
+  uint64_t want_base = base ? base->version : SSE_FULL;
   pthread_mutex_lock(&a->json_lock);
-  sse_json *j = a->json_latest;
-  if (j && j->version == s->version) {
+  sse_json **slot = base ? &a->json_delta : &a->json_latest, *j = *slot;
+  if (j && j->version == s->version && j->base == want_base) {
     atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&a->json_lock);
     return j;
@@ -62,12 +78,17 @@ static sse_json *json_get(api_server *a, const system_snapshot *s) {
   pthread_mutex_unlock(&a->json_lock);
 
   http_buf b = {0};
-  http_buf_reserve(&b, (size_t)s->ndevices * DEVICE_JSON_BYTES + 256); /* one allocation, no copies growing it */
-  api_json_snapshot(&b, s);                                            /* yields now and then: the lock is not held */
+  if (base) {
+    api_json_delta(&b, s, base->version, base->at_ms, base->ndevices); /* yields: the lock is not held */
+  } else {
+    http_buf_reserve(&b, (size_t)s->ndevices * DEVICE_JSON_BYTES + 256); /* one allocation, no copies growing it */
+    api_json_snapshot(&b, s);
+  }
   j = http_buf_failed(&b) ? NULL : malloc(sizeof *j);
   if (j) {
     atomic_init(&j->refs, 1);
     j->version = s->version;
+    j->base = want_base;
     j->len = b.len;
     j->data = b.data; /* taken over */
     b = (http_buf){0};
@@ -79,9 +100,9 @@ static sse_json *json_get(api_server *a, const system_snapshot *s) {
   sse_json *old = NULL;
   pthread_mutex_lock(&a->json_lock);
   a->json_building = 0;
-  if (j && (!a->json_latest || a->json_latest->version < j->version)) {
-    old = a->json_latest;
-    a->json_latest = j;
+  if (j && (!*slot || (*slot)->version <= j->version)) {
+    old = *slot;
+    *slot = j;
     atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed); /* the cache's */
   }
   pthread_mutex_unlock(&a->json_lock);
@@ -91,7 +112,8 @@ static sse_json *json_get(api_server *a, const system_snapshot *s) {
 
 void sse_json_release(api_server *a) {
   json_unref(a, a->json_latest);
-  a->json_latest = NULL;
+  json_unref(a, a->json_delta);
+  a->json_latest = a->json_delta = NULL;
 }
 
 /* ------------------------------------------------------------ events */
@@ -114,11 +136,15 @@ static void defer(stream *st, system_snapshot *s, int resync, uint64_t missed) {
   st->next_send = tg_now() + TG_MS(DEFER_MS);
 }
 
-/* Sends s as a snapshot event, or as a resync that missed `missed`; puts
- * it off (keeping the reference) when its JSON cannot be had now.
- * Consumes the reference. */
+/* Sends s as a snapshot event, as a resync that missed `missed`, or -
+ * on a ?deltas=1 stream that holds a base and is not due for a whole
+ * snapshot - as a delta from that base; puts it off (keeping the
+ * reference) when its JSON cannot be had now. Consumes the reference. */
 static int send_full(stream *st, system_snapshot *s, int resync, uint64_t missed) {
-  sse_json *j = json_get(st->a, s);
+  int64_t now = tg_now();
+  int delta = !resync && st->deltas && st->has_base && now < st->next_full;
+  delta_base base = {st->base_version, st->base_at_ms, st->base_ndevices};
+  sse_json *j = json_get(st->a, s, delta ? &base : NULL);
   if (!j) {
     defer(st, s, resync, missed);
     return 0;
@@ -127,7 +153,12 @@ static int send_full(stream *st, system_snapshot *s, int resync, uint64_t missed
     http_buf_printf(&st->out, "event: resync\nid: %" PRIu64 "\ndata: {\"missed\":%" PRIu64 ",\"snapshot\":", s->version,
                     missed);
   else
-    http_buf_printf(&st->out, "event: snapshot\nid: %" PRIu64 "\ndata: ", s->version);
+    http_buf_printf(&st->out, "event: %s\nid: %" PRIu64 "\ndata: ", delta ? "delta" : "snapshot", s->version);
+  st->has_base = 1;
+  st->base_version = s->version;
+  st->base_at_ms = s->at_ms;
+  st->base_ndevices = s->ndevices;
+  if (!delta) st->next_full = now + st->full_ns;
   snapshot_unref(s);
   int r = flush(st);
   if (r == 0) r = http_conn_write(st->c, j->data, j->len);
@@ -138,6 +169,7 @@ static int send_full(stream *st, system_snapshot *s, int resync, uint64_t missed
     r = flush(st);
   }
   count(resync ? &st->a->resyncs : &st->a->events, 1);
+  if (delta) count(&st->a->deltas, 1);
   st->next_send = tg_now() + st->every_ns;
   return r;
 }
@@ -249,10 +281,11 @@ static int param_ms(const http_request *req, const char *name, int max, int *out
 }
 
 void sse_serve(api_server *a, http_conn *c, const http_request *req) {
-  int every = 0, pipeline = a->cfg.sse_pipeline_ms;
+  int every = 0, pipeline = a->cfg.sse_pipeline_ms, deltas = 0;
   if (param_ms(req, "every", a->cfg.sse_every_max_ms, &every) != 0 ||
-      param_ms(req, "pipeline_ms", 3600 * 1000, &pipeline) != 0) {
-    static const char body[] = "{\"error\":\"every and pipeline_ms take milliseconds\",\"status\":400}\n";
+      param_ms(req, "pipeline_ms", 3600 * 1000, &pipeline) != 0 || param_ms(req, "deltas", 1, &deltas) != 0) {
+    static const char body[] =
+        "{\"error\":\"every and pipeline_ms take milliseconds, deltas 0 or 1\",\"status\":400}\n";
     http_respond(c, 400, "application/json", NULL, body, sizeof body - 1);
     return;
   }
@@ -277,6 +310,8 @@ void sse_serve(api_server *a, http_conn *c, const http_request *req) {
   st.every_ns = TG_MS(every);
   st.pipeline_ns = TG_MS(pipeline);
   st.keepalive_ns = TG_MS(a->cfg.sse_keepalive_ms);
+  st.deltas = deltas;
+  st.full_ns = TG_MS(a->cfg.sse_full_every_ms);
   int64_t now = tg_now();
   st.next_pipeline = now;
   st.next_keepalive = now + st.keepalive_ns;

@@ -17,6 +17,21 @@
  * ?every=MS coalesces: at most one snapshot event per MS, carrying the
  * newest snapshot received meanwhile (older ones are counted as coalesced).
  *
+ * ?deltas=1 sends, after a whole first snapshot, `delta` events instead:
+ *
+ *   event: delta               {"version":V,"base":B,...,"ndevices":N,
+ *                              "devices":[...]}: the summary of V and the
+ *                              devices read since B - the stream's previous
+ *                              event, which the client holds - to be put
+ *                              in place by id (a device may come again
+ *                              unchanged: those read in the millisecond B
+ *                              was built)
+ *
+ * and a whole `snapshot` again every sse_full_every_ms, so that a client
+ * that lost track is put right. A resync is always whole. With a fleet
+ * that changes little between events, a delta is a fraction of a
+ * snapshot (a 100,000-device snapshot is about 13 MB of JSON).
+ *
  * Bounds: the broadcast never waits for a stream, so neither the
  * aggregator nor other clients wait for a slow one; what a stream keeps is
  * its place in the ring (which overwrites, and then the stream resyncs),

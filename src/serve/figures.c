@@ -276,6 +276,8 @@ static const figure_def stream_rows[] = {
      ST(json_bytes), .api = "sse.json_bytes"},
     {"sse_deferred", COUNTER, .help = "Stream events put off because serialized snapshots held their memory limit.",
      ST(deferred), .api = "sse.deferred"},
+    {"sse_deltas", COUNTER, .help = "Delta events: the devices changed since the stream's last event (?deltas=1).",
+     ST(deltas), .api = "sse.deltas"},
     {"sse_dropped", COUNTER, .help = "Streams ended because the client stopped reading.", ST(dropped),
      .api = "sse.dropped"},
 };

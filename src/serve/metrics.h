@@ -29,6 +29,7 @@ typedef struct stream_figures {
   uint64_t json_builds;     /* snapshots serialized for streams (once per version, shared) */
   uint64_t json_bytes;      /* bytes of serialized snapshots held by streams now */
   uint64_t deferred;        /* events put off because json_bytes was at its limit */
+  uint64_t deltas;          /* delta events (?deltas=1), counted in events too */
 } stream_figures;
 
 /* On-demand health checks over HTTP, by answer. */
