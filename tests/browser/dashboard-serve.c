@@ -3,11 +3,13 @@
  * api_serve_attach into serve's on_start hook; for the browser test on
  * the real gateway, fed by the real simulator (`telegate devices`).
  *
- *   dashboard-serve [--duration S] [--telemetry-capacity N]
+ *   dashboard-serve [--duration S] [--telemetry-capacity N] [--token-file PATH]
  *
+ * With --token-file, reads need one of its tokens (api_tokens.h).
  * Storage is off (--storage none: everything but the database). Prints
  * "listening http://127.0.0.1:HTTP_PORT devices 127.0.0.1:DEVICE_PORT". */
 #include "api.h"
+#include "api_tokens.h"
 #include "serve.h"
 
 #include <stdio.h>
@@ -16,13 +18,18 @@
 
 typedef struct options {
   int duration_s, telemetry_capacity;
+  api_tokens *tokens; /* NULL: no --token-file */
 } options;
 
 static int attach_http(serve *s, void *arg, char *err, size_t errlen) {
-  (void)arg;
+  const options *o = arg;
   api_config cfg;
   api_config_defaults(&cfg);
   cfg.http.port = 0;
+  if (o->tokens) {
+    cfg.authorize = api_tokens_authorize;
+    cfg.authorize_ctx = o->tokens;
+  }
   int port = 0, r = api_serve_attach(s, &cfg, &port);
   if (r != 0) {
     snprintf(err, errlen, "cannot listen for HTTP: %s", tg_strerror(r));
@@ -43,6 +50,7 @@ static void *serve_main(void *arg) {
   cfg.out = stderr;
   cfg.telemetry_capacity = o->telemetry_capacity;
   cfg.on_start = attach_http;
+  cfg.on_start_arg = (void *)o;
   serve *s;
   char err[256];
   if (serve_start(&cfg, &s, err, sizeof err) != 0) {
@@ -61,13 +69,20 @@ int main(int argc, char **argv) {
       o.duration_s = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--telemetry-capacity"))
       o.telemetry_capacity = atoi(argv[i + 1]);
-    else {
-      fprintf(stderr, "usage: dashboard-serve [--duration S] [--telemetry-capacity N]\n");
+    else if (!strcmp(argv[i], "--token-file")) {
+      char err[256];
+      if (api_tokens_load(&o.tokens, argv[i + 1], NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "dashboard-serve: %s\n", err);
+        return 2;
+      }
+    } else {
+      fprintf(stderr, "usage: dashboard-serve [--duration S] [--telemetry-capacity N] [--token-file PATH]\n");
       return 2;
     }
   }
   void *r = NULL;
   tg_runtime_opts ro = {.workers = 1};
-  if (tg_run(&ro, serve_main, &o, &r) != 0) return 1;
-  return r ? 1 : 0;
+  int failed = tg_run(&ro, serve_main, &o, &r) != 0 || r;
+  api_tokens_free(o.tokens);
+  return failed;
 }

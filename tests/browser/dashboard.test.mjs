@@ -7,18 +7,23 @@
 //
 //   node dashboard.test.mjs --feed <dashboard-feed binary> --out <dir>
 //   node dashboard.test.mjs --serve <dashboard-serve binary> --devices-cmd <telegate> --out <dir>
+//   node dashboard.test.mjs --serve ... --token T     # serve wants a bearer token
 //
 // The feed is a small simulated pipeline whose queues fill every few
 // seconds, so the test also sees backpressure drawn. The serve mode runs
 // telegate serve with the HTTP side, fed by the real simulator
 // (`telegate devices`); its pipeline is too fast to push back at this
-// rate, so there the diagram is checked for live counters instead.
+// rate, so there the diagram is checked for live counters instead. With
+// --token, serve wants that bearer token for reads (its SHA-256 in a
+// --token-file): the page is opened without it, asks for it, and must
+// then work as without tokens.
 //
 // Needs Debian's chromium (/usr/bin/chromium, or $CHROMIUM) and
 // playwright-core (npm ci in this directory). Exits 77 - ctest's skip -
 // only when chromium is not installed.
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -47,7 +52,8 @@ if (!server || !existsSync(server) || (serveMode && !existsSync(args["devices-cm
   console.error("FAIL: give --feed BINARY, or --serve BINARY --devices-cmd TELEGATE");
   process.exit(1);
 }
-const shotName = serveMode ? "dashboard-serve.png" : "dashboard.png";
+const token = args.token;
+const shotName = token ? "dashboard-token.png" : serveMode ? "dashboard-serve.png" : "dashboard.png";
 
 const children = [];
 const userDataDir = mkdtempSync(join(tmpdir(), "telegate-chromium-"));
@@ -66,6 +72,11 @@ function fail(msg) {
 // with the dashboard's URL.
 function startServer() {
   const argv = serveMode ? ["--duration", "90"] : ["--duration", "90", "--devices", String(DEVICES)];
+  if (token) {
+    const file = join(userDataDir, "read.tokens");
+    writeFileSync(file, createHash("sha256").update(token).digest("hex") + "\n");
+    argv.push("--token-file", file);
+  }
   const proc = spawn(server, argv, { stdio: ["ignore", "pipe", "inherit"] });
   children.push(proc);
   return new Promise((resolve, reject) => {
@@ -112,14 +123,19 @@ async function main() {
     if (m.type() !== "error" && m.type() !== "warning") return;
     // the health checks below answer 503 and 504 on purpose; Chromium logs those
     if (/status of 50[34]/.test(m.text()) && /\/api\/devices\//.test(m.location().url)) return;
+    // with a token, the first snapshot is asked for without one, on purpose
+    if (token && /status of 401/.test(m.text()) && /\/api\/snapshot$/.test(m.location().url)) return;
     problems.push(`console ${m.type()}: ${m.text()} (${m.location().url})`);
   });
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("requestfailed", (r) => { if (!r.url().includes("/api/stream")) problems.push(`request failed: ${r.url()}`); });
   page.on("request", (r) => { if (!r.url().startsWith(url) && !r.url().startsWith("data:")) problems.push(`request elsewhere: ${r.url()}`); });
 
+  let asked = 0;
+  if (token) page.on("dialog", (d) => { asked++; d.accept(token); });
   await page.goto(url, { waitUntil: "load" });
   await until(page, "the stream to be live", () => document.getElementById("conn").dataset.state === "live");
+  if (token && asked !== 1) fail(`the page asked for the token ${asked} times, want 1`);
 
   // The table fills: one row per device, with readings.
   await until(page, `${DEVICES} device rows`, (n) => document.querySelectorAll("#devices tbody tr").length === n, DEVICES);
@@ -177,7 +193,8 @@ async function main() {
 let status = 0;
 try {
   await main();
-  console.log(`PASS: the dashboard filled and updated live${serveMode ? " on telegate serve" : " and showed backpressure"}`);
+  console.log(`PASS: the dashboard filled and updated live${serveMode ? " on telegate serve" : " and showed backpressure"}` +
+    (token ? ", with a bearer token" : ""));
 } catch (e) {
   console.error(`FAIL: ${e.message}`);
   status = 1;
