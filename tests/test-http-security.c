@@ -167,13 +167,17 @@ static void *hosts_body(void *arg) {
   expect_status(&f, "GET /api/devices/1/health HTTP/1.1\r\nHost: t\r\nSec-Fetch-Site: cross-site\r\n\r\n", 403);
   expect_status(&f, "GET /api/devices/1/health HTTP/1.1\r\nHost: t\r\nSec-Fetch-Site: same-site\r\n\r\n", 403);
   expect_status(&f, "GET /api/devices/1/health HTTP/1.1\r\nHost: t\r\nSec-Fetch-Site: same-origin\r\n\r\n", 200);
+  /* a link from another site opens the dashboard, and probes answer anyone */
+  expect_status(&f, "GET / HTTP/1.1\r\nHost: t\r\nSec-Fetch-Site: cross-site\r\n\r\n", 200);
+  expect_status(&f, "GET /readyz HTTP/1.1\r\nHost: t\r\nOrigin: http://evil.example\r\n\r\n", 200);
+  expect_status(&f, "GET / HTTP/1.1\r\nHost: attacker.example\r\n\r\n", 421);
   /* no CORS: nothing tells a browser another origin may read */
   client c;
   cl_request(&c, f.port, "GET /api/snapshot HTTP/1.1\r\nHost: t\r\n\r\n");
   ck_assert_int_eq(c.r[0].status, 200);
   cl_close(&c);
   http_server_stats h = stats_of(&f);
-  ck_assert_uint_eq(h.refused_host, 4);
+  ck_assert_uint_eq(h.refused_host, 5);
   ck_assert_uint_eq(h.refused_origin, 4);
   fx_stop(&f);
   return NULL;

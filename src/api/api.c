@@ -319,15 +319,19 @@ static int host_allowed(const api_server *a, const char *host) {
   return host_name_allowed(a, host, strcspn(host, ":"));
 }
 
-/* Checks Host, Origin and Sec-Fetch-Site (api.h); answers and returns
- * nonzero when the request is refused. */
-static int refuse_origin(api_server *a, http_conn *c, const http_request *req) {
+/* Checks Host (api.h); answers and returns nonzero when it is refused. */
+static int refuse_host(api_server *a, http_conn *c, const http_request *req) {
   const char *host = http_request_header(req, "Host"); /* HTTP/1.0 clients may leave it out */
-  if (host && !host_allowed(a, host)) {
-    count(&a->refused_host);
-    send_error(c, 421, "this server does not answer to that Host; see --http-allowed-host", NULL, NULL);
-    return 1;
-  }
+  if (!host || host_allowed(a, host)) return 0;
+  count(&a->refused_host);
+  send_error(c, 421, "this server does not answer to that Host; see --http-allowed-host", NULL, NULL);
+  return 1;
+}
+
+/* Checks Origin and Sec-Fetch-Site (api.h); answers and returns nonzero
+ * when the request comes from another site. */
+static int refuse_origin(api_server *a, http_conn *c, const http_request *req) {
+  const char *host = http_request_header(req, "Host");
   const char *origin = http_request_header(req, "Origin");
   const char *site = http_request_header(req, "Sec-Fetch-Site");
   int same_origin = 1;
@@ -338,12 +342,10 @@ static int refuse_origin(api_server *a, http_conn *c, const http_request *req) {
     same_origin = host && authority && strcasecmp(authority, host) == 0;
   }
   if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0) same_origin = 0;
-  if (!same_origin) {
-    count(&a->refused_origin);
-    send_error(c, 403, "requests from other origins are refused", NULL, NULL);
-    return 1;
-  }
-  return 0;
+  if (same_origin) return 0;
+  count(&a->refused_origin);
+  send_error(c, 403, "requests from other origins are refused", NULL, NULL);
+  return 1;
 }
 
 /* The bearer token: the Authorization header's, else ?access_token= (for
@@ -378,7 +380,7 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
   const api_asset *asset = NULL;
   const char *id = NULL;
   size_t id_len = 0;
-  if (refuse_origin(a, c, req)) return;
+  if (refuse_host(a, c, req)) return;
   route r = match(req->path, &asset, &id, &id_len);
   if (r == ROUTE_NONE) {
     send_error(c, 404, "no such endpoint", NULL, NULL);
@@ -388,6 +390,9 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
     send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
     return;
   }
+  /* The dashboard's files and the probes tell nothing and change nothing:
+   * a link from another site to the dashboard must open it. */
+  if (route_access[r] != API_ACCESS_OPEN && refuse_origin(a, c, req)) return;
   if (refuse_access(a, c, req, route_access[r])) return;
   switch (r) {
   case ROUTE_ASSET: http_respond(c, 200, asset->content_type, PAGE_HEADERS, asset->data, asset->len); break;

@@ -31,12 +31,12 @@
  * clients ask, the workers the devices share see at most a few short
  * slices of HTTP work between their turns.
  *
- * Before routing, every request passes two checks against DNS rebinding
- * and pages of other sites: its Host must name us - an IP literal,
- * "localhost", cfg.http.host or one of cfg.allowed_hosts - or it gets 421;
- * an Origin header must be this server's own origin ("http://" + Host),
- * and a browser's Sec-Fetch-Site must be same-origin or none, or the
- * request gets 403. No Access-Control-Allow-Origin is ever sent: no other
+ * Two checks against DNS rebinding and pages of other sites: every
+ * request's Host must name us - an IP literal, "localhost", cfg.http.host
+ * or one of cfg.allowed_hosts - or it gets 421; and on every endpoint but
+ * the open ones below, an Origin header must be this server's own origin
+ * ("http://" or "https://" + Host), and a browser's Sec-Fetch-Site
+ * same-origin or none, or the request gets 403. No Access-Control-Allow-Origin is ever sent: no other
  * origin may read the API from a browser. Then access: the dashboard's
  * files, /healthz and /readyz are open; /metrics and /api/snapshot,
  * /api/stream, /api/pipeline need API_ACCESS_READ; the health endpoint,
