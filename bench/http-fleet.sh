@@ -6,8 +6,9 @@
 # device that sends a bad line every PROBE_MS (100) and times the error
 # line coming back: the device round trip, through the same workers as
 # everything else. Prints its p50/p99/max, the HTTP requests served, and
-# serve's RSS (now and peak, /proc/PID/status) - and exits 1 when p99 is
-# over 50 ms or the peak RSS over 512 MiB.
+# serve's RSS (now and peak, /proc/PID/status), the probes over 50 ms with
+# when they happened, and the streams' figures from /metrics - and exits
+# 1 when p99 is over 50 ms or the peak RSS over 512 MiB.
 #
 #   bench/http-fleet.sh                         # the defaults above, 20 s
 #   DURATION=60 STREAMS=500 bench/http-fleet.sh

@@ -18,6 +18,9 @@
  * idle keep-alive connection (closed quietly), and a
  * deadline on every write, so a peer that stops reading costs at most its
  * socket buffers for at most write_timeout_ms before it is dropped. A
+ * write hands the socket at most 64 KiB at a time: libtg keeps a copy of
+ * what the kernel does not take, and that copy stays that small however
+ * big the document (a shared stream event) is. A
  * malformed request gets a 400. After a 4xx for a request the parser could
  * not finish, the connection is closed (its framing is lost); a 404 or 405
  * for a well-formed request keeps it open. Nothing a client sends stops
