@@ -17,6 +17,7 @@
 #include "tg/semaphore.h"
 #include "tg/task.h"
 #include "tg/time.h"
+#include "tg/version.h"
 #include "tg/watch.h"
 
 #endif

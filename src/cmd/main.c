@@ -2,6 +2,7 @@
  * `credentials`. */
 #include "api.h"
 #include "api_tokens.h"
+#include "build_info.h"
 #include "cli.h"
 #include "cli_credentials.h"
 #include "cli_demo.h"
@@ -140,7 +141,13 @@ static void usage(FILE *out) {
   fprintf(out, "usage: telegate <command> [flags]\n\ncommands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
-  fprintf(out, "\n`telegate <command> --help` lists its flags.\n");
+  fprintf(out, "\n`telegate <command> --help` lists its flags; `telegate --version` says which build this is.\n");
+}
+
+/* One line, for bug reports and packaging scripts: the version first. */
+static void version(void) {
+  build_info b = build_info_get();
+  printf("telegate %s (libtg %s, git %s, %s)\n", b.version, b.libtg, b.revision, b.build_type);
 }
 
 int main(int argc, char **argv) {
@@ -152,6 +159,10 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
     usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+    version();
     return 0;
   }
   fprintf(stderr, "telegate: unknown command '%s'; telegate --help lists them\n", argv[1]);
