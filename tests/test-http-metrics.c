@@ -6,8 +6,12 @@
  * on bad input first, so a lax parser cannot pass the endpoint. */
 #include "test-http.h"
 
+#include "build_info.h"
+
 #include <ctype.h>
 #include <math.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #define MAX_FAMILIES 256
 #define MAX_SERIES   1024
@@ -258,6 +262,27 @@ END_TEST
 
 /* ------------------------------------------------------------ the endpoint */
 
+/* telegate_build_info names this build; the process_* figures are this
+ * process's (each test case is a process of its own, forked just now). */
+static void check_build_and_process(const prom *p) {
+  build_info b = build_info_get();
+  char key[256];
+  snprintf(key, sizeof key, "telegate_build_info{version=\"%s\",revision=\"%s\",libtg=\"%s\"}", b.version, b.revision,
+           b.libtg);
+  ck_assert_double_eq(value_of(p, key), 1);
+  struct rlimit rl;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  ck_assert_double_eq(value_of(p, "process_max_fds"), (double)rl.rlim_cur);
+  ck_assert_double_ge(value_of(p, "process_open_fds"), 4); /* stdio, the listener, the connection */
+  ck_assert_double_le(value_of(p, "process_open_fds"), value_of(p, "process_max_fds"));
+  ck_assert_double_gt(value_of(p, "process_resident_memory_bytes"), 0);
+  ck_assert_double_ge(value_of(p, "process_virtual_memory_bytes"), value_of(p, "process_resident_memory_bytes"));
+  ck_assert_double_ge(value_of(p, "process_cpu_seconds_total"), 0);
+  double now = (double)time(NULL), started = value_of(p, "process_start_time_seconds");
+  ck_assert_double_le(started, now + 1);
+  ck_assert_double_ge(started, now - 600);
+}
+
 static void *metrics_body(void *arg) {
   (void)arg;
   fixture f;
@@ -312,6 +337,7 @@ static void *metrics_body(void *arg) {
   ck_assert_double_eq(value_of(p, "telegate_http_connections_accepted_total"), 2);
   ck_assert_double_eq(value_of(p, "telegate_sse_clients"), 0);
   ck_assert_double_eq(value_of(p, "telegate_http_health_requests_total{result=\"ok\"}"), 0);
+  check_build_and_process(p);
   cl_close(&c);
 
   /* without the pipeline's figures: only the HTTP side, still valid */
@@ -323,6 +349,7 @@ static void *metrics_body(void *arg) {
   ck_assert_msg(prom_parse(p, c.r[0].body.data) == 0, "%s", p->error);
   ck_assert_int_eq(family_of(p, "telegate_readings_received_total", 32), -1);
   ck_assert_double_eq(value_of(p, "telegate_http_requests_total"), 1);
+  check_build_and_process(p);
   cl_close(&c);
   free(p);
   fx_stop(&f);

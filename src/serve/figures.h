@@ -41,12 +41,13 @@
  * place (the field), and the keys of the renderings it belongs to. No
  * renderer changes.
  *
- * What /metrics is still to get fits the same way: a build_info gauge is
- * a row of value 1 whose `each` gives the version label; process_* figures
- * are a table over their own struct whose source has the prefix "", so
- * process_cpu_seconds_total keeps its standard name; a histogram is one
- * more kind, its place a struct of buckets, sum and count, which the
- * Prometheus renderer writes as _bucket, _sum and _count samples. */
+ * The process_* figures are such a table too (process_metrics.c), over
+ * their own struct and with the prefix "", so process_cpu_seconds_total
+ * keeps its standard name; telegate_build_info, one sample with three
+ * labels, is written there by hand. What /metrics is still to get fits
+ * the same way: a histogram is one more kind, its place a struct of
+ * buckets, sum and count, which the Prometheus renderer writes as
+ * _bucket, _sum and _count samples. */
 #ifndef TELEGATE_FIGURES_H
 #define TELEGATE_FIGURES_H
 

@@ -3,6 +3,7 @@
 #include "metrics.h"
 
 #include "figures.h"
+#include "process_metrics.h"
 
 const char *metrics_health_result_name(api_health_result r) {
   static const char *names[API_HEALTH_RESULTS] = {"ok", "timeout", "unknown", "disconnected", "not_answering", "error"};
@@ -11,12 +12,16 @@ const char *metrics_health_result_name(api_health_result r) {
 
 void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats *h, const stream_figures *s,
                    const uint64_t *health_requests) {
-  figure_source src[4];
+  build_info info = build_info_get();
+  metrics_build_info(b, &info);
+  figure_source src[5];
   int n = 0;
   if (f) src[n++] = figures_serve(f);
   if (h) src[n++] = figures_http(h);
   if (s) src[n++] = figures_streams(s);
   if (s && health_requests) src[n++] = figures_health_requests(health_requests);
+  process_figures proc;
+  if (process_figures_get(&proc) == 0) src[n++] = figures_process(&proc);
   figures_prometheus(b, src, n);
   if (f) {
     histogram_prometheus(b, "telegate_batch_commit_seconds", "Time of one storage transaction, retries included.",

@@ -1,12 +1,14 @@
 /* metrics.h - the Prometheus text exposition of the gateway's figures.
  *
- * metrics_write renders serve's figures (serve.h), the HTTP server's and
- * the event streams', in the text format 0.0.4: for each family a # HELP
- * and a # TYPE line, then all its samples; counters end in _total; one
- * family per quantity, told apart by labels (reason="malformed",
+ * metrics_write renders telegate_build_info, serve's figures (serve.h),
+ * the HTTP server's and the event streams', and the standard process_*
+ * figures, in the text format 0.0.4: for each family a # HELP and a
+ * # TYPE line, then all its samples; counters end in _total; one family
+ * per quantity, told apart by labels (reason="malformed",
  * stage="telemetry", queue="storage"). The same numbers feed the dashboard
- * and the tests. The families and what each means are declared once, in
- * figures.c (figures.h). */
+ * and the tests. The families and what each means are declared once: the
+ * gateway's in figures.c (figures.h), the build's and the process's in
+ * process_metrics.c. */
 #ifndef TELEGATE_METRICS_H
 #define TELEGATE_METRICS_H
 
@@ -44,7 +46,8 @@ typedef enum api_health_result {
 } api_health_result;
 
 /* Appends the exposition to b. f may be NULL (no pipeline: only the HTTP
- * side is reported). health_requests has API_HEALTH_RESULTS entries. */
+ * side, the build and the process are reported). health_requests has
+ * API_HEALTH_RESULTS entries. */
 void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats *h, const stream_figures *s,
                    const uint64_t *health_requests);
 
