@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages telegate builds and tests with, if any
-# is missing. Needs root (or sudo) only when something must be installed.
+# is missing. Installing needs root or sudo, and on a fresh machine takes
+# a few minutes (Chromium and its libraries are most of it); with
+# everything present it does nothing and needs neither.
 set -euo pipefail
 
 PACKAGES=(
@@ -9,20 +11,53 @@ PACKAGES=(
   libcjson-dev libhttp-parser-dev libinih-dev libssl-dev
   check time
   chromium            # the dashboard's browser test
+  curl                # the install test reads /metrics
+  groff-base man-db   # the install test renders the man pages
+  systemd             # systemd-analyze verify of the unit (no need to run systemd)
 )
+# promtool checks /metrics; only the tool is wanted, not the
+# node exporter Debian recommends with it.
+PACKAGES_NO_RECOMMENDS=(prometheus)
 # Node.js drives Chromium in the browser test; any Debian-packaged or
 # newer node will do, so only install Debian's when there is none.
 command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-[ ${#missing[@]} -eq 0 ] && exit 0
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+missing=() missing_nr=()
+for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
+for p in "${PACKAGES_NO_RECOMMENDS[@]}"; do installed "$p" || missing_nr+=("$p"); done
+[ $((${#missing[@]} + ${#missing_nr[@]})) -eq 0 ] && exit 0
 
+say() { echo "deps.sh: $*" >&2; }
 sudo=
-[ "$(id -u)" -ne 0 ] && sudo=sudo
-echo "deps.sh: installing ${missing[*]}" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || {
+    say "missing ${missing[*]} ${missing_nr[*]}; installing them needs root: run this as root, or install sudo"
+    exit 1
+  }
+  sudo=sudo
+  say "installing packages as root through sudo"
+fi
 
+# apt's own output, one line per package fetched and set up, so a long
+# install shows it is moving.
+progress() {
+  awk '/^Get:[0-9]+ / {print "deps.sh:   fetched " $5; fflush()}
+       /^Setting up / {print "deps.sh:   set up " $3; fflush()}' >&2
+}
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$@" | progress
+}
+
+say "missing: ${missing[*]} ${missing_nr[*]}"
+say "apt-get update"
+$sudo apt-get update -qq
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]} (with their dependencies; a few minutes on a fresh machine)"
+  apt_install "${missing[@]}"
+fi
+if [ ${#missing_nr[@]} -gt 0 ]; then
+  say "apt-get install --no-install-recommends ${missing_nr[*]}"
+  apt_install --no-install-recommends "${missing_nr[@]}"
+fi
+say "done"
