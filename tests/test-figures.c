@@ -5,6 +5,7 @@
  * summary - for figures filled with distinct values. A figure added to a
  * struct without a row, or a row a renderer leaves out, fails here. */
 #include "figures.h"
+#include "process_metrics.h"
 #include "test-http.h"
 
 #include <cjson/cJSON.h>
@@ -285,7 +286,18 @@ START_TEST(test_figures_prometheus_has_every_row) {
   ck_assert_ptr_nonnull(strstr(b.data, "\n# TYPE telegate_batch_commit_seconds histogram\n"));
   ck_assert_ptr_nonnull(strstr(b.data, "\n# TYPE telegate_reading_commit_latency_seconds histogram\n"));
   want += 2 * (HISTOGRAM_BUCKETS + 3);
-  /* nothing else: no sample the table does not declare */
+  /* and the build's and the process's (process_metrics.h), whose values
+   * are this process's: test-http-metrics checks those */
+  ck_assert_ptr_nonnull(strstr(b.data, "\ntelegate_build_info{version=\""));
+  want++;
+  figure_source process = figures_process(NULL);
+  for (size_t r = 0; r < process.nrows; r++, want++) {
+    char type[256];
+    snprintf(type, sizeof type, "\n# TYPE %s%s", process.rows[r].name,
+             process.rows[r].kind == FIGURE_COUNTER ? "_total counter\n" : " gauge\n");
+    ck_assert_msg(strstr(b.data, type), "no%s", type);
+  }
+  /* nothing else: no sample the tables do not declare */
   ck_assert_int_eq(count_samples(b.data + 1), want);
   http_buf_free(&b);
 }
