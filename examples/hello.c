@@ -13,7 +13,7 @@ static void *producer(void *arg) {
   return NULL;
 }
 
-static char setup_failed[] = "cannot make the channel";
+static char setup_failed[] = "cannot make the channel or the task";
 
 static void *main_task(void *arg) {
   (void)arg;
@@ -21,7 +21,11 @@ static void *main_task(void *arg) {
   tg_mpsc_rx *rx;
   if (tg_mpsc_new(&(tg_mpsc_opts){.capacity = 2, .elem_size = sizeof(int)}, &tx, &rx) != 0) return setup_failed;
   tg_task *task;
-  tg_spawn(&task, producer, tx, NULL);
+  if (tg_spawn(&task, producer, tx, NULL) != 0) {
+    tg_mpsc_tx_drop(tx);
+    tg_mpsc_rx_drop(rx);
+    return setup_failed;
+  }
   printf("hello from libtg %s:", tg_version_string());
   for (int v; tg_mpsc_recv(rx, &v) == 0;) printf(" got %d", v);
   printf("\n");
