@@ -9,9 +9,12 @@
 #              `pkg-config --cflags --libs tg` (shared: runs, libtg.so.0
 #              named) and with `--static` (runs, no libtg.so needed)
 #   systemd    systemd-analyze verify accepts the installed unit, with
-#              ExecStart pointed at the installed binary and the installed
-#              man page found for Documentation=, and its security score
-#              stays hardened; skipped without systemd-analyze
+#              ExecStart pointed at the installed binary and configuration
+#              and the installed man page found for Documentation=; its
+#              security score stays hardened; its command line with
+#              --check accepts the installed configuration, whose database
+#              is in the unit's StateDirectory; a second install keeps an
+#              edited configuration. Skipped without systemd-analyze
 #   man        every page renders without a groff or man warning; each
 #              command's section lists every flag its --help lists; the
 #              libtg(3) example is examples/hello.c
@@ -86,9 +89,13 @@ check_systemd() {
   local unit
   unit=$(find "$dest/usr" -name telegate.service)
   [ -n "$unit" ] || fail "no telegate.service installed"
-  grep -q "^ExecStart=/usr/bin/telegate serve " "$unit" || fail "ExecStart does not run /usr/bin/telegate: $(grep ExecStart "$unit")"
+  local config=$dest/etc/telegate/telegate.ini
+  grep -q "^ExecStart=/usr/bin/telegate serve --config /etc/telegate/telegate.ini " "$unit" ||
+    fail "ExecStart does not run /usr/bin/telegate on /etc/telegate/telegate.ini: $(grep ExecStart "$unit")"
+  [ -f "$config" ] || fail "no /etc/telegate/telegate.ini installed"
   # verify wants ExecStart's binary to exist, and runs man for Documentation=.
-  sed "s#^ExecStart=/usr/bin/telegate#ExecStart=$bin#" "$unit" >"$tmp/telegate.service"
+  sed "/^ExecStart=/ s#/usr/bin/telegate#$bin#; /^ExecStart=/ s#/etc/telegate/#$dest/etc/telegate/#" "$unit" \
+    >"$tmp/telegate.service"
   if ! MANPATH=$dest/usr/share/man systemd-analyze verify "$tmp/telegate.service" >"$tmp/verify.log" 2>&1 ||
     [ -s "$tmp/verify.log" ]; then
     cat "$tmp/verify.log" >&2
@@ -100,6 +107,23 @@ check_systemd() {
     cat "$tmp/security.log" >&2
     fail "systemd-analyze security: exposure above 2.0"
   }
+  # ExecStart's command line, with --check: the installed configuration
+  # is valid, and its database is in the service's StateDirectory, the
+  # one place the unit lets it write.
+  local exec state
+  exec=$(sed -n 's/^ExecStart=//p' "$tmp/telegate.service")
+  exec=${exec/ \$TELEGATE_FLAGS/}
+  state=/var/lib/$(sed -n 's/^StateDirectory=//p' "$unit")/
+  # shellcheck disable=SC2086 # the command line's words
+  $exec --check >"$tmp/check.log" 2>&1 || {
+    cat "$tmp/check.log" >&2
+    fail "$exec --check"
+  }
+  grep -q "^db = $state" "$tmp/check.log" || fail "the database is not under $state: $(grep '^db' "$tmp/check.log")"
+  # The configuration is the administrator's: installing again keeps it.
+  echo "; edited here" >>"$config"
+  DESTDIR=$dest cmake --install "$build" --prefix /usr >"$tmp/install.log"
+  grep -q "^; edited here" "$config" || fail "a second install replaced the edited $config"
   echo "systemd: systemd-analyze verify accepts telegate.service;" \
     "$(grep -o 'exposure level.*' "$tmp/security.log")"
 }
