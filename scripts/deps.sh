@@ -13,7 +13,7 @@ PACKAGES=(
   chromium            # the dashboard's browser test
   curl                # the install test reads /metrics
   groff-base man-db   # the install test renders the man pages
-  systemd             # systemd-analyze verify of the unit (no need to run systemd)
+  systemd procps      # systemd-analyze verify of the unit and its ExecReload=kill (no need to run systemd)
 )
 # promtool checks /metrics; only the tool is wanted, not the
 # node exporter Debian recommends with it.
