@@ -43,11 +43,9 @@
  *
  * The process_* figures are such a table too (process_metrics.c), over
  * their own struct and with the prefix "", so process_cpu_seconds_total
- * keeps its standard name; telegate_build_info, one sample with three
- * labels, is written there by hand. What /metrics is still to get fits
- * the same way: a histogram is one more kind, its place a struct of
- * buckets, sum and count, which the Prometheus renderer writes as
- * _bucket, _sum and _count samples. */
+ * keeps its standard name. telegate_build_info (one sample with three
+ * labels, process_metrics.c) and the histograms (core/histogram.h) are
+ * written by hand, next to the tables, by metrics_write. */
 #ifndef TELEGATE_FIGURES_H
 #define TELEGATE_FIGURES_H
 

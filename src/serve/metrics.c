@@ -14,14 +14,12 @@ void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats 
                    const uint64_t *health_requests) {
   build_info info = build_info_get();
   metrics_build_info(b, &info);
-  figure_source src[5];
+  figure_source src[4];
   int n = 0;
   if (f) src[n++] = figures_serve(f);
   if (h) src[n++] = figures_http(h);
   if (s) src[n++] = figures_streams(s);
   if (s && health_requests) src[n++] = figures_health_requests(health_requests);
-  process_figures proc;
-  if (process_figures_get(&proc) == 0) src[n++] = figures_process(&proc);
   figures_prometheus(b, src, n);
   if (f) {
     histogram_prometheus(b, "telegate_batch_commit_seconds", "Time of one storage transaction, retries included.",
@@ -30,5 +28,10 @@ void metrics_write(http_buf *b, const serve_figures *f, const http_server_stats 
                          "Per reading, from its batch's first reading reaching the aggregator to the batch's commit "
                          "(an upper bound of each reading's wait).",
                          &f->reading_commit);
+  }
+  process_figures proc;
+  if (process_figures_get(&proc) == 0) {
+    figure_source p = figures_process(&proc);
+    figures_prometheus(b, &p, 1);
   }
 }
