@@ -22,6 +22,24 @@ static void write_config(const char *path, const char *text) {
   ck_assert_int_eq(fclose(f), 0);
 }
 
+/* Whether serve closes a device connection that sends `bad` lines of
+ * garbage: reads until the end, within the patience. */
+static int closed_after_bad_lines(int port, int bad) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  struct timeval tv = {PATIENCE_S, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  for (int i = 0; i < bad; i++) ck_assert_int_eq(write(fd, "garbage\n", 8), 8);
+  char buf[512];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) { /* the error lines */
+  }
+  close(fd);
+  return n == 0;
+}
+
 static uint64_t check_fleet(const char *report, const char *db_path) {
   char *text = slurp(report);
   cJSON *j = cJSON_Parse(text);
@@ -94,9 +112,11 @@ START_TEST(test_serve_sighup_loses_nothing) {
       "--duration", "3",       "--id-prefix", "before-", "--report-json", before_json, "--quiet", NULL};
   pid_t before = start(before_argv, before_log);
   wait_stored_above(http_port, 0);
-  write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = warn\nbatch-size = 500\n");
+  write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = warn\nbatch-size = 500\nerror-limit = 3\n");
   ck_assert_int_eq(kill(serve, SIGHUP), 0);
-  wait_for_log(serve, serve_log, "SIGHUP: configuration reloaded: 2 changed, 1 applied live", 1);
+  wait_for_log(serve, serve_log, "SIGHUP: configuration reloaded: 3 changed, 2 applied live", 1);
+  /* The new limit holds for a connection: three bad lines and it is closed. */
+  ck_assert(closed_after_bad_lines(port, 3));
   ck_assert_int_eq(occurrences(serve_log, "SIGHUP: log-level = warn (was: log-level = info)"), 1);
   ck_assert_int_eq(
       occurrences(serve_log, "SIGHUP: batch-size = 500 takes a restart, not applied (running: batch-size = 1000)"), 1);
@@ -122,7 +142,7 @@ START_TEST(test_serve_sighup_loses_nothing) {
   ck_assert_int_eq(occurrences(serve_log, "Device connection #"), connections_logged);
 
   /* Back to info, for the shutdown's lines. */
-  write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = info\nbatch-size = 500\n");
+  write_config(config, "[serve]\nbatch-age-ms = 50\nlog-level = info\nbatch-size = 500\nerror-limit = 3\n");
   ck_assert_int_eq(kill(serve, SIGHUP), 0);
   wait_for_log(serve, serve_log, "SIGHUP: log-level = info (was: log-level = warn)", 1);
   wait_for_log(serve, serve_log, "SIGHUP: configuration reloaded", 2);

@@ -154,6 +154,23 @@ static int apply_live(serve *s, const char *key, cli_serve_reloader *r, const se
     r->running.log_level = fresh->log_level;
     return 1;
   }
+  static const char *const limits[] = {"error-limit", "error-lines-per-s",      "write-timeout-ms",
+                                       "lines-per-s", "max-ids-per-connection", "max-ids-per-credential",
+                                       "seq-window",  "health-per-device-per-s"};
+  for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
+    if (strcmp(key, limits[i]) != 0) continue;
+    serve_config *run = &r->running;
+    run->error_limit = fresh->error_limit;
+    run->error_lines_per_s = fresh->error_lines_per_s;
+    run->write_timeout_ms = fresh->write_timeout_ms;
+    run->lines_per_s = fresh->lines_per_s;
+    run->max_ids_per_connection = fresh->max_ids_per_connection;
+    run->max_ids_per_credential = fresh->max_ids_per_credential;
+    run->seq_window = fresh->seq_window;
+    run->health_per_device_per_s = fresh->health_per_device_per_s;
+    serve_set_limits(s, run);
+    return 1;
+  }
   if (strcmp(key, "health-interval-ms") == 0 || strcmp(key, "health-timeout-ms") == 0) {
     if (serve_set_health_cadence(s, fresh->health_interval_ms, fresh->health_timeout_ms) != 0) return 0;
     r->running.health_interval_ms = fresh->health_interval_ms;

@@ -19,7 +19,9 @@ int cli_parse_serve(int argc, char *const argv[], serve_config *cfg, cli_strings
  * cli_serve_reloader): parses the same command line again - the config
  * file as it is now, the flags still winning - and compares every option
  * with the running configuration. What can change live changes (the log
- * level, the health rounds' period and timeout); every other change is
+ * level, the health rounds' period and timeout, the limits on a device
+ * connection of serve_limits and the health requests per device); every
+ * other change is
  * logged as taking a restart, not applied; a file that does not parse
  * changes nothing and says why. */
 typedef struct cli_serve_reloader {

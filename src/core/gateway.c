@@ -68,3 +68,13 @@ const char *serve_bad_reason_name(int reason) {
     return gateway_reason_names[reason - PROTOCOL_REASON_COUNT];
   return NULL;
 }
+
+void serve_limits_set(serve_limits *l, const serve_config *cfg) {
+  atomic_store(&l->error_limit, cfg->error_limit);
+  atomic_store(&l->error_lines_per_s, cfg->error_lines_per_s);
+  atomic_store(&l->write_timeout_ms, cfg->write_timeout_ms);
+  atomic_store(&l->lines_per_s, cfg->lines_per_s);
+  atomic_store(&l->max_ids_per_connection, cfg->max_ids_per_connection);
+  atomic_store(&l->max_ids_per_credential, cfg->max_ids_per_credential);
+  atomic_store(&l->seq_window, cfg->seq_window);
+}

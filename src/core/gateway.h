@@ -91,6 +91,20 @@ typedef struct serve_config {
 
 void serve_config_defaults(serve_config *c);
 
+/* The limits on a device connection that a reload may change while serve
+ * runs: the sources read them at each use, so a change applies to every
+ * connection's next line. Set with serve_limits_set; any thread. */
+typedef struct serve_limits {
+  _Atomic int error_limit, error_lines_per_s, write_timeout_ms, lines_per_s;
+  _Atomic int max_ids_per_connection, max_ids_per_credential;
+  _Atomic uint64_t seq_window;
+} serve_limits;
+
+void serve_limits_set(serve_limits *l, const serve_config *cfg);
+
+/* One of them, read at its use. */
+#define SERVE_LIMIT(l, name) atomic_load_explicit(&(l)->name, memory_order_relaxed)
+
 /* serve_config.auth */
 enum {
   SERVE_AUTH_AUTO = 0, /* token when a credentials file is given, else none */

@@ -353,3 +353,9 @@ int registry_pick_connected(registry *r, rng *g, uint32_t *out, int k) {
   pthread_mutex_unlock(&r->lock);
   return got;
 }
+
+void registry_set_health_rate(registry *r, uint32_t per_s) {
+  pthread_mutex_lock(&r->lock);
+  r->health_per_s = per_s;
+  pthread_mutex_unlock(&r->lock);
+}

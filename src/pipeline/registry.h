@@ -111,7 +111,7 @@ typedef struct registry {
   uint32_t *slots;                  /* open addressing: index, 0 = empty */
   uint32_t nslots;                  /* power of two, > 2 * count */
   atomic_uint connected;            /* entries attached to a connection */
-  uint32_t health_per_s;            /* health requests per device per second; 0: no limit. Set before use */
+  uint32_t health_per_s;            /* health requests per device per second; 0: no limit. Under the lock */
   _Atomic uint64_t health_limited;  /* requests refused by that limit */
 } registry;
 
@@ -191,5 +191,8 @@ int registry_seq_admit(registry *r, uint32_t index, uint64_t seq, uint64_t windo
 /* Picks up to k distinct devices at random among those connected over
  * connections that answer health requests. Returns how many. */
 int registry_pick_connected(registry *r, rng *g, uint32_t *out, int k);
+
+/* Health requests per device per second from now on; 0: no limit. */
+void registry_set_health_rate(registry *r, uint32_t per_s);
 
 #endif

@@ -42,6 +42,7 @@ struct serve {
   _Atomic int64_t stop_at_ns;
   int stop_signal;
   int64_t t0, started_unix_ms, started_unix_ns;
+  serve_limits limits; /* the connections' limits: cfg's, then a reload's */
   registry reg;
   credentials_store creds; /* with --auth token; its path is NULL otherwise */
   storage *db;
@@ -150,6 +151,11 @@ static void pipeline_fault(void *ctx, const char *why) {
 /* ------------------------------------------------------------ setup */
 
 void serve_set_log_level(serve *s, log_level level) { log_set_level(&s->log, level); }
+
+void serve_set_limits(serve *s, const serve_config *cfg) {
+  serve_limits_set(&s->limits, cfg);
+  registry_set_health_rate(&s->reg, (uint32_t)cfg->health_per_device_per_s);
+}
 
 int serve_set_health_cadence(serve *s, int interval_ms, int timeout_ms) {
   return pipeline_set_health_cadence(s->pipe, TG_MS(interval_ms), TG_MS(timeout_ms));
@@ -264,6 +270,7 @@ static int build(serve *s, char *err, size_t errlen) {
   for (int i = 0; i < NSOURCES && r == 0; i++) {
     if (!sources[i]->wanted(c)) continue;
     source_sink sink = {.cfg = c,
+                        .limits = &s->limits,
                         .cancel = s->cancel,
                         .log = &s->log,
                         .reg = &s->reg,
@@ -337,6 +344,7 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     return r;
   }
   s->reg.health_per_s = (uint32_t)cfg->health_per_device_per_s;
+  serve_limits_set(&s->limits, cfg);
   if (serve_config_auth(cfg) == SERVE_AUTH_TOKEN &&
       (r = credentials_store_open(&s->creds, cfg->credentials_path, err, errlen)) != 0) {
     teardown(s);

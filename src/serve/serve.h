@@ -197,6 +197,9 @@ demo_log *serve_log(serve *s);
  * rounds were off at start, or are to be turned off: that takes a
  * restart. */
 void serve_set_log_level(serve *s, log_level level);
+/* The limits of serve_limits and the health requests per device per
+ * second, from cfg. */
+void serve_set_limits(serve *s, const serve_config *cfg);
 int serve_set_health_cadence(serve *s, int interval_ms, int timeout_ms);
 
 #endif

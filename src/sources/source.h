@@ -44,7 +44,8 @@
 
 typedef struct source_sink {
   const serve_config *cfg;
-  tg_cancel *cancel; /* the shutdown token */
+  const serve_limits *limits; /* cfg's limits as they are now (a reload may change them) */
+  tg_cancel *cancel;          /* the shutdown token */
   demo_log *log;
   registry *reg;
   credentials_store *creds;           /* with --auth token; NULL: any connection may send for any id */

@@ -69,6 +69,7 @@ enum {
  * sent and stays until ingest_free. */
 typedef struct ingest {
   const serve_config *cfg;
+  const serve_limits *limits; /* cfg's limits, as a reload leaves them */
   tg_cancel *cancel;
   demo_log *log;
   registry *reg;
@@ -216,7 +217,7 @@ static int out_flush(conn *c, int64_t deadline) {
 }
 
 static int64_t write_deadline(conn *c) {
-  int64_t d = tg_deadline_in(TG_MS(c->cfg->write_timeout_ms));
+  int64_t d = tg_deadline_in(TG_MS(SERVE_LIMIT(c->in->limits, write_timeout_ms)));
   if (c->draining) {
     int64_t until = atomic_load(c->in->drain_until);
     if (until < d) d = until;
@@ -229,11 +230,11 @@ static int64_t write_deadline(conn *c) {
 /* Counts a bad line and answers it, within the rate limit. Returns GO_ON
  * or STOP_ERRORS once error_limit bad lines came in a row. */
 static int bad(conn *c, int reason) {
-  const serve_config *cfg = c->cfg;
+  const serve_limits *lim = c->in->limits;
   c->bad[reason]++;
   c->errors_in_row++;
   int64_t now = tg_now();
-  double rate = cfg->error_lines_per_s;
+  double rate = SERVE_LIMIT(lim, error_lines_per_s);
   c->tokens += (double)(now - c->tokens_ns) / 1e9 * rate;
   c->tokens_ns = now;
   if (c->tokens > (rate < 1 ? 1 : rate)) c->tokens = rate < 1 ? 1 : rate;
@@ -246,7 +247,8 @@ static int bad(conn *c, int reason) {
   } else {
     c->errors_held++;
   }
-  if (cfg->error_limit > 0 && c->errors_in_row >= cfg->error_limit) return STOP_ERRORS;
+  int limit = SERVE_LIMIT(lim, error_limit);
+  if (limit > 0 && c->errors_in_row >= limit) return STOP_ERRORS;
   return GO_ON;
 }
 
@@ -277,8 +279,8 @@ static int allowed(conn *c, const protocol_device_id *id) {
 static int cache_room(conn *c) {
   if ((c->used + 1) * 2 <= c->nslots) return 0;
   uint32_t n = c->nslots * 2, limit = CACHE_MAX;
-  while (c->cfg->max_ids_per_connection > 0 && (uint64_t)limit < 2 * (uint64_t)c->cfg->max_ids_per_connection)
-    limit *= 2;
+  int per_connection = SERVE_LIMIT(c->in->limits, max_ids_per_connection);
+  while (per_connection > 0 && (uint64_t)limit < 2 * (uint64_t)per_connection) limit *= 2;
   cache_slot *grown = n <= limit ? calloc(n, sizeof *grown) : NULL;
   if (grown) { /* rehash */
     for (uint32_t j = 0; j < c->nslots; j++) {
@@ -318,7 +320,8 @@ static int lookup(conn *c, const protocol_device_id *id, const device_entry **ou
     }
   }
   if (!allowed(c, id)) return SERVE_BAD_NOT_ALLOWED;
-  int limit = c->cfg->max_ids_per_connection, per_cred = c->cfg->max_ids_per_credential;
+  int limit = SERVE_LIMIT(c->in->limits, max_ids_per_connection);
+  int per_cred = SERVE_LIMIT(c->in->limits, max_ids_per_credential);
   if (limit > 0 && c->ids >= (uint32_t)limit) return SERVE_BAD_TOO_MANY_IDS;
   atomic_uint *added = c->cred ? c->cred->ids_added : NULL;
   /* Over its credential's budget a connection may still send for ids that exist. */
@@ -346,8 +349,8 @@ static int lookup(conn *c, const protocol_device_id *id, const device_entry **ou
  * devices that count from 0 never cost a look-up. Returns 0 or -ERANGE. */
 static int seq_admit(conn *c, const device_entry *e, uint64_t seq) {
   registry *reg = c->in->reg;
-  if (c->cfg->seq_window == 0) return 0;
-  uint64_t window = c->cfg->seq_window;
+  uint64_t window = SERVE_LIMIT(c->in->limits, seq_window);
+  if (window == 0) return 0;
   if (registry_seq_needs_mark(reg, e->index, seq, window)) {
     storage_mark_args a = {.db = c->in->db, .device = e->index};
     if (!a.db || tg_blocking_run(storage_mark_get_call, &a) == 0)
@@ -526,7 +529,7 @@ static int carry_rest(conn *c, const char *base, size_t done, size_t len) {
  * dropped. Not while draining: what was sent before the shutdown is read
  * until the drain time is over. */
 static void line_rate_wait(conn *c, uint64_t lines) {
-  double rate = c->cfg->lines_per_s;
+  double rate = SERVE_LIMIT(c->in->limits, lines_per_s);
   if (rate <= 0 || c->draining) return;
   int64_t now = tg_now();
   c->line_tokens += (double)(now - c->line_tokens_ns) / 1e9 * rate - (double)lines;
@@ -690,9 +693,10 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
   c->id = tc->id;
   memcpy(c->peer, tc->peer, sizeof c->peer);
   c->sock = tc->sock;
-  c->tokens = c->cfg->error_lines_per_s > 0 ? c->cfg->error_lines_per_s : 1;
+  int error_rate = SERVE_LIMIT(in->limits, error_lines_per_s);
+  c->tokens = error_rate > 0 ? error_rate : 1;
   c->tokens_ns = tg_now();
-  c->line_tokens = c->cfg->lines_per_s;
+  c->line_tokens = SERVE_LIMIT(in->limits, lines_per_s);
   c->line_tokens_ns = c->tokens_ns;
   tg_tcp_set_recv_buffer(c->sock, (size_t)c->cfg->recv_buffer);
   int r;
@@ -803,6 +807,7 @@ static int ingest_start(const source_sink *sink, void **state, char *err, size_t
     return TG_ENOMEM;
   }
   *in = (ingest){.cfg = cfg,
+                 .limits = sink->limits,
                  .cancel = sink->cancel,
                  .log = sink->log,
                  .reg = sink->reg,
