@@ -72,15 +72,17 @@ static void summary_json(http_buf *b, const system_snapshot *s) {
   kv_num(b, "avg_humidity", s->avg_humidity, 2, 1);
 }
 
-void api_json_snapshot(http_buf *b, const system_snapshot *s) {
-  summary_json(b, s);
+/* The "devices" array and the object's end: every device, or with a base
+ * only those read since (the base's devices that were not seen after
+ * base_at_ms are left out; devices new since the base all go in). */
+static void devices_json(http_buf *b, const system_snapshot *s, uint32_t base_ndevices, int64_t base_at_ms) {
   key(b, "devices");
   http_buf_append(b, "[", 1);
   int first = 1;
   for (uint32_t i = 0; i < s->ndevices; i++) {
     const device_metrics *m = &s->devices[i];
     if (i % DEVICES_PER_SLICE == DEVICES_PER_SLICE - 1) pause_for_io();
-    if (m->device == 0) continue; /* a slot no device has used yet */
+    if (m->device == 0 || (i < base_ndevices && m->last_seen_ms < base_at_ms)) continue; /* 0: a slot unused yet */
     if (!first) http_buf_append(b, ",", 1);
     first = 0;
     device_json(b, s, m);
@@ -88,23 +90,17 @@ void api_json_snapshot(http_buf *b, const system_snapshot *s) {
   http_buf_append(b, "]}", 2);
 }
 
+void api_json_snapshot(http_buf *b, const system_snapshot *s) {
+  summary_json(b, s);
+  devices_json(b, s, 0, 0);
+}
+
 void api_json_delta(http_buf *b, const system_snapshot *s, uint64_t base_version, int64_t base_at_ms,
                     uint32_t base_ndevices) {
   summary_json(b, s);
   kv_u64(b, "base", base_version, 1);
   kv_u64(b, "ndevices", s->ndevices, 1);
-  key(b, "devices");
-  http_buf_append(b, "[", 1);
-  int first = 1;
-  for (uint32_t i = 0; i < s->ndevices; i++) {
-    const device_metrics *m = &s->devices[i];
-    if (i % DEVICES_PER_SLICE == DEVICES_PER_SLICE - 1) pause_for_io();
-    if (m->device == 0 || (i < base_ndevices && m->last_seen_ms < base_at_ms)) continue;
-    if (!first) http_buf_append(b, ",", 1);
-    first = 0;
-    device_json(b, s, m);
-  }
-  http_buf_append(b, "]}", 2);
+  devices_json(b, s, base_ndevices, base_at_ms);
 }
 
 static int named(const device_metrics *m, const char *name) {
