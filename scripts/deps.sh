@@ -9,6 +9,7 @@ PACKAGES=(
   build-essential clang cmake pkg-config
   libuv1-dev libboost-context-dev libsqlite3-dev sqlite3
   libcjson-dev libhttp-parser-dev libinih-dev libssl-dev
+  openssl             # the TLS tests make their certificates with it
   check time
   chromium            # the dashboard's browser test
   curl                # the install test reads /metrics
