@@ -2,9 +2,10 @@
  * made for the run (scripts/tls-certs.sh): an echo of lines through the
  * select path, a large transfer through a small buffer, client
  * certificates required, bad files, a wrong CA, reload with old and new
- * connections, a stalled and a plain-text peer, and openssl s_client. */
+ * connections, a stalled and a plain-text peer, openssl s_client, and the
+ * stream calls over plain TCP. */
 #include "helpers.h"
-#include "tls.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -80,15 +81,15 @@ static void server_free(server *s) {
 
 /* Waits for plaintext the way a connection task that also selects on
  * other things does (tls.h's note on select). */
-static int recv_selecting(server *s, tls_conn *t, tg_tcp_view *v) {
+static int recv_selecting(server *s, stream *io, tg_tcp_view *v) {
   for (;;) {
-    if (!tls_ready(t)) {
-      tg_case cs[2] = {tg_cancel_case(s->stop), tls_recv_case(t)};
+    if (!stream_ready(io)) {
+      tg_case cs[2] = {tg_cancel_case(s->stop), stream_recv_case(io)};
       int w = tg_select(cs, 2, tg_deadline_in(TG_MS(20000)));
       if (w == 0) return TG_ECANCELED;
       if (w < 0) return w;
     }
-    int r = tls_recv_dl(t, &v->data, &v->len, 0);
+    int r = stream_recv_dl(io, v, 0);
     if (r != TG_ETIMEDOUT) return r;
   }
 }
@@ -99,29 +100,29 @@ static void *echo_one(void *arg) {
   server *s = arg;
   tg_tcp *c;
   ck_assert_int_eq(tg_tcp_accept(s->listener, &c), 0);
-  tls_conn *t;
+  stream io;
   s->accept_result =
-      tls_accept_dl(&t, s->ctx, c, s->stop, tg_deadline_in(TG_MS(20000)), s->accept_error, sizeof s->accept_error);
+      stream_open(&io, c, s->ctx, NULL, s->stop, tg_deadline_in(TG_MS(20000)), s->accept_error, sizeof s->accept_error);
   if (s->accept_result != 0) {
     tg_tcp_close(c);
     return NULL;
   }
-  tls_peer_subject(t, s->peer, sizeof s->peer);
-  if (s->recv_buffer) ck_assert_int_eq(tls_set_recv_buffer(t, s->recv_buffer), 0);
+  if (io.tls) tls_peer_subject(io.tls, s->peer, sizeof s->peer);
+  if (s->recv_buffer) ck_assert_int_eq(stream_set_recv_buffer(&io, s->recv_buffer), 0);
   tg_tcp_view v;
   int r;
-  while ((r = recv_selecting(s, t, &v)) == 0) {
+  while ((r = recv_selecting(s, &io, &v)) == 0) {
     const char *nl = memrchr(v.data, '\n', v.len);
     if (!nl) continue;
     size_t n = (size_t)(nl - v.data) + 1;
-    ck_assert_int_eq(tls_write_dl(t, v.data, n, tg_deadline_in(TG_MS(20000))), 0);
+    ck_assert_int_eq(stream_write_dl(&io, v.data, n, tg_deadline_in(TG_MS(20000))), 0);
     s->echoed += n;
     for (size_t i = 0; i < n; i++) s->lines += v.data[i] == '\n';
-    tls_consume(t, n);
+    stream_consume(&io, n);
     if (s->close_after && s->lines >= s->close_after) break;
   }
   s->end = r;
-  tls_close_dl(t, tg_deadline_in(TG_MS(1000)));
+  stream_close(&io, tg_deadline_in(TG_MS(1000)));
   tg_tcp_close(c);
   return NULL;
 }
@@ -136,13 +137,14 @@ static tg_task *serve_one(server *s) {
 
 typedef struct client {
   tg_tcp *sock;
-  tls_conn *tls;
+  stream io;
 } client;
 
+/* Connects, over TLS with ctx, plain without. */
 static int client_connect(client *c, tls_context *ctx, int port, const char *host, char *err, size_t errlen) {
   *c = (client){0};
   ck_assert_int_eq(tg_tcp_connect(&c->sock, "127.0.0.1", port), 0);
-  int r = tls_connect_dl(&c->tls, ctx, c->sock, host, NULL, tg_deadline_in(TG_MS(20000)), err, errlen);
+  int r = stream_open(&c->io, c->sock, ctx, host, NULL, tg_deadline_in(TG_MS(20000)), err, errlen);
   if (r != 0) {
     tg_tcp_close(c->sock);
     c->sock = NULL;
@@ -151,29 +153,28 @@ static int client_connect(client *c, tls_context *ctx, int port, const char *hos
 }
 
 static void client_close(client *c) {
-  tls_close_dl(c->tls, tg_deadline_in(TG_MS(1000)));
+  stream_close(&c->io, tg_deadline_in(TG_MS(1000)));
   tg_tcp_close(c->sock);
 }
 
 /* Reads exactly want bytes. */
-static void read_exactly(tls_conn *t, char *out, size_t want) {
+static void read_exactly(stream *io, char *out, size_t want) {
   size_t got = 0;
   while (got < want) {
-    const char *d;
-    size_t n;
-    int r = tls_recv_dl(t, &d, &n, tg_deadline_in(TG_MS(20000)));
-    ck_assert_msg(r == 0, "recv: %s %s", tg_err_name(r), tls_last_error(t));
-    size_t take = n < want - got ? n : want - got;
-    memcpy(out + got, d, take);
-    tls_consume(t, take);
+    tg_tcp_view v;
+    int r = stream_recv_dl(io, &v, tg_deadline_in(TG_MS(20000)));
+    ck_assert_msg(r == 0, "recv: %s %s", tg_err_name(r), io->tls ? tls_last_error(io->tls) : "");
+    size_t take = v.len < want - got ? v.len : want - got;
+    memcpy(out + got, v.data, take);
+    stream_consume(io, take);
     got += take;
   }
 }
 
-static void echo_check(tls_conn *t, const char *line) {
-  ck_assert_int_eq(tls_write_dl(t, line, strlen(line), tg_deadline_in(TG_MS(20000))), 0);
+static void echo_check(stream *io, const char *line) {
+  ck_assert_int_eq(stream_write_dl(io, line, strlen(line), tg_deadline_in(TG_MS(20000))), 0);
   char back[256] = {0};
-  read_exactly(t, back, strlen(line));
+  read_exactly(io, back, strlen(line));
   ck_assert_str_eq(back, line);
 }
 
@@ -190,18 +191,18 @@ static void *echo_body(void *arg) {
   char err[256] = "";
   ck_assert_msg(client_connect(&c, cctx, s.port, "127.0.0.1", err, sizeof err) == 0, "%s", err);
   char subject[256], desc[128];
-  tls_peer_subject(c.tls, subject, sizeof subject);
+  tls_peer_subject(c.io.tls, subject, sizeof subject);
   ck_assert_str_eq(subject, "CN=server-1");
-  tls_describe(c.tls, desc, sizeof desc);
+  tls_describe(c.io.tls, desc, sizeof desc);
   ck_assert_msg(strncmp(desc, "TLSv1.3 ", 8) == 0, "%s", desc);
   const char *a = "{\"device\":\"7\",\"seq\":1}\n{\"device\":\"7\",";
   const char *want = "{\"device\":\"7\",\"seq\":1}\n{\"device\":\"7\",\"seq\":2}\n";
   char back[64] = {0};
-  ck_assert_int_eq(tls_write_dl(c.tls, a, strlen(a), tg_deadline_in(TG_MS(20000))), 0);
-  read_exactly(c.tls, back, 23);
+  ck_assert_int_eq(tls_write_dl(c.io.tls, a, strlen(a), tg_deadline_in(TG_MS(20000))), 0);
+  read_exactly(&c.io, back, 23);
   /* The last write went out whole, so a try-write finds the socket idle. */
-  ck_assert_int_eq(tls_try_write(c.tls, "\"seq\":2}\n", 9), 0);
-  read_exactly(c.tls, back + 23, strlen(want) - 23);
+  ck_assert_int_eq(tls_try_write(c.io.tls, "\"seq\":2}\n", 9), 0);
+  read_exactly(&c.io, back + 23, strlen(want) - 23);
   ck_assert_str_eq(back, want);
   client_close(&c);
   tg_task_join(task, NULL);
@@ -217,11 +218,12 @@ static void *echo_body(void *arg) {
 START_TEST(test_tls_echo_lines) { tg_test_run(1, 0, echo_body, NULL); }
 END_TEST
 
-/* 8 MiB of numbered lines through a 256-byte buffer: plaintext waits
- * past a full buffer (tls_ready with nothing on the socket) and every
- * byte comes back in order, while the client writes and reads at once. */
+/* 8 MiB of numbered lines through a 256-byte buffer, over TLS and plain
+ * (the same stream calls): plaintext waits past a full buffer (ready with
+ * nothing on the socket) and every byte comes back in order, while the
+ * client writes and reads at once. */
 typedef struct bulk {
-  tls_conn *tls;
+  stream *io;
   size_t total;
 } bulk;
 
@@ -231,22 +233,22 @@ static void *bulk_writer(void *arg) {
   size_t sent = 0;
   for (uint32_t i = 0; sent < b->total; i++) {
     int n = snprintf(line, sizeof line, "%08u-abcdefghijklmnopq\n", i);
-    ck_assert_int_eq(tls_write_dl(b->tls, line, (size_t)n, tg_deadline_in(TG_MS(20000))), 0);
+    ck_assert_int_eq(stream_write_dl(b->io, line, (size_t)n, tg_deadline_in(TG_MS(20000))), 0);
     sent += (size_t)n;
   }
   return NULL;
 }
 
 static void *bulk_body(void *arg) {
-  (void)arg;
-  tls_context *sctx = server_ctx("server-1", NULL), *cctx = client_ctx(NULL);
+  int over_tls = arg != NULL;
+  tls_context *sctx = over_tls ? server_ctx("server-1", NULL) : NULL, *cctx = over_tls ? client_ctx(NULL) : NULL;
   server s = server_start(sctx);
   s.recv_buffer = 256;
   tg_task *task = serve_one(&s);
   client c;
   char err[256] = "";
   ck_assert_msg(client_connect(&c, cctx, s.port, "localhost", err, sizeof err) == 0, "%s", err);
-  bulk b = {.tls = c.tls, .total = 8u << 20};
+  bulk b = {.io = &c.io, .total = 8u << 20};
   b.total -= b.total % 27; /* whole lines */
   /* The writer and this reader share the connection on one worker, one
    * at a time: each waits in libtg, never inside OpenSSL. */
@@ -255,16 +257,15 @@ static void *bulk_body(void *arg) {
   size_t got = 0, wrong = 0;
   char expect[48];
   while (got < b.total) {
-    const char *d;
-    size_t n;
-    int r = tls_recv_dl(c.tls, &d, &n, tg_deadline_in(TG_MS(30000)));
+    tg_tcp_view v;
+    int r = stream_recv_dl(&c.io, &v, tg_deadline_in(TG_MS(30000)));
     ck_assert_msg(r == 0, "recv: %s", tg_err_name(r));
-    size_t whole = n - n % 27;
+    size_t whole = v.len - v.len % 27;
     for (size_t i = 0; i < whole; i += 27) {
       snprintf(expect, sizeof expect, "%08zu-abcdefghijklmnopq\n", (got + i) / 27);
-      if (memcmp(d + i, expect, 27) != 0) wrong++;
+      if (memcmp(v.data + i, expect, 27) != 0) wrong++;
     }
-    tls_consume(c.tls, whole);
+    stream_consume(&c.io, whole);
     got += whole;
   }
   tg_task_join(w, NULL);
@@ -272,13 +273,17 @@ static void *bulk_body(void *arg) {
   client_close(&c);
   tg_task_join(task, NULL);
   ck_assert_uint_eq(s.echoed, b.total);
+  ck_assert_int_eq(s.end, TG_EOF);
   server_free(&s);
-  tls_context_free(sctx);
-  tls_context_free(cctx);
+  if (sctx) tls_context_free(sctx);
+  if (cctx) tls_context_free(cctx);
   return NULL;
 }
 
-START_TEST(test_tls_bulk_small_buffer) { tg_test_run(1, 0, bulk_body, NULL); }
+START_TEST(test_tls_bulk_small_buffer) { tg_test_run(1, 0, bulk_body, (void *)1); }
+END_TEST
+
+START_TEST(test_tls_bulk_plain_stream) { tg_test_run(1, 0, bulk_body, NULL); }
 END_TEST
 
 /* With a client CA, a client without a certificate is refused (the
@@ -297,10 +302,11 @@ static void *client_cert_body(void *arg) {
   if (r == 0) {
     const char *d;
     size_t n;
-    tls_write_dl(c.tls, "x\n", 2, tg_deadline_in(TG_MS(20000)));
-    r = tls_recv_dl(c.tls, &d, &n, tg_deadline_in(TG_MS(20000)));
+    tls_write_dl(c.io.tls, "x\n", 2, tg_deadline_in(TG_MS(20000)));
+    r = tls_recv_dl(c.io.tls, &d, &n, tg_deadline_in(TG_MS(20000)));
     ck_assert_msg(r == -EPROTO || r == TG_EOF || r == -ECONNRESET, "read: %s", tg_err_name(r));
-    if (r == -EPROTO) ck_assert_msg(strstr(tls_last_error(c.tls), "certificate required"), "%s", tls_last_error(c.tls));
+    if (r == -EPROTO)
+      ck_assert_msg(strstr(tls_last_error(c.io.tls), "certificate required"), "%s", tls_last_error(c.io.tls));
     client_close(&c);
   }
   tg_task_join(task, NULL);
@@ -309,7 +315,7 @@ static void *client_cert_body(void *arg) {
 
   task = serve_one(&s);
   ck_assert_msg(client_connect(&c, device, s.port, "127.0.0.1", err, sizeof err) == 0, "%s", err);
-  echo_check(c.tls, "hello\n");
+  echo_check(&c.io, "hello\n");
   client_close(&c);
   tg_task_join(task, NULL);
   ck_assert_int_eq(s.accept_result, 0);
@@ -380,7 +386,7 @@ static void *verify_body(void *arg) {
 
   task = serve_one(&s);
   ck_assert_msg(client_connect(&c, insecure, s.port, "gateway.example", err, sizeof err) == 0, "%s", err);
-  echo_check(c.tls, "trusting\n");
+  echo_check(&c.io, "trusting\n");
   client_close(&c);
   tg_task_join(task, NULL);
 
@@ -405,7 +411,7 @@ static void *reload_body(void *arg) {
   client old;
   char err[256] = "", subject[256], desc[256];
   ck_assert_msg(client_connect(&old, cctx, before.port, "127.0.0.1", err, sizeof err) == 0, "%s", err);
-  echo_check(old.tls, "before\n");
+  echo_check(&old.io, "before\n");
 
   char cert[320];
   snprintf(cert, sizeof cert, "%s", path("server-2.pem"));
@@ -423,11 +429,11 @@ static void *reload_body(void *arg) {
   tg_task *t2 = serve_one(&after);
   client fresh;
   ck_assert_msg(client_connect(&fresh, cctx, after.port, "127.0.0.1", err, sizeof err) == 0, "%s", err);
-  tls_peer_subject(fresh.tls, subject, sizeof subject);
+  tls_peer_subject(fresh.io.tls, subject, sizeof subject);
   ck_assert_str_eq(subject, "CN=server-2");
-  echo_check(fresh.tls, "after\n");
-  echo_check(old.tls, "still there\n");
-  tls_peer_subject(old.tls, subject, sizeof subject);
+  echo_check(&fresh.io, "after\n");
+  echo_check(&old.io, "still there\n");
+  tls_peer_subject(old.io.tls, subject, sizeof subject);
   ck_assert_str_eq(subject, "CN=server-1");
   client_close(&fresh);
   client_close(&old);
@@ -565,6 +571,7 @@ int main(void) {
   Suite *s = suite_create("tls");
   tg_test_add(s, "echo_lines", test_tls_echo_lines, 60);
   tg_test_add(s, "bulk_small_buffer", test_tls_bulk_small_buffer, 120);
+  tg_test_add(s, "bulk_plain_stream", test_tls_bulk_plain_stream, 120);
   tg_test_add(s, "client_cert_required", test_tls_client_cert_required, 60);
   tg_test_add(s, "bad_files", test_tls_bad_files, 60);
   tg_test_add(s, "verify", test_tls_verify, 60);

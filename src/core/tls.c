@@ -229,6 +229,8 @@ void tls_context_describe(tls_context *c, char *buf, size_t len) {
   snprintf(buf, len, "%s, expires %s", subject, expires);
 }
 
+int tls_context_is_server(const tls_context *c) { return c->server; }
+
 void tls_context_free(tls_context *c) {
   if (!c) return;
   SSL_CTX_free(c->ctx);

@@ -89,6 +89,9 @@ int tls_context_reload(tls_context *ctx, const tls_options *opts, char *err, siz
  * certificate". */
 void tls_context_describe(tls_context *ctx, char *buf, size_t len);
 
+/* 1 for a server's context, 0 for a client's. */
+int tls_context_is_server(const tls_context *ctx);
+
 /* Frees the context; connections that started keep their reference. */
 void tls_context_free(tls_context *ctx);
 
