@@ -1,6 +1,9 @@
 /* cli_devices.c - the flags of `telegate devices`; see cli_devices.h. */
 #include "cli_devices.h"
 
+#include <errno.h>
+#include <stdio.h>
+
 static const cli_word format_words[] = {{"json", PROTOCOL_JSON}, {"line", PROTOCOL_LINE}, {NULL, 0}};
 static const cli_word health_words[] = {{"answer", SIM_HEALTH_ANSWER}, {"ignore", SIM_HEALTH_IGNORE}, {NULL, 0}};
 static const cli_word acks_words[] = {{"on", SIM_ACKS_ON}, {"off", SIM_ACKS_OFF}, {NULL, 0}};
@@ -22,8 +25,27 @@ static const cli_option options[] = {
                 "readings a device holds unacked; a full window blocks it until acks come (10000)"),
     CLI_OPT_DOUBLE(sim_config, "ack-wait-s", ack_wait_s, 0, 86400, "SECONDS",
                    "at the end, how long to wait for the last acks, reconnecting if needed (10)"),
+    CLI_OPT_FLAG(sim_config, "tls", tls, "connect over TLS, verifying the gateway's certificate and name"),
+    CLI_OPT_PATH(sim_config, "tls-ca", tls_ca, "CAs (PEM) to verify the gateway against (the system's)"),
+    CLI_OPT_FLAG(sim_config, "tls-insecure", tls_insecure, "do not verify the gateway's certificate (testing only)"),
+    CLI_OPT_PATH(sim_config, "tls-cert", tls_cert, "a client certificate (PEM) to present, for --tls-client-ca"),
+    CLI_OPT_PATH(sim_config, "tls-key", tls_key, "the key (PEM) of --tls-cert"),
     CLI_OPT_FLAG(sim_config, "quiet", quiet, "no summary line"),
 };
+
+/* TLS's settings mean nothing without --tls: most likely it was forgotten. */
+static int finish(void *cfg, char *err, size_t errlen) {
+  const sim_config *c = cfg;
+  if (!c->tls && (c->tls_ca || c->tls_insecure || c->tls_cert || c->tls_key)) {
+    snprintf(err, errlen, "--tls-ca, --tls-insecure, --tls-cert and --tls-key want --tls");
+    return -EINVAL;
+  }
+  if (!c->tls_cert != !c->tls_key) {
+    snprintf(err, errlen, "--tls-cert and --tls-key go together");
+    return -EINVAL;
+  }
+  return 0;
+}
 
 const cli_command cli_devices = {
     .name = "devices",
@@ -32,6 +54,7 @@ const cli_command cli_devices = {
              "and had acked. The exit status is 0 when every reading was acked.",
     .options = options,
     .noptions = CLI_COUNT(options),
+    .finish = finish,
 };
 
 int cli_parse_devices(int argc, char *const argv[], sim_config *cfg, cli_strings *strings, char *err, size_t errlen) {

@@ -3,6 +3,7 @@
 
 #include "rng.h"
 #include "signals.h"
+#include "stream.h"
 #include "tg/tg.h"
 
 #include <cjson/cJSON.h>
@@ -10,6 +11,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -57,6 +59,7 @@ typedef struct sim_device {
   rng jitter;        /* the backoff: its own stream, so reconnects shift no value */
   double temperature, humidity, battery;
   tg_tcp *sock;   /* NULL while disconnected */
+  stream io;      /* over sock: plain or TLS */
   int acking;     /* acks asked and not refused: hold readings until acked */
   int hello_sent; /* on this connection, and no answer yet */
   int lost;       /* write-only: the connection broke, the run is over */
@@ -77,6 +80,8 @@ struct sim {
   sim_device *devices;
   sim_report report;
   uint64_t *latency; /* LATENCY_BUCKETS per worker, with acks */
+  tls_context *tls;  /* with cfg.tls */
+  atomic_int tls_failures_told;
   int workers;
   int64_t t0, epoch_ms;
 };
@@ -239,11 +244,20 @@ static int connect_gateway(sim_device *d, int64_t deadline) {
   const sim_config *c = &d->sim->cfg;
   int r = tg_tcp_connect_dl(&d->sock, c->host, c->port, deadline);
   if (r != 0) return r;
-  tg_tcp_set_recv_buffer(d->sock, RECV_BUFFER);
+  char err[256];
+  if ((r = stream_open(&d->io, d->sock, d->sim->tls, c->host, NULL, deadline, err, sizeof err)) != 0) {
+    if (atomic_fetch_add(&d->sim->tls_failures_told, 1) == 0) /* the same reason for every device: once */
+      fprintf(stderr, "telegate devices: %s: %s\n", d->report->id, err);
+    tg_tcp_close(d->sock);
+    d->sock = NULL;
+    return r;
+  }
+  stream_set_recv_buffer(&d->io, RECV_BUFFER);
   char hello[LINE_CAP];
   int n = format_hello(hello, sizeof hello, c);
   d->hello_sent = n > 0;
-  if (n > 0 && (r = tg_tcp_write_dl(d->sock, hello, (size_t)n, deadline)) != 0) {
+  if (n > 0 && (r = stream_write_dl(&d->io, hello, (size_t)n, deadline)) != 0) {
+    stream_close(&d->io, 0);
     tg_tcp_close(d->sock);
     d->sock = NULL;
     return r;
@@ -255,6 +269,7 @@ static int connect_gateway(sim_device *d, int64_t deadline) {
 /* The connection broke. Write-only, the run ends with it; with acks the
  * device reconnects after a jittered backoff. */
 static void drop_connection(sim_device *d, sim_end why) {
+  stream_close(&d->io, 0);
   tg_tcp_close(d->sock);
   d->sock = NULL;
   d->hello_sent = 0;
@@ -285,7 +300,7 @@ static int write_burst(sim_device *d, char *buf) {
     len += (size_t)w;
   }
   int64_t now = tg_now();
-  int r = tg_tcp_write_dl(d->sock, buf, len, write_deadline(d));
+  int r = stream_write_dl(&d->io, buf, len, write_deadline(d));
   if (r != 0) return r;
   for (size_t k = from; k < from + (size_t)n; k++) {
     pending *p = window_at(&d->win, k);
@@ -338,7 +353,7 @@ static int on_gateway_line(sim_device *d, const char *p, size_t n) {
       protocol_health_reply h = {
           .id = id, .uptime_s = (uint64_t)((tg_now() - d->sim->t0) / TG_SEC(1)), .battery = (uint32_t)d->battery};
       int len = protocol_format_health_reply(line, sizeof line, &h);
-      if (len > 0 && (r = tg_tcp_write_dl(d->sock, line, (size_t)len, write_deadline(d))) == 0)
+      if (len > 0 && (r = stream_write_dl(&d->io, line, (size_t)len, write_deadline(d))) == 0)
         d->report->health_answered++;
     }
   } else if (strcmp(t, "hello") == 0) {
@@ -381,7 +396,7 @@ static int on_input(sim_device *d, tg_tcp_view v) {
       return r;
     }
   }
-  tg_tcp_consume(d->sock, used);
+  stream_consume(&d->io, used);
   free(copy);
   return 0;
 }
@@ -391,7 +406,7 @@ static int on_input(sim_device *d, tg_tcp_view v) {
 static void read_pending(sim_device *d) {
   tg_tcp_view v;
   int r;
-  while (d->sock && (r = tg_tcp_recv_dl(d->sock, &v.data, &v.len, 0)) != TG_ETIMEDOUT)
+  while (d->sock && (r = stream_recv_dl(&d->io, &v, 0)) != TG_ETIMEDOUT)
     if (r != 0 || on_input(d, v) != 0) drop_connection(d, r == 0 ? SIM_END_ERROR : SIM_END_CLOSED);
 }
 
@@ -399,8 +414,9 @@ static void read_pending(sim_device *d) {
  * a socket closed with unread bytes is reset. */
 static void hang_up(sim_device *d) {
   tg_tcp_view v;
-  while (tg_tcp_recv_dl(d->sock, &v.data, &v.len, 0) == 0 && on_input(d, v) == 0) {
+  while (stream_recv_dl(&d->io, &v, 0) == 0 && on_input(d, v) == 0) {
   }
+  stream_close(&d->io, 0);
   tg_tcp_close(d->sock);
   d->sock = NULL;
 }
@@ -417,10 +433,11 @@ static void wait_event(sim_device *d) {
   tg_case cs[2];
   tg_tcp_view v;
   int n = 0, recv_case = -1;
+  if (d->sock && stream_ready(&d->io)) return; /* TLS: decrypted bytes wait, read_pending takes them */
   if (!d->ending) cs[n++] = tg_cancel_case(d->sim->stop);
   if (d->sock) {
     recv_case = n;
-    cs[n++] = tg_tcp_recv_case(d->sock, &v);
+    cs[n++] = stream_recv_case(&d->io);
   }
   if (n == 0) {
     tg_sleep_until(deadline);
@@ -428,8 +445,9 @@ static void wait_event(sim_device *d) {
   }
   int w = tg_select(cs, n, deadline);
   if (w == recv_case) {
-    int r = cs[w].result;
-    if (r != 0 || on_input(d, v) != 0) drop_connection(d, r == 0 ? SIM_END_ERROR : SIM_END_CLOSED);
+    int r = stream_recv_dl(&d->io, &v, 0); /* TG_ETIMEDOUT: part of a TLS record */
+    if (r != TG_ETIMEDOUT && (r != 0 || on_input(d, v) != 0))
+      drop_connection(d, r == 0 ? SIM_END_ERROR : SIM_END_CLOSED);
   }
 }
 
@@ -504,6 +522,22 @@ int sim_start(const sim_config *cfg, sim **out) {
     sim_report_free(&s->report);
     free(s);
     return TG_ENOMEM;
+  }
+  if (cfg->tls) {
+    char err[300];
+    tls_options to = {
+        .cert_file = cfg->tls_cert, .key_file = cfg->tls_key, .ca_file = cfg->tls_ca, .insecure = cfg->tls_insecure};
+    int r = tls_context_new(&s->tls, &to, err, sizeof err);
+    if (r != 0) {
+      fprintf(stderr, "telegate devices: %s\n", err);
+      tg_joinset_free(s->tasks);
+      tg_cancel_free(s->stop);
+      free(s->devices);
+      free(s->latency);
+      sim_report_free(&s->report);
+      free(s);
+      return r;
+    }
   }
   signal(SIGPIPE, SIG_IGN); /* a write to a closed connection is an error, not the end of the process */
   struct rlimit rl;         /* a descriptor per device */
@@ -606,6 +640,7 @@ static int sim_finish(sim *s, sim_report *report) {
     sim_report_free(r);
   tg_joinset_free(s->tasks);
   tg_cancel_free(s->stop);
+  tls_context_free(s->tls);
   free(s->devices);
   free(s);
   return ok ? 0 : 1;

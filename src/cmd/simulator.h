@@ -79,6 +79,13 @@ typedef struct sim_config {
   double ack_wait_s;       /* at the end, how long to wait for the last acks (10) */
   int quiet;               /* no summary line, only the report */
   FILE *out;               /* NULL: stdout */
+  /* TLS (tls.h): the gateway is verified against tls_ca (NULL: the
+   * system's CAs) by the host name or address in `host` */
+  int tls;              /* connect over TLS */
+  const char *tls_ca;   /* PEM CA file */
+  int tls_insecure;     /* do not verify the gateway (self-signed testing only) */
+  const char *tls_cert; /* a client certificate to present, with tls_key (NULL: none) */
+  const char *tls_key;
 } sim_config;
 
 void sim_config_defaults(sim_config *c);
@@ -120,7 +127,8 @@ typedef struct sim sim;
 /* Starts the devices from a task of a running runtime; they connect and
  * run on their own. Sets SIGPIPE to be ignored (a write to a connection
  * the gateway closed fails with EPIPE instead of ending the process).
- * Returns 0, TG_EINVAL or TG_ENOMEM. */
+ * Returns 0, TG_EINVAL (also TLS files that do not load: the reason goes
+ * to stderr) or TG_ENOMEM. */
 int sim_start(const sim_config *cfg, sim **out);
 
 /* Ends the devices' runs now, as if their duration had passed: they stop
