@@ -173,6 +173,11 @@ int tls_context_new(tls_context **out, const tls_options *o, char *err, size_t e
   return 0;
 }
 
+int tls_open_call(void *args) {
+  tls_open_args *a = args;
+  return tls_context_new(a->ctx, &a->opts, a->err, sizeof a->err);
+}
+
 int tls_context_reload(tls_context *c, const tls_options *o, char *err, size_t errlen) {
   if (!o->server != !c->server) {
     set_err(err, errlen, "a TLS context cannot change between server and client%s%s", "", "");

@@ -79,6 +79,17 @@ typedef struct tls_options {
  * certificate: err says which and why) or TG_ENOMEM. */
 int tls_context_new(tls_context **ctx, const tls_options *opts, char *err, size_t errlen);
 
+/* tls_context_new through tg_blocking_run, for a task, so reading the
+ * files does not hold up a worker:
+ *   tls_open_args a = {.ctx = &ctx, .opts = {...}};
+ *   r = tg_blocking_run(tls_open_call, &a);   (a.err says why) */
+typedef struct tls_open_args {
+  tls_context **ctx;
+  tls_options opts;
+  char err[300];
+} tls_open_args;
+int tls_open_call(void *args);
+
 /* Rebuilds the context from opts (the same role) and swaps it in for new
  * connections. On error the old one stays. Returns what tls_context_new
  * does. */

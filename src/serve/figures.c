@@ -103,6 +103,11 @@ static const figure_def serve_rows[] = {
      .api = "devices.credential_reloads", .summary = "credential_reloads"},
     {"credential_reloads", "result", "error", COUNTER, SF(credential_reload_errors),
      .api = "devices.credential_reload_errors", .summary = "credential_reload_errors"},
+    {"tls_handshakes", COUNTER, .help = "Device connections that completed a TLS handshake.", SF(tls_handshakes),
+     .api = "devices.tls_handshakes", .summary = "tls_handshakes"},
+    {"tls_failures", COUNTER,
+     .help = "Device connections refused at the TLS handshake: not TLS, no or a bad client certificate, a stall.",
+     SF(tls_failures), .api = "devices.tls_failures", .summary = "tls_failures"},
 
     {"backpressure_waits", "stage", "telemetry", COUNTER,
      .help = "Waits at a stage: a send into a full queue or an acquire of a busy semaphore.", SF(telemetry.full_waits),

@@ -45,6 +45,7 @@ struct serve {
   serve_limits limits; /* the connections' limits: cfg's, then a reload's */
   registry reg;
   credentials_store creds; /* with --auth token; its path is NULL otherwise */
+  tls_context *device_tls; /* with --tls-cert; NULL: devices connect in plain TCP */
   storage *db;
   pipeline *pipe;
   tg_joinset *tasks;            /* the sources' and the HTTP side's; the pipeline has its own */
@@ -125,15 +126,37 @@ typedef struct signal_target {
 
 static void stop_on(serve *s, int signo) { request_stop(s, signo == SIGTERM ? "SIGTERM" : "SIGINT"); }
 
+/* The device port's TLS options, from the settings. */
+static tls_options device_tls_options(const serve_config *c) {
+  return (tls_options){.server = 1, .cert_file = c->tls_cert, .key_file = c->tls_key, .ca_file = c->tls_client_ca};
+}
+
+/* SIGHUP reads the certificate, key and client CA files again: new
+ * connections get the new ones, open connections keep theirs, and files
+ * that do not load change nothing (both logged). */
+static void reload_tls(serve *s) {
+  char err[300], desc[300];
+  tls_options o = device_tls_options(&s->cfg);
+  if (tls_context_reload(s->device_tls, &o, err, sizeof err) == 0) {
+    tls_context_describe(s->device_tls, desc, sizeof desc);
+    log_event(&s->log, "🔐", "serve", 0, "tls_reloaded", "SIGHUP: TLS certificate reloaded from %s: %s", s->cfg.tls_cert,
+              desc);
+  } else {
+    log_event(&s->log, "❌", "serve", 0, "tls_reload_failed",
+              "SIGHUP: TLS certificate NOT reloaded, new connections keep the previous one: %s", err);
+  }
+}
+
 static void on_signal(void *ctx, int signo) {
   signal_target *t = ctx;
   pthread_mutex_lock(&t->lock);
   serve *s = t->s;
   if (signo == SIGHUP) { /* a daemon's reload: never a stop (signals.h) */
     if (s && s->creds.path) reload_credentials(s);
+    if (s && s->device_tls) reload_tls(s);
     if (s && s->cfg.on_reload)
       s->cfg.on_reload(s, s->cfg.on_reload_arg);
-    else if (s && !s->creds.path)
+    else if (s && !s->creds.path && !s->device_tls)
       log_event(&s->log, "🔁", "serve", 0, "sighup", "SIGHUP: nothing to reload (no config file), serve goes on");
   } else if (s) {
     stop_on(s, signo);
@@ -190,6 +213,10 @@ static int check_config(const serve_config *c, char *err, size_t len) {
              c->listen_host);
   else if (serve_config_auth(c) == SERVE_AUTH_TOKEN && !c->credentials_path)
     snprintf(err, len, "--auth token needs --credentials FILE");
+  else if (!c->tls_cert != !c->tls_key)
+    snprintf(err, len, "TLS wants both a certificate and its key (--tls-cert, --tls-key)");
+  else if (c->tls_client_ca && !c->tls_cert)
+    snprintf(err, len, "client certificates (--tls-client-ca) want TLS: give --tls-cert and --tls-key");
   else if (c->workers < 1)
     snprintf(err, len, "workers must be at least 1");
   else if (c->max_line_bytes < 16)
@@ -228,6 +255,7 @@ static void teardown(serve *s) {
   credentials_store_close(&s->creds);
   for (int i = 0; i < NSOURCES; i++)
     if (s->source_state[i]) sources[i]->free(s->source_state[i]);
+  tls_context_free(s->device_tls); /* after the sources: their connections were joined */
   log_destroy(&s->log);
   free(s);
 }
@@ -277,7 +305,8 @@ static int build(serve *s, char *err, size_t errlen) {
                         .creds = s->creds.path ? &s->creds : NULL,
                         .db = s->db,
                         .tasks = s->tasks,
-                        .drain_until = &s->drain_until};
+                        .drain_until = &s->drain_until,
+                        .tls = s->device_tls};
     if ((r = pipeline_sender(s->pipe, &sink.telemetry)) != 0)
       snprintf(err, errlen, "cannot start the %s source: %s", sources[i]->name, tg_strerror(r));
     else
@@ -350,6 +379,12 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     teardown(s);
     return r;
   }
+  tls_open_args to = {.ctx = &s->device_tls, .opts = device_tls_options(cfg)};
+  if (cfg->tls_cert && (r = tg_blocking_run(tls_open_call, &to)) != 0) {
+    snprintf(err, errlen, "%s", to.err);
+    teardown(s);
+    return r;
+  }
   storage_open_args oc = {.db = &s->db,
                           .opts = {.backend = cfg->storage,
                                    .path = cfg->db_path,
@@ -393,6 +428,14 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
               is_loopback(cfg->listen_host) ? " (loopback only)"
                                             : ", and --insecure-no-auth accepts that off loopback");
   }
+  if (s->device_tls) {
+    char desc[300];
+    tls_context_describe(s->device_tls, desc, sizeof desc);
+    log_event(&s->log, "🔐", "serve", 0, "tls",
+              "Devices connect over TLS 1.2+ only: certificate %s%s%s; SIGHUP reloads it", desc,
+              cfg->tls_client_ca ? "; client certificates required, from the CAs in " : "",
+              cfg->tls_client_ca ? cfg->tls_client_ca : "");
+  }
   if (cfg->on_start && (r = cfg->on_start(s, cfg->on_start_arg, err, errlen)) != 0) {
     abandon(s);
     return r;
@@ -429,6 +472,8 @@ static void sources_figures_get(serve *s, source_figures *sum) {
     sum->acks_sent += f.acks_sent;
     sum->authenticated += f.authenticated;
     sum->line_rate_waits += f.line_rate_waits;
+    sum->tls_handshakes += f.tls_handshakes;
+    sum->tls_failures += f.tls_failures;
     sum->permits += f.permits;
     sum->permits_in_use += f.permits_in_use;
     sum->permit_waiters += f.permit_waiters;
@@ -514,6 +559,8 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->credential_reloads = figure_get(&s->credential_reloads);
   f->credential_reload_errors = figure_get(&s->credential_reload_errors);
   f->health.rate_limited = atomic_load(&s->reg.health_limited);
+  f->tls_handshakes = in.tls_handshakes;
+  f->tls_failures = in.tls_failures;
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
   f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};

@@ -88,6 +88,8 @@ typedef struct serve_figures {
   uint64_t line_rate_waits;           /* connections not read for a while, over --lines-per-s */
   uint64_t credential_reloads;        /* credentials files reloaded (SIGHUP) */
   uint64_t credential_reload_errors;  /* reloads refused: the file was bad, the old set stayed */
+  uint64_t tls_handshakes;            /* device connections that completed a TLS handshake */
+  uint64_t tls_failures;              /* device connections refused at the handshake */
   /* stages and backpressure */
   serve_queue_figures telemetry;  /* readings, connections -> aggregator */
   serve_queue_figures storage;    /* batches, aggregator -> storage */

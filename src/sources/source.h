@@ -37,6 +37,7 @@
 #include "registry.h"
 #include "storage.h"
 #include "tg/tg.h"
+#include "tls.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -53,6 +54,7 @@ typedef struct source_sink {
   tg_joinset *tasks;                  /* where the source spawns its tasks */
   tg_mpsc_tx *telemetry;              /* reading elements; the source's to drop */
   const _Atomic int64_t *drain_until; /* read what was sent until then */
+  tls_context *tls;                   /* a source that listens takes TLS with it; NULL: plain */
 } source_sink;
 
 typedef struct source_figures {
@@ -72,6 +74,8 @@ typedef struct source_figures {
   uint64_t hellos, acks_sent;
   /* hellos whose token matched a credential; waits of connections over --lines-per-s */
   uint64_t authenticated, line_rate_waits;
+  /* TLS handshakes completed, and failed (no TLS, a bad or missing client certificate, a stall) */
+  uint64_t tls_handshakes, tls_failures;
   /* read permits: inputs read at once */
   uint64_t permits, permits_in_use, permit_waiters, permit_waits;
 } source_figures;

@@ -42,6 +42,7 @@
 #include "credentials.h"
 #include "figure.h"
 #include "protocol.h"
+#include "stream.h"
 #include "tcp_server.h"
 
 #include <errno.h>
@@ -63,6 +64,7 @@ enum {
   ACK_LINE_MAX = 96,
   CONN_STACK = 64 * 1024,
   ACCEPTOR_STACK = 128 * 1024,
+  TLS_HANDSHAKE_MS = 10000, /* a device that stalls its handshake holds a connection slot this long at most */
 };
 
 /* Invariant: the figures only grow; `server` is set before `ready` is
@@ -78,12 +80,13 @@ typedef struct ingest {
   storage *db;                        /* NULL: stored marks are not looked up */
   const _Atomic int64_t *drain_until; /* when the token fired + drain_ms */
   tg_semaphore *bandwidth;            /* connections read at once */
+  tls_context *tls;                   /* NULL: plain TCP */
   tcp_server *server;
   tg_oneshot_tx *ready;          /* the acceptor tells bind's result here (int) */
   int port;                      /* bound */
   _Atomic int64_t first_byte_ns; /* tg_now() when the first bytes were read; 0: none yet */
   pthread_mutex_t gate_lock;     /* the gates: connections run on every worker */
-  log_gate open_gate, close_gate, accept_gate, auth_gate;
+  log_gate open_gate, close_gate, accept_gate, auth_gate, tls_gate;
   /* figures, added by every connection; the connection counts are the server's */
   figure closed_errors, write_timeouts;
   figure bytes, lines, readings;
@@ -92,6 +95,7 @@ typedef struct ingest {
   figure health_requests, health_unmatched;
   figure hellos, acks_sent;
   figure authenticated, line_rate_waits;
+  figure tls_handshakes, tls_failures;
 } ingest;
 
 /* How a round ends, besides TG_EOF and socket errors. */
@@ -115,7 +119,7 @@ typedef struct conn {
   const serve_config *cfg;
   uint64_t id; /* 1, 2, 3 ... in accept order */
   char peer[64];
-  tg_tcp *sock;
+  stream io;             /* over the tcp_server's socket: plain or TLS */
   tg_mpsc_tx *telemetry; /* owned clone */
   tg_mpsc_rx *outbox;    /* health requests; the sender is rc.outbox */
   registry_conn rc;
@@ -206,7 +210,7 @@ static void out_append(conn *c, const char *s, size_t n) {
  * but what it sent before is still read. */
 static int out_flush(conn *c, int64_t deadline) {
   if (c->out_len == 0) return GO_ON;
-  int r = c->mute ? 0 : tg_tcp_write_dl(c->sock, c->out, c->out_len, deadline);
+  int r = c->mute ? 0 : stream_write_dl(&c->io, c->out, c->out_len, deadline);
   c->out_len = 0;
   if (r == TG_ETIMEDOUT) {
     figure_add_shared(&c->in->write_timeouts, 1);
@@ -385,7 +389,7 @@ static void send_acks(conn *c) {
         c->ack_len += (size_t)protocol_format_ack(c->ack_buf + c->ack_len, ACK_LINE_MAX, due[i].id, due[i].seq);
       c->ack_lines = n;
     }
-    int r = tg_tcp_try_write(c->sock, c->ack_buf, c->ack_len);
+    int r = stream_try_write(&c->io, c->ack_buf, c->ack_len);
     if (r == TG_EAGAIN) {
       int next = c->ack_retry_ms * 2;
       c->ack_retry_ms = next < 10 ? 10 : next > 1000 ? 1000 : next;
@@ -556,7 +560,7 @@ static int round_of(conn *c, tg_tcp_view v) {
     r = parse(c, v.data, &done, v.len);
     if (r != GO_ON) break;
     tg_tcp_view more;
-    int got = tg_tcp_recv_dl(c->sock, &more.data, &more.len, 0);
+    int got = stream_recv_dl(&c->io, &more, 0);
     if (got == 0) {
       v = more;
       continue;
@@ -566,7 +570,7 @@ static int round_of(conn *c, tg_tcp_view v) {
   }
   if (r == GO_ON) r = carry_rest(c, v.data, done, v.len);
   c->bytes += v.len;
-  tg_tcp_consume(c->sock, v.len);
+  stream_consume(&c->io, v.len);
   if (held) tg_semaphore_release(in->bandwidth, 1);
   uint64_t lines = c->lines;
   flush_figures(c);
@@ -631,19 +635,26 @@ static int drain(conn *c) {
   int64_t until = atomic_load(c->in->drain_until);
   for (;;) {
     tg_tcp_view v;
-    int r = tg_tcp_recv_dl(c->sock, &v.data, &v.len, until);
+    int r = stream_recv_dl(&c->io, &v, until);
     if (r != 0) return r;
     if ((r = round_of(c, v)) != GO_ON) return r;
   }
 }
 
+/* Waits for what comes first: the shutdown, a health request, bytes, acks
+ * owed. When a TLS stream has decrypted bytes waiting, it does not wait:
+ * the shutdown and requests still come first (stream.h). */
 static int serve_conn(conn *c) {
   for (;;) {
     tg_tcp_view v;
     health_request req;
-    tg_case cs[4] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req), tg_tcp_recv_case(c->sock, &v),
+    tg_case cs[4] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req), stream_recv_case(&c->io),
                      c->acks_ready ? tg_notify_wait_case(c->acks_ready) : (tg_case){0}};
-    int w = tg_select(cs, c->acks_ready ? 4 : 3, c->ack_len ? tg_deadline_in(TG_MS(c->ack_retry_ms)) : TG_FOREVER);
+    int ready = stream_ready(&c->io);
+    int w =
+        ready ? tg_select(cs, 2, 0)
+              : tg_select(cs, c->acks_ready ? 4 : 3, c->ack_len ? tg_deadline_in(TG_MS(c->ack_retry_ms)) : TG_FOREVER);
+    if (ready && w == TG_ETIMEDOUT) w = 2;
     if (w == 0) return drain(c);
     if (w == 3 || w == TG_ETIMEDOUT) {
       send_acks(c);
@@ -657,10 +668,28 @@ static int serve_conn(conn *c) {
       if (out_flush(c, write_deadline(c)) != GO_ON) return STOP_WRITE;
       continue;
     }
-    if (cs[2].result != 0) return cs[2].result;
-    int r = round_of(c, v);
+    int r = stream_recv_dl(&c->io, &v, 0);
+    if (r == TG_ETIMEDOUT) continue; /* TLS: only part of a record came */
+    if (r != 0) return r;
+    r = round_of(c, v);
     if (r != GO_ON) return r;
   }
+}
+
+/* The TLS handshake, when the port has TLS. Returns 0 or why it failed,
+ * counted and logged (at most once a second). */
+static int handshake(conn *c, tcp_server_conn *tc) {
+  ingest *in = c->in;
+  char err[256];
+  int r = stream_open(&c->io, tc->sock, in->tls, NULL, in->cancel, tg_deadline_in(TG_MS(TLS_HANDSHAKE_MS)), err,
+                      sizeof err);
+  if (!in->tls) return r;
+  figure_add_shared(r == 0 ? &in->tls_handshakes : &in->tls_failures, 1);
+  uint64_t held;
+  if (r != 0 && r != TG_ECANCELED && gate_pass(in, &in->tls_gate, &held))
+    log_event(in->log, "🔒", "ingest", 0, "tls_failed", "Connection #%" PRIu64 " from %s: %s%s", c->id, c->peer, err,
+              log_held_note(held).s);
+  return r;
 }
 
 /* The tcp_server's handler: one device connection. */
@@ -692,21 +721,22 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
   c->cfg = in->cfg;
   c->id = tc->id;
   memcpy(c->peer, tc->peer, sizeof c->peer);
-  c->sock = tc->sock;
   int error_rate = SERVE_LIMIT(in->limits, error_lines_per_s);
   c->tokens = error_rate > 0 ? error_rate : 1;
   c->tokens_ns = tg_now();
   c->line_tokens = SERVE_LIMIT(in->limits, lines_per_s);
   c->line_tokens_ns = c->tokens_ns;
-  tg_tcp_set_recv_buffer(c->sock, (size_t)c->cfg->recv_buffer);
-  int r;
-  if (tg_mpsc_new(&(tg_mpsc_opts){.capacity = OUTBOX_CAPACITY, .elem_size = sizeof(health_request), .name = "outbox"},
-                  &outbox_tx, &c->outbox) != 0) {
-    r = TG_ENOMEM;
-  } else {
-    c->rc.outbox = outbox_tx;
-    c->telemetry = tg_mpsc_tx_clone(in->telemetry);
-    r = tg_cancel_fired(in->cancel) ? drain(c) : serve_conn(c);
+  int r = handshake(c, tc);
+  if (r == 0) {
+    stream_set_recv_buffer(&c->io, (size_t)c->cfg->recv_buffer);
+    if (tg_mpsc_new(&(tg_mpsc_opts){.capacity = OUTBOX_CAPACITY, .elem_size = sizeof(health_request), .name = "outbox"},
+                    &outbox_tx, &c->outbox) != 0) {
+      r = TG_ENOMEM;
+    } else {
+      c->rc.outbox = outbox_tx;
+      c->telemetry = tg_mpsc_tx_clone(in->telemetry);
+      r = tg_cancel_fired(in->cancel) ? drain(c) : serve_conn(c);
+    }
   }
   if (r == TG_EOF && c->carry_len) { /* the device hung up inside a line */
     c->line_no++;
@@ -735,6 +765,7 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
                                                  : end_name(r),
               c->total_readings, c->total_bad, log_held_note(held).s);
   credentials_unref(c->set);
+  stream_close(&c->io, 0); /* close_notify, if the socket takes it at once */
   free(c->carry);
   free(c->cache);
   free(c);
@@ -814,7 +845,8 @@ static int ingest_start(const source_sink *sink, void **state, char *err, size_t
                  .telemetry = sink->telemetry,
                  .creds = sink->creds,
                  .db = sink->db,
-                 .drain_until = sink->drain_until};
+                 .drain_until = sink->drain_until,
+                 .tls = sink->tls};
   pthread_mutex_init(&in->gate_lock, NULL);
   tg_oneshot_rx *ready = NULL;
   int r = tg_semaphore_new(&in->bandwidth, (uint64_t)cfg->bandwidth_permits, "bandwidth");
@@ -862,6 +894,8 @@ static void ingest_figures_get(void *state, source_figures *f) {
   f->acks_sent = figure_get(&in->acks_sent);
   f->authenticated = figure_get(&in->authenticated);
   f->line_rate_waits = figure_get(&in->line_rate_waits);
+  f->tls_handshakes = figure_get(&in->tls_handshakes);
+  f->tls_failures = figure_get(&in->tls_failures);
   tg_semaphore_stats bw = {0};
   if (in->bandwidth) tg_semaphore_stats_get(in->bandwidth, &bw);
   f->permits = bw.permits;
