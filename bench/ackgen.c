@@ -5,7 +5,12 @@
  * acks first and a reader thread per connection that takes the acks in.
  *
  *   ackgen [-h host] [-p port] [-k conns] [-n lines] [-d devices per conn]
- *          [-r lines/s in all, 0: as fast as possible] [-a]
+ *          [-r lines/s in all, 0: as fast as possible] [-a] [-t]
+ *
+ * -t: over TLS (OpenSSL, blocking, the server's certificate not checked:
+ * this measures the cost, not the trust), each connection's handshake
+ * done before the start; with -a not supported (a writer and a reader
+ * thread cannot share one blocking SSL object).
  *
  * Latency: a connection writes its lines in chunks and notes when each
  * chunk was handed to the kernel; an ack {"device":"D","seq":S} is matched
@@ -24,6 +29,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +44,7 @@ enum { CHUNK_LINES = 100 };
 
 typedef struct conn {
   int idx, fd, devices;
+  SSL *ssl; /* with -t */
   char *buf;
   size_t len;
   size_t *chunk_end;   /* byte offset where each chunk of CHUNK_LINES ends */
@@ -51,7 +59,8 @@ typedef struct conn {
 } conn;
 
 static int want_acks;
-static double rate; /* lines/s for each connection; 0: unpaced */
+static SSL_CTX *tls; /* with -t */
+static double rate;  /* lines/s for each connection; 0: unpaced */
 
 static int64_t now_ns(void) {
   struct timespec ts;
@@ -100,6 +109,10 @@ static void *sender(void *arg) {
       double due = t0 + (double)k * CHUNK_LINES / rate, wait = due - now_mono();
       if (wait > 0) nanosleep(&(struct timespec){(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)}, NULL);
     }
+    if (c->ssl) { /* a blocking SSL_write writes it all */
+      if (SSL_write(c->ssl, c->buf + off, (int)(c->chunk_end[k] - off)) <= 0) c->err = EPROTO;
+      off = c->chunk_end[k];
+    }
     while (off < c->chunk_end[k]) {
       ssize_t w = send(c->fd, c->buf + off, c->chunk_end[k] - off, MSG_NOSIGNAL);
       if (w < 0 && errno == EINTR) continue;
@@ -112,8 +125,10 @@ static void *sender(void *arg) {
     __atomic_store_n(&c->chunk_sent[k], now_ns(), __ATOMIC_RELEASE);
   }
   if (!want_acks) {
+    if (c->ssl) SSL_shutdown(c->ssl); /* close_notify: the end of the stream, not a cut */
     shutdown(c->fd, SHUT_WR);
     close(c->fd);
+    SSL_free(c->ssl);
   }
   return NULL;
 }
@@ -186,7 +201,7 @@ int main(int argc, char **argv) {
   int port = 7878, k = 1, devices = 1000, opt;
   long n = 1000000;
   double total_rate = 0;
-  while ((opt = getopt(argc, argv, "h:p:k:n:d:r:a")) != -1) {
+  while ((opt = getopt(argc, argv, "h:p:k:n:d:r:at")) != -1) {
     switch (opt) {
     case 'h': host = optarg; break;
     case 'p': port = atoi(optarg); break;
@@ -195,10 +210,16 @@ int main(int argc, char **argv) {
     case 'd': devices = atoi(optarg); break;
     case 'r': total_rate = atof(optarg); break;
     case 'a': want_acks = 1; break;
+    case 't': tls = SSL_CTX_new(TLS_client_method()); break;
     default:
-      fprintf(stderr, "usage: %s [-h host] [-p port] [-k conns] [-n lines] [-d devices] [-r lines/s] [-a]\n", argv[0]);
+      fprintf(stderr, "usage: %s [-h host] [-p port] [-k conns] [-n lines] [-d devices] [-r lines/s] [-a] [-t]\n",
+              argv[0]);
       return 2;
     }
+  }
+  if (tls && want_acks) {
+    fprintf(stderr, "ackgen: -t and -a do not go together\n");
+    return 2;
   }
   if (k < 1 || devices < 1 || n < k) {
     fprintf(stderr, "ackgen: bad -k, -d or -n\n");
@@ -222,6 +243,11 @@ int main(int argc, char **argv) {
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
       perror("connect");
+      return 1;
+    }
+    if (tls && (!(c->ssl = SSL_new(tls)) || SSL_set_fd(c->ssl, c->fd) != 1 || SSL_connect(c->ssl) != 1)) {
+      fprintf(stderr, "ackgen: TLS handshake failed\n");
+      ERR_print_errors_fp(stderr);
       return 1;
     }
   }

@@ -35,7 +35,7 @@ done
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target telegate -j "$(nproc)" >/dev/null
-cc -O2 -pthread -o "$build/ackgen" "$here/ackgen.c"
+cc -O2 -pthread -o "$build/ackgen" "$here/ackgen.c" -lssl -lcrypto
 telegate=$build/src/telegate
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
