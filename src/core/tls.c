@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -175,7 +176,12 @@ int tls_context_new(tls_context **out, const tls_options *o, char *err, size_t e
 
 int tls_open_call(void *args) {
   tls_open_args *a = args;
-  return tls_context_new(a->ctx, &a->opts, a->err, sizeof a->err);
+  int r = tls_context_new(a->ctx, &a->opts, a->err, sizeof a->err);
+  /* OpenSSL keeps per-thread state (the error queue, random generators)
+   * until the thread exits, and a pool thread lives as long as the
+   * process: free it now. */
+  OPENSSL_thread_stop();
+  return r;
 }
 
 int tls_context_reload(tls_context *c, const tls_options *o, char *err, size_t errlen) {
