@@ -12,7 +12,8 @@ int stream_open(stream *s, tg_tcp *sock, tls_context *tls, const char *host, tg_
 }
 
 int stream_set_recv_buffer(stream *s, size_t size) {
-  return s->tls ? tls_set_recv_buffer(s->tls, size) : tg_tcp_set_recv_buffer(s->sock, size);
+  int r = tg_tcp_set_recv_buffer(s->sock, size); /* TLS: the ciphertext's, which is as much as the plaintext's */
+  return r == 0 && s->tls ? tls_set_recv_buffer(s->tls, size) : r;
 }
 
 int stream_recv_dl(stream *s, tg_tcp_view *v, int64_t deadline) {

@@ -37,8 +37,9 @@ typedef struct stream {
 int stream_open(stream *s, tg_tcp *sock, tls_context *tls, const char *host, tg_cancel *cancel, int64_t deadline_ns,
                 char *err, size_t errlen);
 
-/* Sets the receive buffer size, before the first recv. Returns 0,
- * TG_EINVAL or TG_ENOMEM. */
+/* Sets the receive buffer size, before the first recv (TLS: of the
+ * plaintext and of the ciphertext, each). Returns 0, TG_EINVAL or
+ * TG_ENOMEM. */
 int stream_set_recv_buffer(stream *s, size_t size);
 
 /* As tg_tcp_recv_dl (TLS adds -EPROTO, a bad record or alert). */
