@@ -101,14 +101,14 @@ static void *echo_one(void *arg) {
   tg_tcp *c;
   ck_assert_int_eq(tg_tcp_accept(s->listener, &c), 0);
   stream io;
-  s->accept_result =
-      stream_open(&io, c, s->ctx, NULL, s->stop, tg_deadline_in(TG_MS(20000)), s->accept_error, sizeof s->accept_error);
+  stream_opts o = {
+      .tls = s->ctx, .recv_buffer = s->recv_buffer, .cancel = s->stop, .deadline_ns = tg_deadline_in(TG_MS(20000))};
+  s->accept_result = stream_open(&io, c, &o, s->accept_error, sizeof s->accept_error);
   if (s->accept_result != 0) {
     tg_tcp_close(c);
     return NULL;
   }
   if (io.tls) tls_peer_subject(io.tls, s->peer, sizeof s->peer);
-  if (s->recv_buffer) ck_assert_int_eq(stream_set_recv_buffer(&io, s->recv_buffer), 0);
   tg_tcp_view v;
   int r;
   while ((r = recv_selecting(s, &io, &v)) == 0) {
@@ -144,7 +144,8 @@ typedef struct client {
 static int client_connect(client *c, tls_context *ctx, int port, const char *host, char *err, size_t errlen) {
   *c = (client){0};
   ck_assert_int_eq(tg_tcp_connect(&c->sock, "127.0.0.1", port), 0);
-  int r = stream_open(&c->io, c->sock, ctx, host, NULL, tg_deadline_in(TG_MS(20000)), err, errlen);
+  stream_opts o = {.tls = ctx, .host = host, .deadline_ns = tg_deadline_in(TG_MS(20000))};
+  int r = stream_open(&c->io, c->sock, &o, err, errlen);
   if (r != 0) {
     tg_tcp_close(c->sock);
     c->sock = NULL;

@@ -245,14 +245,14 @@ static int connect_gateway(sim_device *d, int64_t deadline) {
   int r = tg_tcp_connect_dl(&d->sock, c->host, c->port, deadline);
   if (r != 0) return r;
   char err[256];
-  if ((r = stream_open(&d->io, d->sock, d->sim->tls, c->host, NULL, deadline, err, sizeof err)) != 0) {
+  stream_opts o = {.tls = d->sim->tls, .host = c->host, .recv_buffer = RECV_BUFFER, .deadline_ns = deadline};
+  if ((r = stream_open(&d->io, d->sock, &o, err, sizeof err)) != 0) {
     if (atomic_fetch_add(&d->sim->tls_failures_told, 1) == 0) /* the same reason for every device: once */
       fprintf(stderr, "telegate devices: %s: %s\n", d->report->id, err);
     tg_tcp_close(d->sock);
     d->sock = NULL;
     return r;
   }
-  stream_set_recv_buffer(&d->io, RECV_BUFFER);
   char hello[LINE_CAP];
   int n = format_hello(hello, sizeof hello, c);
   d->hello_sent = n > 0;

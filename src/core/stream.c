@@ -3,17 +3,23 @@
 
 #include <stdio.h>
 
-int stream_open(stream *s, tg_tcp *sock, tls_context *tls, const char *host, tg_cancel *cancel, int64_t deadline,
-                char *err, size_t errlen) {
+int stream_open(stream *s, tg_tcp *sock, const stream_opts *o, char *err, size_t errlen) {
   *s = (stream){.sock = sock};
-  if (!tls) return 0;
-  return tls_context_is_server(tls) ? tls_accept_dl(&s->tls, tls, sock, cancel, deadline, err, errlen)
-                                    : tls_connect_dl(&s->tls, tls, sock, host, cancel, deadline, err, errlen);
-}
-
-int stream_set_recv_buffer(stream *s, size_t size) {
-  int r = tg_tcp_set_recv_buffer(s->sock, size); /* TLS: the ciphertext's, which is as much as the plaintext's */
-  return r == 0 && s->tls ? tls_set_recv_buffer(s->tls, size) : r;
+  /* The socket's buffer is sized before its first read, the handshake's. */
+  if (o->recv_buffer && tg_tcp_set_recv_buffer(sock, o->recv_buffer) != 0) {
+    if (err && errlen) snprintf(err, errlen, "bad receive buffer size %zu", o->recv_buffer);
+    return TG_EINVAL;
+  }
+  if (!o->tls) return 0;
+  tls_context *t = o->tls;
+  int r = tls_context_is_server(t) ? tls_accept_dl(&s->tls, t, sock, o->cancel, o->deadline_ns, err, errlen)
+                                   : tls_connect_dl(&s->tls, t, sock, o->host, o->cancel, o->deadline_ns, err, errlen);
+  if (r == 0 && o->recv_buffer && (r = tls_set_recv_buffer(s->tls, o->recv_buffer)) != 0) {
+    if (err && errlen) snprintf(err, errlen, "out of memory");
+    tls_close_dl(s->tls, 0);
+    s->tls = NULL;
+  }
+  return r;
 }
 
 int stream_recv_dl(stream *s, tg_tcp_view *v, int64_t deadline) {

@@ -30,17 +30,20 @@ typedef struct stream {
   tg_tcp_view raw; /* plain: what the recv case showed, not yet handed out */
 } stream;
 
-/* Starts a stream over sock: plain when tls is NULL, else the server's or
- * the client's handshake, by the context's role (host: see
- * tls_connect_dl). Returns 0 or what tls_accept_dl / tls_connect_dl
- * return, with the reason in err; on error the stream is not open. */
-int stream_open(stream *s, tg_tcp *sock, tls_context *tls, const char *host, tg_cancel *cancel, int64_t deadline_ns,
-                char *err, size_t errlen);
+typedef struct stream_opts {
+  tls_context *tls;    /* NULL: plain TCP */
+  const char *host;    /* a client's server name, for SNI and the certificate check (tls_connect_dl) */
+  size_t recv_buffer;  /* bytes buffered for reading (TLS: ciphertext and plaintext, each); 0: libtg's 64 KiB */
+  tg_cancel *cancel;   /* ends the handshake when it fires; may be NULL */
+  int64_t deadline_ns; /* of the handshake */
+} stream_opts;
 
-/* Sets the receive buffer size, before the first recv (TLS: of the
- * plaintext and of the ciphertext, each). Returns 0, TG_EINVAL or
- * TG_ENOMEM. */
-int stream_set_recv_buffer(stream *s, size_t size);
+/* Starts a stream over sock, which no one has read from yet: plain, or
+ * with a TLS context the server's or the client's handshake, by the
+ * context's role. Returns 0, TG_EINVAL (recv_buffer < 64) or what
+ * tls_accept_dl / tls_connect_dl return, with the reason in err; on error
+ * the stream is not open. */
+int stream_open(stream *s, tg_tcp *sock, const stream_opts *opts, char *err, size_t errlen);
 
 /* As tg_tcp_recv_dl (TLS adds -EPROTO, a bad record or alert). */
 int stream_recv_dl(stream *s, tg_tcp_view *v, int64_t deadline_ns);

@@ -676,13 +676,17 @@ static int serve_conn(conn *c) {
   }
 }
 
-/* The TLS handshake, when the port has TLS. Returns 0 or why it failed,
+/* Opens the connection's stream, with its receive buffer: plain, or after
+ * the TLS handshake when the port has TLS. Returns 0 or why it failed,
  * counted and logged (at most once a second). */
 static int handshake(conn *c, tcp_server_conn *tc) {
   ingest *in = c->in;
   char err[256];
-  int r = stream_open(&c->io, tc->sock, in->tls, NULL, in->cancel, tg_deadline_in(TG_MS(TLS_HANDSHAKE_MS)), err,
-                      sizeof err);
+  stream_opts o = {.tls = in->tls,
+                   .recv_buffer = (size_t)c->cfg->recv_buffer,
+                   .cancel = in->cancel,
+                   .deadline_ns = tg_deadline_in(TG_MS(TLS_HANDSHAKE_MS))};
+  int r = stream_open(&c->io, tc->sock, &o, err, sizeof err);
   if (!in->tls) return r;
   figure_add_shared(r == 0 ? &in->tls_handshakes : &in->tls_failures, 1);
   uint64_t held;
@@ -728,7 +732,6 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
   c->line_tokens_ns = c->tokens_ns;
   int r = handshake(c, tc);
   if (r == 0) {
-    stream_set_recv_buffer(&c->io, (size_t)c->cfg->recv_buffer);
     if (tg_mpsc_new(&(tg_mpsc_opts){.capacity = OUTBOX_CAPACITY, .elem_size = sizeof(health_request), .name = "outbox"},
                     &outbox_tx, &c->outbox) != 0) {
       r = TG_ENOMEM;
