@@ -560,7 +560,8 @@ START_TEST(test_tls_s_client) { tg_test_run(1, 0, s_client_body, NULL); }
 END_TEST
 
 int main(void) {
-  snprintf(certs, sizeof certs, "/tmp/test-tls-XXXXXX");
+  const char *tmp = getenv("TMPDIR");
+  snprintf(certs, sizeof certs, "%s/test-tls-XXXXXX", tmp && strlen(tmp) < 200 ? tmp : "/tmp");
   if (!mkdtemp(certs)) return 1;
   char cmd[1024];
   snprintf(cmd, sizeof cmd, "bash %s %s server-1 server-2 client && bash %s %s/other server-1", TLS_CERTS_SCRIPT, certs,
