@@ -2,8 +2,9 @@
  * made for the run (scripts/tls-certs.sh): an echo of lines through the
  * select path, a large transfer through a small buffer, client
  * certificates required, bad files, a wrong CA, reload with old and new
- * connections, a stalled and a plain-text peer, openssl s_client, and the
- * stream calls over plain TCP. */
+ * connections, a stalled and a plain-text peer, openssl s_client, a
+ * try-write that writes all or nothing, and the stream calls over plain
+ * TCP. */
 #include "helpers.h"
 #include "stream.h"
 
@@ -518,6 +519,80 @@ static void *stalled_body(void *arg) {
 START_TEST(test_tls_stalled_handshake) { tg_test_run(1, 0, stalled_body, NULL); }
 END_TEST
 
+/* tls_try_write writes all or nothing: a write bigger than the socket
+ * buffers, to a peer that is not reading yet, goes out in the background;
+ * the next try finds it still going and encrypts nothing (TG_EAGAIN);
+ * once the peer reads, a try goes through, and the peer gets exactly the
+ * first write and the last, in order. */
+enum { BIG = 32 << 20 };
+
+typedef struct late_reader {
+  tls_context *ctx;
+  tg_tcp *listener;
+  tg_notify *go;
+  size_t got, wrong;
+  int end;
+} late_reader;
+
+/* The byte at offset `at` of what the peer should get. */
+static char expected(size_t at) { return at < BIG ? (char)(at % 251) : "last\n"[at - BIG]; }
+
+static void *read_late(void *arg) {
+  late_reader *lr = arg;
+  tg_tcp *c;
+  ck_assert_int_eq(tg_tcp_accept(lr->listener, &c), 0);
+  stream io;
+  char err[256] = "";
+  stream_opts o = {.tls = lr->ctx, .deadline_ns = tg_deadline_in(TG_MS(20000))};
+  ck_assert_msg(stream_open(&io, c, &o, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(tg_notify_wait(lr->go), 0);
+  tg_tcp_view v;
+  while ((lr->end = stream_recv_dl(&io, &v, tg_deadline_in(TG_MS(20000)))) == 0) {
+    for (size_t i = 0; i < v.len; i++, lr->got++) lr->wrong += lr->got >= BIG + 5 || v.data[i] != expected(lr->got);
+    stream_consume(&io, v.len);
+  }
+  stream_close(&io, 0);
+  tg_tcp_close(c);
+  return NULL;
+}
+
+static void *try_write_body(void *arg) {
+  (void)arg;
+  late_reader lr = {.ctx = server_ctx("server-1", NULL)};
+  tls_context *cctx = client_ctx(NULL);
+  ck_assert_int_eq(tg_tcp_listen(&lr.listener, "127.0.0.1", 0, 4), 0);
+  ck_assert_int_eq(tg_notify_new(&lr.go, "go"), 0);
+  tg_task *t;
+  ck_assert_int_eq(tg_spawn(&t, read_late, &lr, NULL), 0);
+  client c;
+  char err[256] = "";
+  ck_assert_msg(client_connect(&c, cctx, tg_tcp_port(lr.listener), "127.0.0.1", err, sizeof err) == 0, "%s", err);
+  char *big = malloc(BIG);
+  ck_assert_ptr_nonnull(big);
+  for (size_t i = 0; i < BIG; i++) big[i] = (char)(i % 251);
+  ck_assert_int_eq(stream_try_write(&c.io, big, BIG), 0);
+  free(big); /* what did not go out at once is the socket's own copy */
+  ck_assert_int_eq(stream_try_write(&c.io, "x", 1), TG_EAGAIN);
+  tg_notify_one(lr.go);
+  int r = TG_EAGAIN;
+  for (int i = 0; i < 4000 && r == TG_EAGAIN; i++) /* until the peer has taken the big write: 40 s at most */
+    if ((r = stream_try_write(&c.io, "last\n", 5)) == TG_EAGAIN) tg_sleep(TG_MS(10));
+  ck_assert_int_eq(r, 0);
+  client_close(&c);
+  tg_task_join(t, NULL);
+  ck_assert_int_eq(lr.end, TG_EOF);
+  ck_assert_uint_eq(lr.got, (size_t)BIG + 5);
+  ck_assert_uint_eq(lr.wrong, 0);
+  tg_notify_free(lr.go);
+  tg_tcp_close(lr.listener);
+  tls_context_free(lr.ctx);
+  tls_context_free(cctx);
+  return NULL;
+}
+
+START_TEST(test_tls_try_write_all_or_nothing) { tg_test_run(1, 0, try_write_body, NULL); }
+END_TEST
+
 /* openssl s_client, another TLS implementation's view of ours: it
  * verifies the server against the CA, sends a line, gets it back. */
 typedef struct s_client {
@@ -580,6 +655,7 @@ int main(void) {
   tg_test_add(s, "reload", test_tls_reload, 60);
   tg_test_add(s, "stalled_handshake", test_tls_stalled_handshake, 60);
   tg_test_add(s, "s_client", test_tls_s_client, 60);
+  tg_test_add(s, "try_write_all_or_nothing", test_tls_try_write_all_or_nothing, 120);
   int status = tg_test_main(s);
   snprintf(cmd, sizeof cmd, "rm -rf %s", certs);
   if (system(cmd) != 0) fprintf(stderr, "test-tls: cannot remove %s\n", certs);
