@@ -15,7 +15,8 @@
 # rate is the receiver's, as bench/ingest.sh takes it: N readings from
 # ackgen's start to serve's last reading aggregated (storage none) or
 # committed (sqlite), with serve's CPU time per million readings.
-# Environment: BUILD (default build-release), PORT (a random one), WORKERS (2).
+# Environment: BUILD (default build-release), PORT (a random one), WORKERS (2),
+# PIN (1: serve and the generator on cores of their own, see below).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -47,6 +48,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 bash "$root/scripts/tls-certs.sh" "$work/certs" server >/dev/null
 
+# PIN=1: serve on the last core, the generator on the others, so that the
+# generator's encryption does not take serve's CPU.
+serve_cpu=() gen_cpu=()
+if [ "${PIN:-0}" = 1 ]; then
+  last=$(($(nproc) - 1))
+  serve_cpu=(taskset -c "$last") gen_cpu=(taskset -c "0-$((last > 0 ? last - 1 : 0))")
+fi
+
 devices_for() { [ "$1" -ge 1000 ] && echo 10 || echo 1000; }
 
 run_case() { # plain|tls K -> prints "rate cpu_per_M"
@@ -56,7 +65,7 @@ run_case() { # plain|tls K -> prints "rate cpu_per_M"
     gen_flags=(-t)
   fi
   rm -f "$work"/bench.db*
-  /usr/bin/time -v -o "$work/time.txt" "$telegate" serve --listen-devices "127.0.0.1:$port" \
+  /usr/bin/time -v -o "$work/time.txt" ${serve_cpu[@]+"${serve_cpu[@]}"} "$telegate" serve --listen-devices "127.0.0.1:$port" \
     --storage "$storage" --db "$work/bench.db" --workers "$workers" --quiet "${tls_flags[@]}" \
     --summary-json "$work/summary.json" --drain-ms 600000 >"$work/serve.log" 2>&1 &
   local tpid=$! spid=""
@@ -66,7 +75,7 @@ run_case() { # plain|tls K -> prints "rate cpu_per_M"
     sleep 0.05
   done
   [ -n "$spid" ] || { echo "tls.sh: serve did not start" >&2; cat "$work/serve.log" >&2; exit 1; }
-  "$build/ackgen" -p "$port" -k "$k" -n "$n" -d "$(devices_for "$k")" "${gen_flags[@]}" >"$work/gen.txt" ||
+  ${gen_cpu[@]+"${gen_cpu[@]}"} "$build/ackgen" -p "$port" -k "$k" -n "$n" -d "$(devices_for "$k")" "${gen_flags[@]}" >"$work/gen.txt" ||
     { echo "tls.sh: ackgen failed" >&2; cat "$work/gen.txt" >&2; exit 1; }
   local start
   start=$(sed -n 's/^start_epoch_ns=//p' "$work/gen.txt")
@@ -105,7 +114,7 @@ for k in $ks; do
   results+=("| $k | $(devices_for "$k") | $p | $t | $(awk -v p="$p" -v t="$t" 'BEGIN {printf "%.0f %%", 100 * t / p}') | $pc | $tc |")
 done
 echo
-echo "N = $n readings, storage $storage, $workers workers, median of $runs, $(nproc) cores; $(openssl version)"
+echo "N = $n readings, storage $storage, $workers workers, median of $runs, $(nproc) cores$([ "${PIN:-0}" = 1 ] && echo ", serve pinned to one"); $(openssl version)"
 echo
 echo "| K | devices/conn | plain readings/s | TLS readings/s | TLS / plain | plain CPU s per M | TLS CPU s per M |"
 echo "|---:|---:|---:|---:|---:|---:|---:|"
