@@ -3,7 +3,8 @@
  * plain client and one that does not trust the CA are refused, openssl
  * s_client talks the line protocol, client certificates are required
  * with --tls-client-ca, and SIGHUP reloads the certificate (a bad one is
- * refused) while a connection made before goes on. */
+ * refused) while a connection made before goes on; HTTPS with
+ * --http-tls-cert. */
 #include "test-serve-process.h"
 
 #include <stdio.h>
@@ -189,10 +190,61 @@ START_TEST(test_serve_tls_sighup_reload) {
 }
 END_TEST
 
+/* HTTPS: the dashboard's port with --http-tls-cert answers over TLS, and
+ * its TLS failures are counted in /metrics; the device port stays plain. */
+START_TEST(test_serve_tls_https) {
+  proc_dir d;
+  proc_dir_init(&d);
+  make_certs(&d);
+  proc serve;
+  /* Not serve_proc_start: it waits for an http:// address. */
+  const char *argv[] = {"telegate",
+                        "serve",
+                        "--listen-devices",
+                        "127.0.0.1:0",
+                        "--listen-http",
+                        "127.0.0.1:0",
+                        "--db",
+                        d.db,
+                        "--http-tls-cert",
+                        in_dir(&d, "server-1.pem"),
+                        "--http-tls-key",
+                        in_dir(&d, "server-1.key"),
+                        NULL};
+  proc_start(&d, &serve, argv);
+  int http = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && !(http = proc_port_in(serve.out, "/metrics on https://")); i++) {
+    int status;
+    ck_assert_msg(waitpid(serve.pid, &status, WNOHANG) == 0, "serve ended before it listened (see %s)", serve.err);
+    proc_sleep_ms(10);
+  }
+  ck_assert_int_gt(http, 0);
+  proc_wait_catches(&serve, SIGTERM);
+  char cmd[1024], out[16384];
+  /* Plain HTTP to the HTTPS port gets no answer, and is counted. */
+  snprintf(cmd, sizeof cmd,
+           "bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d && printf \"GET /readyz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\" >&3 "
+           "&& timeout 30 cat <&3' 2>&1",
+           http);
+  run_capture(cmd, out, sizeof out);
+  ck_assert_msg(!strstr(out, "HTTP/1.1"), "plain HTTP got: %s", out);
+  snprintf(cmd, sizeof cmd,
+           "printf 'GET /metrics HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n' | "
+           "timeout 30 openssl s_client -connect 127.0.0.1:%d -CAfile %s -verify_return_error -quiet -ign_eof 2>&1",
+           http, in_dir(&d, "ca.pem"));
+  run_capture(cmd, out, sizeof out);
+  ck_assert_msg(strstr(out, "HTTP/1.1 200 OK") && strstr(out, "telegate_http_tls_failures_total 1"),
+                "s_client: %.2000s", out);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("serve-tls");
   tg_test_add(s, "devices_and_refusals", test_serve_tls_devices_and_refusals, 240);
   tg_test_add(s, "client_certificates", test_serve_tls_client_certificates, 240);
   tg_test_add(s, "sighup_reload", test_serve_tls_sighup_reload, 240);
+  tg_test_add(s, "https", test_serve_tls_https, 240);
   return tg_test_main(s);
 }

@@ -69,6 +69,7 @@ static int attach_http(serve *s, void *arg, char *err, size_t errlen) {
   a.http.header_timeout_ms = c->http_header_timeout_ms;
   a.http.idle_timeout_ms = c->http_idle_timeout_ms;
   a.allowed_hosts = c->http_allowed_hosts;
+  a.http.tls = serve_http_tls(s);
   if (h->tokens) {
     a.authorize = api_tokens_authorize;
     a.authorize_ctx = h->tokens;
@@ -78,8 +79,8 @@ static int attach_http(serve *s, void *arg, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot listen for HTTP on %s:%d: %s", c->http_host, c->http_port, tg_strerror(r));
     return r;
   }
-  log_event(serve_log(s), "🌐", "http", 0, "http_listening", "Dashboard, API and /metrics on http://%s:%d/%s",
-            c->http_host, port, h->tokens ? " (bearer tokens required)" : "");
+  log_event(serve_log(s), "🌐", "http", 0, "http_listening", "Dashboard, API and /metrics on %s://%s:%d/%s",
+            a.http.tls ? "https" : "http", c->http_host, port, h->tokens ? " (bearer tokens required)" : "");
   if (!h->tokens && strcmp(c->http_host, "127.0.0.1") != 0 && strcmp(c->http_host, "localhost") != 0 &&
       strcmp(c->http_host, "::1") != 0)
     log_event(serve_log(s), "⚠️", "http", 0, "http_open",

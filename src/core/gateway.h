@@ -69,6 +69,8 @@ typedef struct serve_config {
   int handle_signals; /* serve_run: SIGINT/SIGTERM call serve_stop; SIGHUP reloads the credentials, calls on_reload */
   /* the HTTP side (api.h): clients, the dashboard, /metrics */
   const char *http_host;          /* "127.0.0.1" */
+  const char *http_tls_cert;      /* HTTPS with this PEM certificate chain; NULL: plain HTTP */
+  const char *http_tls_key;       /* its private key */
   int http_port;                  /* 8080; 0: any free port */
   int http_max_connections;       /* more get 503 (256) */
   int http_max_header_bytes;      /* request line and headers; more get 431 (8192) */

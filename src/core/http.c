@@ -3,6 +3,7 @@
 #include "http.h"
 
 #include "http_buf.h"
+#include "stream.h"
 #include "tcp_server.h"
 
 #include <http_parser.h>
@@ -34,7 +35,7 @@ struct http_server {
   void *ctx;
   tg_cancel *cancel; /* stops everything; a child of cfg.shutdown when given */
   tcp_server *tcp;   /* the listener and the connection tasks */
-  atomic_uint_fast64_t requests, write_timeouts, bytes_written, header_timeouts, idle_closed;
+  atomic_uint_fast64_t requests, write_timeouts, bytes_written, header_timeouts, idle_closed, tls_failures;
   atomic_uint_fast64_t status[NCOUNTED + 1]; /* the last: any other code */
 };
 
@@ -52,7 +53,7 @@ typedef enum piece { PIECE_NONE, PIECE_URL, PIECE_FIELD, PIECE_VALUE } piece;
 struct http_conn {
   http_server *srv;
   int fd;
-  tg_tcp *sock;
+  stream io; /* over the tcp_server's socket: plain, or TLS with cfg.tls */
   http_parser parser;
   http_parser_settings *settings;
   /* the request */
@@ -74,7 +75,6 @@ struct http_conn {
   size_t carry_len;
   /* the answer */
   int responded, keep_alive, close_after, is_head, write_failed;
-  tg_tcp_view peer_view;
 };
 
 void http_config_defaults(http_config *c) {
@@ -316,8 +316,9 @@ static int receive_request(http_conn *c) {
     int64_t until = c->head_done || head_due > deadline ? deadline : head_due;
     if (c->carry_len) continue;
     tg_tcp_view view = {0};
-    tg_case cs[2] = {tg_cancel_case(c->srv->cancel), tg_tcp_recv_case(c->sock, &view)};
-    int w = tg_select(cs, 2, until);
+    tg_case cs[2] = {tg_cancel_case(c->srv->cancel), stream_recv_case(&c->io)};
+    /* TLS bytes decrypted earlier need no wait (stream.h); the shutdown still comes first */
+    int w = stream_ready(&c->io) ? (tg_cancel_fired(c->srv->cancel) ? 0 : 1) : tg_select(cs, 2, until);
     if (w == 0) return TG_ECANCELED;
     if (w == TG_ETIMEDOUT && c->started) {
       if (!c->head_done) atomic_fetch_add_explicit(&c->srv->header_timeouts, 1, memory_order_relaxed);
@@ -327,13 +328,15 @@ static int receive_request(http_conn *c) {
     if (w == TG_ETIMEDOUT) /* not a byte of a request: closed quietly */
       atomic_fetch_add_explicit(&c->srv->idle_closed, 1, memory_order_relaxed);
     if (w < 0) return w;
-    if (cs[1].result != 0) return cs[1].result; /* TG_EOF, -ECONNRESET, ... */
+    int r = stream_recv_dl(&c->io, &view, 0);
+    if (r == TG_ETIMEDOUT) continue; /* TLS: only part of a record came */
+    if (r != 0) return r;            /* TG_EOF, -ECONNRESET, ... */
     size_t n = feed(c, view.data, view.len);
     if (n < view.len && HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED && c->complete) {
       memcpy(c->carry, view.data + n, view.len - n); /* the next request(s) */
       c->carry_len = view.len - n;
     }
-    tg_tcp_consume(c->sock, view.len);
+    stream_consume(&c->io, view.len);
   }
 }
 
@@ -350,7 +353,7 @@ static int write_all(http_conn *c, const void *data, size_t len) {
   int r = 0;
   for (size_t done = 0; r == 0 && done < len;) {
     size_t n = len - done < WRITE_PIECE ? len - done : WRITE_PIECE;
-    r = tg_tcp_write_dl(c->sock, p + done, n, deadline);
+    r = stream_write_dl(&c->io, p + done, n, deadline);
     if (r == 0) {
       done += n;
       atomic_fetch_add_explicit(&c->srv->bytes_written, n, memory_order_relaxed);
@@ -400,14 +403,14 @@ int http_stream_begin(http_conn *c, int status, const char *content_type, const 
 
 int http_conn_write(http_conn *c, const void *data, size_t len) { return write_all(c, data, len); }
 
-tg_case http_conn_peer_case(http_conn *c) { return tg_tcp_recv_case(c->sock, &c->peer_view); }
+tg_case http_conn_peer_case(http_conn *c) { return stream_recv_case(&c->io); }
 
 int http_conn_peer_event(http_conn *c, int result) {
-  if (result == 0 || result == TG_EFULL) {
-    tg_tcp_consume(c->sock, c->peer_view.len); /* a stream reads nothing more */
-    return 0;
-  }
-  return result;
+  if (result != 0 && result != TG_EFULL) return result;
+  tg_tcp_view v;
+  int r = stream_recv_dl(&c->io, &v, 0);
+  if (r == 0) stream_consume(&c->io, v.len); /* a stream reads nothing more */
+  return r == 0 || r == TG_ETIMEDOUT || r == TG_EFULL ? 0 : r;
 }
 
 tg_cancel *http_conn_cancel(http_conn *c) { return c->srv->cancel; }
@@ -475,15 +478,17 @@ static void dispatch(http_conn *c) {
  * it still sends (for a short while), so that closing does not reset the
  * connection and destroy the answer before the peer has read it. */
 static void linger(http_conn *c) {
-  if (c->write_failed || shutdown(c->fd, SHUT_WR) != 0) return;
+  if (c->write_failed) return;
+  stream_close(&c->io, tg_deadline_in(TG_MS(LINGER_MS))); /* TLS: close_notify; what follows is read raw */
+  if (shutdown(c->fd, SHUT_WR) != 0) return;
   int64_t deadline = tg_deadline_in(TG_MS(LINGER_MS));
   size_t drained = 0;
   while (drained < LINGER_BYTES) {
     tg_tcp_view view = {0};
-    tg_case cs[2] = {tg_cancel_case(c->srv->cancel), tg_tcp_recv_case(c->sock, &view)};
+    tg_case cs[2] = {tg_cancel_case(c->srv->cancel), stream_recv_case(&c->io)};
     int w = tg_select(cs, 2, deadline);
-    if (w != 1 || (cs[1].result != 0 && cs[1].result != TG_EFULL)) return;
-    tg_tcp_consume(c->sock, view.len);
+    if (w != 1 || (cs[1].result != 0 && cs[1].result != TG_EFULL) || stream_recv_dl(&c->io, &view, 0) != 0) return;
+    stream_consume(&c->io, view.len);
     drained += view.len;
   }
 }
@@ -506,7 +511,6 @@ static void serve_http(void *arg, tcp_server_conn *tc) {
   if (!c) return;
   c->srv = s;
   c->fd = tc->fd;
-  c->sock = tc->sock;
   c->arena_cap = s->cfg.max_header_bytes;
   c->arena = malloc(c->arena_cap);
   c->hdr = malloc((size_t)s->cfg.max_headers * sizeof *c->hdr);
@@ -516,10 +520,19 @@ static void serve_http(void *arg, tcp_server_conn *tc) {
     conn_free(c);
     return;
   }
-  tg_tcp_set_recv_buffer(c->sock, RECV_BUFFER);
+  c->opened = tg_now();
+  /* The handshake is part of the first request's head, and due with it. */
+  stream_opts o = {.tls = s->cfg.tls,
+                   .recv_buffer = RECV_BUFFER,
+                   .cancel = s->cancel,
+                   .deadline_ns = c->opened + TG_MS(s->cfg.header_timeout_ms)};
+  if (stream_open(&c->io, tc->sock, &o, NULL, 0) != 0) {
+    if (s->cfg.tls) atomic_fetch_add_explicit(&s->tls_failures, 1, memory_order_relaxed);
+    conn_free(c);
+    return;
+  }
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  c->opened = tg_now();
   for (c->first = 1;; c->first = 0) {
     request_reset(c);
     int r = receive_request(c);
@@ -533,6 +546,7 @@ static void serve_http(void *arg, tcp_server_conn *tc) {
     if (c->close_after) break;
     http_parser_pause(&c->parser, 0);
   }
+  stream_close(&c->io, 0); /* TLS: close_notify, if the socket takes it at once */
   conn_free(c);
 }
 
@@ -543,6 +557,12 @@ static void serve_http(void *arg, tcp_server_conn *tc) {
  * connections costs no task each. */
 static void refuse_http(void *arg, int fd) {
   http_server *s = arg;
+  if (s->cfg
+          .tls) { /* a plain answer means nothing to a TLS client, and a handshake per refusal is what a flood wants */
+    count_status(s, 503);
+    close(fd);
+    return;
+  }
   tg_tcp *sock;
   if (tg_tcp_open(&sock, fd) != 0) {
     close(fd);
@@ -573,7 +593,7 @@ static void refuse_client_http(void *arg, int fd) {
                             "Content-Length: 55\r\nConnection: close\r\n\r\n"
                             "{\"error\":\"too many connections from you\",\"status\":503}\n";
   count_status(s, 503);
-  if (send(fd, msg, sizeof msg - 1, MSG_DONTWAIT | MSG_NOSIGNAL) > 0) shutdown(fd, SHUT_WR);
+  if (!s->cfg.tls && send(fd, msg, sizeof msg - 1, MSG_DONTWAIT | MSG_NOSIGNAL) > 0) shutdown(fd, SHUT_WR);
   close(fd);
 }
 
@@ -638,6 +658,7 @@ void http_server_stats_get(const http_server *s, http_server_stats *out) {
       .connections_rejected_per_client = tf.rejected_per_client,
       .clients = tf.clients,
       .header_timeouts = atomic_load_explicit(&m->header_timeouts, memory_order_relaxed),
+      .tls_failures = atomic_load_explicit(&m->tls_failures, memory_order_relaxed),
       .idle_closed = atomic_load_explicit(&m->idle_closed, memory_order_relaxed),
       .requests = atomic_load_explicit(&m->requests, memory_order_relaxed),
       .write_timeouts = atomic_load_explicit(&m->write_timeouts, memory_order_relaxed),

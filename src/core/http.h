@@ -26,6 +26,12 @@
  * for a well-formed request keeps it open. Nothing a client sends stops
  * the server.
  *
+ * TLS: with cfg.tls, a connection starts with a TLS handshake in its own
+ * task (stream.h), due with its first request's head; one that fails or
+ * is late is closed and counted (tls_failures). Connections over the
+ * limits are then closed without a 503: a plain answer means nothing to
+ * a TLS client.
+ *
  * Stopping: http_server_stop fires the server's token (a child of
  * cfg->shutdown when one is given, so serve's own shutdown stops it too):
  * the listener closes, idle connections close, a request being handled
@@ -40,6 +46,7 @@
 #define TELEGATE_HTTP_H
 
 #include "tg/tg.h"
+#include "tls.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -61,6 +68,8 @@ typedef struct http_config {
   int send_buffer;         /* SO_SNDBUF of each connection, default 128 KiB (the kernel doubles it); 0: the
                               kernel's, autotuned up to MBs: what a client that never reads costs */
   tg_cancel *shutdown;     /* optional: firing it stops the server as http_server_stop does */
+  tls_context *tls;        /* optional: connections speak TLS (tls.h), its handshake due with the first request's
+                              head; the caller keeps it alive and may reload it */
 } http_config;
 
 /* Fills the defaults above. */
@@ -164,6 +173,7 @@ typedef struct http_server_stats {
   uint64_t clients;                         /* client addresses holding connections now */
   uint64_t header_timeouts;                 /* 408s: a request's head came too slowly */
   uint64_t idle_closed;                     /* connections closed before a byte of a request: idle or silent too long */
+  uint64_t tls_failures;                    /* with TLS: handshakes that failed or did not finish in time */
   /* The handler's refusals, counted by the api (api_server_stats); 0 here. */
   uint64_t refused_host;   /* 421: a Host we do not answer to */
   uint64_t refused_origin; /* 403: another origin */

@@ -46,6 +46,7 @@ struct serve {
   registry reg;
   credentials_store creds; /* with --auth token; its path is NULL otherwise */
   tls_context *device_tls; /* with --tls-cert; NULL: devices connect in plain TCP */
+  tls_context *http_tls;   /* with --http-tls-cert; NULL: plain HTTP */
   storage *db;
   pipeline *pipe;
   tg_joinset *tasks;            /* the sources' and the HTTP side's; the pipeline has its own */
@@ -126,26 +127,31 @@ typedef struct signal_target {
 
 static void stop_on(serve *s, int signo) { request_stop(s, signo == SIGTERM ? "SIGTERM" : "SIGINT"); }
 
-/* The device port's TLS options, from the settings. */
+/* The TLS options of the device port and of HTTP, from the settings. */
 static tls_options device_tls_options(const serve_config *c) {
   return (tls_options){.server = 1, .cert_file = c->tls_cert, .key_file = c->tls_key, .ca_file = c->tls_client_ca};
 }
 
-/* SIGHUP reads the certificate, key and client CA files again: new
+static tls_options http_tls_options(const serve_config *c) {
+  return (tls_options){.server = 1, .cert_file = c->http_tls_cert, .key_file = c->http_tls_key};
+}
+
+/* SIGHUP reads a port's certificate, key and client CA files again: new
  * connections get the new ones, open connections keep theirs, and files
  * that do not load change nothing (both logged). */
-static void reload_tls(serve *s) {
+static void reload_tls(serve *s, tls_context *ctx, tls_options o, const char *port) {
   char err[300], desc[300];
-  tls_options o = device_tls_options(&s->cfg);
-  if (tls_context_reload(s->device_tls, &o, err, sizeof err) == 0) {
-    tls_context_describe(s->device_tls, desc, sizeof desc);
-    log_event(&s->log, "🔐", "serve", 0, "tls_reloaded", "SIGHUP: TLS certificate reloaded from %s: %s", s->cfg.tls_cert,
-              desc);
+  if (tls_context_reload(ctx, &o, err, sizeof err) == 0) {
+    tls_context_describe(ctx, desc, sizeof desc);
+    log_event(&s->log, "🔐", "serve", 0, "tls_reloaded", "SIGHUP: %s TLS certificate reloaded from %s: %s", port,
+              o.cert_file, desc);
   } else {
     log_event(&s->log, "❌", "serve", 0, "tls_reload_failed",
-              "SIGHUP: TLS certificate NOT reloaded, new connections keep the previous one: %s", err);
+              "SIGHUP: %s TLS certificate NOT reloaded, new connections keep the previous one: %s", port, err);
   }
 }
+
+tls_context *serve_http_tls(serve *s) { return s->http_tls; }
 
 static void on_signal(void *ctx, int signo) {
   signal_target *t = ctx;
@@ -153,10 +159,11 @@ static void on_signal(void *ctx, int signo) {
   serve *s = t->s;
   if (signo == SIGHUP) { /* a daemon's reload: never a stop (signals.h) */
     if (s && s->creds.path) reload_credentials(s);
-    if (s && s->device_tls) reload_tls(s);
+    if (s && s->device_tls) reload_tls(s, s->device_tls, device_tls_options(&s->cfg), "device port");
+    if (s && s->http_tls) reload_tls(s, s->http_tls, http_tls_options(&s->cfg), "HTTP");
     if (s && s->cfg.on_reload)
       s->cfg.on_reload(s, s->cfg.on_reload_arg);
-    else if (s && !s->creds.path && !s->device_tls)
+    else if (s && !s->creds.path && !s->device_tls && !s->http_tls)
       log_event(&s->log, "🔁", "serve", 0, "sighup", "SIGHUP: nothing to reload (no config file), serve goes on");
   } else if (s) {
     stop_on(s, signo);
@@ -217,6 +224,8 @@ static int check_config(const serve_config *c, char *err, size_t len) {
     snprintf(err, len, "TLS wants both a certificate and its key (--tls-cert, --tls-key)");
   else if (c->tls_client_ca && !c->tls_cert)
     snprintf(err, len, "client certificates (--tls-client-ca) want TLS: give --tls-cert and --tls-key");
+  else if (!c->http_tls_cert != !c->http_tls_key)
+    snprintf(err, len, "HTTPS wants both a certificate and its key (--http-tls-cert, --http-tls-key)");
   else if (c->workers < 1)
     snprintf(err, len, "workers must be at least 1");
   else if (c->max_line_bytes < 16)
@@ -255,7 +264,8 @@ static void teardown(serve *s) {
   credentials_store_close(&s->creds);
   for (int i = 0; i < NSOURCES; i++)
     if (s->source_state[i]) sources[i]->free(s->source_state[i]);
-  tls_context_free(s->device_tls); /* after the sources: their connections were joined */
+  tls_context_free(s->device_tls); /* after the sources and HTTP: their connections were joined */
+  tls_context_free(s->http_tls);
   log_destroy(&s->log);
   free(s);
 }
@@ -381,6 +391,12 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
   }
   tls_open_args to = {.ctx = &s->device_tls, .opts = device_tls_options(cfg)};
   if (cfg->tls_cert && (r = tg_blocking_run(tls_open_call, &to)) != 0) {
+    snprintf(err, errlen, "%s", to.err);
+    teardown(s);
+    return r;
+  }
+  to = (tls_open_args){.ctx = &s->http_tls, .opts = http_tls_options(cfg)};
+  if (cfg->http_tls_cert && (r = tg_blocking_run(tls_open_call, &to)) != 0) {
     snprintf(err, errlen, "%s", to.err);
     teardown(s);
     return r;

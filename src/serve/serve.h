@@ -36,6 +36,7 @@
 #include "histogram.h"
 #include "log.h"
 #include "tg/tg.h"
+#include "tls.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -175,6 +176,10 @@ int serve_credentials_reload(serve *s, char *changes, size_t changeslen, char *e
 
 /* For the HTTP side. The shutdown token: fired when shutdown begins. */
 tg_cancel *serve_shutdown_token(serve *s);
+
+/* The HTTP side's TLS context (--http-tls-cert), which serve owns and
+ * reloads on SIGHUP; NULL: plain HTTP. */
+tls_context *serve_http_tls(serve *s);
 
 /* Subscribes to the snapshots: *latest (may be NULL) follows the watch of
  * the latest one, *updates (may be NULL) gets every published one from
