@@ -96,17 +96,22 @@ static inline int proc_signal_wait(proc *p, int sig) {
   return proc_wait(p);
 }
 
-/* Whether the child catches sig yet (its SigCgt mask in /proc). */
+/* Whether the child runs telegate and catches sig yet (its SigCgt mask
+ * in /proc). Before its exec the child is a copy of the test, whose
+ * handlers are Check's: its name tells the two apart. */
 static inline int proc_catches(const proc *p, int sig) {
   char path[64], line[256];
   snprintf(path, sizeof path, "/proc/%d/status", (int)p->pid);
   FILE *f = fopen(path, "r");
   if (!f) return 0;
   unsigned long long mask = 0;
-  while (fgets(line, sizeof line, f))
+  int exec_done = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (strcmp(line, "Name:\ttelegate\n") == 0) exec_done = 1;
     if (strncmp(line, "SigCgt:", 7) == 0) mask = strtoull(line + 7, NULL, 16);
+  }
   fclose(f);
-  return (mask >> (sig - 1)) & 1;
+  return exec_done && ((mask >> (sig - 1)) & 1);
 }
 
 /* Waits until the child handles sig itself, so that sending it asks for
