@@ -59,6 +59,8 @@ static const cli_option options[] = {
     INT("recv-buffer", recv_buffer, 64, 64 * 1048576, "receive buffer per connection, bytes (32768)"),
     INT("bandwidth-permits", bandwidth_permits, 1, 1000000, "connections read at once (64)"),
     INT("write-timeout-ms", write_timeout_ms, 1, 3600000, "a device that does not read is closed after (5000)"),
+    INT("ack-interval-ms", ack_interval_ms, 0, 60000,
+        "acks to one connection go out at most this often, each device's newest standing for the rest (50)"),
     INT("drain-ms", drain_ms, 0, 3600000, "at shutdown, read connections at most this long (2000)"),
     CLI_OPT_ENUM(serve_config, "auth", auth, auth_words,
                  "devices: token (a hello's token must cover each id), none, or auto: token with --credentials (auto)"),
@@ -162,15 +164,22 @@ static int apply_live(serve *s, const char *key, cli_serve_reloader *r, const se
     r->running.log_level = fresh->log_level;
     return 1;
   }
-  static const char *const limits[] = {"error-limit", "error-lines-per-s",      "write-timeout-ms",
-                                       "lines-per-s", "max-ids-per-connection", "max-ids-per-credential",
-                                       "seq-window",  "health-per-device-per-s"};
+  static const char *const limits[] = {"error-limit",
+                                       "error-lines-per-s",
+                                       "write-timeout-ms",
+                                       "ack-interval-ms",
+                                       "lines-per-s",
+                                       "max-ids-per-connection",
+                                       "max-ids-per-credential",
+                                       "seq-window",
+                                       "health-per-device-per-s"};
   for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
     if (strcmp(key, limits[i]) != 0) continue;
     serve_config *run = &r->running;
     run->error_limit = fresh->error_limit;
     run->error_lines_per_s = fresh->error_lines_per_s;
     run->write_timeout_ms = fresh->write_timeout_ms;
+    run->ack_interval_ms = fresh->ack_interval_ms;
     run->lines_per_s = fresh->lines_per_s;
     run->max_ids_per_connection = fresh->max_ids_per_connection;
     run->max_ids_per_credential = fresh->max_ids_per_credential;

@@ -24,6 +24,7 @@ void serve_config_defaults(serve_config *c) {
   c->recv_buffer = 32 * 1024;
   c->bandwidth_permits = 64;
   c->write_timeout_ms = 5000;
+  c->ack_interval_ms = 50;
   c->drain_ms = 2000;
   c->auth = SERVE_AUTH_AUTO;
   c->seq_window = (uint64_t)1 << 40;
@@ -73,6 +74,7 @@ void serve_limits_set(serve_limits *l, const serve_config *cfg) {
   atomic_store(&l->error_limit, cfg->error_limit);
   atomic_store(&l->error_lines_per_s, cfg->error_lines_per_s);
   atomic_store(&l->write_timeout_ms, cfg->write_timeout_ms);
+  atomic_store(&l->ack_interval_ms, cfg->ack_interval_ms);
   atomic_store(&l->lines_per_s, cfg->lines_per_s);
   atomic_store(&l->max_ids_per_connection, cfg->max_ids_per_connection);
   atomic_store(&l->max_ids_per_credential, cfg->max_ids_per_credential);

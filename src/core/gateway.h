@@ -28,6 +28,7 @@ typedef struct serve_config {
   int recv_buffer;         /* bytes per connection (32768; at least 2 lines) */
   int bandwidth_permits;   /* connections read at once (64) */
   int write_timeout_ms;    /* a write to a device that does not read gives up and closes (5000) */
+  int ack_interval_ms;     /* acks to one connection go out at most this often (50) */
   int drain_ms;            /* at shutdown, connections are read at most this long (2000) */
   /* devices: who may send what (docs/security.md) */
   int auth;                     /* SERVE_AUTH_*: AUTO is TOKEN with credentials_path, else NONE */
@@ -101,7 +102,7 @@ void serve_config_defaults(serve_config *c);
  * runs: the sources read them at each use, so a change applies to every
  * connection's next line. Set with serve_limits_set; any thread. */
 typedef struct serve_limits {
-  _Atomic int error_limit, error_lines_per_s, write_timeout_ms, lines_per_s;
+  _Atomic int error_limit, error_lines_per_s, write_timeout_ms, lines_per_s, ack_interval_ms;
   _Atomic int max_ids_per_connection, max_ids_per_credential;
   _Atomic uint64_t seq_window;
 } serve_limits;

@@ -15,8 +15,11 @@
  * completed in the next round.
  *
  * Acks. When the registry says acks are owed to a connection whose device
- * asked for them (registry.h), its task writes them without waiting
- * (tg_tcp_try_write): if the previous write is still going out, the
+ * asked for them (registry.h), its task writes them - at most once every
+ * --ack-interval-ms, so that a device whose readings land in every batch
+ * gets one ack per interval rather than one per commit, its newest seq
+ * standing for the rest - without waiting (tg_tcp_try_write): if the
+ * previous write is still going out, the
  * formatted lines stay in the connection's ack buffer and are tried again
  * on the next wake-up: 10 ms later at most, doubling to 1 s while the
  * device reads nothing, so a connection that never reads costs one
@@ -128,6 +131,8 @@ typedef struct conn {
   size_t ack_len;
   int ack_lines;
   int ack_retry_ms;     /* while ack_len: the next try's delay */
+  int acks_due;         /* the registry said acks are owed, not all written yet */
+  int64_t acks_next_ns; /* the earliest time for the next acks (--ack-interval-ms) */
   protocol_hello wants; /* what the device's hellos asked for */
   cache_slot *cache;
   uint32_t nslots, used;
@@ -384,7 +389,11 @@ static void send_acks(conn *c) {
     if (c->ack_len == 0) {
       registry_ack due[ACKS_PER_WRITE];
       int n = registry_take_acks(c->in->reg, &c->rc, due, ACKS_PER_WRITE);
-      if (n == 0 || c->mute) return;
+      if (n == 0 || c->mute) { /* all written: the next ones after the interval */
+        c->acks_due = 0;
+        c->acks_next_ns = tg_now() + TG_MS(SERVE_LIMIT(c->in->limits, ack_interval_ms));
+        return;
+      }
       for (int i = 0; i < n; i++)
         c->ack_len += (size_t)protocol_format_ack(c->ack_buf + c->ack_len, ACK_LINE_MAX, due[i].id, due[i].seq);
       c->ack_lines = n;
@@ -648,16 +657,18 @@ static int serve_conn(conn *c) {
   for (;;) {
     tg_tcp_view v;
     health_request req;
+    /* Acks due go out first, so a device that never stops sending gets
+     * them too; owed ones wait for their time (see the note on acks). */
+    if ((c->acks_due && tg_now() >= c->acks_next_ns) || c->ack_len) send_acks(c);
     tg_case cs[4] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req), stream_recv_case(&c->io),
                      c->acks_ready ? tg_notify_wait_case(c->acks_ready) : (tg_case){0}};
+    int64_t ack_at = c->ack_len ? tg_deadline_in(TG_MS(c->ack_retry_ms)) : c->acks_due ? c->acks_next_ns : TG_FOREVER;
     int ready = stream_ready(&c->io);
-    int w =
-        ready ? tg_select(cs, 2, 0)
-              : tg_select(cs, c->acks_ready ? 4 : 3, c->ack_len ? tg_deadline_in(TG_MS(c->ack_retry_ms)) : TG_FOREVER);
+    int w = ready ? tg_select(cs, 2, 0) : tg_select(cs, c->acks_ready && !c->acks_due ? 4 : 3, ack_at);
     if (ready && w == TG_ETIMEDOUT) w = 2;
     if (w == 0) return drain(c);
     if (w == 3 || w == TG_ETIMEDOUT) {
-      send_acks(c);
+      c->acks_due = 1;
       continue;
     }
     if (w < 0) return w;
