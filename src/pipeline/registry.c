@@ -3,6 +3,7 @@
 #include "registry.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -247,13 +248,9 @@ void registry_detach_all(registry *r, registry_conn *c) {
   pthread_mutex_lock(&r->lock);
   c->closed = 1;
   while (c->devices) unlink_entry(r, c->devices);
-  while (c->acks) { /* every device is detached: each goes to its new connection or nowhere */
-    device_entry *e = c->acks;
-    c->acks = e->ack_next;
-    e->ack_next = NULL;
-    e->ack_due = 0;
-    owe_ack(e);
-  }
+  /* No device is on c now: every ack still listed goes to its device's
+   * new connection, or nowhere, and none is taken for c. */
+  take_acks(c, NULL, INT_MAX);
   pthread_mutex_unlock(&r->lock);
 }
 
