@@ -477,10 +477,14 @@ START_TEST(test_protocol_boundaries) {
   }
   protocol_msg m;
   protocol_error e;
-  /* seq: all of uint64. */
+  /* seq: 0 .. 2^63 - 1, what SQL's signed 64-bit integers hold. */
   accept_reading(
-      "{\"device\":\"7\",\"seq\":18446744073709551615,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
-  ck_assert_uint_eq(m.reading.seq, UINT64_MAX);
+      "{\"device\":\"7\",\"seq\":9223372036854775807,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  ck_assert_uint_eq(m.reading.seq, INT64_MAX);
+  reject("{\"device\":\"7\",\"seq\":9223372036854775808,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_OUT_OF_RANGE, "seq");
+  reject("{\"device\":\"7\",\"seq\":18446744073709551615,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_OUT_OF_RANGE, "seq");
   accept_reading("{\"device\":\"7\",\"seq\":0,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
   ck_assert_uint_eq(m.reading.seq, 0);
   accept_reading("{\"device\":\"7\",\"seq\":-0,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
@@ -491,8 +495,10 @@ START_TEST(test_protocol_boundaries) {
          PROTOCOL_OUT_OF_RANGE, "seq");
   reject("{\"device\":\"7\",\"seq\":100000000000000000000,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
          PROTOCOL_OUT_OF_RANGE, "seq");
-  accept_reading("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=18446744073709551615u 1", &m);
-  ck_assert_uint_eq(m.reading.seq, UINT64_MAX);
+  accept_reading("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=9223372036854775807u 1", &m);
+  ck_assert_uint_eq(m.reading.seq, INT64_MAX);
+  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=18446744073709551615u 1", PROTOCOL_OUT_OF_RANGE,
+         "seq");
   /* ts: 0 .. year 9999 in ms; all of int64 in ns. */
   accept_reading("{\"device\":\"7\",\"seq\":1,\"ts\":0,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
   ck_assert_int_eq(m.reading.ts_ms, 0);
@@ -609,7 +615,7 @@ START_TEST(test_protocol_round_trip) {
   for (long i = 0; i < n_iter; i++) {
     reading r = {
         .battery = (uint32_t)(next(&s) % 101),
-        .seq = next(&s) >> (next(&s) % 64),
+        .seq = (next(&s) >> 1) >> (next(&s) % 64), /* 0 .. PROTOCOL_SEQ_MAX */
         .ts_ms = (int64_t)(next(&s) % (uint64_t)(INT64_MAX / 1000000 + 1)),
         .temperature = -50 + 200 * unit(&s),
         .humidity = i % 7 ? 100 * unit(&s) : (double)(next(&s) % 101),

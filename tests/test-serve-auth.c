@@ -7,8 +7,9 @@
  * new genuine devices still accepted; one credential's budget of new
  * ids shared by its connections), a credentials reload (what a
  * connection may send changes at once; a bad file keeps the old set),
- * no authentication off loopback (refused), and the per-connection line
- * rate and per-device health rate. */
+ * no authentication off loopback (refused), the per-connection line
+ * rate and per-device health rate, and connection slots (a cap per client
+ * address; a connection that does not authenticate in time is closed). */
 #include "credentials.h"
 #include "test-serve.h"
 
@@ -83,8 +84,10 @@ static void *silencing_body(void *arg) {
   raw_connect(&evil, t->s);
   for (uint64_t seq = 1; seq <= 3; seq++) send_reading(&dev, id, seq);
   ck_assert_uint_eq(serve_test_wait_for(t->s, fig_stored, 3, SERVE_TEST_PATIENCE), 3);
-  /* The attack: one line at the top of the seq range. */
+  /* The attack: one line at the top of the seq range, or past it. */
   send_reading(&evil, id, UINT64_MAX);
+  expect_error(&evil, "out_of_range");
+  send_reading(&evil, id, INT64_MAX);
   expect_error(&evil, "seq_out_of_window");
   /* Just inside the window is a reading like any other; one past it is not. */
   send_reading(&evil, id, 3 + t->cfg.seq_window + 1);
@@ -114,7 +117,7 @@ static void *silencing_body(void *arg) {
   serve_test_start(t);
   raw_connect(&evil, t->s);
   raw_connect(&dev, t->s);
-  send_reading(&evil, id, UINT64_MAX);
+  send_reading(&evil, id, INT64_MAX);
   expect_error(&evil, "seq_out_of_window");
   send_reading(&dev, id, 7);
   send_reading(&dev, id, 8);
@@ -225,6 +228,72 @@ START_TEST(test_serve_auth_takeover) {
   with_credentials(&t, path, sizeof path);
   ck_assert_int_eq(serve_config_auth(&t.cfg), SERVE_AUTH_TOKEN);
   tg_test_run(2, 0, takeover_body, &t);
+  unlink(path);
+  serve_test_cleanup(&t);
+}
+END_TEST
+
+/* ------------------------------------------------------------ slots */
+
+enum { PER_CLIENT = 3, HELLO_MS = 3000 };
+
+/* Connection slots: one address holds PER_CLIENT at most, and with
+ * credentials a connection that does not authenticate in time is closed,
+ * so idle connections cannot keep genuine devices out. */
+static void *slots_body(void *arg) {
+  serve_test *t = arg;
+  static raw_device genuine, idle[PER_CLIENT - 1], over, later;
+  serve_test_start(t);
+  raw_connect(&genuine, t->s);
+  for (int i = 0; i < PER_CLIENT - 1; i++) raw_connect(&idle[i], t->s);
+  hello_token(&genuine, TOKEN_VICTIM, NULL);
+  raw_connect(&over, t->s);
+  ck_assert_int_eq(raw_read_line(&over, SERVE_TEST_PATIENCE), 0);
+  ck_assert_str_eq(over.line, "{\"type\":\"error\",\"reason\":\"too_many_connections_per_client\"}");
+  ck_assert_int_eq(raw_read_line(&over, SERVE_TEST_PATIENCE), TG_EOF);
+  raw_close(&over);
+  for (int i = 0; i < PER_CLIENT - 1; i++) {
+    ck_assert_int_eq(raw_read_line(&idle[i], SERVE_TEST_PATIENCE), 0);
+    ck_assert_str_eq(idle[i].line, "{\"type\":\"error\",\"reason\":\"hello_timeout\"}");
+    ck_assert_int_eq(raw_read_line(&idle[i], SERVE_TEST_PATIENCE), TG_EOF);
+    raw_close(&idle[i]);
+  }
+  /* The authenticated connection outlived the timeout; the freed slots
+   * take new devices (once their tasks have ended: retried until then). */
+  send_reading(&genuine, "dev-1", 1);
+  int64_t deadline = tg_deadline_in(SERVE_TEST_PATIENCE);
+  for (;;) {
+    raw_connect(&later, t->s);
+    char line[128];
+    snprintf(line, sizeof line, "{\"type\":\"hello\",\"token\":\"%s\"}\n", TOKEN_VICTIM);
+    raw_send(&later, line);
+    ck_assert_int_eq(raw_read_line(&later, SERVE_TEST_PATIENCE), 0);
+    if (strncmp(later.line, "{\"type\":\"hello\",", 16) == 0) break;
+    ck_assert_str_eq(later.line, "{\"type\":\"error\",\"reason\":\"too_many_connections_per_client\"}");
+    ck_assert_int_lt(tg_now(), deadline);
+    raw_close(&later);
+    tg_sleep(TG_MS(10));
+  }
+  send_reading(&later, "dev-1", 2);
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_stored, 2, SERVE_TEST_PATIENCE), 2);
+  raw_close(&genuine);
+  raw_close(&later);
+  ck_assert_int_eq(serve_test_stop(t), 0);
+  ck_assert_uint_ge(t->final.connections_rejected_per_client, 1);
+  ck_assert_uint_eq(t->final.hello_timeouts, PER_CLIENT - 1);
+  ck_assert_int_eq(serve_test_rows_of(t, "dev-1"), 2);
+  return NULL;
+}
+
+START_TEST(test_serve_auth_slots) {
+  serve_test t;
+  serve_test_init(&t);
+  t.cfg.batch_age_ms = 20;
+  t.cfg.max_per_client = PER_CLIENT;
+  t.cfg.handshake_timeout_ms = HELLO_MS;
+  char path[160];
+  with_credentials(&t, path, sizeof path);
+  tg_test_run(2, 0, slots_body, &t);
   unlink(path);
   serve_test_cleanup(&t);
 }
@@ -550,6 +619,7 @@ int main(void) {
   tg_test_add(s, "credentials_file", test_serve_auth_credentials_file, 10);
   tg_test_add(s, "silencing", test_serve_auth_silencing, 60);
   tg_test_add(s, "takeover", test_serve_auth_takeover, 60);
+  tg_test_add(s, "slots", test_serve_auth_slots, 60);
   tg_test_add(s, "id_exhaustion", test_serve_auth_id_exhaustion, 60);
   tg_test_add(s, "credential_budget", test_serve_auth_credential_budget, 60);
   tg_test_add(s, "reload", test_serve_auth_reload, 60);

@@ -17,6 +17,8 @@ void serve_config_defaults(serve_config *c) {
   c->http_header_timeout_ms = 5000;
   c->http_idle_timeout_ms = 5000;
   c->max_connections = 10000;
+  c->max_per_client = 1000;
+  c->handshake_timeout_ms = 10000;
   c->max_line_bytes = PROTOCOL_LINE_MAX_DEFAULT;
   c->max_devices = 100000;
   c->error_limit = 100;

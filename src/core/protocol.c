@@ -729,7 +729,7 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
       if (r) return r;
       break;
     case F_SEQ:
-      r = value_u64(s, p, NUM_JSON, UINT64_MAX, f, &seq, &p);
+      r = value_u64(s, p, NUM_JSON, PROTOCOL_SEQ_MAX, f, &seq, &p);
       if (r) return r;
       break;
     case F_TS:
@@ -890,7 +890,7 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
       r = value_double(s, p, NUM_LINE, PROTOCOL_HUMIDITY_MIN, PROTOCOL_HUMIDITY_MAX, f, &humidity, &p);
       break;
     case F_BATTERY: r = value_u64(s, p, NUM_LINE, PROTOCOL_BATTERY_MAX, f, &battery, &p); break;
-    default: r = value_u64(s, p, NUM_LINE, UINT64_MAX, f, &seq, &p); break;
+    default: r = value_u64(s, p, NUM_LINE, PROTOCOL_SEQ_MAX, f, &seq, &p); break;
     }
     if (r) return r;
     if (p < end && *p == ',') {

@@ -52,6 +52,9 @@
 #define PROTOCOL_HUMIDITY_MAX    100.0
 #define PROTOCOL_BATTERY_MAX     100             /* percent, 0 .. this */
 #define PROTOCOL_TS_MS_MAX       253402300799999 /* 9999-12-31T23:59:59.999Z */
+/* seq is 0 .. 2^63 - 1: SQL's integers (SQLite's, PostgreSQL's bigint)
+ * are signed 64-bit, and a seq above would read back negative in SQL. */
+#define PROTOCOL_SEQ_MAX         INT64_MAX
 
 /* Why a line was rejected: X(code, metric name, description). The names
  * are stable: metrics, logs and the error line sent back all use them. */

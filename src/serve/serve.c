@@ -472,6 +472,8 @@ static void sources_figures_get(serve *s, source_figures *sum) {
       sum->first_byte_ns = f.first_byte_ns;
     sum->accepted += f.accepted;
     sum->rejected += f.rejected;
+    sum->rejected_per_client += f.rejected_per_client;
+    sum->hello_timeouts += f.hello_timeouts;
     sum->closed += f.closed;
     sum->open += f.open;
     sum->closed_errors += f.closed_errors;
@@ -544,6 +546,8 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->stopping = atomic_load(&s->stopping);
   f->connections_accepted = in.accepted;
   f->connections_rejected = in.rejected;
+  f->connections_rejected_per_client = in.rejected_per_client;
+  f->hello_timeouts = in.hello_timeouts;
   f->connections_closed = in.closed;
   f->connections_closed_errors = in.closed_errors;
   f->connections_write_timeouts = in.write_timeouts;

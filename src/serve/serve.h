@@ -63,7 +63,9 @@ typedef struct serve_figures {
   int stopping; /* gauge: shutdown has begun */
   /* device connections */
   uint64_t connections_accepted;
-  uint64_t connections_rejected; /* over --max-connections */
+  uint64_t connections_rejected;            /* over --max-connections */
+  uint64_t connections_rejected_per_client; /* over --max-connections-per-client */
+  uint64_t hello_timeouts;                  /* closed without an authenticating hello in time */
   uint64_t connections_closed;
   uint64_t connections_closed_errors;  /* closed after --error-limit bad lines */
   uint64_t connections_write_timeouts; /* closed because the device did not read */

@@ -62,8 +62,10 @@ typedef struct source_figures {
   int64_t first_byte_ns; /* tg_now() of the first input; 0: none yet */
   /* connections, for a source that has them */
   uint64_t accepted, rejected, closed, open;
-  uint64_t closed_errors;  /* closed after --error-limit bad lines in a row */
-  uint64_t write_timeouts; /* closed because the peer did not read */
+  uint64_t rejected_per_client; /* over the limit per client address */
+  uint64_t hello_timeouts;      /* closed without an authenticating hello in time */
+  uint64_t closed_errors;       /* closed after --error-limit bad lines in a row */
+  uint64_t write_timeouts;      /* closed because the peer did not read */
   /* input */
   uint64_t bytes, lines, readings; /* readings: sent into the telemetry channel */
   uint64_t bad[SERVE_BAD_REASONS]; /* per reason; [0] unused */

@@ -67,7 +67,6 @@ enum {
   ACK_LINE_MAX = 96,
   CONN_STACK = 64 * 1024,
   ACCEPTOR_STACK = 128 * 1024,
-  TLS_HANDSHAKE_MS = 10000, /* a device that stalls its handshake holds a connection slot this long at most */
 };
 
 /* Invariant: the figures only grow; `server` is set before `ready` is
@@ -99,10 +98,11 @@ typedef struct ingest {
   figure hellos, acks_sent;
   figure authenticated, line_rate_waits;
   figure tls_handshakes, tls_failures;
+  figure hello_timeouts;
 } ingest;
 
 /* How a round ends, besides TG_EOF and socket errors. */
-enum { GO_ON = 0, STOP_ERRORS = 1, STOP_PIPELINE = 2, STOP_WRITE = 3 };
+enum { GO_ON = 0, STOP_ERRORS = 1, STOP_PIPELINE = 2, STOP_WRITE = 3, STOP_NO_HELLO = 4 };
 
 /* An id this connection sent for, and the credentials generation it was
  * last allowed under. */
@@ -140,6 +140,7 @@ typedef struct conn {
   credentials *set;                        /* the set cred is in, held; NULL: no valid token yet */
   const credential *cred;                  /* what this connection may send for; NULL: nothing (with auth) */
   uint64_t set_gen;                        /* the store's generation set came from */
+  int64_t hello_by;                        /* with auth, until a hello's token matched: closed at this time */
   char cred_name[CREDENTIAL_NAME_MAX + 1]; /* the credential's, kept to find it again after a reload */
   uint8_t cred_hash[CREDENTIAL_HASH_SIZE];
   double line_tokens; /* lines that may be read now, over lines_per_s */
@@ -437,6 +438,7 @@ static int on_hello(conn *c, const protocol_hello *h) {
     memcpy(c->cred_hash, cred->hash, sizeof c->cred_hash);
     for (uint32_t i = 0; i < c->nslots; i++) c->cache[i].allowed_gen = 0; /* checked against the new credential */
     c->authenticated++;
+    c->hello_by = 0;
     if (gate_pass(c->in, &c->in->auth_gate, &held))
       log_event(c->in->log, "🔑", "ingest", 0, "authenticated", "Connection #%" PRIu64 " from %s speaks as %s%s", c->id,
                 c->peer, cred->name, log_held_note(held).s);
@@ -628,6 +630,7 @@ static const char *end_name(int r) {
   case STOP_ERRORS: return "too many bad lines";
   case STOP_PIPELINE: return "pipeline closed";
   case STOP_WRITE: return "device not reading";
+  case STOP_NO_HELLO: return "no hello with a valid token in time";
   default: return tg_err_name(r);
   }
 }
@@ -657,16 +660,19 @@ static int serve_conn(conn *c) {
   for (;;) {
     tg_tcp_view v;
     health_request req;
+    if (c->hello_by && tg_now() >= c->hello_by) return STOP_NO_HELLO;
     /* Acks due go out first, so a device that never stops sending gets
      * them too; owed ones wait for their time (see the note on acks). */
     if ((c->acks_due && tg_now() >= c->acks_next_ns) || c->ack_len) send_acks(c);
     tg_case cs[4] = {tg_cancel_case(c->in->cancel), tg_mpsc_recv_case(c->outbox, &req), stream_recv_case(&c->io),
                      c->acks_ready ? tg_notify_wait_case(c->acks_ready) : (tg_case){0}};
     int64_t ack_at = c->ack_len ? tg_deadline_in(TG_MS(c->ack_retry_ms)) : c->acks_due ? c->acks_next_ns : TG_FOREVER;
+    int64_t wake = c->hello_by && c->hello_by < ack_at ? c->hello_by : ack_at;
     int ready = stream_ready(&c->io);
-    int w = ready ? tg_select(cs, 2, 0) : tg_select(cs, c->acks_ready && !c->acks_due ? 4 : 3, ack_at);
+    int w = ready ? tg_select(cs, 2, 0) : tg_select(cs, c->acks_ready && !c->acks_due ? 4 : 3, wake);
     if (ready && w == TG_ETIMEDOUT) w = 2;
     if (w == 0) return drain(c);
+    if (w == TG_ETIMEDOUT && wake != ack_at) continue; /* the hello's time: checked above */
     if (w == 3 || w == TG_ETIMEDOUT) {
       c->acks_due = 1;
       continue;
@@ -690,13 +696,11 @@ static int serve_conn(conn *c) {
 /* Opens the connection's stream, with its receive buffer: plain, or after
  * the TLS handshake when the port has TLS. Returns 0 or why it failed,
  * counted and logged (at most once a second). */
-static int handshake(conn *c, tcp_server_conn *tc) {
+static int handshake(conn *c, tcp_server_conn *tc, int64_t deadline_ns) {
   ingest *in = c->in;
   char err[256];
-  stream_opts o = {.tls = in->tls,
-                   .recv_buffer = (size_t)c->cfg->recv_buffer,
-                   .cancel = in->cancel,
-                   .deadline_ns = tg_deadline_in(TG_MS(TLS_HANDSHAKE_MS))};
+  stream_opts o = {
+      .tls = in->tls, .recv_buffer = (size_t)c->cfg->recv_buffer, .cancel = in->cancel, .deadline_ns = deadline_ns};
   int r = stream_open(&c->io, tc->sock, &o, err, sizeof err);
   if (!in->tls) return r;
   figure_add_shared(r == 0 ? &in->tls_handshakes : &in->tls_failures, 1);
@@ -741,7 +745,12 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
   c->tokens_ns = tg_now();
   c->line_tokens = SERVE_LIMIT(in->limits, lines_per_s);
   c->line_tokens_ns = c->tokens_ns;
-  int r = handshake(c, tc);
+  /* A connection proves who it is (its TLS handshake, its hello when
+   * devices authenticate) within the handshake timeout, so one that never
+   * does holds its slot that long at most. */
+  int64_t proven_by = tg_deadline_in(TG_MS(in->cfg->handshake_timeout_ms));
+  c->hello_by = in->creds ? proven_by : 0;
+  int r = handshake(c, tc, proven_by);
   if (r == 0) {
     if (tg_mpsc_new(&(tg_mpsc_opts){.capacity = OUTBOX_CAPACITY, .elem_size = sizeof(health_request), .name = "outbox"},
                     &outbox_tx, &c->outbox) != 0) {
@@ -767,6 +776,12 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
   flush_figures(c);
   if (r == STOP_ERRORS) figure_add_shared(&in->closed_errors, 1);
   if (r == STOP_ERRORS) out_flush(c, write_deadline(c)); /* the last error line, best effort */
+  if (r == STOP_NO_HELLO) {
+    static const char line[] = "{\"type\":\"error\",\"reason\":\"hello_timeout\"}\n";
+    figure_add_shared(&in->hello_timeouts, 1);
+    if (c->out_len + sizeof line - 1 <= OUT_CAP) out_append(c, line, sizeof line - 1);
+    out_flush(c, write_deadline(c));
+  }
   if (c->outbox) tg_mpsc_rx_drop(c->outbox);
   if (outbox_tx) tg_mpsc_tx_drop(outbox_tx);
   if (c->telemetry) tg_mpsc_tx_drop(c->telemetry);
@@ -787,18 +802,28 @@ static void serve_device(void *arg, tcp_server_conn *tc) {
 
 /* ------------------------------------------------------------ the acceptor */
 
-/* Over max_connections: one line, sent without waiting (the device learns
- * it either way when the socket closes). */
-static void refuse_device(void *arg, int fd) {
-  ingest *in = arg;
-  static const char line[] = "{\"type\":\"error\",\"reason\":\"too_many_connections\"}\n";
-  ssize_t n = send(fd, line, sizeof line - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+/* Over max_connections or max_per_client: one line, sent without waiting
+ * (the device learns it either way when the socket closes). */
+static void refuse(ingest *in, int fd, const char *line, size_t len, const char *why, int limit) {
+  ssize_t n = send(fd, line, len, MSG_DONTWAIT | MSG_NOSIGNAL);
   (void)n;
   close(fd);
   uint64_t held;
   if (gate_pass(in, &in->accept_gate, &held))
-    log_event(in->log, "🚫", "ingest", 0, "connection_rejected", "Connection refused: %d connections open, the limit%s",
-              in->cfg->max_connections, log_held_note(held).s);
+    log_event(in->log, "🚫", "ingest", 0, "connection_rejected",
+              "Connection refused: %d connections open %s, the limit%s", limit, why, log_held_note(held).s);
+}
+
+static void refuse_device(void *arg, int fd) {
+  static const char line[] = "{\"type\":\"error\",\"reason\":\"too_many_connections\"}\n";
+  ingest *in = arg;
+  refuse(in, fd, line, sizeof line - 1, "in all", in->cfg->max_connections);
+}
+
+static void refuse_client(void *arg, int fd) {
+  static const char line[] = "{\"type\":\"error\",\"reason\":\"too_many_connections_per_client\"}\n";
+  ingest *in = arg;
+  refuse(in, fd, line, sizeof line - 1, "from its address", in->cfg->max_per_client);
 }
 
 static void *acceptor_task(void *arg) {
@@ -808,12 +833,14 @@ static void *acceptor_task(void *arg) {
       .host = in->cfg->listen_host,
       .port = in->cfg->listen_port,
       .max_connections = in->cfg->max_connections,
+      .max_per_client = in->cfg->max_per_client,
       .workers = in->cfg->workers > 0 ? in->cfg->workers : 1,
       .stack_size = CONN_STACK,
       .grace_ms = -1, /* each connection ends its drain by drain_until */
       .cancel = in->cancel,
       .handler = serve_device,
       .reject = refuse_device,
+      .reject_client = refuse_client,
       .ctx = in,
       .log = in->log,
   };
@@ -892,6 +919,8 @@ static void ingest_figures_get(void *state, source_figures *f) {
   f->first_byte_ns = atomic_load(&in->first_byte_ns);
   f->accepted = tf.accepted;
   f->rejected = tf.rejected;
+  f->rejected_per_client = tf.rejected_per_client;
+  f->hello_timeouts = figure_get(&in->hello_timeouts);
   f->closed = tf.closed;
   f->open = tf.open;
   f->closed_errors = figure_get(&in->closed_errors);
