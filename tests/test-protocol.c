@@ -357,7 +357,6 @@ START_TEST(test_protocol_rejections) {
 
   /* missing_field: each in turn, reported in the fixed order */
   reject("{}", PROTOCOL_MISSING_FIELD, "device");
-  reject("{\"device\":\"7\",\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "seq");
   reject("{\"device\":\"7\",\"seq\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "ts");
   reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "temperature");
   reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "humidity");
@@ -368,7 +367,6 @@ START_TEST(test_protocol_rejections) {
   reject("{\"type\":\"health\"}", PROTOCOL_MISSING_FIELD, "id");
   reject("{\"battery\":1}", PROTOCOL_MISSING_FIELD, "device");
   reject("telemetry temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_MISSING_FIELD, "device");
-  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i 1", PROTOCOL_MISSING_FIELD, "seq");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i", PROTOCOL_MISSING_FIELD, "ts");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i  ", PROTOCOL_MISSING_FIELD, "ts");
   reject("telemetry,device=7 humidity=1,battery=1i,seq=1i 1", PROTOCOL_MISSING_FIELD, "temperature");
@@ -477,7 +475,12 @@ START_TEST(test_protocol_boundaries) {
   }
   protocol_msg m;
   protocol_error e;
-  /* seq: 0 .. 2^63 - 1, what SQL's signed 64-bit integers hold. */
+  /* seq: optional (the gateway numbers a reading without one), else
+   * 0 .. 2^63 - 1, what SQL's signed 64-bit integers hold. */
+  accept_reading("{\"device\":\"7\",\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  ck_assert_uint_eq(m.reading.seq, READING_SEQ_NONE);
+  accept_reading("telemetry,device=7 temperature=1,humidity=1,battery=1i 1", &m);
+  ck_assert_uint_eq(m.reading.seq, READING_SEQ_NONE);
   accept_reading(
       "{\"device\":\"7\",\"seq\":9223372036854775807,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
   ck_assert_uint_eq(m.reading.seq, INT64_MAX);

@@ -226,6 +226,66 @@ START_TEST(test_serve_input_max_connections) {
 }
 END_TEST
 
+/* The seqs stored for one device, in order, as "1,2,3" (-1 when the
+ * database cannot be read). */
+static const char *stored_seqs(const serve_test *t, const char *id) {
+  static char out[256];
+  sqlite3 *db;
+  out[0] = 0;
+  if (sqlite3_open_v2(t->db, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) return "-1";
+  sqlite3_stmt *st;
+  sqlite3_prepare_v2(db, "SELECT seq FROM readings WHERE device = ?1 ORDER BY rowid", -1, &st, NULL);
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  while (sqlite3_step(st) == SQLITE_ROW)
+    snprintf(out + strlen(out), sizeof out - strlen(out), "%s%lld", out[0] ? "," : "", sqlite3_column_int64(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return out;
+}
+
+static uint64_t fig_stored(const serve_figures *f) { return f->readings_stored; }
+
+#define NO_SEQ(id)      "{\"device\":\"" id "\",\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n"
+#define NO_SEQ_LINE(id) "telemetry,device=" id " temperature=20,humidity=41,battery=77i 1732590000000000000\n"
+
+/* Readings without seq: numbered after the device's stored mark and
+ * every seq it sent, never taken for resends (the same line twice is
+ * stored twice), across a restart too. */
+static void *no_seq_body(void *arg) {
+  serve_test *t = arg;
+  raw_device d;
+  serve_test_start(t);
+  raw_connect(&d, t->s);
+  raw_send(&d, NO_SEQ("plain") NO_SEQ("plain") NO_SEQ_LINE("plain"));
+  raw_send(&d, "{\"device\":\"mixed\",\"seq\":10,\"ts\":1732590000000,\"temperature\":21.5,\"humidity\":40,"
+               "\"battery\":88}\n" NO_SEQ("mixed"));
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_stored, 5, SERVE_TEST_PATIENCE), 5);
+  raw_close(&d);
+  ck_assert_int_eq(serve_test_stop(t), 0);
+  ck_assert_str_eq(stored_seqs(t, "plain"), "1,2,3");
+  ck_assert_str_eq(stored_seqs(t, "mixed"), "10,11");
+
+  serve_test_start(t);
+  raw_connect(&d, t->s);
+  raw_send(&d, NO_SEQ_LINE("plain") NO_SEQ("mixed"));
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_stored, 2, SERVE_TEST_PATIENCE), 2);
+  raw_close(&d);
+  ck_assert_int_eq(serve_test_stop(t), 0);
+  ck_assert_str_eq(stored_seqs(t, "plain"), "1,2,3,4");
+  ck_assert_str_eq(stored_seqs(t, "mixed"), "10,11,12");
+  ck_assert_uint_eq(t->final.readings_duplicate, 0);
+  return NULL;
+}
+
+START_TEST(test_serve_input_no_seq) {
+  serve_test t;
+  serve_test_init(&t);
+  t.cfg.batch_age_ms = 20;
+  tg_test_run(2, 0, no_seq_body, &t);
+  serve_test_cleanup(&t);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("serve-input");
   tg_test_add(s, "each_kind", test_serve_input_each_kind, 90);
@@ -233,5 +293,6 @@ int main(void) {
   tg_test_add(s, "garbage_closed", test_serve_input_garbage_closed, 90);
   tg_test_add(s, "max_devices", test_serve_input_max_devices, 90);
   tg_test_add(s, "max_connections", test_serve_input_max_connections, 90);
+  tg_test_add(s, "no_seq", test_serve_input_no_seq, 90);
   return tg_test_main(s);
 }

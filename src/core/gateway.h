@@ -129,10 +129,11 @@ int serve_config_auth(const serve_config *c);
 enum {
   SERVE_BAD_TOO_MANY_DEVICES = PROTOCOL_REASON_COUNT, /* a new id past --max-devices */
   SERVE_BAD_TRUNCATED,                                /* bytes without '\n' before the device hung up */
-  SERVE_BAD_NOT_ALLOWED,       /* a reading for an id the connection's credential does not cover */
-  SERVE_BAD_UNKNOWN_TOKEN,     /* a hello whose token matches no credential */
-  SERVE_BAD_TOO_MANY_IDS,      /* a new id past --max-ids-per-connection on one connection */
-  SERVE_BAD_SEQ_OUT_OF_WINDOW, /* a seq more than --seq-window above the device's known one */
+  SERVE_BAD_NOT_ALLOWED,         /* a reading for an id the connection's credential does not cover */
+  SERVE_BAD_UNKNOWN_TOKEN,       /* a hello whose token matches no credential */
+  SERVE_BAD_TOO_MANY_IDS,        /* a new id past --max-ids-per-connection on one connection */
+  SERVE_BAD_SEQ_OUT_OF_WINDOW,   /* a seq more than --seq-window above the device's known one */
+  SERVE_BAD_STORAGE_UNAVAILABLE, /* a reading without seq while the device's stored mark cannot be read */
   SERVE_BAD_REASONS
 };
 

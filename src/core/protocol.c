@@ -765,7 +765,7 @@ closed:
   if (p != end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
 
   unsigned allowed = hello ? HELLO_FIELDS : (seen & BIT(F_TYPE)) ? HEALTH_FIELDS : READING_FIELDS;
-  unsigned want = hello ? BIT(F_TYPE) : allowed;
+  unsigned want = hello ? BIT(F_TYPE) : allowed & ~BIT(F_SEQ); /* a reading's seq is optional */
   if (seen & ~allowed) {
     int f = first_by_offset(seen & ~allowed, at);
     return fail(s, s->line + at[f], PROTOCOL_UNKNOWN_FIELD, f);
@@ -785,7 +785,7 @@ closed:
     out->kind = PROTOCOL_READING;
     out->reading.device = 0;
     out->reading.battery = (uint32_t)battery;
-    out->reading.seq = seq;
+    out->reading.seq = (seen & BIT(F_SEQ)) ? seq : READING_SEQ_NONE;
     out->reading.ts_ms = (int64_t)ts;
     out->reading.temperature = temperature;
     out->reading.humidity = humidity;
@@ -909,12 +909,13 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
     p = skip_blanks(p, end);
     if (p != end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
   }
-  if (READING_FIELDS & ~seen) return fail(s, end, PROTOCOL_MISSING_FIELD, first_by_order(READING_FIELDS & ~seen));
+  unsigned want = READING_FIELDS & ~BIT(F_SEQ);
+  if (want & ~seen) return fail(s, end, PROTOCOL_MISSING_FIELD, first_by_order(want & ~seen));
   out->kind = PROTOCOL_READING;
   out->format = PROTOCOL_LINE;
   out->reading.device = 0;
   out->reading.battery = (uint32_t)battery;
-  out->reading.seq = seq;
+  out->reading.seq = (seen & BIT(F_SEQ)) ? seq : READING_SEQ_NONE;
   out->reading.ts_ms = (int64_t)(ns / 1000000);
   out->reading.temperature = temperature;
   out->reading.humidity = humidity;

@@ -14,11 +14,17 @@
 typedef struct reading {
   uint32_t device;    /* 1-based device id */
   uint32_t battery;   /* percent */
-  uint64_t seq;       /* per device, 1, 2, 3 ... with no gap */
+  uint64_t seq;       /* per device, increasing; READING_SEQ_NONE until the gateway numbers it */
   int64_t ts_ms;      /* when it was measured, Unix milliseconds */
   double temperature; /* degrees Celsius, 18..33 */
   double humidity;    /* percent, 30..70 */
 } reading;
+
+/* A reading the device sent without a seq: the gateway numbers it after
+ * the device's highest seq before it goes on (registry_seq_next), so it
+ * never passes this value down the pipeline. Devices' seqs stop at
+ * PROTOCOL_SEQ_MAX, far below. */
+#define READING_SEQ_NONE UINT64_MAX
 
 typedef struct batch {
   uint64_t id;       /* 1, 2, 3 ... in the order the aggregator cut them */

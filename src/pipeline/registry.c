@@ -183,6 +183,14 @@ static void no_mark(device_entry *e, uint64_t window) {
     atomic_store_explicit(&e->seq_state, SEQ_NONE, memory_order_release);
 }
 
+/* Raises e's seq_top to at least seq. */
+static void raise_top(device_entry *e, uint64_t seq) {
+  uint64_t top = atomic_load_explicit(&e->seq_top, memory_order_relaxed);
+  while (seq > top &&
+         !atomic_compare_exchange_weak_explicit(&e->seq_top, &top, seq, memory_order_relaxed, memory_order_relaxed)) {
+  }
+}
+
 void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark, uint64_t window) {
   device_entry *e = (device_entry *)registry_entry(r, index);
   if (!e) return;
@@ -191,6 +199,8 @@ void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark, 
     raise_ref(e, mark);
   else if (atomic_load_explicit(&e->seq_state, memory_order_relaxed) == SEQ_UNLOOKED)
     no_mark(e, window);
+  if (found) raise_top(e, mark);
+  atomic_store_explicit(&e->top_known, 1, memory_order_release);
   pthread_mutex_unlock(&r->lock);
 }
 
@@ -280,6 +290,21 @@ int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max
   int n = take_acks(c, out, max);
   pthread_mutex_unlock(&r->lock);
   return n;
+}
+
+int registry_seq_unlooked(registry *r, uint32_t index) {
+  const device_entry *e = registry_entry(r, index);
+  return e && !atomic_load_explicit(&e->top_known, memory_order_acquire);
+}
+
+void registry_seq_seen(registry *r, uint32_t index, uint64_t seq) {
+  device_entry *e = (device_entry *)registry_entry(r, index);
+  if (e && seq > atomic_load_explicit(&e->seq_top, memory_order_relaxed)) raise_top(e, seq);
+}
+
+uint64_t registry_seq_next(registry *r, uint32_t index) {
+  device_entry *e = (device_entry *)registry_entry(r, index);
+  return e ? atomic_fetch_add_explicit(&e->seq_top, 1, memory_order_relaxed) + 1 : 0;
 }
 
 /* Under the lock: whether e may be asked now, at most health_per_s times

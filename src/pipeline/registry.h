@@ -39,6 +39,12 @@
  * such readings, a device found without a mark takes the window itself
  * as its reference.
  *
+ * Readings without a seq: the gateway numbers them (registry_seq_next)
+ * after the highest seq it knows of the device - its stored mark, looked
+ * up first when it is not known yet, and every seq admitted or numbered
+ * this run (registry_seq_seen) - so a numbered reading is never taken for
+ * a resend, and the readings of a device are stored in arrival order.
+ *
  * Health requests to one device are rate-limited (health_per_s): an
  * on-demand check cannot be turned into a flood of lines to a device.
  *
@@ -80,6 +86,8 @@ struct device_entry {
   _Atomic uint8_t seq_state; /* SEQ_*: how much the gateway knows of the device's seqs */
   _Atomic uint8_t seq_low;   /* SEQ_UNLOOKED: a seq at most the window was admitted without a look-up */
   _Atomic uint64_t seq_ref;  /* when SEQ_KNOWN: the seq the window is measured from; raised under the lock */
+  _Atomic uint64_t seq_top;  /* the highest seq admitted or numbered this run, or the stored mark */
+  _Atomic uint8_t top_known; /* the stored mark was looked up and is in seq_top */
   int64_t health_tat;        /* the rate limit's next free time (GCRA), under the lock */
   uint8_t len;
   uint8_t has_acked, ack_due; /* under the lock */
@@ -176,7 +184,7 @@ int registry_ask_index(registry *r, uint32_t index, const health_request *req);
 int registry_seq_needs_mark(registry *r, uint32_t index, uint64_t seq, uint64_t window);
 
 /* The device's mark in the database: found 0 when it has none. The
- * reference rises to it. */
+ * reference rises to it, and so do the numbers of registry_seq_next. */
 void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark, uint64_t window);
 
 /* Whether a reading of device index with this seq may go on: it may when
@@ -187,6 +195,20 @@ void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark, 
  * Returns 0, or -ERANGE: refused, nothing changed. No lock when the
  * reference is known. */
 int registry_seq_admit(registry *r, uint32_t index, uint64_t seq, uint64_t window);
+
+/* Whether device index's stored mark has to be looked up (and given to
+ * registry_seq_stored) before a reading without seq can be numbered: once
+ * a run, whatever else is known of the device. */
+int registry_seq_unlooked(registry *r, uint32_t index);
+
+/* A reading of device index with this seq was admitted: later numbers
+ * go above it. No lock. */
+void registry_seq_seen(registry *r, uint32_t index, uint64_t seq);
+
+/* The seq of a reading of device index that came without one: one above
+ * the stored mark and every seq seen and numbered this run. Only once
+ * registry_seq_unlooked says 0. No lock. */
+uint64_t registry_seq_next(registry *r, uint32_t index);
 
 /* Picks up to k distinct devices at random among those connected over
  * connections that answer health requests. Returns how many. */

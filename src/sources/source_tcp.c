@@ -369,6 +369,22 @@ static int seq_admit(conn *c, const device_entry *e, uint64_t seq) {
   return registry_seq_admit(reg, e->index, seq, window);
 }
 
+/* A seq for a reading that came without one (registry.h); the device's
+ * stored mark is looked up first, once a run. Returns 0, or
+ * SERVE_BAD_STORAGE_UNAVAILABLE when the look-up failed: numbered without
+ * the mark, the reading could take a seq already stored and be dropped
+ * as a resend. */
+static int seq_number(conn *c, const device_entry *e, uint64_t *seq) {
+  registry *reg = c->in->reg;
+  if (registry_seq_unlooked(reg, e->index)) {
+    storage_mark_args a = {.db = c->in->db, .device = e->index};
+    if (a.db && tg_blocking_run(storage_mark_get_call, &a) != 0) return SERVE_BAD_STORAGE_UNAVAILABLE;
+    registry_seq_stored(reg, e->index, a.found, a.seq, SERVE_LIMIT(c->in->limits, seq_window));
+  }
+  *seq = registry_seq_next(reg, e->index);
+  return 0;
+}
+
 static void on_health_reply(conn *c, const protocol_health_reply *h) {
   for (int i = 0; i < c->npend; i++) {
     if (c->pend[i].id != h->id) continue;
@@ -478,7 +494,12 @@ static int on_line(conn *c, const char *p, size_t n) {
   if (c->set) credentials_refresh(c);
   const device_entry *e;
   if ((r = lookup(c, &m.device, &e)) != 0) return bad(c, r);
-  if (seq_admit(c, e, m.reading.seq) != 0) return bad(c, SERVE_BAD_SEQ_OUT_OF_WINDOW);
+  if (m.reading.seq == READING_SEQ_NONE) {
+    if ((r = seq_number(c, e, &m.reading.seq)) != 0) return bad(c, r);
+  } else {
+    if (seq_admit(c, e, m.reading.seq) != 0) return bad(c, SERVE_BAD_SEQ_OUT_OF_WINDOW);
+    registry_seq_seen(c->in->reg, e->index, m.reading.seq);
+  }
   if (atomic_load_explicit(&((device_entry *)e)->conn, memory_order_relaxed) != &c->rc)
     registry_attach(c->in->reg, e->index, &c->rc);
   m.reading.device = e->index;
