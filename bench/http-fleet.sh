@@ -97,7 +97,7 @@ async def feeder(k, stop, seq):
         for _ in range(per_tick):
             d = ids[i % len(ids)]
             seq[d] += 1
-            lines.append('{"device":"d%d","seq":%d,"ts":1,"temperature":21.5,"humidity":40.0,"battery":80}\n' % (d, seq[d]))
+            lines.append('{"device":"d%d","seq":%d,"ts":1732590000000,"temperature":21.5,"humidity":40.0,"battery":80}\n' % (d, seq[d]))
             i += 1
         w.write("".join(lines).encode())
         await w.drain()
@@ -108,7 +108,7 @@ async def fill(seq):
     """Every device once, so the snapshot holds the whole fleet."""
     r, w = await asyncio.open_connection("127.0.0.1", dport)
     for start in range(0, ndev, 1000):
-        w.write("".join('{"device":"d%d","seq":1,"ts":1,"temperature":20,"humidity":40,"battery":90}\n' % d
+        w.write("".join('{"device":"d%d","seq":1,"ts":1732590000000,"temperature":20,"humidity":40,"battery":90}\n' % d
                         for d in range(start, min(ndev, start + 1000))).encode())
         await w.drain()
     for d in range(ndev):
@@ -159,7 +159,7 @@ def probe(stop, out):
         t0 = time.monotonic()
         # a reading first: a connection of nothing but bad lines is closed after --error-limit
         seq += 1
-        s.sendall(b'{"device":"probe","seq":%d,"ts":1,"temperature":1,"humidity":1,"battery":1}\nthis is not a reading\n' % seq)
+        s.sendall(b'{"device":"probe","seq":%d,"ts":1732590000000,"temperature":1,"humidity":1,"battery":1}\nthis is not a reading\n' % seq)
         if not f.readline():
             break
         rtts.append(((time.monotonic() - t0) * 1000, t0))

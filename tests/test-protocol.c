@@ -172,12 +172,12 @@ START_TEST(test_protocol_json_hello) {
   reject("{\"type\":\"hello\",\"token\":\"abc", PROTOCOL_MALFORMED, "token");
   reject("{\"type\":\"hello\",\"token\":7}", PROTOCOL_WRONG_TYPE, "token");
   reject("{\"type\":\"hello\",\"token\":\"a\",\"token\":\"b\"}", PROTOCOL_DUPLICATE_FIELD, "token");
-  reject("{\"device\":7,\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1,\"token\":\"a\"}",
+  reject("{\"device\":7,\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1,\"token\":\"a\"}",
          PROTOCOL_UNKNOWN_FIELD, "token");
   reject("{\"type\":\"hullo\"}", PROTOCOL_UNKNOWN_TYPE, "type");
   /* acks and health belong to a hello only */
   reject("{\"type\":\"health\",\"id\":1,\"uptime_s\":1,\"battery\":1,\"acks\":true}", PROTOCOL_UNKNOWN_FIELD, "acks");
-  reject("{\"device\":7,\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1,\"health\":true}",
+  reject("{\"device\":7,\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1,\"health\":true}",
          PROTOCOL_UNKNOWN_FIELD, "health");
   /* The gateway's answer and its acks. */
   char buf[128];
@@ -207,12 +207,13 @@ START_TEST(test_protocol_line_shapes) {
   }
   /* Integers with a suffix for the fractional fields; ns floored to ms. */
   protocol_msg m;
-  accept_reading("telemetry,device=sensor-A.1:x_2 temperature=-21i,humidity=0u,battery=0i,seq=0i 999999", &m);
+  accept_reading("telemetry,device=sensor-A.1:x_2 temperature=-21i,humidity=0u,battery=0i,seq=0i 946684800000999999",
+                 &m);
   ck_assert_str_eq(m.device.text, "sensor-A.1:x_2");
   ck_assert_uint_eq(m.device.is_num, 0);
   ck_assert_double_eq(m.reading.temperature, -21.0);
   ck_assert_double_eq(m.reading.humidity, 0.0);
-  ck_assert_int_eq(m.reading.ts_ms, 0);
+  ck_assert_int_eq(m.reading.ts_ms, PROTOCOL_TS_MS_MIN); /* ns: the remainder dropped */
 }
 END_TEST
 
@@ -230,28 +231,32 @@ END_TEST
 START_TEST(test_protocol_device_ids) {
   protocol_msg m;
   /* Every byte of the id set, 32 of them: the longest id. */
-  accept_reading("{\"device\":\"az_AZ-09.:bcdefghijklmnopqrstuvw\",\"seq\":1,\"ts\":1,\"temperature\":1,"
+  accept_reading("{\"device\":\"az_AZ-09.:bcdefghijklmnopqrstuvw\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,"
                  "\"humidity\":1,\"battery\":1}",
                  &m);
   ck_assert_uint_eq(m.device.len, 32);
   ck_assert_str_eq(m.device.text, "az_AZ-09.:bcdefghijklmnopqrstuvw");
-  reject("{\"device\":\"az_AZ-09.:bcdefghijklmnopqrstuvwx\",\"seq\":1,\"ts\":1,\"temperature\":1,"
+  reject("{\"device\":\"az_AZ-09.:bcdefghijklmnopqrstuvwx\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,"
          "\"humidity\":1,\"battery\":1}",
          PROTOCOL_BAD_DEVICE_ID, "device");
   /* "07" is an id of its own, not the number 7. */
-  accept_reading("{\"device\":\"07\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  accept_reading("{\"device\":\"07\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+                 &m);
   ck_assert_str_eq(m.device.text, "07");
   ck_assert_uint_eq(m.device.is_num, 0);
-  accept_reading("{\"device\":\"0\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  accept_reading("{\"device\":\"0\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+                 &m);
   ck_assert_uint_eq(m.device.is_num, 1);
   ck_assert_uint_eq(m.device.num, 0);
   /* Numbers up to 2^64-1. */
-  accept_reading("{\"device\":18446744073709551615,\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
-                 &m);
+  accept_reading(
+      "{\"device\":18446744073709551615,\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+      &m);
   ck_assert_uint_eq(m.device.num, UINT64_MAX);
   ck_assert_str_eq(m.device.text, "18446744073709551615");
-  accept_reading(
-      "{\"device\":\"18446744073709551616\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  accept_reading("{\"device\":\"18446744073709551616\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,"
+                 "\"battery\":1}",
+                 &m);
   ck_assert_uint_eq(m.device.is_num, 0); /* a valid string id, but not a number */
   static const char *const bad[] = {
       "\"\"", "\"a b\"", "\"a/b\"", "\"caf\xc3\xa9\"",      "\"a\\u0041\"", "\"a\\\"b\"",
@@ -260,15 +265,16 @@ START_TEST(test_protocol_device_ids) {
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char line[256];
-    snprintf(line, sizeof line, "{\"device\":%s,\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
-             bad[i]);
+    snprintf(line, sizeof line,
+             "{\"device\":%s,\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}", bad[i]);
     reject(line, PROTOCOL_BAD_DEVICE_ID, "device");
   }
   static const char *const bad_tags[] = {
       "", "a\\ b", "a=b", "caf\xc3\xa9", "a\"b", "123456789012345678901234567890123"};
   for (size_t i = 0; i < sizeof bad_tags / sizeof *bad_tags; i++) {
     char line[256];
-    snprintf(line, sizeof line, "telemetry,device=%s temperature=1,humidity=1,battery=1i,seq=1i 1", bad_tags[i]);
+    snprintf(line, sizeof line, "telemetry,device=%s temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000",
+             bad_tags[i]);
     reject(line, PROTOCOL_BAD_DEVICE_ID, "device");
   }
 }
@@ -298,7 +304,7 @@ START_TEST(test_protocol_rejections) {
   reject("telemetry,=7 seq=1i", PROTOCOL_MALFORMED, "");
   reject("telemetry,device=7 temperature", PROTOCOL_MALFORMED, "");
   reject("telemetry,device=7 temperature=1,", PROTOCOL_MALFORMED, "");
-  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 1 2", PROTOCOL_MALFORMED, "");
+  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000 2", PROTOCOL_MALFORMED, "");
   reject(",device=7 temperature=1", PROTOCOL_MALFORMED, "");
 
   /* oversized: below */
@@ -315,90 +321,108 @@ START_TEST(test_protocol_rejections) {
   static const char *const bad_nums[] = {"1.", ".5", "01", "1e", "1e+", "--1", "1x", "+1", "0x10", "1.5.5", "-"};
   for (size_t i = 0; i < sizeof bad_nums / sizeof *bad_nums; i++) {
     char line[256];
-    snprintf(line, sizeof line, "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
+    snprintf(line, sizeof line,
+             "{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
              bad_nums[i]);
     reject(line, PROTOCOL_BAD_NUMBER, "temperature");
-    snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1", bad_nums[i]);
+    snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1732590000000000000",
+             bad_nums[i]);
     reject(line, PROTOCOL_BAD_NUMBER, "temperature");
   }
-  reject("{\"device\":\"7\",\"seq\":1.5,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_BAD_NUMBER,
-         "seq");
-  reject("{\"device\":\"7\",\"seq\":1e3,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_BAD_NUMBER,
-         "seq");
-  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":87.0}", PROTOCOL_BAD_NUMBER,
+  reject("{\"device\":\"7\",\"seq\":1.5,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_BAD_NUMBER, "seq");
+  reject("{\"device\":\"7\",\"seq\":1e3,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_BAD_NUMBER, "seq");
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":87.0}",
+         PROTOCOL_BAD_NUMBER, "battery");
+  reject("{\"device\":\"7\",\"seq\":1i,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_BAD_NUMBER, "seq");
+  reject("telemetry,device=7 temperature=1,humidity=1,battery=1.5i,seq=1i 1732590000000000000", PROTOCOL_BAD_NUMBER,
          "battery");
-  reject("{\"device\":\"7\",\"seq\":1i,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_BAD_NUMBER,
-         "seq");
-  reject("telemetry,device=7 temperature=1,humidity=1,battery=1.5i,seq=1i 1", PROTOCOL_BAD_NUMBER, "battery");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 1i", PROTOCOL_BAD_NUMBER, "ts");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 1.5", PROTOCOL_BAD_NUMBER, "ts");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 12abc", PROTOCOL_BAD_NUMBER, "ts");
-  reject("telemetry,device=7 temperature=,humidity=1,battery=1i,seq=1i 1", PROTOCOL_BAD_NUMBER, "temperature");
-  reject("telemetry,device=7 temperature=1.5i,humidity=1,battery=1i,seq=1i 1", PROTOCOL_BAD_NUMBER, "temperature");
+  reject("telemetry,device=7 temperature=,humidity=1,battery=1i,seq=1i 1732590000000000000", PROTOCOL_BAD_NUMBER,
+         "temperature");
+  reject("telemetry,device=7 temperature=1.5i,humidity=1,battery=1i,seq=1i 1732590000000000000", PROTOCOL_BAD_NUMBER,
+         "temperature");
 
   /* out_of_range: the boundaries have their own test */
   static const char *const special[] = {"NaN", "nan", "-nan", "inf", "-inf", "Infinity", "-Infinity", "INF", "1e999"};
   for (size_t i = 0; i < sizeof special / sizeof *special; i++) {
     char line[256];
-    snprintf(line, sizeof line, "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":%s,\"battery\":1}",
+    snprintf(line, sizeof line,
+             "{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":%s,\"battery\":1}",
              special[i]);
     reject(line, PROTOCOL_OUT_OF_RANGE, "humidity");
-    snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1", special[i]);
+    snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1732590000000000000",
+             special[i]);
     reject(line, PROTOCOL_OUT_OF_RANGE, "temperature");
   }
-  reject("{\"device\":\"7\",\"seq\":NaN,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+  reject("{\"device\":\"7\",\"seq\":NaN,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
          PROTOCOL_OUT_OF_RANGE, "seq");
-  reject("{\"device\":\"7\",\"seq\":-1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_OUT_OF_RANGE,
-         "seq");
+  reject("{\"device\":\"7\",\"seq\":-1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_OUT_OF_RANGE, "seq");
   reject("{\"device\":\"7\",\"seq\":1,\"ts\":-1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_OUT_OF_RANGE,
          "ts");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i -1", PROTOCOL_OUT_OF_RANGE, "ts");
-  reject("telemetry,device=7 temperature=1,humidity=1,battery=-1i,seq=1i 1", PROTOCOL_OUT_OF_RANGE, "battery");
+  reject("telemetry,device=7 temperature=1,humidity=1,battery=-1i,seq=1i 1732590000000000000", PROTOCOL_OUT_OF_RANGE,
+         "battery");
 
   /* missing_field: each in turn, reported in the fixed order */
   reject("{}", PROTOCOL_MISSING_FIELD, "device");
   reject("{\"device\":\"7\",\"seq\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "ts");
-  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "temperature");
-  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "humidity");
-  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1}", PROTOCOL_MISSING_FIELD, "battery");
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"humidity\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD,
+         "temperature");
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD,
+         "humidity");
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1}", PROTOCOL_MISSING_FIELD,
+         "battery");
   reject("{\"type\":\"health\",\"uptime_s\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "id");
   reject("{\"type\":\"health\",\"id\":1,\"battery\":1}", PROTOCOL_MISSING_FIELD, "uptime_s");
   reject("{\"type\":\"health\",\"id\":1,\"uptime_s\":1}", PROTOCOL_MISSING_FIELD, "battery");
   reject("{\"type\":\"health\"}", PROTOCOL_MISSING_FIELD, "id");
   reject("{\"battery\":1}", PROTOCOL_MISSING_FIELD, "device");
-  reject("telemetry temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_MISSING_FIELD, "device");
+  reject("telemetry temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000", PROTOCOL_MISSING_FIELD, "device");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i", PROTOCOL_MISSING_FIELD, "ts");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i  ", PROTOCOL_MISSING_FIELD, "ts");
-  reject("telemetry,device=7 humidity=1,battery=1i,seq=1i 1", PROTOCOL_MISSING_FIELD, "temperature");
+  reject("telemetry,device=7 humidity=1,battery=1i,seq=1i 1732590000000000000", PROTOCOL_MISSING_FIELD, "temperature");
 
   /* unknown_field */
-  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1,\"pressure\":1013}",
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1,\"pressure\":"
+         "1013}",
          PROTOCOL_UNKNOWN_FIELD, "");
   reject("{\"Device\":\"7\"}", PROTOCOL_UNKNOWN_FIELD, "");
   reject("{\"devic\\u0065\":\"7\"}", PROTOCOL_UNKNOWN_FIELD, ""); /* names are not unescaped */
-  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1,\"id\":4}",
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1,\"id\":4}",
          PROTOCOL_UNKNOWN_FIELD, "id");
   reject("{\"device\":\"7\",\"type\":\"health\",\"id\":42,\"uptime_s\":1,\"battery\":1}", PROTOCOL_UNKNOWN_FIELD,
          "device");
-  reject("telemetry,device=7,site=x temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD, "");
-  reject("telemetry,seq=7 temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD, "seq");
+  reject("telemetry,device=7,site=x temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000",
+         PROTOCOL_UNKNOWN_FIELD, "");
+  reject("telemetry,seq=7 temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000", PROTOCOL_UNKNOWN_FIELD,
+         "seq");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i,pressure=1013 1", PROTOCOL_UNKNOWN_FIELD, "");
-  reject("telemetry,device=7 device=7i,temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD, "device");
-  reject("telemetry,device=7 ts=1i,temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_FIELD, "ts");
+  reject("telemetry,device=7 device=7i,temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000",
+         PROTOCOL_UNKNOWN_FIELD, "device");
+  reject("telemetry,device=7 ts=1i,temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000",
+         PROTOCOL_UNKNOWN_FIELD, "ts");
 
   /* duplicate_field */
   reject("{\"device\":\"7\",\"device\":\"7\"}", PROTOCOL_DUPLICATE_FIELD, "device");
-  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1,\"seq\":1}",
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1,\"seq\":1}",
          PROTOCOL_DUPLICATE_FIELD, "seq");
-  reject("telemetry,device=7,device=8 temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_DUPLICATE_FIELD,
-         "device");
-  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i,seq=2i 1", PROTOCOL_DUPLICATE_FIELD, "seq");
+  reject("telemetry,device=7,device=8 temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000",
+         PROTOCOL_DUPLICATE_FIELD, "device");
+  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i,seq=2i 1732590000000000000",
+         PROTOCOL_DUPLICATE_FIELD, "seq");
 
   /* wrong_type */
   static const char *const wrong[] = {"\"21.5\"", "true", "false", "null", "{}", "[21.5]"};
   for (size_t i = 0; i < sizeof wrong / sizeof *wrong; i++) {
     char line[256];
-    snprintf(line, sizeof line, "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
+    snprintf(line, sizeof line,
+             "{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
              wrong[i]);
     reject(line, PROTOCOL_WRONG_TYPE, "temperature");
   }
@@ -410,15 +434,17 @@ START_TEST(test_protocol_rejections) {
                                          "f",        "F", "false", "False", "FALSE"};
   for (size_t i = 0; i < sizeof lp_wrong / sizeof *lp_wrong; i++) {
     char line[256];
-    snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1", lp_wrong[i]);
+    snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=1,battery=1i,seq=1i 1732590000000000000",
+             lp_wrong[i]);
     reject(line, PROTOCOL_WRONG_TYPE, "temperature");
   }
 
   /* unknown_type */
   reject("{\"type\":\"error\",\"reason\":\"malformed\",\"line\":1}", PROTOCOL_UNKNOWN_TYPE, "type");
   reject("{\"type\":\"reading\",\"device\":\"7\"}", PROTOCOL_UNKNOWN_TYPE, "type");
-  reject("weather,device=7 temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_TYPE, "");
-  reject("Telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 1", PROTOCOL_UNKNOWN_TYPE, "");
+  reject("weather,device=7 temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000", PROTOCOL_UNKNOWN_TYPE, "");
+  reject("Telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000", PROTOCOL_UNKNOWN_TYPE,
+         "");
   reject("hello", PROTOCOL_UNKNOWN_TYPE, "");
 }
 END_TEST
@@ -432,7 +458,8 @@ START_TEST(test_protocol_first_problem_wins) {
   ck_assert_uint_eq(e.offset, 20);
   /* Fields that do not belong to the kind are found once the line is
    * read, and the first of them in the line is named. */
-  s = "{\"uptime_s\":1,\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1,\"id\":2}";
+  s = "{\"uptime_s\":1,\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1,"
+      "\"id\":2}";
   ck_assert_int_eq(parse(s, &m, &e), -PROTOCOL_UNKNOWN_FIELD);
   ck_assert_str_eq(e.field, "uptime_s");
   ck_assert_uint_eq(e.offset, 1);
@@ -464,11 +491,11 @@ START_TEST(test_protocol_boundaries) {
     protocol_msg m;
     protocol_error e;
     snprintf(line, sizeof line,
-             "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":%s,\"battery\":%s}",
+             "{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":%s,\"humidity\":%s,\"battery\":%s}",
              cases[i].temperature, cases[i].humidity, cases[i].battery);
     int r = parse(line, &m, &e);
     ck_assert_msg(cases[i].ok ? r == 0 : r == -PROTOCOL_OUT_OF_RANGE, "%s: %s", line, protocol_reason_name(r));
-    snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=%s,battery=%si,seq=1i 1",
+    snprintf(line, sizeof line, "telemetry,device=7 temperature=%s,humidity=%s,battery=%si,seq=1i 1732590000000000000",
              cases[i].temperature, cases[i].humidity, cases[i].battery);
     r = parse(line, &m, &e);
     ck_assert_msg(cases[i].ok ? r == 0 : r == -PROTOCOL_OUT_OF_RANGE, "%s: %s", line, protocol_reason_name(r));
@@ -477,34 +504,52 @@ START_TEST(test_protocol_boundaries) {
   protocol_error e;
   /* seq: optional (the gateway numbers a reading without one), else
    * 0 .. 2^63 - 1, what SQL's signed 64-bit integers hold. */
-  accept_reading("{\"device\":\"7\",\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  accept_reading("{\"device\":\"7\",\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
   ck_assert_uint_eq(m.reading.seq, READING_SEQ_NONE);
-  accept_reading("telemetry,device=7 temperature=1,humidity=1,battery=1i 1", &m);
+  accept_reading("telemetry,device=7 temperature=1,humidity=1,battery=1i 1732590000000000000", &m);
   ck_assert_uint_eq(m.reading.seq, READING_SEQ_NONE);
-  accept_reading(
-      "{\"device\":\"7\",\"seq\":9223372036854775807,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  accept_reading("{\"device\":\"7\",\"seq\":9223372036854775807,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,"
+                 "\"battery\":1}",
+                 &m);
   ck_assert_uint_eq(m.reading.seq, INT64_MAX);
-  reject("{\"device\":\"7\",\"seq\":9223372036854775808,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+  reject("{\"device\":\"7\",\"seq\":9223372036854775808,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,"
+         "\"battery\":1}",
          PROTOCOL_OUT_OF_RANGE, "seq");
-  reject("{\"device\":\"7\",\"seq\":18446744073709551615,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+  reject("{\"device\":\"7\",\"seq\":18446744073709551615,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,"
+         "\"battery\":1}",
          PROTOCOL_OUT_OF_RANGE, "seq");
-  accept_reading("{\"device\":\"7\",\"seq\":0,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  accept_reading("{\"device\":\"7\",\"seq\":0,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+                 &m);
   ck_assert_uint_eq(m.reading.seq, 0);
-  accept_reading("{\"device\":\"7\",\"seq\":-0,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  accept_reading("{\"device\":\"7\",\"seq\":-0,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+                 &m);
   ck_assert_uint_eq(m.reading.seq, 0);
-  reject("{\"device\":\"7\",\"seq\":18446744073709551616,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+  reject("{\"device\":\"7\",\"seq\":18446744073709551616,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,"
+         "\"battery\":1}",
          PROTOCOL_OUT_OF_RANGE, "seq");
-  reject("{\"device\":\"7\",\"seq\":99999999999999999999,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+  reject("{\"device\":\"7\",\"seq\":99999999999999999999,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,"
+         "\"battery\":1}",
          PROTOCOL_OUT_OF_RANGE, "seq");
-  reject("{\"device\":\"7\",\"seq\":100000000000000000000,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+  reject("{\"device\":\"7\",\"seq\":100000000000000000000,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,"
+         "\"battery\":1}",
          PROTOCOL_OUT_OF_RANGE, "seq");
-  accept_reading("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=9223372036854775807u 1", &m);
+  accept_reading("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=9223372036854775807u 1732590000000000000",
+                 &m);
   ck_assert_uint_eq(m.reading.seq, INT64_MAX);
-  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=18446744073709551615u 1", PROTOCOL_OUT_OF_RANGE,
-         "seq");
-  /* ts: 0 .. year 9999 in ms; all of int64 in ns. */
-  accept_reading("{\"device\":\"7\",\"seq\":1,\"ts\":0,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
-  ck_assert_int_eq(m.reading.ts_ms, 0);
+  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=18446744073709551615u 1732590000000000000",
+         PROTOCOL_OUT_OF_RANGE, "seq");
+  /* ts: year 2000 .. year 9999 in ms; in ns from year 2000 to the top of
+   * int64. Seconds sent for milliseconds fall below 2000. */
+  accept_reading("{\"device\":\"7\",\"seq\":1,\"ts\":946684800000,\"temperature\":1,\"humidity\":1,\"battery\":1}", &m);
+  ck_assert_int_eq(m.reading.ts_ms, PROTOCOL_TS_MS_MIN);
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":946684799999,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_OUT_OF_RANGE, "ts");
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":1732590000,\"temperature\":1,\"humidity\":1,\"battery\":1}",
+         PROTOCOL_OUT_OF_RANGE, "ts");
+  reject("{\"device\":\"7\",\"seq\":1,\"ts\":0,\"temperature\":1,\"humidity\":1,\"battery\":1}", PROTOCOL_OUT_OF_RANGE,
+         "ts");
+  reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i 946684799999999999", PROTOCOL_OUT_OF_RANGE,
+         "ts");
   accept_reading("{\"device\":\"7\",\"seq\":1,\"ts\":253402300799999,\"temperature\":1,\"humidity\":1,\"battery\":1}",
                  &m);
   ck_assert_int_eq(m.reading.ts_ms, PROTOCOL_TS_MS_MAX);
@@ -577,7 +622,8 @@ START_TEST(test_protocol_numbers_exact) {
     char line[512];
     protocol_msg m;
     protocol_error e;
-    snprintf(line, sizeof line, "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
+    snprintf(line, sizeof line,
+             "{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":%s,\"humidity\":1,\"battery\":1}",
              texts[i]);
     ck_assert_int_eq(parse(line, &m, &e), 0);
     ck_assert_msg(m.reading.temperature == strtod(texts[i], NULL), "%s: %.17g, strtod %.17g", texts[i],
@@ -619,7 +665,7 @@ START_TEST(test_protocol_round_trip) {
     reading r = {
         .battery = (uint32_t)(next(&s) % 101),
         .seq = (next(&s) >> 1) >> (next(&s) % 64), /* 0 .. PROTOCOL_SEQ_MAX */
-        .ts_ms = (int64_t)(next(&s) % (uint64_t)(INT64_MAX / 1000000 + 1)),
+        .ts_ms = PROTOCOL_TS_MS_MIN + (int64_t)(next(&s) % (uint64_t)(INT64_MAX / 1000000 - PROTOCOL_TS_MS_MIN + 1)),
         .temperature = -50 + 200 * unit(&s),
         .humidity = i % 7 ? 100 * unit(&s) : (double)(next(&s) % 101),
     };
@@ -663,7 +709,8 @@ START_TEST(test_protocol_round_trip) {
     char line[256];
     protocol_msg m;
     protocol_error e;
-    snprintf(line, sizeof line, "telemetry,device=7 humidity=%s,temperature=1,battery=1i,seq=1i 1", num);
+    snprintf(line, sizeof line, "telemetry,device=7 humidity=%s,temperature=1,battery=1i,seq=1i 1732590000000000000",
+             num);
     ck_assert_msg(parse(line, &m, &e) == 0, "%s: %s", line, protocol_reason_name(e.reason));
     ck_assert_msg(m.reading.humidity == want, "%s: %.17g, strtod %.17g", num, m.reading.humidity, want);
   }
@@ -868,7 +915,8 @@ static int humidity_of(const char *text, double *out) {
   protocol_msg m;
   protocol_error e;
   int n = snprintf(line, sizeof line,
-                   "{\"device\":\"7\",\"seq\":1,\"ts\":1,\"temperature\":0,\"humidity\":%s,\"battery\":1}", text);
+                   "{\"device\":\"7\",\"seq\":1,\"ts\":1732590000000,\"temperature\":0,\"humidity\":%s,\"battery\":1}",
+                   text);
   ck_assert_int_lt(n, (int)sizeof line);
   int r = parse_n(line, (size_t)n, sizeof line, &m, &e);
   *out = m.reading.humidity;

@@ -515,9 +515,9 @@ static void *rates_body(void *arg) {
   static char lines[RATE_LINES * 128];
   size_t at = 0;
   for (int i = 1; i <= RATE_LINES; i++)
-    at += (size_t)snprintf(lines + at, sizeof lines - at,
-                           "{\"device\":\"fast\",\"seq\":%d,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}\n",
-                           i);
+    at += (size_t)snprintf(
+        lines + at, sizeof lines - at,
+        "{\"device\":\"fast\",\"seq\":%d,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}\n", i);
   raw_send(&d, lines);
   ck_assert_uint_eq(serve_test_wait_for(t->s, fig_received, RATE_LINES, SERVE_TEST_PATIENCE), RATE_LINES);
   /* A second's worth at once, the rest at the rate, give or take one

@@ -733,8 +733,10 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
       if (r) return r;
       break;
     case F_TS:
+      key = p;
       r = value_u64(s, p, NUM_JSON, PROTOCOL_TS_MS_MAX, f, &ts, &p);
       if (r) return r;
+      if (ts < PROTOCOL_TS_MS_MIN) return fail(s, key, PROTOCOL_OUT_OF_RANGE, f);
       break;
     case F_BATTERY:
       r = value_u64(s, p, NUM_JSON, PROTOCOL_BATTERY_MAX, f, &battery, &p);
@@ -904,8 +906,10 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
   p = skip_blanks(p, end);
   if (p < end) {
     seen |= BIT(F_TS);
+    const char *at = p;
     r = value_u64(s, p, NUM_LINE_TS, INT64_MAX, F_TS, &ns, &p);
     if (r) return r;
+    if (ns / 1000000 < PROTOCOL_TS_MS_MIN) return fail(s, at, PROTOCOL_OUT_OF_RANGE, F_TS);
     p = skip_blanks(p, end);
     if (p != end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
   }

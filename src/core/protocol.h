@@ -52,6 +52,10 @@
 #define PROTOCOL_HUMIDITY_MAX    100.0
 #define PROTOCOL_BATTERY_MAX     100             /* percent, 0 .. this */
 #define PROTOCOL_TS_MS_MAX       253402300799999 /* 9999-12-31T23:59:59.999Z */
+/* 2000-01-01T00:00:00Z: an earlier ts is almost surely seconds (or a
+ * clock never set) where milliseconds were meant, and would be stored as
+ * January 1970. */
+#define PROTOCOL_TS_MS_MIN 946684800000
 /* seq is 0 .. 2^63 - 1: SQL's integers (SQLite's, PostgreSQL's bigint)
  * are signed 64-bit, and a seq above would read back negative in SQL. */
 #define PROTOCOL_SEQ_MAX         INT64_MAX
