@@ -3,8 +3,9 @@
  * once; serve killed with SIGKILL (or stopped with SIGTERM) mid-run and
  * started again on the same database and port, after which the devices
  * have resent what was not acked and the database holds every reading
- * exactly once; and serve killed for good, which the devices' exit status
- * and stderr report. */
+ * exactly once; serve killed for good, which the devices' exit status
+ * and stderr report; and the same devices run twice, whose second run is
+ * refused as seq_restarted, loudly. */
 #include "test-serve-process.h"
 
 START_TEST(test_devices_serve_all_acked) {
@@ -111,11 +112,42 @@ START_TEST(test_devices_serve_gone_for_good) {
 }
 END_TEST
 
+/* The same devices run twice against one serve: the second run's seqs
+ * start again at 1 with later timestamps, so its readings are refused as
+ * seq_restarted - said on stderr and in the exit status - instead of
+ * being dropped in silence as resends. */
+START_TEST(test_devices_serve_twice) {
+  proc_dir d;
+  proc_dir_init(&d);
+  proc serve;
+  int port = serve_proc_start(&d, &serve, 0, NULL);
+  devices_run dev;
+  devices_proc_start(
+      &d, &dev, port,
+      (const char *const[]){"--count", "2", "--rate", "100", "--duration", "1", "--ack-wait-s", "60", NULL});
+  ck_assert_int_eq(proc_wait(&dev.p), 0);
+  cJSON *first = devices_report_load(dev.report);
+  devices_report_all_acked(first);
+  devices_proc_start(
+      &d, &dev, port,
+      (const char *const[]){"--count", "2", "--rate", "100", "--duration", "0.2", "--ack-wait-s", "0.5", NULL});
+  ck_assert_int_eq(proc_wait(&dev.p), 1);
+  char err[1024];
+  proc_read_file(dev.p.err, err, sizeof err);
+  ck_assert_msg(strstr(err, "as seq_restarted") != NULL, "stderr: '%s'", err);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  ck_assert_uint_eq(db_check_report(d.db, first), json_u64(first, "generated"));
+  cJSON_Delete(first);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("devices-serve");
   tg_test_add(s, "all_acked", test_devices_serve_all_acked, 120);
   tg_test_add(s, "sigkill_restart", test_devices_serve_sigkill_restart, 240);
   tg_test_add(s, "sigterm_restart", test_devices_serve_sigterm_restart, 240);
   tg_test_add(s, "gone_for_good", test_devices_serve_gone_for_good, 120);
+  tg_test_add(s, "twice", test_devices_serve_twice, 120);
   return tg_test_main(s);
 }

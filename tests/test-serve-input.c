@@ -286,6 +286,41 @@ START_TEST(test_serve_input_no_seq) {
 }
 END_TEST
 
+#define AT(id, seq, ts) \
+  "{\"device\":\"" id "\",\"seq\":" #seq ",\"ts\":" #ts ",\"temperature\":21.5,\"humidity\":40,\"battery\":88}\n"
+
+/* A seq that goes back with a later ts is a device counting again, not a
+ * resend: refused as seq_restarted instead of dropped in silence. An
+ * older reading sent again is still a resend. */
+static void *restart_body(void *arg) {
+  serve_test *t = arg;
+  raw_device d;
+  serve_test_start(t);
+  raw_connect(&d, t->s);
+  raw_send(&d, AT("r", 1, 1732590000000) AT("r", 2, 1732590001000) AT("r", 3, 1732590002000));
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_stored, 3, SERVE_TEST_PATIENCE), 3);
+  raw_send(&d, AT("r", 2, 1732590001000) AT("r", 1, 1732590010000));
+  ck_assert_int_eq(raw_read_line(&d, SERVE_TEST_PATIENCE), 0);
+  ck_assert_str_eq(d.line, "{\"type\":\"error\",\"reason\":\"seq_restarted\",\"line\":5}");
+  raw_send(&d, AT("r", 4, 1732590011000));
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_stored, 4, SERVE_TEST_PATIENCE), 4);
+  raw_close(&d);
+  ck_assert_int_eq(serve_test_stop(t), 0);
+  ck_assert_uint_eq(t->final.bad_input[SERVE_BAD_SEQ_RESTARTED], 1);
+  ck_assert_uint_eq(t->final.readings_duplicate, 1);
+  ck_assert_str_eq(stored_seqs(t, "r"), "1,2,3,4");
+  return NULL;
+}
+
+START_TEST(test_serve_input_seq_restarted) {
+  serve_test t;
+  serve_test_init(&t);
+  t.cfg.batch_age_ms = 20;
+  tg_test_run(2, 0, restart_body, &t);
+  serve_test_cleanup(&t);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("serve-input");
   tg_test_add(s, "each_kind", test_serve_input_each_kind, 90);
@@ -294,5 +329,6 @@ int main(void) {
   tg_test_add(s, "max_devices", test_serve_input_max_devices, 90);
   tg_test_add(s, "max_connections", test_serve_input_max_connections, 90);
   tg_test_add(s, "no_seq", test_serve_input_no_seq, 90);
+  tg_test_add(s, "seq_restarted", test_serve_input_seq_restarted, 90);
   return tg_test_main(s);
 }

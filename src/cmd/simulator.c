@@ -81,7 +81,7 @@ struct sim {
   sim_report report;
   uint64_t *latency; /* LATENCY_BUCKETS per worker, with acks */
   tls_context *tls;  /* with cfg.tls */
-  atomic_int tls_failures_told;
+  atomic_int tls_failures_told, restarts_told;
   int workers;
   int64_t t0, epoch_ms;
 };
@@ -372,6 +372,12 @@ static int on_gateway_line(sim_device *d, const char *p, size_t n) {
       if (d->acking) stop_acking(d);
     } else {
       d->report->errors_received++;
+      if (cJSON_IsString(reason) && strcmp(reason->valuestring, "seq_restarted") == 0 &&
+          atomic_fetch_add(&d->sim->restarts_told, 1) == 0)
+        fprintf(stderr,
+                "telegate devices: the gateway refuses %s's readings as seq_restarted: it has readings of that id "
+                "with higher seqs from an earlier run; use another --id-prefix\n",
+                d->report->id);
     }
   }
   cJSON_Delete(o);

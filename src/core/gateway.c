@@ -64,6 +64,7 @@ static const char *const gateway_reason_names[SERVE_BAD_REASONS - PROTOCOL_REASO
     [SERVE_BAD_TOO_MANY_IDS - PROTOCOL_REASON_COUNT] = "too_many_ids",
     [SERVE_BAD_SEQ_OUT_OF_WINDOW - PROTOCOL_REASON_COUNT] = "seq_out_of_window",
     [SERVE_BAD_STORAGE_UNAVAILABLE - PROTOCOL_REASON_COUNT] = "storage_unavailable",
+    [SERVE_BAD_SEQ_RESTARTED - PROTOCOL_REASON_COUNT] = "seq_restarted",
 };
 
 const char *serve_bad_reason_name(int reason) {

@@ -134,6 +134,7 @@ enum {
   SERVE_BAD_TOO_MANY_IDS,        /* a new id past --max-ids-per-connection on one connection */
   SERVE_BAD_SEQ_OUT_OF_WINDOW,   /* a seq more than --seq-window above the device's known one */
   SERVE_BAD_STORAGE_UNAVAILABLE, /* a reading without seq while the device's stored mark cannot be read */
+  SERVE_BAD_SEQ_RESTARTED,       /* a seq at or below the device's top this run, with a later ts */
   SERVE_BAD_REASONS
 };
 

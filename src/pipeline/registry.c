@@ -199,7 +199,10 @@ void registry_seq_stored(registry *r, uint32_t index, int found, uint64_t mark, 
     raise_ref(e, mark);
   else if (atomic_load_explicit(&e->seq_state, memory_order_relaxed) == SEQ_UNLOOKED)
     no_mark(e, window);
-  if (found) raise_top(e, mark);
+  if (found && mark > atomic_load_explicit(&e->seq_top, memory_order_relaxed)) {
+    raise_top(e, mark);
+    atomic_store_explicit(&e->top_ts, 0, memory_order_relaxed); /* the mark's reading's ts is not stored */
+  }
   atomic_store_explicit(&e->top_known, 1, memory_order_release);
   pthread_mutex_unlock(&r->lock);
 }
@@ -297,14 +300,25 @@ int registry_seq_unlooked(registry *r, uint32_t index) {
   return e && !atomic_load_explicit(&e->top_known, memory_order_acquire);
 }
 
-void registry_seq_seen(registry *r, uint32_t index, uint64_t seq) {
+void registry_seq_seen(registry *r, uint32_t index, uint64_t seq, int64_t ts_ms) {
   device_entry *e = (device_entry *)registry_entry(r, index);
-  if (e && seq > atomic_load_explicit(&e->seq_top, memory_order_relaxed)) raise_top(e, seq);
+  if (!e || seq <= atomic_load_explicit(&e->seq_top, memory_order_relaxed)) return;
+  raise_top(e, seq);
+  atomic_store_explicit(&e->top_ts, ts_ms, memory_order_relaxed);
+}
+
+int registry_seq_restarted(registry *r, uint32_t index, uint64_t seq, int64_t ts_ms) {
+  const device_entry *e = registry_entry(r, index);
+  if (!e) return 0;
+  int64_t top_ts = atomic_load_explicit(&e->top_ts, memory_order_relaxed);
+  return top_ts && ts_ms > top_ts && seq <= atomic_load_explicit(&e->seq_top, memory_order_relaxed);
 }
 
 uint64_t registry_seq_next(registry *r, uint32_t index) {
   device_entry *e = (device_entry *)registry_entry(r, index);
-  return e ? atomic_fetch_add_explicit(&e->seq_top, 1, memory_order_relaxed) + 1 : 0;
+  if (!e) return 0;
+  atomic_store_explicit(&e->top_ts, 0, memory_order_relaxed); /* a numbered top says nothing of restarts */
+  return atomic_fetch_add_explicit(&e->seq_top, 1, memory_order_relaxed) + 1;
 }
 
 /* Under the lock: whether e may be asked now, at most health_per_s times

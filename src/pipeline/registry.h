@@ -45,6 +45,15 @@
  * this run (registry_seq_seen) - so a numbered reading is never taken for
  * a resend, and the readings of a device are stored in arrival order.
  *
+ * A seq that restarts: a reading whose seq is at or below the highest
+ * seq its device sent this run, but whose timestamp is later than that
+ * reading's, is no resend (a resend is an older reading again): the
+ * device started counting again, and every reading it sends until its
+ * seq passes the old top would be dropped as a resend. It is refused
+ * (registry_seq_restarted) so the device hears of it. Only what this run
+ * saw is known: after a restart of serve, a device's first readings are
+ * judged against its stored mark alone, which has no timestamp.
+ *
  * Health requests to one device are rate-limited (health_per_s): an
  * on-demand check cannot be turned into a flood of lines to a device.
  *
@@ -87,6 +96,7 @@ struct device_entry {
   _Atomic uint8_t seq_low;   /* SEQ_UNLOOKED: a seq at most the window was admitted without a look-up */
   _Atomic uint64_t seq_ref;  /* when SEQ_KNOWN: the seq the window is measured from; raised under the lock */
   _Atomic uint64_t seq_top;  /* the highest seq admitted or numbered this run, or the stored mark */
+  _Atomic int64_t top_ts;    /* the ts of the reading that brought seq_top; 0: not known */
   _Atomic uint8_t top_known; /* the stored mark was looked up and is in seq_top */
   int64_t health_tat;        /* the rate limit's next free time (GCRA), under the lock */
   uint8_t len;
@@ -201,9 +211,13 @@ int registry_seq_admit(registry *r, uint32_t index, uint64_t seq, uint64_t windo
  * a run, whatever else is known of the device. */
 int registry_seq_unlooked(registry *r, uint32_t index);
 
-/* A reading of device index with this seq was admitted: later numbers
- * go above it. No lock. */
-void registry_seq_seen(registry *r, uint32_t index, uint64_t seq);
+/* A reading of device index with this seq and ts was admitted: later
+ * numbers go above it. No lock. */
+void registry_seq_seen(registry *r, uint32_t index, uint64_t seq, int64_t ts_ms);
+
+/* Whether a reading of device index with this seq and ts means the
+ * device's seq restarted (see the note above). No lock. */
+int registry_seq_restarted(registry *r, uint32_t index, uint64_t seq, int64_t ts_ms);
 
 /* The seq of a reading of device index that came without one: one above
  * the stored mark and every seq seen and numbered this run. Only once

@@ -497,8 +497,10 @@ static int on_line(conn *c, const char *p, size_t n) {
   if (m.reading.seq == READING_SEQ_NONE) {
     if ((r = seq_number(c, e, &m.reading.seq)) != 0) return bad(c, r);
   } else {
+    if (registry_seq_restarted(c->in->reg, e->index, m.reading.seq, m.reading.ts_ms))
+      return bad(c, SERVE_BAD_SEQ_RESTARTED);
     if (seq_admit(c, e, m.reading.seq) != 0) return bad(c, SERVE_BAD_SEQ_OUT_OF_WINDOW);
-    registry_seq_seen(c->in->reg, e->index, m.reading.seq);
+    registry_seq_seen(c->in->reg, e->index, m.reading.seq, m.reading.ts_ms);
   }
   if (atomic_load_explicit(&((device_entry *)e)->conn, memory_order_relaxed) != &c->rc)
     registry_attach(c->in->reg, e->index, &c->rc);
