@@ -168,26 +168,15 @@ static int apply_live(serve *s, const char *key, cli_serve_reloader *r, const se
     r->running.log_level = fresh->log_level;
     return 1;
   }
-  static const char *const limits[] = {"error-limit",
-                                       "error-lines-per-s",
-                                       "write-timeout-ms",
-                                       "ack-interval-ms",
-                                       "lines-per-s",
-                                       "max-ids-per-connection",
-                                       "max-ids-per-credential",
-                                       "seq-window",
-                                       "health-per-device-per-s"};
+#define OPTION(member, type, option) option,
+  static const char *const limits[] = {SERVE_LIVE_LIMITS(OPTION) "health-per-device-per-s"};
+#undef OPTION
   for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
     if (strcmp(key, limits[i]) != 0) continue;
     serve_config *run = &r->running;
-    run->error_limit = fresh->error_limit;
-    run->error_lines_per_s = fresh->error_lines_per_s;
-    run->write_timeout_ms = fresh->write_timeout_ms;
-    run->ack_interval_ms = fresh->ack_interval_ms;
-    run->lines_per_s = fresh->lines_per_s;
-    run->max_ids_per_connection = fresh->max_ids_per_connection;
-    run->max_ids_per_credential = fresh->max_ids_per_credential;
-    run->seq_window = fresh->seq_window;
+#define COPY(member, type, option) run->member = fresh->member;
+    SERVE_LIVE_LIMITS(COPY)
+#undef COPY
     run->health_per_device_per_s = fresh->health_per_device_per_s;
     serve_set_limits(s, run);
     return 1;

@@ -75,12 +75,7 @@ const char *serve_bad_reason_name(int reason) {
 }
 
 void serve_limits_set(serve_limits *l, const serve_config *cfg) {
-  atomic_store(&l->error_limit, cfg->error_limit);
-  atomic_store(&l->error_lines_per_s, cfg->error_lines_per_s);
-  atomic_store(&l->write_timeout_ms, cfg->write_timeout_ms);
-  atomic_store(&l->ack_interval_ms, cfg->ack_interval_ms);
-  atomic_store(&l->lines_per_s, cfg->lines_per_s);
-  atomic_store(&l->max_ids_per_connection, cfg->max_ids_per_connection);
-  atomic_store(&l->max_ids_per_credential, cfg->max_ids_per_credential);
-  atomic_store(&l->seq_window, cfg->seq_window);
+#define STORE(member, type, option) atomic_store(&l->member, cfg->member);
+  SERVE_LIVE_LIMITS(STORE)
+#undef STORE
 }

@@ -102,11 +102,23 @@ void serve_config_defaults(serve_config *c);
 
 /* The limits on a device connection that a reload may change while serve
  * runs: the sources read them at each use, so a change applies to every
- * connection's next line. Set with serve_limits_set; any thread. */
+ * connection's next line. Set with serve_limits_set; any thread.
+ * X(serve_config member, its type, its option) - the one list that the
+ * struct, serve_limits_set and a reload's key check are made from. */
+#define SERVE_LIVE_LIMITS(X)                               \
+  X(error_limit, int, "error-limit")                       \
+  X(error_lines_per_s, int, "error-lines-per-s")           \
+  X(write_timeout_ms, int, "write-timeout-ms")             \
+  X(ack_interval_ms, int, "ack-interval-ms")               \
+  X(lines_per_s, int, "lines-per-s")                       \
+  X(max_ids_per_connection, int, "max-ids-per-connection") \
+  X(max_ids_per_credential, int, "max-ids-per-credential") \
+  X(seq_window, uint64_t, "seq-window")
+
 typedef struct serve_limits {
-  _Atomic int error_limit, error_lines_per_s, write_timeout_ms, lines_per_s, ack_interval_ms;
-  _Atomic int max_ids_per_connection, max_ids_per_credential;
-  _Atomic uint64_t seq_window;
+#define SERVE_LIMIT_MEMBER(member, type, option) _Atomic type member;
+  SERVE_LIVE_LIMITS(SERVE_LIMIT_MEMBER)
+#undef SERVE_LIMIT_MEMBER
 } serve_limits;
 
 void serve_limits_set(serve_limits *l, const serve_config *cfg);
