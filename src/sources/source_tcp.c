@@ -45,6 +45,7 @@
 #include "credentials.h"
 #include "figure.h"
 #include "protocol.h"
+#include "seq_check.h"
 #include "stream.h"
 #include "tcp_server.h"
 
@@ -79,7 +80,7 @@ typedef struct ingest {
   registry *reg;
   tg_mpsc_tx *telemetry;              /* the acceptor's; each connection gets a clone */
   credentials_store *creds;           /* NULL: no authentication */
-  storage *db;                        /* NULL: stored marks are not looked up */
+  seq_check seqs;                     /* readings' seqs, numbered or judged */
   const _Atomic int64_t *drain_until; /* when the token fired + drain_ms */
   tg_semaphore *bandwidth;            /* connections read at once */
   tls_context *tls;                   /* NULL: plain TCP */
@@ -353,38 +354,6 @@ static int lookup(conn *c, const protocol_device_id *id, const device_entry **ou
   return 0;
 }
 
-/* Whether seq may go on for device e (registry.h, the seq window); the
- * device's stored mark is looked up first when the registry needs it (a
- * seq above the window before the device's first commit of the run), so
- * devices that count from 0 never cost a look-up. Returns 0 or -ERANGE. */
-static int seq_admit(conn *c, const device_entry *e, uint64_t seq) {
-  registry *reg = c->in->reg;
-  uint64_t window = SERVE_LIMIT(c->in->limits, seq_window);
-  if (window == 0) return 0;
-  if (registry_seq_needs_mark(reg, e->index, seq, window)) {
-    storage_mark_args a = {.db = c->in->db, .device = e->index};
-    if (!a.db || tg_blocking_run(storage_mark_get_call, &a) == 0)
-      registry_seq_stored(reg, e->index, a.found, a.seq, window);
-  }
-  return registry_seq_admit(reg, e->index, seq, window);
-}
-
-/* A seq for a reading that came without one (registry.h); the device's
- * stored mark is looked up first, once a run. Returns 0, or
- * SERVE_BAD_STORAGE_UNAVAILABLE when the look-up failed: numbered without
- * the mark, the reading could take a seq already stored and be dropped
- * as a resend. */
-static int seq_number(conn *c, const device_entry *e, uint64_t *seq) {
-  registry *reg = c->in->reg;
-  if (registry_seq_unlooked(reg, e->index)) {
-    storage_mark_args a = {.db = c->in->db, .device = e->index};
-    if (a.db && tg_blocking_run(storage_mark_get_call, &a) != 0) return SERVE_BAD_STORAGE_UNAVAILABLE;
-    registry_seq_stored(reg, e->index, a.found, a.seq, SERVE_LIMIT(c->in->limits, seq_window));
-  }
-  *seq = registry_seq_next(reg, e->index);
-  return 0;
-}
-
 static void on_health_reply(conn *c, const protocol_health_reply *h) {
   for (int i = 0; i < c->npend; i++) {
     if (c->pend[i].id != h->id) continue;
@@ -494,14 +463,7 @@ static int on_line(conn *c, const char *p, size_t n) {
   if (c->set) credentials_refresh(c);
   const device_entry *e;
   if ((r = lookup(c, &m.device, &e)) != 0) return bad(c, r);
-  if (m.reading.seq == READING_SEQ_NONE) {
-    if ((r = seq_number(c, e, &m.reading.seq)) != 0) return bad(c, r);
-  } else {
-    if (registry_seq_restarted(c->in->reg, e->index, m.reading.seq, m.reading.ts_ms))
-      return bad(c, SERVE_BAD_SEQ_RESTARTED);
-    if (seq_admit(c, e, m.reading.seq) != 0) return bad(c, SERVE_BAD_SEQ_OUT_OF_WINDOW);
-    registry_seq_seen(c->in->reg, e->index, m.reading.seq, m.reading.ts_ms);
-  }
+  if ((r = seq_check_reading(&c->in->seqs, e, &m.reading)) != 0) return bad(c, r);
   if (atomic_load_explicit(&((device_entry *)e)->conn, memory_order_relaxed) != &c->rc)
     registry_attach(c->in->reg, e->index, &c->rc);
   m.reading.device = e->index;
@@ -908,7 +870,7 @@ static int ingest_start(const source_sink *sink, void **state, char *err, size_t
                  .reg = sink->reg,
                  .telemetry = sink->telemetry,
                  .creds = sink->creds,
-                 .db = sink->db,
+                 .seqs = {sink->reg, sink->db, sink->limits},
                  .drain_until = sink->drain_until,
                  .tls = sink->tls};
   pthread_mutex_init(&in->gate_lock, NULL);
