@@ -1049,6 +1049,49 @@ START_TEST(test_protocol_reason_names) {
 }
 END_TEST
 
+/* The InfluxDB write API's lines: the timestamp in each precision, a
+ * point without one measured at the time given, nothing but line
+ * protocol. */
+START_TEST(test_protocol_influx_precision) {
+  static const struct {
+    protocol_precision precision;
+    const char *ts;
+  } cases[] = {
+      {PROTOCOL_NS, "1732590000123456789"}, {PROTOCOL_US, "1732590000123456"}, {PROTOCOL_MS, "1732590000123"},
+      {PROTOCOL_S, "1732590000"},           {PROTOCOL_MIN, "28876500"},        {PROTOCOL_H, "481275"},
+  };
+  static const int64_t want[] = {1732590000123, 1732590000123, 1732590000123,
+                                 1732590000000, 1732590000000, 1732590000000};
+  char line[200];
+  protocol_msg m;
+  protocol_error e;
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    int n = snprintf(line, sizeof line, "telemetry,device=7 temperature=1,humidity=2,battery=3i %s", cases[i].ts);
+    ck_assert_int_eq(protocol_parse_influx(line, (size_t)n, 0, cases[i].precision, -1, &m, &e), 0);
+    ck_assert_int_eq(m.reading.ts_ms, want[i]);
+    ck_assert_uint_eq(m.reading.seq, READING_SEQ_NONE);
+  }
+  /* Seconds where nanoseconds are expected: before 2000, refused. */
+  static const char secs[] = "telemetry,device=7 temperature=1,humidity=2,battery=3i 1732590000";
+  ck_assert_int_eq(protocol_parse_influx(secs, sizeof secs - 1, 0, PROTOCOL_NS, -1, &m, &e), -PROTOCOL_OUT_OF_RANGE);
+  ck_assert_str_eq(e.field, "ts");
+  /* Hours past int64 nanoseconds: refused, not wrapped. */
+  static const char far[] = "telemetry,device=7 temperature=1,humidity=2,battery=3i 9223372036854775807";
+  ck_assert_int_eq(protocol_parse_influx(far, sizeof far - 1, 0, PROTOCOL_H, -1, &m, &e), -PROTOCOL_OUT_OF_RANGE);
+  /* No timestamp: the time of arrival, or missing when none is given. */
+  static const char none[] = "telemetry,device=7 temperature=1,humidity=2,battery=3i";
+  ck_assert_int_eq(protocol_parse_influx(none, sizeof none - 1, 0, PROTOCOL_NS, 1732590009999, &m, &e), 0);
+  ck_assert_int_eq(m.reading.ts_ms, 1732590009999);
+  ck_assert_int_eq(protocol_parse_influx(none, sizeof none - 1, 0, PROTOCOL_NS, -1, &m, &e), -PROTOCOL_MISSING_FIELD);
+  /* JSON is the device port's, not the write API's. */
+  static const char json[] = "{\"device\":\"7\",\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}";
+  ck_assert_int_eq(protocol_parse_influx(json, sizeof json - 1, 0, PROTOCOL_MS, -1, &m, &e), -PROTOCOL_MALFORMED);
+  static const char blank[] = "# a comment";
+  ck_assert_int_eq(protocol_parse_influx(blank, sizeof blank - 1, 0, PROTOCOL_MS, -1, &m, &e), 0);
+  ck_assert_int_eq(m.kind, PROTOCOL_BLANK);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("protocol");
   tg_test_add(s, "json_tcpgen_shape", test_protocol_json_tcpgen_shape, 10);
@@ -1069,5 +1112,6 @@ int main(void) {
   tg_test_add(s, "fuzz_random_bytes", test_protocol_fuzz_random_bytes, 90);
   tg_test_add(s, "writers", test_protocol_writers, 10);
   tg_test_add(s, "reason_names", test_protocol_reason_names, 10);
+  tg_test_add(s, "influx_precision", test_protocol_influx_precision, 10);
   return tg_test_main(s);
 }

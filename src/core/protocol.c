@@ -81,6 +81,9 @@ static const uint8_t cls[256] = {
 typedef struct scan {
   const char *line, *end;
   protocol_error *err;
+  /* line protocol's timestamp: nanoseconds per unit written, and the
+   * time a point without one takes (-1: it is required) */
+  int64_t ts_unit_ns, now_ms;
 } scan;
 
 /* Length of the UTF-8 sequence at p (its first byte >= 0x80), or 0 when
@@ -902,16 +905,23 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
     break;
   }
 
-  /* The timestamp, in nanoseconds. */
+  /* The timestamp, in ts_unit_ns units (nanoseconds unless told). */
   p = skip_blanks(p, end);
+  int64_t ts_ms = s->now_ms;
   if (p < end) {
     seen |= BIT(F_TS);
     const char *at = p;
     r = value_u64(s, p, NUM_LINE_TS, INT64_MAX, F_TS, &ns, &p);
     if (r) return r;
-    if (ns / 1000000 < PROTOCOL_TS_MS_MIN) return fail(s, at, PROTOCOL_OUT_OF_RANGE, F_TS);
+    if (ns > (uint64_t)(INT64_MAX / s->ts_unit_ns)) return fail(s, at, PROTOCOL_OUT_OF_RANGE, F_TS);
+    ts_ms = s->ts_unit_ns == 1         ? (int64_t)ns / 1000000 /* the common case: a constant divisor */
+            : s->ts_unit_ns >= 1000000 ? (int64_t)ns * (s->ts_unit_ns / 1000000)
+                                       : (int64_t)ns / (1000000 / s->ts_unit_ns);
+    if (ts_ms < PROTOCOL_TS_MS_MIN || ts_ms > PROTOCOL_TS_MS_MAX) return fail(s, at, PROTOCOL_OUT_OF_RANGE, F_TS);
     p = skip_blanks(p, end);
     if (p != end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
+  } else if (s->now_ms >= 0) {
+    seen |= BIT(F_TS);
   }
   unsigned want = READING_FIELDS & ~BIT(F_SEQ);
   if (want & ~seen) return fail(s, end, PROTOCOL_MISSING_FIELD, first_by_order(want & ~seen));
@@ -920,7 +930,7 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
   out->reading.device = 0;
   out->reading.battery = (uint32_t)battery;
   out->reading.seq = (seen & BIT(F_SEQ)) ? seq : READING_SEQ_NONE;
-  out->reading.ts_ms = (int64_t)(ns / 1000000);
+  out->reading.ts_ms = ts_ms;
   out->reading.temperature = temperature;
   out->reading.humidity = humidity;
   return 0;
@@ -928,20 +938,44 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
 
 /* ---- the entry points ---- */
 
-int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out, protocol_error *err) {
-  scan s = {line, line + len, err};
+/* The line's first non-blank byte, after the checks every line gets;
+ * NULL with *r set when the line is oversized (r < 0) or blank (r 0). */
+static const char *line_start(scan *s, size_t len, size_t max_len, protocol_msg *out, int *r) {
   if (max_len == 0) max_len = PROTOCOL_LINE_MAX_DEFAULT;
   if (len > max_len) {
-    s.end = line; /* nothing of it is read */
-    return fail(&s, line + max_len, PROTOCOL_OVERSIZED, F_NONE);
+    s->end = s->line; /* nothing of it is read */
+    *r = fail(s, s->line + max_len, PROTOCOL_OVERSIZED, F_NONE);
+    return NULL;
   }
-  if (len > 0 && line[len - 1] == '\r') s.end--;
-  const char *p = skip_ws(line, s.end);
-  if (p == s.end || *p == '#') {
+  if (len > 0 && s->line[len - 1] == '\r') s->end--;
+  const char *p = skip_ws(s->line, s->end);
+  if (p == s->end || *p == '#') {
     out->kind = PROTOCOL_BLANK;
-    return 0;
+    *r = 0;
+    return NULL;
   }
+  return p;
+}
+
+int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out, protocol_error *err) {
+  scan s = {line, line + len, err, 1, -1};
+  int r;
+  const char *p = line_start(&s, len, max_len, out, &r);
+  if (!p) return r;
   return *p == '{' ? parse_json(&s, p, out) : parse_line(&s, p, out);
+}
+
+int protocol_parse_influx(const char *line, size_t len, size_t max_len, protocol_precision precision, int64_t now_ms,
+                          protocol_msg *out, protocol_error *err) {
+  static const int64_t unit_ns[] = {
+      [PROTOCOL_NS] = 1,         [PROTOCOL_US] = 1000,         [PROTOCOL_MS] = 1000000,
+      [PROTOCOL_S] = 1000000000, [PROTOCOL_MIN] = 60000000000, [PROTOCOL_H] = 3600000000000};
+  scan s = {line, line + len, err, unit_ns[precision], now_ms};
+  int r;
+  const char *p = line_start(&s, len, max_len, out, &r);
+  if (!p) return r;
+  if (*p == '{') return fail(&s, p, PROTOCOL_MALFORMED, F_NONE);
+  return parse_line(&s, p, out);
 }
 
 static const char *const reason_names[PROTOCOL_REASON_COUNT] = {"ok",

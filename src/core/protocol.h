@@ -55,7 +55,7 @@
 /* 2000-01-01T00:00:00Z: an earlier ts is almost surely seconds (or a
  * clock never set) where milliseconds were meant, and would be stored as
  * January 1970. */
-#define PROTOCOL_TS_MS_MIN 946684800000
+#define PROTOCOL_TS_MS_MIN       946684800000
 /* seq is 0 .. 2^63 - 1: SQL's integers (SQLite's, PostgreSQL's bigint)
  * are signed 64-bit, and a seq above would read back negative in SQL. */
 #define PROTOCOL_SEQ_MAX         INT64_MAX
@@ -148,6 +148,24 @@ typedef struct protocol_error {
  * -PROTOCOL_BAD_TOKEN)
  * with *err filled when err is not NULL; *out is then unspecified. */
 int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out, protocol_error *err);
+
+/* The units of a line-protocol timestamp: the precision of the InfluxDB
+ * write API (n, u, ms, s, m, h in v1; ns, us, ms, s in v2). */
+typedef enum protocol_precision {
+  PROTOCOL_NS = 0,
+  PROTOCOL_US,
+  PROTOCOL_MS,
+  PROTOCOL_S,
+  PROTOCOL_MIN,
+  PROTOCOL_H,
+} protocol_precision;
+
+/* One line of an InfluxDB write body, as protocol_parse_line parses line
+ * protocol, but: nothing but line protocol (a JSON object is malformed),
+ * the timestamp in `precision` units, and a point without one measured at
+ * now_ms (Unix milliseconds), as InfluxDB takes it. */
+int protocol_parse_influx(const char *line, size_t len, size_t max_len, protocol_precision precision, int64_t now_ms,
+                          protocol_msg *out, protocol_error *err);
 
 /* The stable name of a reason ("out_of_range"), given as either sign;
  * "ok" for 0 and "unknown" for anything else. */

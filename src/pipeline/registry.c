@@ -15,9 +15,12 @@ int registry_init(registry *r, uint32_t max) {
   r->entries = calloc((size_t)max + 1, sizeof *r->entries);
   r->nslots = 64;
   r->slots = calloc(r->nslots, sizeof *r->slots);
-  if (!r->entries || !r->slots) {
+  uint64_t none = 0;
+  if (!r->entries || !r->slots ||
+      tg_watch_new(&(tg_watch_opts){.elem_size = sizeof(uint64_t), .name = "commits"}, &none, &r->commits, NULL) != 0) {
     free(r->entries);
     free(r->slots);
+    memset(r, 0, sizeof *r);
     return TG_ENOMEM;
   }
   pthread_mutex_init(&r->lock, NULL);
@@ -30,6 +33,7 @@ void registry_free(registry *r) {
   for (uint32_t i = 1; i <= n; i++) free(atomic_load_explicit(&r->entries[i], memory_order_relaxed));
   free(r->entries);
   free(r->slots);
+  tg_watch_tx_drop(r->commits);
   pthread_mutex_destroy(&r->lock);
   r->entries = NULL;
   r->slots = NULL;
@@ -285,7 +289,20 @@ void registry_committed(registry *r, const batch *b) {
     raise_ref(e, seq);
     owe_ack(e);
   }
+  r->ncommits++;
+  tg_watch_send(r->commits, &r->ncommits);
   pthread_mutex_unlock(&r->lock);
+}
+
+int registry_commits_subscribe(registry *r, tg_watch_rx **rx) { return tg_watch_subscribe(r->commits, rx); }
+
+int registry_acked(registry *r, uint32_t index, uint64_t seq) {
+  device_entry *e = (device_entry *)registry_entry(r, index);
+  if (!e) return 0;
+  pthread_mutex_lock(&r->lock);
+  int in = e->has_acked && e->acked >= seq;
+  pthread_mutex_unlock(&r->lock);
+  return in;
 }
 
 int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max) {

@@ -16,6 +16,11 @@
  * answers them. A connection that ends detaches all its devices first;
  * from then on nothing can be put in its outbox, which it then drains.
  *
+ * Those who wait for the commit of readings of many devices at once (an
+ * HTTP write, answered once its points are committed) follow the commits
+ * watch instead: every registry_committed sends on it, and
+ * registry_acked tells whether a device's readings up to a seq are in.
+ *
  * Acknowledgements: once a batch is committed, registry_committed raises
  * each of its devices' acked seq and puts the device on the ack list of
  * the connection it is attached to now, if that connection asked for
@@ -131,6 +136,8 @@ typedef struct registry {
   atomic_uint connected;            /* entries attached to a connection */
   uint32_t health_per_s;            /* health requests per device per second; 0: no limit. Under the lock */
   _Atomic uint64_t health_limited;  /* requests refused by that limit */
+  tg_watch_tx *commits;             /* uint64_t: batches committed so far */
+  uint64_t ncommits;                /* under the lock */
 } registry;
 
 /* Returns 0 or TG_ENOMEM. */
@@ -174,6 +181,14 @@ void registry_hello(registry *r, registry_conn *c, int answers_health, tg_notify
  * in b (a duplicate's too: it was stored before), and the device is owed
  * an ack on its connection, if that connection wants acks. */
 void registry_committed(registry *r, const batch *b);
+
+/* A receiver of the commits watch: it changes after every
+ * registry_committed. Returns 0 or TG_ENOMEM. */
+int registry_commits_subscribe(registry *r, tg_watch_rx **rx);
+
+/* Whether every reading of device index with a seq up to seq that the
+ * gateway received is committed. */
+int registry_acked(registry *r, uint32_t index, uint64_t seq);
 
 /* Takes up to max of the acks owed to c into out, each with its device's
  * acked seq now. Returns how many. */
