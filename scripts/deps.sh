@@ -8,11 +8,12 @@ set -euo pipefail
 PACKAGES=(
   build-essential clang cmake pkg-config
   libuv1-dev libboost-context-dev libsqlite3-dev sqlite3
-  libcjson-dev libhttp-parser-dev libinih-dev libssl-dev
+  libcjson-dev libhttp-parser-dev libinih-dev libssl-dev zlib1g-dev
   openssl             # the TLS tests make their certificates with it
   check time
   chromium            # the dashboard's browser test
   curl                # the install test reads /metrics
+  python3-influxdb    # the write API's test uses InfluxDB's own client
   groff-base man-db   # the install test renders the man pages
   systemd procps      # systemd-analyze verify of the unit and its ExecReload=kill (no need to run systemd)
 )

@@ -221,6 +221,7 @@ static void *errors_body(void *arg) {
   f.cfg.http.max_url_bytes = 256;
   f.cfg.http.max_header_bytes = 1024;
   f.cfg.http.max_body_bytes = 64;
+  f.cfg.write_max_bytes = 64; /* POST bodies: the write API's limit */
   f.cfg.http.request_timeout_ms = 200;
   fx_start(&f);
   client c;

@@ -33,6 +33,8 @@ void api_config_defaults(api_config *c) {
       .snapshot_page = 1000,
       .snapshot_page_max = 10000,
       .snapshot_builders = 2,
+      .write_max_bytes = 8u << 20,
+      .write_commit_timeout_ms = 10000,
   };
   http_config_defaults(&c->http);
 }
@@ -249,21 +251,26 @@ typedef enum route {
   ROUTE_METRICS,
   ROUTE_HEALTHZ,
   ROUTE_READYZ,
+  ROUTE_WRITE_V1,
+  ROUTE_WRITE_V2,
+  ROUTE_PING,
 } route;
 
 /* What each endpoint needs (api.h says why). */
 static const api_access route_access[] = {
-    [ROUTE_ASSET] = API_ACCESS_OPEN,    [ROUTE_SNAPSHOT] = API_ACCESS_READ, [ROUTE_STREAM] = API_ACCESS_READ,
-    [ROUTE_PIPELINE] = API_ACCESS_READ, [ROUTE_HEALTH] = API_ACCESS_ADMIN,  [ROUTE_METRICS] = API_ACCESS_READ,
-    [ROUTE_HEALTHZ] = API_ACCESS_OPEN,  [ROUTE_READYZ] = API_ACCESS_OPEN,
+    [ROUTE_ASSET] = API_ACCESS_OPEN,      [ROUTE_SNAPSHOT] = API_ACCESS_READ, [ROUTE_STREAM] = API_ACCESS_READ,
+    [ROUTE_PIPELINE] = API_ACCESS_READ,   [ROUTE_HEALTH] = API_ACCESS_ADMIN,  [ROUTE_METRICS] = API_ACCESS_READ,
+    [ROUTE_HEALTHZ] = API_ACCESS_OPEN,    [ROUTE_READYZ] = API_ACCESS_OPEN,   [ROUTE_WRITE_V1] = API_ACCESS_DEVICE,
+    [ROUTE_WRITE_V2] = API_ACCESS_DEVICE, [ROUTE_PING] = API_ACCESS_OPEN,
 };
 
 static const struct {
   const char *path;
   route route;
 } fixed_routes[] = {
-    {"/api/snapshot", ROUTE_SNAPSHOT}, {"/api/stream", ROUTE_STREAM}, {"/api/pipeline", ROUTE_PIPELINE},
-    {"/metrics", ROUTE_METRICS},       {"/healthz", ROUTE_HEALTHZ},   {"/readyz", ROUTE_READYZ},
+    {"/api/snapshot", ROUTE_SNAPSHOT}, {"/api/stream", ROUTE_STREAM},     {"/api/pipeline", ROUTE_PIPELINE},
+    {"/metrics", ROUTE_METRICS},       {"/healthz", ROUTE_HEALTHZ},       {"/readyz", ROUTE_READYZ},
+    {"/write", ROUTE_WRITE_V1},        {"/api/v2/write", ROUTE_WRITE_V2}, {"/ping", ROUTE_PING},
 };
 
 /* Which endpoint a path names; for ROUTE_HEALTH, *id and *id_len locate
@@ -362,7 +369,7 @@ static const char *bearer_of(const http_request *req, char *buf, size_t cap) {
 
 /* Answers and returns nonzero when the request lacks the access it needs. */
 static int refuse_access(api_server *a, http_conn *c, const http_request *req, api_access need) {
-  if (need == API_ACCESS_OPEN || !a->cfg.authorize) return 0;
+  if (need == API_ACCESS_OPEN || need == API_ACCESS_DEVICE || !a->cfg.authorize) return 0;
   char buf[256];
   int r = a->cfg.authorize(a->cfg.authorize_ctx, bearer_of(req, buf, sizeof buf), need);
   if (r == 0) return 0;
@@ -386,7 +393,12 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
     send_error(c, 404, "no such endpoint", NULL, NULL);
     return;
   }
-  if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+  int writes = r == ROUTE_WRITE_V1 || r == ROUTE_WRITE_V2;
+  if (writes && req->method != HTTP_POST) {
+    send_error(c, 405, "only POST", NULL, NO_STORE "Allow: POST\r\n");
+    return;
+  }
+  if (!writes && req->method != HTTP_GET && req->method != HTTP_HEAD) {
     send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
     return;
   }
@@ -408,6 +420,9 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
   case ROUTE_METRICS: get_metrics(a, c); break;
   case ROUTE_HEALTHZ: http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ok\n", 3); break;
   case ROUTE_READYZ: get_readyz(a, c); break;
+  case ROUTE_WRITE_V1:
+  case ROUTE_WRITE_V2: api_write(a, c, req, r == ROUTE_WRITE_V2); break;
+  case ROUTE_PING: http_respond(c, 204, NULL, NO_STORE, NULL, 0); break;
   case ROUTE_NONE: break;
   }
 }
@@ -425,6 +440,10 @@ int api_server_start(api_server **out, const api_config *cfg, const api_deps *de
   if (!a) return TG_ENOMEM;
   a->cfg = *cfg;
   a->deps = *deps;
+  /* Write bodies are the only big ones: their own limit, and a bound on
+   * what all connections buffer at once (what the write turns take). */
+  a->cfg.http.max_post_body_bytes = cfg->write_max_bytes;
+  a->cfg.http.max_bodies_bytes = WRITE_TURNS * cfg->write_max_bytes;
   pthread_mutex_init(&a->json_lock, NULL);
   int r = tg_semaphore_new(&a->builders, (uint64_t)cfg->snapshot_builders, "snapshot-builders");
   if (r != 0) {

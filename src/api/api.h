@@ -16,6 +16,12 @@
  *                                  answer, 504 timeout, 404 unknown device,
  *                                  503 disconnected
  *   GET /metrics                   Prometheus text (metrics.h)
+ *   POST /write, POST /api/v2/write
+ *                                  the InfluxDB write API (v1, v2): line
+ *                                  protocol, answered once committed
+ *                                  (api_write.c)
+ *   GET /ping                      204: InfluxDB clients' check that the
+ *                                  server is there
  *   GET /healthz                   200 while the server runs (liveness: a
  *                                  storage fault is not cured by a restart,
  *                                  which would only drop what is queued)
@@ -84,6 +90,9 @@ typedef struct api_deps {
   int (*storage_failing)(void *ctx, char *why, size_t whylen);
   /* Optional. serve_clients_add: +1 when a stream opens, -1 when it ends. */
   void (*clients_add)(void *ctx, int delta);
+  /* Optional (without it, 501). serve_write: the write API's body, its
+   * commit waited for (source_write.h). */
+  int (*write)(void *ctx, const write_request *rq, write_result *res);
 } api_deps;
 
 /* What an endpoint needs of a client (api_config.authorize). */
@@ -91,6 +100,7 @@ typedef enum api_access {
   API_ACCESS_OPEN = 0, /* the dashboard's files, /healthz, /readyz */
   API_ACCESS_READ,     /* the snapshot, the stream, the figures, /metrics */
   API_ACCESS_ADMIN,    /* on-demand health checks: serve writes to a device */
+  API_ACCESS_DEVICE,   /* the write API: a device credential's token, which the write source checks */
 } api_access;
 
 /* The deps that reach a running serve. */
@@ -109,6 +119,8 @@ typedef struct api_config {
   int snapshot_page;         /* devices per /api/snapshot page by default, 1000 */
   int snapshot_page_max;     /* the largest ?limit=, 10000 */
   int snapshot_builders;     /* snapshot pages built at once; more requests wait (up to 5 s, then 503), 2 */
+  size_t write_max_bytes;    /* a write body, as sent and inflated, 8 MiB (413); WRITE_TURNS of them buffered at once */
+  int write_commit_timeout_ms; /* a write waits this long for its commit, then 503, 10000 */
   /* Host names clients may use besides IP literals, "localhost" and
    * http.host: comma-separated ("gw.example.org,gw"); NULL: none. */
   const char *allowed_hosts;

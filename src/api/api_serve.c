@@ -16,6 +16,8 @@ static void clients_add(void *ctx, int delta) { serve_clients_add(ctx, delta); }
 
 static int storage_failing(void *ctx, char *why, size_t whylen) { return serve_storage_failing(ctx, why, whylen); }
 
+static int write(void *ctx, const write_request *rq, write_result *res) { return serve_write(ctx, rq, res); }
+
 void api_deps_serve(api_deps *d, serve *s) {
   *d = (api_deps){
       .ctx = s,
@@ -24,6 +26,7 @@ void api_deps_serve(api_deps *d, serve *s) {
       .health_check = health_check,
       .clients_add = clients_add,
       .storage_failing = storage_failing,
+      .write = write,
   };
 }
 

@@ -31,6 +31,8 @@ static const cli_option options[] = {
         "an HTTP client that stops reading is dropped after this (5000)"),
     INT("http-max-per-client", http_max_per_client, 0, 1000000,
         "HTTP connections per client address; more get 503; 0: no limit (16)"),
+    INT("http-max-write-bytes", http_max_write_bytes, 1024, 1 << 30,
+        "a body of the InfluxDB write API (/write, /api/v2/write), as sent and inflated; more get 413 (8388608)"),
     INT("http-header-timeout-ms", http_header_timeout_ms, 1, 3600000,
         "an HTTP request's head must arrive within this, else 408 (5000)"),
     INT("http-idle-timeout-ms", http_idle_timeout_ms, 1, 3600000,

@@ -64,6 +64,7 @@ static int attach_http(serve *s, void *arg, char *err, size_t errlen) {
   a.http.port = c->http_port;
   a.http.max_connections = c->http_max_connections;
   a.http.max_per_client = c->http_max_per_client;
+  a.write_max_bytes = (size_t)c->http_max_write_bytes;
   a.http.max_header_bytes = (size_t)c->http_max_header_bytes;
   a.http.write_timeout_ms = c->http_write_timeout_ms;
   a.http.header_timeout_ms = c->http_header_timeout_ms;

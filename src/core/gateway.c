@@ -2,7 +2,17 @@
  * refuses input; see gateway.h. */
 #include "gateway.h"
 
+#include <arpa/inet.h>
 #include <string.h>
+
+int serve_host_is_loopback(const char *host) {
+  unsigned char a[16];
+  if (strcmp(host, "localhost") == 0) return 1;
+  if (inet_pton(AF_INET, host, a) == 1) return a[0] == 127;
+  if (inet_pton(AF_INET6, host, a) != 1) return 0;
+  static const unsigned char v6_loopback[16] = {[15] = 1}, v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+  return memcmp(a, v6_loopback, 16) == 0 || (memcmp(a, v4_mapped, 12) == 0 && a[12] == 127);
+}
 
 void serve_config_defaults(serve_config *c) {
   memset(c, 0, sizeof *c);
@@ -14,6 +24,7 @@ void serve_config_defaults(serve_config *c) {
   c->http_max_header_bytes = 8192;
   c->http_write_timeout_ms = 5000;
   c->http_max_per_client = 16;
+  c->http_max_write_bytes = 8 << 20;
   c->http_header_timeout_ms = 5000;
   c->http_idle_timeout_ms = 5000;
   c->max_connections = 10000;

@@ -79,6 +79,7 @@ typedef struct serve_config {
   int http_max_header_bytes;      /* request line and headers; more get 431 (8192) */
   int http_write_timeout_ms;      /* an HTTP client that stops reading is dropped (5000) */
   int http_max_per_client;        /* HTTP connections per client address; more get 503 (16; 0: no limit) */
+  int http_max_write_bytes;       /* a body of the InfluxDB write API, sent or inflated; more get 413 (8 MiB) */
   int http_header_timeout_ms;     /* a request's head must arrive within (5000; 408) */
   int http_idle_timeout_ms;       /* an idle keep-alive connection is closed after (5000) */
   const char *http_token_read;    /* a file of read tokens' SHA-256s; NULL: reads are open */
@@ -99,6 +100,9 @@ typedef struct serve_config {
 } serve_config;
 
 void serve_config_defaults(serve_config *c);
+
+/* Whether host is a loopback address: only this machine can reach it. */
+int serve_host_is_loopback(const char *host);
 
 /* The limits on a device connection that a reload may change while serve
  * runs: the sources read them at each use, so a change applies to every

@@ -36,6 +36,7 @@ struct http_server {
   tg_cancel *cancel; /* stops everything; a child of cfg.shutdown when given */
   tcp_server *tcp;   /* the listener and the connection tasks */
   atomic_uint_fast64_t requests, write_timeouts, bytes_written, header_timeouts, idle_closed, tls_failures;
+  atomic_size_t bodies_bytes;                /* buffered by every connection now: at most cfg.max_bodies_bytes */
   atomic_uint_fast64_t status[NCOUNTED + 1]; /* the last: any other code */
 };
 
@@ -67,6 +68,7 @@ struct http_conn {
   http_header *headers; /* hdr as pointers, for the handler */
   int nheaders;
   http_buf body;
+  size_t body_charged; /* of body, counted in srv->bodies_bytes */
   int started, head_done, complete;
   int64_t opened;   /* when the connection started: its first request's head is due header_timeout_ms later */
   int first;        /* the first request of the connection is being received */
@@ -234,20 +236,37 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   return append(c, at, len);
 }
 
+static size_t body_limit(const http_conn *c) {
+  const http_config *cfg = &c->srv->cfg;
+  return c->parser.method == HTTP_POST && cfg->max_post_body_bytes ? cfg->max_post_body_bytes : cfg->max_body_bytes;
+}
+
 static int on_headers_complete(http_parser *p) {
   http_conn *c = p->data;
   if (c->url_len == 0) return fail(c, 400);
   end_piece(c);
   c->head_done = 1;
-  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body_bytes) return fail(c, 413);
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > body_limit(c)) return fail(c, 413);
   return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len) {
   http_conn *c = p->data;
-  if (len > c->srv->cfg.max_body_bytes - c->body.len) return fail(c, 413);
+  http_server *s = c->srv;
+  if (len > body_limit(c) - c->body.len) return fail(c, 413);
+  if (s->cfg.max_bodies_bytes && atomic_fetch_add(&s->bodies_bytes, len) + len > s->cfg.max_bodies_bytes) {
+    atomic_fetch_sub(&s->bodies_bytes, len);
+    return fail(c, 503);
+  }
+  c->body_charged += len;
   http_buf_append(&c->body, at, len);
   return http_buf_failed(&c->body) ? fail(c, 500) : 0;
+}
+
+/* The request's body leaves the total of buffered bodies. */
+static void body_release(http_conn *c) {
+  if (c->body_charged) atomic_fetch_sub(&c->srv->bodies_bytes, c->body_charged);
+  c->body_charged = 0;
 }
 
 static int on_message_complete(http_parser *p) {
@@ -281,6 +300,7 @@ static void request_reset(http_conn *c) {
   c->piece = PIECE_NONE;
   c->nheaders = 0;
   http_buf_reset(&c->body);
+  body_release(c);
   c->started = c->head_done = c->complete = c->responded = c->is_head = 0;
 }
 
@@ -495,6 +515,7 @@ static void linger(http_conn *c) {
 
 static void conn_free(http_conn *c) {
   http_buf_free(&c->body);
+  body_release(c);
   free(c->arena);
   free(c->hdr);
   free(c->headers);

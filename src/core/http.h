@@ -11,7 +11,9 @@
  * Limits, each a config field: connections (one over the limit gets a 503
  * and is closed), connections per client address (one over gets a 503 if
  * it can take it at once, and is closed: see tcp_server.h), bytes of the
- * URL (414), of the request line and headers (431), of a body (413), time
+ * URL (414), of the request line and headers (431), of a body (413; a
+ * POST's may have a limit of its own), of the bodies every connection
+ * buffers at once (503: what uploads cost in all stays bounded), time
  * to receive a request's head - from the connection's start for its first
  * request, from the first byte for a later one (408) - and the whole
  * request once started (408), time to wait for the next request on an
@@ -52,23 +54,25 @@
 #include <stdint.h>
 
 typedef struct http_config {
-  const char *host;        /* numeric address or "localhost"; default 127.0.0.1 */
-  int port;                /* default 8080; 0: any free port (see http_server_port) */
-  int max_connections;     /* default 256 */
-  int max_per_client;      /* connections per client address (tcp_server.h), default 16; 0: no limit */
-  size_t max_url_bytes;    /* default 2048 (414) */
-  size_t max_header_bytes; /* request line and headers, default 8192 (431) */
-  size_t max_body_bytes;   /* default 8192 (413) */
-  int max_headers;         /* default 64 (431) */
-  int idle_timeout_ms;     /* keep-alive wait for a next request, default 5000 */
-  int header_timeout_ms;   /* a request's head must be complete by then, default 5000 (408) */
-  int request_timeout_ms;  /* a started request must be complete by then, default 10000 (408) */
-  int write_timeout_ms;    /* every write, default 5000; then the peer is dropped */
-  int shutdown_grace_ms;   /* stop: connections left after this are aborted, default 2000 */
-  int send_buffer;         /* SO_SNDBUF of each connection, default 128 KiB (the kernel doubles it); 0: the
+  const char *host;           /* numeric address or "localhost"; default 127.0.0.1 */
+  int port;                   /* default 8080; 0: any free port (see http_server_port) */
+  int max_connections;        /* default 256 */
+  int max_per_client;         /* connections per client address (tcp_server.h), default 16; 0: no limit */
+  size_t max_url_bytes;       /* default 2048 (414) */
+  size_t max_header_bytes;    /* request line and headers, default 8192 (431) */
+  size_t max_body_bytes;      /* default 8192 (413) */
+  size_t max_post_body_bytes; /* a POST's body (the write API's); default 0: max_body_bytes (413) */
+  size_t max_bodies_bytes;    /* bodies buffered by all connections at once; past it 503; default 0: no total */
+  int max_headers;            /* default 64 (431) */
+  int idle_timeout_ms;        /* keep-alive wait for a next request, default 5000 */
+  int header_timeout_ms;      /* a request's head must be complete by then, default 5000 (408) */
+  int request_timeout_ms;     /* a started request must be complete by then, default 10000 (408) */
+  int write_timeout_ms;       /* every write, default 5000; then the peer is dropped */
+  int shutdown_grace_ms;      /* stop: connections left after this are aborted, default 2000 */
+  int send_buffer;            /* SO_SNDBUF of each connection, default 128 KiB (the kernel doubles it); 0: the
                               kernel's, autotuned up to MBs: what a client that never reads costs */
-  tg_cancel *shutdown;     /* optional: firing it stops the server as http_server_stop does */
-  tls_context *tls;        /* optional: connections speak TLS (tls.h), its handshake due with the first request's
+  tg_cancel *shutdown;        /* optional: firing it stops the server as http_server_stop does */
+  tls_context *tls;           /* optional: connections speak TLS (tls.h), its handshake due with the first request's
                               head; the caller keeps it alive and may reload it */
 } http_config;
 

@@ -115,6 +115,14 @@ static const figure_def serve_rows[] = {
      .help = "Device connections refused at the TLS handshake: not TLS, no or a bad client certificate, a stall.",
      SF(tls_failures), .api = "devices.tls_failures", .summary = "tls_failures"},
 
+    {"http_writes", "result", "committed", COUNTER,
+     .help = "Bodies of the InfluxDB write API, by result: committed (answered 204, or 400 naming a bad line once "
+             "the good ones were in), refused before anything was sent (busy, stopping, no credential), timeout "
+             "(sent, not committed in time).",
+     SF(writes), .api = "writes.committed"},
+    {"http_writes", "result", "refused", COUNTER, SF(writes_refused), .api = "writes.refused"},
+    {"http_writes", "result", "timeout", COUNTER, SF(writes_timed_out), .api = "writes.timeout"},
+
     {"backpressure_waits", "stage", "telemetry", COUNTER,
      .help = "Waits at a stage: a send into a full queue or an acquire of a busy semaphore.", SF(telemetry.full_waits),
      .api = "queues.telemetry.full_waits", .summary = "telemetry_full_waits", .line = FIGURE_LINE_BACKPRESSURE,

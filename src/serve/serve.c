@@ -8,10 +8,10 @@
 #include "signals.h"
 #include "source.h"
 #include "source_tcp.h"
+#include "source_write.h"
 #include "storage.h"
 #include "writer.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -30,7 +30,8 @@
 
 /* The sources serve can run, each asked whether the settings want it. */
 static const source_kind *const sources[] = {
-    &source_tcp, /* devices over TCP: --listen-devices */
+    &source_tcp,   /* devices over TCP: --listen-devices */
+    &source_write, /* the InfluxDB write API, over HTTP: --listen-http */
 };
 enum { NSOURCES = sizeof sources / sizeof sources[0] };
 
@@ -202,18 +203,9 @@ static int64_t unix_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Whether host is a loopback address: only this machine can reach it. */
-static int is_loopback(const char *host) {
-  unsigned char a[16];
-  if (strcmp(host, "localhost") == 0) return 1;
-  if (inet_pton(AF_INET, host, a) == 1) return a[0] == 127;
-  if (inet_pton(AF_INET6, host, a) != 1) return 0;
-  static const unsigned char v6_loopback[16] = {[15] = 1}, v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
-  return memcmp(a, v6_loopback, 16) == 0 || (memcmp(a, v4_mapped, 12) == 0 && a[12] == 127);
-}
-
 static int check_config(const serve_config *c, char *err, size_t len) {
-  if (c->listen_host && serve_config_auth(c) == SERVE_AUTH_NONE && !c->insecure_no_auth && !is_loopback(c->listen_host))
+  if (c->listen_host && serve_config_auth(c) == SERVE_AUTH_NONE && !c->insecure_no_auth &&
+      !serve_host_is_loopback(c->listen_host))
     snprintf(err, len,
              "refusing to take devices on %s without authentication: anyone who reaches it could send for any device "
              "id; give --credentials FILE, or --insecure-no-auth to accept that",
@@ -441,8 +433,8 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     log_event(&s->log, "⚠️", "serve", 0, "auth",
               "Devices do NOT authenticate (--auth none): any connection to %s:%d may send for any device id%s",
               cfg->listen_host, serve_port(s),
-              is_loopback(cfg->listen_host) ? " (loopback only)"
-                                            : ", and --insecure-no-auth accepts that off loopback");
+              serve_host_is_loopback(cfg->listen_host) ? " (loopback only)"
+                                                       : ", and --insecure-no-auth accepts that off loopback");
   }
   if (s->device_tls) {
     char desc[300];
@@ -492,6 +484,9 @@ static void sources_figures_get(serve *s, source_figures *sum) {
     sum->line_rate_waits += f.line_rate_waits;
     sum->tls_handshakes += f.tls_handshakes;
     sum->tls_failures += f.tls_failures;
+    sum->writes += f.writes;
+    sum->writes_refused += f.writes_refused;
+    sum->writes_timed_out += f.writes_timed_out;
     sum->permits += f.permits;
     sum->permits_in_use += f.permits_in_use;
     sum->permit_waiters += f.permit_waiters;
@@ -513,6 +508,13 @@ void serve_clients_add(serve *s, int delta) { atomic_fetch_add(&s->clients, delt
 
 int serve_subscribe(serve *s, tg_watch_rx **latest, tg_broadcast_rx **updates) {
   return pipeline_subscribe(s->pipe, latest, updates);
+}
+
+int serve_write(serve *s, const write_request *rq, write_result *res) {
+  for (int i = 0; i < NSOURCES; i++)
+    if (sources[i] == &source_write && s->source_state[i]) return source_write_points(s->source_state[i], rq, res);
+  *res = (write_result){0};
+  return TG_ECLOSED;
 }
 
 int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out) {
@@ -581,6 +583,9 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->health.rate_limited = atomic_load(&s->reg.health_limited);
   f->tls_handshakes = in.tls_handshakes;
   f->tls_failures = in.tls_failures;
+  f->writes = in.writes;
+  f->writes_refused = in.writes_refused;
+  f->writes_timed_out = in.writes_timed_out;
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
   f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};

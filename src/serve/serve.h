@@ -35,6 +35,7 @@
 #include "health.h"
 #include "histogram.h"
 #include "log.h"
+#include "source_write.h"
 #include "tg/tg.h"
 #include "tls.h"
 
@@ -84,15 +85,16 @@ typedef struct serve_figures {
   uint64_t bad_lines;                    /* sum of bad_input */
   uint64_t bad_input[SERVE_BAD_REASONS]; /* per reason; [0] unused */
   uint64_t error_lines_sent;
-  uint64_t error_lines_suppressed;    /* over --error-lines-per-s */
-  uint64_t hellos;                    /* hello lines from devices */
-  uint64_t acks_sent;                 /* ack lines written (one per device per write) */
-  uint64_t connections_authenticated; /* hellos whose token matched a credential */
-  uint64_t line_rate_waits;           /* connections not read for a while, over --lines-per-s */
-  uint64_t credential_reloads;        /* credentials files reloaded (SIGHUP) */
-  uint64_t credential_reload_errors;  /* reloads refused: the file was bad, the old set stayed */
-  uint64_t tls_handshakes;            /* device connections that completed a TLS handshake */
-  uint64_t tls_failures;              /* device connections refused at the handshake */
+  uint64_t error_lines_suppressed;                   /* over --error-lines-per-s */
+  uint64_t hellos;                                   /* hello lines from devices */
+  uint64_t acks_sent;                                /* ack lines written (one per device per write) */
+  uint64_t connections_authenticated;                /* hellos whose token matched a credential */
+  uint64_t line_rate_waits;                          /* connections not read for a while, over --lines-per-s */
+  uint64_t credential_reloads;                       /* credentials files reloaded (SIGHUP) */
+  uint64_t credential_reload_errors;                 /* reloads refused: the file was bad, the old set stayed */
+  uint64_t tls_handshakes;                           /* device connections that completed a TLS handshake */
+  uint64_t tls_failures;                             /* device connections refused at the handshake */
+  uint64_t writes, writes_refused, writes_timed_out; /* write API bodies: source.h */
   /* stages and backpressure */
   serve_queue_figures telemetry;  /* readings, connections -> aggregator */
   serve_queue_figures storage;    /* batches, aggregator -> storage */
@@ -169,6 +171,11 @@ int serve_storage_failing(serve *s, char *why, size_t whylen);
  * not connected, or hung up before answering) or TG_ECANCELED (the caller
  * was aborted). Counted in figures.health. Any task, any worker. */
 int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out);
+
+/* Writes an InfluxDB write API body and waits for its commit: see
+ * source_write.h, whose codes it returns (TG_ECLOSED also when serve has
+ * no HTTP side). Any task. */
+int serve_write(serve *s, const write_request *rq, write_result *res);
 
 /* Reads the credentials file again and swaps it in (credentials.h),
  * as SIGHUP does; changes gets what changed by credential name. Returns

@@ -78,6 +78,9 @@ typedef struct source_figures {
   uint64_t authenticated, line_rate_waits;
   /* TLS handshakes completed, and failed (no TLS, a bad or missing client certificate, a stall) */
   uint64_t tls_handshakes, tls_failures;
+  /* bodies of the write API: committed, refused unsent (busy, stopping,
+   * no credential), sent but not committed in time */
+  uint64_t writes, writes_refused, writes_timed_out;
   /* read permits: inputs read at once */
   uint64_t permits, permits_in_use, permit_waiters, permit_waits;
 } source_figures;
