@@ -2,7 +2,8 @@
  * `telegate devices --tls` has every reading acked and stored once, a
  * plain client and one that does not trust the CA are refused, openssl
  * s_client talks the line protocol, client certificates are required
- * with --tls-client-ca, and SIGHUP reloads the certificate (a bad one is
+ * with --tls-client-ca and refused once a CRL revokes them, and SIGHUP
+ * reloads the certificate (a bad one is
  * refused) while a connection made before goes on; HTTPS with
  * --http-tls-cert. */
 #include "test-serve-process.h"
@@ -107,6 +108,57 @@ START_TEST(test_serve_tls_devices_and_refusals) {
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   ck_assert_uint_eq(db_check_report(d.db, report), json_u64(report, "generated")); /* serve holds it while it runs */
   cJSON_Delete(report);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
+/* A device's certificate and key, as devices flags. */
+#define AS(name) "--tls-cert", in_dir(&d, name ".pem"), "--tls-key", in_dir(&d, name ".key")
+
+/* --tls-client-crl: a revoked certificate is refused at the handshake,
+ * from the first connection after the SIGHUP that reads the new list;
+ * the others go on. */
+START_TEST(test_serve_tls_revoked_certificates) {
+  proc_dir d;
+  proc_dir_init(&d);
+  make_certs(&d);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "bash %s %s other && bash %s %s --crl", TLS_CERTS_SCRIPT, d.path, TLS_CERTS_SCRIPT, d.path);
+  ck_assert_int_eq(system(cmd), 0);
+  proc serve;
+  const char *extra[] = {"--tls-cert",
+                         in_dir(&d, "server-1.pem"),
+                         "--tls-key",
+                         in_dir(&d, "server-1.key"),
+                         "--tls-client-ca",
+                         in_dir(&d, "ca.pem"),
+                         "--tls-client-crl",
+                         in_dir(&d, "crl.pem"),
+                         NULL};
+  int port = serve_proc_start(&d, &serve, 0, extra);
+  char err[2048];
+  devices_run dev;
+  int status =
+      devices_once(&d, &dev, port, (const char *const[]){"--tls", "--tls-ca", in_dir(&d, "ca.pem"), AS("client"), NULL},
+                   err, sizeof err);
+  ck_assert_msg(status == 0, "devices before the revocation exited %d: %s", status, err);
+
+  snprintf(cmd, sizeof cmd, "bash %s %s --crl client", TLS_CERTS_SCRIPT, d.path);
+  ck_assert_int_eq(system(cmd), 0);
+  kill(serve.pid, SIGHUP);
+  wait_file_has(serve.out, "TLS certificate reloaded from", 1);
+  status = devices_once(
+      &d, &dev, port,
+      (const char *const[]){"--tls", "--tls-ca", in_dir(&d, "ca.pem"), AS("client"), "--ack-wait-s", "0.5", NULL}, err,
+      sizeof err);
+  ck_assert_int_ne(status, 0);
+  wait_file_has(serve.out, "certificate revoked", 1);
+  status = devices_once(
+      &d, &dev, port,
+      (const char *const[]){"--tls", "--tls-ca", in_dir(&d, "ca.pem"), AS("other"), "--id-prefix", "other-", NULL}, err,
+      sizeof err);
+  ck_assert_msg(status == 0, "devices with a certificate not revoked exited %d: %s", status, err);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   proc_dir_cleanup(&d);
 }
 END_TEST
@@ -243,6 +295,7 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("serve-tls");
   tg_test_add(s, "devices_and_refusals", test_serve_tls_devices_and_refusals, 240);
+  tg_test_add(s, "revoked_certificates", test_serve_tls_revoked_certificates, 300);
   tg_test_add(s, "client_certificates", test_serve_tls_client_certificates, 240);
   tg_test_add(s, "sighup_reload", test_serve_tls_sighup_reload, 240);
   tg_test_add(s, "https", test_serve_tls_https, 240);

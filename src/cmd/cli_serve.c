@@ -89,6 +89,8 @@ static const cli_option options[] = {
     CLI_OPT_PATH(serve_config, "tls-key", tls_key, "the private key (PEM) of --tls-cert"),
     CLI_OPT_PATH(serve_config, "tls-client-ca", tls_client_ca,
                  "devices must present a certificate signed by these CAs (PEM); SIGHUP reloads it"),
+    CLI_OPT_PATH(serve_config, "tls-client-crl", tls_client_crl,
+                 "device certificates revoked by these CRLs (PEM, one per CA) are refused; SIGHUP reloads it"),
     CLI_OPT_PATH(serve_config, "http-tls-cert", http_tls_cert,
                  "HTTPS for the dashboard, API and /metrics with this certificate chain (PEM); SIGHUP reloads it"),
     CLI_OPT_PATH(serve_config, "http-tls-key", http_tls_key, "the private key (PEM) of --http-tls-cert"),

@@ -42,9 +42,10 @@ typedef struct serve_config {
   int lines_per_s;              /* lines read per connection per second, then it waits; 0: no limit (0) */
   int health_per_device_per_s;  /* health requests to one device per second; 0: no limit (2) */
   /* devices over TLS (tls.h); SIGHUP reloads the files */
-  const char *tls_cert;      /* PEM certificate chain of the device port; NULL: plain TCP */
-  const char *tls_key;       /* its private key */
-  const char *tls_client_ca; /* devices must present a certificate from these CAs; NULL: none asked */
+  const char *tls_cert;       /* PEM certificate chain of the device port; NULL: plain TCP */
+  const char *tls_key;        /* its private key */
+  const char *tls_client_ca;  /* devices must present a certificate from these CAs; NULL: none asked */
+  const char *tls_client_crl; /* with tls_client_ca: certificates these CRLs revoke are refused; NULL: no check */
   /* pipeline */
   int workers;              /* libtg workers; connections are spread over them (1) */
   int telemetry_capacity;   /* connections -> aggregator mpsc, readings (4096) */

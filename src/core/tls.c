@@ -112,6 +112,18 @@ static int load_files(SSL_CTX *x, const tls_options *o, char *err, size_t errlen
       return TG_EINVAL;
     }
   }
+  if (o->crl_file) {
+    int r = readable("CRL file", o->crl_file, err, errlen);
+    if (r != 0) return r;
+    X509_STORE *store = SSL_CTX_get_cert_store(x);
+    X509_LOOKUP *file = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+    if (!file || X509_load_crl_file(file, o->crl_file, X509_FILETYPE_PEM) < 1) {
+      ssl_reason(why, sizeof why);
+      set_err(err, errlen, "bad TLS CRL file %s: %s", o->crl_file, why);
+      return TG_EINVAL;
+    }
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK); /* the peer's certificate; its CA's are trusted as given */
+  }
   if (o->server && o->ca_file) { /* client certificates required, from these CAs */
     STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
     if (!names) {

@@ -72,6 +72,8 @@ typedef struct tls_options {
                             asked for); client: the server's certificate is verified against these (NULL: the
                             system's CAs) */
   int insecure;          /* client: do not verify the server at all (self-signed testing only) */
+  const char *crl_file;  /* server, with ca_file: client certificates revoked by these CRLs (PEM, one per issuing CA)
+                            are refused, and so is one whose issuer has no CRL here; NULL: no revocation check */
 } tls_options;
 
 /* Builds a context from the files. Returns 0, TG_EINVAL (a file missing,

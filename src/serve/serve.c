@@ -130,14 +130,18 @@ static void stop_on(serve *s, int signo) { request_stop(s, signo == SIGTERM ? "S
 
 /* The TLS options of the device port and of HTTP, from the settings. */
 static tls_options device_tls_options(const serve_config *c) {
-  return (tls_options){.server = 1, .cert_file = c->tls_cert, .key_file = c->tls_key, .ca_file = c->tls_client_ca};
+  return (tls_options){.server = 1,
+                       .cert_file = c->tls_cert,
+                       .key_file = c->tls_key,
+                       .ca_file = c->tls_client_ca,
+                       .crl_file = c->tls_client_crl};
 }
 
 static tls_options http_tls_options(const serve_config *c) {
   return (tls_options){.server = 1, .cert_file = c->http_tls_cert, .key_file = c->http_tls_key};
 }
 
-/* SIGHUP reads a port's certificate, key and client CA files again: new
+/* SIGHUP reads a port's certificate, key, client CA and CRL files again: new
  * connections get the new ones, open connections keep theirs, and files
  * that do not load change nothing (both logged). */
 static void reload_tls(serve *s, tls_context *ctx, tls_options o, const char *port) {
@@ -216,6 +220,8 @@ static int check_config(const serve_config *c, char *err, size_t len) {
     snprintf(err, len, "TLS wants both a certificate and its key (--tls-cert, --tls-key)");
   else if (c->tls_client_ca && !c->tls_cert)
     snprintf(err, len, "client certificates (--tls-client-ca) want TLS: give --tls-cert and --tls-key");
+  else if (c->tls_client_crl && !c->tls_client_ca)
+    snprintf(err, len, "a CRL (--tls-client-crl) checks client certificates: give --tls-client-ca too");
   else if (!c->http_tls_cert != !c->http_tls_key)
     snprintf(err, len, "HTTPS wants both a certificate and its key (--http-tls-cert, --http-tls-key)");
   else if (c->workers < 1)
