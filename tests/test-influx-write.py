@@ -95,10 +95,13 @@ class InfluxWrite(unittest.TestCase):
         Serve.started = []
 
     def tearDown(self):
-        for serve in Serve.started:  # a failed test leaves none running
+        for serve in Serve.started:  # a failed test leaves none running, and shows how serve ended
             if serve.proc.poll() is None:
                 serve.proc.kill()
                 serve.proc.wait()
+            elif serve.proc.returncode != 0:
+                serve.log.seek(0)
+                sys.stderr.write("serve exited %d:\n%s" % (serve.proc.returncode, serve.log.read()[-4000:]))
             serve.log.close()
         self.dir.cleanup()
 

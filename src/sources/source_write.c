@@ -155,7 +155,7 @@ static int all_committed(body_state *b) {
 
 /* Waits until every point b sent is committed, or the deadline. */
 static int wait_committed(body_state *b, int64_t deadline_ns) {
-  qsort(b->sent, b->nsent, sizeof *b->sent, by_device);
+  if (b->nsent) qsort(b->sent, b->nsent, sizeof *b->sent, by_device);
   tg_watch_rx *commits;
   if (registry_commits_subscribe(b->w->reg, &commits) != 0) return TG_ENOMEM;
   int r = 0;
