@@ -20,7 +20,6 @@
  *
  * journal_mode=WAL, synchronous=NORMAL, multi-row INSERTs of 32 rows, as
  * storage_sqlite.c writes. */
-#define _GNU_SOURCE
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
