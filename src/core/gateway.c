@@ -43,6 +43,10 @@ void serve_config_defaults(serve_config *c) {
   c->seq_window = (uint64_t)1 << 40;
   c->max_ids_per_connection = 1000;
   c->health_per_device_per_s = 2;
+  c->mqtt_topics = "telemetry/+/readings";
+  c->mqtt_keepalive_s = 30;
+  c->mqtt_inflight = 2000;
+  c->mqtt_max_packet_bytes = 65536;
   c->workers = 1;
   c->telemetry_capacity = 4096;
   c->storage_capacity = 8;
@@ -76,6 +80,7 @@ static const char *const gateway_reason_names[SERVE_BAD_REASONS - PROTOCOL_REASO
     [SERVE_BAD_SEQ_OUT_OF_WINDOW - PROTOCOL_REASON_COUNT] = "seq_out_of_window",
     [SERVE_BAD_STORAGE_UNAVAILABLE - PROTOCOL_REASON_COUNT] = "storage_unavailable",
     [SERVE_BAD_SEQ_RESTARTED - PROTOCOL_REASON_COUNT] = "seq_restarted",
+    [SERVE_BAD_WRONG_DEVICE - PROTOCOL_REASON_COUNT] = "wrong_device",
 };
 
 const char *serve_bad_reason_name(int reason) {

@@ -46,6 +46,15 @@ typedef struct serve_config {
   const char *tls_key;        /* its private key */
   const char *tls_client_ca;  /* devices must present a certificate from these CAs; NULL: none asked */
   const char *tls_client_crl; /* with tls_client_ca: certificates these CRLs revoke are refused; NULL: no check */
+  /* MQTT (docs/mqtt.md): readings from a broker's topics */
+  const char *mqtt_url;           /* mqtt://HOST[:PORT] (1883); NULL: no MQTT source */
+  const char *mqtt_topics;        /* comma-separated filters, each with one '+' level: the device id */
+  const char *mqtt_client_id;     /* the broker keeps the session under it; NULL: "telegate-" + host name */
+  const char *mqtt_username;      /* NULL: none */
+  const char *mqtt_password_file; /* its first line is the password; NULL: $TELEGATE_MQTT_PASSWORD, or none */
+  int mqtt_keepalive_s;           /* PINGREQ when nothing was sent for this long; 0: none (30) */
+  int mqtt_inflight;              /* messages received and not yet acknowledged (PUBACK) at most (2000) */
+  int mqtt_max_packet_bytes;      /* a larger PUBLISH is refused as oversized, and acknowledged (65536) */
   /* pipeline */
   int workers;              /* libtg workers; connections are spread over them (1) */
   int telemetry_capacity;   /* connections -> aggregator mpsc, readings (4096) */
@@ -152,6 +161,7 @@ enum {
   SERVE_BAD_SEQ_OUT_OF_WINDOW,   /* a seq more than --seq-window above the device's known one */
   SERVE_BAD_STORAGE_UNAVAILABLE, /* a reading without seq while the device's stored mark cannot be read */
   SERVE_BAD_SEQ_RESTARTED,       /* a seq at or below the device's top this run, with a later ts */
+  SERVE_BAD_WRONG_DEVICE,        /* an MQTT payload naming another device than its topic */
   SERVE_BAD_REASONS
 };
 

@@ -7,6 +7,7 @@
 #include "registry.h"
 #include "signals.h"
 #include "source.h"
+#include "source_mqtt.h"
 #include "source_tcp.h"
 #include "source_write.h"
 #include "storage.h"
@@ -32,6 +33,7 @@
 static const source_kind *const sources[] = {
     &source_tcp,   /* devices over TCP: --listen-devices */
     &source_write, /* the InfluxDB write API, over HTTP: --listen-http */
+    &source_mqtt,  /* devices through an MQTT broker: --mqtt */
 };
 enum { NSOURCES = sizeof sources / sizeof sources[0] };
 
@@ -497,6 +499,7 @@ static void sources_figures_get(serve *s, source_figures *sum) {
     sum->permits_in_use += f.permits_in_use;
     sum->permit_waiters += f.permit_waiters;
     sum->permit_waits += f.permit_waits;
+    if (sources[i] == &source_mqtt) sum->mqtt = f.mqtt;
   }
 }
 
@@ -592,6 +595,9 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->writes = in.writes;
   f->writes_refused = in.writes_refused;
   f->writes_timed_out = in.writes_timed_out;
+  f->mqtt = (serve_mqtt_figures){in.mqtt.connected,   in.mqtt.connects, in.mqtt.connect_failures,
+                                 in.mqtt.disconnects, in.mqtt.messages, in.mqtt.redelivered,
+                                 in.mqtt.acks,        in.mqtt.inflight, in.mqtt.inflight_max};
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
   f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};

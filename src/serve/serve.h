@@ -55,6 +55,14 @@ typedef struct serve_permit_figures {
   uint64_t waits; /* acquires that had to wait, ever */
 } serve_permit_figures;
 
+/* The MQTT source's (source.h has what each one means); 0 without --mqtt. */
+typedef struct serve_mqtt_figures {
+  uint64_t connected; /* gauge */
+  uint64_t connects, connect_failures, disconnects;
+  uint64_t messages, redelivered, acks;
+  uint64_t inflight, inflight_max; /* gauges */
+} serve_mqtt_figures;
+
 /* Everything serve counts, for /metrics and /api/snapshot. Counters only
  * grow; gauges are marked. Stable: fields are only ever added. */
 typedef struct serve_figures {
@@ -95,6 +103,7 @@ typedef struct serve_figures {
   uint64_t tls_handshakes;                           /* device connections that completed a TLS handshake */
   uint64_t tls_failures;                             /* device connections refused at the handshake */
   uint64_t writes, writes_refused, writes_timed_out; /* write API bodies: source.h */
+  serve_mqtt_figures mqtt;                           /* the MQTT subscription (--mqtt) */
   /* stages and backpressure */
   serve_queue_figures telemetry;  /* readings, connections -> aggregator */
   serve_queue_figures storage;    /* batches, aggregator -> storage */

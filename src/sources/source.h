@@ -81,6 +81,18 @@ typedef struct source_figures {
   /* bodies of the write API: committed, refused unsent (busy, stopping,
    * no credential), sent but not committed in time */
   uint64_t writes, writes_refused, writes_timed_out;
+  /* an MQTT subscription (source_mqtt.h); all 0 for other sources */
+  struct {
+    uint64_t connected;        /* gauge: 1 while the session with the broker is up */
+    uint64_t connects;         /* sessions established (CONNACK accepted) */
+    uint64_t connect_failures; /* attempts that failed: no connection, refused, no CONNACK */
+    uint64_t disconnects;      /* sessions lost (not counting the shutdown's) */
+    uint64_t messages;         /* PUBLISH packets received */
+    uint64_t redelivered;      /* of them with the DUP flag: the broker sends them again */
+    uint64_t acks;             /* PUBACKs sent, each after its readings were committed */
+    uint64_t inflight;         /* gauge: received, not yet acknowledged */
+    uint64_t inflight_max;     /* gauge: the bound (--mqtt-inflight); reading stops there */
+  } mqtt;
   /* read permits: inputs read at once */
   uint64_t permits, permits_in_use, permit_waiters, permit_waits;
 } source_figures;

@@ -1,0 +1,825 @@
+/* source_mqtt.c - the MQTT source: one session with a broker, messages
+ * to readings, PUBACKs after the commit; see source_mqtt.h.
+ *
+ * A note on the view. tg_tcp_recv shows the buffered bytes in place, and
+ * they stay put until the task itself calls recv or consume. The task
+ * takes packets out of a view one by one and may wait on the way (for
+ * room in the telemetry channel); when the FIFO fills in the middle of a
+ * view it keeps the view (held) and goes on from there once acks made
+ * room, without a recv: recv would wait for bytes it has not shown yet,
+ * and the packets left in the view are already shown. A view is consumed
+ * only once it is done with, up to the last whole packet.
+ *
+ * The device id is the topic's '+' level. A payload line that names no
+ * device gets it from the topic (the id is put in the line and the line
+ * parsed again); one that names another device is refused as
+ * wrong_device: the broker's ACL on topics says who may publish for a
+ * device (docs/security.md), so the topic is the credential. */
+#include "source_mqtt.h"
+
+#include "figure.h"
+#include "mqtt.h"
+#include "protocol.h"
+#include "rng.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+  MQTT_STACK = 256 * 1024,
+  BACKOFF_MIN_MS = 100,
+  BACKOFF_MAX_MS = 5000,
+  CONNECT_TIMEOUT_MS = 10000, /* TCP connect and CONNACK */
+  FAILURE_LOG_MS = 10000,     /* a broker that stays away is said once in this long */
+  HEAD_POLL_MS = 100,         /* the FIFO's head is looked at this often besides the wake-ups */
+  SUBSCRIBE_ID = 1,           /* the one SUBSCRIBE of a session */
+  TOPIC_MAX = 65535,
+  HOST_MAX = 256,
+  CLIENT_ID_MAX = 128,
+};
+
+/* A message received and not yet acknowledged. */
+typedef struct inflight {
+  uint32_t device; /* its readings' device; 0: nothing to wait for */
+  uint16_t packet_id;
+  uint64_t seq; /* the highest seq among its readings */
+} inflight;
+
+/* Invariant: fifo[head .. head+len) (mod cap) are the QoS 1 messages of
+ * the current session in the order they came, len <= cap; while `held`,
+ * view[done .. len) are bytes of the socket not yet taken, and nothing
+ * was consumed since the view was shown. */
+typedef struct mqtt_source {
+  const serve_config *cfg;
+  const serve_limits *limits;
+  tg_cancel *cancel;
+  demo_log *log;
+  registry *reg;
+  storage *db;
+  tg_mpsc_tx *telemetry; /* dropped at the shutdown */
+  const _Atomic int64_t *drain_until;
+  char host[HOST_MAX];
+  int port;
+  char *filters_text;   /* the copy filters point into */
+  const char **filters; /* NUL-terminated, each checked */
+  int nfilters;
+  char client_id[CLIENT_ID_MAX];
+  char *password; /* NULL: none */
+  size_t password_len;
+  registry_conn rc;
+  tg_notify *acks_ready;
+  inflight *fifo;
+  uint32_t cap, head, len;
+  tg_tcp *sock;       /* NULL between sessions */
+  size_t recv_buffer; /* a packet of max_packet_bytes fits, and a PUBLISH's header */
+  uint8_t *out;       /* packets waiting to be written */
+  size_t out_len, out_cap;
+  tg_tcp_view view; /* while held */
+  size_t done;
+  int held;
+  uint64_t skip; /* bytes of an oversized PUBLISH still to drop */
+  int64_t last_write_ns;
+  int64_t pong_deadline_ns; /* a PINGREQ is waiting for its PINGRESP; 0: none */
+  char *line;               /* a payload line with the device put in */
+  rng jitter;
+  log_gate fail_gate, bad_gate;
+  _Atomic int64_t first_byte_ns;
+  figure connected, connects, connect_failures, disconnects, messages, redelivered, acks, inflight_now;
+  figure bytes, lines, readings;
+  figure bad[SERVE_BAD_REASONS];
+} mqtt_source;
+
+/* How a session ends, besides the socket's and the pipeline's codes. */
+enum { END_SHUTDOWN = 1, END_PROTOCOL = 2, END_PING = 3, END_PIPELINE = 4 };
+
+static const char *end_text(int r) {
+  switch (r) {
+  case END_SHUTDOWN: return "shutdown";
+  case END_PROTOCOL: return "the broker broke the protocol";
+  case END_PING: return "no PINGRESP within the keepalive";
+  case END_PIPELINE: return "the pipeline closed";
+  case TG_EOF: return "the broker closed the connection";
+  default: return tg_strerror(r);
+  }
+}
+
+/* ------------------------------------------------------------ settings */
+
+/* mqtt://HOST[:PORT], HOST an IPv4 address, a name, or [IPv6]. */
+static int parse_url(mqtt_source *m, const char *url, char *err, size_t errlen) {
+  static const char scheme[] = "mqtt://";
+  if (strncmp(url, "mqtts://", 8) == 0) {
+    snprintf(err, errlen, "--mqtt %s: TLS to the broker is not supported; see docs/mqtt.md", url);
+    return -EINVAL;
+  }
+  if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
+    snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT], got '%s'", url);
+    return -EINVAL;
+  }
+  const char *h = url + sizeof scheme - 1, *end, *colon;
+  if (*h == '[') {
+    end = strchr(h, ']');
+    colon = end && end[1] == ':' ? end + 1 : NULL;
+    if (!end || (end[1] && !colon)) goto bad;
+    h++;
+  } else {
+    colon = strrchr(h, ':');
+    end = colon ? colon : h + strlen(h);
+  }
+  if (end == h || (size_t)(end - h) >= sizeof m->host || strchr(h, '/')) goto bad;
+  memcpy(m->host, h, (size_t)(end - h));
+  m->host[end - h] = '\0';
+  m->port = 1883;
+  if (colon) {
+    char *stop;
+    long p = strtol(colon + 1, &stop, 10);
+    if (*stop || p < 1 || p > 65535 || colon[1] == '\0') goto bad;
+    m->port = (int)p;
+  }
+  return 0;
+bad:
+  snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT] (port 1 .. 65535), got '%s'", url);
+  return -EINVAL;
+}
+
+static int parse_filters(mqtt_source *m, const char *text, char *err, size_t errlen) {
+  m->filters_text = strdup(text);
+  size_t n = 1;
+  for (const char *p = text; *p; p++) n += *p == ',';
+  m->filters = calloc(n, sizeof *m->filters);
+  if (!m->filters_text || !m->filters) {
+    snprintf(err, errlen, "out of memory");
+    return TG_ENOMEM;
+  }
+  for (char *f = m->filters_text, *next; f; f = next) {
+    next = strchr(f, ',');
+    if (next) *next++ = '\0';
+    if (mqtt_filter_check(f) != 0) {
+      snprintf(err, errlen,
+               "--mqtt-topic '%s': a topic filter wants exactly one '+' level, the device id, and no '#' "
+               "(telemetry/+/readings)",
+               f);
+      return -EINVAL;
+    }
+    m->filters[m->nfilters++] = f;
+  }
+  return 0;
+}
+
+/* The password: the first line of --mqtt-password-file, or
+ * $TELEGATE_MQTT_PASSWORD; never from the command line, where any user
+ * of the machine could read it. */
+static int read_password(mqtt_source *m, char *err, size_t errlen) {
+  const char *path = m->cfg->mqtt_password_file, *env = getenv("TELEGATE_MQTT_PASSWORD");
+  if (!path && !env) return 0;
+  if ((path || env) && !m->cfg->mqtt_username) {
+    snprintf(err, errlen, "an MQTT password wants --mqtt-username");
+    return -EINVAL;
+  }
+  if (!path) {
+    m->password = strdup(env);
+    m->password_len = m->password ? strlen(env) : 0;
+    return m->password ? 0 : TG_ENOMEM;
+  }
+  FILE *f = fopen(path, "r");
+  char buf[1024];
+  if (!f || !fgets(buf, sizeof buf, f)) {
+    snprintf(err, errlen, "cannot read --mqtt-password-file %s: %s", path, f ? "empty" : strerror(errno));
+    if (f) fclose(f);
+    return f ? -EINVAL : -errno;
+  }
+  fclose(f);
+  size_t n = strcspn(buf, "\r\n");
+  m->password = malloc(n + 1);
+  if (!m->password) return TG_ENOMEM;
+  memcpy(m->password, buf, n);
+  m->password[n] = '\0';
+  m->password_len = n;
+  return 0;
+}
+
+/* ------------------------------------------------------------ writing */
+
+static void out_append(mqtt_source *m, const uint8_t *p, size_t n) {
+  if (m->out_len + n > m->out_cap) return; /* sized for the FIFO's PUBACKs and a few packets more */
+  memcpy(m->out + m->out_len, p, n);
+  m->out_len += n;
+}
+
+static int out_flush(mqtt_source *m) {
+  if (m->out_len == 0) return 0;
+  int64_t deadline = tg_deadline_in(TG_MS(SERVE_LIMIT(m->limits, write_timeout_ms)));
+  int r = tg_tcp_write_dl(m->sock, m->out, m->out_len, deadline);
+  m->out_len = 0;
+  m->last_write_ns = tg_now();
+  return r;
+}
+
+/* ------------------------------------------------------------ acks */
+
+static void fifo_push(mqtt_source *m, inflight e) {
+  m->fifo[(m->head + m->len) % m->cap] = e;
+  m->len++;
+  atomic_store_explicit(&m->inflight_now, m->len, memory_order_relaxed);
+}
+
+/* PUBACKs for the head of the FIFO while it is committed (see the header).
+ * The acks owed to this connection are only the wake-up: the registry is
+ * asked how far each device is committed, wherever it is attached now. */
+static void acks_pass(mqtt_source *m) {
+  registry_ack owed[64];
+  while (registry_take_acks(m->reg, &m->rc, owed, 64) == 64) {
+  }
+  uint32_t dev = 0;
+  uint64_t acked = 0;
+  int has = 0;
+  uint64_t sent = 0;
+  while (m->len) {
+    inflight *e = &m->fifo[m->head];
+    if (e->device) {
+      if (e->device != dev) {
+        dev = e->device;
+        has = 1; /* main's registry_acked: committed up to this seq, or not */
+        acked = registry_acked(m->reg, dev, e->seq) ? e->seq : 0;
+      }
+      if (!has || acked < e->seq) break;
+    }
+    uint8_t p[4];
+    mqtt_encode_puback(p, sizeof p, e->packet_id);
+    out_append(m, p, sizeof p);
+    m->head = (m->head + 1) % m->cap;
+    m->len--;
+    sent++;
+  }
+  if (sent) {
+    figure_add(&m->acks, sent);
+    atomic_store_explicit(&m->inflight_now, m->len, memory_order_relaxed);
+  }
+}
+
+/* ------------------------------------------------------------ messages */
+
+/* Whether id[0 .. len) is a device id (protocol.h's rule). */
+static int device_id_ok(const char *id, size_t len) {
+  if (len < 1 || len > PROTOCOL_DEVICE_ID_MAX) return 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = id[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+          c == ':' || c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+/* Counts a refused line, and logs it at most once a second. */
+static void refuse(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, int reason) {
+  figure_add(&m->bad[reason], 1);
+  uint64_t held;
+  if (log_gate_pass(&m->bad_gate, tg_now(), TG_MS(1000), &held))
+    log_event(m->log, "🚫", "mqtt", 0, "mqtt_refused",
+              "MQTT message on %.*s (packet id %u): line %" PRIu64 " refused: %s; acknowledged all the same%s",
+              (int)(p->topic_len > 200 ? 200 : p->topic_len), p->topic, p->packet_id, line_no,
+              serve_bad_reason_name(reason), log_held_note(held).s);
+}
+
+/* A JSON or line-protocol line that names no device, with id put in;
+ * its length, or 0 when it does not fit. */
+static size_t with_device(mqtt_source *m, const char *line, size_t n, const char *id) {
+  size_t cap = (size_t)m->cfg->max_line_bytes + PROTOCOL_DEVICE_ID_MAX + 16, i = 0, at;
+  while (i < n && (line[i] == ' ' || line[i] == '\t')) i++;
+  char insert[PROTOCOL_DEVICE_ID_MAX + 16];
+  int k;
+  if (i < n && line[i] == '{') {
+    at = i + 1;
+    size_t j = at;
+    while (j < n && (line[j] == ' ' || line[j] == '\t')) j++;
+    k = snprintf(insert, sizeof insert, "\"device\":\"%s\"%s", id, j < n && line[j] == '}' ? "" : ",");
+  } else {
+    at = i; /* after the measurement */
+    while (at < n && line[at] != ',' && line[at] != ' ' && line[at] != '\t') at++;
+    k = snprintf(insert, sizeof insert, ",device=%s", id);
+  }
+  if (n + (size_t)k > cap) return 0;
+  memcpy(m->line, line, at);
+  memcpy(m->line + at, insert, (size_t)k);
+  memcpy(m->line + at + k, line + at, n - at);
+  return n + (size_t)k;
+}
+
+/* Whether seq may go on for device index (registry.h, the seq window), as
+ * source_tcp.c judges it. */
+static int seq_admit(mqtt_source *m, uint32_t index, uint64_t seq) {
+  uint64_t window = SERVE_LIMIT(m->limits, seq_window);
+  if (window == 0) return 0;
+  if (registry_seq_needs_mark(m->reg, index, seq, window)) {
+    storage_mark_args a = {.db = m->db, .device = index};
+    if (!a.db || tg_blocking_run(storage_mark_get_call, &a) == 0)
+      registry_seq_stored(m->reg, index, a.found, a.seq, window);
+  }
+  return registry_seq_admit(m->reg, index, seq, window);
+}
+
+/* One line of a payload, for device id (NUL-terminated). Returns 0 with
+ * *index and *seq set when a reading went on, 1 when there was none (a
+ * blank line, or refused), END_PIPELINE. */
+static int on_line(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, const char *line, size_t n, const char *id,
+                   uint32_t *index, uint64_t *seq) {
+  figure_add(&m->lines, 1);
+  protocol_msg msg;
+  protocol_error e = {0};
+  size_t max = (size_t)m->cfg->max_line_bytes;
+  int r = protocol_parse_line(line, n, max, &msg, &e);
+  if (r == -PROTOCOL_MISSING_FIELD && e.field && strcmp(e.field, "device") == 0 && n <= max) {
+    size_t len = with_device(m, line, n, id);
+    if (len) r = protocol_parse_line(m->line, len, max + PROTOCOL_DEVICE_ID_MAX + 16, &msg, &e);
+  }
+  if (r < 0) {
+    refuse(m, p, line_no, -r);
+    return 1;
+  }
+  if (msg.kind == PROTOCOL_BLANK) return 1;
+  if (msg.kind != PROTOCOL_READING) { /* hellos and health replies belong to the device port */
+    refuse(m, p, line_no, PROTOCOL_UNKNOWN_TYPE);
+    return 1;
+  }
+  if (strcmp(msg.device.text, id) != 0) {
+    refuse(m, p, line_no, SERVE_BAD_WRONG_DEVICE);
+    return 1;
+  }
+  size_t id_len = strlen(id);
+  if (registry_intern(m->reg, id, id_len, registry_hash(id, id_len), index, NULL) != 0) {
+    refuse(m, p, line_no, SERVE_BAD_TOO_MANY_DEVICES);
+    return 1;
+  }
+  if (seq_admit(m, *index, msg.reading.seq) != 0) {
+    refuse(m, p, line_no, SERVE_BAD_SEQ_OUT_OF_WINDOW);
+    return 1;
+  }
+  const device_entry *d = registry_entry(m->reg, *index);
+  if (atomic_load_explicit(&((device_entry *)d)->conn, memory_order_relaxed) != &m->rc)
+    registry_attach(m->reg, *index, &m->rc);
+  msg.reading.device = *index;
+  /* A full channel makes this wait, and the socket is not read meanwhile. */
+  r = tg_mpsc_try_send(m->telemetry, &msg.reading);
+  if (r == TG_EFULL) r = tg_mpsc_send(m->telemetry, &msg.reading);
+  if (r != 0) return END_PIPELINE;
+  figure_add(&m->readings, 1);
+  *seq = msg.reading.seq;
+  return 0;
+}
+
+/* The device id of a topic, NUL-terminated into id; 0 or the reason. */
+static int topic_device(mqtt_source *m, const mqtt_publish *p, char id[PROTOCOL_DEVICE_ID_MAX + 1]) {
+  for (int i = 0; i < m->nfilters; i++) {
+    const char *at;
+    size_t len;
+    if (!mqtt_topic_device(m->filters[i], p->topic, p->topic_len, &at, &len)) continue;
+    if (!device_id_ok(at, len)) return PROTOCOL_BAD_DEVICE_ID;
+    memcpy(id, at, len);
+    id[len] = '\0';
+    return 0;
+  }
+  return PROTOCOL_BAD_DEVICE_ID; /* a topic none of ours matches: its level cannot be known */
+}
+
+/* A PUBLISH: its lines to readings, then its place in the FIFO. Returns
+ * 0 or END_PIPELINE. */
+static int on_publish(mqtt_source *m, const mqtt_publish *p) {
+  figure_add(&m->messages, 1);
+  if (p->dup) figure_add(&m->redelivered, 1);
+  if (atomic_load_explicit(&m->first_byte_ns, memory_order_relaxed) == 0)
+    atomic_store_explicit(&m->first_byte_ns, tg_now(), memory_order_relaxed);
+  inflight e = {.packet_id = p->packet_id};
+  char id[PROTOCOL_DEVICE_ID_MAX + 1];
+  int reason = topic_device(m, p, id);
+  if (reason) {
+    figure_add(&m->lines, 1);
+    refuse(m, p, 1, reason);
+  }
+  const char *s = (const char *)p->payload, *end = s + p->payload_len;
+  for (uint64_t line_no = 1; !reason && s < end; line_no++) {
+    const char *nl = memchr(s, '\n', (size_t)(end - s));
+    size_t n = (size_t)((nl ? nl : end) - s);
+    uint32_t index;
+    uint64_t seq;
+    int r = on_line(m, p, line_no, s, n, id, &index, &seq);
+    if (r == END_PIPELINE) return r;
+    if (r == 0 && (!e.device || seq > e.seq)) {
+      e.device = index;
+      e.seq = seq;
+    }
+    s = nl ? nl + 1 : end;
+  }
+  if (p->qos == 1) fifo_push(m, e);
+  return 0;
+}
+
+/* One whole packet of the session. Returns 0 or why the session ends. */
+static int on_packet(mqtt_source *m, const mqtt_frame_info *f, const uint8_t *body) {
+  switch (f->type) {
+  case MQTT_PUBLISH: {
+    mqtt_publish p;
+    if (mqtt_decode_publish(f->flags, body, f->body, &p) != 0 || p.qos > 1) return END_PROTOCOL;
+    return on_publish(m, &p);
+  }
+  case MQTT_SUBACK: {
+    uint16_t id;
+    uint8_t codes[64];
+    int n = mqtt_decode_suback(f->flags, body, f->body, &id, codes, 64);
+    if (n < 0 || id != SUBSCRIBE_ID) return END_PROTOCOL;
+    for (int i = 0; i < n && i < m->nfilters && i < 64; i++)
+      if (codes[i] == 0x80)
+        log_event(m->log, "❌", "mqtt", 0, "mqtt_subscribe_refused",
+                  "MQTT: the broker refused the subscription to %s (its ACL?): nothing comes from it", m->filters[i]);
+      else if (codes[i] == 0)
+        log_event(m->log, "⚠️", "mqtt", 0, "mqtt_subscribe_qos0",
+                  "MQTT: the broker granted %s at QoS 0 only: its messages are not redelivered if lost", m->filters[i]);
+    return 0;
+  }
+  case MQTT_PINGRESP:
+    if (mqtt_decode_empty(f->flags, f->body) != 0) return END_PROTOCOL;
+    m->pong_deadline_ns = 0;
+    return 0;
+  default: return END_PROTOCOL; /* nothing else comes to a QoS 1 subscriber */
+  }
+}
+
+/* Takes packets out of the held view while the FIFO has room. Returns 0
+ * or why the session ends; the view is consumed once done with. */
+static int take_packets(mqtt_source *m) {
+  const uint8_t *v = (const uint8_t *)m->view.data;
+  size_t len = m->view.len;
+  if (m->skip) {
+    size_t n = len - m->done < m->skip ? len - m->done : (size_t)m->skip;
+    m->skip -= n;
+    m->done += n;
+  }
+  while (m->len < m->cap && m->done < len) {
+    mqtt_frame_info f = {0};
+    int r = mqtt_frame(v + m->done, len - m->done, &f);
+    if (r < 0) return END_PROTOCOL;
+    uint64_t size = (uint64_t)f.head + f.body;
+    if (f.head && f.type == MQTT_PUBLISH && f.body > (uint32_t)m->cfg->mqtt_max_packet_bytes) {
+      /* Too large to hold: refused as oversized, acknowledged in turn, its bytes dropped as they come. */
+      mqtt_publish p;
+      size_t avail = len - m->done - f.head;
+      int s = mqtt_decode_publish_start(f.flags, v + m->done + f.head, avail < f.body ? avail : f.body, &p);
+      if (s < 0 || p.qos > 1) return END_PROTOCOL;
+      if (s > 0) break; /* its topic is not all here yet */
+      figure_add(&m->messages, 1);
+      figure_add(&m->lines, 1);
+      refuse(m, &p, 1, PROTOCOL_OVERSIZED);
+      if (p.qos == 1) fifo_push(m, (inflight){.packet_id = p.packet_id});
+      size_t here = len - m->done < size ? len - m->done : (size_t)size;
+      m->skip = size - here;
+      m->done += here;
+      continue;
+    }
+    if (r == 0) {
+      if (f.head && size > m->recv_buffer) return END_PROTOCOL; /* another packet that cannot fit */
+      break;
+    }
+    if ((r = on_packet(m, &f, v + m->done + f.head)) != 0) return r;
+    m->done += (size_t)size;
+  }
+  if (m->len < m->cap || m->done == len) { /* done with this view: the rest is a partial packet */
+    figure_add(&m->bytes, m->done);
+    tg_tcp_consume(m->sock, m->done);
+    m->held = 0;
+    m->done = 0;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------ sessions */
+
+typedef struct resolve_args {
+  const char *host;
+  char addr[64];
+  int err; /* getaddrinfo's */
+} resolve_args;
+
+/* On the blocking pool: the broker's first address, numeric. */
+static int resolve_call(void *arg) {
+  resolve_args *a = arg;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+  a->err = getaddrinfo(a->host, NULL, &hints, &res);
+  if (a->err != 0) return -EHOSTUNREACH;
+  int r = getnameinfo(res->ai_addr, res->ai_addrlen, a->addr, sizeof a->addr, NULL, 0, NI_NUMERICHOST);
+  freeaddrinfo(res);
+  return r == 0 ? 0 : -EHOSTUNREACH;
+}
+
+/* Reads the first packet before the deadline (the CONNACK): returns 0
+ * with *f and its body copied into body (at most cap), or an error. The
+ * view stays held past it: a broker that kept our session sends the
+ * messages it holds right behind the CONNACK, in bytes recv has shown. */
+static int read_first_packet(mqtt_source *m, mqtt_frame_info *f, uint8_t *body, size_t cap, int64_t deadline) {
+  for (;;) {
+    int r = tg_tcp_recv_dl(m->sock, &m->view.data, &m->view.len, deadline);
+    if (r != 0) return r;
+    r = mqtt_frame((const uint8_t *)m->view.data, m->view.len, f);
+    if (r < 0) return END_PROTOCOL;
+    if (r == 0) continue;
+    if (f->body > cap) return END_PROTOCOL;
+    memcpy(body, m->view.data + f->head, f->body);
+    m->held = 1;
+    m->done = f->head + f->body;
+    return 0;
+  }
+}
+
+/* Connects, logs in and subscribes. Returns 0, or an error with a
+ * one-line reason in why. */
+static int session_open(mqtt_source *m, int *session_present, char *why, size_t whylen) {
+  int64_t deadline = tg_deadline_in(TG_MS(CONNECT_TIMEOUT_MS));
+  resolve_args ra = {.host = m->host};
+  int r = tg_blocking_run(resolve_call, &ra);
+  if (r != 0) {
+    snprintf(why, whylen, "cannot resolve %s: %s", m->host, gai_strerror(ra.err));
+    return r;
+  }
+  if ((r = tg_tcp_connect_dl(&m->sock, ra.addr, m->port, deadline)) != 0) {
+    m->sock = NULL;
+    snprintf(why, whylen, "cannot connect: %s", tg_strerror(r));
+    return r;
+  }
+  tg_tcp_set_recv_buffer(m->sock, m->recv_buffer);
+  mqtt_connect c = {.client_id = m->client_id,
+                    .username = m->cfg->mqtt_username,
+                    .password = m->password,
+                    .password_len = m->password_len,
+                    .keepalive_s = (uint16_t)m->cfg->mqtt_keepalive_s,
+                    .clean_session = 0};
+  int n = mqtt_encode_connect(m->out, m->out_cap, &c);
+  if (n < 0) {
+    snprintf(why, whylen, "cannot encode CONNECT: %s", tg_strerror(n));
+    return n;
+  }
+  m->out_len = (size_t)n;
+  if ((r = tg_tcp_write_dl(m->sock, m->out, m->out_len, deadline)) != 0) {
+    m->out_len = 0;
+    snprintf(why, whylen, "cannot send CONNECT: %s", tg_strerror(r));
+    return r;
+  }
+  m->out_len = 0;
+  mqtt_frame_info f;
+  uint8_t body[8];
+  int code;
+  r = read_first_packet(m, &f, body, sizeof body, deadline);
+  if (r == 0 && (f.type != MQTT_CONNACK || mqtt_decode_connack(f.flags, body, f.body, session_present, &code) != 0))
+    r = END_PROTOCOL;
+  if (r != 0) {
+    snprintf(why, whylen, "no CONNACK: %s", r == TG_ETIMEDOUT ? "timed out" : end_text(r));
+    return r;
+  }
+  if (code != MQTT_CONNACK_ACCEPTED) {
+    snprintf(why, whylen, "the broker refused the connection: %s (CONNACK %d)", mqtt_connack_text(code), code);
+    return -ECONNREFUSED;
+  }
+  n = mqtt_encode_subscribe(m->out, m->out_cap, SUBSCRIBE_ID, m->filters, m->nfilters, 1);
+  if (n < 0) {
+    snprintf(why, whylen, "cannot encode SUBSCRIBE: %s", tg_strerror(n));
+    return n;
+  }
+  m->out_len = (size_t)n;
+  if ((r = out_flush(m)) != 0) snprintf(why, whylen, "cannot send SUBSCRIBE: %s", tg_strerror(r));
+  return r;
+}
+
+/* The session until it fails or the shutdown: reads while the FIFO has
+ * room, acknowledges what is committed, keeps the connection alive.
+ * Returns why it ended. */
+static int session_run(mqtt_source *m) {
+  int64_t keepalive = TG_MS(1000) * m->cfg->mqtt_keepalive_s;
+  for (;;) {
+    acks_pass(m);
+    int r = out_flush(m);
+    if (r != 0) return r;
+    if (m->held && m->len < m->cap) {
+      if ((r = take_packets(m)) != 0) return r;
+      continue;
+    }
+    int64_t now = tg_now(), wake = TG_FOREVER;
+    int listening = !m->held && m->len < m->cap;
+    if (keepalive && !m->pong_deadline_ns) wake = m->last_write_ns + keepalive;
+    if (keepalive && m->pong_deadline_ns && listening) wake = m->pong_deadline_ns;
+    if (m->len && now + TG_MS(HEAD_POLL_MS) < wake) wake = now + TG_MS(HEAD_POLL_MS);
+    tg_case cs[3] = {tg_cancel_case(m->cancel), tg_notify_wait_case(m->acks_ready),
+                     listening ? tg_tcp_recv_case(m->sock, &m->view) : (tg_case){0}};
+    int w = tg_select(cs, listening ? 3 : 2, wake);
+    if (w == 0) return END_SHUTDOWN;
+    if (w == 1) continue;
+    if (w == TG_ETIMEDOUT) {
+      now = tg_now();
+      /* A PINGRESP behind messages the full FIFO keeps unread is not late. */
+      if (m->pong_deadline_ns && now >= m->pong_deadline_ns && listening) return END_PING;
+      if (keepalive && !m->pong_deadline_ns && now >= m->last_write_ns + keepalive) {
+        uint8_t p[2];
+        mqtt_encode_pingreq(p, sizeof p);
+        out_append(m, p, sizeof p);
+        m->pong_deadline_ns = now + keepalive;
+      }
+      continue;
+    }
+    if (w < 0) return w;
+    if (cs[2].result != 0) return cs[2].result;
+    m->held = 1;
+    m->done = 0;
+    if ((r = take_packets(m)) != 0) return r;
+  }
+}
+
+/* After the shutdown: the PUBACKs of what commits until the drain
+ * deadline, then DISCONNECT. The telemetry sender is already dropped. */
+static void session_close(mqtt_source *m) {
+  int64_t until = atomic_load(m->drain_until);
+  for (;;) {
+    acks_pass(m);
+    if (m->len == 0 || tg_now() >= until) break;
+    if (out_flush(m) != 0) return;
+    int64_t wake = tg_now() + TG_MS(HEAD_POLL_MS);
+    tg_notify_wait_dl(m->acks_ready, wake < until ? wake : until);
+  }
+  uint8_t p[2];
+  mqtt_encode_disconnect(p, sizeof p);
+  out_append(m, p, sizeof p);
+  out_flush(m);
+}
+
+static void session_end(mqtt_source *m) {
+  if (m->sock) tg_tcp_close(m->sock);
+  m->sock = NULL;
+  m->head = m->len = 0;
+  m->held = 0;
+  m->done = 0;
+  m->skip = 0;
+  m->out_len = 0;
+  m->pong_deadline_ns = 0;
+  atomic_store_explicit(&m->inflight_now, 0, memory_order_relaxed);
+  atomic_store_explicit(&m->connected, 0, memory_order_relaxed);
+}
+
+static void *mqtt_task(void *arg) {
+  mqtt_source *m = arg;
+  int backoff = BACKOFF_MIN_MS;
+  while (!tg_cancel_fired(m->cancel)) {
+    char why[300];
+    int present = 0;
+    int r = session_open(m, &present, why, sizeof why);
+    if (r != 0) {
+      figure_add(&m->connect_failures, 1);
+      session_end(m);
+      uint64_t held;
+      if (log_gate_pass(&m->fail_gate, tg_now(), TG_MS(FAILURE_LOG_MS), &held))
+        log_event(m->log, "❌", "mqtt", 0, "mqtt_connect_failed", "MQTT broker %s:%d: %s; retrying%s", m->host, m->port,
+                  why, log_held_note(held).s);
+      int64_t delay = TG_MS(backoff / 2) + (int64_t)(rng_unit(&m->jitter) * (double)TG_MS(backoff / 2));
+      tg_cancel_wait_dl(m->cancel, tg_deadline_in(delay));
+      backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+      continue;
+    }
+    m->fail_gate = (log_gate){0}; /* the next failure is said at once */
+    backoff = BACKOFF_MIN_MS;
+    figure_add(&m->connects, 1);
+    atomic_store_explicit(&m->connected, 1, memory_order_relaxed);
+    log_event(m->log, "📡", "mqtt", 0, "mqtt_connected",
+              "MQTT: connected to %s:%d as %s (%s), subscribing at QoS 1 to %s%s", m->host, m->port, m->client_id,
+              present ? "the broker kept our session" : "a new session", m->cfg->mqtt_topics,
+              m->nfilters > 1 ? " (comma-separated filters)" : "");
+    r = session_run(m);
+    if (r == END_SHUTDOWN) {
+      tg_mpsc_tx_drop(m->telemetry);
+      m->telemetry = NULL;
+      session_close(m);
+      session_end(m);
+      break;
+    }
+    figure_add(&m->disconnects, 1);
+    uint64_t unacked = m->len;
+    session_end(m);
+    log_event(m->log, "⚠️", "mqtt", 0, "mqtt_disconnected",
+              "MQTT: session with %s:%d lost (%s); %" PRIu64
+              " messages not yet acknowledged will come again; reconnecting",
+              m->host, m->port, end_text(r), unacked);
+    if (r == END_PIPELINE) break;
+  }
+  registry_detach_all(m->reg, &m->rc);
+  if (m->telemetry) tg_mpsc_tx_drop(m->telemetry);
+  m->telemetry = NULL;
+  return NULL;
+}
+
+/* ------------------------------------------------------------ the source */
+
+static void mqtt_free(void *state) {
+  mqtt_source *m = state;
+  if (!m) return;
+  if (m->telemetry) tg_mpsc_tx_drop(m->telemetry);
+  if (m->acks_ready) tg_notify_free(m->acks_ready);
+  if (m->password) memset(m->password, 0, m->password_len);
+  free(m->password);
+  free(m->filters);
+  free(m->filters_text);
+  free(m->fifo);
+  free(m->out);
+  free(m->line);
+  free(m);
+}
+
+static int mqtt_start(const source_sink *sink, void **state, char *err, size_t errlen) {
+  const serve_config *cfg = sink->cfg;
+  *state = NULL;
+  mqtt_source *m = calloc(1, sizeof *m);
+  if (!m) {
+    tg_mpsc_tx_drop(sink->telemetry);
+    snprintf(err, errlen, "out of memory");
+    return TG_ENOMEM;
+  }
+  *m = (mqtt_source){.cfg = cfg,
+                     .limits = sink->limits,
+                     .cancel = sink->cancel,
+                     .log = sink->log,
+                     .reg = sink->reg,
+                     .db = sink->db,
+                     .telemetry = sink->telemetry,
+                     .drain_until = sink->drain_until,
+                     .cap = (uint32_t)cfg->mqtt_inflight,
+                     .jitter = rng_stream((uint64_t)tg_now(), 7)};
+  int r = parse_url(m, cfg->mqtt_url, err, errlen);
+  if (r == 0) r = parse_filters(m, cfg->mqtt_topics ? cfg->mqtt_topics : "", err, errlen);
+  if (r == 0) r = read_password(m, err, errlen);
+  if (r == 0) {
+    if (cfg->mqtt_client_id) {
+      snprintf(m->client_id, sizeof m->client_id, "%s", cfg->mqtt_client_id);
+    } else {
+      char host[64] = "host";
+      gethostname(host, sizeof host - 1);
+      snprintf(m->client_id, sizeof m->client_id, "telegate-%s", host);
+    }
+    /* A PUBLISH of the largest size, and the header of a larger one (its topic), fit. */
+    size_t packet = (size_t)cfg->mqtt_max_packet_bytes + 5;
+    m->recv_buffer = packet > TOPIC_MAX + 16 ? packet : TOPIC_MAX + 16;
+    m->out_cap = 4 * (size_t)m->cap + 4096; /* every PUBACK of a full FIFO, a ping, the CONNECT */
+    for (int i = 0; i < m->nfilters; i++) m->out_cap += strlen(m->filters[i]) + 3;
+    m->out_cap += strlen(m->client_id) + (cfg->mqtt_username ? strlen(cfg->mqtt_username) : 0) + m->password_len;
+    m->fifo = calloc(m->cap, sizeof *m->fifo);
+    m->out = malloc(m->out_cap);
+    m->line = malloc((size_t)cfg->max_line_bytes + PROTOCOL_DEVICE_ID_MAX + 16);
+    if (!m->fifo || !m->out || !m->line || tg_notify_new(&m->acks_ready, "mqtt_acks") != 0) {
+      snprintf(err, errlen, "out of memory");
+      r = TG_ENOMEM;
+    }
+  }
+  if (r == 0) {
+    registry_hello(m->reg, &m->rc, 0, m->acks_ready);
+    tg_spawn_opts opts = {.stack_size = MQTT_STACK, .name = "mqtt"};
+    if ((r = tg_joinset_spawn(sink->tasks, mqtt_task, m, &opts, NULL)) != 0)
+      snprintf(err, errlen, "cannot start the MQTT source: %s", tg_strerror(r));
+  }
+  if (r != 0) {
+    mqtt_free(m);
+    return r;
+  }
+  if (cfg->mqtt_inflight < cfg->batch_size)
+    log_event(m->log, "⚠️", "mqtt", 0, "mqtt_window",
+              "MQTT: --mqtt-inflight %d is below --batch-size %d: with the broker's messages in flight capped there, "
+              "batches are cut by --batch-age-ms (%d ms) and MQTT ingest is bounded by %d messages per batch age",
+              cfg->mqtt_inflight, cfg->batch_size, cfg->batch_age_ms, cfg->mqtt_inflight);
+  *state = m;
+  return 0;
+}
+
+static void mqtt_figures_get(void *state, source_figures *f) {
+  const mqtt_source *m = state;
+  *f = (source_figures){0};
+  f->first_byte_ns = atomic_load(&m->first_byte_ns);
+  f->bytes = figure_get(&m->bytes);
+  f->lines = figure_get(&m->lines);
+  f->readings = figure_get(&m->readings);
+  for (int i = 1; i < SERVE_BAD_REASONS; i++) f->bad[i] = figure_get(&m->bad[i]);
+  f->mqtt.connected = figure_get(&m->connected);
+  f->mqtt.connects = figure_get(&m->connects);
+  f->mqtt.connect_failures = figure_get(&m->connect_failures);
+  f->mqtt.disconnects = figure_get(&m->disconnects);
+  f->mqtt.messages = figure_get(&m->messages);
+  f->mqtt.redelivered = figure_get(&m->redelivered);
+  f->mqtt.acks = figure_get(&m->acks);
+  f->mqtt.inflight = figure_get(&m->inflight_now);
+  f->mqtt.inflight_max = m->cap;
+}
+
+static int mqtt_wanted(const serve_config *cfg) { return cfg->mqtt_url != NULL; }
+
+const source_kind source_mqtt = {
+    .name = "mqtt",
+    .wanted = mqtt_wanted,
+    .start = mqtt_start,
+    .figures_get = mqtt_figures_get,
+    .free = mqtt_free,
+};
