@@ -10,6 +10,7 @@ PACKAGES=(
   libuv1-dev libboost-context-dev libsqlite3-dev sqlite3
   libcjson-dev libhttp-parser-dev libinih-dev libssl-dev zlib1g-dev
   openssl             # the TLS tests make their certificates with it
+  mosquitto mosquitto-clients python3-paho-mqtt  # the MQTT tests and bench/mqtt.sh: a real broker and publishers
   check time
   chromium            # the dashboard's browser test
   curl                # the install test reads /metrics

@@ -1,0 +1,352 @@
+/* test-serve-mqtt.c - telegate serve subscribed to a real mosquitto,
+ * started by the test on 127.0.0.1 on a free port with a generated
+ * mosquitto.conf in the test's directory, and stopped after.
+ *
+ * - mosquitto_pub and a paho-mqtt publisher at QoS 1 (JSON without a
+ *   device, the topic's id; line protocol with two readings a message):
+ *   every reading stored once, a payload naming another device refused
+ *   as wrong_device and acknowledged all the same.
+ * - backpressure and kill -9: a window of 100 messages (--mqtt-inflight)
+ *   against batches cut by age, so telegate sits at its bound while the
+ *   broker holds the rest; serve is killed mid-stream and started again
+ *   on the same database and client id: the broker sends what was not
+ *   acknowledged again (DUP) and every reading is stored exactly once.
+ * - the broker stopped and started again: serve says it is disconnected,
+ *   reconnects with its backoff, and goes on storing; a broker that
+ *   refuses its credentials is retried, and shown disconnected.
+ *
+ * Progress is read from serve's /metrics (the database is read only once
+ * serve is down); every wait is bounded and on its condition. */
+#include "test-serve-process.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+
+#define PYTHON "/usr/bin/python3" /* Debian's, where python3-paho-mqtt is */
+
+typedef struct broker {
+  proc p;
+  int port;
+  char conf[200];
+} broker;
+
+/* A port nobody listens on now. */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static int port_open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+/* mosquitto.conf in d: a persistent broker with no window of its own
+ * (max_inflight_messages 0) and no cap on what it queues for a session
+ * (max_queued_messages 0), so that telegate's --mqtt-inflight is the
+ * window and nothing is dropped while telegate is away; `extra` lines
+ * are appended. */
+static void broker_init(proc_dir *d, broker *b, const char *extra) {
+  b->port = free_port();
+  snprintf(b->conf, sizeof b->conf, "%s/mosquitto.conf", d->path);
+  FILE *f = fopen(b->conf, "w");
+  ck_assert_ptr_nonnull(f);
+  fprintf(f,
+          "listener %d 127.0.0.1\npersistence true\npersistence_location %s/\nmax_inflight_messages 0\n"
+          "max_queued_messages 0\nlog_dest stdout\n%s%s",
+          b->port, d->path, extra ? extra : "allow_anonymous true\n",
+          geteuid() == 0 ? "user root\n" : ""); /* run as root it would drop to a user that cannot read d */
+  fclose(f);
+}
+
+static void broker_start(proc_dir *d, broker *b) {
+  char bin[] = "/usr/sbin/mosquitto";
+  int run = ++d->runs;
+  snprintf(b->p.out, sizeof b->p.out, "%s/mosquitto-%d.out", d->path, run);
+  snprintf(b->p.err, sizeof b->p.err, "%s/mosquitto-%d.err", d->path, run);
+  b->p.pid = fork();
+  ck_assert_int_ge(b->p.pid, 0);
+  if (b->p.pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!freopen(b->p.out, "w", stdout) || !freopen(b->p.err, "w", stderr)) _exit(126);
+    execl(bin, "mosquitto", "-c", b->conf, (char *)NULL);
+    _exit(127);
+  }
+  int up = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && !(up = port_open(b->port)); i++) {
+    int status;
+    ck_assert_msg(waitpid(b->p.pid, &status, WNOHANG) == 0, "mosquitto ended (see %s)", b->p.out);
+    proc_sleep_ms(10);
+  }
+  ck_assert_msg(up, "mosquitto does not listen on %d", b->port);
+}
+
+/* A figure of serve's /metrics: the value of the first line starting
+ * with `series` and a blank; -1 when serve does not answer or lacks it. */
+static int64_t metric(const proc *p, const char *series) {
+  static char resp[1 << 18];
+  size_t len = 0;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->http_port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    ssize_t r = write(fd, req, sizeof req - 1);
+    while (r > 0 && len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0) len += (size_t)r;
+  }
+  if (fd >= 0) close(fd);
+  resp[len] = '\0';
+  char key[200];
+  snprintf(key, sizeof key, "\n%s ", series);
+  const char *at = strstr(resp, key);
+  return at ? strtoll(at + strlen(key), NULL, 10) : -1;
+}
+
+/* Polls until metric(series) >= want; returns the value. */
+static int64_t wait_metric(const proc *p, const char *series, int64_t want) {
+  int64_t v = -1;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (v = metric(p, series)) < want; i++) proc_sleep_ms(10);
+  ck_assert_msg(v >= want, "%s is %lld, waited for %lld", series, (long long)v, (long long)want);
+  return v;
+}
+
+/* serve with --mqtt to b, and more flags (NULL-ended). */
+static void serve_mqtt_start(proc_dir *d, proc *p, const broker *b, const char *const more[]) {
+  static char url[64];
+  snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", b->port);
+  const char *flags[24] = {"--mqtt", url, "--mqtt-client-id", "telegate-test", "--drain-ms", "500"};
+  int n = 6;
+  for (int i = 0; more && more[i]; i++) flags[n++] = more[i];
+  flags[n] = NULL;
+  serve_proc_start(d, p, 0, flags);
+}
+
+/* Runs a shell command (a publisher) to its end, bounded by timeout(1). */
+static void run(const char *fmt, ...) {
+  char cmd[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  char bounded[2100];
+  snprintf(bounded, sizeof bounded, "timeout 120 %s", cmd);
+  int status = system(bounded);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "failed (%d): %s", status, cmd);
+}
+
+/* A file of n JSON readings of seqs from..from+n-1, one a line, without
+ * a device (mosquitto_pub -l sends each line as a message). */
+static void json_lines(const char *path, int from, int n) {
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  for (int s = from; s < from + n; s++)
+    fprintf(f, "{\"seq\":%d,\"ts\":%lld,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}\n", s,
+            1732590000000LL + s);
+  fclose(f);
+}
+
+/* The paho-mqtt publisher: n readings of device `dev` at QoS 1, two
+ * line-protocol lines a message; waits until the broker acknowledged
+ * every message. */
+static const char paho_script[] =
+    "import sys, time\n"
+    "import paho.mqtt.client as mqtt\n"
+    "port, dev, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])\n"
+    "c = mqtt.Client(client_id='paho-' + dev, clean_session=True)\n"
+    "c.max_inflight_messages_set(100)\n"
+    "c.connect('127.0.0.1', port)\n"
+    "c.loop_start()\n"
+    "line = 'telemetry,device={} temperature=21.5,humidity=48.2,battery=87i,seq={}i {}000000'\n"
+    "infos = [c.publish('telemetry/{}/readings'.format(dev),\n"
+    "                   '\\n'.join(line.format(dev, s, 1732590000000 + s) for s in (i, i + 1)), qos=1)\n"
+    "         for i in range(1, n + 1, 2)]\n"
+    "deadline = time.time() + 60\n"
+    "while not all(i.is_published() for i in infos):\n"
+    "    if time.time() > deadline: sys.exit('not all published')\n"
+    "    time.sleep(0.01)\n"
+    "c.disconnect()\n"
+    "c.loop_stop()\n";
+
+/* The database holds exactly seqs 1..n of device id, once each. */
+static void db_has_seqs(const char *path, const char *id, int64_t n) {
+  sqlite3 *db;
+  ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_stmt *st;
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings "
+                                      "WHERE device = ?1",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  int64_t rows = sqlite3_column_int64(st, 0), distinct = sqlite3_column_int64(st, 1);
+  ck_assert_msg(rows == n && distinct == n, "%s: %lld rows, %lld distinct seqs, want %lld", id, (long long)rows,
+                (long long)distinct, (long long)n);
+  ck_assert_int_eq(sqlite3_column_int64(st, 2), 1);
+  ck_assert_int_eq(sqlite3_column_int64(st, 3), n);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+START_TEST(test_serve_mqtt_publishers_all_stored) {
+  enum { N = 400 };
+  proc_dir d;
+  proc_dir_init(&d);
+  broker b;
+  broker_init(&d, &b, NULL);
+  broker_start(&d, &b);
+  proc serve;
+  serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--batch-age-ms", "50", NULL});
+  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  char path[200];
+  snprintf(path, sizeof path, "%s/readings.txt", d.path);
+  json_lines(path, 1, N);
+  run("mosquitto_pub -p %d -q 1 -i pub-test -t telemetry/pub-1/readings -l < %s", b.port, path);
+  snprintf(path, sizeof path, "%s/publish-paho.py", d.path); /* not paho.py: it would hide the package */
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(paho_script, f);
+  fclose(f);
+  run(PYTHON " %s %d paho-1 %d", path, b.port, N);
+  /* another device in the payload than in the topic */
+  run("mosquitto_pub -p %d -q 1 -t telemetry/pub-1/readings -m "
+      "'{\"device\":\"pub-2\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
+      b.port);
+  wait_metric(&serve, "telegate_readings_stored_total", 2 * N);
+  /* every message acknowledged: mosquitto_pub's N, paho's N/2, the refused one */
+  wait_metric(&serve, "telegate_mqtt_acks_total", N + N / 2 + 1);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_messages_total"), N + N / 2 + 1);
+  ck_assert_int_eq(metric(&serve, "telegate_bad_input_total{reason=\"wrong_device\"}"), 1);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_inflight"), 0);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  db_has_seqs(d.db, "pub-1", N);
+  db_has_seqs(d.db, "paho-1", N);
+  ck_assert_int_eq(db_rows(d.db), 2 * N);
+  proc_signal_wait(&b.p, SIGTERM);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_serve_mqtt_backpressure_kill_redelivery) {
+  enum { N = 2000, WINDOW = 100 };
+  proc_dir d;
+  proc_dir_init(&d);
+  broker b;
+  broker_init(&d, &b, NULL);
+  broker_start(&d, &b);
+  /* Batches are cut by age, after the window filled: telegate waits at
+   * its bound for most of each cycle. */
+  const char *const flags[] = {"--mqtt-inflight", "100", "--batch-size", "1000", "--batch-age-ms", "150", NULL};
+  proc serve;
+  serve_mqtt_start(&d, &serve, &b, flags);
+  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_inflight_capacity"), WINDOW);
+  char path[200];
+  snprintf(path, sizeof path, "%s/readings.txt", d.path);
+  json_lines(path, 1, N);
+  /* All N go to the broker, which acknowledges them to the publisher and
+   * holds them for telegate. */
+  run("mosquitto_pub -p %d -q 1 -t telemetry/bp/readings -l < %s", b.port, path);
+  int64_t inflight = 0, at_bound = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 5 && !at_bound; i++) {
+    inflight = metric(&serve, "telegate_mqtt_inflight");
+    ck_assert_int_le(inflight, WINDOW);
+    at_bound = inflight == WINDOW;
+    if (!at_bound) proc_sleep_ms(5);
+  }
+  ck_assert_msg(at_bound, "telegate never held its window of %d messages (last %lld)", WINDOW, (long long)inflight);
+  /* Mid-stream: killed with a full window unacknowledged. */
+  wait_metric(&serve, "telegate_readings_stored_total", 400);
+  int64_t stored = metric(&serve, "telegate_readings_stored_total");
+  ck_assert_int_lt(stored, N);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGKILL), -SIGKILL);
+  serve_mqtt_start(&d, &serve, &b, flags);
+  /* The broker sends the unacknowledged again, then the rest; a message
+   * published now comes after all of them. */
+  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  run("mosquitto_pub -p %d -q 1 -t telemetry/last/readings -m "
+      "'{\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
+      b.port);
+  wait_metric(&serve, "telegate_devices_known", 2);
+  int64_t messages = wait_metric(&serve, "telegate_mqtt_messages_total", 1);
+  wait_metric(&serve, "telegate_mqtt_acks_total", messages);
+  ck_assert_int_ge(metric(&serve, "telegate_mqtt_redelivered_total"), 1);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  db_has_seqs(d.db, "bp", N);
+  db_has_seqs(d.db, "last", 1);
+  proc_signal_wait(&b.p, SIGTERM);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_serve_mqtt_broker_restart_and_refusal) {
+  proc_dir d;
+  proc_dir_init(&d);
+  broker b;
+  broker_init(&d, &b, NULL);
+  broker_start(&d, &b);
+  proc serve;
+  serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--batch-age-ms", "50", NULL});
+  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  ck_assert_int_eq(proc_signal_wait(&b.p, SIGTERM), 0);
+  int64_t down = 1;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (down = metric(&serve, "telegate_mqtt_connected")) != 0; i++)
+    proc_sleep_ms(10);
+  ck_assert_int_eq(down, 0);
+  wait_metric(&serve, "telegate_mqtt_connect_failures_total", 1); /* retrying while it is away */
+  broker_start(&d, &b);
+  wait_metric(&serve, "telegate_mqtt_connects_total", 2);
+  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  run("mosquitto_pub -p %d -q 1 -t telemetry/after/readings -m "
+      "'{\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
+      b.port);
+  wait_metric(&serve, "telegate_readings_stored_total", 1);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  ck_assert_int_eq(proc_signal_wait(&b.p, SIGTERM), 0);
+
+  /* A broker that wants a password telegate does not have. */
+  char pw[200], cmd[400];
+  snprintf(pw, sizeof pw, "%s/passwd", d.path);
+  snprintf(cmd, sizeof cmd, "mosquitto_passwd -c -b %s telegate right-password", pw);
+  ck_assert_int_eq(system(cmd), 0);
+  char extra[300];
+  snprintf(extra, sizeof extra, "allow_anonymous false\npassword_file %s\n", pw);
+  broker_init(&d, &b, extra);
+  broker_start(&d, &b);
+  char wrong[200];
+  snprintf(wrong, sizeof wrong, "%s/wrong", d.path);
+  FILE *f = fopen(wrong, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("wrong-password\n", f);
+  fclose(f);
+  serve_mqtt_start(&d, &serve, &b,
+                   (const char *const[]){"--mqtt-username", "telegate", "--mqtt-password-file", wrong, NULL});
+  wait_metric(&serve, "telegate_mqtt_connect_failures_total", 2);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connected"), 0);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connects_total"), 0);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  char log[1 << 14];
+  proc_read_file(serve.out, log, sizeof log);
+  ck_assert_msg(strstr(log, "the broker refused the connection"), "no reason in the log: %s", log);
+  proc_signal_wait(&b.p, SIGTERM);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("serve-mqtt");
+  tg_test_add(s, "publishers_all_stored", test_serve_mqtt_publishers_all_stored, 300);
+  tg_test_add(s, "backpressure_kill_redelivery", test_serve_mqtt_backpressure_kill_redelivery, 300);
+  tg_test_add(s, "broker_restart_and_refusal", test_serve_mqtt_broker_restart_and_refusal, 300);
+  return tg_test_main(s);
+}
