@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# bench/mqtt.sh - MQTT ingest against the broker's own rate, in one run:
+# N messages published once to a local mosquitto and queued for two
+# persistent sessions, then drained by mosquitto_sub -q 1 (the broker's
+# rate to a subscriber that does nothing but acknowledge) and by telegate
+# serve (PUBACK after commit), each timed from its connect to its last
+# message (mosquitto_sub) or reading committed (telegate, polled from
+# /metrics every 10 ms).
+#
+#   bench/mqtt.sh                     # N = 200,000, 100 devices, storage sqlite
+#   bench/mqtt.sh --quick             # N = 50,000
+#   bench/mqtt.sh --n N --devices D --storage none --inflight W
+#
+# The broker has no window of its own (max_inflight_messages 0) and no
+# queue cap; telegate's window is --mqtt-inflight (2000 by default). The
+# messages are JSON readings without a device (the topic's level is it).
+# Environment: BUILD (default build-release).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+build=${BUILD:-$root/build-release}
+n=200000
+devices=100
+storage=sqlite
+inflight=2000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) n=50000 ;;
+    --n) n=$2; shift ;;
+    --devices) devices=$2; shift ;;
+    --storage) storage=$2; shift ;;
+    --inflight) inflight=$2; shift ;;
+    *) echo "usage: bench/mqtt.sh [--quick] [--n N] [--devices D] [--storage sqlite|none] [--inflight W]" >&2; exit 2 ;;
+  esac
+  shift
+done
+for tool in mosquitto mosquitto_pub mosquitto_sub; do
+  command -v "$tool" >/dev/null || { echo "mqtt.sh: needs $tool (Debian packages mosquitto mosquitto-clients)" >&2; exit 1; }
+done
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" --target telegate -j "$(nproc)" >/dev/null
+telegate=$build/src/telegate
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$((20000 + RANDOM % 30000))
+cat >"$work/mosquitto.conf" <<EOF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 0
+max_queued_messages 0
+$([ "$(id -u)" = 0 ] && echo "user root")
+EOF
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 500); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.01; done
+
+now_ms() { date +%s%3N; }
+topic='telemetry/+/readings'
+# Both sessions exist before the messages are published, so the broker
+# queues every message for each.
+mosquitto_sub -p "$port" -q 1 -c -i bench-sub -t "$topic" -C 1 -W 1 >/dev/null 2>&1 || true
+mosquitto_sub -p "$port" -q 1 -c -i bench-telegate -t "$topic" -C 1 -W 1 >/dev/null 2>&1 || true
+
+per=$((n / devices))
+n=$((per * devices))
+echo "mqtt.sh: publishing $n messages ($devices devices x $per) at QoS 1 to mosquitto on $port"
+t0=$(now_ms)
+for d in $(seq "$devices"); do
+  awk -v per="$per" 'BEGIN { for (s = 1; s <= per; s++)
+    printf "{\"seq\":%d,\"ts\":%d,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}\n", s, 1732590000000 + s }' \
+    | mosquitto_pub -p "$port" -q 1 -t "telemetry/d$d/readings" -l &
+  [ $((d % 8)) = 0 ] && wait
+done
+wait
+echo "mqtt.sh: published in $(($(now_ms) - t0)) ms"
+
+# mosquitto_sub: the broker's rate to a subscriber that only acknowledges.
+t0=$(now_ms)
+mosquitto_sub -p "$port" -q 1 -c -i bench-sub -t "$topic" -C "$n" >/dev/null
+sub_ms=$(($(now_ms) - t0))
+
+# telegate: from its start to the last reading committed.
+t0=$(now_ms)
+"$telegate" serve --listen-devices 127.0.0.1:0 --listen-http 127.0.0.1:0 --db "$work/bench.db" --storage "$storage" \
+  --mqtt "mqtt://127.0.0.1:$port" --mqtt-client-id bench-telegate --mqtt-inflight "$inflight" \
+  --health-interval-ms 0 >"$work/serve.log" 2>&1 &
+serve=$!
+pids+=($serve)
+http=
+for _ in $(seq 1000); do
+  http=$(grep -o '/metrics on http://127.0.0.1:[0-9]*' "$work/serve.log" | grep -o '[0-9]*$' || true)
+  [ -n "$http" ] && break
+  sleep 0.01
+done
+stored=0
+for _ in $(seq 60000); do
+  stored=$(curl -s "http://127.0.0.1:$http/metrics" | awk '$1 == "telegate_readings_stored_total" { print $2 }')
+  [ "${stored:-0}" -ge "$n" ] && break
+  sleep 0.01
+done
+tg_ms=$(($(now_ms) - t0))
+kill -TERM "$serve"
+wait "$serve" || true
+[ "${stored:-0}" -ge "$n" ] || { echo "mqtt.sh: telegate stored $stored of $n" >&2; tail "$work/serve.log" >&2; exit 1; }
+
+rate() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%.0f", n / (ms / 1000) }'; }
+sub_rate=$(rate "$n" "$sub_ms")
+tg_rate=$(rate "$n" "$tg_ms")
+printf '%-34s %10s %10s\n' "" "ms" "msg/s"
+printf '%-34s %10d %10s\n' "mosquitto_sub -q 1 (the broker)" "$sub_ms" "$sub_rate"
+printf '%-34s %10d %10s\n' "telegate serve ($storage, committed)" "$tg_ms" "$tg_rate"
+awk -v a="$tg_rate" -v b="$sub_rate" 'BEGIN { printf "telegate / mosquitto_sub: %.2f\n", a / b }'
