@@ -44,7 +44,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -73,13 +73,18 @@ per=$((n / devices))
 n=$((per * devices))
 echo "mqtt.sh: publishing $n messages ($devices devices x $per) at QoS 1 to mosquitto on $port"
 t0=$(now_ms)
+publishers=()
 for d in $(seq "$devices"); do
   awk -v per="$per" 'BEGIN { for (s = 1; s <= per; s++)
     printf "{\"seq\":%d,\"ts\":%d,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}\n", s, 1732590000000 + s }' \
     | mosquitto_pub -p "$port" -q 1 -t "telemetry/d$d/readings" -l &
-  [ $((d % 8)) = 0 ] && wait
+  publishers+=($!)
+  if [ ${#publishers[@]} = 8 ]; then
+    wait "${publishers[@]}"
+    publishers=()
+  fi
 done
-wait
+[ ${#publishers[@]} = 0 ] || wait "${publishers[@]}"
 echo "mqtt.sh: published in $(($(now_ms) - t0)) ms"
 
 # mosquitto_sub: the broker's rate to a subscriber that only acknowledges.
