@@ -220,7 +220,7 @@ START_TEST(test_serve_mqtt_publishers_all_stored) {
   run(PYTHON " %s %d paho-1 %d", path, b.port, N);
   /* another device in the payload than in the topic */
   run("mosquitto_pub -p %d -q 1 -t telemetry/pub-1/readings -m "
-      "'{\"device\":\"pub-2\",\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
+      "'{\"device\":\"pub-2\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
       b.port);
   wait_metric(&serve, "telegate_readings_stored_total", 2 * N);
   /* every message acknowledged: mosquitto_pub's N, paho's N/2, the refused one */
@@ -275,7 +275,7 @@ START_TEST(test_serve_mqtt_backpressure_kill_redelivery) {
    * published now comes after all of them. */
   wait_metric(&serve, "telegate_mqtt_connected", 1);
   run("mosquitto_pub -p %d -q 1 -t telemetry/last/readings -m "
-      "'{\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
+      "'{\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
       b.port);
   wait_metric(&serve, "telegate_devices_known", 2);
   int64_t messages = wait_metric(&serve, "telegate_mqtt_messages_total", 1);
@@ -308,7 +308,7 @@ START_TEST(test_serve_mqtt_broker_restart_and_refusal) {
   wait_metric(&serve, "telegate_mqtt_connects_total", 2);
   wait_metric(&serve, "telegate_mqtt_connected", 1);
   run("mosquitto_pub -p %d -q 1 -t telemetry/after/readings -m "
-      "'{\"seq\":1,\"ts\":1,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
+      "'{\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
       b.port);
   wait_metric(&serve, "telegate_readings_stored_total", 1);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);

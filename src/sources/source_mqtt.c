@@ -324,6 +324,19 @@ static int seq_admit(mqtt_source *m, uint32_t index, uint64_t seq) {
   return registry_seq_admit(m->reg, index, seq, window);
 }
 
+/* A seq for a reading that came without one (registry.h), as
+ * source_tcp.c numbers it: the stored mark looked up first, once a run.
+ * Returns 0 or SERVE_BAD_STORAGE_UNAVAILABLE. */
+static int seq_number(mqtt_source *m, uint32_t index, uint64_t *seq) {
+  if (registry_seq_unlooked(m->reg, index)) {
+    storage_mark_args a = {.db = m->db, .device = index};
+    if (a.db && tg_blocking_run(storage_mark_get_call, &a) != 0) return SERVE_BAD_STORAGE_UNAVAILABLE;
+    registry_seq_stored(m->reg, index, a.found, a.seq, SERVE_LIMIT(m->limits, seq_window));
+  }
+  *seq = registry_seq_next(m->reg, index);
+  return 0;
+}
+
 /* One line of a payload, for device id (NUL-terminated). Returns 0 with
  * *index and *seq set when a reading went on, 1 when there was none (a
  * blank line, or refused), END_PIPELINE. */
@@ -356,9 +369,17 @@ static int on_line(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, cons
     refuse(m, p, line_no, SERVE_BAD_TOO_MANY_DEVICES);
     return 1;
   }
-  if (seq_admit(m, *index, msg.reading.seq) != 0) {
-    refuse(m, p, line_no, SERVE_BAD_SEQ_OUT_OF_WINDOW);
-    return 1;
+  if (msg.reading.seq == READING_SEQ_NONE) {
+    if ((r = seq_number(m, *index, &msg.reading.seq)) != 0) {
+      refuse(m, p, line_no, r);
+      return 1;
+    }
+  } else {
+    if (seq_admit(m, *index, msg.reading.seq) != 0) {
+      refuse(m, p, line_no, SERVE_BAD_SEQ_OUT_OF_WINDOW);
+      return 1;
+    }
+    registry_seq_seen(m->reg, *index, msg.reading.seq, msg.reading.ts_ms);
   }
   const device_entry *d = registry_entry(m->reg, *index);
   if (atomic_load_explicit(&((device_entry *)d)->conn, memory_order_relaxed) != &m->rc)
