@@ -76,7 +76,7 @@ t0=$(now_ms)
 publishers=()
 for d in $(seq "$devices"); do
   awk -v per="$per" 'BEGIN { for (s = 1; s <= per; s++)
-    printf "{\"seq\":%d,\"ts\":%d,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}\n", s, 1732590000000 + s }' \
+    printf "{\"seq\":%d,\"ts\":%.0f,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}\n", s, 1732590000000 + s }' \
     | mosquitto_pub -p "$port" -q 1 -t "telemetry/d$d/readings" -l &
   publishers+=($!)
   if [ ${#publishers[@]} = 8 ]; then
@@ -105,16 +105,18 @@ for _ in $(seq 1000); do
   [ -n "$http" ] && break
   sleep 0.01
 done
-stored=0
+stored=0 acked=0
 for _ in $(seq 60000); do
-  stored=$(curl -s "http://127.0.0.1:$http/metrics" | awk '$1 == "telegate_readings_stored_total" { print $2 }')
-  [ "${stored:-0}" -ge "$n" ] && break
+  read -r stored acked < <(curl -s "http://127.0.0.1:$http/metrics" |
+    awk '$1 == "telegate_readings_stored_total" { s = $2 } $1 == "telegate_mqtt_acks_total" { a = $2 }
+         END { print s + 0, a + 0 }')
+  [ "$stored" -ge "$n" ] || [ "$acked" -ge "$n" ] && break
   sleep 0.01
 done
 tg_ms=$(($(now_ms) - t0))
 kill -TERM "$serve"
 wait "$serve" || true
-[ "${stored:-0}" -ge "$n" ] || { echo "mqtt.sh: telegate stored $stored of $n" >&2; tail "$work/serve.log" >&2; exit 1; }
+[ "$stored" -ge "$n" ] || { echo "mqtt.sh: telegate stored $stored of $n ($acked acknowledged)" >&2; tail "$work/serve.log" >&2; exit 1; }
 
 rate() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%.0f", n / (ms / 1000) }'; }
 sub_rate=$(rate "$n" "$sub_ms")

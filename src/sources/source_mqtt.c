@@ -71,7 +71,7 @@ typedef struct mqtt_source {
   char client_id[CLIENT_ID_MAX];
   char *password; /* NULL: none */
   size_t password_len;
-  registry_conn rc;
+  registry_conn rc; /* the current session's: a new one each session */
   tg_notify *acks_ready;
   inflight *fifo;
   uint32_t cap, head, len;
@@ -673,7 +673,13 @@ static void session_close(mqtt_source *m) {
   out_flush(m);
 }
 
+/* Ends a session: its devices are no longer connected (a new session is
+ * a new registry connection), and what it had not acknowledged the
+ * broker sends again. */
 static void session_end(mqtt_source *m) {
+  registry_detach_all(m->reg, &m->rc);
+  m->rc = (registry_conn){0};
+  registry_hello(m->reg, &m->rc, 0, m->acks_ready);
   if (m->sock) tg_tcp_close(m->sock);
   m->sock = NULL;
   m->head = m->len = 0;
