@@ -69,11 +69,16 @@ END_TEST
 START_TEST(test_mqtt_encode_connect) {
   uint8_t buf[128];
   /* 3.1.1 figure 3.1-3.6: protocol name, level 4, flags, keepalive */
-  mqtt_connect c = {.client_id = "tg", .keepalive_s = 60, .clean_session = 0};
+  mqtt_connect c = {.version = MQTT_V311, .client_id = "tg", .keepalive_s = 60, .clean_session = 0};
   static const uint8_t plain[] = {0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x00, 0, 60, 0, 2, 't', 'g'};
   ck_assert_int_eq(mqtt_encode_connect(buf, sizeof buf, &c), (int)sizeof plain);
   ck_assert_mem_eq(buf, plain, sizeof plain);
-  c = (mqtt_connect){.client_id = "tg", .username = "u", .password = "p\0w", .password_len = 3, .clean_session = 1};
+  c = (mqtt_connect){.version = MQTT_V311,
+                     .client_id = "tg",
+                     .username = "u",
+                     .password = "p\0w",
+                     .password_len = 3,
+                     .clean_session = 1};
   static const uint8_t auth[] = {0x10, 22, 0,   4,   'M', 'Q', 'T', 'T', 4, 0xc2, 0, 0,
                                  0,    2,  't', 'g', 0,   1,   'u', 0,   3, 'p',  0, 'w'};
   ck_assert_int_eq(mqtt_encode_connect(buf, sizeof buf, &c), (int)sizeof auth);
@@ -84,7 +89,7 @@ START_TEST(test_mqtt_encode_connect) {
   /* a long client id: a two-byte remaining length */
   static char id[201];
   memset(id, 'a', 200);
-  c = (mqtt_connect){.client_id = id};
+  c = (mqtt_connect){.version = MQTT_V311, .client_id = id};
   static uint8_t big[300];
   int n = mqtt_encode_connect(big, sizeof big, &c);
   ck_assert_int_eq(n, 3 + 10 + 2 + 200);
@@ -92,6 +97,19 @@ START_TEST(test_mqtt_encode_connect) {
   ck_assert_uint_eq(big[2], 1);
   ck_assert_uint_eq(big[3 + 10], 0);
   ck_assert_uint_eq(big[3 + 11], 200);
+  /* 5: level 5, properties Session Expiry Interval and Receive Maximum (5 3.1.2.11) */
+  c = (mqtt_connect){
+      .version = MQTT_V5, .client_id = "tg", .keepalive_s = 30, .receive_max = 2000, .session_expiry_s = 0xffffffff};
+  static const uint8_t v5[] = {0x10, 23,   0,    4,    'M',  'Q',  'T',  'T',  5, 0x00, 0,   30, 8,
+                               0x11, 0xff, 0xff, 0xff, 0xff, 0x21, 0x07, 0xd0, 0, 2,    't', 'g'};
+  ck_assert_int_eq(mqtt_encode_connect(buf, sizeof buf, &c), (int)sizeof v5);
+  ck_assert_mem_eq(buf, v5, sizeof v5);
+  c.receive_max = 0;
+  c.session_expiry_s = 0; /* no property: an empty list */
+  ck_assert_int_eq(mqtt_encode_connect(buf, sizeof buf, &c), 17);
+  ck_assert_uint_eq(buf[12], 0);
+  c.version = 3;
+  ck_assert_int_eq(mqtt_encode_connect(buf, sizeof buf, &c), -EINVAL);
 }
 END_TEST
 
@@ -99,11 +117,14 @@ START_TEST(test_mqtt_encode_small_packets) {
   uint8_t buf[64];
   const char *filters[] = {"a/+/b", "c/+"};
   static const uint8_t sub[] = {0x82, 16, 0x12, 0x34, 0, 5, 'a', '/', '+', '/', 'b', 1, 0, 3, 'c', '/', '+', 1};
-  ck_assert_int_eq(mqtt_encode_subscribe(buf, sizeof buf, 0x1234, filters, 2, 1), (int)sizeof sub);
+  ck_assert_int_eq(mqtt_encode_subscribe(buf, sizeof buf, MQTT_V311, 0x1234, filters, 2, 1), (int)sizeof sub);
   ck_assert_mem_eq(buf, sub, sizeof sub);
-  ck_assert_int_eq(mqtt_encode_subscribe(buf, sizeof buf, 0, filters, 2, 1), -EINVAL);
-  ck_assert_int_eq(mqtt_encode_subscribe(buf, sizeof buf, 1, filters, 0, 1), -EINVAL);
-  ck_assert_int_eq(mqtt_encode_subscribe(buf, 10, 1, filters, 2, 1), -ENOSPC);
+  ck_assert_int_eq(mqtt_encode_subscribe(buf, sizeof buf, MQTT_V311, 0, filters, 2, 1), -EINVAL);
+  ck_assert_int_eq(mqtt_encode_subscribe(buf, sizeof buf, MQTT_V311, 1, filters, 0, 1), -EINVAL);
+  ck_assert_int_eq(mqtt_encode_subscribe(buf, 10, MQTT_V311, 1, filters, 2, 1), -ENOSPC);
+  /* 5: an empty property list after the packet id */
+  ck_assert_int_eq(mqtt_encode_subscribe(buf, sizeof buf, MQTT_V5, 0x1234, filters, 1, 1), 13);
+  ck_assert_mem_eq(buf, ((const uint8_t[]){0x82, 11, 0x12, 0x34, 0, 0, 5, 'a', '/', '+', '/', 'b', 1}), 13);
   static const uint8_t puback[] = {0x40, 2, 0xbe, 0xef};
   ck_assert_int_eq(mqtt_encode_puback(buf, sizeof buf, 0xbeef), 4);
   ck_assert_mem_eq(buf, puback, 4);
@@ -118,36 +139,78 @@ START_TEST(test_mqtt_encode_small_packets) {
 END_TEST
 
 START_TEST(test_mqtt_decode_connack_suback) {
-  int sp, code;
+  mqtt_connack c;
   uint8_t *b = exact((const uint8_t[]){0x01, 0x00}, 2);
-  ck_assert_int_eq(mqtt_decode_connack(0, b, 2, &sp, &code), 0);
-  ck_assert_int_eq(sp, 1);
-  ck_assert_int_eq(code, 0);
-  ck_assert_int_eq(mqtt_decode_connack(1, b, 2, &sp, &code), -EBADMSG); /* reserved flags */
-  ck_assert_int_eq(mqtt_decode_connack(0, b, 1, &sp, &code), -EBADMSG); /* truncated */
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V311, 0, b, 2, &c), 0);
+  ck_assert_int_eq(c.session_present, 1);
+  ck_assert_int_eq(c.code, 0);
+  ck_assert_int_eq(c.server_keepalive_s, -1);
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V311, 1, b, 2, &c), -EBADMSG); /* reserved flags */
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V311, 0, b, 1, &c), -EBADMSG); /* truncated */
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V5, 0, b, 2, &c), -EBADMSG);   /* 5 accepts with properties */
   free(b);
   b = exact((const uint8_t[]){0x02, 0x05}, 2); /* reserved bits of the acknowledge flags */
-  ck_assert_int_eq(mqtt_decode_connack(0, b, 2, &sp, &code), -EBADMSG);
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V311, 0, b, 2, &c), -EBADMSG);
   free(b);
   b = exact((const uint8_t[]){0x00, 0x04}, 2);
-  ck_assert_int_eq(mqtt_decode_connack(0, b, 2, &sp, &code), 0);
-  ck_assert_int_eq(code, MQTT_CONNACK_BAD_CREDENTIALS);
-  ck_assert_str_eq(mqtt_connack_text(code), "bad user name or password");
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V311, 0, b, 2, &c), 0);
+  ck_assert_int_eq(c.code, MQTT_CONNACK_BAD_CREDENTIALS);
+  ck_assert_str_eq(mqtt_connack_text(c.code), "bad user name or password");
+  free(b);
+  /* a 3.1.1 broker refusing a 5 CONNECT: its 2-byte CONNACK, code 1 */
+  b = exact((const uint8_t[]){0x00, 0x01}, 2);
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V5, 0, b, 2, &c), 0);
+  ck_assert(mqtt_connack_version_refused(c.code));
+  free(b);
+  ck_assert(mqtt_connack_version_refused(0x84));
+  ck_assert(!mqtt_connack_version_refused(0x86));
+  ck_assert_str_eq(mqtt_connack_text(0x87), "not authorized");
+  /* 5: properties - Receive Maximum, a reason string, a user property, Server Keep Alive */
+  static const uint8_t props[] = {0x00, 0x00, 18, 0x21, 0x00, 0x10, 0x1f, 0,    2, 'o', 'k',
+                                  0x26, 0,    1,  'k',  0,    1,    'v',  0x13, 0, 10};
+  b = exact(props, sizeof props);
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V5, 0, b, sizeof props, &c), 0);
+  ck_assert_int_eq(c.server_keepalive_s, 10);
+  for (size_t n = 3; n < sizeof props; n++) /* every cut: the property list runs past the packet */
+    ck_assert_int_eq(mqtt_decode_connack(MQTT_V5, 0, b, n, &c), -EBADMSG);
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V311, 0, b, sizeof props, &c), -EBADMSG);
+  free(b);
+  static const uint8_t unknown[] = {0x00, 0x00, 2, 0x7f, 0x00}; /* an identifier 5 does not define */
+  b = exact(unknown, sizeof unknown);
+  ck_assert_int_eq(mqtt_decode_connack(MQTT_V5, 0, b, sizeof unknown, &c), -EBADMSG);
   free(b);
 
   uint16_t id;
   uint8_t codes[4];
   b = exact((const uint8_t[]){0x00, 0x07, 0x01, 0x80}, 4);
-  ck_assert_int_eq(mqtt_decode_suback(0, b, 4, &id, codes, 4), 2);
+  ck_assert_int_eq(mqtt_decode_suback(MQTT_V311, 0, b, 4, &id, codes, 4), 2);
   ck_assert_uint_eq(id, 7);
   ck_assert_uint_eq(codes[0], 1);
   ck_assert_uint_eq(codes[1], 0x80);
-  ck_assert_int_eq(mqtt_decode_suback(0, b, 4, &id, codes, 1), 2);        /* more codes than room: counted */
-  ck_assert_int_eq(mqtt_decode_suback(0, b, 2, &id, codes, 4), -EBADMSG); /* no code */
-  ck_assert_int_eq(mqtt_decode_suback(2, b, 4, &id, codes, 4), -EBADMSG);
+  ck_assert_int_eq(mqtt_decode_suback(MQTT_V311, 0, b, 4, &id, codes, 1), 2);        /* more codes than room: counted */
+  ck_assert_int_eq(mqtt_decode_suback(MQTT_V311, 0, b, 2, &id, codes, 4), -EBADMSG); /* no code */
+  ck_assert_int_eq(mqtt_decode_suback(MQTT_V311, 2, b, 4, &id, codes, 4), -EBADMSG);
   free(b);
   b = exact((const uint8_t[]){0x00, 0x07, 0x03}, 3); /* not a QoS nor 0x80 */
-  ck_assert_int_eq(mqtt_decode_suback(0, b, 3, &id, codes, 4), -EBADMSG);
+  ck_assert_int_eq(mqtt_decode_suback(MQTT_V311, 0, b, 3, &id, codes, 4), -EBADMSG);
+  free(b);
+  /* 5: properties before the codes, and reason codes 0x80 and up */
+  static const uint8_t sub5[] = {0x00, 0x07, 5, 0x1f, 0, 2, 'n', 'o', 0x01, 0x87};
+  b = exact(sub5, sizeof sub5);
+  ck_assert_int_eq(mqtt_decode_suback(MQTT_V5, 0, b, sizeof sub5, &id, codes, 4), 2);
+  ck_assert_uint_eq(codes[0], 1);
+  ck_assert_uint_eq(codes[1], 0x87);
+  ck_assert_int_eq(mqtt_decode_suback(MQTT_V5, 0, b, 8, &id, codes, 4), -EBADMSG); /* no code after them */
+  ck_assert_int_eq(mqtt_decode_suback(MQTT_V5, 0, b, 6, &id, codes, 4), -EBADMSG); /* cut inside them */
+  free(b);
+  int reason;
+  b = exact((const uint8_t[]){0x8e, 0x00}, 2);
+  ck_assert_int_eq(mqtt_decode_disconnect(0, b, 0, &reason), 0);
+  ck_assert_int_eq(reason, 0);
+  ck_assert_int_eq(mqtt_decode_disconnect(0, b, 1, &reason), 0);
+  ck_assert_int_eq(reason, 0x8e);
+  ck_assert_int_eq(mqtt_decode_disconnect(0, b, 2, &reason), 0);
+  ck_assert_int_eq(mqtt_decode_disconnect(1, b, 2, &reason), -EBADMSG);
   free(b);
   ck_assert_int_eq(mqtt_decode_empty(0, 0), 0);
   ck_assert_int_eq(mqtt_decode_empty(1, 0), -EBADMSG);
@@ -160,7 +223,7 @@ START_TEST(test_mqtt_decode_publish) {
   static const uint8_t body[] = {0, 3, 't', '/', '7', 0, 9, 'h', 'i'};
   uint8_t *b = exact(body, sizeof body);
   mqtt_publish p;
-  ck_assert_int_eq(mqtt_decode_publish(0x0a, b, sizeof body, &p), 0);
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V311, 0x0a, b, sizeof body, &p), 0);
   ck_assert_uint_eq(p.qos, 1);
   ck_assert_uint_eq(p.dup, 1);
   ck_assert_uint_eq(p.retain, 0);
@@ -170,37 +233,46 @@ START_TEST(test_mqtt_decode_publish) {
   ck_assert_uint_eq(p.payload_len, 2);
   ck_assert_mem_eq(p.payload, "hi", 2);
   /* QoS 0: no packet id, the payload is the rest */
-  ck_assert_int_eq(mqtt_decode_publish(0x01, b, sizeof body, &p), 0);
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V311, 0x01, b, sizeof body, &p), 0);
   ck_assert_uint_eq(p.packet_id, 0);
   ck_assert_uint_eq(p.retain, 1);
   ck_assert_uint_eq(p.payload_len, 4);
   /* every truncation of the header is malformed; of the payload, shorter */
   for (size_t n = 0; n < 7; n++) {
     uint8_t *cut = exact(body, n);
-    ck_assert_int_eq(mqtt_decode_publish(0x02, cut, n, &p), -EBADMSG);
+    ck_assert_int_eq(mqtt_decode_publish(MQTT_V311, 0x02, cut, n, &p), -EBADMSG);
     int start = mqtt_decode_publish_start(0x02, cut, n, &p);
     ck_assert_int_eq(start, 1); /* the start of a long one: wait for more */
     free(cut);
   }
   ck_assert_int_eq(mqtt_decode_publish_start(0x02, b, 7, &p), 0);
   ck_assert_uint_eq(p.packet_id, 9);
-  ck_assert_int_eq(mqtt_decode_publish(0x06, b, sizeof body, &p), -EBADMSG); /* QoS 3 */
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V311, 0x06, b, sizeof body, &p), -EBADMSG); /* QoS 3 */
   free(b);
   static const uint8_t zero_id[] = {0, 1, 't', 0, 0};
   b = exact(zero_id, sizeof zero_id);
-  ck_assert_int_eq(mqtt_decode_publish(0x02, b, sizeof zero_id, &p), -EBADMSG);
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V311, 0x02, b, sizeof zero_id, &p), -EBADMSG);
   free(b);
   static const uint8_t empty_topic[] = {0, 0, 0, 1};
   b = exact(empty_topic, sizeof empty_topic);
-  ck_assert_int_eq(mqtt_decode_publish(0x02, b, sizeof empty_topic, &p), -EBADMSG);
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V311, 0x02, b, sizeof empty_topic, &p), -EBADMSG);
   free(b);
   static const uint8_t wild[] = {0, 3, 't', '/', '+', 0, 1};
   b = exact(wild, sizeof wild);
-  ck_assert_int_eq(mqtt_decode_publish(0x02, b, sizeof wild, &p), -EBADMSG);
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V311, 0x02, b, sizeof wild, &p), -EBADMSG);
+  free(b);
+  /* 5: properties between the packet id and the payload */
+  static const uint8_t body5[] = {0, 1, 't', 0, 9, 3, 0x01, 0x01, 0x23, 'h', 'i'};
+  b = exact(body5, sizeof body5);
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V5, 0x02, b, sizeof body5, &p), 0);
+  ck_assert_uint_eq(p.payload_len, 2);
+  ck_assert_mem_eq(p.payload, "hi", 2);
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V5, 0x02, b, 7, &p), -EBADMSG); /* the properties cut */
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V5, 0x02, b, 5, &p), -EBADMSG); /* no property length */
   free(b);
   static const uint8_t long_topic[] = {0xff, 0xff, 't'}; /* a topic length past the packet */
   b = exact(long_topic, sizeof long_topic);
-  ck_assert_int_eq(mqtt_decode_publish(0x00, b, sizeof long_topic, &p), -EBADMSG);
+  ck_assert_int_eq(mqtt_decode_publish(MQTT_V311, 0x00, b, sizeof long_topic, &p), -EBADMSG);
   free(b);
 }
 END_TEST
@@ -223,16 +295,20 @@ START_TEST(test_mqtt_random_bytes) {
       ck_assert_uint_le((size_t)f.head + f.body, n);
       const uint8_t *body = b + f.head;
       mqtt_publish p;
-      int sp, code;
+      mqtt_connack c;
       uint16_t id;
       uint8_t codes[4];
-      if (mqtt_decode_publish(f.flags, body, f.body, &p) == 0) {
-        ck_assert_ptr_eq(p.payload + p.payload_len, body + f.body);
-        ck_assert(p.qos == 0 || p.packet_id != 0);
+      int reason;
+      for (int v = MQTT_V311; v <= MQTT_V5; v++) {
+        if (mqtt_decode_publish(v, f.flags, body, f.body, &p) == 0) {
+          ck_assert_ptr_eq(p.payload + p.payload_len, body + f.body);
+          ck_assert(p.qos == 0 || p.packet_id != 0);
+        }
+        mqtt_decode_connack(v, f.flags, body, f.body, &c);
+        mqtt_decode_suback(v, f.flags, body, f.body, &id, codes, 4);
       }
       mqtt_decode_publish_start(f.flags, body, f.body, &p);
-      mqtt_decode_connack(f.flags, body, f.body, &sp, &code);
-      mqtt_decode_suback(f.flags, body, f.body, &id, codes, 4);
+      mqtt_decode_disconnect(f.flags, body, f.body, &reason);
     }
     free(b);
   }

@@ -11,15 +11,22 @@
  *   broker holds the rest; serve is killed mid-stream and started again
  *   on the same database and client id: the broker sends what was not
  *   acknowledged again (DUP) and every reading is stored exactly once.
- * - the broker stopped and started again: serve says it is disconnected,
- *   reconnects with its backoff, and goes on storing; a broker that
- *   refuses its credentials is retried, and shown disconnected.
+ * - the broker stopped and started again (over MQTT 3.1.1): serve says it
+ *   is disconnected, reconnects with its backoff, and goes on storing; a
+ *   broker that refuses its credentials is retried, and shown
+ *   disconnected.
+ * - a broker that speaks 3.1.1 only (a fake one in a thread: mosquitto
+ *   speaks both) refuses the MQTT 5 CONNECT, and serve goes on in 3.1.1.
+ *
+ * The broker keeps its default window for 3.1.1 clients, 20 messages:
+ * over MQTT 5 telegate's own (--mqtt-inflight) replaces it.
  *
  * Progress is read from serve's /metrics (the database is read only once
  * serve is down); every wait is bounded and on its condition. */
 #include "test-serve-process.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 
 #define PYTHON "/usr/bin/python3" /* Debian's, where python3-paho-mqtt is */
@@ -51,19 +58,19 @@ static int port_open(int port) {
   return ok;
 }
 
-/* mosquitto.conf in d: a persistent broker with no window of its own
- * (max_inflight_messages 0) and no cap on what it queues for a session
- * (max_queued_messages 0), so that telegate's --mqtt-inflight is the
- * window and nothing is dropped while telegate is away; `extra` lines
- * are appended. */
+/* mosquitto.conf in d: a persistent broker with no cap on what it queues
+ * for a session (max_queued_messages 0), so that nothing is dropped while
+ * telegate is away, and its default window for 3.1.1 clients
+ * (max_inflight_messages 20), which MQTT 5's Receive Maximum replaces;
+ * `extra` lines are appended. */
 static void broker_init(proc_dir *d, broker *b, const char *extra) {
   b->port = free_port();
   snprintf(b->conf, sizeof b->conf, "%s/mosquitto.conf", d->path);
   FILE *f = fopen(b->conf, "w");
   ck_assert_ptr_nonnull(f);
   fprintf(f,
-          "listener %d 127.0.0.1\npersistence true\npersistence_location %s/\nmax_inflight_messages 0\n"
-          "max_queued_messages 0\nlog_dest stdout\n%s%s",
+          "listener %d 127.0.0.1\npersistence true\npersistence_location %s/\nmax_queued_messages 0\n"
+          "log_dest stdout\n%s%s",
           b->port, d->path, extra ? extra : "allow_anonymous true\n",
           geteuid() == 0 ? "user root\n" : ""); /* run as root it would drop to a user that cannot read d */
   fclose(f);
@@ -296,7 +303,7 @@ START_TEST(test_serve_mqtt_broker_restart_and_refusal) {
   broker_init(&d, &b, NULL);
   broker_start(&d, &b);
   proc serve;
-  serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--batch-age-ms", "50", NULL});
+  serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--batch-age-ms", "50", "--mqtt-version", "3.1.1", NULL});
   wait_metric(&serve, "telegate_mqtt_connected", 1);
   ck_assert_int_eq(proc_signal_wait(&b.p, SIGTERM), 0);
   int64_t down = 1;
@@ -343,10 +350,108 @@ START_TEST(test_serve_mqtt_broker_restart_and_refusal) {
 }
 END_TEST
 
+/* A broker that speaks 3.1.1 only: it answers a CONNECT of level 5 with
+ * 3.1.1's "unacceptable protocol version" and closes; a level 4 one is
+ * accepted and its SUBSCRIBE granted, then it waits for the end. */
+typedef struct fake_broker {
+  int listener, port;
+  int levels[4]; /* the protocol level of each CONNECT */
+  int connects;
+} fake_broker;
+
+static int read_exact(int fd, uint8_t *buf, size_t n) {
+  for (size_t got = 0; got < n;) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+/* One packet's first byte and body (at most cap bytes); -1 at the end. */
+static int read_packet(int fd, uint8_t *first, uint8_t *body, size_t cap) {
+  uint8_t b;
+  if (read_exact(fd, first, 1) != 0) return -1;
+  size_t len = 0;
+  for (int shift = 0;; shift += 7) {
+    if (read_exact(fd, &b, 1) != 0) return -1;
+    len |= (size_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) break;
+  }
+  return len <= cap && read_exact(fd, body, len) == 0 ? (int)len : -1;
+}
+
+static void *fake_broker_run(void *arg) {
+  fake_broker *f = arg;
+  for (int i = 0; i < 2; i++) {
+    int fd = accept(f->listener, NULL, NULL);
+    if (fd < 0) return NULL;
+    uint8_t first, body[512];
+    if (read_packet(fd, &first, body, sizeof body) < 7 || first != 0x10) {
+      close(fd);
+      return NULL;
+    }
+    int level = body[6]; /* after the protocol name "MQTT" */
+    f->levels[f->connects++] = level;
+    static const uint8_t refused[] = {0x20, 2, 0, 1}, accepted[] = {0x20, 2, 0, 0};
+    if (level != 4) {
+      ssize_t w = write(fd, refused, sizeof refused); /* no assertion off the test's thread */
+      (void)w;
+      close(fd);
+      continue;
+    }
+    int n = write(fd, accepted, sizeof accepted) == (ssize_t)sizeof accepted
+                ? read_packet(fd, &first, body, sizeof body)
+                : -1;
+    if (n >= 2 && first == 0x82) {
+      uint8_t suback[] = {0x90, 3, body[0], body[1], 1};
+      if (write(fd, suback, sizeof suback) != (ssize_t)sizeof suback) n = -1;
+    }
+    while (read_packet(fd, &first, body, sizeof body) >= 0) { /* pings, until serve ends */
+      static const uint8_t pong[] = {0xd0, 0};
+      if (first == 0xc0 && write(fd, pong, sizeof pong) != (ssize_t)sizeof pong) break;
+    }
+    close(fd);
+  }
+  return NULL;
+}
+
+START_TEST(test_serve_mqtt_falls_back_to_311) {
+  proc_dir d;
+  proc_dir_init(&d);
+  fake_broker f = {0};
+  f.listener = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(bind(f.listener, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  ck_assert_int_eq(getsockname(f.listener, (struct sockaddr *)&a, &len), 0);
+  ck_assert_int_eq(listen(f.listener, 4), 0);
+  broker b = {.port = ntohs(a.sin_port)};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, fake_broker_run, &f), 0);
+  proc serve;
+  serve_mqtt_start(&d, &serve, &b, NULL);
+  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connect_failures_total"), 1);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  pthread_join(t, NULL);
+  close(f.listener);
+  ck_assert_int_eq(f.connects, 2);
+  ck_assert_int_eq(f.levels[0], 5);
+  ck_assert_int_eq(f.levels[1], 4);
+  char log[1 << 14];
+  proc_read_file(serve.out, log, sizeof log);
+  ck_assert_msg(strstr(log, "does not speak MQTT 5") && strstr(log, "MQTT 3.1.1: connected"), "log: %s", log);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("serve-mqtt");
   tg_test_add(s, "publishers_all_stored", test_serve_mqtt_publishers_all_stored, 300);
   tg_test_add(s, "backpressure_kill_redelivery", test_serve_mqtt_backpressure_kill_redelivery, 300);
   tg_test_add(s, "broker_restart_and_refusal", test_serve_mqtt_broker_restart_and_refusal, 300);
+  tg_test_add(s, "falls_back_to_311", test_serve_mqtt_falls_back_to_311, 300);
   return tg_test_main(s);
 }

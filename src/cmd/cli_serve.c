@@ -14,6 +14,7 @@ static const cli_word level_words[] = {
     {"error", LOG_ERROR}, {"warn", LOG_WARN}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}, {NULL, 0}};
 static const cli_word durability_words[] = {
     {"normal", STORAGE_DURABILITY_NORMAL}, {"full", STORAGE_DURABILITY_FULL}, {NULL, 0}};
+static const cli_word mqtt_version_words[] = {{"auto", 0}, {"5", 5}, {"3.1.1", 4}, {NULL, 0}};
 static const cli_word auth_words[] = {
     {"auto", SERVE_AUTH_AUTO}, {"none", SERVE_AUTH_NONE}, {"token", SERVE_AUTH_TOKEN}, {NULL, 0}};
 
@@ -104,6 +105,9 @@ static const cli_option options[] = {
     CLI_OPT_STRING(serve_config, "mqtt-username", mqtt_username, "NAME", "the MQTT user name (none)"),
     CLI_OPT_PATH(serve_config, "mqtt-password-file", mqtt_password_file,
                  "a file whose first line is the MQTT password (else $TELEGATE_MQTT_PASSWORD, else none)"),
+    CLI_OPT_ENUM(serve_config, "mqtt-version", mqtt_version, mqtt_version_words,
+                 "MQTT 5 tells the broker the window (--mqtt-inflight); auto: 5, and 3.1.1 with a broker that "
+                 "refuses 5 (auto)"),
     INT("mqtt-keepalive-s", mqtt_keepalive_s, 0, 65535,
         "MQTT keepalive: PINGREQ after this long without sending, the session dropped without PINGRESP; 0: none (30)"),
     INT("mqtt-inflight", mqtt_inflight, 1, 65535,

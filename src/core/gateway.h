@@ -52,9 +52,10 @@ typedef struct serve_config {
   const char *mqtt_client_id;     /* the broker keeps the session under it; NULL: "telegate-" + host name */
   const char *mqtt_username;      /* NULL: none */
   const char *mqtt_password_file; /* its first line is the password; NULL: $TELEGATE_MQTT_PASSWORD, or none */
-  int mqtt_keepalive_s;           /* PINGREQ when nothing was sent for this long; 0: none (30) */
-  int mqtt_inflight;              /* messages received and not yet acknowledged (PUBACK) at most (2000) */
-  int mqtt_max_packet_bytes;      /* a larger PUBLISH is refused as oversized, and acknowledged (65536) */
+  int mqtt_version;          /* 0: 5, falling back to 3.1.1 when the broker refuses 5; MQTT_V5; MQTT_V311 (mqtt.h) */
+  int mqtt_keepalive_s;      /* PINGREQ when nothing was sent for this long; 0: none (30) */
+  int mqtt_inflight;         /* messages received and not yet acknowledged (PUBACK) at most (2000) */
+  int mqtt_max_packet_bytes; /* a larger PUBLISH is refused as oversized, and acknowledged (65536) */
   /* pipeline */
   int workers;              /* libtg workers; connections are spread over them (1) */
   int telemetry_capacity;   /* connections -> aggregator mpsc, readings (4096) */

@@ -16,8 +16,17 @@
  * whether a whole packet is in a buffer, so a reader can take packets out
  * of a socket's buffer in place.
  *
- * The spec is OASIS MQTT Version 3.1.1 (2014); section numbers below are
- * its. */
+ * Versions: 3.1.1 (protocol level 4) and 5 (level 5), told apart by the
+ * `version` the encoders and decoders take. What 5 adds here is
+ * properties (a length, then identifier-value pairs, skipped on decoding
+ * except those named), the CONNECT's Receive Maximum - how many QoS 1
+ * messages the broker may send before an acknowledgement, which a 3.1.1
+ * client can only leave to the broker's configuration - and Session
+ * Expiry Interval, and reason codes in CONNACK, SUBACK and a broker's
+ * DISCONNECT.
+ *
+ * The specs are OASIS MQTT Version 3.1.1 (2014) and MQTT Version 5.0
+ * (2019); section numbers below are 3.1.1's unless they say 5. */
 #ifndef TELEGATE_MQTT_H
 #define TELEGATE_MQTT_H
 
@@ -44,6 +53,9 @@ typedef enum mqtt_type {
   MQTT_DISCONNECT = 14,
 } mqtt_type;
 
+/* Protocol levels (3.1.2.2). */
+enum { MQTT_V311 = 4, MQTT_V5 = 5 };
+
 /* A packet found by mqtt_frame. */
 typedef struct mqtt_frame_info {
   uint8_t type;  /* mqtt_type */
@@ -64,12 +76,16 @@ int mqtt_frame(const uint8_t *buf, size_t len, mqtt_frame_info *f);
 int mqtt_remaining_length_encode(uint8_t out[4], uint32_t n);
 
 typedef struct mqtt_connect {
+  int version;           /* MQTT_V311 or MQTT_V5 */
   const char *client_id; /* 1 .. 23 bytes of [0-9a-zA-Z] are what every broker must take; most take more */
   const char *username;  /* NULL: none */
   const char *password;  /* NULL: none (only with a username, 3.1.2.9) */
   size_t password_len;
   uint16_t keepalive_s; /* 0: none */
   int clean_session;    /* 0: the broker keeps the session (subscriptions, QoS 1 messages) while we are away */
+  /* 5 only */
+  uint16_t receive_max;      /* QoS 1 messages the broker may have unacknowledged; 0: the default, 65,535 */
+  uint32_t session_expiry_s; /* how long the broker keeps the session after a disconnect; 0xffffffff: for ever */
 } mqtt_connect;
 
 /* The encoders write one packet into buf and return its length, or
@@ -77,7 +93,8 @@ typedef struct mqtt_connect {
  * carry (a string over 65,535 bytes, a packet id of 0, no topic). */
 int mqtt_encode_connect(uint8_t *buf, size_t cap, const mqtt_connect *c);
 /* SUBSCRIBE of n filters, each at qos. */
-int mqtt_encode_subscribe(uint8_t *buf, size_t cap, uint16_t packet_id, const char *const *filters, int n, int qos);
+int mqtt_encode_subscribe(uint8_t *buf, size_t cap, int version, uint16_t packet_id, const char *const *filters, int n,
+                          int qos);
 int mqtt_encode_puback(uint8_t *buf, size_t cap, uint16_t packet_id);
 int mqtt_encode_pingreq(uint8_t *buf, size_t cap);
 int mqtt_encode_disconnect(uint8_t *buf, size_t cap);
@@ -92,14 +109,29 @@ enum {
   MQTT_CONNACK_NOT_AUTHORIZED = 5,
 };
 
-/* What a CONNACK return code means, in a few words. */
+/* What a CONNACK return code (3.1.1) or reason code (5, 0x80 and up)
+ * means, in a few words. */
 const char *mqtt_connack_text(int code);
+
+/* Whether a CONNACK code says the broker does not speak the version asked
+ * (3.1.1's 1, 5's 0x84): a 3.1.1 broker answers a version 5 CONNECT so. */
+int mqtt_connack_version_refused(int code);
 
 /* The decoders take a packet's flags and body as mqtt_frame found them
  * (body = buf + f.head, len = f.body). Each returns 0, or -EBADMSG for a
  * packet that breaks the spec: wrong reserved flags, a length that does
  * not match, a field running past the end. */
-int mqtt_decode_connack(uint8_t flags, const uint8_t *body, size_t len, int *session_present, int *code);
+typedef struct mqtt_connack {
+  int session_present;    /* the broker kept our session */
+  int code;               /* 0: accepted; see mqtt_connack_text */
+  int server_keepalive_s; /* 5: the keepalive the broker wants instead of ours; -1: none */
+} mqtt_connack;
+
+/* A CONNACK. With version 5 its properties are checked (each one known
+ * and within the packet) and Server Keep Alive is read; a 3.1.1-sized
+ * CONNACK refusing the connection is taken too (a 3.1.1 broker refusing
+ * version 5). */
+int mqtt_decode_connack(int version, uint8_t flags, const uint8_t *body, size_t len, mqtt_connack *c);
 
 typedef struct mqtt_publish {
   const char *topic; /* not NUL-terminated */
@@ -110,9 +142,10 @@ typedef struct mqtt_publish {
   uint8_t qos, dup, retain;
 } mqtt_publish;
 
-/* Also -EBADMSG for QoS 3, an empty topic, a topic holding a wildcard
- * ('+', '#') or a NUL, a packet id of 0. */
-int mqtt_decode_publish(uint8_t flags, const uint8_t *body, size_t len, mqtt_publish *p);
+/* Also -EBADMSG for QoS 3, an empty topic (5: a topic alias, which a
+ * client that allows none never gets), a topic holding a wildcard ('+',
+ * '#') or a NUL, a packet id of 0, properties running past the end. */
+int mqtt_decode_publish(int version, uint8_t flags, const uint8_t *body, size_t len, mqtt_publish *p);
 
 /* The start of a PUBLISH too large to hold: its topic and packet id from
  * the first bytes of its body (avail of them, the body being longer).
@@ -120,9 +153,14 @@ int mqtt_decode_publish(uint8_t flags, const uint8_t *body, size_t len, mqtt_pub
 int mqtt_decode_publish_start(uint8_t flags, const uint8_t *body, size_t avail, mqtt_publish *p);
 
 /* A SUBACK: its packet id, and up to cap return codes into codes (0, 1,
- * 2: the QoS granted; 0x80: refused). Returns how many codes the packet
+ * 2: the QoS granted; 0x80 and up: refused, with 5's reason). Returns how many codes the packet
  * holds (may be more than cap), or -EBADMSG. */
-int mqtt_decode_suback(uint8_t flags, const uint8_t *body, size_t len, uint16_t *packet_id, uint8_t *codes, int cap);
+int mqtt_decode_suback(int version, uint8_t flags, const uint8_t *body, size_t len, uint16_t *packet_id, uint8_t *codes,
+                       int cap);
+
+/* A broker's DISCONNECT (5 only: in 3.1.1 only a client sends one): its
+ * reason code (0 when the body is empty). */
+int mqtt_decode_disconnect(uint8_t flags, const uint8_t *body, size_t len, int *reason);
 
 /* A packet with no body and no flags: PINGRESP. */
 int mqtt_decode_empty(uint8_t flags, size_t len);

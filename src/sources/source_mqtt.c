@@ -69,7 +69,10 @@ typedef struct mqtt_source {
   const char **filters; /* NUL-terminated, each checked */
   int nfilters;
   char client_id[CLIENT_ID_MAX];
-  char *password; /* NULL: none */
+  int version;       /* MQTT_V5 or MQTT_V311: what the next session asks for */
+  int keepalive_s;   /* this session's: ours, or the broker's (5) */
+  int broker_reason; /* the reason code of the broker's DISCONNECT (5) */
+  char *password;    /* NULL: none */
   size_t password_len;
   registry_conn rc; /* the current session's: a new one each session */
   tg_notify *acks_ready;
@@ -95,7 +98,7 @@ typedef struct mqtt_source {
 } mqtt_source;
 
 /* How a session ends, besides the socket's and the pipeline's codes. */
-enum { END_SHUTDOWN = 1, END_PROTOCOL = 2, END_PING = 3, END_PIPELINE = 4 };
+enum { END_SHUTDOWN = 1, END_PROTOCOL = 2, END_PING = 3, END_PIPELINE = 4, END_BROKER = 5 };
 
 static const char *end_text(int r) {
   switch (r) {
@@ -103,6 +106,7 @@ static const char *end_text(int r) {
   case END_PROTOCOL: return "the broker broke the protocol";
   case END_PING: return "no PINGRESP within the keepalive";
   case END_PIPELINE: return "the pipeline closed";
+  case END_BROKER: return "the broker disconnected us";
   case TG_EOF: return "the broker closed the connection";
   default: return tg_strerror(r);
   }
@@ -445,18 +449,19 @@ static int on_packet(mqtt_source *m, const mqtt_frame_info *f, const uint8_t *bo
   switch (f->type) {
   case MQTT_PUBLISH: {
     mqtt_publish p;
-    if (mqtt_decode_publish(f->flags, body, f->body, &p) != 0 || p.qos > 1) return END_PROTOCOL;
+    if (mqtt_decode_publish(m->version, f->flags, body, f->body, &p) != 0 || p.qos > 1) return END_PROTOCOL;
     return on_publish(m, &p);
   }
   case MQTT_SUBACK: {
     uint16_t id;
     uint8_t codes[64];
-    int n = mqtt_decode_suback(f->flags, body, f->body, &id, codes, 64);
+    int n = mqtt_decode_suback(m->version, f->flags, body, f->body, &id, codes, 64);
     if (n < 0 || id != SUBSCRIBE_ID) return END_PROTOCOL;
     for (int i = 0; i < n && i < m->nfilters && i < 64; i++)
-      if (codes[i] == 0x80)
+      if (codes[i] >= 0x80)
         log_event(m->log, "❌", "mqtt", 0, "mqtt_subscribe_refused",
-                  "MQTT: the broker refused the subscription to %s (its ACL?): nothing comes from it", m->filters[i]);
+                  "MQTT: the broker refused the subscription to %s (%s; its ACL?): nothing comes from it",
+                  m->filters[i], codes[i] == 0x80 ? "refused" : mqtt_connack_text(codes[i]));
       else if (codes[i] == 0)
         log_event(m->log, "⚠️", "mqtt", 0, "mqtt_subscribe_qos0",
                   "MQTT: the broker granted %s at QoS 0 only: its messages are not redelivered if lost", m->filters[i]);
@@ -466,6 +471,10 @@ static int on_packet(mqtt_source *m, const mqtt_frame_info *f, const uint8_t *bo
     if (mqtt_decode_empty(f->flags, f->body) != 0) return END_PROTOCOL;
     m->pong_deadline_ns = 0;
     return 0;
+  case MQTT_DISCONNECT: /* 5: the broker says why it ends the session */
+    if (m->version != MQTT_V5 || mqtt_decode_disconnect(f->flags, body, f->body, &m->broker_reason) != 0)
+      return END_PROTOCOL;
+    return END_BROKER;
   default: return END_PROTOCOL; /* nothing else comes to a QoS 1 subscriber */
   }
 }
@@ -571,7 +580,12 @@ static int session_open(mqtt_source *m, int *session_present, char *why, size_t 
     return r;
   }
   tg_tcp_set_recv_buffer(m->sock, m->recv_buffer);
-  mqtt_connect c = {.client_id = m->client_id,
+  /* Clean session 0, and with 5 a session that never expires: the broker
+   * keeps it, as 3.1.1 does, until a session with clean start ends it. */
+  mqtt_connect c = {.version = m->version,
+                    .receive_max = (uint16_t)m->cap,
+                    .session_expiry_s = 0xffffffff,
+                    .client_id = m->client_id,
                     .username = m->cfg->mqtt_username,
                     .password = m->password,
                     .password_len = m->password_len,
@@ -590,20 +604,29 @@ static int session_open(mqtt_source *m, int *session_present, char *why, size_t 
   }
   m->out_len = 0;
   mqtt_frame_info f;
-  uint8_t body[8];
-  int code;
+  uint8_t body[1024]; /* a CONNACK's properties: a reason string, user properties */
+  mqtt_connack ack;
   r = read_first_packet(m, &f, body, sizeof body, deadline);
-  if (r == 0 && (f.type != MQTT_CONNACK || mqtt_decode_connack(f.flags, body, f.body, session_present, &code) != 0))
+  if (r == 0 && (f.type != MQTT_CONNACK || mqtt_decode_connack(m->version, f.flags, body, f.body, &ack) != 0))
     r = END_PROTOCOL;
   if (r != 0) {
     snprintf(why, whylen, "no CONNACK: %s", r == TG_ETIMEDOUT ? "timed out" : end_text(r));
     return r;
   }
-  if (code != MQTT_CONNACK_ACCEPTED) {
-    snprintf(why, whylen, "the broker refused the connection: %s (CONNACK %d)", mqtt_connack_text(code), code);
+  if (ack.code != MQTT_CONNACK_ACCEPTED) {
+    if (m->version == MQTT_V5 && m->cfg->mqtt_version == 0 && mqtt_connack_version_refused(ack.code)) {
+      m->version = MQTT_V311;
+      snprintf(why, whylen,
+               "the broker does not speak MQTT 5: 3.1.1 from now on, whose window is the broker's "
+               "max_inflight_messages, not --mqtt-inflight");
+      return -EPROTONOSUPPORT;
+    }
+    snprintf(why, whylen, "the broker refused the connection: %s (CONNACK %d)", mqtt_connack_text(ack.code), ack.code);
     return -ECONNREFUSED;
   }
-  n = mqtt_encode_subscribe(m->out, m->out_cap, SUBSCRIBE_ID, m->filters, m->nfilters, 1);
+  *session_present = ack.session_present;
+  m->keepalive_s = ack.server_keepalive_s >= 0 ? ack.server_keepalive_s : m->cfg->mqtt_keepalive_s;
+  n = mqtt_encode_subscribe(m->out, m->out_cap, m->version, SUBSCRIBE_ID, m->filters, m->nfilters, 1);
   if (n < 0) {
     snprintf(why, whylen, "cannot encode SUBSCRIBE: %s", tg_strerror(n));
     return n;
@@ -617,7 +640,7 @@ static int session_open(mqtt_source *m, int *session_present, char *why, size_t 
  * room, acknowledges what is committed, keeps the connection alive.
  * Returns why it ended. */
 static int session_run(mqtt_source *m) {
-  int64_t keepalive = TG_MS(1000) * m->cfg->mqtt_keepalive_s;
+  int64_t keepalive = TG_MS(1000) * m->keepalive_s;
   for (;;) {
     acks_pass(m);
     int r = out_flush(m);
@@ -706,6 +729,7 @@ static void *mqtt_task(void *arg) {
       if (log_gate_pass(&m->fail_gate, tg_now(), TG_MS(FAILURE_LOG_MS), &held))
         log_event(m->log, "❌", "mqtt", 0, "mqtt_connect_failed", "MQTT broker %s:%d: %s; retrying%s", m->host, m->port,
                   why, log_held_note(held).s);
+      if (r == -EPROTONOSUPPORT) continue; /* again at once, in 3.1.1 */
       int64_t delay = TG_MS(backoff / 2) + (int64_t)(rng_unit(&m->jitter) * (double)TG_MS(backoff / 2));
       tg_cancel_wait_dl(m->cancel, tg_deadline_in(delay));
       backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -716,10 +740,17 @@ static void *mqtt_task(void *arg) {
     figure_add(&m->connects, 1);
     atomic_store_explicit(&m->connected, 1, memory_order_relaxed);
     log_event(m->log, "📡", "mqtt", 0, "mqtt_connected",
-              "MQTT: connected to %s:%d as %s (%s), subscribing at QoS 1 to %s%s", m->host, m->port, m->client_id,
+              "MQTT %s: connected to %s:%d as %s (%s), subscribing at QoS 1 to %s; %s",
+              m->version == MQTT_V5 ? "5" : "3.1.1", m->host, m->port, m->client_id,
               present ? "the broker kept our session" : "a new session", m->cfg->mqtt_topics,
-              m->nfilters > 1 ? " (comma-separated filters)" : "");
+              m->version == MQTT_V5 ? "the broker may send --mqtt-inflight messages before an acknowledgement"
+                                    : "the broker's max_inflight_messages is the window");
     r = session_run(m);
+    if (r == END_BROKER)
+      snprintf(why, sizeof why, "the broker disconnected us: %s (reason %d)",
+               m->broker_reason ? mqtt_connack_text(m->broker_reason) : "normal", m->broker_reason);
+    else
+      snprintf(why, sizeof why, "%s", end_text(r));
     if (r == END_SHUTDOWN) {
       tg_mpsc_tx_drop(m->telemetry);
       m->telemetry = NULL;
@@ -733,7 +764,7 @@ static void *mqtt_task(void *arg) {
     log_event(m->log, "⚠️", "mqtt", 0, "mqtt_disconnected",
               "MQTT: session with %s:%d lost (%s); %" PRIu64
               " messages not yet acknowledged will come again; reconnecting",
-              m->host, m->port, end_text(r), unacked);
+              m->host, m->port, why, unacked);
     if (r == END_PIPELINE) break;
   }
   registry_detach_all(m->reg, &m->rc);
@@ -777,6 +808,7 @@ static int mqtt_start(const source_sink *sink, void **state, char *err, size_t e
                      .telemetry = sink->telemetry,
                      .drain_until = sink->drain_until,
                      .cap = (uint32_t)cfg->mqtt_inflight,
+                     .version = cfg->mqtt_version == MQTT_V311 ? MQTT_V311 : MQTT_V5,
                      .jitter = rng_stream((uint64_t)tg_now(), 7)};
   int r = parse_url(m, cfg->mqtt_url, err, errlen);
   if (r == 0) r = parse_filters(m, cfg->mqtt_topics ? cfg->mqtt_topics : "", err, errlen);

@@ -3,10 +3,13 @@
  * acknowledges each message (PUBACK) only once the readings it carried
  * are committed. docs/mqtt.md is the operator's page.
  *
- * One task, one MQTT 3.1.1 session (mqtt.h is the codec) over a libtg
- * socket: CONNECT with clean session 0 under a stable client id, so the
- * broker keeps the subscription and the unacknowledged QoS 1 messages
- * while telegate is away and sends them again (DUP) when it is back;
+ * One task, one MQTT session (mqtt.h is the codec) over a libtg socket:
+ * version 5 by default, 3.1.1 when asked or when the broker refuses 5.
+ * CONNECT with clean session 0 (5: and a session that never expires)
+ * under a stable client id, so the broker keeps the subscription and the
+ * unacknowledged QoS 1 messages while telegate is away and sends them
+ * again (DUP) when it is back; with 5, Receive Maximum tells the broker
+ * the FIFO's bound, so its window is telegate's, whatever its settings;
  * SUBSCRIBE at QoS 1; PUBLISH in, PUBACK out; PINGREQ after keepalive_s
  * without sending, and the session given up when no PINGRESP comes
  * within as long again.
