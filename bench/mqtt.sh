@@ -10,10 +10,13 @@
 #   bench/mqtt.sh                     # N = 200,000, 100 devices, storage sqlite
 #   bench/mqtt.sh --quick             # N = 50,000
 #   bench/mqtt.sh --n N --devices D --storage none --inflight W
+#   bench/mqtt.sh --version 3.1.1 --broker-window 20   # MQTT 3.1.1 against mosquitto's default window
 #
-# The broker has no window of its own (max_inflight_messages 0) and no
-# queue cap; telegate's window is --mqtt-inflight (2000 by default). The
-# messages are JSON readings without a device (the topic's level is it).
+# The broker keeps no cap on its queues; its window for 3.1.1 clients
+# (max_inflight_messages) is 0, none, unless --broker-window says
+# otherwise. telegate's window is --mqtt-inflight (2000 by default), which
+# MQTT 5 (--version, default auto) tells the broker. The messages are
+# JSON readings without a device (the topic's level is it).
 # Environment: BUILD (default build-release).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +26,8 @@ n=200000
 devices=100
 storage=sqlite
 inflight=2000
+version=auto
+window=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) n=50000 ;;
@@ -30,7 +35,10 @@ while [ $# -gt 0 ]; do
     --devices) devices=$2; shift ;;
     --storage) storage=$2; shift ;;
     --inflight) inflight=$2; shift ;;
-    *) echo "usage: bench/mqtt.sh [--quick] [--n N] [--devices D] [--storage sqlite|none] [--inflight W]" >&2; exit 2 ;;
+    --version) version=$2; shift ;;
+    --broker-window) window=$2; shift ;;
+    *) echo "usage: bench/mqtt.sh [--quick] [--n N] [--devices D] [--storage sqlite|none] [--inflight W]" \
+         "[--version auto|5|3.1.1] [--broker-window W]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -54,7 +62,7 @@ cat >"$work/mosquitto.conf" <<EOF
 listener $port 127.0.0.1
 allow_anonymous true
 persistence false
-max_inflight_messages 0
+max_inflight_messages $window
 max_queued_messages 0
 $([ "$(id -u)" = 0 ] && echo "user root")
 EOF
@@ -95,7 +103,7 @@ sub_ms=$(($(now_ms) - t0))
 # telegate: from its start to the last reading committed.
 t0=$(now_ms)
 "$telegate" serve --listen-devices 127.0.0.1:0 --listen-http 127.0.0.1:0 --db "$work/bench.db" --storage "$storage" \
-  --mqtt "mqtt://127.0.0.1:$port" --mqtt-client-id bench-telegate --mqtt-inflight "$inflight" \
+  --mqtt "mqtt://127.0.0.1:$port" --mqtt-client-id bench-telegate --mqtt-inflight "$inflight" --mqtt-version "$version" \
   --health-interval-ms 0 >"$work/serve.log" 2>&1 &
 serve=$!
 pids+=($serve)
@@ -123,5 +131,5 @@ sub_rate=$(rate "$n" "$sub_ms")
 tg_rate=$(rate "$n" "$tg_ms")
 printf '%-34s %10s %10s\n' "" "ms" "msg/s"
 printf '%-34s %10d %10s\n' "mosquitto_sub -q 1 (the broker)" "$sub_ms" "$sub_rate"
-printf '%-34s %10d %10s\n' "telegate serve ($storage, committed)" "$tg_ms" "$tg_rate"
+printf '%-34s %10d %10s\n' "telegate serve ($storage, MQTT $version)" "$tg_ms" "$tg_rate"
 awk -v a="$tg_rate" -v b="$sub_rate" 'BEGIN { printf "telegate / mosquitto_sub: %.2f\n", a / b }'

@@ -1,6 +1,7 @@
 /* cli_serve.c - the flags of `telegate serve`; see cli_serve.h. */
 #include "cli_serve.h"
 
+#include "mqtt.h"
 #include "serve.h"
 #include "storage.h"
 
@@ -142,6 +143,25 @@ static int finish(void *cfg, char *err, size_t errlen) {
   if (c->auth == SERVE_AUTH_TOKEN && !c->credentials_path) {
     snprintf(err, errlen, "--auth token wants --credentials FILE");
     return -EINVAL;
+  }
+  if (c->mqtt_url && strncmp(c->mqtt_url, "mqtt://", 7) != 0) {
+    snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT], got '%s'", c->mqtt_url);
+    return -EINVAL;
+  }
+  if (c->mqtt_password_file && !c->mqtt_username) {
+    snprintf(err, errlen, "--mqtt-password-file wants --mqtt-username");
+    return -EINVAL;
+  }
+  char filter[1024];
+  for (const char *f = c->mqtt_topics; f;) { /* each comma-separated filter has one '+' level */
+    size_t n = strcspn(f, ",");
+    snprintf(filter, sizeof filter, "%.*s", (int)n, f);
+    if (n >= sizeof filter || mqtt_filter_check(filter) != 0) {
+      snprintf(err, errlen, "--mqtt-topic '%.*s': a filter wants exactly one '+' level, the device id, and no '#'",
+               (int)(n > 200 ? 200 : n), f);
+      return -EINVAL;
+    }
+    f = f[n] ? f + n + 1 : NULL;
   }
   if (c->recv_buffer >= 2 * (c->max_line_bytes + 1)) return 0;
   snprintf(err, errlen, "--recv-buffer wants at least %d bytes, two lines of --max-line-bytes %d, got %d",
