@@ -15,6 +15,7 @@
  *   is disconnected, reconnects with its backoff, and goes on storing; a
  *   broker that refuses its credentials is retried, and shown
  *   disconnected.
+ * - an idle session kept up by PINGREQ/PINGRESP (--mqtt-keepalive-s 1).
  * - a broker that speaks 3.1.1 only (a fake one in a thread: mosquitto
  *   speaks both) refuses the MQTT 5 CONNECT, and serve goes on in 3.1.1.
  *
@@ -350,6 +351,40 @@ START_TEST(test_serve_mqtt_broker_restart_and_refusal) {
 }
 END_TEST
 
+/* Occurrences of needle in the file at path. */
+static int count_in_file(const char *path, const char *needle) {
+  static char text[1 << 20];
+  proc_read_file(path, text, sizeof text);
+  int n = 0;
+  for (const char *at = text; (at = strstr(at, needle)); at += strlen(needle)) n++;
+  return n;
+}
+
+/* An idle session stays up: telegate pings within its keepalive and the
+ * broker answers (both seen in the broker's log). */
+START_TEST(test_serve_mqtt_keepalive) {
+  proc_dir d;
+  proc_dir_init(&d);
+  broker b;
+  broker_init(&d, &b, "allow_anonymous true\nlog_type all\n");
+  broker_start(&d, &b);
+  proc serve;
+  serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--mqtt-keepalive-s", "1", NULL});
+  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  int pings = 0;
+  for (int i = 0;
+       i < PROC_PATIENCE_MS / 10 && (pings = count_in_file(b.p.out, "Received PINGREQ from telegate-test")) < 3; i++)
+    proc_sleep_ms(10);
+  ck_assert_int_ge(pings, 3);
+  ck_assert_int_ge(count_in_file(b.p.out, "Sending PINGRESP to telegate-test"), 2);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_disconnects_total"), 0);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connected"), 1);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  proc_signal_wait(&b.p, SIGTERM);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
 /* A broker that speaks 3.1.1 only: it answers a CONNECT of level 5 with
  * 3.1.1's "unacceptable protocol version" and closes; a level 4 one is
  * accepted and its SUBSCRIBE granted, then it waits for the end. */
@@ -453,5 +488,6 @@ int main(void) {
   tg_test_add(s, "backpressure_kill_redelivery", test_serve_mqtt_backpressure_kill_redelivery, 300);
   tg_test_add(s, "broker_restart_and_refusal", test_serve_mqtt_broker_restart_and_refusal, 300);
   tg_test_add(s, "falls_back_to_311", test_serve_mqtt_falls_back_to_311, 300);
+  tg_test_add(s, "keepalive", test_serve_mqtt_keepalive, 300);
   return tg_test_main(s);
 }

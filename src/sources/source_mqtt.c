@@ -209,10 +209,14 @@ static int read_password(mqtt_source *m, char *err, size_t errlen) {
 
 /* ------------------------------------------------------------ writing */
 
-static void out_append(mqtt_source *m, const uint8_t *p, size_t n) {
-  if (m->out_len + n > m->out_cap) return; /* sized for the FIFO's PUBACKs and a few packets more */
+/* Queues a packet to write. Returns 0, or TG_EFULL: out_cap holds every
+ * PUBACK of a full FIFO and a PINGREQ, so only a caller that did not
+ * flush in between sees it. */
+static int out_append(mqtt_source *m, const uint8_t *p, size_t n) {
+  if (m->out_len + n > m->out_cap) return TG_EFULL;
   memcpy(m->out + m->out_len, p, n);
   m->out_len += n;
+  return 0;
 }
 
 static int out_flush(mqtt_source *m) {
@@ -255,7 +259,7 @@ static void acks_pass(mqtt_source *m) {
     }
     uint8_t p[4];
     mqtt_encode_puback(p, sizeof p, e->packet_id);
-    out_append(m, p, sizeof p);
+    if (out_append(m, p, sizeof p) != 0) break; /* after the next flush */
     m->head = (m->head + 1) % m->cap;
     m->len--;
     sent++;
@@ -666,8 +670,7 @@ static int session_run(mqtt_source *m) {
       if (keepalive && !m->pong_deadline_ns && now >= m->last_write_ns + keepalive) {
         uint8_t p[2];
         mqtt_encode_pingreq(p, sizeof p);
-        out_append(m, p, sizeof p);
-        m->pong_deadline_ns = now + keepalive;
+        if (out_append(m, p, sizeof p) == 0) m->pong_deadline_ns = now + keepalive;
       }
       continue;
     }
