@@ -366,17 +366,20 @@ START_TEST(test_serve_mqtt_keepalive) {
   proc_dir d;
   proc_dir_init(&d);
   broker b;
-  broker_init(&d, &b, "allow_anonymous true\nlog_type all\n");
+  char log[200], extra[300];
+  snprintf(log, sizeof log, "%s/broker.log", d.path); /* a file is flushed line by line, stdout is not */
+  snprintf(extra, sizeof extra, "allow_anonymous true\nlog_type all\nlog_dest file %s\n", log);
+  broker_init(&d, &b, extra);
   broker_start(&d, &b);
   proc serve;
   serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--mqtt-keepalive-s", "1", NULL});
   wait_metric(&serve, "telegate_mqtt_connected", 1);
   int pings = 0;
-  for (int i = 0;
-       i < PROC_PATIENCE_MS / 10 && (pings = count_in_file(b.p.out, "Received PINGREQ from telegate-test")) < 3; i++)
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (pings = count_in_file(log, "Received PINGREQ from telegate-test")) < 3;
+       i++)
     proc_sleep_ms(10);
   ck_assert_int_ge(pings, 3);
-  ck_assert_int_ge(count_in_file(b.p.out, "Sending PINGRESP to telegate-test"), 2);
+  ck_assert_int_ge(count_in_file(log, "Sending PINGRESP to telegate-test"), 2);
   ck_assert_int_eq(metric(&serve, "telegate_mqtt_disconnects_total"), 0);
   ck_assert_int_eq(metric(&serve, "telegate_mqtt_connected"), 1);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
