@@ -21,6 +21,7 @@
 #include "mqtt.h"
 #include "protocol.h"
 #include "rng.h"
+#include "seq_check.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -36,7 +37,6 @@ enum {
   BACKOFF_MAX_MS = 5000,
   CONNECT_TIMEOUT_MS = 10000, /* TCP connect and CONNACK */
   FAILURE_LOG_MS = 10000,     /* a broker that stays away is said once in this long */
-  HEAD_POLL_MS = 100,         /* the FIFO's head is looked at this often besides the wake-ups */
   SUBSCRIBE_ID = 1,           /* the one SUBSCRIBE of a session */
   TOPIC_MAX = 65535,
   HOST_MAX = 256,
@@ -74,8 +74,9 @@ typedef struct mqtt_source {
   int broker_reason; /* the reason code of the broker's DISCONNECT (5) */
   char *password;    /* NULL: none */
   size_t password_len;
-  registry_conn rc; /* the current session's: a new one each session */
-  tg_notify *acks_ready;
+  registry_conn rc;     /* the current session's: a new one each session */
+  tg_watch_rx *commits; /* changes after every commit: the FIFO's head is looked at then */
+  seq_check seqs;
   inflight *fifo;
   uint32_t cap, head, len;
   tg_tcp *sock;       /* NULL between sessions */
@@ -236,27 +237,14 @@ static void fifo_push(mqtt_source *m, inflight e) {
   atomic_store_explicit(&m->inflight_now, m->len, memory_order_relaxed);
 }
 
-/* PUBACKs for the head of the FIFO while it is committed (see the header).
- * The acks owed to this connection are only the wake-up: the registry is
- * asked how far each device is committed, wherever it is attached now. */
+/* PUBACKs for the head of the FIFO while it is committed (see the header),
+ * after a commit: the registry says how far each device is committed,
+ * whichever source it is on now. */
 static void acks_pass(mqtt_source *m) {
-  registry_ack owed[64];
-  while (registry_take_acks(m->reg, &m->rc, owed, 64) == 64) {
-  }
-  uint32_t dev = 0;
-  uint64_t acked = 0;
-  int has = 0;
   uint64_t sent = 0;
   while (m->len) {
     inflight *e = &m->fifo[m->head];
-    if (e->device) {
-      if (e->device != dev) {
-        dev = e->device;
-        has = 1; /* main's registry_acked: committed up to this seq, or not */
-        acked = registry_acked(m->reg, dev, e->seq) ? e->seq : 0;
-      }
-      if (!has || acked < e->seq) break;
-    }
+    if (e->device && !registry_acked(m->reg, e->device, e->seq)) break;
     uint8_t p[4];
     mqtt_encode_puback(p, sizeof p, e->packet_id);
     if (out_append(m, p, sizeof p) != 0) break; /* after the next flush */
@@ -319,32 +307,6 @@ static size_t with_device(mqtt_source *m, const char *line, size_t n, const char
   return n + (size_t)k;
 }
 
-/* Whether seq may go on for device index (registry.h, the seq window), as
- * source_tcp.c judges it. */
-static int seq_admit(mqtt_source *m, uint32_t index, uint64_t seq) {
-  uint64_t window = SERVE_LIMIT(m->limits, seq_window);
-  if (window == 0) return 0;
-  if (registry_seq_needs_mark(m->reg, index, seq, window)) {
-    storage_mark_args a = {.db = m->db, .device = index};
-    if (!a.db || tg_blocking_run(storage_mark_get_call, &a) == 0)
-      registry_seq_stored(m->reg, index, a.found, a.seq, window);
-  }
-  return registry_seq_admit(m->reg, index, seq, window);
-}
-
-/* A seq for a reading that came without one (registry.h), as
- * source_tcp.c numbers it: the stored mark looked up first, once a run.
- * Returns 0 or SERVE_BAD_STORAGE_UNAVAILABLE. */
-static int seq_number(mqtt_source *m, uint32_t index, uint64_t *seq) {
-  if (registry_seq_unlooked(m->reg, index)) {
-    storage_mark_args a = {.db = m->db, .device = index};
-    if (a.db && tg_blocking_run(storage_mark_get_call, &a) != 0) return SERVE_BAD_STORAGE_UNAVAILABLE;
-    registry_seq_stored(m->reg, index, a.found, a.seq, SERVE_LIMIT(m->limits, seq_window));
-  }
-  *seq = registry_seq_next(m->reg, index);
-  return 0;
-}
-
 /* One line of a payload, for device id (NUL-terminated). Returns 0 with
  * *index and *seq set when a reading went on, 1 when there was none (a
  * blank line, or refused), END_PIPELINE. */
@@ -377,19 +339,11 @@ static int on_line(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, cons
     refuse(m, p, line_no, SERVE_BAD_TOO_MANY_DEVICES);
     return 1;
   }
-  if (msg.reading.seq == READING_SEQ_NONE) {
-    if ((r = seq_number(m, *index, &msg.reading.seq)) != 0) {
-      refuse(m, p, line_no, r);
-      return 1;
-    }
-  } else {
-    if (seq_admit(m, *index, msg.reading.seq) != 0) {
-      refuse(m, p, line_no, SERVE_BAD_SEQ_OUT_OF_WINDOW);
-      return 1;
-    }
-    registry_seq_seen(m->reg, *index, msg.reading.seq, msg.reading.ts_ms);
-  }
   const device_entry *d = registry_entry(m->reg, *index);
+  if ((r = seq_check_reading(&m->seqs, d, &msg.reading)) != 0) {
+    refuse(m, p, line_no, r);
+    return 1;
+  }
   if (atomic_load_explicit(&((device_entry *)d)->conn, memory_order_relaxed) != &m->rc)
     registry_attach(m->reg, *index, &m->rc);
   msg.reading.device = *index;
@@ -657,8 +611,7 @@ static int session_run(mqtt_source *m) {
     int listening = !m->held && m->len < m->cap;
     if (keepalive && !m->pong_deadline_ns) wake = m->last_write_ns + keepalive;
     if (keepalive && m->pong_deadline_ns && listening) wake = m->pong_deadline_ns;
-    if (m->len && now + TG_MS(HEAD_POLL_MS) < wake) wake = now + TG_MS(HEAD_POLL_MS);
-    tg_case cs[3] = {tg_cancel_case(m->cancel), tg_notify_wait_case(m->acks_ready),
+    tg_case cs[3] = {tg_cancel_case(m->cancel), tg_watch_changed_case(m->commits),
                      listening ? tg_tcp_recv_case(m->sock, &m->view) : (tg_case){0}};
     int w = tg_select(cs, listening ? 3 : 2, wake);
     if (w == 0) return END_SHUTDOWN;
@@ -690,8 +643,7 @@ static void session_close(mqtt_source *m) {
     acks_pass(m);
     if (m->len == 0 || tg_now() >= until) break;
     if (out_flush(m) != 0) return;
-    int64_t wake = tg_now() + TG_MS(HEAD_POLL_MS);
-    tg_notify_wait_dl(m->acks_ready, wake < until ? wake : until);
+    if (tg_watch_changed_dl(m->commits, until) != 0) break;
   }
   uint8_t p[2];
   mqtt_encode_disconnect(p, sizeof p);
@@ -705,7 +657,6 @@ static void session_close(mqtt_source *m) {
 static void session_end(mqtt_source *m) {
   registry_detach_all(m->reg, &m->rc);
   m->rc = (registry_conn){0};
-  registry_hello(m->reg, &m->rc, 0, m->acks_ready);
   if (m->sock) tg_tcp_close(m->sock);
   m->sock = NULL;
   m->head = m->len = 0;
@@ -773,6 +724,8 @@ static void *mqtt_task(void *arg) {
   registry_detach_all(m->reg, &m->rc);
   if (m->telemetry) tg_mpsc_tx_drop(m->telemetry);
   m->telemetry = NULL;
+  tg_watch_rx_drop(m->commits);
+  m->commits = NULL;
   return NULL;
 }
 
@@ -782,7 +735,7 @@ static void mqtt_free(void *state) {
   mqtt_source *m = state;
   if (!m) return;
   if (m->telemetry) tg_mpsc_tx_drop(m->telemetry);
-  if (m->acks_ready) tg_notify_free(m->acks_ready);
+  if (m->commits) tg_watch_rx_drop(m->commits); /* the task never ran */
   if (m->password) memset(m->password, 0, m->password_len);
   free(m->password);
   free(m->filters);
@@ -812,6 +765,7 @@ static int mqtt_start(const source_sink *sink, void **state, char *err, size_t e
                      .drain_until = sink->drain_until,
                      .cap = (uint32_t)cfg->mqtt_inflight,
                      .version = cfg->mqtt_version == MQTT_V311 ? MQTT_V311 : MQTT_V5,
+                     .seqs = {.reg = sink->reg, .db = sink->db, .limits = sink->limits},
                      .jitter = rng_stream((uint64_t)tg_now(), 7)};
   int r = parse_url(m, cfg->mqtt_url, err, errlen);
   if (r == 0) r = parse_filters(m, cfg->mqtt_topics ? cfg->mqtt_topics : "", err, errlen);
@@ -833,13 +787,12 @@ static int mqtt_start(const source_sink *sink, void **state, char *err, size_t e
     m->fifo = calloc(m->cap, sizeof *m->fifo);
     m->out = malloc(m->out_cap);
     m->line = malloc((size_t)cfg->max_line_bytes + PROTOCOL_DEVICE_ID_MAX + 16);
-    if (!m->fifo || !m->out || !m->line || tg_notify_new(&m->acks_ready, "mqtt_acks") != 0) {
+    if (!m->fifo || !m->out || !m->line || registry_commits_subscribe(m->reg, &m->commits) != 0) {
       snprintf(err, errlen, "out of memory");
       r = TG_ENOMEM;
     }
   }
   if (r == 0) {
-    registry_hello(m->reg, &m->rc, 0, m->acks_ready);
     tg_spawn_opts opts = {.stack_size = MQTT_STACK, .name = "mqtt"};
     if ((r = tg_joinset_spawn(sink->tasks, mqtt_task, m, &opts, NULL)) != 0)
       snprintf(err, errlen, "cannot start the MQTT source: %s", tg_strerror(r));

@@ -17,9 +17,10 @@
  * Delivery: the source is one registry connection speaking for every
  * device on its topics. Each QoS 1 message received goes at the tail of
  * a FIFO with its packet id and, when it carried accepted readings, its
- * device and the highest seq among them. After a commit the registry
- * says how far each device is committed (registry_acked); the PUBACKs of
- * the head of the FIFO go out while its device is committed up to the
+ * device and the highest seq among them. After each commit (the
+ * registry's commits watch) the registry says how far each device is
+ * committed (registry_acked), whichever source it is on now; the PUBACKs
+ * of the head of the FIFO go out while its device is committed up to the
  * message's seq, so they go out in the order the PUBLISHes came (MQTT
  * 3.1.1 section 4.6) and never before the commit. A message whose lines
  * were all refused, or that held no reading, waits its turn in the FIFO
