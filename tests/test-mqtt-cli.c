@@ -6,6 +6,7 @@
 #include "mqtt.h"
 #include "test-cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,20 @@ START_TEST(test_mqtt_cli_flags_and_defaults) {
                    0);
   ck_assert_int_eq(c.mqtt_version, MQTT_V5);
   cli_strings_free(&strings);
+#define TLS \
+  "--mqtt", "mqtts://broker:8883", "--mqtt-tls-ca", "ca.pem", "--mqtt-tls-cert", "c.pem", "--mqtt-tls-key", "c.key"
+  ck_assert_msg(cli_parse_serve(TEST_ARGC(TLS), TEST_ARGV(TLS), &c, &strings, err, sizeof err) == 0, "%s", err);
+#undef TLS
+  ck_assert_str_eq(c.mqtt_tls_ca, "ca.pem");
+  ck_assert_str_eq(c.mqtt_tls_cert, "c.pem");
+  ck_assert_str_eq(c.mqtt_tls_key, "c.key");
+  cli_strings_free(&strings);
+  ck_assert_int_eq(cli_parse_serve(TEST_ARGC("--mqtt", "mqtts://b", "--mqtt-tls-cert", "c.pem"),
+                                   TEST_ARGV("--mqtt", "mqtts://b", "--mqtt-tls-cert", "c.pem"), &c, &strings, err,
+                                   sizeof err),
+                   -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "go together"));
+  cli_strings_free(&strings);
 }
 END_TEST
 
@@ -63,6 +78,7 @@ START_TEST(test_mqtt_cli_refused) {
   refused("--mqtt-inflight", "65536", "mqtt-inflight"); /* packet ids are 16 bits */
   refused("--mqtt-version", "4", "mqtt-version");
   refused("--mqtt-password-file", "/run/pw", "wants --mqtt-username");
+  refused("--mqtt-tls-ca", "/etc/ca.pem", "want --mqtt mqtts://"); /* TLS files on a plain URL */
   test_cli_run run;
   test_cli_run_binary((const char *[]){"telegate", "serve", "--mqtt", "tcp://127.0.0.1:1883", NULL}, &run);
   ck_assert_int_eq(run.status, 2);

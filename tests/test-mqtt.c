@@ -124,7 +124,7 @@ START_TEST(test_mqtt_encode_small_packets) {
   ck_assert_int_eq(mqtt_encode_subscribe(buf, 10, MQTT_V311, 1, filters, 2, 1), -ENOSPC);
   /* 5: an empty property list after the packet id */
   ck_assert_int_eq(mqtt_encode_subscribe(buf, sizeof buf, MQTT_V5, 0x1234, filters, 1, 1), 13);
-  ck_assert_mem_eq(buf, ((const uint8_t[]){0x82, 11, 0x12, 0x34, 0, 0, 5, 'a', '/', '+', '/', 'b', 1}), 13);
+  ck_assert_mem_eq(buf, ((const uint8_t[]){0x82, 11, 0x12, 0x34, 0, 0, 5, 'a', '/', '+', '/', 'b', 0x11}), 13);
   static const uint8_t puback[] = {0x40, 2, 0xbe, 0xef};
   ck_assert_int_eq(mqtt_encode_puback(buf, sizeof buf, 0xbeef), 4);
   ck_assert_mem_eq(buf, puback, 4);

@@ -16,6 +16,8 @@
  *   broker that refuses its credentials is retried, and shown
  *   disconnected.
  * - an idle session kept up by PINGREQ/PINGRESP (--mqtt-keepalive-s 1).
+ * - mqtts:// to a mosquitto TLS listener with the test's own CA
+ *   (scripts/tls-certs.sh): stored with --mqtt-tls-ca, refused without.
  * - a broker that speaks 3.1.1 only (a fake one in a thread: mosquitto
  *   speaks both) refuses the MQTT 5 CONNECT, and serve goes on in 3.1.1.
  *
@@ -388,6 +390,51 @@ START_TEST(test_serve_mqtt_keepalive) {
 }
 END_TEST
 
+/* mqtts://: the broker's certificate checked against --mqtt-tls-ca, and
+ * refused without it (a CA of the test's own is not the system's). */
+START_TEST(test_serve_mqtt_tls) {
+  proc_dir d;
+  proc_dir_init(&d);
+  char certs[200], cmd[400];
+  snprintf(certs, sizeof certs, "%s/certs", d.path);
+  snprintf(cmd, sizeof cmd, "bash %s %s server >/dev/null", TLS_CERTS_SCRIPT, certs);
+  ck_assert_int_eq(system(cmd), 0);
+  char extra[800];
+  snprintf(extra, sizeof extra,
+           "allow_anonymous true\ncafile %s/ca.pem\ncertfile %s/server.pem\nkeyfile %s/server.key\n", certs, certs,
+           certs);
+  broker b;
+  broker_init(&d, &b, extra);
+  broker_start(&d, &b);
+  char url[64], ca[240];
+  snprintf(url, sizeof url, "mqtts://127.0.0.1:%d", b.port);
+  snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+  proc serve;
+  const char *argv_flags[] = {"--mqtt",   url, "--mqtt-tls-ca", ca, "--batch-age-ms", "50", "--mqtt-client-id",
+                              "tls-test", NULL};
+  serve_proc_start(&d, &serve, 0, argv_flags);
+  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  run("mosquitto_pub -h 127.0.0.1 -p %d --cafile %s -q 1 -t telemetry/tls-1/readings -m "
+      "'{\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
+      b.port, ca);
+  wait_metric(&serve, "telegate_readings_stored_total", 1);
+  wait_metric(&serve, "telegate_mqtt_acks_total", 1);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  char log[1 << 14];
+  proc_read_file(serve.out, log, sizeof log);
+  ck_assert_msg(strstr(log, "(TLS TLSv1."), "no TLS in the log: %s", log);
+  /* Without the CA: the handshake is refused, retried, said in the log. */
+  serve_proc_start(&d, &serve, 0, (const char *const[]){"--mqtt", url, NULL});
+  wait_metric(&serve, "telegate_mqtt_connect_failures_total", 2);
+  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connected"), 0);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  proc_read_file(serve.out, log, sizeof log);
+  ck_assert_msg(strstr(log, "certificate verify failed"), "log: %s", log);
+  proc_signal_wait(&b.p, SIGTERM);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
 /* A broker that speaks 3.1.1 only: it answers a CONNECT of level 5 with
  * 3.1.1's "unacceptable protocol version" and closes; a level 4 one is
  * accepted and its SUBSCRIBE granted, then it waits for the end. */
@@ -492,5 +539,6 @@ int main(void) {
   tg_test_add(s, "broker_restart_and_refusal", test_serve_mqtt_broker_restart_and_refusal, 300);
   tg_test_add(s, "falls_back_to_311", test_serve_mqtt_falls_back_to_311, 300);
   tg_test_add(s, "keepalive", test_serve_mqtt_keepalive, 300);
+  tg_test_add(s, "tls", test_serve_mqtt_tls, 300);
   return tg_test_main(s);
 }

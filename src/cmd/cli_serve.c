@@ -106,6 +106,10 @@ static const cli_option options[] = {
     CLI_OPT_STRING(serve_config, "mqtt-username", mqtt_username, "NAME", "the MQTT user name (none)"),
     CLI_OPT_PATH(serve_config, "mqtt-password-file", mqtt_password_file,
                  "a file whose first line is the MQTT password (else $TELEGATE_MQTT_PASSWORD, else none)"),
+    CLI_OPT_PATH(serve_config, "mqtt-tls-ca", mqtt_tls_ca,
+                 "mqtts://: the broker's certificate is checked against these CAs (PEM) (the system's)"),
+    CLI_OPT_PATH(serve_config, "mqtt-tls-cert", mqtt_tls_cert, "mqtts://: a client certificate to present (PEM)"),
+    CLI_OPT_PATH(serve_config, "mqtt-tls-key", mqtt_tls_key, "the private key (PEM) of --mqtt-tls-cert"),
     CLI_OPT_ENUM(serve_config, "mqtt-version", mqtt_version, mqtt_version_words,
                  "MQTT 5 tells the broker the window (--mqtt-inflight); auto: 5, and 3.1.1 with a broker that "
                  "refuses 5 (auto)"),
@@ -144,8 +148,17 @@ static int finish(void *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "--auth token wants --credentials FILE");
     return -EINVAL;
   }
-  if (c->mqtt_url && strncmp(c->mqtt_url, "mqtt://", 7) != 0) {
-    snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT], got '%s'", c->mqtt_url);
+  int mqtts = c->mqtt_url && strncmp(c->mqtt_url, "mqtts://", 8) == 0;
+  if (c->mqtt_url && !mqtts && strncmp(c->mqtt_url, "mqtt://", 7) != 0) {
+    snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got '%s'", c->mqtt_url);
+    return -EINVAL;
+  }
+  if ((c->mqtt_tls_ca || c->mqtt_tls_cert || c->mqtt_tls_key) && !mqtts) {
+    snprintf(err, errlen, "--mqtt-tls-ca, --mqtt-tls-cert and --mqtt-tls-key want --mqtt mqtts://HOST[:PORT]");
+    return -EINVAL;
+  }
+  if (!c->mqtt_tls_cert != !c->mqtt_tls_key) {
+    snprintf(err, errlen, "--mqtt-tls-cert and --mqtt-tls-key go together");
     return -EINVAL;
   }
   if (c->mqtt_password_file && !c->mqtt_username) {

@@ -52,6 +52,9 @@ typedef struct serve_config {
   const char *mqtt_client_id;     /* the broker keeps the session under it; NULL: "telegate-" + host name */
   const char *mqtt_username;      /* NULL: none */
   const char *mqtt_password_file; /* its first line is the password; NULL: $TELEGATE_MQTT_PASSWORD, or none */
+  const char *mqtt_tls_ca;   /* mqtts://: the broker's certificate is checked against these CAs; NULL: the system's */
+  const char *mqtt_tls_cert; /* mqtts://: a client certificate to present (PEM); NULL: none */
+  const char *mqtt_tls_key;  /* its private key */
   int mqtt_version;          /* 0: 5, falling back to 3.1.1 when the broker refuses 5; MQTT_V5; MQTT_V311 (mqtt.h) */
   int mqtt_keepalive_s;      /* PINGREQ when nothing was sent for this long; 0: none (30) */
   int mqtt_inflight;         /* messages received and not yet acknowledged (PUBACK) at most (2000) */

@@ -201,7 +201,9 @@ int mqtt_encode_subscribe(uint8_t *buf, size_t cap, int version, uint16_t packet
   for (int i = 0; i < n; i++) {
     size_t len = strlen(filters[i]);
     if (len == 0 || put_field(&w, filters[i], len) != 0) return -EINVAL;
-    put_u8(&w, (uint8_t)qos);
+    /* 5: Retain Handling 1 - retained messages only when the subscription
+     * is new, not again at each resubscription of a kept session (5 3.8.3.1) */
+    put_u8(&w, (uint8_t)(qos | (version == MQTT_V5 ? 0x10 : 0)));
   }
   return finish(&w, MQTT_SUBSCRIBE << 4 | 0x2); /* reserved flags 0010 (3.8.1) */
 }

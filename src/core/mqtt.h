@@ -92,7 +92,8 @@ typedef struct mqtt_connect {
  * -ENOSPC when cap is too small, -EINVAL for a field the packet cannot
  * carry (a string over 65,535 bytes, a packet id of 0, no topic). */
 int mqtt_encode_connect(uint8_t *buf, size_t cap, const mqtt_connect *c);
-/* SUBSCRIBE of n filters, each at qos. */
+/* SUBSCRIBE of n filters, each at qos; with 5, retained messages are
+ * asked for only when the subscription is new (Retain Handling 1). */
 int mqtt_encode_subscribe(uint8_t *buf, size_t cap, int version, uint16_t packet_id, const char *const *filters, int n,
                           int qos);
 int mqtt_encode_puback(uint8_t *buf, size_t cap, uint16_t packet_id);

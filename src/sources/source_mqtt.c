@@ -1,7 +1,8 @@
 /* source_mqtt.c - the MQTT source: one session with a broker, messages
  * to readings, PUBACKs after the commit; see source_mqtt.h.
  *
- * A note on the view. tg_tcp_recv shows the buffered bytes in place, and
+ * A note on the view. stream_recv (tg_tcp_recv's semantics, over plain
+ * TCP or TLS: stream.h) shows the buffered bytes in place, and
  * they stay put until the task itself calls recv or consume. The task
  * takes packets out of a view one by one and may wait on the way (for
  * room in the telemetry channel); when the FIFO fills in the middle of a
@@ -22,6 +23,7 @@
 #include "protocol.h"
 #include "rng.h"
 #include "seq_check.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -80,12 +82,15 @@ typedef struct mqtt_source {
   inflight *fifo;
   uint32_t cap, head, len;
   tg_tcp *sock;       /* NULL between sessions */
+  stream io;          /* over sock: plain, or TLS with mqtts:// */
+  tls_context *tls;   /* mqtts://: the client's context; NULL: plain TCP */
   size_t recv_buffer; /* a packet of max_packet_bytes fits, and a PUBLISH's header */
   uint8_t *out;       /* packets waiting to be written */
   size_t out_len, out_cap;
   tg_tcp_view view; /* while held */
   size_t done;
   int held;
+  int io_open;   /* io was opened over sock */
   uint64_t skip; /* bytes of an oversized PUBLISH still to drop */
   int64_t last_write_ns;
   int64_t pong_deadline_ns; /* a PINGREQ is waiting for its PINGRESP; 0: none */
@@ -115,18 +120,15 @@ static const char *end_text(int r) {
 
 /* ------------------------------------------------------------ settings */
 
-/* mqtt://HOST[:PORT], HOST an IPv4 address, a name, or [IPv6]. */
-static int parse_url(mqtt_source *m, const char *url, char *err, size_t errlen) {
-  static const char scheme[] = "mqtt://";
-  if (strncmp(url, "mqtts://", 8) == 0) {
-    snprintf(err, errlen, "--mqtt %s: TLS to the broker is not supported; see docs/mqtt.md", url);
+/* mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS), HOST an IPv4
+ * address, a name, or [IPv6]; *tls says which. */
+static int parse_url(mqtt_source *m, const char *url, int *tls, char *err, size_t errlen) {
+  *tls = strncmp(url, "mqtts://", 8) == 0;
+  if (!*tls && strncmp(url, "mqtt://", 7) != 0) {
+    snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got '%s'", url);
     return -EINVAL;
   }
-  if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
-    snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT], got '%s'", url);
-    return -EINVAL;
-  }
-  const char *h = url + sizeof scheme - 1, *end, *colon;
+  const char *h = url + (*tls ? 8 : 7), *end, *colon;
   if (*h == '[') {
     end = strchr(h, ']');
     colon = end && end[1] == ':' ? end + 1 : NULL;
@@ -139,7 +141,7 @@ static int parse_url(mqtt_source *m, const char *url, char *err, size_t errlen) 
   if (end == h || (size_t)(end - h) >= sizeof m->host || strchr(h, '/')) goto bad;
   memcpy(m->host, h, (size_t)(end - h));
   m->host[end - h] = '\0';
-  m->port = 1883;
+  m->port = *tls ? 8883 : 1883;
   if (colon) {
     char *stop;
     long p = strtol(colon + 1, &stop, 10);
@@ -148,7 +150,7 @@ static int parse_url(mqtt_source *m, const char *url, char *err, size_t errlen) 
   }
   return 0;
 bad:
-  snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT] (port 1 .. 65535), got '%s'", url);
+  snprintf(err, errlen, "--mqtt wants mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (port 1 .. 65535), got '%s'", url);
   return -EINVAL;
 }
 
@@ -223,7 +225,7 @@ static int out_append(mqtt_source *m, const uint8_t *p, size_t n) {
 static int out_flush(mqtt_source *m) {
   if (m->out_len == 0) return 0;
   int64_t deadline = tg_deadline_in(TG_MS(SERVE_LIMIT(m->limits, write_timeout_ms)));
-  int r = tg_tcp_write_dl(m->sock, m->out, m->out_len, deadline);
+  int r = stream_write_dl(&m->io, m->out, m->out_len, deadline);
   m->out_len = 0;
   m->last_write_ns = tg_now();
   return r;
@@ -477,7 +479,7 @@ static int take_packets(mqtt_source *m) {
   }
   if (m->len < m->cap || m->done == len) { /* done with this view: the rest is a partial packet */
     figure_add(&m->bytes, m->done);
-    tg_tcp_consume(m->sock, m->done);
+    stream_consume(&m->io, m->done);
     m->held = 0;
     m->done = 0;
   }
@@ -509,7 +511,7 @@ static int resolve_call(void *arg) {
  * messages it holds right behind the CONNACK, in bytes recv has shown. */
 static int read_first_packet(mqtt_source *m, mqtt_frame_info *f, uint8_t *body, size_t cap, int64_t deadline) {
   for (;;) {
-    int r = tg_tcp_recv_dl(m->sock, &m->view.data, &m->view.len, deadline);
+    int r = stream_recv_dl(&m->io, &m->view, deadline);
     if (r != 0) return r;
     r = mqtt_frame((const uint8_t *)m->view.data, m->view.len, f);
     if (r < 0) return END_PROTOCOL;
@@ -537,7 +539,14 @@ static int session_open(mqtt_source *m, int *session_present, char *why, size_t 
     snprintf(why, whylen, "cannot connect: %s", tg_strerror(r));
     return r;
   }
-  tg_tcp_set_recv_buffer(m->sock, m->recv_buffer);
+  stream_opts so = {
+      .tls = m->tls, .host = m->host, .recv_buffer = m->recv_buffer, .cancel = m->cancel, .deadline_ns = deadline};
+  char err[256];
+  if ((r = stream_open(&m->io, m->sock, &so, err, sizeof err)) != 0) {
+    snprintf(why, whylen, "%s", err);
+    return r;
+  }
+  m->io_open = 1;
   /* Clean session 0, and with 5 a session that never expires: the broker
    * keeps it, as 3.1.1 does, until a session with clean start ends it. */
   mqtt_connect c = {.version = m->version,
@@ -555,7 +564,7 @@ static int session_open(mqtt_source *m, int *session_present, char *why, size_t 
     return n;
   }
   m->out_len = (size_t)n;
-  if ((r = tg_tcp_write_dl(m->sock, m->out, m->out_len, deadline)) != 0) {
+  if ((r = stream_write_dl(&m->io, m->out, m->out_len, deadline)) != 0) {
     m->out_len = 0;
     snprintf(why, whylen, "cannot send CONNECT: %s", tg_strerror(r));
     return r;
@@ -611,11 +620,18 @@ static int session_run(mqtt_source *m) {
     int listening = !m->held && m->len < m->cap;
     if (keepalive && !m->pong_deadline_ns) wake = m->last_write_ns + keepalive;
     if (keepalive && m->pong_deadline_ns && listening) wake = m->pong_deadline_ns;
+    /* TLS may hold decrypted bytes with nothing on the socket: then the
+     * other cases are only looked at, and the bytes read (stream.h). */
+    int ready = listening && stream_ready(&m->io);
     tg_case cs[3] = {tg_cancel_case(m->cancel), tg_watch_changed_case(m->commits),
-                     listening ? tg_tcp_recv_case(m->sock, &m->view) : (tg_case){0}};
-    int w = tg_select(cs, listening ? 3 : 2, wake);
+                     listening && !ready ? stream_recv_case(&m->io) : (tg_case){0}};
+    int w = tg_select(cs, listening && !ready ? 3 : 2, ready ? 0 : wake);
+    if (ready && w == TG_ETIMEDOUT) w = 2;
     if (w == 0) return END_SHUTDOWN;
-    if (w == 1) continue;
+    if (w == 1) {
+      if (cs[1].result != 0) return END_PIPELINE; /* the registry's watch closed */
+      continue;
+    }
     if (w == TG_ETIMEDOUT) {
       now = tg_now();
       /* A PINGRESP behind messages the full FIFO keeps unread is not late. */
@@ -628,7 +644,9 @@ static int session_run(mqtt_source *m) {
       continue;
     }
     if (w < 0) return w;
-    if (cs[2].result != 0) return cs[2].result;
+    r = stream_recv_dl(&m->io, &m->view, 0);
+    if (r == TG_ETIMEDOUT) continue; /* TLS: only part of a record came */
+    if (r != 0) return r;
     m->held = 1;
     m->done = 0;
     if ((r = take_packets(m)) != 0) return r;
@@ -657,6 +675,8 @@ static void session_close(mqtt_source *m) {
 static void session_end(mqtt_source *m) {
   registry_detach_all(m->reg, &m->rc);
   m->rc = (registry_conn){0};
+  if (m->io_open) stream_close(&m->io, 0); /* close_notify, if the socket takes it at once */
+  m->io_open = 0;
   if (m->sock) tg_tcp_close(m->sock);
   m->sock = NULL;
   m->head = m->len = 0;
@@ -690,12 +710,14 @@ static void *mqtt_task(void *arg) {
       continue;
     }
     m->fail_gate = (log_gate){0}; /* the next failure is said at once */
+    char link[200];
+    stream_describe(&m->io, link, sizeof link);
     backoff = BACKOFF_MIN_MS;
     figure_add(&m->connects, 1);
     atomic_store_explicit(&m->connected, 1, memory_order_relaxed);
     log_event(m->log, "📡", "mqtt", 0, "mqtt_connected",
-              "MQTT %s: connected to %s:%d as %s (%s), subscribing at QoS 1 to %s; %s",
-              m->version == MQTT_V5 ? "5" : "3.1.1", m->host, m->port, m->client_id,
+              "MQTT %s: connected to %s:%d (%s) as %s (%s), subscribing at QoS 1 to %s; %s",
+              m->version == MQTT_V5 ? "5" : "3.1.1", m->host, m->port, link, m->client_id,
               present ? "the broker kept our session" : "a new session", m->cfg->mqtt_topics,
               m->version == MQTT_V5 ? "the broker may send --mqtt-inflight messages before an acknowledgement"
                                     : "the broker's max_inflight_messages is the window");
@@ -736,6 +758,7 @@ static void mqtt_free(void *state) {
   if (!m) return;
   if (m->telemetry) tg_mpsc_tx_drop(m->telemetry);
   if (m->commits) tg_watch_rx_drop(m->commits); /* the task never ran */
+  tls_context_free(m->tls);
   if (m->password) memset(m->password, 0, m->password_len);
   free(m->password);
   free(m->filters);
@@ -767,7 +790,15 @@ static int mqtt_start(const source_sink *sink, void **state, char *err, size_t e
                      .version = cfg->mqtt_version == MQTT_V311 ? MQTT_V311 : MQTT_V5,
                      .seqs = {.reg = sink->reg, .db = sink->db, .limits = sink->limits},
                      .jitter = rng_stream((uint64_t)tg_now(), 7)};
-  int r = parse_url(m, cfg->mqtt_url, err, errlen);
+  int tls = 0;
+  int r = parse_url(m, cfg->mqtt_url, &tls, err, errlen);
+  if (r == 0 && tls) { /* the broker's certificate checked against --mqtt-tls-ca, or the system's CAs */
+    tls_open_args to = {
+        .ctx = &m->tls,
+        .opts = {
+            .server = 0, .ca_file = cfg->mqtt_tls_ca, .cert_file = cfg->mqtt_tls_cert, .key_file = cfg->mqtt_tls_key}};
+    if ((r = tg_blocking_run(tls_open_call, &to)) != 0) snprintf(err, errlen, "--mqtt %s: %s", cfg->mqtt_url, to.err);
+  }
   if (r == 0) r = parse_filters(m, cfg->mqtt_topics ? cfg->mqtt_topics : "", err, errlen);
   if (r == 0) r = read_password(m, err, errlen);
   if (r == 0) {

@@ -3,7 +3,8 @@
  * acknowledges each message (PUBACK) only once the readings it carried
  * are committed. docs/mqtt.md is the operator's page.
  *
- * One task, one MQTT session (mqtt.h is the codec) over a libtg socket:
+ * One task, one MQTT session (mqtt.h is the codec) over a libtg socket,
+ * plain or TLS (mqtts://, stream.h):
  * version 5 by default, 3.1.1 when asked or when the broker refuses 5.
  * CONNECT with clean session 0 (5: and a session that never expires)
  * under a stable client id, so the broker keeps the subscription and the
