@@ -5,7 +5,8 @@
 # rate to a subscriber that does nothing but acknowledge) and by telegate
 # serve (PUBACK after commit), each timed from its connect to its last
 # message (mosquitto_sub) or reading committed (telegate, polled from
-# /metrics every 10 ms).
+# /metrics every 10 ms). "broker CPU" is the broker's CPU time over the
+# drain's wall time: near 100 %, the broker (one thread) is the bound.
 #
 #   bench/mqtt.sh                     # N = 200,000, 100 devices, storage sqlite
 #   bench/mqtt.sh --quick             # N = 50,000
@@ -67,10 +68,14 @@ max_queued_messages 0
 $([ "$(id -u)" = 0 ] && echo "user root")
 EOF
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-pids+=($!)
+broker=$!
+pids+=($broker)
 for _ in $(seq 500); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.01; done
 
 now_ms() { date +%s%3N; }
+# The broker's CPU time so far (user + system), in ms: how busy each drain kept it.
+tick=$(getconf CLK_TCK)
+broker_cpu_ms() { awk -v t="$tick" '{ print int(($14 + $15) * 1000 / t) }' "/proc/$broker/stat"; }
 topic='telemetry/+/readings'
 # Both sessions exist before the messages are published, so the broker
 # queues every message for each.
@@ -96,12 +101,12 @@ done
 echo "mqtt.sh: published in $(($(now_ms) - t0)) ms"
 
 # mosquitto_sub: the broker's rate to a subscriber that only acknowledges.
-t0=$(now_ms)
+t0=$(now_ms) c0=$(broker_cpu_ms)
 mosquitto_sub -p "$port" -q 1 -c -i bench-sub -t "$topic" -C "$n" >/dev/null
-sub_ms=$(($(now_ms) - t0))
+sub_ms=$(($(now_ms) - t0)) sub_cpu=$(($(broker_cpu_ms) - c0))
 
 # telegate: from its start to the last reading committed.
-t0=$(now_ms)
+t0=$(now_ms) c0=$(broker_cpu_ms)
 "$telegate" serve --listen-devices 127.0.0.1:0 --listen-http 127.0.0.1:0 --db "$work/bench.db" --storage "$storage" \
   --mqtt "mqtt://127.0.0.1:$port" --mqtt-client-id bench-telegate --mqtt-inflight "$inflight" --mqtt-version "$version" \
   --health-interval-ms 0 >"$work/serve.log" 2>&1 &
@@ -121,7 +126,7 @@ for _ in $(seq 60000); do
   [ "$stored" -ge "$n" ] || [ "$acked" -ge "$n" ] && break
   sleep 0.01
 done
-tg_ms=$(($(now_ms) - t0))
+tg_ms=$(($(now_ms) - t0)) tg_cpu=$(($(broker_cpu_ms) - c0))
 kill -TERM "$serve"
 wait "$serve" || true
 [ "$stored" -ge "$n" ] || { echo "mqtt.sh: telegate stored $stored of $n ($acked acknowledged)" >&2; tail "$work/serve.log" >&2; exit 1; }
@@ -129,7 +134,8 @@ wait "$serve" || true
 rate() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%.0f", n / (ms / 1000) }'; }
 sub_rate=$(rate "$n" "$sub_ms")
 tg_rate=$(rate "$n" "$tg_ms")
-printf '%-34s %10s %10s\n' "" "ms" "msg/s"
-printf '%-34s %10d %10s\n' "mosquitto_sub -q 1 (the broker)" "$sub_ms" "$sub_rate"
-printf '%-34s %10d %10s\n' "telegate serve ($storage, MQTT $version)" "$tg_ms" "$tg_rate"
+busy() { awk -v c="$1" -v ms="$2" 'BEGIN { printf "%.0f%%", 100 * c / ms }'; }
+printf '%-34s %10s %10s %12s\n' "" "ms" "msg/s" "broker CPU"
+printf '%-34s %10d %10s %12s\n' "mosquitto_sub -q 1 (the broker)" "$sub_ms" "$sub_rate" "$(busy "$sub_cpu" "$sub_ms")"
+printf '%-34s %10d %10s %12s\n' "telegate serve ($storage, MQTT $version)" "$tg_ms" "$tg_rate" "$(busy "$tg_cpu" "$tg_ms")"
 awk -v a="$tg_rate" -v b="$sub_rate" 'BEGIN { printf "telegate / mosquitto_sub: %.2f\n", a / b }'
