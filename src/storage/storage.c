@@ -14,6 +14,7 @@
  * --storage looks up. */
 #define STORAGE_BACKENDS(X) \
   X(sqlite)                 \
+  X(postgres)               \
   X(none)
 
 #define DECLARE_BACKEND(name) extern const storage_backend storage_##name##_backend;

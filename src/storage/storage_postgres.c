@@ -1,0 +1,583 @@
+/* storage_postgres.c - the PostgreSQL backend (storage_backend.h), on
+ * libpq: one server session per connection, one transaction per write,
+ * rows sent with COPY in binary, the marks upserted from two arrays.
+ *
+ * The connection string (--db) is libpq's, a URI or key=value pairs; the
+ * password is best left to ~/.pgpass or PGPASSWORD, as serve logs --db.
+ * Unless the string says otherwise, connecting gives up after 10 s, TCP
+ * keepalives and a 30 s user timeout bound how long a call waits on a
+ * server that vanished from the network, and a lock is waited for at
+ * most 10 s (lock_timeout, in `options`; then -EBUSY).
+ *
+ * Connections write in parallel, each its own devices (storage.c routes
+ * them), so no lock is shared between them: a device's rows and its mark
+ * are only ever touched by its connection's session.
+ *
+ * Schema: the same ideas as SQLite's. readings is append-only, without a
+ * key on (device, seq) - the key costs 4-5 times the rate - and
+ * device_hwm holds each device's highest stored seq, upserted in the
+ * same transaction as its rows. Both are created at open if missing,
+ * under an advisory lock so that gateways starting together do not race,
+ * and checked for the columns this backend writes. Seqs are unsigned
+ * 64-bit and stored in bigint as the same 64 bits (two's complement), as
+ * in SQLite: every seq below 2^63 is itself.
+ *
+ * A write is three round trips: "BEGIN; SELECT txid_current(); COPY ...
+ * FROM STDIN" in one simple query; the rows; the marks' upsert and COMMIT
+ * in one pipeline.
+ *
+ * Durability (synchronous_commit, set per session): a COMMIT that
+ * returned is in the server, so it survives any crash of serve either
+ * way. With `normal` (off) the server acknowledges before its WAL is
+ * flushed: a crash of PostgreSQL or of its machine loses the commits of
+ * its last 3 x wal_writer_delay (600 ms by default); `full` (on) waits
+ * for the flush, and for synchronous standbys if the server has some.
+ *
+ * A lost connection fails the call with -EIO; the next call on that
+ * connection connects again (the writer retries, so a restarted server
+ * is picked up within its backoff). One case is in doubt: the link
+ * broke after COMMIT was sent, so the transaction may have committed.
+ * The connection then remembers the write and, before anything else on
+ * its next session, looks at the mark of the write's first device: its
+ * seq, which only this connection moves, says whether the commit
+ * happened. If it did, the retry of that same write returns 0 without
+ * writing (storage.c then moves its marks as for any commit); if not,
+ * the retry writes. While the old session's transaction is still in
+ * progress on the server, the call fails with -EBUSY. */
+#include "storage_backend.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The columns COPY fills, in this order. */
+#define READING_COLUMNS "device, seq, ts_ms, temperature, humidity, battery, batch"
+
+static const char schema[] = "CREATE TABLE IF NOT EXISTS readings ("
+                             " device text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL,"
+                             " temperature double precision NOT NULL, humidity double precision NOT NULL,"
+                             " battery integer NOT NULL, batch bigint NOT NULL);"
+                             /* Every write updates its devices' rows: room on each page
+                              * lets the update stay on the page (HOT), the index untouched. */
+                             "CREATE TABLE IF NOT EXISTS device_hwm ("
+                             " device text PRIMARY KEY, seq bigint NOT NULL) WITH (fillfactor = 50);";
+
+static const char schema_reset[] = "DROP TABLE IF EXISTS readings; DROP TABLE IF EXISTS device_hwm;";
+
+/* Any number, the same in every gateway: the lock taken while creating
+ * the schema. */
+#define SCHEMA_LOCK "7878020417"
+
+static const char write_begin[] = "BEGIN; SELECT txid_current(); "
+                                  "COPY readings (" READING_COLUMNS ") FROM STDIN (FORMAT binary)";
+
+enum { OID_TEXT_ARRAY = 1009, OID_INT8_ARRAY = 1016, OID_INT8 = 20 };
+
+/* A write whose COMMIT was sent on a link that then broke. */
+typedef struct doubt {
+  int active;
+  int64_t txid;      /* its transaction */
+  uint64_t batch_id; /* the write, to know its retry */
+  uint32_t nrows, nmarks;
+  char device[256]; /* its first mark: the seq there says whether it committed */
+  uint64_t seq;
+} doubt;
+
+typedef struct pg_conn {
+  PGconn *pg;
+  int ready; /* the session is set up and its statements prepared */
+  doubt doubt;
+  char *buf; /* the COPY data, then the marks' arrays */
+  size_t cap;
+} pg_conn;
+
+typedef struct pg_impl {
+  const char *conninfo;
+  int synchronous; /* --durability full */
+  int n;
+  pg_conn conns[];
+} pg_impl;
+
+/* SQLSTATEs a storage failure comes with, by code or class (two
+ * characters), with the errno a caller sees. */
+static const struct {
+  const char *state, *name;
+  int code;
+} failures[] = {
+    {"53100", "disk_full", -ENOSPC},
+    {"53200", "out_of_memory", -ENOMEM},
+    {"25006", "read_only_sql_transaction", -EROFS},
+    {"42501", "insufficient_privilege", -EROFS},
+    {"55P03", "lock_not_available", -EBUSY},
+    {"40P01", "deadlock_detected", -EBUSY},
+    {"40001", "serialization_failure", -EBUSY},
+    {"53300", "too_many_connections", -EBUSY},
+    {"53", "insufficient_resources", -EIO},
+};
+
+/* The first line of a libpq message, without its "ERROR:  " prefix. */
+static void first_line(char *out, size_t len, const char *msg) {
+  if (!msg || !*msg) msg = "unknown error";
+  if (strncmp(msg, "ERROR:  ", 8) == 0) msg += 8;
+  size_t n = strcspn(msg, "\n");
+  snprintf(out, len, "%.*s", (int)n, msg);
+}
+
+/* "postgres: WHAT: the server's message (SQLSTATE name)" into err;
+ * returns the errno of storage_backend.h. res may be NULL (the message is
+ * then the connection's). A connection found broken is marked for a new
+ * session. */
+static int fail_pg(pg_conn *c, const PGresult *res, const char *what, char *err, size_t errlen) {
+  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  char msg[200];
+  first_line(msg, sizeof msg, primary ? primary : c->pg ? PQerrorMessage(c->pg) : "out of memory");
+  /* Lost, or about to be: the server ends sessions with class 57P
+   * (shutting down, terminated) or 08 before it closes them. */
+  int lost = !c->pg || PQstatus(c->pg) == CONNECTION_BAD ||
+             (state && (strncmp(state, "57P", 3) == 0 || strncmp(state, "08", 2) == 0));
+  if (lost) {
+    c->ready = 0;
+    snprintf(err, errlen, "postgres: %s: %s (connection lost%s%s)", what, msg, state ? ", SQLSTATE " : "",
+             state ? state : "");
+    return c->pg ? -EIO : -ENOMEM;
+  }
+  int code = -EIO;
+  const char *name = NULL;
+  for (size_t i = 0; state && i < sizeof failures / sizeof failures[0]; i++)
+    if (strncmp(state, failures[i].state, strlen(failures[i].state)) == 0) {
+      code = failures[i].code;
+      name = failures[i].name;
+      break;
+    }
+  snprintf(err, errlen, "postgres: %s: %s (SQLSTATE %s%s%s)", what, msg, state ? state : "none", name ? " " : "",
+           name ? name : "");
+  return code;
+}
+
+/* Runs sql (no parameters, results discarded); 0 or the code of the
+ * first failure. */
+static int exec_ok(pg_conn *c, const char *sql, const char *what, char *err, size_t errlen) {
+  PGresult *res = PQexec(c->pg, sql);
+  ExecStatusType st = PQresultStatus(res);
+  int r = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : fail_pg(c, res, what, err, errlen);
+  PQclear(res);
+  return r;
+}
+
+static int prepare(pg_conn *c, const char *name, const char *sql, int nparams, const Oid *types, char *err,
+                   size_t errlen) {
+  PGresult *res = PQprepare(c->pg, name, sql, nparams, types);
+  int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : fail_pg(c, res, "prepare", err, errlen);
+  PQclear(res);
+  return r;
+}
+
+/* The session's prepared statements (a session's own), once the tables
+ * exist. */
+static int session_prepare(pg_conn *c, char *err, size_t errlen) {
+  const Oid text = 25, arrays[] = {OID_TEXT_ARRAY, OID_INT8_ARRAY}, int8 = OID_INT8;
+  int r = prepare(c, "mark_get", "SELECT seq FROM device_hwm WHERE device = $1", 1, &text, err, errlen);
+  if (!r)
+    r = prepare(c, "marks_set",
+                "INSERT INTO device_hwm (device, seq) SELECT * FROM unnest($1::text[], $2::int8[]) "
+                "ON CONFLICT (device) DO UPDATE SET seq = excluded.seq",
+                2, arrays, err, errlen);
+  if (!r) r = prepare(c, "xact_status", "SELECT txid_status($1)", 1, &int8, err, errlen);
+  if (!r) r = prepare(c, "count", "SELECT count(*) FROM readings", 0, NULL, err, errlen);
+  c->ready = r == 0;
+  return r;
+}
+
+/* The server's notices ("relation already exists, skipping") are not
+ * for serve's log; libpq would print them on stderr. */
+static void ignore_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
+/* Connects c anew, with the session's durability; prepares nothing. */
+static int session_connect(pg_impl *im, pg_conn *c, char *err, size_t errlen) {
+  PQfinish(c->pg);
+  c->ready = 0;
+  /* Defaults first: the user's string, expanded from dbname, overrides
+   * them. */
+  const char *keys[] = {"connect_timeout",  "keepalives_idle",  "keepalives_interval",
+                        "keepalives_count", "tcp_user_timeout", "application_name",
+                        "options",          "dbname",           NULL};
+  const char *values[] = {"10", "10", "5", "3", "30000", "telegate", "-c lock_timeout=10s", im->conninfo, NULL};
+  c->pg = PQconnectdbParams(keys, values, 1);
+  if (PQstatus(c->pg) != CONNECTION_OK) {
+    char msg[200];
+    first_line(msg, sizeof msg, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+    snprintf(err, errlen, "postgres: cannot connect: %s", msg);
+    return c->pg ? -EIO : -ENOMEM;
+  }
+  PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+  return exec_ok(c, im->synchronous ? "SET synchronous_commit = on" : "SET synchronous_commit = off",
+                 "session settings", err, errlen);
+}
+
+/* A session on c, ready for every call: connected, or connected anew
+ * after a loss. */
+static int session(pg_impl *im, pg_conn *c, char *err, size_t errlen) {
+  if (c->ready && PQstatus(c->pg) == CONNECTION_OK) return 0;
+  int r = session_connect(im, c, err, errlen);
+  return r ? r : session_prepare(c, err, errlen);
+}
+
+/* Creates the tables if missing (dropping them first with reset), and
+ * checks they have the columns written here. */
+static int schema_open(pg_conn *c, int reset, char *err, size_t errlen) {
+  int r = exec_ok(c, "BEGIN; SELECT pg_advisory_xact_lock(" SCHEMA_LOCK ")", "schema lock", err, errlen);
+  if (!r && reset) r = exec_ok(c, schema_reset, "reset", err, errlen);
+  if (!r) r = exec_ok(c, schema, "schema", err, errlen);
+  if (!r) r = exec_ok(c, "COMMIT", "schema", err, errlen);
+  if (!r) r = exec_ok(c, "SELECT " READING_COLUMNS " FROM readings LIMIT 0", "readings", err, errlen);
+  if (!r) r = exec_ok(c, "SELECT device, seq FROM device_hwm LIMIT 0", "device_hwm", err, errlen);
+  if (r && PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+    PQclear(PQexec(c->pg, "ROLLBACK"));
+  return r;
+}
+
+static void pg_close(void *impl) {
+  pg_impl *im = impl;
+  if (!im) return;
+  for (int i = 0; i < im->n; i++) {
+    PQfinish(im->conns[i].pg);
+    free(im->conns[i].buf);
+  }
+  free(im);
+}
+
+static int pg_open(const storage_backend_opts *opts, void **impl, char *err, size_t errlen) {
+  pg_impl *im = calloc(1, sizeof *im + (size_t)opts->connections * sizeof im->conns[0]);
+  if (!im) return -ENOMEM;
+  im->conninfo = opts->path && *opts->path ? opts->path : "";
+  im->synchronous = opts->durability == STORAGE_DURABILITY_FULL;
+  im->n = opts->connections;
+  int r = 0;
+  pg_conn *first = &im->conns[0];
+  if (!(r = session_connect(im, first, err, errlen)) && !(r = schema_open(first, opts->reset, err, errlen)))
+    r = session_prepare(first, err, errlen);
+  for (int i = 1; i < im->n && r == 0; i++) r = session(im, &im->conns[i], err, errlen);
+  if (r != 0) {
+    pg_close(im);
+    return r;
+  }
+  *impl = im;
+  return 0;
+}
+
+/* Runs a prepared statement with text parameters that returns at most
+ * one row of one column; *value is that column (NULL: no row or SQL
+ * NULL), valid until *res is cleared. 0 or the code of the failure. */
+static int query_one(pg_conn *c, const char *stmt, int nparams, const char *const *params, PGresult **res,
+                     const char **value, const char *what, char *err, size_t errlen) {
+  *res = PQexecPrepared(c->pg, stmt, nparams, params, NULL, NULL, 0);
+  *value = NULL;
+  if (PQresultStatus(*res) != PGRES_TUPLES_OK) return fail_pg(c, *res, what, err, errlen);
+  if (PQntuples(*res) == 1 && !PQgetisnull(*res, 0, 0)) *value = PQgetvalue(*res, 0, 0);
+  return 0;
+}
+
+static int pg_mark_load(void *impl, int ci, const char *device, int *found, uint64_t *seq, char *err, size_t errlen) {
+  pg_impl *im = impl;
+  pg_conn *c = &im->conns[ci];
+  int r = session(im, c, err, errlen);
+  PGresult *res = NULL;
+  const char *v = NULL;
+  if (!r) r = query_one(c, "mark_get", 1, &device, &res, &v, "high-water mark", err, errlen);
+  *found = v != NULL;
+  *seq = v ? (uint64_t)strtoll(v, NULL, 10) : 0;
+  PQclear(res);
+  return r;
+}
+
+/* Room for n more bytes at c->buf + at. 0 or -1. */
+static int reserve(pg_conn *c, size_t at, size_t n) {
+  if (at + n <= c->cap) return 0;
+  size_t cap = c->cap ? c->cap : 65536;
+  while (cap < at + n) cap *= 2;
+  char *b = realloc(c->buf, cap);
+  if (!b) return -1;
+  c->buf = b;
+  c->cap = cap;
+  return 0;
+}
+
+static size_t put16(char *p, uint16_t v) {
+  v = htobe16(v);
+  memcpy(p, &v, 2);
+  return 2;
+}
+static size_t put32(char *p, uint32_t v) {
+  v = htobe32(v);
+  memcpy(p, &v, 4);
+  return 4;
+}
+static size_t put64(char *p, uint64_t v) {
+  v = htobe64(v);
+  memcpy(p, &v, 8);
+  return 8;
+}
+static size_t put_double(char *p, double d) {
+  uint64_t v;
+  memcpy(&v, &d, 8);
+  return put64(p, v);
+}
+
+/* The rows in COPY's binary format (a header, then per row the field
+ * count and each field as its length and big-endian bytes, then -1).
+ * Returns the size, or 0 out of memory. */
+static size_t copy_data(pg_conn *c, const storage_rows *w) {
+  static const char header[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0"; /* signature, flags 0, no extension */
+  size_t at = 0;
+  if (reserve(c, 0, sizeof header - 1 + 2)) return 0;
+  memcpy(c->buf, header, sizeof header - 1);
+  at = sizeof header - 1;
+  for (uint32_t i = 0; i < w->nrows; i++) {
+    const reading *r = w->rows[i].r;
+    size_t len = strlen(w->rows[i].device);
+    if (reserve(c, at, 2 + 7 * 4 + len + 8 * 5 + 4 + 2)) return 0;
+    char *p = c->buf + at;
+    p += put16(p, 7);
+    p += put32(p, (uint32_t)len);
+    memcpy(p, w->rows[i].device, len);
+    p += len;
+    p += put32(p, 8);
+    p += put64(p, r->seq);
+    p += put32(p, 8);
+    p += put64(p, (uint64_t)r->ts_ms);
+    p += put32(p, 8);
+    p += put_double(p, r->temperature);
+    p += put32(p, 8);
+    p += put_double(p, r->humidity);
+    p += put32(p, 4);
+    p += put32(p, r->battery);
+    p += put32(p, 8);
+    p += put64(p, w->batch_id);
+    at = (size_t)(p - c->buf);
+  }
+  at += put16(c->buf + at, 0xffff);
+  return at;
+}
+
+/* The marks as two one-dimensional arrays in binary (text[] and int8[]),
+ * after `at` in c->buf: their offsets and sizes into off and len. 0 or
+ * -1. */
+static int marks_arrays(pg_conn *c, size_t at, const storage_rows *w, size_t off[2], int len[2]) {
+  size_t names = 0;
+  for (uint32_t i = 0; i < w->nmarks; i++) names += strlen(w->marks[i].name);
+  if (reserve(c, at, 2 * 20 + (size_t)w->nmarks * (4 + 4 + 8) + names)) return -1;
+  for (int k = 0; k < 2; k++) {
+    char *p = c->buf + at;
+    p += put32(p, 1); /* dimensions */
+    p += put32(p, 0); /* no NULLs */
+    p += put32(p, k == 0 ? 25 : OID_INT8);
+    p += put32(p, w->nmarks);
+    p += put32(p, 1); /* lower bound */
+    for (uint32_t i = 0; i < w->nmarks; i++) {
+      if (k == 0) {
+        size_t n = strlen(w->marks[i].name);
+        p += put32(p, (uint32_t)n);
+        memcpy(p, w->marks[i].name, n);
+        p += n;
+      } else {
+        p += put32(p, 8);
+        p += put64(p, w->marks[i].seq);
+      }
+    }
+    off[k] = at;
+    len[k] = (int)(p - (c->buf + at));
+    at = (size_t)(p - c->buf);
+  }
+  return 0;
+}
+
+/* The results of the query sent last, up to the end (NULL); the first
+ * failed one, or the one of `want` status, is kept in *keep (NULL if
+ * none), the others cleared. Returns 0 when every result had one of the
+ * statuses wanted, else the failure's code. */
+static int drain(pg_conn *c, ExecStatusType want, PGresult **keep, const char *what, char *err, size_t errlen) {
+  PGresult *res;
+  int r = 0;
+  *keep = NULL;
+  while ((res = PQgetResult(c->pg)) != NULL) {
+    ExecStatusType st = PQresultStatus(res);
+    if (!r && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != want && st != PGRES_PIPELINE_SYNC)
+      r = fail_pg(c, res, what, err, errlen);
+    if (!*keep && (r || st == want)) {
+      *keep = res;
+      if (st == PGRES_COPY_IN || st == PGRES_PIPELINE_SYNC) break; /* no NULL follows these */
+    } else {
+      PQclear(res);
+    }
+    if (r) break;
+  }
+  if (!r && !*keep && want != PGRES_COMMAND_OK) {
+    r = fail_pg(c, NULL, what, err, errlen);
+  }
+  return r;
+}
+
+/* Resolves a write in doubt (see the top): *committed set when its
+ * commit happened. 0, -EBUSY while it is still running, or a failure. */
+static int doubt_resolve(pg_conn *c, int *committed, char *err, size_t errlen) {
+  char txid[24];
+  const char *p = txid, *name = c->doubt.device, *v = NULL;
+  PGresult *res = NULL;
+  *committed = 0;
+  snprintf(txid, sizeof txid, "%lld", (long long)c->doubt.txid);
+  int r = query_one(c, "xact_status", 1, &p, &res, &v, "commit in doubt", err, errlen);
+  if (!r && v && strcmp(v, "in progress") == 0) {
+    snprintf(err, errlen, "postgres: the commit of batch #%llu is still in progress in a lost session",
+             (unsigned long long)c->doubt.batch_id);
+    r = -EBUSY;
+  }
+  PQclear(res);
+  if (r) return r;
+  r = query_one(c, "mark_get", 1, &name, &res, &v, "commit in doubt", err, errlen);
+  *committed = !r && v && (uint64_t)strtoll(v, NULL, 10) == c->doubt.seq;
+  PQclear(res);
+  return r;
+}
+
+static int same_write(const doubt *d, const storage_rows *w) {
+  return d->batch_id == w->batch_id && d->nrows == w->nrows && d->nmarks == w->nmarks && w->nmarks &&
+         d->seq == w->marks[0].seq && strcmp(d->device, w->marks[0].name) == 0;
+}
+
+/* Drops the session: the server rolls back what it had open, and the
+ * next call connects again. */
+static void session_drop(pg_conn *c) {
+  PQfinish(c->pg);
+  c->pg = NULL;
+  c->ready = 0;
+}
+
+/* After a failed write: the session back to idle, or dropped when its
+ * state is anything but a plain failed transaction. */
+static void rollback(pg_conn *c) {
+  if (!c->pg) return;
+  if (PQstatus(c->pg) != CONNECTION_OK || PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF) {
+    session_drop(c);
+    return;
+  }
+  if (PQtransactionStatus(c->pg) == PQTRANS_IDLE) return;
+  PGresult *res = PQexec(c->pg, "ROLLBACK"); /* discards the results left, first */
+  if (PQresultStatus(res) != PGRES_COMMAND_OK) session_drop(c);
+  PQclear(res);
+}
+
+/* BEGIN, COPY the rows, upsert the marks, COMMIT. */
+static int write_transaction(pg_conn *c, const storage_rows *w, char *err, size_t errlen) {
+  PGresult *res = NULL;
+  int r = 0;
+  int64_t txid = 0;
+  if (!PQsendQuery(c->pg, write_begin)) return fail_pg(c, NULL, "begin", err, errlen);
+  /* BEGIN's result, txid_current()'s, then COPY's invitation. */
+  while ((res = PQgetResult(c->pg)) != NULL) {
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK && PQntuples(res) == 1) txid = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    if (st == PGRES_COPY_IN) break;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      r = fail_pg(c, res, "begin", err, errlen);
+      break;
+    }
+    PQclear(res);
+  }
+  if (!r && !res) r = fail_pg(c, NULL, "copy", err, errlen);
+  PQclear(res);
+  if (r) return r;
+
+  size_t n = copy_data(c, w);
+  if (n == 0) {
+    PQputCopyEnd(c->pg, "out of memory");
+    PQclear(PQgetResult(c->pg));
+    snprintf(err, errlen, "postgres: out of memory");
+    return -ENOMEM;
+  }
+  if (PQputCopyData(c->pg, c->buf, (int)n) != 1 || PQputCopyEnd(c->pg, NULL) != 1)
+    return fail_pg(c, NULL, "copy", err, errlen);
+  if ((r = drain(c, PGRES_COMMAND_OK, &res, "copy", err, errlen)) != 0) {
+    PQclear(res);
+    return r;
+  }
+  PQclear(res);
+
+  size_t off[2];
+  int len[2];
+  if (marks_arrays(c, 0, w, off, len)) {
+    snprintf(err, errlen, "postgres: out of memory");
+    return -ENOMEM;
+  }
+  const char *params[2] = {c->buf + off[0], c->buf + off[1]};
+  const int formats[2] = {1, 1};
+  if (!PQenterPipelineMode(c->pg) || !PQsendQueryPrepared(c->pg, "marks_set", 2, params, len, formats, 0) ||
+      !PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
+    return fail_pg(c, NULL, "high-water mark", err, errlen);
+  /* From here the commit may happen without our hearing of it. */
+  c->doubt = (doubt){.active = 1,
+                     .txid = txid,
+                     .batch_id = w->batch_id,
+                     .nrows = w->nrows,
+                     .nmarks = w->nmarks,
+                     .seq = w->marks[0].seq};
+  snprintf(c->doubt.device, sizeof c->doubt.device, "%s", w->marks[0].name);
+  if (!PQpipelineSync(c->pg)) return fail_pg(c, NULL, "commit", err, errlen);
+  const char *steps[] = {"high-water mark", "commit"};
+  for (int i = 0; i < 2 && !r; i++) {
+    r = drain(c, PGRES_COMMAND_OK, &res, steps[i], err, errlen);
+    PQclear(res);
+  }
+  if (!r) {
+    r = drain(c, PGRES_PIPELINE_SYNC, &res, "commit", err, errlen);
+    PQclear(res);
+  }
+  /* Heard back: committed, or failed before the commit was made. */
+  if (PQstatus(c->pg) == CONNECTION_OK) c->doubt.active = 0;
+  if (!r && !PQexitPipelineMode(c->pg)) r = fail_pg(c, NULL, "commit", err, errlen);
+  return r;
+}
+
+static int pg_write(void *impl, int ci, const storage_rows *w, char *err, size_t errlen) {
+  pg_impl *im = impl;
+  pg_conn *c = &im->conns[ci];
+  if (w->nrows == 0) return 0; /* nothing to store, no mark moved */
+  int r = session(im, c, err, errlen);
+  if (r) return r;
+  if (c->doubt.active) {
+    int committed = 0;
+    if ((r = doubt_resolve(c, &committed, err, errlen)) != 0) return r;
+    c->doubt.active = 0;
+    if (committed && same_write(&c->doubt, w)) return 0; /* the lost attempt was the commit */
+  }
+  r = write_transaction(c, w, err, errlen);
+  if (r) rollback(c);
+  return r;
+}
+
+static int pg_count_rows(void *impl, uint64_t *rows, char *err, size_t errlen) {
+  pg_impl *im = impl;
+  pg_conn *c = &im->conns[0];
+  PGresult *res = NULL;
+  const char *v = NULL;
+  int r = session(im, c, err, errlen);
+  if (!r) r = query_one(c, "count", 0, NULL, &res, &v, "count", err, errlen);
+  *rows = v ? strtoull(v, NULL, 10) : 0;
+  PQclear(res);
+  return r;
+}
+
+const storage_backend storage_postgres_backend = {
+    .name = "postgres",
+    .open = pg_open,
+    .mark_load = pg_mark_load,
+    .write = pg_write,
+    .count_rows = pg_count_rows,
+    .close = pg_close,
+};

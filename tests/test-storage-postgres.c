@@ -1,0 +1,373 @@
+/* test-storage-postgres.c - the PostgreSQL backend under storage.c's
+ * marks, against a server of the test's own (test-postgres.h): rows and
+ * marks stored exactly, resends dropped across a reopen, seqs keep all 64
+ * bits, a commit that fails stores nothing and its retry stores it once,
+ * failures named (read-only, a lock held), the server restarted or
+ * crashed under a storage that goes on, and several connections written
+ * from several threads at once keep every device's readings in order. */
+#include "test-postgres.h"
+#include "test-storage.h"
+
+#include <pthread.h>
+
+static storage *pg_open(const pg_cluster *c, const char *uri, int n, int reset, storage_durability durability) {
+  storage *s = NULL;
+  char err[200] = "";
+  storage_opts o = {
+      .backend = "postgres", .path = uri ? uri : c->uri, .connections = n, .reset = reset, .durability = durability};
+  int r = storage_open(&s, &o, err, sizeof err);
+  ck_assert_msg(r == 0, "storage_open(postgres): %d %s", r, err);
+  return s;
+}
+
+/* devices 1..ndev, seqs from..to each. */
+static batch make_batch(uint64_t id, uint32_t ndev, uint64_t from, uint64_t to) {
+  batch b = {.id = id};
+  for (uint64_t q = from; q <= to; q++)
+    for (uint32_t d = 1; d <= ndev; d++) storage_test_push(&b, d, q);
+  return b;
+}
+
+/* storage_write on every connection until each commits; the codes of the
+ * failed attempts must be `expect`, at most `tries` of them per
+ * connection. Returns the failures. */
+static int write_until(storage *s, const batch *b, int expect, int tries, storage_write_result *sum) {
+  int failures = 0;
+  *sum = (storage_write_result){0};
+  for (int c = 0; c < storage_connections(s); c++) {
+    storage_write_result res;
+    char err[200] = "";
+    int r, n = 0;
+    while ((r = storage_write(s, c, b, &res, err, sizeof err)) != 0) {
+      ck_assert_msg(r == expect, "storage_write: %d (%s), expected %d", r, err, expect);
+      ck_assert_uint_eq(res.inserted + res.duplicates, 0);
+      ck_assert_msg(++n < tries, "still failing after %d attempts: %s", n, err);
+      failures++;
+      pg_sleep_ms(20);
+    }
+    sum->inserted += res.inserted;
+    sum->duplicates += res.duplicates;
+  }
+  return failures;
+}
+
+START_TEST(test_rows_and_marks_stored_exactly) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  storage *s = pg_open(&c, NULL, 3, 1, STORAGE_DURABILITY_NORMAL);
+  batch b = make_batch(1, 9, 1, 4);
+  storage_test_push(&b, 4, 2); /* a resend inside the batch */
+  storage_write_result res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 36);
+  ck_assert_uint_eq(res.duplicates, 1);
+  batch_free(&b);
+  /* Next batch: the last of the previous one again, then new ones. */
+  b = make_batch(2, 9, 4, 6);
+  res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 18);
+  ck_assert_uint_eq(res.duplicates, 9);
+  batch_free(&b);
+  ck_assert_uint_eq(storage_test_count(s), 54);
+
+  /* What a row holds, column by column. */
+  PGconn *pg = pg_connect(&c);
+  PGresult *r = PQexec(pg, "SELECT device, seq, ts_ms, temperature, humidity, battery, batch FROM readings"
+                           " WHERE device = '7' AND seq = 5");
+  ck_assert_int_eq(PQntuples(r), 1);
+  ck_assert_str_eq(PQgetvalue(r, 0, 0), "7");
+  ck_assert_str_eq(PQgetvalue(r, 0, 1), "5");
+  ck_assert_str_eq(PQgetvalue(r, 0, 2), "1700000000005");
+  ck_assert_str_eq(PQgetvalue(r, 0, 3), "21.5");
+  ck_assert_str_eq(PQgetvalue(r, 0, 4), "45");
+  ck_assert_str_eq(PQgetvalue(r, 0, 5), "90");
+  ck_assert_str_eq(PQgetvalue(r, 0, 6), "2");
+  PQclear(r);
+  ck_assert_int_eq(pg_value(pg, "SELECT seq FROM device_hwm WHERE device = '3'"), 6);
+  PQfinish(pg);
+  storage_close(s);
+
+  /* Reopened: the marks come from device_hwm. */
+  s = pg_open(&c, NULL, 2, 0, STORAGE_DURABILITY_FULL);
+  b = make_batch(3, 9, 5, 7);
+  res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 9);
+  ck_assert_uint_eq(res.duplicates, 18);
+  batch_free(&b);
+  storage_close(s);
+  uint64_t rows;
+  ck_assert_int_eq(pg_check_sequences(&c, &rows), 9);
+  ck_assert_uint_eq(rows, 63);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_seq_full_64_bits) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  const uint64_t top = UINT64_MAX, half = (uint64_t)1 << 63;
+  storage *s = pg_open(&c, NULL, 1, 1, STORAGE_DURABILITY_NORMAL);
+  batch b = {.id = 1};
+  const uint64_t seqs[] = {half - 1, half, top - 1, top};
+  for (int i = 0; i < 4; i++) storage_test_push(&b, 1, seqs[i]);
+  storage_test_push(&b, 1, half); /* a resend */
+  storage_write_result res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 4);
+  ck_assert_uint_eq(res.duplicates, 1);
+  batch_free(&b);
+  storage_close(s);
+  PGconn *pg = pg_connect(&c);
+  ck_assert_uint_eq((uint64_t)pg_value(pg, "SELECT seq FROM device_hwm WHERE device = '1'"), top);
+  ck_assert_uint_eq((uint64_t)pg_value(pg, "SELECT seq FROM readings ORDER BY seq < 0, seq LIMIT 1"), half - 1);
+  PQfinish(pg);
+  s = pg_open(&c, NULL, 1, 0, STORAGE_DURABILITY_NORMAL);
+  b = (batch){.id = 2};
+  storage_test_push(&b, 1, top);
+  storage_test_push(&b, 1, 5);
+  res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 0);
+  ck_assert_uint_eq(res.duplicates, 2);
+  batch_free(&b);
+  ck_assert_uint_eq(storage_test_count(s), 4);
+  storage_close(s);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* A transaction that fails - in the COPY of the rows, or in the marks
+ * after the rows went in - stores nothing and moves no mark; once the
+ * cause is gone, the same batch retried is stored once. */
+START_TEST(test_failed_commit_stores_nothing) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  storage *s = pg_open(&c, NULL, 2, 1, STORAGE_DURABILITY_NORMAL);
+  batch b = make_batch(1, 4, 1, 3);
+  storage_write_result res;
+  write_until(s, &b, 0, 1, &res);
+  batch_free(&b);
+  PGconn *pg = pg_connect(&c);
+  /* Seq 5 refused by readings, then mark 7 by device_hwm. */
+  const char *const causes[][2] = {
+      {"ALTER TABLE readings ADD CONSTRAINT no_5 CHECK (seq <> 5)", "ALTER TABLE readings DROP CONSTRAINT no_5"},
+      {"ALTER TABLE device_hwm ADD CONSTRAINT no_7 CHECK (seq <> 7)", "ALTER TABLE device_hwm DROP CONSTRAINT no_7"},
+  };
+  for (uint64_t k = 0; k < 2; k++) {
+    pg_exec(pg, causes[k][0]);
+    b = make_batch(2 + k, 4, 4 + 2 * k, 5 + 2 * k);
+    char err[200] = "";
+    for (int conn = 0; conn < 2; conn++) {
+      int r = storage_write(s, conn, &b, &res, err, sizeof err);
+      ck_assert_msg(r == -EIO, "%d %s", r, err);
+      ck_assert_msg(strstr(err, "(SQLSTATE 23514)"), "%s", err);
+      ck_assert_uint_eq(res.inserted + res.duplicates, 0);
+    }
+    ck_assert_uint_eq(storage_test_count(s), 12 + 8 * k);
+    int found;
+    uint64_t seq;
+    ck_assert_int_eq(storage_mark_get(s, 2, &found, &seq, err, sizeof err), 0);
+    ck_assert_uint_eq(seq, 3 + 2 * k);
+    pg_exec(pg, causes[k][1]);
+    write_until(s, &b, 0, 1, &res);
+    ck_assert_uint_eq(res.inserted, 8);
+    batch_free(&b);
+  }
+  PQfinish(pg);
+  storage_close(s);
+  uint64_t rows;
+  ck_assert_int_eq(pg_check_sequences(&c, &rows), 4);
+  ck_assert_uint_eq(rows, 28);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* Failures say what a person must fix: a database turned read-only is
+ * -EROFS, a lock held past lock_timeout -EBUSY; both commit once lifted. */
+START_TEST(test_failures_named) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  char uri[200];
+  snprintf(uri, sizeof uri, "%s?options=-c%%20lock_timeout%%3D200", c.uri);
+  storage *s = pg_open(&c, uri, 1, 1, STORAGE_DURABILITY_NORMAL);
+  PGconn *pg = pg_connect(&c);
+  batch b = make_batch(1, 3, 1, 2);
+  storage_write_result res;
+  write_until(s, &b, 0, 1, &res);
+  batch_free(&b);
+
+  /* Read-only: a reload reaches the storage's session at its next
+   * statement, so the first attempts may still commit. */
+  pg_exec(pg, "ALTER SYSTEM SET default_transaction_read_only = on");
+  pg_exec(pg, "SELECT pg_reload_conf()");
+  char err[200] = "";
+  int r = 0;
+  uint64_t id = 2, seq = 3;
+  for (int i = 0; i < PG_PATIENCE_MS / 20; i++, id++, seq++) {
+    b = make_batch(id, 3, seq, seq);
+    r = storage_write(s, 0, &b, &res, err, sizeof err);
+    batch_free(&b);
+    if (r != 0) break;
+    pg_sleep_ms(20);
+  }
+  ck_assert_msg(r == -EROFS, "%d %s", r, err);
+  ck_assert_ptr_nonnull(strstr(err, "read_only_sql_transaction"));
+  pg_exec(pg, "SET default_transaction_read_only = off");
+  pg_exec(pg, "ALTER SYSTEM RESET default_transaction_read_only");
+  pg_exec(pg, "SELECT pg_reload_conf()");
+  b = make_batch(id, 3, seq, seq);
+  write_until(s, &b, -EROFS, PG_PATIENCE_MS / 20, &res);
+  ck_assert_uint_eq(res.inserted, 3);
+
+  /* A lock another session holds. */
+  pg_exec(pg, "BEGIN");
+  pg_exec(pg, "LOCK TABLE readings IN ACCESS EXCLUSIVE MODE");
+  batch_free(&b);
+  b = make_batch(id + 1, 3, seq + 1, seq + 1);
+  r = storage_write(s, 0, &b, &res, err, sizeof err);
+  ck_assert_msg(r == -EBUSY, "%d %s", r, err);
+  ck_assert_ptr_nonnull(strstr(err, "lock_not_available"));
+  pg_exec(pg, "COMMIT");
+  write_until(s, &b, 0, 1, &res);
+  ck_assert_uint_eq(res.inserted, 3);
+  batch_free(&b);
+  PQfinish(pg);
+  storage_close(s);
+  uint64_t rows;
+  ck_assert_int_eq(pg_check_sequences(&c, &rows), 3);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* The server stops (fast, then as a crash) under an open storage: writes
+ * fail with -EIO and a reason while it is down, the storage connects
+ * again once it is back, and every reading is stored once. With
+ * durability full, a crash loses no commit that returned. */
+START_TEST(test_server_restart_reconnects) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  storage *s = pg_open(&c, NULL, 2, 1, STORAGE_DURABILITY_FULL);
+  uint64_t id = 1, seq = 1, stored = 0;
+  storage_write_result res;
+  const int stops[] = {SIGINT, SIGQUIT};
+  for (int k = 0; k < 2; k++) {
+    for (int i = 0; i < 3; i++, id++, seq += 2) {
+      batch b = make_batch(id, 6, seq, seq + 1);
+      write_until(s, &b, 0, 1, &res);
+      stored += res.inserted;
+      batch_free(&b);
+    }
+    pg_cluster_stop(&c, stops[k]);
+    batch b = make_batch(id++, 6, seq, seq + 1);
+    seq += 2;
+    char err[200] = "";
+    int r = storage_write(s, 0, &b, &res, err, sizeof err);
+    ck_assert_msg(r == -EIO, "%d %s", r, err);
+    ck_assert_msg(strstr(err, "connection lost") || strstr(err, "cannot connect"), "%s", err);
+    r = storage_write(s, 0, &b, &res, err, sizeof err); /* a new connection is tried, and refused */
+    ck_assert_msg(r == -EIO && strstr(err, "cannot connect"), "%d %s", r, err);
+    pg_cluster_run(&c);
+    write_until(s, &b, -EIO, PG_PATIENCE_MS / 20, &res);
+    stored += res.inserted;
+    batch_free(&b);
+  }
+  ck_assert_uint_eq(stored, 8 * 12);
+  ck_assert_uint_eq(storage_test_count(s), stored);
+  storage_close(s);
+  uint64_t rows;
+  ck_assert_int_eq(pg_check_sequences(&c, &rows), 6);
+  ck_assert_uint_eq(rows, stored);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* No server at all: open fails at once with the reason. */
+START_TEST(test_open_refused) {
+  storage *s = NULL;
+  char err[200] = "", uri[128];
+  pg_cluster c;
+  pg_cluster_start(&c);
+  snprintf(uri, sizeof uri, "%s", c.uri);
+  pg_cluster_destroy(&c);
+  storage_opts o = {.backend = "postgres", .path = uri, .connections = 1};
+  ck_assert_int_eq(storage_open(&s, &o, err, sizeof err), -EIO);
+  ck_assert_ptr_null(s);
+  ck_assert_msg(strncmp(err, "postgres: cannot connect: ", 26) == 0, "%s", err);
+  o.path = "postgresql://nobody@127.0.0.1:1/x?connect_timeout=bad";
+  ck_assert_int_eq(storage_open(&s, &o, err, sizeof err), -EIO);
+}
+END_TEST
+
+enum { CONNS = 4, DEVICES = 40, BATCHES = 60, PER_BATCH = 3 };
+
+typedef struct conn_writer {
+  storage *s;
+  int conn;
+  uint64_t inserted, duplicates;
+  int failed;
+} conn_writer;
+
+/* One connection's writer: every batch in cut order, the same batches as
+ * the other threads; storage_write picks the devices routed here. */
+static void *write_conn(void *arg) {
+  conn_writer *w = arg;
+  for (uint64_t id = 1; id <= BATCHES; id++) {
+    batch b = {.id = id};
+    for (uint64_t q = 1; q <= PER_BATCH; q++)
+      for (uint32_t d = 1; d <= DEVICES; d++) {
+        reading r = {.device = d, .seq = (id - 1) * PER_BATCH + q};
+        if (batch_push(&b, &r) != 0) w->failed = 1;
+        if (q == 1 && id > 1) { /* the device's last reading of the batch before: a resend */
+          r.seq--;
+          if (batch_push(&b, &r) != 0) w->failed = 1;
+        }
+      }
+    storage_write_result res;
+    char err[200];
+    if (storage_write(w->s, w->conn, &b, &res, err, sizeof err) != 0) w->failed = 1;
+    w->inserted += res.inserted;
+    w->duplicates += res.duplicates;
+    batch_free(&b);
+  }
+  return NULL;
+}
+
+START_TEST(test_connections_in_parallel_keep_order) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  storage *s = pg_open(&c, NULL, CONNS, 1, STORAGE_DURABILITY_NORMAL);
+  pthread_t th[CONNS];
+  conn_writer w[CONNS];
+  for (int k = 0; k < CONNS; k++) {
+    w[k] = (conn_writer){.s = s, .conn = k};
+    ck_assert_int_eq(pthread_create(&th[k], NULL, write_conn, &w[k]), 0);
+  }
+  uint64_t inserted = 0, duplicates = 0;
+  for (int k = 0; k < CONNS; k++) {
+    pthread_join(th[k], NULL);
+    ck_assert_int_eq(w[k].failed, 0);
+    ck_assert_uint_eq(w[k].inserted, (uint64_t)(DEVICES / CONNS) * BATCHES * PER_BATCH);
+    inserted += w[k].inserted;
+    duplicates += w[k].duplicates;
+  }
+  ck_assert_uint_eq(inserted, (uint64_t)DEVICES * BATCHES * PER_BATCH);
+  ck_assert_uint_eq(duplicates, (uint64_t)DEVICES * (BATCHES - 1));
+  ck_assert_uint_eq(storage_test_count(s), inserted);
+  storage_close(s);
+  uint64_t rows;
+  ck_assert_int_eq(pg_check_sequences(&c, &rows), DEVICES);
+  ck_assert_uint_eq(rows, inserted);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+int main(void) {
+  int r = pg_template_init();
+  if (r != 0) return r;
+  Suite *s = suite_create("storage-postgres");
+  tg_test_add(s, "rows_and_marks_stored_exactly", test_rows_and_marks_stored_exactly, 120);
+  tg_test_add(s, "seq_full_64_bits", test_seq_full_64_bits, 120);
+  tg_test_add(s, "failed_commit_stores_nothing", test_failed_commit_stores_nothing, 120);
+  tg_test_add(s, "failures_named", test_failures_named, 120);
+  tg_test_add(s, "server_restart_reconnects", test_server_restart_reconnects, 180);
+  tg_test_add(s, "open_refused", test_open_refused, 120);
+  tg_test_add(s, "connections_in_parallel_keep_order", test_connections_in_parallel_keep_order, 120);
+  return tg_test_main(s);
+}
