@@ -82,9 +82,12 @@ START_TEST(test_rows_and_marks_stored_exactly) {
   ck_assert_str_eq(PQgetvalue(r, 0, 5), "90");
   ck_assert_str_eq(PQgetvalue(r, 0, 6), "2");
   PQclear(r);
+  /* The marks are in mark_log until a close folds them. */
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM mark_log"), 6);
+  storage_close(s);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM mark_log"), 0);
   ck_assert_int_eq(pg_value(pg, "SELECT seq FROM device_hwm WHERE device = '3'"), 6);
   PQfinish(pg);
-  storage_close(s);
 
   /* Reopened: the marks come from device_hwm. */
   s = pg_open(&c, NULL, 2, 0, STORAGE_DURABILITY_FULL);
@@ -97,6 +100,47 @@ START_TEST(test_rows_and_marks_stored_exactly) {
   uint64_t rows;
   ck_assert_int_eq(pg_check_sequences(&c, &rows), 9);
   ck_assert_uint_eq(rows, 63);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* A process that ends without closing the storage leaves its marks in
+ * mark_log; the next open folds them, and drops the resends. Also with
+ * more than FOLD_EVERY (256) writes, which fold on the way. */
+START_TEST(test_marks_survive_crash) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  const uint64_t writes[] = {3, 300};
+  for (int k = 0; k < 2; k++) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* a serve that dies: no close */
+      storage *s = pg_open(&c, NULL, 2, 1, STORAGE_DURABILITY_NORMAL);
+      for (uint64_t id = 1; id <= writes[k]; id++) {
+        batch b = make_batch(id, 50, id, id);
+        storage_test_write(s, &b);
+        batch_free(&b);
+      }
+      _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_int_eq(status, 0);
+    PGconn *pg = pg_connect(&c);
+    ck_assert_int_gt(pg_value(pg, "SELECT count(*) FROM mark_log"), 0);
+    storage *s = pg_open(&c, NULL, 3, 0, STORAGE_DURABILITY_NORMAL);
+    ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM mark_log"), 0);
+    PQfinish(pg);
+    batch b = make_batch(writes[k] + 1, 50, writes[k], writes[k] + 1);
+    storage_write_result res = storage_test_write(s, &b);
+    ck_assert_uint_eq(res.inserted, 50);
+    ck_assert_uint_eq(res.duplicates, 50);
+    batch_free(&b);
+    storage_close(s);
+    uint64_t rows;
+    ck_assert_int_eq(pg_check_sequences(&c, &rows), 50);
+    ck_assert_uint_eq(rows, 50 * (writes[k] + 1));
+  }
   pg_cluster_destroy(&c);
 }
 END_TEST
@@ -145,10 +189,10 @@ START_TEST(test_failed_commit_stores_nothing) {
   write_until(s, &b, 0, 1, &res);
   batch_free(&b);
   PGconn *pg = pg_connect(&c);
-  /* Seq 5 refused by readings, then mark 7 by device_hwm. */
+  /* Seq 5 refused by readings, then batch 3's marks by mark_log. */
   const char *const causes[][2] = {
       {"ALTER TABLE readings ADD CONSTRAINT no_5 CHECK (seq <> 5)", "ALTER TABLE readings DROP CONSTRAINT no_5"},
-      {"ALTER TABLE device_hwm ADD CONSTRAINT no_7 CHECK (seq <> 7)", "ALTER TABLE device_hwm DROP CONSTRAINT no_7"},
+      {"ALTER TABLE mark_log ADD CONSTRAINT no_3 CHECK (batch <> 3)", "ALTER TABLE mark_log DROP CONSTRAINT no_3"},
   };
   for (uint64_t k = 0; k < 2; k++) {
     pg_exec(pg, causes[k][0]);
@@ -363,6 +407,7 @@ int main(void) {
   if (r != 0) return r;
   Suite *s = suite_create("storage-postgres");
   tg_test_add(s, "rows_and_marks_stored_exactly", test_rows_and_marks_stored_exactly, 120);
+  tg_test_add(s, "marks_survive_crash", test_marks_survive_crash, 120);
   tg_test_add(s, "seq_full_64_bits", test_seq_full_64_bits, 120);
   tg_test_add(s, "failed_commit_stores_nothing", test_failed_commit_stores_nothing, 120);
   tg_test_add(s, "failures_named", test_failures_named, 120);
