@@ -8,7 +8,9 @@
 #include "test-postgres.h"
 #include "test-storage.h"
 
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 static storage *pg_open(const pg_cluster *c, const char *uri, int n, int reset, storage_durability durability) {
   storage *s = NULL;
@@ -339,6 +341,148 @@ START_TEST(test_open_refused) {
 }
 END_TEST
 
+/* A TCP proxy in front of the server that can break a session around its
+ * COMMIT: on the way in (the server never sees the COMMIT: it rolls back)
+ * or on the way back (the server committed; the storage never hears it),
+ * and refuse sessions meanwhile. */
+enum { PROXY_PAIRS = 8 };
+
+typedef struct proxy {
+  int listen_fd, port, target;
+  pthread_t thread;
+  int fds[PROXY_PAIRS][2]; /* client, server; -1: free (the proxy thread's own) */
+  _Atomic int cut_request, cut_reply, refuse, stop, cuts;
+} proxy;
+
+static int proxy_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+static int has_commit(const char *buf, size_t n) { return memmem(buf, n, "COMMIT", sizeof "COMMIT") != NULL; }
+
+static void proxy_close_pair(proxy *p, int i) {
+  close(p->fds[i][0]);
+  close(p->fds[i][1]);
+  p->fds[i][0] = p->fds[i][1] = -1;
+}
+
+static void *proxy_run(void *arg) {
+  proxy *p = arg;
+  char buf[1 << 16];
+  while (!atomic_load(&p->stop)) {
+    struct pollfd pf[1 + 2 * PROXY_PAIRS];
+    int n = 0;
+    pf[n++] = (struct pollfd){.fd = p->listen_fd, .events = POLLIN};
+    for (int i = 0; i < PROXY_PAIRS; i++)
+      for (int k = 0; k < 2; k++) pf[n++] = (struct pollfd){.fd = p->fds[i][k], .events = POLLIN};
+    if (poll(pf, (nfds_t)n, 20) <= 0) continue;
+    if (pf[0].revents & POLLIN) {
+      int c = accept(p->listen_fd, NULL, NULL), slot = -1;
+      for (int i = 0; i < PROXY_PAIRS && slot < 0; i++)
+        if (p->fds[i][0] < 0) slot = i;
+      int s = c >= 0 && slot >= 0 && !atomic_load(&p->refuse) ? proxy_connect(p->target) : -1;
+      if (s < 0) {
+        if (c >= 0) close(c);
+      } else {
+        p->fds[slot][0] = c;
+        p->fds[slot][1] = s;
+      }
+    }
+    for (int i = 0; i < PROXY_PAIRS; i++)
+      for (int k = 0; k < 2; k++) {
+        if (p->fds[i][k] < 0 || !(pf[1 + 2 * i + k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t got = read(p->fds[i][k], buf, sizeof buf);
+        _Atomic int *cut = k == 0 ? &p->cut_request : &p->cut_reply;
+        if (got > 0 && atomic_load(cut) && has_commit(buf, (size_t)got)) {
+          atomic_store(cut, 0);
+          atomic_fetch_add(&p->cuts, 1);
+          got = 0;
+        }
+        if (got <= 0 || write(p->fds[i][1 - k], buf, (size_t)got) != got) proxy_close_pair(p, i);
+      }
+  }
+  for (int i = 0; i < PROXY_PAIRS; i++)
+    if (p->fds[i][0] >= 0) proxy_close_pair(p, i);
+  return NULL;
+}
+
+static void proxy_start(proxy *p, int target) {
+  memset(p, 0, sizeof *p);
+  memset(p->fds, -1, sizeof p->fds);
+  p->target = target;
+  p->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ck_assert_int_eq(bind(p->listen_fd, (struct sockaddr *)&a, sizeof a), 0);
+  ck_assert_int_eq(listen(p->listen_fd, 16), 0);
+  ck_assert_int_eq(getsockname(p->listen_fd, (struct sockaddr *)&a, &len), 0);
+  p->port = ntohs(a.sin_port);
+  ck_assert_int_eq(pthread_create(&p->thread, NULL, proxy_run, p), 0);
+}
+
+static void proxy_stop(proxy *p) {
+  atomic_store(&p->stop, 1);
+  pthread_join(p->thread, NULL);
+  close(p->listen_fd);
+}
+
+/* The session breaks around a COMMIT: after the server committed, the
+ * storage cannot know; its retry of the same batch finds the commit and
+ * stores nothing twice. Before the server saw it, the retry writes.
+ * Either way, while the server cannot be reached, the retries fail. */
+START_TEST(test_commit_lost_in_flight) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  proxy px;
+  proxy_start(&px, c.port);
+  char uri[160];
+  snprintf(uri, sizeof uri, "postgresql://telegate@127.0.0.1:%d/postgres", px.port);
+  storage *s = pg_open(&c, uri, 1, 1, STORAGE_DURABILITY_NORMAL);
+  PGconn *pg = pg_connect(&c);
+  storage_write_result res;
+  batch b = make_batch(1, 5, 1, 2);
+  write_until(s, &b, 0, 1, &res);
+  batch_free(&b);
+  uint64_t id = 2, seq = 3, stored = 10;
+  for (int k = 0; k < 4; k++, id++, seq += 2) {
+    int reply = k % 2 == 0, refuse = k >= 2;
+    atomic_store(reply ? &px.cut_reply : &px.cut_request, 1);
+    b = make_batch(id, 5, seq, seq + 1);
+    char err[200] = "";
+    int r = storage_write(s, 0, &b, &res, err, sizeof err);
+    ck_assert_msg(r == -EIO && strstr(err, "connection lost"), "%d %s", r, err);
+    ck_assert_int_eq(atomic_load(&px.cuts), k + 1);
+    ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM readings"), (long long)(stored + (reply ? 10 : 0)));
+    if (refuse) {
+      atomic_store(&px.refuse, 1);
+      r = storage_write(s, 0, &b, &res, err, sizeof err);
+      ck_assert_msg(r == -EIO && strstr(err, "cannot connect"), "%d %s", r, err);
+      atomic_store(&px.refuse, 0);
+    }
+    write_until(s, &b, 0, 1, &res);
+    ck_assert_uint_eq(res.inserted, 10); /* committed by the lost attempt, or by this one */
+    stored += 10;
+    ck_assert_uint_eq(storage_test_count(s), stored);
+    batch_free(&b);
+  }
+  PQfinish(pg);
+  storage_close(s);
+  proxy_stop(&px);
+  uint64_t rows;
+  ck_assert_int_eq(pg_check_sequences(&c, &rows), 5);
+  ck_assert_uint_eq(rows, stored);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
 enum { CONNS = 4, DEVICES = 40, BATCHES = 60, PER_BATCH = 3 };
 
 typedef struct conn_writer {
@@ -413,6 +557,7 @@ int main(void) {
   tg_test_add(s, "failures_named", test_failures_named, 120);
   tg_test_add(s, "server_restart_reconnects", test_server_restart_reconnects, 180);
   tg_test_add(s, "open_refused", test_open_refused, 120);
+  tg_test_add(s, "commit_lost_in_flight", test_commit_lost_in_flight, 120);
   tg_test_add(s, "connections_in_parallel_keep_order", test_connections_in_parallel_keep_order, 120);
   return tg_test_main(s);
 }
