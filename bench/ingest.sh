@@ -68,12 +68,12 @@ work=$(mktemp -d)
 pg_pid=""
 trap '[ -z "$pg_pid" ] || kill -INT "$pg_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
-# A PostgreSQL server for the postgres cases, started on first use.
+# A PostgreSQL server for the postgres cases, started before them (runs
+# are measured in subshells, which could not leave it to the next).
 pg_port=$((port + 1))
 pg_uri="postgresql://telegate@127.0.0.1:$pg_port/postgres"
 pg_as=() # run as the server's user
 pg_start() {
-  [ -n "$pg_pid" ] && return
   local bin
   bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   [ -n "$bin" ] || bin=$(dirname "$(command -v initdb)")
@@ -90,7 +90,7 @@ pg_start() {
   for _ in $(seq 600); do pg_isready -q -d "$pg_uri" && return; sleep 0.05; done
   echo "ingest.sh: postgres did not start" >&2; cat "$work/pg/postgres.log" >&2; exit 1
 }
-pg_sql() { psql -X -q -v ON_ERROR_STOP=1 -d "$pg_uri" "$@"; }
+pg_sql() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -d "$pg_uri" "$@"; }
 # CPU seconds of the server so far: its live processes' own, plus what its
 # ended sessions left in the postmaster's children's times.
 pg_cpu() {
@@ -126,8 +126,7 @@ run_case() { # storage K -> prints "rate cpu_per_M peak_kb idle_kb total_cpu db_
   d=$(devices_for "$k")
   rm -f "$work"/bench.db*
   if [ "$storage" = postgres ]; then
-    pg_start
-    pg_sql -c "DROP TABLE IF EXISTS readings, device_hwm" 2>/dev/null
+    pg_sql -c "DROP TABLE IF EXISTS readings, device_hwm, mark_log"
     db=$pg_uri pool=${PG_POOL:-1}
     pg_before=$(pg_cpu)
   fi
@@ -178,6 +177,7 @@ EOF
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+case " $cases " in *" postgres:"*) pg_start ;; esac
 results=()
 for c in $cases; do
   storage=${c%%:*}; k=${c##*:}

@@ -8,6 +8,8 @@ set -euo pipefail
 PACKAGES=(
   build-essential clang cmake pkg-config
   libuv1-dev libboost-context-dev libsqlite3-dev sqlite3
+  libpq-dev           # the PostgreSQL storage backend (--storage postgres)
+  postgresql          # its tests and bench/ingest.sh start a server of their own (initdb, postgres, psql)
   libcjson-dev libhttp-parser-dev libinih-dev libssl-dev zlib1g-dev
   openssl             # the TLS tests make their certificates with it
   mosquitto mosquitto-clients python3-paho-mqtt  # the MQTT tests and bench/mqtt.sh: a real broker and publishers

@@ -149,7 +149,7 @@ START_TEST(test_cli_serve_bad_input) {
       {{"--workers", "65"}, "--workers wants an integer from 1 to 64, got '65'"},
       {{"--quiet", "--batch-size"}, "--batch-size needs a value: an integer from 1 to 10000000"},
       {{"--batchsize", "5"}, "unknown flag '--batchsize'; --help lists the flags"},
-      {{"--storage", "postgres"}, "--storage wants a registered backend (sqlite, none), got 'postgres'"},
+      {{"--storage", "mysql"}, "--storage wants a registered backend (sqlite, postgres, none), got 'mysql'"},
       {{"--listen-devices", "127.0.0.1"},
        "--listen-devices wants HOST:PORT (HOST a numeric IPv4 address, an IPv6 one in brackets or localhost; PORT 0 "
        "to 65535), got '127.0.0.1'"},

@@ -90,13 +90,15 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS readings ("
 
 static const char schema_reset[] = "DROP TABLE IF EXISTS readings, device_hwm, mark_log;";
 
-/* Moves mark_log rows into device_hwm: per device, the mark of its latest
- * row (marks only grow, and a device has one writer at a time). */
-#define FOLD_SQL(where)                                                                             \
-  "WITH gone AS (DELETE FROM mark_log " where " RETURNING id, devices, seqs),"                      \
-  " latest AS (SELECT DISTINCT ON (m.device) m.device, m.seq"                                       \
-  "  FROM gone, unnest(gone.devices, gone.seqs) AS m(device, seq) ORDER BY m.device, gone.id DESC)" \
-  " INSERT INTO device_hwm (device, seq) SELECT device, seq FROM latest"                            \
+/* Moves mark_log rows into device_hwm: per device the largest mark, as
+ * unsigned (x # MIN turns the unsigned order of bigint's bits into the
+ * signed one), aggregated in a hash: marks only grow, so it is the latest.
+ * Sorting the marks instead (DISTINCT ON) took 0.6 s per 256 writes. */
+#define FOLD_SQL(where)                                                                            \
+  "WITH gone AS (DELETE FROM mark_log " where " RETURNING devices, seqs)"                          \
+  " INSERT INTO device_hwm (device, seq)"                                                          \
+  " SELECT m.device, max(m.seq # '-9223372036854775808'::bigint) # '-9223372036854775808'::bigint" \
+  " FROM gone, unnest(gone.devices, gone.seqs) AS m(device, seq) GROUP BY m.device"                \
   " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq"
 
 /* Any number, the same in every gateway: the lock taken while creating
