@@ -77,8 +77,8 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS readings ("
                              " device text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL,"
                              " temperature double precision NOT NULL, humidity double precision NOT NULL,"
                              " battery integer NOT NULL, batch bigint NOT NULL);"
-                             /* Every write updates its devices' rows: room on each page
-                              * lets the update stay on the page (HOT), the index untouched. */
+                             /* A fold updates thousands of its rows: room on each page lets
+                              * an update stay on the page (HOT), the index untouched. */
                              "CREATE TABLE IF NOT EXISTS device_hwm ("
                              " device text PRIMARY KEY, seq bigint NOT NULL) WITH (fillfactor = 50);"
                              "CREATE TABLE IF NOT EXISTS mark_log ("
@@ -131,7 +131,7 @@ typedef struct pg_conn {
 } pg_conn;
 
 typedef struct pg_impl {
-  const char *conninfo;
+  char *conninfo;
   int synchronous; /* --durability full */
   int n;
   pg_conn conns[];
@@ -304,13 +304,18 @@ static void pg_close(void *impl) {
     PQfinish(im->conns[i].pg);
     free(im->conns[i].buf);
   }
+  free(im->conninfo);
   free(im);
 }
 
 static int pg_open(const storage_backend_opts *opts, void **impl, char *err, size_t errlen) {
   pg_impl *im = calloc(1, sizeof *im + (size_t)opts->connections * sizeof im->conns[0]);
   if (!im) return -ENOMEM;
-  im->conninfo = opts->path && *opts->path ? opts->path : "";
+  im->conninfo = strdup(opts->path ? opts->path : "");
+  if (!im->conninfo) {
+    free(im);
+    return -ENOMEM;
+  }
   im->synchronous = opts->durability == STORAGE_DURABILITY_FULL;
   im->n = opts->connections;
   int r = 0;
