@@ -547,6 +547,15 @@ static int write_transaction(pg_conn *c, const storage_rows *w, int fold, char *
   PGresult *res = NULL;
   int r = 0;
   int64_t txid = 0;
+  /* Everything is encoded before the first message: the server then never
+   * waits for this thread mid-transaction, which on a busy machine may not
+   * be running. */
+  size_t n = copy_data(c, w), off[2];
+  int len[4] = {8, 8};
+  if (n == 0 || marks_arrays(c, n, w, off, &len[2])) {
+    snprintf(err, errlen, "postgres: out of memory");
+    return -ENOMEM;
+  }
   if (!PQsendQuery(c->pg, write_begin)) return fail_pg(c, NULL, "begin", err, errlen);
   /* BEGIN's result, txid_current()'s, then COPY's invitation. */
   while ((res = PQgetResult(c->pg)) != NULL) {
@@ -563,13 +572,6 @@ static int write_transaction(pg_conn *c, const storage_rows *w, int fold, char *
   PQclear(res);
   if (r) return r;
 
-  size_t n = copy_data(c, w);
-  if (n == 0) {
-    PQputCopyEnd(c->pg, "out of memory");
-    PQclear(PQgetResult(c->pg));
-    snprintf(err, errlen, "postgres: out of memory");
-    return -ENOMEM;
-  }
   if (PQputCopyData(c->pg, c->buf, (int)n) != 1 || PQputCopyEnd(c->pg, NULL) != 1)
     return fail_pg(c, NULL, "copy", err, errlen);
   if ((r = drain(c, PGRES_COMMAND_OK, &res, "copy", err, errlen)) != 0) {
@@ -578,12 +580,6 @@ static int write_transaction(pg_conn *c, const storage_rows *w, int fold, char *
   }
   PQclear(res);
 
-  size_t off[2];
-  int len[4] = {8, 8};
-  if (marks_arrays(c, 0, w, off, &len[2])) {
-    snprintf(err, errlen, "postgres: out of memory");
-    return -ENOMEM;
-  }
   char writer[8], batch_id[8];
   put64(writer, (uint64_t)c->writer);
   put64(batch_id, w->batch_id);
