@@ -21,10 +21,12 @@
  * 1,000 marks, and upserting them cost 6 times the COPY of the rows
  * (116,000 readings/s where a bare COPY took 1,070,000). A write appends
  * them instead as one mark_log row (the writing connection's id, the
- * batch, and two arrays); every FOLD_EVERY writes of a connection, and
- * when it closes, its rows are folded into device_hwm (each device's
- * latest mark) in the transaction of that write, and opening folds what
- * any writer left (a crash). device_hwm plus mark_log hold every
+ * batch, and two arrays). Every FOLD_EVERY writes of a connection, and
+ * when it closes, the latest mark of each device it moved since its last
+ * fold - kept in memory, as SQLite's backend does - goes to device_hwm
+ * and its mark_log rows are deleted, in the transaction of that write
+ * (which logs nothing); opening folds from mark_log what any writer left
+ * (a crash). device_hwm plus mark_log hold every
  * committed mark; a mark is only read (mark_load) for a device this
  * process has not written yet, after the fold at open, so device_hwm
  * alone has it. Tables are created at open if missing, under an advisory
@@ -90,16 +92,23 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS readings ("
 
 static const char schema_reset[] = "DROP TABLE IF EXISTS readings, device_hwm, mark_log;";
 
-/* Moves mark_log rows into device_hwm: per device the largest mark, as
- * unsigned (x # MIN turns the unsigned order of bigint's bits into the
- * signed one), aggregated in a hash: marks only grow, so it is the latest.
- * Sorting the marks instead (DISTINCT ON) took 0.6 s per 256 writes. */
-#define FOLD_SQL(where)                                                                            \
-  "WITH gone AS (DELETE FROM mark_log " where " RETURNING devices, seqs)"                          \
-  " INSERT INTO device_hwm (device, seq)"                                                          \
-  " SELECT m.device, max(m.seq # '-9223372036854775808'::bigint) # '-9223372036854775808'::bigint" \
-  " FROM gone, unnest(gone.devices, gone.seqs) AS m(device, seq) GROUP BY m.device"                \
-  " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq"
+/* At open, what mark_log holds goes into device_hwm: per device the
+ * largest mark, as unsigned (x # MIN turns the unsigned order of
+ * bigint's bits into the signed one), aggregated in a hash: marks only
+ * grow, so it is the latest. */
+static const char fold_log[] =
+    "WITH gone AS (DELETE FROM mark_log RETURNING devices, seqs)"
+    " INSERT INTO device_hwm (device, seq)"
+    " SELECT m.device, max(m.seq # '-9223372036854775808'::bigint) # '-9223372036854775808'::bigint"
+    " FROM gone, unnest(gone.devices, gone.seqs) AS m(device, seq) GROUP BY m.device"
+    " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq";
+
+/* A connection's fold: its marks from memory, its mark_log rows gone.
+ * (Unnesting its rows instead took 0.18 s per 256 writes of 1,000 marks,
+ * four times this.) */
+static const char fold_marks[] = "WITH gone AS (DELETE FROM mark_log WHERE writer = $1)"
+                                 " INSERT INTO device_hwm (device, seq) SELECT * FROM unnest($2::text[], $3::int8[])"
+                                 " ON CONFLICT (device) DO UPDATE SET seq = excluded.seq";
 
 /* Any number, the same in every gateway: the lock taken while creating
  * the schema. */
@@ -113,6 +122,7 @@ enum { OID_TEXT_ARRAY = 1009, OID_INT8_ARRAY = 1016, OID_INT8 = 20 };
 /* A write whose COMMIT was sent on a link that then broke. */
 typedef struct doubt {
   int active;
+  int fold;          /* it folded instead of logging */
   int64_t txid;      /* its transaction */
   uint64_t batch_id; /* the write, to know its retry */
   uint32_t nrows, nmarks;
@@ -128,9 +138,21 @@ typedef struct pg_conn {
   doubt doubt;
   char *buf; /* the COPY data, then the marks' arrays */
   size_t cap;
+  /* The latest committed mark of each device moved since the last fold,
+   * one entry per device; dirty_at by device index: 1 + its entry, or 0. */
+  storage_mark_update *dirty;
+  uint32_t ndirty, capdirty;
+  uint32_t *dirty_at;
+  uint32_t ndirty_at;
+  /* A fold's marks: the dirty ones, the write's over them. */
+  const char **names;
+  uint64_t *seqs;
+  char (*decimal)[16];
+  uint32_t capfold;
 } pg_conn;
 
 typedef struct pg_impl {
+  storage_namer names;
   char *conninfo;
   int synchronous; /* --durability full */
   int n;
@@ -216,13 +238,14 @@ static int prepare(pg_conn *c, const char *name, const char *sql, int nparams, c
  * exist. */
 static int session_prepare(pg_conn *c, char *err, size_t errlen) {
   const Oid text = 25, log[] = {OID_INT8, OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY}, int8 = OID_INT8;
+  const Oid fold[] = {OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY};
   int r = prepare(c, "mark_get", "SELECT seq FROM device_hwm WHERE device = $1", 1, &text, err, errlen);
   if (!r)
     r = prepare(c, "log_add", "INSERT INTO mark_log (writer, batch, devices, seqs) VALUES ($1, $2, $3, $4)", 4, log,
                 err, errlen);
   if (!r)
     r = prepare(c, "log_has", "SELECT count(*) FROM mark_log WHERE writer = $1 AND batch = $2", 2, log, err, errlen);
-  if (!r) r = prepare(c, "fold", FOLD_SQL("WHERE writer = $1"), 1, &int8, err, errlen);
+  if (!r) r = prepare(c, "fold", fold_marks, 3, fold, err, errlen);
   if (!r) r = prepare(c, "xact_status", "SELECT txid_status($1)", 1, &int8, err, errlen);
   if (!r) r = prepare(c, "count", "SELECT count(*) FROM readings", 0, NULL, err, errlen);
   c->ready = r == 0;
@@ -278,59 +301,6 @@ static int schema_open(pg_conn *c, int reset, char *err, size_t errlen) {
   if (r && PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
     PQclear(PQexec(c->pg, "ROLLBACK"));
   return r;
-}
-
-/* A connection's mark_log id for this open: random, so that no other
- * writer of the database - another gateway, a run before - has it. */
-static int64_t writer_id(int conn) {
-  uint64_t id;
-  if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
-    id = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) << 8 ^ (uint64_t)conn;
-  return (int64_t)(id >> 1);
-}
-
-static void pg_close(void *impl) {
-  pg_impl *im = impl;
-  if (!im) return;
-  for (int i = 0; i < im->n; i++) {
-    pg_conn *c = &im->conns[i];
-    /* A clean close leaves mark_log empty; on failure the next open folds. */
-    if (c->ready && PQstatus(c->pg) == CONNECTION_OK && c->since_fold) {
-      char id[24];
-      const char *p = id;
-      snprintf(id, sizeof id, "%lld", (long long)c->writer);
-      PQclear(PQexecPrepared(c->pg, "fold", 1, &p, NULL, NULL, 0));
-    }
-    PQfinish(im->conns[i].pg);
-    free(im->conns[i].buf);
-  }
-  free(im->conninfo);
-  free(im);
-}
-
-static int pg_open(const storage_backend_opts *opts, void **impl, char *err, size_t errlen) {
-  pg_impl *im = calloc(1, sizeof *im + (size_t)opts->connections * sizeof im->conns[0]);
-  if (!im) return -ENOMEM;
-  im->conninfo = strdup(opts->path ? opts->path : "");
-  if (!im->conninfo) {
-    free(im);
-    return -ENOMEM;
-  }
-  im->synchronous = opts->durability == STORAGE_DURABILITY_FULL;
-  im->n = opts->connections;
-  int r = 0;
-  for (int i = 0; i < im->n; i++) im->conns[i].writer = writer_id(i);
-  pg_conn *first = &im->conns[0];
-  if (!(r = session_connect(im, first, err, errlen)) && !(r = schema_open(first, opts->reset, err, errlen)) &&
-      !(r = exec_ok(first, FOLD_SQL(""), "folding mark_log", err, errlen)))
-    r = session_prepare(first, err, errlen);
-  for (int i = 1; i < im->n && r == 0; i++) r = session(im, &im->conns[i], err, errlen);
-  if (r != 0) {
-    pg_close(im);
-    return r;
-  }
-  *impl = im;
-  return 0;
 }
 
 /* Runs a prepared statement with text parameters that returns at most
@@ -427,29 +397,30 @@ static size_t copy_data(pg_conn *c, const storage_rows *w) {
   return at;
 }
 
-/* The marks as two one-dimensional arrays in binary (text[] and int8[]),
+/* n marks as two one-dimensional arrays in binary (text[] and int8[]),
  * after `at` in c->buf: their offsets and sizes into off and len. 0 or
  * -1. */
-static int marks_arrays(pg_conn *c, size_t at, const storage_rows *w, size_t off[2], int len[2]) {
-  size_t names = 0;
-  for (uint32_t i = 0; i < w->nmarks; i++) names += strlen(w->marks[i].name);
-  if (reserve(c, at, 2 * 20 + (size_t)w->nmarks * (4 + 4 + 8) + names)) return -1;
+static int marks_arrays(pg_conn *c, size_t at, const char *const *names, const uint64_t *seqs, uint32_t n,
+                        size_t off[2], int len[2]) {
+  size_t bytes = 0;
+  for (uint32_t i = 0; i < n; i++) bytes += strlen(names[i]);
+  if (reserve(c, at, 2 * 20 + (size_t)n * (4 + 4 + 8) + bytes)) return -1;
   for (int k = 0; k < 2; k++) {
     char *p = c->buf + at;
     p += put32(p, 1); /* dimensions */
     p += put32(p, 0); /* no NULLs */
     p += put32(p, k == 0 ? 25 : OID_INT8);
-    p += put32(p, w->nmarks);
+    p += put32(p, n);
     p += put32(p, 1); /* lower bound */
-    for (uint32_t i = 0; i < w->nmarks; i++) {
+    for (uint32_t i = 0; i < n; i++) {
       if (k == 0) {
-        size_t n = strlen(w->marks[i].name);
-        p += put32(p, (uint32_t)n);
-        memcpy(p, w->marks[i].name, n);
-        p += n;
+        size_t len_i = strlen(names[i]);
+        p += put32(p, (uint32_t)len_i);
+        memcpy(p, names[i], len_i);
+        p += len_i;
       } else {
         p += put32(p, 8);
-        p += put64(p, w->marks[i].seq);
+        p += put64(p, seqs[i]);
       }
     }
     off[k] = at;
@@ -457,6 +428,84 @@ static int marks_arrays(pg_conn *c, size_t at, const storage_rows *w, size_t off
     at = (size_t)(p - c->buf);
   }
   return 0;
+}
+
+/* Room for a fold of n marks. 0 or -1. */
+static int reserve_fold(pg_conn *c, uint32_t n) {
+  if (n <= c->capfold) return 0;
+  const char **names = realloc(c->names, (size_t)n * sizeof *names);
+  if (names) c->names = names;
+  uint64_t *seqs = realloc(c->seqs, (size_t)n * sizeof *seqs);
+  if (seqs) c->seqs = seqs;
+  char(*dec)[16] = realloc(c->decimal, (size_t)n * sizeof *dec);
+  if (dec) c->decimal = dec;
+  if (!names || !seqs || !dec) return -1;
+  c->capfold = n;
+  return 0;
+}
+
+static int is_dirty(const pg_conn *c, uint32_t device) { return device < c->ndirty_at && c->dirty_at[device]; }
+
+/* Room in the dirty set for w's marks, taken before its commit so that
+ * remembering them after it cannot fail. 0 or -1. */
+static int reserve_dirty(pg_conn *c, const storage_rows *w) {
+  uint32_t top = 0;
+  for (uint32_t i = 0; i < w->nmarks; i++)
+    if (w->marks[i].device > top) top = w->marks[i].device;
+  if (top >= c->ndirty_at) {
+    uint32_t n = c->ndirty_at ? c->ndirty_at : 1024;
+    while (n <= top) n *= 2;
+    uint32_t *at = realloc(c->dirty_at, (size_t)n * sizeof *at);
+    if (!at) return -1;
+    memset(at + c->ndirty_at, 0, (size_t)(n - c->ndirty_at) * sizeof *at);
+    c->dirty_at = at;
+    c->ndirty_at = n;
+  }
+  if (c->ndirty + w->nmarks > c->capdirty) {
+    uint32_t cap = c->capdirty ? c->capdirty : 1024;
+    while (cap < c->ndirty + w->nmarks) cap *= 2;
+    storage_mark_update *d = realloc(c->dirty, (size_t)cap * sizeof *d);
+    if (!d) return -1;
+    c->dirty = d;
+    c->capdirty = cap;
+  }
+  return reserve_fold(c, c->ndirty + w->nmarks);
+}
+
+/* After a commit that logged w's marks. Names are not kept: the namer
+ * gives them again at the fold. */
+static void remember_dirty(pg_conn *c, const storage_rows *w) {
+  for (uint32_t i = 0; i < w->nmarks; i++) {
+    uint32_t d = w->marks[i].device;
+    if (is_dirty(c, d)) {
+      c->dirty[c->dirty_at[d] - 1].seq = w->marks[i].seq;
+    } else {
+      c->dirty[c->ndirty++] = (storage_mark_update){d, NULL, w->marks[i].seq};
+      c->dirty_at[d] = c->ndirty;
+    }
+  }
+}
+
+static void forget_dirty(pg_conn *c) {
+  for (uint32_t i = 0; i < c->ndirty; i++) c->dirty_at[c->dirty[i].device] = 0;
+  c->ndirty = 0;
+}
+
+/* The marks a fold writes into c->names and c->seqs: the dirty ones, w's
+ * (NULL: none) over them. Returns how many. */
+static uint32_t fold_list(const pg_impl *im, pg_conn *c, const storage_rows *w) {
+  uint32_t n = 0;
+  for (; n < c->ndirty; n++) {
+    c->names[n] = storage_device_name(&im->names, c->dirty[n].device, c->decimal[n]);
+    c->seqs[n] = c->dirty[n].seq;
+  }
+  for (uint32_t i = 0; w && i < w->nmarks; i++) {
+    uint32_t d = w->marks[i].device;
+    uint32_t at = is_dirty(c, d) ? c->dirty_at[d] - 1 : n++;
+    c->names[at] = w->marks[i].name;
+    c->seqs[at] = w->marks[i].seq;
+  }
+  return n;
 }
 
 /* The results of the query sent last, up to the end (NULL); the first
@@ -543,16 +592,25 @@ static void rollback(pg_conn *c) {
 }
 
 /* BEGIN, COPY the rows, log the marks (and fold), COMMIT. */
-static int write_transaction(pg_conn *c, const storage_rows *w, int fold, char *err, size_t errlen) {
+static int write_transaction(const pg_impl *im, pg_conn *c, const storage_rows *w, int fold, char *err, size_t errlen) {
   PGresult *res = NULL;
   int r = 0;
   int64_t txid = 0;
   /* Everything is encoded before the first message: the server then never
    * waits for this thread mid-transaction, which on a busy machine may not
    * be running. */
+  uint32_t nmarks = w->nmarks;
+  if (fold) {
+    nmarks = fold_list(im, c, w);
+  } else {
+    for (uint32_t i = 0; i < nmarks; i++) {
+      c->names[i] = w->marks[i].name;
+      c->seqs[i] = w->marks[i].seq;
+    }
+  }
   size_t n = copy_data(c, w), off[2];
   int len[4] = {8, 8};
-  if (n == 0 || marks_arrays(c, n, w, off, &len[2])) {
+  if (n == 0 || marks_arrays(c, n, c->names, c->seqs, nmarks, off, &len[2])) {
     snprintf(err, errlen, "postgres: out of memory");
     return -ENOMEM;
   }
@@ -585,12 +643,17 @@ static int write_transaction(pg_conn *c, const storage_rows *w, int fold, char *
   put64(batch_id, w->batch_id);
   const char *params[4] = {writer, batch_id, c->buf + off[0], c->buf + off[1]};
   const int formats[4] = {1, 1, 1, 1};
-  if (!PQenterPipelineMode(c->pg) || !PQsendQueryPrepared(c->pg, "log_add", 4, params, len, formats, 0) ||
-      (fold && !PQsendQueryPrepared(c->pg, "fold", 1, params, len, formats, 0)) ||
+  /* Logged, or folded: the fold's parameters are the log's but the batch. */
+  const char *fold_params[3] = {writer, params[2], params[3]};
+  const int fold_len[3] = {8, len[2], len[3]};
+  if (!PQenterPipelineMode(c->pg) ||
+      !(fold ? PQsendQueryPrepared(c->pg, "fold", 3, fold_params, fold_len, formats, 0)
+             : PQsendQueryPrepared(c->pg, "log_add", 4, params, len, formats, 0)) ||
       !PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
     return fail_pg(c, NULL, "high-water mark", err, errlen);
   /* From here the commit may happen without our hearing of it. */
   c->doubt = (doubt){.active = 1,
+                     .fold = fold,
                      .txid = txid,
                      .batch_id = w->batch_id,
                      .nrows = w->nrows,
@@ -598,9 +661,8 @@ static int write_transaction(pg_conn *c, const storage_rows *w, int fold, char *
                      .seq = w->marks[0].seq};
   snprintf(c->doubt.device, sizeof c->doubt.device, "%s", w->marks[0].name);
   if (!PQpipelineSync(c->pg)) return fail_pg(c, NULL, "commit", err, errlen);
-  const char *steps[] = {"high-water mark", "folding marks", "commit"};
-  for (int i = 0; i < 3 && !r; i++) {
-    if (i == 1 && !fold) continue;
+  const char *steps[] = {fold ? "folding marks" : "high-water mark", "commit"};
+  for (int i = 0; i < 2 && !r; i++) {
     r = drain(c, PGRES_COMMAND_OK, &res, steps[i], err, errlen);
     PQclear(res);
   }
@@ -614,28 +676,109 @@ static int write_transaction(pg_conn *c, const storage_rows *w, int fold, char *
   return r;
 }
 
+/* After a commit of w: its marks are in device_hwm (a fold) or in
+ * mark_log, and in the dirty set until the next fold. */
+static void committed(pg_conn *c, const storage_rows *w, int fold) {
+  if (fold) {
+    forget_dirty(c);
+    c->since_fold = 0;
+  } else {
+    remember_dirty(c, w);
+    c->since_fold++;
+  }
+}
+
 static int pg_write(void *impl, int ci, const storage_rows *w, char *err, size_t errlen) {
   pg_impl *im = impl;
   pg_conn *c = &im->conns[ci];
   if (w->nrows == 0) return 0; /* nothing to store, no mark moved */
+  if (reserve_dirty(c, w)) {
+    snprintf(err, errlen, "postgres: out of memory");
+    return -ENOMEM;
+  }
   int r = session(im, c, err, errlen);
   if (r) return r;
   if (c->doubt.active) {
-    int committed = 0;
-    if ((r = doubt_resolve(c, &committed, err, errlen)) != 0) return r;
+    int done = 0;
+    if ((r = doubt_resolve(c, &done, err, errlen)) != 0) return r;
     c->doubt.active = 0;
-    if (committed && same_write(&c->doubt, w)) { /* the lost attempt was the commit */
-      c->since_fold++;
+    if (done && same_write(&c->doubt, w)) { /* the lost attempt was the commit */
+      committed(c, w, c->doubt.fold);
       return 0;
     }
   }
   int fold = c->since_fold + 1 >= FOLD_EVERY;
-  r = write_transaction(c, w, fold, err, errlen);
+  r = write_transaction(im, c, w, fold, err, errlen);
   if (r) {
     rollback(c);
     return r;
   }
-  c->since_fold = fold ? 0 : c->since_fold + 1;
+  committed(c, w, fold);
+  return 0;
+}
+
+/* A connection's mark_log id for this open: random, so that no other
+ * writer of the database - another gateway, a run before - has it. */
+static int64_t writer_id(int conn) {
+  uint64_t id;
+  if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
+    id = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) << 8 ^ (uint64_t)conn;
+  return (int64_t)(id >> 1);
+}
+
+static void pg_close(void *impl) {
+  pg_impl *im = impl;
+  if (!im) return;
+  for (int i = 0; i < im->n; i++) {
+    pg_conn *c = &im->conns[i];
+    /* A clean close leaves mark_log empty; on failure the next open folds. */
+    if (c->ready && PQstatus(c->pg) == CONNECTION_OK && c->ndirty) {
+      uint32_t n = fold_list(im, c, NULL);
+      size_t off[2];
+      int len[3] = {8};
+      char writer[8];
+      put64(writer, (uint64_t)c->writer);
+      if (marks_arrays(c, 0, c->names, c->seqs, n, off, &len[1]) == 0) {
+        const char *params[3] = {writer, c->buf + off[0], c->buf + off[1]};
+        const int formats[3] = {1, 1, 1};
+        PQclear(PQexecPrepared(c->pg, "fold", 3, params, len, formats, 0));
+      }
+    }
+    PQfinish(c->pg);
+    free(c->buf);
+    free(c->dirty);
+    free(c->dirty_at);
+    free(c->names);
+    free(c->seqs);
+    free(c->decimal);
+  }
+  free(im->conninfo);
+  free(im);
+}
+
+static int pg_open(const storage_backend_opts *opts, void **impl, char *err, size_t errlen) {
+  pg_impl *im = calloc(1, sizeof *im + (size_t)opts->connections * sizeof im->conns[0]);
+  if (!im) return -ENOMEM;
+  im->conninfo = strdup(opts->path ? opts->path : "");
+  if (!im->conninfo) {
+    free(im);
+    return -ENOMEM;
+  }
+  im->synchronous = opts->durability == STORAGE_DURABILITY_FULL;
+  im->names = opts->names;
+  im->n = opts->connections;
+  int r = 0;
+  for (int i = 0; i < im->n; i++) im->conns[i].writer = writer_id(i);
+  pg_conn *first = &im->conns[0];
+  if (!(r = session_connect(im, first, err, errlen)) && !(r = schema_open(first, opts->reset, err, errlen)) &&
+      !(r = exec_ok(first, fold_log, "folding mark_log", err, errlen)))
+    r = session_prepare(first, err, errlen);
+  for (int i = 1; i < im->n && r == 0; i++) r = session(im, &im->conns[i], err, errlen);
+  if (r != 0) {
+    pg_close(im);
+    return r;
+  }
+  *impl = im;
   return 0;
 }
 
