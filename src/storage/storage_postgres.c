@@ -6,57 +6,59 @@
  * password is best left to ~/.pgpass or PGPASSWORD, as serve logs --db.
  * Unless the string says otherwise, connecting gives up after 10 s, TCP
  * keepalives and a 30 s user timeout bound how long a call waits on a
- * server that vanished from the network, and a lock is waited for at
- * most 10 s (lock_timeout, in `options`; then -EBUSY).
+ * server that vanished from the network, and a lock is waited for at most
+ * 10 s (lock_timeout, in `options`; then -EBUSY).
  *
  * Connections write in parallel, each its own devices (storage.c routes
  * them), so no lock is shared between them: a device's rows and its mark
  * are only ever touched by its connection's session.
  *
  * Schema: the same as SQLite's. readings is append-only, without a key on
- * (device, seq) - the key costs 4-5 times the rate - and device_hwm
- * holds each device's highest stored seq. The marks of a write are
- * persisted in its transaction, but not as device_hwm rows: with
- * thousands of devices interleaved, a batch of 1,000 readings moves about
- * 1,000 marks, and upserting them cost 6 times the COPY of the rows
- * (116,000 readings/s where a bare COPY took 1,070,000). A write appends
- * them instead as one mark_log row (the writing connection's id, the
- * batch, and two arrays). Every FOLD_EVERY writes of a connection, and
- * when it closes, the latest mark of each device it moved since its last
- * fold - kept in memory, as SQLite's backend does - goes to device_hwm
- * and its mark_log rows are deleted, in the transaction of that write
- * (which logs nothing); opening folds from mark_log what any writer left
- * (a crash). device_hwm plus mark_log hold every
- * committed mark; a mark is only read (mark_load) for a device this
- * process has not written yet, after the fold at open, so device_hwm
- * alone has it. Tables are created at open if missing, under an advisory
- * lock so that gateways starting together do not race, and checked for
- * the columns this backend writes. Seqs are unsigned 64-bit and stored
- * in bigint as the same 64 bits (two's complement), as in SQLite: every
- * seq below 2^63 is itself.
+ * (device, seq) - the key costs 4-5 times the rate - and device_hwm holds
+ * each device's highest stored seq. The marks of a write are persisted in
+ * its transaction, but not as device_hwm rows: with thousands of devices
+ * interleaved, a batch of 1,000 readings moves about 1,000 marks, and
+ * upserting them cost 6 times the COPY of the rows (116,000 readings/s
+ * where a bare COPY took 1,070,000). A write appends them instead as one
+ * mark_log row (the writing connection's id, the batch, and two arrays).
+ * Every FOLD_EVERY writes of a connection, and when it closes, the latest
+ * mark of each device it moved since its last fold - kept in memory, as
+ * SQLite's backend does - goes to device_hwm and its mark_log rows are
+ * deleted, in the transaction of that write (which logs nothing); opening
+ * folds from mark_log what any writer left (a crash). device_hwm plus
+ * mark_log hold every committed mark; a mark is only read (mark_load) for
+ * a device this process has not written yet, after the fold at open, so
+ * device_hwm alone has it.
+ *
+ * Tables are created at open if missing, under an advisory lock so that
+ * gateways starting together do not race, and checked for the columns this
+ * backend writes. Seqs are unsigned 64-bit and stored in bigint as the
+ * same 64 bits (two's complement), as in SQLite: every seq below 2^63 is
+ * itself.
  *
  * A write is three round trips: "BEGIN; SELECT txid_current(); COPY ...
- * FROM STDIN" in one simple query; the rows; the mark_log row (and the
- * fold, when due) and COMMIT in one pipeline.
+ * FROM STDIN" in one simple query; the rows; the mark_log row, or the fold
+ * when due, and COMMIT in one pipeline.
  *
- * Durability (synchronous_commit, set per session): a COMMIT that
- * returned is in the server, so it survives any crash of serve either
- * way. With `normal` (off) the server acknowledges before its WAL is
- * flushed: a crash of PostgreSQL or of its machine loses the commits of
- * its last 3 x wal_writer_delay (600 ms by default); `full` (on) waits
- * for the flush, and for synchronous standbys if the server has some.
+ * Durability (synchronous_commit, set per session): a COMMIT that returned
+ * is in the server, so it survives any crash of serve either way. With
+ * `normal` (off) the server acknowledges before its WAL is flushed: a
+ * crash of PostgreSQL or of its machine loses the commits of its last 3 x
+ * wal_writer_delay (600 ms by default); `full` (on) waits for the flush,
+ * and for synchronous standbys if the server has some.
  *
  * A lost connection fails the call with -EIO; the next call on that
- * connection connects again (the writer retries, so a restarted server
- * is picked up within its backoff). One case is in doubt: the link
- * broke after COMMIT was sent, so the transaction may have committed.
- * The connection then remembers the write and, before anything else on
- * its next session, looks for the write's mark_log row, or, had the
- * write folded, for its first device's mark in device_hwm (a seq only
- * this connection moves), to know whether the commit happened. If it did, the retry of that same write returns 0 without
- * writing (storage.c then moves its marks as for any commit); if not,
- * the retry writes. While the old session's transaction is still in
- * progress on the server, the call fails with -EBUSY. */
+ * connection connects again (the writer retries, so a restarted server is
+ * picked up within its backoff). One case is in doubt: the link broke
+ * after COMMIT was sent, so the transaction may have committed. The
+ * connection then remembers the write and, before anything else on its
+ * next session, looks for the write's mark_log row, or, had the write
+ * folded, for its first device's mark in device_hwm (a seq only this
+ * connection moves), to know whether the commit happened. If it did, the
+ * retry of that same write returns 0 without writing (storage.c then moves
+ * its marks as for any commit); if not, the retry writes. While the old
+ * session's transaction is still in progress on the server, the call fails
+ * with -EBUSY. */
 #include "storage_backend.h"
 
 #include <endian.h>
@@ -508,30 +510,22 @@ static uint32_t fold_list(const pg_impl *im, pg_conn *c, const storage_rows *w) 
   return n;
 }
 
-/* The results of the query sent last, up to the end (NULL); the first
- * failed one, or the one of `want` status, is kept in *keep (NULL if
- * none), the others cleared. Returns 0 when every result had one of the
- * statuses wanted, else the failure's code. */
-static int drain(pg_conn *c, ExecStatusType want, PGresult **keep, const char *what, char *err, size_t errlen) {
+/* Reads the results of one query (the COPY, or one of a pipeline) up to
+ * the NULL that ends them, or, with sync, the pipeline's sync, which
+ * comes alone. Returns 0 when they all succeeded, else the code of the
+ * first failure (the rest is left to rollback). */
+static int drain(pg_conn *c, int sync, const char *what, char *err, size_t errlen) {
   PGresult *res;
-  int r = 0;
-  *keep = NULL;
-  while ((res = PQgetResult(c->pg)) != NULL) {
+  int r = 0, seen = 0;
+  while (!r && (res = PQgetResult(c->pg)) != NULL) {
     ExecStatusType st = PQresultStatus(res);
-    if (!r && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != want && st != PGRES_PIPELINE_SYNC)
-      r = fail_pg(c, res, what, err, errlen);
-    if (!*keep && (r || st == want)) {
-      *keep = res;
-      if (st == PGRES_COPY_IN || st == PGRES_PIPELINE_SYNC) break; /* no NULL follows these */
-    } else {
-      PQclear(res);
-    }
-    if (r) break;
+    int ok = sync ? st == PGRES_PIPELINE_SYNC : st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok) r = fail_pg(c, res, what, err, errlen);
+    PQclear(res);
+    seen = 1;
+    if (sync) break;
   }
-  if (!r && !*keep && want != PGRES_COMMAND_OK) {
-    r = fail_pg(c, NULL, what, err, errlen);
-  }
-  return r;
+  return !r && !seen ? fail_pg(c, NULL, what, err, errlen) : r;
 }
 
 /* Resolves a write in doubt (see the top): *committed set when its
@@ -632,11 +626,7 @@ static int write_transaction(const pg_impl *im, pg_conn *c, const storage_rows *
 
   if (PQputCopyData(c->pg, c->buf, (int)n) != 1 || PQputCopyEnd(c->pg, NULL) != 1)
     return fail_pg(c, NULL, "copy", err, errlen);
-  if ((r = drain(c, PGRES_COMMAND_OK, &res, "copy", err, errlen)) != 0) {
-    PQclear(res);
-    return r;
-  }
-  PQclear(res);
+  if ((r = drain(c, 0, "copy", err, errlen)) != 0) return r;
 
   char writer[8], batch_id[8];
   put64(writer, (uint64_t)c->writer);
@@ -646,11 +636,6 @@ static int write_transaction(const pg_impl *im, pg_conn *c, const storage_rows *
   /* Logged, or folded: the fold's parameters are the log's but the batch. */
   const char *fold_params[3] = {writer, params[2], params[3]};
   const int fold_len[3] = {8, len[2], len[3]};
-  if (!PQenterPipelineMode(c->pg) ||
-      !(fold ? PQsendQueryPrepared(c->pg, "fold", 3, fold_params, fold_len, formats, 0)
-             : PQsendQueryPrepared(c->pg, "log_add", 4, params, len, formats, 0)) ||
-      !PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
-    return fail_pg(c, NULL, "high-water mark", err, errlen);
   /* From here the commit may happen without our hearing of it. */
   c->doubt = (doubt){.active = 1,
                      .fold = fold,
@@ -660,18 +645,19 @@ static int write_transaction(const pg_impl *im, pg_conn *c, const storage_rows *
                      .nmarks = w->nmarks,
                      .seq = w->marks[0].seq};
   snprintf(c->doubt.device, sizeof c->doubt.device, "%s", w->marks[0].name);
+  if (!PQenterPipelineMode(c->pg) ||
+      !(fold ? PQsendQueryPrepared(c->pg, "fold", 3, fold_params, fold_len, formats, 0)
+             : PQsendQueryPrepared(c->pg, "log_add", 4, params, len, formats, 0)) ||
+      !PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
+    return fail_pg(c, NULL, "high-water mark", err, errlen);
   if (!PQpipelineSync(c->pg)) return fail_pg(c, NULL, "commit", err, errlen);
   const char *steps[] = {fold ? "folding marks" : "high-water mark", "commit"};
-  for (int i = 0; i < 2 && !r; i++) {
-    r = drain(c, PGRES_COMMAND_OK, &res, steps[i], err, errlen);
-    PQclear(res);
-  }
-  if (!r) {
-    r = drain(c, PGRES_PIPELINE_SYNC, &res, "commit", err, errlen);
-    PQclear(res);
-  }
-  /* Heard back: committed, or failed before the commit was made. */
-  if (PQstatus(c->pg) == CONNECTION_OK) c->doubt.active = 0;
+  for (int i = 0; i < 2 && !r; i++) r = drain(c, 0, steps[i], err, errlen);
+  if (!r) r = drain(c, 1, "commit", err, errlen);
+  /* Heard back on a live session: committed, or failed before the commit
+   * was made. A session that ended (even with an error sent first, as a
+   * server shutting down does) leaves it in doubt. */
+  if (c->ready) c->doubt.active = 0;
   if (!r && !PQexitPipelineMode(c->pg)) r = fail_pg(c, NULL, "commit", err, errlen);
   return r;
 }
