@@ -473,6 +473,26 @@ START_TEST(test_commit_lost_in_flight) {
     ck_assert_uint_eq(storage_test_count(s), stored);
     batch_free(&b);
   }
+  /* The same for a write that folds (the 256th of the connection): its
+   * mark_log row is gone with the others, its marks are in device_hwm. */
+  for (int k = 0; k < 250; k++, id++, seq += 2) {
+    b = make_batch(id, 5, seq, seq + 1);
+    write_until(s, &b, 0, 1, &res);
+    stored += 10;
+    batch_free(&b);
+  }
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM mark_log"), 255);
+  atomic_store(&px.cut_reply, 1);
+  b = make_batch(id, 5, seq, seq + 1);
+  char err[200] = "";
+  int r = storage_write(s, 0, &b, &res, err, sizeof err);
+  ck_assert_msg(r == -EIO && strstr(err, "connection lost"), "%d %s", r, err);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM mark_log"), 0);
+  write_until(s, &b, 0, 1, &res);
+  ck_assert_uint_eq(res.inserted, 10);
+  stored += 10;
+  ck_assert_uint_eq(storage_test_count(s), stored);
+  batch_free(&b);
   PQfinish(pg);
   storage_close(s);
   proxy_stop(&px);
