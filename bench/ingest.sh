@@ -83,7 +83,7 @@ pg_start() {
     chown nobody: "$work" "$work/pg"
     pg_as=(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups)
   fi
-  "${pg_as[@]}" "$bin/initdb" -D "$work/pg/data" -U telegate -A trust -E UTF8 --no-instructions >"$work/pg/initdb.log"
+  "${pg_as[@]}" "$bin/initdb" -D "$work/pg/data" -U telegate -A trust -E UTF8 --no-locale --no-instructions >"$work/pg/initdb.log"
   "${pg_as[@]}" "$bin/postgres" -D "$work/pg/data" -p "$pg_port" -k "$work/pg" -c listen_addresses=127.0.0.1 \
     >"$work/pg/postgres.log" 2>&1 &
   pg_pid=$!

@@ -6,17 +6,19 @@
  * (superuser `telegate`, trust authentication) that each test case copies
  * and starts with pg_cluster_start, on 127.0.0.1 at a free port, its unix
  * socket in its own directory, fsync off (durability against power loss
- * is PostgreSQL's, not what these tests check). PostgreSQL refuses to
- * run as root, so a root test runs the server as `nobody`. The server is
+ * is PostgreSQL's, not what these tests check), small buffers.
+ * PostgreSQL refuses to run as root, so a root test runs the server as
+ * `nobody`. The server is
  * the test process's child and dies with it (PR_SET_PDEATHSIG, SIGQUIT:
  * PostgreSQL's immediate shutdown), so a test that fails or times out
  * leaves nothing running; start and restart it from the test's own thread
  * (the signal follows the thread that forked). Waits are bounded: the
  * server must answer PQping within PG_PATIENCE_MS.
  *
- * Without initdb (looked for on PATH and in /usr/lib/postgresql/N/bin)
- * the suite says so loudly and exits 77, which CTest counts as skipped;
- * scripts/deps.sh installs it, so it runs in CI. */
+ * Without initdb (looked for in /usr/lib/postgresql/N/bin, then on
+ * PATH) the suite says so loudly and exits 77, which CTest counts as
+ * skipped; scripts/deps.sh installs it, so it runs in CI. (A suite with
+ * other cases, test-storage-backends.c, skips only its postgres case.) */
 #ifndef TELEGATE_TEST_POSTGRES_H
 #define TELEGATE_TEST_POSTGRES_H
 
@@ -165,8 +167,9 @@ static inline int pg_template_init(void) {
   snprintf(initdb, sizeof initdb, "%s/initdb", pg_tpl.bin);
   snprintf(data, sizeof data, "%s/data", pg_tpl.dir);
   snprintf(log, sizeof log, "%s/initdb.log", pg_tpl.dir);
-  const char *argv[] = {initdb,  "-D", data,   "-U",        "telegate",          "-A",
-                        "trust", "-E", "UTF8", "--no-sync", "--no-instructions", NULL};
+  /* No locale: the machine's LANG may name one that is not generated. */
+  const char *argv[] = {initdb, "-D",   data,          "-U",        "telegate",          "-A", "trust",
+                        "-E",   "UTF8", "--no-locale", "--no-sync", "--no-instructions", NULL};
   pid_t pid = fork();
   if (pid == 0) pg_exec_as_server(log, argv);
   int status = 0;
@@ -198,8 +201,23 @@ static inline void pg_cluster_run(pg_cluster *c) {
   snprintf(port, sizeof port, "%d", c->port);
   snprintf(sock, sizeof sock, "%s", c->dir);
   snprintf(log, sizeof log, "%s/postgres.log", c->dir);
-  const char *argv[] = {postgres, "-D",        c->data, "-p", port, "-k", sock, "-c", "listen_addresses=127.0.0.1",
-                        "-c",     "fsync=off", NULL};
+  /* Small: suites run side by side, under sanitizers. */
+  const char *argv[] = {postgres,
+                        "-D",
+                        c->data,
+                        "-p",
+                        port,
+                        "-k",
+                        sock,
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "shared_buffers=32MB",
+                        "-c",
+                        "max_connections=40",
+                        NULL};
   c->pid = fork();
   ck_assert_int_ge(c->pid, 0);
   if (c->pid == 0) pg_exec_as_server(log, argv);
