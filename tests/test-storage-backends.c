@@ -130,10 +130,30 @@ END_TEST
 START_TEST(test_faults_retried_batch_stored_once_postgres) { faults_retried_batch_stored_once("postgres"); }
 END_TEST
 
+/* --db as logs and errors show it: never a password. */
+START_TEST(test_path_shown) {
+  static const char *const cases[][2] = {
+      {"telegate.db", "telegate.db"},
+      {"postgresql://gw@127.0.0.1:5432/tg", "postgresql://gw@127.0.0.1:5432/tg"},
+      {"postgresql://gw:s3cret@127.0.0.1:5432/tg", "postgresql://gw:***@127.0.0.1:5432/tg"},
+      {"postgresql://gw:@db/tg", "postgresql://gw:***@db/tg"},
+      {"host=db user=gw password=s3cret dbname=tg", "host=db user=gw password=*** dbname=tg"},
+      {"postgresql://db/tg?user=gw&password=s3cret&sslmode=require",
+       "postgresql://db/tg?user=gw&password=***&sslmode=require"},
+      {"host=db old_password=x", "host=db old_password=x"},
+  };
+  char buf[128];
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    ck_assert_str_eq(storage_path_shown(cases[i][0], buf, sizeof buf), cases[i][1]);
+  ck_assert_str_eq(storage_path_shown("postgresql://gw:s3cret@db/tg", buf, 12), "postgresql:");
+}
+END_TEST
+
 int main(void) {
   pg_template_init(); /* or none: the postgres case says it skips */
   Suite *s = suite_create("storage-backends");
   tg_test_add(s, "backends_by_name", test_backends_by_name, 30);
+  tg_test_add(s, "path_shown", test_path_shown, 10);
   tg_test_add(s, "none_counts_and_drops_resends", test_none_counts_and_drops_resends, 30);
   tg_test_add(s, "faults_retried_batch_stored_once", test_faults_retried_batch_stored_once, 60);
   tg_test_add(s, "faults_retried_batch_stored_once_postgres", test_faults_retried_batch_stored_once_postgres, 120);

@@ -409,7 +409,9 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
                                    .device_name = device_name,
                                    .device_name_ctx = &s->reg}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
-    snprintf(err, errlen, "cannot open the database %s: %s", cfg->db_path, oc.err);
+    char shown[256];
+    snprintf(err, errlen, "cannot open the database %s: %s", storage_path_shown(cfg->db_path, shown, sizeof shown),
+             oc.err);
     teardown(s);
     return r;
   }
@@ -422,14 +424,15 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     abandon(s);
     return r;
   }
+  char shown[256];
   log_event(&s->log, "🚀", "serve", 0, "listening",
             "telegate serve: devices on %s:%d -> mpsc(%d) -> aggregator -> watch + broadcast(%d); batches of %d or "
             "every %d ms -> mpsc(%d) -> storage (%s%s%s, pool %d); %d bandwidth permits, %d workers; health checks "
             "every %d ms",
             cfg->listen_host, serve_port(s), cfg->telemetry_capacity, cfg->broadcast_capacity, cfg->batch_size,
             cfg->batch_age_ms, cfg->storage_capacity, cfg->storage, strcmp(cfg->storage, "none") == 0 ? "" : " ",
-            strcmp(cfg->storage, "none") == 0 ? "" : cfg->db_path, cfg->db_pool, cfg->bandwidth_permits, cfg->workers,
-            cfg->health_interval_ms);
+            strcmp(cfg->storage, "none") == 0 ? "" : storage_path_shown(cfg->db_path, shown, sizeof shown),
+            cfg->db_pool, cfg->bandwidth_permits, cfg->workers, cfg->health_interval_ms);
   if (s->creds.path) {
     credentials *set = credentials_current(&s->creds);
     log_event(&s->log, "🔑", "serve", 0, "auth",

@@ -310,3 +310,37 @@ int storage_count_call(void *args) {
   storage_count_args *a = args;
   return storage_count_rows(a->db, &a->rows, a->err, sizeof a->err);
 }
+
+/* Appends n bytes of p to buf (cap bytes, *len used), as far as they fit. */
+static void put(char *buf, size_t cap, size_t *len, const char *p, size_t n) {
+  if (*len + n >= cap) n = cap - *len - 1;
+  memcpy(buf + *len, p, n);
+  *len += n;
+}
+
+const char *storage_path_shown(const char *path, char *buf, size_t cap) {
+  size_t len = 0;
+  const char *scheme = strstr(path, "://");
+  const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+  const char *colon = at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
+  for (const char *p = path; *p;) {
+    const char *secret_end = NULL;
+    size_t keep = 1;
+    if (colon && p == colon + 1) { /* a URI's user:password@ */
+      secret_end = at;
+      keep = 0;
+      colon = NULL;
+    } else if (strncmp(p, "password=", 9) == 0 && (p == path || strchr(" ?&", p[-1]))) { /* key=value, ?password= */
+      keep = 9;
+      secret_end = p + 9 + strcspn(p + 9, " &");
+    }
+    put(buf, cap, &len, p, keep);
+    p += keep;
+    if (secret_end) {
+      put(buf, cap, &len, "***", 3);
+      p = secret_end;
+    }
+  }
+  buf[len] = '\0';
+  return buf;
+}

@@ -97,6 +97,11 @@ const char *storage_backend_names(char *buf, size_t len);
 /* Whether a backend of that name is registered. */
 int storage_backend_exists(const char *name);
 
+/* path (--db) as it may be shown in a log or an error: a password in it
+ * (a URI's user:password@, a key=value password=...) replaced by ***.
+ * Returns buf, NUL-terminated, cut to cap. */
+const char *storage_path_shown(const char *path, char *buf, size_t cap);
+
 int storage_connections(const storage *s);
 
 /* The connection a device's readings and mark go through, for good. */
