@@ -35,6 +35,10 @@ void api_config_defaults(api_config *c) {
       .snapshot_builders = 2,
       .write_max_bytes = 8u << 20,
       .write_commit_timeout_ms = 10000,
+      .history_limit = 1000,
+      .history_limit_max = 10000,
+      .history_timeout_ms = 2000,
+      .history_queries = 2,
   };
   http_config_defaults(&c->http);
 }
@@ -49,7 +53,7 @@ static void count(atomic_uint_fast64_t *f) { atomic_fetch_add_explicit(f, 1, mem
 
 /* ------------------------------------------------------------ answers */
 
-static void send_json(http_conn *c, int status, const http_buf *b) {
+void api_send_json(http_conn *c, int status, const http_buf *b) {
   if (http_buf_failed(b)) {
     static const char oom[] = "{\"error\":\"out of memory\",\"status\":500}\n";
     http_respond(c, 500, "application/json", NO_STORE, oom, sizeof oom - 1);
@@ -59,7 +63,7 @@ static void send_json(http_conn *c, int status, const http_buf *b) {
 }
 
 /* {"error":msg,"status":N} plus the fields in `more` (",\"k\":v..." or ""). */
-static void send_error(http_conn *c, int status, const char *msg, const char *more, const char *extra_headers) {
+void api_send_error(http_conn *c, int status, const char *msg, const char *more, const char *extra_headers) {
   http_buf b = {0};
   http_buf_puts(&b, "{\"error\":");
   http_buf_json_string(&b, msg);
@@ -93,12 +97,13 @@ static void get_snapshot(api_server *a, http_conn *c, const http_request *req) {
       param_u32(req, "after", 0, UINT32_MAX, &page.after) != 0 || dn == -2 || dn == 0) {
     char more[64];
     snprintf(more, sizeof more, ",\"max_limit\":%d", a->cfg.snapshot_page_max);
-    send_error(c, 400, "limit takes 1..max_limit devices, after a device index, device a device's name", more, NULL);
+    api_send_error(c, 400, "limit takes 1..max_limit devices, after a device index, device a device's name", more,
+                   NULL);
     return;
   }
   if (dn > 0) page.device = device;
   if (tg_semaphore_acquire_dl(a->builders, 1, tg_deadline_in(TG_SEC(5))) != 0) {
-    send_error(c, 503, "too many snapshot requests at once; try again", NULL, NO_STORE "Retry-After: 1\r\n");
+    api_send_error(c, 503, "too many snapshot requests at once; try again", NULL, NO_STORE "Retry-After: 1\r\n");
     return;
   }
   system_snapshot *s = api_latest(a);
@@ -110,7 +115,7 @@ static void get_snapshot(api_server *a, http_conn *c, const http_request *req) {
   http_buf_puts(&b, ",\"pipeline\":");
   api_json_pipeline(&b, a);
   http_buf_puts(&b, "}\n");
-  send_json(c, 200, &b);
+  api_send_json(c, 200, &b);
   http_buf_free(&b);
 }
 
@@ -118,7 +123,7 @@ static void get_pipeline(api_server *a, http_conn *c) {
   http_buf b = {0};
   api_json_pipeline(&b, a);
   http_buf_puts(&b, "\n");
-  send_json(c, 200, &b);
+  api_send_json(c, 200, &b);
   http_buf_free(&b);
 }
 
@@ -155,7 +160,7 @@ static void get_readyz(api_server *a, http_conn *c) {
   if (!why && a->deps.storage_failing && a->deps.storage_failing(a->deps.ctx, storage_why, sizeof storage_why))
     why = storage_why;
   if (why)
-    send_error(c, 503, why, NULL, NULL);
+    api_send_error(c, 503, why, NULL, NULL);
   else
     http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ready\n", 6);
 }
@@ -166,7 +171,7 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
   char id[PROTOCOL_DEVICE_ID_MAX + 1];
   int n = http_decode(id_enc, id_len, id, sizeof id, 0);
   if (n <= 0 || memchr(id, '\0', (size_t)n)) {
-    send_error(c, 400, "bad device id", NULL, NULL);
+    api_send_error(c, 400, "bad device id", NULL, NULL);
     return;
   }
   int timeout_ms = a->cfg.health_timeout_ms;
@@ -178,13 +183,13 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
     if (vn <= 0 || *end || t < 1 || t > a->cfg.health_timeout_max_ms) {
       char more[64];
       snprintf(more, sizeof more, ",\"max_timeout_ms\":%d", a->cfg.health_timeout_max_ms);
-      send_error(c, 400, "timeout_ms takes milliseconds, at least 1", more, NULL);
+      api_send_error(c, 400, "timeout_ms takes milliseconds, at least 1", more, NULL);
       return;
     }
     timeout_ms = (int)t;
   }
   if (!a->deps.health_check) {
-    send_error(c, 501, "health checks are not available", NULL, NULL);
+    api_send_error(c, 501, "health checks are not available", NULL, NULL);
     return;
   }
   device_status st = {0};
@@ -209,7 +214,7 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
                     (long long)st.uptime_ms, (unsigned)st.battery, (unsigned long long)st.readings);
     http_buf_json_double(&b, latency_ms, 3);
     http_buf_puts(&b, "}\n");
-    send_json(c, 200, &b);
+    api_send_json(c, 200, &b);
     http_buf_free(&b);
     http_buf_free(&more);
     return;
@@ -228,7 +233,7 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
   }
   count(&a->health_requests[result]);
   http_buf_printf(&more, ",\"result\":\"%s\"", metrics_health_result_name(result));
-  send_error(c, status, msg, http_buf_failed(&more) ? NULL : more.data, NULL);
+  api_send_error(c, status, msg, http_buf_failed(&more) ? NULL : more.data, NULL);
   http_buf_free(&more);
 }
 
@@ -248,6 +253,7 @@ typedef enum route {
   ROUTE_STREAM,
   ROUTE_PIPELINE,
   ROUTE_HEALTH,
+  ROUTE_HISTORY,
   ROUTE_METRICS,
   ROUTE_HEALTHZ,
   ROUTE_READYZ,
@@ -261,7 +267,7 @@ static const api_access route_access[] = {
     [ROUTE_ASSET] = API_ACCESS_OPEN,      [ROUTE_SNAPSHOT] = API_ACCESS_READ, [ROUTE_STREAM] = API_ACCESS_READ,
     [ROUTE_PIPELINE] = API_ACCESS_READ,   [ROUTE_HEALTH] = API_ACCESS_ADMIN,  [ROUTE_METRICS] = API_ACCESS_READ,
     [ROUTE_HEALTHZ] = API_ACCESS_OPEN,    [ROUTE_READYZ] = API_ACCESS_OPEN,   [ROUTE_WRITE_V1] = API_ACCESS_DEVICE,
-    [ROUTE_WRITE_V2] = API_ACCESS_DEVICE, [ROUTE_PING] = API_ACCESS_OPEN,
+    [ROUTE_WRITE_V2] = API_ACCESS_DEVICE, [ROUTE_PING] = API_ACCESS_OPEN,     [ROUTE_HISTORY] = API_ACCESS_READ,
 };
 
 static const struct {
@@ -273,17 +279,27 @@ static const struct {
     {"/write", ROUTE_WRITE_V1},        {"/api/v2/write", ROUTE_WRITE_V2}, {"/ping", ROUTE_PING},
 };
 
-/* Which endpoint a path names; for ROUTE_HEALTH, *id and *id_len locate
+/* The endpoints under /api/devices/{id}/. */
+static const struct {
+  const char *suffix;
+  route route;
+} device_routes[] = {{"/health", ROUTE_HEALTH}, {"/readings", ROUTE_HISTORY}};
+
+/* Which endpoint a path names; for a device's, *id and *id_len locate
  * the device id segment. */
 static route match(const char *path, const api_asset **asset, const char **id, size_t *id_len) {
   for (size_t i = 0; i < sizeof fixed_routes / sizeof fixed_routes[0]; i++)
     if (strcmp(path, fixed_routes[i].path) == 0) return fixed_routes[i].route;
-  static const char prefix[] = "/api/devices/", suffix[] = "/health";
-  size_t len = strlen(path), plen = sizeof prefix - 1, slen = sizeof suffix - 1;
-  if (len > plen + slen && strncmp(path, prefix, plen) == 0 && strcmp(path + len - slen, suffix) == 0) {
-    *id = path + plen;
-    *id_len = len - plen - slen;
-    if (!memchr(*id, '/', *id_len)) return ROUTE_HEALTH;
+  static const char prefix[] = "/api/devices/";
+  size_t len = strlen(path), plen = sizeof prefix - 1;
+  for (size_t i = 0; i < sizeof device_routes / sizeof device_routes[0]; i++) {
+    const char *suffix = device_routes[i].suffix;
+    size_t slen = strlen(suffix);
+    if (len > plen + slen && strncmp(path, prefix, plen) == 0 && strcmp(path + len - slen, suffix) == 0) {
+      *id = path + plen;
+      *id_len = len - plen - slen;
+      if (!memchr(*id, '/', *id_len)) return device_routes[i].route;
+    }
   }
   if ((*asset = find_asset(path))) return ROUTE_ASSET;
   return ROUTE_NONE;
@@ -331,7 +347,7 @@ static int refuse_host(api_server *a, http_conn *c, const http_request *req) {
   const char *host = http_request_header(req, "Host"); /* HTTP/1.0 clients may leave it out */
   if (!host || host_allowed(a, host)) return 0;
   count(&a->refused_host);
-  send_error(c, 421, "this server does not answer to that Host; see --http-allowed-host", NULL, NULL);
+  api_send_error(c, 421, "this server does not answer to that Host; see --http-allowed-host", NULL, NULL);
   return 1;
 }
 
@@ -351,7 +367,7 @@ static int refuse_origin(api_server *a, http_conn *c, const http_request *req) {
   if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0) same_origin = 0;
   if (same_origin) return 0;
   count(&a->refused_origin);
-  send_error(c, 403, "requests from other origins are refused", NULL, NULL);
+  api_send_error(c, 403, "requests from other origins are refused", NULL, NULL);
   return 1;
 }
 
@@ -375,10 +391,10 @@ static int refuse_access(api_server *a, http_conn *c, const http_request *req, a
   if (r == 0) return 0;
   count(&a->refused_token);
   if (r == -EPERM)
-    send_error(c, 403, "this token may not do that", NULL, NULL);
+    api_send_error(c, 403, "this token may not do that", NULL, NULL);
   else
-    send_error(c, 401, "a valid bearer token is needed", NULL,
-               NO_STORE "WWW-Authenticate: Bearer realm=\"telegate\"\r\n");
+    api_send_error(c, 401, "a valid bearer token is needed", NULL,
+                   NO_STORE "WWW-Authenticate: Bearer realm=\"telegate\"\r\n");
   return 1;
 }
 
@@ -390,16 +406,16 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
   if (refuse_host(a, c, req)) return;
   route r = match(req->path, &asset, &id, &id_len);
   if (r == ROUTE_NONE) {
-    send_error(c, 404, "no such endpoint", NULL, NULL);
+    api_send_error(c, 404, "no such endpoint", NULL, NULL);
     return;
   }
   int writes = r == ROUTE_WRITE_V1 || r == ROUTE_WRITE_V2;
   if (writes && req->method != HTTP_POST) {
-    send_error(c, 405, "only POST", NULL, NO_STORE "Allow: POST\r\n");
+    api_send_error(c, 405, "only POST", NULL, NO_STORE "Allow: POST\r\n");
     return;
   }
   if (!writes && req->method != HTTP_GET && req->method != HTTP_HEAD) {
-    send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
+    api_send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
     return;
   }
   /* The dashboard's files and the probes tell nothing and change nothing:
@@ -417,6 +433,7 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
     break;
   case ROUTE_PIPELINE: get_pipeline(a, c); break;
   case ROUTE_HEALTH: get_health(a, c, req, id, id_len); break;
+  case ROUTE_HISTORY: api_history_serve(a, c, req, id, id_len); break;
   case ROUTE_METRICS: get_metrics(a, c); break;
   case ROUTE_HEALTHZ: http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ok\n", 3); break;
   case ROUTE_READYZ: get_readyz(a, c); break;
@@ -434,7 +451,8 @@ int api_server_start(api_server **out, const api_config *cfg, const api_deps *de
       cfg->sse_every_max_ms < 0 || cfg->sse_retry_ms < 0 || cfg->health_timeout_ms < 1 ||
       cfg->health_timeout_max_ms < cfg->health_timeout_ms || cfg->snapshot_page < 1 ||
       cfg->snapshot_page_max < cfg->snapshot_page || cfg->sse_json_max_bytes < 1 || cfg->snapshot_builders < 1 ||
-      cfg->sse_full_every_ms < 0)
+      cfg->sse_full_every_ms < 0 || cfg->history_limit < 1 || cfg->history_limit_max < cfg->history_limit ||
+      cfg->history_timeout_ms < 1 || cfg->history_queries < 1)
     return TG_EINVAL;
   api_server *a = calloc(1, sizeof *a);
   if (!a) return TG_ENOMEM;
@@ -446,6 +464,8 @@ int api_server_start(api_server **out, const api_config *cfg, const api_deps *de
   a->cfg.http.max_bodies_bytes = WRITE_TURNS * cfg->write_max_bytes;
   pthread_mutex_init(&a->json_lock, NULL);
   int r = tg_semaphore_new(&a->builders, (uint64_t)cfg->snapshot_builders, "snapshot-builders");
+  if (r == 0 && (r = tg_semaphore_new(&a->history, (uint64_t)cfg->history_queries, "history-queries")) != 0)
+    tg_semaphore_free(a->builders);
   if (r != 0) {
     pthread_mutex_destroy(&a->json_lock);
     free(a);
@@ -458,6 +478,7 @@ int api_server_start(api_server **out, const api_config *cfg, const api_deps *de
   }
   if (r != 0) {
     tg_semaphore_free(a->builders);
+    tg_semaphore_free(a->history);
     pthread_mutex_destroy(&a->json_lock);
     free(a);
     return r;
@@ -474,6 +495,7 @@ void api_server_stop(api_server *a) {
   tg_watch_rx_drop(a->latest);
   sse_json_release(a);
   tg_semaphore_free(a->builders);
+  tg_semaphore_free(a->history);
   pthread_mutex_destroy(&a->json_lock);
   free(a);
 }

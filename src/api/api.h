@@ -11,6 +11,10 @@
  *   GET /api/stream[?every=MS&deltas=1]
  *                                  Server-Sent Events: see sse.h
  *   GET /api/pipeline              the pipeline's figures alone
+ *   GET /api/devices/{id}/readings[?from=&to=&fields=&limit=&after=&every=&format=]
+ *                                  what storage holds of one device, raw or
+ *                                  in buckets, JSON or CSV (api_history.c,
+ *                                  docs/http-api.md)
  *   GET /api/devices/{id}/health[?timeout_ms=N]
  *                                  an on-demand health check: 200 with the
  *                                  answer, 504 timeout, 404 unknown device,
@@ -45,7 +49,7 @@
  * same-origin or none, or the request gets 403. No Access-Control-Allow-Origin is ever sent: no other
  * origin may read the API from a browser. Then access: the dashboard's
  * files, /healthz and /readyz are open; /metrics and /api/snapshot,
- * /api/stream, /api/pipeline need API_ACCESS_READ; the health endpoint,
+ * /api/stream, /api/pipeline and the readings need API_ACCESS_READ; the health endpoint,
  * which makes serve write to a device, API_ACCESS_ADMIN. The token comes
  * as "Authorization: Bearer T" or, for EventSource, which cannot set
  * headers, as ?access_token=T. A refused token gets 401 with
@@ -68,6 +72,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "serve.h"
+#include "storage.h"
 #include "tg/tg.h"
 
 #include <stdint.h>
@@ -93,6 +98,12 @@ typedef struct api_deps {
   /* Optional (without it, 501). serve_write: the write API's body, its
    * commit waited for (source_write.h). */
   int (*write)(void *ctx, const write_request *rq, write_result *res);
+  /* Optional (without them, the readings endpoint answers 501).
+   * serve_history_fields: the stored fields, or -EOPNOTSUPP when storage
+   * keeps no history. serve_history: runs q (blocking, so off the
+   * caller's worker); returns as storage_history. */
+  int (*fields)(void *ctx, const storage_field **fields, uint32_t *n);
+  int (*history)(void *ctx, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen);
 } api_deps;
 
 /* What an endpoint needs of a client (api_config.authorize). */
@@ -121,6 +132,10 @@ typedef struct api_config {
   int snapshot_builders;     /* snapshot pages built at once; more requests wait (up to 5 s, then 503), 2 */
   size_t write_max_bytes;    /* a write body, as sent and inflated, 8 MiB (413); WRITE_TURNS of them buffered at once */
   int write_commit_timeout_ms; /* a write waits this long for its commit, then 503, 10000 */
+  int history_limit;           /* readings (or buckets) per history page by default, 1000 */
+  int history_limit_max;       /* the largest ?limit=, 10000 */
+  int history_timeout_ms;      /* a history query is interrupted after this (503), 2000 */
+  int history_queries;         /* history queries at once; more wait (up to 5 s, then 503), 2 */
   /* Host names clients may use besides IP literals, "localhost" and
    * http.host: comma-separated ("gw.example.org,gw"); NULL: none. */
   const char *allowed_hosts;

@@ -29,6 +29,7 @@ struct api_server {
   http_server *http;
   tg_watch_rx *latest;    /* ours, never marked seen: requests clone it */
   tg_semaphore *builders; /* snapshot_builders permits */
+  tg_semaphore *history;  /* history_queries permits */
   /* stream_figures and on-demand health results, as atomics: requests
    * and streams run on every worker */
   atomic_uint_fast64_t clients, streams, events, resyncs, lagged_messages, skipped_stale, coalesced, dropped;
@@ -80,5 +81,16 @@ void api_write(api_server *a, http_conn *c, const http_request *req, int v2);
 
 /* The latest snapshot, an owned reference (snapshot_unref it). */
 system_snapshot *api_latest(api_server *a);
+
+/* Answers with b as JSON (500 if b failed). */
+void api_send_json(http_conn *c, int status, const http_buf *b);
+
+/* Answers {"error":msg,"status":N} plus the members in `more`
+ * (",\"k\":v..." or NULL), with extra_headers (NULL: no-store). */
+void api_send_error(http_conn *c, int status, const char *msg, const char *more, const char *extra_headers);
+
+/* GET /api/devices/{id}/readings (api_history.c): id_enc is the id
+ * segment of the path, percent-encoded. */
+void api_history_serve(api_server *a, http_conn *c, const http_request *req, const char *id_enc, size_t id_len);
 
 #endif

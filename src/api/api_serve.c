@@ -17,6 +17,11 @@ static void clients_add(void *ctx, int delta) { serve_clients_add(ctx, delta); }
 static int storage_failing(void *ctx, char *why, size_t whylen) { return serve_storage_failing(ctx, why, whylen); }
 
 static int write(void *ctx, const write_request *rq, write_result *res) { return serve_write(ctx, rq, res); }
+static int fields(void *ctx, const storage_field **out, uint32_t *n) { return serve_history_fields(ctx, out, n); }
+
+static int history(void *ctx, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen) {
+  return serve_history(ctx, q, res, err, errlen);
+}
 
 void api_deps_serve(api_deps *d, serve *s) {
   *d = (api_deps){
@@ -27,6 +32,8 @@ void api_deps_serve(api_deps *d, serve *s) {
       .clients_add = clients_add,
       .storage_failing = storage_failing,
       .write = write,
+      .fields = fields,
+      .history = history,
   };
 }
 

@@ -407,7 +407,8 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
                                    .connections = cfg->db_pool,
                                    .durability = (storage_durability)cfg->durability,
                                    .device_name = device_name,
-                                   .device_name_ctx = &s->reg}};
+                                   .device_name_ctx = &s->reg,
+                                   .history = 1}};
   if ((r = tg_blocking_run(storage_open_call, &oc)) != 0) {
     char shown[256];
     snprintf(err, errlen, "cannot open the database %s: %s", storage_path_shown(cfg->db_path, shown, sizeof shown),
@@ -517,6 +518,20 @@ tg_cancel *serve_shutdown_token(serve *s) { return s->cancel; }
 demo_log *serve_log(serve *s) { return &s->log; }
 
 void serve_clients_add(serve *s, int delta) { atomic_fetch_add(&s->clients, delta); }
+
+/* ------------------------------------------------------------ history */
+
+int serve_history_fields(serve *s, const storage_field **fields, uint32_t *n) {
+  return storage_fields(s->db, fields, n);
+}
+
+int serve_history(serve *s, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen) {
+  storage_history_args a = {.db = s->db, .q = q};
+  int r = tg_blocking_run(storage_history_call, &a);
+  *res = a.res;
+  if (r != 0) snprintf(err, errlen, "%s", a.err);
+  return r;
+}
 
 int serve_subscribe(serve *s, tg_watch_rx **latest, tg_broadcast_rx **updates) {
   return pipeline_subscribe(s->pipe, latest, updates);

@@ -36,6 +36,7 @@
 #include "histogram.h"
 #include "log.h"
 #include "source_write.h"
+#include "storage.h"
 #include "tg/tg.h"
 #include "tls.h"
 
@@ -210,6 +211,12 @@ int serve_subscribe(serve *s, tg_watch_rx **latest, tg_broadcast_rx **updates);
  * summary; such a task must end once the shutdown token fired. Returns 0
  * or tg_spawn's errors. */
 int serve_spawn(serve *s, tg_task_fn fn, void *arg, const char *name);
+
+/* The history of storage (storage.h): the stored fields, or
+ * -EOPNOTSUPP when the backend keeps none; and a query, run on the
+ * blocking pool so that no worker waits for the database. Any task. */
+int serve_history_fields(serve *s, const storage_field **fields, uint32_t *n);
+int serve_history(serve *s, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen);
 
 /* Adds delta (+1 or -1) to the clients_connected gauge. */
 void serve_clients_add(serve *s, int delta);

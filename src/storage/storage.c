@@ -111,6 +111,7 @@ int storage_open(storage **out, const storage_opts *opts, char *err, size_t errl
                              .connections = opts->connections,
                              .reset = opts->reset,
                              .durability = opts->durability,
+                             .history = opts->history,
                              .names = {opts->device_name, opts->device_name_ctx}};
   if (opts->faults) {
     bo.faults = opts->faults;
@@ -343,4 +344,48 @@ const char *storage_path_shown(const char *path, char *buf, size_t cap) {
   }
   buf[len] = '\0';
   return buf;
+}
+
+/* ------------------------------------------------------------ history */
+
+void storage_history_result_free(storage_history_result *r) {
+  free(r->values);
+  free(r->text);
+  *r = (storage_history_result){0};
+}
+
+int storage_fields(storage *s, const storage_field **fields, uint32_t *n) {
+  return s->backend->fields ? s->backend->fields(s->impl, fields, n) : -EOPNOTSUPP;
+}
+
+int storage_history(storage *s, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen) {
+  *res = (storage_history_result){0};
+  if (!s->backend->history) {
+    snprintf(err, errlen, "the %s backend keeps no history", s->backend->name);
+    return -EOPNOTSUPP;
+  }
+  int r = s->backend->history(s->impl, q, res, err, errlen);
+  if (r != 0) storage_history_result_free(res);
+  return r;
+}
+
+int storage_expire(storage *s, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more, char *err,
+                   size_t errlen) {
+  *deleted = 0;
+  *more = 0;
+  if (!s->backend->expire) {
+    snprintf(err, errlen, "the %s backend keeps no history", s->backend->name);
+    return -EOPNOTSUPP;
+  }
+  return s->backend->expire(s->impl, cutoff_ms, max_rows, deleted, more, err, errlen);
+}
+
+int storage_history_call(void *args) {
+  storage_history_args *a = args;
+  return storage_history(a->db, a->q, &a->res, a->err, sizeof a->err);
+}
+
+int storage_expire_call(void *args) {
+  storage_expire_args *a = args;
+  return storage_expire(a->db, a->cutoff_ms, a->max_rows, &a->deleted, &a->more, a->err, sizeof a->err);
 }

@@ -75,6 +75,7 @@ typedef struct storage_opts {
   const char *(*device_name)(void *ctx, uint32_t device);
   void *device_name_ctx;
   const storage_faults_opts *faults; /* NULL, or wrap the backend in fault injection */
+  int history; /* nonzero: keep the history index that storage_history reads (serve's; see below) */
 } storage_opts;
 
 #define STORAGE_MAX_CONNECTIONS 64
@@ -136,6 +137,118 @@ int storage_mark_get(storage *s, uint32_t dev, int *found, uint64_t *seq, char *
 int storage_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen);
 
 void storage_close(storage *s);
+
+/* ------------------------------------------------------------ history
+ *
+ * Reading back what was stored: one device's readings in a time range,
+ * raw or in buckets, and deleting what is older than a cutoff. Only a
+ * backend that keeps a history index (opts.history, the SQLite one)
+ * answers; the others return -EOPNOTSUPP.
+ *
+ * The fields are the readings table's columns other than the device,
+ * seq, ts_ms and batch, read from the database when it opens, so a
+ * schema with more columns needs no change here. Values come back as
+ * integers, reals or text, as stored.
+ *
+ * These calls block (a query reads the database; storage_history's
+ * time is bounded by q->timeout_ms), run on any thread, and may run
+ * while writes go on: a query reads a consistent snapshot through a
+ * connection of its own and never waits for a write; storage_expire
+ * takes its turn with the writes, one short transaction per call. */
+
+typedef enum storage_field_type { STORAGE_INTEGER, STORAGE_REAL, STORAGE_TEXT } storage_field_type;
+
+#define STORAGE_MAX_FIELDS     64
+#define STORAGE_FIELD_NAME_MAX 63
+
+typedef struct storage_field {
+  char name[STORAGE_FIELD_NAME_MAX + 1];
+  storage_field_type type; /* as declared; a value may still come as another */
+} storage_field;
+
+/* A value of a result: STORAGE_NULL for SQL NULL (a bucket with no value). */
+typedef struct storage_value {
+  enum {
+    STORAGE_NULL = -1,
+    STORAGE_INT = STORAGE_INTEGER,
+    STORAGE_DOUBLE = STORAGE_REAL,
+    STORAGE_STR = STORAGE_TEXT
+  } type;
+  union {
+    int64_t i;
+    double d;
+    struct {
+      uint32_t off, len; /* into the result's text */
+    } s;
+  } v;
+} storage_value;
+
+typedef struct storage_history_query {
+  const char *device;     /* its id text */
+  int64_t from_ms, to_ms; /* ts_ms in [from_ms, to_ms) */
+  const uint32_t *fields; /* indexes into storage_fields' list */
+  uint32_t nfields;
+  uint32_t limit;              /* rows (or buckets) at most, >= 1 */
+  int64_t every_ms;            /* 0: raw rows; > 0: buckets of this width, aligned on multiples of it */
+  int64_t after_ts, after_row; /* raw: only rows after this place in the order (a `next` cursor); INT64_MIN: none */
+  int64_t timeout_ms;          /* the query is interrupted after this long */
+} storage_history_query;
+
+/* What storage_history found. Raw: columns ts, seq (the stored 64 bits:
+ * read it as unsigned), then the fields asked; rows in (ts, arrival)
+ * order. Buckets: columns ts (the bucket's start), count, then min, max
+ * and mean of each field asked; in ts order, only buckets with rows. */
+typedef struct storage_history_result {
+  uint32_t ncols, nrows;
+  storage_value *values; /* nrows * ncols, row by row */
+  char *text;            /* the text values' bytes */
+  size_t textlen;
+  int more;                  /* rows past the limit exist */
+  int64_t next_ts, next_row; /* raw: the cursor after the last row (the query's after_ts, after_row) */
+  uint32_t cap;              /* rows allocated */
+  size_t textcap;
+} storage_history_result;
+
+void storage_history_result_free(storage_history_result *r);
+
+/* The fields the readings table has (the backend's list, valid while
+ * the storage is open). Returns 0 or -EOPNOTSUPP. */
+int storage_fields(storage *s, const storage_field **fields, uint32_t *n);
+
+/* Runs q. Returns 0 with *res filled (free it with
+ * storage_history_result_free), -EOPNOTSUPP (no history kept),
+ * -ETIMEDOUT (q->timeout_ms passed), -ENOMEM or -EIO, with err set. */
+int storage_history(storage *s, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen);
+
+/* One step of deleting the readings whose ts_ms is below cutoff_ms: at
+ * most max_rows of them, from a bounded number of devices, in one
+ * transaction that takes its turn with the writes; device marks are
+ * kept. *deleted gets the rows deleted; *more is 0 once a round over
+ * every device has ended, so calls until *more is 0 delete every older
+ * reading stored up to the moments before (the last ones, not indexed
+ * yet, go at the next round). Returns 0, -EOPNOTSUPP, or the backend's
+ * codes (-EBUSY, -ENOSPC, -EIO); on an error nothing was deleted. */
+int storage_expire(storage *s, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more, char *err,
+                   size_t errlen);
+
+/* storage_history and storage_expire for tg_blocking_run. */
+typedef struct storage_history_args {
+  storage *db;
+  const storage_history_query *q;
+  storage_history_result res;
+  char err[200];
+} storage_history_args;
+int storage_history_call(void *args);
+
+typedef struct storage_expire_args {
+  storage *db;
+  int64_t cutoff_ms;
+  uint32_t max_rows;
+  uint64_t deleted;
+  int more;
+  char err[200];
+} storage_expire_args;
+int storage_expire_call(void *args);
 
 /* storage_open and storage_count_rows with their arguments in one struct,
  * for tg_blocking_run (a database call never blocks a worker):

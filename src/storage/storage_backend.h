@@ -38,6 +38,7 @@ typedef struct storage_backend_opts {
   int reset;
   storage_durability durability;
   storage_namer names;
+  int history;                         /* keep the history index (storage.h) */
   const storage_faults_opts *faults;   /* for the fault decorator only */
   const struct storage_backend *inner; /* for the fault decorator only: what it wraps */
 } storage_backend_opts;
@@ -77,6 +78,12 @@ typedef struct storage_backend {
    * write attempt. 0 or TG_ECANCELED. */
   int (*pause)(void *impl, int conn);
   int (*count_rows)(void *impl, uint64_t *rows, char *err, size_t errlen);
+  /* Optional (NULL: -EOPNOTSUPP), the history of storage.h: the fields
+   * of the readings table, a query, and one chunk of deletion. */
+  int (*fields)(void *impl, const storage_field **fields, uint32_t *n);
+  int (*history)(void *impl, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen);
+  int (*expire)(void *impl, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more, char *err,
+                size_t errlen);
   /* Persists what it deferred, closes everything. impl may be half open. */
   void (*close)(void *impl);
 } storage_backend;

@@ -58,6 +58,7 @@
  * PASSIVE checkpoint, which copies what it can without holding writers
  * up, so the writer spends its time on rows. Only if the checkpointer
  * falls far behind (WAL_FRAMES_MAX) does a commit checkpoint itself. */
+#include "sqlite_history.h"
 #include "storage_backend.h"
 
 #include "protocol.h"
@@ -175,6 +176,7 @@ typedef struct dirty_mark {
 
 typedef struct sqlite_impl {
   checkpointer cp;
+  sqlite_history *history; /* with opts->history: the index of readings by device and time */
   storage_namer names;
   /* SQLite has one writer per file: a second connection's BEGIN IMMEDIATE
    * would only wait for the first's COMMIT. Transactions take turns here
@@ -418,6 +420,7 @@ static int write_marks(sqlite_impl *im, conn *c, const dirty_mark *dirty, uint32
 static void sqlite_close(void *impl) {
   sqlite_impl *im = impl;
   if (!im) return;
+  sqlite_history_close(im->history); /* its indexer reads, expiry writes: before the connections go */
   checkpointer_stop(&im->cp);
   /* The marks moved since the last fold, into device_hwm: after a clean
    * close mark_log is empty. On failure they stay in mark_log. */
@@ -446,6 +449,13 @@ static int sqlite_open(const storage_backend_opts *opts, void **impl, char *err,
     im->n = i + 1;
     int r = conn_open(&im->conns[i], opts->path, i == 0, opts, err, errlen);
     if (r == 0 && i == 0) r = fold_log(&im->conns[0], err, errlen);
+    if (r != 0) {
+      sqlite_close(im);
+      return r;
+    }
+  }
+  if (opts->history) {
+    int r = sqlite_history_open(&im->history, opts->path, &im->write_lock, err, errlen);
     if (r != 0) {
       sqlite_close(im);
       return r;
@@ -622,11 +632,35 @@ static int sqlite_count_rows(void *impl, uint64_t *rows, char *err, size_t errle
   return r == SQLITE_ROW ? 0 : fail_db(c->db, "count", err, errlen);
 }
 
+static int sqlite_fields(void *impl, const storage_field **fields, uint32_t *n) {
+  sqlite_impl *im = impl;
+  return im->history ? sqlite_history_fields(im->history, fields, n) : -EOPNOTSUPP;
+}
+
+static int sqlite_history_read(void *impl, const storage_history_query *q, storage_history_result *res, char *err,
+                               size_t errlen) {
+  sqlite_impl *im = impl;
+  if (im->history) return sqlite_history_query(im->history, q, res, err, errlen);
+  snprintf(err, errlen, "the database was opened without its history index");
+  return -EOPNOTSUPP;
+}
+
+static int sqlite_expire(void *impl, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more, char *err,
+                         size_t errlen) {
+  sqlite_impl *im = impl;
+  if (im->history) return sqlite_history_expire(im->history, cutoff_ms, max_rows, deleted, more, err, errlen);
+  snprintf(err, errlen, "the database was opened without its history index");
+  return -EOPNOTSUPP;
+}
+
 const storage_backend storage_sqlite_backend = {
     .name = "sqlite",
     .open = sqlite_open,
     .mark_load = sqlite_mark_load,
     .write = sqlite_write,
     .count_rows = sqlite_count_rows,
+    .fields = sqlite_fields,
+    .history = sqlite_history_read,
+    .expire = sqlite_expire,
     .close = sqlite_close,
 };
