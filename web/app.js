@@ -373,20 +373,30 @@ function drawDevices(s) {
     drawHealth(d.name);
   }
   $("no-devices").hidden = state.rows.size > 0;
-  setText($("devices-sub"), `${state.rows.size} devices, ${s.active_devices} active in the last 3 s`);
+  const staleFor = s.stale_after_ms >= 1000 ? `${s.stale_after_ms / 1000} s` : `${s.stale_after_ms} ms`;
+  setText($("devices-sub"), `${state.rows.size} devices: ${s.active_devices} active, ` +
+    `${s.stale_devices} stale (silent for more than ${staleFor})`);
   ageTick();
 }
 
-// Ages move with the clock between snapshots.
+// Ages move with the clock between snapshots. A snapshot is as old as
+// the last change: serve's clock (uptime_ms of the pipeline figures, on
+// the same clock as last_seen_ms) says how old a reading is now.
 function ageTick() {
   const s = state.snapshot;
   if (!s) return;
-  const since = performance.now() - state.receivedAt;
+  const p = state.pipeline;
+  const now = p && p.has_pipeline && state.pipelineAt !== undefined
+    ? p.uptime_ms + (performance.now() - state.pipelineAt)
+    : s.at_ms + (performance.now() - state.receivedAt);
   for (const row of state.rows.values()) {
     const d = row.device;
-    const age = d.age_ms < 0 ? -1 : d.age_ms + since;
+    const age = d.count ? Math.max(0, now - d.last_seen_ms) : -1;
     setText(row.seen, ago(age));
-    row.tr.classList.toggle("stale", age < 0 || age > ACTIVE_MS);
+    const staleMs = s.stale_after_ms || ACTIVE_MS;
+    const stale = age < 0 || d.stale || age > staleMs;
+    row.tr.classList.toggle("stale", stale);
+    row.tr.dataset.stale = stale ? "1" : "0";
   }
 }
 
@@ -407,6 +417,7 @@ function drawSnapshot(s) {
 
 function drawFigures(p) {
   state.pipeline = p;
+  state.pipelineAt = performance.now();
   drawPipeline(p);
   drawPanels(p);
 }

@@ -46,7 +46,9 @@ static void device_json(http_buf *b, const system_snapshot *s, const device_metr
   kv_num(b, "humidity", m->avg_humidity, 2, 1);
   kv_u64(b, "battery", m->battery, 1);
   kv_i64(b, "last_seen_ms", m->last_seen_ms, 1);
-  kv_i64(b, "age_ms", m->count ? s->at_ms - m->last_seen_ms : -1, 0);
+  kv_i64(b, "age_ms", m->count ? s->at_ms - m->last_seen_ms : -1, 1);
+  key(b, "stale"); /* silent for longer than stale_after_ms when the snapshot was built */
+  http_buf_puts(b, snapshot_device_stale(s, m) ? "true" : "false");
   http_buf_append(b, "}", 1);
 }
 
@@ -68,6 +70,8 @@ static void summary_json(http_buf *b, const system_snapshot *s) {
   kv_i64(b, "at_ms", s->at_ms, 1);
   kv_u64(b, "total_readings", s->total_messages, 1);
   kv_u64(b, "active_devices", s->active_devices, 1);
+  kv_u64(b, "stale_devices", s->stale_devices, 1);
+  kv_i64(b, "stale_after_ms", s->stale_after_ms, 1);
   kv_num(b, "avg_temperature", s->avg_temperature, 2, 1);
   kv_num(b, "avg_humidity", s->avg_humidity, 2, 1);
 }

@@ -68,7 +68,31 @@ static void describe(const cli_option *opt, char *buf, size_t len) {
     snprintf(buf, len,
              "HOST:PORT (HOST a numeric IPv4 address, an IPv6 one in brackets or localhost; PORT 0 to 65535)");
     return;
+  case CLI_DURATION:
+    snprintf(buf, len, "a duration with a unit (ms, s, m, h, d) from %.15g ms to %.15g ms, or 0", opt->min, opt->max);
+    return;
   }
+}
+
+/* The units of a CLI_DURATION, largest first (cli_write_config picks the
+ * largest that divides). */
+static const struct {
+  const char *unit;
+  int64_t ms;
+} duration_units[] = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
+
+/* "30d", "250ms", "0": milliseconds, or -1. */
+static int64_t parse_duration(const char *value) {
+  char *end;
+  if (!isdigit((unsigned char)*value)) return -1;
+  errno = 0;
+  long long n = strtoll(value, &end, 10);
+  if (errno) return -1;
+  if (*end == '\0') return n == 0 ? 0 : -1; /* a number alone is 0, or it needs its unit */
+  for (size_t i = 0; i < sizeof duration_units / sizeof duration_units[0]; i++)
+    if (strcmp(end, duration_units[i].unit) == 0)
+      return n > INT64_MAX / duration_units[i].ms ? -1 : (int64_t)n * duration_units[i].ms;
+  return -1;
 }
 
 static int wrong_value(const cli_option *opt, const char *value, char *err, size_t errlen) {
@@ -175,6 +199,13 @@ int cli_option_set(const cli_option *opt, const char *value, void *cfg, cli_stri
   case CLI_HOSTPORT: {
     int r = set_hostport(opt, value, cfg, strings, err, errlen);
     if (r != 0) return r;
+    break;
+  }
+  case CLI_DURATION: {
+    int64_t ms = parse_duration(value);
+    if (ms < 0 || (ms != 0 && ((double)ms < opt->min || (double)ms > opt->max)))
+      return wrong_value(opt, value, err, errlen);
+    *(int64_t *)field = ms;
     break;
   }
   case CLI_FLAG: break; /* set above */
@@ -356,6 +387,7 @@ static void placeholder(const cli_option *opt, char *buf, size_t len) {
       [CLI_STRING] = " TEXT",
       [CLI_PATH] = " PATH",
       [CLI_HOSTPORT] = " HOST:PORT",
+      [CLI_DURATION] = " DURATION",
   };
   if (opt->arg) {
     snprintf(buf, len, " %s", opt->arg);
@@ -415,6 +447,14 @@ void cli_write_config(const cli_command *cmd, const void *cfg, FILE *out) {
       const cli_word *w = opt->words;
       while (w->word && w->value != *(const int *)field) w++;
       fprintf(out, "%s = %s\n", opt->name, w->word ? w->word : "?");
+      break;
+    }
+    case CLI_DURATION: {
+      int64_t ms = *(const int64_t *)field;
+      size_t u = 0;
+      while (ms && ms % duration_units[u].ms) u++;
+      fprintf(out, "%s = %" PRId64 "%s\n", opt->name, ms ? ms / duration_units[u].ms : 0,
+              ms ? duration_units[u].unit : "");
       break;
     }
     case CLI_HOSTPORT: {

@@ -66,6 +66,7 @@ typedef enum cli_kind {
   CLI_PATH,     /* a const char *, not empty */
   CLI_ENUM,     /* an int-sized enum: one of `words` */
   CLI_HOSTPORT, /* HOST:PORT: a const char * host and an int port */
+  CLI_DURATION, /* an int64_t of milliseconds, written with a unit: 250ms, 30s, 5m, 12h, 30d; or 0 */
 } cli_kind;
 
 /* A word a CLI_ENUM accepts and the value it stands for. */
@@ -79,7 +80,7 @@ typedef struct cli_option {
   cli_kind kind;
   size_t field;              /* offset of the value in the command's config struct */
   size_t port_field;         /* CLI_HOSTPORT: offset of the int port */
-  double min, max;           /* CLI_INT, CLI_DOUBLE: the range, inclusive ... */
+  double min, max;           /* CLI_INT, CLI_DOUBLE, CLI_DURATION (ms): the range, inclusive ... */
   int min_open;              /* ... but above min itself when set (a duration) */
   const cli_word *words;     /* CLI_ENUM: the accepted words, ending with {NULL, 0} */
   const char *arg;           /* the value's name in --help ("SECONDS"); NULL: from the kind */
@@ -156,6 +157,9 @@ void cli_write_config(const cli_command *cmd, const void *cfg, FILE *out);
   { name_, CLI_ENUM, CLI_ENUM_MEMBER(T, m), .words = words_, .help = help_ }
 #define CLI_OPT_HOSTPORT(T, name_, host_, port_, help_) \
   { name_, CLI_HOSTPORT, CLI_MEMBER(T, host_, const char *), CLI_MEMBER(T, port_, int), .help = help_ }
+
+#define CLI_OPT_DURATION(T, name_, m, min_, max_, help_) \
+  { name_, CLI_DURATION, CLI_MEMBER(T, m, int64_t), .min = min_, .max = max_, .help = help_ }
 
 #define CLI_COUNT(table) (sizeof(table) / sizeof((table)[0]))
 

@@ -53,6 +53,10 @@ static const cli_option options[] = {
                    "(postgresql://user@host:port/dbname)"),
     CLI_OPT_ENUM(serve_config, "durability", durability, durability_words,
                  "a commit survives a crash of serve (normal) or also a power loss (full) (normal)"),
+    CLI_OPT_DURATION(serve_config, "retention", retention_ms, 1000, 1e15,
+                     "delete readings older than this (by their ts) in the background, e.g. 30d; 0: keep all (0)"),
+    CLI_OPT_DURATION(serve_config, "stale-after", stale_after_ms, 1, 1e12,
+                     "a device not heard from for longer is shown stale (30s)"),
     INT("storage-shutdown-timeout-ms", storage_shutdown_timeout_ms, 0, 3600000,
         "at shutdown, after the drain, storage may take this long to commit; then what is left is counted as "
         "unstored and serve exits 1 (10000)"),

@@ -53,6 +53,7 @@ void serve_config_defaults(serve_config *c) {
   c->broadcast_capacity = 16;
   c->batch_size = 1000;
   c->batch_age_ms = 1000;
+  c->stale_after_ms = 30000;
   c->snapshot_every = 100000;
   c->snapshot_interval_ms = 100;
   c->storage = "sqlite";

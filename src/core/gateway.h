@@ -74,6 +74,9 @@ typedef struct serve_config {
   int db_pool;         /* connections and pool permits (1); devices are routed to connections */
   int durability;      /* storage_durability: 0 NORMAL (a commit survives a crash), 1 FULL (also a power loss) */
   int storage_shutdown_timeout_ms; /* at shutdown, after the drain, storage has this long to commit (10000) */
+  /* history (docs/http-api.md): how long readings are kept, when a device is stale */
+  int64_t retention_ms;   /* readings older than this (by their ts) are deleted in the background; 0: kept (0) */
+  int64_t stale_after_ms; /* a device not heard from for longer is shown stale (30000) */
   /* health */
   int health_interval_ms; /* a round of checks every ... (3000; 0: no rounds) */
   int health_timeout_ms;  /* ... each answered within (500) */

@@ -6,11 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A device counts as active while its last reading is this recent. */
-#define ACTIVE_WINDOW_MS 3000
-
 system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at_ms, uint64_t total_messages,
                               const device_metrics *devices, uint32_t ndevices) {
+  return snapshot_new_windowed(c, version, at_ms, total_messages, devices, ndevices, SNAPSHOT_ACTIVE_MS);
+}
+
+system_snapshot *snapshot_new_windowed(snapshot_counters *c, uint64_t version, int64_t at_ms, uint64_t total_messages,
+                                       const device_metrics *devices, uint32_t ndevices, int64_t stale_after_ms) {
   system_snapshot *s = malloc(sizeof *s + (size_t)ndevices * sizeof s->devices[0]);
   if (!s) return NULL;
   atomic_init(&s->refs, 1);
@@ -20,16 +22,24 @@ system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at
   s->total_messages = total_messages;
   s->ndevices = ndevices;
   if (ndevices) memcpy(s->devices, devices, (size_t)ndevices * sizeof s->devices[0]);
+  s->stale_after_ms = stale_after_ms;
+  s->next_stale_ms = INT64_MAX;
   double t = 0, h = 0;
-  uint32_t active = 0;
+  uint32_t active = 0, stale = 0;
   for (uint32_t i = 0; i < ndevices; i++) {
     const device_metrics *m = &devices[i];
-    if (m->count == 0 || at_ms - m->last_seen_ms > ACTIVE_WINDOW_MS) continue;
+    if (m->count == 0) continue;
+    if (snapshot_device_stale(s, m)) {
+      stale++;
+      continue;
+    }
+    if (m->last_seen_ms + stale_after_ms < s->next_stale_ms) s->next_stale_ms = m->last_seen_ms + stale_after_ms;
     active++;
     t += m->avg_temperature;
     h += m->avg_humidity;
   }
   s->active_devices = active;
+  s->stale_devices = stale;
   s->avg_temperature = active ? t / active : 0;
   s->avg_humidity = active ? h / active : 0;
   atomic_fetch_add_explicit(&c->built, 1, memory_order_relaxed);

@@ -42,17 +42,33 @@ typedef struct system_snapshot {
   uint64_t version;        /* 0 for the initial empty state, then 1, 2, ... */
   int64_t at_ms;           /* run time of the update */
   uint64_t total_messages; /* readings aggregated so far */
-  uint32_t active_devices; /* devices heard from in the last 3 s */
+  uint32_t active_devices; /* devices heard from within stale_after_ms of at_ms */
+  uint32_t stale_devices;  /* devices heard from before that: silent, shown stale */
+  int64_t stale_after_ms;
+  int64_t next_stale_ms; /* the at_ms at which an active device turns stale if it stays silent; INT64_MAX: none */
   uint32_t ndevices;
   double avg_temperature; /* over active devices' means */
   double avg_humidity;
   device_metrics devices[]; /* ndevices entries, [i].device = i + 1 */
 } system_snapshot;
 
-/* A new snapshot with one reference, copying `devices`. NULL when out of
- * memory. */
+/* A new snapshot with one reference, copying `devices`, whose devices
+ * are active when heard from within stale_after_ms of at_ms, stale when
+ * heard from before. NULL when out of memory. */
+system_snapshot *snapshot_new_windowed(snapshot_counters *c, uint64_t version, int64_t at_ms, uint64_t total_messages,
+                                       const device_metrics *devices, uint32_t ndevices, int64_t stale_after_ms);
+
+/* snapshot_new_windowed with the window of the demo, SNAPSHOT_ACTIVE_MS. */
 system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at_ms, uint64_t total_messages,
                               const device_metrics *devices, uint32_t ndevices);
+
+#define SNAPSHOT_ACTIVE_MS 3000
+
+/* Whether device m of snapshot s is stale (heard from, then silent for
+ * longer than s->stale_after_ms at s->at_ms). */
+static inline int snapshot_device_stale(const system_snapshot *s, const device_metrics *m) {
+  return m->count && s->at_ms - m->last_seen_ms > s->stale_after_ms;
+}
 system_snapshot *snapshot_ref(system_snapshot *s);
 void snapshot_unref(system_snapshot *s);
 

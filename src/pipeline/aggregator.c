@@ -27,6 +27,8 @@ struct aggregator {
   figure version; /* snapshots built */
   figure snapshots_broadcast, snapshot_failures;
   _Atomic int64_t last_reading_ns;
+  int64_t stale_at_ns;                            /* publish then: a device turns stale (INT64_MAX: none) */
+  _Atomic uint32_t devices_active, devices_stale; /* of the latest snapshot */
 };
 
 static void drop_channels(aggregator_opts *o) {
@@ -69,6 +71,7 @@ int aggregator_new(const aggregator_opts *opts, aggregator **out) {
   if (a->o.publish_every == 0) a->o.publish_every = 1;
   if (a->o.burst < 1) a->o.burst = 1;
   atomic_init(&a->last_reading_ns, -1);
+  a->stale_at_ns = INT64_MAX;
   *out = a;
   return 0;
 }
@@ -90,18 +93,26 @@ void aggregator_figures_get(const aggregator *a, aggregator_figures *out) {
                               .snapshots_built = figure_get(&a->version),
                               .snapshots_broadcast = figure_get(&a->snapshots_broadcast),
                               .snapshot_failures = figure_get(&a->snapshot_failures),
-                              .last_reading_ns = atomic_load_explicit(&a->last_reading_ns, memory_order_relaxed)};
+                              .last_reading_ns = atomic_load_explicit(&a->last_reading_ns, memory_order_relaxed),
+                              .devices_active = atomic_load_explicit(&a->devices_active, memory_order_relaxed),
+                              .devices_stale = atomic_load_explicit(&a->devices_stale, memory_order_relaxed)};
 }
 
 static void publish(aggregator *a, int64_t now_ns) {
-  system_snapshot *s = snapshot_new(a->o.snapshots, figure_get(&a->version) + 1, (now_ns - a->o.t0) / 1000000,
-                                    figure_get(&a->aggregated), a->metrics, (uint32_t)a->ndevices);
+  int64_t window_ms = a->o.stale_after_ns ? a->o.stale_after_ns / 1000000 : SNAPSHOT_ACTIVE_MS;
+  system_snapshot *s = snapshot_new_windowed(a->o.snapshots, figure_get(&a->version) + 1, (now_ns - a->o.t0) / 1000000,
+                                             figure_get(&a->aggregated), a->metrics, (uint32_t)a->ndevices, window_ms);
   a->unpublished = 0;
   a->last_publish_ns = now_ns;
   if (!s) {
     figure_add(&a->snapshot_failures, 1);
     return;
   }
+  atomic_store_explicit(&a->devices_active, s->active_devices, memory_order_relaxed);
+  atomic_store_explicit(&a->devices_stale, s->stale_devices, memory_order_relaxed);
+  /* The next device to turn stale does so a millisecond after its window. */
+  a->stale_at_ns =
+      a->o.stale_after_ns && s->next_stale_ms != INT64_MAX ? a->o.t0 + (s->next_stale_ms + 1) * 1000000 : INT64_MAX;
   figure_add(&a->version, 1);
   /* Two references: one moves into the watch, one into the broadcast
    * ring, whose receivers each take another - never a copy. */
@@ -222,7 +233,8 @@ void *aggregator_task(void *arg) {
     reading r;
     int got;
     int64_t now = tg_now();
-    if (a->unpublished && a->o.publish_interval_ns > 0 && now >= a->last_publish_ns + a->o.publish_interval_ns)
+    if ((a->unpublished && a->o.publish_interval_ns > 0 && now >= a->last_publish_ns + a->o.publish_interval_ns) ||
+        now >= a->stale_at_ns)
       publish(a, now);
     if (!draining) {
       /* A select completes a ready case without looking at its deadline,
@@ -233,6 +245,7 @@ void *aggregator_task(void *arg) {
       int64_t deadline = next_cut;
       if (a->unpublished && a->o.publish_interval_ns > 0 && a->last_publish_ns + a->o.publish_interval_ns < deadline)
         deadline = a->last_publish_ns + a->o.publish_interval_ns;
+      if (a->stale_at_ns < deadline) deadline = a->stale_at_ns;
       if (now < next_cut) w = tg_select(cs, 2, deadline);
       /* A batch tick that fell due with the token already fired (they
        * may share an instant) is no tick: the token comes first. */

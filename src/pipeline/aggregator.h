@@ -65,8 +65,13 @@ typedef struct aggregator_opts {
   uint32_t batch_max;          /* cut a batch at this many readings; 0: by time only */
   uint64_t publish_every;      /* readings per snapshot at most; 0 or 1: every one */
   int64_t publish_interval_ns; /* a pending change is published this long after the last snapshot */
-  int burst;                   /* readings taken per wake before looking at the clock; <= 1: one */
-  size_t storage_capacity;     /* for the log lines */
+  /* A device silent for longer is stale (snapshot.h); when set, a snapshot
+   * is also published the moment a device turns stale, readings or not,
+   * so the latest one never shows a silent device as active. 0: the
+   * window of the demo, SNAPSHOT_ACTIVE_MS, and no such snapshots. */
+  int64_t stale_after_ns;
+  int burst;               /* readings taken per wake before looking at the clock; <= 1: one */
+  size_t storage_capacity; /* for the log lines */
 } aggregator_opts;
 
 /* What the aggregator counted. Any thread, while it runs or after. */
@@ -76,7 +81,8 @@ typedef struct aggregator_figures {
   uint64_t storage_full_waits; /* batches that waited for storage queue space */
   uint64_t snapshots_built;    /* = the latest snapshot's version */
   uint64_t snapshots_broadcast, snapshot_failures;
-  int64_t last_reading_ns; /* run time of the last reading aggregated; -1: none */
+  int64_t last_reading_ns;                /* run time of the last reading aggregated; -1: none */
+  uint32_t devices_active, devices_stale; /* in the latest snapshot */
 } aggregator_figures;
 
 /* A new aggregator taking over opts' channel ends. Returns 0 or

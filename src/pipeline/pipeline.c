@@ -144,6 +144,7 @@ int pipeline_new(const pipeline_opts *o, pipeline **out) {
                         .batch_max = o->batch_max,
                         .publish_every = o->publish_every,
                         .publish_interval_ns = o->publish_interval_ns,
+                        .stale_after_ns = o->stale_after_ns,
                         .burst = o->burst,
                         .storage_capacity = (size_t)o->storage_capacity};
   if ((r = aggregator_new(&ao, &p->agg)) != 0) {

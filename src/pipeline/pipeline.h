@@ -58,7 +58,7 @@ typedef struct pipeline_opts {
   int ndevices, max_devices;
   const char *(*device_name)(void *ctx, uint32_t device);
   void *device_name_ctx;
-  int64_t batch_interval_ns, delay_ns, publish_interval_ns;
+  int64_t batch_interval_ns, delay_ns, publish_interval_ns, stale_after_ns;
   uint32_t batch_max;
   uint64_t publish_every;
   int burst;

@@ -5,6 +5,7 @@
 #include "figures.h"
 #include "pipeline.h"
 #include "registry.h"
+#include "retention.h"
 #include "signals.h"
 #include "source.h"
 #include "source_mqtt.h"
@@ -61,6 +62,7 @@ struct serve {
   uint64_t joined, panicked, aborted;
   int64_t last_join_ns;
   uint64_t db_rows;
+  retention retention; /* with --retention */
 };
 
 /* ------------------------------------------------------------ hooks */
@@ -240,6 +242,10 @@ static int check_config(const serve_config *c, char *err, size_t len) {
     snprintf(err, len, "bad health check timing");
   else if (c->batch_size < 1 || c->batch_age_ms < 1)
     snprintf(err, len, "batch size and age must be at least 1");
+  else if (c->stale_after_ms < 1)
+    snprintf(err, len, "stale-after must be at least 1 ms");
+  else if (c->retention_ms < 0 || (c->retention_ms > 0 && c->storage && strcmp(c->storage, "none") == 0))
+    snprintf(err, len, "--retention needs a storage that keeps readings (sqlite)");
   else if (c->storage_shutdown_timeout_ms < 0)
     snprintf(err, len, "the storage shutdown timeout must be at least 0");
   else if (c->durability != STORAGE_DURABILITY_NORMAL && c->durability != STORAGE_DURABILITY_FULL)
@@ -289,6 +295,7 @@ static int build(serve *s, char *err, size_t errlen) {
                       .batch_max = (uint32_t)c->batch_size,
                       .publish_every = (uint64_t)c->snapshot_every,
                       .publish_interval_ns = TG_MS(c->snapshot_interval_ms),
+                      .stale_after_ns = TG_MS(c->stale_after_ms),
                       .burst = 256,
                       .db = s->db,
                       .db_pool = c->db_pool,
@@ -455,6 +462,14 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
               "Devices connect over TLS 1.2+ only: certificate %s%s%s; SIGHUP reloads it", desc,
               cfg->tls_client_ca ? "; client certificates required, from the CAs in " : "",
               cfg->tls_client_ca ? cfg->tls_client_ca : "");
+  }
+  if (cfg->retention_ms > 0) {
+    s->retention = (retention){.db = s->db, .keep_ms = cfg->retention_ms, .cancel = s->cancel, .log = &s->log};
+    if ((r = serve_spawn(s, retention_task, &s->retention, "retention")) != 0) {
+      snprintf(err, errlen, "cannot start retention: %s", tg_strerror(r));
+      abandon(s);
+      return r;
+    }
   }
   if (cfg->on_start && (r = cfg->on_start(s, cfg->on_start_arg, err, errlen)) != 0) {
     abandon(s);
@@ -630,6 +645,11 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->storage_failing = pf.storage_failing_since_ns != 0;
   f->storage_failing_ms = f->storage_failing ? (tg_now() - pf.storage_failing_since_ns) / 1000000 : 0;
   f->snapshots_published = pf.aggregator.snapshots_built;
+  f->devices_active = pf.aggregator.devices_active;
+  f->devices_stale = pf.aggregator.devices_stale;
+  f->retention_deleted = figure_get(&s->retention.deleted);
+  f->retention_passes = figure_get(&s->retention.passes);
+  f->retention_last_pass_unix_ms = atomic_load_explicit(&s->retention.last_pass_unix_ms, memory_order_relaxed);
   f->broadcast_len = pf.updates.len;
   f->broadcast_capacity = pf.updates.capacity;
   f->broadcast_receivers = pf.updates.receivers;

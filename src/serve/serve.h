@@ -82,6 +82,8 @@ typedef struct serve_figures {
   uint64_t connections_open;           /* gauge */
   uint64_t devices_known;              /* gauge: distinct device ids seen */
   uint64_t devices_connected;          /* gauge: devices whose last connection is open */
+  uint64_t devices_active;             /* gauge: heard from within --stale-after, in the latest snapshot */
+  uint64_t devices_stale;              /* gauge: silent for longer, in the latest snapshot */
   uint64_t bytes_received;
   uint64_t lines_received;
   /* readings through the pipeline: received == aggregated once drained;
@@ -112,10 +114,13 @@ typedef struct serve_figures {
   serve_permit_figures db_pool;
   uint64_t batches_flushed, batches_stored, batches_lost;
   uint64_t transactions, write_retries;
-  histogram_figures commit_time;    /* each transaction, retries included */
-  histogram_figures reading_commit; /* per reading: its batch's first reading to the commit */
-  int storage_failing;              /* gauge: a commit failed and none succeeded since */
-  int64_t storage_failing_ms;       /* gauge: for how long; 0 when not failing */
+  histogram_figures commit_time;       /* each transaction, retries included */
+  histogram_figures reading_commit;    /* per reading: its batch's first reading to the commit */
+  int storage_failing;                 /* gauge: a commit failed and none succeeded since */
+  uint64_t retention_deleted;          /* readings deleted by --retention */
+  uint64_t retention_passes;           /* its passes over the devices */
+  int64_t retention_last_pass_unix_ms; /* gauge: when the last pass ended; 0: none */
+  int64_t storage_failing_ms;          /* gauge: for how long; 0 when not failing */
   /* snapshots and clients */
   uint64_t snapshots_published;               /* = the latest snapshot's version */
   uint64_t broadcast_len, broadcast_capacity; /* gauge */
