@@ -157,6 +157,9 @@ static int index_chunk(sqlite_history *h) {
     failed = 1;
   }
   pthread_mutex_unlock(&h->index_lock);
+  /* A chunk dirties a page per device: the index file's WAL is copied
+   * back after each, or it grows by that much per chunk. */
+  if (!failed) sqlite3_wal_checkpoint_v2(db, "h", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
   return failed ? -1 : more;
 }
 
