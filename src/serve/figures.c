@@ -197,6 +197,10 @@ static const figure_def serve_rows[] = {
      .text = "; STORAGE FAILING at the end", .text_unset = ""},
     {"storage_failing_seconds", GAUGE, .unit = FIGURE_MS, .help = "For how long storage has been failing; 0 when not.",
      SF(storage_failing_ms), .api = "storage.failing_ms", .summary = "storage_failing_ms"},
+    {"history_index_behind", GAUGE,
+     .help = "Readings stored and not yet in the history index; history queries scan those, so this stays small "
+             "while the index keeps up.",
+     SF(history_behind), .api = "storage.history_behind", .summary = "history_behind"},
     {"retention_deleted", COUNTER, .help = "Readings deleted for being older than --retention.", SF(retention_deleted),
      .api = "storage.retention_deleted", .summary = "retention_deleted"},
     {"retention_passes", COUNTER, .help = "Passes of --retention over the devices.", SF(retention_passes),

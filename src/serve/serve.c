@@ -647,6 +647,8 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->snapshots_published = pf.aggregator.snapshots_built;
   f->devices_active = pf.aggregator.devices_active;
   f->devices_stale = pf.aggregator.devices_stale;
+  int64_t behind = s->db ? storage_history_behind(s->db) : -1;
+  f->history_behind = behind > 0 ? (uint64_t)behind : 0;
   f->retention_deleted = figure_get(&s->retention.deleted);
   f->retention_passes = figure_get(&s->retention.passes);
   f->retention_last_pass_unix_ms = atomic_load_explicit(&s->retention.last_pass_unix_ms, memory_order_relaxed);

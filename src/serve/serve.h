@@ -117,6 +117,7 @@ typedef struct serve_figures {
   histogram_figures commit_time;       /* each transaction, retries included */
   histogram_figures reading_commit;    /* per reading: its batch's first reading to the commit */
   int storage_failing;                 /* gauge: a commit failed and none succeeded since */
+  uint64_t history_behind;             /* gauge: rows stored and not yet in the history index */
   uint64_t retention_deleted;          /* readings deleted by --retention */
   uint64_t retention_passes;           /* its passes over the devices */
   int64_t retention_last_pass_unix_ms; /* gauge: when the last pass ended; 0: none */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ struct sqlite_history {
   pthread_mutex_t lock; /* guards stop */
   pthread_cond_t wake;
   int stop, running;
+  _Atomic int64_t behind; /* rows stored and not indexed yet, at the last pass */
 };
 
 /* The storage_backend.h code of a SQLite failure, with its message in err. */
@@ -61,8 +63,7 @@ static int fail(sqlite3 *db, const char *what, char *err, size_t errlen) {
  * open). */
 static int connect(sqlite_history *h, sqlite3 **db, int query_only, char *err, size_t errlen) {
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (query_only ? 0 : SQLITE_OPEN_CREATE);
-  if (sqlite3_open_v2(h->path, db, flags, VFS) != SQLITE_OK)
-    return fail(*db, "open", err, errlen);
+  if (sqlite3_open_v2(h->path, db, flags, VFS) != SQLITE_OK) return fail(*db, "open", err, errlen);
   sqlite3_busy_timeout(*db, 10000);
   char *sql = sqlite3_mprintf("PRAGMA mmap_size=0; ATTACH %Q AS h; PRAGMA h.mmap_size=0; PRAGMA h.journal_mode=WAL;"
                               "PRAGMA h.synchronous=NORMAL; PRAGMA query_only=%d;",
@@ -130,6 +131,7 @@ static int index_chunk(sqlite_history *h) {
   if (!ok1 || !ok2) failed = 1;
   /* Every row was deleted and rowids start again: so does the index. */
   if (!failed && top < upto) upto = top;
+  if (!failed) atomic_store_explicit(&h->behind, top > upto ? top - upto : 0, memory_order_relaxed);
   if (!failed && top > upto) {
     int64_t hi = top - upto > CHUNK ? upto + CHUNK : top;
     sqlite3_stmt *st;
@@ -157,9 +159,12 @@ static int index_chunk(sqlite_history *h) {
     failed = 1;
   }
   pthread_mutex_unlock(&h->index_lock);
-  /* A chunk dirties a page per device: the index file's WAL is copied
-   * back after each, or it grows by that much per chunk. */
-  if (!failed) sqlite3_wal_checkpoint_v2(db, "h", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  /* A chunk dirties a page per device, tens of MB: the index file's WAL
+   * is copied back and emptied after each. A passive checkpoint would
+   * not do: with queries coming often, one is always reading, the WAL
+   * never starts over, and every query pays for its length. This one
+   * waits for the queries reading (each bounded in time) to end. */
+  if (!failed) sqlite3_wal_checkpoint_v2(db, "h", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
   return failed ? -1 : more;
 }
 
@@ -243,6 +248,8 @@ int sqlite_history_open(sqlite_history **out, const char *path, pthread_mutex_t 
   *out = h;
   return 0;
 }
+
+int64_t sqlite_history_behind(sqlite_history *h) { return atomic_load_explicit(&h->behind, memory_order_relaxed); }
 
 int sqlite_history_fields(sqlite_history *h, const storage_field **fields, uint32_t *n) {
   *fields = h->fields;

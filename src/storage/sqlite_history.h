@@ -45,6 +45,9 @@ void sqlite_history_close(sqlite_history *h);
 
 int sqlite_history_fields(sqlite_history *h, const storage_field **fields, uint32_t *n);
 
+/* Rows stored and not yet indexed when the indexer last looked. Any thread. */
+int64_t sqlite_history_behind(sqlite_history *h);
+
 int sqlite_history_query(sqlite_history *h, const storage_history_query *q, storage_history_result *res, char *err,
                          size_t errlen);
 

@@ -380,6 +380,8 @@ int storage_expire(storage *s, int64_t cutoff_ms, uint32_t max_rows, uint64_t *d
   return s->backend->expire(s->impl, cutoff_ms, max_rows, deleted, more, err, errlen);
 }
 
+int64_t storage_history_behind(storage *s) { return s->backend->behind ? s->backend->behind(s->impl) : -1; }
+
 int storage_history_call(void *args) {
   storage_history_args *a = args;
   return storage_history(a->db, a->q, &a->res, a->err, sizeof a->err);

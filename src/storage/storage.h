@@ -231,6 +231,11 @@ int storage_history(storage *s, const storage_history_query *q, storage_history_
 int storage_expire(storage *s, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more, char *err,
                    size_t errlen);
 
+/* Rows stored and not yet in the history index (a query reads those by
+ * a scan, so this says whether the index keeps up with ingest); -1 when
+ * there is no index. Does not block; any thread. */
+int64_t storage_history_behind(storage *s);
+
 /* storage_history and storage_expire for tg_blocking_run. */
 typedef struct storage_history_args {
   storage *db;

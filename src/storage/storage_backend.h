@@ -82,6 +82,7 @@ typedef struct storage_backend {
    * of the readings table, a query, and one chunk of deletion. */
   int (*fields)(void *impl, const storage_field **fields, uint32_t *n);
   int (*history)(void *impl, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen);
+  int64_t (*behind)(void *impl); /* rows not indexed yet; -1: no index */
   int (*expire)(void *impl, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more, char *err,
                 size_t errlen);
   /* Persists what it deferred, closes everything. impl may be half open. */

@@ -645,6 +645,11 @@ static int sqlite_history_read(void *impl, const storage_history_query *q, stora
   return -EOPNOTSUPP;
 }
 
+static int64_t sqlite_behind(void *impl) {
+  sqlite_impl *im = impl;
+  return im->history ? sqlite_history_behind(im->history) : -1;
+}
+
 static int sqlite_expire(void *impl, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more, char *err,
                          size_t errlen) {
   sqlite_impl *im = impl;
@@ -661,6 +666,7 @@ const storage_backend storage_sqlite_backend = {
     .count_rows = sqlite_count_rows,
     .fields = sqlite_fields,
     .history = sqlite_history_read,
+    .behind = sqlite_behind,
     .expire = sqlite_expire,
     .close = sqlite_close,
 };
