@@ -9,15 +9,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The one VFS every connection of the backend uses (storage_sqlite.c). */
 #define VFS "unix-excl"
 
 enum {
   READERS = 2,          /* query connections: queries at once (more wait for one) */
-  CHUNK = 250000,       /* rows indexed per transaction at most */
+  CHUNK = 1000000,      /* rows indexed per transaction at most */
+  GATHER_ROWS = 200000, /* fewer new rows wait ... */
+  GATHER_MS = 1000,     /* ... this long since the last pass, so that each device has several per chunk */
   IDLE_MS = 200,        /* the indexer looks for new rows this often when it has caught up */
+  WAL_FRAMES = 16384,   /* the index file's WAL is emptied when a checkpoint leaves more (64 MiB) */
   EXPIRE_DEVICES = 256, /* devices looked at per expiry transaction at most */
   PROGRESS_OPS = 10000, /* VM steps between two looks at a query's deadline */
 };
@@ -42,6 +48,7 @@ struct sqlite_history {
   pthread_mutex_t lock; /* guards stop */
   pthread_cond_t wake;
   int stop, running;
+  int64_t indexed_ms;     /* the indexer's last pass that indexed (its thread's) */
   _Atomic int64_t behind; /* rows stored and not indexed yet, at the last pass */
 };
 
@@ -115,9 +122,16 @@ static int64_t one_int(sqlite3 *db, const char *sql, int *ok) {
   return v;
 }
 
-/* Indexes the next chunk of rows. Returns 1 when a whole chunk was done
- * (more may wait), 0 when it has caught up, -1 on an error (tried again
- * at the next pass). */
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Indexes the next chunk of rows. The cost of a chunk is a page per
+ * device more than its rows: a few new rows wait up to GATHER_MS for
+ * more. Returns 1 when a whole chunk was done (more may wait), 0 when it
+ * has caught up for now, -1 on an error (tried again at the next pass). */
 static int index_chunk(sqlite_history *h) {
   sqlite3 *db = h->indexer;
   int ok1, ok2, more = 0, failed = 0;
@@ -132,7 +146,9 @@ static int index_chunk(sqlite_history *h) {
   /* Every row was deleted and rowids start again: so does the index. */
   if (!failed && top < upto) upto = top;
   if (!failed) atomic_store_explicit(&h->behind, top > upto ? top - upto : 0, memory_order_relaxed);
-  if (!failed && top > upto) {
+  int gather = top - upto < GATHER_ROWS && now_ms() - h->indexed_ms < GATHER_MS;
+  if (!failed && top > upto && !gather) {
+    h->indexed_ms = now_ms();
     int64_t hi = top - upto > CHUNK ? upto + CHUNK : top;
     sqlite3_stmt *st;
     failed = sqlite3_prepare_v2(db,
@@ -159,17 +175,22 @@ static int index_chunk(sqlite_history *h) {
     failed = 1;
   }
   pthread_mutex_unlock(&h->index_lock);
-  /* A chunk dirties a page per device, tens of MB: the index file's WAL
-   * is copied back and emptied after each. A passive checkpoint would
-   * not do: with queries coming often, one is always reading, the WAL
-   * never starts over, and every query pays for its length. This one
-   * waits for the queries reading (each bounded in time) to end. */
-  if (!failed) sqlite3_wal_checkpoint_v2(db, "h", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+  /* A chunk dirties a page per device, tens of MB of the index file's
+   * WAL, copied back after each. When queries come often, one is always
+   * reading, a passive checkpoint never lets the WAL start over, and
+   * every query pays for its length: past WAL_FRAMES the checkpoint
+   * waits for the queries reading (each bounded in time) and empties it. */
+  int frames = 0;
+  if (!failed) sqlite3_wal_checkpoint_v2(db, "h", SQLITE_CHECKPOINT_PASSIVE, &frames, NULL);
+  if (!failed && frames > WAL_FRAMES) sqlite3_wal_checkpoint_v2(db, "h", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
   return failed ? -1 : more;
 }
 
 static void *indexer_thread(void *arg) {
   sqlite_history *h = arg;
+  /* Ingest first: with every core busy the index falls behind (queries
+   * scan what it has not taken yet) and catches up when ingest calms. */
+  setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
   pthread_mutex_lock(&h->lock);
   while (!h->stop) {
     pthread_mutex_unlock(&h->lock);
@@ -294,12 +315,6 @@ static int column_value(storage_history_result *res, storage_value *out, sqlite3
   case SQLITE_NULL: out->type = STORAGE_NULL; return 0;
   default: return keep_text(res, out, sqlite3_column_text(st, col), sqlite3_column_bytes(st, col));
   }
-}
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int past_deadline(void *arg) { return now_ms() > *(const int64_t *)arg; }
