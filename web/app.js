@@ -408,7 +408,7 @@ function drawSnapshot(s) {
   state.receivedAt = performance.now();
   setText($("s-version"), "#" + n(s.version));
   setText($("s-total"), n(s.total_readings));
-  setText($("s-active"), n(s.active_devices));
+  setText($("s-active"), s.stale_devices ? `${n(s.active_devices)} · ${n(s.stale_devices)} stale` : n(s.active_devices));
   setText($("s-temp"), s.active_devices ? `${s.avg_temperature.toFixed(1)} °C` : "–");
   setText($("s-hum"), s.active_devices ? `${s.avg_humidity.toFixed(1)} %` : "–");
   drawDevices(s);

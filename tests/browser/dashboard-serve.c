@@ -3,7 +3,7 @@
  * api_serve_attach into serve's on_start hook; for the browser test on
  * the real gateway, fed by the real simulator (`telegate devices`).
  *
- *   dashboard-serve [--duration S] [--telemetry-capacity N] [--token-file PATH]
+ *   dashboard-serve [--duration S] [--telemetry-capacity N] [--stale-after-ms MS] [--token-file PATH]
  *
  * With --token-file, reads need one of its tokens (api_tokens.h).
  * Storage is off (--storage none: everything but the database). Prints
@@ -17,7 +17,7 @@
 #include <string.h>
 
 typedef struct options {
-  int duration_s, telemetry_capacity;
+  int duration_s, telemetry_capacity, stale_after_ms;
   api_tokens *tokens; /* NULL: no --token-file */
 } options;
 
@@ -49,6 +49,7 @@ static void *serve_main(void *arg) {
   cfg.quiet = 1;
   cfg.out = stderr;
   cfg.telemetry_capacity = o->telemetry_capacity;
+  if (o->stale_after_ms) cfg.stale_after_ms = o->stale_after_ms;
   cfg.on_start = attach_http;
   cfg.on_start_arg = (void *)o;
   serve *s;
@@ -69,6 +70,8 @@ int main(int argc, char **argv) {
       o.duration_s = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--telemetry-capacity"))
       o.telemetry_capacity = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--stale-after-ms"))
+      o.stale_after_ms = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--token-file")) {
       char err[256];
       if (api_tokens_load(&o.tokens, argv[i + 1], NULL, err, sizeof err) != 0) {
@@ -76,7 +79,8 @@ int main(int argc, char **argv) {
         return 2;
       }
     } else {
-      fprintf(stderr, "usage: dashboard-serve [--duration S] [--telemetry-capacity N] [--token-file PATH]\n");
+      fprintf(stderr, "usage: dashboard-serve [--duration S] [--telemetry-capacity N] [--stale-after-ms MS] "
+                      "[--token-file PATH]\n");
       return 2;
     }
   }

@@ -16,7 +16,9 @@
 // rate, so there the diagram is checked for live counters instead. With
 // --token, serve wants that bearer token for reads (its SHA-256 in a
 // --token-file): the page is opened without it, asks for it, and must
-// then work as without tokens.
+// then work as without tokens. In serve mode the devices are stopped at
+// the end, and every row must turn stale (serve runs with a 2 s
+// --stale-after) with the summary saying so, no reading coming.
 //
 // Needs Debian's chromium (/usr/bin/chromium, or $CHROMIUM) and
 // playwright-core (npm ci in this directory). Exits 77 - ctest's skip -
@@ -58,6 +60,7 @@ const shotName = token ? "dashboard-token.png" : serveMode ? "dashboard-serve.pn
 const children = [];
 const userDataDir = mkdtempSync(join(tmpdir(), "telegate-chromium-"));
 let context;
+let simulator; // serve mode: the devices' process
 
 function cleanup() {
   for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
@@ -71,7 +74,8 @@ function fail(msg) {
 // Starts the gateway (and, for serve, the simulated devices) and resolves
 // with the dashboard's URL.
 function startServer() {
-  const argv = serveMode ? ["--duration", "90"] : ["--duration", "90", "--devices", String(DEVICES)];
+  const argv = serveMode ? ["--duration", "90", "--stale-after-ms", "2000"]
+    : ["--duration", "90", "--devices", String(DEVICES)];
   if (token) {
     const file = join(userDataDir, "read.tokens");
     writeFileSync(file, createHash("sha256").update(token).digest("hex") + "\n");
@@ -90,6 +94,7 @@ function startServer() {
         const devices = spawn(args["devices-cmd"], ["devices", "--connect", m[2], "--count", String(DEVICES),
           "--rate", "20", "--duration", "80", "--quiet"], { stdio: ["ignore", "inherit", "inherit"] });
         children.push(devices);
+        simulator = devices;
       }
       resolve(m[1]);
     });
@@ -181,6 +186,17 @@ async function main() {
   if (!serveMode) {
     await page.click('#devices tr[data-device="6"] button.check');
     await until(page, "device 6 disconnected", () => document.querySelector('#devices tr[data-device="6"] .health').textContent === "disconnected");
+  }
+
+  // The devices hang up: with no reading coming, every row turns stale.
+  if (serveMode) {
+    simulator.kill("SIGINT");
+    await until(page, "every device shown stale", (n) => {
+      const rows = [...document.querySelectorAll("#devices tbody tr")];
+      return rows.length === n && rows.every((r) => r.dataset.stale === "1") &&
+        /: 0 active, \d+ stale/.test(document.getElementById("devices-sub").textContent);
+    }, DEVICES, 30000);
+    console.log(`stale: ${await page.$eval("#devices-sub", (e) => e.textContent)}`);
   }
 
   mkdirSync(out, { recursive: true });
