@@ -324,24 +324,31 @@ static int past_deadline(void *arg) { return now_ms() > *(const int64_t *)arg; }
  * merges the two sorted sides, so a LIMIT reads only what it returns
  * from the index. Field names come from the table itself, quoted. */
 static char *query_sql(const sqlite_history *h, const storage_history_query *q) {
-  char cols[STORAGE_MAX_FIELDS * (STORAGE_FIELD_NAME_MAX + 8) + 64] = "", aggs[sizeof cols * 3] = "";
-  size_t at = 0, agg = 0;
+  sqlite3_str *cols = sqlite3_str_new(NULL), *aggs = sqlite3_str_new(NULL);
   for (uint32_t i = 0; i < q->nfields; i++) {
-    const char *name = h->fields[q->fields[i]].name;
-    at += (size_t)snprintf(cols + at, sizeof cols - at, ", r.\"%s\"", name);
-    agg += (size_t)snprintf(aggs + agg, sizeof aggs - agg, ", MIN(\"%s\"), MAX(\"%s\"), AVG(\"%s\")", name, name, name);
+    const char *name = h->fields[q->fields[i]].name; /* %w: quoted as an identifier */
+    sqlite3_str_appendf(cols, ", r.\"%w\"", name);
+    sqlite3_str_appendf(aggs, ", MIN(\"%w\"), MAX(\"%w\"), AVG(\"%w\")", name, name, name);
   }
+  int failed = sqlite3_str_errcode(cols) || sqlite3_str_errcode(aggs);
+  char *c = sqlite3_str_finish(cols), *g = sqlite3_str_finish(aggs), *sql = NULL; /* NULL: empty, or no memory */
   const char *rows_fmt =
       "SELECT x.row, x.ts_ms, r.seq%s FROM h.readings_index AS x JOIN main.readings AS r ON r.rowid = x.row "
       "WHERE x.device = ?1 AND x.ts_ms >= ?2 AND x.ts_ms < ?3 AND (x.ts_ms, x.row) > (?4, ?5) AND x.row <= ?6 "
       "AND r.device = ?1 "
       "UNION ALL SELECT r.rowid, r.ts_ms, r.seq%s FROM main.readings AS r "
       "WHERE r.rowid > ?6 AND r.device = ?1 AND r.ts_ms >= ?2 AND r.ts_ms < ?3 AND (r.ts_ms, r.rowid) > (?4, ?5)";
-  if (q->every_ms == 0) return sqlite3_mprintf("%z ORDER BY 2, 1 LIMIT ?7", sqlite3_mprintf(rows_fmt, cols, cols));
-  /* Buckets: ts - ts mod every, rounded down for negative ts too. */
-  return sqlite3_mprintf("SELECT ts_ms - (((ts_ms %% ?8) + ?8) %% ?8) AS b, COUNT(*)%s FROM (%z) GROUP BY b ORDER BY b "
-                         "LIMIT ?7",
-                         aggs, sqlite3_mprintf(rows_fmt, cols, cols));
+  char *rows = failed ? NULL : sqlite3_mprintf(rows_fmt, c ? c : "", c ? c : "");
+  if (rows && q->every_ms == 0)
+    sql = sqlite3_mprintf("%s ORDER BY 2, 1 LIMIT ?7", rows);
+  else if (rows) /* buckets: ts - ts mod every, rounded down for negative ts too */
+    sql = sqlite3_mprintf("SELECT ts_ms - (((ts_ms %% ?8) + ?8) %% ?8) AS b, COUNT(*)%s FROM (%s) GROUP BY b "
+                          "ORDER BY b LIMIT ?7",
+                          g ? g : "", rows);
+  sqlite3_free(rows);
+  sqlite3_free(c);
+  sqlite3_free(g);
+  return sql;
 }
 
 int sqlite_history_query(sqlite_history *h, const storage_history_query *q, storage_history_result *res, char *err,
