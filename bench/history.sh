@@ -49,7 +49,7 @@ start=$(date +%s.%N)
 url="http://127.0.0.1:$port/api/devices/42/readings"
 # The index has caught up when /metrics says no row waits for it.
 for _ in $(seq 6000); do
-  behind=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^telegate_history_index_behind / {print $2}')
+  behind=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^telegate_history_index_behind / {print $2}' || true)
   [ "$behind" = 0 ] && break
   sleep 1
 done

@@ -39,7 +39,7 @@ INSERT INTO readings SELECT 'old-' || (i % 7000), i / 7000 + 1, $year_ago + i, 2
 INSERT INTO device_hwm SELECT device, MAX(seq) FROM readings GROUP BY device;
 SQL
 
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {print $2}'; }
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {print $2}' || true; }
 
 # serve once on it, until its history index holds every old reading.
 "$telegate" serve --listen-devices 127.0.0.1:0 --listen-http "127.0.0.1:$port" --db "$work/old.db" \
