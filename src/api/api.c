@@ -53,7 +53,7 @@ static void count(atomic_uint_fast64_t *f) { atomic_fetch_add_explicit(f, 1, mem
 
 /* ------------------------------------------------------------ answers */
 
-void api_send_json(http_conn *c, int status, const http_buf *b) {
+static void send_json(http_conn *c, int status, const http_buf *b) {
   if (http_buf_failed(b)) {
     static const char oom[] = "{\"error\":\"out of memory\",\"status\":500}\n";
     http_respond(c, 500, "application/json", NO_STORE, oom, sizeof oom - 1);
@@ -63,7 +63,7 @@ void api_send_json(http_conn *c, int status, const http_buf *b) {
 }
 
 /* {"error":msg,"status":N} plus the fields in `more` (",\"k\":v..." or ""). */
-void api_send_error(http_conn *c, int status, const char *msg, const char *more, const char *extra_headers) {
+static void send_error(http_conn *c, int status, const char *msg, const char *more, const char *extra_headers) {
   http_buf b = {0};
   http_buf_puts(&b, "{\"error\":");
   http_buf_json_string(&b, msg);
@@ -73,6 +73,13 @@ void api_send_error(http_conn *c, int status, const char *msg, const char *more,
   else
     http_respond(c, status, "application/json", extra_headers ? extra_headers : NO_STORE, b.data, b.len);
   http_buf_free(&b);
+}
+
+/* The two above for the endpoints of other files (api_internal.h). */
+void api_send_json(http_conn *c, int status, const http_buf *b) { send_json(c, status, b); }
+
+void api_send_error(http_conn *c, int status, const char *msg, const char *more, const char *extra_headers) {
+  send_error(c, status, msg, more, extra_headers);
 }
 
 /* Reads an unsigned query parameter in [min, max] into *out (unchanged
@@ -97,13 +104,12 @@ static void get_snapshot(api_server *a, http_conn *c, const http_request *req) {
       param_u32(req, "after", 0, UINT32_MAX, &page.after) != 0 || dn == -2 || dn == 0) {
     char more[64];
     snprintf(more, sizeof more, ",\"max_limit\":%d", a->cfg.snapshot_page_max);
-    api_send_error(c, 400, "limit takes 1..max_limit devices, after a device index, device a device's name", more,
-                   NULL);
+    send_error(c, 400, "limit takes 1..max_limit devices, after a device index, device a device's name", more, NULL);
     return;
   }
   if (dn > 0) page.device = device;
   if (tg_semaphore_acquire_dl(a->builders, 1, tg_deadline_in(TG_SEC(5))) != 0) {
-    api_send_error(c, 503, "too many snapshot requests at once; try again", NULL, NO_STORE "Retry-After: 1\r\n");
+    send_error(c, 503, "too many snapshot requests at once; try again", NULL, NO_STORE "Retry-After: 1\r\n");
     return;
   }
   system_snapshot *s = api_latest(a);
@@ -115,7 +121,7 @@ static void get_snapshot(api_server *a, http_conn *c, const http_request *req) {
   http_buf_puts(&b, ",\"pipeline\":");
   api_json_pipeline(&b, a);
   http_buf_puts(&b, "}\n");
-  api_send_json(c, 200, &b);
+  send_json(c, 200, &b);
   http_buf_free(&b);
 }
 
@@ -123,7 +129,7 @@ static void get_pipeline(api_server *a, http_conn *c) {
   http_buf b = {0};
   api_json_pipeline(&b, a);
   http_buf_puts(&b, "\n");
-  api_send_json(c, 200, &b);
+  send_json(c, 200, &b);
   http_buf_free(&b);
 }
 
@@ -160,7 +166,7 @@ static void get_readyz(api_server *a, http_conn *c) {
   if (!why && a->deps.storage_failing && a->deps.storage_failing(a->deps.ctx, storage_why, sizeof storage_why))
     why = storage_why;
   if (why)
-    api_send_error(c, 503, why, NULL, NULL);
+    send_error(c, 503, why, NULL, NULL);
   else
     http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ready\n", 6);
 }
@@ -171,7 +177,7 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
   char id[PROTOCOL_DEVICE_ID_MAX + 1];
   int n = http_decode(id_enc, id_len, id, sizeof id, 0);
   if (n <= 0 || memchr(id, '\0', (size_t)n)) {
-    api_send_error(c, 400, "bad device id", NULL, NULL);
+    send_error(c, 400, "bad device id", NULL, NULL);
     return;
   }
   int timeout_ms = a->cfg.health_timeout_ms;
@@ -183,13 +189,13 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
     if (vn <= 0 || *end || t < 1 || t > a->cfg.health_timeout_max_ms) {
       char more[64];
       snprintf(more, sizeof more, ",\"max_timeout_ms\":%d", a->cfg.health_timeout_max_ms);
-      api_send_error(c, 400, "timeout_ms takes milliseconds, at least 1", more, NULL);
+      send_error(c, 400, "timeout_ms takes milliseconds, at least 1", more, NULL);
       return;
     }
     timeout_ms = (int)t;
   }
   if (!a->deps.health_check) {
-    api_send_error(c, 501, "health checks are not available", NULL, NULL);
+    send_error(c, 501, "health checks are not available", NULL, NULL);
     return;
   }
   device_status st = {0};
@@ -214,7 +220,7 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
                     (long long)st.uptime_ms, (unsigned)st.battery, (unsigned long long)st.readings);
     http_buf_json_double(&b, latency_ms, 3);
     http_buf_puts(&b, "}\n");
-    api_send_json(c, 200, &b);
+    send_json(c, 200, &b);
     http_buf_free(&b);
     http_buf_free(&more);
     return;
@@ -233,7 +239,7 @@ static void get_health(api_server *a, http_conn *c, const http_request *req, con
   }
   count(&a->health_requests[result]);
   http_buf_printf(&more, ",\"result\":\"%s\"", metrics_health_result_name(result));
-  api_send_error(c, status, msg, http_buf_failed(&more) ? NULL : more.data, NULL);
+  send_error(c, status, msg, http_buf_failed(&more) ? NULL : more.data, NULL);
   http_buf_free(&more);
 }
 
@@ -347,7 +353,7 @@ static int refuse_host(api_server *a, http_conn *c, const http_request *req) {
   const char *host = http_request_header(req, "Host"); /* HTTP/1.0 clients may leave it out */
   if (!host || host_allowed(a, host)) return 0;
   count(&a->refused_host);
-  api_send_error(c, 421, "this server does not answer to that Host; see --http-allowed-host", NULL, NULL);
+  send_error(c, 421, "this server does not answer to that Host; see --http-allowed-host", NULL, NULL);
   return 1;
 }
 
@@ -367,7 +373,7 @@ static int refuse_origin(api_server *a, http_conn *c, const http_request *req) {
   if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0) same_origin = 0;
   if (same_origin) return 0;
   count(&a->refused_origin);
-  api_send_error(c, 403, "requests from other origins are refused", NULL, NULL);
+  send_error(c, 403, "requests from other origins are refused", NULL, NULL);
   return 1;
 }
 
@@ -391,10 +397,10 @@ static int refuse_access(api_server *a, http_conn *c, const http_request *req, a
   if (r == 0) return 0;
   count(&a->refused_token);
   if (r == -EPERM)
-    api_send_error(c, 403, "this token may not do that", NULL, NULL);
+    send_error(c, 403, "this token may not do that", NULL, NULL);
   else
-    api_send_error(c, 401, "a valid bearer token is needed", NULL,
-                   NO_STORE "WWW-Authenticate: Bearer realm=\"telegate\"\r\n");
+    send_error(c, 401, "a valid bearer token is needed", NULL,
+               NO_STORE "WWW-Authenticate: Bearer realm=\"telegate\"\r\n");
   return 1;
 }
 
@@ -406,16 +412,16 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
   if (refuse_host(a, c, req)) return;
   route r = match(req->path, &asset, &id, &id_len);
   if (r == ROUTE_NONE) {
-    api_send_error(c, 404, "no such endpoint", NULL, NULL);
+    send_error(c, 404, "no such endpoint", NULL, NULL);
     return;
   }
   int writes = r == ROUTE_WRITE_V1 || r == ROUTE_WRITE_V2;
   if (writes && req->method != HTTP_POST) {
-    api_send_error(c, 405, "only POST", NULL, NO_STORE "Allow: POST\r\n");
+    send_error(c, 405, "only POST", NULL, NO_STORE "Allow: POST\r\n");
     return;
   }
   if (!writes && req->method != HTTP_GET && req->method != HTTP_HEAD) {
-    api_send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
+    send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
     return;
   }
   /* The dashboard's files and the probes tell nothing and change nothing:
