@@ -8,6 +8,7 @@
  * case needs, so nothing waits on the wall clock. */
 #include "test-serve-process.h"
 
+#include <poll.h>
 #include <stdint.h>
 
 /* GET path from serve's HTTP port: the status, the body into body. */
@@ -255,11 +256,40 @@ START_TEST(test_retention_deletes_only_older) {
 }
 END_TEST
 
+/* Reads the stream into buf (cap bytes, *got so far) until after, found
+ * from the start, is followed by want; bounded. Returns where after is. */
+static const char *stream_until(int fd, char *buf, size_t cap, size_t *got, const char *after, const char *want) {
+  const char *at = NULL;
+  for (int i = 0; i < PROC_PATIENCE_MS / 100 && !(at && strstr(at, want)); i++) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 100) == 1) {
+      ssize_t r = read(fd, buf + *got, cap - 1 - *got);
+      ck_assert_int_gt(r, 0);
+      *got += (size_t)r;
+      buf[*got] = '\0';
+    }
+    at = strstr(buf, after);
+  }
+  ck_assert_msg(at && strstr(at, want), "the stream has no %s then %s: %s", after, want, buf);
+  return at;
+}
+
 START_TEST(test_stale_device_shown_stale) {
   proc_dir d;
   proc_dir_init(&d);
   proc serve;
   int port = serve_proc_start(&d, &serve, 0, (const char *const[]){"--stale-after", "300ms", NULL});
+  /* A stream of deltas, open before the device sends: every event after
+   * the first (the empty snapshot) is a delta. */
+  int stream = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)serve.http_port)};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(connect(stream, (struct sockaddr *)&sa, sizeof sa), 0);
+  static const char get[] = "GET /api/stream?deltas=1&pipeline_ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ck_assert_int_eq(write(stream, get, sizeof get - 1), (ssize_t)sizeof get - 1);
+  static char events[1 << 16];
+  size_t got = 0;
+  stream_until(stream, events, sizeof events, &got, "event: snapshot", "\n\n");
   char line[256];
   reading_line(line, sizeof line, "s", 1, unix_ms_now());
   send_lines(port, line);
@@ -283,6 +313,9 @@ START_TEST(test_stale_device_shown_stale) {
   cJSON_Delete(snap);
   ck_assert_int_eq(metric(&serve, "telegate_devices_stale"), 1);
   ck_assert_int_eq(metric(&serve, "telegate_devices_active"), 0);
+  /* The stream says so in a delta, though the device sent nothing. */
+  stream_until(stream, events, sizeof events, &got, "event: delta", "\"stale\":true");
+  close(stream);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   proc_dir_cleanup(&d);
 }

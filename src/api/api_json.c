@@ -78,7 +78,14 @@ static void summary_json(http_buf *b, const system_snapshot *s) {
 
 /* The "devices" array and the object's end: every device, or with a base
  * only those read since (the base's devices that were not seen after
- * base_at_ms are left out; devices new since the base all go in). */
+ * base_at_ms are left out, but for those that turned stale since;
+ * devices new since the base all go in). */
+/* Whether m was active at base_at_ms and is stale in s: a delta carries
+ * it, though it sent nothing, so that its "stale" reaches the client. */
+static int turned_stale(const system_snapshot *s, const device_metrics *m, int64_t base_at_ms) {
+  return snapshot_device_stale(s, m) && base_at_ms - m->last_seen_ms <= s->stale_after_ms;
+}
+
 static void devices_json(http_buf *b, const system_snapshot *s, uint32_t base_ndevices, int64_t base_at_ms) {
   key(b, "devices");
   http_buf_append(b, "[", 1);
@@ -86,7 +93,8 @@ static void devices_json(http_buf *b, const system_snapshot *s, uint32_t base_nd
   for (uint32_t i = 0; i < s->ndevices; i++) {
     const device_metrics *m = &s->devices[i];
     if (i % DEVICES_PER_SLICE == DEVICES_PER_SLICE - 1) pause_for_io();
-    if (m->device == 0 || (i < base_ndevices && m->last_seen_ms < base_at_ms)) continue; /* 0: a slot unused yet */
+    if (m->device == 0) continue; /* a slot unused yet */
+    if (i < base_ndevices && m->last_seen_ms < base_at_ms && !turned_stale(s, m, base_at_ms)) continue;
     if (!first) http_buf_append(b, ",", 1);
     first = 0;
     device_json(b, s, m);

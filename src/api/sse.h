@@ -21,8 +21,9 @@
  *
  *   event: delta               {"version":V,"base":B,...,"ndevices":N,
  *                              "devices":[...]}: the summary of V and the
- *                              devices read since B - the stream's previous
- *                              event, which the client holds - to be put
+ *                              devices read (or turned stale) since B -
+ *                              the stream's previous event, which the
+ *                              client holds - to be put
  *                              in place by id (a device may come again
  *                              unchanged: those read in the millisecond B
  *                              was built)
