@@ -40,9 +40,12 @@ struct sqlite_history {
   pthread_mutex_t index_lock;
   storage_field fields[STORAGE_MAX_FIELDS];
   uint32_t nfields;
-  sqlite3 *indexer;       /* the thread's connection */
-  sqlite3 *expirer;       /* expiry's, used under index_lock */
-  char expire_after[256]; /* expiry's round over device_hwm goes on after this device ("": from the first) */
+  sqlite3 *indexer; /* the thread's connection */
+  sqlite3 *expirer; /* expiry's, used under index_lock */
+  /* Expiry's place: the front of the table, then a round over the
+   * devices of device_hwm, going on after expire_after ("": the first). */
+  int expire_devices;
+  char expire_after[256];
   reader readers[READERS];
   pthread_t thread;
   pthread_mutex_t lock; /* guards stop */
@@ -428,84 +431,183 @@ int sqlite_history_query(sqlite_history *h, const storage_history_query *q, stor
 
 /* ------------------------------------------------------------ expiry */
 
-/* Deletes up to max_rows readings older than cutoff_ms, and their index
- * entries, device by device in device_hwm's order from the device after
- * h->expire_after, looking at EXPIRE_DEVICES devices at most. *more is
- * set when the round over the devices is not over. Called under both
- * locks, in a transaction. 0 or -1. */
-static int expire_some(sqlite_history *h, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more) {
+/* A reading to delete and its index entry. */
+typedef struct victim {
+  int64_t row, ts;
+  uint32_t off, len; /* its device, in the victims' text */
+} victim;
+
+typedef struct victims {
+  victim *v;
+  uint32_t n, cap;
+  char *text;
+  size_t textlen, textcap;
+} victims;
+
+static int victim_add(victims *vs, int64_t row, int64_t ts, const unsigned char *device, int len) {
+  if (vs->n == vs->cap) {
+    uint32_t cap = vs->cap ? vs->cap * 2 : 256;
+    victim *v = realloc(vs->v, (size_t)cap * sizeof *v);
+    if (!v) return -1;
+    vs->v = v;
+    vs->cap = cap;
+  }
+  if (vs->textlen + (size_t)len > vs->textcap) {
+    size_t cap = vs->textcap ? vs->textcap * 2 : 4096;
+    while (cap < vs->textlen + (size_t)len) cap *= 2;
+    char *t = realloc(vs->text, cap);
+    if (!t) return -1;
+    vs->text = t;
+    vs->textcap = cap;
+  }
+  memcpy(vs->text + vs->textlen, device, (size_t)len);
+  vs->v[vs->n++] = (victim){row, ts, (uint32_t)vs->textlen, (uint32_t)len};
+  vs->textlen += (size_t)len;
+  return 0;
+}
+
+static int by_row(const void *a, const void *b) {
+  int64_t x = ((const victim *)a)->row, y = ((const victim *)b)->row;
+  return (x > y) - (x < y);
+}
+
+/* Runs each v through st, binding what bind says, in one transaction of
+ * db. 0 or -1 (rolled back). */
+static int delete_each(sqlite3 *db, const char *sql, const victims *vs, int with_entry) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+  int r = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+  for (uint32_t i = 0; r == 0 && i < vs->n; i++) {
+    const victim *v = &vs->v[i];
+    sqlite3_bind_int64(st, 1, v->row);
+    if (with_entry) {
+      sqlite3_bind_text(st, 2, vs->text + v->off, (int)v->len, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, v->ts);
+    }
+    r = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  if (r == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) return 0;
+  sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return -1;
+}
+
+/* Deletes the readings, in rowid order (neighbours share pages), in a
+ * transaction that holds the writer's lock and nothing else; then their
+ * index entries, in one of the index file, which the writer never waits
+ * for. A crash between the two leaves entries of deleted rows: queries
+ * find no row for them, and the next round deletes them. 0 or -1. */
+static int delete_victims(sqlite_history *h, victims *vs) {
+  if (vs->n == 0) return 0;
+  qsort(vs->v, vs->n, sizeof vs->v[0], by_row);
+  pthread_mutex_lock(h->write_lock);
+  int r = delete_each(h->expirer, "DELETE FROM main.readings WHERE rowid = ?1", vs, 0);
+  pthread_mutex_unlock(h->write_lock);
+  if (r != 0) return -1;
+  pthread_mutex_lock(&h->index_lock);
+  r = delete_each(h->expirer, "DELETE FROM h.readings_index WHERE row = ?1 AND device = ?2 AND ts_ms = ?3", vs, 1);
+  pthread_mutex_unlock(&h->index_lock);
+  return r;
+}
+
+/* The front: readings are appended as they arrive, so the oldest are
+ * the first rows. Up to max_rows of them from the start of the table;
+ * those older than the cutoff become victims. *done when none of them
+ * is: the rest of the old readings, if any, arrived late, and the round
+ * over the devices finds them. */
+static int front_victims(sqlite_history *h, int64_t cutoff_ms, uint32_t max_rows, victims *vs, int *done) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(h->expirer, "SELECT rowid, ts_ms, device FROM main.readings ORDER BY rowid LIMIT ?1", -1, &st,
+                         NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_int64(st, 1, max_rows);
+  int r = 0, s;
+  while (r == 0 && (s = sqlite3_step(st)) == SQLITE_ROW)
+    if (sqlite3_column_int64(st, 1) < cutoff_ms)
+      r = victim_add(vs, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), sqlite3_column_text(st, 2),
+                     sqlite3_column_bytes(st, 2));
+  if (r == 0 && s != SQLITE_DONE && s != SQLITE_ROW) r = -1;
+  sqlite3_finalize(st);
+  *done = vs->n == 0;
+  return r;
+}
+
+/* The round over the devices (device_hwm's order, from the device after
+ * h->expire_after, EXPIRE_DEVICES at most): each one's readings older
+ * than the cutoff, through the index, up to max_rows in all. *done when
+ * the round has ended. */
+static int device_victims(sqlite_history *h, int64_t cutoff_ms, uint32_t max_rows, victims *vs, int *done) {
   sqlite3 *db = h->expirer;
-  sqlite3_stmt *devs = NULL, *old = NULL, *del_row = NULL, *del_entry = NULL;
+  sqlite3_stmt *devs = NULL, *old = NULL;
   int r = sqlite3_prepare_v2(db, "SELECT device FROM main.device_hwm WHERE device > ?1 ORDER BY device LIMIT ?2", -1,
-                             &devs, NULL) ||
+                             &devs, NULL) != SQLITE_OK ||
                   sqlite3_prepare_v2(db,
-                                     "SELECT ts_ms, row FROM h.readings_index WHERE device = ?1 AND ts_ms < ?2 "
+                                     "SELECT row, ts_ms FROM h.readings_index WHERE device = ?1 AND ts_ms < ?2 "
                                      "ORDER BY ts_ms LIMIT ?3",
-                                     -1, &old, NULL) ||
-                  sqlite3_prepare_v2(db, "DELETE FROM main.readings WHERE rowid = ?1", -1, &del_row, NULL) ||
-                  sqlite3_prepare_v2(db, "DELETE FROM h.readings_index WHERE device = ?1 AND ts_ms = ?2 AND row = ?3",
-                                     -1, &del_entry, NULL)
+                                     -1, &old, NULL) != SQLITE_OK
               ? -1
               : 0;
   int looked = 0, stopped = 0;
+  char after[sizeof h->expire_after];
+  snprintf(after, sizeof after, "%s", h->expire_after);
   if (r == 0) {
-    sqlite3_bind_text(devs, 1, h->expire_after, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(devs, 1, after, -1, SQLITE_STATIC);
     sqlite3_bind_int(devs, 2, EXPIRE_DEVICES);
     while (r == 0 && !stopped && sqlite3_step(devs) == SQLITE_ROW) {
       looked++;
-      const char *device = (const char *)sqlite3_column_text(devs, 0);
-      uint64_t room = max_rows - *deleted, got = 0;
-      sqlite3_bind_text(old, 1, device, -1, SQLITE_STATIC);
+      const unsigned char *device = sqlite3_column_text(devs, 0);
+      int len = sqlite3_column_bytes(devs, 0);
+      uint32_t room = max_rows - vs->n, got = 0;
+      sqlite3_bind_text(old, 1, (const char *)device, len, SQLITE_STATIC);
       sqlite3_bind_int64(old, 2, cutoff_ms);
-      sqlite3_bind_int64(old, 3, (int64_t)room);
+      sqlite3_bind_int64(old, 3, room);
       while (r == 0 && sqlite3_step(old) == SQLITE_ROW) {
-        sqlite3_bind_int64(del_row, 1, sqlite3_column_int64(old, 1));
-        sqlite3_bind_text(del_entry, 1, device, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(del_entry, 2, sqlite3_column_int64(old, 0));
-        sqlite3_bind_int64(del_entry, 3, sqlite3_column_int64(old, 1));
-        r = sqlite3_step(del_row) != SQLITE_DONE || sqlite3_step(del_entry) != SQLITE_DONE ? -1 : 0;
-        sqlite3_reset(del_row);
-        sqlite3_reset(del_entry);
-        got += r == 0;
+        r = victim_add(vs, sqlite3_column_int64(old, 0), sqlite3_column_int64(old, 1), device, len);
+        got++;
       }
       sqlite3_reset(old);
-      *deleted += got;
       if (got == room) /* the device may have more: the next call starts with it */
         stopped = 1;
       else
-        snprintf(h->expire_after, sizeof h->expire_after, "%s", device);
+        snprintf(h->expire_after, sizeof h->expire_after, "%.*s", len, (const char *)device);
     }
   }
-  *more = stopped || looked == EXPIRE_DEVICES;
-  if (r == 0 && !*more) h->expire_after[0] = '\0'; /* the round is over: the next begins at the first device */
+  *done = r == 0 && !stopped && looked < EXPIRE_DEVICES;
   sqlite3_finalize(devs);
   sqlite3_finalize(old);
-  sqlite3_finalize(del_row);
-  sqlite3_finalize(del_entry);
   return r;
 }
 
 int sqlite_history_expire(sqlite_history *h, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more,
                           char *err, size_t errlen) {
   *deleted = 0;
-  *more = 0;
+  *more = 1;
+  victims vs = {0};
   char after[sizeof h->expire_after];
   memcpy(after, h->expire_after, sizeof after);
-  pthread_mutex_lock(h->write_lock);
-  pthread_mutex_lock(&h->index_lock);
-  sqlite3 *db = h->expirer;
-  int r = 0;
-  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-    r = fail(db, "begin", err, errlen);
-  } else if (expire_some(h, cutoff_ms, max_rows, deleted, more) != 0 ||
-             sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-    r = fail(db, "expire", err, errlen);
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  int done = 0, r;
+  /* The candidates are read in a read transaction, without a lock: the
+   * writer goes on meanwhile; only deleting takes turns with it. */
+  if (sqlite3_exec(h->expirer, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return fail(h->expirer, "begin", err, errlen);
+  r = h->expire_devices ? device_victims(h, cutoff_ms, max_rows, &vs, &done)
+                        : front_victims(h, cutoff_ms, max_rows, &vs, &done);
+  sqlite3_exec(h->expirer, "COMMIT", NULL, NULL, NULL);
+  if (r == 0) r = delete_victims(h, &vs);
+  if (r != 0) {
+    r = fail(h->expirer, "expire", err, errlen);
     memcpy(h->expire_after, after, sizeof after); /* nothing was deleted: the round resumes where it was */
-    *deleted = 0;
-    *more = 1;
+  } else {
+    *deleted = vs.n;
+    if (done && h->expire_devices) { /* the round has ended: the next pass begins at the front */
+      h->expire_after[0] = '\0';
+      h->expire_devices = 0;
+      *more = 0;
+    } else if (done) {
+      h->expire_devices = 1;
+    }
   }
-  pthread_mutex_unlock(&h->index_lock);
-  pthread_mutex_unlock(h->write_lock);
+  free(vs.v);
+  free(vs.text);
   return r;
 }

@@ -22,9 +22,15 @@
  * bounded by their timeout). It refers to rows by rowid; a VACUUM of the
  * database renumbers them, so delete the history file after one.
  *
- * Expiry (retention) deletes the readings and their index entries
- * together, device by device, through the index, in transactions that
- * take their turn with the writer on its lock. */
+ * Expiry (retention) first takes the front of the table - rows are
+ * appended as they arrive, so the oldest come first - and then, for the
+ * readings that arrived late, makes a round over the devices through the
+ * index. Candidates are read without a lock; the readings are deleted in
+ * rowid order (neighbours share pages) in a transaction on the writer's
+ * lock, their index entries in one of the index file. Deleting device by
+ * device instead - rows spread over the whole table - held the writer up
+ * so long that ingest fell from 0.74M to 35k readings/s
+ * (bench/retention.sh). */
 #ifndef TELEGATE_SQLITE_HISTORY_H
 #define TELEGATE_SQLITE_HISTORY_H
 

@@ -221,9 +221,9 @@ int storage_fields(storage *s, const storage_field **fields, uint32_t *n);
 int storage_history(storage *s, const storage_history_query *q, storage_history_result *res, char *err, size_t errlen);
 
 /* One step of deleting the readings whose ts_ms is below cutoff_ms: at
- * most max_rows of them, from a bounded number of devices, in one
- * transaction that takes its turn with the writes; device marks are
- * kept. *deleted gets the rows deleted; *more is 0 once a round over
+ * most max_rows of them, found without holding up the writes and deleted
+ * in one short transaction that takes its turn with them; device marks
+ * are kept. *deleted gets the rows deleted; *more is 0 once a round over
  * every device has ended, so calls until *more is 0 delete every older
  * reading stored up to the moments before (the last ones, not indexed
  * yet, go at the next round). Returns 0, -EOPNOTSUPP, or the backend's
