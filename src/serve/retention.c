@@ -20,11 +20,8 @@ static int rest(retention *r, int64_t ns) {
 static void pass(retention *r) {
   storage_expire_args a = {.db = r->db, .cutoff_ms = unix_ms() - r->keep_ms, .max_rows = RETENTION_CHUNK};
   uint64_t total = 0;
-  int64_t took = 0;
   do {
-    int64_t t0 = tg_now();
     int e = tg_blocking_run(storage_expire_call, &a);
-    took = tg_now() - t0;
     if (e != 0) {
       uint64_t held;
       if (log_gate_pass(&r->errors, tg_now(), TG_SEC(60), &held))
@@ -34,9 +31,8 @@ static void pass(retention *r) {
     }
     total += a.deleted;
     figure_add_shared(&r->deleted, a.deleted);
-    /* The writer's turn: it may be waiting for the lock this chunk held,
-     * and gets at least twice as long as the chunk took. */
-  } while (a.more && !rest(r, took * 2 > TG_MS(1) ? took * 2 : TG_MS(1)));
+    /* The writer's turn: it may be waiting for the lock this chunk held. */
+  } while (a.more && !rest(r, TG_MS(1)));
   figure_add_shared(&r->passes, 1);
   atomic_store_explicit(&r->last_pass_unix_ms, unix_ms(), memory_order_relaxed);
   if (total)

@@ -4,9 +4,9 @@
  * One task: a pass every retention / 10 (at least 1 s, at most a minute),
  * the first one at start. A pass calls storage_expire on the blocking
  * pool, RETENTION_CHUNK rows at a time, each chunk one short transaction
- * that takes its turn with the writer's on the backend's lock, then rests
- * twice as long as the chunk took: ingest waits at most one chunk, never
- * a whole pass, and has the lock at least two thirds of the time. Device marks (device_hwm) are kept, so a device's old seqs stay
+ * that takes its turn with the writer's on the backend's lock (a few
+ * milliseconds: the rows are neighbours), with a pause between chunks:
+ * ingest waits at most one chunk, never a whole pass. Device marks (device_hwm) are kept, so a device's old seqs stay
  * resends. A chunk that fails is logged (once a minute at most) and the
  * pass ends; the next pass tries again.
  *
@@ -22,7 +22,7 @@
 
 #include <stdint.h>
 
-enum { RETENTION_CHUNK = 2000 };
+enum { RETENTION_CHUNK = 5000 };
 
 typedef struct retention {
   storage *db;
