@@ -272,7 +272,8 @@ START_TEST(test_serve_tls_https) {
   }
   ck_assert_int_gt(http, 0);
   proc_wait_catches(&serve, SIGTERM);
-  char cmd[1024], out[16384];
+  char cmd[1024];
+  static char out[1 << 17]; /* all of /metrics, which grows with every figure */
   /* Plain HTTP to the HTTPS port gets no answer, and is counted. */
   snprintf(cmd, sizeof cmd,
            "bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d && printf \"GET /readyz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\" >&3 "
