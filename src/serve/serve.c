@@ -244,8 +244,8 @@ static int check_config(const serve_config *c, char *err, size_t len) {
     snprintf(err, len, "batch size and age must be at least 1");
   else if (c->stale_after_ms < 1)
     snprintf(err, len, "stale-after must be at least 1 ms");
-  else if (c->retention_ms < 0 || (c->retention_ms > 0 && c->storage && strcmp(c->storage, "none") == 0))
-    snprintf(err, len, "--retention needs a storage that keeps readings (sqlite)");
+  else if (c->retention_ms < 0 || (c->retention_ms > 0 && c->storage && strcmp(c->storage, "sqlite") != 0))
+    snprintf(err, len, "--retention needs a storage that keeps a history index (sqlite; not yet postgres)");
   else if (c->storage_shutdown_timeout_ms < 0)
     snprintf(err, len, "the storage shutdown timeout must be at least 0");
   else if (c->durability != STORAGE_DURABILITY_NORMAL && c->durability != STORAGE_DURABILITY_FULL)
