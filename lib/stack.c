@@ -10,14 +10,22 @@
  * hundred mmaps. A slab is unmapped when its last stack comes back.
  *
  * Guard pages stay per stack: a guarded slab protects the lowest page of
- * each slot when it is mapped (one mprotect per slot, once for the slab's
- * life, however often the slot is reused). Each guard page splits a kernel
- * mapping and vm.max_map_count (65,530 by default) caps the mappings of a
- * process, so in TG_STACK_GUARD_AUTO mode stacks are guarded until
- * GUARDED_LIMIT guarded slots exist; later ones get a canary instead: the
- * lowest CANARY_BYTES of the stack must stay zero. A zero canary is never
- * written, so the page below stays untouched and costs no memory, which is
- * what lets 100,000 idle tasks fit in a few KiB each.
+ * each slot when it is mapped, once for the slab's life, however often the
+ * slot is reused. Where the kernel has guard regions (Linux 6.13), all of
+ * a slab's guard pages are installed by one process_madvise call and split
+ * no mapping; elsewhere each is an mprotect, which splits the slab's
+ * mapping, and vm.max_map_count (65,530 by default) caps the mappings of a
+ * process. So in TG_STACK_GUARD_AUTO mode stacks are guarded until
+ * GUARDED_LIMIT guarded slots exist, whichever way they are installed;
+ * later ones get a canary instead: the lowest CANARY_BYTES of the stack
+ * must stay zero. A zero canary is never written, so it costs no memory,
+ * which is what lets 100,000 idle tasks fit in a few KiB each. It is read
+ * whenever its task leaves the CPU, so an unguarded slab is laid out for
+ * that read to find a page that is resident anyway: each slot's canary is
+ * the last CANARY_BYTES of the page that holds the top of the slot below
+ * (the first slot's, of a lead page), instead of the first bytes of a page
+ * of its own that the read would fault in - one page fault per stack, not
+ * two.
  *
  * A slot that comes back keeps the pages its task touched until its whole
  * slab is unmapped (the per-stack munmap gave them back at once); the
@@ -36,7 +44,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+/* Guard regions (Linux 6.13) and the calling process as a pidfd (6.15);
+ * libc headers may predate them. */
+#if !defined(MADV_GUARD_INSTALL)
+#define MADV_GUARD_INSTALL 102
+#endif
+#define PIDFD_SELF_PROCESS (-10001)
 
 enum {
   GUARDED_LIMIT = 24000,
@@ -50,7 +67,9 @@ enum {
 typedef struct tg__slab {
   struct tg__slab *prev, *next; /* in its kind's list of slabs with a free slot */
   struct slab_kind *kind;
-  char *base;
+  char *map; /* the mapping, map_len bytes */
+  size_t map_len;
+  char *base; /* slot 0; each next one slot_size above */
   size_t slots, used;
   tg__stack *free;   /* free slots, chained by next_free */
   size_t never_used; /* slots [slots - never_used, slots) not yet carved */
@@ -67,8 +86,10 @@ typedef struct slab_kind {
 } slab_kind;
 
 static tg__lock slabs_lock;
-static slab_kind *kinds;     /* under slabs_lock */
-static size_t guarded_slots; /* slots of guarded slabs, under slabs_lock */
+static slab_kind *kinds;                       /* under slabs_lock */
+static size_t guarded_slots;                   /* slots of guarded slabs, under slabs_lock */
+static bool no_guard_regions;                  /* the kernel refused them once: mprotect; under slabs_lock */
+static struct iovec guard_iov[SLAB_MAX_SLOTS]; /* under slabs_lock */
 
 static atomic_long guarded_alive;
 static atomic_long unguarded_alive;
@@ -83,10 +104,11 @@ static size_t page_size(void) {
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-/* The whole slot for a stack of `size` usable bytes. */
+/* The whole slot for a stack of `size` usable bytes (the struct at the
+ * top is aligned to 64 bytes, see slot_carve). */
 static size_t slot_size_for(size_t size, bool guarded) {
   size_t page = page_size();
-  return round_up(size + sizeof(tg__stack) + (guarded ? 0 : CANARY_BYTES), page) + (guarded ? page : 0);
+  return round_up(size + round_up(sizeof(tg__stack), 64) + (guarded ? 0 : CANARY_BYTES), page) + (guarded ? page : 0);
 }
 
 static slab_kind *kind_get(size_t slot_size, bool guarded) {
@@ -126,6 +148,22 @@ static void forget_frames(void *from, size_t len) {
 #endif
 }
 
+/* Makes the lowest page of each of a guarded slab's slots inaccessible:
+ * one call for the slab where the kernel has guard regions, else one
+ * mprotect a slot. Returns 0 or -errno. Under slabs_lock. */
+static int guards_install(char *base, size_t slots, size_t slot_size) {
+  size_t page = page_size();
+  if (!no_guard_regions) {
+    for (size_t i = 0; i < slots; i++) guard_iov[i] = (struct iovec){.iov_base = base + i * slot_size, .iov_len = page};
+    long done = syscall(SYS_process_madvise, PIDFD_SELF_PROCESS, guard_iov, slots, MADV_GUARD_INSTALL, 0);
+    if (done == (long)(slots * page)) return 0;
+    no_guard_regions = true; /* an older kernel: every slot below, guarded or not yet */
+  }
+  for (size_t i = 0; i < slots; i++)
+    if (mprotect(base + i * slot_size, page, PROT_NONE) != 0) return -errno; /* ENOMEM: map count exhausted */
+  return 0;
+}
+
 static tg__slab *slab_map(slab_kind *k, int *err) {
   size_t slots = k->next_slots, page = page_size();
   tg__slab *s = calloc(1, sizeof *s);
@@ -133,22 +171,25 @@ static tg__slab *slab_map(slab_kind *k, int *err) {
     *err = TG_ENOMEM;
     return NULL;
   }
-  void *base = mmap(NULL, slots * k->slot_size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (base == MAP_FAILED) {
+  /* An unguarded slab leads with a page whose end is slot 0's canary, so
+   * that every slot's top lies CANARY_BYTES below a page boundary, where
+   * the next slot's canary begins. */
+  size_t lead = k->guarded ? 0 : page, len = lead + slots * k->slot_size;
+  char *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (map == MAP_FAILED) {
     *err = -errno;
     free(s);
     return NULL;
   }
-  for (size_t i = 0; k->guarded && i < slots; i++) {
-    if (mprotect((char *)base + i * k->slot_size, page, PROT_NONE) != 0) {
-      *err = -errno; /* ENOMEM: the process's map count is exhausted */
-      munmap(base, slots * k->slot_size);
-      free(s);
-      return NULL;
-    }
+  char *base = k->guarded ? map : map + page - CANARY_BYTES;
+  int r = k->guarded ? guards_install(base, slots, k->slot_size) : 0;
+  if (r != 0) {
+    *err = r;
+    munmap(map, len);
+    free(s);
+    return NULL;
   }
-  *s = (tg__slab){.kind = k, .base = base, .slots = slots, .never_used = slots};
+  *s = (tg__slab){.kind = k, .map = map, .map_len = len, .base = base, .slots = slots, .never_used = slots};
   if (k->guarded) guarded_slots += slots;
   if (k->next_slots < SLAB_MAX_SLOTS) k->next_slots *= 2;
   atomic_fetch_add_explicit(&slabs_mapped, 1, memory_order_relaxed);
@@ -156,10 +197,9 @@ static tg__slab *slab_map(slab_kind *k, int *err) {
 }
 
 static void slab_unmap(tg__slab *s) {
-  size_t len = s->slots * s->kind->slot_size;
-  forget_frames(s->base, len);
+  forget_frames(s->map, s->map_len);
   if (s->kind->guarded) guarded_slots -= s->slots;
-  munmap(s->base, len);
+  munmap(s->map, s->map_len);
   atomic_fetch_sub_explicit(&slabs_mapped, 1, memory_order_relaxed);
   free(s);
 }
