@@ -216,7 +216,8 @@ typedef struct tg__task_extra {
 
 /* Invariants: a task is on at most one run queue, and only once it is
  * completely switched out (its ctx saved) and not PARKED; it waits in at
- * most one tg__wait (cur_wait), read and written under `lock`; `worker`
+ * most one tg__wait (cur_wait), written by the task itself and read by
+ * others only while they hold it in TG__ABORTING (see tg__task_abort_wait); `worker`
  * is the worker that runs it or will run it next, changed only by whoever
  * queues it (a task never changes worker while it runs, waits with a
  * deadline timer armed, or is pinned). Its stack exists from its first run
@@ -238,10 +239,10 @@ typedef struct tg_task {
   struct tg_task *set_prev, *set_next;   /* in the set's running or done list */
   struct tg_task *live_prev, *live_next; /* in live_worker's live list */
   tg__task_extra *extra;                 /* NULL until needed */
-  atomic_int park_state;                 /* TG__RUNNING, TG__PARKED, TG__NOTIFIED */
+  atomic_int park_state;                 /* TG__RUNNING, TG__PARKED, TG__NOTIFIED, TG__ABORTING */
   int status;                            /* 0, TG_EPANICKED, TG_ECANCELED once ended */
   int refs;                              /* 1 while running + 1 for the handle/set */
-  tg__lock lock;                         /* guards cur_wait, ended, refs, joiners */
+  tg__lock lock;                         /* guards ended, refs, joiners */
   uint32_t stack_size;
   uint32_t live_worker; /* index of the worker whose live list holds it */
   uint8_t guard;        /* a tg_stack_guard */
@@ -261,7 +262,11 @@ tg__task_extra *tg__task_extra_get(tg_task *t);
 tg_task *tg__task_alloc(void);
 void tg__task_free(tg_task *t);
 
-enum { TG__RUNNING = 0, TG__PARKED = 1, TG__NOTIFIED = 2 };
+/* A task's park state. RUNNING: running, or queued to run. PARKED: off
+ * every queue until someone unparks it. NOTIFIED: unparked (and queued, if
+ * it was parked). ABORTING: parked, and held by tg__task_abort_wait, which
+ * reads its cur_wait meanwhile and queues it if need be. */
+enum { TG__RUNNING = 0, TG__PARKED = 1, TG__NOTIFIED = 2, TG__ABORTING = 3 };
 
 /* Why the running task gives up its worker; whoever is resumed next on
  * that worker completes the hand-over (after the switch saved the task's
@@ -286,6 +291,15 @@ void tg__switch_to_scheduler(tg_task *t, bool ending);
 
 /* Suspends the current task until tg__task_unpark. */
 void tg__task_park(void);
+
+/* The other half of tg_task_abort, for a cancelled task t that is parked:
+ * claims its wait (if it waits and nobody claimed it yet) for the abort
+ * and wakes it. An abort does not take a lock that every wait would pay
+ * for: the aborter runs this when it finds t parked, and the parking side
+ * (scheduler.c's hand_over) when it parked t and then finds it cancelled;
+ * whichever moves t from PARKED to ABORTING does the work, and t cannot
+ * resume and leave its wait meanwhile. Any thread. */
+void tg__task_abort_wait(tg_task *t);
 
 /* Moves the running task, unless pinned, to worker `to` and pins it there
  * (sockets use this: they live on one worker's loop). Returns 0, or

@@ -135,9 +135,10 @@ static void hand_over(tg__worker *w, tg_task *from) {
   w->switch_reason = TG__SWITCH_NONE;
   if (reason == TG__SWITCH_PARK) {
     int running = TG__RUNNING;
-    if (!atomic_compare_exchange_strong_explicit(&from->park_state, &running, TG__PARKED, memory_order_acq_rel,
-                                                 memory_order_acquire))
-      tg__local_push(w, from); /* woken while it was leaving: runnable again */
+    if (!atomic_compare_exchange_strong(&from->park_state, &running, TG__PARKED))
+      tg__local_push(w, from);              /* woken while it was leaving: runnable again */
+    else if (atomic_load(&from->cancelled)) /* aborted while it was leaving (see tg_task_abort) */
+      tg__task_abort_wait(from);
   } else if (reason == TG__SWITCH_YIELD) {
     tg__local_push(w, from);
   } else if (reason == TG__SWITCH_MOVE) {

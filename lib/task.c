@@ -292,13 +292,31 @@ int tg_task_join(tg_task *t, tg_outcome *out) { return tg_task_join_dl(t, out, T
 
 void tg_task_detach(tg_task *t) { tg__task_release(t); }
 
+/* The cancelled flag is set before the park state is read, and parking
+ * sets the park state before it reads the flag (both sequentially
+ * consistent): a task that parks while it is aborted is seen parked by
+ * the abort or sees itself cancelled, and one of the two claims its wait. */
 void tg_task_abort(tg_task *t) {
   tg__lock_acquire(&t->lock);
-  if (!t->ended && !atomic_exchange(&t->cancelled, true) && t->cur_wait) {
-    int pending = TG__PENDING;
-    if (atomic_compare_exchange_strong(&t->cur_wait->winner, &pending, TG__WON_BY_ABORT)) tg__wait_wake(t->cur_wait);
-  }
+  bool first = !t->ended && !atomic_exchange(&t->cancelled, true);
   tg__lock_release(&t->lock);
+  if (first) tg__task_abort_wait(t);
+}
+
+void tg__task_abort_wait(tg_task *t) {
+  int parked = TG__PARKED;
+  if (!atomic_compare_exchange_strong(&t->park_state, &parked, TG__ABORTING)) return; /* not parked: sees the flag */
+  tg__wait *wait = t->cur_wait;
+  int pending = TG__PENDING;
+  bool claimed = wait && atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_ABORT);
+  int aborting = TG__ABORTING;
+  /* Unclaimed by the abort, t parks on - unless a case claimed its wait
+   * meanwhile and its wake found t held here: then the wake is ours to
+   * deliver. */
+  if (claimed || !atomic_compare_exchange_strong(&t->park_state, &aborting, TG__PARKED)) {
+    atomic_store(&t->park_state, TG__NOTIFIED);
+    tg__schedule(t);
+  }
 }
 
 /* ------------------------------------------------------------ permits */

@@ -144,23 +144,9 @@ static void thread_block(tg__wait *wait, int64_t deadline) {
   }
 }
 
-/* Publishes the wait so tg_task_abort can claim it; false if the task was
- * already aborted (then nothing is published). */
-static bool task_publish_wait(tg_task *t, tg__wait *wait) {
-  tg__lock_acquire(&t->lock);
-  bool ok = !atomic_load_explicit(&t->cancelled, memory_order_relaxed);
-  if (ok) t->cur_wait = wait;
-  tg__lock_release(&t->lock);
-  return ok;
-}
-
-static void task_unpublish_wait(tg_task *t) {
-  tg__lock_acquire(&t->lock);
-  t->cur_wait = NULL;
-  tg__lock_release(&t->lock);
-}
-
-/* Suspends until the wait is claimed: by a case, the deadline or an abort. */
+/* Suspends until the wait is claimed: by a case, the deadline or an abort.
+ * The wait is published in the task for tg__task_abort_wait, which reads
+ * it only while the task is parked. */
 static void suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
   if (!self) {
     thread_block(wait, deadline);
@@ -172,14 +158,9 @@ static void suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
     wait->deadline.fire = deadline_fired;
     tg__timer_start(&wait->deadline, deadline);
   }
-  if (task_publish_wait(self, wait)) {
-    tg__task_park();
-    task_unpublish_wait(self);
-  } else {
-    int pending = TG__PENDING;
-    if (!atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_ABORT))
-      tg__task_park(); /* a case won meanwhile: its wake is on the way */
-  }
+  self->cur_wait = wait;
+  tg__task_park();
+  self->cur_wait = NULL;
   if (timed) {
     tg__timer_stop(&wait->deadline);
     self->timer_armed = false;

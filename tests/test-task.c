@@ -480,6 +480,51 @@ static void *lone_yielder_body(void *arg) {
 START_TEST(test_task_yield_loop_lets_timers_fire) { tg_test_run(1, 0, lone_yielder_body, NULL); }
 END_TEST
 
+/* An abort racing with a wake from another thread: the waiter on worker
+ * 1 either took the notification or was cancelled having consumed
+ * nothing (the permit is then stored), and nothing hangs - whichever of
+ * the aborter, the notifier and the parking worker gets there first. */
+#if defined(__SANITIZE_THREAD__)
+#define ABORT_RACE_ROUNDS 300
+#else
+#define ABORT_RACE_ROUNDS 3000
+#endif
+enum { GOT_NOTIFIED = 1, GOT_CANCELLED = 2 };
+
+static void *wait_notified(void *arg) {
+  return (void *)(intptr_t)(tg_notify_wait(arg) == 0 ? GOT_NOTIFIED : GOT_CANCELLED);
+}
+
+static void *abort_race_body(void *arg) {
+  (void)arg;
+  for (int i = 0; i < ABORT_RACE_ROUNDS; i++) {
+    tg_notify *n;
+    ck_assert_int_eq(tg_notify_new(&n, NULL), 0);
+    tg_task *t;
+    ck_assert_int_eq(tg_spawn(&t, wait_notified, n, &(tg_spawn_opts){.pin = 1, .worker = 1}), 0);
+    for (int y = 0; y < i % 5; y++) tg_yield();
+    if (i & 1) {
+      tg_notify_one(n);
+      tg_task_abort(t);
+    } else {
+      tg_task_abort(t);
+      tg_notify_one(n);
+    }
+    tg_outcome o;
+    ck_assert_int_eq(tg_task_join(t, &o), 0);
+    tg_notify_stats st;
+    tg_notify_stats_get(n, &st);
+    intptr_t got = (intptr_t)o.value; /* 0: aborted before it ran */
+    ck_assert_int_eq(st.permit, got == GOT_NOTIFIED ? 0 : 1);
+    ck_assert_uint_eq(st.waiters, 0);
+    tg_notify_free(n);
+  }
+  return NULL;
+}
+
+START_TEST(test_task_abort_races_wake) { tg_test_run(2, 0, abort_race_body, NULL); }
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("task");
   tg_test_add(s, "spawn_join", test_task_spawn_join, 10);
@@ -498,5 +543,6 @@ int main(void) {
   tg_test_add(s, "runtime_rejects_bad_options", test_runtime_rejects_bad_options, 10);
   tg_test_add(s, "abort_before_start_never_runs", test_task_abort_before_start_never_runs, 10);
   tg_test_add(s, "unstarted_at_exit_never_run", test_task_unstarted_at_exit_never_run, 10);
+  tg_test_add(s, "abort_races_wake", test_task_abort_races_wake, 120);
   return tg_test_main(s);
 }
