@@ -11,8 +11,10 @@
 #include <string.h>
 #include <time.h>
 
-/* Boost.Context's fcontext C ABI, declared by hand as lib/context.h does:
- * the raw switch, without libtg's scheduler around it. */
+/* Boost.Context's fcontext C ABI, declared by hand as lib/context.h does,
+ * and on x86-64 libtg's own switch (lib/context.c: the same frame, without
+ * the floating-point control state): the raw switch, without libtg's
+ * scheduler around it. */
 typedef void *fcontext_t;
 typedef struct {
   fcontext_t fctx;
@@ -20,6 +22,11 @@ typedef struct {
 } transfer_t;
 extern transfer_t jump_fcontext(fcontext_t const to, void *vp);
 extern fcontext_t make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
+#if defined(__x86_64__) && defined(__ELF__)
+#define TG_OWN_CONTEXT 1
+extern transfer_t tg__context_jump(fcontext_t const to, void *data);
+extern fcontext_t tg__context_make(void *sp, size_t size, void (*fn)(transfer_t));
+#endif
 
 enum { REPS = 5 };
 
@@ -76,25 +83,36 @@ static double median_run(bench_fn fn, int workers) {
 
 /* ------------------------------------------------------------ raw switch */
 
+typedef transfer_t (*jump_fn)(fcontext_t const to, void *vp);
+typedef fcontext_t (*make_fn)(void *sp, size_t size, void (*fn)(transfer_t));
+
 static fcontext_t raw_main;
+static jump_fn raw_jump;
 
 static void raw_entry(transfer_t t) {
   raw_main = t.fctx;
-  for (;;) raw_main = jump_fcontext(raw_main, NULL).fctx;
+  for (;;) raw_main = raw_jump(raw_main, NULL).fctx;
 }
 
-static double raw_switch(void) {
+static double raw_switch_with(make_fn make, jump_fn jump) {
   enum { SIZE = 64 * 1024 };
   char *stack = malloc(SIZE);
-  fcontext_t ctx = make_fcontext(stack + SIZE, SIZE, raw_entry);
+  raw_jump = jump;
+  fcontext_t ctx = make(stack + SIZE, SIZE, raw_entry);
   uint64_t n = scaled(10000000);
-  ctx = jump_fcontext(ctx, NULL).fctx;
+  ctx = jump(ctx, NULL).fctx;
   int64_t t0 = now_ns();
-  for (uint64_t i = 0; i < n; i++) ctx = jump_fcontext(ctx, NULL).fctx;
+  for (uint64_t i = 0; i < n; i++) ctx = jump(ctx, NULL).fctx;
   double ns = (double)(now_ns() - t0) / (double)(2 * n); /* two switches a round */
   free(stack);
   return ns;
 }
+
+static double raw_switch(void) { return raw_switch_with(make_fcontext, jump_fcontext); }
+
+#if defined(TG_OWN_CONTEXT)
+static double own_switch(void) { return raw_switch_with(tg__context_make, tg__context_jump); }
+#endif
 
 /* ------------------------------------------------------------ yield */
 
@@ -206,7 +224,11 @@ static const struct {
   bench_fn fn;
   int workers;
 } benches[] = {
-    {"fcontext_switch_ns", raw_switch, 1},    {"yield_switch_ns", yield_pair, 1},      {"spawn_join_ns", spawn_join, 1},
+    {"fcontext_switch_ns", raw_switch, 1},
+#if defined(TG_OWN_CONTEXT)
+    {"context_switch_ns", own_switch, 1},
+#endif
+    {"yield_switch_ns", yield_pair, 1},       {"spawn_join_ns", spawn_join, 1},
     {"mpsc_send_recv_pair_ns", mpsc_pair, 1}, {"cross_worker_wake_ns", cross_wake, 2},
 };
 

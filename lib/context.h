@@ -1,7 +1,9 @@
-/* context.h - the context switch: Boost.Context's fcontext C ABI, plus the
- * hints AddressSanitizer and ThreadSanitizer need to follow a stack switch.
- * fcontext saves only the callee-saved registers, no signal mask, so a
- * switch costs a few nanoseconds (swapcontext makes a system call). */
+/* context.h - the context switch: Boost.Context's fcontext C ABI (on
+ * x86-64, libtg's own copy of it without the floating-point control state,
+ * context.c), plus the hints AddressSanitizer and ThreadSanitizer need to
+ * follow a stack switch. fcontext saves only the callee-saved registers,
+ * no signal mask, so a switch costs a few nanoseconds (swapcontext makes a
+ * system call). */
 #ifndef TG_CONTEXT_H
 #define TG_CONTEXT_H
 
@@ -13,9 +15,21 @@ typedef struct tg__transfer {
   void *data;
 } tg__transfer;
 
+/* tg__context_make(sp, size, fn): a context that runs fn(transfer) on the
+ * stack below sp when first jumped to; fn must never return.
+ * tg__context_jump(to, data): saves the running context and resumes `to`,
+ * which receives {the context that left, data}. */
+#if defined(__x86_64__) && defined(__ELF__)
+#define TG_OWN_CONTEXT 1
+tg__transfer tg__context_jump(tg__fcontext const to, void *data);
+tg__fcontext tg__context_make(void *sp, size_t size, void (*fn)(tg__transfer));
+#else
 /* Declared by hand: Boost ships them for C++ only (libboost_context). */
 extern tg__transfer jump_fcontext(tg__fcontext const to, void *vp);
 extern tg__fcontext make_fcontext(void *sp, size_t size, void (*fn)(tg__transfer));
+#define tg__context_jump jump_fcontext
+#define tg__context_make make_fcontext
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #define TG_ASAN 1

@@ -219,7 +219,7 @@ static void switch_to_task(tg__worker *w, tg_task *t) {
 #if defined(TG_TSAN)
   __tsan_switch_to_fiber(t->tsan_fiber, 0);
 #endif
-  tg__transfer back = jump_fcontext(t->ctx, NULL);
+  tg__transfer back = tg__context_jump(t->ctx, NULL);
   TG_ASAN_FINISH(fake_stack);
   tg_task *from = back.data; /* not necessarily t: tasks switch among themselves */
   from->ctx = back.fctx;
@@ -256,7 +256,7 @@ static void switch_away(tg__worker *w, tg_task *self) {
     __tsan_switch_to_fiber(w->tsan_fiber, 0);
 #endif
   }
-  tg__transfer back = jump_fcontext(next ? next->ctx : w->sched_ctx, self);
+  tg__transfer back = tg__context_jump(next ? next->ctx : w->sched_ctx, self);
   TG_ASAN_FINISH(fake_stack);
   resumed(tg__worker_current(), back); /* not w: self may have moved */
 }
@@ -270,7 +270,7 @@ void tg__switch_to_scheduler(tg_task *t, bool ending) {
   __tsan_switch_to_fiber(w->tsan_fiber, 0);
 #endif
   w->current = NULL;
-  tg__transfer back = jump_fcontext(w->sched_ctx, t);
+  tg__transfer back = tg__context_jump(w->sched_ctx, t);
   TG_ASAN_FINISH(fake_stack);
   resumed(tg__worker_current(), back);
 }
@@ -417,7 +417,7 @@ static bool task_start(tg__worker *w, tg_task *t) {
     if (x) x->panic_message = tg__strdup_or_null("no memory for the task's stack");
     return false;
   }
-  t->ctx = make_fcontext(tg__stack_top(t->stack), t->stack->usable, task_entry);
+  t->ctx = tg__context_make(tg__stack_top(t->stack), t->stack->usable, task_entry);
 #if defined(TG_TSAN)
   t->tsan_fiber = __tsan_create_fiber(0);
 #endif

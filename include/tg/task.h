@@ -9,6 +9,12 @@
  * (TG_STACK_GUARD_ALWAYS and _NEVER force one or the other). Only the
  * pages a task touches cost memory.
  *
+ * A switch between tasks saves only what a function call must preserve
+ * apart from the floating-point control state: tasks running on one
+ * worker share its thread's rounding mode and exception masks, as the
+ * futures one tokio thread polls do, so a task that changes them restores
+ * them before it waits or yields.
+ *
  * A task ends when its function returns (the value is its result), when
  * it calls tg_panic (its deferred cleanups run, LIFO, on its own stack and
  * the rest of the program goes on), or after tg_task_abort. Abort does not
