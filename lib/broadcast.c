@@ -216,6 +216,12 @@ int tg_broadcast_try_recv(tg_broadcast_rx *rx, void *out) {
   return r == TG_EAGAIN ? TG_EEMPTY : r;
 }
 
+/* The wait of recv, with its operation's functions called directly; out
+ * of line, so that the inline first attempt stays small. */
+static __attribute__((noinline)) int recv_wait(tg_broadcast_rx *rx, void *out, int64_t deadline_ns) {
+  return tg__wait_single(&recv_op, rx, out, 0, deadline_ns, false);
+}
+
 int tg_broadcast_recv_dl(tg_broadcast_rx *rx, void *out, int64_t deadline_ns) {
   /* The first attempt inline, as tg__wait_one would make it: a receiver
    * that keeps up finds its message without the wait machinery. */
@@ -224,7 +230,7 @@ int tg_broadcast_recv_dl(tg_broadcast_rx *rx, void *out, int64_t deadline_ns) {
     int r = recv_try(&c);
     if (r != TG_EAGAIN) return r;
   }
-  return tg__wait_one(&recv_op, rx, out, 0, deadline_ns);
+  return recv_wait(rx, out, deadline_ns);
 }
 
 int tg_broadcast_recv(tg_broadcast_rx *rx, void *out) { return tg_broadcast_recv_dl(rx, out, TG_FOREVER); }

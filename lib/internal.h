@@ -179,6 +179,16 @@ int tg__wait_one(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t dea
 /* The same for a caller that has just made the first attempt itself
  * (inline, with the cancellation check first) and found it not ready. */
 int tg__wait_one_tried(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline);
+/* Both are tg__wait_single (below) with an operation they do not know;
+ * a primitive whose waits are hot calls tg__wait_single itself, from a
+ * function of its own, so that its operation's functions are called
+ * directly (and inlined) instead of through the table. */
+
+/* Suspends the caller until its wait is claimed (by a case, the deadline
+ * or an abort): a task parks, a plain thread blocks. */
+void tg__wait_suspend(struct tg_task *self, tg__wait *wait, int64_t deadline);
+/* A plain thread's part of it. */
+void tg__wait_block(tg__wait *wait, int64_t deadline);
 
 /* finish() of operations whose claimer stored the result. */
 int tg__finish_stored(tg_case *c, tg__waiter *w);
@@ -467,6 +477,54 @@ static inline void tg__schedule(tg_task *t) {
 /* Makes a parked (or parking) task runnable again. Safe from any thread. */
 static inline void tg__task_unpark(tg_task *t) {
   if (atomic_exchange_explicit(&t->park_state, TG__NOTIFIED, memory_order_acq_rel) == TG__PARKED) tg__schedule(t);
+}
+
+/* The wait behind tg__wait_one: tg__wait_cases for a single case, which
+ * nearly every wait is - the same steps without the arrays and loops over
+ * cases, and no zeroing of the deadline timer an untimed wait never arms.
+ * `tried`: the caller has just tried the operation and found it not ready.
+ * Returns the operation's result, TG_ETIMEDOUT or TG_ECANCELED. */
+static inline __attribute__((always_inline)) int tg__wait_single(const tg__op *op, void *obj, void *buf, uint64_t n,
+                                                                 int64_t deadline, bool tried) {
+  tg_case c = {.op = op, .obj = obj, .buf = buf, .n = n};
+  tg_task *self = tg__self();
+  for (;;) {
+    if (self && atomic_load_explicit(&self->cancelled, memory_order_relaxed)) return TG_ECANCELED;
+    if (!tried) {
+      int r = op->try_(&c);
+      if (r != TG_EAGAIN) return r;
+    }
+    tried = false;
+    if (deadline != TG_FOREVER && deadline <= tg_now()) return TG_ETIMEDOUT;
+    if (!self && tg__worker_current()) return TG_ENOTASK;
+
+    tg__wait wait;
+    wait.task = self;
+    atomic_init(&wait.winner, TG__PENDING);
+    atomic_init(&wait.thread_woken, 0);
+    tg__waiter w = {.wait = &wait, .index = 0, .buf = buf, .n = n};
+    bool decided = op->arm(&c, &w);
+    int winner = atomic_load_explicit(&wait.winner, memory_order_acquire);
+    if (winner == TG__PENDING) {
+      tg__wait_suspend(self, &wait, deadline);
+    } else if (!decided) {
+      /* claimed between the arm and here: its wake is on the way */
+      if (self)
+        tg__task_park();
+      else
+        tg__wait_block(&wait, TG_FOREVER);
+    }
+    /* The winner was unlinked by whoever claimed it, who touches it no
+     * more once it woke us (or by nobody, if its arm claimed it): only a
+     * loser, or a winner still linked, needs its primitive's lock. */
+    winner = atomic_load_explicit(&wait.winner, memory_order_acquire);
+    if (winner != 0 || w.linked) op->disarm(&c, &w);
+    if (winner == TG__WON_BY_TIMEOUT) return TG_ETIMEDOUT;
+    if (winner == TG__WON_BY_ABORT) return TG_ECANCELED;
+    int r = op->finish(&c, &w);
+    if (r != TG_EAGAIN) return r;
+    /* woken, but another consumer was faster: wait again */
+  }
 }
 
 /* CLOCK_MONOTONIC in nanoseconds, whatever the runtime's clock. */

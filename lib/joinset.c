@@ -146,7 +146,7 @@ static void join_disarm(tg_case *c, tg__waiter *w) {
 static const tg__op join_op = {join_try, join_arm, join_disarm, tg__finish_retry};
 
 int tg_joinset_join_next_dl(tg_joinset *js, tg_outcome *out, int64_t deadline_ns) {
-  return tg__wait_one(&join_op, js, out, 0, deadline_ns);
+  return tg__wait_single(&join_op, js, out, 0, deadline_ns, false);
 }
 
 int tg_joinset_join_next(tg_joinset *js, tg_outcome *out) { return tg_joinset_join_next_dl(js, out, TG_FOREVER); }

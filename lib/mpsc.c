@@ -145,6 +145,12 @@ int tg_mpsc_try_send(tg_mpsc_tx *tx, const void *elem) {
   return r == TG_EAGAIN ? TG_EFULL : r;
 }
 
+/* The waits of send and recv, with their operations' functions called
+ * directly; out of line, so that the inline first attempts stay small. */
+static __attribute__((noinline)) int send_wait(tg_mpsc_tx *tx, const void *elem, int64_t deadline_ns) {
+  return tg__wait_single(&send_op, tx, (void *)elem, 0, deadline_ns, true);
+}
+
 int tg_mpsc_send_dl(tg_mpsc_tx *tx, const void *elem, int64_t deadline_ns) {
   /* The first attempt inline, as tg__wait_one would make it: most sends
    * find room and never need the wait machinery. */
@@ -154,7 +160,7 @@ int tg_mpsc_send_dl(tg_mpsc_tx *tx, const void *elem, int64_t deadline_ns) {
   int r = send_locked(ch, elem);
   tg__lock_release(&ch->lock);
   if (r != TG_EAGAIN) return r;
-  return tg__wait_one_tried(&send_op, tx, (void *)elem, 0, deadline_ns);
+  return send_wait(tx, elem, deadline_ns);
 }
 
 int tg_mpsc_send(tg_mpsc_tx *tx, const void *elem) { return tg_mpsc_send_dl(tx, elem, TG_FOREVER); }
@@ -224,6 +230,10 @@ int tg_mpsc_try_recv(tg_mpsc_rx *rx, void *out) {
   return r == TG_EAGAIN ? TG_EEMPTY : r;
 }
 
+static __attribute__((noinline)) int recv_wait(tg_mpsc_rx *rx, void *out, int64_t deadline_ns) {
+  return tg__wait_single(&recv_op, rx, out, 0, deadline_ns, true);
+}
+
 int tg_mpsc_recv_dl(tg_mpsc_rx *rx, void *out, int64_t deadline_ns) {
   if (tg__self_cancelled()) return TG_ECANCELED; /* the first attempt inline, as for send */
   tg_mpsc *ch = of(rx);
@@ -231,7 +241,7 @@ int tg_mpsc_recv_dl(tg_mpsc_rx *rx, void *out, int64_t deadline_ns) {
   int r = recv_locked(ch, out);
   tg__lock_release(&ch->lock);
   if (r != TG_EAGAIN) return r;
-  return tg__wait_one_tried(&recv_op, rx, out, 0, deadline_ns);
+  return recv_wait(rx, out, deadline_ns);
 }
 
 int tg_mpsc_recv(tg_mpsc_rx *rx, void *out) { return tg_mpsc_recv_dl(rx, out, TG_FOREVER); }

@@ -98,7 +98,7 @@ int tg_notify_wait_dl(tg_notify *n, int64_t deadline_ns) {
    * permit is taken without the wait machinery. */
   if (tg__self_cancelled()) return TG_ECANCELED;
   if (take_permit(n)) return 0;
-  return tg__wait_one_tried(&wait_op, n, NULL, 0, deadline_ns);
+  return tg__wait_single(&wait_op, n, NULL, 0, deadline_ns, true);
 }
 
 int tg_notify_wait(tg_notify *n) { return tg_notify_wait_dl(n, TG_FOREVER); }

@@ -126,7 +126,7 @@ static void recv_disarm(tg_case *c, tg__waiter *w) {
 static const tg__op recv_op = {recv_try, recv_arm, recv_disarm, tg__finish_retry};
 
 int tg_oneshot_recv_dl(tg_oneshot_rx *rx, void *out, int64_t deadline_ns) {
-  return tg__wait_one(&recv_op, rx, out, 0, deadline_ns);
+  return tg__wait_single(&recv_op, rx, out, 0, deadline_ns, false);
 }
 
 int tg_oneshot_recv(tg_oneshot_rx *rx, void *out) { return tg_oneshot_recv_dl(rx, out, TG_FOREVER); }

@@ -111,6 +111,12 @@ void tg__semaphore_return_permits(tg_semaphore *sem, uint64_t n) {
   tg__lock_release(&sem->lock);
 }
 
+/* The wait of acquire, with its operation's functions called directly;
+ * out of line, so that the inline first attempt stays small. */
+static __attribute__((noinline)) int acquire_wait(tg_semaphore *sem, uint64_t n, int64_t deadline_ns) {
+  return tg__wait_single(&acquire_op, sem, NULL, n, deadline_ns, true);
+}
+
 int tg_semaphore_acquire_dl(tg_semaphore *sem, uint64_t n, int64_t deadline_ns) {
   /* The first attempt inline, as tg__wait_one would make it. */
   if (tg__self_cancelled()) return TG_ECANCELED;
@@ -120,7 +126,7 @@ int tg_semaphore_acquire_dl(tg_semaphore *sem, uint64_t n, int64_t deadline_ns) 
   tg__lock_release(&sem->lock);
   if (r == 0) return hold(sem, n);
   if (r != TG_EAGAIN) return r;
-  return tg__wait_one_tried(&acquire_op, sem, NULL, n, deadline_ns);
+  return acquire_wait(sem, n, deadline_ns);
 }
 
 int tg_semaphore_acquire(tg_semaphore *sem, uint64_t n) { return tg_semaphore_acquire_dl(sem, n, TG_FOREVER); }

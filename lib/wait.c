@@ -125,7 +125,7 @@ static void deadline_fired(tg__timer *timer) {
 /* A plain thread sleeps on its futex word; with a deadline it claims the
  * wait itself when the time is up. Under the virtual clock nothing tells
  * it that time jumped, so it looks again every millisecond. */
-static void thread_block(tg__wait *wait, int64_t deadline) {
+void tg__wait_block(tg__wait *wait, int64_t deadline) {
   while (!atomic_load_explicit(&wait->thread_woken, memory_order_acquire)) {
     struct timespec ts, *tsp = NULL;
     if (deadline != TG_FOREVER) {
@@ -147,9 +147,9 @@ static void thread_block(tg__wait *wait, int64_t deadline) {
 /* Suspends until the wait is claimed: by a case, the deadline or an abort.
  * The wait is published in the task for tg__task_abort_wait, which reads
  * it only while the task is parked. */
-static void suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
+void tg__wait_suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
   if (!self) {
-    thread_block(wait, deadline);
+    tg__wait_block(wait, deadline);
     return;
   }
   bool timed = deadline != TG_FOREVER;
@@ -228,14 +228,14 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, boo
   }
   int winner = atomic_load(&wait.winner);
   if (winner == TG__PENDING) {
-    suspend(self, &wait, deadline);
+    tg__wait_suspend(self, &wait, deadline);
   } else if (winner != decided_at_arm) {
     /* Another party claimed an earlier case and its wake is on the way:
      * take it, so it cannot end a later wait or touch a dead stack. */
     if (self)
       tg__task_park();
     else
-      thread_block(&wait, TG_FOREVER);
+      tg__wait_block(&wait, TG_FOREVER);
   }
   /* The winner was unlinked by whoever claimed it, who touches it no more
    * once it woke us (or by nobody, if its arm claimed it): only the other
@@ -250,56 +250,12 @@ static int wait_once(tg_task *self, tg_case *cases, int n, int64_t deadline, boo
   return r;
 }
 
-/* wait_cases for a single case, which nearly every wait is: the same
- * steps without the arrays and loops over cases, and no zeroing of the
- * deadline timer an untimed wait never arms. Returns the case's result,
- * TG_ETIMEDOUT or TG_ECANCELED. */
-static int wait_single(tg_case *c, int64_t deadline, bool tried) {
-  tg_task *self = tg__self();
-  for (;;) {
-    if (self && atomic_load_explicit(&self->cancelled, memory_order_relaxed)) return TG_ECANCELED;
-    if (!tried) {
-      int r = c->op->try_(c);
-      if (r != TG_EAGAIN) return r;
-    }
-    tried = false;
-    if (deadline != TG_FOREVER && deadline <= tg_now()) return TG_ETIMEDOUT;
-    if (!self && tg__worker_current()) return TG_ENOTASK;
-
-    tg__wait wait;
-    wait.task = self;
-    atomic_init(&wait.winner, TG__PENDING);
-    atomic_init(&wait.thread_woken, 0);
-    tg__waiter w = {.wait = &wait, .index = 0, .buf = c->buf, .n = c->n};
-    bool decided = c->op->arm(c, &w);
-    int winner = atomic_load_explicit(&wait.winner, memory_order_acquire);
-    if (winner == TG__PENDING) {
-      suspend(self, &wait, deadline);
-    } else if (!decided) {
-      /* claimed between the arm and here: its wake is on the way */
-      if (self)
-        tg__task_park();
-      else
-        thread_block(&wait, TG_FOREVER);
-    }
-    winner = atomic_load_explicit(&wait.winner, memory_order_acquire);
-    if (winner != 0 || w.linked) c->op->disarm(c, &w); /* see wait_once */
-    if (winner == TG__WON_BY_TIMEOUT) return TG_ETIMEDOUT;
-    if (winner == TG__WON_BY_ABORT) return TG_ECANCELED;
-    int r = c->op->finish(c, &w);
-    if (r != TG_EAGAIN) return r;
-    /* woken, but another consumer was faster: wait again */
-  }
-}
-
 int tg__wait_one(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline) {
-  tg_case c = {.op = op, .obj = obj, .buf = buf, .n = n};
-  return wait_single(&c, deadline, false);
+  return tg__wait_single(op, obj, buf, n, deadline, false);
 }
 
 int tg__wait_one_tried(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline) {
-  tg_case c = {.op = op, .obj = obj, .buf = buf, .n = n};
-  return wait_single(&c, deadline, true);
+  return tg__wait_single(op, obj, buf, n, deadline, true);
 }
 
 int tg_select(tg_case *cases, int n, int64_t deadline_ns) {

@@ -217,7 +217,7 @@ static void changed_disarm(tg_case *c, tg__waiter *w) {
 static const tg__op changed_op = {changed_try, changed_arm, changed_disarm, tg__finish_retry};
 
 int tg_watch_changed_dl(tg_watch_rx *rx, int64_t deadline_ns) {
-  return tg__wait_one(&changed_op, rx, NULL, 0, deadline_ns);
+  return tg__wait_single(&changed_op, rx, NULL, 0, deadline_ns, false);
 }
 
 int tg_watch_changed(tg_watch_rx *rx) { return tg_watch_changed_dl(rx, TG_FOREVER); }
