@@ -164,7 +164,7 @@ int tg_watch_send(tg_watch_tx *tx, const void *value) {
   write_lock(&ch->rw);
   /* Dropped under the write lock: a reader may be cloning it otherwise. */
   if (ch->drop) ch->drop(ch->value);
-  memcpy(ch->value, value, ch->elem_size);
+  tg__copy_elem(ch->value, value, ch->elem_size);
   atomic_store_explicit(&ch->version, atomic_load_explicit(&ch->version, memory_order_relaxed) + 1,
                         memory_order_release);
   write_unlock(&ch->rw);
@@ -242,7 +242,7 @@ const void *tg_watch_borrow_and_update(tg_watch_rx *rx) {
 void tg_watch_borrow_end(tg_watch_rx *rx) { read_unlock(&rx->ch->rw); }
 
 static void copy_out(tg_watch *ch, void *out) {
-  memcpy(out, ch->value, ch->elem_size);
+  tg__copy_elem(out, ch->value, ch->elem_size);
   if (ch->clone) ch->clone(out);
 }
 
