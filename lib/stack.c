@@ -34,7 +34,11 @@
  *
  * Slabs are shared by every worker under one lock: a stack may end on
  * another worker than the one whose pool it came from. The lock is taken
- * only when a worker's pool is empty or full. */
+ * only when a worker's pool is empty or full, and held for list work
+ * only: the system calls that map and unmap slabs and the page fault of a
+ * slot's first use (carving writes its top page) come after it is
+ * released, so that two workers starting tasks at once do not queue
+ * behind each other's page faults. */
 #include "internal.h"
 
 #include <errno.h>
@@ -86,10 +90,9 @@ typedef struct slab_kind {
 } slab_kind;
 
 static tg__lock slabs_lock;
-static slab_kind *kinds;                       /* under slabs_lock */
-static size_t guarded_slots;                   /* slots of guarded slabs, under slabs_lock */
-static bool no_guard_regions;                  /* the kernel refused them once: mprotect; under slabs_lock */
-static struct iovec guard_iov[SLAB_MAX_SLOTS]; /* under slabs_lock */
+static slab_kind *kinds;             /* under slabs_lock */
+static size_t guarded_slots;         /* slots of guarded slabs, mapped or being mapped; under slabs_lock */
+static atomic_bool no_guard_regions; /* the kernel refused them once: mprotect from then on */
 
 static atomic_long guarded_alive;
 static atomic_long unguarded_alive;
@@ -150,22 +153,37 @@ static void forget_frames(void *from, size_t len) {
 
 /* Makes the lowest page of each of a guarded slab's slots inaccessible:
  * one call for the slab where the kernel has guard regions, else one
- * mprotect a slot. Returns 0 or -errno. Under slabs_lock. */
+ * mprotect a slot. Returns 0 or -errno. */
 static int guards_install(char *base, size_t slots, size_t slot_size) {
   size_t page = page_size();
-  if (!no_guard_regions) {
-    for (size_t i = 0; i < slots; i++) guard_iov[i] = (struct iovec){.iov_base = base + i * slot_size, .iov_len = page};
-    long done = syscall(SYS_process_madvise, PIDFD_SELF_PROCESS, guard_iov, slots, MADV_GUARD_INSTALL, 0);
+  if (!atomic_load_explicit(&no_guard_regions, memory_order_relaxed)) {
+    struct iovec *iov = malloc(slots * sizeof *iov);
+    if (!iov) return TG_ENOMEM;
+    for (size_t i = 0; i < slots; i++) iov[i] = (struct iovec){.iov_base = base + i * slot_size, .iov_len = page};
+    long done = syscall(SYS_process_madvise, PIDFD_SELF_PROCESS, iov, slots, MADV_GUARD_INSTALL, 0);
+    free(iov);
     if (done == (long)(slots * page)) return 0;
-    no_guard_regions = true; /* an older kernel: every slot below, guarded or not yet */
+    /* an older kernel: every slot below, guarded or not yet */
+    atomic_store_explicit(&no_guard_regions, true, memory_order_relaxed);
   }
   for (size_t i = 0; i < slots; i++)
     if (mprotect(base + i * slot_size, page, PROT_NONE) != 0) return -errno; /* ENOMEM: map count exhausted */
   return 0;
 }
 
-static tg__slab *slab_map(slab_kind *k, int *err) {
-  size_t slots = k->next_slots, page = page_size();
+/* The number of slots of k's next slab, counted in guarded_slots already
+ * (so wants_guard sees a slab being mapped). Under slabs_lock. */
+static size_t slab_reserve(slab_kind *k) {
+  size_t slots = k->next_slots;
+  if (k->next_slots < SLAB_MAX_SLOTS) k->next_slots *= 2;
+  if (k->guarded) guarded_slots += slots;
+  return slots;
+}
+
+/* A new slab of `slots` slots of kind k (reserved by slab_reserve), or
+ * NULL with *err set. Without slabs_lock. */
+static tg__slab *slab_map(slab_kind *k, size_t slots, int *err) {
+  size_t page = page_size();
   tg__slab *s = calloc(1, sizeof *s);
   if (!s) {
     *err = TG_ENOMEM;
@@ -190,21 +208,20 @@ static tg__slab *slab_map(slab_kind *k, int *err) {
     return NULL;
   }
   *s = (tg__slab){.kind = k, .map = map, .map_len = len, .base = base, .slots = slots, .never_used = slots};
-  if (k->guarded) guarded_slots += slots;
-  if (k->next_slots < SLAB_MAX_SLOTS) k->next_slots *= 2;
   atomic_fetch_add_explicit(&slabs_mapped, 1, memory_order_relaxed);
   return s;
 }
 
+/* Without slabs_lock: the slab is off every list already. */
 static void slab_unmap(tg__slab *s) {
   forget_frames(s->map, s->map_len);
-  if (s->kind->guarded) guarded_slots -= s->slots;
   munmap(s->map, s->map_len);
   atomic_fetch_sub_explicit(&slabs_mapped, 1, memory_order_relaxed);
   free(s);
 }
 
-/* Slot i of a fresh slab, set up as an empty stack. */
+/* Slot i of a fresh slab, set up as an empty stack: writes the slot's top
+ * page, so the caller does not hold slabs_lock. */
 static tg__stack *slot_carve(tg__slab *slab, size_t i) {
   slab_kind *k = slab->kind;
   char *base = slab->base + i * k->slot_size;
@@ -215,40 +232,38 @@ static tg__stack *slot_carve(tg__slab *slab, size_t i) {
   return s;
 }
 
-/* A free slot of kind (slot_size, guarded), from a slab with room or a new
- * one. Under slabs_lock. */
-static tg__stack *slot_take(slab_kind *k, int *err) {
-  tg__slab *slab = k->partial;
-  if (!slab) {
-    if (!(slab = slab_map(k, err))) return NULL;
-    partial_push(k, slab);
-  }
-  tg__stack *s;
-  if (slab->free) {
-    s = slab->free;
-    slab->free = s->next_free;
-    forget_frames(s->base, (size_t)((char *)s - (char *)s->base));
-  } else {
-    s = slot_carve(slab, slab->slots - slab->never_used--);
-  }
-  if (++slab->used == slab->slots) partial_remove(k, slab);
-  s->next_free = NULL;
-  return s;
+/* Takes a slot of kind k from a slab with room: a slot used before is
+ * returned in *reused, else *slab and *index name one never used, for the
+ * caller to carve once the lock is released. False when no slab has room.
+ * Under slabs_lock. */
+static bool slot_take(slab_kind *k, tg__stack **reused, tg__slab **slab, size_t *index) {
+  tg__slab *sl = k->partial;
+  if (!sl) return false;
+  *reused = sl->free;
+  if (sl->free)
+    sl->free = sl->free->next_free;
+  else
+    *index = sl->slots - sl->never_used--;
+  *slab = sl;
+  if (++sl->used == sl->slots) partial_remove(k, sl);
+  return true;
 }
 
-/* Gives a slot back to its slab; unmaps the slab when it was the last one
- * in use. Under slabs_lock. */
-static void slot_give(tg__stack *s) {
+/* Gives a slot back to its slab. Returns the slab when that was its last
+ * slot in use: it is off the lists then, for the caller to unmap once the
+ * lock is released. Under slabs_lock. */
+static tg__slab *slot_give(tg__stack *s) {
   tg__slab *slab = s->slab;
   slab_kind *k = slab->kind;
   if (slab->used-- == slab->slots) partial_push(k, slab);
   if (slab->used == 0) {
     partial_remove(k, slab);
-    slab_unmap(slab);
-    return;
+    if (k->guarded) guarded_slots -= slab->slots;
+    return slab;
   }
   s->next_free = slab->free;
   slab->free = s;
+  return NULL;
 }
 
 /* In AUTO mode: guarded while a guarded slot is free or a new guarded
@@ -274,14 +289,38 @@ tg__stack *tg__stack_get(tg__worker *w, size_t size, tg_stack_guard guard, int *
       return s;
     }
   }
-  size_t slot_guarded = slot_size_for(size, true);
+  size_t slot_guarded = slot_size_for(size, true), index = 0, reserved = 0;
+  tg__stack *s = NULL;
+  tg__slab *slab = NULL;
   tg__lock_acquire(&slabs_lock);
   bool guarded = wants_guard(guard, slot_guarded);
   slab_kind *k = kind_get(guarded ? slot_guarded : slot_size_for(size, false), guarded);
-  tg__stack *s = k ? slot_take(k, err) : NULL;
+  bool taken = k && slot_take(k, &s, &slab, &index);
+  if (k && !taken) reserved = slab_reserve(k);
   tg__lock_release(&slabs_lock);
-  if (!k) *err = TG_ENOMEM;
-  if (s) atomic_fetch_add(s->guarded ? &guarded_alive : &unguarded_alive, 1);
+  if (!k) {
+    *err = TG_ENOMEM;
+    return NULL;
+  }
+  if (!taken) { /* a new slab, mapped without the lock; another worker may map one too */
+    tg__slab *fresh = slab_map(k, reserved, err);
+    tg__lock_acquire(&slabs_lock);
+    if (fresh) {
+      partial_push(k, fresh);
+      taken = slot_take(k, &s, &slab, &index);
+    } else if (k->guarded) {
+      guarded_slots -= reserved;
+    }
+    tg__lock_release(&slabs_lock);
+    if (!taken) return NULL;
+  }
+  if (s) {
+    s->next_free = NULL;
+    forget_frames(s->base, (size_t)((char *)s - (char *)s->base));
+  } else {
+    s = slot_carve(slab, index);
+  }
+  atomic_fetch_add(s->guarded ? &guarded_alive : &unguarded_alive, 1);
   return s;
 }
 
@@ -291,8 +330,9 @@ static void stack_release(tg__stack *s) {
   atomic_fetch_sub(s->guarded ? &guarded_alive : &unguarded_alive, 1);
   if (!tg__stack_canary_ok(s)) return;
   tg__lock_acquire(&slabs_lock);
-  slot_give(s);
+  tg__slab *emptied = slot_give(s);
   tg__lock_release(&slabs_lock);
+  if (emptied) slab_unmap(emptied);
 }
 
 void tg__stack_put(tg__worker *w, tg__stack *s) {
