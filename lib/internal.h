@@ -272,6 +272,13 @@ tg__task_extra *tg__task_extra_get(tg_task *t);
 tg_task *tg__task_alloc(void);
 void tg__task_free(tg_task *t);
 
+/* A block of TG__BLOCK_SIZE bytes (not zeroed), or NULL; and its return,
+ * on any thread. Recycled through per-worker caches (task.c): for small
+ * things made and freed at a high rate. */
+enum { TG__BLOCK_SIZE = sizeof(tg_task) };
+void *tg__block_alloc(void);
+void tg__block_free(void *b);
+
 /* A task's park state. RUNNING: running, or queued to run. PARKED: off
  * every queue until someone unparks it. NOTIFIED: unparked (and queued, if
  * it was parked). ABORTING: parked, and held by tg__task_abort_wait, which

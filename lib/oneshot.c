@@ -5,9 +5,10 @@
  * drop); the receiver waits only while nothing was sent and the sender is
  * alive; the woken receiver copies the value itself, so a recv that loses
  * a select or times out leaves it in place. One allocation holds the
- * struct and the value; it lives until the sender is done (sent or
- * dropped) and the receiver dropped, and whichever side comes last frees
- * it. */
+ * struct and the value - a recycled block (tg__block_alloc) when they fit
+ * in one, as in a request/response they usually do; it lives until the
+ * sender is done (sent or dropped) and the receiver dropped, and whichever
+ * side comes last frees it. */
 #include "tg/oneshot.h"
 
 #include "internal.h"
@@ -20,18 +21,28 @@ typedef struct tg_oneshot {
   bool tx_done;              /* sent or dropped */
   bool has_value;            /* sent and not yet received */
   bool rx_alive;
+  bool in_block; /* from tg__block_alloc, else malloc */
   size_t elem_size;
   unsigned char value[];
 } tg_oneshot;
 
 static tg_oneshot *of(const void *handle) { return (tg_oneshot *)handle; }
 
+static void oneshot_free(tg_oneshot *ch) {
+  if (ch->in_block)
+    tg__block_free(ch);
+  else
+    free(ch);
+}
+
 int tg_oneshot_new(size_t elem_size, tg_oneshot_tx **tx, tg_oneshot_rx **rx) {
   if (elem_size < 1 || elem_size > SIZE_MAX - sizeof(tg_oneshot)) return TG_EINVAL;
-  /* malloc and the fields set: calloc bypasses glibc's tcache, and the
-   * value needs no zeroing (it is read only after a send wrote it) */
-  tg_oneshot *ch = malloc(sizeof *ch + elem_size);
+  /* the fields set, not zeroed: the value is read only after a send
+   * wrote it */
+  bool in_block = sizeof(tg_oneshot) + elem_size <= TG__BLOCK_SIZE;
+  tg_oneshot *ch = in_block ? tg__block_alloc() : malloc(sizeof *ch + elem_size);
   if (!ch) return TG_ENOMEM;
+  ch->in_block = in_block;
   atomic_init(&ch->lock.held, 0);
   ch->recv_waiters = (tg__waitlist){0};
   ch->tx_done = ch->has_value = false;
@@ -62,7 +73,7 @@ int tg_oneshot_send(tg_oneshot_tx *tx, const void *value) {
   }
   bool unused = tx_end_locked(ch);
   tg__lock_release(&ch->lock);
-  if (unused) free(ch);
+  if (unused) oneshot_free(ch);
   return r;
 }
 
@@ -71,7 +82,7 @@ void tg_oneshot_tx_drop(tg_oneshot_tx *tx) {
   tg__lock_acquire(&ch->lock);
   bool unused = tx_end_locked(ch);
   tg__lock_release(&ch->lock);
-  if (unused) free(ch);
+  if (unused) oneshot_free(ch);
 }
 
 int tg_oneshot_tx_closed(tg_oneshot_tx *tx) {
@@ -146,5 +157,5 @@ void tg_oneshot_rx_drop(tg_oneshot_rx *rx) {
   ch->has_value = false; /* the value, if any, is discarded */
   bool unused = ch->tx_done;
   tg__lock_release(&ch->lock);
-  if (unused) free(ch);
+  if (unused) oneshot_free(ch);
 }
