@@ -332,10 +332,11 @@ void tg__joinset_task_ended(struct tg_joinset *set, tg_task *t);
 /* Fills an outcome from an ended task. */
 void tg__task_outcome(const tg_task *t, tg_outcome *out);
 
-/* Semaphore permits the current task holds (tg/semaphore.c uses these;
- * the task's end returns what is left). */
-int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n);
-int tg__task_drop_permits(struct tg_semaphore *sem, uint64_t n);
+/* The record of semaphore permits the current task holds, beyond its
+ * first entry (tg__task_hold_permits and _drop_permits below; the task's
+ * end returns what is left). */
+int tg__task_hold_permits_slow(struct tg_semaphore *sem, uint64_t n);
+int tg__task_drop_permits_slow(struct tg_semaphore *sem, uint64_t n);
 void tg__semaphore_return_permits(struct tg_semaphore *sem, uint64_t n);
 
 /* ------------------------------------------------------------ workers */
@@ -532,6 +533,31 @@ static inline __attribute__((always_inline)) int tg__wait_single(const tg__op *o
     if (r != TG_EAGAIN) return r;
     /* woken, but another consumer was faster: wait again */
   }
+}
+
+/* Records n more permits of sem as held by the calling task, and drops
+ * n; a plain thread holds none (it releases by hand). Inline, the first
+ * entry of the record: a task that uses one semaphore at a time (the
+ * usual case) finds it there. Returns 0, TG_ENOMEM (hold), TG_ENOPERM
+ * (drop: the task holds fewer). */
+static inline int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n) {
+  tg_task *t = tg__self();
+  tg__task_extra *x = t ? t->extra : NULL;
+  if (x && x->held_len && x->held[0].sem == sem) {
+    x->held[0].n += n;
+    return 0;
+  }
+  return t ? tg__task_hold_permits_slow(sem, n) : 0;
+}
+
+static inline int tg__task_drop_permits(struct tg_semaphore *sem, uint64_t n) {
+  tg_task *t = tg__self();
+  tg__task_extra *x = t ? t->extra : NULL;
+  if (x && x->held_len && x->held[0].sem == sem && x->held[0].n >= n) {
+    x->held[0].n -= n;
+    return 0;
+  }
+  return t ? tg__task_drop_permits_slow(sem, n) : 0;
 }
 
 /* CLOCK_MONOTONIC in nanoseconds, whatever the runtime's clock. */

@@ -345,9 +345,8 @@ static tg__held_permits *held_entry(tg__task_extra *x, struct tg_semaphore *sem)
   return NULL;
 }
 
-int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n) {
+int tg__task_hold_permits_slow(struct tg_semaphore *sem, uint64_t n) {
   tg_task *t = tg__self();
-  if (!t) return 0; /* plain threads release by hand */
   tg__task_extra *x = tg__task_extra_get(t);
   if (!x) return TG_ENOMEM;
   tg__held_permits *e = held_entry(x, sem);
@@ -368,9 +367,8 @@ int tg__task_hold_permits(struct tg_semaphore *sem, uint64_t n) {
   return 0;
 }
 
-int tg__task_drop_permits(struct tg_semaphore *sem, uint64_t n) {
+int tg__task_drop_permits_slow(struct tg_semaphore *sem, uint64_t n) {
   tg_task *t = tg__self();
-  if (!t) return 0;
   tg__held_permits *e = t->extra ? held_entry(t->extra, sem) : NULL;
   if (!e || e->n < n) return TG_ENOPERM;
   e->n -= n;
