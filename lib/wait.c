@@ -116,12 +116,6 @@ int tg__finish_retry(tg_case *c, tg__waiter *w) { return w->result == TG_EAGAIN 
 
 /* ------------------------------------------------------------ suspending */
 
-static void deadline_fired(tg__timer *timer) {
-  tg__wait *wait = (tg__wait *)((char *)timer - offsetof(tg__wait, deadline));
-  int pending = TG__PENDING;
-  if (atomic_compare_exchange_strong(&wait->winner, &pending, TG__WON_BY_TIMEOUT)) tg__wait_wake(wait);
-}
-
 /* A plain thread sleeps on its futex word; with a deadline it claims the
  * wait itself when the time is up. Under the virtual clock nothing tells
  * it that time jumped, so it looks again every millisecond. */
@@ -141,29 +135,6 @@ void tg__wait_block(tg__wait *wait, int64_t deadline) {
       tsp = &ts;
     }
     futex(&wait->thread_woken, FUTEX_WAIT_PRIVATE, 0, tsp);
-  }
-}
-
-/* Suspends until the wait is claimed: by a case, the deadline or an abort.
- * The wait is published in the task for tg__task_abort_wait, which reads
- * it only while the task is parked. */
-void tg__wait_suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
-  if (!self) {
-    tg__wait_block(wait, deadline);
-    return;
-  }
-  bool timed = deadline != TG_FOREVER;
-  if (timed) { /* the timer is in this worker's heap: the task stays here */
-    self->timer_armed = true;
-    wait->deadline.fire = deadline_fired;
-    tg__timer_start(&wait->deadline, deadline);
-  }
-  self->cur_wait = wait;
-  tg__task_park();
-  self->cur_wait = NULL;
-  if (timed) {
-    tg__timer_stop(&wait->deadline);
-    self->timer_armed = false;
   }
 }
 
