@@ -13,8 +13,11 @@
 
 /* Boost.Context's fcontext C ABI, declared by hand as lib/context.h does,
  * and on x86-64 libtg's own switch (lib/context.c: the same frame, without
- * the floating-point control state): the raw switch, without libtg's
- * scheduler around it. */
+ * the floating-point control state, resumed by `ret`): the raw switch,
+ * without libtg's scheduler around it. The two contexts here switch from
+ * two different call sites, so libtg's `ret` mispredicts every time; in
+ * the scheduler tasks switch from one call site and it does not (see
+ * yield_switch_ns). */
 typedef void *fcontext_t;
 typedef struct {
   fcontext_t fctx;
