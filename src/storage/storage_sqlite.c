@@ -22,12 +22,13 @@
  * but correct turns: transactions of all connections take turns on a
  * mutex of this backend (serve's default is one connection).
  *
- * Seqs are unsigned 64-bit; SQLite's INTEGER is signed 64-bit. They are
- * stored as the same 64 bits in two's complement (readings.seq and
- * device_hwm.seq): every seq below 2^63 is itself, 2^64 - 1 reads as -1,
- * and reading the column back as unsigned gives the seq exactly. In SQL
- * the unsigned order is `ORDER BY seq < 0, seq`; the fold below compares
- * marks that way.
+ * Seqs are unsigned 64-bit; SQLite's INTEGER is signed 64-bit. Devices'
+ * seqs stop at 2^63 - 1 (protocol.h), so every seq stored now reads in
+ * SQL as itself. Marks stored by earlier versions may be higher: seqs are
+ * kept as the same 64 bits in two's complement (readings.seq and
+ * device_hwm.seq), 2^64 - 1 reading as -1, and reading the column back as
+ * unsigned gives the seq exactly. In SQL the unsigned order is
+ * `ORDER BY seq < 0, seq`; the fold below compares marks that way.
  *
  * Speed: a statement step costs more than the row it inserts, so rows go
  * in ROWS at a time (one INSERT with ROWS value lists) and the marks
