@@ -66,12 +66,12 @@ static int precision_of(const http_request *req, int v2) {
 
 /* The client's token into buf (NUL-terminated), or NULL when it gave
  * none. */
-static const char *token_of(const http_request *req, char *buf, size_t cap) {
+static const char *token_of(const http_request *req, int v2, char *buf, size_t cap) {
   const char *h = http_request_header(req, "Authorization");
   if (h && (strncasecmp(h, "Token ", 6) == 0 || strncasecmp(h, "Bearer ", 7) == 0)) {
     const char *t = h + strcspn(h, " ");
     t += strspn(t, " ");
-    const char *colon = strchr(t, ':'); /* v1's "Token user:password" */
+    const char *colon = v2 ? NULL : strchr(t, ':'); /* v1's "Token user:password"; v2's token is whole */
     snprintf(buf, cap, "%s", colon ? colon + 1 : t);
     return buf;
   }
@@ -167,7 +167,7 @@ void api_write(api_server *a, http_conn *c, const http_request *req, int v2) {
   write_request rq = {.body = body,
                       .len = len,
                       .precision = (protocol_precision)precision,
-                      .token = token_of(req, token, sizeof token),
+                      .token = token_of(req, v2, token, sizeof token),
                       .deadline_ns = tg_deadline_in(TG_MS(a->cfg.write_commit_timeout_ms))};
   write_result res;
   int r = a->deps.write(a->deps.ctx, &rq, &res);
