@@ -5,6 +5,7 @@
 #include "signals.h"
 #include "stream.h"
 #include "tg/tg.h"
+#include "wall_clock.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -15,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 enum {
   BURST = 64, /* readings per write at most, when catching up or resending */
@@ -552,9 +552,7 @@ int sim_start(const sim_config *cfg, sim **out) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   s->t0 = tg_now();
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  s->epoch_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  s->epoch_ms = wall_clock_ms();
   for (int i = 0; i < cfg->count; i++) {
     sim_device *d = &s->devices[i];
     d->sim = s;

@@ -10,6 +10,7 @@
 #include "storage.h"
 #include "summary.h"
 #include "tg/tg.h"
+#include "wall_clock.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -17,7 +18,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* SQLite runs on task stacks under the virtual clock. */
 #define TASK_STACK       ((size_t)256 * 1024)
@@ -215,10 +215,7 @@ static void account(demo *d, const tg_outcome *o) {
 /* ------------------------------------------------------------ setup */
 
 static int64_t epoch_ms_now(const demo_config *cfg) {
-  if (cfg->clock == TG_CLOCK_VIRTUAL) return VIRTUAL_EPOCH_MS;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return cfg->clock == TG_CLOCK_VIRTUAL ? VIRTUAL_EPOCH_MS : wall_clock_ms();
 }
 
 static void banner(demo *d) {

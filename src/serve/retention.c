@@ -1,14 +1,9 @@
 /* retention.c - the retention task; see retention.h. */
 #include "retention.h"
 
-#include <inttypes.h>
-#include <time.h>
+#include "wall_clock.h"
 
-static int64_t unix_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include <inttypes.h>
 
 /* Waits ns or until the token fires; nonzero when it fired. */
 static int rest(retention *r, int64_t ns) {
@@ -18,7 +13,7 @@ static int rest(retention *r, int64_t ns) {
 
 /* One pass: chunks until a round over the devices deleted all it could. */
 static void pass(retention *r) {
-  storage_expire_args a = {.db = r->db, .cutoff_ms = unix_ms() - r->keep_ms, .max_rows = RETENTION_CHUNK};
+  storage_expire_args a = {.db = r->db, .cutoff_ms = wall_clock_ms() - r->keep_ms, .max_rows = RETENTION_CHUNK};
   uint64_t total = 0;
   do {
     int e = tg_blocking_run(storage_expire_call, &a);
@@ -34,7 +29,7 @@ static void pass(retention *r) {
     /* The writer's turn: it may be waiting for the lock this chunk held. */
   } while (a.more && !rest(r, TG_MS(1)));
   figure_add_shared(&r->passes, 1);
-  atomic_store_explicit(&r->last_pass_unix_ms, unix_ms(), memory_order_relaxed);
+  atomic_store_explicit(&r->last_pass_unix_ms, wall_clock_ms(), memory_order_relaxed);
   if (total)
     log_event(r->log, "🧹", "retention", 0, "retention_pass",
               "Retention: %" PRIu64 " readings older than %" PRId64 " ms deleted", total, r->keep_ms);

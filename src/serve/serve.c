@@ -12,6 +12,7 @@
 #include "source_tcp.h"
 #include "source_write.h"
 #include "storage.h"
+#include "wall_clock.h"
 #include "writer.h"
 
 #include <errno.h>
@@ -22,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Pipeline tasks run SQLite under nothing heavier than the blocking pool. */
@@ -205,12 +205,6 @@ int serve_spawn(serve *s, tg_task_fn fn, void *arg, const char *name) {
   return tg_joinset_spawn(s->tasks, fn, arg, &opts, NULL);
 }
 
-static int64_t unix_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int check_config(const serve_config *c, char *err, size_t len) {
   if (c->listen_host && serve_config_auth(c) == SERVE_AUTH_NONE && !c->insecure_no_auth &&
       !serve_host_is_loopback(c->listen_host))
@@ -371,7 +365,7 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
   }
   s->cfg = *cfg;
   s->t0 = tg_now();
-  s->started_unix_ns = unix_ns();
+  s->started_unix_ns = wall_clock_ns();
   s->started_unix_ms = s->started_unix_ns / 1000000;
   FILE *log_out = cfg->out ? cfg->out : stdout;
   log_init(&s->log, log_out, cfg->log_format, cfg->quiet, s->t0);

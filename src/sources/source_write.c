@@ -3,12 +3,12 @@
 
 #include "figure.h"
 #include "seq_check.h"
+#include "wall_clock.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum { CLOSER_STACK = 64 * 1024 };
 
@@ -52,12 +52,6 @@ typedef struct body_state {
   size_t nsent, capsent;
   write_result *res;
 } body_state;
-
-static int64_t unix_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void refuse_line(body_state *b, uint64_t line_no, int reason, const char *p, size_t n) {
   write_result *res = b->res;
@@ -174,7 +168,7 @@ static int send_body(body_state *b, const write_request *rq) {
   tg_mpsc_tx *tx = w->closed ? NULL : tg_mpsc_tx_clone(w->telemetry);
   pthread_mutex_unlock(&w->lock);
   int r = tx ? 0 : TG_ECLOSED;
-  int64_t now_ms = unix_ms();
+  int64_t now_ms = wall_clock_ms();
   uint64_t line_no = 0;
   for (const char *p = rq->body, *end = rq->body + rq->len; r == 0 && p < end; line_no++) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
