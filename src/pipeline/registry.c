@@ -112,6 +112,18 @@ int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint
   return rc;
 }
 
+int registry_intern_for(registry *r, const credential *cred, int per_cred, const protocol_device_id *id, uint64_t hash,
+                        uint32_t *index) {
+  atomic_uint *added = cred ? cred->ids_added : NULL;
+  /* Over its budget a credential may still send for ids that exist. */
+  if (added && per_cred > 0 && atomic_load(added) >= (unsigned)per_cred && !registry_find(r, id->text))
+    return SERVE_BAD_TOO_MANY_IDS;
+  int created;
+  if (registry_intern(r, id->text, id->len, hash, index, &created) != 0) return SERVE_BAD_TOO_MANY_DEVICES;
+  if (created && added) atomic_fetch_add(added, 1);
+  return 0;
+}
+
 uint32_t registry_find(registry *r, const char *id) {
   size_t len = strlen(id);
   if (len < 1 || len > PROTOCOL_DEVICE_ID_MAX) return 0;

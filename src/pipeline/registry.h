@@ -68,6 +68,8 @@
 #ifndef TELEGATE_REGISTRY_H
 #define TELEGATE_REGISTRY_H
 
+#include "credentials.h"
+#include "gateway.h"
 #include "health.h"
 #include "protocol.h"
 #include "reading.h"
@@ -151,6 +153,15 @@ uint64_t registry_hash(const char *id, size_t len);
  * 1). Returns 0 with *index set, or TG_EFULL when it is new and `max` ids
  * exist, TG_ENOMEM. */
 int registry_intern(registry *r, const char *id, size_t len, uint64_t hash, uint32_t *index, int *created);
+
+/* The index of id on behalf of a holder of cred (NULL: credentials are
+ * not in use; its patterns are the caller's to check), adding id if new -
+ * unless the holders of cred have already added per_cred new ids (0: no
+ * such budget), counted in cred->ids_added. Returns 0 with *index set,
+ * or the reason it is refused: SERVE_BAD_TOO_MANY_IDS (the budget),
+ * SERVE_BAD_TOO_MANY_DEVICES (max ids, or out of memory). */
+int registry_intern_for(registry *r, const credential *cred, int per_cred, const protocol_device_id *id, uint64_t hash,
+                        uint32_t *index);
 
 /* The index of a known id (NUL-terminated), or 0. */
 uint32_t registry_find(registry *r, const char *id);

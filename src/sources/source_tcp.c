@@ -332,16 +332,10 @@ static int lookup(conn *c, const protocol_device_id *id, const device_entry **ou
   }
   if (!allowed(c, id)) return SERVE_BAD_NOT_ALLOWED;
   int limit = SERVE_LIMIT(c->in->limits, max_ids_per_connection);
-  int per_cred = SERVE_LIMIT(c->in->limits, max_ids_per_credential);
   if (limit > 0 && c->ids >= (uint32_t)limit) return SERVE_BAD_TOO_MANY_IDS;
-  atomic_uint *added = c->cred ? c->cred->ids_added : NULL;
-  /* Over its credential's budget a connection may still send for ids that exist. */
-  if (added && per_cred > 0 && atomic_load(added) >= (unsigned)per_cred && !registry_find(c->in->reg, id->text))
-    return SERVE_BAD_TOO_MANY_IDS;
   uint32_t index;
-  int created;
-  if (registry_intern(c->in->reg, id->text, id->len, h, &index, &created) != 0) return SERVE_BAD_TOO_MANY_DEVICES;
-  if (created && added) atomic_fetch_add(added, 1);
+  int r = registry_intern_for(c->in->reg, c->cred, SERVE_LIMIT(c->in->limits, max_ids_per_credential), id, h, &index);
+  if (r != 0) return r;
   const device_entry *e = registry_entry(c->in->reg, index);
   c->ids++;
   *out = e;

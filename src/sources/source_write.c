@@ -73,15 +73,10 @@ static int device_of(body_state *b, const protocol_device_id *id, const device_e
   }
   if (b->w->creds && !credential_allows(b->cred, id->text, id->len)) return SERVE_BAD_NOT_ALLOWED;
   registry *reg = b->w->reg;
-  atomic_uint *added = b->cred ? b->cred->ids_added : NULL;
-  int per_cred = SERVE_LIMIT(b->w->limits, max_ids_per_credential);
-  if (added && per_cred > 0 && atomic_load(added) >= (unsigned)per_cred && !registry_find(reg, id->text))
-    return SERVE_BAD_TOO_MANY_IDS;
   uint32_t index;
-  int created;
-  if (registry_intern(reg, id->text, id->len, registry_hash(id->text, id->len), &index, &created) != 0)
-    return SERVE_BAD_TOO_MANY_DEVICES;
-  if (created && added) atomic_fetch_add(added, 1);
+  int r = registry_intern_for(reg, b->cred, SERVE_LIMIT(b->w->limits, max_ids_per_credential), id,
+                              registry_hash(id->text, id->len), &index);
+  if (r != 0) return r;
   b->last.e = *out = registry_entry(reg, index);
   b->last.len = id->len;
   memcpy(b->last.id, id->text, id->len);
