@@ -39,7 +39,7 @@ enum {
 
 /* A reading the gateway has not yet made durable. */
 typedef struct pending {
-  reading r;
+  protocol_telemetry r;
   int64_t first_write; /* tg_now() when it was first written; 0: not yet */
 } pending;
 
@@ -173,11 +173,11 @@ static uint64_t window_base(const sim_device *d) { return d->report->generated -
 
 /* --- readings ---------------------------------------------------------- */
 
-static reading measure(sim_device *d, int64_t ts_ms) {
+static protocol_telemetry measure(sim_device *d, int64_t ts_ms) {
   d->temperature = clamp(d->temperature + rng_range(&d->rng, -0.3, 0.3), 15.0, 35.0);
   d->humidity = clamp(d->humidity + rng_range(&d->rng, -1.0, 1.0), 20.0, 80.0);
   d->battery = clamp(d->battery - 0.01, 0.0, 100.0);
-  return (reading){
+  return (protocol_telemetry){
       .seq = d->report->generated + 1,
       .ts_ms = ts_ms,
       .temperature = round(d->temperature * 100) / 100, /* short lines */
@@ -198,7 +198,7 @@ static void generate_due(sim_device *d, int64_t now) {
       d->blocked_ns += now - d->blocked_since;
       d->blocked_since = 0;
     }
-    reading r = measure(d, d->sim->epoch_ms + (now - d->sim->t0) / 1000000);
+    protocol_telemetry r = measure(d, d->sim->epoch_ms + (now - d->sim->t0) / 1000000);
     d->next += d->interval;
     if (window_push(&d->win, &r) != 0) continue; /* no memory: this one is skipped, the seqs stay gapless */
     d->report->generated++;

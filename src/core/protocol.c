@@ -9,15 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Every field either kind of message may carry; a bit each in the mask of
- * fields seen. Missing fields are reported in this order, which is the
- * order of each kind's table in docs/protocol.md. */
+/* The names the parser knows: a JSON object's members with a meaning of
+ * their own (every other member of a reading is a field), and the fields
+ * of health replies and hellos. A bit each in the mask of those seen;
+ * missing ones are reported in this order. */
 enum field {
   F_DEVICE,
   F_SEQ,
   F_TS,
-  F_TEMPERATURE,
-  F_HUMIDITY,
   F_TYPE,
   F_ID,
   F_UPTIME_S,
@@ -25,22 +24,27 @@ enum field {
   F_ACKS,
   F_HEALTH,
   F_TOKEN,
+  F_MEASUREMENT, /* a JSON reading's measurement */
+  F_NAME,        /* Telegraf's: the measurement, beside "fields" */
+  F_FIELDS,      /* Telegraf's object of fields */
+  F_TAGS,        /* Telegraf's object of tags */
+  F_TIMESTAMP,   /* agents' times: seconds to nanoseconds, or ISO 8601 */
+  F_DATE,
+  F_TIME,
   F_COUNT,
   F_NONE = -1
 };
 
 static const char *const field_names[F_COUNT] = {
-    "device", "seq", "ts", "temperature", "humidity", "type", "id", "uptime_s", "battery", "acks", "health", "token",
+    "device", "seq",         "ts",   "type",   "id",   "uptime_s",  "battery", "acks", "health",
+    "token",  "measurement", "name", "fields", "tags", "timestamp", "date",    "time",
 };
 
-#define BIT(f)         (1u << (f))
-#define READING_FIELDS (BIT(F_DEVICE) | BIT(F_SEQ) | BIT(F_TS) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
-#define HEALTH_FIELDS  (BIT(F_TYPE) | BIT(F_ID) | BIT(F_UPTIME_S) | BIT(F_BATTERY))
+#define BIT(f)        (1u << (f))
+#define HEALTH_FIELDS (BIT(F_TYPE) | BIT(F_ID) | BIT(F_UPTIME_S) | BIT(F_BATTERY))
 /* A hello needs its type; what it asks for is optional. */
-#define HELLO_FIELDS   (BIT(F_TYPE) | BIT(F_ACKS) | BIT(F_HEALTH) | BIT(F_TOKEN))
-/* Line protocol: the device is the one tag, the timestamp comes last, and
- * these are the fields. */
-#define LINE_FIELDS    (BIT(F_SEQ) | BIT(F_TEMPERATURE) | BIT(F_HUMIDITY) | BIT(F_BATTERY))
+#define HELLO_FIELDS  (BIT(F_TYPE) | BIT(F_ACKS) | BIT(F_HEALTH) | BIT(F_TOKEN))
+#define TIME_FIELDS   (BIT(F_TS) | BIT(F_TIMESTAMP) | BIT(F_DATE) | BIT(F_TIME))
 
 /* Byte classes, one table lookup per byte on the hot loops. */
 enum {
@@ -134,66 +138,28 @@ HOT const char *skip_blanks(const char *p, const char *end) {
   return p;
 }
 
-/* The field a name stands for, or F_NONE. */
+/* The known name k[0 .. n), or F_NONE: one compare, picked by length. */
 static int field_lookup(const char *k, size_t n) {
+  int f;
   switch (n) {
-  case 2:
-    if (k[0] == 't' && k[1] == 's') return F_TS;
-    if (k[0] == 'i' && k[1] == 'd') return F_ID;
-    return F_NONE;
-  case 3: return memcmp(k, "seq", 3) == 0 ? F_SEQ : F_NONE;
+  case 2: f = k[0] == 't' ? F_TS : F_ID; break;
+  case 3: f = F_SEQ; break;
   case 4:
-    if (memcmp(k, "type", 4) == 0) return F_TYPE;
-    if (memcmp(k, "acks", 4) == 0) return F_ACKS;
-    return F_NONE;
-  case 5: return memcmp(k, "token", 5) == 0 ? F_TOKEN : F_NONE;
-  case 6:
-    if (memcmp(k, "device", 6) == 0) return F_DEVICE;
-    if (memcmp(k, "health", 6) == 0) return F_HEALTH;
-    return F_NONE;
-  case 7: return memcmp(k, "battery", 7) == 0 ? F_BATTERY : F_NONE;
-  case 8:
-    if (memcmp(k, "humidity", 8) == 0) return F_HUMIDITY;
-    if (memcmp(k, "uptime_s", 8) == 0) return F_UPTIME_S;
-    return F_NONE;
-  case 11: return memcmp(k, "temperature", 11) == 0 ? F_TEMPERATURE : F_NONE;
+    f = k[0] == 't'   ? (k[1] == 'y' ? F_TYPE : k[1] == 'a' ? F_TAGS : F_TIME)
+        : k[0] == 'a' ? F_ACKS
+        : k[0] == 'n' ? F_NAME
+                      : F_DATE;
+    break;
+  case 5: f = F_TOKEN; break;
+  case 6: f = k[0] == 'd' ? F_DEVICE : k[0] == 'h' ? F_HEALTH : F_FIELDS; break;
+  case 7: f = F_BATTERY; break;
+  case 8: f = F_UPTIME_S; break;
+  case 9: f = F_TIMESTAMP; break;
+  case 11: f = F_MEASUREMENT; break;
   default: return F_NONE;
   }
+  return memcmp(k, field_names[f], n) == 0 ? f : F_NONE;
 }
-
-/* The field whose name starts at p and ends just before a `term` byte,
- * for names as devices write them, with *next at the terminator; F_NONE
- * sends the name to the full scan. One compare of a known length instead
- * of a pass over the name's bytes. */
-#define NAME(lit, field)                                                                                        \
-  if ((size_t)(end - p) > sizeof lit - 1 && memcmp(p, lit, sizeof lit - 1) == 0 && p[sizeof lit - 1] == term) { \
-    *next = p + sizeof lit - 1;                                                                                 \
-    return field;                                                                                               \
-  }
-
-HOT int name_quick(const char *p, const char *end, char term, const char **next) {
-  if (p == end) return F_NONE;
-  switch (*p) {
-  case 'd': NAME("device", F_DEVICE) break;
-  case 's': NAME("seq", F_SEQ) break;
-  case 't':
-    NAME("ts", F_TS)
-    NAME("temperature", F_TEMPERATURE)
-    NAME("type", F_TYPE)
-    break;
-  case 'h':
-    NAME("humidity", F_HUMIDITY)
-    NAME("health", F_HEALTH)
-    break;
-  case 'a': NAME("acks", F_ACKS) break;
-  case 'b': NAME("battery", F_BATTERY) break;
-  case 'i': NAME("id", F_ID) break;
-  case 'u': NAME("uptime_s", F_UPTIME_S) break;
-  default: break;
-  }
-  return F_NONE;
-}
-#undef NAME
 
 /* ---- numbers ---- */
 
@@ -477,31 +443,6 @@ static int value_number(const scan *s, const char *p, int mode, int field, numbe
   return number_scan(s, p, mode, field, n);
 }
 
-/* A fractional field's value at p, in lo .. hi; *next past it. */
-HOT int value_double(const scan *s, const char *p, int mode, double lo, double hi, int field, double *out,
-                     const char **next) {
-  number n;
-  int r;
-#if FLT_EVAL_METHOD == 0
-  uint64_t m;
-  unsigned nf;
-  int neg;
-  const char *q = number_quick(p, s->end, mode, &m, &nf, &neg);
-  if (q && m <= (UINT64_C(1) << 53)) {
-    double v = nf ? (double)m / pow10_exact[nf] : (double)m; /* exact operands, one rounding */
-    if (neg) v = -v;
-    if (!(v >= lo && v <= hi)) return fail(s, p, PROTOCOL_OUT_OF_RANGE, field);
-    *out = v;
-    *next = q;
-    return 0;
-  }
-#endif
-  r = value_number(s, p, mode, field, &n);
-  if (r) return r;
-  *next = n.stop;
-  return number_double(s, &n, lo, hi, field, out);
-}
-
 /* An integer field's value at p, in 0 .. max; *next past it. */
 HOT int value_u64(const scan *s, const char *p, int mode, uint64_t max, int field, uint64_t *out, const char **next) {
   uint64_t m;
@@ -649,29 +590,436 @@ static int json_token(const scan *s, const char *p, protocol_hello *h, const cha
   return 0;
 }
 
-/* The first field in `mask` by position in the line. */
-static int first_by_offset(unsigned mask, const uint32_t *at) {
-  int best = F_NONE;
-  for (int f = 0; f < F_COUNT; f++)
-    if ((mask & BIT(f)) && (best == F_NONE || at[f] < at[best])) best = f;
-  return best;
+/* ---- field values ---- */
+
+/* A signed integer's value: 0, -PROTOCOL_BAD_NUMBER for a fraction or an
+ * exponent, -PROTOCOL_OUT_OF_RANGE for NaN, infinity or a value past
+ * 64 bits signed. */
+static int number_i64(const scan *s, const number *n, int field, int64_t *out) {
+  if (n->special) return fail(s, n->start, PROTOCOL_OUT_OF_RANGE, field);
+  if (!n->is_int) return fail(s, n->start, PROTOCOL_BAD_NUMBER, field);
+  if (n->int_digits > 19 || n->mant > (uint64_t)INT64_MAX + n->neg)
+    return fail(s, n->start, PROTOCOL_OUT_OF_RANGE, field);
+  *out = n->neg ? (int64_t)(0 - n->mant) : (int64_t)n->mant;
+  return 0;
 }
 
-static int first_by_order(unsigned mask) {
+/* A number's value as a float: finite, or -PROTOCOL_OUT_OF_RANGE. */
+static int number_float(const scan *s, const number *n, double *out) {
+  return number_double(s, n, -DBL_MAX, DBL_MAX, F_NONE, out);
+}
+
+/* A line-protocol boolean at p (t, T, true, True, TRUE and the same of
+ * false) that ends at a delimiter: its length, with *v set; 0 when p is
+ * none. */
+static size_t line_bool(const char *p, const char *end, int *v) {
+  static const char *const words[] = {"true", "True", "TRUE", "t", "T", "false", "False", "FALSE", "f", "F"};
+  for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
+    size_t n = strlen(words[i]);
+    if ((size_t)(end - p) >= n && memcmp(p, words[i], n) == 0 && (p + n == end || (CLASS(p + n) & K_LDELIM))) {
+      *v = i < 5;
+      return n;
+    }
+  }
+  return 0;
+}
+
+/* A line-protocol string field at p (its opening quote): up to the next
+ * '"' not escaped by a backslash, which escapes only '"' and '\\'. */
+static int line_string(const scan *s, const char *p, protocol_field *f, const char **next) {
+  const char *end = s->end, *body = ++p;
+  for (;;) {
+    if (p == end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE); /* unterminated */
+    unsigned char c = (unsigned char)*p;
+    if (c == '"') break;
+    if (c == '\\' && p + 1 < end && (p[1] == '"' || p[1] == '\\')) {
+      f->escaped |= PROTOCOL_ESC_STR;
+      p += 2;
+    } else if (c >= 0x80) {
+      size_t k = utf8_seq(p, end);
+      if (!k) return fail(s, p, PROTOCOL_NOT_UTF8, F_NONE);
+      p += k;
+    } else {
+      p++;
+    }
+  }
+  if (p + 1 < end && !(CLASS(p + 1) & K_LDELIM)) return fail(s, p + 1, PROTOCOL_MALFORMED, F_NONE);
+  f->type = FIELD_STRING;
+  f->str = body;
+  f->str_len = (uint32_t)(p - body);
+  *next = p + 1;
+  return 0;
+}
+
+/* A line-protocol field's value at p into f: a float (1.5, 1, -2e3), an
+ * integer (1i, 1u), a string ("on") or a boolean (t, false, ...). */
+HOT int line_value(const scan *s, const char *p, protocol_field *f, const char **next) {
+  const char *end = s->end;
+  if (p == end || (CLASS(p) & K_LDELIM)) return fail(s, p, PROTOCOL_BAD_NUMBER, F_NONE);
+  if (*p == '"') return line_string(s, p, f, next);
+  int b;
+  size_t n = line_bool(p, end, &b);
+  if (n) {
+    f->type = FIELD_BOOL;
+    f->v.i = b;
+    *next = p + n;
+    return 0;
+  }
+  uint64_t m;
+  unsigned nf;
+  int neg;
+  const char *q = number_quick(p, end, NUM_LINE, &m, &nf, &neg);
+  if (q && (q[-1] == 'i' || q[-1] == 'u')) {
+    if (q[-1] == 'u' && neg) return fail(s, p, PROTOCOL_BAD_NUMBER, F_NONE);
+    if (m > (uint64_t)INT64_MAX + (uint64_t)neg) return fail(s, p, PROTOCOL_OUT_OF_RANGE, F_NONE);
+    f->type = FIELD_INT;
+    f->v.i = neg ? (int64_t)(0 - m) : (int64_t)m;
+    *next = q;
+    return 0;
+  }
+#if FLT_EVAL_METHOD == 0
+  if (q && m <= (UINT64_C(1) << 53)) {
+    double v = nf ? (double)m / pow10_exact[nf] : (double)m; /* exact operands, one rounding */
+    f->type = FIELD_FLOAT;
+    f->v.f = neg ? -v : v;
+    *next = q;
+    return 0;
+  }
+#endif
+  number num;
+  int r = number_scan(s, p, NUM_LINE, F_NONE, &num);
+  if (r) return r;
+  *next = num.stop;
+  if (num.is_int && (num.stop[-1] == 'i' || num.stop[-1] == 'u')) {
+    if (num.stop[-1] == 'u' && num.neg) return fail(s, p, PROTOCOL_BAD_NUMBER, F_NONE);
+    f->type = FIELD_INT;
+    return number_i64(s, &num, F_NONE, &f->v.i);
+  }
+  f->type = FIELD_FLOAT;
+  return number_float(s, &num, &f->v.f);
+}
+
+/* A JSON value of a reading's field at p into f. A whole number is
+ * FIELD_INT (schema_pack decides what it becomes), any other number
+ * FIELD_FLOAT. Returns 0, 1 for null (no value: the field is left out),
+ * or the reason. */
+static int json_value(const scan *s, const char *p, protocol_field *f, const char **next) {
+  const char *end = s->end;
+  if (*p == '"') {
+    const char *body;
+    size_t n;
+    unsigned flags;
+    int r = json_string(s, p, F_NONE, &body, &n, &flags, next);
+    if (r) return r;
+    f->type = FIELD_STRING;
+    f->str = body;
+    f->str_len = (uint32_t)n;
+    if (flags & STR_ESCAPE) f->escaped |= PROTOCOL_ESC_STR;
+    return 0;
+  }
+  if (*p == 't' || *p == 'f') {
+    int b;
+    int r = json_bool(s, p, F_NONE, &b, next);
+    if (r) return r;
+    f->type = FIELD_BOOL;
+    f->v.i = b;
+    return 0;
+  }
+  if ((size_t)(end - p) >= 4 && memcmp(p, "null", 4) == 0 && (p + 4 == end || (CLASS(p + 4) & K_JDELIM))) {
+    *next = p + 4;
+    return 1;
+  }
+  if (*p == '{' || *p == '[') return fail(s, p, PROTOCOL_WRONG_TYPE, F_NONE);
+  uint64_t m;
+  unsigned nf;
+  int neg;
+  const char *q = number_quick(p, end, NUM_JSON, &m, &nf, &neg);
+  if (q && nf == 0 && m <= (uint64_t)INT64_MAX) {
+    f->type = FIELD_INT;
+    f->v.i = neg ? -(int64_t)m : (int64_t)m;
+    *next = q;
+    return 0;
+  }
+#if FLT_EVAL_METHOD == 0
+  if (q && m <= (UINT64_C(1) << 53)) {
+    double v = nf ? (double)m / pow10_exact[nf] : (double)m;
+    f->type = FIELD_FLOAT;
+    f->v.f = neg ? -v : v;
+    *next = q;
+    return 0;
+  }
+#endif
+  number num;
+  int r = number_scan(s, p, NUM_JSON, F_NONE, &num);
+  if (r) return r;
+  *next = num.stop;
+  if (num.is_int && !num.special && num.int_digits <= 19 && num.mant <= (uint64_t)INT64_MAX + num.neg) {
+    f->type = FIELD_INT;
+    return number_i64(s, &num, F_NONE, &f->v.i);
+  }
+  f->type = FIELD_FLOAT; /* a whole number past 64 bits too: JSON's numbers are not typed */
+  return number_float(s, &num, &f->v.f);
+}
+
+/* ---- times ---- */
+
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  int64_t era = (y >= 0 ? y : y - 399) / 400;
+  unsigned yoe = (unsigned)(y - era * 400);
+  unsigned doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
+  unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* n digits at p as a number, or -1. */
+static int64_t digits_at(const char *p, const char *end, int n) {
+  int64_t v = 0;
+  if (end - p < n) return -1;
+  for (int i = 0; i < n; i++) {
+    if ((unsigned)(p[i] - '0') > 9) return -1;
+    v = v * 10 + (p[i] - '0');
+  }
+  return v;
+}
+
+/* An ISO 8601 / RFC 3339 time, YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|+HH:MM],
+ * in [p, end) (no zone: UTC), as Unix milliseconds; -1 when it is not one. */
+static int64_t iso8601_ms(const char *p, const char *end) {
+  int64_t y = digits_at(p, end, 4), mo = digits_at(p + 5, end, 2), d = digits_at(p + 8, end, 2);
+  if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || p[4] != '-' || p[7] != '-') return -1;
+  if (end - p < 19 || (p[10] != 'T' && p[10] != 't' && p[10] != ' ') || p[13] != ':' || p[16] != ':') return -1;
+  int64_t h = digits_at(p + 11, end, 2), mi = digits_at(p + 14, end, 2), sec = digits_at(p + 17, end, 2);
+  if (h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60) return -1;
+  int64_t ms = ((days_from_civil(y, (unsigned)mo, (unsigned)d) * 24 + h) * 60 + mi) * 60000 + sec * 1000;
+  p += 19;
+  if (p < end && (*p == '.' || *p == ',')) {
+    int64_t scale = 100;
+    if (++p == end || (unsigned)(*p - '0') > 9) return -1;
+    for (; p < end && (unsigned)(*p - '0') <= 9; p++, scale /= 10) ms += (*p - '0') * scale;
+  }
+  if (p < end && (*p == 'Z' || *p == 'z')) {
+    p++;
+  } else if (p < end && (*p == '+' || *p == '-')) {
+    int64_t zh = digits_at(p + 1, end, 2), zm = p + 3 < end && p[3] == ':' ? digits_at(p + 4, end, 2) : -1;
+    if (zh < 0 || zh > 23 || zm < 0 || zm > 59) return -1;
+    int64_t off = (zh * 60 + zm) * 60000;
+    ms += *p == '+' ? -off : off;
+    p += 6;
+  }
+  return p == end ? ms : -1;
+}
+
+/* An agent's time at p ("timestamp", "date", "time"): a number of
+ * seconds, milliseconds, microseconds or nanoseconds since 1970 - told
+ * apart by size, since a time after 2000 in one unit is below 2000 in the
+ * next (seconds < 1e11 <= milliseconds < 1e14 <= microseconds < 1e17) -
+ * or an ISO 8601 string. */
+static int json_time(const scan *s, const char *p, int field, int64_t *ts_ms, const char **next) {
+  int64_t ms;
+  if (*p == '"') {
+    const char *body;
+    size_t n;
+    unsigned flags;
+    int r = json_string(s, p, field, &body, &n, &flags, next);
+    if (r) return r;
+    if (flags & STR_ESCAPE || (ms = iso8601_ms(body, body + n)) < 0) return fail(s, p, PROTOCOL_BAD_NUMBER, field);
+  } else {
+    if (json_literal(p, s->end)) return fail(s, p, PROTOCOL_WRONG_TYPE, field);
+    number num;
+    int r = number_scan(s, p, NUM_JSON, field, &num);
+    if (r) return r;
+    *next = num.stop;
+    double v;
+    if ((r = number_double(s, &num, 0, 9.3e18, field, &v)) != 0) return r;
+    if (num.is_int && num.int_digits <= 19) { /* exact: nanoseconds do not fit a double */
+      uint64_t u;
+      if ((r = number_u64(s, &num, INT64_MAX, field, &u)) != 0) return r;
+      ms = u < UINT64_C(100000000000)         ? (int64_t)u * 1000
+           : u < UINT64_C(100000000000000)    ? (int64_t)u
+           : u < UINT64_C(100000000000000000) ? (int64_t)(u / 1000)
+                                              : (int64_t)(u / 1000000);
+    } else {
+      ms = (int64_t)(v < 1e11 ? v * 1000 : v < 1e14 ? v : v < 1e17 ? v / 1e3 : v / 1e6);
+    }
+  }
+  if (ms < PROTOCOL_TS_MS_MIN || ms > PROTOCOL_TS_MS_MAX) return fail(s, p, PROTOCOL_OUT_OF_RANGE, field);
+  *ts_ms = ms;
+  return 0;
+}
+
+/* ---- readings ---- */
+
+/* The next free field of the point, or NULL (too many, reported). */
+static protocol_field *field_add(const scan *s, protocol_point *pt, const char *at) {
+  if (pt->nfields == PROTOCOL_FIELDS_MAX) {
+    fail(s, at, PROTOCOL_TOO_MANY_FIELDS, F_NONE);
+    return NULL;
+  }
+  protocol_field *f = &pt->fields[pt->nfields];
+  f->escaped = 0;
+  return f;
+}
+
+/* The members of a JSON object at p (its '{') as fields of the point:
+ * Telegraf's "fields" (any values) or "tags" (strings). *next past its
+ * '}'. */
+static int json_object_fields(const scan *s, const char *p, int tags, protocol_point *pt, const char **next) {
+  const char *end = s->end;
+  int r;
+  p = skip_ws(p + 1, end);
+  if (p < end && *p == '}') {
+    *next = p + 1;
+    return 0;
+  }
+  for (;;) {
+    const char *key = p, *body;
+    size_t klen;
+    unsigned flags;
+    if (p == end || *p != '"') return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
+    if ((r = json_string(s, p, F_NONE, &body, &klen, &flags, &p)) != 0) return r;
+    p = skip_ws(p, end);
+    if (p == end || *p != ':') return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
+    p = skip_ws(p + 1, end);
+    if (p == end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
+    protocol_field *f = field_add(s, pt, key);
+    if (!f) return -PROTOCOL_TOO_MANY_FIELDS;
+    if (tags && *p != '"') return fail(s, p, PROTOCOL_WRONG_TYPE, F_TAGS);
+    if ((r = json_value(s, p, f, &p)) < 0) return r;
+    if (r == 0) {
+      f->name = body;
+      f->name_len = (uint16_t)(klen > UINT16_MAX ? UINT16_MAX : klen);
+      if (flags & STR_ESCAPE) f->escaped |= PROTOCOL_ESC_NAME;
+      if (tags) f->type = FIELD_TAG;
+      pt->nfields++;
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ',') {
+      p = skip_ws(p + 1, end);
+      continue;
+    }
+    if (p < end && *p == '}') {
+      *next = p + 1;
+      return 0;
+    }
+    return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
+  }
+}
+
+/* The field of the point named `name` (of type `type`, or any when 0),
+ * taken out of its fields; NULL when there is none. */
+static int field_take(protocol_point *pt, const char *name, int type, protocol_field *out) {
+  size_t n = strlen(name);
+  for (uint32_t i = 0; i < pt->nfields; i++) {
+    protocol_field *f = &pt->fields[i];
+    if (f->name_len != n || memcmp(f->name, name, n) != 0 || (f->escaped & PROTOCOL_ESC_NAME)) continue;
+    if (type && f->type != type) continue;
+    *out = *f;
+    memmove(f, f + 1, (pt->nfields - i - 1) * sizeof *f);
+    pt->nfields--;
+    return 1;
+  }
+  return 0;
+}
+
+/* The device of a reading that names none itself: its tag "device", else
+ * its tag "host" (Telegraf's), taken out of its fields. 0, or the
+ * reason. */
+static int device_from_tags(const scan *s, protocol_point *pt, protocol_device_id *d) {
+  protocol_field f;
+  if (!field_take(pt, "device", FIELD_TAG, &f) && !field_take(pt, "host", FIELD_TAG, &f))
+    return fail(s, s->end, PROTOCOL_MISSING_FIELD, F_DEVICE);
+  if ((f.escaped & PROTOCOL_ESC_STR) || f.str_len == 0 || f.str_len > PROTOCOL_DEVICE_ID_MAX)
+    return fail(s, f.str, PROTOCOL_BAD_DEVICE_ID, F_DEVICE);
+  for (uint32_t i = 0; i < f.str_len; i++)
+    if (!(CLASS(f.str + i) & K_ID)) return fail(s, f.str + i, PROTOCOL_BAD_DEVICE_ID, F_DEVICE);
+  device_set(d, f.str, f.str_len);
+  return 0;
+}
+
+/* A reading has a value besides its tags: 0, or -PROTOCOL_MISSING_FIELD. */
+static int has_values(const scan *s, const protocol_point *pt) {
+  for (uint32_t i = 0; i < pt->nfields; i++)
+    if (pt->fields[i].type != FIELD_TAG) return 0;
+  return fail(s, s->end, PROTOCOL_MISSING_FIELD, F_NONE);
+}
+
+/* A health reply's or a hello's field, taken out of the point's fields
+ * (where the scan put it, not knowing the message's type yet). */
+static int known_u64(const scan *s, protocol_point *pt, int field, uint64_t *out) {
+  protocol_field f;
+  if (!field_take(pt, field_names[field], 0, &f)) return fail(s, s->end, PROTOCOL_MISSING_FIELD, field);
+  if (f.type == FIELD_STRING || f.type == FIELD_BOOL) return fail(s, f.name, PROTOCOL_WRONG_TYPE, field);
+  if (f.type == FIELD_FLOAT) return fail(s, f.name, PROTOCOL_BAD_NUMBER, field);
+  if (f.v.i < 0) return fail(s, f.name, PROTOCOL_OUT_OF_RANGE, field);
+  *out = (uint64_t)f.v.i;
+  return 0;
+}
+
+static int known_bool(const scan *s, protocol_point *pt, int field, uint8_t *out) {
+  protocol_field f;
+  *out = 0;
+  if (!field_take(pt, field_names[field], 0, &f)) return 0;
+  if (f.type != FIELD_BOOL) return fail(s, f.name, PROTOCOL_WRONG_TYPE, field);
+  *out = (uint8_t)f.v.i;
+  return 0;
+}
+
+/* A health reply or a hello: its own fields and nothing else. */
+static int json_control(const scan *s, unsigned seen, const uint32_t *at, int hello, protocol_msg *out) {
+  protocol_point *pt = &out->point;
+  unsigned allowed = hello ? HELLO_FIELDS : HEALTH_FIELDS;
   for (int f = 0; f < F_COUNT; f++)
-    if (mask & BIT(f)) return f;
-  return F_NONE;
+    if ((seen & BIT(f)) && !(allowed & BIT(f))) return fail(s, s->line + at[f], PROTOCOL_UNKNOWN_FIELD, f);
+  int r;
+  if (hello) {
+    out->kind = PROTOCOL_HELLO;
+    if ((r = known_bool(s, pt, F_ACKS, &out->hello.acks)) || (r = known_bool(s, pt, F_HEALTH, &out->hello.health)))
+      return r;
+  } else {
+    uint64_t battery;
+    out->kind = PROTOCOL_HEALTH;
+    if ((r = known_u64(s, pt, F_ID, &out->health.id)) || (r = known_u64(s, pt, F_UPTIME_S, &out->health.uptime_s)) ||
+        (r = known_u64(s, pt, F_BATTERY, &battery)))
+      return r;
+    out->health.battery = battery > UINT32_MAX ? UINT32_MAX : (uint32_t)battery;
+  }
+  if (pt->nfields) {
+    int f = field_lookup(pt->fields[0].name, pt->fields[0].name_len);
+    return fail(s, pt->fields[0].name, PROTOCOL_UNKNOWN_FIELD, f);
+  }
+  return 0;
+}
+
+/* A member the scan set aside ("type", "name") that turned out to be a
+ * field of the reading: its string value at v. */
+static int json_member_field(const scan *s, protocol_point *pt, int field, const char *v) {
+  protocol_field *fv = field_add(s, pt, v);
+  if (!fv) return -PROTOCOL_TOO_MANY_FIELDS;
+  const char *next;
+  int r = json_value(s, v, fv, &next);
+  if (r) return r;
+  fv->name = field_names[field];
+  fv->name_len = (uint16_t)strlen(field_names[field]);
+  pt->nfields++;
+  return 0;
 }
 
 static int parse_json(const scan *s, const char *p, protocol_msg *out) {
   const char *end = s->end;
+  protocol_point *pt = &out->point;
   unsigned seen = 0;
   uint32_t at[F_COUNT];
-  uint64_t seq = 0, ts = 0, battery = 0, id = 0, uptime = 0;
-  double temperature = 0, humidity = 0;
-  int r, hello = 0, acks = 0, health = 0;
+  const char *value_at[F_COUNT];
+  int r, has_fields = 0;
   out->hello.token_len = 0;
   out->hello.token[0] = 0;
+  pt->measurement = NULL;
+  pt->json = 1;
+  pt->nfields = 0;
+  pt->seq = READING_SEQ_NONE;
+  pt->ts_ms = -1;
 
   p = skip_ws(p + 1, end);
   if (p < end && *p == '}') {
@@ -683,77 +1031,66 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
     size_t klen = 0;
     unsigned flags = 0;
     if (p == end || *p != '"') return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
-    int f = name_quick(p + 1, end, '"', &p);
-    if (f != F_NONE) {
-      p++;
-    } else {
-      r = json_string(s, key, F_NONE, &body, &klen, &flags, &p);
-      if (r) return r;
-      /* Names are matched as written: no accepted name needs an escape. */
-      f = (flags & STR_ESCAPE) ? F_NONE : field_lookup(body, klen);
-      if (f == F_NONE) return fail(s, key, PROTOCOL_UNKNOWN_FIELD, F_NONE);
-    }
-    if (seen & BIT(f)) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, f);
-    seen |= BIT(f);
-    at[f] = (uint32_t)(key - s->line);
+    if ((r = json_string(s, key, F_NONE, &body, &klen, &flags, &p)) != 0) return r;
+    int f = (flags & STR_ESCAPE) ? F_NONE : field_lookup(body, klen);
     p = skip_ws(p, end);
     if (p == end || *p != ':') return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
     p = skip_ws(p + 1, end);
     if (p == end) return fail(s, p, PROTOCOL_MALFORMED, f);
+    /* The health reply's and the hello's own fields go with the others
+     * until the type says what the object is. */
+    if (f == F_ID || f == F_UPTIME_S || f == F_BATTERY || f == F_ACKS || f == F_HEALTH) f = F_NONE;
+    if (f != F_NONE) {
+      if (seen & BIT(f)) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, f);
+      if ((TIME_FIELDS & BIT(f)) && (seen & TIME_FIELDS)) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, F_TS);
+      seen |= BIT(f);
+      at[f] = (uint32_t)(key - s->line);
+    }
     switch (f) {
-    case F_DEVICE:
-      r = json_device(s, p, &out->device, &p);
-      if (r) return r;
-      break;
-    case F_TYPE:
-      if (*p != '"') return fail(s, p, PROTOCOL_WRONG_TYPE, f);
-      key = p;
-      r = json_string(s, p, f, &body, &klen, &flags, &p);
-      if (r) return r;
-      hello = !flags && klen == 5 && memcmp(body, "hello", 5) == 0;
-      if (!hello && (flags || klen != 6 || memcmp(body, "health", 6) != 0))
-        return fail(s, key, PROTOCOL_UNKNOWN_TYPE, f);
-      break;
-    case F_ACKS:
-    case F_HEALTH:
-      r = json_bool(s, p, f, f == F_ACKS ? &acks : &health, &p);
-      if (r) return r;
-      break;
-    case F_TOKEN:
-      r = json_token(s, p, &out->hello, &p);
-      if (r) return r;
-      break;
-    case F_TEMPERATURE:
-      r = value_double(s, p, NUM_JSON, PROTOCOL_TEMPERATURE_MIN, PROTOCOL_TEMPERATURE_MAX, f, &temperature, &p);
-      if (r) return r;
-      break;
-    case F_HUMIDITY:
-      r = value_double(s, p, NUM_JSON, PROTOCOL_HUMIDITY_MIN, PROTOCOL_HUMIDITY_MAX, f, &humidity, &p);
-      if (r) return r;
-      break;
+    case F_DEVICE: r = json_device(s, p, &out->device, &p); break;
     case F_SEQ:
-      r = value_u64(s, p, NUM_JSON, PROTOCOL_SEQ_MAX, f, &seq, &p);
-      if (r) return r;
+      r = value_u64(s, p, NUM_JSON, PROTOCOL_SEQ_MAX, f, &pt->seq, &p);
       break;
-    case F_TS:
-      key = p;
-      r = value_u64(s, p, NUM_JSON, PROTOCOL_TS_MS_MAX, f, &ts, &p);
-      if (r) return r;
-      if (ts < PROTOCOL_TS_MS_MIN) return fail(s, key, PROTOCOL_OUT_OF_RANGE, f);
-      break;
-    case F_BATTERY:
-      r = value_u64(s, p, NUM_JSON, PROTOCOL_BATTERY_MAX, f, &battery, &p);
-      if (r) return r;
-      break;
-    case F_ID:
-      r = value_u64(s, p, NUM_JSON, UINT64_MAX, f, &id, &p);
-      if (r) return r;
-      break;
-    default:
-      r = value_u64(s, p, NUM_JSON, UINT64_MAX, f, &uptime, &p);
-      if (r) return r;
+    case F_TS: {
+      uint64_t ts;
+      const char *v = p;
+      if ((r = value_u64(s, p, NUM_JSON, PROTOCOL_TS_MS_MAX, f, &ts, &p)) == 0 && ts < PROTOCOL_TS_MS_MIN)
+        r = fail(s, v, PROTOCOL_OUT_OF_RANGE, f);
+      pt->ts_ms = (int64_t)ts;
       break;
     }
+    case F_TIMESTAMP:
+    case F_DATE:
+    case F_TIME: r = json_time(s, p, f, &pt->ts_ms, &p); break;
+    case F_TOKEN: r = json_token(s, p, &out->hello, &p); break;
+    case F_FIELDS:
+    case F_TAGS:
+      if (*p != '{') return fail(s, p, PROTOCOL_WRONG_TYPE, f);
+      r = json_object_fields(s, p, f == F_TAGS, pt, &p);
+      has_fields |= f == F_FIELDS;
+      break;
+    case F_TYPE:
+    case F_MEASUREMENT:
+    case F_NAME: /* strings read again once the whole object is known */
+      if (*p != '"') return fail(s, p, PROTOCOL_WRONG_TYPE, f);
+      value_at[f] = p;
+      r = json_string(s, p, f, &body, &klen, &flags, &p);
+      break;
+    default: {
+      protocol_field *fv = field_add(s, pt, key);
+      if (!fv) return -PROTOCOL_TOO_MANY_FIELDS;
+      if ((r = json_value(s, p, fv, &p)) == 1) {
+        r = 0; /* null: no value */
+      } else if (r == 0) {
+        fv->name = body;
+        fv->name_len = (uint16_t)(klen > UINT16_MAX ? UINT16_MAX : klen);
+        if (flags & STR_ESCAPE) fv->escaped |= PROTOCOL_ESC_NAME;
+        pt->nfields++;
+      }
+      break;
+    }
+    }
+    if (r) return r;
     p = skip_ws(p, end);
     if (p < end && *p == ',') {
       p = skip_ws(p + 1, end);
@@ -768,34 +1105,34 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
 closed:
   p = skip_ws(p, end);
   if (p != end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
-
-  unsigned allowed = hello ? HELLO_FIELDS : (seen & BIT(F_TYPE)) ? HEALTH_FIELDS : READING_FIELDS;
-  unsigned want = hello ? BIT(F_TYPE) : allowed & ~BIT(F_SEQ); /* a reading's seq is optional */
-  if (seen & ~allowed) {
-    int f = first_by_offset(seen & ~allowed, at);
-    return fail(s, s->line + at[f], PROTOCOL_UNKNOWN_FIELD, f);
-  }
-  if (want & ~seen) return fail(s, end, PROTOCOL_MISSING_FIELD, first_by_order(want & ~seen));
   out->format = PROTOCOL_JSON;
-  if (hello) {
-    out->kind = PROTOCOL_HELLO;
-    out->hello.acks = (uint8_t)acks;
-    out->hello.health = (uint8_t)health;
-  } else if (seen & BIT(F_TYPE)) {
-    out->kind = PROTOCOL_HEALTH;
-    out->health.id = id;
-    out->health.uptime_s = uptime;
-    out->health.battery = (uint32_t)battery;
-  } else {
-    out->kind = PROTOCOL_READING;
-    out->reading.device = 0;
-    out->reading.battery = (uint32_t)battery;
-    out->reading.seq = (seen & BIT(F_SEQ)) ? seq : READING_SEQ_NONE;
-    out->reading.ts_ms = (int64_t)ts;
-    out->reading.temperature = temperature;
-    out->reading.humidity = humidity;
+
+  const char *body, *stop;
+  size_t blen;
+  unsigned flags;
+  if (seen & BIT(F_TYPE)) {
+    json_string(s, value_at[F_TYPE], F_TYPE, &body, &blen, &flags, &stop);
+    int hello = !flags && blen == 5 && memcmp(body, "hello", 5) == 0;
+    if (hello || (!flags && blen == 6 && memcmp(body, "health", 6) == 0)) return json_control(s, seen, at, hello, out);
+    if ((r = json_member_field(s, pt, F_TYPE, value_at[F_TYPE])) != 0) return r; /* any other type: a field */
   }
-  return 0;
+  if (seen & BIT(F_TOKEN)) return fail(s, s->line + at[F_TOKEN], PROTOCOL_UNKNOWN_FIELD, F_TOKEN);
+  /* "name" is the measurement beside Telegraf's "fields"; elsewhere a field. */
+  int m = (seen & BIT(F_MEASUREMENT)) ? F_MEASUREMENT : has_fields && (seen & BIT(F_NAME)) ? F_NAME : F_NONE;
+  if ((seen & BIT(F_NAME)) && m != F_NAME && (r = json_member_field(s, pt, F_NAME, value_at[F_NAME])) != 0) return r;
+  if (m != F_NONE) {
+    json_string(s, value_at[m], m, &body, &blen, &flags, &stop);
+    if (blen == 0 || (flags & STR_ESCAPE)) return fail(s, value_at[m], PROTOCOL_BAD_NAME, m);
+    pt->measurement = body;
+    pt->measurement_len = (uint16_t)(blen > UINT16_MAX ? UINT16_MAX : blen);
+  }
+  if (!(seen & BIT(F_DEVICE)) && (r = device_from_tags(s, pt, &out->device)) != 0) return r;
+  if (pt->ts_ms < 0) {
+    if (s->now_ms < 0) return fail(s, end, PROTOCOL_MISSING_FIELD, F_TS);
+    pt->ts_ms = s->now_ms;
+  }
+  out->kind = PROTOCOL_READING;
+  return has_values(s, pt);
 }
 
 /* ---- line protocol ---- */
@@ -831,71 +1168,66 @@ HOT int line_token(const scan *s, const char *p, int equals_ends, int field, uns
 }
 
 static int parse_line(const scan *s, const char *p, protocol_msg *out) {
-  const char *end = s->end, *start = p, *q = p;
-  unsigned seen = 0, flags = 0;
-  uint64_t seq = 0, battery = 0, ns = 0;
-  double temperature = 0, humidity = 0;
-  int r;
+  const char *end = s->end, *q;
+  protocol_point *pt = &out->point;
+  unsigned flags;
+  int r, has_seq = 0;
+  pt->json = 0;
+  pt->nfields = 0;
+  pt->seq = READING_SEQ_NONE;
 
-  /* The measurement names the kind of message. */
-  if ((size_t)(end - p) > 9 && memcmp(p, "telemetry", 9) == 0 && (CLASS(p + 9) & K_LDELIM)) {
-    p += 9;
-  } else {
-    r = line_token(s, p, 0, F_NONE, &flags, &q);
-    if (r) return r;
-    if (q == start) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
-    if (flags || q - start != 9 || memcmp(start, "telemetry", 9) != 0)
-      return fail(s, start, PROTOCOL_UNKNOWN_TYPE, F_NONE);
-    p = q;
-  }
+  r = line_token(s, p, 0, F_NONE, &flags, &q);
+  if (r) return r;
+  if (q == p) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
+  pt->measurement = p;
+  pt->measurement_len = (uint16_t)(q - p > UINT16_MAX ? UINT16_MAX : q - p);
+  pt->measurement_escaped = (flags & STR_ESCAPE) != 0;
+  p = q;
 
-  /* Tags: the device, nothing else. */
+  /* Tags; the device is one of them. */
   while (p < end && *p == ',') {
     const char *key = ++p;
-    int f = name_quick(p, end, '=', &q);
-    if (f == F_NONE) {
-      r = line_token(s, p, 1, F_NONE, &flags, &q);
-      if (r) return r;
-      if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);
-      f = flags ? F_NONE : field_lookup(key, (size_t)(q - key));
-    }
-    if (f != F_DEVICE) return fail(s, key, PROTOCOL_UNKNOWN_FIELD, f);
-    if (seen & BIT(f)) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, f);
-    seen |= BIT(f);
-    p = q + 1;
-    r = line_token(s, p, 0, f, &flags, &q);
+    unsigned vflags;
+    r = line_token(s, p, 1, F_NONE, &flags, &q);
     if (r) return r;
-    size_t len = (size_t)(q - p);
-    if (flags || len == 0 || len > PROTOCOL_DEVICE_ID_MAX) return fail(s, p, PROTOCOL_BAD_DEVICE_ID, f);
-    device_set(&out->device, p, len);
+    if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);
+    p = q + 1;
+    protocol_field *f = field_add(s, pt, key);
+    if (!f) return -PROTOCOL_TOO_MANY_FIELDS;
+    f->name = key;
+    f->name_len = (uint16_t)(q - key > UINT16_MAX ? UINT16_MAX : q - key);
+    if (flags & STR_ESCAPE) f->escaped |= PROTOCOL_ESC_NAME;
+    r = line_token(s, p, 0, F_NONE, &vflags, &q);
+    if (r) return r;
+    if (q == p) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
+    f->type = FIELD_TAG;
+    f->str = p;
+    f->str_len = (uint32_t)(q - p);
+    if (vflags & STR_ESCAPE) f->escaped |= PROTOCOL_ESC_STR;
+    pt->nfields++;
     p = q;
   }
   if (p == end || (*p != ' ' && *p != '\t')) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
   p = skip_blanks(p, end);
 
-  /* Fields. */
+  /* Fields; "seq" is the reading's own. */
   for (;;) {
     const char *key = p;
-    int f = name_quick(p, end, '=', &q);
-    if (f == F_NONE) {
-      r = line_token(s, p, 1, F_NONE, &flags, &q);
-      if (r) return r;
-      if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);
-      f = flags ? F_NONE : field_lookup(key, (size_t)(q - key));
-    }
-    if (f == F_NONE || !(BIT(f) & LINE_FIELDS)) return fail(s, key, PROTOCOL_UNKNOWN_FIELD, f);
-    if (seen & BIT(f)) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, f);
-    seen |= BIT(f);
+    r = line_token(s, p, 1, F_NONE, &flags, &q);
+    if (r) return r;
+    if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);
     p = q + 1;
-    switch (f) {
-    case F_TEMPERATURE:
-      r = value_double(s, p, NUM_LINE, PROTOCOL_TEMPERATURE_MIN, PROTOCOL_TEMPERATURE_MAX, f, &temperature, &p);
-      break;
-    case F_HUMIDITY:
-      r = value_double(s, p, NUM_LINE, PROTOCOL_HUMIDITY_MIN, PROTOCOL_HUMIDITY_MAX, f, &humidity, &p);
-      break;
-    case F_BATTERY: r = value_u64(s, p, NUM_LINE, PROTOCOL_BATTERY_MAX, f, &battery, &p); break;
-    default: r = value_u64(s, p, NUM_LINE, PROTOCOL_SEQ_MAX, f, &seq, &p); break;
+    if (!flags && q - key == 3 && memcmp(key, "seq", 3) == 0) {
+      if (has_seq) return fail(s, key, PROTOCOL_DUPLICATE_FIELD, F_SEQ);
+      has_seq = 1;
+      r = value_u64(s, p, NUM_LINE, PROTOCOL_SEQ_MAX, F_SEQ, &pt->seq, &p);
+    } else {
+      protocol_field *f = field_add(s, pt, key);
+      if (!f) return -PROTOCOL_TOO_MANY_FIELDS;
+      f->name = key;
+      f->name_len = (uint16_t)(q - key > UINT16_MAX ? UINT16_MAX : q - key);
+      if (flags & STR_ESCAPE) f->escaped |= PROTOCOL_ESC_NAME;
+      if ((r = line_value(s, p, f, &p)) == 0) pt->nfields++;
     }
     if (r) return r;
     if (p < end && *p == ',') {
@@ -909,7 +1241,7 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
   p = skip_blanks(p, end);
   int64_t ts_ms = s->now_ms;
   if (p < end) {
-    seen |= BIT(F_TS);
+    uint64_t ns;
     const char *at = p;
     r = value_u64(s, p, NUM_LINE_TS, INT64_MAX, F_TS, &ns, &p);
     if (r) return r;
@@ -920,20 +1252,14 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
     if (ts_ms < PROTOCOL_TS_MS_MIN || ts_ms > PROTOCOL_TS_MS_MAX) return fail(s, at, PROTOCOL_OUT_OF_RANGE, F_TS);
     p = skip_blanks(p, end);
     if (p != end) return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
-  } else if (s->now_ms >= 0) {
-    seen |= BIT(F_TS);
+  } else if (ts_ms < 0) {
+    return fail(s, end, PROTOCOL_MISSING_FIELD, F_TS);
   }
-  unsigned want = READING_FIELDS & ~BIT(F_SEQ);
-  if (want & ~seen) return fail(s, end, PROTOCOL_MISSING_FIELD, first_by_order(want & ~seen));
+  if ((r = device_from_tags(s, pt, &out->device)) != 0) return r;
+  pt->ts_ms = ts_ms;
   out->kind = PROTOCOL_READING;
   out->format = PROTOCOL_LINE;
-  out->reading.device = 0;
-  out->reading.battery = (uint32_t)battery;
-  out->reading.seq = (seen & BIT(F_SEQ)) ? seq : READING_SEQ_NONE;
-  out->reading.ts_ms = ts_ms;
-  out->reading.temperature = temperature;
-  out->reading.humidity = humidity;
-  return 0;
+  return has_values(s, pt);
 }
 
 /* ---- the entry points ---- */
@@ -1041,7 +1367,8 @@ static void format_double(char *buf, size_t cap, double v) {
   }
 }
 
-int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id, const reading *r) {
+int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id,
+                            const protocol_telemetry *r) {
   char t[32], h[32];
   size_t n = strlen(device_id);
   if (n == 0 || n > PROTOCOL_DEVICE_ID_MAX) return -EINVAL;
@@ -1062,4 +1389,50 @@ int protocol_format_reading(char *buf, size_t cap, protocol_format format, const
                          ",\"temperature\":%s,\"humidity\":%s,\"battery\":%" PRIu32 "}\n",
                          device_id, r->seq, r->ts_ms, t, h, r->battery),
                 cap);
+}
+
+size_t protocol_unescape(const char *s, size_t n, int json, char *out) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] != '\\' || i + 1 == n) {
+      out[k++] = s[i];
+      continue;
+    }
+    char c = s[++i];
+    if (!json) { /* line protocol: the backslash makes the next byte plain */
+      out[k++] = c;
+      continue;
+    }
+    if (c != 'u') {
+      out[k++] = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
+      continue;
+    }
+    /* \uXXXX, and a surrogate pair's second half; the scan checked the digits */
+    unsigned cp = (unsigned)strtoul((char[5]){s[i + 1], s[i + 2], s[i + 3], s[i + 4], 0}, NULL, 16);
+    i += 4;
+    if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 < n && s[i + 1] == '\\' && s[i + 2] == 'u') {
+      unsigned lo = (unsigned)strtoul((char[5]){s[i + 3], s[i + 4], s[i + 5], s[i + 6], 0}, NULL, 16);
+      if (lo >= 0xDC00 && lo <= 0xDFFF) {
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        i += 6;
+      }
+    }
+    if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD; /* a lone surrogate is no character */
+    if (cp < 0x80) {
+      out[k++] = (char)cp;
+    } else if (cp < 0x800) {
+      out[k++] = (char)(0xC0 | cp >> 6);
+      out[k++] = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out[k++] = (char)(0xE0 | cp >> 12);
+      out[k++] = (char)(0x80 | (cp >> 6 & 0x3F));
+      out[k++] = (char)(0x80 | (cp & 0x3F));
+    } else {
+      out[k++] = (char)(0xF0 | cp >> 18);
+      out[k++] = (char)(0x80 | (cp >> 12 & 0x3F));
+      out[k++] = (char)(0x80 | (cp >> 6 & 0x3F));
+      out[k++] = (char)(0x80 | (cp & 0x3F));
+    }
+  }
+  return k;
 }

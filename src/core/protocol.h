@@ -7,17 +7,19 @@
  * InfluxDB line protocol. A JSON object with "type":"health" is a device's
  * answer to a health request, one with "type":"hello" says what the
  * device wants from the gateway (acks, health requests); every other
- * accepted line is a reading.
- * docs/protocol.md has the full wire protocol, field by field.
+ * accepted line is a reading: a device, an optional seq, a timestamp, a
+ * measurement and any fields. docs/protocol.md has the full wire
+ * protocol, and the JSON shapes of the agents it takes (Telegraf's
+ * serializer, Fluent Bit's json_lines, flat objects).
  *
  * The parser is a single left-to-right pass over the line: no allocation,
  * no general JSON library, no state between calls, safe on any thread. It
- * reads nothing outside line[0 .. len) (no NUL needed) and the result
- * never points into the line, so the caller may drop its buffer at
- * once. A line is rejected for the first problem the scan meets (an
- * oversized line before any byte is read; missing fields, and fields that
- * do not belong to the kind of message, once the whole line is read), so
- * every rejection has exactly one reason and a stable name for metrics.
+ * reads nothing outside line[0 .. len) (no NUL needed). A reading's
+ * names and strings point into the line (schema_pack copies them into
+ * the reading), everything else is copied out. A line is rejected for
+ * the first problem the scan meets, so every rejection has exactly one
+ * reason and a stable name for metrics. What fields a measurement may
+ * have, and their types and ranges, are schema.h's, not the parser's.
  *
  * Not here: the per-device high-water mark of seq (a reading whose seq is
  * not above it is a resend and is dropped, not an error), mapping device
@@ -45,20 +47,18 @@
 /* A hello's token is at most this many bytes. */
 #define PROTOCOL_TOKEN_MAX        128
 
-/* Accepted ranges; a value outside is rejected as out_of_range. */
-#define PROTOCOL_TEMPERATURE_MIN (-50.0) /* degrees Celsius */
-#define PROTOCOL_TEMPERATURE_MAX 150.0
-#define PROTOCOL_HUMIDITY_MIN    0.0 /* percent */
-#define PROTOCOL_HUMIDITY_MAX    100.0
-#define PROTOCOL_BATTERY_MAX     100             /* percent, 0 .. this */
-#define PROTOCOL_TS_MS_MAX       253402300799999 /* 9999-12-31T23:59:59.999Z */
-/* 2000-01-01T00:00:00Z: an earlier ts is almost surely seconds (or a
+/* Timestamps (Unix milliseconds) outside these are rejected as
+ * out_of_range. Before 2000-01-01 a ts is almost surely seconds (or a
  * clock never set) where milliseconds were meant, and would be stored as
  * January 1970. */
 #define PROTOCOL_TS_MS_MIN       946684800000
-/* seq is 0 .. 2^63 - 1: SQL's integers (SQLite's, PostgreSQL's bigint)
- * are signed 64-bit, and a seq above would read back negative in SQL. */
+#define PROTOCOL_TS_MS_MAX       253402300799999 /* 9999-12-31T23:59:59.999Z */
+/* seq and integer fields are at most 2^63 - 1: SQL's integers (SQLite's,
+ * PostgreSQL's bigint) are signed 64-bit, and a larger value would read
+ * back negative in SQL. */
 #define PROTOCOL_SEQ_MAX         INT64_MAX
+/* A reading carries at most this many fields (tags included). */
+#define PROTOCOL_FIELDS_MAX      64
 
 /* Why a line was rejected: X(code, metric name, description). The names
  * are stable: metrics, logs and the error line sent back all use them. */
@@ -73,8 +73,12 @@
   X(DUPLICATE_FIELD, "duplicate_field", "a field given twice")                                                        \
   X(BAD_DEVICE_ID, "bad_device_id", "a device id that breaks the id rule")                                            \
   X(WRONG_TYPE, "wrong_type", "a value of the wrong type (string, boolean, null, object, array)")                     \
-  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health or hello, or a measurement other than telemetry") \
-  X(BAD_TOKEN, "bad_token", "a hello's token that breaks the token rule")
+  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health or hello")                                       \
+  X(BAD_TOKEN, "bad_token", "a hello's token that breaks the token rule")                                             \
+  X(TYPE_CONFLICT, "type_conflict", "a field's value of another type than the field has")                             \
+  X(TOO_MANY_FIELDS, "too_many_fields", "more fields than a reading, a measurement or the gateway may have")          \
+  X(BAD_NAME, "bad_name", "a measurement, field or tag name that is empty, too long or reserved")                     \
+  X(NO_MEMORY, "no_memory", "the gateway could not allocate the reading")
 
 typedef enum protocol_reason {
   PROTOCOL_OK = 0,
@@ -85,7 +89,7 @@ typedef enum protocol_reason {
 } protocol_reason;
 
 typedef enum protocol_kind {
-  PROTOCOL_READING = 1, /* a measurement: msg.reading and msg.device */
+  PROTOCOL_READING = 1, /* a measurement: msg.point and msg.device */
   PROTOCOL_HEALTH,      /* an answer to a health request: msg.health */
   PROTOCOL_HELLO,       /* what the device wants: msg.hello */
   PROTOCOL_BLANK,       /* empty, only blanks, or a line-protocol # comment: skip it */
@@ -121,12 +125,41 @@ typedef struct protocol_hello {
   char token[PROTOCOL_TOKEN_MAX + 1]; /* printable ASCII but '"' and backslash; NUL-terminated */
 } protocol_hello;
 
+/* One field of a reading as written: its name and, for a string or a
+ * tag, its value point into the line, escapes and all (schema_pack
+ * reads them there, decoding the escapes of the point's format). */
+typedef struct protocol_field {
+  const char *name;
+  const char *str; /* FIELD_STRING, FIELD_TAG */
+  uint32_t str_len;
+  uint16_t name_len;
+  uint8_t type;    /* field_type (reading.h) */
+  uint8_t escaped; /* PROTOCOL_ESC_NAME | PROTOCOL_ESC_STR: the text has escapes to decode */
+  union {
+    double f;  /* FIELD_FLOAT */
+    int64_t i; /* FIELD_INT, FIELD_BOOL */
+  } v;
+} protocol_field;
+
+enum { PROTOCOL_ESC_NAME = 1, PROTOCOL_ESC_STR = 2 };
+
+/* A reading as parsed, before schema_pack gives its names ids. */
+typedef struct protocol_point {
+  const char *measurement; /* into the line; NULL: "telemetry" */
+  uint16_t measurement_len;
+  uint8_t measurement_escaped;
+  uint8_t json;   /* JSON's escapes; its numbers carry no type (a whole number is FIELD_INT, marked loose) */
+  uint8_t nfields;
+  uint64_t seq;   /* READING_SEQ_NONE: none sent */
+  int64_t ts_ms;
+  protocol_field fields[PROTOCOL_FIELDS_MAX];
+} protocol_point;
+
 /* What a line is. Only the members of its kind are written. */
 typedef struct protocol_msg {
   protocol_kind kind;
   protocol_format format;       /* not set for PROTOCOL_BLANK */
-  reading reading;              /* READING: every field but .device, left 0 for the
-                                caller to set from .device below */
+  protocol_point point;         /* READING: the line must outlive it (see protocol_field) */
   protocol_device_id device;    /* READING */
   protocol_health_reply health; /* HEALTH */
   protocol_hello hello;         /* HELLO */
@@ -167,6 +200,13 @@ typedef enum protocol_precision {
 int protocol_parse_influx(const char *line, size_t len, size_t max_len, protocol_precision precision, int64_t now_ms,
                           protocol_msg *out, protocol_error *err);
 
+/* The text of a name or string as written (s[0 .. n), escapes and all)
+ * decoded into out, which needs n bytes: JSON's escapes when json, else
+ * line protocol's (a backslash makes the next byte plain). Returns the
+ * decoded length, never more than n (a \uXXXX of JSON is 6 bytes and
+ * becomes at most 3; a surrogate pair, 12, at most 4). */
+size_t protocol_unescape(const char *s, size_t n, int json, char *out);
+
 /* The stable name of a reason ("out_of_range"), given as either sign;
  * "ok" for 0 and "unknown" for anything else. */
 const char *protocol_reason_name(int reason);
@@ -198,13 +238,22 @@ int protocol_format_health_request(char *buf, size_t cap, uint64_t id);
  * of the connection from 1. */
 int protocol_format_error(char *buf, size_t cap, int reason, uint64_t line_no);
 
-/* A device's reading in the given format, with device_id instead of
- * r->device. Fractions are written in the fewest digits that parse back
+/* The article's reading, as the simulated devices send it. */
+typedef struct protocol_telemetry {
+  uint64_t seq;
+  int64_t ts_ms;
+  double temperature, humidity; /* degrees Celsius, percent */
+  uint32_t battery;             /* percent */
+} protocol_telemetry;
+
+/* A device's reading of measurement telemetry in the given format.
+ * Fractions are written in the fewest digits that parse back
  * to the same double (with snprintf and strtod, so LC_NUMERIC must be "C",
  * as it is in a program that never calls setlocale). Also -EINVAL for an
  * id that breaks the id rule, or in line protocol a ts_ms outside
  * 0 .. INT64_MAX / 1000000. */
-int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id, const reading *r);
+int protocol_format_reading(char *buf, size_t cap, protocol_format format, const char *device_id,
+                            const protocol_telemetry *r);
 
 /* A device's answer to health request id. */
 int protocol_format_health_reply(char *buf, size_t cap, const protocol_health_reply *h);

@@ -1,6 +1,7 @@
 /* snapshot.c - immutable, reference-counted snapshots; see snapshot.h. */
 #include "snapshot.h"
 
+#include "schema.h"
 #include "tg/error.h"
 
 #include <stdlib.h>
@@ -24,8 +25,11 @@ system_snapshot *snapshot_new_windowed(snapshot_counters *c, uint64_t version, i
   if (ndevices) memcpy(s->devices, devices, (size_t)ndevices * sizeof s->devices[0]);
   s->stale_after_ms = stale_after_ms;
   s->next_stale_ms = INT64_MAX;
-  double t = 0, h = 0;
+  double sum[SNAPSHOT_FIELDS] = {0};
+  uint32_t n[SNAPSHOT_FIELDS] = {0};
   uint32_t active = 0, stale = 0;
+  s->schema = NULL;
+  memset(s->fleet_name, 0, sizeof s->fleet_name);
   for (uint32_t i = 0; i < ndevices; i++) {
     const device_metrics *m = &devices[i];
     if (m->count == 0) continue;
@@ -35,15 +39,33 @@ system_snapshot *snapshot_new_windowed(snapshot_counters *c, uint64_t version, i
     }
     if (m->last_seen_ms + stale_after_ms < s->next_stale_ms) s->next_stale_ms = m->last_seen_ms + stale_after_ms;
     active++;
-    t += m->avg_temperature;
-    h += m->avg_humidity;
+    for (int k = 0; k < SNAPSHOT_FIELDS && m->field_name[k]; k++) {
+      if (m->field_type[k] != FIELD_FLOAT) continue;
+      int j = 0;
+      while (j < SNAPSHOT_FIELDS && s->fleet_name[j] && s->fleet_name[j] != m->field_name[k]) j++;
+      if (j == SNAPSHOT_FIELDS) continue;
+      s->fleet_name[j] = m->field_name[k];
+      sum[j] += m->field_value[k];
+      n[j]++;
+    }
   }
   s->active_devices = active;
   s->stale_devices = stale;
-  s->avg_temperature = active ? t / active : 0;
-  s->avg_humidity = active ? h / active : 0;
+  for (int j = 0; j < SNAPSHOT_FIELDS; j++) s->fleet_mean[j] = n[j] ? sum[j] / n[j] : 0;
   atomic_fetch_add_explicit(&c->built, 1, memory_order_relaxed);
   return s;
+}
+
+const char *snapshot_field_name(const system_snapshot *s, uint16_t id) {
+  static const char *const article[] = {"", "telemetry", "temperature", "humidity", "battery"};
+  if (s->schema) return schema_name(s->schema, id);
+  return id < sizeof article / sizeof *article ? article[id] : "";
+}
+
+double snapshot_fleet_mean(const system_snapshot *s, uint16_t name) {
+  for (int j = 0; j < SNAPSHOT_FIELDS && s->fleet_name[j]; j++)
+    if (s->fleet_name[j] == name) return s->fleet_mean[j];
+  return 0;
 }
 
 system_snapshot *snapshot_ref(system_snapshot *s) {

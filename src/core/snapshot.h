@@ -20,16 +20,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The numeric fields a snapshot shows of each device: the first ones it
+ * sent. Its other fields are stored all the same (and read through the
+ * history API); a snapshot stays small whatever the devices send, since
+ * it is copied at every update. */
+#define SNAPSHOT_FIELDS 4
+
 /* What the aggregator knows about one device. */
 typedef struct device_metrics {
-  const char *id;   /* the device's id as sent ("7", "dev-42"); lives as long as the run */
-  uint32_t device;  /* the pipeline's 1-based index */
-  uint32_t battery; /* last reported, percent */
-  uint64_t count;   /* readings aggregated */
+  const char *id;  /* the device's id as sent ("7", "dev-42"); lives as long as the run */
+  uint32_t device; /* the pipeline's 1-based index */
+  uint64_t count;  /* readings aggregated */
   uint64_t last_seq;
-  double avg_temperature; /* running mean */
-  double avg_humidity;
   int64_t last_seen_ms; /* run time of the last reading, ms */
+  /* Its first SNAPSHOT_FIELDS numeric fields: schema ids (0: slot unused),
+   * types, and values - a float's running mean, an integer's or a
+   * boolean's last value - over the `field_count` readings that had it. */
+  uint16_t field_name[SNAPSHOT_FIELDS];
+  uint8_t field_type[SNAPSHOT_FIELDS];
+  uint32_t field_count[SNAPSHOT_FIELDS];
+  double field_value[SNAPSHOT_FIELDS];
 } device_metrics;
 
 typedef struct snapshot_counters {
@@ -46,15 +56,19 @@ typedef struct system_snapshot {
   uint32_t stale_devices;  /* devices heard from before that: silent, shown stale */
   int64_t stale_after_ms;
   int64_t next_stale_ms; /* the at_ms at which an active device turns stale if it stays silent; INT64_MAX: none */
+  const struct schema *schema; /* the names of the fields' ids; NULL: only the article's are named */
+  /* The fleet's means: of the first SNAPSHOT_FIELDS float fields, the mean
+   * of the active devices' means (0: slot unused). */
+  uint16_t fleet_name[SNAPSHOT_FIELDS];
+  double fleet_mean[SNAPSHOT_FIELDS];
   uint32_t ndevices;
-  double avg_temperature; /* over active devices' means */
-  double avg_humidity;
   device_metrics devices[]; /* ndevices entries, [i].device = i + 1 */
 } system_snapshot;
 
 /* A new snapshot with one reference, copying `devices`, whose devices
  * are active when heard from within stale_after_ms of at_ms, stale when
- * heard from before. NULL when out of memory. */
+ * heard from before; its schema is NULL until the caller sets it, before
+ * anyone else sees it. NULL when out of memory. */
 system_snapshot *snapshot_new_windowed(snapshot_counters *c, uint64_t version, int64_t at_ms, uint64_t total_messages,
                                        const device_metrics *devices, uint32_t ndevices, int64_t stale_after_ms);
 
@@ -69,6 +83,12 @@ system_snapshot *snapshot_new(snapshot_counters *c, uint64_t version, int64_t at
 static inline int snapshot_device_stale(const system_snapshot *s, const device_metrics *m) {
   return m->count && s->at_ms - m->last_seen_ms > s->stale_after_ms;
 }
+/* The name of a field id of s ("" when unknown). */
+const char *snapshot_field_name(const system_snapshot *s, uint16_t id);
+
+/* The fleet's mean of float field `name`; 0 when no active device has it. */
+double snapshot_fleet_mean(const system_snapshot *s, uint16_t name);
+
 system_snapshot *snapshot_ref(system_snapshot *s);
 void snapshot_unref(system_snapshot *s);
 

@@ -1,6 +1,7 @@
 /* client.c - a client task; see client.h. */
 #include "client.h"
 
+#include "schema.h"
 #include "snapshot.h"
 
 #include <inttypes.h>
@@ -11,7 +12,8 @@ static void display(client *c, const system_snapshot *s) {
   c->next_display = now + c->display_ns;
   log_event(c->log, "📺", "client", c->id, "client_update",
             "Client %d: update #%" PRIu64 " - %" PRIu32 " devices active, %" PRIu64 " readings, avg %.1f°C / %.1f%%",
-            c->id, s->version, s->active_devices, s->total_messages, s->avg_temperature, s->avg_humidity);
+            c->id, s->version, s->active_devices, s->total_messages, snapshot_fleet_mean(s, SCHEMA_TEMPERATURE),
+            snapshot_fleet_mean(s, SCHEMA_HUMIDITY));
 }
 
 static void resync(client *c, uint64_t missed) {

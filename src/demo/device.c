@@ -1,6 +1,8 @@
 /* device.c - a simulated device task; see device.h. */
 #include "device.h"
 
+#include "schema.h"
+
 #include <inttypes.h>
 
 enum { WAIT_DONE = 0, WAIT_SHUTDOWN = 1 };
@@ -23,14 +25,11 @@ static reading measure(device *d) {
   d->temperature = clamp(d->temperature + rng_range(&d->rng, -0.6, 0.6), 18.0, 33.0);
   d->humidity = clamp(d->humidity + rng_range(&d->rng, -1.5, 1.5), 30.0, 70.0);
   d->battery = clamp(d->battery - 0.05, 0.0, 100.0);
-  return (reading){
-      .device = d->id,
-      .battery = (uint32_t)d->battery,
-      .seq = d->seq + 1,
-      .ts_ms = d->fleet->epoch_ms + run_ms(d),
-      .temperature = d->temperature,
-      .humidity = d->humidity,
-  };
+  reading r = {.device = d->id, .measurement = SCHEMA_TELEMETRY, .seq = d->seq + 1, .ts_ms = d->fleet->epoch_ms + run_ms(d)};
+  reading_set_float(&r, SCHEMA_TEMPERATURE, d->temperature);
+  reading_set_float(&r, SCHEMA_HUMIDITY, d->humidity);
+  reading_set_int(&r, SCHEMA_BATTERY, (int64_t)d->battery);
+  return r;
 }
 
 static void reply(device *d, const health_request *req, int late) {

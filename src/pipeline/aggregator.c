@@ -108,6 +108,7 @@ static void publish(aggregator *a, int64_t now_ns) {
     figure_add(&a->snapshot_failures, 1);
     return;
   }
+  s->schema = a->o.schema;
   atomic_store_explicit(&a->devices_active, s->active_devices, memory_order_relaxed);
   atomic_store_explicit(&a->devices_stale, s->stale_devices, memory_order_relaxed);
   /* The next device to turn stale does so a millisecond after its window. */
@@ -145,8 +146,25 @@ static device_metrics *metrics_of(aggregator *a, uint32_t id) {
   return &a->metrics[id - 1];
 }
 
-/* Aggregates one reading at `now` (tg_now()). */
-static void process(aggregator *a, const reading *r, int64_t now) {
+/* Adds a reading's numeric fields to its device's: each takes the slot
+ * of its name, or a free one while there is one. */
+static void fields_add(device_metrics *m, const reading *r) {
+  const field_value *f = reading_fields(r);
+  for (uint32_t i = 0; i < r->nfields; i++) {
+    if (f[i].type != FIELD_FLOAT && f[i].type != FIELD_INT && f[i].type != FIELD_BOOL) continue;
+    int k = 0;
+    while (k < SNAPSHOT_FIELDS && m->field_name[k] && m->field_name[k] != f[i].name) k++;
+    if (k == SNAPSHOT_FIELDS) continue;
+    m->field_name[k] = f[i].name;
+    m->field_type[k] = f[i].type;
+    double x = field_number(&f[i]);
+    m->field_count[k]++;
+    m->field_value[k] = f[i].type == FIELD_FLOAT ? m->field_value[k] + (x - m->field_value[k]) / m->field_count[k] : x;
+  }
+}
+
+/* Aggregates one reading at `now` (tg_now()), which goes into the batch. */
+static void process(aggregator *a, reading *r, int64_t now) {
   if (a->o.delay_ns > 0) { /* simulated parsing work */
     tg_sleep(a->o.delay_ns);
     now = tg_now();
@@ -155,17 +173,17 @@ static void process(aggregator *a, const reading *r, int64_t now) {
   device_metrics *m = metrics_of(a, r->device);
   if (m) {
     m->count++;
-    m->avg_temperature += (r->temperature - m->avg_temperature) / (double)m->count;
-    m->avg_humidity += (r->humidity - m->avg_humidity) / (double)m->count;
+    fields_add(m, r);
     m->last_seen_ms = run / 1000000;
     m->last_seq = r->seq;
-    m->battery = r->battery;
   }
   figure_add(&a->aggregated, 1);
   atomic_store_explicit(&a->last_reading_ns, run, memory_order_relaxed);
   if (a->current.n == 0) a->current.opened_ns = now;
-  if (batch_push(&a->current, r) != 0)
+  if (batch_push(&a->current, r) != 0) {
     log_event(a->o.log, "❌", "aggregator", 0, "out_of_memory", "Aggregator out of memory for the batch");
+    reading_free(r);
+  }
   if (++a->unpublished >= a->o.publish_every) publish(a, now);
 }
 

@@ -43,6 +43,7 @@ typedef struct aggregator_opts {
   tg_cancel *cancel;
   demo_log *log;
   snapshot_counters *snapshots;
+  const struct schema *schema; /* the names of the readings' fields, for the snapshots; NULL: the article's */
   /* The channel ends, moved into the aggregator by aggregator_new (also
    * when it fails): it drops them when it ends, or in aggregator_free if
    * it never ran. */

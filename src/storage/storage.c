@@ -55,6 +55,7 @@ struct storage {
   void *impl;
   int connections;
   storage_namer names;
+  schema *own_schema; /* made when the opener gave none */
   conn_state conns[];
 };
 
@@ -107,7 +108,10 @@ int storage_open(storage **out, const storage_opts *opts, char *err, size_t errl
     snprintf(err, errlen, "no storage backend '%s' (registered: %s)", name, storage_backend_names(names, sizeof names));
     return -EINVAL;
   }
+  schema *own = opts->schema ? NULL : schema_new(0);
+  if (!opts->schema && !own) return -ENOMEM;
   storage_backend_opts bo = {.path = opts->path,
+                             .schema = opts->schema ? opts->schema : own,
                              .connections = opts->connections,
                              .reset = opts->reset,
                              .durability = opts->durability,
@@ -119,13 +123,18 @@ int storage_open(storage **out, const storage_opts *opts, char *err, size_t errl
     backend = &storage_faults_backend;
   }
   storage *s = calloc(1, sizeof *s + (size_t)opts->connections * sizeof s->conns[0]);
-  if (!s) return -ENOMEM;
+  if (!s) {
+    schema_free(own);
+    return -ENOMEM;
+  }
+  s->own_schema = own;
   s->backend = backend;
   s->connections = opts->connections;
   s->names = bo.names;
   for (int i = 0; i < s->connections; i++) pthread_mutex_init(&s->conns[i].lock, NULL);
   int r = backend->open(&bo, &s->impl, err, errlen);
   if (r != 0) {
+    schema_free(own);
     conns_free(s);
     free(s);
     return r;
@@ -298,6 +307,7 @@ int storage_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen) {
 void storage_close(storage *s) {
   if (!s) return;
   s->backend->close(s->impl);
+  schema_free(s->own_schema);
   conns_free(s);
   free(s);
 }

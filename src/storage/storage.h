@@ -44,6 +44,7 @@
 #define TELEGATE_STORAGE_H
 
 #include "reading.h"
+#include "schema.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -76,6 +77,11 @@ typedef struct storage_opts {
   void *device_name_ctx;
   const storage_faults_opts *faults; /* NULL, or wrap the backend in fault injection */
   int history; /* nonzero: keep the history index that storage_history reads (serve's; see below) */
+  /* The readings' names and their measurements' fields: each measurement
+   * is a table (telemetry's is `readings`) with a column per field, added
+   * as fields appear; at open, the tables found are added to it. NULL: a
+   * schema of the storage's own, with only the article's fields. */
+  schema *schema;
 } storage_opts;
 
 #define STORAGE_MAX_CONNECTIONS 64

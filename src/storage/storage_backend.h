@@ -39,6 +39,7 @@ typedef struct storage_backend_opts {
   storage_durability durability;
   storage_namer names;
   int history;                         /* keep the history index (storage.h) */
+  schema *schema;                      /* storage_opts.schema, or the storage's own */
   const storage_faults_opts *faults;   /* for the fault decorator only */
   const struct storage_backend *inner; /* for the fault decorator only: what it wraps */
 } storage_backend_opts;
