@@ -13,6 +13,7 @@
 #include "api.h"
 #include "helpers.h"
 #include "http_buf.h"
+#include "schema.h"
 #include "snapshot.h"
 
 #include <errno.h>
@@ -73,7 +74,11 @@ static inline void fx_init(fixture *f, size_t broadcast_capacity, uint32_t ndevi
   ck_assert_uint_le(ndevices, FX_MAX_DEVICES);
   f->ndevices = ndevices;
   for (uint32_t i = 0; i < ndevices; i++)
-    f->devices[i] = (device_metrics){.device = i + 1, .battery = 90, .avg_temperature = 21.5, .avg_humidity = 48.25};
+    f->devices[i] = (device_metrics){.device = i + 1,
+                                     .field_name = {SCHEMA_TEMPERATURE, SCHEMA_HUMIDITY, SCHEMA_BATTERY},
+                                     .field_type = {FIELD_FLOAT, FIELD_FLOAT, FIELD_INT},
+                                     .field_count = {1, 1, 1},
+                                     .field_value = {21.5, 48.25, 90}};
   system_snapshot *s0 = snapshot_new(&f->counters, 0, 0, 0, f->devices, ndevices);
   ck_assert_ptr_nonnull(s0);
   tg_watch_opts wo = {
@@ -112,7 +117,7 @@ static inline uint64_t fx_publish(fixture *f) {
     m->count++;
     m->last_seq = m->count;
     m->last_seen_ms = at;
-    m->avg_temperature = 20.0 + (double)((f->version + i) % 50) / 10.0;
+    m->field_value[0] = 20.0 + (double)((f->version + i) % 50) / 10.0; /* temperature */
   }
   system_snapshot *s = snapshot_new(&f->counters, f->version, at, f->version * f->ndevices, f->devices, f->ndevices);
   ck_assert_ptr_nonnull(s);

@@ -26,12 +26,6 @@ static void kv_i64(http_buf *b, const char *k, int64_t v, int comma) {
   if (comma) http_buf_append(b, ",", 1);
 }
 
-static void kv_num(http_buf *b, const char *k, double v, int decimals, int comma) {
-  key(b, k);
-  http_buf_json_double(b, v, decimals);
-  if (comma) http_buf_append(b, ",", 1);
-}
-
 static void device_json(http_buf *b, const system_snapshot *s, const device_metrics *m) {
   char number[16];
   snprintf(number, sizeof number, "%u", (unsigned)m->device);
@@ -42,9 +36,20 @@ static void device_json(http_buf *b, const system_snapshot *s, const device_metr
   http_buf_append(b, ",", 1);
   kv_u64(b, "count", m->count, 1);
   kv_u64(b, "last_seq", m->last_seq, 1);
-  kv_num(b, "temperature", m->avg_temperature, 2, 1);
-  kv_num(b, "humidity", m->avg_humidity, 2, 1);
-  kv_u64(b, "battery", m->battery, 1);
+  key(b, "fields"); /* a float's mean, an integer's or a boolean's last value */
+  http_buf_append(b, "{", 1);
+  for (int k = 0; k < SNAPSHOT_FIELDS && m->field_name[k]; k++) {
+    if (k) http_buf_append(b, ",", 1);
+    http_buf_json_string(b, snapshot_field_name(s, m->field_name[k]));
+    http_buf_append(b, ":", 1);
+    if (m->field_type[k] == FIELD_FLOAT)
+      http_buf_json_double(b, m->field_value[k], 2);
+    else if (m->field_type[k] == FIELD_BOOL)
+      http_buf_puts(b, m->field_value[k] != 0 ? "true" : "false");
+    else
+      http_buf_i64(b, (int64_t)m->field_value[k]);
+  }
+  http_buf_append(b, "},", 2);
   kv_i64(b, "last_seen_ms", m->last_seen_ms, 1);
   kv_i64(b, "age_ms", m->count ? s->at_ms - m->last_seen_ms : -1, 1);
   key(b, "stale"); /* silent for longer than stale_after_ms when the snapshot was built */
@@ -72,8 +77,15 @@ static void summary_json(http_buf *b, const system_snapshot *s) {
   kv_u64(b, "active_devices", s->active_devices, 1);
   kv_u64(b, "stale_devices", s->stale_devices, 1);
   kv_i64(b, "stale_after_ms", s->stale_after_ms, 1);
-  kv_num(b, "avg_temperature", s->avg_temperature, 2, 1);
-  kv_num(b, "avg_humidity", s->avg_humidity, 2, 1);
+  key(b, "fleet"); /* the mean over active devices of each float field's mean */
+  http_buf_append(b, "{", 1);
+  for (int k = 0; k < SNAPSHOT_FIELDS && s->fleet_name[k]; k++) {
+    if (k) http_buf_append(b, ",", 1);
+    http_buf_json_string(b, snapshot_field_name(s, s->fleet_name[k]));
+    http_buf_append(b, ":", 1);
+    http_buf_json_double(b, s->fleet_mean[k], 2);
+  }
+  http_buf_append(b, "},", 2);
 }
 
 /* The "devices" array and the object's end: every device, or with a base

@@ -68,6 +68,11 @@ static const cli_option options[] = {
         "a device connection must finish its TLS handshake and, with --auth token, its hello within this (10000)"),
     INT("max-line-bytes", max_line_bytes, 16, 1048576, "longer lines are rejected as oversized (4096)"),
     INT("max-devices", max_devices, 1, 10000000, "distinct device ids; new ones past it are rejected (100000)"),
+    INT("max-fields", max_fields, 16, 65535,
+        "distinct names of measurements, fields and tags; readings bringing more are refused (1024)"),
+    CLI_OPT_PATH(serve_config, "schema", schema_path,
+                 "declared measurements: MEASUREMENT FIELD TYPE [MIN MAX] [unit=U] [optional] per line; only "
+                 "these fields are taken for them (docs/protocol.md)"),
     INT("error-limit", error_limit, 0, 1000000000,
         "close a connection after this many bad lines in a row; 0: never (100)"),
     INT("error-lines-per-s", error_lines_per_s, 0, 1000000000, "error replies per connection per second (10)"),

@@ -145,7 +145,7 @@ static double latency_percentile_ms(const uint64_t *counts, uint64_t total, doub
 
 static pending *window_at(window *w, size_t k) { return &w->slots[(w->head + k) % w->cap]; }
 
-static int window_push(window *w, const reading *r) {
+static int window_push(window *w, const protocol_telemetry *r) {
   if (w->len == w->cap) {
     size_t cap = w->cap ? w->cap * 2 : WINDOW_START;
     pending *slots = malloc(cap * sizeof *slots);

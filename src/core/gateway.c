@@ -2,6 +2,8 @@
  * refuses input; see gateway.h. */
 #include "gateway.h"
 
+#include "schema.h"
+
 #include <arpa/inet.h>
 #include <string.h>
 
@@ -32,6 +34,7 @@ void serve_config_defaults(serve_config *c) {
   c->handshake_timeout_ms = 10000;
   c->max_line_bytes = PROTOCOL_LINE_MAX_DEFAULT;
   c->max_devices = 100000;
+  c->max_fields = SCHEMA_NAMES_DEFAULT;
   c->error_limit = 100;
   c->error_lines_per_s = 10;
   c->recv_buffer = 32 * 1024;

@@ -25,6 +25,8 @@ typedef struct serve_config {
   int handshake_timeout_ms; /* the TLS handshake and, with auth, the hello must be done within this (10000) */
   int max_line_bytes;       /* longer lines are rejected as oversized (4096) */
   int max_devices;          /* distinct device ids; more are rejected (100000) */
+  int max_fields;           /* distinct names of measurements, fields and tags; more are refused (1024) */
+  const char *schema_path;  /* declared measurements (schema.h); NULL: none, every measurement takes any field */
   int error_limit;          /* close after this many bad lines in a row; 0: never (100) */
   int error_lines_per_s;    /* error replies per connection per second; more are counted only (10) */
   int recv_buffer;          /* bytes per connection (32768; at least 2 lines) */

@@ -128,6 +128,7 @@ int pipeline_new(const pipeline_opts *o, pipeline **out) {
   aggregator_opts ao = {.cancel = o->cancel,
                         .log = o->log,
                         .snapshots = &p->snapshots,
+                        .schema = o->schema,
                         .telemetry = telemetry_rx,
                         .storage = storage_tx,
                         .latest = latest,

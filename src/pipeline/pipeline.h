@@ -56,6 +56,7 @@ typedef struct pipeline_opts {
   int broadcast_capacity; /* snapshots */
   /* aggregator: see aggregator_opts */
   int ndevices, max_devices;
+  const struct schema *schema; /* the readings' names, for the snapshots; NULL: the article's */
   const char *(*device_name)(void *ctx, uint32_t device);
   void *device_name_ctx;
   int64_t batch_interval_ns, delay_ns, publish_interval_ns, stale_after_ns;

@@ -41,6 +41,7 @@ enum { NSOURCES = sizeof sources / sizeof sources[0] };
 struct serve {
   serve_config cfg;
   demo_log log;
+  schema *schema; /* the readings' names and measurements, for the sources, the aggregator and storage */
   tg_cancel *cancel;
   atomic_int stopping;
   _Atomic int64_t stop_at_ns;
@@ -266,6 +267,7 @@ static void teardown(serve *s) {
     if (s->source_state[i]) sources[i]->free(s->source_state[i]);
   tls_context_free(s->device_tls); /* after the sources and HTTP: their connections were joined */
   tls_context_free(s->http_tls);
+  schema_free(s->schema); /* after everything that reads names: sources, snapshots, storage */
   log_destroy(&s->log);
   free(s);
 }
@@ -283,6 +285,7 @@ static int build(serve *s, char *err, size_t errlen) {
                       .storage_capacity = c->storage_capacity,
                       .broadcast_capacity = c->broadcast_capacity,
                       .max_devices = c->max_devices,
+                      .schema = s->schema,
                       .device_name = device_name,
                       .device_name_ctx = &s->reg,
                       .batch_interval_ns = TG_MS(c->batch_age_ms),
@@ -312,6 +315,7 @@ static int build(serve *s, char *err, size_t errlen) {
                         .limits = &s->limits,
                         .cancel = s->cancel,
                         .log = &s->log,
+                        .schema = s->schema,
                         .reg = &s->reg,
                         .creds = s->creds.path ? &s->creds : NULL,
                         .db = s->db,
@@ -402,8 +406,18 @@ int serve_start(const serve_config *cfg, serve **out, char *err, size_t errlen) 
     teardown(s);
     return r;
   }
+  if (!(s->schema = schema_new((uint32_t)cfg->max_fields))) {
+    snprintf(err, errlen, "out of memory");
+    teardown(s);
+    return TG_ENOMEM;
+  }
+  if (cfg->schema_path && (r = schema_declare_file(s->schema, cfg->schema_path, err, errlen)) != 0) {
+    teardown(s);
+    return TG_EINVAL;
+  }
   storage_open_args oc = {.db = &s->db,
                           .opts = {.backend = cfg->storage,
+                                   .schema = s->schema,
                                    .path = cfg->db_path,
                                    .connections = cfg->db_pool,
                                    .durability = (storage_durability)cfg->durability,

@@ -12,7 +12,7 @@ static int look_up_mark(const seq_check *c, const device_entry *e, uint64_t wind
   return r;
 }
 
-int seq_check_reading(const seq_check *c, const device_entry *e, reading *r) {
+static int seq_judge(const seq_check *c, const device_entry *e, reading *r) {
   uint64_t window = SERVE_LIMIT(c->limits, seq_window);
   if (r->seq == READING_SEQ_NONE) {
     if (registry_seq_unlooked(c->reg, e->index) && look_up_mark(c, e, window) != 0)
@@ -27,5 +27,16 @@ int seq_check_reading(const seq_check *c, const device_entry *e, reading *r) {
     if (registry_seq_admit(c->reg, e->index, r->seq, window) != 0) return SERVE_BAD_SEQ_OUT_OF_WINDOW;
   }
   registry_seq_seen(c->reg, e->index, r->seq, r->ts_ms);
+  return 0;
+}
+
+int seq_check_admit(const seq_check *c, const device_entry *e, const protocol_point *p, reading *out) {
+  int r = schema_pack(c->schema, p, out, NULL);
+  if (r < 0) return -r;
+  if ((r = seq_judge(c, e, out)) != 0) {
+    reading_free(out);
+    return r;
+  }
+  out->device = e->index;
   return 0;
 }

@@ -1,7 +1,8 @@
-/* seq_check.h - what every source does with a reading's seq before the
- * reading goes on into the telemetry channel.
+/* seq_check.h - what every source does with a parsed reading before it
+ * goes on into the telemetry channel: its fields given their ids and
+ * types (schema_pack), its seq numbered or judged.
  *
- * In order: a reading without seq is numbered (registry_seq_next, after
+ * For the seq, in order: a reading without seq is numbered (registry_seq_next, after
  * the device's stored mark, looked up once a run); a seq that went back
  * with a later timestamp is refused as seq_restarted; a seq beyond the
  * seq window is refused as seq_out_of_window; an admitted seq raises what
@@ -20,19 +21,33 @@
 #include "reading.h"
 #include "registry.h"
 #include "storage.h"
+#include "tg/tg.h"
 
 typedef struct seq_check {
+  schema *schema; /* the readings' names and measurements */
   registry *reg;
   storage *db;                /* where marks are looked up; NULL: none is stored */
   const serve_limits *limits; /* the seq window, as a reload leaves it */
 } seq_check;
 
-/* Checks r (of device e, r->device not needed), numbering it when it
- * came without seq. Returns 0 (r->seq is then the seq to store), or the
- * SERVE_BAD_* reason it is refused for: SERVE_BAD_SEQ_RESTARTED,
+/* Makes the reading of point p from device e: packed by the schema, its
+ * seq numbered when it came without one. Returns 0 with *out set (its
+ * device e's index; the caller owns it: reading_free, or send it on), or
+ * the reason it is refused for: a protocol reason of schema_pack
+ * (type_conflict, unknown_field, ...) or SERVE_BAD_SEQ_RESTARTED,
  * SERVE_BAD_SEQ_OUT_OF_WINDOW, SERVE_BAD_STORAGE_UNAVAILABLE (a reading
  * without seq whose device's mark could not be read: numbered blindly it
  * could take a seq already stored and be dropped as a resend). */
-int seq_check_reading(const seq_check *c, const device_entry *e, reading *r);
+int seq_check_admit(const seq_check *c, const device_entry *e, const protocol_point *p, reading *out);
+
+/* Sends r into the telemetry channel, waiting while it is full (the
+ * source stops taking input meanwhile: the backpressure). 0, or the
+ * channel's error with r freed. */
+static inline int seq_check_send(tg_mpsc_tx *tx, reading *r) {
+  int e = tg_mpsc_try_send(tx, r);
+  if (e == TG_EFULL) e = tg_mpsc_send(tx, r);
+  if (e != 0) reading_free(r);
+  return e;
+}
 
 #endif

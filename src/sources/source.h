@@ -48,6 +48,7 @@ typedef struct source_sink {
   const serve_limits *limits; /* cfg's limits as they are now (a reload may change them) */
   tg_cancel *cancel;          /* the shutdown token */
   demo_log *log;
+  schema *schema; /* the readings' names and measurements */
   registry *reg;
   credentials_store *creds;           /* with --auth token; NULL: any connection may send for any id */
   storage *db;                        /* storage_mark_get for the seq window; NULL: marks are not looked up */

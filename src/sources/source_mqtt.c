@@ -342,19 +342,17 @@ static int on_line(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, cons
     return 1;
   }
   const device_entry *d = registry_entry(m->reg, *index);
-  if ((r = seq_check_reading(&m->seqs, d, &msg.reading)) != 0) {
+  reading rd;
+  if ((r = seq_check_admit(&m->seqs, d, &msg.point, &rd)) != 0) {
     refuse(m, p, line_no, r);
     return 1;
   }
   if (atomic_load_explicit(&((device_entry *)d)->conn, memory_order_relaxed) != &m->rc)
     registry_attach(m->reg, *index, &m->rc);
-  msg.reading.device = *index;
+  *seq = rd.seq;
   /* A full channel makes this wait, and the socket is not read meanwhile. */
-  r = tg_mpsc_try_send(m->telemetry, &msg.reading);
-  if (r == TG_EFULL) r = tg_mpsc_send(m->telemetry, &msg.reading);
-  if (r != 0) return END_PIPELINE;
+  if (seq_check_send(m->telemetry, &rd) != 0) return END_PIPELINE;
   figure_add(&m->readings, 1);
-  *seq = msg.reading.seq;
   return 0;
 }
 
@@ -788,7 +786,7 @@ static int mqtt_start(const source_sink *sink, void **state, char *err, size_t e
                      .drain_until = sink->drain_until,
                      .cap = (uint32_t)cfg->mqtt_inflight,
                      .version = cfg->mqtt_version == MQTT_V311 ? MQTT_V311 : MQTT_V5,
-                     .seqs = {.reg = sink->reg, .db = sink->db, .limits = sink->limits},
+                     .seqs = {.schema = sink->schema, .reg = sink->reg, .db = sink->db, .limits = sink->limits},
                      .jitter = rng_stream((uint64_t)tg_now(), 7)};
   int tls = 0;
   int r = parse_url(m, cfg->mqtt_url, &tls, err, errlen);

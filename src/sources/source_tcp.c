@@ -457,15 +457,13 @@ static int on_line(conn *c, const char *p, size_t n) {
   if (c->set) credentials_refresh(c);
   const device_entry *e;
   if ((r = lookup(c, &m.device, &e)) != 0) return bad(c, r);
-  if ((r = seq_check_reading(&c->in->seqs, e, &m.reading)) != 0) return bad(c, r);
+  reading rd;
+  if ((r = seq_check_admit(&c->in->seqs, e, &m.point, &rd)) != 0) return bad(c, r);
   if (atomic_load_explicit(&((device_entry *)e)->conn, memory_order_relaxed) != &c->rc)
     registry_attach(c->in->reg, e->index, &c->rc);
-  m.reading.device = e->index;
   /* A full channel makes this wait, and so stops the reading of this
    * socket: the backpressure that reaches the device. */
-  r = tg_mpsc_try_send(c->telemetry, &m.reading);
-  if (r == TG_EFULL) r = tg_mpsc_send(c->telemetry, &m.reading);
-  if (r != 0) return STOP_PIPELINE;
+  if (seq_check_send(c->telemetry, &rd) != 0) return STOP_PIPELINE;
   c->readings++;
   return GO_ON;
 }
@@ -864,7 +862,7 @@ static int ingest_start(const source_sink *sink, void **state, char *err, size_t
                  .reg = sink->reg,
                  .telemetry = sink->telemetry,
                  .creds = sink->creds,
-                 .seqs = {sink->reg, sink->db, sink->limits},
+                 .seqs = {sink->schema, sink->reg, sink->db, sink->limits},
                  .drain_until = sink->drain_until,
                  .tls = sink->tls};
   pthread_mutex_init(&in->gate_lock, NULL);

@@ -114,15 +114,16 @@ static int on_line(body_state *b, tg_mpsc_tx *tx, const write_request *rq, uint6
     return 0;
   }
   const device_entry *e;
-  if ((r = device_of(b, &m.device, &e)) != 0 || (r = seq_check_reading(&w->seqs, e, &m.reading)) != 0) {
+  reading rd;
+  if ((r = device_of(b, &m.device, &e)) != 0 || (r = seq_check_admit(&w->seqs, e, &m.point, &rd)) != 0) {
     refuse_line(b, line_no, r, p, n);
     return 0;
   }
-  m.reading.device = e->index;
-  if (note_sent(b, e->index, m.reading.seq) != 0) return TG_ENOMEM;
-  r = tg_mpsc_try_send(tx, &m.reading);
-  if (r == TG_EFULL) r = tg_mpsc_send(tx, &m.reading);
-  if (r != 0) return r;
+  if (note_sent(b, e->index, rd.seq) != 0) {
+    reading_free(&rd);
+    return TG_ENOMEM;
+  }
+  if ((r = seq_check_send(tx, &rd)) != 0) return r;
   b->res->points++;
   return 0;
 }
@@ -233,7 +234,7 @@ static int writer_start(const source_sink *sink, void **state, char *err, size_t
   w->reg = sink->reg;
   w->creds = sink->creds;
   w->open_to_all = cfg->insecure_no_auth || serve_host_is_loopback(cfg->http_host);
-  w->seqs = (seq_check){sink->reg, sink->db, sink->limits};
+  w->seqs = (seq_check){sink->schema, sink->reg, sink->db, sink->limits};
   w->telemetry = sink->telemetry;
   pthread_mutex_init(&w->lock, NULL);
   *state = w;

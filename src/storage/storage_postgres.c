@@ -77,7 +77,7 @@ enum { FOLD_EVERY = 256 };
 /* The columns COPY fills, in this order. */
 #define READING_COLUMNS "device, seq, ts_ms, temperature, humidity, battery, batch"
 
-static const char schema[] = "CREATE TABLE IF NOT EXISTS readings ("
+static const char tables[] = "CREATE TABLE IF NOT EXISTS readings ("
                              " device text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL,"
                              " temperature double precision NOT NULL, humidity double precision NOT NULL,"
                              " battery integer NOT NULL, batch bigint NOT NULL);"
@@ -296,7 +296,7 @@ static int session(pg_impl *im, pg_conn *c, char *err, size_t errlen) {
 static int schema_open(pg_conn *c, int reset, char *err, size_t errlen) {
   int r = exec_ok(c, "BEGIN; SELECT pg_advisory_xact_lock(" SCHEMA_LOCK ")", "schema lock", err, errlen);
   if (!r && reset) r = exec_ok(c, schema_reset, "reset", err, errlen);
-  if (!r) r = exec_ok(c, schema, "schema", err, errlen);
+  if (!r) r = exec_ok(c, tables, "schema", err, errlen);
   if (!r) r = exec_ok(c, "COMMIT", "schema", err, errlen);
   if (!r) r = exec_ok(c, "SELECT " READING_COLUMNS " FROM readings LIMIT 0", "readings", err, errlen);
   if (!r) r = exec_ok(c, "SELECT device, seq FROM device_hwm LIMIT 0", "device_hwm", err, errlen);
@@ -385,12 +385,14 @@ static size_t copy_data(pg_conn *c, const storage_rows *w) {
     p += put64(p, r->seq);
     p += put32(p, 8);
     p += put64(p, (uint64_t)r->ts_ms);
+    const field_value *t = reading_field(r, SCHEMA_TEMPERATURE), *h = reading_field(r, SCHEMA_HUMIDITY),
+                      *b = reading_field(r, SCHEMA_BATTERY);
     p += put32(p, 8);
-    p += put_double(p, r->temperature);
+    p += put_double(p, t ? field_number(t) : 0);
     p += put32(p, 8);
-    p += put_double(p, r->humidity);
+    p += put_double(p, h ? field_number(h) : 0);
     p += put32(p, 4);
-    p += put32(p, r->battery);
+    p += put32(p, b ? (uint32_t)b->v.i : 0);
     p += put32(p, 8);
     p += put64(p, w->batch_id);
     at = (size_t)(p - c->buf);

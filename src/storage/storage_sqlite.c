@@ -76,11 +76,9 @@ enum {
   ST_BEGIN,
   ST_COMMIT,
   ST_ROLLBACK,
-  ST_INSERT,
   ST_MARK_GET,
   ST_MARK_SET,
   ST_COUNT,
-  ST_INSERT_MANY,
   ST_MARK_SET_MANY,
   ST_LOG_ADD,
   ST_LOG_CLEAR,
@@ -92,9 +90,10 @@ enum {
 /* Bytes of an id in a mark_log entry (a length byte says how many). */
 #define PROTOCOL_ID_ROOM 255
 
-enum { ROWS = 32, MARKS = 64, INSERT_PARAMS = 7, FOLD_MAX = 64, FOLD_EVERY = 256 };
+enum { ROWS = 32, MARKS = 64, FOLD_MAX = 64, FOLD_EVERY = 256 };
 
-#define INSERT_HEAD "INSERT INTO readings(device, seq, ts_ms, temperature, humidity, battery, batch) VALUES "
+/* The columns every measurement's table starts with; its fields follow. */
+enum { FIXED_COLUMNS = 4 };
 #define MARK_HEAD   "INSERT INTO device_hwm(device, seq) VALUES "
 #define MARK_TAIL   " ON CONFLICT(device) DO UPDATE SET seq = excluded.seq"
 
@@ -102,8 +101,6 @@ static const char *const sql_text[ST_N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_INSERT] = "INSERT INTO readings(device, seq, ts_ms, temperature, humidity, battery, batch) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_MARK_GET] = "SELECT seq FROM device_hwm WHERE device = ?1",
     [ST_MARK_SET] = "INSERT INTO device_hwm(device, seq) VALUES (?1, ?2) "
                     "ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
@@ -114,7 +111,7 @@ static const char *const sql_text[ST_N] = {
     [ST_MARK_MAX] = "INSERT INTO device_hwm(device, seq) VALUES (?1, ?2) "
                     "ON CONFLICT(device) DO UPDATE SET seq = CASE WHEN (excluded.seq < 0) > (seq < 0) OR "
                     "((excluded.seq < 0) = (seq < 0) AND excluded.seq > seq) THEN excluded.seq ELSE seq END",
-    /* ST_INSERT_MANY and ST_MARK_SET_MANY are written by many_sql. */
+    /* ST_MARK_SET_MANY is written by many_sql; the inserts, per measurement, by insert_sql. */
 };
 
 /* "HEAD (?,?,...),(?,?,...) ... TAIL" for n rows of k parameters. */
@@ -136,25 +133,45 @@ static char *many_sql(const char *head, int n, int k, const char *tail) {
   return sql;
 }
 
-static const char schema_reset[] = "DROP TABLE IF EXISTS readings;"
+static const char tables_reset[] = "DROP TABLE IF EXISTS readings;"
                                    "DROP TABLE IF EXISTS device_hwm;"
                                    "DROP TABLE IF EXISTS mark_log;";
 
 /* Append-only: no key, so a transaction appends to the table's last pages
  * whatever the devices; resends are caught by device_hwm instead. A device
- * is its id as text. */
-static const char schema[] = "CREATE TABLE IF NOT EXISTS readings ("
+ * is its id as text. The readings table is the measurement telemetry's,
+ * born with the article's fields; every other measurement's table is
+ * made as it first comes (measure_table), and each field a measurement
+ * gains becomes a column (ALTER TABLE ... ADD COLUMN). */
+static const char tables[] = "CREATE TABLE IF NOT EXISTS readings ("
                              " device TEXT NOT NULL, seq INTEGER NOT NULL,"
-                             " ts_ms INTEGER NOT NULL, temperature REAL NOT NULL,"
-                             " humidity REAL NOT NULL, battery INTEGER NOT NULL,"
+                             " ts_ms INTEGER NOT NULL, temperature REAL,"
+                             " humidity REAL, battery INTEGER,"
                              " batch INTEGER NOT NULL);"
                              "CREATE TABLE IF NOT EXISTS device_hwm ("
                              " device TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;"
                              "CREATE TABLE IF NOT EXISTS mark_log (batch INTEGER NOT NULL, marks BLOB NOT NULL);";
 
+/* The column type of each field type. A tag is text; "TAG TEXT" keeps
+ * text affinity and tells it from a string field when the table is read
+ * back at open. */
+static const char *const column_types[] = {
+    [FIELD_FLOAT] = "REAL", [FIELD_INT] = "INTEGER", [FIELD_BOOL] = "BOOLEAN",
+    [FIELD_STRING] = "TEXT", [FIELD_TAG] = "TAG TEXT",
+};
+
+/* A connection's inserts into one measurement's table, for the columns
+ * it had when they were prepared. */
+typedef struct inserts {
+  sqlite3_stmt *one, *many;
+  uint32_t ncols; /* fields */
+} inserts;
+
 typedef struct conn {
   sqlite3 *db;
   sqlite3_stmt *st[ST_N];
+  inserts *ins; /* by measurement id */
+  uint32_t nins;
 } conn;
 
 enum { CHECKPOINT_FRAMES = 1000, WAL_FRAMES_MAX = 100000 };
@@ -191,6 +208,9 @@ typedef struct sqlite_impl {
   int logged;          /* mark_log has rows */
   unsigned char *blob; /* a mark_log row being built */
   size_t blobcap;
+  schema *schema;
+  uint32_t *have; /* by measurement: 1 + its columns known to be in the database; 0: its table not yet checked */
+  uint32_t nhave;
   int n;
   conn conns[];
 } sqlite_impl;
@@ -224,8 +244,16 @@ static int fail_db(sqlite3 *db, const char *what, char *err, size_t errlen) {
   return code;
 }
 
+static void inserts_drop(inserts *in) {
+  sqlite3_finalize(in->one);
+  sqlite3_finalize(in->many);
+  *in = (inserts){0};
+}
+
 static void conn_close(conn *c) {
   for (int i = 0; i < ST_N; i++) sqlite3_finalize(c->st[i]);
+  for (uint32_t m = 0; m < c->nins; m++) inserts_drop(&c->ins[m]);
+  free(c->ins);
   sqlite3_close(c->db);
 }
 
@@ -252,6 +280,147 @@ static int quick_check(conn *c, char *err, size_t errlen) {
   return e;
 }
 
+/* ---- measurements' tables ---- */
+
+/* The table of measurement m. */
+static const char *table_of(const schema *sc, uint16_t m) {
+  return m == SCHEMA_TELEMETRY ? "readings" : schema_name(sc, m);
+}
+
+/* Calls fn for every measurement's table of the database (a table with
+ * the fixed columns), with its fields' names and declared types. */
+typedef int (*table_fn)(conn *c, const char *table, int nfields, char **names, char **types, void *arg, char *err,
+                        size_t errlen);
+
+static int tables_each(conn *c, table_fn fn, void *arg, char *err, size_t errlen) {
+  sqlite3_stmt *list;
+  if (sqlite3_prepare_v2(c->db,
+                         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"
+                         " AND name NOT IN ('device_hwm', 'mark_log') ORDER BY name",
+                         -1, &list, NULL) != SQLITE_OK)
+    return fail_db(c->db, "tables", err, errlen);
+  int r = 0;
+  while (r == 0 && sqlite3_step(list) == SQLITE_ROW) {
+    char *table = strdup((const char *)sqlite3_column_text(list, 0));
+    char *sql = table ? sqlite3_mprintf("PRAGMA table_info(\"%w\")", table) : NULL;
+    sqlite3_stmt *info = NULL;
+    char *names[SCHEMA_COLUMNS_MAX + FIXED_COLUMNS], *types[SCHEMA_COLUMNS_MAX + FIXED_COLUMNS];
+    int n = 0, fixed = 0;
+    if (!sql || sqlite3_prepare_v2(c->db, sql, -1, &info, NULL) != SQLITE_OK) {
+      r = fail_db(sql ? c->db : NULL, "table_info", err, errlen);
+    } else {
+      while (sqlite3_step(info) == SQLITE_ROW && n < SCHEMA_COLUMNS_MAX) {
+        const char *name = (const char *)sqlite3_column_text(info, 1), *type = (const char *)sqlite3_column_text(info, 2);
+        if (!strcmp(name, "device") || !strcmp(name, "seq") || !strcmp(name, "ts_ms") || !strcmp(name, "batch")) {
+          fixed++;
+          continue;
+        }
+        names[n] = strdup(name);
+        types[n] = strdup(type ? type : "");
+        n++;
+      }
+      if (fixed == FIXED_COLUMNS) r = fn(c, table, n, names, types, arg, err, errlen);
+      for (int i = 0; i < n; i++) {
+        free(names[i]);
+        free(types[i]);
+      }
+    }
+    sqlite3_finalize(info);
+    sqlite3_free(sql);
+    free(table);
+  }
+  sqlite3_finalize(list);
+  return r;
+}
+
+static int table_drop(conn *c, const char *table, int nfields, char **names, char **types, void *arg, char *err,
+                      size_t errlen) {
+  (void)nfields, (void)names, (void)types, (void)arg;
+  char *sql = sqlite3_mprintf("DROP TABLE \"%w\"", table);
+  int r = sql && sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : fail_db(c->db, "reset", err, errlen);
+  sqlite3_free(sql);
+  return r;
+}
+
+/* Drops every table of ours: the measurements' and the marks'. */
+static int tables_drop(conn *c, char *err, size_t errlen) {
+  int r = tables_each(c, table_drop, NULL, err, errlen);
+  if (r == 0 && sqlite3_exec(c->db, tables_reset, NULL, NULL, NULL)) r = fail_db(c->db, "reset", err, errlen);
+  return r;
+}
+
+static int type_of_column(const char *declared) {
+  for (int t = FIELD_FLOAT; t <= FIELD_TAG; t++)
+    if (strcasecmp(declared, column_types[t]) == 0) return t;
+  return 0;
+}
+
+/* A stored table's fields into the schema, with their stored types. */
+static int table_learn(conn *c, const char *table, int nfields, char **names, char **types, void *arg, char *err,
+                       size_t errlen) {
+  (void)c;
+  const char *m = strcmp(table, "readings") == 0 ? "telemetry" : table;
+  for (int i = 0; i < nfields; i++) {
+    int t = type_of_column(types[i]);
+    int r = t ? schema_add_column(arg, m, names[i], t) : 0;
+    if (r == -EEXIST) {
+      snprintf(err, errlen, "sqlite: %s.%s is %s in the database but not in the schema; declare it so or drop it",
+               table, names[i], types[i]);
+      return -EINVAL;
+    }
+    if (r != 0) {
+      snprintf(err, errlen, "sqlite: %s.%s: more names or fields than the schema holds (--max-fields)", table,
+               names[i]);
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
+/* What the database holds, into the schema. */
+static int tables_read(conn *c, schema *sc, char *err, size_t errlen) { return tables_each(c, table_learn, sc, err, errlen); }
+
+/* The readings table of releases before any fields had its three NOT
+ * NULL; a telemetry reading may now lack any of them. Dropping a NOT NULL
+ * changes no stored byte, so it is the table's text in sqlite_schema that
+ * changes (the procedure SQLite's documentation gives for such a change),
+ * not a copy of every row. */
+static int readings_nullable(conn *c, char *err, size_t errlen) {
+  static const char *const from[] = {"temperature REAL NOT NULL", "humidity REAL NOT NULL", "battery INTEGER NOT NULL"};
+  static const char *const to[] = {"temperature REAL", "humidity REAL", "battery INTEGER"};
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(c->db, "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'readings'", -1, &st,
+                         NULL) != SQLITE_OK)
+    return fail_db(c->db, "readings schema", err, errlen);
+  char sql[1024] = "";
+  if (sqlite3_step(st) == SQLITE_ROW) snprintf(sql, sizeof sql, "%s", (const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  int changed = 0;
+  for (int i = 0; i < 3; i++) {
+    char *at = strstr(sql, from[i]);
+    if (!at) continue;
+    memmove(at + strlen(to[i]), at + strlen(from[i]), strlen(at + strlen(from[i])) + 1);
+    changed = 1;
+  }
+  if (!changed) return 0;
+  int version = 0;
+  if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(c->db, "PRAGMA schema_version", -1, &st, NULL) != SQLITE_OK)
+    return fail_db(c->db, "readings migration", err, errlen);
+  if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  char *update = sqlite3_mprintf("PRAGMA writable_schema = ON;"
+                                 "UPDATE sqlite_schema SET sql = %Q WHERE type = 'table' AND name = 'readings';"
+                                 "PRAGMA schema_version = %d; PRAGMA writable_schema = OFF; COMMIT",
+                                 sql, version + 1);
+  int r = update && sqlite3_exec(c->db, update, NULL, NULL, NULL) == SQLITE_OK ? 0
+                                                                                : fail_db(c->db, "readings migration",
+                                                                                          err, errlen);
+  sqlite3_free(update);
+  if (r) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+  return r;
+}
+
 static int conn_open(conn *c, const char *path, int first, const storage_backend_opts *o, char *err, size_t errlen) {
   int check = first && !o->reset && crashed(path);
   int r = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, VFS);
@@ -263,13 +432,12 @@ static int conn_open(conn *c, const char *path, int first, const storage_backend
                             : "PRAGMA mmap_size=0; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
   if (sqlite3_exec(c->db, pragmas, NULL, NULL, NULL)) return fail_db(c->db, "pragmas", err, errlen);
   if (check && (r = quick_check(c, err, errlen)) != 0) return r;
-  if (first && o->reset && sqlite3_exec(c->db, schema_reset, NULL, NULL, NULL))
-    return fail_db(c->db, "reset", err, errlen);
-  if (first && sqlite3_exec(c->db, schema, NULL, NULL, NULL)) return fail_db(c->db, "schema", err, errlen);
+  if (first && o->reset && (r = tables_drop(c, err, errlen)) != 0) return r;
+  if (first && sqlite3_exec(c->db, tables, NULL, NULL, NULL)) return fail_db(c->db, "schema", err, errlen);
+  if (first && ((r = readings_nullable(c, err, errlen)) != 0 || (r = tables_read(c, o->schema, err, errlen)) != 0))
+    return r;
   for (int i = 0; i < ST_N; i++) {
-    char *many = i == ST_INSERT_MANY     ? many_sql(INSERT_HEAD, ROWS, INSERT_PARAMS, "")
-                 : i == ST_MARK_SET_MANY ? many_sql(MARK_HEAD, MARKS, 2, MARK_TAIL)
-                                         : NULL;
+    char *many = i == ST_MARK_SET_MANY ? many_sql(MARK_HEAD, MARKS, 2, MARK_TAIL) : NULL;
     const char *sql = many ? many : sql_text[i];
     if (!sql) return fail_db(NULL, "prepare", err, errlen);
     r = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->st[i], NULL);
@@ -432,6 +600,7 @@ static void sqlite_close(void *impl) {
   }
   for (int i = 0; i < im->n; i++) conn_close(&im->conns[i]);
   pthread_mutex_destroy(&im->write_lock);
+  free(im->have);
   free(im->dirty);
   free(im->dirty_at);
   free(im->blob);
@@ -445,6 +614,7 @@ static int sqlite_open(const storage_backend_opts *opts, void **impl, char *err,
   sqlite_impl *im = calloc(1, sizeof *im + (size_t)opts->connections * sizeof im->conns[0]);
   if (!im) return -ENOMEM;
   im->names = opts->names;
+  im->schema = opts->schema;
   pthread_mutex_init(&im->write_lock, NULL);
   for (int i = 0; i < opts->connections; i++) {
     im->n = i + 1;
@@ -479,30 +649,164 @@ static int sqlite_mark_load(void *impl, int ci, const char *device, int *found, 
   return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : fail_db(c->db, "high-water mark", err, errlen);
 }
 
-static void bind_reading(sqlite3_stmt *st, int at, const storage_row *row, uint64_t batch_id) {
+/* Grows a zeroed array of `size`-byte items to hold index i. 0 or -1. */
+static int grow_to(void **items, uint32_t *n, uint32_t i, size_t size) {
+  if (i < *n) return 0;
+  uint32_t cap = *n ? *n : 16;
+  while (cap <= i) cap *= 2;
+  char *p = realloc(*items, cap * size);
+  if (!p) return -1;
+  memset(p + *n * size, 0, (cap - *n) * size);
+  *items = p;
+  *n = cap;
+  return 0;
+}
+
+/* Makes measurement m's table and every column its schema has now, under
+ * the write lock and outside a transaction (a column that a transaction
+ * rolled back would be missing while thought there). 0 or the error. */
+static int measure_table(sqlite_impl *im, conn *c, uint16_t m, char *err, size_t errlen) {
+  const schema_column *cols;
+  uint32_t n = schema_columns(im->schema, m, &cols);
+  if (grow_to((void **)&im->have, &im->nhave, m, sizeof *im->have)) return fail_db(NULL, "columns", err, errlen);
+  uint32_t have = im->have[m];
+  if (have == n + 1) return 0;
+  const char *table = table_of(im->schema, m);
+  char *sql = NULL;
+  int r = 0;
+  if (have == 0) {
+    sql = sqlite3_mprintf("CREATE TABLE IF NOT EXISTS \"%w\" (device TEXT NOT NULL, seq INTEGER NOT NULL,"
+                          " ts_ms INTEGER NOT NULL, batch INTEGER NOT NULL)",
+                          table);
+    if (!sql || sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK) r = fail_db(sql ? c->db : NULL, "table", err, errlen);
+    sqlite3_free(sql);
+    have = 1;
+  }
+  for (uint32_t k = have - 1; r == 0 && k < n; k++) {
+    sql = sqlite3_mprintf("ALTER TABLE \"%w\" ADD COLUMN \"%w\" %s", table, schema_name(im->schema, cols[k].name),
+                          column_types[cols[k].type]);
+    /* A column there already (the tables read at open) is what we want. */
+    if (!sql || (sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK && !strstr(sqlite3_errmsg(c->db), "duplicate column")))
+      r = fail_db(sql ? c->db : NULL, "add column", err, errlen);
+    sqlite3_free(sql);
+  }
+  if (r == 0) im->have[m] = n + 1;
+  return r;
+}
+
+/* INSERT INTO "table"(device, seq, ts_ms, batch, "field", ...) VALUES
+ * (?, ...), ... for `rows` rows. */
+static char *insert_sql(const schema *sc, uint16_t m, const schema_column *cols, uint32_t ncols, int rows) {
+  sqlite3_str *q = sqlite3_str_new(NULL);
+  sqlite3_str_appendf(q, "INSERT INTO \"%w\"(device, seq, ts_ms, batch", table_of(sc, m));
+  for (uint32_t k = 0; k < ncols; k++) sqlite3_str_appendf(q, ", \"%w\"", schema_name(sc, cols[k].name));
+  sqlite3_str_appendall(q, ") VALUES ");
+  for (int i = 0; i < rows; i++) {
+    sqlite3_str_appendall(q, i ? ",(?" : "(?");
+    for (uint32_t k = 1; k < FIXED_COLUMNS + ncols; k++) sqlite3_str_appendall(q, ",?");
+    sqlite3_str_appendchar(q, 1, ')');
+  }
+  return sqlite3_str_finish(q);
+}
+
+/* The connection's inserts into measurement m's table with its ncols
+ * fields, prepared anew when the table gained columns. NULL on error. */
+static inserts *inserts_for(sqlite_impl *im, conn *c, uint16_t m, char *err, size_t errlen) {
+  const schema_column *cols;
+  uint32_t ncols = schema_columns(im->schema, m, &cols);
+  if (grow_to((void **)&c->ins, &c->nins, m, sizeof *c->ins)) {
+    fail_db(NULL, "insert", err, errlen);
+    return NULL;
+  }
+  inserts *in = &c->ins[m];
+  if (in->one && in->ncols == ncols) return in;
+  inserts_drop(in);
+  char *one = insert_sql(im->schema, m, cols, ncols, 1), *many = insert_sql(im->schema, m, cols, ncols, ROWS);
+  int ok = one && many && sqlite3_prepare_v3(c->db, one, -1, SQLITE_PREPARE_PERSISTENT, &in->one, NULL) == SQLITE_OK &&
+           sqlite3_prepare_v3(c->db, many, -1, SQLITE_PREPARE_PERSISTENT, &in->many, NULL) == SQLITE_OK;
+  sqlite3_free(one);
+  sqlite3_free(many);
+  if (!ok) {
+    fail_db(c->db, "prepare insert", err, errlen);
+    inserts_drop(in);
+    return NULL;
+  }
+  in->ncols = ncols;
+  return in;
+}
+
+/* Binds a row at parameter `at`: the fixed columns, then each field in
+ * its column's place; columns the reading has no field for are NULL. */
+static void bind_reading(const schema *sc, sqlite3_stmt *st, int at, const storage_row *row, uint64_t batch_id,
+                         uint32_t ncols) {
   const reading *r = row->r;
   sqlite3_bind_text(st, at, row->device, -1, SQLITE_STATIC); /* valid until the write returns */
   sqlite3_bind_int64(st, at + 1, (sqlite3_int64)r->seq);
   sqlite3_bind_int64(st, at + 2, r->ts_ms);
-  sqlite3_bind_double(st, at + 3, r->temperature);
-  sqlite3_bind_double(st, at + 4, r->humidity);
-  sqlite3_bind_int64(st, at + 5, r->battery);
-  sqlite3_bind_int64(st, at + 6, (sqlite3_int64)batch_id);
+  sqlite3_bind_int64(st, at + 3, (sqlite3_int64)batch_id);
+  at += FIXED_COLUMNS;
+  if (r->nfields < ncols) /* fields are unique: with as many as columns, every column gets one */
+    for (uint32_t k = 0; k < ncols; k++) sqlite3_bind_null(st, at + (int)k);
+  const field_value *f = reading_fields(r);
+  for (uint32_t i = 0; i < r->nfields; i++) {
+    int k = at + schema_column_of(sc, r->measurement, f[i].name);
+    switch (f[i].type) {
+    case FIELD_FLOAT: sqlite3_bind_double(st, k, f[i].v.f); break;
+    case FIELD_INT:
+    case FIELD_BOOL: sqlite3_bind_int64(st, k, f[i].v.i); break;
+    default: sqlite3_bind_text(st, k, f[i].v.s, (int)f[i].len, SQLITE_STATIC); break;
+    }
+  }
 }
 
-/* Inserts the rows: ROWS at a time, the rest one by one. 0 or -1. */
-static int insert_rows(conn *c, const storage_rows *w) {
-  uint32_t i = 0;
-  for (; i + ROWS <= w->nrows; i += ROWS) {
-    for (int j = 0; j < ROWS; j++)
-      bind_reading(c->st[ST_INSERT_MANY], 1 + j * INSERT_PARAMS, &w->rows[i + (uint32_t)j], w->batch_id);
-    if (step_done(c, ST_INSERT_MANY)) return -1;
+/* Inserts the rows of measurement m: ROWS at a time, the rest one by
+ * one. 0 or -1. */
+static int insert_measurement(sqlite_impl *im, conn *c, const storage_rows *w, uint16_t m, char *err, size_t errlen) {
+  inserts *in = inserts_for(im, c, m, err, errlen);
+  if (!in) return -1;
+  uint32_t chunk[ROWS], k = 0;
+  int params = FIXED_COLUMNS + (int)in->ncols;
+  for (uint32_t i = 0; i < w->nrows; i++) {
+    if (w->rows[i].r->measurement != m) continue;
+    chunk[k++] = i;
+    if (k < ROWS) continue;
+    for (uint32_t j = 0; j < ROWS; j++)
+      bind_reading(im->schema, in->many, 1 + (int)j * params, &w->rows[chunk[j]], w->batch_id, in->ncols);
+    k = 0;
+    int r = sqlite3_step(in->many);
+    sqlite3_reset(in->many);
+    if (r != SQLITE_DONE) return -1;
   }
-  for (; i < w->nrows; i++) {
-    bind_reading(c->st[ST_INSERT], 1, &w->rows[i], w->batch_id);
-    if (step_done(c, ST_INSERT)) return -1;
+  for (uint32_t j = 0; j < k; j++) {
+    bind_reading(im->schema, in->one, 1, &w->rows[chunk[j]], w->batch_id, in->ncols);
+    int r = sqlite3_step(in->one);
+    sqlite3_reset(in->one);
+    if (r != SQLITE_DONE) return -1;
   }
   return 0;
+}
+
+/* Calls fn for each measurement the rows have, in id order: one pass per
+ * measurement (a batch has few). 0 or fn's first error. */
+static int measurements_each(sqlite_impl *im, conn *c, const storage_rows *w,
+                             int (*fn)(sqlite_impl *, conn *, const storage_rows *, uint16_t, char *, size_t), char *err,
+                             size_t errlen) {
+  for (uint32_t lo = 0;;) {
+    uint32_t m = UINT32_MAX;
+    for (uint32_t i = 0; i < w->nrows; i++) {
+      uint32_t x = w->rows[i].r->measurement;
+      if (x >= lo && x < m) m = x;
+    }
+    if (m == UINT32_MAX) return 0;
+    int r = fn(im, c, w, (uint16_t)m, err, errlen);
+    if (r) return r;
+    lo = m + 1;
+  }
+}
+
+static int measure_table_of(sqlite_impl *im, conn *c, const storage_rows *w, uint16_t m, char *err, size_t errlen) {
+  (void)w;
+  return measure_table(im, c, m, err, errlen);
 }
 
 /* This transaction's marks as one mark_log row. 0 or -1. */
@@ -596,17 +900,21 @@ static int sqlite_write(void *impl, int ci, const storage_rows *w, char *err, si
   conn *c = &im->conns[ci];
   pthread_mutex_lock(&im->write_lock);
   const char *what = NULL;
-  int folded = 0;
+  int folded = 0, r = measurements_each(im, c, w, measure_table_of, err, errlen);
+  if (r) {
+    pthread_mutex_unlock(&im->write_lock);
+    return r;
+  }
   if (step_done(c, ST_BEGIN))
     what = "begin";
-  else if (insert_rows(c, w))
+  else if (measurements_each(im, c, w, insert_measurement, err, errlen))
     what = "insert";
   else if (persist_marks(im, c, w, &folded))
     what = "high-water mark";
   else if (step_done(c, ST_COMMIT))
     what = "commit";
   if (what) {
-    int r = fail_db(c->db, what, err, errlen);
+    r = fail_db(c->db, what, err, errlen);
     if (!sqlite3_get_autocommit(c->db)) step_done(c, ST_ROLLBACK);
     pthread_mutex_unlock(&im->write_lock);
     return r;
