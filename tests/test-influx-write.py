@@ -27,6 +27,8 @@ from influxdb import InfluxDBClient
 TELEGATE = sys.argv.pop(1) if len(sys.argv) > 1 else "build-test/src/telegate"
 PATIENCE_S = 60  # the bound on every wait; a busy machine is slow, never stuck
 TS_MS = 1732590000123  # 2024-11-26T03:00:00.123Z
+# The article's measurement declared: its three fields required, in range.
+ARTICLE_SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "telemetry.schema")
 TOKEN = "influx-writer-0123456789abcdef0123456789"
 
 
@@ -64,6 +66,13 @@ class Serve:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(PATIENCE_S) == 0, open(self.log.name).read()
+
+    def query(self, sql, *args):
+        con = sqlite3.connect(self.db)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
 
     def rows(self, device):
         con = sqlite3.connect(self.db)
@@ -129,7 +138,7 @@ class InfluxWrite(unittest.TestCase):
         self.assertEqual([r[4] for r in rows], [k % 101 for k in range(500)])
 
     def test_v2_gzip_partial_and_limits(self):
-        serve = Serve(self.dir.name, "--http-max-write-bytes", "131072")
+        serve = Serve(self.dir.name, "--http-max-write-bytes", "131072", "--schema", ARTICLE_SCHEMA)
         lines = "\n".join("telemetry,device=gz temperature=%d.5,humidity=41,battery=90i,seq=%di %d" %
                           (k % 50, k + 1, (TS_MS + k) * 1000000) for k in range(1000))
         status, body = post(serve, "/api/v2/write?org=o&bucket=b", gzip.compress(lines.encode()),
@@ -171,6 +180,35 @@ class InfluxWrite(unittest.TestCase):
         self.assertEqual(rows[999], (1000, TS_MS + 999, 49.5, 41.0, 90))
         self.assertEqual([r[0] for r in serve.rows("part")], [1, 2])
         self.assertEqual(serve.rows("big"), [])
+
+    def test_any_measurement_tags_and_types(self):
+        """Telegraf's points as its outputs.influxdb sends them: any
+        measurement, a host tag for the device, more tags, every field
+        type; each measurement a table, each field a column, as sent."""
+        serve = Serve(self.dir.name)
+        client = InfluxDBClient(host="127.0.0.1", port=serve.port, database="telegraf", timeout=PATIENCE_S)
+        points = [{"measurement": "cpu", "tags": {"host": "h1", "cpu": "cpu%d" % c}, "time": TS_MS + c,
+                   "fields": {"usage_idle": 97.5 - c, "usage_user": 1.25}} for c in range(2)]
+        points.append({"measurement": "mem", "tags": {"host": "h1"}, "time": TS_MS,
+                       "fields": {"used": 8123456789, "available_percent": 55.5, "swapping": True,
+                                  "note": 'say "hi", then\\go'}})
+        self.assertTrue(client.write_points(points, time_precision="ms"))
+        # Line protocol as written by hand: escapes in the measurement, tag and field keys.
+        status, body = post(serve, "/api/v2/write?precision=ms",
+                            b"disk\\ io,host=h2,path=/var/lib\\ x read\\ bytes=12i,ok=f 1732590000123\n")
+        self.assertEqual(status, 204, body)
+        # A field keeps its first type: a string where a float was is refused, by name.
+        status, body = post(serve, "/api/v2/write?precision=ms",
+                            b'cpu,host=h1,cpu=cpu9 usage_idle="high" 1732590000500\n')
+        self.assertEqual(status, 400)
+        self.assertIn("type_conflict (line 1)", json.loads(body)["message"])
+        serve.stop()
+        self.assertEqual(serve.query("SELECT device, seq, ts_ms, cpu, usage_idle, usage_user FROM cpu ORDER BY ts_ms"),
+                         [("h1", 1, TS_MS, "cpu0", 97.5, 1.25), ("h1", 2, TS_MS + 1, "cpu1", 96.5, 1.25)])
+        self.assertEqual(serve.query("SELECT device, used, available_percent, swapping, note, typeof(used) FROM mem"),
+                         [("h1", 8123456789, 55.5, 1, 'say "hi", then\\go', "integer")])
+        self.assertEqual(serve.query('SELECT device, path, "read bytes", ok FROM "disk io"'),
+                         [("h2", "/var/lib x", 12, 0)])
 
     def test_credentials(self):
         path = os.path.join(self.dir.name, "credentials")

@@ -83,6 +83,7 @@ static void *kinds_body(void *arg) {
 START_TEST(test_serve_input_each_kind) {
   serve_test t;
   serve_test_init(&t);
+  serve_test_declare_article(&t); /* out_of_range and unknown_field are the declared measurement's */
   t.cfg.error_lines_per_s = 1000;
   tg_test_run(2, 0, kinds_body, &t);
   serve_test_cleanup(&t);

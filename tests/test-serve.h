@@ -19,6 +19,7 @@
 typedef struct serve_test {
   char dir[64];
   char db[128];
+  char schema[128]; /* serve_test_declare_article's file */
   serve_config cfg;
   serve *s;
   serve_figures final;
@@ -26,6 +27,20 @@ typedef struct serve_test {
 
 /* SQLite storage in a temporary directory, any free port, health rounds
  * off (tests that want them set an interval), log thrown away. */
+/* Declares the article's measurement as examples/telemetry.schema does:
+ * telemetry takes only its three fields, each required and in range. */
+static inline void serve_test_declare_article(serve_test *t) {
+  snprintf(t->schema, sizeof t->schema, "%s/telemetry.schema", t->dir);
+  FILE *f = fopen(t->schema, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("telemetry temperature float -50 150 unit=celsius\n"
+        "telemetry humidity float 0 100 unit=percent\n"
+        "telemetry battery integer 0 100 unit=percent\n",
+        f);
+  fclose(f);
+  t->cfg.schema_path = t->schema;
+}
+
 static inline void serve_test_init(serve_test *t) {
   memset(t, 0, sizeof *t);
   const char *tmp = getenv("TMPDIR");
@@ -49,6 +64,7 @@ static inline void serve_test_cleanup(serve_test *t) {
     snprintf(path, sizeof path, "%s%s", t->db, suffix[i]);
     unlink(path);
   }
+  if (t->schema[0]) unlink(t->schema);
   rmdir(t->dir);
   if (t->cfg.out) fclose(t->cfg.out);
   t->cfg.out = NULL;

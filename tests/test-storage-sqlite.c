@@ -184,7 +184,7 @@ static void *write_conn(void *arg) {
     batch b = {.id = id};
     for (uint64_t q = 1; q <= PER_BATCH; q++)
       for (uint32_t d = 1; d <= DEVICES; d++) {
-        reading r = {.device = d, .seq = (id - 1) * PER_BATCH + q};
+        reading r = {.device = d, .measurement = SCHEMA_TELEMETRY, .seq = (id - 1) * PER_BATCH + q};
         if (batch_push(&b, &r) != 0) w->failed = 1;
         if (q == 1 && id > 1) { /* the device's last reading of the batch before: a resend */
           r.seq--;

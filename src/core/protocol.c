@@ -145,7 +145,9 @@ static int field_lookup(const char *k, size_t n) {
   case 2: f = k[0] == 't' ? F_TS : F_ID; break;
   case 3: f = F_SEQ; break;
   case 4:
-    f = k[0] == 't'   ? (k[1] == 'y' ? F_TYPE : k[1] == 'a' ? F_TAGS : F_TIME)
+    f = k[0] == 't'   ? (k[1] == 'y'   ? F_TYPE
+                         : k[1] == 'a' ? F_TAGS
+                                       : F_TIME)
         : k[0] == 'a' ? F_ACKS
         : k[0] == 'n' ? F_NAME
                       : F_DATE;
@@ -1048,9 +1050,7 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
     }
     switch (f) {
     case F_DEVICE: r = json_device(s, p, &out->device, &p); break;
-    case F_SEQ:
-      r = value_u64(s, p, NUM_JSON, PROTOCOL_SEQ_MAX, f, &pt->seq, &p);
-      break;
+    case F_SEQ: r = value_u64(s, p, NUM_JSON, PROTOCOL_SEQ_MAX, f, &pt->seq, &p); break;
     case F_TS: {
       uint64_t ts;
       const char *v = p;

@@ -51,33 +51,33 @@
  * out_of_range. Before 2000-01-01 a ts is almost surely seconds (or a
  * clock never set) where milliseconds were meant, and would be stored as
  * January 1970. */
-#define PROTOCOL_TS_MS_MIN       946684800000
-#define PROTOCOL_TS_MS_MAX       253402300799999 /* 9999-12-31T23:59:59.999Z */
+#define PROTOCOL_TS_MS_MIN  946684800000
+#define PROTOCOL_TS_MS_MAX  253402300799999 /* 9999-12-31T23:59:59.999Z */
 /* seq and integer fields are at most 2^63 - 1: SQL's integers (SQLite's,
  * PostgreSQL's bigint) are signed 64-bit, and a larger value would read
  * back negative in SQL. */
-#define PROTOCOL_SEQ_MAX         INT64_MAX
+#define PROTOCOL_SEQ_MAX    INT64_MAX
 /* A reading carries at most this many fields (tags included). */
-#define PROTOCOL_FIELDS_MAX      64
+#define PROTOCOL_FIELDS_MAX 64
 
 /* Why a line was rejected: X(code, metric name, description). The names
  * are stable: metrics, logs and the error line sent back all use them. */
-#define PROTOCOL_REASON_MAP(X)                                                                                        \
-  X(MALFORMED, "malformed", "neither a JSON object nor a line-protocol point")                                        \
-  X(OVERSIZED, "oversized", "line longer than the limit")                                                             \
-  X(NOT_UTF8, "not_utf8", "bytes that are not UTF-8")                                                                 \
-  X(BAD_NUMBER, "bad_number", "a numeric field's value is not a number of its kind")                                  \
-  X(OUT_OF_RANGE, "out_of_range", "a number outside its field's range, NaN or infinite")                              \
-  X(MISSING_FIELD, "missing_field", "a required field is absent")                                                     \
-  X(UNKNOWN_FIELD, "unknown_field", "a field this kind of message does not have")                                     \
-  X(DUPLICATE_FIELD, "duplicate_field", "a field given twice")                                                        \
-  X(BAD_DEVICE_ID, "bad_device_id", "a device id that breaks the id rule")                                            \
-  X(WRONG_TYPE, "wrong_type", "a value of the wrong type (string, boolean, null, object, array)")                     \
-  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health or hello")                                       \
-  X(BAD_TOKEN, "bad_token", "a hello's token that breaks the token rule")                                             \
-  X(TYPE_CONFLICT, "type_conflict", "a field's value of another type than the field has")                             \
-  X(TOO_MANY_FIELDS, "too_many_fields", "more fields than a reading, a measurement or the gateway may have")          \
-  X(BAD_NAME, "bad_name", "a measurement, field or tag name that is empty, too long or reserved")                     \
+#define PROTOCOL_REASON_MAP(X)                                                                               \
+  X(MALFORMED, "malformed", "neither a JSON object nor a line-protocol point")                               \
+  X(OVERSIZED, "oversized", "line longer than the limit")                                                    \
+  X(NOT_UTF8, "not_utf8", "bytes that are not UTF-8")                                                        \
+  X(BAD_NUMBER, "bad_number", "a numeric field's value is not a number of its kind")                         \
+  X(OUT_OF_RANGE, "out_of_range", "a number outside its field's range, NaN or infinite")                     \
+  X(MISSING_FIELD, "missing_field", "a required field is absent")                                            \
+  X(UNKNOWN_FIELD, "unknown_field", "a field this kind of message does not have")                            \
+  X(DUPLICATE_FIELD, "duplicate_field", "a field given twice")                                               \
+  X(BAD_DEVICE_ID, "bad_device_id", "a device id that breaks the id rule")                                   \
+  X(WRONG_TYPE, "wrong_type", "a value of the wrong type (string, boolean, null, object, array)")            \
+  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health or hello")                               \
+  X(BAD_TOKEN, "bad_token", "a hello's token that breaks the token rule")                                    \
+  X(TYPE_CONFLICT, "type_conflict", "a field's value of another type than the field has")                    \
+  X(TOO_MANY_FIELDS, "too_many_fields", "more fields than a reading, a measurement or the gateway may have") \
+  X(BAD_NAME, "bad_name", "a measurement, field or tag name that is empty, too long or reserved")            \
   X(NO_MEMORY, "no_memory", "the gateway could not allocate the reading")
 
 typedef enum protocol_reason {
@@ -148,9 +148,9 @@ typedef struct protocol_point {
   const char *measurement; /* into the line; NULL: "telemetry" */
   uint16_t measurement_len;
   uint8_t measurement_escaped;
-  uint8_t json;   /* JSON's escapes; its numbers carry no type (a whole number is FIELD_INT, marked loose) */
+  uint8_t json; /* JSON's escapes; its numbers carry no type (a whole number is FIELD_INT, marked loose) */
   uint8_t nfields;
-  uint64_t seq;   /* READING_SEQ_NONE: none sent */
+  uint64_t seq; /* READING_SEQ_NONE: none sent */
   int64_t ts_ms;
   protocol_field fields[PROTOCOL_FIELDS_MAX];
 } protocol_point;

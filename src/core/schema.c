@@ -25,7 +25,7 @@ typedef struct measure {
   _Atomic(schema_column *) cols;
   _Atomic uint32_t ncols;
   uint32_t cap;
-  _Atomic uint16_t *col_of; /* [name id]: column index + 1, 0: none */
+  _Atomic uint16_t *col_of;  /* [name id]: column index + 1, 0: none */
   schema_column *retired[8]; /* arrays replaced by larger ones: 16 doubled 7 times passes SCHEMA_COLUMNS_MAX */
   uint32_t nretired;
 } measure;
@@ -240,8 +240,11 @@ static int line_error(char *err, size_t errlen, const char *path, int line_no, c
   return -EINVAL;
 }
 
-static const char *const type_names[] = {[FIELD_FLOAT] = "float",     [FIELD_INT] = "integer", [FIELD_BOOL] = "boolean",
-                                         [FIELD_STRING] = "string",   [FIELD_TAG] = "tag"};
+static const char *const type_names[] = {[FIELD_FLOAT] = "float",
+                                         [FIELD_INT] = "integer",
+                                         [FIELD_BOOL] = "boolean",
+                                         [FIELD_STRING] = "string",
+                                         [FIELD_TAG] = "tag"};
 
 static int type_named(const char *w) {
   for (int t = FIELD_FLOAT; t <= FIELD_TAG; t++)
@@ -406,9 +409,12 @@ static int convert(const schema_column *c, const protocol_field *f, field_value 
   v->type = c->type;
   switch (c->type) {
   case FIELD_FLOAT:
-    if (f->type == FIELD_FLOAT) v->v.f = f->v.f;
-    else if (f->type == FIELD_INT) v->v.f = (double)f->v.i;
-    else return PROTOCOL_TYPE_CONFLICT;
+    if (f->type == FIELD_FLOAT)
+      v->v.f = f->v.f;
+    else if (f->type == FIELD_INT)
+      v->v.f = (double)f->v.i;
+    else
+      return PROTOCOL_TYPE_CONFLICT;
     return 0;
   case FIELD_INT:
     if (f->type == FIELD_INT) {

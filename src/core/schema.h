@@ -51,14 +51,14 @@ enum {
 };
 
 /* A name is 1 .. SCHEMA_NAME_MAX bytes of UTF-8. */
-#define SCHEMA_NAME_MAX    128
+#define SCHEMA_NAME_MAX      128
 /* The default bound of names, and its ceiling (ids are 16 bits). */
 #define SCHEMA_NAMES_DEFAULT 1024
 #define SCHEMA_NAMES_LIMIT   65535
 /* A measurement has at most this many fields: below SQLite's 2000
  * columns and PostgreSQL's 1600, with room for device, seq, ts_ms and
  * batch. */
-#define SCHEMA_COLUMNS_MAX 1000
+#define SCHEMA_COLUMNS_MAX   1000
 
 typedef struct schema_column {
   uint16_t name;

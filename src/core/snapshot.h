@@ -55,7 +55,7 @@ typedef struct system_snapshot {
   uint32_t active_devices; /* devices heard from within stale_after_ms of at_ms */
   uint32_t stale_devices;  /* devices heard from before that: silent, shown stale */
   int64_t stale_after_ms;
-  int64_t next_stale_ms; /* the at_ms at which an active device turns stale if it stays silent; INT64_MAX: none */
+  int64_t next_stale_ms;       /* the at_ms at which an active device turns stale if it stays silent; INT64_MAX: none */
   const struct schema *schema; /* the names of the fields' ids; NULL: only the article's are named */
   /* The fleet's means: of the first SNAPSHOT_FIELDS float fields, the mean
    * of the active devices' means (0: slot unused). */

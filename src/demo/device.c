@@ -25,7 +25,8 @@ static reading measure(device *d) {
   d->temperature = clamp(d->temperature + rng_range(&d->rng, -0.6, 0.6), 18.0, 33.0);
   d->humidity = clamp(d->humidity + rng_range(&d->rng, -1.5, 1.5), 30.0, 70.0);
   d->battery = clamp(d->battery - 0.05, 0.0, 100.0);
-  reading r = {.device = d->id, .measurement = SCHEMA_TELEMETRY, .seq = d->seq + 1, .ts_ms = d->fleet->epoch_ms + run_ms(d)};
+  reading r = {
+      .device = d->id, .measurement = SCHEMA_TELEMETRY, .seq = d->seq + 1, .ts_ms = d->fleet->epoch_ms + run_ms(d)};
   reading_set_float(&r, SCHEMA_TEMPERATURE, d->temperature);
   reading_set_float(&r, SCHEMA_HUMIDITY, d->humidity);
   reading_set_int(&r, SCHEMA_BATTERY, (int64_t)d->battery);

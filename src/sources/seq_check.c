@@ -30,13 +30,17 @@ static int seq_judge(const seq_check *c, const device_entry *e, reading *r) {
   return 0;
 }
 
-int seq_check_admit(const seq_check *c, const device_entry *e, const protocol_point *p, reading *out) {
+int seq_check_pack(const seq_check *c, const protocol_point *p, reading *out) {
   int r = schema_pack(c->schema, p, out, NULL);
-  if (r < 0) return -r;
-  if ((r = seq_judge(c, e, out)) != 0) {
-    reading_free(out);
-    return r;
+  return r < 0 ? -r : 0;
+}
+
+int seq_check_reading(const seq_check *c, const device_entry *e, reading *r) {
+  int why = seq_judge(c, e, r);
+  if (why != 0) {
+    reading_free(r);
+    return why;
   }
-  out->device = e->index;
+  r->device = e->index;
   return 0;
 }

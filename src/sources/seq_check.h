@@ -30,15 +30,20 @@ typedef struct seq_check {
   const serve_limits *limits; /* the seq window, as a reload leaves it */
 } seq_check;
 
-/* Makes the reading of point p from device e: packed by the schema, its
- * seq numbered when it came without one. Returns 0 with *out set (its
- * device e's index; the caller owns it: reading_free, or send it on), or
- * the reason it is refused for: a protocol reason of schema_pack
- * (type_conflict, unknown_field, ...) or SERVE_BAD_SEQ_RESTARTED,
- * SERVE_BAD_SEQ_OUT_OF_WINDOW, SERVE_BAD_STORAGE_UNAVAILABLE (a reading
- * without seq whose device's mark could not be read: numbered blindly it
- * could take a seq already stored and be dropped as a resend). */
-int seq_check_admit(const seq_check *c, const device_entry *e, const protocol_point *p, reading *out);
+/* Makes the reading of a parsed point (schema_pack): its names given
+ * ids, its fields their types. Returns 0 with *out set (the caller owns
+ * it: reading_free, or send it on), or the protocol reason it is refused
+ * for (type_conflict, unknown_field, ...). Before the device is looked
+ * up, so that a refused line registers no device. */
+int seq_check_pack(const seq_check *c, const protocol_point *p, reading *out);
+
+/* Numbers or judges the seq of r, a reading of device e, and sets its
+ * device. Returns 0, or the reason it is refused for, with r freed:
+ * SERVE_BAD_SEQ_RESTARTED, SERVE_BAD_SEQ_OUT_OF_WINDOW,
+ * SERVE_BAD_STORAGE_UNAVAILABLE (a reading without seq whose device's
+ * mark could not be read: numbered blindly it could take a seq already
+ * stored and be dropped as a resend). */
+int seq_check_reading(const seq_check *c, const device_entry *e, reading *r);
 
 /* Sends r into the telemetry channel, waiting while it is full (the
  * source stops taking input meanwhile: the backpressure). 0, or the

@@ -336,14 +336,19 @@ static int on_line(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, cons
     refuse(m, p, line_no, SERVE_BAD_WRONG_DEVICE);
     return 1;
   }
+  reading rd;
+  if ((r = seq_check_pack(&m->seqs, &msg.point, &rd)) != 0) {
+    refuse(m, p, line_no, r);
+    return 1;
+  }
   size_t id_len = strlen(id);
   if (registry_intern(m->reg, id, id_len, registry_hash(id, id_len), index, NULL) != 0) {
+    reading_free(&rd);
     refuse(m, p, line_no, SERVE_BAD_TOO_MANY_DEVICES);
     return 1;
   }
   const device_entry *d = registry_entry(m->reg, *index);
-  reading rd;
-  if ((r = seq_check_admit(&m->seqs, d, &msg.point, &rd)) != 0) {
+  if ((r = seq_check_reading(&m->seqs, d, &rd)) != 0) {
     refuse(m, p, line_no, r);
     return 1;
   }

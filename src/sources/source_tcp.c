@@ -456,9 +456,13 @@ static int on_line(conn *c, const char *p, size_t n) {
   if (m.kind == PROTOCOL_HELLO) return on_hello(c, &m.hello);
   if (c->set) credentials_refresh(c);
   const device_entry *e;
-  if ((r = lookup(c, &m.device, &e)) != 0) return bad(c, r);
   reading rd;
-  if ((r = seq_check_admit(&c->in->seqs, e, &m.point, &rd)) != 0) return bad(c, r);
+  if ((r = seq_check_pack(&c->in->seqs, &m.point, &rd)) != 0) return bad(c, r);
+  if ((r = lookup(c, &m.device, &e)) != 0) {
+    reading_free(&rd);
+    return bad(c, r);
+  }
+  if ((r = seq_check_reading(&c->in->seqs, e, &rd)) != 0) return bad(c, r);
   if (atomic_load_explicit(&((device_entry *)e)->conn, memory_order_relaxed) != &c->rc)
     registry_attach(c->in->reg, e->index, &c->rc);
   /* A full channel makes this wait, and so stops the reading of this

@@ -115,7 +115,9 @@ static int on_line(body_state *b, tg_mpsc_tx *tx, const write_request *rq, uint6
   }
   const device_entry *e;
   reading rd;
-  if ((r = device_of(b, &m.device, &e)) != 0 || (r = seq_check_admit(&w->seqs, e, &m.point, &rd)) != 0) {
+  if ((r = seq_check_pack(&w->seqs, &m.point, &rd)) == 0 && (r = device_of(b, &m.device, &e)) != 0) reading_free(&rd);
+  if (r == 0) r = seq_check_reading(&w->seqs, e, &rd);
+  if (r != 0) {
     refuse_line(b, line_no, r, p, n);
     return 0;
   }

@@ -94,8 +94,8 @@ enum { ROWS = 32, MARKS = 64, FOLD_MAX = 64, FOLD_EVERY = 256 };
 
 /* The columns every measurement's table starts with; its fields follow. */
 enum { FIXED_COLUMNS = 4 };
-#define MARK_HEAD   "INSERT INTO device_hwm(device, seq) VALUES "
-#define MARK_TAIL   " ON CONFLICT(device) DO UPDATE SET seq = excluded.seq"
+#define MARK_HEAD "INSERT INTO device_hwm(device, seq) VALUES "
+#define MARK_TAIL " ON CONFLICT(device) DO UPDATE SET seq = excluded.seq"
 
 static const char *const sql_text[ST_N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -156,7 +156,7 @@ static const char tables[] = "CREATE TABLE IF NOT EXISTS readings ("
  * text affinity and tells it from a string field when the table is read
  * back at open. */
 static const char *const column_types[] = {
-    [FIELD_FLOAT] = "REAL", [FIELD_INT] = "INTEGER", [FIELD_BOOL] = "BOOLEAN",
+    [FIELD_FLOAT] = "REAL",  [FIELD_INT] = "INTEGER",  [FIELD_BOOL] = "BOOLEAN",
     [FIELD_STRING] = "TEXT", [FIELD_TAG] = "TAG TEXT",
 };
 
@@ -293,24 +293,34 @@ typedef int (*table_fn)(conn *c, const char *table, int nfields, char **names, c
                         size_t errlen);
 
 static int tables_each(conn *c, table_fn fn, void *arg, char *err, size_t errlen) {
+  /* The names first: a table cannot be dropped while sqlite_schema is being read. */
   sqlite3_stmt *list;
   if (sqlite3_prepare_v2(c->db,
                          "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"
                          " AND name NOT IN ('device_hwm', 'mark_log') ORDER BY name",
                          -1, &list, NULL) != SQLITE_OK)
     return fail_db(c->db, "tables", err, errlen);
+  char **names_of = NULL;
+  size_t ntables = 0;
   int r = 0;
   while (r == 0 && sqlite3_step(list) == SQLITE_ROW) {
-    char *table = strdup((const char *)sqlite3_column_text(list, 0));
-    char *sql = table ? sqlite3_mprintf("PRAGMA table_info(\"%w\")", table) : NULL;
+    char **grown = realloc(names_of, (ntables + 1) * sizeof *names_of);
+    if (grown) names_of = grown;
+    if (!grown || !(names_of[ntables++] = strdup((const char *)sqlite3_column_text(list, 0))))
+      r = fail_db(NULL, "tables", err, errlen);
+  }
+  sqlite3_finalize(list);
+  for (size_t t = 0; r == 0 && t < ntables; t++) {
+    char *sql = sqlite3_mprintf("PRAGMA table_info(\"%w\")", names_of[t]);
     sqlite3_stmt *info = NULL;
-    char *names[SCHEMA_COLUMNS_MAX + FIXED_COLUMNS], *types[SCHEMA_COLUMNS_MAX + FIXED_COLUMNS];
+    char *names[SCHEMA_COLUMNS_MAX], *types[SCHEMA_COLUMNS_MAX];
     int n = 0, fixed = 0;
     if (!sql || sqlite3_prepare_v2(c->db, sql, -1, &info, NULL) != SQLITE_OK) {
       r = fail_db(sql ? c->db : NULL, "table_info", err, errlen);
     } else {
       while (sqlite3_step(info) == SQLITE_ROW && n < SCHEMA_COLUMNS_MAX) {
-        const char *name = (const char *)sqlite3_column_text(info, 1), *type = (const char *)sqlite3_column_text(info, 2);
+        const char *name = (const char *)sqlite3_column_text(info, 1),
+                   *type = (const char *)sqlite3_column_text(info, 2);
         if (!strcmp(name, "device") || !strcmp(name, "seq") || !strcmp(name, "ts_ms") || !strcmp(name, "batch")) {
           fixed++;
           continue;
@@ -319,17 +329,17 @@ static int tables_each(conn *c, table_fn fn, void *arg, char *err, size_t errlen
         types[n] = strdup(type ? type : "");
         n++;
       }
-      if (fixed == FIXED_COLUMNS) r = fn(c, table, n, names, types, arg, err, errlen);
+      sqlite3_finalize(info);
+      if (fixed == FIXED_COLUMNS) r = fn(c, names_of[t], n, names, types, arg, err, errlen);
       for (int i = 0; i < n; i++) {
         free(names[i]);
         free(types[i]);
       }
     }
-    sqlite3_finalize(info);
     sqlite3_free(sql);
-    free(table);
   }
-  sqlite3_finalize(list);
+  for (size_t t = 0; t < ntables; t++) free(names_of[t]);
+  free(names_of);
   return r;
 }
 
@@ -378,7 +388,9 @@ static int table_learn(conn *c, const char *table, int nfields, char **names, ch
 }
 
 /* What the database holds, into the schema. */
-static int tables_read(conn *c, schema *sc, char *err, size_t errlen) { return tables_each(c, table_learn, sc, err, errlen); }
+static int tables_read(conn *c, schema *sc, char *err, size_t errlen) {
+  return tables_each(c, table_learn, sc, err, errlen);
+}
 
 /* The readings table of releases before any fields had its three NOT
  * NULL; a telemetry reading may now lack any of them. Dropping a NOT NULL
@@ -413,9 +425,9 @@ static int readings_nullable(conn *c, char *err, size_t errlen) {
                                  "UPDATE sqlite_schema SET sql = %Q WHERE type = 'table' AND name = 'readings';"
                                  "PRAGMA schema_version = %d; PRAGMA writable_schema = OFF; COMMIT",
                                  sql, version + 1);
-  int r = update && sqlite3_exec(c->db, update, NULL, NULL, NULL) == SQLITE_OK ? 0
-                                                                                : fail_db(c->db, "readings migration",
-                                                                                          err, errlen);
+  int r = update && sqlite3_exec(c->db, update, NULL, NULL, NULL) == SQLITE_OK
+              ? 0
+              : fail_db(c->db, "readings migration", err, errlen);
   sqlite3_free(update);
   if (r) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
   return r;
@@ -678,7 +690,8 @@ static int measure_table(sqlite_impl *im, conn *c, uint16_t m, char *err, size_t
     sql = sqlite3_mprintf("CREATE TABLE IF NOT EXISTS \"%w\" (device TEXT NOT NULL, seq INTEGER NOT NULL,"
                           " ts_ms INTEGER NOT NULL, batch INTEGER NOT NULL)",
                           table);
-    if (!sql || sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK) r = fail_db(sql ? c->db : NULL, "table", err, errlen);
+    if (!sql || sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+      r = fail_db(sql ? c->db : NULL, "table", err, errlen);
     sqlite3_free(sql);
     have = 1;
   }
@@ -686,7 +699,8 @@ static int measure_table(sqlite_impl *im, conn *c, uint16_t m, char *err, size_t
     sql = sqlite3_mprintf("ALTER TABLE \"%w\" ADD COLUMN \"%w\" %s", table, schema_name(im->schema, cols[k].name),
                           column_types[cols[k].type]);
     /* A column there already (the tables read at open) is what we want. */
-    if (!sql || (sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK && !strstr(sqlite3_errmsg(c->db), "duplicate column")))
+    if (!sql ||
+        (sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK && !strstr(sqlite3_errmsg(c->db), "duplicate column")))
       r = fail_db(sql ? c->db : NULL, "add column", err, errlen);
     sqlite3_free(sql);
   }
@@ -789,8 +803,8 @@ static int insert_measurement(sqlite_impl *im, conn *c, const storage_rows *w, u
 /* Calls fn for each measurement the rows have, in id order: one pass per
  * measurement (a batch has few). 0 or fn's first error. */
 static int measurements_each(sqlite_impl *im, conn *c, const storage_rows *w,
-                             int (*fn)(sqlite_impl *, conn *, const storage_rows *, uint16_t, char *, size_t), char *err,
-                             size_t errlen) {
+                             int (*fn)(sqlite_impl *, conn *, const storage_rows *, uint16_t, char *, size_t),
+                             char *err, size_t errlen) {
   for (uint32_t lo = 0;;) {
     uint32_t m = UINT32_MAX;
     for (uint32_t i = 0; i < w->nrows; i++) {

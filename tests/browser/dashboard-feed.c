@@ -14,6 +14,7 @@
  * answers (504), device 6 is disconnected (503), the others answer.
  * Prints "listening http://127.0.0.1:PORT" once the api listens. */
 #include "api.h"
+#include "schema.h"
 #include "snapshot.h"
 #include "tg/tg.h"
 
@@ -106,9 +107,14 @@ static void *feed_aggregator_task(void *arg) {
       device_metrics *d = &m[r.device - 1];
       d->count++;
       d->last_seq = d->count;
-      d->battery = r.battery;
-      d->avg_temperature = d->count == 1 ? r.temperature : 0.8 * d->avg_temperature + 0.2 * r.temperature;
-      d->avg_humidity = d->count == 1 ? r.humidity : 0.8 * d->avg_humidity + 0.2 * r.humidity;
+      /* temperature and humidity: moving means; battery: the last */
+      double *v = d->field_value;
+      d->field_name[0] = SCHEMA_TEMPERATURE, d->field_type[0] = FIELD_FLOAT;
+      d->field_name[1] = SCHEMA_HUMIDITY, d->field_type[1] = FIELD_FLOAT;
+      d->field_name[2] = SCHEMA_BATTERY, d->field_type[2] = FIELD_INT;
+      v[0] = d->count == 1 ? r.temperature : 0.8 * v[0] + 0.2 * r.temperature;
+      v[1] = d->count == 1 ? r.humidity : 0.8 * v[1] + 0.2 * r.humidity;
+      v[2] = r.battery;
       d->last_seen_ms = run_ms(f);
       total++;
       in_batch++;
