@@ -265,6 +265,7 @@ typedef enum route {
   ROUTE_READYZ,
   ROUTE_WRITE_V1,
   ROUTE_WRITE_V2,
+  ROUTE_WRITE_JSON,
   ROUTE_PING,
 } route;
 
@@ -274,6 +275,7 @@ static const api_access route_access[] = {
     [ROUTE_PIPELINE] = API_ACCESS_READ,   [ROUTE_HEALTH] = API_ACCESS_ADMIN,  [ROUTE_METRICS] = API_ACCESS_READ,
     [ROUTE_HEALTHZ] = API_ACCESS_OPEN,    [ROUTE_READYZ] = API_ACCESS_OPEN,   [ROUTE_WRITE_V1] = API_ACCESS_DEVICE,
     [ROUTE_WRITE_V2] = API_ACCESS_DEVICE, [ROUTE_PING] = API_ACCESS_OPEN,     [ROUTE_HISTORY] = API_ACCESS_READ,
+    [ROUTE_WRITE_JSON] = API_ACCESS_DEVICE,
 };
 
 static const struct {
@@ -283,6 +285,7 @@ static const struct {
     {"/api/snapshot", ROUTE_SNAPSHOT}, {"/api/stream", ROUTE_STREAM},     {"/api/pipeline", ROUTE_PIPELINE},
     {"/metrics", ROUTE_METRICS},       {"/healthz", ROUTE_HEALTHZ},       {"/readyz", ROUTE_READYZ},
     {"/write", ROUTE_WRITE_V1},        {"/api/v2/write", ROUTE_WRITE_V2}, {"/ping", ROUTE_PING},
+    {"/api/readings", ROUTE_WRITE_JSON},
 };
 
 /* The endpoints under /api/devices/{id}/. */
@@ -415,7 +418,7 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
     send_error(c, 404, "no such endpoint", NULL, NULL);
     return;
   }
-  int writes = r == ROUTE_WRITE_V1 || r == ROUTE_WRITE_V2;
+  int writes = r == ROUTE_WRITE_V1 || r == ROUTE_WRITE_V2 || r == ROUTE_WRITE_JSON;
   if (writes && req->method != HTTP_POST) {
     send_error(c, 405, "only POST", NULL, NO_STORE "Allow: POST\r\n");
     return;
@@ -443,8 +446,9 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
   case ROUTE_METRICS: get_metrics(a, c); break;
   case ROUTE_HEALTHZ: http_respond(c, 200, "text/plain; charset=utf-8", NO_STORE, "ok\n", 3); break;
   case ROUTE_READYZ: get_readyz(a, c); break;
-  case ROUTE_WRITE_V1:
-  case ROUTE_WRITE_V2: api_write(a, c, req, r == ROUTE_WRITE_V2); break;
+  case ROUTE_WRITE_V1: api_write(a, c, req, API_WRITE_V1); break;
+  case ROUTE_WRITE_V2: api_write(a, c, req, API_WRITE_V2); break;
+  case ROUTE_WRITE_JSON: api_write(a, c, req, API_WRITE_JSON); break;
   case ROUTE_PING: http_respond(c, 204, NULL, NO_STORE, NULL, 0); break;
   case ROUTE_NONE: break;
   }

@@ -76,8 +76,10 @@ void api_json_snapshot_page(http_buf *b, const system_snapshot *s, const api_pag
 /* The pipeline's figures (deps.figures) and the HTTP side's, as JSON. */
 void api_json_pipeline(http_buf *b, api_server *a);
 
-/* POST /write (v2 0) or /api/v2/write (v2 1): api_write.c. */
-void api_write(api_server *a, http_conn *c, const http_request *req, int v2);
+/* The write endpoints: POST /write, /api/v2/write (InfluxDB's line
+ * protocol) and /api/readings (agents' JSON), in api_write.c. */
+typedef enum api_write_kind { API_WRITE_V1, API_WRITE_V2, API_WRITE_JSON } api_write_kind;
+void api_write(api_server *a, http_conn *c, const http_request *req, api_write_kind kind);
 
 /* The latest snapshot, an owned reference (snapshot_unref it). */
 system_snapshot *api_latest(api_server *a);

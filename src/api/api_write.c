@@ -1,6 +1,12 @@
 /* api_write.c - the InfluxDB write API: POST /write (v1) and
- * POST /api/v2/write (v2), each answered once its points are committed
+ * POST /api/v2/write (v2), and the agents' JSON endpoint POST
+ * /api/readings, each answered once its points are committed
  * (source_write.h has the rest of the contract).
+ *
+ * /api/readings takes what Telegraf's outputs.http (data_format json),
+ * Fluent Bit's http output (json, json_lines) and Vector's http sink
+ * (json) send; it takes the token, gzip and the limit as v2 does, answers
+ * as v2 does, and has no precision: its times say their own units.
  *
  * What InfluxDB's clients and agents send, taken as they send it:
  *   - precision: v1 n, u, ms, s, m, h (ns and us too), v2 ns, us, ms, s;
@@ -134,7 +140,8 @@ static int gunzip(const char *in, size_t len, size_t max, char **out, size_t *ou
   return 0;
 }
 
-void api_write(api_server *a, http_conn *c, const http_request *req, int v2) {
+void api_write(api_server *a, http_conn *c, const http_request *req, api_write_kind kind) {
+  int v2 = kind != API_WRITE_V1; /* the JSON endpoint answers as v2 does */
   if (!a->deps.write) {
     write_error(c, v2, 501, "internal error", "this server takes no writes", NULL);
     return;
@@ -167,6 +174,7 @@ void api_write(api_server *a, http_conn *c, const http_request *req, int v2) {
   write_request rq = {.body = body,
                       .len = len,
                       .precision = (protocol_precision)precision,
+                      .json = kind == API_WRITE_JSON,
                       .token = token_of(req, v2, token, sizeof token),
                       .deadline_ns = tg_deadline_in(TG_MS(a->cfg.write_commit_timeout_ms))};
   write_result res;

@@ -1304,6 +1304,16 @@ int protocol_parse_influx(const char *line, size_t len, size_t max_len, protocol
   return parse_line(&s, p, out);
 }
 
+int protocol_parse_object(const char *obj, size_t len, size_t max_len, int64_t now_ms, protocol_msg *out,
+                          protocol_error *err) {
+  scan s = {obj, obj + len, err, 1, now_ms};
+  int r;
+  const char *p = line_start(&s, len, max_len, out, &r);
+  if (!p) return r;
+  if (*p != '{') return fail(&s, p, PROTOCOL_MALFORMED, F_NONE);
+  return parse_json(&s, p, out);
+}
+
 static const char *const reason_names[PROTOCOL_REASON_COUNT] = {"ok",
 #define PROTOCOL_REASON_NAME(code, name, text) name,
                                                                 PROTOCOL_REASON_MAP(PROTOCOL_REASON_NAME)

@@ -207,6 +207,13 @@ int protocol_parse_influx(const char *line, size_t len, size_t max_len, protocol
  * becomes at most 3; a surrogate pair, 12, at most 4). */
 size_t protocol_unescape(const char *s, size_t n, int json, char *out);
 
+/* One JSON object of an agent's body (an HTTP POST of JSON), as
+ * protocol_parse_line parses JSON, but a reading without a time is
+ * measured at now_ms (Unix milliseconds), and anything but an object is
+ * malformed. */
+int protocol_parse_object(const char *obj, size_t len, size_t max_len, int64_t now_ms, protocol_msg *out,
+                          protocol_error *err);
+
 /* The stable name of a reason ("out_of_range"), given as either sign;
  * "ok" for 0 and "unknown" for anything else. */
 const char *protocol_reason_name(int reason);

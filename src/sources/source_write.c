@@ -106,7 +106,8 @@ static int on_line(body_state *b, tg_mpsc_tx *tx, const write_request *rq, uint6
                    int64_t now_ms) {
   writer_state *w = b->w;
   protocol_msg m;
-  int r = protocol_parse_influx(p, n, (size_t)w->cfg->max_line_bytes, rq->precision, now_ms, &m, NULL);
+  int r = rq->json ? protocol_parse_object(p, n, (size_t)w->cfg->max_line_bytes, now_ms, &m, NULL)
+                   : protocol_parse_influx(p, n, (size_t)w->cfg->max_line_bytes, rq->precision, now_ms, &m, NULL);
   if (r == 0 && m.kind == PROTOCOL_BLANK) return 0;
   figure_add_shared(&w->lines, 1);
   if (r < 0) {
@@ -158,6 +159,52 @@ static int wait_committed(body_state *b, int64_t deadline_ns) {
   return r == TG_ECLOSED ? TG_ETIMEDOUT : r;
 }
 
+/* The end of the JSON object or array at p, or NULL when it does not
+ * close before end: brackets counted outside strings. */
+static const char *json_end(const char *p, const char *end) {
+  int depth = 0;
+  for (; p < end; p++) {
+    if (*p == '"') {
+      for (p++; p < end && *p != '"'; p++)
+        if (*p == '\\') p++;
+      if (p >= end) return NULL;
+    } else if (*p == '{' || *p == '[') {
+      depth++;
+    } else if ((*p == '}' || *p == ']') && --depth == 0) {
+      return p + 1;
+    }
+  }
+  return NULL;
+}
+
+static const char *skip_space(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == ',')) p++;
+  return p;
+}
+
+/* Where the objects of a JSON body begin, and end: inside a top-level
+ * array, inside Telegraf's {"metrics":[...]}, or the whole body. */
+static void json_objects(const char *body, size_t len, const char **from, const char **to) {
+  const char *p = skip_space(body, body + len), *end = body + len;
+  *from = p;
+  *to = end;
+  if (p < end && *p == '[') {
+    *from = p + 1;
+    *to = json_end(p, end) ? json_end(p, end) - 1 : end;
+    return;
+  }
+  static const char metrics[] = "\"metrics\"";
+  const char *q = p < end ? skip_space(p + 1, end) : end;
+  if (p < end && *p == '{' && (size_t)(end - q) > sizeof metrics && memcmp(q, metrics, sizeof metrics - 1) == 0) {
+    q = skip_space(q + sizeof metrics - 1, end);
+    if (q < end && *q == ':') q = skip_space(q + 1, end);
+    if (q < end && *q == '[') {
+      *from = q + 1;
+      *to = json_end(q, end) ? json_end(q, end) - 1 : end;
+    }
+  }
+}
+
 /* The body's points into the telemetry channel, within a turn. */
 static int send_body(body_state *b, const write_request *rq) {
   writer_state *w = b->w;
@@ -168,7 +215,20 @@ static int send_body(body_state *b, const write_request *rq) {
   int r = tx ? 0 : TG_ECLOSED;
   int64_t now_ms = wall_clock_ms();
   uint64_t line_no = 0;
-  for (const char *p = rq->body, *end = rq->body + rq->len; r == 0 && p < end; line_no++) {
+  if (rq->json) {
+    const char *p, *end;
+    json_objects(rq->body, rq->len, &p, &end);
+    for (p = skip_space(p, end); r == 0 && p < end; line_no++, p = skip_space(p, end)) {
+      const char *stop = *p == '{' ? json_end(p, end) : NULL;
+      if (!stop) { /* not an object, or one cut short: the rest is refused as one */
+        r = on_line(b, tx, rq, line_no + 1, p, (size_t)(end - p), now_ms);
+        break;
+      }
+      r = on_line(b, tx, rq, line_no + 1, p, (size_t)(stop - p), now_ms);
+      p = stop;
+    }
+  }
+  for (const char *p = rq->body, *end = rq->body + rq->len; !rq->json && r == 0 && p < end; line_no++) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
     r = on_line(b, tx, rq, line_no + 1, p, n, now_ms);

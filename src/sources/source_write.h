@@ -1,6 +1,7 @@
 /* source_write.h - the InfluxDB write API's source: bodies of line
- * protocol handed in by HTTP requests (POST /write, /api/v2/write), each
- * answered once every point of it is committed.
+ * protocol handed in by HTTP requests (POST /write, /api/v2/write), or of
+ * agents' JSON (POST /api/readings), each answered once every point of it
+ * is committed.
  *
  * A body is parsed line by line (protocol_parse_influx: the request's
  * precision, a point without a timestamp taken at its arrival). Its
@@ -46,9 +47,14 @@ extern const source_kind source_write;
 enum { WRITE_TURNS = 4, WRITE_BAD_LINE_MAX = 120 };
 
 typedef struct write_request {
-  const char *body; /* line protocol, one point a line */
+  const char *body; /* line protocol, one point a line; with json, agents' JSON */
   size_t len;
   protocol_precision precision;
+  /* The body is JSON objects (protocol_parse_object), one after another
+   * (JSON lines: Fluent Bit's json_lines, Vector's), in an array (Fluent
+   * Bit's json), or in Telegraf's batch {"metrics":[...]}. A "line" of
+   * the result is then an object, counted from 1. */
+  int json;
   const char *token;   /* the client's, to match a device credential; NULL: none given */
   int64_t deadline_ns; /* tg_now() time to give up waiting for the commit */
 } write_request;

@@ -1,11 +1,15 @@
-"""test-influx-write.py - the InfluxDB write API of `telegate serve` as
-InfluxDB's own clients use it: python3-influxdb's write_points (v1), a v2
-write with a gzip body, every precision, a partial write naming the bad
-line, the body limit, and device credentials. Each success is a commit:
-right after the 204, /metrics already counts the points stored. The rows
-are read back from SQLite once serve has stopped.
+"""test-write-api.py - readings from the clients and agents people
+already run, into `telegate serve`: the InfluxDB write API as InfluxDB's
+own clients use it (python3-influxdb's write_points (v1), a v2 write with
+a gzip body, every precision, a partial write naming the bad line, the
+body limit, device credentials, any measurement, tags and field type),
+and agents' JSON shapes (Telegraf's serializer, Fluent Bit's json_lines
+and json, flat objects) on the device port and on POST /api/readings.
+Each HTTP success is a commit: right after the 204, /metrics already
+counts the points stored. The rows are read back from SQLite once serve
+has stopped.
 
-    /usr/bin/python3 tests/test-influx-write.py BUILD/src/telegate
+    /usr/bin/python3 tests/test-write-api.py BUILD/src/telegate
 """
 import gzip
 import hashlib
@@ -13,6 +17,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -47,9 +52,11 @@ class Serve:
         self.port = None
         while self.port is None:
             self.log.seek(0)
-            m = re.search(r"/metrics on http://127\.0\.0\.1:(\d+)/", self.log.read())
+            text = self.log.read()
+            m = re.search(r"/metrics on http://127\.0\.0\.1:(\d+)/", text)
             if m:
                 self.port = int(m.group(1))
+                self.device_port = int(re.search(r"devices on 127\.0\.0\.1:(\d+)", text).group(1))
             elif self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("serve did not start: " + open(self.log.name).read())
             else:
@@ -98,7 +105,9 @@ def point(device, ts, temperature, battery=80):
             "fields": {"temperature": temperature, "humidity": 40.5, "battery": battery}}
 
 
-class InfluxWrite(unittest.TestCase):
+class ServeCase(unittest.TestCase):
+    """Each test's serve processes and temp dir, gone after it."""
+
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
         Serve.started = []
@@ -114,6 +123,8 @@ class InfluxWrite(unittest.TestCase):
             serve.log.close()
         self.dir.cleanup()
 
+
+class InfluxWrite(ServeCase):
     def test_v1_client_every_precision(self):
         serve = Serve(self.dir.name)
         client = InfluxDBClient(host="127.0.0.1", port=serve.port, database="telegraf", timeout=PATIENCE_S)
@@ -233,6 +244,59 @@ class InfluxWrite(unittest.TestCase):
         self.assertEqual(len(serve.rows("site-1")), 2)
         self.assertEqual(len(serve.rows("site-2")), 1)
         self.assertEqual(serve.rows("other"), [])
+
+
+class Agents(ServeCase):
+    """Agents' JSON as they send it, on the device port and over HTTP."""
+
+    def wait_stored(self, serve, n):
+        deadline = time.monotonic() + PATIENCE_S
+        while serve.stored() < n:
+            self.assertLess(time.monotonic(), deadline, "stored %d of %d" % (serve.stored(), n))
+            time.sleep(0.02)
+
+    def test_json_shapes_on_the_device_port_and_http(self):
+        serve = Serve(self.dir.name)
+        ts_s = TS_MS // 1000
+        lines = [
+            # Telegraf's JSON serializer: nested fields and tags, the host tag the device, seconds.
+            '{"fields":{"usage_idle":97.5,"usage_user":1.25},"name":"cpu",'
+            '"tags":{"cpu":"cpu0","host":"tg-1"},"timestamp":%d}' % ts_s,
+            # Fluent Bit's json_lines: a float "date" in seconds, flat fields.
+            '{"date":%d.123,"device":"fb-1","cpu_p":3.5,"user_p":1.0}' % ts_s,
+            # ... and with json_date_format iso8601.
+            '{"date":"2024-11-26T03:00:00.456Z","device":"fb-2","cpu_p":4.5}',
+            # A flat object: "measurement", a nanosecond "time", a string, a boolean, a null (no value).
+            '{"measurement":"door","device":"d-1","time":%d,"open":true,"who":"Zo\\u00eb","note":null}'
+            % (TS_MS * 1000000),
+            # Telegraf's line protocol: the host tag is the device.
+            "mem,host=tg-1 used=123i,available_percent=55.5 %d" % (TS_MS * 1000000),
+        ]
+        with socket.create_connection(("127.0.0.1", serve.device_port), timeout=PATIENCE_S) as s:
+            s.sendall(("\n".join(lines) + "\n").encode())
+            self.wait_stored(serve, len(lines))
+        # Over HTTP: Fluent Bit's json (an array), Telegraf's batch, JSON lines.
+        array = json.dumps([{"date": ts_s + 1.5, "device": "fb-1", "cpu_p": 5.5}])
+        batch = json.dumps({"metrics": [{"fields": {"usage_idle": 90.0}, "name": "cpu",
+                                         "tags": {"cpu": "cpu1", "host": "tg-1"}, "timestamp": ts_s + 2}]})
+        ndjson = '{"date":%d,"device":"fb-3","cpu_p":1}\n{"date":%d,"device":"fb-3","cpu_p":2}\n' % (ts_s, ts_s + 1)
+        for body in (array, batch, ndjson):
+            status, text = post(serve, "/api/readings", body.encode(), {"Content-Type": "application/json"})
+            self.assertEqual(status, 204, text)
+        self.assertGreaterEqual(serve.stored(), len(lines) + 4)
+        status, text = post(serve, "/api/readings", b'[{"device":"x","date":1,"v":1}]')
+        self.assertEqual(status, 400)  # 1970: a date that is no time of a reading
+        self.assertIn("out_of_range (line 1)", json.loads(text)["message"])
+        serve.stop()
+        self.assertEqual(serve.query("SELECT device, ts_ms, cpu, usage_idle, usage_user FROM cpu ORDER BY ts_ms"),
+                         [("tg-1", ts_s * 1000, "cpu0", 97.5, 1.25), ("tg-1", ts_s * 1000 + 2000, "cpu1", 90.0, None)])
+        self.assertEqual(serve.query("SELECT device, ts_ms, cpu_p, user_p FROM readings ORDER BY device, ts_ms"),
+                         [("fb-1", ts_s * 1000 + 123, 3.5, 1.0), ("fb-1", ts_s * 1000 + 1500, 5.5, None),
+                          ("fb-2", 1732590000456, 4.5, None), ("fb-3", ts_s * 1000, 1.0, None),
+                          ("fb-3", ts_s * 1000 + 1000, 2.0, None)])
+        self.assertEqual(serve.query("SELECT device, ts_ms, open, who FROM door"), [("d-1", TS_MS, 1, "Zo\u00eb")])
+        self.assertNotIn("note", [c[1] for c in serve.query("PRAGMA table_info(door)")])  # null: no value, no column
+        self.assertEqual(serve.query("SELECT device, used, available_percent FROM mem"), [("tg-1", 123, 55.5)])
 
 
 if __name__ == "__main__":
