@@ -271,10 +271,10 @@ typedef enum route {
 
 /* What each endpoint needs (api.h says why). */
 static const api_access route_access[] = {
-    [ROUTE_ASSET] = API_ACCESS_OPEN,      [ROUTE_SNAPSHOT] = API_ACCESS_READ, [ROUTE_STREAM] = API_ACCESS_READ,
-    [ROUTE_PIPELINE] = API_ACCESS_READ,   [ROUTE_HEALTH] = API_ACCESS_ADMIN,  [ROUTE_METRICS] = API_ACCESS_READ,
-    [ROUTE_HEALTHZ] = API_ACCESS_OPEN,    [ROUTE_READYZ] = API_ACCESS_OPEN,   [ROUTE_WRITE_V1] = API_ACCESS_DEVICE,
-    [ROUTE_WRITE_V2] = API_ACCESS_DEVICE, [ROUTE_PING] = API_ACCESS_OPEN,     [ROUTE_HISTORY] = API_ACCESS_READ,
+    [ROUTE_ASSET] = API_ACCESS_OPEN,        [ROUTE_SNAPSHOT] = API_ACCESS_READ, [ROUTE_STREAM] = API_ACCESS_READ,
+    [ROUTE_PIPELINE] = API_ACCESS_READ,     [ROUTE_HEALTH] = API_ACCESS_ADMIN,  [ROUTE_METRICS] = API_ACCESS_READ,
+    [ROUTE_HEALTHZ] = API_ACCESS_OPEN,      [ROUTE_READYZ] = API_ACCESS_OPEN,   [ROUTE_WRITE_V1] = API_ACCESS_DEVICE,
+    [ROUTE_WRITE_V2] = API_ACCESS_DEVICE,   [ROUTE_PING] = API_ACCESS_OPEN,     [ROUTE_HISTORY] = API_ACCESS_READ,
     [ROUTE_WRITE_JSON] = API_ACCESS_DEVICE,
 };
 
@@ -282,9 +282,9 @@ static const struct {
   const char *path;
   route route;
 } fixed_routes[] = {
-    {"/api/snapshot", ROUTE_SNAPSHOT}, {"/api/stream", ROUTE_STREAM},     {"/api/pipeline", ROUTE_PIPELINE},
-    {"/metrics", ROUTE_METRICS},       {"/healthz", ROUTE_HEALTHZ},       {"/readyz", ROUTE_READYZ},
-    {"/write", ROUTE_WRITE_V1},        {"/api/v2/write", ROUTE_WRITE_V2}, {"/ping", ROUTE_PING},
+    {"/api/snapshot", ROUTE_SNAPSHOT},   {"/api/stream", ROUTE_STREAM},     {"/api/pipeline", ROUTE_PIPELINE},
+    {"/metrics", ROUTE_METRICS},         {"/healthz", ROUTE_HEALTHZ},       {"/readyz", ROUTE_READYZ},
+    {"/write", ROUTE_WRITE_V1},          {"/api/v2/write", ROUTE_WRITE_V2}, {"/ping", ROUTE_PING},
     {"/api/readings", ROUTE_WRITE_JSON},
 };
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct measure {
   int strict; /* declared: only its columns, with their rules */
@@ -35,6 +36,8 @@ struct schema {
   uint32_t max_names;
   _Atomic uint32_t count; /* ids 1 .. count are handed out */
   char **names;           /* [id] */
+  uint16_t *lens;         /* [id]: strlen(names[id]) */
+  uint8_t *reserved;      /* [id]: RESERVED_* roles the name may not take */
   _Atomic uint16_t *slots;
   uint32_t mask;
   _Atomic(measure *) *measures; /* [id]: NULL when the name is no measurement */
@@ -48,12 +51,47 @@ static uint32_t hash_name(const char *p, size_t n) {
   return h;
 }
 
+/* Names storage keeps for itself: its tables and its columns. */
+enum { RESERVED_MEASUREMENT = 1, RESERVED_FIELD = 2 };
+
+static int reserved_as(const char *n, size_t len) {
+  static const struct {
+    const char *word;
+    int as;
+  } words[] = {{"readings", RESERVED_MEASUREMENT},
+               {"device_hwm", RESERVED_MEASUREMENT},
+               {"mark_log", RESERVED_MEASUREMENT},
+               {"device", RESERVED_FIELD},
+               {"seq", RESERVED_FIELD},
+               {"ts_ms", RESERVED_FIELD},
+               {"batch", RESERVED_FIELD}};
+  int as = len >= 7 && strncasecmp(n, "sqlite_", 7) == 0 ? RESERVED_MEASUREMENT : 0;
+  for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+    if (strlen(words[i].word) == len && memcmp(n, words[i].word, len) == 0) as |= words[i].as;
+  return as;
+}
+
+/* Whether id's name is name[0 .. len). Names are short: eight bytes a
+ * step inline beat a call to memcmp. */
+static inline int same_name(const schema *s, uint16_t id, const char *name, size_t len) {
+  const char *t = s->names[id];
+  size_t k = 0;
+  if (s->lens[id] != len) return 0;
+  for (; k + 8 <= len; k += 8) {
+    uint64_t a, b;
+    memcpy(&a, t + k, 8);
+    memcpy(&b, name + k, 8);
+    if (a != b) return 0;
+  }
+  while (k < len && t[k] == name[k]) k++;
+  return k == len;
+}
+
 uint16_t schema_find(const schema *s, const char *name, size_t len) {
   for (uint32_t i = hash_name(name, len) & s->mask;; i = (i + 1) & s->mask) {
     uint16_t id = atomic_load_explicit(&s->slots[i], memory_order_acquire);
     if (id == 0) return 0;
-    const char *t = s->names[id];
-    if (strncmp(t, name, len) == 0 && t[len] == 0) return id;
+    if (same_name(s, id, name, len)) return id;
   }
 }
 
@@ -73,6 +111,8 @@ static uint16_t intern(schema *s, const char *name, size_t len) {
   if (copy) {
     id = (uint16_t)(n + 1);
     s->names[id] = copy;
+    s->lens[id] = (uint16_t)len;
+    s->reserved[id] = (uint8_t)reserved_as(name, len);
     atomic_store_explicit(&s->count, id, memory_order_release);
     uint32_t i = hash_name(name, len) & s->mask;
     while (atomic_load_explicit(&s->slots[i], memory_order_relaxed)) i = (i + 1) & s->mask;
@@ -184,10 +224,12 @@ schema *schema_new(uint32_t max_names) {
   s->max_names = max_names;
   s->mask = slots - 1;
   s->names = calloc((size_t)max_names + 1, sizeof *s->names);
+  s->lens = calloc((size_t)max_names + 1, sizeof *s->lens);
+  s->reserved = calloc((size_t)max_names + 1, sizeof *s->reserved);
   s->slots = calloc(slots, sizeof *s->slots);
   s->measures = calloc((size_t)max_names + 1, sizeof *s->measures);
   pthread_mutex_init(&s->lock, NULL);
-  if (!s->names || !s->slots || !s->measures) goto fail;
+  if (!s->names || !s->lens || !s->reserved || !s->slots || !s->measures) goto fail;
   /* The article's measurement and fields, in the order of their ids. */
   static const char *const first[] = {"telemetry", "temperature", "humidity", "battery"};
   for (size_t i = 0; i < sizeof first / sizeof *first; i++)
@@ -223,6 +265,8 @@ void schema_free(schema *s) {
   for (uint32_t i = 0; i < s->nunits; i++) free(s->units[i]);
   free(s->units);
   free(s->names);
+  free(s->lens);
+  free(s->reserved);
   free((void *)s->slots);
   free((void *)s->measures);
   pthread_mutex_destroy(&s->lock);
@@ -355,22 +399,6 @@ static int refuse(protocol_error *err, int reason, const char *field) {
   return -reason;
 }
 
-/* Tables and columns of storage's own, which no measurement or field
- * may take. */
-static int reserved_measurement(const char *n, size_t len) {
-  static const char *const words[] = {"readings", "device_hwm", "mark_log"};
-  for (size_t i = 0; i < sizeof words / sizeof *words; i++)
-    if (strlen(words[i]) == len && memcmp(n, words[i], len) == 0) return 1;
-  return len >= 7 && strncasecmp(n, "sqlite_", 7) == 0;
-}
-
-static int reserved_field(const char *n, size_t len) {
-  static const char *const words[] = {"device", "seq", "ts_ms", "batch"};
-  for (size_t i = 0; i < sizeof words / sizeof *words; i++)
-    if (strlen(words[i]) == len && memcmp(n, words[i], len) == 0) return 1;
-  return 0;
-}
-
 /* The id of a name as written: decoded, checked, interned. 0 with the
  * reason in *why. */
 static uint16_t name_id(schema *s, const char *text, size_t len, int escaped, int json, int measurement, int *why) {
@@ -383,18 +411,26 @@ static uint16_t name_id(schema *s, const char *text, size_t len, int escaped, in
     len = protocol_unescape(text, len, json, buf);
     text = buf;
   }
-  if (len == 0 || len > SCHEMA_NAME_MAX || memchr(text, 0, len) ||
-      (measurement ? reserved_measurement(text, len) : reserved_field(text, len))) {
+  if (len == 0 || len > SCHEMA_NAME_MAX) {
     *why = PROTOCOL_BAD_NAME;
     return 0;
   }
-  for (size_t i = 0; i < len; i++)
-    if ((unsigned char)text[i] < 0x20) {
-      *why = PROTOCOL_BAD_NAME;
+  uint16_t id = schema_find(s, text, len);
+  if (!id) { /* a new name: checked once */
+    for (size_t i = 0; i < len; i++)
+      if ((unsigned char)text[i] < 0x20) {
+        *why = PROTOCOL_BAD_NAME;
+        return 0;
+      }
+    if (!(id = intern(s, text, len))) {
+      *why = PROTOCOL_TOO_MANY_FIELDS;
       return 0;
     }
-  uint16_t id = intern(s, text, len);
-  if (!id) *why = PROTOCOL_TOO_MANY_FIELDS;
+  }
+  if (s->reserved[id] & (measurement ? RESERVED_MEASUREMENT : RESERVED_FIELD)) {
+    *why = PROTOCOL_BAD_NAME;
+    return 0;
+  }
   return id;
 }
 
@@ -433,10 +469,13 @@ static int convert(const schema_column *c, const protocol_field *f, field_value 
 }
 
 int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error *err) {
-  field_value vals[PROTOCOL_FIELDS_MAX];
+  field_value many[PROTOCOL_FIELDS_MAX];
+  /* A reading of few fields is written in place; strings move it to the heap below. */
+  field_value *vals = p->nfields <= READING_INLINE_FIELDS ? out->u.inline_fields : many;
   int why = 0;
   uint16_t m = SCHEMA_TELEMETRY;
-  if (p->measurement && !(m = name_id(s, p->measurement, p->measurement_len, p->measurement_escaped, p->json, 1, &why)))
+  if (p->measurement && !(p->measurement_len == 9 && memcmp(p->measurement, "telemetry", 9) == 0) &&
+      !(m = name_id(s, p->measurement, p->measurement_len, p->measurement_escaped, p->json, 1, &why)))
     return refuse(err, why, NULL);
   measure *ms = measure_of(s, m);
   if (!ms) {
@@ -447,10 +486,17 @@ int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error
   }
   size_t text = 0;
   uint32_t required = 0;
+  /* A device sends its fields in the same order reading after reading,
+   * which is the order they became columns: field i is most often column
+   * i, a compare instead of a lookup. */
+  uint32_t known = atomic_load_explicit(&ms->ncols, memory_order_acquire);
+  const schema_column *cols = atomic_load_explicit(&ms->cols, memory_order_acquire);
   for (uint32_t i = 0; i < p->nfields; i++) {
     const protocol_field *f = &p->fields[i];
-    uint16_t id = name_id(s, f->name, f->name_len, f->escaped & PROTOCOL_ESC_NAME, p->json, 0, &why);
-    if (!id) return refuse(err, why, NULL);
+    uint16_t id = i < known && !(f->escaped & PROTOCOL_ESC_NAME) ? cols[i].name : 0;
+    if (id && !same_name(s, id, f->name, f->name_len)) id = 0;
+    if (!id && !(id = name_id(s, f->name, f->name_len, f->escaped & PROTOCOL_ESC_NAME, p->json, 0, &why)))
+      return refuse(err, why, NULL);
     const char *name = s->names[id];
     for (uint32_t k = 0; k < i; k++)
       if (vals[k].name == id) return refuse(err, PROTOCOL_DUPLICATE_FIELD, name);
@@ -478,12 +524,11 @@ int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error
     }
     required += col->required;
   }
-  if (ms->strict) { /* every required column given? */
-    uint32_t n = atomic_load_explicit(&ms->ncols, memory_order_acquire), want = 0;
-    const schema_column *cols = atomic_load_explicit(&ms->cols, memory_order_acquire);
-    for (uint32_t k = 0; k < n; k++) want += cols[k].required;
+  if (ms->strict) { /* every required column given? (a declared measurement gains no column) */
+    uint32_t want = 0;
+    for (uint32_t k = 0; k < known; k++) want += cols[k].required;
     if (required < want)
-      for (uint32_t k = 0; k < n; k++) {
+      for (uint32_t k = 0; k < known; k++) {
         int given = 0;
         for (uint32_t i = 0; i < p->nfields && !given; i++) given = vals[i].name == cols[k].name;
         if (cols[k].required && !given) return refuse(err, PROTOCOL_MISSING_FIELD, s->names[cols[k].name]);
@@ -497,7 +542,6 @@ int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error
   out->ts_ms = p->ts_ms;
   if (p->nfields <= READING_INLINE_FIELDS && text == 0) {
     out->on_heap = 0;
-    memcpy(out->u.inline_fields, vals, p->nfields * sizeof *vals);
     return 0;
   }
   field_value *heap = malloc(p->nfields * sizeof *heap + text);

@@ -38,8 +38,11 @@ struct sqlite_history {
   pthread_mutex_t *write_lock; /* the writer's: expiry takes its turn on it */
   /* The index file has one writer at a time: the indexer or expiry. */
   pthread_mutex_t index_lock;
+  /* The readings table's fields: columns are only ever added, so a field
+   * is written once, before nfields is raised past it (under fields_lock). */
   storage_field fields[STORAGE_MAX_FIELDS];
-  uint32_t nfields;
+  _Atomic uint32_t nfields;
+  pthread_mutex_t fields_lock;
   sqlite3 *indexer; /* the thread's connection */
   sqlite3 *expirer; /* expiry's, used under index_lock */
   /* Expiry's place: the front of the table, then a round over the
@@ -83,23 +86,30 @@ static int connect(sqlite_history *h, sqlite3 **db, int query_only, char *err, s
   return r == SQLITE_OK ? 0 : fail(*db, "attach the history index", err, errlen);
 }
 
-/* The readings table's columns but device, seq, ts_ms and batch. */
+/* The readings table's columns but device, seq, ts_ms and batch, those
+ * added since the last look appended (fields come as readings bring
+ * them, so this is looked at again at each query's start). */
 static int read_fields(sqlite_history *h, sqlite3 *db, char *err, size_t errlen) {
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(db, "SELECT name, type FROM pragma_table_info('readings') ORDER BY cid", -1, &st, NULL))
     return fail(db, "table_info", err, errlen);
-  while (sqlite3_step(st) == SQLITE_ROW && h->nfields < STORAGE_MAX_FIELDS) {
+  pthread_mutex_lock(&h->fields_lock);
+  uint32_t n = 0, have = atomic_load(&h->nfields);
+  while (sqlite3_step(st) == SQLITE_ROW && n < STORAGE_MAX_FIELDS) {
     const char *name = (const char *)sqlite3_column_text(st, 0), *type = (const char *)sqlite3_column_text(st, 1);
     if (!name || strlen(name) > STORAGE_FIELD_NAME_MAX || strcmp(name, "device") == 0 || strcmp(name, "seq") == 0 ||
         strcmp(name, "ts_ms") == 0 || strcmp(name, "batch") == 0)
       continue;
-    storage_field *f = &h->fields[h->nfields++];
+    if (n++ < have) continue;
+    storage_field *f = &h->fields[n - 1];
     snprintf(f->name, sizeof f->name, "%s", name);
     /* SQLite's affinity rules, in short */
     f->type = type && strcasestr(type, "INT")                                  ? STORAGE_INTEGER
               : type && (strcasestr(type, "CHAR") || strcasestr(type, "TEXT")) ? STORAGE_TEXT
                                                                                : STORAGE_REAL;
   }
+  atomic_store(&h->nfields, n);
+  pthread_mutex_unlock(&h->fields_lock);
   sqlite3_finalize(st);
   return 0;
 }
@@ -228,6 +238,7 @@ void sqlite_history_close(sqlite_history *h) {
     pthread_mutex_destroy(&h->readers[i].lock);
   }
   pthread_mutex_destroy(&h->index_lock);
+  pthread_mutex_destroy(&h->fields_lock);
   pthread_mutex_destroy(&h->lock);
   pthread_cond_destroy(&h->wake);
   free(h->path);
@@ -251,6 +262,7 @@ int sqlite_history_open(sqlite_history **out, const char *path, pthread_mutex_t 
   memcpy(h->index_path + len, "-history", sizeof "-history");
   h->write_lock = write_lock;
   pthread_mutex_init(&h->index_lock, NULL);
+  pthread_mutex_init(&h->fields_lock, NULL);
   pthread_mutex_init(&h->lock, NULL);
   pthread_cond_init(&h->wake, NULL);
   for (int i = 0; i < READERS; i++) pthread_mutex_init(&h->readers[i].lock, NULL);
@@ -276,8 +288,16 @@ int sqlite_history_open(sqlite_history **out, const char *path, pthread_mutex_t 
 int64_t sqlite_history_behind(sqlite_history *h) { return atomic_load_explicit(&h->behind, memory_order_relaxed); }
 
 int sqlite_history_fields(sqlite_history *h, const storage_field **fields, uint32_t *n) {
+  /* A look for new columns, unless a query holds the connection (this is
+   * called from the HTTP task, which must not wait on one): a failed or
+   * skipped look keeps the fields known. */
+  char err[160];
+  if (pthread_mutex_trylock(&h->readers[0].lock) == 0) {
+    read_fields(h, h->readers[0].db, err, sizeof err);
+    pthread_mutex_unlock(&h->readers[0].lock);
+  }
   *fields = h->fields;
-  *n = h->nfields;
+  *n = atomic_load(&h->nfields);
   return 0;
 }
 
