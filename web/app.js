@@ -2,13 +2,21 @@
 // updates from /api/stream (Server-Sent Events): `snapshot` and `resync`
 // events redraw the device table, `pipeline` events the diagram of the
 // pipeline (DESIGN.md) with its queues, permits, lag and backpressure
-// counters. No library, no build step, nothing fetched from elsewhere.
+// counters. Devices send whatever fields they have: the table has a
+// column per field name and the summary a tile per fleet mean.
+// No library, no build step, nothing fetched from elsewhere.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
 const STREAM = "/api/stream?every=250&pipeline_ms=500";
 const SPARK_POINTS = 60;
 const ACTIVE_MS = 3000;
+// A device shows at most 4 fields, but a fleet of different devices has
+// more names: the table's field columns (and the summary's mean tiles)
+// stop at what fits, the first names seen first.
+const MAX_FIELDS = 6;
+// The article's fields keep their units; any other field is a plain number.
+const UNITS = new Map([["temperature", " °C"], ["humidity", " %"]]);
 
 // A bearer token, when the gateway wants one (--http-token-read): from
 // the address's #token=..., else asked for once; kept for this tab only,
@@ -23,6 +31,7 @@ const withToken = (url) => (token ? `${url}${url.includes("?") ? "&" : "?"}acces
 const $ = (id) => document.getElementById(id);
 const num = new Intl.NumberFormat("en-US");
 const n = (v) => (v === null || v === undefined ? "–" : num.format(v));
+const fieldNum = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
 
 // What the page knows; window.telegate lets tests and curious people look.
 const state = {
@@ -30,7 +39,10 @@ const state = {
   receivedAt: 0,      // performance.now() when the snapshot arrived
   pipeline: null,
   rows: new Map(),    // device id -> table row parts
-  spark: new Map(),   // device id -> temperatures, oldest first
+  spark: new Map(),   // device id -> its sparkline field's values, oldest first
+  columns: [],        // the table's field names, first seen first
+  floats: new Set(),  // field names known to be floats (in "fleet", or seen with a fraction)
+  tiles: new Map(),   // fleet field name -> its summary tile's value
   health: new Map(),  // device name -> {result, latency_ms}
   rateSamples: [],    // [t ms, readings] over the last seconds
   events: 0, snapshots: 0, resyncs: 0, missed: 0, pipelines: 0,
@@ -324,20 +336,66 @@ function drawHealth(name) {
   row.health.className = "health " + (h ? h.result : "");
 }
 
+// A device's value of field `name`, undefined when it has none (the
+// fields are the device's own names, so none may be read off Object).
+function fieldOf(d, name) {
+  return d.fields && Object.hasOwn(d.fields, name) ? d.fields[name] : undefined;
+}
+
+// A float is the device's running mean, an integer or boolean its last value.
+function fieldText(name, v) {
+  if (typeof v === "boolean") return String(v);
+  if (typeof v !== "number") return "–";
+  return UNITS.has(name) ? v.toFixed(1) + UNITS.get(name) : fieldNum.format(v);
+}
+
+// The field a device's sparkline follows: its temperature, else its first float.
+function sparkField(d) {
+  const names = Object.keys(d.fields || {});
+  return names.includes("temperature") ? "temperature" : names.find((k) => state.floats.has(k));
+}
+
+// A field's cells are numbers but for the battery's bar.
+const fieldAttrs = (name) => (name === "battery" ? { "data-field": name } : { class: "num", "data-field": name });
+
+// A row's cell for field `name`, put before `before`; returns its setter.
+function fieldCell(tr, name, before) {
+  const td = el("td", fieldAttrs(name));
+  tr.insertBefore(td, before);
+  if (name !== "battery") return (v) => setText(td, fieldText(name, v));
+  const box = el("span", { class: "battery" }, td);
+  const fill = el("span", {}, box);
+  const text = el("span", {}, td);
+  return (v) => {
+    box.hidden = typeof v !== "number";
+    if (box.hidden) {
+      setText(text, "–");
+    } else {
+      const bat = Math.max(0, Math.min(100, v));
+      fill.style.width = bat + "%";
+      box.className = "battery" + (bat < 20 ? " low" : bat < 50 ? " mid" : "");
+      setText(text, `${bat} %`);
+    }
+  };
+}
+
+function addColumn(name) {
+  state.columns.push(name);
+  const head = $("spark-head");
+  head.before(el("th", fieldAttrs(name), null, name));
+  for (const row of state.rows.values()) row.fields.set(name, fieldCell(row.tr, name, row.sparkTd));
+}
+
 function addRow(d) {
   const tr = el("tr", { "data-device": String(d.id) });
-  const row = { tr, name: d.name, device: d };
+  const row = { tr, name: d.name, device: d, fields: new Map() };
   row.nameCell = el("td", { class: "name" }, tr, d.name);
-  row.temp = el("td", { class: "num temp" }, tr);
-  const sparkTd = el("td", {}, tr);
-  const svg = el("svg:svg", { class: "spark", viewBox: "0 0 140 28" }, sparkTd);
+  row.sparkTd = el("td", {}, tr);
+  const svg = el("svg:svg", { class: "spark", viewBox: "0 0 140 28" }, row.sparkTd);
+  row.sparkTitle = el("svg:title", {}, svg, "");
   row.line = el("svg:polyline", { points: "" }, svg);
   row.dot = el("svg:circle", { r: 2, cx: -10, cy: -10 }, svg);
-  row.hum = el("td", { class: "num" }, tr);
-  const batTd = el("td", {}, tr);
-  row.batBox = el("span", { class: "battery" }, batTd);
-  row.batFill = el("span", {}, row.batBox);
-  row.batText = el("span", {}, batTd);
+  for (const name of state.columns) row.fields.set(name, fieldCell(tr, name, row.sparkTd));
   row.seen = el("td", { class: "num seen" }, tr);
   row.count = el("td", { class: "num count" }, tr);
   row.health = healthCell(el("td", {}, tr), d);
@@ -349,27 +407,37 @@ function addRow(d) {
   return row;
 }
 
+function drawSpark(row, d, version) {
+  const field = sparkField(d);
+  if (field !== row.sparkField) {
+    row.sparkField = field;
+    state.spark.set(d.id, []);
+    setText(row.sparkTitle, field || "");
+  }
+  const values = state.spark.get(d.id) || [];
+  const v = field === undefined ? undefined : fieldOf(d, field);
+  if (typeof v === "number" && row.lastVersion !== version) values.push(v);
+  row.lastVersion = version;
+  while (values.length > SPARK_POINTS) values.shift();
+  state.spark.set(d.id, values);
+  const sp = sparkline(values);
+  row.line.setAttribute("points", sp.points);
+  if (sp.last) { row.dot.setAttribute("cx", sp.last[0]); row.dot.setAttribute("cy", sp.last[1]); }
+}
+
 function drawDevices(s) {
   for (const d of s.devices) {
     if (!d.count && !d.connected) continue;
+    for (const [name, v] of Object.entries(d.fields || {})) {
+      if (typeof v === "number" && !Number.isInteger(v)) state.floats.add(name);
+      if (state.columns.length < MAX_FIELDS && !state.columns.includes(name)) addColumn(name);
+    }
     const row = state.rows.get(d.id) || addRow(d);
     row.device = d;
     if (row.name !== d.name) setText(row.nameCell, (row.name = d.name));
-    setText(row.temp, d.temperature === null ? "–" : `${d.temperature.toFixed(1)} °C`);
-    setText(row.hum, d.humidity === null ? "–" : `${d.humidity.toFixed(1)} %`);
-    const bat = Math.max(0, Math.min(100, d.battery));
-    row.batFill.style.width = bat + "%";
-    row.batBox.className = "battery" + (bat < 20 ? " low" : bat < 50 ? " mid" : "");
-    setText(row.batText, `${bat} %`);
+    for (const [name, set] of row.fields) set(fieldOf(d, name));
     setText(row.count, n(d.count));
-    const values = state.spark.get(d.id) || [];
-    if (d.temperature !== null && row.lastVersion !== s.version) values.push(d.temperature);
-    row.lastVersion = s.version;
-    while (values.length > SPARK_POINTS) values.shift();
-    state.spark.set(d.id, values);
-    const sp = sparkline(values);
-    row.line.setAttribute("points", sp.points);
-    if (sp.last) { row.dot.setAttribute("cx", sp.last[0]); row.dot.setAttribute("cy", sp.last[1]); }
+    drawSpark(row, d, s.version);
     drawHealth(d.name);
   }
   $("no-devices").hidden = state.rows.size > 0;
@@ -409,10 +477,24 @@ function drawSnapshot(s) {
   setText($("s-version"), "#" + n(s.version));
   setText($("s-total"), n(s.total_readings));
   setText($("s-active"), s.stale_devices ? `${n(s.active_devices)} · ${n(s.stale_devices)} stale` : n(s.active_devices));
-  setText($("s-temp"), s.active_devices ? `${s.avg_temperature.toFixed(1)} °C` : "–");
-  setText($("s-hum"), s.active_devices ? `${s.avg_humidity.toFixed(1)} %` : "–");
+  drawFleet(s.fleet || {});
   drawDevices(s);
   if (!state.pipeline || !state.pipeline.has_pipeline) rate(null);
+}
+
+// The fleet's means of its float fields, a tile each; a name no active
+// device has now keeps its tile, showing "–".
+function drawFleet(fleet) {
+  for (const name of Object.keys(fleet)) {
+    state.floats.add(name);
+    if (state.tiles.size < MAX_FIELDS && !state.tiles.has(name)) {
+      const tile = el("div", { "data-fleet": name });
+      el("dt", {}, tile, `avg ${name}`);
+      state.tiles.set(name, el("dd", {}, tile));
+      $("s-uptime").parentNode.before(tile);
+    }
+  }
+  for (const [name, dd] of state.tiles) setText(dd, fieldText(name, Object.hasOwn(fleet, name) ? fleet[name] : null));
 }
 
 function drawFigures(p) {
