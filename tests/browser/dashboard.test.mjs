@@ -18,7 +18,10 @@
 // --token-file): the page is opened without it, asks for it, and must
 // then work as without tokens. In serve mode the devices are stopped at
 // the end, and every row must turn stale (serve runs with a 2 s
-// --stale-after) with the summary saying so, no reading coming.
+// --stale-after) with the summary saying so, no reading coming. Before
+// that, a device of another kind writes a line of other fields (POST
+// /write, as Telegraf would), and the table must show its names and
+// values beside the article's.
 //
 // Needs Debian's chromium (/usr/bin/chromium, or $CHROMIUM) and
 // playwright-core (npm ci in this directory). Exits 77 - ctest's skip -
@@ -160,6 +163,30 @@ async function main() {
   const after = await rowText();
   if (after.join() === before.join()) fail("the table did not change");
 
+  // Another kind of device: its fields get columns of their own, and
+  // the fields it does not have show "–".
+  let devices = DEVICES;
+  if (serveMode) {
+    const line = `cpu,host=h1 usage_idle=97.5,load=3i,throttled=true ${BigInt(Date.now()) * 1000000n}`;
+    const r = await fetch(`${url}/write`, { method: "POST", body: line });
+    if (r.status !== 204) fail(`POST /write answered ${r.status}: ${await r.text()}`);
+    devices++;
+    await until(page, "the row of h1", () => [...document.querySelectorAll("#devices td.name")].some((td) => td.textContent === "h1"));
+    const h1 = await page.evaluate(() => {
+      const tr = [...document.querySelectorAll("#devices tbody tr")].find((r) => r.querySelector("td.name").textContent === "h1");
+      const cell = (name) => tr.querySelector(`td[data-field="${name}"]`)?.innerText.trim();
+      const head = [...document.querySelectorAll("#devices thead th[data-field]")].map((th) => th.textContent);
+      const tile = document.querySelector('.stats [data-fleet="usage_idle"] dt')?.textContent;
+      return { head, tile, usage_idle: cell("usage_idle"), load: cell("load"), throttled: cell("throttled"),
+        temperature: cell("temperature"), battery: cell("battery") };
+    });
+    console.log(`another device: ${JSON.stringify(h1)}`);
+    const want = { usage_idle: "97.5", load: "3", throttled: "true", temperature: "–", battery: "–", tile: "avg usage_idle" };
+    for (const [k, v] of Object.entries(want)) if (h1[k] !== v) fail(`h1's ${k} shows ${JSON.stringify(h1[k])}, want ${JSON.stringify(v)}`);
+    for (const name of ["temperature", "humidity", "battery", "usage_idle", "load", "throttled"])
+      if (!h1.head.includes(name)) fail(`no column ${name} in ${h1.head.join(", ")}`);
+  }
+
   // The pipeline moves: queue gauges, permits, and backpressure happening
   // (the feed slows its aggregator for 4 s in every 12).
   await until(page, "pipeline figures", () => window.telegate.pipelines > 2);
@@ -195,7 +222,7 @@ async function main() {
       const rows = [...document.querySelectorAll("#devices tbody tr")];
       return rows.length === n && rows.every((r) => r.dataset.stale === "1") &&
         /: 0 active, \d+ stale/.test(document.getElementById("devices-sub").textContent);
-    }, DEVICES, 30000);
+    }, devices, 30000);
     console.log(`stale: ${await page.$eval("#devices-sub", (e) => e.textContent)}`);
   }
 
