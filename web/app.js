@@ -369,12 +369,12 @@ function fieldCell(tr, name, before) {
   return (v) => {
     box.hidden = typeof v !== "number";
     if (box.hidden) {
-      setText(text, "–");
+      setText(text, fieldText(name, v));
     } else {
       const bat = Math.max(0, Math.min(100, v));
       fill.style.width = bat + "%";
       box.className = "battery" + (bat < 20 ? " low" : bat < 50 ? " mid" : "");
-      setText(text, `${bat} %`);
+      setText(text, `${fieldNum.format(bat)} %`);
     }
   };
 }
