@@ -185,6 +185,8 @@ class InfluxWrite(ServeCase):
         self.assertEqual(post(serve, "/write?precision=fortnight", b"")[0], 400)
         with urllib.request.urlopen(serve.url("/ping"), timeout=PATIENCE_S) as r:
             self.assertEqual(r.status, 204)
+        with urllib.request.urlopen(serve.url("/health"), timeout=PATIENCE_S) as r:  # InfluxDB 2's probe
+            self.assertEqual(json.loads(r.read())["status"], "pass")
         serve.stop()
         rows = serve.rows("gz")
         self.assertEqual(len(rows), 1000)
@@ -198,6 +200,9 @@ class InfluxWrite(ServeCase):
         type; each measurement a table, each field a column, as sent."""
         serve = Serve(self.dir.name)
         client = InfluxDBClient(host="127.0.0.1", port=serve.port, database="telegraf", timeout=PATIENCE_S)
+        client.create_database("telegraf")  # what Telegraf's outputs.influxdb does at start: POST /query
+        with self.assertRaises(Exception):
+            client.query("SELECT * FROM cpu")  # telegate takes writes, not queries: a 400 the client raises
         points = [{"measurement": "cpu", "tags": {"host": "h1", "cpu": "cpu%d" % c}, "time": TS_MS + c,
                    "fields": {"usage_idle": 97.5 - c, "usage_user": 1.25}} for c in range(2)]
         points.append({"measurement": "mem", "tags": {"host": "h1"}, "time": TS_MS,

@@ -267,15 +267,20 @@ typedef enum route {
   ROUTE_WRITE_V2,
   ROUTE_WRITE_JSON,
   ROUTE_PING,
+  ROUTE_INFLUX_HEALTH,
+  ROUTE_QUERY,
 } route;
 
 /* What each endpoint needs (api.h says why). */
 static const api_access route_access[] = {
-    [ROUTE_ASSET] = API_ACCESS_OPEN,        [ROUTE_SNAPSHOT] = API_ACCESS_READ, [ROUTE_STREAM] = API_ACCESS_READ,
-    [ROUTE_PIPELINE] = API_ACCESS_READ,     [ROUTE_HEALTH] = API_ACCESS_ADMIN,  [ROUTE_METRICS] = API_ACCESS_READ,
-    [ROUTE_HEALTHZ] = API_ACCESS_OPEN,      [ROUTE_READYZ] = API_ACCESS_OPEN,   [ROUTE_WRITE_V1] = API_ACCESS_DEVICE,
-    [ROUTE_WRITE_V2] = API_ACCESS_DEVICE,   [ROUTE_PING] = API_ACCESS_OPEN,     [ROUTE_HISTORY] = API_ACCESS_READ,
-    [ROUTE_WRITE_JSON] = API_ACCESS_DEVICE,
+    [ROUTE_ASSET] = API_ACCESS_OPEN,        [ROUTE_SNAPSHOT] = API_ACCESS_READ,
+    [ROUTE_STREAM] = API_ACCESS_READ,       [ROUTE_PIPELINE] = API_ACCESS_READ,
+    [ROUTE_HEALTH] = API_ACCESS_ADMIN,      [ROUTE_METRICS] = API_ACCESS_READ,
+    [ROUTE_HEALTHZ] = API_ACCESS_OPEN,      [ROUTE_READYZ] = API_ACCESS_OPEN,
+    [ROUTE_WRITE_V1] = API_ACCESS_DEVICE,   [ROUTE_WRITE_V2] = API_ACCESS_DEVICE,
+    [ROUTE_PING] = API_ACCESS_OPEN,         [ROUTE_HISTORY] = API_ACCESS_READ,
+    [ROUTE_WRITE_JSON] = API_ACCESS_DEVICE, [ROUTE_INFLUX_HEALTH] = API_ACCESS_OPEN,
+    [ROUTE_QUERY] = API_ACCESS_OPEN,
 };
 
 static const struct {
@@ -285,7 +290,7 @@ static const struct {
     {"/api/snapshot", ROUTE_SNAPSHOT},   {"/api/stream", ROUTE_STREAM},     {"/api/pipeline", ROUTE_PIPELINE},
     {"/metrics", ROUTE_METRICS},         {"/healthz", ROUTE_HEALTHZ},       {"/readyz", ROUTE_READYZ},
     {"/write", ROUTE_WRITE_V1},          {"/api/v2/write", ROUTE_WRITE_V2}, {"/ping", ROUTE_PING},
-    {"/api/readings", ROUTE_WRITE_JSON},
+    {"/api/readings", ROUTE_WRITE_JSON}, {"/health", ROUTE_INFLUX_HEALTH},  {"/query", ROUTE_QUERY},
 };
 
 /* The endpoints under /api/devices/{id}/. */
@@ -423,7 +428,8 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
     send_error(c, 405, "only POST", NULL, NO_STORE "Allow: POST\r\n");
     return;
   }
-  if (!writes && req->method != HTTP_GET && req->method != HTTP_HEAD) {
+  if (!writes && req->method != HTTP_GET && req->method != HTTP_HEAD &&
+      !(r == ROUTE_QUERY && req->method == HTTP_POST)) {
     send_error(c, 405, "only GET and HEAD", NULL, NO_STORE ALLOW);
     return;
   }
@@ -450,6 +456,12 @@ static void handle(void *ctx, http_conn *c, const http_request *req) {
   case ROUTE_WRITE_V2: api_write(a, c, req, API_WRITE_V2); break;
   case ROUTE_WRITE_JSON: api_write(a, c, req, API_WRITE_JSON); break;
   case ROUTE_PING: http_respond(c, 204, NULL, NO_STORE, NULL, 0); break;
+  case ROUTE_INFLUX_HEALTH: {
+    static const char pass[] = "{\"name\":\"telegate\",\"message\":\"ready for writes\",\"status\":\"pass\"}";
+    http_respond(c, 200, "application/json", NO_STORE, pass, sizeof pass - 1);
+    break;
+  }
+  case ROUTE_QUERY: api_query(a, c, req); break;
   case ROUTE_NONE: break;
   }
 }

@@ -81,6 +81,9 @@ void api_json_pipeline(http_buf *b, api_server *a);
 typedef enum api_write_kind { API_WRITE_V1, API_WRITE_V2, API_WRITE_JSON } api_write_kind;
 void api_write(api_server *a, http_conn *c, const http_request *req, api_write_kind kind);
 
+/* GET or POST /query: InfluxQL's CREATE DATABASE succeeds, nothing else is taken. */
+void api_query(api_server *a, http_conn *c, const http_request *req);
+
 /* The latest snapshot, an owned reference (snapshot_unref it). */
 system_snapshot *api_latest(api_server *a);
 

@@ -3,6 +3,11 @@
  * /api/readings, each answered once its points are committed
  * (source_write.h has the rest of the contract).
  *
+ * POST /query answers CREATE DATABASE with success and every other
+ * InfluxQL statement with a 400: Telegraf's outputs.influxdb creates its
+ * database at start, and telegate has one. GET /health is InfluxDB 2's
+ * probe (Vector's and the influx CLI's), answered as /ping is.
+ *
  * /api/readings takes what Telegraf's outputs.http (data_format json),
  * Fluent Bit's http output (json, json_lines) and Vector's http sink
  * (json) send; it takes the token, gzip and the limit as v2 does, answers
@@ -28,6 +33,7 @@
 #include "api_internal.h"
 
 #include <errno.h>
+#include <http_parser.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,4 +209,22 @@ void api_write(api_server *a, http_conn *c, const http_request *req, api_write_k
   case TG_ECLOSED: write_error(c, v2, 503, "unavailable", "the server is stopping", RETRY); return;
   default: write_error(c, v2, 500, "internal error", tg_strerror(r), NULL); return;
   }
+}
+
+void api_query(api_server *a, http_conn *c, const http_request *req) {
+  (void)a;
+  char q[256];
+  /* InfluxDB 1.x takes q in the URL or, as Telegraf sends it, the form body. */
+  int n = http_query_param(req->query, "q", q, sizeof q);
+  if (n < 0 && req->method == HTTP_POST) n = http_query_param(req->body, "q", q, sizeof q);
+  const char *p = q + (n > 0 ? strspn(q, " \t") : 0);
+  if (n > 0 && strncasecmp(p, "CREATE DATABASE", 15) == 0) {
+    static const char ok[] = "{\"results\":[{\"statement_id\":0}]}";
+    http_respond(c, 200, "application/json", "Cache-Control: no-store\r\n", ok, sizeof ok - 1);
+    return;
+  }
+  write_error(c, 0, 400, "invalid",
+              "telegate takes writes, not InfluxQL queries: read the readings with SQL or "
+              "GET /api/devices/{id}/readings",
+              NULL);
 }
