@@ -3,14 +3,29 @@
  * marks stored exactly, resends dropped across a reopen, seqs keep all 64
  * bits, a commit that fails stores nothing and its retry stores it once,
  * failures named (read-only, a lock held), the server restarted or
- * crashed under a storage that goes on, and several connections written
- * from several threads at once keep every device's readings in order. */
+ * crashed under a storage that goes on, several connections written
+ * from several threads at once keep every device's readings in order;
+ * and readings of any measurement with any fields: a table per
+ * measurement, a column per field added as fields come (and only then),
+ * NULL for a field a reading lacks, the stored types back in the schema
+ * at open, a conflict with them refused, the readings table of releases
+ * before fields brought up to date. */
 #include "test-postgres.h"
 #include "test-storage.h"
 
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+
+/* Opens the storage with schema sc (NULL: the storage's own). */
+static storage *pg_open_schema(const pg_cluster *c, const char *uri, int n, int reset, schema *sc) {
+  storage *s = NULL;
+  char err[200] = "";
+  storage_opts o = {.backend = "postgres", .path = uri ? uri : c->uri, .connections = n, .reset = reset, .schema = sc};
+  int r = storage_open(&s, &o, err, sizeof err);
+  ck_assert_msg(r == 0, "storage_open(postgres): %d %s", r, err);
+  return s;
+}
 
 static storage *pg_open(const pg_cluster *c, const char *uri, int n, int reset, storage_durability durability) {
   storage *s = NULL;
@@ -524,7 +539,7 @@ static void *write_conn(void *arg) {
     batch b = {.id = id};
     for (uint64_t q = 1; q <= PER_BATCH; q++)
       for (uint32_t d = 1; d <= DEVICES; d++) {
-        reading r = {.device = d, .seq = (id - 1) * PER_BATCH + q};
+        reading r = {.device = d, .measurement = SCHEMA_TELEMETRY, .seq = (id - 1) * PER_BATCH + q};
         if (batch_push(&b, &r) != 0) w->failed = 1;
         if (q == 1 && id > 1) { /* the device's last reading of the batch before: a resend */
           r.seq--;
@@ -570,6 +585,257 @@ START_TEST(test_connections_in_parallel_keep_order) {
 }
 END_TEST
 
+/* A line of line protocol (its device tag, its seq field) as the gateway
+ * makes it a reading, pushed onto b. */
+static void push_line(schema *sc, batch *b, uint32_t device, const char *line) {
+  protocol_msg msg;
+  protocol_error perr;
+  reading r;
+  int e = protocol_parse_line(line, strlen(line), 0, &msg, &perr);
+  ck_assert_msg(e == 0, "%s: %s", line, protocol_reason_name(e));
+  e = schema_pack(sc, &msg.point, &r, &perr);
+  ck_assert_msg(e == 0, "%s: %s", line, protocol_reason_name(e));
+  r.device = device;
+  ck_assert_int_eq(batch_push(b, &r), 0);
+}
+
+/* The value of a one-row, one-column query as text ("NULL" for NULL). */
+static const char *pg_text(PGconn *pg, const char *sql, char *buf, size_t len) {
+  PGresult *r = PQexec(pg, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "%s: %s", sql, PQerrorMessage(pg));
+  snprintf(buf, len, "%s", PQgetisnull(r, 0, 0) ? "NULL" : PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return buf;
+}
+
+#define ck_pg_text(pg, sql, want)                                \
+  do {                                                           \
+    char got_[256];                                              \
+    ck_assert_str_eq(pg_text(pg, sql, got_, sizeof got_), want); \
+  } while (0)
+
+/* The columns of a table, "name type[ tag], ...", in order. */
+#define COLUMNS_OF(table)                                                          \
+  "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) ||"        \
+  " coalesce(' ' || col_description(attrelid, attnum), ''), ', ' ORDER BY attnum)" \
+  " FROM pg_attribute WHERE attrelid = '" table "'::regclass AND attnum > 0 AND NOT attisdropped"
+
+/* The type schema sc has for field f of measurement m, or 0. */
+static int schema_type(const schema *sc, const char *m, const char *f) {
+  const schema_column *cols;
+  uint16_t mid = schema_find(sc, m, strlen(m));
+  uint32_t n = schema_columns(sc, mid, &cols);
+  int k = schema_column_of(sc, mid, schema_find(sc, f, strlen(f)));
+  return k >= 0 && (uint32_t)k < n ? cols[k].type : 0;
+}
+
+/* Readings of three measurements, mixed in batches, with every type of
+ * field; fields that come later become columns then; a field a reading
+ * lacks is NULL. Reopened with a schema of its own, the storage gives it
+ * the stored types; a reset drops every measurement's table. */
+START_TEST(test_measurements_any_fields) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  schema *sc = schema_new(0);
+  storage *s = pg_open_schema(&c, NULL, 2, 1, sc);
+  batch b = {.id = 1};
+  push_line(sc, &b, 1, "weather,device=1,room=kitchen temp=21.5,count=3i,seq=1i 1700000000001000000");
+  push_line(sc, &b, 2, "telemetry,device=2 temperature=20.5,humidity=40,battery=80i,seq=1i 1700000000002000000");
+  push_line(sc, &b, 1, "door,device=1 open=t,note=\"front \\\"door\\\"\",seq=2i 1700000000003000000");
+  push_line(sc, &b, 2, "weather,device=2,room=hall temp=19,count=-4i,seq=2i 1700000000004000000");
+  storage_write_result res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 4);
+  batch_free(&b);
+
+  PGconn *pg = pg_connect(&c);
+  ck_pg_text(pg, COLUMNS_OF("weather"),
+             "device text, seq bigint, ts_ms bigint, batch bigint, room text tag, temp double precision, count bigint");
+  ck_pg_text(pg, COLUMNS_OF("door"), "device text, seq bigint, ts_ms bigint, batch bigint, open boolean, note text");
+  ck_pg_text(pg,
+             "SELECT format('%s %s %s %s %s %s %s', device, seq, ts_ms, batch, room, temp, count) FROM weather"
+             " WHERE device = '1'",
+             "1 1 1700000000001 1 kitchen 21.5 3");
+  ck_pg_text(pg, "SELECT format('%s %s %s', seq, open, note) FROM door", "2 t front \"door\"");
+  ck_pg_text(pg, "SELECT format('%s %s %s', temperature, humidity, battery) FROM readings", "20.5 40 80");
+
+  /* Fields that come later: a column each, added as they come; a
+   * reading's absent fields are NULL. */
+  b = (batch){.id = 2};
+  push_line(sc, &b, 1, "weather,device=1,room=hall temp=19i,wind=3.5,seq=3i 1700000000005000000");
+  push_line(sc, &b, 2, "weather,device=2 count=7i,seq=3i 1700000000006000000");
+  push_line(sc, &b, 3, "telemetry,device=3 battery=50i,label=\"spare\",seq=1i 1700000000007000000");
+  push_line(sc, &b, 1, "door,device=1 open=f,seq=4i 1700000000008000000");
+  res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 4);
+  batch_free(&b);
+  ck_pg_text(pg, COLUMNS_OF("weather"),
+             "device text, seq bigint, ts_ms bigint, batch bigint, room text tag, temp double precision,"
+             " count bigint, wind double precision");
+  ck_pg_text(pg, "SELECT format('%s %s %s', room, temp, wind) FROM weather WHERE seq = 3 AND device = '1'",
+             "hall 19 3.5");
+  ck_pg_text(pg,
+             "SELECT format('%s %s %s %s', room IS NULL, temp IS NULL, count, wind IS NULL) FROM weather"
+             " WHERE seq = 3 AND device = '2'",
+             "t t 7 t");
+  ck_pg_text(pg,
+             "SELECT format('%s %s %s %s', temperature IS NULL, humidity IS NULL, battery, label) FROM readings"
+             " WHERE device = '3'",
+             "t t 50 spare");
+  ck_pg_text(pg, "SELECT format('%s %s', open, note IS NULL) FROM door WHERE seq = 4", "f t");
+  ck_assert_uint_eq(storage_test_count(s), 2); /* readings' rows */
+  storage_close(s);
+  schema_free(sc);
+
+  /* Reopened: the stored fields, their types, back in a new schema. */
+  sc = schema_new(0);
+  s = pg_open_schema(&c, NULL, 1, 0, sc);
+  ck_assert_int_eq(schema_type(sc, "weather", "room"), FIELD_TAG);
+  ck_assert_int_eq(schema_type(sc, "weather", "temp"), FIELD_FLOAT);
+  ck_assert_int_eq(schema_type(sc, "weather", "count"), FIELD_INT);
+  ck_assert_int_eq(schema_type(sc, "weather", "wind"), FIELD_FLOAT);
+  ck_assert_int_eq(schema_type(sc, "door", "open"), FIELD_BOOL);
+  ck_assert_int_eq(schema_type(sc, "door", "note"), FIELD_STRING);
+  ck_assert_int_eq(schema_type(sc, "telemetry", "label"), FIELD_STRING);
+  ck_assert_int_eq(schema_type(sc, "telemetry", "battery"), FIELD_INT);
+  /* ... so a JSON number to an integer field stays an integer. */
+  b = (batch){.id = 3};
+  push_line(sc, &b, 2, "{\"measurement\":\"weather\",\"device\":2,\"seq\":4,\"ts\":1700000000009,\"count\":12}");
+  res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 1);
+  batch_free(&b);
+  ck_pg_text(pg, "SELECT count FROM weather WHERE seq = 4", "12");
+  storage_close(s);
+  schema_free(sc);
+
+  /* A reset drops every measurement's table. */
+  s = pg_open(&c, NULL, 1, 1, STORAGE_DURABILITY_NORMAL);
+  ck_pg_text(pg, "SELECT format('%s %s', to_regclass('weather') IS NULL, to_regclass('door') IS NULL)", "t t");
+  ck_pg_text(pg, COLUMNS_OF("readings"),
+             "device text, seq bigint, ts_ms bigint, temperature double precision, humidity double precision,"
+             " battery bigint, batch bigint");
+  storage_close(s);
+  PQfinish(pg);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* A write adds columns only when its measurement gained fields: with a
+ * reader holding the table, a write of the known fields commits at once
+ * (no DDL waits for the reader), one with a new field waits for it -
+ * -EBUSY past lock_timeout, stored once the reader is gone. Also after a
+ * reopen, which starts from the columns the tables have. */
+START_TEST(test_columns_added_only_when_needed) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  char uri[200];
+  snprintf(uri, sizeof uri, "%s?options=-c%%20lock_timeout%%3D200", c.uri);
+  schema *sc = schema_new(0);
+  storage *s = pg_open_schema(&c, uri, 1, 1, sc);
+  batch b = {.id = 1};
+  push_line(sc, &b, 1, "weather,device=1 temp=1.5,seq=1i 1700000000001000000");
+  storage_test_write(s, &b);
+  batch_free(&b);
+  PGconn *pg = pg_connect(&c);
+  for (int reopened = 0; reopened < 2; reopened++) {
+    uint64_t seq = 2 + 2 * (uint64_t)reopened;
+    pg_exec(pg, "BEGIN");
+    ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM weather"), (long long)seq - 1);
+    b = (batch){.id = seq};
+    char line[200];
+    snprintf(line, sizeof line, "weather,device=1 temp=2.5,seq=%lui 1700000000002000000", (unsigned long)seq);
+    push_line(sc, &b, 1, line);
+    storage_test_write(s, &b);
+    batch_free(&b);
+    b = (batch){.id = seq + 1};
+    snprintf(line, sizeof line, "weather,device=1 temp=3.5,gust%d=9i,seq=%lui 1700000000003000000", reopened,
+             (unsigned long)seq + 1);
+    push_line(sc, &b, 1, line);
+    char err[200] = "";
+    storage_write_result res;
+    int r = storage_write(s, 0, &b, &res, err, sizeof err);
+    ck_assert_msg(r == -EBUSY && strstr(err, "adding columns"), "%d %s", r, err);
+    pg_exec(pg, "COMMIT");
+    res = storage_test_write(s, &b);
+    ck_assert_uint_eq(res.inserted, 1);
+    batch_free(&b);
+    storage_close(s);
+    schema_free(sc);
+    sc = schema_new(0);
+    s = pg_open_schema(&c, uri, 1, 0, sc);
+  }
+  ck_pg_text(pg, "SELECT format('%s %s %s', count(*), sum(gust0), sum(gust1)) FROM weather", "5 9 9");
+  storage_close(s);
+  schema_free(sc);
+  PQfinish(pg);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* A stored field whose type the schema has otherwise fails the open,
+ * saying which column and both types. */
+START_TEST(test_type_conflict_refused) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  schema *sc = schema_new(0);
+  storage *s = pg_open_schema(&c, NULL, 1, 1, sc);
+  batch b = {.id = 1};
+  push_line(sc, &b, 1, "weather,device=1 count=3i,seq=1i 1700000000001000000");
+  storage_test_write(s, &b);
+  batch_free(&b);
+  storage_close(s);
+  schema_free(sc);
+
+  sc = schema_new(0);
+  b = (batch){.id = 1};
+  push_line(sc, &b, 1, "weather,device=1 count=3.5,seq=1i 1700000000001000000"); /* count: a float here */
+  batch_free(&b);
+  storage_opts o = {.backend = "postgres", .path = c.uri, .connections = 1, .schema = sc};
+  char err[200] = "";
+  s = NULL;
+  ck_assert_int_eq(storage_open(&s, &o, err, sizeof err), -EINVAL);
+  ck_assert_ptr_null(s);
+  ck_assert_str_eq(err, "postgres: weather.count is integer in the database but float in the schema;"
+                        " declare it so or drop it");
+  schema_free(sc);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* The readings table of releases before fields (three NOT NULL, battery
+ * an integer) is brought up to date at open, its rows kept; then a
+ * telemetry reading may lack any of the three. */
+START_TEST(test_old_readings_migrated) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  PGconn *pg = pg_connect(&c);
+  pg_exec(pg, "CREATE TABLE readings (device text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL,"
+              " temperature double precision NOT NULL, humidity double precision NOT NULL,"
+              " battery integer NOT NULL, batch bigint NOT NULL)");
+  pg_exec(pg, "INSERT INTO readings VALUES ('1', 1, 1700000000001, 20.5, 41, 77, 1)");
+  schema *sc = schema_new(0);
+  storage *s = pg_open_schema(&c, NULL, 1, 0, sc);
+  ck_pg_text(pg, COLUMNS_OF("readings"),
+             "device text, seq bigint, ts_ms bigint, temperature double precision, humidity double precision,"
+             " battery bigint, batch bigint");
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'readings'::regclass"
+                                " AND attnotnull AND attname IN ('temperature', 'humidity', 'battery')"),
+                   0);
+  batch b = {.id = 2};
+  push_line(sc, &b, 1, "telemetry,device=1 humidity=50,battery=5000000000i,seq=2i 1700000000002000000");
+  storage_write_result res = storage_test_write(s, &b);
+  ck_assert_uint_eq(res.inserted, 1);
+  batch_free(&b);
+  ck_pg_text(pg,
+             "SELECT string_agg(format('%s %s %s', temperature IS NULL, humidity, battery), ', ' ORDER BY seq)"
+             " FROM readings",
+             "f 41 77, t 50 5000000000");
+  storage_close(s);
+  schema_free(sc);
+  PQfinish(pg);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
 int main(void) {
   int r = pg_template_init();
   if (r != 0) return r;
@@ -583,5 +849,9 @@ int main(void) {
   tg_test_add(s, "open_refused", test_open_refused, 120);
   tg_test_add(s, "commit_lost_in_flight", test_commit_lost_in_flight, 120);
   tg_test_add(s, "connections_in_parallel_keep_order", test_connections_in_parallel_keep_order, 120);
+  tg_test_add(s, "measurements_any_fields", test_measurements_any_fields, 120);
+  tg_test_add(s, "columns_added_only_when_needed", test_columns_added_only_when_needed, 120);
+  tg_test_add(s, "type_conflict_refused", test_type_conflict_refused, 120);
+  tg_test_add(s, "old_readings_migrated", test_old_readings_migrated, 120);
   return tg_test_main(s);
 }

@@ -30,15 +30,39 @@
  * a device this process has not written yet, after the fold at open, so
  * device_hwm alone has it.
  *
- * Tables are created at open if missing, under an advisory lock so that
- * gateways starting together do not race, and checked for the columns this
- * backend writes. Seqs are unsigned 64-bit and stored in bigint as the
- * same 64 bits (two's complement), as in SQLite: every seq below 2^63 is
- * itself.
+ * Measurements: each is a table (storage.h), telemetry's readings and
+ * any other measurement M's the table "M", with device, seq, ts_ms and
+ * batch, then a column per field of the measurement (schema.h) typed by
+ * the field's type: double precision, bigint, boolean, text; a tag is
+ * text with the comment 'tag', which is how open tells it from a string.
+ * Before a write, its connection adds the columns the write needs (CREATE
+ * TABLE, ALTER TABLE ... ADD COLUMN IF NOT EXISTS, in a transaction of
+ * their own: a column left by a write that then failed does no harm) and
+ * remembers per measurement how many exist, so this DDL runs only when a
+ * measurement gained fields. A write copies each measurement's rows with
+ * a COPY of its own (its columns listed), all in the write's transaction.
+ * At open, the columns of every table so shaped go into the schema, so a
+ * field keeps the type it was stored with; one the schema has with
+ * another type fails the open. readings before any fields had its three
+ * NOT NULL and battery an integer: open drops the NOT NULLs and makes
+ * battery a bigint, as every integer field is (a rewrite of the table,
+ * once; the bigint takes no more room in a row, where the integer was
+ * padded to batch's 8 bytes).
+ *
+ * XXX: PostgreSQL cuts identifiers at 63 bytes and names may have 128, so
+ * two measurements (or fields) alike in their first 63 bytes share a
+ * table (or a column).
+ *
+ * Tables are created at open if missing, and columns added, under an
+ * advisory lock so that gateways starting together do not race; readings
+ * and device_hwm are checked for the columns this backend writes. Seqs
+ * are unsigned 64-bit and stored in bigint as the same 64 bits (two's
+ * complement), as in SQLite: every seq below 2^63 is itself.
  *
  * A write is three round trips: "BEGIN; SELECT txid_current(); COPY ...
  * FROM STDIN" in one simple query; the rows; the mark_log row, or the fold
- * when due, and COMMIT in one pipeline.
+ * when due, and COMMIT in one pipeline. A write of several measurements
+ * takes two more per measurement after the first (its COPY, its rows).
  *
  * Durability (synchronous_commit, set per session): a COMMIT that returned
  * is in the server, so it survives any crash of serve either way. With
@@ -74,13 +98,14 @@
 /* Writes of a connection between folds of its mark_log rows. */
 enum { FOLD_EVERY = 256 };
 
-/* The columns COPY fills, in this order. */
-#define READING_COLUMNS "device, seq, ts_ms, temperature, humidity, battery, batch"
+/* The columns every measurement's table starts with; its fields follow. */
+#define FIXED_COLUMNS "device, seq, ts_ms, batch"
+enum { NFIXED = 4 };
 
 static const char tables[] = "CREATE TABLE IF NOT EXISTS readings ("
                              " device text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL,"
-                             " temperature double precision NOT NULL, humidity double precision NOT NULL,"
-                             " battery integer NOT NULL, batch bigint NOT NULL);"
+                             " temperature double precision, humidity double precision,"
+                             " battery bigint, batch bigint NOT NULL);"
                              /* A fold updates thousands of its rows: room on each page lets
                               * an update stay on the page (HOT), the index untouched. */
                              "CREATE TABLE IF NOT EXISTS device_hwm ("
@@ -92,7 +117,30 @@ static const char tables[] = "CREATE TABLE IF NOT EXISTS readings ("
                              "ALTER TABLE mark_log ALTER devices SET STORAGE EXTERNAL,"
                              " ALTER seqs SET STORAGE EXTERNAL;";
 
-static const char schema_reset[] = "DROP TABLE IF EXISTS readings, device_hwm, mark_log;";
+/* The column type of each field type, and its name in messages (schema.h's). */
+static const char *const column_types[] = {
+    [FIELD_FLOAT] = "double precision",
+    [FIELD_INT] = "bigint",
+    [FIELD_BOOL] = "boolean",
+    [FIELD_STRING] = "text",
+    [FIELD_TAG] = "text",
+};
+static const char *const type_names[] = {
+    [FIELD_FLOAT] = "float",   [FIELD_INT] = "integer", [FIELD_BOOL] = "boolean",
+    [FIELD_STRING] = "string", [FIELD_TAG] = "tag",
+};
+
+/* The columns of the tables of the session's schema (where CREATE TABLE
+ * puts them), table by table in column order: the table, the column, its
+ * type's oid, whether it is a tag. A table named telemetry is no
+ * measurement's: telemetry's is readings. */
+static const char catalog[] =
+    "SELECT c.relname, a.attname, a.atttypid::int8, col_description(c.oid, a.attnum) IS NOT DISTINCT FROM 'tag'"
+    " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+    " WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+    " AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped"
+    " AND c.relname NOT IN ('device_hwm', 'mark_log', 'telemetry')"
+    " ORDER BY c.relname, a.attnum";
 
 /* At open, what mark_log holds goes into device_hwm: per device the
  * largest mark, as unsigned (x # MIN turns the unsigned order of
@@ -116,10 +164,10 @@ static const char fold_marks[] = "WITH gone AS (DELETE FROM mark_log WHERE write
  * the schema. */
 #define SCHEMA_LOCK "7878020417"
 
-static const char write_begin[] = "BEGIN; SELECT txid_current(); "
-                                  "COPY readings (" READING_COLUMNS ") FROM STDIN (FORMAT binary)";
+/* What a write's first COPY comes after, in the same message. */
+#define WRITE_BEGIN "BEGIN; SELECT txid_current(); "
 
-enum { OID_TEXT_ARRAY = 1009, OID_INT8_ARRAY = 1016, OID_INT8 = 20 };
+enum { OID_BOOL = 16, OID_INT8 = 20, OID_TEXT = 25, OID_FLOAT8 = 701, OID_TEXT_ARRAY = 1009, OID_INT8_ARRAY = 1016 };
 
 /* A write whose COMMIT was sent on a link that then broke. */
 typedef struct doubt {
@@ -131,6 +179,21 @@ typedef struct doubt {
   char device[256]; /* its first mark: the seq there says whether it committed */
   uint64_t seq;
 } doubt;
+
+/* What a connection knows of a measurement's table. */
+typedef struct pg_table {
+  uint32_t ncols;     /* the measurement's first ncols columns are in the table */
+  uint32_t copy_cols; /* copy is for that many */
+  char *copy;         /* WRITE_BEGIN, then the COPY of copy_cols columns; NULL: none yet */
+} pg_table;
+
+/* The rows of one measurement in a write, and their COPY data. */
+typedef struct write_group {
+  uint16_t m;
+  uint32_t ncols; /* the measurement's columns when the write began */
+  const schema_column *cols;
+  size_t off, len; /* its data in the connection's buf */
+} write_group;
 
 typedef struct pg_conn {
   PGconn *pg;
@@ -151,12 +214,23 @@ typedef struct pg_conn {
   uint64_t *seqs;
   char (*decimal)[16];
   uint32_t capfold;
+  pg_table *tables; /* by measurement id */
+  uint32_t ntables;
+  write_group *groups;
+  uint32_t ngroups, capgroups;
+  const field_value **slot; /* a row's value of each column, or NULL */
+  uint32_t capslot;
 } pg_conn;
 
 typedef struct pg_impl {
   storage_namer names;
   char *conninfo;
   int synchronous; /* --durability full */
+  schema *schema;
+  /* By measurement id: how many of its columns open found in its table
+   * (every connection's starting knowledge). */
+  uint32_t *found;
+  uint32_t nfound;
   int n;
   pg_conn conns[];
 } pg_impl;
@@ -239,7 +313,7 @@ static int prepare(pg_conn *c, const char *name, const char *sql, int nparams, c
 /* The session's prepared statements (a session's own), once the tables
  * exist. */
 static int session_prepare(pg_conn *c, char *err, size_t errlen) {
-  const Oid text = 25, log[] = {OID_INT8, OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY}, int8 = OID_INT8;
+  const Oid text = OID_TEXT, log[] = {OID_INT8, OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY}, int8 = OID_INT8;
   const Oid fold[] = {OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY};
   int r = prepare(c, "mark_get", "SELECT seq FROM device_hwm WHERE device = $1", 1, &text, err, errlen);
   if (!r)
@@ -279,7 +353,10 @@ static int session_connect(pg_impl *im, pg_conn *c, char *err, size_t errlen) {
     return c->pg ? -EIO : -ENOMEM;
   }
   PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
-  return exec_ok(c, im->synchronous ? "SET synchronous_commit = on" : "SET synchronous_commit = off",
+  /* Readings' strings are UTF-8, whatever the database's encoding. */
+  return exec_ok(c,
+                 im->synchronous ? "SET synchronous_commit = on; SET client_encoding = 'UTF8'"
+                                 : "SET synchronous_commit = off; SET client_encoding = 'UTF8'",
                  "session settings", err, errlen);
 }
 
@@ -291,16 +368,206 @@ static int session(pg_impl *im, pg_conn *c, char *err, size_t errlen) {
   return r ? r : session_prepare(c, err, errlen);
 }
 
-/* Creates the tables if missing (dropping them first with reset), and
- * checks they have the columns written here. */
-static int schema_open(pg_conn *c, int reset, char *err, size_t errlen) {
+/* SQL being put together; out of memory once, it stays so. */
+typedef struct sql_text {
+  char *p;
+  size_t n, cap;
+  int oom;
+} sql_text;
+
+static void sql_add(sql_text *t, const char *s, size_t n) {
+  if (t->oom) return;
+  if (t->n + n + 1 > t->cap) {
+    size_t cap = t->cap ? t->cap : 256;
+    while (cap < t->n + n + 1) cap *= 2;
+    char *p = realloc(t->p, cap);
+    if (!p) {
+      t->oom = 1;
+      return;
+    }
+    t->p = p;
+    t->cap = cap;
+  }
+  memcpy(t->p + t->n, s, n);
+  t->n += n;
+  t->p[t->n] = 0;
+}
+
+static void sql_str(sql_text *t, const char *s) { sql_add(t, s, strlen(s)); }
+
+/* A name as a quoted identifier: any name, none a keyword. */
+static void sql_ident(sql_text *t, const char *name) {
+  sql_add(t, "\"", 1);
+  for (const char *q; (q = strchr(name, '"')) != NULL; name = q + 1) {
+    sql_add(t, name, (size_t)(q - name) + 1);
+    sql_add(t, "\"", 1);
+  }
+  sql_str(t, name);
+  sql_add(t, "\"", 1);
+}
+
+/* Runs t's SQL (then frees it); 0, -ENOMEM, or the failure's code. */
+static int sql_run(pg_conn *c, sql_text *t, const char *what, char *err, size_t errlen) {
+  int r = 0;
+  if (t->oom) {
+    snprintf(err, errlen, "postgres: out of memory");
+    r = -ENOMEM;
+  } else if (t->n) {
+    r = exec_ok(c, t->p, what, err, errlen);
+  }
+  free(t->p);
+  *t = (sql_text){0};
+  return r;
+}
+
+/* The table of measurement m. */
+static const char *table_of(const schema *sc, uint16_t m) {
+  return m == SCHEMA_TELEMETRY ? "readings" : schema_name(sc, m);
+}
+
+static int is_fixed(const char *col) {
+  return !strcmp(col, "device") || !strcmp(col, "seq") || !strcmp(col, "ts_ms") || !strcmp(col, "batch");
+}
+
+/* In the catalog's rows, the table of row *at: its rows up to *end, and
+ * whether it is a measurement's (it has the fixed columns). */
+static int catalog_table(const PGresult *res, int at, int *end) {
+  const char *table = PQgetvalue(res, at, 0);
+  int fixed = 0, i = at;
+  for (; i < PQntuples(res) && strcmp(PQgetvalue(res, i, 0), table) == 0; i++) fixed += is_fixed(PQgetvalue(res, i, 1));
+  *end = i;
+  return fixed == NFIXED;
+}
+
+static int catalog_read(pg_conn *c, PGresult **res, char *err, size_t errlen) {
+  *res = PQexec(c->pg, catalog);
+  return PQresultStatus(*res) == PGRES_TUPLES_OK ? 0 : fail_pg(c, *res, "catalog", err, errlen);
+}
+
+/* --reset: drops every measurement's table, and the marks'. */
+static int tables_drop(pg_conn *c, char *err, size_t errlen) {
+  PGresult *res;
+  int r = catalog_read(c, &res, err, errlen);
+  sql_text t = {0};
+  sql_str(&t, "DROP TABLE IF EXISTS readings, device_hwm, mark_log");
+  for (int i = 0, end; !r && i < PQntuples(res); i = end)
+    if (catalog_table(res, i, &end) && strcmp(PQgetvalue(res, i, 0), "readings") != 0) {
+      sql_str(&t, ", ");
+      sql_ident(&t, PQgetvalue(res, i, 0));
+    }
+  PQclear(res);
+  if (r) free(t.p);
+  return r ? r : sql_run(c, &t, "reset", err, errlen);
+}
+
+/* readings as this backend writes it (see the top): its fields nullable,
+ * battery a bigint. */
+static int readings_migrate(pg_conn *c, char *err, size_t errlen) {
+  PGresult *res = PQexec(c->pg, "SELECT attname, attnotnull, atttypid = 'integer'::regtype FROM pg_attribute"
+                                " WHERE attrelid = 'readings'::regclass AND NOT attisdropped"
+                                " AND attname IN ('temperature', 'humidity', 'battery')");
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    int r = fail_pg(c, res, "readings", err, errlen);
+    PQclear(res);
+    return r;
+  }
+  sql_text t = {0};
+  for (int i = 0; i < PQntuples(res); i++) {
+    const char *col = PQgetvalue(res, i, 0);
+    for (int k = 1; k <= 2; k++) {
+      if (strcmp(PQgetvalue(res, i, k), "t") != 0) continue;
+      sql_str(&t, t.n ? ", ALTER " : "ALTER TABLE readings ALTER ");
+      sql_str(&t, col);
+      sql_str(&t, k == 1 ? " DROP NOT NULL" : " TYPE bigint");
+    }
+  }
+  PQclear(res);
+  return sql_run(c, &t, "readings", err, errlen);
+}
+
+/* The field type of a stored column, or 0: a type this backend does not
+ * write (the column is left alone). */
+static int field_type_of(const PGresult *res, int row) {
+  long long oid = strtoll(PQgetvalue(res, row, 2), NULL, 10);
+  int tag = strcmp(PQgetvalue(res, row, 3), "t") == 0;
+  return oid == OID_FLOAT8 ? FIELD_FLOAT
+         : oid == OID_INT8 ? FIELD_INT
+         : oid == OID_BOOL ? FIELD_BOOL
+         : oid == OID_TEXT ? (tag ? FIELD_TAG : FIELD_STRING)
+                           : 0;
+}
+
+/* Remembers that measurement m's first n columns are in its table. 0 or
+ * -1. */
+static int found_set(pg_impl *im, uint16_t m, uint32_t n) {
+  if (m >= im->nfound) {
+    uint32_t *f = realloc(im->found, ((size_t)m + 1) * sizeof *f);
+    if (!f) return -1;
+    memset(f + im->nfound, 0, ((size_t)m + 1 - im->nfound) * sizeof *f);
+    im->found = f;
+    im->nfound = (uint32_t)m + 1;
+  }
+  im->found[m] = n;
+  return 0;
+}
+
+/* One measurement table's fields (catalog rows from..end) into the
+ * schema, and whether the table has all of the measurement's columns. */
+static int table_learn(pg_impl *im, const PGresult *res, int from, int end, char *err, size_t errlen) {
+  schema *sc = im->schema;
+  const char *table = PQgetvalue(res, from, 0), *m = strcmp(table, "readings") == 0 ? "telemetry" : table;
+  for (int i = from; i < end; i++) {
+    const char *col = PQgetvalue(res, i, 1);
+    int type = field_type_of(res, i), r = type && !is_fixed(col) ? schema_add_column(sc, m, col, type) : 0;
+    if (r == -EEXIST) {
+      const schema_column *cols;
+      uint16_t mid = schema_find(sc, m, strlen(m));
+      schema_columns(sc, mid, &cols);
+      int k = schema_column_of(sc, mid, schema_find(sc, col, strlen(col)));
+      snprintf(err, errlen, "postgres: %s.%s is %s in the database but %s in the schema; declare it so or drop it",
+               table, col, type_names[type], type_names[cols[k].type]);
+      return -EINVAL;
+    }
+    if (r != 0) {
+      snprintf(err, errlen, "postgres: %s.%s: %s", table, col,
+               r == -ENOMEM ? "out of memory" : "more names or fields than the schema holds (--max-fields)");
+      return r == -ENOMEM ? r : -EINVAL;
+    }
+  }
+  /* The DDL of a connection's first write to it is needed only when not. */
+  const schema_column *cols;
+  uint16_t mid = schema_find(sc, m, strlen(m));
+  uint32_t n = schema_columns(sc, mid, &cols), have = 0;
+  for (int i = from; i < end; i++) {
+    const char *col = PQgetvalue(res, i, 1);
+    have +=
+        field_type_of(res, i) && !is_fixed(col) && schema_column_of(sc, mid, schema_find(sc, col, strlen(col))) >= 0;
+  }
+  if (mid && have == n && found_set(im, mid, n)) {
+    snprintf(err, errlen, "postgres: out of memory");
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+/* Creates the tables if missing (dropping every measurement's first with
+ * reset), brings readings up to date, puts what the tables hold into the
+ * schema, and checks readings and device_hwm have the columns written
+ * here. */
+static int tables_open(pg_impl *im, pg_conn *c, int reset, char *err, size_t errlen) {
+  PGresult *res = NULL;
   int r = exec_ok(c, "BEGIN; SELECT pg_advisory_xact_lock(" SCHEMA_LOCK ")", "schema lock", err, errlen);
-  if (!r && reset) r = exec_ok(c, schema_reset, "reset", err, errlen);
+  if (!r && reset) r = tables_drop(c, err, errlen);
   if (!r) r = exec_ok(c, tables, "schema", err, errlen);
+  if (!r) r = readings_migrate(c, err, errlen);
+  if (!r) r = catalog_read(c, &res, err, errlen);
+  for (int i = 0, end; !r && i < PQntuples(res); i = end)
+    if (catalog_table(res, i, &end)) r = table_learn(im, res, i, end, err, errlen);
+  PQclear(res);
   if (!r) r = exec_ok(c, "COMMIT", "schema", err, errlen);
-  if (!r) r = exec_ok(c, "SELECT " READING_COLUMNS " FROM readings LIMIT 0", "readings", err, errlen);
+  if (!r) r = exec_ok(c, "SELECT " FIXED_COLUMNS " FROM readings LIMIT 0", "readings", err, errlen);
   if (!r) r = exec_ok(c, "SELECT device, seq FROM device_hwm LIMIT 0", "device_hwm", err, errlen);
-  if (r && PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+  if (r && c->pg && PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
     PQclear(PQexec(c->pg, "ROLLBACK"));
   return r;
 }
@@ -363,21 +630,53 @@ static size_t put_double(char *p, double d) {
   return put64(p, v);
 }
 
-/* The rows in COPY's binary format (a header, then per row the field
- * count and each field as its length and big-endian bytes, then -1).
- * Returns the size, or 0 out of memory. */
-static size_t copy_data(pg_conn *c, const storage_rows *w) {
+/* A value of a column of that type, as COPY's binary format has it: its
+ * length (-1: NULL) and its bytes. A field of another type than its
+ * column's - a reading made in the process - is converted between
+ * numbers, or NULL. */
+static size_t put_value(char *p, int type, const field_value *f) {
+  int text = f && (f->type == FIELD_STRING || f->type == FIELD_TAG);
+  if (!f || text != (type == FIELD_STRING || type == FIELD_TAG)) return put32(p, UINT32_MAX);
+  switch (type) {
+  case FIELD_FLOAT: put32(p, 8); return 4 + put_double(p + 4, field_number(f));
+  case FIELD_INT: put32(p, 8); return 4 + put64(p + 4, (uint64_t)(f->type == FIELD_FLOAT ? (int64_t)f->v.f : f->v.i));
+  case FIELD_BOOL:
+    put32(p, 1);
+    p[4] = field_number(f) != 0;
+    return 5;
+  default:
+    put32(p, f->len);
+    memcpy(p + 4, f->v.s, f->len);
+    return 4 + f->len;
+  }
+}
+
+/* The rows of w of g's measurement in COPY's binary format (a header,
+ * then per row the field count and each field as its length and
+ * big-endian bytes, then -1), into c->buf from `at`: g->off and g->len
+ * set. Returns the end, or 0 out of memory. */
+static size_t copy_data(const pg_impl *im, pg_conn *c, const storage_rows *w, write_group *g, size_t at) {
   static const char header[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0"; /* signature, flags 0, no extension */
-  size_t at = 0;
-  if (reserve(c, 0, sizeof header - 1 + 2)) return 0;
-  memcpy(c->buf, header, sizeof header - 1);
-  at = sizeof header - 1;
+  if (reserve(c, at, sizeof header - 1 + 2)) return 0;
+  g->off = at;
+  memcpy(c->buf + at, header, sizeof header - 1);
+  at += sizeof header - 1;
   for (uint32_t i = 0; i < w->nrows; i++) {
     const reading *r = w->rows[i].r;
-    size_t len = strlen(w->rows[i].device);
-    if (reserve(c, at, 2 + 7 * 4 + len + 8 * 5 + 4 + 2)) return 0;
+    if (r->measurement != g->m) continue;
+    /* Each column's field, by its name's column index. */
+    const field_value *f = reading_fields(r);
+    size_t len = strlen(w->rows[i].device), need = 2 + 4 * 4 + len + 8 * 3 + (size_t)g->ncols * 4 + 2;
+    memset(c->slot, 0, g->ncols * sizeof *c->slot);
+    for (uint32_t k = 0; k < r->nfields; k++) {
+      int col = schema_column_of(im->schema, g->m, f[k].name);
+      if (col < 0 || (uint32_t)col >= g->ncols) continue;
+      c->slot[col] = &f[k];
+      need += 8 + f[k].len;
+    }
+    if (reserve(c, at, need)) return 0;
     char *p = c->buf + at;
-    p += put16(p, 7);
+    p += put16(p, (uint16_t)(NFIXED + g->ncols));
     p += put32(p, (uint32_t)len);
     memcpy(p, w->rows[i].device, len);
     p += len;
@@ -385,20 +684,111 @@ static size_t copy_data(pg_conn *c, const storage_rows *w) {
     p += put64(p, r->seq);
     p += put32(p, 8);
     p += put64(p, (uint64_t)r->ts_ms);
-    const field_value *t = reading_field(r, SCHEMA_TEMPERATURE), *h = reading_field(r, SCHEMA_HUMIDITY),
-                      *b = reading_field(r, SCHEMA_BATTERY);
-    p += put32(p, 8);
-    p += put_double(p, t ? field_number(t) : 0);
-    p += put32(p, 8);
-    p += put_double(p, h ? field_number(h) : 0);
-    p += put32(p, 4);
-    p += put32(p, b ? (uint32_t)b->v.i : 0);
     p += put32(p, 8);
     p += put64(p, w->batch_id);
+    for (uint32_t k = 0; k < g->ncols; k++) p += put_value(p, g->cols[k].type, c->slot[k]);
     at = (size_t)(p - c->buf);
   }
   at += put16(c->buf + at, 0xffff);
+  g->len = at - g->off;
   return at;
+}
+
+/* w's measurements into c->groups, in the order they first come, each
+ * with its columns as they are now (every field of w's readings has its
+ * column by now: schema_pack made it before the reading was sent). 0 or
+ * -1. */
+static int write_groups(const pg_impl *im, pg_conn *c, const storage_rows *w) {
+  c->ngroups = 0;
+  uint32_t at = 0;
+  for (uint32_t i = 0; i < w->nrows; i++) {
+    uint16_t m = w->rows[i].r->measurement;
+    if (c->ngroups && c->groups[at].m == m) continue; /* as the row before */
+    at = 0;
+    while (at < c->ngroups && c->groups[at].m != m) at++;
+    if (at < c->ngroups) continue;
+    if (c->ngroups == c->capgroups) {
+      uint32_t cap = c->capgroups ? 2 * c->capgroups : 8;
+      write_group *g = realloc(c->groups, cap * sizeof *g);
+      if (!g) return -1;
+      c->groups = g;
+      c->capgroups = cap;
+    }
+    write_group *g = &c->groups[c->ngroups++];
+    *g = (write_group){.m = m};
+    g->ncols = schema_columns(im->schema, m, &g->cols);
+    if (g->ncols > c->capslot) {
+      const field_value **slot = realloc(c->slot, g->ncols * sizeof *slot);
+      if (!slot) return -1;
+      c->slot = slot;
+      c->capslot = g->ncols;
+    }
+  }
+  return 0;
+}
+
+/* What c knows of m's table. NULL when out of memory. */
+static pg_table *table_get(const pg_impl *im, pg_conn *c, uint16_t m) {
+  if (m >= c->ntables) {
+    uint32_t n = c->ntables ? c->ntables : 16;
+    while (n <= m) n *= 2;
+    pg_table *t = realloc(c->tables, n * sizeof *t);
+    if (!t) return NULL;
+    for (uint32_t i = c->ntables; i < n; i++) t[i] = (pg_table){.ncols = i < im->nfound ? im->found[i] : 0};
+    c->tables = t;
+    c->ntables = n;
+  }
+  return &c->tables[m];
+}
+
+/* g's table given g's columns (see the top), in a transaction of its own
+ * that holds the lock of no other table: a write's transaction, which
+ * may hold one, never waits for a DDL that waits for it. */
+static int table_extend(const pg_impl *im, pg_conn *c, pg_table *t, const write_group *g, char *err, size_t errlen) {
+  const char *table = table_of(im->schema, g->m);
+  sql_text q = {0};
+  sql_str(&q, "BEGIN; SELECT pg_advisory_xact_lock(" SCHEMA_LOCK "); CREATE TABLE IF NOT EXISTS ");
+  sql_ident(&q, table);
+  sql_str(&q, " (device text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL, batch bigint NOT NULL);"
+              " ALTER TABLE ");
+  sql_ident(&q, table);
+  for (uint32_t k = t->ncols; k < g->ncols; k++) {
+    sql_str(&q, k > t->ncols ? ", ADD COLUMN IF NOT EXISTS " : " ADD COLUMN IF NOT EXISTS ");
+    sql_ident(&q, schema_name(im->schema, g->cols[k].name));
+    sql_str(&q, " ");
+    sql_str(&q, column_types[g->cols[k].type]);
+  }
+  for (uint32_t k = t->ncols; k < g->ncols; k++) {
+    if (g->cols[k].type != FIELD_TAG) continue;
+    sql_str(&q, "; COMMENT ON COLUMN ");
+    sql_ident(&q, table);
+    sql_str(&q, ".");
+    sql_ident(&q, schema_name(im->schema, g->cols[k].name));
+    sql_str(&q, " IS 'tag'");
+  }
+  sql_str(&q, "; COMMIT");
+  int r = sql_run(c, &q, "adding columns", err, errlen);
+  if (r == 0) t->ncols = g->ncols;
+  return r;
+}
+
+/* t's COPY for g's columns, made when they changed. 0 or -1. */
+static int table_copy(const pg_impl *im, pg_table *t, const write_group *g) {
+  if (t->copy && t->copy_cols == g->ncols) return 0;
+  sql_text q = {0};
+  sql_str(&q, WRITE_BEGIN "COPY ");
+  sql_ident(&q, table_of(im->schema, g->m));
+  sql_str(&q, " (" FIXED_COLUMNS);
+  for (uint32_t k = 0; k < g->ncols; k++) {
+    sql_str(&q, ", ");
+    sql_ident(&q, schema_name(im->schema, g->cols[k].name));
+  }
+  sql_str(&q, ") FROM STDIN (FORMAT binary)");
+  if (q.oom) return -1;
+  free(t->copy);
+  t->copy = q.p;
+  t->copy_cols = g->ncols;
+  return 0;
 }
 
 /* n marks as two one-dimensional arrays in binary (text[] and int8[]),
@@ -413,7 +803,7 @@ static int marks_arrays(pg_conn *c, size_t at, const char *const *names, const u
     char *p = c->buf + at;
     p += put32(p, 1); /* dimensions */
     p += put32(p, 0); /* no NULLs */
-    p += put32(p, k == 0 ? 25 : OID_INT8);
+    p += put32(p, k == 0 ? OID_TEXT : OID_INT8);
     p += put32(p, n);
     p += put32(p, 1); /* lower bound */
     for (uint32_t i = 0; i < n; i++) {
@@ -587,9 +977,36 @@ static void rollback(pg_conn *c) {
   PQclear(res);
 }
 
+/* Sends sql, which ends with a COPY (after BEGIN and txid_current(),
+ * whose result goes into *txid, for a write's first), and the data. 0 or
+ * the code of the first failure. */
+static int copy_rows(pg_conn *c, const char *sql, const char *data, size_t len, int64_t *txid, char *err,
+                     size_t errlen) {
+  PGresult *res;
+  int r = 0;
+  const char *what = txid ? "begin" : "copy";
+  if (!PQsendQuery(c->pg, sql)) return fail_pg(c, NULL, what, err, errlen);
+  /* BEGIN's result, txid_current()'s, then COPY's invitation. */
+  while ((res = PQgetResult(c->pg)) != NULL) {
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK && PQntuples(res) == 1 && txid) *txid = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    if (st == PGRES_COPY_IN) break;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      r = fail_pg(c, res, what, err, errlen);
+      break;
+    }
+    PQclear(res);
+  }
+  if (!r && !res) r = fail_pg(c, NULL, "copy", err, errlen);
+  PQclear(res);
+  if (r) return r;
+  if (PQputCopyData(c->pg, data, (int)len) != 1 || PQputCopyEnd(c->pg, NULL) != 1)
+    return fail_pg(c, NULL, "copy", err, errlen);
+  return drain(c, 0, "copy", err, errlen);
+}
+
 /* BEGIN, COPY the rows, log the marks (and fold), COMMIT. */
 static int write_transaction(const pg_impl *im, pg_conn *c, const storage_rows *w, int fold, char *err, size_t errlen) {
-  PGresult *res = NULL;
   int r = 0;
   int64_t txid = 0;
   /* Everything is encoded before the first message: the server then never
@@ -604,31 +1021,20 @@ static int write_transaction(const pg_impl *im, pg_conn *c, const storage_rows *
       c->seqs[i] = w->marks[i].seq;
     }
   }
-  size_t n = copy_data(c, w), off[2];
+  size_t n = 0, off[2];
+  for (uint32_t g = 0; g < c->ngroups && (g == 0 || n); g++) n = copy_data(im, c, w, &c->groups[g], n);
   int len[4] = {8, 8};
   if (n == 0 || marks_arrays(c, n, c->names, c->seqs, nmarks, off, &len[2])) {
     snprintf(err, errlen, "postgres: out of memory");
     return -ENOMEM;
   }
-  if (!PQsendQuery(c->pg, write_begin)) return fail_pg(c, NULL, "begin", err, errlen);
-  /* BEGIN's result, txid_current()'s, then COPY's invitation. */
-  while ((res = PQgetResult(c->pg)) != NULL) {
-    ExecStatusType st = PQresultStatus(res);
-    if (st == PGRES_TUPLES_OK && PQntuples(res) == 1) txid = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    if (st == PGRES_COPY_IN) break;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-      r = fail_pg(c, res, "begin", err, errlen);
-      break;
-    }
-    PQclear(res);
+  /* The first COPY after BEGIN, in one message; one more per measurement. */
+  for (uint32_t g = 0; g < c->ngroups && !r; g++) {
+    const write_group *wg = &c->groups[g];
+    const char *copy = c->tables[wg->m].copy + (g ? strlen(WRITE_BEGIN) : 0);
+    r = copy_rows(c, copy, c->buf + wg->off, wg->len, g ? NULL : &txid, err, errlen);
   }
-  if (!r && !res) r = fail_pg(c, NULL, "copy", err, errlen);
-  PQclear(res);
   if (r) return r;
-
-  if (PQputCopyData(c->pg, c->buf, (int)n) != 1 || PQputCopyEnd(c->pg, NULL) != 1)
-    return fail_pg(c, NULL, "copy", err, errlen);
-  if ((r = drain(c, 0, "copy", err, errlen)) != 0) return r;
 
   char writer[8], batch_id[8];
   put64(writer, (uint64_t)c->writer);
@@ -695,6 +1101,21 @@ static int pg_write(void *impl, int ci, const storage_rows *w, char *err, size_t
       return 0;
     }
   }
+  if (write_groups(im, c, w)) {
+    snprintf(err, errlen, "postgres: out of memory");
+    return -ENOMEM;
+  }
+  for (uint32_t g = 0; g < c->ngroups; g++) {
+    pg_table *t = table_get(im, c, c->groups[g].m);
+    if (t && t->ncols < c->groups[g].ncols && (r = table_extend(im, c, t, &c->groups[g], err, errlen)) != 0) {
+      rollback(c);
+      return r;
+    }
+    if (!t || table_copy(im, t, &c->groups[g])) {
+      snprintf(err, errlen, "postgres: out of memory");
+      return -ENOMEM;
+    }
+  }
   int fold = c->since_fold + 1 >= FOLD_EVERY;
   r = write_transaction(im, c, w, fold, err, errlen);
   if (r) {
@@ -739,7 +1160,12 @@ static void pg_close(void *impl) {
     free(c->names);
     free(c->seqs);
     free(c->decimal);
+    for (uint32_t m = 0; m < c->ntables; m++) free(c->tables[m].copy);
+    free(c->tables);
+    free(c->groups);
+    free(c->slot);
   }
+  free(im->found);
   free(im->conninfo);
   free(im);
 }
@@ -754,11 +1180,12 @@ static int pg_open(const storage_backend_opts *opts, void **impl, char *err, siz
   }
   im->synchronous = opts->durability == STORAGE_DURABILITY_FULL;
   im->names = opts->names;
+  im->schema = opts->schema;
   im->n = opts->connections;
   int r = 0;
   for (int i = 0; i < im->n; i++) im->conns[i].writer = writer_id(i);
   pg_conn *first = &im->conns[0];
-  if (!(r = session_connect(im, first, err, errlen)) && !(r = schema_open(first, opts->reset, err, errlen)) &&
+  if (!(r = session_connect(im, first, err, errlen)) && !(r = tables_open(im, first, opts->reset, err, errlen)) &&
       !(r = exec_ok(first, fold_log, "folding mark_log", err, errlen)))
     r = session_prepare(first, err, errlen);
   for (int i = 1; i < im->n && r == 0; i++) r = session(im, &im->conns[i], err, errlen);
