@@ -836,6 +836,80 @@ START_TEST(test_old_readings_migrated) {
 }
 END_TEST
 
+typedef struct fields_writer {
+  storage *s;
+  schema *sc;
+  int conn, failed;
+} fields_writer;
+
+enum { FIELD_BATCHES = 20, FIELD_DEVICES = 8 };
+
+/* One connection's writer of readings whose fields change batch by
+ * batch, the same as the other threads': the connections race to add the
+ * same columns while the others copy rows. */
+static void *write_fields(void *arg) {
+  fields_writer *w = arg;
+  for (uint64_t id = 1; id <= FIELD_BATCHES; id++) {
+    batch b = {.id = id};
+    for (uint32_t d = 1; d <= FIELD_DEVICES; d++) {
+      char line[200];
+      snprintf(line, sizeof line, "%s,device=%u f%lu=%lui,g=%u.5,seq=%lui 1700000000000000000",
+               d % 2 ? "weather" : "telemetry", d, (unsigned long)id % 7, (unsigned long)id, d, (unsigned long)id);
+      protocol_msg msg;
+      reading r;
+      if (protocol_parse_line(line, strlen(line), 0, &msg, NULL) != 0 ||
+          schema_pack(w->sc, &msg.point, &r, NULL) != 0) {
+        w->failed = 1;
+        continue;
+      }
+      r.device = d;
+      if (batch_push(&b, &r) != 0) w->failed = 1;
+    }
+    storage_write_result res;
+    char err[200];
+    /* No deadlock: a DDL transaction holds the schema lock and one table. */
+    if (storage_write(w->s, w->conn, &b, &res, err, sizeof err) != 0) {
+      fprintf(stderr, "conn %d: %s\n", w->conn, err);
+      w->failed = 1;
+    }
+    batch_free(&b);
+  }
+  return NULL;
+}
+
+/* Connections writing in parallel, adding the same columns at once. */
+START_TEST(test_columns_added_in_parallel) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  schema *sc = schema_new(0);
+  storage *s = pg_open_schema(&c, NULL, CONNS, 1, sc);
+  pthread_t th[CONNS];
+  fields_writer w[CONNS];
+  for (int k = 0; k < CONNS; k++) {
+    w[k] = (fields_writer){.s = s, .sc = sc, .conn = k};
+    ck_assert_int_eq(pthread_create(&th[k], NULL, write_fields, &w[k]), 0);
+  }
+  for (int k = 0; k < CONNS; k++) {
+    pthread_join(th[k], NULL);
+    ck_assert_int_eq(w[k].failed, 0);
+  }
+  storage_close(s);
+  schema_free(sc);
+  PGconn *pg = pg_connect(&c);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM weather"), FIELD_BATCHES * FIELD_DEVICES / 2);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM readings"), FIELD_BATCHES * FIELD_DEVICES / 2);
+  /* Each row has its batch's field and g, the others NULL. */
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM weather WHERE num_nonnulls(f0, f1, f2, f3, f4, f5, f6) = 1"
+                                " AND g = device::int + 0.5 AND seq = coalesce(f0, f1, f2, f3, f4, f5, f6)"),
+                   FIELD_BATCHES * FIELD_DEVICES / 2);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM readings WHERE num_nonnulls(f0, f1, f2, f3, f4, f5, f6) = 1"
+                                " AND temperature IS NULL AND g = device::int + 0.5"),
+                   FIELD_BATCHES * FIELD_DEVICES / 2);
+  PQfinish(pg);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
 int main(void) {
   int r = pg_template_init();
   if (r != 0) return r;
@@ -851,6 +925,7 @@ int main(void) {
   tg_test_add(s, "connections_in_parallel_keep_order", test_connections_in_parallel_keep_order, 120);
   tg_test_add(s, "measurements_any_fields", test_measurements_any_fields, 120);
   tg_test_add(s, "columns_added_only_when_needed", test_columns_added_only_when_needed, 120);
+  tg_test_add(s, "columns_added_in_parallel", test_columns_added_in_parallel, 120);
   tg_test_add(s, "type_conflict_refused", test_type_conflict_refused, 120);
   tg_test_add(s, "old_readings_migrated", test_old_readings_migrated, 120);
   return tg_test_main(s);
