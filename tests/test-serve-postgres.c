@@ -4,7 +4,9 @@
  * two pool connections; and the server stopped under serve - shut down,
  * then crashed - and started again while the devices go on sending:
  * serve retries until it is back, and with --durability full every
- * reading is stored exactly once, none of the acked ones lost. */
+ * reading is stored exactly once, none of the acked ones lost; and
+ * line protocol of several measurements, each stored in its own table,
+ * whose types a restarted serve keeps. */
 #include "test-postgres.h"
 #include "test-serve-process.h"
 
@@ -108,11 +110,59 @@ START_TEST(test_serve_postgres_server_restarts) {
 }
 END_TEST
 
+/* Sends text to serve's device port and waits until serve has committed
+ * `stored` readings in all. */
+static void send_lines(const proc *serve, int port, const char *text, int64_t stored) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+  serve_wait_stored(serve, stored);
+  close(fd);
+}
+
+/* Line protocol of three measurements through serve: each in its own
+ * table, a column per field. Restarted, serve reads the stored types
+ * back: a JSON number for an integer field stays an integer. */
+START_TEST(test_serve_postgres_measurements) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  proc_dir d;
+  proc_dir_init(&d);
+  proc serve;
+  const char *const flags[] = {"--storage", "postgres", "--db", c.uri, "--db-pool", "2", NULL};
+  int port = serve_proc_start(&d, &serve, 0, flags);
+  send_lines(&serve, port,
+             "weather,device=w1,room=kitchen temp=21.5,count=3i,seq=1i 1700000000001000000\n"
+             "telemetry,device=w1 temperature=20.5,humidity=40,battery=80i,seq=2i 1700000000002000000\n"
+             "door,device=w2 open=t,note=\"front\",seq=1i 1700000000003000000\n",
+             3);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  PGconn *pg = pg_connect(&c);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM weather WHERE device = 'w1' AND room = 'kitchen'"
+                                " AND temp = 21.5 AND count = 3"),
+                   1);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM readings WHERE device = 'w1' AND battery = 80"), 1);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM door WHERE device = 'w2' AND open AND note = 'front'"), 1);
+
+  port = serve_proc_start(&d, &serve, port, flags);
+  send_lines(&serve, port,
+             "{\"measurement\":\"weather\",\"device\":\"w1\",\"seq\":3,\"ts\":1700000000004,\"count\":12}\n", 1);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  ck_assert_int_eq(pg_value(pg, "SELECT count FROM weather WHERE seq = 3"), 12);
+  PQfinish(pg);
+  proc_dir_cleanup(&d);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
 int main(void) {
   int r = pg_template_init();
   if (r != 0) return r;
   Suite *s = suite_create("serve-postgres");
   tg_test_add(s, "all_acked", test_serve_postgres_all_acked, 300);
   tg_test_add(s, "server_restarts", test_serve_postgres_server_restarts, 300);
+  tg_test_add(s, "measurements", test_serve_postgres_measurements, 300);
   return tg_test_main(s);
 }
