@@ -910,6 +910,31 @@ START_TEST(test_columns_added_in_parallel) {
 }
 END_TEST
 
+/* A table that is no measurement's, named as one: a write of that
+ * measurement fails, saying why, and leaves the table as it was. */
+START_TEST(test_foreign_table_left_alone) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  PGconn *pg = pg_connect(&c);
+  pg_exec(pg, "CREATE TABLE orders (id integer)");
+  schema *sc = schema_new(0);
+  storage *s = pg_open_schema(&c, NULL, 1, 1, sc);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM orders"), 0); /* not a measurement's: no reset */
+  batch b = {.id = 1};
+  push_line(sc, &b, 1, "orders,device=1 total=3.5,seq=1i 1700000000001000000");
+  char err[200] = "";
+  storage_write_result res;
+  int r = storage_write(s, 0, &b, &res, err, sizeof err);
+  ck_assert_msg(r == -EIO && strstr(err, "adding columns: column \"device\" does not exist"), "%d %s", r, err);
+  batch_free(&b);
+  ck_pg_text(pg, COLUMNS_OF("orders"), "id integer");
+  storage_close(s);
+  schema_free(sc);
+  PQfinish(pg);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
 int main(void) {
   int r = pg_template_init();
   if (r != 0) return r;
@@ -926,6 +951,7 @@ int main(void) {
   tg_test_add(s, "measurements_any_fields", test_measurements_any_fields, 120);
   tg_test_add(s, "columns_added_only_when_needed", test_columns_added_only_when_needed, 120);
   tg_test_add(s, "columns_added_in_parallel", test_columns_added_in_parallel, 120);
+  tg_test_add(s, "foreign_table_left_alone", test_foreign_table_left_alone, 120);
   tg_test_add(s, "type_conflict_refused", test_type_conflict_refused, 120);
   tg_test_add(s, "old_readings_migrated", test_old_readings_migrated, 120);
   return tg_test_main(s);

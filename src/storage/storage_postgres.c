@@ -750,7 +750,10 @@ static int table_extend(const pg_impl *im, pg_conn *c, pg_table *t, const write_
   sql_str(&q, "BEGIN; SELECT pg_advisory_xact_lock(" SCHEMA_LOCK "); CREATE TABLE IF NOT EXISTS ");
   sql_ident(&q, table);
   sql_str(&q, " (device text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL, batch bigint NOT NULL);"
-              " ALTER TABLE ");
+              /* A table of that name that is no measurement's is left alone. */
+              " SELECT " FIXED_COLUMNS " FROM ");
+  sql_ident(&q, table);
+  sql_str(&q, " LIMIT 0; ALTER TABLE ");
   sql_ident(&q, table);
   for (uint32_t k = t->ncols; k < g->ncols; k++) {
     sql_str(&q, k > t->ncols ? ", ADD COLUMN IF NOT EXISTS " : " ADD COLUMN IF NOT EXISTS ");
