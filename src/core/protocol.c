@@ -735,9 +735,9 @@ HOT int line_value(const scan *s, const char *p, protocol_field *f, const char *
 static int json_value(const scan *s, const char *p, protocol_field *f, const char **next) {
   const char *end = s->end;
   if (*p == '"') {
-    const char *body;
-    size_t n;
-    unsigned flags;
+    const char *body = NULL;
+    size_t n = 0;
+    unsigned flags = 0;
     int r = json_string(s, p, F_NONE, &body, &n, &flags, next);
     if (r) return r;
     f->type = FIELD_STRING;
@@ -747,7 +747,7 @@ static int json_value(const scan *s, const char *p, protocol_field *f, const cha
     return 0;
   }
   if (*p == 't' || *p == 'f') {
-    int b;
+    int b = 0;
     int r = json_bool(s, p, F_NONE, &b, next);
     if (r) return r;
     f->type = FIELD_BOOL;
@@ -848,9 +848,9 @@ static int64_t iso8601_ms(const char *p, const char *end) {
 static int json_time(const scan *s, const char *p, int field, int64_t *ts_ms, const char **next) {
   int64_t ms;
   if (*p == '"') {
-    const char *body;
-    size_t n;
-    unsigned flags;
+    const char *body = NULL;
+    size_t n = 0;
+    unsigned flags = 0;
     int r = json_string(s, p, field, &body, &n, &flags, next);
     if (r) return r;
     if (flags & STR_ESCAPE || (ms = iso8601_ms(body, body + n)) < 0) return fail(s, p, PROTOCOL_BAD_NUMBER, field);
@@ -903,9 +903,9 @@ static int json_object_fields(const scan *s, const char *p, int tags, protocol_p
     return 0;
   }
   for (;;) {
-    const char *key = p, *body;
-    size_t klen;
-    unsigned flags;
+    const char *key = p, *body = NULL;
+    size_t klen = 0;
+    unsigned flags = 0;
     if (p == end || *p != '"') return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
     if ((r = json_string(s, p, F_NONE, &body, &klen, &flags, &p)) != 0) return r;
     p = skip_ws(p, end);
@@ -1195,9 +1195,9 @@ HOT int line_token(const scan *s, const char *p, int equals_ends, int field, uns
 }
 
 static int parse_line(const scan *s, const char *p, protocol_msg *out) {
-  const char *end = s->end, *q;
+  const char *end = s->end, *q = p;
   protocol_point *pt = &out->point;
-  unsigned flags;
+  unsigned flags = 0;
   int r, has_seq = 0;
   pt->json = 0;
   pt->nfields = 0;
@@ -1215,7 +1215,7 @@ static int parse_line(const scan *s, const char *p, protocol_msg *out) {
   int has_device = 0;
   while (p < end && *p == ',') {
     const char *key = ++p;
-    unsigned vflags;
+    unsigned vflags = 0;
     r = line_token(s, p, 1, F_NONE, &flags, &q);
     if (r) return r;
     if (q == key || q == end || *q != '=') return fail(s, q, PROTOCOL_MALFORMED, F_NONE);

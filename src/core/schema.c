@@ -434,6 +434,16 @@ static uint16_t name_id(schema *s, const char *text, size_t len, int escaped, in
   return id;
 }
 
+/* Whether a JSON string as written holds \u0000. */
+static int has_nul_escape(const char *p, size_t n) {
+  for (size_t i = 0; i + 5 < n; i++) {
+    if (p[i] != '\\') continue;
+    if (p[i + 1] == 'u' && p[i + 2] == '0' && p[i + 3] == '0' && p[i + 4] == '0' && p[i + 5] == '0') return 1;
+    i++; /* the escaped byte, which may be a backslash */
+  }
+  return 0;
+}
+
 /* The type a measurement's new field takes from its first value: a JSON
  * whole number is a float, since JSON does not say. */
 static int new_type(const protocol_point *p, const protocol_field *f) {
@@ -520,6 +530,10 @@ int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error
       double x = field_number(v);
       if (!(x >= col->min && x <= col->max)) return refuse(err, PROTOCOL_OUT_OF_RANGE, name);
     } else if (v->type == FIELD_STRING || v->type == FIELD_TAG) {
+      /* A NUL (JSON's \u0000) is no character of SQL text: PostgreSQL
+       * refuses the whole batch for it. */
+      if ((f->escaped & PROTOCOL_ESC_STR) && p->json && has_nul_escape(f->str, f->str_len))
+        return refuse(err, PROTOCOL_MALFORMED, name);
       text += f->str_len;
     }
     required += col->required;
