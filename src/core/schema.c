@@ -530,9 +530,10 @@ int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error
       double x = field_number(v);
       if (!(x >= col->min && x <= col->max)) return refuse(err, PROTOCOL_OUT_OF_RANGE, name);
     } else if (v->type == FIELD_STRING || v->type == FIELD_TAG) {
-      /* A NUL (JSON's \u0000) is no character of SQL text: PostgreSQL
-       * refuses the whole batch for it. */
-      if ((f->escaped & PROTOCOL_ESC_STR) && p->json && has_nul_escape(f->str, f->str_len))
+      /* A NUL (a raw byte, or JSON's \u0000) is no character of SQL
+       * text: PostgreSQL refuses the whole batch for it. */
+      if (memchr(f->str, 0, f->str_len) ||
+          ((f->escaped & PROTOCOL_ESC_STR) && p->json && has_nul_escape(f->str, f->str_len)))
         return refuse(err, PROTOCOL_MALFORMED, name);
       text += f->str_len;
     }
