@@ -304,5 +304,16 @@ class Agents(ServeCase):
         self.assertEqual(serve.query("SELECT device, used, available_percent FROM mem"), [("tg-1", 123, 55.5)])
 
 
+    def test_configured_keys(self):
+        """Flat objects whose device and time are under other names."""
+        serve = Serve(self.dir.name, "--json-device-key", "sensor", "--json-time-key", "t")
+        with socket.create_connection(("127.0.0.1", serve.device_port), timeout=PATIENCE_S) as s:
+            s.sendall(b'{"sensor":"s-1","t":1732590000.25,"v":1.5}\n{"sensor":"s-1","t":"2024-11-26T03:00:01Z","v":2}\n')
+            self.wait_stored(serve, 2)
+        serve.stop()
+        self.assertEqual(serve.query("SELECT device, ts_ms, v FROM readings ORDER BY ts_ms"),
+                         [("s-1", 1732590000250, 1.5), ("s-1", 1732590001000, 2.0)])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2, warnings="ignore")  # the client library leaves pooled sockets to the GC

@@ -70,6 +70,11 @@ static const cli_option options[] = {
     INT("max-devices", max_devices, 1, 10000000, "distinct device ids; new ones past it are rejected (100000)"),
     INT("max-fields", max_fields, 16, 65535,
         "distinct names of measurements, fields and tags; readings bringing more are refused (1024)"),
+    CLI_OPT_STRING(serve_config, "json-device-key", json_device_key, "NAME",
+                   "a JSON reading's member that names its device, besides \"device\" (none)"),
+    CLI_OPT_STRING(serve_config, "json-time-key", json_time_key, "NAME",
+                   "a JSON reading's member with its time (s, ms, us or ns since 1970, or ISO 8601), besides "
+                   "ts, timestamp, date and time (none)"),
     CLI_OPT_PATH(serve_config, "schema", schema_path,
                  "declared measurements: MEASUREMENT FIELD TYPE [MIN MAX] [unit=U] [optional] per line; only "
                  "these fields are taken for them (docs/protocol.md)"),

@@ -18,22 +18,24 @@ typedef struct serve serve;
 
 typedef struct serve_config {
   /* devices */
-  const char *listen_host;  /* "127.0.0.1" */
-  int listen_port;          /* 7878; 0: any free port (serve_port tells) */
-  int max_connections;      /* more are accepted, told so and closed (10000) */
-  int max_per_client;       /* connections per client address; more are told so and closed (1000; 0: no limit) */
-  int handshake_timeout_ms; /* the TLS handshake and, with auth, the hello must be done within this (10000) */
-  int max_line_bytes;       /* longer lines are rejected as oversized (4096) */
-  int max_devices;          /* distinct device ids; more are rejected (100000) */
-  int max_fields;           /* distinct names of measurements, fields and tags; more are refused (1024) */
-  const char *schema_path;  /* declared measurements (schema.h); NULL: none, every measurement takes any field */
-  int error_limit;          /* close after this many bad lines in a row; 0: never (100) */
-  int error_lines_per_s;    /* error replies per connection per second; more are counted only (10) */
-  int recv_buffer;          /* bytes per connection (32768; at least 2 lines) */
-  int bandwidth_permits;    /* connections read at once (64) */
-  int write_timeout_ms;     /* a write to a device that does not read gives up and closes (5000) */
-  int ack_interval_ms;      /* acks to one connection go out at most this often (50) */
-  int drain_ms;             /* at shutdown, connections are read at most this long (2000) */
+  const char *listen_host;     /* "127.0.0.1" */
+  int listen_port;             /* 7878; 0: any free port (serve_port tells) */
+  int max_connections;         /* more are accepted, told so and closed (10000) */
+  int max_per_client;          /* connections per client address; more are told so and closed (1000; 0: no limit) */
+  int handshake_timeout_ms;    /* the TLS handshake and, with auth, the hello must be done within this (10000) */
+  int max_line_bytes;          /* longer lines are rejected as oversized (4096) */
+  int max_devices;             /* distinct device ids; more are rejected (100000) */
+  int max_fields;              /* distinct names of measurements, fields and tags; more are refused (1024) */
+  const char *schema_path;     /* declared measurements (schema.h); NULL: none, every measurement takes any field */
+  const char *json_device_key; /* a JSON member naming the device, besides "device"; NULL: none */
+  const char *json_time_key;   /* a JSON member with the time, besides ts, timestamp, date, time; NULL: none */
+  int error_limit;             /* close after this many bad lines in a row; 0: never (100) */
+  int error_lines_per_s;       /* error replies per connection per second; more are counted only (10) */
+  int recv_buffer;             /* bytes per connection (32768; at least 2 lines) */
+  int bandwidth_permits;       /* connections read at once (64) */
+  int write_timeout_ms;        /* a write to a device that does not read gives up and closes (5000) */
+  int ack_interval_ms;         /* acks to one connection go out at most this often (50) */
+  int drain_ms;                /* at shutdown, connections are read at most this long (2000) */
   /* devices: who may send what (docs/security.md) */
   int auth;                     /* SERVE_AUTH_*: AUTO is TOKEN with credentials_path, else NONE */
   const char *credentials_path; /* the credentials file (credentials.h); NULL: none */

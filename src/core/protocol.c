@@ -88,6 +88,7 @@ typedef struct scan {
   /* line protocol's timestamp: nanoseconds per unit written, and the
    * time a point without one takes (-1: it is required) */
   int64_t ts_unit_ns, now_ms;
+  const char *device_key, *time_key; /* protocol_opts' */
 } scan;
 
 /* Length of the UTF-8 sequence at p (its first byte >= 0x80), or 0 when
@@ -1035,6 +1036,14 @@ static int json_member_field(const scan *s, protocol_point *pt, int field, const
   return 0;
 }
 
+/* A member named as the settings name the device or the time: F_DEVICE,
+ * F_TIMESTAMP (a time of any unit, or ISO 8601), or F_NONE. */
+static int custom_key(const scan *s, const char *k, size_t n) {
+  if (s->device_key && strlen(s->device_key) == n && memcmp(k, s->device_key, n) == 0) return F_DEVICE;
+  if (s->time_key && strlen(s->time_key) == n && memcmp(k, s->time_key, n) == 0) return F_TIMESTAMP;
+  return F_NONE;
+}
+
 static int parse_json(const scan *s, const char *p, protocol_msg *out) {
   const char *end = s->end;
   protocol_point *pt = &out->point;
@@ -1062,6 +1071,7 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
     if (p == end || *p != '"') return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
     if ((r = json_string(s, key, F_NONE, &body, &klen, &flags, &p)) != 0) return r;
     int f = (flags & STR_ESCAPE) ? F_NONE : field_lookup(body, klen);
+    if (f == F_NONE && !(flags & STR_ESCAPE)) f = custom_key(s, body, klen);
     p = skip_ws(p, end);
     if (p == end || *p != ':') return fail(s, p, PROTOCOL_MALFORMED, F_NONE);
     p = skip_ws(p + 1, end);
@@ -1322,8 +1332,17 @@ static const char *line_start(scan *s, size_t len, size_t max_len, protocol_msg 
   return p;
 }
 
+int protocol_parse(const char *line, size_t len, const protocol_opts *o, protocol_msg *out, protocol_error *err) {
+  scan s = {line, line + len, err, 1, o->now_ms, o->device_key, o->time_key};
+  int r;
+  const char *p = line_start(&s, len, o->max_len, out, &r);
+  if (!p) return r;
+  if (*p == '{') return parse_json(&s, p, out);
+  return o->json_only ? fail(&s, p, PROTOCOL_MALFORMED, F_NONE) : parse_line(&s, p, out);
+}
+
 int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out, protocol_error *err) {
-  scan s = {line, line + len, err, 1, -1};
+  scan s = {line, line + len, err, 1, -1, NULL, NULL};
   int r;
   const char *p = line_start(&s, len, max_len, out, &r);
   if (!p) return r;
@@ -1335,22 +1354,12 @@ int protocol_parse_influx(const char *line, size_t len, size_t max_len, protocol
   static const int64_t unit_ns[] = {
       [PROTOCOL_NS] = 1,         [PROTOCOL_US] = 1000,         [PROTOCOL_MS] = 1000000,
       [PROTOCOL_S] = 1000000000, [PROTOCOL_MIN] = 60000000000, [PROTOCOL_H] = 3600000000000};
-  scan s = {line, line + len, err, unit_ns[precision], now_ms};
+  scan s = {line, line + len, err, unit_ns[precision], now_ms, NULL, NULL};
   int r;
   const char *p = line_start(&s, len, max_len, out, &r);
   if (!p) return r;
   if (*p == '{') return fail(&s, p, PROTOCOL_MALFORMED, F_NONE);
   return parse_line(&s, p, out);
-}
-
-int protocol_parse_object(const char *obj, size_t len, size_t max_len, int64_t now_ms, protocol_msg *out,
-                          protocol_error *err) {
-  scan s = {obj, obj + len, err, 1, now_ms};
-  int r;
-  const char *p = line_start(&s, len, max_len, out, &r);
-  if (!p) return r;
-  if (*p != '{') return fail(&s, p, PROTOCOL_MALFORMED, F_NONE);
-  return parse_json(&s, p, out);
 }
 
 static const char *const reason_names[PROTOCOL_REASON_COUNT] = {"ok",

@@ -207,12 +207,19 @@ int protocol_parse_influx(const char *line, size_t len, size_t max_len, protocol
  * becomes at most 3; a surrogate pair, 12, at most 4). */
 size_t protocol_unescape(const char *s, size_t n, int json, char *out);
 
-/* One JSON object of an agent's body (an HTTP POST of JSON), as
- * protocol_parse_line parses JSON, but a reading without a time is
- * measured at now_ms (Unix milliseconds), and anything but an object is
- * malformed. */
-int protocol_parse_object(const char *obj, size_t len, size_t max_len, int64_t now_ms, protocol_msg *out,
-                          protocol_error *err);
+/* How protocol_parse takes a line. */
+typedef struct protocol_opts {
+  size_t max_len; /* 0: PROTOCOL_LINE_MAX_DEFAULT */
+  int64_t now_ms; /* a reading without a time is measured then (Unix ms); -1: a time is required */
+  int json_only;  /* anything but a JSON object is malformed (an agent's HTTP body) */
+  /* JSON members that name the device or carry the time, besides
+   * "device" and "ts", "timestamp", "date", "time" (serve's
+   * --json-device-key, --json-time-key); NULL: none. */
+  const char *device_key, *time_key;
+} protocol_opts;
+
+/* protocol_parse_line with the options o. */
+int protocol_parse(const char *line, size_t len, const protocol_opts *o, protocol_msg *out, protocol_error *err);
 
 /* The stable name of a reason ("out_of_range"), given as either sign;
  * "ok" for 0 and "unknown" for anything else. */

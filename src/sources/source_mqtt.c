@@ -318,10 +318,13 @@ static int on_line(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, cons
   protocol_msg msg;
   protocol_error e = {0};
   size_t max = (size_t)m->cfg->max_line_bytes;
-  int r = protocol_parse_line(line, n, max, &msg, &e);
+  protocol_opts o = {
+      .max_len = max, .now_ms = -1, .device_key = m->cfg->json_device_key, .time_key = m->cfg->json_time_key};
+  int r = protocol_parse(line, n, &o, &msg, &e);
   if (r == -PROTOCOL_MISSING_FIELD && e.field && strcmp(e.field, "device") == 0 && n <= max) {
     size_t len = with_device(m, line, n, id);
-    if (len) r = protocol_parse_line(m->line, len, max + PROTOCOL_DEVICE_ID_MAX + 16, &msg, &e);
+    o.max_len = max + PROTOCOL_DEVICE_ID_MAX + 16;
+    if (len) r = protocol_parse(m->line, len, &o, &msg, &e);
   }
   if (r < 0) {
     refuse(m, p, line_no, -r);

@@ -445,7 +445,11 @@ static int on_line(conn *c, const char *p, size_t n) {
   c->line_no++;
   c->lines++;
   protocol_msg m;
-  int r = protocol_parse_line(p, n, (size_t)c->cfg->max_line_bytes, &m, NULL);
+  protocol_opts o = {.max_len = (size_t)c->cfg->max_line_bytes,
+                     .now_ms = -1,
+                     .device_key = c->cfg->json_device_key,
+                     .time_key = c->cfg->json_time_key};
+  int r = protocol_parse(p, n, &o, &m, NULL);
   if (r < 0) return bad(c, -r);
   if (m.kind == PROTOCOL_BLANK) return GO_ON;
   c->errors_in_row = 0;

@@ -106,7 +106,12 @@ static int on_line(body_state *b, tg_mpsc_tx *tx, const write_request *rq, uint6
                    int64_t now_ms) {
   writer_state *w = b->w;
   protocol_msg m;
-  int r = rq->json ? protocol_parse_object(p, n, (size_t)w->cfg->max_line_bytes, now_ms, &m, NULL)
+  protocol_opts o = {.max_len = (size_t)w->cfg->max_line_bytes,
+                     .now_ms = now_ms,
+                     .json_only = 1,
+                     .device_key = w->cfg->json_device_key,
+                     .time_key = w->cfg->json_time_key};
+  int r = rq->json ? protocol_parse(p, n, &o, &m, NULL)
                    : protocol_parse_influx(p, n, (size_t)w->cfg->max_line_bytes, rq->precision, now_ms, &m, NULL);
   if (r == 0 && m.kind == PROTOCOL_BLANK) return 0;
   figure_add_shared(&w->lines, 1);

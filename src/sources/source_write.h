@@ -50,7 +50,7 @@ typedef struct write_request {
   const char *body; /* line protocol, one point a line; with json, agents' JSON */
   size_t len;
   protocol_precision precision;
-  /* The body is JSON objects (protocol_parse_object), one after another
+  /* The body is JSON objects (protocol_parse, json_only), one after another
    * (JSON lines: Fluent Bit's json_lines, Vector's), in an array (Fluent
    * Bit's json), or in Telegraf's batch {"metrics":[...]}. A "line" of
    * the result is then an object, counted from 1. */
