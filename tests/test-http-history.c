@@ -222,18 +222,23 @@ START_TEST(test_retention_deletes_only_older) {
   for (int i = 1; i <= 30; i++)
     at += reading_line(lines + at, sizeof lines - at, "r", i, i <= 20 ? now - 3600000 + i : now + 3600000 + i);
   at += reading_line(lines + at, sizeof lines - at, "keep", 1, now + 3600000);
+  /* Another measurement's table too: 5 old, then 5 ahead. */
+  for (int i = 1; i <= 10; i++)
+    at += (size_t)snprintf(lines + at, sizeof lines - at,
+                           "{\"measurement\":\"env\",\"device\":\"e\",\"ts\":%lld,\"co2\":%d}\n",
+                           (long long)(i <= 5 ? now - 3600000 + i : now + 3600000 + i), 400 + i);
   send_lines(port, lines);
-  serve_wait_stored(&serve, 31);
+  serve_wait_stored(&serve, 41);
   int64_t deleted = -1;
-  for (int i = 0; i < PROC_PATIENCE_MS / 20 && (deleted = metric(&serve, "telegate_retention_deleted_total")) < 20; i++)
+  for (int i = 0; i < PROC_PATIENCE_MS / 20 && (deleted = metric(&serve, "telegate_retention_deleted_total")) < 25; i++)
     proc_sleep_ms(20);
-  ck_assert_int_eq(deleted, 20);
+  ck_assert_int_eq(deleted, 25);
   cJSON *h = get_json(&serve, "/api/devices/r/readings", 200);
   const cJSON *rows = cJSON_GetObjectItemCaseSensitive(h, "readings");
   ck_assert_int_eq(cJSON_GetArraySize(rows), 10);
   ck_assert_int_eq((int)num(cJSON_GetArrayItem(rows, 0), "seq"), 21);
   cJSON_Delete(h);
-  ck_assert_int_eq(metric(&serve, "telegate_retention_deleted_total"), 20);
+  ck_assert_int_eq(metric(&serve, "telegate_retention_deleted_total"), 25);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
 
   sqlite3 *db;
@@ -242,7 +247,8 @@ START_TEST(test_retention_deletes_only_older) {
   ck_assert_int_eq(sqlite3_prepare_v2(db,
                                       "SELECT (SELECT COUNT(*) FROM readings WHERE device = 'r'), (SELECT MIN(seq) "
                                       "FROM readings WHERE device = 'r'), (SELECT COUNT(*) FROM readings WHERE "
-                                      "device = 'keep'), (SELECT seq FROM device_hwm WHERE device = 'r')",
+                                      "device = 'keep'), (SELECT seq FROM device_hwm WHERE device = 'r'), "
+                                      "(SELECT COUNT(*) FROM env), (SELECT MIN(co2) FROM env)",
                                       -1, &st, NULL),
                    SQLITE_OK);
   ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
@@ -250,6 +256,8 @@ START_TEST(test_retention_deletes_only_older) {
   ck_assert_int_eq(sqlite3_column_int(st, 1), 21);
   ck_assert_int_eq(sqlite3_column_int(st, 2), 1);
   ck_assert_int_eq(sqlite3_column_int(st, 3), 30); /* the mark stays */
+  ck_assert_int_eq(sqlite3_column_int(st, 4), 5);  /* env's young half */
+  ck_assert_int_eq(sqlite3_column_int(st, 5), 406);
   sqlite3_finalize(st);
   sqlite3_close(db);
   proc_dir_cleanup(&d);

@@ -209,6 +209,11 @@ typedef struct sqlite_impl {
   unsigned char *blob; /* a mark_log row being built */
   size_t blobcap;
   schema *schema;
+  /* Expiry's place among the measurements' tables but readings, after
+   * the history's round over readings: the table, and the rowid reached. */
+  int expiring_tables;
+  uint16_t expire_table;
+  int64_t expire_after;
   uint32_t *have; /* by measurement: 1 + its columns known to be in the database; 0: its table not yet checked */
   uint32_t nhave;
   int n;
@@ -973,12 +978,95 @@ static int64_t sqlite_behind(void *impl) {
   return im->history ? sqlite_history_behind(im->history) : -1;
 }
 
+/* One window of a measurement's table: its next max_rows rows by rowid,
+ * the ones older than cutoff_ms deleted, in a transaction on the write
+ * lock. *done once the table's round is over: its end, or a window
+ * without an old row (rows are stored as they arrive, so what follows is
+ * younger still; a reading that came late behind a young window stays
+ * until a later round finds it in front). */
+static int expire_window(sqlite_impl *im, uint16_t m, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted,
+                         int *done, char *err, size_t errlen) {
+  conn *c = &im->conns[0];
+  const char *table = schema_name(im->schema, m);
+  char *look = sqlite3_mprintf("SELECT MAX(rowid), COUNT(*), TOTAL(ts_ms < ?3) FROM (SELECT rowid, ts_ms FROM "
+                               "\"%w\" WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+                               table);
+  char *drop = sqlite3_mprintf("DELETE FROM \"%w\" WHERE rowid > ?1 AND rowid <= ?2 AND ts_ms < ?3", table);
+  sqlite3_stmt *st = NULL;
+  int r = 0;
+  *done = 1;
+  pthread_mutex_lock(&im->write_lock);
+  if (!look || !drop || step_done(c, ST_BEGIN)) {
+    r = fail_db(look && drop ? c->db : NULL, "expire", err, errlen);
+  } else if (sqlite3_prepare_v2(c->db, look, -1, &st, NULL) != SQLITE_OK) {
+    r = strstr(sqlite3_errmsg(c->db), "no such table") ? 0 : fail_db(c->db, "expire", err, errlen); /* no reading yet */
+  } else {
+    sqlite3_bind_int64(st, 1, im->expire_after);
+    sqlite3_bind_int64(st, 2, max_rows);
+    sqlite3_bind_int64(st, 3, cutoff_ms);
+    if (sqlite3_step(st) != SQLITE_ROW) r = fail_db(c->db, "expire", err, errlen);
+    int64_t last = r ? 0 : sqlite3_column_int64(st, 0), n = r ? 0 : sqlite3_column_int64(st, 1);
+    int64_t old = r ? 0 : (int64_t)sqlite3_column_double(st, 2);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (r == 0 && old > 0) {
+      if (sqlite3_prepare_v2(c->db, drop, -1, &st, NULL) != SQLITE_OK) {
+        r = fail_db(c->db, "expire", err, errlen);
+      } else {
+        sqlite3_bind_int64(st, 1, im->expire_after);
+        sqlite3_bind_int64(st, 2, last);
+        sqlite3_bind_int64(st, 3, cutoff_ms);
+        if (sqlite3_step(st) != SQLITE_DONE) r = fail_db(c->db, "expire", err, errlen);
+        *deleted += r ? 0 : (uint64_t)sqlite3_changes(c->db);
+      }
+    }
+    if (r == 0) {
+      im->expire_after = last;
+      *done = n < max_rows || old == 0;
+    }
+  }
+  sqlite3_finalize(st);
+  if (r == 0 && step_done(c, ST_COMMIT)) r = fail_db(c->db, "expire", err, errlen);
+  if (r != 0 && !sqlite3_get_autocommit(c->db)) step_done(c, ST_ROLLBACK);
+  pthread_mutex_unlock(&im->write_lock);
+  sqlite3_free(look);
+  sqlite3_free(drop);
+  return r;
+}
+
+/* After the history's round over readings, one window of the other
+ * measurements' tables, in id order. */
 static int sqlite_expire(void *impl, int64_t cutoff_ms, uint32_t max_rows, uint64_t *deleted, int *more, char *err,
                          size_t errlen) {
   sqlite_impl *im = impl;
-  if (im->history) return sqlite_history_expire(im->history, cutoff_ms, max_rows, deleted, more, err, errlen);
-  snprintf(err, errlen, "the database was opened without its history index");
-  return -EOPNOTSUPP;
+  if (!im->history) {
+    snprintf(err, errlen, "the database was opened without its history index");
+    return -EOPNOTSUPP;
+  }
+  if (!im->expiring_tables) {
+    int r = sqlite_history_expire(im->history, cutoff_ms, max_rows, deleted, more, err, errlen);
+    if (r != 0 || *more) return r;
+    im->expiring_tables = 1;
+    im->expire_table = 0;
+    im->expire_after = 0;
+  }
+  uint16_t m = im->expire_table;
+  while (++m && (m == SCHEMA_TELEMETRY || !schema_is_measurement(im->schema, m)))
+    if (!*schema_name(im->schema, m)) m = UINT16_MAX; /* past the last name */
+  if (m == 0 || m == UINT16_MAX) { /* every table's round is over */
+    im->expiring_tables = 0;
+    *more = 0;
+    return 0;
+  }
+  int done = 0;
+  im->expire_table = (uint16_t)(m - 1); /* the same table again, unless its round ends */
+  int r = expire_window(im, m, cutoff_ms, max_rows, deleted, &done, err, errlen);
+  if (r == 0 && done) {
+    im->expire_table = m;
+    im->expire_after = 0;
+  }
+  *more = 1;
+  return r;
 }
 
 const storage_backend storage_sqlite_backend = {
