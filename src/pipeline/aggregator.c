@@ -152,7 +152,8 @@ static void fields_add(device_metrics *m, const reading *r) {
   const field_value *f = reading_fields(r);
   for (uint32_t i = 0; i < r->nfields; i++) {
     if (f[i].type != FIELD_FLOAT && f[i].type != FIELD_INT && f[i].type != FIELD_BOOL) continue;
-    int k = 0;
+    /* its slot is most often its place: a device sends its fields in one order */
+    int k = i < SNAPSHOT_FIELDS && m->field_name[i] == f[i].name ? (int)i : 0;
     while (k < SNAPSHOT_FIELDS && m->field_name[k] && m->field_name[k] != f[i].name) k++;
     if (k == SNAPSHOT_FIELDS) continue;
     m->field_name[k] = f[i].name;
