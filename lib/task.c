@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 char *tg__strdup_or_null(const char *name) { return name ? strdup(name) : NULL; }
 
@@ -71,19 +72,41 @@ void tg__task_cache_flush(tg__worker *w) { (void)w; }
 
 enum { CHUNK_SLOTS = 256, REFILL = 64, CACHE_MAX = 4096 };
 
+/* Past HUGE_AFTER bytes of small chunks, the pool grows by chunks of
+ * HUGE_CHUNK bytes aligned to it and advised for transparent huge pages:
+ * one page fault instead of 512. A JoinSet of 100,000 tasks faulted in
+ * 4,000 pages of structs one by one, at 1.7 us each on the development VM
+ * (a third of W8's time); a huge page takes 0.2 us per 4 KiB. Programs
+ * with fewer tasks never make one, so their resident memory stays small. */
+enum { HUGE_CHUNK = 2 << 20, HUGE_AFTER = 2 << 20 };
+
 static tg__lock pool_lock;
-static task_slot *pool; /* under pool_lock */
+static task_slot *pool;   /* under pool_lock */
+static size_t pool_bytes; /* in chunks made, under pool_lock */
+
+static void *huge_chunk(void) {
+  char *map = mmap(NULL, 2 * HUGE_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (map == MAP_FAILED) return NULL;
+  char *chunk = (char *)(((uintptr_t)map + HUGE_CHUNK - 1) & ~(uintptr_t)(HUGE_CHUNK - 1));
+  if (chunk > map) munmap(map, (size_t)(chunk - map));
+  munmap(chunk + HUGE_CHUNK, (size_t)(map + HUGE_CHUNK - chunk));
+  madvise(chunk, HUGE_CHUNK, MADV_HUGEPAGE); /* a hint: without it, small pages */
+  return chunk;
+}
 
 /* Takes up to `want` slots from the pool, chained; NULL when out of memory. */
 static task_slot *pool_take(size_t want, size_t *got) {
   tg__lock_acquire(&pool_lock);
   if (!pool) {
-    task_slot *chunk = malloc(CHUNK_SLOTS * sizeof *chunk);
+    bool huge = pool_bytes >= HUGE_AFTER;
+    size_t slots = huge ? HUGE_CHUNK / sizeof(task_slot) : CHUNK_SLOTS;
+    task_slot *chunk = huge ? huge_chunk() : malloc(slots * sizeof *chunk);
     if (!chunk) {
       tg__lock_release(&pool_lock);
       return NULL;
     }
-    for (size_t i = 0; i < CHUNK_SLOTS; i++) chunk[i].next = i + 1 < CHUNK_SLOTS ? &chunk[i + 1] : NULL;
+    pool_bytes += huge ? HUGE_CHUNK : slots * sizeof *chunk;
+    for (size_t i = 0; i < slots; i++) chunk[i].next = i + 1 < slots ? &chunk[i + 1] : NULL;
     pool = chunk;
   }
   task_slot *head = pool, *last = pool;
