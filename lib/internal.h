@@ -116,6 +116,20 @@ typedef struct tg__waitlist {
 void tg__waitlist_push(tg__waitlist *l, tg__waiter *w);
 void tg__waitlist_remove(tg__waitlist *l, tg__waiter *w);
 
+/* Unlinks and returns the head of l, which is not empty: what every wake
+ * does, without the general unlink's cases. Lock held. */
+static inline tg__waiter *tg__waitlist_pop(tg__waitlist *l) {
+  tg__waiter *w = l->head;
+  l->head = w->next;
+  if (l->head)
+    l->head->prev = NULL;
+  else
+    l->tail = NULL;
+  w->linked = false;
+  l->len--;
+  return w;
+}
+
 /* Claims w's wait for w's case; false if another case, the deadline or an
  * abort got there first. */
 static inline bool tg__waiter_claim(tg__waiter *w) {

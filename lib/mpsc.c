@@ -109,8 +109,7 @@ static void ring_pop(tg_mpsc *ch, void *out) {
  * stays small. */
 static __attribute__((noinline)) bool hand_to_receiver(tg_mpsc *ch, const void *elem) {
   while (ch->recv_waiters.head) {
-    tg__waiter *w = ch->recv_waiters.head;
-    tg__waitlist_remove(&ch->recv_waiters, w);
+    tg__waiter *w = tg__waitlist_pop(&ch->recv_waiters);
     if (tg__waiter_claim(w)) {
       tg__copy_elem(w->buf, elem, ch->elem_size);
       ch->sent++;
@@ -198,8 +197,7 @@ tg_case tg_mpsc_send_case(tg_mpsc_tx *tx, const void *elem) {
 /* After a pop made room: moves the first waiting sender's element in. */
 static void admit_waiting_sender(tg_mpsc *ch) {
   while (ch->send_waiters.head) {
-    tg__waiter *w = ch->send_waiters.head;
-    tg__waitlist_remove(&ch->send_waiters, w);
+    tg__waiter *w = tg__waitlist_pop(&ch->send_waiters);
     if (tg__waiter_claim(w)) {
       ring_push(ch, w->buf);
       w->result = 0;

@@ -72,8 +72,7 @@ static bool tx_end_locked(tg_oneshot *ch) {
  * receiver could be claimed. */
 static bool hand_to_receiver(tg_oneshot *ch, const void *value) {
   while (ch->recv_waiters.head) {
-    tg__waiter *w = ch->recv_waiters.head;
-    tg__waitlist_remove(&ch->recv_waiters, w);
+    tg__waiter *w = tg__waitlist_pop(&ch->recv_waiters);
     if (tg__waiter_claim(w)) {
       tg__copy_elem(w->buf, value, ch->elem_size);
       w->result = 0;

@@ -42,8 +42,7 @@ void tg_semaphore_free(tg_semaphore *sem) {
 /* Hands permits to waiters from the head while they suffice. Lock held. */
 static void serve_waiters(tg_semaphore *sem) {
   while (sem->waiters.head && sem->waiters.head->n <= sem->available) {
-    tg__waiter *w = sem->waiters.head;
-    tg__waitlist_remove(&sem->waiters, w);
+    tg__waiter *w = tg__waitlist_pop(&sem->waiters);
     if (!tg__waiter_claim(w)) continue;
     sem->available -= w->n;
     sem->acquired++;

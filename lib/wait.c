@@ -66,8 +66,7 @@ void tg__wait_wake(tg__wait *wait) {
 
 tg__waiter *tg__waitlist_wake_one(tg__waitlist *l, int result) {
   while (l->head) {
-    tg__waiter *w = l->head;
-    tg__waitlist_remove(l, w);
+    tg__waiter *w = tg__waitlist_pop(l);
     if (tg__waiter_claim(w)) {
       w->result = result;
       tg__wait_wake(w->wait);
