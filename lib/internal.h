@@ -188,15 +188,12 @@ typedef struct tg__op {
 int tg__wait_cases(tg_case *cases, int n, int64_t deadline);
 
 /* Shorthand for a single operation: the operation's result, or
- * TG_ETIMEDOUT / TG_ECANCELED. */
+ * TG_ETIMEDOUT / TG_ECANCELED. It is tg__wait_single (below) with an
+ * operation it does not know; a primitive whose waits are hot calls
+ * tg__wait_single itself, from a function of its own, so that its
+ * operation's functions are called directly (and inlined) instead of
+ * through the table. */
 int tg__wait_one(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline);
-/* The same for a caller that has just made the first attempt itself
- * (inline, with the cancellation check first) and found it not ready. */
-int tg__wait_one_tried(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline);
-/* Both are tg__wait_single (below) with an operation they do not know;
- * a primitive whose waits are hot calls tg__wait_single itself, from a
- * function of its own, so that its operation's functions are called
- * directly (and inlined) instead of through the table. */
 
 /* Suspends the caller until its wait is claimed (by a case, the deadline
  * or an abort): a task parks, a plain thread blocks. */
@@ -504,15 +501,16 @@ static inline void tg__task_unpark(tg_task *t) {
 /* The wait behind tg__wait_one: tg__wait_cases for a single case, which
  * nearly every wait is - the same steps without the arrays and loops over
  * cases, and no zeroing of the deadline timer an untimed wait never arms.
- * `tried`: the caller has just tried the operation and found it not ready.
+ * `tried`: the caller has just checked that it was not cancelled, tried
+ * the operation and found it not ready (or knows it is not).
  * Returns the operation's result, TG_ETIMEDOUT or TG_ECANCELED. */
 static inline __attribute__((always_inline)) int tg__wait_single(const tg__op *op, void *obj, void *buf, uint64_t n,
                                                                  int64_t deadline, bool tried) {
   tg_case c = {.op = op, .obj = obj, .buf = buf, .n = n};
   tg_task *self = tg__self();
   for (;;) {
-    if (self && atomic_load_explicit(&self->cancelled, memory_order_relaxed)) return TG_ECANCELED;
     if (!tried) {
+      if (self && atomic_load_explicit(&self->cancelled, memory_order_relaxed)) return TG_ECANCELED;
       int r = op->try_(&c);
       if (r != TG_EAGAIN) return r;
     }

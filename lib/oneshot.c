@@ -160,6 +160,7 @@ int tg_oneshot_recv_dl(tg_oneshot_rx *rx, void *out, int64_t deadline_ns) {
   /* Until the sender is done there is nothing to take: a receive that
    * sees so goes straight to its arm, which looks again under the lock,
    * instead of taking the lock once more for a first attempt. */
+  if (tg__self_cancelled()) return TG_ECANCELED;
   bool nothing_yet = !atomic_load_explicit(&of(rx)->tx_done, memory_order_relaxed);
   return tg__wait_single(&recv_op, rx, out, 0, deadline_ns, nothing_yet);
 }

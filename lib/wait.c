@@ -224,10 +224,6 @@ int tg__wait_one(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t dea
   return tg__wait_single(op, obj, buf, n, deadline, false);
 }
 
-int tg__wait_one_tried(const tg__op *op, void *obj, void *buf, uint64_t n, int64_t deadline) {
-  return tg__wait_single(op, obj, buf, n, deadline, true);
-}
-
 int tg_select(tg_case *cases, int n, int64_t deadline_ns) {
   if (n < 1) return TG_EINVAL;
   for (int i = 0; i < n; i++)
