@@ -483,7 +483,7 @@ static inline void tg__lifo_push(tg__worker *w, tg_task *t) {
  * t's worker. Inline: a wake on the waker's worker is a few stores. */
 static inline void tg__schedule(tg_task *t) {
   tg__worker *here = tg__worker_current();
-  if (here && here->current && here->migrate && !t->pinned && !t->timer_armed) {
+  if (here && here->migrate && here->current && !t->pinned && !t->timer_armed) {
     t->worker = here;
     tg__lifo_push(here, t);
   } else if (t->worker == here) {
