@@ -17,7 +17,7 @@
  * of the resumed task up its call chain is predicted one entry off and
  * mispredicts. With `ret` that entry is consumed by the switch itself, and
  * since tasks hand the worker to each other from one call site
- * (scheduler.c's switch_away) it even predicts right; the task's further
+ * (scheduler.c's tg__switch_away) it even predicts right; the task's further
  * returns then meet entries pushed by the same code path. W7 32.6 -> 26.7
  * ms of CPU, W4 145 -> 124, W9 99 -> 83 (min of 9 runs). A switch between
  * two different call sites (tg-microbench's context_switch_ns) pays a

@@ -320,6 +320,12 @@ void tg__switch_to_scheduler(tg_task *t, bool ending);
 /* Suspends the current task until tg__task_unpark. */
 void tg__task_park(void);
 
+/* The running task gives up its worker for `reason` (a TG__SWITCH_*)
+ * and returns once it is resumed - possibly on another worker's thread.
+ * Every switch of a task goes through this one function (see context.c:
+ * the switch's returns are predicted when the tasks left from one place). */
+void tg__switch_away(struct tg__worker *w, tg_task *self, int reason);
+
 /* The other half of tg_task_abort, for a cancelled task t that is parked:
  * claims its wait (if it waits and nobody claimed it yet) for the abort
  * and wakes it. An abort does not take a lock that every wait would pay
@@ -498,6 +504,20 @@ static inline void tg__task_unpark(tg_task *t) {
   if (atomic_exchange_explicit(&t->park_state, TG__NOTIFIED, memory_order_acq_rel) == TG__PARKED) tg__schedule(t);
 }
 
+/* A task's untimed wait parks here, inline, so that between the wait and
+ * tg__switch_away there is no frame of its own. Parking is completed by
+ * whoever runs next on this worker (hand_over), once this task's context
+ * is saved; a task woken before that simply runs again, and one already
+ * woken does not switch at all. The wait is published in the task for
+ * tg__task_abort_wait, which reads it only while the task is parked. */
+static inline __attribute__((always_inline)) void tg__wait_park(tg_task *self, tg__wait *wait) {
+  self->cur_wait = wait;
+  if (atomic_load_explicit(&self->park_state, memory_order_acquire) != TG__NOTIFIED)
+    tg__switch_away(tg__worker_current(), self, TG__SWITCH_PARK);
+  atomic_store_explicit(&self->park_state, TG__RUNNING, memory_order_relaxed);
+  self->cur_wait = NULL;
+}
+
 /* The wait behind tg__wait_one: tg__wait_cases for a single case, which
  * nearly every wait is - the same steps without the arrays and loops over
  * cases, and no zeroing of the deadline timer an untimed wait never arms.
@@ -526,7 +546,10 @@ static inline __attribute__((always_inline)) int tg__wait_single(const tg__op *o
     bool decided = op->arm(&c, &w);
     int winner = atomic_load_explicit(&wait.winner, memory_order_acquire);
     if (winner == TG__PENDING) {
-      tg__wait_suspend(self, &wait, deadline);
+      if (self && deadline == TG_FOREVER)
+        tg__wait_park(self, &wait);
+      else
+        tg__wait_suspend(self, &wait, deadline);
     } else if (!decided) {
       /* claimed between the arm and here: its wake is on the way */
       if (self)

@@ -233,10 +233,12 @@ static void switch_to_task(tg__worker *w, tg_task *t) {
   }
 }
 
-/* The running task `self` gives the worker to the next runnable task or
- * to the scheduler, having set w->switch_reason; returns when self is
- * resumed - possibly on another worker's thread. */
-static void switch_away(tg__worker *w, tg_task *self) {
+/* The one place from which a task gives up its worker (parks, yields,
+ * moves), so that the context switch's `ret` and the returns after it are
+ * predicted (context.c): never inlined, and called by the waits with no
+ * frame of their own in between (tg__wait_park). */
+__attribute__((noinline)) void tg__switch_away(tg__worker *w, tg_task *self, int reason) {
+  w->switch_reason = reason;
   check_stack(self);
   tg_task *next = NULL;
   if (w->budget > 0) {
@@ -276,23 +278,12 @@ void tg__switch_to_scheduler(tg_task *t, bool ending) {
   resumed(tg__worker_current(), back);
 }
 
-/* Parking is completed by whoever runs next on this worker (hand_over),
- * once this task's context is saved; a task woken before that simply runs
- * again, and one already woken does not switch at all. Always inlined into
- * the wait's suspension below: every wait goes through it, and the
- * compiler's own choice flipped with unrelated changes elsewhere (W7 540
- * -> 554 instructions per round trip). */
-static inline __attribute__((always_inline)) void park(tg__worker *w, tg_task *t) {
-  if (atomic_load_explicit(&t->park_state, memory_order_acquire) != TG__NOTIFIED) {
-    w->switch_reason = TG__SWITCH_PARK;
-    switch_away(w, t);
-  }
-  atomic_store_explicit(&t->park_state, TG__RUNNING, memory_order_relaxed);
-}
-
 void tg__task_park(void) {
   tg__worker *w = tg__worker_current();
-  park(w, w->current);
+  tg_task *t = w->current;
+  if (atomic_load_explicit(&t->park_state, memory_order_acquire) != TG__NOTIFIED)
+    tg__switch_away(w, t, TG__SWITCH_PARK);
+  atomic_store_explicit(&t->park_state, TG__RUNNING, memory_order_relaxed);
 }
 
 static void deadline_fired(tg__timer *timer) {
@@ -302,9 +293,7 @@ static void deadline_fired(tg__timer *timer) {
 }
 
 /* Suspends until the wait is claimed: by a case, the deadline or an abort.
- * The wait is published in the task for tg__task_abort_wait, which reads
- * it only while the task is parked. Here rather than in wait.c, beside
- * the park it inlines. */
+ * Untimed waits of tasks park inline (tg__wait_park); this is the rest. */
 void tg__wait_suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
   if (!self) {
     tg__wait_block(wait, deadline);
@@ -316,9 +305,7 @@ void tg__wait_suspend(tg_task *self, tg__wait *wait, int64_t deadline) {
     wait->deadline.fire = deadline_fired;
     tg__timer_start(&wait->deadline, deadline);
   }
-  self->cur_wait = wait;
-  park(tg__worker_current(), self);
-  self->cur_wait = NULL;
+  tg__wait_park(self, wait);
   if (timed) {
     tg__timer_stop(&wait->deadline);
     self->timer_armed = false;
@@ -333,8 +320,7 @@ int tg_yield(void) {
   if (!others_runnable(w) && w->budget > 0) {
     w->budget--; /* nobody to let run first: go on, but not past the budget */
   } else {
-    w->switch_reason = TG__SWITCH_YIELD; /* behind every task runnable now */
-    switch_away(w, t);
+    tg__switch_away(w, t, TG__SWITCH_YIELD); /* behind every task runnable now */
   }
   return atomic_load_explicit(&t->cancelled, memory_order_relaxed) ? TG_ECANCELED : 0;
 }
@@ -349,8 +335,7 @@ int tg__task_move_to(tg__worker *to) {
   if (t->pinned) return TG_EWORKER;
   t->pinned = true;
   t->worker = to;
-  w->switch_reason = TG__SWITCH_MOVE;
-  switch_away(w, t);
+  tg__switch_away(w, t, TG__SWITCH_MOVE);
   return 0;
 }
 
