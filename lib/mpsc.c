@@ -3,8 +3,7 @@
  * Invariants, under `lock`: 0 <= len <= capacity; senders wait only while
  * len == capacity; a waiting sender's element is moved into the ring by
  * the receive that makes room (so blocked senders keep their order and a
- * new send cannot overtake them); the receiver waits only while len == 0,
- * so a send that finds it waiting gives it the element directly. */
+ * new send cannot overtake them); the receiver waits only while len == 0. */
 #include "tg/mpsc.h"
 
 #include "internal.h"
@@ -100,34 +99,17 @@ static void ring_pop(tg_mpsc *ch, void *out) {
 
 /* ------------------------------------------------------------ send */
 
-/* The receiver waits only while the ring is empty: an element sent then
- * goes straight into its buffer, and the woken receiver finds its receive
- * done instead of taking the lock again to pop what was just pushed. A
- * receive that lost a select or timed out is not claimed, and the element
- * goes to the ring. Lock held; false when no receiver could be claimed.
- * Out of line: most sends find the receiver busy, and their inline path
- * stays small. */
-static __attribute__((noinline)) bool hand_to_receiver(tg_mpsc *ch, const void *elem) {
-  while (ch->recv_waiters.head) {
-    tg__waiter *w = tg__waitlist_pop(&ch->recv_waiters);
-    if (tg__waiter_claim(w)) {
-      tg__copy_elem(w->buf, elem, ch->elem_size);
-      ch->sent++;
-      ch->received++;
-      w->result = 0;
-      tg__wait_wake(w->wait);
-      return true;
-    }
-  }
-  return false;
-}
-
-/* Under the lock: hands the element to the receiver or pushes it, or says
- * why it cannot. */
+/* Under the lock: pushes and wakes the receiver, or says why it cannot.
+ * The element goes to the ring even when the receiver waits (and the
+ * woken receiver pops it): handing it straight to the receiver would save
+ * the receiver a lock round trip, but the length tg_mpsc_stats_get
+ * reports (and telegate logs) would no longer count it until the
+ * receiver ran. */
 static int send_locked(tg_mpsc *ch, const void *elem) {
   if (!ch->rx_alive) return TG_ECLOSED;
   if (ch->len == ch->capacity) return TG_EAGAIN;
-  if (!ch->recv_waiters.head || !hand_to_receiver(ch, elem)) ring_push(ch, elem);
+  ring_push(ch, elem);
+  if (ch->recv_waiters.head) tg__waitlist_wake_one(&ch->recv_waiters, TG_EAGAIN);
   return 0;
 }
 
@@ -242,9 +224,8 @@ static void recv_disarm(tg_case *c, tg__waiter *w) {
   tg__lock_release(&ch->lock);
 }
 
-/* A sender that claims the waiting receiver completes its receive
- * (hand_to_receiver); the last sender's drop leaves TG_EAGAIN, and the
- * woken receiver looks again and finds the channel closed. */
+/* A woken receiver takes its element itself (the claimer leaves
+ * TG_EAGAIN), so a receive that loses a select leaves it queued. */
 static const tg__op recv_op = {recv_try, recv_arm, recv_disarm, tg__finish_retry};
 
 int tg_mpsc_try_recv(tg_mpsc_rx *rx, void *out) {
