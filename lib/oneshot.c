@@ -4,12 +4,12 @@
  * finds no waiting receiver to claim and cleared by the recv that copies
  * the value out (or by the receiver's drop); the receiver waits only while
  * nothing was sent and the sender is alive; a send that claims a waiting
- * receiver copies the value into its buffer, and a recv that lost a select
- * or timed out is not claimed, so the value stays in place. One allocation holds the
- * struct and the value - a recycled block (tg__block_alloc) when they fit
- * in one, as in a request/response they usually do; it lives until the
- * sender is done (sent or dropped) and the receiver dropped, and whichever
- * side comes last frees it. */
+ * receiver copies the value into its buffer, and a recv that lost a
+ * select or timed out is not claimed, so the value stays in place. One
+ * allocation holds the struct and the value - a recycled block
+ * (tg__block_alloc) when they fit in one, as in a request/response they
+ * usually do; it lives until the sender is done (sent or dropped) and the
+ * receiver dropped, and whichever side comes last frees it. */
 #include "tg/oneshot.h"
 
 #include "internal.h"

@@ -76,7 +76,7 @@ enum { CHUNK_SLOTS = 256, REFILL = 64, CACHE_MAX = 4096 };
  * HUGE_CHUNK bytes aligned to it and advised for transparent huge pages:
  * one page fault instead of 512. A JoinSet of 100,000 tasks faulted in
  * 4,000 pages of structs one by one, at 1.7 us each on the development VM
- * (a third of W8's time); a huge page takes 0.2 us per 4 KiB. Programs
+ * (a third of W8's time); a huge page takes 0.4 us per 4 KiB. Programs
  * with fewer tasks never make one, so their resident memory stays small. */
 enum { HUGE_CHUNK = 2 << 20, HUGE_AFTER = 2 << 20 };
 
