@@ -981,7 +981,10 @@ static int known_u64(const scan *s, protocol_point *pt, int field, uint64_t *out
   protocol_field f;
   if (!field_take(pt, field_names[field], 0, &f)) return fail(s, s->end, PROTOCOL_MISSING_FIELD, field);
   if (f.type == FIELD_STRING || f.type == FIELD_BOOL) return fail(s, f.name, PROTOCOL_WRONG_TYPE, field);
-  if (f.type == FIELD_FLOAT) return fail(s, f.name, PROTOCOL_BAD_NUMBER, field);
+  if (f.type == FIELD_FLOAT) { /* a fraction, or a whole number past 2^63 - 1: its text says which */
+    const char *colon = skip_ws(f.name + f.name_len + 1, s->end), *next;
+    return value_u64(s, skip_ws(colon + 1, s->end), NUM_JSON, UINT64_MAX, field, out, &next);
+  }
   if (f.v.i < 0) return fail(s, f.name, PROTOCOL_OUT_OF_RANGE, field);
   *out = (uint64_t)f.v.i;
   return 0;
