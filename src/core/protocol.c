@@ -1460,7 +1460,10 @@ size_t protocol_unescape(const char *s, size_t n, int json, char *out) {
       continue;
     }
     char c = s[++i];
-    if (!json) { /* line protocol: the backslash makes the next byte plain */
+    if (!json) {
+      /* line protocol: a backslash escapes a blank, ',', '=', '"' or itself;
+       * before any other byte it is plain, as InfluxDB reads C:\Users */
+      if (!memchr(" \t,=\"\\", c, 6)) out[k++] = '\\';
       out[k++] = c;
       continue;
     }

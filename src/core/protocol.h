@@ -202,7 +202,8 @@ int protocol_parse_influx(const char *line, size_t len, size_t max_len, protocol
 
 /* The text of a name or string as written (s[0 .. n), escapes and all)
  * decoded into out, which needs n bytes: JSON's escapes when json, else
- * line protocol's (a backslash makes the next byte plain). Returns the
+ * line protocol's (a backslash makes a blank, ',', '=', '"' or a
+ * backslash plain, and is itself plain before anything else). Returns the
  * decoded length, never more than n (a \uXXXX of JSON is 6 bytes and
  * becomes at most 3; a surrogate pair, 12, at most 4). */
 size_t protocol_unescape(const char *s, size_t n, int json, char *out);
