@@ -740,6 +740,8 @@ START_TEST(test_protocol_unescape) {
       {"a\\ b\\,c\\=d", "a b,c=d", 0},
       {"\\\\", "\\", 0},
       {"end\\", "end\\", 0},
+      {"C:\\Users\\me", "C:\\Users\\me", 0}, /* before other bytes a backslash is plain, as in InfluxDB */
+      {"\\\"q\\\"\\\t", "\"q\"\t", 0},
       {"caf\\u00e9", "caf\xc3\xa9", 1},
       {"\\u0041\\u00DF\\u20AC", "A\xc3\x9f\xe2\x82\xac", 1},
       {"\\ud83d\\ude00!", "\xf0\x9f\x98\x80!", 1},
@@ -1229,6 +1231,7 @@ START_TEST(test_protocol_fuzz_mutations) {
       "\"seq\":",
       "\"type\":\"health\"",
       "\"measurement\":\"\",",
+      "\"measurement\":\"\\u0041\",",
       "\"token\":\"t\",",
       "true",
       "null",
