@@ -1166,7 +1166,7 @@ static int check_packed(schema *sc, const protocol_msg *m) {
   if (rc != 0) {
     ck_assert_int_eq(e.reason, -rc);
     ck_assert(-rc == PROTOCOL_TYPE_CONFLICT || -rc == PROTOCOL_TOO_MANY_FIELDS || -rc == PROTOCOL_DUPLICATE_FIELD ||
-              -rc == PROTOCOL_BAD_NAME);
+              -rc == PROTOCOL_BAD_NAME || -rc == PROTOCOL_MALFORMED); /* malformed: a NUL in a string */
     return rc;
   }
   ck_assert_uint_eq(r.nfields, m->point.nfields);
@@ -1550,6 +1550,53 @@ START_TEST(test_protocol_influx_precision) {
 }
 END_TEST
 
+/* protocol_parse's options: a time of arrival for readings without one,
+ * nothing but JSON objects (an agent's HTTP body), another line limit,
+ * and members that name the device or carry the time by other names. */
+START_TEST(test_protocol_parse_opts) {
+  static const char obj[] = "{\"device\":\"7\",\"v\":1}";
+  static const char line[] = "m,device=7 v=1";
+  protocol_opts o = {.now_ms = 1732590009999};
+  protocol_msg m;
+  protocol_error e;
+  ck_assert_int_eq(protocol_parse(obj, sizeof obj - 1, &o, &m, &e), 0);
+  ck_assert_int_eq(m.kind, PROTOCOL_READING);
+  ck_assert_int_eq(m.point.ts_ms, 1732590009999);
+  ck_assert_int_eq(protocol_parse(line, sizeof line - 1, &o, &m, &e), 0);
+  ck_assert_int_eq(m.point.ts_ms, 1732590009999);
+  static const char timed[] = "{\"device\":\"7\",\"v\":1,\"timestamp\":1732590000}";
+  ck_assert_int_eq(protocol_parse(timed, sizeof timed - 1, &o, &m, &e), 0);
+  ck_assert_int_eq(m.point.ts_ms, 1732590000000);
+  o.json_only = 1;
+  ck_assert_int_eq(protocol_parse(line, sizeof line - 1, &o, &m, &e), -PROTOCOL_MALFORMED);
+  o.max_len = 8;
+  ck_assert_int_eq(protocol_parse(obj, sizeof obj - 1, &o, &m, &e), -PROTOCOL_OVERSIZED);
+  o = (protocol_opts){.now_ms = -1};
+  ck_assert_int_eq(protocol_parse(obj, sizeof obj - 1, &o, &m, &e), -PROTOCOL_MISSING_FIELD);
+  ck_assert_str_eq(e.field, "ts");
+  /* --json-device-key serial --json-time-key when */
+  o = (protocol_opts){.now_ms = -1, .device_key = "serial", .time_key = "when"};
+  static const char renamed[] = "{\"serial\":\"pump-3\",\"when\":\"2024-11-26T03:00:00.123Z\",\"p\":2.5}";
+  ck_assert_int_eq(protocol_parse(renamed, sizeof renamed - 1, &o, &m, &e), 0);
+  ck_assert_str_eq(m.device.text, "pump-3");
+  ck_assert_int_eq(m.point.ts_ms, 1732590000123);
+  ck_assert_uint_eq(m.point.nfields, 1);
+  static const char millis[] = "{\"serial\":17,\"when\":1732590000123,\"p\":2.5}";
+  ck_assert_int_eq(protocol_parse(millis, sizeof millis - 1, &o, &m, &e), 0);
+  ck_assert_uint_eq(m.device.num, 17);
+  ck_assert_int_eq(m.point.ts_ms, 1732590000123);
+  static const char both[] = "{\"serial\":\"a\",\"device\":\"b\",\"ts\":1732590000123,\"p\":2.5}";
+  ck_assert_int_eq(protocol_parse(both, sizeof both - 1, &o, &m, &e), -PROTOCOL_DUPLICATE_FIELD);
+  static const char two_times[] = "{\"serial\":\"a\",\"when\":1732590000,\"ts\":1732590000123,\"p\":2.5}";
+  ck_assert_int_eq(protocol_parse(two_times, sizeof two_times - 1, &o, &m, &e), -PROTOCOL_DUPLICATE_FIELD);
+  static const char bad[] = "{\"serial\":\"a b\",\"when\":1732590000,\"p\":2.5}";
+  ck_assert_int_eq(protocol_parse(bad, sizeof bad - 1, &o, &m, &e), -PROTOCOL_BAD_DEVICE_ID);
+  /* Without the options these are fields like any other. */
+  ck_assert_int_eq(protocol_parse_line(millis, sizeof millis - 1, 0, &m, &e), -PROTOCOL_MISSING_FIELD);
+  ck_assert_str_eq(e.field, "device");
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("protocol");
   tg_test_add(s, "json_tcpgen_shape", test_protocol_json_tcpgen_shape, 10);
@@ -1583,5 +1630,6 @@ int main(void) {
   tg_test_add(s, "writers", test_protocol_writers, 10);
   tg_test_add(s, "reason_names", test_protocol_reason_names, 10);
   tg_test_add(s, "influx_precision", test_protocol_influx_precision, 10);
+  tg_test_add(s, "parse_opts", test_protocol_parse_opts, 10);
   return tg_test_main(s);
 }

@@ -411,6 +411,16 @@ START_TEST(test_schema_names) {
   refuse(s, line, PROTOCOL_BAD_NAME, "");
   snprintf(line, sizeof line, "%s,device=7 v=1 1732590000000000000", name);
   refuse(s, line, PROTOCOL_BAD_NAME, "");
+  /* A NUL is no character of SQL text, in a name or in a string. */
+  refuse(s, "{\"device\":\"7\",\"ts\":1732590000000,\"s\":\"a\\u0000b\"}", PROTOCOL_MALFORMED, "s");
+  {
+    static const char raw[] = "m,device=7,t=a\0b v=1,s=\"x\0y\" 1732590000000000000";
+    protocol_msg m;
+    protocol_error e;
+    ck_assert_int_eq(protocol_parse_line(raw, sizeof raw - 1, 0, &m, &e), 0);
+    ck_assert_int_eq(schema_pack(s, &m.point, &r, &e), -PROTOCOL_MALFORMED);
+    ck_assert_str_eq(e.field, "t");
+  }
   /* The names storage reserves are fine as measurements' names for
    * fields and the other way round. */
   pack_ok(s, "batch,device=7 readings=1 1732590000000000000", &r);
