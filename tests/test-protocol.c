@@ -1194,8 +1194,8 @@ START_TEST(test_protocol_fuzz_mutations) {
       "{\"type\":\"hello\",\"token\":\"k3y\",\"acks\":true}",
       "telemetry,device=7 temperature=21.5,humidity=48.2,battery=87i,seq=123i 1732590000123000000",
       "telemetry,device=abc temperature=149.99,humidity=99.9e0,battery=0i,seq=0i 0",
-      "{\"fields\":{\"u\":97.5,\"s\":\"ok\"},\"name\":\"cpu\",\"tags\":{\"host\":\"h1\",\"c\":\"x\"},\"timestamp\":"
-      "1732590000}",
+      ("{\"fields\":{\"u\":97.5,\"s\":\"ok\"},\"name\":\"cpu\",\"tags\":{\"host\":\"h1\",\"c\":\"x\"},"
+       "\"timestamp\":1732590000}"),
       "{\"date\":\"2024-11-26T03:00:00.123Z\",\"device\":\"p\",\"measurement\":\"m\",\"v\":1,\"w\":null,\"b\":true}",
       "w\\ x,device=7,site=r\\,f ok=t,s=\"a\\\"b\",n=-3i,u=4u,f=1.5 1732590000123000000",
   };

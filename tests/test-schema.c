@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,6 +536,71 @@ START_TEST(test_schema_heap_block) {
 }
 END_TEST
 
+enum { PACKERS = 4, PACKED_LINES = 3000, NAMES = 200 };
+
+typedef struct packer {
+  schema *s;
+  int id;
+  long refused;
+} packer;
+
+/* Packs lines of two measurements whose fields appear in another order
+ * in each thread, so that new names and columns race. */
+static void *pack_lines(void *arg) {
+  packer *p = arg;
+  for (int i = 0; i < PACKED_LINES; i++) {
+    char line[256];
+    int f = (i * (p->id + 1) * 7 + p->id) % NAMES;
+    int n = snprintf(line, sizeof line, "m%d,device=%d f%d=%di,g%d=%d.5,s%d=\"x\" 1732590000000000000", i % 2, p->id, f,
+                     i, (f + 1) % NAMES, i, (f + 2) % NAMES);
+    protocol_msg m;
+    protocol_error e;
+    reading r;
+    if (protocol_parse_line(line, (size_t)n, 0, &m, &e) != 0 || schema_pack(p->s, &m.point, &r, &e) != 0) {
+      p->refused++;
+      continue;
+    }
+    if (r.nfields != 3 || !schema_is_measurement(p->s, r.measurement)) p->refused++;
+    reading_free(&r);
+  }
+  return NULL;
+}
+
+/* Names and columns are made by whoever meets them first, from any
+ * thread at once (under TSan, this is the test of the schema's
+ * lock-free reads): every line packs, and each name has one id and
+ * each measurement one column per name. */
+START_TEST(test_schema_threads) {
+  schema *s = schema_new(0);
+  pthread_t t[PACKERS];
+  packer p[PACKERS];
+  for (int i = 0; i < PACKERS; i++) {
+    p[i] = (packer){.s = s, .id = i};
+    ck_assert_int_eq(pthread_create(&t[i], NULL, pack_lines, &p[i]), 0);
+  }
+  for (int i = 0; i < PACKERS; i++) {
+    pthread_join(t[i], NULL);
+    ck_assert_int_eq(p[i].refused, 0);
+  }
+  for (int k = 0; k < 2; k++) {
+    char name[16];
+    snprintf(name, sizeof name, "m%d", k);
+    uint16_t m = schema_find(s, name, strlen(name));
+    ck_assert(schema_is_measurement(s, m));
+    const schema_column *cols;
+    uint32_t n = schema_columns(s, m, &cols);
+    for (uint32_t i = 0; i < n; i++) {
+      ck_assert_int_eq(schema_column_of(s, m, cols[i].name), (int)i);
+      const char *col = schema_name(s, cols[i].name);
+      ck_assert_int_eq(cols[i].type, col[0] == 'f' ? FIELD_INT : col[0] == 'g' ? FIELD_FLOAT : FIELD_STRING);
+      ck_assert_uint_eq(schema_find(s, col, strlen(col)), cols[i].name);
+      for (uint32_t j = 0; j < i; j++) ck_assert_uint_ne(cols[j].name, cols[i].name);
+    }
+  }
+  schema_free(s);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("schema");
   tg_test_add(s, "telemetry", test_schema_telemetry, 10);
@@ -546,5 +612,6 @@ int main(void) {
   tg_test_add(s, "duplicate_fields", test_schema_duplicate_fields, 10);
   tg_test_add(s, "escaped_names", test_schema_escaped_names, 10);
   tg_test_add(s, "heap_block", test_schema_heap_block, 10);
+  tg_test_add(s, "threads", test_schema_threads, 60);
   return tg_test_main(s);
 }
