@@ -367,15 +367,16 @@ START_TEST(test_protocol_device_ids) {
   reject("{\"device\":[7]}", PROTOCOL_WRONG_TYPE, "device");
   /* In line protocol the device is a tag: its value follows the same
    * rule. */
-  static const char *const bad_tags[] = {"a\\ b", "a=b", "caf\xc3\xa9", "a\"b", "123456789012345678901234567890123"};
+  static const char *const bad_tags[] = {
+      "", "a\\ b", "a=b", "caf\xc3\xa9", "a\"b", "123456789012345678901234567890123"};
   for (size_t i = 0; i < sizeof bad_tags / sizeof *bad_tags; i++) {
     char line[256];
     snprintf(line, sizeof line, "telemetry,device=%s temperature=1,humidity=1,battery=1i,seq=1i 1732590000000000000",
              bad_tags[i]);
     reject(line, PROTOCOL_BAD_DEVICE_ID, "device");
   }
-  /* An empty tag value is no tag at all. */
-  reject("telemetry,device= temperature=1 1732590000000000000", PROTOCOL_MALFORMED, "");
+  /* An empty value of another tag is no tag at all. */
+  reject("telemetry,device=7,site= temperature=1 1732590000000000000", PROTOCOL_MALFORMED, "");
 }
 END_TEST
 
@@ -507,9 +508,8 @@ START_TEST(test_protocol_tags_only_refused) {
 }
 END_TEST
 
-/* PROTOCOL_FIELDS_MAX fields, tags included, and not one more. In line
- * protocol the device tag takes a place while the line is scanned (it is
- * taken out once the tags are read). */
+/* PROTOCOL_FIELDS_MAX fields, tags included, and not one more; the
+ * device, seq and time are no fields. */
 START_TEST(test_protocol_too_many_fields) {
   char line[4096];
   protocol_msg m;
@@ -517,7 +517,7 @@ START_TEST(test_protocol_too_many_fields) {
   for (int tags = 0; tags <= 1; tags++) {
     for (int extra = 0; extra <= 1; extra++) {
       int n = snprintf(line, sizeof line, "m,device=7");
-      int nfields = PROTOCOL_FIELDS_MAX - 1 + extra, ntags = tags ? nfields / 2 : 0;
+      int nfields = PROTOCOL_FIELDS_MAX + extra, ntags = tags ? nfields / 2 : 0;
       for (int i = 0; i < ntags; i++) n += snprintf(line + n, sizeof line - (size_t)n, ",t%d=x", i);
       for (int i = ntags; i < nfields; i++)
         n += snprintf(line + n, sizeof line - (size_t)n, "%cf%d=%di", i == ntags ? ' ' : ',', i, i);
@@ -525,11 +525,10 @@ START_TEST(test_protocol_too_many_fields) {
       int r = parse_n(line, (size_t)n, sizeof line, &m, &e);
       ck_assert_msg(r == (extra ? -PROTOCOL_TOO_MANY_FIELDS : 0), "%d tags, %d fields: %s", ntags, nfields,
                     protocol_reason_name(r));
-      if (!extra) ck_assert_uint_eq(m.point.nfields, PROTOCOL_FIELDS_MAX - 1);
+      if (!extra) ck_assert_uint_eq(m.point.nfields, PROTOCOL_FIELDS_MAX);
       if (extra) ck_assert_int_eq(e.reason, PROTOCOL_TOO_MANY_FIELDS);
     }
   }
-  /* JSON's device, seq and time are no fields. */
   for (int extra = 0; extra <= 1; extra++) {
     int n = snprintf(line, sizeof line, "{\"device\":\"7\",\"ts\":1732590000000");
     for (int i = 0; i < PROTOCOL_FIELDS_MAX + extra; i++)
@@ -796,7 +795,7 @@ START_TEST(test_protocol_rejections) {
   reject("{\"device\":\"\xff\"}", PROTOCOL_NOT_UTF8, "device");
   reject("{\"dev\xc3\x28\":1}", PROTOCOL_NOT_UTF8, "");
   reject("{\"device\":\"7\",\"ts\":1732590000000,\"v\":\"\xed\xa0\x80\"}", PROTOCOL_NOT_UTF8, "");
-  reject("telemetry,device=\xe2\x82 seq=1i", PROTOCOL_NOT_UTF8, "");
+  reject("telemetry,device=\xe2\x82 seq=1i", PROTOCOL_NOT_UTF8, "device");
   reject("telem\x80try,device=7 seq=1i", PROTOCOL_NOT_UTF8, "");
   reject("m,device=7,t=\xf4\x90\x80\x80 v=1", PROTOCOL_NOT_UTF8, "");
   reject(TCPGEN_JSON "\xfe", PROTOCOL_NOT_UTF8, "");
@@ -861,6 +860,7 @@ START_TEST(test_protocol_rejections) {
   reject("{\"device\":\"7\",\"measurement\":\"a\",\"measurement\":\"b\"}", PROTOCOL_DUPLICATE_FIELD, "measurement");
   reject("telemetry,device=7 temperature=1,humidity=1,battery=1i,seq=1i,seq=2i 1732590000000000000",
          PROTOCOL_DUPLICATE_FIELD, "seq");
+  reject("telemetry,device=7,device=8 temperature=1 1732590000000000000", PROTOCOL_DUPLICATE_FIELD, "device");
 
   /* wrong_type: where the parser wants a number or a string */
   reject("{\"seq\":\"1\"}", PROTOCOL_WRONG_TYPE, "seq");

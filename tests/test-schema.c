@@ -388,7 +388,6 @@ START_TEST(test_schema_names) {
       "SQLITE_x,device=7 v=1 1732590000000000000",
       "m,device=7 ts_ms=1 1732590000000000000",
       "m,device=7 batch=1 1732590000000000000",
-      "m,device=7,device=8 v=1 1732590000000000000",
       "m,device=7 device=1 1732590000000000000",
       "m,device=7,seq=3 v=1 1732590000000000000",
       "{\"device\":\"7\",\"ts\":1732590000000,\"\":1}",
