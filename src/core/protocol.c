@@ -1057,6 +1057,7 @@ static int parse_json(const scan *s, const char *p, protocol_msg *out) {
   out->hello.token_len = 0;
   out->hello.token[0] = 0;
   pt->measurement = NULL;
+  pt->measurement_escaped = 0;
   pt->json = 1;
   pt->nfields = 0;
   pt->seq = READING_SEQ_NONE;
@@ -1162,7 +1163,8 @@ closed:
   if ((seen & BIT(F_NAME)) && m != F_NAME && (r = json_member_field(s, pt, F_NAME, value_at[F_NAME])) != 0) return r;
   if (m != F_NONE) {
     json_string(s, value_at[m], m, &body, &blen, &flags, &stop);
-    if (blen == 0 || (flags & STR_ESCAPE)) return fail(s, value_at[m], PROTOCOL_BAD_NAME, m);
+    if (blen == 0) return fail(s, value_at[m], PROTOCOL_BAD_NAME, m);
+    pt->measurement_escaped = (flags & STR_ESCAPE) != 0; /* decoded by the schema, as field names are */
     pt->measurement = body;
     pt->measurement_len = (uint16_t)(blen > UINT16_MAX ? UINT16_MAX : blen);
   }

@@ -73,7 +73,7 @@
   X(DUPLICATE_FIELD, "duplicate_field", "a field given twice")                                               \
   X(BAD_DEVICE_ID, "bad_device_id", "a device id that breaks the id rule")                                   \
   X(WRONG_TYPE, "wrong_type", "a value of the wrong type (string, boolean, null, object, array)")            \
-  X(UNKNOWN_TYPE, "unknown_type", "a message type other than health or hello")                               \
+  X(UNKNOWN_TYPE, "unknown_type", "a message that does not belong where it came (a hello over MQTT)")        \
   X(BAD_TOKEN, "bad_token", "a hello's token that breaks the token rule")                                    \
   X(TYPE_CONFLICT, "type_conflict", "a field's value of another type than the field has")                    \
   X(TOO_MANY_FIELDS, "too_many_fields", "more fields than a reading, a measurement or the gateway may have") \
@@ -177,8 +177,8 @@ typedef struct protocol_error {
  * reason (-PROTOCOL_MALFORMED, -PROTOCOL_OVERSIZED, -PROTOCOL_NOT_UTF8,
  * -PROTOCOL_BAD_NUMBER, -PROTOCOL_OUT_OF_RANGE, -PROTOCOL_MISSING_FIELD,
  * -PROTOCOL_UNKNOWN_FIELD, -PROTOCOL_DUPLICATE_FIELD,
- * -PROTOCOL_BAD_DEVICE_ID, -PROTOCOL_WRONG_TYPE, -PROTOCOL_UNKNOWN_TYPE,
- * -PROTOCOL_BAD_TOKEN)
+ * -PROTOCOL_BAD_DEVICE_ID, -PROTOCOL_WRONG_TYPE, -PROTOCOL_BAD_TOKEN,
+ * -PROTOCOL_TOO_MANY_FIELDS, -PROTOCOL_BAD_NAME)
  * with *err filled when err is not NULL; *out is then unspecified. */
 int protocol_parse_line(const char *line, size_t len, size_t max_len, protocol_msg *out, protocol_error *err);
 
