@@ -1026,14 +1026,15 @@ static int json_control(const scan *s, unsigned seen, const uint32_t *at, int he
 }
 
 /* A member the scan set aside ("type", "name") that turned out to be a
- * field of the reading: its string value at v. */
-static int json_member_field(const scan *s, protocol_point *pt, int field, const char *v) {
+ * field of the reading: its key's opening quote at key, its string value
+ * at v. */
+static int json_member_field(const scan *s, protocol_point *pt, int field, const char *key, const char *v) {
   protocol_field *fv = field_add(s, pt, v);
   if (!fv) return -PROTOCOL_TOO_MANY_FIELDS;
   const char *next;
   int r = json_value(s, v, fv, &next);
   if (r) return r;
-  fv->name = field_names[field];
+  fv->name = key + 1; /* written without escapes, or it would not have been set aside */
   fv->name_len = (uint16_t)strlen(field_names[field]);
   pt->nfields++;
   return 0;
@@ -1155,12 +1156,15 @@ closed:
     json_string(s, value_at[F_TYPE], F_TYPE, &body, &blen, &flags, &stop);
     int hello = !flags && blen == 5 && memcmp(body, "hello", 5) == 0;
     if (hello || (!flags && blen == 6 && memcmp(body, "health", 6) == 0)) return json_control(s, seen, at, hello, out);
-    if ((r = json_member_field(s, pt, F_TYPE, value_at[F_TYPE])) != 0) return r; /* any other type: a field */
+    if ((r = json_member_field(s, pt, F_TYPE, s->line + at[F_TYPE], value_at[F_TYPE])) != 0)
+      return r; /* any other type: a field */
   }
   if (seen & BIT(F_TOKEN)) return fail(s, s->line + at[F_TOKEN], PROTOCOL_UNKNOWN_FIELD, F_TOKEN);
   /* "name" is the measurement beside Telegraf's "fields"; elsewhere a field. */
   int m = (seen & BIT(F_MEASUREMENT)) ? F_MEASUREMENT : has_fields && (seen & BIT(F_NAME)) ? F_NAME : F_NONE;
-  if ((seen & BIT(F_NAME)) && m != F_NAME && (r = json_member_field(s, pt, F_NAME, value_at[F_NAME])) != 0) return r;
+  if ((seen & BIT(F_NAME)) && m != F_NAME &&
+      (r = json_member_field(s, pt, F_NAME, s->line + at[F_NAME], value_at[F_NAME])) != 0)
+    return r;
   if (m != F_NONE) {
     json_string(s, value_at[m], m, &body, &blen, &flags, &stop);
     if (blen == 0) return fail(s, value_at[m], PROTOCOL_BAD_NAME, m);
