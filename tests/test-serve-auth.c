@@ -261,6 +261,10 @@ static void *slots_body(void *arg) {
   /* The authenticated connection outlived the timeout; the freed slots
    * take new devices (once their tasks have ended: retried until then). */
   send_reading(&genuine, "dev-1", 1);
+  /* Stored before the next comes from another connection: two
+   * connections' lines of one device have no order between them, and a
+   * seq 1 taken after seq 2 would be a resend. */
+  ck_assert_uint_eq(serve_test_wait_for(t->s, fig_stored, 1, SERVE_TEST_PATIENCE), 1);
   int64_t deadline = tg_deadline_in(SERVE_TEST_PATIENCE);
   for (;;) {
     raw_connect(&later, t->s);
