@@ -57,9 +57,9 @@ static inline storage *storage_test_open(const char *path, const char *backend, 
 static inline void storage_test_push(batch *b, uint32_t device, uint64_t seq) {
   reading r = {
       .device = device, .measurement = SCHEMA_TELEMETRY, .seq = seq, .ts_ms = 1700000000000 + (int64_t)seq % 1000000};
-  reading_set_float(&r, SCHEMA_TEMPERATURE, 21.5);
-  reading_set_float(&r, SCHEMA_HUMIDITY, 45.0);
-  reading_set_int(&r, SCHEMA_BATTERY, 90);
+  reading_add_float(&r, SCHEMA_TEMPERATURE, 21.5);
+  reading_add_float(&r, SCHEMA_HUMIDITY, 45.0);
+  reading_add_int(&r, SCHEMA_BATTERY, 90);
   ck_assert_int_eq(batch_push(b, &r), 0);
 }
 

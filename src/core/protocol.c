@@ -681,6 +681,21 @@ static int line_string(const scan *s, const char *p, protocol_field *f, const ch
   return 0;
 }
 
+/* The float of a number number_quick took, into f when its digits
+ * convert exactly (one rounding of exact operands): 1, else 0. */
+HOT int quick_float(uint64_t m, unsigned nf, int neg, protocol_field *f) {
+#if FLT_EVAL_METHOD == 0
+  if (m <= (UINT64_C(1) << 53)) {
+    double v = nf ? (double)m / pow10_exact[nf] : (double)m;
+    f->type = FIELD_FLOAT;
+    f->v.f = neg ? -v : v;
+    return 1;
+  }
+#endif
+  (void)m, (void)nf, (void)neg, (void)f;
+  return 0;
+}
+
 /* A line-protocol field's value at p into f: a float (1.5, 1, -2e3), an
  * integer (1i, 1u), a string ("on") or a boolean (t, false, ...). */
 HOT int line_value(const scan *s, const char *p, protocol_field *f, const char **next) {
@@ -707,15 +722,10 @@ HOT int line_value(const scan *s, const char *p, protocol_field *f, const char *
     *next = q;
     return 0;
   }
-#if FLT_EVAL_METHOD == 0
-  if (q && m <= (UINT64_C(1) << 53)) {
-    double v = nf ? (double)m / pow10_exact[nf] : (double)m; /* exact operands, one rounding */
-    f->type = FIELD_FLOAT;
-    f->v.f = neg ? -v : v;
+  if (q && quick_float(m, nf, neg, f)) {
     *next = q;
     return 0;
   }
-#endif
   number num;
   int r = number_scan(s, p, NUM_LINE, F_NONE, &num);
   if (r) return r;
@@ -770,15 +780,10 @@ static int json_value(const scan *s, const char *p, protocol_field *f, const cha
     *next = q;
     return 0;
   }
-#if FLT_EVAL_METHOD == 0
-  if (q && m <= (UINT64_C(1) << 53)) {
-    double v = nf ? (double)m / pow10_exact[nf] : (double)m;
-    f->type = FIELD_FLOAT;
-    f->v.f = neg ? -v : v;
+  if (q && quick_float(m, nf, neg, f)) {
     *next = q;
     return 0;
   }
-#endif
   number num;
   int r = number_scan(s, p, NUM_JSON, F_NONE, &num);
   if (r) return r;

@@ -80,6 +80,25 @@ static inline double field_number(const field_value *f) {
   return f->type == FIELD_FLOAT ? f->v.f : f->type == FIELD_INT || f->type == FIELD_BOOL ? (double)f->v.i : 0;
 }
 
+/* For readings made in the process (the demo's devices, tests): appends
+ * a float or an integer field of name (a schema id) to r, which must have
+ * fewer than READING_INLINE_FIELDS fields and none on the heap. */
+static inline void reading_add_float(reading *r, uint16_t name, double v) {
+  field_value *f = &r->u.inline_fields[r->nfields++];
+  f->name = name;
+  f->type = FIELD_FLOAT;
+  f->len = 0;
+  f->v.f = v;
+}
+
+static inline void reading_add_int(reading *r, uint16_t name, int64_t v) {
+  field_value *f = &r->u.inline_fields[r->nfields++];
+  f->name = name;
+  f->type = FIELD_INT;
+  f->len = 0;
+  f->v.i = v;
+}
+
 /* Frees what r owns (its heap block); r is then empty. */
 static inline void reading_free(reading *r) {
   if (r->on_heap) free(r->u.heap);

@@ -116,22 +116,4 @@ int schema_is_measurement(const schema *s, uint16_t id);
  * -PROTOCOL_DUPLICATE_FIELD, -PROTOCOL_BAD_NAME, or -PROTOCOL_NO_MEMORY. */
 int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error *err);
 
-/* For readings made in the process (the demo's devices, tests): sets
- * field i of r to a float or an integer of name (r->nfields must be
- * READING_INLINE_FIELDS or fewer, no heap). */
-static inline void reading_set_float(reading *r, uint16_t name, double v) {
-  field_value *f = &r->u.inline_fields[r->nfields++];
-  f->name = name;
-  f->type = FIELD_FLOAT;
-  f->len = 0;
-  f->v.f = v;
-}
-static inline void reading_set_int(reading *r, uint16_t name, int64_t v) {
-  field_value *f = &r->u.inline_fields[r->nfields++];
-  f->name = name;
-  f->type = FIELD_INT;
-  f->len = 0;
-  f->v.i = v;
-}
-
 #endif

@@ -27,9 +27,9 @@ static reading measure(device *d) {
   d->battery = clamp(d->battery - 0.05, 0.0, 100.0);
   reading r = {
       .device = d->id, .measurement = SCHEMA_TELEMETRY, .seq = d->seq + 1, .ts_ms = d->fleet->epoch_ms + run_ms(d)};
-  reading_set_float(&r, SCHEMA_TEMPERATURE, d->temperature);
-  reading_set_float(&r, SCHEMA_HUMIDITY, d->humidity);
-  reading_set_int(&r, SCHEMA_BATTERY, (int64_t)d->battery);
+  reading_add_float(&r, SCHEMA_TEMPERATURE, d->temperature);
+  reading_add_float(&r, SCHEMA_HUMIDITY, d->humidity);
+  reading_add_int(&r, SCHEMA_BATTERY, (int64_t)d->battery);
   return r;
 }
 
