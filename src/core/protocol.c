@@ -1016,12 +1016,13 @@ static int json_control(const scan *s, unsigned seen, const uint32_t *at, int he
     if ((r = known_bool(s, pt, F_ACKS, &out->hello.acks)) || (r = known_bool(s, pt, F_HEALTH, &out->hello.health)))
       return r;
   } else {
-    uint64_t battery;
+    uint64_t battery = 0;
     out->kind = PROTOCOL_HEALTH;
     if ((r = known_u64(s, pt, F_ID, &out->health.id)) || (r = known_u64(s, pt, F_UPTIME_S, &out->health.uptime_s)) ||
         (r = known_u64(s, pt, F_BATTERY, &battery)))
       return r;
-    out->health.battery = battery > UINT32_MAX ? UINT32_MAX : (uint32_t)battery;
+    if (battery > 100) return fail(s, s->end, PROTOCOL_OUT_OF_RANGE, F_BATTERY); /* percent */
+    out->health.battery = (uint32_t)battery;
   }
   if (pt->nfields) {
     int f = field_lookup(pt->fields[0].name, pt->fields[0].name_len);
