@@ -289,6 +289,9 @@ class Agents(ServeCase):
             status, text = post(serve, "/api/readings", body.encode(), {"Content-Type": "application/json"})
             self.assertEqual(status, 204, text)
         self.assertGreaterEqual(serve.stored(), len(lines) + 4)
+        status, text = post(serve, "/api/readings", b'{"type":"hello","acks":true}')
+        self.assertEqual(status, 400)  # a hello is the device port's
+        self.assertIn("unknown_type (line 1)", json.loads(text)["message"])
         status, text = post(serve, "/api/readings", b'[{"device":"x","date":1,"v":1}]')
         self.assertEqual(status, 400)  # 1970: a date that is no time of a reading
         self.assertIn("out_of_range (line 1)", json.loads(text)["message"])

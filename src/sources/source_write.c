@@ -115,8 +115,8 @@ static int on_line(body_state *b, tg_mpsc_tx *tx, const write_request *rq, uint6
                    : protocol_parse_influx(p, n, (size_t)w->cfg->max_line_bytes, rq->precision, now_ms, &m, NULL);
   if (r == 0 && m.kind == PROTOCOL_BLANK) return 0;
   figure_add_shared(&w->lines, 1);
-  if (r < 0) {
-    refuse_line(b, line_no, -r, p, n);
+  if (r < 0 || m.kind != PROTOCOL_READING) { /* a hello or a health reply is the device port's */
+    refuse_line(b, line_no, r < 0 ? -r : PROTOCOL_UNKNOWN_TYPE, p, n);
     return 0;
   }
   const device_entry *e;
