@@ -27,8 +27,8 @@
  * deleted, in the transaction of that write (which logs nothing); opening
  * folds from mark_log what any writer left (a crash). device_hwm plus
  * mark_log hold every committed mark; a mark is only read (mark_load) for
- * a device this process has not written yet, after the fold at open, so
- * device_hwm alone has it.
+ * a device this process has not written yet, from both: in a cluster the
+ * device may have been another node's, which died before its fold.
  *
  * Measurements: each is a table (storage.h), telemetry's readings and
  * any other measurement M's the table "M", with device, seq, ts_ms and
@@ -316,6 +316,15 @@ static int session_prepare(pg_conn *c, char *err, size_t errlen) {
   const Oid text = OID_TEXT, log[] = {OID_INT8, OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY}, int8 = OID_INT8;
   const Oid fold[] = {OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY};
   int r = prepare(c, "mark_get", "SELECT seq FROM device_hwm WHERE device = $1", 1, &text, err, errlen);
+  /* A device new to this process may be another node's, whose latest
+   * marks are still in its mark_log rows (it died before its fold): the
+   * greater of device_hwm's and the log's. The log is short (a writer
+   * folds every FOLD_EVERY writes), and a mark is read once a run. */
+  if (!r)
+    r = prepare(c, "mark_load",
+                "SELECT GREATEST((SELECT seq FROM device_hwm WHERE device = $1), (SELECT max(u.s) FROM mark_log m "
+                "CROSS JOIN LATERAL unnest(m.devices, m.seqs) AS u(d, s) WHERE m.devices @> ARRAY[$1] AND u.d = $1))",
+                1, &text, err, errlen);
   if (!r)
     r = prepare(c, "log_add", "INSERT INTO mark_log (writer, batch, devices, seqs) VALUES ($1, $2, $3, $4)", 4, log,
                 err, errlen);
@@ -590,7 +599,7 @@ static int pg_mark_load(void *impl, int ci, const char *device, int *found, uint
   int r = session(im, c, err, errlen);
   PGresult *res = NULL;
   const char *v = NULL;
-  if (!r) r = query_one(c, "mark_get", 1, &device, &res, &v, "high-water mark", err, errlen);
+  if (!r) r = query_one(c, "mark_load", 1, &device, &res, &v, "high-water mark", err, errlen);
   *found = v != NULL;
   *seq = v ? (uint64_t)strtoll(v, NULL, 10) : 0;
   PQclear(res);
