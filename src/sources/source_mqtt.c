@@ -11,13 +11,12 @@
  * and the packets left in the view are already shown. A view is consumed
  * only once it is done with, up to the last whole packet.
  *
- * The device id is the topic's '+' level. A payload line that names no
- * device gets it from the topic (the id is put in the line and the line
- * parsed again); one that names another device is refused as
- * wrong_device: the broker's ACL on topics says who may publish for a
- * device (docs/security.md), so the topic is the credential. */
+ * The device id is the topic's '+' level; the payload's lines become
+ * readings for it as broker_lines.h says (a line that names no device
+ * gets the topic's, one that names another is refused). */
 #include "source_mqtt.h"
 
+#include "broker_lines.h"
 #include "figure.h"
 #include "mqtt.h"
 #include "protocol.h"
@@ -93,8 +92,9 @@ typedef struct mqtt_source {
   int io_open;   /* io was opened over sock */
   uint64_t skip; /* bytes of an oversized PUBLISH still to drop */
   int64_t last_write_ns;
-  int64_t pong_deadline_ns; /* a PINGREQ is waiting for its PINGRESP; 0: none */
-  char *line;               /* a payload line with the device put in */
+  int64_t pong_deadline_ns;    /* a PINGREQ is waiting for its PINGRESP; 0: none */
+  broker_lines lines_out;      /* a payload's lines to readings */
+  const mqtt_publish *publish; /* while its lines are sent on: what a refusal is logged with */
   rng jitter;
   log_gate fail_gate, bad_gate;
   _Atomic int64_t first_byte_ns;
@@ -262,21 +262,8 @@ static void acks_pass(mqtt_source *m) {
 
 /* ------------------------------------------------------------ messages */
 
-/* Whether id[0 .. len) is a device id (protocol.h's rule). */
-static int device_id_ok(const char *id, size_t len) {
-  if (len < 1 || len > PROTOCOL_DEVICE_ID_MAX) return 0;
-  for (size_t i = 0; i < len; i++) {
-    char c = id[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-          c == ':' || c == '-'))
-      return 0;
-  }
-  return 1;
-}
-
-/* Counts a refused line, and logs it at most once a second. */
-static void refuse(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, int reason) {
-  figure_add(&m->bad[reason], 1);
+/* Logs a refused line, at most once a second. */
+static void log_refused(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, int reason) {
   uint64_t held;
   if (log_gate_pass(&m->bad_gate, tg_now(), TG_MS(1000), &held))
     log_event(m->log, "🚫", "mqtt", 0, "mqtt_refused",
@@ -285,83 +272,16 @@ static void refuse(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, int 
               serve_bad_reason_name(reason), log_held_note(held).s);
 }
 
-/* A JSON or line-protocol line that names no device, with id put in;
- * its length, or 0 when it does not fit. */
-static size_t with_device(mqtt_source *m, const char *line, size_t n, const char *id) {
-  size_t cap = (size_t)m->cfg->max_line_bytes + PROTOCOL_DEVICE_ID_MAX + 16, i = 0, at;
-  while (i < n && (line[i] == ' ' || line[i] == '\t')) i++;
-  char insert[PROTOCOL_DEVICE_ID_MAX + 16];
-  int k;
-  if (i < n && line[i] == '{') {
-    at = i + 1;
-    size_t j = at;
-    while (j < n && (line[j] == ' ' || line[j] == '\t')) j++;
-    k = snprintf(insert, sizeof insert, "\"device\":\"%s\"%s", id, j < n && line[j] == '}' ? "" : ",");
-  } else {
-    at = i; /* after the measurement */
-    while (at < n && line[at] != ',' && line[at] != ' ' && line[at] != '\t') at++;
-    k = snprintf(insert, sizeof insert, ",device=%s", id);
-  }
-  if (n + (size_t)k > cap) return 0;
-  memcpy(m->line, line, at);
-  memcpy(m->line + at, insert, (size_t)k);
-  memcpy(m->line + at + k, line + at, n - at);
-  return n + (size_t)k;
+/* Counts a refused line, and logs it. */
+static void refuse(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, int reason) {
+  figure_add(&m->bad[reason], 1);
+  log_refused(m, p, line_no, reason);
 }
 
-/* One line of a payload, for device id (NUL-terminated). Returns 0 with
- * *index and *seq set when a reading went on, 1 when there was none (a
- * blank line, or refused), END_PIPELINE. */
-static int on_line(mqtt_source *m, const mqtt_publish *p, uint64_t line_no, const char *line, size_t n, const char *id,
-                   uint32_t *index, uint64_t *seq) {
-  figure_add(&m->lines, 1);
-  protocol_msg msg;
-  protocol_error e = {0};
-  size_t max = (size_t)m->cfg->max_line_bytes;
-  protocol_opts o = {
-      .max_len = max, .now_ms = -1, .device_key = m->cfg->json_device_key, .time_key = m->cfg->json_time_key};
-  int r = protocol_parse(line, n, &o, &msg, &e);
-  if (r == -PROTOCOL_MISSING_FIELD && e.field && strcmp(e.field, "device") == 0 && n <= max) {
-    size_t len = with_device(m, line, n, id);
-    o.max_len = max + PROTOCOL_DEVICE_ID_MAX + 16;
-    if (len) r = protocol_parse(m->line, len, &o, &msg, &e);
-  }
-  if (r < 0) {
-    refuse(m, p, line_no, -r);
-    return 1;
-  }
-  if (msg.kind == PROTOCOL_BLANK) return 1;
-  if (msg.kind != PROTOCOL_READING) { /* hellos and health replies belong to the device port */
-    refuse(m, p, line_no, PROTOCOL_UNKNOWN_TYPE);
-    return 1;
-  }
-  if (strcmp(msg.device.text, id) != 0) {
-    refuse(m, p, line_no, SERVE_BAD_WRONG_DEVICE);
-    return 1;
-  }
-  reading rd;
-  if ((r = seq_check_pack(&m->seqs, &msg.point, &rd)) != 0) {
-    refuse(m, p, line_no, r);
-    return 1;
-  }
-  size_t id_len = strlen(id);
-  if (registry_intern(m->reg, id, id_len, registry_hash(id, id_len), index, NULL) != 0) {
-    reading_free(&rd);
-    refuse(m, p, line_no, SERVE_BAD_TOO_MANY_DEVICES);
-    return 1;
-  }
-  const device_entry *d = registry_entry(m->reg, *index);
-  if ((r = seq_check_reading(&m->seqs, d, &rd)) != 0) {
-    refuse(m, p, line_no, r);
-    return 1;
-  }
-  if (atomic_load_explicit(&((device_entry *)d)->conn, memory_order_relaxed) != &m->rc)
-    registry_attach(m->reg, *index, &m->rc);
-  *seq = rd.seq;
-  /* A full channel makes this wait, and the socket is not read meanwhile. */
-  if (seq_check_send(m->telemetry, &rd) != 0) return END_PIPELINE;
-  figure_add(&m->readings, 1);
-  return 0;
+/* broker_lines' hook: a refused line of the message being taken. */
+static void line_refused(void *ctx, uint64_t line_no, int reason) {
+  mqtt_source *m = ctx;
+  log_refused(m, m->publish, line_no, reason);
 }
 
 /* The device id of a topic, NUL-terminated into id; 0 or the reason. */
@@ -370,7 +290,7 @@ static int topic_device(mqtt_source *m, const mqtt_publish *p, char id[PROTOCOL_
     const char *at;
     size_t len;
     if (!mqtt_topic_device(m->filters[i], p->topic, p->topic_len, &at, &len)) continue;
-    if (!device_id_ok(at, len)) return PROTOCOL_BAD_DEVICE_ID;
+    if (!broker_lines_device_ok(at, len)) return PROTOCOL_BAD_DEVICE_ID;
     memcpy(id, at, len);
     id[len] = '\0';
     return 0;
@@ -391,20 +311,11 @@ static int on_publish(mqtt_source *m, const mqtt_publish *p) {
   if (reason) {
     figure_add(&m->lines, 1);
     refuse(m, p, 1, reason);
-  }
-  const char *s = (const char *)p->payload, *end = s + p->payload_len;
-  for (uint64_t line_no = 1; !reason && s < end; line_no++) {
-    const char *nl = memchr(s, '\n', (size_t)(end - s));
-    size_t n = (size_t)((nl ? nl : end) - s);
-    uint32_t index;
-    uint64_t seq;
-    int r = on_line(m, p, line_no, s, n, id, &index, &seq);
-    if (r == END_PIPELINE) return r;
-    if (r == 0 && (!e.device || seq > e.seq)) {
-      e.device = index;
-      e.seq = seq;
-    }
-    s = nl ? nl + 1 : end;
+  } else {
+    m->publish = p;
+    int r = broker_lines_send(&m->lines_out, id, (const char *)p->payload, p->payload_len, &e.device, &e.seq);
+    m->publish = NULL;
+    if (r != 0) return END_PIPELINE;
   }
   if (p->qos == 1) fifo_push(m, e);
   return 0;
@@ -771,7 +682,7 @@ static void mqtt_free(void *state) {
   free(m->filters_text);
   free(m->fifo);
   free(m->out);
-  free(m->line);
+  free(m->lines_out.line);
   free(m);
 }
 
@@ -823,8 +734,18 @@ static int mqtt_start(const source_sink *sink, void **state, char *err, size_t e
     m->out_cap += strlen(m->client_id) + (cfg->mqtt_username ? strlen(cfg->mqtt_username) : 0) + m->password_len;
     m->fifo = calloc(m->cap, sizeof *m->fifo);
     m->out = malloc(m->out_cap);
-    m->line = malloc((size_t)cfg->max_line_bytes + PROTOCOL_DEVICE_ID_MAX + 16);
-    if (!m->fifo || !m->out || !m->line || registry_commits_subscribe(m->reg, &m->commits) != 0) {
+    m->lines_out = (broker_lines){.cfg = cfg,
+                                  .reg = m->reg,
+                                  .rc = &m->rc,
+                                  .seqs = &m->seqs,
+                                  .telemetry = m->telemetry,
+                                  .line = malloc(broker_lines_scratch_bytes(cfg)),
+                                  .lines = &m->lines,
+                                  .readings = &m->readings,
+                                  .bad = m->bad,
+                                  .refused = line_refused,
+                                  .ctx = m};
+    if (!m->fifo || !m->out || !m->lines_out.line || registry_commits_subscribe(m->reg, &m->commits) != 0) {
       snprintf(err, errlen, "out of memory");
       r = TG_ENOMEM;
     }
