@@ -159,6 +159,8 @@ static void get_readyz(api_server *a, http_conn *c) {
     serve_figures f;
     a->deps.figures(a->deps.ctx, &f);
     if (f.stopping) why = "shutting down";
+    /* With --nats (its capacity is set then), nothing comes in while NATS is away. */
+    if (!why && f.nats.inflight_max && !f.nats.connected) why = "NATS is unreachable (--nats)";
   }
   if (tg_cancel_fired(http_conn_cancel(c))) why = "shutting down";
   /* Storage that cannot commit: readings pile up in the queues and are

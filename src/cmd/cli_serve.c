@@ -136,6 +136,16 @@ static const cli_option options[] = {
         "MQTT messages received and not yet acknowledged at most; the socket is not read past it (2000)"),
     INT("mqtt-max-packet-bytes", mqtt_max_packet_bytes, 64, 64 * 1048576,
         "a larger MQTT message is refused as oversized, and acknowledged (65536)"),
+    CLI_OPT_STRING(serve_config, "nats", nats_urls, "nats://HOST:PORT[,...]",
+                   "also take readings from this NATS JetStream stream, through a durable consumer; docs/cluster.md"),
+    CLI_OPT_STRING(serve_config, "nats-stream", nats_stream, "NAME",
+                   "the JetStream stream, created with file storage when missing (telemetry)"),
+    CLI_OPT_STRING(serve_config, "nats-subject", nats_subject, "PREFIX",
+                   "devices publish to PREFIX.DEVICE; the stream holds PREFIX.> (telemetry)"),
+    CLI_OPT_STRING(serve_config, "nats-consumer", nats_consumer, "NAME",
+                   "the durable pull consumer; one serve per consumer (telegate)"),
+    INT("nats-inflight", nats_inflight, 1, 65535,
+        "NATS messages delivered and not yet acknowledged at most: the consumer's max_ack_pending (2000)"),
     INT("telemetry-capacity", telemetry_capacity, 1, 10000000, "connections -> aggregator mpsc, readings (4096)"),
     INT("storage-capacity", storage_capacity, 1, 100000, "aggregator -> storage mpsc, batches (8)"),
     INT("broadcast-capacity", broadcast_capacity, 1, 100000, "snapshot broadcast ring (16)"),
@@ -180,6 +190,10 @@ static int finish(void *cfg, char *err, size_t errlen) {
   }
   if (c->mqtt_password_file && !c->mqtt_username) {
     snprintf(err, errlen, "--mqtt-password-file wants --mqtt-username");
+    return -EINVAL;
+  }
+  if (c->nats_urls && strncmp(c->nats_urls, "nats://", 7) != 0 && strncmp(c->nats_urls, "tls://", 6) != 0) {
+    snprintf(err, errlen, "--nats wants nats://HOST:PORT[,nats://HOST:PORT...], got '%s'", c->nats_urls);
     return -EINVAL;
   }
   char filter[1024];

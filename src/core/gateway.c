@@ -50,6 +50,10 @@ void serve_config_defaults(serve_config *c) {
   c->mqtt_keepalive_s = 30;
   c->mqtt_inflight = 2000;
   c->mqtt_max_packet_bytes = 65536;
+  c->nats_stream = "telemetry";
+  c->nats_subject = "telemetry";
+  c->nats_consumer = "telegate";
+  c->nats_inflight = 2000;
   c->workers = 1;
   c->telemetry_capacity = 4096;
   c->storage_capacity = 8;

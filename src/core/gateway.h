@@ -63,6 +63,12 @@ typedef struct serve_config {
   int mqtt_keepalive_s;      /* PINGREQ when nothing was sent for this long; 0: none (30) */
   int mqtt_inflight;         /* messages received and not yet acknowledged (PUBACK) at most (2000) */
   int mqtt_max_packet_bytes; /* a larger PUBLISH is refused as oversized, and acknowledged (65536) */
+  /* NATS JetStream (docs/cluster.md): readings from a stream */
+  const char *nats_urls;     /* nats://HOST:PORT[,...]; NULL: no NATS source */
+  const char *nats_stream;   /* the stream, created at start when missing (telemetry) */
+  const char *nats_subject;  /* devices publish to <subject>.<device> (telemetry) */
+  const char *nats_consumer; /* the durable pull consumer (telegate) */
+  int nats_inflight;         /* messages delivered and not yet acknowledged at most: max_ack_pending (2000) */
   /* pipeline */
   int workers;              /* libtg workers; connections are spread over them (1) */
   int telemetry_capacity;   /* connections -> aggregator mpsc, readings (4096) */

@@ -9,6 +9,7 @@
 #include "signals.h"
 #include "source.h"
 #include "source_mqtt.h"
+#include "source_nats.h"
 #include "source_tcp.h"
 #include "source_write.h"
 #include "storage.h"
@@ -35,6 +36,7 @@ static const source_kind *const sources[] = {
     &source_tcp,   /* devices over TCP: --listen-devices */
     &source_write, /* the InfluxDB write API, over HTTP: --listen-http */
     &source_mqtt,  /* devices through an MQTT broker: --mqtt */
+    &source_nats,  /* devices through a NATS JetStream stream: --nats */
 };
 enum { NSOURCES = sizeof sources / sizeof sources[0] };
 
@@ -527,6 +529,7 @@ static void sources_figures_get(serve *s, source_figures *sum) {
     sum->permit_waiters += f.permit_waiters;
     sum->permit_waits += f.permit_waits;
     if (sources[i] == &source_mqtt) sum->mqtt = f.mqtt;
+    if (sources[i] == &source_nats) sum->nats = f.nats;
   }
 }
 
@@ -639,6 +642,9 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->mqtt = (serve_mqtt_figures){in.mqtt.connected,   in.mqtt.connects, in.mqtt.connect_failures,
                                  in.mqtt.disconnects, in.mqtt.messages, in.mqtt.redelivered,
                                  in.mqtt.acks,        in.mqtt.inflight, in.mqtt.inflight_max};
+  f->nats = (serve_nats_figures){
+      in.nats.connected,   in.nats.connects, in.nats.connect_failures, in.nats.disconnects,  in.nats.messages,
+      in.nats.redelivered, in.nats.acks,     in.nats.inflight,         in.nats.inflight_max, in.nats.pending};
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
   f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};

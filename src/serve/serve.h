@@ -64,6 +64,14 @@ typedef struct serve_mqtt_figures {
   uint64_t inflight, inflight_max; /* gauges */
 } serve_mqtt_figures;
 
+/* The NATS source's (source.h has what each one means); 0 without --nats. */
+typedef struct serve_nats_figures {
+  uint64_t connected; /* gauge */
+  uint64_t connects, connect_failures, disconnects;
+  uint64_t messages, redelivered, acks;
+  uint64_t inflight, inflight_max, pending; /* gauges */
+} serve_nats_figures;
+
 /* Everything serve counts, for /metrics and /api/snapshot. Counters only
  * grow; gauges are marked. Stable: fields are only ever added. */
 typedef struct serve_figures {
@@ -107,6 +115,7 @@ typedef struct serve_figures {
   uint64_t tls_failures;                             /* device connections refused at the handshake */
   uint64_t writes, writes_refused, writes_timed_out; /* write API bodies: source.h */
   serve_mqtt_figures mqtt;                           /* the MQTT subscription (--mqtt) */
+  serve_nats_figures nats;                           /* the JetStream consumer (--nats) */
   /* stages and backpressure */
   serve_queue_figures telemetry;  /* readings, connections -> aggregator */
   serve_queue_figures storage;    /* batches, aggregator -> storage */

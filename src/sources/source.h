@@ -94,6 +94,19 @@ typedef struct source_figures {
     uint64_t inflight;         /* gauge: received, not yet acknowledged */
     uint64_t inflight_max;     /* gauge: the bound (--mqtt-inflight); reading stops there */
   } mqtt;
+  /* a JetStream consumer (source_nats.h); all 0 for other sources */
+  struct {
+    uint64_t connected;        /* gauge: 1 while the connection to NATS is up and the consumer bound */
+    uint64_t connects;         /* sessions established */
+    uint64_t connect_failures; /* attempts that failed: no server, no JetStream, the stream or consumer refused */
+    uint64_t disconnects;      /* sessions lost (not counting the shutdown's) */
+    uint64_t messages;         /* messages fetched */
+    uint64_t redelivered;      /* of them delivered before: not acknowledged by a previous session */
+    uint64_t acks;             /* acks sent, each after its readings were committed */
+    uint64_t inflight;         /* gauge: fetched, not yet acknowledged */
+    uint64_t inflight_max;     /* gauge: the bound (--nats-inflight, the consumer's max_ack_pending) */
+    uint64_t pending;          /* gauge: the consumer's lag, messages in the stream not yet delivered */
+  } nats;
   /* read permits: inputs read at once */
   uint64_t permits, permits_in_use, permit_waiters, permit_waits;
 } source_figures;
