@@ -1,0 +1,211 @@
+/* test-nats.h - a real nats-server with JetStream for the tests, and a
+ * publisher that speaks for devices through libnats.
+ *
+ * The server listens on 127.0.0.1 on a free port and keeps its JetStream
+ * store in the test's directory, so stopping it and starting it again on
+ * the same port and directory keeps the stream. It dies with the test
+ * (PR_SET_PDEATHSIG). Without /usr/sbin/nats-server (Debian's
+ * nats-server) the suite says so and exits 77, which CTest counts as
+ * skipped; scripts/deps.sh installs it, so it runs in CI.
+ *
+ * The publisher publishes to JetStream asynchronously and, when closed,
+ * waits until the server acknowledged every message: then they are in
+ * the stream. It runs libnats' threads inside the test process. */
+#ifndef TELEGATE_TEST_NATS_H
+#define TELEGATE_TEST_NATS_H
+
+#include "test-serve-process.h"
+
+#include <nats/nats.h>
+#include <stdio.h>
+
+#define NATS_SERVER_BIN "/usr/sbin/nats-server"
+#define NATS_SKIP       77 /* the skip status CTest knows (SKIP_RETURN_CODE) */
+
+typedef struct nats_server {
+  proc p;
+  int port;
+  char store[160];
+} nats_server;
+
+/* Exits 77 with a clear message when nats-server is not installed. */
+static inline void nats_server_required(void) {
+  if (access(NATS_SERVER_BIN, X_OK) == 0) return;
+  fprintf(stderr, "SKIPPED: no %s - install Debian's nats-server (scripts/deps.sh does) to run the NATS tests\n",
+          NATS_SERVER_BIN);
+  exit(NATS_SKIP);
+}
+
+/* A port nobody listens on now. */
+static inline int nats_free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static inline int nats_port_open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+/* A server to be started on a free port, its store in d. */
+static inline void nats_server_init(proc_dir *d, nats_server *s) {
+  s->port = nats_free_port();
+  snprintf(s->store, sizeof s->store, "%s/jetstream", d->path);
+}
+
+/* Starts it and returns once it takes connections. */
+static inline void nats_server_start(proc_dir *d, nats_server *s) {
+  int run = ++d->runs;
+  snprintf(s->p.out, sizeof s->p.out, "%s/nats-server-%d.out", d->path, run);
+  snprintf(s->p.err, sizeof s->p.err, "%s/nats-server-%d.err", d->path, run);
+  char port[16];
+  snprintf(port, sizeof port, "%d", s->port);
+  s->p.pid = fork();
+  ck_assert_int_ge(s->p.pid, 0);
+  if (s->p.pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!freopen(s->p.out, "w", stdout) || !freopen(s->p.err, "w", stderr)) _exit(126);
+    execl(NATS_SERVER_BIN, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store, (char *)NULL);
+    _exit(127);
+  }
+  int up = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && !(up = nats_port_open(s->port)); i++) {
+    int status;
+    ck_assert_msg(waitpid(s->p.pid, &status, WNOHANG) == 0, "nats-server ended (see %s)", s->p.err);
+    proc_sleep_ms(10);
+  }
+  ck_assert_msg(up, "nats-server does not listen on %d", s->port);
+}
+
+static inline void nats_server_url(const nats_server *s, char *url, size_t len) {
+  snprintf(url, len, "nats://127.0.0.1:%d", s->port);
+}
+
+typedef struct nats_pub {
+  natsConnection *nc;
+  jsCtx *js;
+} nats_pub;
+
+static inline void nats_pub_open(nats_pub *p, const nats_server *s) {
+  char url[64];
+  nats_server_url(s, url, sizeof url);
+  ck_assert_msg(natsConnection_ConnectTo(&p->nc, url) == NATS_OK, "cannot connect to %s: %s", url,
+                nats_GetLastError(NULL));
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.PublishAsync.MaxPending = 1024; /* publishing waits past this many unacknowledged */
+  ck_assert_int_eq(natsConnection_JetStream(&p->js, p->nc, &o), NATS_OK);
+}
+
+static inline void nats_pub_send(nats_pub *p, const char *subject, const char *payload) {
+  natsStatus s = js_PublishAsync(p->js, subject, payload, (int)strlen(payload), NULL);
+  ck_assert_msg(s == NATS_OK, "publish to %s: %s", subject, nats_GetLastError(NULL));
+}
+
+/* Waits until the stream holds every message sent, then disconnects. */
+static inline void nats_pub_close(nats_pub *p) {
+  jsPubOptions o;
+  jsPubOptions_Init(&o);
+  o.MaxWait = PROC_PATIENCE_MS;
+  natsStatus s = js_PublishAsyncComplete(p->js, &o);
+  ck_assert_msg(s == NATS_OK, "messages not acknowledged by JetStream: %s", nats_GetLastError(NULL));
+  natsMsgList failed = {0};
+  if (js_PublishAsyncGetPendingList(&failed, p->js) == NATS_OK) {
+    int n = failed.Count;
+    natsMsgList_Destroy(&failed);
+    ck_assert_msg(n == 0, "%d messages were not stored", n);
+  }
+  jsCtx_Destroy(p->js);
+  natsConnection_Destroy(p->nc);
+}
+
+/* A JSON reading of seq, without a device: the subject names it. */
+static inline void nats_json_reading(char *buf, size_t len, int seq) {
+  snprintf(buf, len, "{\"seq\":%d,\"ts\":%lld,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}", seq,
+           1732590000000LL + seq);
+}
+
+/* serve's /metrics, or its /readyz: the HTTP status, and the body in
+ * resp (NUL-terminated); 0 when serve does not answer. */
+static inline int serve_get(const proc *p, const char *path, char *resp, size_t cap) {
+  size_t len = 0;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->http_port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    ssize_t r = write(fd, req, (size_t)n);
+    while (r > 0 && len < cap - 1 && (r = read(fd, resp + len, cap - 1 - len)) > 0) len += (size_t)r;
+  }
+  if (fd >= 0) close(fd);
+  resp[len] = '\0';
+  int status = 0;
+  if (sscanf(resp, "HTTP/1.1 %d", &status) != 1) status = 0;
+  return status;
+}
+
+/* A figure of serve's /metrics in resp: the value of the line starting
+ * with `series` and a blank; -1 when there is none. */
+static inline int64_t metric_in(const char *resp, const char *series) {
+  char key[200];
+  snprintf(key, sizeof key, "\n%s ", series);
+  const char *at = strstr(resp, key);
+  return at ? strtoll(at + strlen(key), NULL, 10) : -1;
+}
+
+static inline int64_t serve_metric(const proc *p, const char *series) {
+  static char resp[1 << 18];
+  serve_get(p, "/metrics", resp, sizeof resp);
+  return metric_in(resp, series);
+}
+
+/* Polls until serve_metric(series) >= want; returns the value. */
+static inline int64_t serve_wait_metric(const proc *p, const char *series, int64_t want) {
+  int64_t v = -1;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (v = serve_metric(p, series)) < want; i++) proc_sleep_ms(10);
+  ck_assert_msg(v >= want, "%s is %lld, waited for %lld", series, (long long)v, (long long)want);
+  return v;
+}
+
+/* Polls until serve's /readyz answers status. */
+static inline void serve_wait_ready(const proc *p, int status) {
+  static char resp[4096];
+  int got = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (got = serve_get(p, "/readyz", resp, sizeof resp)) != status; i++)
+    proc_sleep_ms(10);
+  ck_assert_msg(got == status, "/readyz is %d, waited for %d: %s", got, status, resp);
+}
+
+/* Polls until serve has fetched at least `messages` and acknowledged
+ * every message it fetched, with nothing left in the stream for it: with
+ * no more publishing, all the stream holds is committed. Returns the
+ * messages fetched. */
+static inline int64_t serve_wait_nats_idle(const proc *p, int64_t messages) {
+  static char resp[1 << 18];
+  int64_t fetched = -1, acks = -1, pending = -1, inflight = -1;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10; i++) {
+    serve_get(p, "/metrics", resp, sizeof resp);
+    fetched = metric_in(resp, "telegate_nats_messages_total");
+    acks = metric_in(resp, "telegate_nats_acks_total");
+    pending = metric_in(resp, "telegate_nats_consumer_pending");
+    inflight = metric_in(resp, "telegate_nats_inflight");
+    if (fetched >= messages && acks == fetched && pending == 0 && inflight == 0) return fetched;
+    proc_sleep_ms(10);
+  }
+  ck_abort_msg("NATS not idle: %lld fetched (waited for %lld), %lld acked, %lld pending, %lld in flight",
+               (long long)fetched, (long long)messages, (long long)acks, (long long)pending, (long long)inflight);
+  return -1;
+}
+
+#endif
