@@ -13,6 +13,8 @@ PACKAGES=(
   libcjson-dev libhttp-parser-dev libinih-dev libssl-dev zlib1g-dev
   openssl             # the TLS tests make their certificates with it
   mosquitto mosquitto-clients python3-paho-mqtt  # the MQTT tests and bench/mqtt.sh: a real broker and publishers
+  libnats-dev         # the NATS JetStream source (--nats)
+  nats-server         # its tests and bench/nats.sh start a server of their own, with JetStream
   check time
   chromium            # the dashboard's browser test
   curl                # the install test reads /metrics
