@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <nats/nats.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ enum {
   FETCH_BUSY_MS = 50,        /* ... and this long while acks wait for commits */
   ACK_WAIT_S = 30,           /* JetStream sends a message again when not acked within this */
   SUBJECT_MAX = 256,
+  CLOSE_WAIT_MS = 5000, /* libnats' own threads end within this once every connection is closed */
 };
 
 /* A message fetched and not yet acknowledged. */
@@ -107,6 +109,15 @@ static void nats_why(char *why, size_t whylen, const char *what, natsStatus s, j
   size_t used = (size_t)snprintf(why, whylen, "%s: %s", what, status);
   if (jerr && used < whylen) used += (size_t)snprintf(why + used, whylen - used, " (JetStream error %d)", (int)jerr);
   if (text && *text && strcmp(text, status) != 0 && used < whylen) snprintf(why + used, whylen - used, ": %s", text);
+}
+
+/* At the end of each job on the blocking pool: libnats (its error stack)
+ * and the OpenSSL under it (its random generator) keep per-thread state
+ * until the thread exits, and a pool thread lives as long as the process. */
+static int pool_thread_release(int r) {
+  nats_ReleaseThreadMemory();
+  OPENSSL_thread_stop();
+  return r;
 }
 
 static void on_lost(natsConnection *nc, void *closure) {
@@ -189,7 +200,7 @@ static natsStatus consumer_reset(nats_source *n, char *why, size_t whylen) {
 
 /* On the blocking pool: connects, makes sure of the stream, resets the
  * consumer and binds a pull subscription to it. */
-static int open_call(void *arg) {
+static int open_session(void *arg) {
   open_args *a = arg;
   nats_source *n = a->n;
   natsOptions *o = NULL;
@@ -249,7 +260,7 @@ typedef struct fetch_args {
 
 /* On the blocking pool: up to batch messages, those already in the stream
  * at once, else waiting at most wait_ms for one. */
-static int fetch_call(void *arg) {
+static int fetch_batch(void *arg) {
   fetch_args *a = arg;
   a->status = natsSubscription_Fetch(&a->list, a->n->sub, a->batch, a->wait_ms, &a->jerr);
   if (a->status == NATS_OK || a->status == NATS_TIMEOUT) return 0;
@@ -258,7 +269,7 @@ static int fetch_call(void *arg) {
 }
 
 /* On the blocking pool: sends the acks still buffered, then closes. */
-static int close_call(void *arg) {
+static int close_session(void *arg) {
   nats_source *n = arg;
   if (n->nc) natsConnection_FlushTimeout(n->nc, 1000);
   natsSubscription_Destroy(n->sub);
@@ -269,6 +280,10 @@ static int close_call(void *arg) {
   n->nc = NULL;
   return 0;
 }
+
+static int open_call(void *arg) { return pool_thread_release(open_session(arg)); }
+static int fetch_call(void *arg) { return pool_thread_release(fetch_batch(arg)); }
+static int close_call(void *arg) { return pool_thread_release(close_session(arg)); }
 
 /* ------------------------------------------------------------ acks */
 
@@ -490,6 +505,9 @@ static void nats_free(void *state) {
   free(n->fifo);
   free(n->lines_out.line);
   free(n);
+  /* The task ended and closed its connection: libnats' threads and what
+   * it keeps for the process (its OpenSSL state among it) go now. */
+  nats_CloseAndWait(CLOSE_WAIT_MS);
 }
 
 static int nats_start(const source_sink *sink, void **state, char *err, size_t errlen) {
