@@ -28,8 +28,9 @@
 static void serve_nats_start(proc_dir *d, proc *p, const nats_server *s, const char *const more[]) {
   static char url[64];
   nats_server_url(s, url, sizeof url);
-  const char *flags[24] = {"--nats", url, "--drain-ms", "500"};
-  int n = 4;
+  /* A killed node's leases expire after 2 s: the next one waits as long. */
+  const char *flags[24] = {"--nats", url, "--drain-ms", "500", "--nats-lease-ms", "2000"};
+  int n = 6;
   for (int i = 0; more && more[i]; i++) flags[n++] = more[i];
   flags[n] = NULL;
   serve_proc_start(d, p, 0, flags);

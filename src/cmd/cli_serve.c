@@ -142,10 +142,16 @@ static const cli_option options[] = {
                    "the JetStream stream, created with file storage when missing (telemetry)"),
     CLI_OPT_STRING(serve_config, "nats-subject", nats_subject, "PREFIX",
                    "devices publish to PREFIX.DEVICE; the stream holds PREFIX.> (telemetry)"),
-    CLI_OPT_STRING(serve_config, "nats-consumer", nats_consumer, "NAME",
-                   "the durable pull consumer; one serve per consumer (telegate)"),
+    CLI_OPT_STRING(
+        serve_config, "nats-consumer", nats_consumer, "NAME",
+        "the durable pull consumer (with partitions, NAME-PARTITION); the leases are in bucket NAME-leases (telegate)"),
     INT("nats-inflight", nats_inflight, 1, 65535,
         "NATS messages delivered and not yet acknowledged at most: the consumer's max_ack_pending (2000)"),
+    INT("nats-partitions", nats_partitions, 0, 1024,
+        "the stream holds PREFIX.PARTITION.DEVICE (the server's partition mapping); each partition is consumed by "
+        "one node at a time; 0: PREFIX.DEVICE, one node (0)"),
+    INT("nats-lease-ms", nats_lease_ms, 300, 3600000,
+        "a node that stops renewing its partitions' leases loses them after this, and another takes them (6000)"),
     INT("telemetry-capacity", telemetry_capacity, 1, 10000000, "connections -> aggregator mpsc, readings (4096)"),
     INT("storage-capacity", storage_capacity, 1, 100000, "aggregator -> storage mpsc, batches (8)"),
     INT("broadcast-capacity", broadcast_capacity, 1, 100000, "snapshot broadcast ring (16)"),

@@ -69,6 +69,8 @@ typedef struct serve_config {
   const char *nats_subject;  /* devices publish to <subject>.<device> (telemetry) */
   const char *nats_consumer; /* the durable pull consumer (telegate) */
   int nats_inflight;         /* messages delivered and not yet acknowledged at most: max_ack_pending (2000) */
+  int nats_partitions;       /* the stream holds <subject>.<partition>.<device>; 0: <subject>.<device>, unpartitioned */
+  int nats_lease_ms;         /* a partition's lease expires this long after its holder last renewed it (6000) */
   /* pipeline */
   int workers;              /* libtg workers; connections are spread over them (1) */
   int telemetry_capacity;   /* connections -> aggregator mpsc, readings (4096) */

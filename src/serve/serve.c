@@ -642,9 +642,20 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->mqtt = (serve_mqtt_figures){in.mqtt.connected,   in.mqtt.connects, in.mqtt.connect_failures,
                                  in.mqtt.disconnects, in.mqtt.messages, in.mqtt.redelivered,
                                  in.mqtt.acks,        in.mqtt.inflight, in.mqtt.inflight_max};
-  f->nats = (serve_nats_figures){
-      in.nats.connected,   in.nats.connects, in.nats.connect_failures, in.nats.disconnects,  in.nats.messages,
-      in.nats.redelivered, in.nats.acks,     in.nats.inflight,         in.nats.inflight_max, in.nats.pending};
+  f->nats = (serve_nats_figures){.connected = in.nats.connected,
+                                 .connects = in.nats.connects,
+                                 .connect_failures = in.nats.connect_failures,
+                                 .disconnects = in.nats.disconnects,
+                                 .messages = in.nats.messages,
+                                 .redelivered = in.nats.redelivered,
+                                 .acks = in.nats.acks,
+                                 .inflight = in.nats.inflight,
+                                 .inflight_max = in.nats.inflight_max,
+                                 .pending = in.nats.pending,
+                                 .partitions_held = in.nats.partitions_held,
+                                 .nodes = in.nats.nodes,
+                                 .leases_lost = in.nats.leases_lost,
+                                 .leases_claimed = in.nats.leases_claimed};
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
   f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};

@@ -70,6 +70,8 @@ typedef struct serve_nats_figures {
   uint64_t connects, connect_failures, disconnects;
   uint64_t messages, redelivered, acks;
   uint64_t inflight, inflight_max, pending; /* gauges */
+  uint64_t partitions_held, nodes;          /* gauges */
+  uint64_t leases_lost, leases_claimed;
 } serve_nats_figures;
 
 /* Everything serve counts, for /metrics and /api/snapshot. Counters only

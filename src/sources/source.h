@@ -105,7 +105,11 @@ typedef struct source_figures {
     uint64_t acks;             /* acks sent, each after its readings were committed */
     uint64_t inflight;         /* gauge: fetched, not yet acknowledged */
     uint64_t inflight_max;     /* gauge: the bound (--nats-inflight, the consumer's max_ack_pending) */
-    uint64_t pending;          /* gauge: the consumer's lag, messages in the stream not yet delivered */
+    uint64_t pending;          /* gauge: the consumers' lag, messages in the stream not yet delivered */
+    uint64_t partitions_held;  /* gauge: partition leases this node holds (nats_leases.h) */
+    uint64_t nodes;            /* gauge: nodes alive, as last counted in the lease bucket */
+    uint64_t leases_lost;      /* leases lost: a renewal refused, or not renewed in time */
+    uint64_t leases_claimed;   /* leases taken: at the start, from a dead node, or handed back by another */
   } nats;
   /* read permits: inputs read at once */
   uint64_t permits, permits_in_use, permit_waiters, permit_waits;

@@ -1,15 +1,19 @@
-/* source_nats.c - the NATS JetStream source: a durable pull consumer,
- * messages to readings, acks after the commit; see source_nats.h.
+/* source_nats.c - the NATS JetStream source: durable pull consumers, one
+ * per partition this node holds (nats_leases.h), messages to readings,
+ * acks after the commit; see source_nats.h.
  *
- * libnats runs its own threads and its calls block, so the task hands
- * every call that may wait (connect, the stream and consumer requests, a
- * fetch, close) to the blocking pool and waits for it; only the acks,
- * which libnats buffers and its flusher writes, are sent from the task.
- * The task is the one user of the connection, so no two calls overlap. */
+ * libnats runs its own threads. The task asks for messages with pull
+ * requests it publishes itself (a publish only buffers), and libnats
+ * hands what comes to a callback on its delivery thread, which passes
+ * each message into a channel the task selects on with the commits and
+ * the shutdown: nothing waits in a blocking call while acks are due. The
+ * calls that do block (connect, the stream and consumer requests, close)
+ * run on the blocking pool. */
 #include "source_nats.h"
 
 #include "broker_lines.h"
 #include "figure.h"
+#include "nats_leases.h"
 #include "rng.h"
 
 #include <errno.h>
@@ -27,12 +31,11 @@ enum {
   CONNECT_TIMEOUT_MS = 5000, /* a server that does not answer, and each JetStream request */
   PING_INTERVAL_MS = 5000,   /* a server gone silently is noticed after two unanswered pings */
   FAILURE_LOG_MS = 10000,    /* a NATS that stays away is said once in this long */
-  FETCH_MAX = 512,           /* messages asked for at once, at most */
-  FETCH_IDLE_MS = 500,       /* a fetch of an empty stream waits this long: the shutdown waits as long */
-  FETCH_BUSY_MS = 50,        /* ... and this long while acks wait for commits */
+  FETCH_MAX = 512,           /* messages one pull request asks for, at most */
+  REQUEST_EXPIRES_MS = 2000, /* a pull request the stream cannot fill ends after this, and is made again */
   ACK_WAIT_S = 30,           /* JetStream sends a message again when not acked within this */
-  SUBJECT_MAX = 256,
-  CLOSE_WAIT_MS = 5000, /* libnats' own threads end within this once every connection is closed */
+  CLOSE_WAIT_MS = 5000,      /* libnats' own threads end within this once every connection is closed */
+  NAME_MAX_ = 160,
 };
 
 /* A message fetched and not yet acknowledged. */
@@ -40,11 +43,28 @@ typedef struct inflight {
   natsMsg *msg;
   uint32_t device; /* its readings' device; 0: nothing to wait for */
   uint64_t seq;    /* the highest seq among its readings */
+  int part;
 } inflight;
 
+/* A partition as the task consumes it. Invariant: `active` while this
+ * session reset its consumer and the lease says OWNED or RELEASING;
+ * `asked` > 0 only while a pull request is outstanding. */
+typedef struct part {
+  char consumer[NAME_MAX_]; /* <consumer>, or <consumer>-<n> */
+  char filter[NAME_MAX_];   /* <subject>.>, or <subject>.<n>.* */
+  char next[2 * NAME_MAX_]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
+  char reply[NAME_MAX_];    /* <inbox>.<n>: where its messages and statuses come */
+  int active;
+  int requesting; /* a pull request is outstanding */
+  uint32_t asked; /* messages it may still bring */
+  uint32_t unacked;
+  uint64_t resent_upto; /* stream sequences up to this were delivered before the reset */
+  uint64_t pending;     /* the consumer's lag as last seen */
+} part;
+
 /* Invariant: fifo[head .. head+len) (mod cap) are the messages of the
- * current session in the order they were fetched, len <= cap; nc, js and
- * sub are all set during a session and all NULL between sessions. */
+ * current session in the order they came, len + the parts' asked <= cap,
+ * so the channel of arrivals (cap + room for statuses) never fills. */
 typedef struct nats_source {
   const serve_config *cfg;
   tg_cancel *cancel;
@@ -55,19 +75,25 @@ typedef struct nats_source {
   char *servers_text;   /* the copy servers point into */
   const char **servers; /* from --nats */
   int nservers;
-  char filter[SUBJECT_MAX]; /* <subject>.> */
-  size_t prefix_len;        /* of "<subject>." */
-  registry_conn rc;         /* the current session's: a new one each session */
-  tg_watch_rx *commits;     /* changes after every commit: the FIFO's head is looked at then */
+  char bucket[NAME_MAX_];
+  size_t prefix_len; /* of "<subject>." */
+  nats_leases *leases;
+  part *parts;
+  int nparts;
+  registry_conn rc;     /* the current session's: a new one each session */
+  tg_watch_rx *commits; /* changes after every commit: the FIFO's head is looked at then */
   seq_check seqs;
   broker_lines lines_out;
   const char *subject; /* of the message whose lines are sent on: what a refusal is logged with */
   inflight *fifo;
-  uint32_t cap, head, len;
+  uint32_t cap, head, len, asked;
+  tg_mpsc_tx *arrivals_tx; /* natsMsg pointers, from libnats' delivery thread; NULL: the connection closed */
+  tg_mpsc_rx *arrivals_rx;
+  atomic_int overflow; /* an arrival found the channel full: the session's order is lost */
   natsConnection *nc;
   jsCtx *js;
   natsSubscription *sub;
-  uint64_t resent_upto; /* stream sequences up to this were delivered before this session's reset */
+  char inbox[NAME_MAX_ / 2];
   rng jitter;
   log_gate fail_gate, bad_gate;
   _Atomic int64_t first_byte_ns;
@@ -91,12 +117,45 @@ static int parse_servers(nats_source *n, const char *text, char *err, size_t err
   for (char *u = n->servers_text, *next; u; u = next) {
     next = strchr(u, ',');
     if (next) *next++ = '\0';
-    if ((strncmp(u, "nats://", 7) != 0 && strncmp(u, "tls://", 6) != 0) || !strchr(u, ':')) {
+    if ((strncmp(u, "nats://", 7) != 0 && strncmp(u, "tls://", 6) != 0) || !strchr(u + 6, ':')) {
       snprintf(err, errlen, "--nats wants nats://HOST:PORT[,nats://HOST:PORT...], got '%s'", u);
       return -EINVAL;
     }
     n->servers[n->nservers++] = u;
   }
+  return 0;
+}
+
+/* Names of the partitions' consumers and subjects. */
+static int parts_init(nats_source *n, char *err, size_t errlen) {
+  const serve_config *c = n->cfg;
+  if (strpbrk(c->nats_subject, "*> \t") || !*c->nats_subject || strlen(c->nats_subject) > 64) {
+    snprintf(err, errlen, "--nats-subject wants a subject prefix without wildcards, got '%s'", c->nats_subject);
+    return -EINVAL;
+  }
+  if (strpbrk(c->nats_consumer, ".*> \t") || !*c->nats_consumer || strlen(c->nats_consumer) > 64) {
+    snprintf(err, errlen, "--nats-consumer wants a name without '.', '*', '>' or blanks, got '%s'", c->nats_consumer);
+    return -EINVAL;
+  }
+  n->prefix_len = strlen(c->nats_subject) + 1;
+  n->nparts = c->nats_partitions > 0 ? c->nats_partitions : 1;
+  n->parts = calloc((size_t)n->nparts, sizeof *n->parts);
+  if (!n->parts) {
+    snprintf(err, errlen, "out of memory");
+    return TG_ENOMEM;
+  }
+  for (int p = 0; p < n->nparts; p++) {
+    part *t = &n->parts[p];
+    if (c->nats_partitions > 0) {
+      snprintf(t->consumer, sizeof t->consumer, "%s-%d", c->nats_consumer, p);
+      snprintf(t->filter, sizeof t->filter, "%s.%d.*", c->nats_subject, p);
+    } else {
+      snprintf(t->consumer, sizeof t->consumer, "%s", c->nats_consumer);
+      snprintf(t->filter, sizeof t->filter, "%s.>", c->nats_subject);
+    }
+    snprintf(t->next, sizeof t->next, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", c->nats_stream, t->consumer);
+  }
+  snprintf(n->bucket, sizeof n->bucket, "%s-leases", c->nats_consumer);
   return 0;
 }
 
@@ -120,16 +179,31 @@ static int pool_thread_release(int r) {
   return r;
 }
 
+/* libnats' delivery thread: each message (or pull status) to the task. */
+static void on_delivery(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+  (void)nc;
+  (void)sub;
+  nats_source *n = closure;
+  if (tg_mpsc_try_send(n->arrivals_tx, &msg) != 0) {
+    natsMsg_Destroy(msg);
+    atomic_store(&n->overflow, 1);
+  }
+}
+
+/* libnats' thread: the connection is gone; the task is woken by a NULL. */
 static void on_lost(natsConnection *nc, void *closure) {
   (void)nc;
   nats_source *n = closure;
   atomic_store_explicit(&n->connected, 0, memory_order_relaxed);
+  natsMsg *none = NULL;
+  if (tg_mpsc_try_send(n->arrivals_tx, &none) != 0) atomic_store(&n->overflow, 1);
 }
 
-typedef struct open_args {
+typedef struct call_args {
   nats_source *n;
+  int part;
   char why[300];
-} open_args;
+} call_args;
 
 /* The stream: looked up, and created when missing. */
 static natsStatus stream_ensure(nats_source *n, char *why, size_t whylen) {
@@ -144,9 +218,11 @@ static natsStatus stream_ensure(nats_source *n, char *why, size_t whylen) {
     nats_why(why, whylen, "cannot look up the stream", s, jerr);
     return s;
   }
+  char subject[NAME_MAX_];
+  snprintf(subject, sizeof subject, n->cfg->nats_partitions > 0 ? "%s.*.*" : "%s.>", n->cfg->nats_subject);
   jsStreamConfig sc;
   jsStreamConfig_Init(&sc);
-  const char *subjects[] = {n->filter};
+  const char *subjects[] = {subject};
   sc.Name = n->cfg->nats_stream;
   sc.Subjects = subjects;
   sc.SubjectsLen = 1;
@@ -160,58 +236,19 @@ static natsStatus stream_ensure(nats_source *n, char *why, size_t whylen) {
   return NATS_OK;
 }
 
-/* The consumer, reset to its ack floor (source_nats.h says why): what it
- * delivered and was not acknowledged comes again first, in stream order. */
-static natsStatus consumer_reset(nats_source *n, char *why, size_t whylen) {
-  const char *stream = n->cfg->nats_stream, *name = n->cfg->nats_consumer;
-  jsConsumerInfo *ci = NULL;
-  jsErrCode jerr = 0;
-  uint64_t floor = 0;
-  natsStatus s = js_GetConsumerInfo(&ci, n->js, stream, name, NULL, &jerr);
-  if (s == NATS_OK) {
-    floor = ci->AckFloor.Stream;
-    n->resent_upto = ci->Delivered.Stream;
-    jsConsumerInfo_Destroy(ci);
-    if ((s = js_DeleteConsumer(n->js, stream, name, NULL, &jerr)) != NATS_OK) {
-      nats_why(why, whylen, "cannot reset the consumer", s, jerr);
-      return s;
-    }
-  } else if (s != NATS_NOT_FOUND) {
-    nats_why(why, whylen, "cannot look up the consumer", s, jerr);
-    return s;
-  }
-  jsConsumerConfig cc;
-  jsConsumerConfig_Init(&cc);
-  cc.Durable = name;
-  cc.AckPolicy = js_AckExplicit;
-  cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000;
-  cc.MaxAckPending = n->cap;
-  cc.MaxDeliver = -1;
-  cc.FilterSubject = n->filter;
-  cc.DeliverPolicy = floor ? js_DeliverByStartSequence : js_DeliverAll;
-  cc.OptStartSeq = floor ? floor + 1 : 0;
-  if ((s = js_AddConsumer(&ci, n->js, stream, &cc, NULL, &jerr)) != NATS_OK) {
-    nats_why(why, whylen, "cannot create the consumer", s, jerr);
-    return s;
-  }
-  jsConsumerInfo_Destroy(ci);
-  return NATS_OK;
-}
-
-/* On the blocking pool: connects, makes sure of the stream, resets the
- * consumer and binds a pull subscription to it. */
-static int open_session(void *arg) {
-  open_args *a = arg;
+/* On the blocking pool: connects, makes sure of the stream, and
+ * subscribes to the session's inbox. */
+static int open_session(call_args *a) {
   nats_source *n = a->n;
   natsOptions *o = NULL;
   natsStatus s = natsOptions_Create(&o);
   if (s == NATS_OK) s = natsOptions_SetServers(o, n->servers, n->nservers);
   if (s == NATS_OK) s = natsOptions_SetName(o, "telegate");
-  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, false); /* the task reconnects, and resets the consumer */
+  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, false); /* the task reconnects, and resets the consumers */
   if (s == NATS_OK) s = natsOptions_SetTimeout(o, CONNECT_TIMEOUT_MS);
   if (s == NATS_OK) s = natsOptions_SetPingInterval(o, PING_INTERVAL_MS);
   if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(o, 2);
-  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_lost, n);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_lost, n);
   if (s != NATS_OK) {
     nats_why(a->why, sizeof a->why, "cannot set the connection's options", s, 0);
     natsOptions_Destroy(o);
@@ -230,47 +267,71 @@ static int open_session(void *arg) {
   if ((s = natsConnection_JetStream(&n->js, n->nc, &jo)) != NATS_OK) {
     n->js = NULL;
     nats_why(a->why, sizeof a->why, "no JetStream context", s, 0);
-    return -ENOMEM;
-  }
-  if (stream_ensure(n, a->why, sizeof a->why) != NATS_OK) return -EPROTO;
-  if (consumer_reset(n, a->why, sizeof a->why) != NATS_OK) return -EPROTO;
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = n->cfg->nats_stream;
-  so.Consumer = n->cfg->nats_consumer;
-  so.ManualAck = true;
-  jsErrCode jerr = 0;
-  if ((s = js_PullSubscribe(&n->sub, n->js, n->filter, n->cfg->nats_consumer, NULL, &so, &jerr)) != NATS_OK) {
-    n->sub = NULL;
-    nats_why(a->why, sizeof a->why, "cannot bind to the consumer", s, jerr);
     return -EPROTO;
   }
+  if (stream_ensure(n, a->why, sizeof a->why) != NATS_OK) return -EPROTO;
+  natsInbox *inbox = NULL;
+  if ((s = natsInbox_Create(&inbox)) == NATS_OK) {
+    snprintf(n->inbox, sizeof n->inbox, "%s", (const char *)inbox);
+    natsInbox_Destroy(inbox);
+    char wildcard[NAME_MAX_];
+    snprintf(wildcard, sizeof wildcard, "%s.*", n->inbox);
+    s = natsConnection_Subscribe(&n->sub, n->nc, wildcard, on_delivery, n);
+  }
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(n->sub, -1, -1); /* the pull requests bound it */
+  if (s != NATS_OK) {
+    nats_why(a->why, sizeof a->why, "cannot subscribe to an inbox", s, 0);
+    return -EPROTO;
+  }
+  for (int p = 0; p < n->nparts; p++) snprintf(n->parts[p].reply, sizeof n->parts[p].reply, "%s.%d", n->inbox, p);
   return 0;
 }
 
-typedef struct fetch_args {
-  nats_source *n;
-  int batch;
-  int64_t wait_ms;
-  natsMsgList list;
-  natsStatus status;
-  jsErrCode jerr;
-  char why[300];
-} fetch_args;
-
-/* On the blocking pool: up to batch messages, those already in the stream
- * at once, else waiting at most wait_ms for one. */
-static int fetch_batch(void *arg) {
-  fetch_args *a = arg;
-  a->status = natsSubscription_Fetch(&a->list, a->n->sub, a->batch, a->wait_ms, &a->jerr);
-  if (a->status == NATS_OK || a->status == NATS_TIMEOUT) return 0;
-  nats_why(a->why, sizeof a->why, "fetch failed", a->status, a->jerr);
-  return -EIO;
+/* On the blocking pool: partition a->part's consumer, reset to its ack
+ * floor (source_nats.h says why): what it delivered and was not
+ * acknowledged comes again first, in stream order. */
+static int reset_consumer(call_args *a) {
+  nats_source *n = a->n;
+  part *t = &n->parts[a->part];
+  const char *stream = n->cfg->nats_stream;
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  uint64_t floor = 0;
+  natsStatus s = js_GetConsumerInfo(&ci, n->js, stream, t->consumer, NULL, &jerr);
+  t->resent_upto = 0;
+  if (s == NATS_OK) {
+    floor = ci->AckFloor.Stream;
+    t->resent_upto = ci->Delivered.Stream;
+    jsConsumerInfo_Destroy(ci);
+    if ((s = js_DeleteConsumer(n->js, stream, t->consumer, NULL, &jerr)) != NATS_OK) {
+      nats_why(a->why, sizeof a->why, "cannot reset the consumer", s, jerr);
+      return -EPROTO;
+    }
+  } else if (s != NATS_NOT_FOUND) {
+    nats_why(a->why, sizeof a->why, "cannot look up the consumer", s, jerr);
+    return -EPROTO;
+  }
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = t->consumer;
+  cc.AckPolicy = js_AckExplicit;
+  cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000;
+  cc.MaxAckPending = n->cap;
+  cc.MaxDeliver = -1;
+  cc.FilterSubject = t->filter;
+  cc.DeliverPolicy = floor ? js_DeliverByStartSequence : js_DeliverAll;
+  cc.OptStartSeq = floor ? floor + 1 : 0;
+  if ((s = js_AddConsumer(&ci, n->js, stream, &cc, NULL, &jerr)) != NATS_OK) {
+    nats_why(a->why, sizeof a->why, "cannot create the consumer", s, jerr);
+    return -EPROTO;
+  }
+  jsConsumerInfo_Destroy(ci);
+  return 0;
 }
 
 /* On the blocking pool: sends the acks still buffered, then closes. */
-static int close_session(void *arg) {
-  nats_source *n = arg;
+static int close_session(call_args *a) {
+  nats_source *n = a->n;
   if (n->nc) natsConnection_FlushTimeout(n->nc, 1000);
   natsSubscription_Destroy(n->sub);
   jsCtx_Destroy(n->js);
@@ -282,7 +343,7 @@ static int close_session(void *arg) {
 }
 
 static int open_call(void *arg) { return pool_thread_release(open_session(arg)); }
-static int fetch_call(void *arg) { return pool_thread_release(fetch_batch(arg)); }
+static int reset_call(void *arg) { return pool_thread_release(reset_consumer(arg)); }
 static int close_call(void *arg) { return pool_thread_release(close_session(arg)); }
 
 /* ------------------------------------------------------------ acks */
@@ -290,6 +351,7 @@ static int close_call(void *arg) { return pool_thread_release(close_session(arg)
 static void fifo_push(nats_source *n, inflight e) {
   n->fifo[(n->head + n->len) % n->cap] = e;
   n->len++;
+  n->parts[e.part].unacked++;
   atomic_store_explicit(&n->inflight_now, n->len, memory_order_relaxed);
 }
 
@@ -302,8 +364,12 @@ static int acks_pass(nats_source *n) {
   while (n->len) {
     inflight *e = &n->fifo[n->head];
     if (e->device && !registry_acked(n->reg, e->device, e->seq)) break;
-    if (natsMsg_Ack(e->msg, NULL) != NATS_OK) r = -EPIPE; /* not acked: it comes again, and is a resend */
+    /* JetStream's ack is a publish to the message's reply subject (the
+     * messages come through a plain subscription, which natsMsg_Ack does
+     * not take); not acked, it comes again, and is a resend. */
+    if (natsConnection_Publish(n->nc, natsMsg_GetReply(e->msg), "+ACK", 4) != NATS_OK) r = -EPIPE;
     natsMsg_Destroy(e->msg);
+    n->parts[e->part].unacked--;
     n->head = (n->head + 1) % n->cap;
     n->len--;
     sent += r == 0;
@@ -330,32 +396,83 @@ static void line_refused(void *ctx, uint64_t line_no, int reason) {
   log_refused(n, n->subject, line_no, reason);
 }
 
-/* A fetched message: its lines to readings, then its place in the FIFO,
- * which owns it from then on. Returns 0, or TG_ECLOSED when the pipeline
+static void pending_update(nats_source *n) {
+  uint64_t sum = 0;
+  for (int p = 0; p < n->nparts; p++) sum += n->parts[p].active ? n->parts[p].pending : 0;
+  atomic_store_explicit(&n->pending, sum, memory_order_relaxed);
+}
+
+/* The device of a message's subject: what follows "<subject>." (and the
+ * partition's token); NULL when that is no device id. */
+static const char *subject_device(const nats_source *n, const char *subject, size_t *len) {
+  const char *d = strlen(subject) > n->prefix_len ? subject + n->prefix_len : "";
+  if (n->cfg->nats_partitions > 0) d = strchr(d, '.') ? strchr(d, '.') + 1 : "";
+  *len = strlen(d);
+  return broker_lines_device_ok(d, *len) ? d : NULL;
+}
+
+/* A status of partition p's pull request (no messages, the request
+ * expired, the consumer went): the request is over. */
+static void on_status(nats_source *n, natsMsg *msg) {
+  const char *s = strrchr(natsMsg_GetSubject(msg), '.'), *code = NULL;
+  int p = s ? atoi(s + 1) : -1;
+  natsMsgHeader_Get(msg, "Status", &code);
+  if (p >= 0 && p < n->nparts && !(code && strcmp(code, "100") == 0)) {
+    part *t = &n->parts[p];
+    n->asked -= t->asked;
+    t->asked = 0;
+    t->requesting = 0;
+    if (code && (strcmp(code, "404") == 0 || strcmp(code, "408") == 0)) t->pending = 0; /* it got what there was */
+    pending_update(n);
+  }
+  natsMsg_Destroy(msg);
+}
+
+/* A message: its lines to readings, then its place in the FIFO, which
+ * owns it from then on. Returns 0, or TG_ECLOSED when the pipeline
  * closed (the message is then destroyed unacknowledged). */
 static int on_message(nats_source *n, natsMsg *msg) {
+  jsMsgMetaData *meta = NULL;
+  if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) { /* not a JetStream message: not ours to ack */
+    natsMsg_Destroy(msg);
+    return 0;
+  }
+  int p = 0;
+  if (n->cfg->nats_partitions > 0) {
+    const char *dash = strrchr(meta->Consumer, '-');
+    p = dash ? atoi(dash + 1) : -1;
+  }
+  if (p < 0 || p >= n->nparts || !n->parts[p].active) { /* a partition given up: its next owner gets it */
+    jsMsgMetaData_Destroy(meta);
+    natsMsg_Destroy(msg);
+    return 0;
+  }
+  part *t = &n->parts[p];
+  if (t->asked) {
+    t->asked--;
+    n->asked--;
+    if (!t->asked) t->requesting = 0; /* the request is filled */
+  }
   figure_add(&n->messages, 1);
   if (atomic_load_explicit(&n->first_byte_ns, memory_order_relaxed) == 0)
     atomic_store_explicit(&n->first_byte_ns, tg_now(), memory_order_relaxed);
-  jsMsgMetaData *meta = NULL;
-  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-    if (meta->NumDelivered > 1 || meta->Sequence.Stream <= n->resent_upto) figure_add(&n->redelivered, 1);
-    atomic_store_explicit(&n->pending, meta->NumPending, memory_order_relaxed);
-    jsMsgMetaData_Destroy(meta);
-  }
-  const char *subject = natsMsg_GetSubject(msg);
-  const char *data = natsMsg_GetData(msg);
+  if (meta->NumDelivered > 1 || meta->Sequence.Stream <= t->resent_upto) figure_add(&n->redelivered, 1);
+  t->pending = meta->NumPending;
+  pending_update(n);
+  jsMsgMetaData_Destroy(meta);
+  const char *subject = natsMsg_GetSubject(msg), *data = natsMsg_GetData(msg);
   int len = natsMsg_GetDataLength(msg);
   figure_add(&n->bytes, (uint64_t)len);
-  inflight e = {.msg = msg};
-  size_t id_len = strlen(subject) > n->prefix_len ? strlen(subject) - n->prefix_len : 0;
-  if (!broker_lines_device_ok(subject + n->prefix_len, id_len)) {
+  inflight e = {.msg = msg, .part = p};
+  size_t id_len;
+  const char *device = subject_device(n, subject, &id_len);
+  if (!device) {
     figure_add(&n->lines, 1);
     figure_add(&n->bad[PROTOCOL_BAD_DEVICE_ID], 1);
     log_refused(n, subject, 1, PROTOCOL_BAD_DEVICE_ID);
   } else {
     char id[PROTOCOL_DEVICE_ID_MAX + 1];
-    memcpy(id, subject + n->prefix_len, id_len);
+    memcpy(id, device, id_len);
     id[id_len] = '\0';
     n->subject = subject;
     int r = broker_lines_send(&n->lines_out, id, data ? data : "", (size_t)len, &e.device, &e.seq);
@@ -374,46 +491,103 @@ static int on_message(nats_source *n, natsMsg *msg) {
 /* How a session ends, besides a failed call's code. */
 enum { END_SHUTDOWN = 1, END_PIPELINE = 2 };
 
-/* The session until it fails or the shutdown: fetches while the FIFO has
- * room, acknowledges what is committed. Returns why it ended, with a
- * one-line reason in why for a failure. */
+/* Pull requests for the partitions consumed that have none out, sharing
+ * the room left in the window. */
+static void requests_send(nats_source *n) {
+  int idle = 0;
+  for (int p = 0; p < n->nparts; p++)
+    idle += n->parts[p].active && !n->parts[p].requesting && nats_leases_state(n->leases, p) == LEASE_OWNED;
+  uint32_t room = n->cap - n->len - n->asked;
+  for (int p = 0; p < n->nparts && idle && room; p++) {
+    part *t = &n->parts[p];
+    if (!t->active || t->requesting || nats_leases_state(n->leases, p) != LEASE_OWNED) continue;
+    uint32_t want = room / (uint32_t)idle;
+    want = want < 1 ? 1 : want > FETCH_MAX ? FETCH_MAX : want;
+    char req[96];
+    int len =
+        snprintf(req, sizeof req, "{\"batch\":%u,\"expires\":%lld}", want, (long long)REQUEST_EXPIRES_MS * 1000000);
+    if (natsConnection_PublishRequest(n->nc, t->next, t->reply, req, len) != NATS_OK) return; /* closing */
+    t->requesting = 1;
+    t->asked = want;
+    n->asked += want;
+    room -= want;
+    idle--;
+  }
+}
+
+/* Follows the leases: resets the consumers of partitions taken, lets go
+ * of those handed back once drained. Returns 0, or why the session ends
+ * (a lease lost, a reset refused) with the reason in why. */
+static int leases_follow(nats_source *n, char *why, size_t whylen) {
+  int64_t now = tg_now();
+  for (int p = 0; p < n->nparts; p++) {
+    part *t = &n->parts[p];
+    int st = nats_leases_state(n->leases, p);
+    if (t->active && (st == LEASE_LOST || !nats_leases_fresh(n->leases, p, now))) {
+      if (st != LEASE_LOST) nats_leases_count_lost(n->leases);
+      nats_leases_move(n->leases, p, st, LEASE_LOST);
+      snprintf(why, whylen, "the lease of partition %d was not renewed in time: another node may take it", p);
+      return -ETIMEDOUT;
+    }
+    if (!t->active && (st == LEASE_CLAIMED || st == LEASE_OWNED)) {
+      call_args a = {.n = n, .part = p};
+      int r = tg_blocking_run(reset_call, &a);
+      if (r != 0) {
+        snprintf(why, whylen, "partition %d: %.250s", p, a.why);
+        return r;
+      }
+      t->active = 1;
+      t->pending = 0;
+      if (st == LEASE_CLAIMED) nats_leases_move(n->leases, p, LEASE_CLAIMED, LEASE_OWNED);
+      log_event(n->log, "🧩", "nats", 0, "nats_partition_taken",
+                "NATS: consuming %s through %s, reset to its ack floor (what was not acknowledged comes again "
+                "first, up to stream sequence %" PRIu64 ")",
+                t->filter, t->consumer, t->resent_upto);
+    }
+    if (t->active && st == LEASE_RELEASING && !t->requesting && t->unacked == 0) {
+      t->active = 0;
+      nats_leases_move(n->leases, p, LEASE_RELEASING, LEASE_DRAINED);
+      log_event(n->log, "🧩", "nats", 0, "nats_partition_released",
+                "NATS: partition %s handed back, every message of it acknowledged", t->filter);
+    }
+  }
+  pending_update(n);
+  return 0;
+}
+
+/* The session until it fails or the shutdown. Returns why it ended, with
+ * a one-line reason in why for a failure. */
 static int session_run(nats_source *n, char *why, size_t whylen) {
-  int drained = 0; /* the last fetch found the stream empty */
+  int64_t check = TG_MS(n->cfg->nats_lease_ms / 6); /* leases are looked at this often, at least */
   for (;;) {
-    if (acks_pass(n) != 0 || natsConnection_IsClosed(n->nc)) {
-      snprintf(why, whylen, "the connection closed");
+    int r = acks_pass(n);
+    if (r != 0 || atomic_load(&n->overflow) || natsConnection_IsClosed(n->nc)) {
+      snprintf(why, whylen, "%s", atomic_load(&n->overflow) ? "arrivals overflowed" : "the connection closed");
       return -ECONNRESET;
     }
     if (tg_cancel_fired(n->cancel)) return END_SHUTDOWN;
-    if (n->len == n->cap || (n->len && drained)) {
-      /* Nothing to fetch, or nothing new: wait for a commit to ack. */
-      tg_case cs[2] = {tg_cancel_case(n->cancel), tg_watch_changed_case(n->commits)};
-      int w = tg_select(cs, 2, tg_deadline_in(TG_MS(FETCH_IDLE_MS)));
-      if (w == 0) return END_SHUTDOWN;
-      if (w == 1 && cs[1].result != 0) return END_PIPELINE; /* the registry's watch closed */
-      drained = 0;
-      continue;
-    }
-    uint32_t room = n->cap - n->len;
-    fetch_args fa = {.n = n, .batch = room < FETCH_MAX ? (int)room : FETCH_MAX};
-    fa.wait_ms = n->len ? FETCH_BUSY_MS : FETCH_IDLE_MS;
-    int r = tg_blocking_run(fetch_call, &fa);
-    if (r != 0) {
-      natsMsgList_Destroy(&fa.list);
-      snprintf(why, whylen, "%s", fa.why);
-      return r;
-    }
-    drained = fa.list.Count == 0;
-    if (drained) atomic_store_explicit(&n->pending, 0, memory_order_relaxed);
-    for (int i = 0; i < fa.list.Count; i++) {
-      natsMsg *msg = fa.list.Msgs[i];
-      fa.list.Msgs[i] = NULL; /* the FIFO's now, or destroyed */
-      if (on_message(n, msg) != 0) {
-        natsMsgList_Destroy(&fa.list);
-        return END_PIPELINE;
+    if ((r = leases_follow(n, why, whylen)) != 0) return r;
+    requests_send(n);
+    natsMsg *msg = NULL;
+    tg_case cs[4] = {tg_cancel_case(n->cancel), tg_watch_changed_case(n->commits),
+                     tg_mpsc_recv_case(n->arrivals_rx, &msg), tg_notify_wait_case(nats_leases_changed(n->leases))};
+    int w = tg_select(cs, 4, tg_deadline_in(check));
+    if (w == 0) return END_SHUTDOWN;
+    if (w == 1 && cs[1].result != 0) return END_PIPELINE; /* the registry's watch closed */
+    if (w != 2) continue;
+    for (int taken = 0; taken < FETCH_MAX; taken++) { /* what came, before the acks are looked at again */
+      if (!msg) {
+        snprintf(why, whylen, "the connection closed");
+        return -ECONNRESET;
       }
+      const char *reply = natsMsg_GetReply(msg);
+      if (reply && strncmp(reply, "$JS.ACK.", 8) == 0) {
+        if (on_message(n, msg) != 0) return END_PIPELINE;
+      } else {
+        on_status(n, msg);
+      }
+      if (tg_mpsc_try_recv(n->arrivals_rx, &msg) != 0) break;
     }
-    natsMsgList_Destroy(&fa.list);
   }
 }
 
@@ -428,22 +602,37 @@ static void session_drain(nats_source *n) {
 }
 
 /* Ends a session: its devices are no longer connected, and what it had
- * not acknowledged comes again in the next session. */
+ * not acknowledged comes again when a consumer is next reset. */
 static void session_end(nats_source *n) {
   registry_detach_all(n->reg, &n->rc);
   n->rc = (registry_conn){0};
   for (; n->len; n->len--, n->head = (n->head + 1) % n->cap) natsMsg_Destroy(n->fifo[n->head].msg);
   n->head = 0;
-  if (n->nc) tg_blocking_run(close_call, n);
+  if (n->nc) {
+    call_args a = {.n = n};
+    tg_blocking_run(close_call, &a);
+  }
+  natsMsg *msg;
+  while (tg_mpsc_try_recv(n->arrivals_rx, &msg) == 0) natsMsg_Destroy(msg);
+  atomic_store(&n->overflow, 0);
+  n->asked = 0;
+  for (int p = 0; p < n->nparts; p++) {
+    part *t = &n->parts[p];
+    t->active = t->requesting = 0;
+    t->asked = t->unacked = 0;
+    t->pending = 0;
+    nats_leases_move(n->leases, p, LEASE_LOST, LEASE_FREE);
+  }
   atomic_store_explicit(&n->inflight_now, 0, memory_order_relaxed);
   atomic_store_explicit(&n->connected, 0, memory_order_relaxed);
+  pending_update(n);
 }
 
 static void *nats_task(void *arg) {
   nats_source *n = arg;
   int backoff = BACKOFF_MIN_MS;
   while (!tg_cancel_fired(n->cancel)) {
-    open_args oa = {.n = n};
+    call_args oa = {.n = n};
     int r = tg_blocking_run(open_call, &oa);
     if (r != 0) {
       figure_add(&n->connect_failures, 1);
@@ -464,16 +653,21 @@ static void *nats_task(void *arg) {
     char url[200] = "?";
     natsConnection_GetConnectedUrl(n->nc, url, sizeof url);
     log_event(n->log, "📡", "nats", 0, "nats_connected",
-              "NATS: connected to %s; consuming %s of stream %s through durable consumer %s, reset to its ack floor "
-              "(what was not acknowledged comes again first, up to stream sequence %" PRIu64
-              "); at most %u messages unacknowledged",
-              url, n->filter, n->cfg->nats_stream, n->cfg->nats_consumer, n->resent_upto, n->cap);
+              "NATS: connected to %s as node %s; stream %s, %d partition%s%s, at most %u messages unacknowledged", url,
+              nats_leases_node(n->leases), n->cfg->nats_stream, n->nparts, n->nparts == 1 ? "" : "s",
+              n->cfg->nats_partitions > 0 ? " (each consumed by the node holding its lease)" : " (no partitioning)",
+              n->cap);
     char why[300] = "";
     r = session_run(n, why, sizeof why);
     if (r == END_SHUTDOWN) {
       tg_mpsc_tx_drop(n->telemetry);
       n->telemetry = NULL;
       session_drain(n);
+      for (int p = 0; p < n->nparts; p++) /* emptied: hand it back at once */
+        if (n->parts[p].active && n->parts[p].unacked == 0) {
+          int st = nats_leases_state(n->leases, p);
+          if (st == LEASE_OWNED || st == LEASE_RELEASING) nats_leases_move(n->leases, p, st, LEASE_DRAINED);
+        }
       session_end(n);
       break;
     }
@@ -485,6 +679,7 @@ static void *nats_task(void *arg) {
               "NATS: session lost (%s); %" PRIu64 " messages not yet acknowledged will come again; reconnecting", why,
               unacked);
   }
+  nats_leases_consumer_done(n->leases);
   registry_detach_all(n->reg, &n->rc);
   if (n->telemetry) tg_mpsc_tx_drop(n->telemetry);
   n->telemetry = NULL;
@@ -500,13 +695,21 @@ static void nats_free(void *state) {
   if (!n) return;
   if (n->telemetry) tg_mpsc_tx_drop(n->telemetry);
   if (n->commits) tg_watch_rx_drop(n->commits); /* the task never ran */
+  if (n->arrivals_rx) {
+    natsMsg *msg;
+    while (tg_mpsc_try_recv(n->arrivals_rx, &msg) == 0) natsMsg_Destroy(msg);
+    tg_mpsc_rx_drop(n->arrivals_rx);
+  }
+  if (n->arrivals_tx) tg_mpsc_tx_drop(n->arrivals_tx);
+  nats_leases_free(n->leases);
   free(n->servers);
   free(n->servers_text);
+  free(n->parts);
   free(n->fifo);
   free(n->lines_out.line);
   free(n);
-  /* The task ended and closed its connection: libnats' threads and what
-   * it keeps for the process (its OpenSSL state among it) go now. */
+  /* Both tasks ended and closed their connections: libnats' threads and
+   * what it keeps for the process go now. */
   nats_CloseAndWait(CLOSE_WAIT_MS);
 }
 
@@ -529,14 +732,7 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
                      .seqs = {.reg = sink->reg, .db = sink->db, .limits = sink->limits},
                      .jitter = rng_stream((uint64_t)tg_now(), 11)};
   int r = parse_servers(n, cfg->nats_urls, err, errlen);
-  if (r == 0) {
-    int k = snprintf(n->filter, sizeof n->filter, "%s.>", cfg->nats_subject);
-    if (k <= 2 || (size_t)k >= sizeof n->filter || strpbrk(cfg->nats_subject, "*> \t")) {
-      snprintf(err, errlen, "--nats-subject wants a subject prefix without wildcards, got '%s'", cfg->nats_subject);
-      r = -EINVAL;
-    }
-    n->prefix_len = (size_t)k - 1; /* "<subject>." */
-  }
+  if (r == 0) r = parts_init(n, err, errlen);
   if (r == 0) {
     n->fifo = calloc(n->cap, sizeof *n->fifo);
     n->lines_out = (broker_lines){.cfg = cfg,
@@ -550,15 +746,35 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
                                   .bad = n->bad,
                                   .refused = line_refused,
                                   .ctx = n};
-    if (!n->fifo || !n->lines_out.line || registry_commits_subscribe(n->reg, &n->commits) != 0) {
+    /* Room for a full window of messages, a status per request and the
+     * connection's end: the window bounds what the requests bring. */
+    tg_mpsc_opts co = {
+        .capacity = n->cap + 2 * (size_t)n->nparts + 16, .elem_size = sizeof(natsMsg *), .name = "nats-arrivals"};
+    if (!n->fifo || !n->lines_out.line || registry_commits_subscribe(n->reg, &n->commits) != 0 ||
+        tg_mpsc_new(&co, &n->arrivals_tx, &n->arrivals_rx) != 0) {
       snprintf(err, errlen, "out of memory");
       r = TG_ENOMEM;
     }
   }
   if (r == 0) {
+    nats_leases_opts lo = {.servers = n->servers,
+                           .nservers = n->nservers,
+                           .bucket = n->bucket,
+                           .partitions = cfg->nats_partitions,
+                           .lease_ms = cfg->nats_lease_ms,
+                           .cancel = sink->cancel,
+                           .log = sink->log,
+                           .drain_until = sink->drain_until};
+    r = nats_leases_start(sink->tasks, &lo, &n->leases, err, errlen);
+  }
+  if (r == 0) {
     tg_spawn_opts opts = {.stack_size = NATS_STACK, .name = "nats"};
-    if ((r = tg_joinset_spawn(sink->tasks, nats_task, n, &opts, NULL)) != 0)
+    if ((r = tg_joinset_spawn(sink->tasks, nats_task, n, &opts, NULL)) != 0) {
       snprintf(err, errlen, "cannot start the NATS source: %s", tg_strerror(r));
+      nats_leases_consumer_done(n->leases); /* the lease task, already running, ends at the shutdown */
+      *state = n;                           /* serve frees a failed start's state too, once it joined the tasks */
+      return r;
+    }
   }
   if (r != 0) {
     nats_free(n);
@@ -569,7 +785,7 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
 }
 
 static void nats_figures_get(void *state, source_figures *f) {
-  const nats_source *n = state;
+  nats_source *n = state;
   *f = (source_figures){0};
   f->first_byte_ns = atomic_load(&n->first_byte_ns);
   f->bytes = figure_get(&n->bytes);
@@ -586,6 +802,8 @@ static void nats_figures_get(void *state, source_figures *f) {
   f->nats.inflight = figure_get(&n->inflight_now);
   f->nats.inflight_max = n->cap;
   f->nats.pending = figure_get(&n->pending);
+  nats_leases_figures(n->leases, &f->nats.partitions_held, &f->nats.nodes, &f->nats.leases_lost,
+                      &f->nats.leases_claimed);
 }
 
 static int nats_wanted(const serve_config *cfg) { return cfg->nats_urls != NULL; }
