@@ -17,6 +17,7 @@
 #include "test-serve-process.h"
 
 #include <nats/nats.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #define NATS_SERVER_BIN "/usr/sbin/nats-server"
@@ -25,7 +26,7 @@
 typedef struct nats_server {
   proc p;
   int port;
-  char store[160];
+  char conf[160];
 } nats_server;
 
 /* Exits 77 with a clear message when nats-server is not installed. */
@@ -57,10 +58,17 @@ static inline int nats_port_open(int port) {
   return ok;
 }
 
-/* A server to be started on a free port, its store in d. */
-static inline void nats_server_init(proc_dir *d, nats_server *s) {
+/* A server to be started on a free port, its configuration and its
+ * JetStream store in d; `extra` (NULL: none) is appended to the
+ * configuration (the partition mapping). */
+static inline void nats_server_init(proc_dir *d, nats_server *s, const char *extra) {
   s->port = nats_free_port();
-  snprintf(s->store, sizeof s->store, "%s/jetstream", d->path);
+  snprintf(s->conf, sizeof s->conf, "%s/nats-server.conf", d->path);
+  FILE *f = fopen(s->conf, "w");
+  ck_assert_ptr_nonnull(f);
+  fprintf(f, "listen: 127.0.0.1:%d\njetstream { store_dir: \"%s/jetstream\" }\n%s", s->port, d->path,
+          extra ? extra : "");
+  fclose(f);
 }
 
 /* Starts it and returns once it takes connections. */
@@ -68,14 +76,12 @@ static inline void nats_server_start(proc_dir *d, nats_server *s) {
   int run = ++d->runs;
   snprintf(s->p.out, sizeof s->p.out, "%s/nats-server-%d.out", d->path, run);
   snprintf(s->p.err, sizeof s->p.err, "%s/nats-server-%d.err", d->path, run);
-  char port[16];
-  snprintf(port, sizeof port, "%d", s->port);
   s->p.pid = fork();
   ck_assert_int_ge(s->p.pid, 0);
   if (s->p.pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (!freopen(s->p.out, "w", stdout) || !freopen(s->p.err, "w", stderr)) _exit(126);
-    execl(NATS_SERVER_BIN, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store, (char *)NULL);
+    execl(NATS_SERVER_BIN, "nats-server", "-c", s->conf, (char *)NULL);
     _exit(127);
   }
   int up = 0;
@@ -94,7 +100,18 @@ static inline void nats_server_url(const nats_server *s, char *url, size_t len) 
 typedef struct nats_pub {
   natsConnection *nc;
   jsCtx *js;
+  atomic_int failed; /* messages JetStream did not store */
+  char failure[256]; /* the first one's reason */
 } nats_pub;
+
+/* libnats' thread: a message JetStream refused or did not acknowledge. */
+static inline void nats_pub_failed(jsCtx *js, jsPubAckErr *pae, void *closure) {
+  (void)js;
+  nats_pub *p = closure;
+  if (atomic_fetch_add(&p->failed, 1) == 0)
+    snprintf(p->failure, sizeof p->failure, "%s (%d): %s", natsStatus_GetText(pae->Err), (int)pae->ErrCode,
+             pae->ErrText ? pae->ErrText : "");
+}
 
 static inline void nats_pub_open(nats_pub *p, const nats_server *s) {
   char url[64];
@@ -104,6 +121,9 @@ static inline void nats_pub_open(nats_pub *p, const nats_server *s) {
   jsOptions o;
   jsOptions_Init(&o);
   o.PublishAsync.MaxPending = 1024; /* publishing waits past this many unacknowledged */
+  o.PublishAsync.ErrHandler = nats_pub_failed;
+  o.PublishAsync.ErrHandlerClosure = p;
+  atomic_store(&p->failed, 0);
   ck_assert_int_eq(natsConnection_JetStream(&p->js, p->nc, &o), NATS_OK);
 }
 
@@ -125,6 +145,8 @@ static inline void nats_pub_close(nats_pub *p) {
     natsMsgList_Destroy(&failed);
     ck_assert_msg(n == 0, "%d messages were not stored", n);
   }
+  ck_assert_msg(atomic_load(&p->failed) == 0, "%d messages not stored, the first: %s", atomic_load(&p->failed),
+                p->failure);
   jsCtx_Destroy(p->js);
   natsConnection_Destroy(p->nc);
 }

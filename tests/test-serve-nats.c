@@ -74,7 +74,7 @@ START_TEST(test_serve_nats_all_stored_once) {
   proc_dir d;
   proc_dir_init(&d);
   nats_server ns;
-  nats_server_init(&d, &ns);
+  nats_server_init(&d, &ns, NULL);
   nats_server_start(&d, &ns);
   proc serve;
   serve_nats_start(&d, &serve, &ns, (const char *const[]){"--batch-age-ms", "50", NULL});
@@ -117,7 +117,7 @@ START_TEST(test_serve_nats_backpressure_kill_redelivery) {
   proc_dir d;
   proc_dir_init(&d);
   nats_server ns;
-  nats_server_init(&d, &ns);
+  nats_server_init(&d, &ns, NULL);
   nats_server_start(&d, &ns);
   /* Batches are cut by age, after the window filled: telegate waits at
    * its bound for most of each cycle. */
@@ -186,7 +186,7 @@ START_TEST(test_serve_nats_server_away) {
   proc_dir d;
   proc_dir_init(&d);
   nats_server ns;
-  nats_server_init(&d, &ns);
+  nats_server_init(&d, &ns, NULL);
   proc serve;
   serve_nats_start(&d, &serve, &ns, (const char *const[]){"--batch-age-ms", "50", NULL});
   serve_wait_metric(&serve, "telegate_nats_connect_failures_total", 1);

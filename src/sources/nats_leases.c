@@ -81,7 +81,9 @@ static void disconnect(nats_leases *l) {
 typedef struct round_args {
   nats_leases *l;
   int stopping;
-  int moved; /* a state moved: the consumer looks again */
+  int moved;        /* a state moved: the consumer looks again */
+  int handing_back; /* the partition this round hands back; -1: none */
+  int nodes, share; /* as this round counted */
   char why[300];
 } round_args;
 
@@ -211,10 +213,13 @@ static int round_run(round_args *a) {
   if (a->stopping) return 0;
   int nodes = nodes_alive(l), share = (l->count + nodes - 1) / nodes;
   atomic_store_explicit(&l->nodes, (uint64_t)nodes, memory_order_relaxed);
+  a->nodes = nodes;
+  a->share = share;
   if (held > share) /* a node joined: one back per round, the highest */
     for (int p = l->count - 1; p >= 0; p--)
       if (nats_leases_move(l, p, LEASE_OWNED, LEASE_RELEASING) == 0) {
         a->moved = 1;
+        a->handing_back = p;
         break;
       }
   /* Each node starts looking at a place of its own, so that nodes
@@ -256,8 +261,12 @@ static void *leases_task(void *arg) {
   nats_leases *l = arg;
   int backoff = BACKOFF_MIN_MS, was_up = 0;
   while (!tg_cancel_fired(l->o.cancel)) {
-    round_args a = {.l = l};
+    round_args a = {.l = l, .handing_back = -1};
     int r = tg_blocking_run(round_call, &a);
+    if (a.handing_back >= 0)
+      log_event(l->o.log, "🔑", "nats", 0, "nats_lease_handing_back",
+                "NATS leases: %d nodes alive, a share of %d partitions each: handing partition %d back once drained",
+                a.nodes, a.share, a.handing_back);
     if (a.moved) tg_notify_one(l->changed);
     held_update(l);
     int64_t wait = TG_MS(l->o.lease_ms / 4);

@@ -191,6 +191,15 @@ static void on_delivery(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 }
 
 /* libnats' thread: the connection is gone; the task is woken by a NULL. */
+/* libnats' thread: an error it met on its own (a slow consumer: it
+ * dropped messages, which the next reset delivers again). */
+static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure) {
+  (void)nc;
+  (void)sub;
+  nats_source *n = closure;
+  log_event(n->log, "⚠️", "nats", 0, "nats_async_error", "NATS: %s", natsStatus_GetText(err));
+}
+
 static void on_lost(natsConnection *nc, void *closure) {
   (void)nc;
   nats_source *n = closure;
@@ -249,6 +258,7 @@ static int open_session(call_args *a) {
   if (s == NATS_OK) s = natsOptions_SetPingInterval(o, PING_INTERVAL_MS);
   if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(o, 2);
   if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_lost, n);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, n);
   if (s != NATS_OK) {
     nats_why(a->why, sizeof a->why, "cannot set the connection's options", s, 0);
     natsOptions_Destroy(o);
@@ -575,7 +585,8 @@ static int session_run(nats_source *n, char *why, size_t whylen) {
     if (w == 0) return END_SHUTDOWN;
     if (w == 1 && cs[1].result != 0) return END_PIPELINE; /* the registry's watch closed */
     if (w != 2) continue;
-    for (int taken = 0; taken < FETCH_MAX; taken++) { /* what came, before the acks are looked at again */
+    /* What came, up to FETCH_MAX, before the acks are looked at again. */
+    for (int taken = 1;; taken++) {
       if (!msg) {
         snprintf(why, whylen, "the connection closed");
         return -ECONNRESET;
@@ -586,7 +597,7 @@ static int session_run(nats_source *n, char *why, size_t whylen) {
       } else {
         on_status(n, msg);
       }
-      if (tg_mpsc_try_recv(n->arrivals_rx, &msg) != 0) break;
+      if (taken == FETCH_MAX || tg_mpsc_try_recv(n->arrivals_rx, &msg) != 0) break;
     }
   }
 }
