@@ -3,8 +3,9 @@
  * libnats.
  *
  * - JSON without a device (the subject's id) and line protocol with two
- *   readings a message: every reading stored once, a payload naming
- *   another device refused as wrong_device and acknowledged all the same.
+ *   readings a message, published while serve is down, waiting in
+ *   the stream: every reading stored once, a payload naming another device
+ *   refused as wrong_device and acknowledged all the same.
  * - backpressure and kill -9: a window of 100 messages (--nats-inflight)
  *   against batches cut by age; 20 devices interleaved; serve is killed
  *   mid-stream with its window unacknowledged, started again with a wide
@@ -80,6 +81,8 @@ START_TEST(test_serve_nats_all_stored_once) {
   serve_nats_start(&d, &serve, &ns, (const char *const[]){"--batch-age-ms", "50", NULL});
   serve_wait_metric(&serve, "telegate_nats_connected", 1); /* the stream exists from then on */
   serve_wait_ready(&serve, 200);
+  /* Stopped while everything is published: it all waits in the stream. */
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   nats_pub pub;
   nats_pub_open(&pub, &ns);
   char body[512];
@@ -98,6 +101,7 @@ START_TEST(test_serve_nats_all_stored_once) {
   nats_pub_send(&pub, "telemetry.json-1",
                 "{\"device\":\"other\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}");
   nats_pub_close(&pub);
+  serve_nats_start(&d, &serve, &ns, (const char *const[]){"--batch-age-ms", "50", NULL});
   int64_t messages = N + N / 2 + 1;
   ck_assert_int_eq(serve_wait_nats_idle(&serve, messages), messages);
   ck_assert_int_eq(serve_metric(&serve, "telegate_readings_stored_total"), 2 * N);
