@@ -225,7 +225,7 @@ static int round_run(round_args *a) {
   /* Each node starts looking at a place of its own, so that nodes
    * starting together do not all race for the same partitions. */
   int start = (int)(registry_hash(l->node, strlen(l->node)) % (uint64_t)l->count);
-  for (int i = 0; i < l->count && held < share; i++) {
+  for (int i = 0; i < l->count && held < share && atomic_load(l->o.consumer_up); i++) {
     int p = (start + i) % l->count;
     if (atomic_load(&l->state[p]) != LEASE_FREE || !claim(l, p)) continue;
     if (nats_leases_move(l, p, LEASE_FREE, LEASE_CLAIMED) == 0) {

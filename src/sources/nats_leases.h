@@ -13,7 +13,9 @@
  * A partition whose key is missing, empty (released) or names this node
  * may be claimed; a node claims partitions until it holds its share,
  * ceil(partitions / nodes alive), and hands one back per round while it
- * holds more (a node joined). With no partitions (0) there is one lease,
+ * holds more (a node joined); it claims only while its consumer is
+ * connected, so a node that cannot consume takes nothing new. With no
+ * partitions (0) there is one lease,
  * p.all, and the other nodes wait as standbys.
  *
  * The consumer (source_nats.c) and this task share one table of states,
@@ -54,7 +56,8 @@ typedef struct nats_leases_opts {
   int lease_ms;       /* the bucket's TTL */
   tg_cancel *cancel;
   demo_log *log;
-  const _Atomic int64_t *drain_until; /* the consumer's drain ends by then */
+  const _Atomic int64_t *drain_until;  /* the consumer's drain ends by then */
+  const _Atomic uint64_t *consumer_up; /* nonzero while the consumer is connected: it claims only then */
 } nats_leases_opts;
 
 /* Creates the table and spawns the task into tasks. Returns 0, or

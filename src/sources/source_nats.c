@@ -89,7 +89,7 @@ typedef struct nats_source {
   uint32_t cap, head, len, asked;
   tg_mpsc_tx *arrivals_tx; /* natsMsg pointers, from libnats' delivery thread; NULL: the connection closed */
   tg_mpsc_rx *arrivals_rx;
-  atomic_int overflow; /* an arrival found the channel full: the session's order is lost */
+  atomic_int overflow; /* an arrival found no room (the channel, or the window): the session's order is lost */
   natsConnection *nc;
   jsCtx *js;
   natsSubscription *sub;
@@ -406,10 +406,12 @@ static void line_refused(void *ctx, uint64_t line_no, int reason) {
   log_refused(n, n->subject, line_no, reason);
 }
 
-static void pending_update(nats_source *n) {
-  uint64_t sum = 0;
-  for (int p = 0; p < n->nparts; p++) sum += n->parts[p].active ? n->parts[p].pending : 0;
-  atomic_store_explicit(&n->pending, sum, memory_order_relaxed);
+/* Partition t's lag as last seen; the figure is the sum over the
+ * partitions consumed. */
+static void pending_set(nats_source *n, part *t, uint64_t v) {
+  uint64_t sum = figure_get(&n->pending) - (t->active ? t->pending : 0);
+  t->pending = v;
+  atomic_store_explicit(&n->pending, sum + (t->active ? v : 0), memory_order_relaxed);
 }
 
 /* The device of a message's subject: what follows "<subject>." (and the
@@ -432,8 +434,7 @@ static void on_status(nats_source *n, natsMsg *msg) {
     n->asked -= t->asked;
     t->asked = 0;
     t->requesting = 0;
-    if (code && (strcmp(code, "404") == 0 || strcmp(code, "408") == 0)) t->pending = 0; /* it got what there was */
-    pending_update(n);
+    if (code && (strcmp(code, "404") == 0 || strcmp(code, "408") == 0)) pending_set(n, t, 0); /* it got all there was */
   }
   natsMsg_Destroy(msg);
 }
@@ -467,8 +468,7 @@ static int on_message(nats_source *n, natsMsg *msg) {
   if (atomic_load_explicit(&n->first_byte_ns, memory_order_relaxed) == 0)
     atomic_store_explicit(&n->first_byte_ns, tg_now(), memory_order_relaxed);
   if (meta->NumDelivered > 1 || meta->Sequence.Stream <= t->resent_upto) figure_add(&n->redelivered, 1);
-  t->pending = meta->NumPending;
-  pending_update(n);
+  pending_set(n, t, meta->NumPending);
   jsMsgMetaData_Destroy(meta);
   const char *subject = natsMsg_GetSubject(msg), *data = natsMsg_GetData(msg);
   int len = natsMsg_GetDataLength(msg);
@@ -491,6 +491,11 @@ static int on_message(nats_source *n, natsMsg *msg) {
       natsMsg_Destroy(msg);
       return r;
     }
+  }
+  if (n->len == n->cap) { /* more than asked for came: the session's order can no longer be kept */
+    natsMsg_Destroy(msg);
+    atomic_store(&n->overflow, 1);
+    return 0;
   }
   fifo_push(n, e);
   return 0;
@@ -539,15 +544,15 @@ static int leases_follow(nats_source *n, char *why, size_t whylen) {
       snprintf(why, whylen, "the lease of partition %d was not renewed in time: another node may take it", p);
       return -ETIMEDOUT;
     }
-    if (!t->active && (st == LEASE_CLAIMED || st == LEASE_OWNED)) {
+    if (!t->active && (st == LEASE_CLAIMED || st == LEASE_OWNED) && nats_leases_fresh(n->leases, p, now)) {
       call_args a = {.n = n, .part = p};
       int r = tg_blocking_run(reset_call, &a);
       if (r != 0) {
         snprintf(why, whylen, "partition %d: %.250s", p, a.why);
         return r;
       }
+      pending_set(n, t, 0);
       t->active = 1;
-      t->pending = 0;
       if (st == LEASE_CLAIMED) nats_leases_move(n->leases, p, LEASE_CLAIMED, LEASE_OWNED);
       log_event(n->log, "🧩", "nats", 0, "nats_partition_taken",
                 "NATS: consuming %s through %s, reset to its ack floor (what was not acknowledged comes again "
@@ -555,13 +560,13 @@ static int leases_follow(nats_source *n, char *why, size_t whylen) {
                 t->filter, t->consumer, t->resent_upto);
     }
     if (t->active && st == LEASE_RELEASING && !t->requesting && t->unacked == 0) {
+      pending_set(n, t, 0);
       t->active = 0;
       nats_leases_move(n->leases, p, LEASE_RELEASING, LEASE_DRAINED);
       log_event(n->log, "🧩", "nats", 0, "nats_partition_released",
                 "NATS: partition %s handed back, every message of it acknowledged", t->filter);
     }
   }
-  pending_update(n);
   return 0;
 }
 
@@ -629,14 +634,13 @@ static void session_end(nats_source *n) {
   n->asked = 0;
   for (int p = 0; p < n->nparts; p++) {
     part *t = &n->parts[p];
+    pending_set(n, t, 0);
     t->active = t->requesting = 0;
     t->asked = t->unacked = 0;
-    t->pending = 0;
     nats_leases_move(n->leases, p, LEASE_LOST, LEASE_FREE);
   }
   atomic_store_explicit(&n->inflight_now, 0, memory_order_relaxed);
   atomic_store_explicit(&n->connected, 0, memory_order_relaxed);
-  pending_update(n);
 }
 
 static void *nats_task(void *arg) {
@@ -775,7 +779,8 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
                            .lease_ms = cfg->nats_lease_ms,
                            .cancel = sink->cancel,
                            .log = sink->log,
-                           .drain_until = sink->drain_until};
+                           .drain_until = sink->drain_until,
+                           .consumer_up = &n->connected};
     r = nats_leases_start(sink->tasks, &lo, &n->leases, err, errlen);
   }
   if (r == 0) {
