@@ -166,14 +166,15 @@ static int renew(nats_leases *l, int p, const char *value) {
 
 static int is_held(int st) { return st == LEASE_CLAIMED || st == LEASE_OWNED || st == LEASE_RELEASING; }
 
-/* The nodes alive: the node.* keys. At least this one. */
+/* The nodes alive: the node.* keys, this one's among them; 0 when they
+ * could not be listed (the round then neither claims nor hands back). */
 static int nodes_alive(nats_leases *l) {
   kvKeysList keys = {0};
   int n = 0;
   if (kvStore_Keys(&keys, l->kv, NULL) == NATS_OK)
     for (int i = 0; i < keys.Count; i++) n += strncmp(keys.Keys[i], "node.", 5) == 0;
   kvKeysList_Destroy(&keys);
-  return n > 0 ? n : 1;
+  return n;
 }
 
 /* One round on the blocking pool: liveness, renewals, the share. */
@@ -210,8 +211,9 @@ static int round_run(round_args *a) {
     }
     held += is_held(atomic_load(&l->state[p])) && atomic_load(&l->state[p]) != LEASE_RELEASING;
   }
-  if (a->stopping) return 0;
-  int nodes = nodes_alive(l), share = (l->count + nodes - 1) / nodes;
+  int nodes = a->stopping ? 0 : nodes_alive(l);
+  if (nodes == 0) return 0;
+  int share = (l->count + nodes - 1) / nodes;
   atomic_store_explicit(&l->nodes, (uint64_t)nodes, memory_order_relaxed);
   a->nodes = nodes;
   a->share = share;
