@@ -32,10 +32,11 @@ enum {
   PING_INTERVAL_MS = 5000,   /* a server gone silently is noticed after two unanswered pings */
   FAILURE_LOG_MS = 10000,    /* a NATS that stays away is said once in this long */
   FETCH_MAX = 512,           /* messages one pull request asks for, at most */
-  REQUEST_EXPIRES_MS = 2000, /* a pull request the stream cannot fill ends after this, and is made again */
+  REQUEST_EXPIRES_MS = 2000, /* a pull request the stream cannot fill ends after this, and is made again;
+                                a partition handed back waits for its request to end */
   ACK_WAIT_S = 30,           /* JetStream sends a message again when not acked within this */
   CLOSE_WAIT_MS = 5000,      /* libnats' own threads end within this once every connection is closed */
-  NAME_MAX_ = 160,
+  NAME_BYTES = 160,          /* a subject or consumer name: the prefix and the names are at most 64 */
 };
 
 /* A message fetched and not yet acknowledged. */
@@ -43,17 +44,17 @@ typedef struct inflight {
   natsMsg *msg;
   uint32_t device; /* its readings' device; 0: nothing to wait for */
   uint64_t seq;    /* the highest seq among its readings */
-  int part;
+  int part;        /* its partition's index */
 } inflight;
 
 /* A partition as the task consumes it. Invariant: `active` while this
  * session reset its consumer and the lease says OWNED or RELEASING;
  * `asked` > 0 only while a pull request is outstanding. */
 typedef struct part {
-  char consumer[NAME_MAX_]; /* <consumer>, or <consumer>-<n> */
-  char filter[NAME_MAX_];   /* <subject>.>, or <subject>.<n>.* */
-  char next[2 * NAME_MAX_]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
-  char reply[NAME_MAX_];    /* <inbox>.<n>: where its messages and statuses come */
+  char consumer[NAME_BYTES]; /* <consumer>, or <consumer>-<n> */
+  char filter[NAME_BYTES];   /* <subject>.>, or <subject>.<n>.* */
+  char next[2 * NAME_BYTES]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
+  char reply[NAME_BYTES];    /* <inbox>.<n>: where its messages and statuses come */
   int active;
   int requesting; /* a pull request is outstanding */
   uint32_t asked; /* messages it may still bring */
@@ -75,7 +76,7 @@ typedef struct nats_source {
   char *servers_text;   /* the copy servers point into */
   const char **servers; /* from --nats */
   int nservers;
-  char bucket[NAME_MAX_];
+  char bucket[NAME_BYTES];
   size_t prefix_len; /* of "<subject>." */
   nats_leases *leases;
   part *parts;
@@ -93,7 +94,7 @@ typedef struct nats_source {
   natsConnection *nc;
   jsCtx *js;
   natsSubscription *sub;
-  char inbox[NAME_MAX_ / 2];
+  char inbox[NAME_BYTES / 2];
   rng jitter;
   log_gate fail_gate, bad_gate;
   _Atomic int64_t first_byte_ns;
@@ -131,6 +132,11 @@ static int parts_init(nats_source *n, char *err, size_t errlen) {
   const serve_config *c = n->cfg;
   if (strpbrk(c->nats_subject, "*> \t") || !*c->nats_subject || strlen(c->nats_subject) > 64) {
     snprintf(err, errlen, "--nats-subject wants a subject prefix without wildcards, got '%s'", c->nats_subject);
+    return -EINVAL;
+  }
+  if (strpbrk(c->nats_stream, ".*> \t") || !*c->nats_stream || strlen(c->nats_stream) > 64) {
+    snprintf(err, errlen, "--nats-stream wants a name of at most 64 bytes without '.', '*', '>' or blanks, got '%s'",
+             c->nats_stream);
     return -EINVAL;
   }
   if (strpbrk(c->nats_consumer, ".*> \t") || !*c->nats_consumer || strlen(c->nats_consumer) > 64) {
@@ -227,7 +233,7 @@ static natsStatus stream_ensure(nats_source *n, char *why, size_t whylen) {
     nats_why(why, whylen, "cannot look up the stream", s, jerr);
     return s;
   }
-  char subject[NAME_MAX_];
+  char subject[NAME_BYTES];
   snprintf(subject, sizeof subject, n->cfg->nats_partitions > 0 ? "%s.*.*" : "%s.>", n->cfg->nats_subject);
   jsStreamConfig sc;
   jsStreamConfig_Init(&sc);
@@ -284,7 +290,7 @@ static int open_session(call_args *a) {
   if ((s = natsInbox_Create(&inbox)) == NATS_OK) {
     snprintf(n->inbox, sizeof n->inbox, "%s", (const char *)inbox);
     natsInbox_Destroy(inbox);
-    char wildcard[NAME_MAX_];
+    char wildcard[NAME_BYTES];
     snprintf(wildcard, sizeof wildcard, "%s.*", n->inbox);
     s = natsConnection_Subscribe(&n->sub, n->nc, wildcard, on_delivery, n);
   }
