@@ -88,7 +88,7 @@ typedef struct nats_source {
   const char *subject; /* of the message whose lines are sent on: what a refusal is logged with */
   inflight *fifo;
   uint32_t cap, head, len, asked;
-  tg_mpsc_tx *arrivals_tx; /* natsMsg pointers, from libnats' delivery thread; NULL: the connection closed */
+  tg_mpsc_tx *arrivals_tx; /* natsMsg pointers, from libnats' delivery thread; NULL: a connection closed */
   tg_mpsc_rx *arrivals_rx;
   atomic_int overflow; /* an arrival found no room (the channel, or the window): the session's order is lost */
   natsConnection *nc;
@@ -196,7 +196,9 @@ static void on_delivery(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   }
 }
 
-/* libnats' thread: the connection is gone; the task is woken by a NULL. */
+/* libnats' thread: a connection closed; the task is woken by a NULL. It
+ * may come late, from the connection of a session already ended: the
+ * task asks its own connection whether it closed. */
 /* libnats' thread: an error it met on its own (a slow consumer: it
  * dropped messages, which the next reset delivers again). */
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure) {
@@ -209,9 +211,8 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 static void on_lost(natsConnection *nc, void *closure) {
   (void)nc;
   nats_source *n = closure;
-  atomic_store_explicit(&n->connected, 0, memory_order_relaxed);
   natsMsg *none = NULL;
-  if (tg_mpsc_try_send(n->arrivals_tx, &none) != 0) atomic_store(&n->overflow, 1);
+  tg_mpsc_try_send(n->arrivals_tx, &none); /* full: the task is busy, and looks at the connection anyway */
 }
 
 typedef struct call_args {
@@ -598,14 +599,13 @@ static int session_run(nats_source *n, char *why, size_t whylen) {
     if (w != 2) continue;
     /* What came, up to FETCH_MAX, before the acks are looked at again. */
     for (int taken = 1;; taken++) {
-      if (!msg) {
+      const char *reply = msg ? natsMsg_GetReply(msg) : NULL;
+      if (!msg && natsConnection_IsClosed(n->nc)) {
         snprintf(why, whylen, "the connection closed");
         return -ECONNRESET;
-      }
-      const char *reply = natsMsg_GetReply(msg);
-      if (reply && strncmp(reply, "$JS.ACK.", 8) == 0) {
+      } else if (reply && strncmp(reply, "$JS.ACK.", 8) == 0) {
         if (on_message(n, msg) != 0) return END_PIPELINE;
-      } else {
+      } else if (msg) {
         on_status(n, msg);
       }
       if (taken == FETCH_MAX || tg_mpsc_try_recv(n->arrivals_rx, &msg) != 0) break;
