@@ -45,6 +45,7 @@ struct nats_leases {
   uint64_t *rev;
   tg_notify *changed;
   tg_notify *done; /* the consumer drained */
+  tg_notify *kick; /* the consumer connected: a round now, to claim */
   atomic_int consumer_done;
   natsConnection *nc;
   jsCtx *js;
@@ -63,10 +64,24 @@ static void key_of(const nats_leases *l, int p, char *key, size_t len) {
 
 /* ------------------------------------------------------------ the bucket */
 
-static void why_of(char *why, size_t whylen, const char *what, natsStatus s) {
-  const char *text = nats_GetLastError(NULL), *status = natsStatus_GetText(s);
-  snprintf(why, whylen, "%s: %s%s%s", what, status, text && *text && strcmp(text, status) != 0 ? ": " : "",
-           text && *text && strcmp(text, status) != 0 ? text : "");
+/* libnats' last error on this thread without its "(file.c:123): "; "" if none. */
+static const char *nats_error_text(void) {
+  const char *text = nats_GetLastError(NULL);
+  if (!text) return "";
+  if (text[0] == '(') {
+    const char *end = strstr(text, "): ");
+    if (end) text = end + 3;
+  }
+  return text;
+}
+
+/* A libnats failure in one line: its status, the JetStream error code
+ * when there is one, and the library's own words. */
+void nats_why(char *why, size_t whylen, const char *what, natsStatus s, jsErrCode jerr) {
+  const char *text = nats_error_text(), *status = natsStatus_GetText(s);
+  size_t used = (size_t)snprintf(why, whylen, "%s: %s", what, status);
+  if (jerr && used < whylen) used += (size_t)snprintf(why + used, whylen - used, " (JetStream error %d)", (int)jerr);
+  if (text && *text && strcmp(text, status) != 0 && used < whylen) snprintf(why + used, whylen - used, ": %s", text);
 }
 
 static void disconnect(nats_leases *l) {
@@ -100,7 +115,7 @@ static int connect_bucket(round_args *a) {
   natsOptions_Destroy(o);
   if (s != NATS_OK) {
     l->nc = NULL;
-    why_of(a->why, sizeof a->why, "cannot connect", s);
+    nats_why(a->why, sizeof a->why, "cannot connect", s, 0);
     return -ECONNREFUSED;
   }
   jsOptions jo;
@@ -108,7 +123,7 @@ static int connect_bucket(round_args *a) {
   jo.Wait = CONNECT_TIMEOUT_MS;
   if ((s = natsConnection_JetStream(&l->js, l->nc, &jo)) != NATS_OK) {
     l->js = NULL;
-    why_of(a->why, sizeof a->why, "no JetStream context", s);
+    nats_why(a->why, sizeof a->why, "no JetStream context", s, 0);
     return -EPROTO;
   }
   s = js_KeyValue(&l->kv, l->js, l->o.bucket);
@@ -123,7 +138,7 @@ static int connect_bucket(round_args *a) {
   }
   if (s != NATS_OK) {
     l->kv = NULL;
-    why_of(a->why, sizeof a->why, "cannot bind the lease bucket", s);
+    nats_why(a->why, sizeof a->why, "cannot bind the lease bucket", s, 0);
     return -EPROTO;
   }
   return 0;
@@ -192,7 +207,7 @@ static int round_run(round_args *a) {
   uint64_t rev;
   natsStatus s = a->stopping ? kvStore_Delete(l->kv, key) : kvStore_PutString(&rev, l->kv, key, l->node);
   if (s != NATS_OK) {
-    why_of(a->why, sizeof a->why, "cannot write the node's key", s);
+    nats_why(a->why, sizeof a->why, "cannot write the node's key", s, 0);
     disconnect(l);
     return -EPIPE;
   }
@@ -291,7 +306,9 @@ static void *leases_task(void *arg) {
                 l->o.bucket, l->count, l->count == 1 ? "" : "s", l->o.lease_ms, figure_get(&l->nodes),
                 figure_get(&l->nodes) == 1 ? "" : "s");
     }
-    tg_cancel_wait_dl(l->o.cancel, tg_deadline_in(wait));
+    /* The next round after the wait, or at once when the consumer came up. */
+    tg_case cs[2] = {tg_cancel_case(l->o.cancel), tg_notify_wait_case(l->kick)};
+    tg_select(cs, 2, tg_deadline_in(wait));
   }
   /* The consumer's drain, then the leases it emptied go back at once. */
   int64_t until = atomic_load(l->o.drain_until) + TG_MS(DONE_GRACE_MS);
@@ -325,6 +342,8 @@ int nats_leases_fresh(nats_leases *l, int p, int64_t now_ns) {
 
 tg_notify *nats_leases_changed(nats_leases *l) { return l->changed; }
 
+void nats_leases_kick(nats_leases *l) { tg_notify_one(l->kick); }
+
 void nats_leases_consumer_done(nats_leases *l) {
   atomic_store(&l->consumer_done, 1);
   tg_notify_one(l->done);
@@ -343,6 +362,7 @@ void nats_leases_free(nats_leases *l) {
   if (!l) return;
   if (l->changed) tg_notify_free(l->changed);
   if (l->done) tg_notify_free(l->done);
+  if (l->kick) tg_notify_free(l->kick);
   free(l->state);
   free(l->renewed_ns);
   free(l->rev);
@@ -376,6 +396,7 @@ int nats_leases_start(tg_joinset *tasks, const nats_leases_opts *o, nats_leases 
   int r = !l->state || !l->renewed_ns || !l->rev ? TG_ENOMEM : 0;
   if (r == 0) r = tg_notify_new(&l->changed, "nats-leases");
   if (r == 0) r = tg_notify_new(&l->done, "nats-consumer-done");
+  if (r == 0) r = tg_notify_new(&l->kick, "nats-leases-kick");
   if (r != 0) {
     snprintf(err, errlen, "out of memory");
     nats_leases_free(l);

@@ -42,6 +42,8 @@
 #include "log.h"
 #include "tg/tg.h"
 
+#include <nats/nats.h>
+
 #include <stdint.h>
 
 enum { LEASE_FREE, LEASE_CLAIMED, LEASE_OWNED, LEASE_RELEASING, LEASE_DRAINED, LEASE_LOST };
@@ -82,6 +84,10 @@ int nats_leases_fresh(nats_leases *l, int p, int64_t now_ns);
 /* Fires whenever the task moved a state: the consumer looks again. */
 tg_notify *nats_leases_changed(nats_leases *l);
 
+/* The consumer connected: a round now rather than at the next tick, so
+ * that it gets its partitions without waiting a quarter of the lease. */
+void nats_leases_kick(nats_leases *l);
+
 /* The consumer drained and acked what it will: the leases may go. */
 void nats_leases_consumer_done(nats_leases *l);
 
@@ -95,5 +101,10 @@ void nats_leases_count_lost(nats_leases *l);
 
 /* After the task was joined. */
 void nats_leases_free(nats_leases *l);
+
+/* A libnats failure in one line, for both of the node's connections:
+ * what failed, the status, the JetStream error code when there is one
+ * (0: none), and libnats' own words from this thread's last error. */
+void nats_why(char *why, size_t whylen, const char *what, natsStatus s, jsErrCode jerr);
 
 #endif

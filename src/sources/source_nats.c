@@ -167,15 +167,6 @@ static int parts_init(nats_source *n, char *err, size_t errlen) {
 
 /* ------------------------------------------------------------ NATS calls */
 
-/* A libnats failure in one line: its status, the JetStream error code
- * when there is one, and the library's own words. */
-static void nats_why(char *why, size_t whylen, const char *what, natsStatus s, jsErrCode jerr) {
-  const char *text = nats_GetLastError(NULL), *status = natsStatus_GetText(s);
-  size_t used = (size_t)snprintf(why, whylen, "%s: %s", what, status);
-  if (jerr && used < whylen) used += (size_t)snprintf(why + used, whylen - used, " (JetStream error %d)", (int)jerr);
-  if (text && *text && strcmp(text, status) != 0 && used < whylen) snprintf(why + used, whylen - used, ": %s", text);
-}
-
 /* At the end of each job on the blocking pool: libnats (its error stack)
  * and the OpenSSL under it (its random generator) keep per-thread state
  * until the thread exits, and a pool thread lives as long as the process. */
@@ -671,6 +662,7 @@ static void *nats_task(void *arg) {
     backoff = BACKOFF_MIN_MS;
     figure_add(&n->connects, 1);
     atomic_store_explicit(&n->connected, 1, memory_order_relaxed);
+    nats_leases_kick(n->leases);
     char url[200] = "?";
     natsConnection_GetConnectedUrl(n->nc, url, sizeof url);
     log_event(n->log, "📡", "nats", 0, "nats_connected",
