@@ -742,7 +742,7 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
                      .telemetry = sink->telemetry,
                      .drain_until = sink->drain_until,
                      .cap = (uint32_t)cfg->nats_inflight,
-                     .seqs = {.reg = sink->reg, .db = sink->db, .limits = sink->limits},
+                     .seqs = {.schema = sink->schema, .reg = sink->reg, .db = sink->db, .limits = sink->limits},
                      .jitter = rng_stream((uint64_t)tg_now(), 11)};
   int r = parse_servers(n, cfg->nats_urls, err, errlen);
   if (r == 0) r = parts_init(n, err, errlen);
