@@ -118,7 +118,14 @@ START_TEST(test_serve_nats_cluster_node_killed) {
   for (int k = 0; k < NODES; k++) ck_assert_int_eq(proc_signal_wait(&node[k], SIGTERM), 0);
   /* Every reading exactly once: per device, seqs 1..3 * PHASE. */
   PGconn *pg = pg_connect(&c);
-  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM readings"), (long long)DEVICES * 3 * PHASE);
+  long long rows = pg_value(pg, "SELECT count(*) FROM readings"),
+            distinct = pg_value(pg, "SELECT count(*) FROM (SELECT DISTINCT device, seq FROM readings) r");
+  ck_assert_msg(distinct == (long long)DEVICES * 3 * PHASE, "%lld distinct readings stored of %d: some were lost",
+                distinct, DEVICES * 3 * PHASE);
+  ck_assert_msg(rows == distinct,
+                "%lld readings stored twice: the killed node's heir did not see its latest marks (the known gap of "
+                "docs/cluster.md: storage_postgres loads a mark from device_hwm, not from mark_log)",
+                rows - distinct);
   ck_assert_int_eq(pg_value(pg, "SELECT count(DISTINCT device) FROM readings"), DEVICES);
   long long off = pg_value(pg, "SELECT count(*) FROM (SELECT seq, row_number() OVER (PARTITION BY device "
                                "ORDER BY seq) AS n FROM readings) r WHERE seq <> n");
