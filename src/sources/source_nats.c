@@ -422,7 +422,9 @@ static const char *subject_device(const nats_source *n, const char *subject, siz
 }
 
 /* A status of partition p's pull request (no messages, the request
- * expired, the consumer went): the request is over. */
+ * expired, the consumer went): the request is over. The lag stays what
+ * the last message said: a request may also expire unfilled while the
+ * consumer waited for acks (max_ack_pending), the stream not drained. */
 static void on_status(nats_source *n, natsMsg *msg) {
   const char *s = strrchr(natsMsg_GetSubject(msg), '.'), *code = NULL;
   int p = s ? atoi(s + 1) : -1;
@@ -432,7 +434,6 @@ static void on_status(nats_source *n, natsMsg *msg) {
     n->asked -= t->asked;
     t->asked = 0;
     t->requesting = 0;
-    if (code && (strcmp(code, "404") == 0 || strcmp(code, "408") == 0)) pending_set(n, t, 0); /* it got all there was */
   }
   natsMsg_Destroy(msg);
 }
