@@ -194,16 +194,6 @@ START_TEST(test_history_as_stored) {
 }
 END_TEST
 
-/* A figure of /metrics; -1 when absent. */
-static int64_t metric(const proc *p, const char *name) {
-  static char body[1 << 17];
-  char key[128];
-  if (http_get(p, "/metrics", body, sizeof body) != 200) return -1;
-  snprintf(key, sizeof key, "\n%s ", name);
-  const char *at = strstr(body, key);
-  return at ? strtoll(at + strlen(key), NULL, 10) : -1;
-}
-
 static int64_t unix_ms_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -230,7 +220,8 @@ START_TEST(test_retention_deletes_only_older) {
   send_lines(port, lines);
   serve_wait_stored(&serve, 41);
   int64_t deleted = -1;
-  for (int i = 0; i < PROC_PATIENCE_MS / 20 && (deleted = metric(&serve, "telegate_retention_deleted_total")) < 25; i++)
+  for (int i = 0;
+       i < PROC_PATIENCE_MS / 20 && (deleted = serve_metric(&serve, "telegate_retention_deleted_total")) < 25; i++)
     proc_sleep_ms(20);
   ck_assert_int_eq(deleted, 25);
   cJSON *h = get_json(&serve, "/api/devices/r/readings", 200);
@@ -238,7 +229,7 @@ START_TEST(test_retention_deletes_only_older) {
   ck_assert_int_eq(cJSON_GetArraySize(rows), 10);
   ck_assert_int_eq((int)num(cJSON_GetArrayItem(rows, 0), "seq"), 21);
   cJSON_Delete(h);
-  ck_assert_int_eq(metric(&serve, "telegate_retention_deleted_total"), 25);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_retention_deleted_total"), 25);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
 
   sqlite3 *db;
@@ -319,8 +310,8 @@ START_TEST(test_stale_device_shown_stale) {
   const cJSON *dev = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(snap, "devices"), 0);
   ck_assert_int_gt((int)num(dev, "age_ms"), 300);
   cJSON_Delete(snap);
-  ck_assert_int_eq(metric(&serve, "telegate_devices_stale"), 1);
-  ck_assert_int_eq(metric(&serve, "telegate_devices_active"), 0);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_devices_stale"), 1);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_devices_active"), 0);
   /* The stream says so in a delta, though the device sent nothing. */
   stream_until(stream, events, sizeof events, &got, "event: delta", "\"stale\":true");
   close(stream);

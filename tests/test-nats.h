@@ -37,32 +37,11 @@ static inline void nats_server_required(void) {
   exit(NATS_SKIP);
 }
 
-/* A port nobody listens on now. */
-static inline int nats_free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  socklen_t len = sizeof a;
-  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-static inline int nats_port_open(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
 /* A server to be started on a free port, its configuration and its
  * JetStream store in d; `extra` (NULL: none) is appended to the
  * configuration (the partition mapping). */
 static inline void nats_server_init(proc_dir *d, nats_server *s, const char *extra) {
-  s->port = nats_free_port();
+  s->port = proc_free_port();
   snprintf(s->conf, sizeof s->conf, "%s/nats-server.conf", d->path);
   FILE *f = fopen(s->conf, "w");
   ck_assert_ptr_nonnull(f);
@@ -73,24 +52,7 @@ static inline void nats_server_init(proc_dir *d, nats_server *s, const char *ext
 
 /* Starts it and returns once it takes connections. */
 static inline void nats_server_start(proc_dir *d, nats_server *s) {
-  int run = ++d->runs;
-  snprintf(s->p.out, sizeof s->p.out, "%s/nats-server-%d.out", d->path, run);
-  snprintf(s->p.err, sizeof s->p.err, "%s/nats-server-%d.err", d->path, run);
-  s->p.pid = fork();
-  ck_assert_int_ge(s->p.pid, 0);
-  if (s->p.pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (!freopen(s->p.out, "w", stdout) || !freopen(s->p.err, "w", stderr)) _exit(126);
-    execl(NATS_SERVER_BIN, "nats-server", "-c", s->conf, (char *)NULL);
-    _exit(127);
-  }
-  int up = 0;
-  for (int i = 0; i < PROC_PATIENCE_MS / 10 && !(up = nats_port_open(s->port)); i++) {
-    int status;
-    ck_assert_msg(waitpid(s->p.pid, &status, WNOHANG) == 0, "nats-server ended (see %s)", s->p.err);
-    proc_sleep_ms(10);
-  }
-  ck_assert_msg(up, "nats-server does not listen on %d", s->port);
+  proc_server_start(d, &s->p, "nats-server", NATS_SERVER_BIN, s->conf, s->port);
 }
 
 static inline void nats_server_url(const nats_server *s, char *url, size_t len) {
@@ -155,49 +117,6 @@ static inline void nats_pub_close(nats_pub *p) {
 static inline void nats_json_reading(char *buf, size_t len, int seq) {
   snprintf(buf, len, "{\"seq\":%d,\"ts\":%lld,\"temperature\":21.5,\"humidity\":48.2,\"battery\":87}", seq,
            1732590000000LL + seq);
-}
-
-/* serve's /metrics, or its /readyz: the HTTP status, and the body in
- * resp (NUL-terminated); 0 when serve does not answer. */
-static inline int serve_get(const proc *p, const char *path, char *resp, size_t cap) {
-  size_t len = 0;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->http_port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
-    ssize_t r = write(fd, req, (size_t)n);
-    while (r > 0 && len < cap - 1 && (r = read(fd, resp + len, cap - 1 - len)) > 0) len += (size_t)r;
-  }
-  if (fd >= 0) close(fd);
-  resp[len] = '\0';
-  int status = 0;
-  if (sscanf(resp, "HTTP/1.1 %d", &status) != 1) status = 0;
-  return status;
-}
-
-/* A figure of serve's /metrics in resp: the value of the line starting
- * with `series` and a blank; -1 when there is none. */
-static inline int64_t metric_in(const char *resp, const char *series) {
-  char key[200];
-  snprintf(key, sizeof key, "\n%s ", series);
-  const char *at = strstr(resp, key);
-  return at ? strtoll(at + strlen(key), NULL, 10) : -1;
-}
-
-static inline int64_t serve_metric(const proc *p, const char *series) {
-  static char resp[1 << 18];
-  serve_get(p, "/metrics", resp, sizeof resp);
-  return metric_in(resp, series);
-}
-
-/* Polls until serve_metric(series) >= want; returns the value. */
-static inline int64_t serve_wait_metric(const proc *p, const char *series, int64_t want) {
-  int64_t v = -1;
-  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (v = serve_metric(p, series)) < want; i++) proc_sleep_ms(10);
-  ck_assert_msg(v >= want, "%s is %lld, waited for %lld", series, (long long)v, (long long)want);
-  return v;
 }
 
 /* Polls until serve's /readyz answers status. */

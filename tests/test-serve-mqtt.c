@@ -40,34 +40,13 @@ typedef struct broker {
   char conf[200];
 } broker;
 
-/* A port nobody listens on now. */
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  socklen_t len = sizeof a;
-  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-static int port_open(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
 /* mosquitto.conf in d: a persistent broker with no cap on what it queues
  * for a session (max_queued_messages 0), so that nothing is dropped while
  * telegate is away, and its default window for 3.1.1 clients
  * (max_inflight_messages 20), which MQTT 5's Receive Maximum replaces;
  * `extra` lines are appended. */
 static void broker_init(proc_dir *d, broker *b, const char *extra) {
-  b->port = free_port();
+  b->port = proc_free_port();
   snprintf(b->conf, sizeof b->conf, "%s/mosquitto.conf", d->path);
   FILE *f = fopen(b->conf, "w");
   ck_assert_ptr_nonnull(f);
@@ -80,54 +59,7 @@ static void broker_init(proc_dir *d, broker *b, const char *extra) {
 }
 
 static void broker_start(proc_dir *d, broker *b) {
-  char bin[] = "/usr/sbin/mosquitto";
-  int run = ++d->runs;
-  snprintf(b->p.out, sizeof b->p.out, "%s/mosquitto-%d.out", d->path, run);
-  snprintf(b->p.err, sizeof b->p.err, "%s/mosquitto-%d.err", d->path, run);
-  b->p.pid = fork();
-  ck_assert_int_ge(b->p.pid, 0);
-  if (b->p.pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (!freopen(b->p.out, "w", stdout) || !freopen(b->p.err, "w", stderr)) _exit(126);
-    execl(bin, "mosquitto", "-c", b->conf, (char *)NULL);
-    _exit(127);
-  }
-  int up = 0;
-  for (int i = 0; i < PROC_PATIENCE_MS / 10 && !(up = port_open(b->port)); i++) {
-    int status;
-    ck_assert_msg(waitpid(b->p.pid, &status, WNOHANG) == 0, "mosquitto ended (see %s)", b->p.out);
-    proc_sleep_ms(10);
-  }
-  ck_assert_msg(up, "mosquitto does not listen on %d", b->port);
-}
-
-/* A figure of serve's /metrics: the value of the first line starting
- * with `series` and a blank; -1 when serve does not answer or lacks it. */
-static int64_t metric(const proc *p, const char *series) {
-  static char resp[1 << 18];
-  size_t len = 0;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->http_port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    ssize_t r = write(fd, req, sizeof req - 1);
-    while (r > 0 && len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0) len += (size_t)r;
-  }
-  if (fd >= 0) close(fd);
-  resp[len] = '\0';
-  char key[200];
-  snprintf(key, sizeof key, "\n%s ", series);
-  const char *at = strstr(resp, key);
-  return at ? strtoll(at + strlen(key), NULL, 10) : -1;
-}
-
-/* Polls until metric(series) >= want; returns the value. */
-static int64_t wait_metric(const proc *p, const char *series, int64_t want) {
-  int64_t v = -1;
-  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (v = metric(p, series)) < want; i++) proc_sleep_ms(10);
-  ck_assert_msg(v >= want, "%s is %lld, waited for %lld", series, (long long)v, (long long)want);
-  return v;
+  proc_server_start(d, &b->p, "mosquitto", "/usr/sbin/mosquitto", b->conf, b->port);
 }
 
 /* serve with --mqtt to b, and more flags (NULL-ended). */
@@ -217,7 +149,7 @@ START_TEST(test_serve_mqtt_publishers_all_stored) {
   broker_start(&d, &b);
   proc serve;
   serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--batch-age-ms", "50", NULL});
-  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  serve_wait_metric(&serve, "telegate_mqtt_connected", 1);
   char path[200];
   snprintf(path, sizeof path, "%s/readings.txt", d.path);
   json_lines(path, 1, N);
@@ -232,12 +164,12 @@ START_TEST(test_serve_mqtt_publishers_all_stored) {
   run("mosquitto_pub -p %d -q 1 -t telemetry/pub-1/readings -m "
       "'{\"device\":\"pub-2\",\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
       b.port);
-  wait_metric(&serve, "telegate_readings_stored_total", 2 * N);
+  serve_wait_metric(&serve, "telegate_readings_stored_total", 2 * N);
   /* every message acknowledged: mosquitto_pub's N, paho's N/2, the refused one */
-  wait_metric(&serve, "telegate_mqtt_acks_total", N + N / 2 + 1);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_messages_total"), N + N / 2 + 1);
-  ck_assert_int_eq(metric(&serve, "telegate_bad_input_total{reason=\"wrong_device\"}"), 1);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_inflight"), 0);
+  serve_wait_metric(&serve, "telegate_mqtt_acks_total", N + N / 2 + 1);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_messages_total"), N + N / 2 + 1);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_bad_input_total{reason=\"wrong_device\"}"), 1);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_inflight"), 0);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   db_has_seqs(d.db, "pub-1", N);
   db_has_seqs(d.db, "paho-1", N);
@@ -259,8 +191,8 @@ START_TEST(test_serve_mqtt_backpressure_kill_redelivery) {
   const char *const flags[] = {"--mqtt-inflight", "100", "--batch-size", "1000", "--batch-age-ms", "150", NULL};
   proc serve;
   serve_mqtt_start(&d, &serve, &b, flags);
-  wait_metric(&serve, "telegate_mqtt_connected", 1);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_inflight_capacity"), WINDOW);
+  serve_wait_metric(&serve, "telegate_mqtt_connected", 1);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_inflight_capacity"), WINDOW);
   char path[200];
   snprintf(path, sizeof path, "%s/readings.txt", d.path);
   json_lines(path, 1, N);
@@ -269,28 +201,28 @@ START_TEST(test_serve_mqtt_backpressure_kill_redelivery) {
   run("mosquitto_pub -p %d -q 1 -t telemetry/bp/readings -l < %s", b.port, path);
   int64_t inflight = 0, at_bound = 0;
   for (int i = 0; i < PROC_PATIENCE_MS / 5 && !at_bound; i++) {
-    inflight = metric(&serve, "telegate_mqtt_inflight");
+    inflight = serve_metric(&serve, "telegate_mqtt_inflight");
     ck_assert_int_le(inflight, WINDOW);
     at_bound = inflight == WINDOW;
     if (!at_bound) proc_sleep_ms(5);
   }
   ck_assert_msg(at_bound, "telegate never held its window of %d messages (last %lld)", WINDOW, (long long)inflight);
   /* Mid-stream: killed with a full window unacknowledged. */
-  wait_metric(&serve, "telegate_readings_stored_total", 400);
-  int64_t stored = metric(&serve, "telegate_readings_stored_total");
+  serve_wait_metric(&serve, "telegate_readings_stored_total", 400);
+  int64_t stored = serve_metric(&serve, "telegate_readings_stored_total");
   ck_assert_int_lt(stored, N);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGKILL), -SIGKILL);
   serve_mqtt_start(&d, &serve, &b, flags);
   /* The broker sends the unacknowledged again, then the rest; a message
    * published now comes after all of them. */
-  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  serve_wait_metric(&serve, "telegate_mqtt_connected", 1);
   run("mosquitto_pub -p %d -q 1 -t telemetry/last/readings -m "
       "'{\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
       b.port);
-  wait_metric(&serve, "telegate_devices_known", 2);
-  int64_t messages = wait_metric(&serve, "telegate_mqtt_messages_total", 1);
-  wait_metric(&serve, "telegate_mqtt_acks_total", messages);
-  ck_assert_int_ge(metric(&serve, "telegate_mqtt_redelivered_total"), 1);
+  serve_wait_metric(&serve, "telegate_devices_known", 2);
+  int64_t messages = serve_wait_metric(&serve, "telegate_mqtt_messages_total", 1);
+  serve_wait_metric(&serve, "telegate_mqtt_acks_total", messages);
+  ck_assert_int_ge(serve_metric(&serve, "telegate_mqtt_redelivered_total"), 1);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   db_has_seqs(d.db, "bp", N);
   db_has_seqs(d.db, "last", 1);
@@ -307,20 +239,20 @@ START_TEST(test_serve_mqtt_broker_restart_and_refusal) {
   broker_start(&d, &b);
   proc serve;
   serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--batch-age-ms", "50", "--mqtt-version", "3.1.1", NULL});
-  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  serve_wait_metric(&serve, "telegate_mqtt_connected", 1);
   ck_assert_int_eq(proc_signal_wait(&b.p, SIGTERM), 0);
   int64_t down = 1;
-  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (down = metric(&serve, "telegate_mqtt_connected")) != 0; i++)
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (down = serve_metric(&serve, "telegate_mqtt_connected")) != 0; i++)
     proc_sleep_ms(10);
   ck_assert_int_eq(down, 0);
-  wait_metric(&serve, "telegate_mqtt_connect_failures_total", 1); /* retrying while it is away */
+  serve_wait_metric(&serve, "telegate_mqtt_connect_failures_total", 1); /* retrying while it is away */
   broker_start(&d, &b);
-  wait_metric(&serve, "telegate_mqtt_connects_total", 2);
-  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  serve_wait_metric(&serve, "telegate_mqtt_connects_total", 2);
+  serve_wait_metric(&serve, "telegate_mqtt_connected", 1);
   run("mosquitto_pub -p %d -q 1 -t telemetry/after/readings -m "
       "'{\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
       b.port);
-  wait_metric(&serve, "telegate_readings_stored_total", 1);
+  serve_wait_metric(&serve, "telegate_readings_stored_total", 1);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   ck_assert_int_eq(proc_signal_wait(&b.p, SIGTERM), 0);
 
@@ -341,9 +273,9 @@ START_TEST(test_serve_mqtt_broker_restart_and_refusal) {
   fclose(f);
   serve_mqtt_start(&d, &serve, &b,
                    (const char *const[]){"--mqtt-username", "telegate", "--mqtt-password-file", wrong, NULL});
-  wait_metric(&serve, "telegate_mqtt_connect_failures_total", 2);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connected"), 0);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connects_total"), 0);
+  serve_wait_metric(&serve, "telegate_mqtt_connect_failures_total", 2);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_connected"), 0);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_connects_total"), 0);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   char log[1 << 14];
   proc_read_file(serve.out, log, sizeof log);
@@ -375,15 +307,15 @@ START_TEST(test_serve_mqtt_keepalive) {
   broker_start(&d, &b);
   proc serve;
   serve_mqtt_start(&d, &serve, &b, (const char *const[]){"--mqtt-keepalive-s", "1", NULL});
-  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  serve_wait_metric(&serve, "telegate_mqtt_connected", 1);
   int pings = 0;
   for (int i = 0; i < PROC_PATIENCE_MS / 10 && (pings = count_in_file(log, "Received PINGREQ from telegate-test")) < 3;
        i++)
     proc_sleep_ms(10);
   ck_assert_int_ge(pings, 3);
   ck_assert_int_ge(count_in_file(log, "Sending PINGRESP to telegate-test"), 2);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_disconnects_total"), 0);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connected"), 1);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_disconnects_total"), 0);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_connected"), 1);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   proc_signal_wait(&b.p, SIGTERM);
   proc_dir_cleanup(&d);
@@ -413,20 +345,20 @@ START_TEST(test_serve_mqtt_tls) {
   const char *argv_flags[] = {"--mqtt",   url, "--mqtt-tls-ca", ca, "--batch-age-ms", "50", "--mqtt-client-id",
                               "tls-test", NULL};
   serve_proc_start(&d, &serve, 0, argv_flags);
-  wait_metric(&serve, "telegate_mqtt_connected", 1);
+  serve_wait_metric(&serve, "telegate_mqtt_connected", 1);
   run("mosquitto_pub -h 127.0.0.1 -p %d --cafile %s -q 1 -t telemetry/tls-1/readings -m "
       "'{\"seq\":1,\"ts\":1732590000000,\"temperature\":1,\"humidity\":1,\"battery\":1}'",
       b.port, ca);
-  wait_metric(&serve, "telegate_readings_stored_total", 1);
-  wait_metric(&serve, "telegate_mqtt_acks_total", 1);
+  serve_wait_metric(&serve, "telegate_readings_stored_total", 1);
+  serve_wait_metric(&serve, "telegate_mqtt_acks_total", 1);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   char log[1 << 14];
   proc_read_file(serve.out, log, sizeof log);
   ck_assert_msg(strstr(log, "(TLS TLSv1."), "no TLS in the log: %s", log);
   /* Without the CA: the handshake is refused, retried, said in the log. */
   serve_proc_start(&d, &serve, 0, (const char *const[]){"--mqtt", url, NULL});
-  wait_metric(&serve, "telegate_mqtt_connect_failures_total", 2);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connected"), 0);
+  serve_wait_metric(&serve, "telegate_mqtt_connect_failures_total", 2);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_connected"), 0);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   proc_read_file(serve.out, log, sizeof log);
   ck_assert_msg(strstr(log, "certificate verify failed"), "log: %s", log);
@@ -517,8 +449,8 @@ START_TEST(test_serve_mqtt_falls_back_to_311) {
   ck_assert_int_eq(pthread_create(&t, NULL, fake_broker_run, &f), 0);
   proc serve;
   serve_mqtt_start(&d, &serve, &b, NULL);
-  wait_metric(&serve, "telegate_mqtt_connected", 1);
-  ck_assert_int_eq(metric(&serve, "telegate_mqtt_connect_failures_total"), 1);
+  serve_wait_metric(&serve, "telegate_mqtt_connected", 1);
+  ck_assert_int_eq(serve_metric(&serve, "telegate_mqtt_connect_failures_total"), 1);
   ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
   pthread_join(t, NULL);
   close(f.listener);

@@ -164,25 +164,98 @@ static inline int serve_proc_start(proc_dir *d, proc *p, int port, const char *c
   return got;
 }
 
-/* The readings this run of serve has committed
- * (telegate_readings_stored_total); -1 when it does not answer. */
-static inline int64_t serve_stored(const proc *p) {
-  static const char key[] = "\ntelegate_readings_stored_total ";
-  static char resp[1 << 17];
+/* A port nobody listens on now. */
+static inline int proc_free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* Whether something listens on port of the loopback. */
+static inline int proc_port_open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+/* Starts `bin -c conf` (a broker: mosquitto, nats-server) as p, its
+ * output in d, and returns once it takes connections on port. */
+static inline void proc_server_start(proc_dir *d, proc *p, const char *name, const char *bin, const char *conf,
+                                     int port) {
+  int run = ++d->runs;
+  snprintf(p->out, sizeof p->out, "%s/%s-%d.out", d->path, name, run);
+  snprintf(p->err, sizeof p->err, "%s/%s-%d.err", d->path, name, run);
+  p->pid = fork();
+  ck_assert_int_ge(p->pid, 0);
+  if (p->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!freopen(p->out, "w", stdout) || !freopen(p->err, "w", stderr)) _exit(126);
+    execl(bin, name, "-c", conf, (char *)NULL);
+    _exit(127);
+  }
+  int up = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && !(up = proc_port_open(port)); i++) {
+    int status;
+    ck_assert_msg(waitpid(p->pid, &status, WNOHANG) == 0, "%s ended (see %s and %s)", name, p->out, p->err);
+    proc_sleep_ms(10);
+  }
+  ck_assert_msg(up, "%s does not listen on %d", name, port);
+}
+
+/* serve's /metrics, or its /readyz: the HTTP status, and the body in
+ * resp (NUL-terminated); 0 when serve does not answer. */
+static inline int serve_get(const proc *p, const char *path, char *resp, size_t cap) {
   size_t len = 0;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->http_port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    ssize_t r = write(fd, req, sizeof req - 1);
-    while (r > 0 && len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0) len += (size_t)r;
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    ssize_t r = write(fd, req, (size_t)n);
+    while (r > 0 && len < cap - 1 && (r = read(fd, resp + len, cap - 1 - len)) > 0) len += (size_t)r;
   }
   if (fd >= 0) close(fd);
   resp[len] = '\0';
-  const char *at = strstr(resp, key);
-  return at ? strtoll(at + sizeof key - 1, NULL, 10) : -1;
+  int status = 0;
+  if (sscanf(resp, "HTTP/1.1 %d", &status) != 1) status = 0;
+  return status;
 }
+
+/* A figure of serve's /metrics in resp: the value of the line starting
+ * with `series` and a blank; -1 when there is none. */
+static inline int64_t metric_in(const char *resp, const char *series) {
+  char key[200];
+  snprintf(key, sizeof key, "\n%s ", series);
+  const char *at = strstr(resp, key);
+  return at ? strtoll(at + strlen(key), NULL, 10) : -1;
+}
+
+static inline int64_t serve_metric(const proc *p, const char *series) {
+  static char resp[1 << 18];
+  serve_get(p, "/metrics", resp, sizeof resp);
+  return metric_in(resp, series);
+}
+
+/* Polls until serve_metric(series) >= want; returns the value. */
+static inline int64_t serve_wait_metric(const proc *p, const char *series, int64_t want) {
+  int64_t v = -1;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && (v = serve_metric(p, series)) < want; i++) proc_sleep_ms(10);
+  ck_assert_msg(v >= want, "%s is %lld, waited for %lld", series, (long long)v, (long long)want);
+  return v;
+}
+
+/* The readings this run of serve has committed
+ * (telegate_readings_stored_total); -1 when it does not answer. */
+static inline int64_t serve_stored(const proc *p) { return serve_metric(p, "telegate_readings_stored_total"); }
 
 /* Polls serve until this run has committed at least want readings. */
 static inline void serve_wait_stored(const proc *p, int64_t want) {
