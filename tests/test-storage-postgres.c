@@ -522,64 +522,31 @@ START_TEST(test_commit_lost_in_flight) {
 }
 END_TEST
 
-enum { CONNS = 4, DEVICES = 40, BATCHES = 60, PER_BATCH = 3 };
-
-typedef struct conn_writer {
-  storage *s;
-  int conn;
-  uint64_t inserted, duplicates;
-  int failed;
-} conn_writer;
-
-/* One connection's writer: every batch in cut order, the same batches as
- * the other threads; storage_write picks the devices routed here. */
-static void *write_conn(void *arg) {
-  conn_writer *w = arg;
-  for (uint64_t id = 1; id <= BATCHES; id++) {
-    batch b = {.id = id};
-    for (uint64_t q = 1; q <= PER_BATCH; q++)
-      for (uint32_t d = 1; d <= DEVICES; d++) {
-        reading r = {.device = d, .measurement = SCHEMA_TELEMETRY, .seq = (id - 1) * PER_BATCH + q};
-        if (batch_push(&b, &r) != 0) w->failed = 1;
-        if (q == 1 && id > 1) { /* the device's last reading of the batch before: a resend */
-          r.seq--;
-          if (batch_push(&b, &r) != 0) w->failed = 1;
-        }
-      }
-    storage_write_result res;
-    char err[200];
-    if (storage_write(w->s, w->conn, &b, &res, err, sizeof err) != 0) w->failed = 1;
-    w->inserted += res.inserted;
-    w->duplicates += res.duplicates;
-    batch_free(&b);
-  }
-  return NULL;
-}
-
 START_TEST(test_connections_in_parallel_keep_order) {
   pg_cluster c;
   pg_cluster_start(&c);
-  storage *s = pg_open(&c, NULL, CONNS, 1, STORAGE_DURABILITY_NORMAL);
-  pthread_t th[CONNS];
-  conn_writer w[CONNS];
-  for (int k = 0; k < CONNS; k++) {
-    w[k] = (conn_writer){.s = s, .conn = k};
-    ck_assert_int_eq(pthread_create(&th[k], NULL, write_conn, &w[k]), 0);
+  storage *s = pg_open(&c, NULL, PARALLEL_CONNS, 1, STORAGE_DURABILITY_NORMAL);
+  pthread_t th[PARALLEL_CONNS];
+  parallel_writer w[PARALLEL_CONNS];
+  for (int k = 0; k < PARALLEL_CONNS; k++) {
+    w[k] = (parallel_writer){.s = s, .conn = k};
+    ck_assert_int_eq(pthread_create(&th[k], NULL, parallel_write_conn, &w[k]), 0);
   }
   uint64_t inserted = 0, duplicates = 0;
-  for (int k = 0; k < CONNS; k++) {
+  for (int k = 0; k < PARALLEL_CONNS; k++) {
     pthread_join(th[k], NULL);
     ck_assert_int_eq(w[k].failed, 0);
-    ck_assert_uint_eq(w[k].inserted, (uint64_t)(DEVICES / CONNS) * BATCHES * PER_BATCH);
+    ck_assert_uint_eq(w[k].inserted,
+                      (uint64_t)(PARALLEL_DEVICES / PARALLEL_CONNS) * PARALLEL_BATCHES * PARALLEL_PER_BATCH);
     inserted += w[k].inserted;
     duplicates += w[k].duplicates;
   }
-  ck_assert_uint_eq(inserted, (uint64_t)DEVICES * BATCHES * PER_BATCH);
-  ck_assert_uint_eq(duplicates, (uint64_t)DEVICES * (BATCHES - 1));
+  ck_assert_uint_eq(inserted, (uint64_t)PARALLEL_DEVICES * PARALLEL_BATCHES * PARALLEL_PER_BATCH);
+  ck_assert_uint_eq(duplicates, (uint64_t)PARALLEL_DEVICES * (PARALLEL_BATCHES - 1));
   ck_assert_uint_eq(storage_test_count(s), inserted);
   storage_close(s);
   uint64_t rows;
-  ck_assert_int_eq(pg_check_sequences(&c, &rows), DEVICES);
+  ck_assert_int_eq(pg_check_sequences(&c, &rows), PARALLEL_DEVICES);
   ck_assert_uint_eq(rows, inserted);
   pg_cluster_destroy(&c);
 }
@@ -882,14 +849,14 @@ START_TEST(test_columns_added_in_parallel) {
   pg_cluster c;
   pg_cluster_start(&c);
   schema *sc = schema_new(0);
-  storage *s = pg_open_schema(&c, NULL, CONNS, 1, sc);
-  pthread_t th[CONNS];
-  fields_writer w[CONNS];
-  for (int k = 0; k < CONNS; k++) {
+  storage *s = pg_open_schema(&c, NULL, PARALLEL_CONNS, 1, sc);
+  pthread_t th[PARALLEL_CONNS];
+  fields_writer w[PARALLEL_CONNS];
+  for (int k = 0; k < PARALLEL_CONNS; k++) {
     w[k] = (fields_writer){.s = s, .sc = sc, .conn = k};
     ck_assert_int_eq(pthread_create(&th[k], NULL, write_fields, &w[k]), 0);
   }
-  for (int k = 0; k < CONNS; k++) {
+  for (int k = 0; k < PARALLEL_CONNS; k++) {
     pthread_join(th[k], NULL);
     ck_assert_int_eq(w[k].failed, 0);
   }

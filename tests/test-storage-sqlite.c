@@ -167,64 +167,31 @@ START_TEST(test_seq_full_64_bits) {
 }
 END_TEST
 
-enum { CONNS = 4, DEVICES = 40, BATCHES = 60, PER_BATCH = 3 };
-
-typedef struct conn_writer {
-  storage *s;
-  int conn;
-  uint64_t inserted, duplicates;
-  int failed;
-} conn_writer;
-
-/* One connection's writer: every batch in cut order, the same batches as
- * the other threads; storage_write picks the devices routed here. */
-static void *write_conn(void *arg) {
-  conn_writer *w = arg;
-  for (uint64_t id = 1; id <= BATCHES; id++) {
-    batch b = {.id = id};
-    for (uint64_t q = 1; q <= PER_BATCH; q++)
-      for (uint32_t d = 1; d <= DEVICES; d++) {
-        reading r = {.device = d, .measurement = SCHEMA_TELEMETRY, .seq = (id - 1) * PER_BATCH + q};
-        if (batch_push(&b, &r) != 0) w->failed = 1;
-        if (q == 1 && id > 1) { /* the device's last reading of the batch before: a resend */
-          r.seq--;
-          if (batch_push(&b, &r) != 0) w->failed = 1;
-        }
-      }
-    storage_write_result res;
-    char err[200];
-    if (storage_write(w->s, w->conn, &b, &res, err, sizeof err) != 0) w->failed = 1;
-    w->inserted += res.inserted;
-    w->duplicates += res.duplicates;
-    batch_free(&b);
-  }
-  return NULL;
-}
-
 START_TEST(test_connections_in_parallel_keep_order) {
   storage_test t;
   storage_test_init(&t);
-  storage *s = storage_test_open(t.db, "sqlite", CONNS, 1, NULL);
-  pthread_t th[CONNS];
-  conn_writer w[CONNS];
-  for (int c = 0; c < CONNS; c++) {
-    w[c] = (conn_writer){.s = s, .conn = c};
-    ck_assert_int_eq(pthread_create(&th[c], NULL, write_conn, &w[c]), 0);
+  storage *s = storage_test_open(t.db, "sqlite", PARALLEL_CONNS, 1, NULL);
+  pthread_t th[PARALLEL_CONNS];
+  parallel_writer w[PARALLEL_CONNS];
+  for (int c = 0; c < PARALLEL_CONNS; c++) {
+    w[c] = (parallel_writer){.s = s, .conn = c};
+    ck_assert_int_eq(pthread_create(&th[c], NULL, parallel_write_conn, &w[c]), 0);
   }
   uint64_t inserted = 0, duplicates = 0;
-  for (int c = 0; c < CONNS; c++) {
+  for (int c = 0; c < PARALLEL_CONNS; c++) {
     pthread_join(th[c], NULL);
     ck_assert_int_eq(w[c].failed, 0);
-    ck_assert_uint_eq(w[c].inserted, (uint64_t)(DEVICES / CONNS) * BATCHES * PER_BATCH);
+    ck_assert_uint_eq(w[c].inserted,
+                      (uint64_t)(PARALLEL_DEVICES / PARALLEL_CONNS) * PARALLEL_BATCHES * PARALLEL_PER_BATCH);
     inserted += w[c].inserted;
     duplicates += w[c].duplicates;
   }
-  ck_assert_uint_eq(inserted, (uint64_t)DEVICES * BATCHES * PER_BATCH);
-  ck_assert_uint_eq(duplicates, (uint64_t)DEVICES * (BATCHES - 1));
+  ck_assert_uint_eq(inserted, (uint64_t)PARALLEL_DEVICES * PARALLEL_BATCHES * PARALLEL_PER_BATCH);
+  ck_assert_uint_eq(duplicates, (uint64_t)PARALLEL_DEVICES * (PARALLEL_BATCHES - 1));
   ck_assert_uint_eq(storage_test_count(s), inserted);
   storage_close(s);
   uint64_t rows;
-  ck_assert_int_eq(storage_test_check_sequences(t.db, &rows), DEVICES);
+  ck_assert_int_eq(storage_test_check_sequences(t.db, &rows), PARALLEL_DEVICES);
   ck_assert_uint_eq(rows, inserted);
   storage_test_cleanup(&t);
 }

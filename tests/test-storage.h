@@ -8,6 +8,7 @@
 #include "storage.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +122,42 @@ static inline int storage_test_check_sequences(const char *path, uint64_t *rows)
   sqlite3_finalize(st);
   sqlite3_close(db);
   return devices;
+}
+
+/* Connections writing in parallel, each in its own thread (the backends'
+ * connections_in_parallel_keep_order cases). */
+enum { PARALLEL_CONNS = 4, PARALLEL_DEVICES = 40, PARALLEL_BATCHES = 60, PARALLEL_PER_BATCH = 3 };
+
+typedef struct parallel_writer {
+  storage *s;
+  int conn;
+  uint64_t inserted, duplicates;
+  int failed;
+} parallel_writer;
+
+/* One connection's writer: every batch in cut order, the same batches as
+ * the other threads; storage_write picks the devices routed here. */
+static inline void *parallel_write_conn(void *arg) {
+  parallel_writer *w = arg;
+  for (uint64_t id = 1; id <= PARALLEL_BATCHES; id++) {
+    batch b = {.id = id};
+    for (uint64_t q = 1; q <= PARALLEL_PER_BATCH; q++)
+      for (uint32_t d = 1; d <= PARALLEL_DEVICES; d++) {
+        reading r = {.device = d, .measurement = SCHEMA_TELEMETRY, .seq = (id - 1) * PARALLEL_PER_BATCH + q};
+        if (batch_push(&b, &r) != 0) w->failed = 1;
+        if (q == 1 && id > 1) { /* the device's last reading of the batch before: a resend */
+          r.seq--;
+          if (batch_push(&b, &r) != 0) w->failed = 1;
+        }
+      }
+    storage_write_result res;
+    char err[200];
+    if (storage_write(w->s, w->conn, &b, &res, err, sizeof err) != 0) w->failed = 1;
+    w->inserted += res.inserted;
+    w->duplicates += res.duplicates;
+    batch_free(&b);
+  }
+  return NULL;
 }
 
 #endif
