@@ -508,7 +508,8 @@ int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error
     pthread_mutex_unlock(&s->lock);
     if (!ms) return refuse(err, PROTOCOL_NO_MEMORY, NULL);
   }
-  size_t text = 0;
+  size_t text = 0; /* the strings' bytes */
+  int strings = 0;
   uint32_t required = 0;
   /* A device sends its fields in the same order reading after reading,
    * which is the order they became columns: field i is most often column
@@ -555,6 +556,7 @@ int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error
           ((f->escaped & PROTOCOL_ESC_STR) && p->json && has_nul_escape(f->str, f->str_len)))
         return refuse(err, PROTOCOL_MALFORMED, name);
       text += f->str_len;
+      strings++;
     }
     required += col->required;
   }
@@ -574,7 +576,7 @@ int schema_pack(schema *s, const protocol_point *p, reading *out, protocol_error
   out->nfields = (uint8_t)p->nfields;
   out->seq = p->seq;
   out->ts_ms = p->ts_ms;
-  if (p->nfields <= READING_INLINE_FIELDS && text == 0) {
+  if (p->nfields <= READING_INLINE_FIELDS && !strings) { /* an empty string too points into the block */
     out->on_heap = 0;
     return 0;
   }
