@@ -1,6 +1,7 @@
 /* test-storage-sqlite.c - the SQLite backend under storage.c's marks:
  * resends are dropped across a reopen and across a crash (the marks left
- * in mark_log), seqs keep all 64 bits, and several connections written
+ * in mark_log), marks forgotten are loaded anew from what another writer
+ * committed, seqs keep all 64 bits, and several connections written
  * from several threads at once keep every device's readings in order. */
 #include "test-storage.h"
 
@@ -88,6 +89,40 @@ START_TEST(test_marks_survive_crash) {
   uint64_t rows;
   ck_assert_int_eq(storage_test_check_sequences(copy, &rows), 300);
   ck_assert_uint_eq(rows, 300 * 7);
+  storage_test_cleanup(&t);
+}
+END_TEST
+
+/* Another writer moved the devices' marks in the database (a cluster
+ * node that consumed their partition meanwhile): a storage whose marks in
+ * memory are older stores that writer's readings again - until it
+ * forgets them and loads them anew. */
+START_TEST(test_marks_forgotten_reload) {
+  storage_test t;
+  storage_test_init(&t);
+  storage *mine = storage_test_open(t.db, "sqlite", 2, 1, NULL);
+  batch b = make_batch(1, 4, 1, 5);
+  ck_assert_uint_eq(storage_test_write(mine, &b).inserted, 20);
+  batch_free(&b);
+  storage *other = storage_test_open(t.db, "sqlite", 1, 0, NULL);
+  b = make_batch(2, 4, 6, 10);
+  ck_assert_uint_eq(storage_test_write(other, &b).inserted, 20);
+  batch_free(&b);
+  storage_close(other);
+  /* Devices 1 and 2 forgotten, 3 and 4 not: the same batch again. */
+  const uint32_t forget[] = {1, 2};
+  storage_marks_forget(mine, forget, 2);
+  b = make_batch(3, 4, 6, 10);
+  storage_write_result res = storage_test_write(mine, &b);
+  batch_free(&b);
+  ck_assert_uint_eq(res.duplicates, 10);
+  ck_assert_uint_eq(res.inserted, 10); /* 3 and 4's, stored twice: what forgetting prevents */
+  int found = 0;
+  uint64_t seq = 0;
+  char err[200];
+  ck_assert_int_eq(storage_mark_get(mine, 1, &found, &seq, err, sizeof err), 0);
+  ck_assert(found && seq == 10);
+  storage_close(mine);
   storage_test_cleanup(&t);
 }
 END_TEST
@@ -201,6 +236,7 @@ int main(void) {
   Suite *s = suite_create("storage-sqlite");
   tg_test_add(s, "marks_survive_reopen", test_marks_survive_reopen, 60);
   tg_test_add(s, "marks_survive_crash", test_marks_survive_crash, 60);
+  tg_test_add(s, "marks_forgotten_reload", test_marks_forgotten_reload, 60);
   tg_test_add(s, "seq_full_64_bits", test_seq_full_64_bits, 60);
   tg_test_add(s, "connections_in_parallel_keep_order", test_connections_in_parallel_keep_order, 60);
   return tg_test_main(s);

@@ -292,6 +292,22 @@ int storage_mark_get(storage *s, uint32_t dev, int *found, uint64_t *seq, char *
   return r;
 }
 
+void storage_marks_forget(storage *s, const uint32_t *devs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    conn_state *c = &s->conns[storage_route(s, devs[i])];
+    uint32_t slot = devs[i] / (uint32_t)s->connections;
+    pthread_mutex_lock(&c->lock);
+    if (slot < c->nmarks) c->marks[slot] = (mark){0};
+    pthread_mutex_unlock(&c->lock);
+  }
+}
+
+int storage_marks_forget_call(void *args) {
+  storage_forget_args *a = args;
+  storage_marks_forget(a->db, a->devices, a->n);
+  return 0;
+}
+
 int storage_mark_get_call(void *args) {
   storage_mark_args *a = args;
   return storage_mark_get(a->db, a->device, &a->found, &a->seq, a->err, sizeof a->err);

@@ -138,6 +138,15 @@ int storage_write(storage *s, int conn, const batch *b, storage_write_result *re
  * -ENOMEM or the backend's code (-EIO). */
 int storage_mark_get(storage *s, uint32_t dev, int *found, uint64_t *seq, char *err, size_t errlen);
 
+/* Forgets the marks in memory of the n devices in devs: the next write or
+ * storage_mark_get of each loads its mark from the database again. For a
+ * caller that knows another process may have written those devices since
+ * (a cluster node taking over a partition another node consumed: its own
+ * marks of those devices may be behind the database's, and a redelivered
+ * reading the other node committed would look fresh). Waits for a write
+ * on each device's connection to end. */
+void storage_marks_forget(storage *s, const uint32_t *devs, size_t n);
+
 /* The rows stored in readings (SELECT COUNT(*), or the none backend's
  * count). Returns 0 or -EIO. */
 int storage_count_rows(storage *s, uint64_t *rows, char *err, size_t errlen);
@@ -287,5 +296,12 @@ typedef struct storage_mark_args {
   char err[200];
 } storage_mark_args;
 int storage_mark_get_call(void *args);
+
+typedef struct storage_forget_args {
+  storage *db;
+  const uint32_t *devices;
+  size_t n;
+} storage_forget_args;
+int storage_marks_forget_call(void *args);
 
 #endif
