@@ -17,6 +17,9 @@
  *   reading of every device stored exactly once, in order (a reading
  *   overtaken by a newer one of its device would have been dropped as a
  *   resend), and the redeliveries counted.
+ * - one name, one process: a second serve started with the --node of one
+ *   running waits, saying so, and consumes nothing; once the first stops
+ *   (its key deleted), it runs as that node and takes the lease.
  * - NATS away: serve started before the server retries with its backoff
  *   and /readyz says 503; it connects once the server is up, notices the
  *   server stopping, reconnects when it is back, and goes on storing.
@@ -227,11 +230,49 @@ START_TEST(test_serve_nats_server_away) {
 }
 END_TEST
 
+/* Polls until p's log has text. */
+static void wait_log(const proc *p, const char *text) {
+  static char log[1 << 16];
+  int found = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 10 && !found; i++) {
+    proc_read_file(p->out, log, sizeof log);
+    if (!(found = strstr(log, text) != NULL)) proc_sleep_ms(10);
+  }
+  ck_assert_msg(found, "not in the log: %s", text);
+}
+
+START_TEST(test_serve_nats_node_name_taken) {
+  proc_dir d, d2; /* a database each: the second must not need the first's */
+  proc_dir_init(&d);
+  proc_dir_init(&d2);
+  nats_server ns;
+  nats_server_init(&d, &ns, NULL);
+  nats_server_start(&d, &ns);
+  const char *const name[] = {"--node", "plant-a", NULL};
+  proc first, second;
+  serve_nats_start(&d, &first, &ns, name);
+  serve_wait_metric(&first, "telegate_nats_partitions_held", 1);
+  serve_nats_start(&d2, &second, &ns, name);
+  wait_log(&second, "another process runs as node plant-a");
+  ck_assert_int_eq(serve_metric(&second, "telegate_nats_partitions_held"), 0);
+  ck_assert_int_eq(serve_metric(&first, "telegate_nats_partitions_held"), 1);
+  /* The first stops, deleting its key: the second is plant-a now. */
+  ck_assert_int_eq(proc_signal_wait(&first, SIGTERM), 0);
+  serve_wait_metric(&second, "telegate_nats_partitions_held", 1);
+  wait_log(&second, "NATS leases: node plant-a");
+  ck_assert_int_eq(proc_signal_wait(&second, SIGTERM), 0);
+  proc_signal_wait(&ns.p, SIGTERM);
+  proc_dir_cleanup(&d);
+  proc_dir_cleanup(&d2);
+}
+END_TEST
+
 int main(void) {
   nats_server_required();
   Suite *s = suite_create("serve-nats");
   tg_test_add(s, "all_stored_once", test_serve_nats_all_stored_once, 300);
   tg_test_add(s, "backpressure_kill_redelivery", test_serve_nats_backpressure_kill_redelivery, 300);
+  tg_test_add(s, "node_name_taken", test_serve_nats_node_name_taken, 300);
   tg_test_add(s, "server_away", test_serve_nats_server_away, 300);
   return tg_test_main(s);
 }

@@ -138,6 +138,8 @@ static const cli_option options[] = {
         "a larger MQTT message is refused as oversized, and acknowledged (65536)"),
     CLI_OPT_STRING(serve_config, "nats", nats_urls, "nats://HOST:PORT[,...]",
                    "also take readings from this NATS JetStream stream, through a durable consumer; docs/cluster.md"),
+    CLI_OPT_STRING(serve_config, "node", node_name, "NAME",
+                   "this node's id in a cluster, one process at a time: letters, digits, '-', '_' (the host name)"),
     CLI_OPT_STRING(serve_config, "nats-stream", nats_stream, "NAME",
                    "the JetStream stream, created with file storage when missing (telemetry)"),
     CLI_OPT_STRING(serve_config, "nats-subject", nats_subject, "PREFIX",
@@ -152,6 +154,8 @@ static const cli_option options[] = {
         "one node at a time; 0: PREFIX.DEVICE, one node (0)"),
     INT("nats-lease-ms", nats_lease_ms, 300, 3600000,
         "a node that stops renewing its partitions' leases loses them after this, and another takes them (6000)"),
+    INT("nats-replicas", nats_replicas, 1, 5,
+        "the stream's and the lease bucket's replicas over a NATS cluster, when telegate creates them (1)"),
     INT("telemetry-capacity", telemetry_capacity, 1, 10000000, "connections -> aggregator mpsc, readings (4096)"),
     INT("storage-capacity", storage_capacity, 1, 100000, "aggregator -> storage mpsc, batches (8)"),
     INT("broadcast-capacity", broadcast_capacity, 1, 100000, "snapshot broadcast ring (16)"),
@@ -201,6 +205,15 @@ static int finish(void *cfg, char *err, size_t errlen) {
   if (c->nats_urls && strncmp(c->nats_urls, "nats://", 7) != 0 && strncmp(c->nats_urls, "tls://", 6) != 0) {
     snprintf(err, errlen, "--nats wants nats://HOST:PORT[,nats://HOST:PORT...], got '%s'", c->nats_urls);
     return -EINVAL;
+  }
+  if (c->node_name) {
+    size_t n = strlen(c->node_name);
+    if (n == 0 || n > 63 ||
+        strspn(c->node_name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != n) {
+      snprintf(err, errlen, "--node wants 1 to 63 letters, digits, '-' or '_' (a NATS subject token), got '%.80s'",
+               c->node_name);
+      return -EINVAL;
+    }
   }
   char filter[1024];
   for (const char *f = c->mqtt_topics; f;) { /* each comma-separated filter has one '+' level */

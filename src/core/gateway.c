@@ -55,6 +55,7 @@ void serve_config_defaults(serve_config *c) {
   c->nats_consumer = "telegate";
   c->nats_inflight = 2000;
   c->nats_lease_ms = 6000;
+  c->nats_replicas = 1;
   c->workers = 1;
   c->telemetry_capacity = 4096;
   c->storage_capacity = 8;

@@ -65,12 +65,14 @@ typedef struct serve_config {
   int mqtt_max_packet_bytes; /* a larger PUBLISH is refused as oversized, and acknowledged (65536) */
   /* NATS JetStream (docs/cluster.md): readings from a stream */
   const char *nats_urls;     /* nats://HOST:PORT[,...]; NULL: no NATS source */
+  const char *node_name;     /* this node's id in a cluster: one process at a time; NULL: the host name */
   const char *nats_stream;   /* the stream, created at start when missing (telemetry) */
   const char *nats_subject;  /* devices publish to <subject>.<device> (telemetry) */
   const char *nats_consumer; /* the durable pull consumer (telegate) */
   int nats_inflight;         /* messages delivered and not yet acknowledged at most: max_ack_pending (2000) */
   int nats_partitions;       /* the stream holds <subject>.<partition>.<device>; 0: <subject>.<device>, unpartitioned */
   int nats_lease_ms;         /* a partition's lease expires this long after its holder last renewed it (6000) */
+  int nats_replicas;         /* the stream's and the lease bucket's replicas when telegate creates them (1) */
   /* pipeline */
   int workers;              /* libtg workers; connections are spread over them (1) */
   int telemetry_capacity;   /* connections -> aggregator mpsc, readings (4096) */

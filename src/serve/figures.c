@@ -166,6 +166,10 @@ static const figure_def serve_rows[] = {
      .help = "JetStream messages delivered again: not acknowledged by a session that ended (a restart, a lost "
              "connection) or within the ack wait.",
      SF(nats.redelivered), .api = "nats.redelivered", .summary = "nats.redelivered"},
+    {"nats_requests_lost", COUNTER,
+     .help = "JetStream pull requests still out well past their expiry, which the server ended without a message "
+             "or a status: taken as ended, and asked again.",
+     SF(nats.requests_lost), .api = "nats.requests_lost"},
     {"nats_acks", COUNTER, .help = "JetStream acks sent, each once its message's readings were committed.",
      SF(nats.acks), .api = "nats.acks", .summary = "nats.acks"},
     {"nats_inflight", GAUGE, .help = "JetStream messages fetched and not yet acknowledged.", SF(nats.inflight),

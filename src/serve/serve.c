@@ -648,6 +648,7 @@ void serve_figures_get(serve *s, serve_figures *f) {
                                  .disconnects = in.nats.disconnects,
                                  .messages = in.nats.messages,
                                  .redelivered = in.nats.redelivered,
+                                 .requests_lost = in.nats.requests_lost,
                                  .acks = in.nats.acks,
                                  .inflight = in.nats.inflight,
                                  .inflight_max = in.nats.inflight_max,

@@ -68,7 +68,7 @@ typedef struct serve_mqtt_figures {
 typedef struct serve_nats_figures {
   uint64_t connected; /* gauge */
   uint64_t connects, connect_failures, disconnects;
-  uint64_t messages, redelivered, acks;
+  uint64_t messages, redelivered, acks, requests_lost;
   uint64_t inflight, inflight_max, pending; /* gauges */
   uint64_t partitions_held, nodes;          /* gauges */
   uint64_t leases_lost, leases_claimed;

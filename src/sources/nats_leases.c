@@ -40,6 +40,8 @@ struct nats_leases {
   nats_leases_opts o;
   int count;
   char node[NODE_MAX];
+  char instance[40]; /* this process: the value of node.<id>, so that two processes of one name are told apart */
+  uint64_t node_rev; /* the revision this process wrote last to node.<id>; 0: it holds no such key */
   _Atomic int *state;
   _Atomic int64_t *renewed_ns; /* tg_now() of p's last write */
   uint64_t *rev;
@@ -134,6 +136,7 @@ static int connect_bucket(round_args *a) {
     kc.History = 1;
     kc.TTL = (int64_t)l->o.lease_ms * 1000000; /* nanoseconds, as the server has it */
     kc.StorageType = js_FileStorage;
+    kc.Replicas = l->o.replicas > 0 ? l->o.replicas : 1;
     s = js_CreateKeyValue(&l->kv, l->js, &kc);
   }
   if (s != NATS_OK) {
@@ -192,6 +195,68 @@ static int nodes_alive(nats_leases *l) {
   return n;
 }
 
+/* Looks key up: NATS_OK with *ours set when it holds this process's
+ * instance, NATS_NOT_FOUND, or why the bucket could not be read. */
+static natsStatus node_key_read(nats_leases *l, const char *key, int *ours) {
+  kvEntry *e = NULL;
+  natsStatus s = kvStore_Get(&e, l->kv, key);
+  if (s == NATS_OK) {
+    const char *v = kvEntry_ValueString(e);
+    *ours = v && strcmp(v, l->instance) == 0;
+    kvEntry_Destroy(e);
+  }
+  return s;
+}
+
+/* Holds node.<id> for this process, or lets it go when stopping. The
+ * first write creates the key and fails while it exists: another process
+ * runs under this node's name (or one killed a moment ago, whose key
+ * expires within the lease time). Later writes are checked against the
+ * revision written last, so a process whose key expired (its rounds were
+ * late) or was taken learns it and gives up the leases it held: another
+ * process may claim them now. Returns 0, -EEXIST with why, or -EPIPE
+ * (the bucket could not be reached). */
+static int node_key_write(nats_leases *l, int stopping, char *why, size_t whylen) {
+  char key[KEY_MAX];
+  snprintf(key, sizeof key, "node.%s", l->node);
+  uint64_t rev = 0;
+  int ours = 0;
+  natsStatus s;
+  if (stopping) {
+    s = l->node_rev ? kvStore_Delete(l->kv, key) : NATS_OK;
+    l->node_rev = 0;
+  } else if (!l->node_rev) {
+    s = kvStore_CreateString(&rev, l->kv, key, l->instance);
+    if (s != NATS_OK && node_key_read(l, key, &ours) == NATS_OK && !ours) {
+      snprintf(why, whylen,
+               "another process runs as node %s (its key node.%s is in the bucket): give each node its own "
+               "--node; waiting until that key goes (a killed node's expires within the lease time)",
+               l->node, l->node);
+      return -EEXIST;
+    }
+  } else {
+    s = kvStore_UpdateString(&rev, l->kv, key, l->instance, l->node_rev);
+    natsStatus now = s == NATS_OK ? NATS_OK : node_key_read(l, key, &ours);
+    if (s != NATS_OK && (now == NATS_NOT_FOUND || (now == NATS_OK && !ours))) {
+      l->node_rev = 0;
+      for (int p = 0; p < l->count; p++) {
+        int st = atomic_load(&l->state[p]);
+        if (is_held(st) && nats_leases_move(l, p, st, LEASE_LOST) == 0) figure_add_shared(&l->lost, 1);
+      }
+      snprintf(why, whylen, "the key node.%s %s: the leases held are given up", l->node,
+               now == NATS_OK ? "was written by another process" : "expired (its rounds came too late)");
+      return -EEXIST;
+    }
+  }
+  if (s != NATS_OK) {
+    nats_why(why, whylen, "cannot write the node's key", s, 0);
+    disconnect(l);
+    return -EPIPE;
+  }
+  if (!stopping) l->node_rev = rev;
+  return 0;
+}
+
 /* One round on the blocking pool: liveness, renewals, the share. */
 static int round_run(round_args *a) {
   nats_leases *l = a->l;
@@ -202,15 +267,8 @@ static int round_run(round_args *a) {
       return r;
     }
   }
-  char key[KEY_MAX];
-  snprintf(key, sizeof key, "node.%s", l->node);
-  uint64_t rev;
-  natsStatus s = a->stopping ? kvStore_Delete(l->kv, key) : kvStore_PutString(&rev, l->kv, key, l->node);
-  if (s != NATS_OK) {
-    nats_why(a->why, sizeof a->why, "cannot write the node's key", s, 0);
-    disconnect(l);
-    return -EPIPE;
-  }
+  int r = node_key_write(l, a->stopping, a->why, sizeof a->why);
+  if (r != 0) return r;
   int held = 0;
   for (int p = 0; p < l->count; p++) {
     int st = atomic_load(&l->state[p]);
@@ -369,14 +427,21 @@ void nats_leases_free(nats_leases *l) {
   free(l);
 }
 
-/* The node's id: host name, process id and a random part, so that a node
- * started again is a new one (its old keys may not have expired yet). */
+/* The node's id is --node's, else the host name up to its first dot,
+ * other characters than --node takes made '-'; this process's instance
+ * is its process id and a random part, new at each start. */
 static void node_id(nats_leases *l) {
-  char host[64] = "host";
-  gethostname(host, sizeof host - 1);
-  for (char *c = host; *c; c++)
-    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-')) *c = '-';
-  snprintf(l->node, sizeof l->node, "%.40s-%d-%04x", host, (int)getpid(), (unsigned)(rng_next(&l->jitter) & 0xffff));
+  if (l->o.node) {
+    snprintf(l->node, sizeof l->node, "%s", l->o.node);
+  } else {
+    char host[NODE_MAX] = "telegate";
+    gethostname(host, sizeof host - 1);
+    host[strcspn(host, ".")] = '\0';
+    for (char *c = host; *c; c++)
+      if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_')) *c = '-';
+    snprintf(l->node, sizeof l->node, "%.63s", host[0] ? host : "telegate");
+  }
+  snprintf(l->instance, sizeof l->instance, "%d-%016" PRIx64, (int)getpid(), rng_next(&l->jitter));
 }
 
 int nats_leases_start(tg_joinset *tasks, const nats_leases_opts *o, nats_leases **out, char *err, size_t errlen) {

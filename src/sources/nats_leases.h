@@ -6,7 +6,11 @@
  * The bucket (created when missing, file storage, history 1) has a TTL,
  * the lease time: a key nobody writes again within it disappears. Each
  * node writes, every quarter of the lease time,
- *   node.<id>     its liveness (the nodes alive are the keys of this form);
+ *   node.<id>     its liveness (the nodes alive are the keys of this form),
+ *                 created by the node's first round and then written
+ *                 against its revision: one process at a time runs as a
+ *                 node id, a second one waits, saying so, until the
+ *                 first's key goes;
  *   p.<n>         <id> for each partition n it holds, each write checked
  *                 against the revision it wrote last (kvStore_Update), so
  *                 a node that lost a lease learns it at its next write.
@@ -51,11 +55,13 @@ enum { LEASE_FREE, LEASE_CLAIMED, LEASE_OWNED, LEASE_RELEASING, LEASE_DRAINED, L
 typedef struct nats_leases nats_leases;
 
 typedef struct nats_leases_opts {
+  const char *node;           /* this node's id (--node): one process at a time holds it */
   const char *const *servers; /* nats:// URLs, kept by the caller until free */
   int nservers;
   const char *bucket; /* the key-value bucket's name */
   int partitions;     /* 0: one lease over the whole stream */
   int lease_ms;       /* the bucket's TTL */
+  int replicas;       /* the bucket's, when it is created (0: 1) */
   tg_cancel *cancel;
   demo_log *log;
   const _Atomic int64_t *drain_until;  /* the consumer's drain ends by then */

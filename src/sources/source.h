@@ -102,6 +102,7 @@ typedef struct source_figures {
     uint64_t disconnects;      /* sessions lost (not counting the shutdown's) */
     uint64_t messages;         /* messages fetched */
     uint64_t redelivered;      /* of them delivered before: not acknowledged by a previous session */
+    uint64_t requests_lost;    /* pull requests the server ended without a message or status, asked again */
     uint64_t acks;             /* acks sent, each after its readings were committed */
     uint64_t inflight;         /* gauge: fetched, not yet acknowledged */
     uint64_t inflight_max;     /* gauge: the bound (--nats-inflight, the consumer's max_ack_pending) */

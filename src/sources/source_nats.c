@@ -34,9 +34,10 @@ enum {
   FETCH_MAX = 512,           /* messages one pull request asks for, at most */
   REQUEST_EXPIRES_MS = 2000, /* a pull request the stream cannot fill ends after this, and is made again;
                                 a partition handed back waits for its request to end */
-  ACK_WAIT_S = 30,           /* JetStream sends a message again when not acked within this */
-  CLOSE_WAIT_MS = 5000,      /* libnats' own threads end within this once every connection is closed */
-  NAME_BYTES = 160,          /* a subject or consumer name: the prefix and the names are at most 64 */
+  REQUEST_GRACE_MS = 1000, /* a request whose end the server did not say is taken as ended this long after it expired */
+  ACK_WAIT_S = 30,         /* JetStream sends a message again when not acked within this */
+  CLOSE_WAIT_MS = 5000,    /* libnats' own threads end within this once every connection is closed */
+  NAME_BYTES = 160,        /* a subject or consumer name: the prefix and the names are at most 64 */
 };
 
 /* A message fetched and not yet acknowledged. */
@@ -56,8 +57,9 @@ typedef struct part {
   char next[2 * NAME_BYTES]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
   char reply[NAME_BYTES];    /* <inbox>.<n>: where its messages and statuses come */
   int active;
-  int requesting; /* a pull request is outstanding */
-  uint32_t asked; /* messages it may still bring */
+  int requesting;       /* a pull request is outstanding */
+  int64_t requested_ns; /* tg_now() when it was sent */
+  uint32_t asked;       /* messages it may still bring */
   uint32_t unacked;
   uint64_t resent_upto; /* stream sequences up to this were delivered before the reset */
   uint64_t pending;     /* the consumer's lag as last seen */
@@ -72,6 +74,7 @@ typedef struct nats_source {
   demo_log *log;
   registry *reg;
   tg_mpsc_tx *telemetry; /* dropped at the shutdown */
+  storage *db;           /* whose marks of a partition's devices are forgotten when it is taken; NULL: none kept */
   const _Atomic int64_t *drain_until;
   char *servers_text;   /* the copy servers point into */
   const char **servers; /* from --nats */
@@ -88,6 +91,10 @@ typedef struct nats_source {
   const char *subject; /* of the message whose lines are sent on: what a refusal is logged with */
   inflight *fifo;
   uint32_t cap, head, len, asked;
+  /* The partition (+1; 0: none yet) each device's messages came from, by
+   * device index: a device maps to one partition for good. */
+  uint16_t *device_part;
+  uint32_t device_parts;
   tg_mpsc_tx *arrivals_tx; /* natsMsg pointers, from libnats' delivery thread; NULL: a connection closed */
   tg_mpsc_rx *arrivals_rx;
   atomic_int overflow; /* an arrival found no room (the channel, or the window): the session's order is lost */
@@ -99,6 +106,7 @@ typedef struct nats_source {
   log_gate fail_gate, bad_gate;
   _Atomic int64_t first_byte_ns;
   figure connected, connects, connect_failures, disconnects, messages, redelivered, acks, inflight_now, pending;
+  figure requests_lost; /* pull requests the server ended without a word */
   figure bytes, lines, readings;
   figure bad[SERVE_BAD_REASONS];
 } nats_source;
@@ -235,6 +243,7 @@ static natsStatus stream_ensure(nats_source *n, char *why, size_t whylen) {
   sc.SubjectsLen = 1;
   sc.Storage = js_FileStorage;
   sc.Retention = js_LimitsPolicy;
+  sc.Replicas = n->cfg->nats_replicas > 0 ? n->cfg->nats_replicas : 1;
   if ((s = js_AddStream(&si, n->js, &sc, NULL, &jerr)) != NATS_OK) {
     nats_why(why, whylen, "cannot create the stream", s, jerr);
     return s;
@@ -438,6 +447,47 @@ static void on_status(nats_source *n, natsMsg *msg) {
   natsMsg_Destroy(msg);
 }
 
+/* Notes that device's messages come from partition p. Past the memory
+ * to note it the device is simply not noted, and its mark not forgotten
+ * at a takeover: the registry bounds devices, so this only happens when
+ * memory is short. */
+static void device_part_note(nats_source *n, uint32_t device, int p) {
+  if (device >= n->device_parts) {
+    uint32_t cap = n->device_parts ? n->device_parts : 1024;
+    while (cap <= device) cap *= 2;
+    uint16_t *m = realloc(n->device_part, cap * sizeof *m);
+    if (!m) return;
+    memset(m + n->device_parts, 0, (cap - n->device_parts) * sizeof *m);
+    n->device_part = m;
+    n->device_parts = cap;
+  }
+  n->device_part[device] = (uint16_t)(p + 1);
+}
+
+/* Partition p is being taken: the storage forgets the marks it holds of
+ * p's devices, which load again from the database at their next write.
+ * Another node may have consumed p since this one last did and committed
+ * readings it never acknowledged; those come again after the reset, and
+ * against this node's older marks they would look fresh and be stored a
+ * second time. */
+static void partition_marks_forget(nats_source *n, int p) {
+  if (!n->db) return;
+  uint32_t *devices = NULL, count = 0, cap = 0;
+  for (uint32_t d = 0; d < n->device_parts; d++) {
+    if (n->device_part[d] != p + 1) continue;
+    if (count == cap) {
+      cap = cap ? 2 * cap : 256;
+      uint32_t *m = realloc(devices, cap * sizeof *m);
+      if (!m) break; /* out of memory: the marks not forgotten stay, as before the fix */
+      devices = m;
+    }
+    devices[count++] = d;
+  }
+  storage_forget_args a = {.db = n->db, .devices = devices, .n = count};
+  if (count) tg_blocking_run(storage_marks_forget_call, &a);
+  free(devices);
+}
+
 /* A message: its lines to readings, then its place in the FIFO, which
  * owns it from then on. Returns 0, or TG_ECLOSED when the pipeline
  * closed (the message is then destroyed unacknowledged). */
@@ -490,6 +540,7 @@ static int on_message(nats_source *n, natsMsg *msg) {
       natsMsg_Destroy(msg);
       return r;
     }
+    if (e.device) device_part_note(n, e.device, p);
   }
   if (n->len == n->cap) { /* more than asked for came: the session's order can no longer be kept */
     natsMsg_Destroy(msg);
@@ -506,8 +557,23 @@ static int on_message(nats_source *n, natsMsg *msg) {
 enum { END_SHUTDOWN = 1, END_PIPELINE = 2 };
 
 /* Pull requests for the partitions consumed that have none out, sharing
- * the room left in the window. */
+ * the room left in the window. A request normally ends filled or with a
+ * status (408 when it expired), but right after a consumer was reset
+ * nats-server 2.9 was seen to drop a waiting request without either: it
+ * would have been waited for forever, the partition stalled (and, were it
+ * being handed back, never drained). So a request still out well past
+ * its expiry is taken as ended. */
 static void requests_send(nats_source *n) {
+  int64_t now = tg_now();
+  for (int p = 0; p < n->nparts; p++) {
+    part *t = &n->parts[p];
+    if (t->requesting && now - t->requested_ns > TG_MS(REQUEST_EXPIRES_MS + REQUEST_GRACE_MS)) {
+      figure_add(&n->requests_lost, 1);
+      n->asked -= t->asked;
+      t->asked = 0;
+      t->requesting = 0;
+    }
+  }
   int idle = 0;
   for (int p = 0; p < n->nparts; p++)
     idle += n->parts[p].active && !n->parts[p].requesting && nats_leases_state(n->leases, p) == LEASE_OWNED;
@@ -522,6 +588,7 @@ static void requests_send(nats_source *n) {
         snprintf(req, sizeof req, "{\"batch\":%u,\"expires\":%lld}", want, (long long)REQUEST_EXPIRES_MS * 1000000);
     if (natsConnection_PublishRequest(n->nc, t->next, t->reply, req, len) != NATS_OK) return; /* closing */
     t->requesting = 1;
+    t->requested_ns = tg_now();
     t->asked = want;
     n->asked += want;
     room -= want;
@@ -544,6 +611,7 @@ static int leases_follow(nats_source *n, char *why, size_t whylen) {
       return -ETIMEDOUT;
     }
     if (!t->active && (st == LEASE_CLAIMED || st == LEASE_OWNED) && nats_leases_fresh(n->leases, p, now)) {
+      partition_marks_forget(n, p);
       call_args a = {.n = n, .part = p};
       int r = tg_blocking_run(reset_call, &a);
       if (r != 0) {
@@ -720,6 +788,7 @@ static void nats_free(void *state) {
   free(n->servers_text);
   free(n->parts);
   free(n->fifo);
+  free(n->device_part);
   free(n->lines_out.line);
   free(n);
   /* Both tasks ended and closed their connections: libnats' threads and
@@ -741,6 +810,7 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
                      .log = sink->log,
                      .reg = sink->reg,
                      .telemetry = sink->telemetry,
+                     .db = sink->db,
                      .drain_until = sink->drain_until,
                      .cap = (uint32_t)cfg->nats_inflight,
                      .seqs = {.schema = sink->schema, .reg = sink->reg, .db = sink->db, .limits = sink->limits},
@@ -771,7 +841,9 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
     }
   }
   if (r == 0) {
-    nats_leases_opts lo = {.servers = n->servers,
+    nats_leases_opts lo = {.node = cfg->node_name,
+                           .replicas = cfg->nats_replicas,
+                           .servers = n->servers,
                            .nservers = n->nservers,
                            .bucket = n->bucket,
                            .partitions = cfg->nats_partitions,
@@ -813,6 +885,7 @@ static void nats_figures_get(void *state, source_figures *f) {
   f->nats.disconnects = figure_get(&n->disconnects);
   f->nats.messages = figure_get(&n->messages);
   f->nats.redelivered = figure_get(&n->redelivered);
+  f->nats.requests_lost = figure_get(&n->requests_lost);
   f->nats.acks = figure_get(&n->acks);
   f->nats.inflight = figure_get(&n->inflight_now);
   f->nats.inflight_max = n->cap;
