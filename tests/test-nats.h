@@ -38,14 +38,14 @@ static inline void nats_server_required(void) {
 }
 
 /* A server to be started on a free port, its configuration and its
- * JetStream store in d; `extra` (NULL: none) is appended to the
+ * JetStream store in d (named by the port: several servers may share d); `extra` (NULL: none) is appended to the
  * configuration (the partition mapping). */
 static inline void nats_server_init(proc_dir *d, nats_server *s, const char *extra) {
   s->port = proc_free_port();
-  snprintf(s->conf, sizeof s->conf, "%s/nats-server.conf", d->path);
+  snprintf(s->conf, sizeof s->conf, "%s/nats-server-%d.conf", d->path, s->port);
   FILE *f = fopen(s->conf, "w");
   ck_assert_ptr_nonnull(f);
-  fprintf(f, "listen: 127.0.0.1:%d\njetstream { store_dir: \"%s/jetstream\" }\n%s", s->port, d->path,
+  fprintf(f, "listen: 127.0.0.1:%d\njetstream { store_dir: \"%s/jetstream-%d\" }\n%s", s->port, d->path, s->port,
           extra ? extra : "");
   fclose(f);
 }

@@ -35,22 +35,26 @@ enum {
   ALL = DEVICES + MQTT_DEVICES,
 };
 
-static void node_start(proc_dir *d, proc *p, int k, const nats_server *s, const pg_cluster *c) {
-  static char url[64], name[NODES][16];
-  nats_server_url(s, url, sizeof url);
+/* Node k (named n<k+1>) on the NATS servers urls, the stream and the
+ * lease bucket created with that many replicas, leases of lease_ms. */
+static void node_start(proc_dir *d, proc *p, int k, const char *urls, const char *replicas, const char *lease_ms,
+                       const pg_cluster *c) {
+  static char name[NODES][16];
   snprintf(name[k], sizeof name[k], "n%d", k + 1);
   const char *const flags[] = {"--storage",
                                "postgres",
                                "--db",
                                c->uri,
                                "--nats",
-                               url,
+                               urls,
+                               "--nats-replicas",
+                               replicas,
                                "--node",
                                name[k],
                                "--nats-partitions",
                                "6",
                                "--nats-lease-ms",
-                               "2000",
+                               lease_ms,
                                "--batch-age-ms",
                                "100",
                                "--drain-ms",
@@ -59,14 +63,14 @@ static void node_start(proc_dir *d, proc *p, int k, const nats_server *s, const 
   serve_proc_start(d, p, 0, flags);
 }
 
-/* Seqs from..to of every NATS device, LINES readings a message, the
- * devices interleaved. */
-static void publish(const nats_server *s, int from, int to) {
+/* Seqs from..to of NATS devices 0..devices-1, LINES readings a message,
+ * the devices interleaved. */
+static void publish(const nats_server *s, int devices, int from, int to) {
   nats_pub pub;
   nats_pub_open(&pub, s);
   char subject[64], body[LINES * 128];
   for (int seq = from; seq <= to; seq += LINES)
-    for (int dev = 0; dev < DEVICES; dev++) {
+    for (int dev = 0; dev < devices; dev++) {
       snprintf(subject, sizeof subject, "telemetry.dev-%d", dev);
       size_t used = 0;
       for (int k = seq; k < seq + LINES && k <= to; k++) {
@@ -117,7 +121,7 @@ static void publish_mqtt(const proc_dir *d, int mqtt_port, int from, int to) {
 /* Both kinds of devices, seqs from..to. */
 static void phase(const proc_dir *d, const nats_server *s, int mqtt_port, int from, int to) {
   publish_mqtt(d, mqtt_port, from, to);
-  publish(s, from, to);
+  publish(s, DEVICES, from, to);
 }
 
 /* What a wait that gave up saw, to tell a stalled partition from a slow
@@ -185,6 +189,22 @@ static void wait_balanced(proc *nodes[], int n) {
                 (long long)(n > 2 ? held[2] : 0), PARTITIONS);
 }
 
+/* Every reading of `devices` devices exactly once: per device, seqs
+ * 1..seqs, in order. */
+static void stored_once(const pg_cluster *c, long long devices, long long seqs) {
+  PGconn *pg = pg_connect(c);
+  long long rows = pg_value(pg, "SELECT count(*) FROM readings"),
+            distinct = pg_value(pg, "SELECT count(*) FROM (SELECT DISTINCT device, seq FROM readings) r");
+  ck_assert_msg(distinct == devices * seqs, "%lld distinct readings stored of %lld: some were lost", distinct,
+                devices * seqs);
+  ck_assert_msg(rows == distinct, "%lld readings stored twice", rows - distinct);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(DISTINCT device) FROM readings"), devices);
+  long long off = pg_value(pg, "SELECT count(*) FROM (SELECT seq, row_number() OVER (PARTITION BY device "
+                               "ORDER BY seq) AS n FROM readings) r WHERE seq <> n");
+  ck_assert_msg(off == 0, "%lld readings out of their device's sequence 1, 2, 3...", off);
+  PQfinish(pg);
+}
+
 START_TEST(test_serve_nats_cluster_node_killed) {
   pg_cluster c;
   pg_cluster_start(&c);
@@ -202,9 +222,11 @@ START_TEST(test_serve_nats_cluster_node_killed) {
            mqtt_port);
   nats_server_init(&d, &ns, conf);
   nats_server_start(&d, &ns);
+  char url[64];
+  nats_server_url(&ns, url, sizeof url);
   proc node[NODES];
   proc *running[NODES] = {&node[0], &node[1], &node[2]};
-  for (int k = 0; k < NODES; k++) node_start(&d, &node[k], k, &ns, &c);
+  for (int k = 0; k < NODES; k++) node_start(&d, &node[k], k, url, "1", "2000", &c);
   wait_balanced(running, NODES);
   phase(&d, &ns, mqtt_port, 1, PHASE);
   /* Mid-stream: node 2 dies with what it had in flight. */
@@ -217,7 +239,7 @@ START_TEST(test_serve_nats_cluster_node_killed) {
   wait_rows(&c, &ns, (long long)ALL * 2 * PHASE);
   /* Started again under its name: once its old key expired, it gets its
    * share back. */
-  node_start(&d, &node[1], 1, &ns, &c);
+  node_start(&d, &node[1], 1, url, "1", "2000", &c);
   wait_balanced(running, NODES);
   phase(&d, &ns, mqtt_port, 2 * PHASE + 1, 3 * PHASE);
   wait_rows(&c, &ns, (long long)ALL * 3 * PHASE);
@@ -229,21 +251,122 @@ START_TEST(test_serve_nats_cluster_node_killed) {
   ck_assert_int_ge(claimed, PARTITIONS + 2); /* at least the dead node's two, taken over */
   for (int k = 0; k < NODES; k++) ck_assert_int_eq(proc_signal_wait(&node[k], SIGTERM), 0);
   /* Every reading exactly once: per device, seqs 1..3 * PHASE. */
+  stored_once(&c, ALL, 3 * PHASE);
   PGconn *pg = pg_connect(&c);
-  long long rows = pg_value(pg, "SELECT count(*) FROM readings"),
-            distinct = pg_value(pg, "SELECT count(*) FROM (SELECT DISTINCT device, seq FROM readings) r");
-  ck_assert_msg(distinct == (long long)ALL * 3 * PHASE, "%lld distinct readings stored of %d: some were lost", distinct,
-                ALL * 3 * PHASE);
-  ck_assert_msg(rows == distinct, "%lld readings stored twice", rows - distinct);
-  ck_assert_int_eq(pg_value(pg, "SELECT count(DISTINCT device) FROM readings"), ALL);
   ck_assert_int_eq(pg_value(pg, "SELECT count(DISTINCT device) FROM readings WHERE device LIKE 'mq-%'"), MQTT_DEVICES);
-  long long off = pg_value(pg, "SELECT count(*) FROM (SELECT seq, row_number() OVER (PARTITION BY device "
-                               "ORDER BY seq) AS n FROM readings) r WHERE seq <> n");
-  ck_assert_msg(off == 0, "%lld readings out of their device's sequence 1, 2, 3...", off);
   PQfinish(pg);
   /* The dead node had unacknowledged messages: its heirs got them again. */
   ck_assert_int_ge(redelivered, 1);
   proc_signal_wait(&ns.p, SIGTERM);
+  proc_dir_cleanup(&d);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
+/* Polls, through server s, until the stream has a leader other than the
+ * server named `dead` (NULL: any) and `replicas` servers current with it,
+ * the leader among them: it takes writes again. */
+static void wait_stream_healthy(const nats_server *s, int replicas, const char *dead) {
+  char url[64];
+  nats_server_url(s, url, sizeof url);
+  natsConnection *nc = NULL;
+  jsCtx *js = NULL;
+  ck_assert_int_eq(natsConnection_ConnectTo(&nc, url), NATS_OK);
+  ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+  int ok = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 50 && !ok; i++) {
+    jsStreamInfo *si = NULL;
+    if (js_GetStreamInfo(&si, js, "telemetry", NULL, NULL) == NATS_OK) {
+      int current = 0;
+      if (si->Cluster && si->Cluster->Leader)
+        for (int r = 0; r < si->Cluster->ReplicasLen; r++) current += si->Cluster->Replicas[r]->Current;
+      ok = si->Cluster && si->Cluster->Leader && (!dead || strcmp(si->Cluster->Leader, dead) != 0) &&
+           current + 1 >= replicas;
+      jsStreamInfo_Destroy(si);
+    }
+    if (!ok) proc_sleep_ms(50);
+  }
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  ck_assert_msg(ok, "the stream has no leader with %d current replicas", replicas);
+}
+
+/* Polls, through server s, until JetStream answers: the cluster has
+ * elected its meta leader, and a stream can be created. */
+static void wait_jetstream(const nats_server *s) {
+  char url[64];
+  nats_server_url(s, url, sizeof url);
+  natsConnection *nc = NULL;
+  jsCtx *js = NULL;
+  ck_assert_int_eq(natsConnection_ConnectTo(&nc, url), NATS_OK);
+  ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+  int ok = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 50 && !ok; i++) {
+    jsAccountInfo *ai = NULL;
+    ok = js_GetAccountInfo(&ai, js, NULL, NULL) == NATS_OK;
+    jsAccountInfo_Destroy(ai);
+    if (!ok) proc_sleep_ms(50);
+  }
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  ck_assert_msg(ok, "JetStream does not answer: the NATS cluster elected no leader");
+}
+
+/* Three NATS servers in a cluster, the stream and the lease bucket
+ * replicated on all three; two telegate nodes connected to the first
+ * server, which is killed -9 mid-stream. The leases are of 6 s, the
+ * default: while the cluster elects new leaders a round of the lease
+ * task's writes takes seconds. The stream elects another
+ * leader, the nodes reconnect to the servers left (--nats lists all
+ * three), reset their consumers and go on; the server started again
+ * catches up. Every reading once, in order. */
+START_TEST(test_serve_nats_cluster_nats_server_killed) {
+  enum { SERVERS = 3, TWO = 2, FLEET = 200, SEQS = 20 };
+  pg_cluster c;
+  pg_cluster_start(&c);
+  proc_dir d;
+  proc_dir_init(&d);
+  nats_server ns[SERVERS];
+  int route[SERVERS];
+  for (int i = 0; i < SERVERS; i++) route[i] = proc_free_port();
+  char urls[256] = "";
+  for (int i = 0; i < SERVERS; i++) {
+    char conf[1024];
+    snprintf(conf, sizeof conf,
+             "server_name: s%d\n"
+             "cluster { name: telegate-test, listen: 127.0.0.1:%d, routes: [nats-route://127.0.0.1:%d, "
+             "nats-route://127.0.0.1:%d, nats-route://127.0.0.1:%d] }\n"
+             "mappings = {\n"
+             "  \"telemetry.*\": \"telemetry.{{partition(6,1)}}.{{wildcard(1)}}\"\n"
+             "}\n",
+             i + 1, route[i], route[0], route[1], route[2]);
+    nats_server_init(&d, &ns[i], conf);
+    nats_server_start(&d, &ns[i]);
+    size_t used = strlen(urls);
+    snprintf(urls + used, sizeof urls - used, "%snats://127.0.0.1:%d", i ? "," : "", ns[i].port);
+  }
+  wait_jetstream(&ns[0]);
+  proc node[TWO];
+  proc *both[TWO] = {&node[0], &node[1]};
+  for (int k = 0; k < TWO; k++) node_start(&d, &node[k], k, urls, "3", "6000", &c);
+  wait_balanced(both, TWO);
+  wait_stream_healthy(&ns[2], SERVERS, NULL);
+  publish(&ns[2], FLEET, 1, SEQS);
+  wait_rows(&c, &ns[2], FLEET * SEQS / 3);
+  /* The nodes' server dies mid-stream. */
+  proc_signal_wait(&ns[0].p, SIGKILL);
+  for (int k = 0; k < TWO; k++) serve_wait_metric(&node[k], "telegate_nats_connects_total", 2);
+  wait_stream_healthy(&ns[2], SERVERS - 1, "s1");
+  publish(&ns[2], FLEET, SEQS + 1, 2 * SEQS);
+  wait_rows(&c, &ns[2], FLEET * 2 * SEQS);
+  /* Back: it catches up, and the stream is whole again. */
+  nats_server_start(&d, &ns[0]);
+  wait_stream_healthy(&ns[2], SERVERS, NULL);
+  publish(&ns[0], FLEET, 2 * SEQS + 1, 3 * SEQS);
+  wait_rows(&c, &ns[2], FLEET * 3 * SEQS);
+  for (int k = 0; k < TWO; k++) ck_assert_int_eq(proc_signal_wait(&node[k], SIGTERM), 0);
+  stored_once(&c, FLEET, 3 * SEQS);
+  for (int i = 0; i < SERVERS; i++) proc_signal_wait(&ns[i].p, SIGTERM);
   proc_dir_cleanup(&d);
   pg_cluster_destroy(&c);
 }
@@ -255,5 +378,6 @@ int main(void) {
   if (r != 0) return r;
   Suite *s = suite_create("serve-nats-cluster");
   tg_test_add(s, "node_killed", test_serve_nats_cluster_node_killed, 500);
+  tg_test_add(s, "nats_server_killed", test_serve_nats_cluster_nats_server_killed, 500);
   return tg_test_main(s);
 }

@@ -40,8 +40,9 @@ struct nats_leases {
   nats_leases_opts o;
   int count;
   char node[NODE_MAX];
-  char instance[40]; /* this process: the value of node.<id>, so that two processes of one name are told apart */
-  uint64_t node_rev; /* the revision this process wrote last to node.<id>; 0: it holds no such key */
+  char instance[40];       /* this process: the value of node.<id>, so that two processes of one name are told apart */
+  uint64_t node_rev;       /* the revision this process wrote last to node.<id>; 0: it holds no such key */
+  int64_t node_written_ns; /* tg_now() of that write */
   _Atomic int *state;
   _Atomic int64_t *renewed_ns; /* tg_now() of p's last write */
   uint64_t *rev;
@@ -101,7 +102,7 @@ typedef struct round_args {
   int moved;        /* a state moved: the consumer looks again */
   int handing_back; /* the partition this round hands back; -1: none */
   int nodes, share; /* as this round counted */
-  char why[300];
+  char why[400];
 } round_args;
 
 /* Connects and binds the bucket, creating it when missing. */
@@ -195,14 +196,16 @@ static int nodes_alive(nats_leases *l) {
   return n;
 }
 
-/* Looks key up: NATS_OK with *ours set when it holds this process's
- * instance, NATS_NOT_FOUND, or why the bucket could not be read. */
-static natsStatus node_key_read(nats_leases *l, const char *key, int *ours) {
+/* Looks key up: NATS_OK with *rev its revision when it holds this
+ * process's instance (0: another's), NATS_NOT_FOUND, or why the bucket
+ * could not be read. */
+static natsStatus node_key_read(nats_leases *l, const char *key, uint64_t *rev) {
   kvEntry *e = NULL;
   natsStatus s = kvStore_Get(&e, l->kv, key);
+  *rev = 0;
   if (s == NATS_OK) {
     const char *v = kvEntry_ValueString(e);
-    *ours = v && strcmp(v, l->instance) == 0;
+    if (v && strcmp(v, l->instance) == 0) *rev = kvEntry_Revision(e);
     kvEntry_Destroy(e);
   }
   return s;
@@ -214,22 +217,31 @@ static natsStatus node_key_read(nats_leases *l, const char *key, int *ours) {
  * expires within the lease time). Later writes are checked against the
  * revision written last, so a process whose key expired (its rounds were
  * late) or was taken learns it and gives up the leases it held: another
- * process may claim them now. Returns 0, -EEXIST with why, or -EPIPE
- * (the bucket could not be reached). */
+ * process may claim them now. A write that failed may still have been
+ * made (a timeout while the cluster elects a leader): the key then holds
+ * this process's instance, and its revision is taken from there. Reads
+ * may come from a replica behind the others (the bucket allows direct
+ * gets): a key not found is taken as expired only once the lease time
+ * has passed since this process last wrote it, by its own clock; before
+ * that, the round goes on and the next one writes again. Returns 0,
+ * -EEXIST with why, or -EPIPE (the bucket could not be reached). */
 static int node_key_write(nats_leases *l, int stopping, char *why, size_t whylen) {
   char key[KEY_MAX];
   snprintf(key, sizeof key, "node.%s", l->node);
-  uint64_t rev = 0;
-  int ours = 0;
+  uint64_t rev = 0, ours = 0;
   natsStatus s;
   if (stopping) {
     s = l->node_rev ? kvStore_Delete(l->kv, key) : NATS_OK;
     l->node_rev = 0;
   } else if (!l->node_rev) {
     s = kvStore_CreateString(&rev, l->kv, key, l->instance);
-    if (s != NATS_OK && node_key_read(l, key, &ours) == NATS_OK && !ours) {
+    natsStatus now = s == NATS_OK ? NATS_OK : node_key_read(l, key, &ours);
+    if (s != NATS_OK && now == NATS_OK && ours) {
+      s = NATS_OK;
+      rev = ours;
+    } else if (s != NATS_OK && now == NATS_OK) {
       snprintf(why, whylen,
-               "another process runs as node %s (its key node.%s is in the bucket): give each node its own "
+               "another process runs as node %.63s (its key node.%.63s is in the bucket): give each node its own "
                "--node; waiting until that key goes (a killed node's expires within the lease time)",
                l->node, l->node);
       return -EEXIST;
@@ -237,13 +249,19 @@ static int node_key_write(nats_leases *l, int stopping, char *why, size_t whylen
   } else {
     s = kvStore_UpdateString(&rev, l->kv, key, l->instance, l->node_rev);
     natsStatus now = s == NATS_OK ? NATS_OK : node_key_read(l, key, &ours);
-    if (s != NATS_OK && (now == NATS_NOT_FOUND || (now == NATS_OK && !ours))) {
+    int expired = tg_now() - l->node_written_ns >= TG_MS(l->o.lease_ms);
+    if (s != NATS_OK && now == NATS_OK && ours) {
+      s = NATS_OK;
+      rev = ours;
+    } else if (s != NATS_OK && now == NATS_NOT_FOUND && !expired) {
+      return 0; /* a replica behind, or a write that failed in flight: the next round tells */
+    } else if (s != NATS_OK && (now == NATS_NOT_FOUND || now == NATS_OK)) {
       l->node_rev = 0;
       for (int p = 0; p < l->count; p++) {
         int st = atomic_load(&l->state[p]);
         if (is_held(st) && nats_leases_move(l, p, st, LEASE_LOST) == 0) figure_add_shared(&l->lost, 1);
       }
-      snprintf(why, whylen, "the key node.%s %s: the leases held are given up", l->node,
+      snprintf(why, whylen, "the key node.%.63s %s: the leases held are given up", l->node,
                now == NATS_OK ? "was written by another process" : "expired (its rounds came too late)");
       return -EEXIST;
     }
@@ -253,7 +271,10 @@ static int node_key_write(nats_leases *l, int stopping, char *why, size_t whylen
     disconnect(l);
     return -EPIPE;
   }
-  if (!stopping) l->node_rev = rev;
+  if (!stopping) {
+    l->node_rev = rev;
+    l->node_written_ns = tg_now();
+  }
   return 0;
 }
 

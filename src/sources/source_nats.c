@@ -704,6 +704,11 @@ static void session_end(nats_source *n) {
     t->active = t->requesting = 0;
     t->asked = t->unacked = 0;
     nats_leases_move(n->leases, p, LEASE_LOST, LEASE_FREE);
+    /* Being handed back: what it had unacknowledged is dropped with the
+     * session, and comes again to the next owner, whose reset starts at
+     * the ack floor. Left RELEASING, the next session would neither
+     * consume it nor finish handing it back. */
+    nats_leases_move(n->leases, p, LEASE_RELEASING, LEASE_DRAINED);
   }
   atomic_store_explicit(&n->inflight_now, 0, memory_order_relaxed);
   atomic_store_explicit(&n->connected, 0, memory_order_relaxed);
