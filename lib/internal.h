@@ -371,7 +371,7 @@ typedef struct tg__worker {
   int lifo_streak;              /* LIFO picks in a row, bounded */
   bool migrate;                 /* several workers: tasks may move here */
   atomic_bool idle;             /* out of work: busy workers share theirs */
-  tg__lock live_lock;           /* guards live, live_count: tasks end anywhere */
+  tg__lock live_lock;           /* guards live with several workers: tasks end anywhere */
   tg__lock inject_lock;
   tg_task *inject_head, *inject_tail; /* pushes from other threads */
   atomic_bool injected;               /* inject queue non-empty: a lock-free peek */
@@ -383,7 +383,6 @@ typedef struct tg__worker {
   atomic_bool sleeping;  /* in uv_run waiting: pushers must send wakeup */
   tg__timer_heap timers; /* this thread only */
   tg_task *live;         /* tasks that have started here and not ended */
-  uint64_t live_count;
   struct tg__stack *stack_pool;
   size_t stack_pool_len;
   union tg__task_slot *task_cache; /* freed task structs, for this thread's spawns */

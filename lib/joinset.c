@@ -145,8 +145,21 @@ static void join_disarm(tg_case *c, tg__waiter *w) {
 
 static const tg__op join_op = {join_try, join_arm, join_disarm, tg__finish_retry};
 
+/* The wait of join_next, with its operation's functions called directly;
+ * out of line, so that the inline first attempt stays small. */
+static __attribute__((noinline)) int join_wait(tg_joinset *js, tg_outcome *out, int64_t deadline_ns) {
+  return tg__wait_single(&join_op, js, out, 0, deadline_ns, true);
+}
+
 int tg_joinset_join_next_dl(tg_joinset *js, tg_outcome *out, int64_t deadline_ns) {
-  return tg__wait_single(&join_op, js, out, 0, deadline_ns, false);
+  /* The first attempt inline, as tg__wait_one would make it: a task that
+   * ended already is taken without the wait machinery. */
+  if (tg__self_cancelled()) return TG_ECANCELED;
+  tg__lock_acquire(&js->lock);
+  int r = take_locked(js, out);
+  tg__lock_release(&js->lock);
+  if (r != TG_EAGAIN) return r;
+  return join_wait(js, out, deadline_ns);
 }
 
 int tg_joinset_join_next(tg_joinset *js, tg_outcome *out) { return tg_joinset_join_next_dl(js, out, TG_FOREVER); }

@@ -390,28 +390,28 @@ static void task_entry(tg__transfer from) {
 }
 
 /* A task is on the live list of the worker it started on, and may end on
- * another: the list has a lock. */
+ * another: with several workers the list has a lock. With one, only its
+ * thread ever touches it (tasks start and end there, and abort_live runs
+ * there), and a locked instruction at each start and end is saved. */
 static void live_link(tg__worker *w, tg_task *t) {
   t->live_worker = (uint32_t)w->index;
-  tg__lock_acquire(&w->live_lock);
+  if (w->migrate) tg__lock_acquire(&w->live_lock);
   t->live_prev = NULL;
   t->live_next = w->live;
   if (w->live) w->live->live_prev = t;
   w->live = t;
-  w->live_count++;
-  tg__lock_release(&w->live_lock);
+  if (w->migrate) tg__lock_release(&w->live_lock);
 }
 
 static void live_unlink(tg_task *t) {
   tg__worker *w = &rt->workers[t->live_worker];
-  tg__lock_acquire(&w->live_lock);
+  if (w->migrate) tg__lock_acquire(&w->live_lock);
   if (t->live_prev)
     t->live_prev->live_next = t->live_next;
   else
     w->live = t->live_next;
   if (t->live_next) t->live_next->live_prev = t->live_prev;
-  w->live_count--;
-  tg__lock_release(&w->live_lock);
+  if (w->migrate) tg__lock_release(&w->live_lock);
 }
 
 /* A task's first run: its stack is taken only now, so spawning many tasks
@@ -572,12 +572,12 @@ static void fire_due_timers(tg__worker *w) {
 
 static void abort_live(tg__worker *w) {
   w->aborted_all = true;
-  tg__lock_acquire(&w->live_lock);
+  if (w->migrate) tg__lock_acquire(&w->live_lock);
   for (tg_task *t = w->live; t; t = t->live_next) {
     atomic_fetch_add(&rt->aborted_at_exit, 1);
     tg_task_abort(t);
   }
-  tg__lock_release(&w->live_lock);
+  if (w->migrate) tg__lock_release(&w->live_lock);
 }
 
 static void on_wakeup(uv_async_t *handle) { (void)handle; }

@@ -30,11 +30,8 @@ void tg__task_outcome(const tg_task *t, tg_outcome *out) {
   if (t->extra && t->extra->panic_message) snprintf(out->message, sizeof out->message, "%s", t->extra->panic_message);
 }
 
-void tg__task_release(tg_task *t) {
-  tg__lock_acquire(&t->lock);
-  int refs = --t->refs;
-  tg__lock_release(&t->lock);
-  if (refs > 0) return;
+/* Frees an ended task whose last reference was dropped. */
+static void task_destroy(tg_task *t) {
   if (t->extra) {
     free(t->extra->panic_message);
     free(t->extra->held);
@@ -42,6 +39,13 @@ void tg__task_release(tg_task *t) {
     free(t->extra);
   }
   tg__task_free(t);
+}
+
+void tg__task_release(tg_task *t) {
+  tg__lock_acquire(&t->lock);
+  int refs = --t->refs;
+  tg__lock_release(&t->lock);
+  if (refs == 0) task_destroy(t);
 }
 
 /* ------------------------------------------------------------ allocation */
@@ -239,9 +243,14 @@ void tg__task_finish(tg_task *t) {
     }
   }
   struct tg_joinset *set = t->set;
+  int refs = --t->refs; /* the running task's, in the same lock round trip */
   tg__lock_release(&t->lock);
-  if (set) tg__joinset_task_ended(set, t);
-  tg__task_release(t);
+  /* A JoinSet's task keeps the set's reference until it is joined, which
+   * needs it on the set's ended list first: t lives through this call. */
+  if (set)
+    tg__joinset_task_ended(set, t);
+  else if (refs == 0)
+    task_destroy(t);
 }
 
 _Noreturn void tg_panic(const char *fmt, ...) {
