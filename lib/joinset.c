@@ -76,6 +76,7 @@ int tg_joinset_spawn(tg_joinset *js, tg_task_fn fn, void *arg, const tg_spawn_op
   int r = tg__task_new(&t, fn, arg, opts);
   if (r != 0) return r;
   t->set = js;
+  t->in_set = true;
   tg__lock_acquire(&js->lock);
   list_push(&js->running, t);
   js->refs++;

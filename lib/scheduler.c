@@ -386,7 +386,10 @@ static void task_entry(tg__transfer from) {
   tg__worker *w = tg__worker_current();
   tg_task *t = w->current;
   resumed(w, from);
-  tg__task_exit(t, t->fn(t->arg));
+  tg_task_fn fn = t->fn;
+  void *arg = t->arg;
+  t->cur_wait = NULL; /* in arg's place: not in a wait */
+  tg__task_exit(t, fn(arg));
 }
 
 /* A task is on the live list of the worker it started on, and may end on
@@ -428,6 +431,7 @@ static bool task_start(tg__worker *w, tg_task *t) {
   if (atomic_load_explicit(&t->cancelled, memory_order_acquire)) {
     t->status = TG_ECANCELED;
     if (t->extra && t->extra->drop) t->extra->drop(t->arg);
+    t->value = NULL; /* in fn's place */
     return false;
   }
   int err = 0;
@@ -437,6 +441,7 @@ static bool task_start(tg__worker *w, tg_task *t) {
     t->status = TG_EPANICKED;
     tg__task_extra *x = tg__task_extra_get(t);
     if (x) x->panic_message = tg__strdup_or_null("no memory for the task's stack");
+    t->value = NULL; /* in fn's place */
     return false;
   }
   t->ctx = tg__context_make(tg__stack_top(t->stack), t->stack->usable, task_entry);

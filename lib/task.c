@@ -232,7 +232,7 @@ _Noreturn void tg__task_exit(tg_task *t, void *value) {
 void tg__task_finish(tg_task *t) {
   tg__lock_acquire(&t->lock);
   t->ended = true;
-  while (t->joiners) { /* normally one: a handle is joined once */
+  while (!t->in_set && t->joiners) { /* normally one: a handle is joined once; a JoinSet's task has none */
     tg__waiter *w = t->joiners;
     t->joiners = w->next;
     w->next = NULL;
@@ -242,7 +242,7 @@ void tg__task_finish(tg_task *t) {
       tg__wait_wake(w->wait);
     }
   }
-  struct tg_joinset *set = t->set;
+  struct tg_joinset *set = t->in_set ? t->set : NULL;
   int refs = --t->refs; /* the running task's, in the same lock round trip */
   tg__lock_release(&t->lock);
   /* A JoinSet's task keeps the set's reference until it is joined, which
