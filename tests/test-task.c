@@ -422,7 +422,8 @@ static void *abort_unstarted_body(void *arg) {
   ck_assert_ptr_null(o.value);
   ck_assert_int_eq(tg_task_join(b, &o), 0);
   ck_assert_int_eq(o.status, TG_ECANCELED);
-  ck_assert_ptr_null(o.value); /* fn's word holds the result: cleared for a task that never ran */
+  /* fn's word holds the result: cleared for a task that never ran */
+  ck_assert_ptr_null(o.value);
   ck_assert_int_eq(tg_task_join(c, &o), 0); /* not aborted: runs, no drop */
   ck_assert_int_eq(o.status, 0);
   ck_assert_ptr_eq(o.value, &started);
