@@ -161,11 +161,12 @@ static void unlink_entry(registry *r, device_entry *e) {
   atomic_fetch_sub(&r->connected, 1);
 }
 
-void registry_attach(registry *r, uint32_t index, registry_conn *c) {
+static void attach(registry *r, uint32_t index, registry_conn *c, int only_if_free) {
   device_entry *e = (device_entry *)registry_entry(r, index);
   if (!e) return;
   pthread_mutex_lock(&r->lock);
-  if (!c->closed && atomic_load_explicit(&e->conn, memory_order_relaxed) != c) {
+  registry_conn *now = atomic_load_explicit(&e->conn, memory_order_relaxed);
+  if (!c->closed && now != c && (!only_if_free || !now)) {
     unlink_entry(r, e);
     e->next = c->devices;
     if (c->devices) c->devices->prev = e;
@@ -175,6 +176,10 @@ void registry_attach(registry *r, uint32_t index, registry_conn *c) {
   }
   pthread_mutex_unlock(&r->lock);
 }
+
+void registry_attach(registry *r, uint32_t index, registry_conn *c) { attach(r, index, c, 0); }
+
+void registry_attach_free(registry *r, uint32_t index, registry_conn *c) { attach(r, index, c, 1); }
 
 /* Under the lock: the seq window's reference rises to at least seq. */
 static void raise_ref(device_entry *e, uint64_t seq) {
@@ -256,6 +261,12 @@ static void owe_ack(device_entry *e) {
   c->acks = e;
 }
 
+/* Under the lock: the seq e's acks say, committed or published. */
+static uint64_t durable_seq(const device_entry *e) {
+  if (!e->has_published) return e->acked;
+  return e->has_acked && e->acked > e->published ? e->acked : e->published;
+}
+
 /* Under the lock: takes up to max acks off c's list. An entry that moved
  * to another connection since it was put there goes to that one's. */
 static int take_acks(registry_conn *c, registry_ack *out, int max) {
@@ -266,7 +277,7 @@ static int take_acks(registry_conn *c, registry_ack *out, int max) {
     e->ack_next = NULL;
     e->ack_due = 0;
     if (atomic_load_explicit(&e->conn, memory_order_relaxed) == c)
-      out[n++] = (registry_ack){e->id, e->acked};
+      out[n++] = (registry_ack){e->id, durable_seq(e)};
     else
       owe_ack(e);
   }
@@ -306,6 +317,19 @@ void registry_committed(registry *r, const batch *b) {
   pthread_mutex_unlock(&r->lock);
 }
 
+void registry_published(registry *r, uint32_t index, uint64_t seq) {
+  device_entry *e = (device_entry *)registry_entry(r, index);
+  if (!e) return;
+  pthread_mutex_lock(&r->lock);
+  if (!e->has_published || seq > e->published) e->published = seq;
+  e->has_published = 1;
+  raise_ref(e, seq);
+  owe_ack(e);
+  r->ncommits++;
+  tg_watch_send(r->commits, &r->ncommits);
+  pthread_mutex_unlock(&r->lock);
+}
+
 int registry_commits_subscribe(registry *r, tg_watch_rx **rx) { return tg_watch_subscribe(r->commits, rx); }
 
 int registry_acked(registry *r, uint32_t index, uint64_t seq) {
@@ -313,6 +337,15 @@ int registry_acked(registry *r, uint32_t index, uint64_t seq) {
   if (!e) return 0;
   pthread_mutex_lock(&r->lock);
   int in = e->has_acked && e->acked >= seq;
+  pthread_mutex_unlock(&r->lock);
+  return in;
+}
+
+int registry_durable(registry *r, uint32_t index, uint64_t seq) {
+  device_entry *e = (device_entry *)registry_entry(r, index);
+  if (!e) return 0;
+  pthread_mutex_lock(&r->lock);
+  int in = (e->has_acked && e->acked >= seq) || (e->has_published && e->published >= seq);
   pthread_mutex_unlock(&r->lock);
   return in;
 }

@@ -21,6 +21,14 @@
  * watch instead: every registry_committed sends on it, and
  * registry_acked tells whether a device's readings up to a seq are in.
  *
+ * With --nats, what came in over this node's own ports is not committed
+ * here but published to the stream (nats_publish.h), and the node that
+ * consumes the device's partition commits it: registry_published is the
+ * commit of a front node, raising what is acked to the device and
+ * waking the commits watch as a commit does. registry_acked still says
+ * only what this node committed (the NATS source acks JetStream on it);
+ * registry_durable says either.
+ *
  * Acknowledgements: once a batch is committed, registry_committed raises
  * each of its devices' acked seq and puts the device on the ack list of
  * the connection it is attached to now, if that connection asked for
@@ -113,6 +121,8 @@ struct device_entry {
   device_entry *prev, *next;     /* on conn's list; under the lock */
   device_entry *ack_next;        /* on an ack list; under the lock */
   uint64_t acked;                /* the highest seq committed, when has_acked; under the lock */
+  uint64_t published;            /* the highest seq JetStream took from this node, when has_published; under the lock */
+  uint8_t has_published;         /* under the lock */
 };
 
 /* What device_entry.seq_ref holds. */
@@ -179,6 +189,12 @@ uint32_t registry_connected(registry *r);
  * nothing if c is closed. */
 void registry_attach(registry *r, uint32_t index, registry_conn *c);
 
+/* Attaches device index to c only when it is attached to no connection:
+ * for a broker's session, which relays a device's readings and must not
+ * take it from the connection it talks over (whose readings this node
+ * may consume again from the stream, nats_publish.h). */
+void registry_attach_free(registry *r, uint32_t index, registry_conn *c);
+
 /* Detaches every device of c and closes it for requests and acks; the
  * acks owed to c for devices now on another connection move there. */
 void registry_detach_all(registry *r, registry_conn *c);
@@ -193,16 +209,27 @@ void registry_hello(registry *r, registry_conn *c, int answers_health, tg_notify
  * an ack on its connection, if that connection wants acks. */
 void registry_committed(registry *r, const batch *b);
 
+/* Device index's readings up to seq are in the JetStream stream
+ * (nats_publish.h): the device is owed an ack as after a commit, its
+ * seq window's reference rises, and the commits watch changes. */
+void registry_published(registry *r, uint32_t index, uint64_t seq);
+
 /* A receiver of the commits watch: it changes after every
- * registry_committed. Returns 0 or TG_ENOMEM. */
+ * registry_committed and registry_published. Returns 0 or TG_ENOMEM. */
 int registry_commits_subscribe(registry *r, tg_watch_rx **rx);
 
 /* Whether every reading of device index with a seq up to seq that the
  * gateway received is committed. */
 int registry_acked(registry *r, uint32_t index, uint64_t seq);
 
+/* Whether every reading of device index with a seq up to seq that the
+ * gateway received is committed here or published to the stream: what
+ * a device may be acknowledged for. */
+int registry_durable(registry *r, uint32_t index, uint64_t seq);
+
 /* Takes up to max of the acks owed to c into out, each with its device's
- * acked seq now. Returns how many. */
+ * acked seq now (the higher of committed and published). Returns how
+ * many. */
 int registry_take_acks(registry *r, registry_conn *c, registry_ack *out, int max);
 
 /* Puts req in the outbox of the connection of the device with this id

@@ -58,6 +58,7 @@ struct serve {
   pipeline *pipe;
   tg_joinset *tasks;            /* the sources' and the HTTP side's; the pipeline has its own */
   void *source_state[NSOURCES]; /* NULL: not wanted, or its start failed */
+  nats_publish *stream;         /* with --nats: where the sources that publish send their readings */
   _Atomic int64_t drain_until;  /* when the token fired + drain_ms */
   figure health_unknown;
   figure credential_reloads, credential_reload_errors;
@@ -265,6 +266,7 @@ static void teardown(serve *s) {
   storage_close(s->db);
   registry_free(&s->reg);
   credentials_store_close(&s->creds);
+  nats_publish_free(s->stream); /* before the NATS source's free ends libnats */
   for (int i = 0; i < NSOURCES; i++)
     if (s->source_state[i]) sources[i]->free(s->source_state[i]);
   tls_context_free(s->device_tls); /* after the sources and HTTP: their connections were joined */
@@ -311,6 +313,18 @@ static int build(serve *s, char *err, size_t errlen) {
     return r;
   }
 
+  /* In a cluster, the readings of this node's own ports go to the stream
+   * (nats_publish.h): the node consuming a device's partition commits
+   * them, so a device has one writer whichever node it talks to. */
+  if (c->nats_urls) {
+    nats_publish_opts no = {.cfg = c,
+                            .schema = s->schema,
+                            .reg = &s->reg,
+                            .log = &s->log,
+                            .cancel = s->cancel,
+                            .drain_until = &s->drain_until};
+    r = nats_publish_start(s->tasks, &no, &s->stream, err, errlen);
+  }
   for (int i = 0; i < NSOURCES && r == 0; i++) {
     if (!sources[i]->wanted(c)) continue;
     source_sink sink = {.cfg = c,
@@ -323,13 +337,16 @@ static int build(serve *s, char *err, size_t errlen) {
                         .db = s->db,
                         .tasks = s->tasks,
                         .drain_until = &s->drain_until,
-                        .tls = s->device_tls};
-    if ((r = pipeline_sender(s->pipe, &sink.telemetry)) != 0)
+                        .tls = s->device_tls,
+                        .stream = sources[i]->publishes ? s->stream : NULL};
+    if ((r = sink.stream ? nats_publish_sender(sink.stream, &sink.telemetry)
+                         : pipeline_sender(s->pipe, &sink.telemetry)) != 0)
       snprintf(err, errlen, "cannot start the %s source: %s", sources[i]->name, tg_strerror(r));
     else
       r = sources[i]->start(&sink, &s->source_state[i], err, errlen);
   }
   pipeline_seal(s->pipe); /* the sources hold the only senders now */
+  if (s->stream) nats_publish_seal(s->stream);
   if (r != 0) return r;
   r = pipeline_start_health(
       s->pipe, &(pipeline_devices){.pick = health_pick, .ask = health_ask_hook, .name = device_name, .ctx = &s->reg});
@@ -619,7 +636,11 @@ void serve_figures_get(serve *s, serve_figures *f) {
   f->readings_duplicate = pf.duplicates;
   /* Read after received, so a reading may be counted in stored and not
    * yet in received: never below 0. */
-  uint64_t settled = f->readings_stored + f->readings_duplicate;
+  nats_publish_figures np = {0};
+  if (s->stream) nats_publish_figures_get(s->stream, &np);
+  f->nats_publish = (serve_nats_publish_figures){np.connected, np.messages, np.readings,   np.retries,
+                                                 np.inflight,  np.queued,   np.unpublished};
+  uint64_t settled = f->readings_stored + f->readings_duplicate + np.readings;
   f->readings_unstored = f->readings_received > settled ? f->readings_received - settled : 0;
   for (int i = 1; i < SERVE_BAD_REASONS; i++) {
     f->bad_input[i] = in.bad[i];
@@ -791,7 +812,7 @@ int serve_wait(serve *s, serve_figures *final) {
               "send them again",
               f.readings_unstored, failing ? " - " : "", failing ? why : "");
   }
-  int lossless = f.readings_unstored == 0 && f.readings_received == f.readings_aggregated &&
+  int lossless = f.readings_unstored == 0 && f.readings_received == f.readings_aggregated + f.nats_publish.readings &&
                  f.readings_aggregated == f.readings_stored + f.readings_duplicate && f.batches_lost == 0 &&
                  s->aborted == 0 && pf.tasks_aborted == 0 && pf.writers_aborted == 0;
   log_event(&s->log, "✅", "serve", 0, "joined",

@@ -74,6 +74,15 @@ typedef struct serve_nats_figures {
   uint64_t leases_lost, leases_claimed;
 } serve_nats_figures;
 
+/* What this node's own sources published to the stream
+ * (nats_publish.h); 0 without --nats. */
+typedef struct serve_nats_publish_figures {
+  uint64_t connected; /* gauge */
+  uint64_t messages, readings, retries;
+  uint64_t inflight, queued_bytes; /* gauges */
+  uint64_t unpublished;
+} serve_nats_publish_figures;
+
 /* Everything serve counts, for /metrics and /api/snapshot. Counters only
  * grow; gauges are marked. Stable: fields are only ever added. */
 typedef struct serve_figures {
@@ -100,10 +109,10 @@ typedef struct serve_figures {
    * aggregated == stored + duplicates once committed */
   uint64_t readings_received; /* parsed and sent into the telemetry channel */
   uint64_t readings_aggregated;
-  uint64_t readings_stored;              /* committed (counted, with --storage none) */
-  uint64_t readings_duplicate;           /* resends at or below the device's high-water mark */
-  uint64_t readings_unstored;            /* gauge: received - stored - duplicate; at the end, what was lost */
-  uint64_t bad_lines;                    /* sum of bad_input */
+  uint64_t readings_stored;    /* committed (counted, with --storage none) */
+  uint64_t readings_duplicate; /* resends at or below the device's high-water mark */
+  uint64_t readings_unstored;  /* gauge: received - stored - duplicate - published; at the end, what was lost */
+  uint64_t bad_lines;          /* sum of bad_input */
   uint64_t bad_input[SERVE_BAD_REASONS]; /* per reason; [0] unused */
   uint64_t error_lines_sent;
   uint64_t error_lines_suppressed;                   /* over --error-lines-per-s */
@@ -118,6 +127,7 @@ typedef struct serve_figures {
   uint64_t writes, writes_refused, writes_timed_out; /* write API bodies: source.h */
   serve_mqtt_figures mqtt;                           /* the MQTT subscription (--mqtt) */
   serve_nats_figures nats;                           /* the JetStream consumer (--nats) */
+  serve_nats_publish_figures nats_publish;           /* the sources' readings published to it (--nats) */
   /* stages and backpressure */
   serve_queue_figures telemetry;  /* readings, connections -> aggregator */
   serve_queue_figures storage;    /* batches, aggregator -> storage */

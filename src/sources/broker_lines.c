@@ -94,8 +94,12 @@ static int send_line(broker_lines *b, uint64_t line_no, const char *line, size_t
     refuse(b, line_no, r);
     return 1;
   }
-  if (atomic_load_explicit(&((device_entry *)d)->conn, memory_order_relaxed) != b->rc)
-    registry_attach(b->reg, *index, b->rc);
+  /* A broker relays: it takes a device that has no connection, never one
+   * from the connection the device talks over (the device port of this
+   * node, whose readings it may consume again from the stream: that
+   * connection is owed the device's acks). */
+  if (atomic_load_explicit(&((device_entry *)d)->conn, memory_order_relaxed) == NULL)
+    registry_attach_free(b->reg, *index, b->rc);
   *seq = rd.seq;
   /* A full channel makes this wait, and the caller reads nothing meanwhile. */
   if (seq_check_send(b->telemetry, &rd) != 0) return TG_ECLOSED;

@@ -8,7 +8,8 @@
  * line and the line parsed again); one that names another device is
  * refused as wrong_device. Every admitted reading is packed through the
  * schema (seq_check_pack), has its seq judged (seq_check_reading), its
- * device attached to the source's registry connection, and is sent into
+ * device attached to the source's registry connection unless it is on
+ * another one (registry_attach_free), and is sent into
  * the telemetry channel: the sources that take messages from a
  * broker (source_mqtt.c, source_nats.c) share this so that a device gets
  * the same answer whichever broker it comes through.

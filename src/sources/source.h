@@ -25,6 +25,13 @@
  * sender and every clone of it - last. The pipeline drains once every
  * source has. Its tasks must then end, since serve joins them.
  *
+ * In a cluster (--nats), a source whose kind says `publishes` gets as
+ * its telemetry sender one of nats_publish.h's channel instead: its
+ * readings, checked as always, are published to the JetStream stream and
+ * committed by the node consuming the device's partition; acks follow
+ * registry_published as they follow commits (registry.h). Nothing else
+ * in the source changes.
+ *
  * Figures: source_figures, counted by the source and read from any
  * thread; serve adds up all sources' into its own. Bad input is counted
  * per reason (gateway.h), never silently dropped. */
@@ -34,6 +41,7 @@
 #include "credentials.h"
 #include "gateway.h"
 #include "log.h"
+#include "nats_publish.h"
 #include "registry.h"
 #include "storage.h"
 #include "tg/tg.h"
@@ -56,6 +64,7 @@ typedef struct source_sink {
   tg_mpsc_tx *telemetry;              /* reading elements; the source's to drop */
   const _Atomic int64_t *drain_until; /* read what was sent until then */
   tls_context *tls;                   /* a source that listens takes TLS with it; NULL: plain */
+  nats_publish *stream;               /* with --nats, for a source that publishes: where telemetry goes; else NULL */
 } source_sink;
 
 typedef struct source_figures {
@@ -118,6 +127,10 @@ typedef struct source_figures {
 
 typedef struct source_kind {
   const char *name;
+  /* With --nats, its readings are published to the stream rather than
+   * stored here (nats_publish.h): true of the ports devices reach
+   * telegate through, false of the stream's own consumer. */
+  int publishes;
   /* Whether cfg asks for this source. */
   int (*wanted)(const serve_config *cfg);
   /* Starts the source on `sink` (which it may keep; the sender is moved

@@ -246,7 +246,7 @@ static void acks_pass(mqtt_source *m) {
   uint64_t sent = 0;
   while (m->len) {
     inflight *e = &m->fifo[m->head];
-    if (e->device && !registry_acked(m->reg, e->device, e->seq)) break;
+    if (e->device && !registry_durable(m->reg, e->device, e->seq)) break;
     uint8_t p[4];
     mqtt_encode_puback(p, sizeof p, e->packet_id);
     if (out_append(m, p, sizeof p) != 0) break; /* after the next flush */
@@ -791,6 +791,7 @@ static int mqtt_wanted(const serve_config *cfg) { return cfg->mqtt_url != NULL; 
 
 const source_kind source_mqtt = {
     .name = "mqtt",
+    .publishes = 1,
     .wanted = mqtt_wanted,
     .start = mqtt_start,
     .figures_get = mqtt_figures_get,

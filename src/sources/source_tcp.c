@@ -936,6 +936,7 @@ static int ingest_wanted(const serve_config *cfg) { return cfg->listen_host != N
 
 const source_kind source_tcp = {
     .name = "tcp",
+    .publishes = 1,
     .wanted = ingest_wanted,
     .start = ingest_start,
     .figures_get = ingest_figures_get,

@@ -22,7 +22,8 @@ typedef struct writer_state {
   credentials_store *creds; /* NULL: no credentials */
   int open_to_all;          /* without credentials, whether writes are allowed (loopback, or told) */
   seq_check seqs;
-  tg_semaphore *turns; /* WRITE_TURNS bodies sent at once */
+  nats_publish *stream; /* with --nats: the points are published, not stored here */
+  tg_semaphore *turns;  /* WRITE_TURNS bodies sent at once */
   pthread_mutex_t lock;
   tg_mpsc_tx *telemetry; /* under lock */
   int closed;            /* under lock */
@@ -146,7 +147,7 @@ static int by_device(const void *a, const void *b) {
 static int all_committed(body_state *b) {
   for (size_t i = 0; i < b->nsent; i++) {
     if (i + 1 < b->nsent && b->sent[i + 1].device == b->sent[i].device) continue;
-    if (!registry_acked(b->w->reg, b->sent[i].device, b->sent[i].seq)) return 0;
+    if (!registry_durable(b->w->reg, b->sent[i].device, b->sent[i].seq)) return 0;
   }
   return 1;
 }
@@ -257,6 +258,7 @@ int source_write_points(void *state, const write_request *rq, write_result *res)
   } else if (!w->open_to_all) {
     r = -EACCES;
   }
+  if (r == 0 && w->stream && !nats_publish_connected(w->stream)) r = -EBUSY; /* held until NATS is back */
   if (r == 0) r = send_body(&b, rq);
   if (set) credentials_unref(set);
   if (r == 0) r = wait_committed(&b, rq->deadline_ns);
@@ -303,6 +305,7 @@ static int writer_start(const source_sink *sink, void **state, char *err, size_t
   w->open_to_all = cfg->insecure_no_auth || serve_host_is_loopback(cfg->http_host);
   w->seqs = (seq_check){sink->schema, sink->reg, sink->db, sink->limits};
   w->telemetry = sink->telemetry;
+  w->stream = sink->stream;
   pthread_mutex_init(&w->lock, NULL);
   *state = w;
   tg_spawn_opts opts = {.stack_size = CLOSER_STACK, .name = "write closer"};
@@ -335,6 +338,7 @@ static void writer_free(void *state) {
 
 const source_kind source_write = {
     .name = "write",
+    .publishes = 1,
     .wanted = writer_wanted,
     .start = writer_start,
     .figures_get = writer_figures_get,

@@ -9,7 +9,10 @@
  * seq_check (numbered when they carry no seq, judged when they do); then
  * the request follows the registry's commits watch until, for every
  * device it wrote, the readings up to the last seq it sent are committed.
- * So a success means committed, as an ack does on the device port.
+ * So a success means committed, as an ack does on the device port. With
+ * --nats the points are published to the stream instead (nats_publish.h)
+ * and a success means JetStream has them all; while NATS is away bodies
+ * are refused (-EBUSY) before anything of them is sent.
  *
  * Bad lines, as InfluxDB takes them: the lines that parse are written,
  * the others are counted per reason, and the first is named in the
@@ -69,9 +72,10 @@ typedef struct write_result {
 } write_result;
 
 /* Writes rq's points and waits for their commit. Returns 0 (every point
- * sent is committed; res->bad lines were refused), TG_ETIMEDOUT (sent,
- * not all committed by the deadline), -EBUSY (no turn within a second:
- * nothing sent), TG_ECLOSED (serve is stopping: nothing sent), -EACCES
+ * sent is committed, or with --nats published; res->bad lines were
+ * refused), TG_ETIMEDOUT (sent, not all committed by the deadline),
+ * -EBUSY (no turn within a second, or with --nats NATS is away: nothing
+ * sent), TG_ECLOSED (serve is stopping: nothing sent), -EACCES
  * (no credential matches the token, or writes need one: nothing sent).
  * From a task; state is the source's. */
 int source_write_points(void *state, const write_request *rq, write_result *res);
