@@ -180,6 +180,11 @@ START_TEST(test_serve_nats_publish_front_nodes) {
   device_readings(fd, "a-1", 1000, 1000);
   ck_assert(device_line(fd, line, sizeof line, PROC_PATIENCE_MS));
   ck_assert_msg(strstr(line, "\"reason\":\"not_allowed\"") != NULL, "%s", line);
+  /* A line break in a string: line protocol cannot carry it to the
+   * consuming node, so the front refuses it. */
+  device_send(fd, "{\"device\":\"b-1\",\"seq\":1000,\"ts\":1732590000000,\"note\":\"a\\nb\"}\n");
+  ck_assert(device_line(fd, line, sizeof line, PROC_PATIENCE_MS));
+  ck_assert_msg(strstr(line, "\"reason\":\"line_break\"") != NULL, "%s", line);
   int stranger = device_connect(b_port);
   device_send(stranger, "{\"type\":\"hello\",\"token\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
                         "cdef\",\"acks\":true}\n");

@@ -91,6 +91,7 @@ static const char *const gateway_reason_names[SERVE_BAD_REASONS - PROTOCOL_REASO
     [SERVE_BAD_STORAGE_UNAVAILABLE - PROTOCOL_REASON_COUNT] = "storage_unavailable",
     [SERVE_BAD_SEQ_RESTARTED - PROTOCOL_REASON_COUNT] = "seq_restarted",
     [SERVE_BAD_WRONG_DEVICE - PROTOCOL_REASON_COUNT] = "wrong_device",
+    [SERVE_BAD_LINE_BREAK - PROTOCOL_REASON_COUNT] = "line_break",
 };
 
 const char *serve_bad_reason_name(int reason) {

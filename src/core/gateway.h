@@ -183,6 +183,7 @@ enum {
   SERVE_BAD_STORAGE_UNAVAILABLE, /* a reading without seq while the device's stored mark cannot be read */
   SERVE_BAD_SEQ_RESTARTED,       /* a seq at or below the device's top this run, with a later ts */
   SERVE_BAD_WRONG_DEVICE,        /* an MQTT payload naming another device than its topic */
+  SERVE_BAD_LINE_BREAK,          /* with --nats, a string with a line break, which the stream's lines cannot carry */
   SERVE_BAD_REASONS
 };
 

@@ -3,6 +3,8 @@
 
 #include "tg/tg.h"
 
+#include <string.h>
+
 /* Asks storage for e's mark and tells the registry. Returns 0 or the
  * look-up's error. */
 static int look_up_mark(const seq_check *c, const device_entry *e, uint64_t window) {
@@ -30,9 +32,24 @@ static int seq_judge(const seq_check *c, const device_entry *e, reading *r) {
   return 0;
 }
 
+/* Whether a string or tag of r holds a line break. */
+static int has_line_break(const reading *r) {
+  const field_value *f = reading_fields(r);
+  for (uint32_t i = 0; i < r->nfields; i++)
+    if ((f[i].type == FIELD_STRING || f[i].type == FIELD_TAG) &&
+        (memchr(f[i].v.s, '\n', f[i].len) || memchr(f[i].v.s, '\r', f[i].len)))
+      return 1;
+  return 0;
+}
+
 int seq_check_pack(const seq_check *c, const protocol_point *p, reading *out) {
   int r = schema_pack(c->schema, p, out, NULL);
-  return r < 0 ? -r : 0;
+  if (r < 0) return -r;
+  if (c->to_stream && out->on_heap && has_line_break(out)) {
+    reading_free(out);
+    return SERVE_BAD_LINE_BREAK;
+  }
+  return 0;
 }
 
 int seq_check_reading(const seq_check *c, const device_entry *e, reading *r) {

@@ -28,13 +28,15 @@ typedef struct seq_check {
   registry *reg;
   storage *db;                /* where marks are looked up; NULL: none is stored */
   const serve_limits *limits; /* the seq window, as a reload leaves it */
+  int to_stream;              /* readings go to the stream as line protocol (nats_publish.h) */
 } seq_check;
 
 /* Makes the reading of a parsed point (schema_pack): its names given
  * ids, its fields their types. Returns 0 with *out set (the caller owns
  * it: reading_free, or send it on), or the protocol reason it is refused
- * for (type_conflict, unknown_field, ...). Before the device is looked
- * up, so that a refused line registers no device. */
+ * for (type_conflict, unknown_field, ...), or SERVE_BAD_LINE_BREAK when
+ * to_stream and a string or tag holds a line break. Before the device
+ * is looked up, so that a refused line registers no device. */
 int seq_check_pack(const seq_check *c, const protocol_point *p, reading *out);
 
 /* Numbers or judges the seq of r, a reading of device e, and sets its

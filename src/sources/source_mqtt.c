@@ -705,7 +705,11 @@ static int mqtt_start(const source_sink *sink, void **state, char *err, size_t e
                      .drain_until = sink->drain_until,
                      .cap = (uint32_t)cfg->mqtt_inflight,
                      .version = cfg->mqtt_version == MQTT_V311 ? MQTT_V311 : MQTT_V5,
-                     .seqs = {.schema = sink->schema, .reg = sink->reg, .db = sink->db, .limits = sink->limits},
+                     .seqs = {.schema = sink->schema,
+                              .reg = sink->reg,
+                              .db = sink->db,
+                              .limits = sink->limits,
+                              .to_stream = sink->stream != NULL},
                      .jitter = rng_stream((uint64_t)tg_now(), 7)};
   int tls = 0;
   int r = parse_url(m, cfg->mqtt_url, &tls, err, errlen);
