@@ -30,7 +30,9 @@
 
 enum {
   PUBLISH_STACK = 128 * 1024,
-  WINDOW = 1024,             /* messages in flight at most */
+  WINDOW = 128,              /* messages in flight at most: a few PubAck round trips' worth; fewer in flight
+                                means devices wait longer and their messages carry more (the bench measured 6.6
+                                readings a message with 1024, 13.5 with 128) */
   MESSAGE_MAX = 64 * 1024,   /* bytes of lines in one message, at most (NATS' max_payload is 1 MiB) */
   BUFFER_MAX = 32 << 20,     /* bytes of lines held, in flight or waiting: past it no reading is taken */
   TAKE_MAX = 1024,           /* readings taken at once before publishing */
@@ -285,12 +287,10 @@ static int pool_thread_release(int r) {
 static void on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
   (void)js;
   nats_publish *p = closure;
-  completion d = {.msg = msg,
-                  .status = pa && !pae ? NATS_OK
-                            : pae      ? pae->Err
-                                       : NATS_ERR,
-                  .jerr = pae ? pae->ErrCode : 0};
-  if (d.status == NATS_OK && pae) d.status = NATS_ERR;
+  /* A JetStream error (the stream refused it) may come with Err NATS_OK
+   * and only ErrCode set. */
+  natsStatus status = pae ? (pae->Err != NATS_OK ? pae->Err : NATS_ERR) : pa ? NATS_OK : NATS_ERR;
+  completion d = {.msg = msg, .status = status, .jerr = pae ? pae->ErrCode : 0};
   if (tg_mpsc_try_send(p->done_tx, &d) != 0) natsMsg_Destroy(msg); /* the task is gone: the shutdown */
 }
 

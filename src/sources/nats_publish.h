@@ -20,8 +20,9 @@
  * Order and delivery. A device has at most one message in flight: its
  * next one is published only once JetStream acknowledged the previous
  * (a PubAck), and a message that fails (an error, no PubAck within
- * ACK_WAIT_MS, the connection lost) is published again, the same bytes,
- * before anything newer of the device. So the stream holds a device's
+ * ACK_WAIT_MS, the connection lost) is published again before anything
+ * newer of the device (with what the device sent since appended, room
+ * permitting). So the stream holds a device's
  * readings in the order they came, perhaps with a message twice (the
  * consumer drops the second by the high-water marks), never a later
  * message before an earlier one that was lost - which the marks would
