@@ -163,7 +163,8 @@ START_TEST(test_serve_nats_publish_front_nodes) {
   /* Node A: simulated devices, acks on; each holds its readings until
    * acked, and the run ends 0 only when every one was. */
   devices_run dev;
-  const char *const dev_flags[] = {"--count", "20", "--rate", "100", "--duration", "2", "--id-prefix", "a-", NULL};
+  const char *const dev_flags[] = {"--count",     "20", "--rate",       "100", "--duration", "2",
+                                   "--id-prefix", "a-", "--ack-wait-s", "60",  NULL};
   devices_proc_start(&d, &dev, a_port, dev_flags);
 
   /* Node B: a device with its credential, acks on. */

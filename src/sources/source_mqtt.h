@@ -1,7 +1,8 @@
 /* source_mqtt.h - readings from an MQTT broker: telegate subscribes to
  * topic filters whose '+' level is the device id, at QoS 1, and
  * acknowledges each message (PUBACK) only once the readings it carried
- * are committed. docs/mqtt.md is the operator's page.
+ * are committed - with --nats, once they are in the JetStream stream
+ * (nats_publish.h). docs/mqtt.md is the operator's page.
  *
  * One task, one MQTT session (mqtt.h is the codec) over a libtg socket,
  * plain or TLS (mqtts://, stream.h):
@@ -20,7 +21,8 @@
  * a FIFO with its packet id and, when it carried accepted readings, its
  * device and the highest seq among them. After each commit (the
  * registry's commits watch) the registry says how far each device is
- * committed (registry_acked), whichever source it is on now; the PUBACKs
+ * committed or published (registry_durable), whichever source it is on
+ * now; the PUBACKs
  * of the head of the FIFO go out while its device is committed up to the
  * message's seq, so they go out in the order the PUBLISHes came (MQTT
  * 3.1.1 section 4.6) and never before the commit. A message whose lines
