@@ -30,9 +30,12 @@
 
 enum {
   PUBLISH_STACK = 128 * 1024,
-  WINDOW = 128,              /* messages in flight at most: a few PubAck round trips' worth; fewer in flight
-                                means devices wait longer and their messages carry more (the bench measured 6.6
-                                readings a message with 1024, 13.5 with 128) */
+  /* Messages in flight at most: a few PubAck round trips' worth. With
+   * fewer in flight devices wait longer and their messages carry more,
+   * and the consumer's cost is per message: bench/nats-publish.sh
+   * measured 4.3 readings a message with 512, 8.6 to 13.5 with 128, 19
+   * to 20 with 32, and the most readings/s with 32. */
+  WINDOW = 32,
   MESSAGE_MAX = 64 * 1024,   /* bytes of lines in one message, at most (NATS' max_payload is 1 MiB) */
   BUFFER_MAX = 32 << 20,     /* bytes of lines held, in flight or waiting: past it no reading is taken */
   TAKE_MAX = 1024,           /* readings taken at once before publishing */
