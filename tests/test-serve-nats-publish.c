@@ -20,18 +20,38 @@
 #include <arpa/inet.h>
 #include <poll.h>
 
-enum { A_DEVICES = 20, B_READINGS = 60, HTTP_POINTS = 3 };
+enum { A_DEVICES = 20, B_READINGS = 60, HTTP_POINTS = 3, PARTITIONS = 4 };
+
+/* The server maps a device's subject to its partition: a front node
+ * publishes to telemetry.<device> as a device would. */
+static const char mapping[] = "mappings = {\n"
+                              "  \"telemetry.*\": \"telemetry.{{partition(4,1)}}.{{wildcard(1)}}\"\n"
+                              "}\n";
 
 /* A node, with device credentials when creds is set; its device port. */
 static int node_start(proc_dir *d, proc *p, const nats_server *s, const pg_cluster *c, const char *creds) {
   static char url[64];
   nats_server_url(s, url, sizeof url);
-  const char *flags[] = {"--storage", "postgres",       "--db", c->uri,       "--nats", url,  "--nats-lease-ms",
-                         "2000",      "--batch-age-ms", "50",   "--drain-ms", "500",    NULL, NULL,
+  const char *flags[] = {"--storage",
+                         "postgres",
+                         "--db",
+                         c->uri,
+                         "--nats",
+                         url,
+                         "--nats-partitions",
+                         "4",
+                         "--nats-lease-ms",
+                         "2000",
+                         "--batch-age-ms",
+                         "50",
+                         "--drain-ms",
+                         "500",
+                         NULL,
+                         NULL,
                          NULL};
   if (creds) {
-    flags[12] = "--credentials";
-    flags[13] = creds;
+    flags[14] = "--credentials";
+    flags[15] = creds;
   }
   return serve_proc_start(d, p, 0, flags);
 }
@@ -148,7 +168,7 @@ START_TEST(test_serve_nats_publish_front_nodes) {
   proc_dir d;
   proc_dir_init(&d);
   nats_server ns;
-  nats_server_init(&d, &ns, NULL);
+  nats_server_init(&d, &ns, mapping);
   nats_server_start(&d, &ns);
   char creds[128];
   snprintf(creds, sizeof creds, "%s/credentials", d.path);
@@ -159,6 +179,14 @@ START_TEST(test_serve_nats_publish_front_nodes) {
   int a_port = node_start(&d, &a, &ns, &c, NULL), b_port = node_start(&d, &b, &ns, &c, creds);
   wait_metric_is(&a, "telegate_nats_publish_connected", 1);
   wait_metric_is(&b, "telegate_nats_publish_connected", 1);
+  /* The nodes hold the partitions between them: a device's readings are
+   * committed by the node of its partition, whichever node it talks to. */
+  int64_t held = 0;
+  for (int i = 0; i < PROC_PATIENCE_MS / 20 && held != PARTITIONS; i++) {
+    held = serve_metric(&a, "telegate_nats_partitions_held") + serve_metric(&b, "telegate_nats_partitions_held");
+    if (held != PARTITIONS) proc_sleep_ms(20);
+  }
+  ck_assert_int_eq(held, PARTITIONS);
 
   /* Node A: simulated devices, acks on; each holds its readings until
    * acked, and the run ends 0 only when every one was. */
@@ -186,6 +214,10 @@ START_TEST(test_serve_nats_publish_front_nodes) {
   device_send(fd, "{\"device\":\"b-1\",\"seq\":1000,\"ts\":1732590000000,\"note\":\"a\\nb\"}\n");
   ck_assert(device_line(fd, line, sizeof line, PROC_PATIENCE_MS));
   ck_assert_msg(strstr(line, "\"reason\":\"line_break\"") != NULL, "%s", line);
+  /* An id of two subject tokens would be taken for partition and device. */
+  device_readings(fd, "b-1.x", 1, 1);
+  ck_assert(device_line(fd, line, sizeof line, PROC_PATIENCE_MS));
+  ck_assert_msg(strstr(line, "\"reason\":\"bad_device_id\"") != NULL, "%s", line);
   int stranger = device_connect(b_port);
   device_send(stranger, "{\"type\":\"hello\",\"token\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
                         "cdef\",\"acks\":true}\n");

@@ -53,7 +53,7 @@ int seq_check_pack(const seq_check *c, const protocol_point *p, reading *out) {
 }
 
 int seq_check_reading(const seq_check *c, const device_entry *e, reading *r) {
-  int why = seq_judge(c, e, r);
+  int why = c->one_token_ids && memchr(e->id, '.', e->len) ? PROTOCOL_BAD_DEVICE_ID : seq_judge(c, e, r);
   if (why != 0) {
     reading_free(r);
     return why;

@@ -29,6 +29,7 @@ typedef struct seq_check {
   storage *db;                /* where marks are looked up; NULL: none is stored */
   const serve_limits *limits; /* the seq window, as a reload leaves it */
   int to_stream;              /* readings go to the stream as line protocol (nats_publish.h) */
+  int one_token_ids;          /* and with --nats-partitions: an id must be one subject token, without '.' */
 } seq_check;
 
 /* Makes the reading of a parsed point (schema_pack): its names given
@@ -41,7 +42,10 @@ int seq_check_pack(const seq_check *c, const protocol_point *p, reading *out);
 
 /* Numbers or judges the seq of r, a reading of device e, and sets its
  * device. Returns 0, or the reason it is refused for, with r freed:
- * SERVE_BAD_SEQ_RESTARTED, SERVE_BAD_SEQ_OUT_OF_WINDOW,
+ * PROTOCOL_BAD_DEVICE_ID (one_token_ids and an id with a '.': the
+ * server's partition mapping takes one token, and the rest of such an id
+ * would be taken for a partition), SERVE_BAD_SEQ_RESTARTED,
+ * SERVE_BAD_SEQ_OUT_OF_WINDOW,
  * SERVE_BAD_STORAGE_UNAVAILABLE (a reading without seq whose device's
  * mark could not be read: numbered blindly it could take a seq already
  * stored and be dropped as a resend). */

@@ -709,7 +709,8 @@ static int mqtt_start(const source_sink *sink, void **state, char *err, size_t e
                               .reg = sink->reg,
                               .db = sink->db,
                               .limits = sink->limits,
-                              .to_stream = sink->stream != NULL},
+                              .to_stream = sink->stream != NULL,
+                              .one_token_ids = sink->stream && cfg->nats_partitions > 0},
                      .jitter = rng_stream((uint64_t)tg_now(), 7)};
   int tls = 0;
   int r = parse_url(m, cfg->mqtt_url, &tls, err, errlen);

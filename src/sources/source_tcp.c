@@ -870,7 +870,8 @@ static int ingest_start(const source_sink *sink, void **state, char *err, size_t
                  .reg = sink->reg,
                  .telemetry = sink->telemetry,
                  .creds = sink->creds,
-                 .seqs = {sink->schema, sink->reg, sink->db, sink->limits, sink->stream != NULL},
+                 .seqs = {sink->schema, sink->reg, sink->db, sink->limits, sink->stream != NULL,
+                          sink->stream && cfg->nats_partitions > 0},
                  .drain_until = sink->drain_until,
                  .tls = sink->tls};
   pthread_mutex_init(&in->gate_lock, NULL);

@@ -303,7 +303,8 @@ static int writer_start(const source_sink *sink, void **state, char *err, size_t
   w->reg = sink->reg;
   w->creds = sink->creds;
   w->open_to_all = cfg->insecure_no_auth || serve_host_is_loopback(cfg->http_host);
-  w->seqs = (seq_check){sink->schema, sink->reg, sink->db, sink->limits, sink->stream != NULL};
+  w->seqs = (seq_check){
+      sink->schema, sink->reg, sink->db, sink->limits, sink->stream != NULL, sink->stream && cfg->nats_partitions > 0};
   w->telemetry = sink->telemetry;
   w->stream = sink->stream;
   pthread_mutex_init(&w->lock, NULL);
