@@ -28,30 +28,31 @@ static const char mapping[] = "mappings = {\n"
                               "  \"telemetry.*\": \"telemetry.{{partition(4,1)}}.{{wildcard(1)}}\"\n"
                               "}\n";
 
-/* A node, with device credentials when creds is set; its device port. */
-static int node_start(proc_dir *d, proc *p, const nats_server *s, const pg_cluster *c, const char *creds) {
+/* Node `name` (its --node: the nodes share one machine), with device
+ * credentials when creds is set; its device port. */
+static int node_start(proc_dir *d, proc *p, const char *name, const nats_server *s, const pg_cluster *c,
+                      const char *creds) {
   static char url[64];
   nats_server_url(s, url, sizeof url);
-  const char *flags[] = {"--storage",
-                         "postgres",
-                         "--db",
-                         c->uri,
-                         "--nats",
-                         url,
-                         "--nats-partitions",
-                         "4",
-                         "--nats-lease-ms",
-                         "2000",
-                         "--batch-age-ms",
-                         "50",
-                         "--drain-ms",
-                         "500",
-                         NULL,
-                         NULL,
-                         NULL};
+  const char *flags[20] = {"--storage",
+                           "postgres",
+                           "--db",
+                           c->uri,
+                           "--nats",
+                           url,
+                           "--node",
+                           name,
+                           "--nats-partitions",
+                           "4",
+                           "--nats-lease-ms",
+                           "2000",
+                           "--batch-age-ms",
+                           "50",
+                           "--drain-ms",
+                           "500"};
   if (creds) {
-    flags[14] = "--credentials";
-    flags[15] = creds;
+    flags[16] = "--credentials";
+    flags[17] = creds;
   }
   return serve_proc_start(d, p, 0, flags);
 }
@@ -207,7 +208,7 @@ START_TEST(test_serve_nats_publish_front_nodes) {
   snprintf(token, sizeof token, "%s", credentials_add(&d, creds, "b-*"));
 
   proc a, b;
-  int a_port = node_start(&d, &a, &ns, &c, NULL), b_port = node_start(&d, &b, &ns, &c, creds);
+  int a_port = node_start(&d, &a, "a", &ns, &c, NULL), b_port = node_start(&d, &b, "b", &ns, &c, creds);
   wait_metric_is(&a, "telegate_nats_publish_connected", 1);
   wait_metric_is(&b, "telegate_nats_publish_connected", 1);
   wait_shared(&a, &b);
