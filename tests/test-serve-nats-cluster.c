@@ -1,24 +1,30 @@
-/* test-serve-nats-cluster.c - three telegate serve nodes on one NATS
- * JetStream stream and one PostgreSQL, the stream in 6 partitions by the
- * server's own partition mapping, each partition consumed by the node
- * holding its lease (tests/test-nats.h, tests/test-postgres.h).
+/* test-serve-nats-cluster.c - telegate serve nodes on a NATS JetStream
+ * stream and one PostgreSQL, the stream in 6 partitions by the server's
+ * own partition mapping, each partition consumed by the node holding its
+ * lease (tests/test-nats.h, tests/test-postgres.h).
  *
- * The nodes share the partitions out, two each. A fleet of 1,000 devices
- * publishes over NATS, a few messages of several readings each per
- * phase, and a few more devices publish with mosquitto_pub through the
- * NATS server's own MQTT listener: 120,000 readings and more in three
- * phases. One node is killed -9 mid-stream; the other two take its
- * partitions over once its leases expire while the second phase is
- * published; the killed node, started again under the same --node
- * name, waits until its old key expired, then gets its share back. In
- * the end PostgreSQL holds every reading of every device exactly once:
- * seqs 1..N, no gap, no duplicate. A reading committed out of its
- * device's order would have been dropped as a resend (a gap), and one
- * committed by two nodes would be there twice. The redeliveries are
- * counted.
+ * node_killed: three nodes share the partitions out, two each. A fleet
+ * of 1,000 devices publishes over NATS, a few messages of several
+ * readings each per phase, and a few more devices publish with
+ * mosquitto_pub through the NATS server's own MQTT listener: 120,480
+ * readings in three phases. One node is killed -9 mid-stream; while the
+ * other two take its partitions over, the second phase is published and
+ * `telegate devices` sends 50 more devices to a survivor's own port,
+ * which publishes them into the stream and acks them once JetStream has
+ * them. The killed node, started again under the same --node name,
+ * waits until its old key expired, then gets its share back. In the end
+ * PostgreSQL holds every reading of every device exactly once: seqs
+ * 1..N, no gap, no duplicate. A reading committed out of its device's
+ * order would have been dropped as a resend (a gap), and one committed
+ * by two nodes would be there twice. The redeliveries are counted.
+ *
+ * nats_server_killed: three NATS servers in a cluster, the stream
+ * replicated on all; the server the nodes use is killed -9 mid-stream
+ * and started again, with the same result.
  *
  * Progress is read from PostgreSQL (which serve does not hold alone) and
- * the nodes' /metrics; every wait is bounded and on its condition. */
+ * the nodes' /metrics; every wait is bounded and on its condition; a
+ * wait that gives up says how far each partition got. */
 #include "test-nats.h"
 #include "test-postgres.h"
 
@@ -36,9 +42,10 @@ enum {
 };
 
 /* Node k (named n<k+1>) on the NATS servers urls, the stream and the
- * lease bucket created with that many replicas, leases of lease_ms. */
-static void node_start(proc_dir *d, proc *p, int k, const char *urls, const char *replicas, const char *lease_ms,
-                       const pg_cluster *c) {
+ * lease bucket created with that many replicas, leases of lease_ms.
+ * Returns its device port. */
+static int node_start(proc_dir *d, proc *p, int k, const char *urls, const char *replicas, const char *lease_ms,
+                      const pg_cluster *c) {
   static char name[NODES][16];
   snprintf(name[k], sizeof name[k], "n%d", k + 1);
   const char *const flags[] = {"--storage",
@@ -60,7 +67,7 @@ static void node_start(proc_dir *d, proc *p, int k, const char *urls, const char
                                "--drain-ms",
                                "500",
                                NULL};
-  serve_proc_start(d, p, 0, flags);
+  return serve_proc_start(d, p, 0, flags);
 }
 
 /* Seqs from..to of NATS devices 0..devices-1, LINES readings a message,
@@ -157,7 +164,7 @@ static long long wait_rows(const pg_cluster *c, const nats_server *s, long long 
   long long n = -1;
   for (int i = 0; i < PROC_PATIENCE_MS / 20; i++) {
     /* The table exists once a node opened storage. */
-    PGresult *res = PQexec(pg, "SELECT count(*) FROM readings");
+    PGresult *res = PQexec(pg, "SELECT count(*) FROM readings WHERE device NOT LIKE 'tcp-%'");
     n = PQresultStatus(res) == PGRES_TUPLES_OK ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
     PQclear(res);
     if (n >= want) break;
@@ -189,20 +196,47 @@ static void wait_balanced(proc *nodes[], int n) {
                 (long long)(n > 2 ? held[2] : 0), PARTITIONS);
 }
 
-/* Every reading of `devices` devices exactly once: per device, seqs
- * 1..seqs, in order. */
+/* Every reading of the devices published to NATS exactly once: `devices`
+ * devices, each seqs 1..seqs, in order; those of `telegate devices`
+ * (tcp-...) are not counted here. */
 static void stored_once(const pg_cluster *c, long long devices, long long seqs) {
   PGconn *pg = pg_connect(c);
-  long long rows = pg_value(pg, "SELECT count(*) FROM readings"),
-            distinct = pg_value(pg, "SELECT count(*) FROM (SELECT DISTINCT device, seq FROM readings) r");
+  long long rows = pg_value(pg, "SELECT count(*) FROM readings WHERE device NOT LIKE 'tcp-%'"),
+            distinct = pg_value(pg, "SELECT count(*) FROM (SELECT DISTINCT device, seq FROM readings "
+                                    "WHERE device NOT LIKE 'tcp-%') r");
   ck_assert_msg(distinct == devices * seqs, "%lld distinct readings stored of %lld: some were lost", distinct,
                 devices * seqs);
   ck_assert_msg(rows == distinct, "%lld readings stored twice", rows - distinct);
-  ck_assert_int_eq(pg_value(pg, "SELECT count(DISTINCT device) FROM readings"), devices);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(DISTINCT device) FROM readings WHERE device NOT LIKE 'tcp-%'"), devices);
   long long off = pg_value(pg, "SELECT count(*) FROM (SELECT seq, row_number() OVER (PARTITION BY device "
                                "ORDER BY seq) AS n FROM readings) r WHERE seq <> n");
   ck_assert_msg(off == 0, "%lld readings out of their device's sequence 1, 2, 3...", off);
   PQfinish(pg);
+}
+
+/* What `telegate devices` reported: every reading it generated (and got
+ * an ack for) stored exactly once, seqs 1..generated per device. */
+static void report_stored_once(const pg_cluster *c, const char *path) {
+  cJSON *report = devices_report_load(path);
+  devices_report_all_acked(report);
+  PGconn *pg = pg_connect(c);
+  const cJSON *dev;
+  char sql[256];
+  long long total = 0;
+  cJSON_ArrayForEach(dev, cJSON_GetObjectItemCaseSensitive(report, "devices")) {
+    const char *id = cJSON_GetObjectItemCaseSensitive(dev, "id")->valuestring;
+    long long generated = (long long)json_u64(dev, "generated");
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) * 1000000000 + count(DISTINCT seq) * 1000 + max(seq) - min(seq) + 1 - count(*) "
+             "FROM readings WHERE device = '%s'",
+             id);
+    ck_assert_msg(pg_value(pg, sql) == generated * 1000000000 + generated * 1000,
+                  "%s: not its %lld readings once each, seqs 1..%lld", id, generated, generated);
+    total += generated;
+  }
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM readings WHERE device LIKE 'tcp-%'"), total);
+  PQfinish(pg);
+  cJSON_Delete(report);
 }
 
 START_TEST(test_serve_nats_cluster_node_killed) {
@@ -226,17 +260,26 @@ START_TEST(test_serve_nats_cluster_node_killed) {
   nats_server_url(&ns, url, sizeof url);
   proc node[NODES];
   proc *running[NODES] = {&node[0], &node[1], &node[2]};
-  for (int k = 0; k < NODES; k++) node_start(&d, &node[k], k, url, "1", "2000", &c);
+  int port[NODES];
+  for (int k = 0; k < NODES; k++) port[k] = node_start(&d, &node[k], k, url, "1", "2000", &c);
   wait_balanced(running, NODES);
   phase(&d, &ns, mqtt_port, 1, PHASE);
   /* Mid-stream: node 2 dies with what it had in flight. */
   wait_rows(&c, &ns, (long long)ALL * PHASE / 3);
   ck_assert_int_eq(proc_signal_wait(&node[1], SIGKILL), -SIGKILL);
+  /* Devices on a survivor's own port meanwhile: it publishes what they
+   * send to the stream and acks them once JetStream has it; whichever
+   * node consumes their partitions stores it. */
+  devices_run tcp;
+  const char *const tcp_flags[] = {"--count",     "50",   "--rate",       "100", "--duration", "2",
+                                   "--id-prefix", "tcp-", "--ack-wait-s", "60",  NULL};
+  devices_proc_start(&d, &tcp, port[0], tcp_flags);
   phase(&d, &ns, mqtt_port, PHASE + 1, 2 * PHASE);
   /* Once its leases expired, the two others hold all six. */
   proc *survivors[] = {&node[0], &node[2]};
   wait_balanced(survivors, 2);
   wait_rows(&c, &ns, (long long)ALL * 2 * PHASE);
+  ck_assert_int_eq(proc_wait(&tcp.p), 0); /* every reading acked */
   /* Started again under its name: once its old key expired, it gets its
    * share back. */
   node_start(&d, &node[1], 1, url, "1", "2000", &c);
@@ -252,6 +295,7 @@ START_TEST(test_serve_nats_cluster_node_killed) {
   for (int k = 0; k < NODES; k++) ck_assert_int_eq(proc_signal_wait(&node[k], SIGTERM), 0);
   /* Every reading exactly once: per device, seqs 1..3 * PHASE. */
   stored_once(&c, ALL, 3 * PHASE);
+  report_stored_once(&c, tcp.report);
   PGconn *pg = pg_connect(&c);
   ck_assert_int_eq(pg_value(pg, "SELECT count(DISTINCT device) FROM readings WHERE device LIKE 'mq-%'"), MQTT_DEVICES);
   PQfinish(pg);
