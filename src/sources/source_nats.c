@@ -34,10 +34,12 @@ enum {
   FETCH_MAX = 512,           /* messages one pull request asks for, at most */
   REQUEST_EXPIRES_MS = 2000, /* a pull request the stream cannot fill ends after this, and is made again;
                                 a partition handed back waits for its request to end */
-  REQUEST_GRACE_MS = 1000, /* a request whose end the server did not say is taken as ended this long after it expired */
-  ACK_WAIT_S = 30,         /* JetStream sends a message again when not acked within this */
-  CLOSE_WAIT_MS = 5000,    /* libnats' own threads end within this once every connection is closed */
-  NAME_BYTES = 160,        /* a subject or consumer name: the prefix and the names are at most 64 */
+  REQUEST_GRACE_MS = 1000,
+  RESET_RETRY_MS = 1000,
+  /* a partition whose consumer could not be reset is tried again after this */ /* a request whose end the server did not say is taken as ended this long after it expired */
+  ACK_WAIT_S = 30,      /* JetStream sends a message again when not acked within this */
+  CLOSE_WAIT_MS = 5000, /* libnats' own threads end within this once every connection is closed */
+  NAME_BYTES = 160,     /* a subject or consumer name: the prefix and the names are at most 64 */
 };
 
 /* A message fetched and not yet acknowledged. */
@@ -57,9 +59,10 @@ typedef struct part {
   char next[2 * NAME_BYTES]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
   char reply[NAME_BYTES];    /* <inbox>.<n>: where its messages and statuses come */
   int active;
-  int requesting;       /* a pull request is outstanding */
-  int64_t requested_ns; /* tg_now() when it was sent */
-  uint32_t asked;       /* messages it may still bring */
+  int requesting;         /* a pull request is outstanding */
+  int64_t requested_ns;   /* tg_now() when it was sent */
+  int64_t reset_retry_ns; /* a reset that failed is tried again from then */
+  uint32_t asked;         /* messages it may still bring */
   uint32_t unacked;
   uint64_t resent_upto; /* stream sequences up to this were delivered before the reset */
   uint64_t pending;     /* the consumer's lag as last seen */
@@ -103,7 +106,7 @@ typedef struct nats_source {
   natsSubscription *sub;
   char inbox[NAME_BYTES / 2];
   rng jitter;
-  log_gate fail_gate, bad_gate;
+  log_gate fail_gate, bad_gate, reset_gate;
   _Atomic int64_t first_byte_ns;
   figure connected, connects, connect_failures, disconnects, messages, redelivered, acks, inflight_now, pending;
   figure requests_lost; /* pull requests the server ended without a word */
@@ -610,13 +613,23 @@ static int leases_follow(nats_source *n, char *why, size_t whylen) {
       snprintf(why, whylen, "the lease of partition %d was not renewed in time: another node may take it", p);
       return -ETIMEDOUT;
     }
-    if (!t->active && (st == LEASE_CLAIMED || st == LEASE_OWNED) && nats_leases_fresh(n->leases, p, now)) {
+    if (!t->active && (st == LEASE_CLAIMED || st == LEASE_OWNED) && nats_leases_fresh(n->leases, p, now) &&
+        now >= t->reset_retry_ns) {
       partition_marks_forget(n, p);
       call_args a = {.n = n, .part = p};
-      int r = tg_blocking_run(reset_call, &a);
-      if (r != 0) {
-        snprintf(why, whylen, "partition %d: %.250s", p, a.why);
-        return r;
+      if (tg_blocking_run(reset_call, &a) != 0) {
+        /* JetStream did not answer in time (a NATS cluster electing
+         * leaders is slow): the others go on, this one is tried again. */
+        if (natsConnection_IsClosed(n->nc)) {
+          snprintf(why, whylen, "partition %d: %.250s", p, a.why);
+          return -ECONNRESET;
+        }
+        uint64_t held_back;
+        if (log_gate_pass(&n->reset_gate, tg_now(), TG_MS(FAILURE_LOG_MS), &held_back))
+          log_event(n->log, "⚠️", "nats", 0, "nats_reset_failed", "NATS: partition %d: %s; trying again in %d ms%s",
+                    p, a.why, RESET_RETRY_MS, log_held_note(held_back).s);
+        t->reset_retry_ns = tg_now() + TG_MS(RESET_RETRY_MS);
+        continue;
       }
       pending_set(n, t, 0);
       t->active = 1;
