@@ -173,6 +173,17 @@ static const char fold_marks[] = "WITH gone AS (DELETE FROM mark_log WHERE write
 /* What a write's first COPY comes after, in the same message. */
 #define WRITE_BEGIN "BEGIN; SELECT txid_current(); "
 
+/* What makes a COPY insert its rows one at a time. COPY otherwise
+ * gathers them in a buffer of up to 1,000 (its multi-insert), and
+ * PostgreSQL before 17 pins the table's tuple descriptor once per
+ * buffered row in a resource owner that finds them all alike, a cost
+ * that grows with the square of the rows buffered: a write's COPY of
+ * 1,000 rows cost the server 2.2 times the CPU of the same rows inserted
+ * one at a time (3M rows in transactions of 1,000: 5.7 s against 2.6 s;
+ * in one COPY, 2.0-2.5 s). A volatile WHERE turns the buffer off. */
+#define ONE_AT_A_TIME " WHERE random() >= 0"
+enum { PG_PINS_FAST = 170000 }; /* the server version from which the buffer costs no more */
+
 enum { OID_BOOL = 16, OID_INT8 = 20, OID_TEXT = 25, OID_FLOAT8 = 701, OID_TEXT_ARRAY = 1009, OID_INT8_ARRAY = 1016 };
 
 /* A write whose COMMIT was sent on a link that then broke. */
@@ -204,6 +215,7 @@ typedef struct write_group {
 typedef struct pg_conn {
   PGconn *pg;
   int ready;           /* the session is set up and its statements prepared */
+  int one_at_a_time;   /* its server's COPYs do better without their multi-insert buffer */
   int64_t writer;      /* its mark_log rows', for this open */
   unsigned since_fold; /* writes committed since its last fold */
   doubt doubt;
@@ -215,6 +227,10 @@ typedef struct pg_conn {
   uint32_t ndirty, capdirty;
   uint32_t *dirty_at;
   uint32_t ndirty_at;
+  /* The dirty devices' names, hashed (never 0), open addressing: the
+   * devices this connection's mark_log rows may name. */
+  uint64_t *named;
+  uint32_t capnamed; /* a power of two, at least twice the dirty ones */
   /* A fold's marks: the dirty ones, the write's over them. */
   const char **names;
   uint64_t *seqs;
@@ -237,6 +253,7 @@ typedef struct pg_impl {
    * (every connection's starting knowledge). */
   uint32_t *found;
   uint32_t nfound;
+  char *writers; /* the connections' writer ids, an int8[] in text */
   int n;
   pg_conn conns[];
 } pg_impl;
@@ -320,7 +337,7 @@ static int prepare(pg_conn *c, const char *name, const char *sql, int nparams, c
  * exist. */
 static int session_prepare(pg_conn *c, char *err, size_t errlen) {
   const Oid text = OID_TEXT, log[] = {OID_INT8, OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY}, int8 = OID_INT8;
-  const Oid fold[] = {OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY};
+  const Oid fold[] = {OID_INT8, OID_TEXT_ARRAY, OID_INT8_ARRAY}, others[] = {OID_TEXT, OID_INT8_ARRAY};
   int r = prepare(c, "mark_get", "SELECT seq FROM device_hwm WHERE device = $1", 1, &text, err, errlen);
   /* A device new to this process may be another node's, whose latest
    * marks are still in its mark_log rows (it died before its fold): the
@@ -331,6 +348,16 @@ static int session_prepare(pg_conn *c, char *err, size_t errlen) {
                 "SELECT GREATEST((SELECT seq FROM device_hwm WHERE device = $1), (SELECT max(u.s) FROM mark_log m "
                 "CROSS JOIN LATERAL unnest(m.devices, m.seqs) AS u(d, s) WHERE m.devices @> ARRAY[$1] AND u.d = $1))",
                 1, &text, err, errlen);
+  /* The same without the rows of this process's writers ($2), for a
+   * device none of them names: looking through every array of the log
+   * for each device new to the process cost the server more than the
+   * COPYs of a run's first minute (7,000 devices). */
+  if (!r)
+    r = prepare(c, "mark_load_others",
+                "SELECT GREATEST((SELECT seq FROM device_hwm WHERE device = $1), (SELECT max(u.s) FROM mark_log m "
+                "CROSS JOIN LATERAL unnest(m.devices, m.seqs) AS u(d, s) WHERE m.writer <> ALL($2) "
+                "AND m.devices @> ARRAY[$1] AND u.d = $1))",
+                2, others, err, errlen);
   if (!r)
     r = prepare(c, "log_add", "INSERT INTO mark_log (writer, batch, devices, seqs) VALUES ($1, $2, $3, $4)", 4, log,
                 err, errlen);
@@ -368,6 +395,7 @@ static int session_connect(pg_impl *im, pg_conn *c, char *err, size_t errlen) {
     return c->pg ? -EIO : -ENOMEM;
   }
   PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+  c->one_at_a_time = PQserverVersion(c->pg) < PG_PINS_FAST;
   /* Readings' strings are UTF-8, whatever the database's encoding. */
   return exec_ok(c,
                  im->synchronous ? "SET synchronous_commit = on; SET client_encoding = 'UTF8'"
@@ -599,13 +627,20 @@ static int query_one(pg_conn *c, const char *stmt, int nparams, const char *cons
   return 0;
 }
 
+static int maybe_named(const pg_conn *c, const char *name);
+
+/* A device is routed to one connection, so of this process's mark_log
+ * rows only its connection's may name it, and only if it is dirty there
+ * (a mark forgotten and loaded again). */
 static int pg_mark_load(void *impl, int ci, const char *device, int *found, uint64_t *seq, char *err, size_t errlen) {
   pg_impl *im = impl;
   pg_conn *c = &im->conns[ci];
   int r = session(im, c, err, errlen);
   PGresult *res = NULL;
-  const char *v = NULL;
-  if (!r) r = query_one(c, "mark_load", 1, &device, &res, &v, "high-water mark", err, errlen);
+  const char *v = NULL, *params[2] = {device, im->writers};
+  if (!r)
+    r = maybe_named(c, device) ? query_one(c, "mark_load", 1, params, &res, &v, "high-water mark", err, errlen)
+                               : query_one(c, "mark_load_others", 2, params, &res, &v, "high-water mark", err, errlen);
   *found = v != NULL;
   *seq = v ? (uint64_t)strtoll(v, NULL, 10) : 0;
   PQclear(res);
@@ -791,7 +826,7 @@ static int table_extend(const pg_impl *im, pg_conn *c, pg_table *t, const write_
 }
 
 /* t's COPY for g's columns, made when they changed. 0 or -1. */
-static int table_copy(const pg_impl *im, pg_table *t, const write_group *g) {
+static int table_copy(const pg_impl *im, const pg_conn *c, pg_table *t, const write_group *g) {
   if (t->copy && t->copy_cols == g->ncols) return 0;
   sql_text q = {0};
   sql_str(&q, WRITE_BEGIN "COPY ");
@@ -801,7 +836,7 @@ static int table_copy(const pg_impl *im, pg_table *t, const write_group *g) {
     sql_str(&q, ", ");
     sql_ident(&q, schema_name(im->schema, g->cols[k].name));
   }
-  sql_str(&q, ") FROM STDIN (FORMAT binary)");
+  sql_str(&q, c->one_at_a_time ? ") FROM STDIN (FORMAT binary)" ONE_AT_A_TIME : ") FROM STDIN (FORMAT binary)");
   if (q.oom) return -1;
   free(t->copy);
   t->copy = q.p;
@@ -858,9 +893,31 @@ static int reserve_fold(pg_conn *c, uint32_t n) {
 
 static int is_dirty(const pg_conn *c, uint32_t device) { return device < c->ndirty_at && c->dirty_at[device]; }
 
+static uint64_t name_hash(const char *name) {
+  uint64_t h = 14695981039346656037u;
+  for (; *name; name++) h = (h ^ (unsigned char)*name) * 1099511628211u;
+  return h | 1;
+}
+
+/* Whether a dirty device may be named name (a collision says yes). */
+static int maybe_named(const pg_conn *c, const char *name) {
+  if (!c->capnamed) return 0;
+  uint64_t h = name_hash(name);
+  for (uint32_t i = (uint32_t)h & (c->capnamed - 1); c->named[i]; i = (i + 1) & (c->capnamed - 1))
+    if (c->named[i] == h) return 1;
+  return 0;
+}
+
+static void name_add(pg_conn *c, const char *name) {
+  uint64_t h = name_hash(name);
+  uint32_t i = (uint32_t)h & (c->capnamed - 1);
+  while (c->named[i] && c->named[i] != h) i = (i + 1) & (c->capnamed - 1);
+  c->named[i] = h;
+}
+
 /* Room in the dirty set for w's marks, taken before its commit so that
  * remembering them after it cannot fail. 0 or -1. */
-static int reserve_dirty(pg_conn *c, const storage_rows *w) {
+static int reserve_dirty(const pg_impl *im, pg_conn *c, const storage_rows *w) {
   uint32_t top = 0;
   for (uint32_t i = 0; i < w->nmarks; i++)
     if (w->marks[i].device > top) top = w->marks[i].device;
@@ -881,6 +938,17 @@ static int reserve_dirty(pg_conn *c, const storage_rows *w) {
     c->dirty = d;
     c->capdirty = cap;
   }
+  if (2 * (c->ndirty + w->nmarks) > c->capnamed) { /* grown, and filled again from the dirty set */
+    uint32_t cap = c->capnamed ? c->capnamed : 2048;
+    while (cap < 2 * (c->ndirty + w->nmarks)) cap *= 2;
+    uint64_t *named = calloc(cap, sizeof *named);
+    if (!named) return -1;
+    free(c->named);
+    c->named = named;
+    c->capnamed = cap;
+    char decimal[16];
+    for (uint32_t i = 0; i < c->ndirty; i++) name_add(c, storage_device_name(&im->names, c->dirty[i].device, decimal));
+  }
   return reserve_fold(c, c->ndirty + w->nmarks);
 }
 
@@ -894,6 +962,7 @@ static void remember_dirty(pg_conn *c, const storage_rows *w) {
     } else {
       c->dirty[c->ndirty++] = (storage_mark_update){d, NULL, w->marks[i].seq};
       c->dirty_at[d] = c->ndirty;
+      name_add(c, w->marks[i].name);
     }
   }
 }
@@ -901,6 +970,7 @@ static void remember_dirty(pg_conn *c, const storage_rows *w) {
 static void forget_dirty(pg_conn *c) {
   for (uint32_t i = 0; i < c->ndirty; i++) c->dirty_at[c->dirty[i].device] = 0;
   c->ndirty = 0;
+  if (c->capnamed) memset(c->named, 0, c->capnamed * sizeof *c->named);
 }
 
 /* The marks a fold writes into c->names and c->seqs: the dirty ones, w's
@@ -1104,7 +1174,7 @@ static int pg_write(void *impl, int ci, const storage_rows *w, char *err, size_t
   pg_impl *im = impl;
   pg_conn *c = &im->conns[ci];
   if (w->nrows == 0) return 0; /* nothing to store, no mark moved */
-  if (reserve_dirty(c, w)) {
+  if (reserve_dirty(im, c, w)) {
     snprintf(err, errlen, "postgres: out of memory");
     return -ENOMEM;
   }
@@ -1129,7 +1199,7 @@ static int pg_write(void *impl, int ci, const storage_rows *w, char *err, size_t
       rollback(c);
       return r;
     }
-    if (!t || table_copy(im, t, &c->groups[g])) {
+    if (!t || table_copy(im, c, t, &c->groups[g])) {
       snprintf(err, errlen, "postgres: out of memory");
       return -ENOMEM;
     }
@@ -1175,6 +1245,7 @@ static void pg_close(void *impl) {
     free(c->buf);
     free(c->dirty);
     free(c->dirty_at);
+    free(c->named);
     free(c->names);
     free(c->seqs);
     free(c->decimal);
@@ -1184,6 +1255,7 @@ static void pg_close(void *impl) {
     free(c->slot);
   }
   free(im->found);
+  free(im->writers);
   free(im->conninfo);
   free(im);
 }
@@ -1201,7 +1273,17 @@ static int pg_open(const storage_backend_opts *opts, void **impl, char *err, siz
   im->schema = opts->schema;
   im->n = opts->connections;
   int r = 0;
-  for (int i = 0; i < im->n; i++) im->conns[i].writer = writer_id(i);
+  im->writers = malloc(2 + (size_t)im->n * 21);
+  if (!im->writers) {
+    pg_close(im);
+    return -ENOMEM;
+  }
+  size_t at = 0;
+  for (int i = 0; i < im->n; i++) {
+    im->conns[i].writer = writer_id(i);
+    at += (size_t)sprintf(im->writers + at, "%c%lld", i ? ',' : '{', (long long)im->conns[i].writer);
+  }
+  sprintf(im->writers + at, "}");
   pg_conn *first = &im->conns[0];
   if (!(r = session_connect(im, first, err, errlen)) && !(r = tables_open(im, first, opts->reset, err, errlen)) &&
       !(r = exec_ok(first, fold_log, "folding mark_log", err, errlen)))
