@@ -52,6 +52,9 @@ int main(int argc, char **argv) {
   jsOptions o;
   jsOptions_Init(&o);
   o.PublishAsync.MaxPending = 4096;
+  /* With the consumers draining at once on a busy machine, acks may lag
+   * more than the default 200 ms. */
+  o.PublishAsync.StallWait = 60000;
   o.PublishAsync.ErrHandler = on_failed;
   if ((s = natsConnection_JetStream(&js, nc, &o)) != NATS_OK) return fail("JetStream", s);
   jsStreamInfo *si = NULL;
