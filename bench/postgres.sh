@@ -90,7 +90,7 @@ serve_case() {
   local tpid=$!
   for _ in $(seq 200); do ss -ltn "sport = :$port" | grep -q LISTEN && break; sleep 0.05; done
   "$build/tcpgen" -h 127.0.0.1 -p "$port" -k 7 -n "$n" -d 1000 >"$work/gen.txt"
-  pkill -TERM -P "$tpid" -x telegate
+  pkill -TERM -P "$tpid"
   wait "$tpid" || { echo "postgres.sh: serve failed" >&2; cat "$work/serve.log" >&2; exit 1; }
   local db_cpu
   db_cpu=$(pg_cpu_since "$before")
@@ -152,15 +152,15 @@ done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
-echo "N = $n readings (7 connections x 1,000 devices, JSON), serve --db-pool $pool --workers $workers ${SERVE_FLAGS:-}," \
-  "PostgreSQL $("$pg_bin/postgres" --version | awk '{print $NF}'), $rounds rounds; $(nproc) cores"
+echo "N = $n readings (7 connections x 1,000 devices, JSON), serve --workers $workers${SERVE_FLAGS:+ $SERVE_FLAGS}," \
+  "PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'), $rounds rounds; $(nproc) cores"
 echo
 echo "| case | rows/s by round | serve CPU s | PostgreSQL CPU s: all (sessions / walwriter / checkpointer / other) |"
 echo "|---|---:|---:|---:|"
 for c in "${cases[@]}"; do
   rs="" cs="" ds=""
   for r in $(seq "$rounds"); do
-    rs+="${rs:+ / }${rate[$r,$c]}" cs+="${cs:+ / }${cpu[$r,$c]}" ds+="${ds:+; }${dbcpu[$r,$c]/:/ (})"
+    rs+="${rs:+ / }${rate[$r,$c]}" cs+="${cs:+ / }${cpu[$r,$c]}" ds+="${ds:+; }${dbcpu[$r,$c]/:/ (}"
     [ "${dbcpu[$r,$c]}" = - ] || ds+=")"
   done
   echo "| $c | $rs | $cs | $ds |"
