@@ -170,8 +170,8 @@ scale_run() {
   for k in $(seq "$nodes"); do
     "$telegate" serve --listen-devices "127.0.0.1:$((dport + k))" --listen-http "127.0.0.1:$((hport + k))" \
       --storage postgres --db "$pg_uri" --nats "nats://127.0.0.1:$nport" --nats-partitions 6 --nats-lease-ms 2000 \
-      --nats-stream "$name" --nats-subject "$name" --nats-consumer "c$name" --nats-inflight "$inflight" \
-      --health-interval-ms 0 --quiet --summary-json "$work/$name-$k.json" >"$work/$name-$k.log" 2>&1 &
+      --nats-stream "$name" --nats-subject "$name" --nats-consumer "c$name" --nats-inflight "$inflight" --node "$name-$k" \
+      --health-interval-ms 0 --summary-json "$work/$name-$k.json" >"$work/$name-$k.log" 2>&1 &
     spids+=($!)
     pids+=($!)
   done
@@ -219,7 +219,8 @@ EOF
 rows=()
 for lines in 1 10; do
   for nodes in 1 2 3; do
-    read -r rate nats_cpu node_cpu pg_cpu_run pub_cpu < <(scale_run "$lines" "$nodes")
+    scale_run "$lines" "$nodes" >"$work/scale.txt" # not in a subshell: its nodes go into pids
+    read -r rate nats_cpu node_cpu pg_cpu_run pub_cpu <"$work/scale.txt"
     echo "nats.sh: $lines a message, $nodes nodes: $rate readings/s" >&2
     rows+=("| $lines | $nodes | $rate | $nats_cpu | $node_cpu | $pg_cpu_run | $pub_cpu |")
   done

@@ -177,10 +177,10 @@ static const char fold_marks[] = "WITH gone AS (DELETE FROM mark_log WHERE write
  * gathers them in a buffer of up to 1,000 (its multi-insert), and
  * PostgreSQL before 17 pins the table's tuple descriptor once per
  * buffered row in a resource owner that finds them all alike, a cost
- * that grows with the square of the rows buffered: a write's COPY of
- * 1,000 rows cost the server 2.2 times the CPU of the same rows inserted
- * one at a time (3M rows in transactions of 1,000: 5.7 s against 2.6 s;
- * in one COPY, 2.0-2.5 s). A volatile WHERE turns the buffer off. */
+ * that grows with the square of the rows buffered: 3M rows in COPYs of
+ * 1,000 cost the server 5.6 to 7.3 CPU s buffered, 2.6 to 3.4 s one at a
+ * time, and 1.7 to 2.1 s in one COPY (bench/postgres.sh). A volatile
+ * WHERE turns the buffer off. */
 #define ONE_AT_A_TIME " WHERE random() >= 0"
 enum { PG_PINS_FAST = 170000 }; /* the server version from which the buffer costs no more */
 
