@@ -34,6 +34,14 @@ static void device_json(http_buf *b, const system_snapshot *s, const device_metr
   key(b, "name"); /* the id the device sends, which health checks take */
   http_buf_json_string(b, m->id && m->id[0] ? m->id : number);
   http_buf_append(b, ",", 1);
+  if (s->node) { /* in a cluster: the node aggregating it; null before its first reading */
+    key(b, "node");
+    if (m->count)
+      http_buf_json_string(b, m->node ? m->node : s->node);
+    else
+      http_buf_puts(b, "null");
+    http_buf_append(b, ",", 1);
+  }
   kv_u64(b, "count", m->count, 1);
   kv_u64(b, "last_seq", m->last_seq, 1);
   key(b, "fields"); /* a float's mean, an integer's or a boolean's last value */
@@ -77,6 +85,12 @@ static void summary_json(http_buf *b, const system_snapshot *s) {
   kv_u64(b, "active_devices", s->active_devices, 1);
   kv_u64(b, "stale_devices", s->stale_devices, 1);
   kv_i64(b, "stale_after_ms", s->stale_after_ms, 1);
+  if (s->node) { /* in a cluster: this node, and the nodes it heard from (itself included) */
+    key(b, "node");
+    http_buf_json_string(b, s->node);
+    http_buf_append(b, ",", 1);
+    kv_u64(b, "nodes", s->nodes, 1);
+  }
   key(b, "fleet"); /* the mean over active devices of each float field's mean */
   http_buf_append(b, "{", 1);
   for (int k = 0; k < SNAPSHOT_FIELDS && s->fleet_name[k]; k++) {
@@ -89,9 +103,11 @@ static void summary_json(http_buf *b, const system_snapshot *s) {
 }
 
 /* The "devices" array and the object's end: every device, or with a base
- * only those read since (the base's devices that were not seen after
- * base_at_ms are left out, but for those that turned stale since;
- * devices new since the base all go in). */
+ * only those that changed since (the base's devices whose entry did not
+ * change after base_at_ms are left out, but for those that turned stale
+ * since; devices new since the base all go in). A device of another
+ * node changes when its state is merged, which may be long after its
+ * last reading: hence merged_ms too. */
 /* Whether m was active at base_at_ms and is stale in s: a delta carries
  * it, though it sent nothing, so that its "stale" reaches the client. */
 static int turned_stale(const system_snapshot *s, const device_metrics *m, int64_t base_at_ms) {
@@ -106,7 +122,8 @@ static void devices_json(http_buf *b, const system_snapshot *s, uint32_t base_nd
     const device_metrics *m = &s->devices[i];
     if (i % DEVICES_PER_SLICE == DEVICES_PER_SLICE - 1) pause_for_io();
     if (m->device == 0) continue; /* a slot unused yet */
-    if (i < base_ndevices && m->last_seen_ms < base_at_ms && !turned_stale(s, m, base_at_ms)) continue;
+    int64_t changed_ms = m->merged_ms > m->last_seen_ms ? m->merged_ms : m->last_seen_ms;
+    if (i < base_ndevices && changed_ms < base_at_ms && !turned_stale(s, m, base_at_ms)) continue;
     if (!first) http_buf_append(b, ",", 1);
     first = 0;
     device_json(b, s, m);

@@ -29,6 +29,9 @@ system_snapshot *snapshot_new_windowed(snapshot_counters *c, uint64_t version, i
   uint32_t n[SNAPSHOT_FIELDS] = {0};
   uint32_t active = 0, stale = 0;
   s->schema = NULL;
+  s->node = NULL;
+  s->nodes = 1;
+  s->node_messages = total_messages;
   memset(s->fleet_name, 0, sizeof s->fleet_name);
   for (uint32_t i = 0; i < ndevices; i++) {
     const device_metrics *m = &devices[i];

@@ -32,7 +32,9 @@ typedef struct device_metrics {
   uint32_t device; /* the pipeline's 1-based index */
   uint64_t count;  /* readings aggregated */
   uint64_t last_seq;
-  int64_t last_seen_ms; /* run time of the last reading, ms */
+  int64_t last_seen_ms; /* run time of the last reading, ms (this process's, also for another node's device) */
+  const char *node;     /* the node aggregating it (the fleet view); NULL: this one. Lives as long as the run */
+  int64_t merged_ms;    /* run time another node's state was last merged into it; 0: never */
   /* Its first SNAPSHOT_FIELDS numeric fields: schema ids (0: slot unused),
    * types, and values - a float's running mean, an integer's or a
    * boolean's last value - over the `field_count` readings that had it. */
@@ -57,6 +59,12 @@ typedef struct system_snapshot {
   int64_t stale_after_ms;
   int64_t next_stale_ms;       /* the at_ms at which an active device turns stale if it stays silent; INT64_MAX: none */
   const struct schema *schema; /* the names of the fields' ids; NULL: only the article's are named */
+  /* In a cluster (the fleet view): this node's name, and the nodes heard
+   * from, this one included; NULL and 1 otherwise. total_messages is then
+   * the fleet's: each node's own count once. */
+  const char *node;
+  uint32_t nodes;
+  uint64_t node_messages; /* readings this node aggregated itself: total_messages less the other nodes' */
   /* The fleet's means: of the first SNAPSHOT_FIELDS float fields, the mean
    * of the active devices' means (0: slot unused). */
   uint16_t fleet_name[SNAPSHOT_FIELDS];
@@ -67,8 +75,8 @@ typedef struct system_snapshot {
 
 /* A new snapshot with one reference, copying `devices`, whose devices
  * are active when heard from within stale_after_ms of at_ms, stale when
- * heard from before; its schema is NULL until the caller sets it, before
- * anyone else sees it. NULL when out of memory. */
+ * heard from before; its schema and node are NULL (nodes 1) until the
+ * caller sets them, before anyone else sees it. NULL when out of memory. */
 system_snapshot *snapshot_new_windowed(snapshot_counters *c, uint64_t version, int64_t at_ms, uint64_t total_messages,
                                        const device_metrics *devices, uint32_t ndevices, int64_t stale_after_ms);
 

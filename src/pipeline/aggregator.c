@@ -29,9 +29,23 @@ struct aggregator {
   _Atomic int64_t last_reading_ns;
   int64_t stale_at_ns;                            /* publish then: a device turns stale (INT64_MAX: none) */
   _Atomic uint32_t devices_active, devices_stale; /* of the latest snapshot */
+  /* the fleet view, as its latest message said */
+  const char *self;
+  uint32_t nodes;
+  uint64_t remote_total;
 };
 
+/* Messages of the fleet view taken per wake at most, so that a burst of
+ * them cannot hold the readings back. */
+enum { REMOTE_BURST = 16 };
+
 static void drop_channels(aggregator_opts *o) {
+  if (o->remote) {
+    aggregator_remote *u;
+    while (tg_mpsc_try_recv(o->remote, &u) == 0) free(u);
+    tg_mpsc_rx_drop(o->remote);
+    o->remote = NULL;
+  }
   if (o->telemetry) tg_mpsc_rx_drop(o->telemetry);
   if (o->storage) tg_mpsc_tx_drop(o->storage);
   if (o->latest) tg_watch_tx_drop(o->latest);
@@ -72,6 +86,7 @@ int aggregator_new(const aggregator_opts *opts, aggregator **out) {
   if (a->o.burst < 1) a->o.burst = 1;
   atomic_init(&a->last_reading_ns, -1);
   a->stale_at_ns = INT64_MAX;
+  a->nodes = 1;
   *out = a;
   return 0;
 }
@@ -100,8 +115,9 @@ void aggregator_figures_get(const aggregator *a, aggregator_figures *out) {
 
 static void publish(aggregator *a, int64_t now_ns) {
   int64_t window_ms = a->o.stale_after_ns ? a->o.stale_after_ns / 1000000 : SNAPSHOT_ACTIVE_MS;
-  system_snapshot *s = snapshot_new_windowed(a->o.snapshots, figure_get(&a->version) + 1, (now_ns - a->o.t0) / 1000000,
-                                             figure_get(&a->aggregated), a->metrics, (uint32_t)a->ndevices, window_ms);
+  system_snapshot *s =
+      snapshot_new_windowed(a->o.snapshots, figure_get(&a->version) + 1, (now_ns - a->o.t0) / 1000000,
+                            figure_get(&a->aggregated) + a->remote_total, a->metrics, (uint32_t)a->ndevices, window_ms);
   a->unpublished = 0;
   a->last_publish_ns = now_ns;
   if (!s) {
@@ -109,6 +125,9 @@ static void publish(aggregator *a, int64_t now_ns) {
     return;
   }
   s->schema = a->o.schema;
+  s->node = a->self;
+  s->nodes = a->nodes;
+  s->node_messages = figure_get(&a->aggregated);
   atomic_store_explicit(&a->devices_active, s->active_devices, memory_order_relaxed);
   atomic_store_explicit(&a->devices_stale, s->stale_devices, memory_order_relaxed);
   /* The next device to turn stale does so a millisecond after its window. */
@@ -177,6 +196,7 @@ static void process(aggregator *a, reading *r, int64_t now) {
     fields_add(m, r);
     m->last_seen_ms = run / 1000000;
     m->last_seq = r->seq;
+    m->node = NULL; /* ours now, whoever had it */
   }
   figure_add(&a->aggregated, 1);
   atomic_store_explicit(&a->last_reading_ns, run, memory_order_relaxed);
@@ -186,6 +206,26 @@ static void process(aggregator *a, reading *r, int64_t now) {
     reading_free(r);
   }
   if (++a->unpublished >= a->o.publish_every) publish(a, now);
+}
+
+/* Merges one message of the fleet view (see the note in aggregator.h on
+ * which state wins) and frees it. */
+static void merge_remote(aggregator *a, aggregator_remote *u, int64_t now) {
+  a->self = u->self;
+  a->nodes = u->nodes;
+  a->remote_total = u->remote_total;
+  for (uint32_t i = 0; i < u->n; i++) {
+    const device_metrics *d = &u->devices[i];
+    device_metrics *m = metrics_of(a, d->device);
+    if (!m) continue;
+    if (m->count && (d->last_seq < m->last_seq || (d->last_seq == m->last_seq && !m->node))) continue;
+    const char *id = m->id;
+    *m = *d;
+    m->id = id;
+    m->merged_ms = (now - a->o.t0) / 1000000;
+  }
+  a->unpublished++; /* published by the interval, as readings are */
+  free(u);
 }
 
 static size_t storage_len(aggregator *a) {
@@ -256,16 +296,31 @@ void *aggregator_task(void *arg) {
         now >= a->stale_at_ns)
       publish(a, now);
     if (!draining) {
+      /* The fleet view's messages first, a few per wake: under load the
+       * telemetry channel is always ready and would win every select. */
+      aggregator_remote *u;
+      for (int i = 0; a->o.remote && i < REMOTE_BURST && tg_mpsc_try_recv(a->o.remote, &u) == 0; i++)
+        merge_remote(a, u, tg_now());
       /* A select completes a ready case without looking at its deadline,
        * and under load the channel is always ready: so the batch timer is
        * checked here, not left to the select's timeout alone. */
       int w = TG_ETIMEDOUT;
-      tg_case cs[2] = {tg_cancel_case(a->o.cancel), tg_mpsc_recv_case(a->o.telemetry, &r)};
+      tg_case cs[3] = {tg_cancel_case(a->o.cancel), tg_mpsc_recv_case(a->o.telemetry, &r)};
+      if (a->o.remote) cs[2] = tg_mpsc_recv_case(a->o.remote, &u);
       int64_t deadline = next_cut;
       if (a->unpublished && a->o.publish_interval_ns > 0 && a->last_publish_ns + a->o.publish_interval_ns < deadline)
         deadline = a->last_publish_ns + a->o.publish_interval_ns;
       if (a->stale_at_ns < deadline) deadline = a->stale_at_ns;
-      if (now < next_cut) w = tg_select(cs, 2, deadline);
+      if (now < next_cut) w = tg_select(cs, a->o.remote ? 3 : 2, deadline);
+      if (w == 2) {
+        if (cs[2].result == 0) {
+          merge_remote(a, u, tg_now());
+        } else { /* the fleet view ended: what is there stays */
+          tg_mpsc_rx_drop(a->o.remote);
+          a->o.remote = NULL;
+        }
+        continue;
+      }
       /* A batch tick that fell due with the token already fired (they
        * may share an instant) is no tick: the token comes first. */
       if (w == 0 || (w == TG_ETIMEDOUT && tg_cancel_fired(a->o.cancel))) {

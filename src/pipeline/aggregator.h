@@ -25,7 +25,20 @@
  * one final batch and drops its storage, watch and broadcast senders -
  * which is how storage and clients learn that the run is over. A batch
  * that was waiting for queue space when the token fired is not lost: it
- * stays the current batch and goes out last. */
+ * stays the current batch and goes out last.
+ *
+ * The fleet view (in a cluster, sources/fleet.h): the states of devices
+ * other nodes aggregate come in on the `remote` channel and take their
+ * places in the same table, by this node's index of the device (the
+ * registry's, so bounded by max_devices like the local ones). Whichever
+ * reading is latest wins, by the device's seq, which is monotonic across
+ * nodes (the high-water marks): a remote state replaces a device's entry
+ * only when its seq is above the entry's, or equal and the entry is
+ * another node's too, so an older message of a node that has since lost
+ * the device never overwrites what this node aggregates; a local reading
+ * always makes the device this node's again. Remote readings are not
+ * aggregated, batched or counted in `aggregated`: the snapshot's
+ * total_messages adds the other nodes' own counts as they last said. */
 #ifndef TELEGATE_AGGREGATOR_H
 #define TELEGATE_AGGREGATOR_H
 
@@ -39,6 +52,17 @@
 
 typedef struct aggregator aggregator;
 
+/* One message of the fleet view, owned by whoever holds it (free()). */
+typedef struct aggregator_remote {
+  const char *self;      /* this node's name, for the snapshots; lives as long as the run */
+  uint32_t nodes;        /* nodes heard from, this one included */
+  uint64_t remote_total; /* readings the other nodes aggregated, each counted once, as they said last */
+  uint32_t n;
+  /* .device: this node's index of it; .node: the node aggregating it;
+   * .last_seen_ms: in this run's time; .id is the aggregator's to set. */
+  device_metrics devices[];
+} aggregator_remote;
+
 typedef struct aggregator_opts {
   tg_cancel *cancel;
   demo_log *log;
@@ -51,6 +75,7 @@ typedef struct aggregator_opts {
   tg_mpsc_tx *storage;      /* batch elements */
   tg_watch_tx *latest;      /* system_snapshot * */
   tg_broadcast_tx *updates; /* system_snapshot * */
+  tg_mpsc_rx *remote;       /* aggregator_remote *, the fleet view's; NULL: none (one node) */
   int ndevices;             /* devices 1..ndevices named "1".."n" from the start (the demo's) */
   int max_devices;          /* the table grows up to this index; 0: ndevices is fixed */
   /* The id of a device index the table grows to (serve's registry). */

@@ -95,10 +95,15 @@ static void storage_closing(void *ctx) {
 int pipeline_new(const pipeline_opts *o, pipeline **out) {
   *out = NULL;
   if (o->telemetry_capacity < 1 || o->storage_capacity < 1 || o->broadcast_capacity < 1 || o->db_pool < 1 ||
-      o->db_pool > WRITER_MAX_POOL)
+      o->db_pool > WRITER_MAX_POOL) {
+    if (o->remote) tg_mpsc_rx_drop(o->remote);
     return TG_EINVAL;
+  }
   pipeline *p = calloc(1, sizeof *p);
-  if (!p) return TG_ENOMEM;
+  if (!p) {
+    if (o->remote) tg_mpsc_rx_drop(o->remote);
+    return TG_ENOMEM;
+  }
   p->o = *o;
   pthread_mutex_init(&p->fig_lock, NULL);
   tg_mpsc_rx *telemetry_rx = NULL, *storage_rx = NULL;
@@ -118,6 +123,7 @@ int pipeline_new(const pipeline_opts *o, pipeline **out) {
     if (telemetry_rx) tg_mpsc_rx_drop(telemetry_rx);
     if (storage_rx) tg_mpsc_rx_drop(storage_rx);
     if (storage_tx) tg_mpsc_tx_drop(storage_tx);
+    if (o->remote) tg_mpsc_rx_drop(o->remote);
     pipeline_free(p);
     return r;
   }
@@ -133,6 +139,7 @@ int pipeline_new(const pipeline_opts *o, pipeline **out) {
                         .storage = storage_tx,
                         .latest = latest,
                         .updates = updates,
+                        .remote = o->remote,
                         .ndevices = o->ndevices,
                         .max_devices = o->max_devices,
                         .device_name = o->device_name,

@@ -59,6 +59,10 @@ typedef struct pipeline_opts {
   const struct schema *schema; /* the readings' names, for the snapshots; NULL: the article's */
   const char *(*device_name)(void *ctx, uint32_t device);
   void *device_name_ctx;
+  /* The fleet view's states of other nodes' devices (aggregator_remote *):
+   * moved into the aggregator by pipeline_new, also when it fails; NULL:
+   * none. */
+  tg_mpsc_rx *remote;
   int64_t batch_interval_ns, delay_ns, publish_interval_ns, stale_after_ns;
   uint32_t batch_max;
   uint64_t publish_every;

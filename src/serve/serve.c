@@ -3,6 +3,7 @@
 #include "serve.h"
 
 #include "figures.h"
+#include "fleet.h"
 #include "pipeline.h"
 #include "registry.h"
 #include "retention.h"
@@ -67,6 +68,7 @@ struct serve {
   int64_t last_join_ns;
   uint64_t db_rows;
   retention retention; /* with --retention */
+  fleet *fleet;        /* the fleet view, with --nats; set before the HTTP side starts */
 };
 
 /* ------------------------------------------------------------ hooks */
@@ -269,6 +271,7 @@ static void teardown(serve *s) {
   nats_publish_free(s->stream); /* before the NATS source's free ends libnats */
   for (int i = 0; i < NSOURCES; i++)
     if (s->source_state[i]) sources[i]->free(s->source_state[i]);
+  fleet_free(s->fleet);            /* after the NATS source's free, which waits for libnats' threads to end */
   tls_context_free(s->device_tls); /* after the sources and HTTP: their connections were joined */
   tls_context_free(s->http_tls);
   schema_free(s->schema); /* after everything that reads names: sources, snapshots, storage */
@@ -276,9 +279,55 @@ static void teardown(serve *s) {
   free(s);
 }
 
+/* This node's name in the cluster: the NATS leases' id; NULL without
+ * --nats. The one place that says which. */
+static const char *node_name(serve *s) {
+  for (int i = 0; i < NSOURCES; i++)
+    if (sources[i] == &source_nats && s->source_state[i]) return source_nats_node(s->source_state[i]);
+  return NULL;
+}
+
+static int health_local(void *ctx, const char *device_id, int64_t timeout_ns, device_status *out);
+
+/* The fleet view (fleet.h), with --nats: it hands the aggregator the
+ * other nodes' devices through `remote`, whose other end is in the
+ * pipeline. */
+static int fleet_begin(serve *s, tg_mpsc_tx *remote, char *err, size_t errlen) {
+  tg_watch_rx *latest = NULL;
+  int r = pipeline_subscribe(s->pipe, &latest, NULL);
+  if (r != 0) {
+    tg_mpsc_tx_drop(remote);
+    snprintf(err, errlen, "cannot start the fleet view: %s", tg_strerror(r));
+    return r;
+  }
+  fleet_opts fo = {.urls = s->cfg.nats_urls,
+                   .prefix = s->cfg.nats_consumer,
+                   .node = node_name(s),
+                   .cancel = s->cancel,
+                   .log = &s->log,
+                   .reg = &s->reg,
+                   .schema = s->schema,
+                   .t0 = s->t0,
+                   .latest = latest,
+                   .remote = remote,
+                   .health = health_local,
+                   .health_ctx = s};
+  return fleet_start(s->tasks, &fo, &s->fleet, err, errlen);
+}
+
 /* The pipeline and the tasks; the listener is bound by the acceptor. */
 static int build(serve *s, char *err, size_t errlen) {
   const serve_config *c = &s->cfg;
+  /* The fleet view's states of other nodes' devices, into the aggregator. */
+  tg_mpsc_tx *remote = NULL;
+  tg_mpsc_rx *remote_rx = NULL;
+  int r;
+  if (c->nats_urls &&
+      (r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = 64, .elem_size = sizeof(aggregator_remote *), .name = "fleet"},
+                       &remote, &remote_rx)) != 0) {
+    snprintf(err, errlen, "cannot start the pipeline: %s", tg_strerror(r));
+    return r;
+  }
   pipeline_opts po = {.cancel = s->cancel,
                       .log = &s->log,
                       .t0 = s->t0,
@@ -289,6 +338,7 @@ static int build(serve *s, char *err, size_t errlen) {
                       .storage_capacity = c->storage_capacity,
                       .broadcast_capacity = c->broadcast_capacity,
                       .max_devices = c->max_devices,
+                      .remote = remote_rx,
                       .schema = s->schema,
                       .device_name = device_name,
                       .device_name_ctx = &s->reg,
@@ -307,8 +357,8 @@ static int build(serve *s, char *err, size_t errlen) {
                       .on_commit_ctx = &s->reg,
                       .on_fault = pipeline_fault,
                       .on_fault_ctx = s};
-  int r;
   if ((r = pipeline_new(&po, &s->pipe)) != 0 || (r = pipeline_start(s->pipe)) != 0) {
+    if (remote) tg_mpsc_tx_drop(remote);
     snprintf(err, errlen, "cannot start the pipeline: %s", tg_strerror(r));
     return r;
   }
@@ -347,6 +397,11 @@ static int build(serve *s, char *err, size_t errlen) {
   }
   pipeline_seal(s->pipe); /* the sources hold the only senders now */
   if (s->stream) nats_publish_seal(s->stream);
+  if (r == 0 && remote) {
+    r = fleet_begin(s, remote, err, errlen);
+    remote = NULL;
+  }
+  if (remote) tg_mpsc_tx_drop(remote);
   if (r != 0) return r;
   r = pipeline_start_health(
       s->pipe, &(pipeline_devices){.pick = health_pick, .ask = health_ask_hook, .name = device_name, .ctx = &s->reg});
@@ -587,13 +642,27 @@ int serve_write(serve *s, const write_request *rq, write_result *res) {
   return TG_ECLOSED;
 }
 
-int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out) {
+/* A health check of a device connected here, or of none: never forwarded. */
+static int health_local(void *ctx, const char *device_id, int64_t timeout_ns, device_status *out) {
+  serve *s = ctx;
   uint32_t index = registry_find(&s->reg, device_id);
   if (!index) {
     figure_add_shared(&s->health_unknown, 1);
     return -ENOENT;
   }
   int r = pipeline_health(s->pipe, index, timeout_ns, out);
+  if (r == 0 && out) out->device = index;
+  return r;
+}
+
+/* A device connected to another node of the cluster is asked through
+ * that node, as the fleet view last heard; any other here. */
+int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out) {
+  uint32_t index = s->fleet ? registry_find(&s->reg, device_id) : 0;
+  const device_entry *e = index ? registry_entry(&s->reg, index) : NULL;
+  const char *node = e && !atomic_load(&((device_entry *)e)->conn) ? fleet_connected_at(s->fleet, index) : NULL;
+  if (!node) return health_local(s, device_id, timeout_ns, out);
+  int r = fleet_health_ask(s->fleet, node, device_id, timeout_ns, out);
   if (r == 0 && out) out->device = index;
   return r;
 }

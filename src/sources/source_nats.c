@@ -790,6 +790,8 @@ static void *nats_task(void *arg) {
 
 /* ------------------------------------------------------------ the source */
 
+const char *source_nats_node(const void *state) { return nats_leases_node(((const nats_source *)state)->leases); }
+
 static void nats_free(void *state) {
   nats_source *n = state;
   if (!n) return;

@@ -71,4 +71,8 @@
 /* Wanted when cfg->nats_urls is set (--nats). */
 extern const source_kind source_nats;
 
+/* This node's id, the one its leases carry (nats_leases_node), given the
+ * source's state; valid until the source is freed. */
+const char *source_nats_node(const void *state);
+
 #endif
