@@ -257,6 +257,9 @@ START_TEST(test_serve_nats_fleet_view) {
   ck_assert_int_eq((int)num_of(h, "battery"), 66);
   ck_assert_int_eq((long long)num_of(h, "uptime_ms"), 4321000);
   cJSON_Delete(h);
+  ck_assert_int_eq(serve_metric(&node[1], "telegate_fleet_health_forwarded_total"), 1);
+  ck_assert_int_eq(serve_metric(&node[0], "telegate_fleet_health_answered_total"), 1);
+  ck_assert_int_eq(serve_metric(&node[0], "telegate_fleet_nodes"), NODES);
   /* An id nobody sent: unknown on B as on A. */
   int status;
   cJSON_Delete(get_json(&node[1], "/api/devices/nobody/health", &status));

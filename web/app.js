@@ -390,6 +390,7 @@ function addRow(d) {
   const tr = el("tr", { "data-device": String(d.id) });
   const row = { tr, name: d.name, device: d, fields: new Map() };
   row.nameCell = el("td", { class: "name" }, tr, d.name);
+  row.nodeCell = el("td", { class: "node" }, tr, d.node || "");
   row.sparkTd = el("td", {}, tr);
   const svg = el("svg:svg", { class: "spark", viewBox: "0 0 140 28" }, row.sparkTd);
   row.sparkTitle = el("svg:title", {}, svg, "");
@@ -435,11 +436,15 @@ function drawDevices(s) {
     const row = state.rows.get(d.id) || addRow(d);
     row.device = d;
     if (row.name !== d.name) setText(row.nameCell, (row.name = d.name));
+    setText(row.nodeCell, d.node || "");
     for (const [name, set] of row.fields) set(fieldOf(d, name));
     setText(row.count, n(d.count));
     drawSpark(row, d, s.version);
     drawHealth(d.name);
   }
+  // In a cluster (serve --nats) each device names the node that aggregates
+  // it: a column once there is more than one node.
+  $("devices").classList.toggle("fleet", (s.nodes || 1) > 1);
   $("no-devices").hidden = state.rows.size > 0;
   const staleFor = s.stale_after_ms >= 1000 ? `${s.stale_after_ms / 1000} s` : `${s.stale_after_ms} ms`;
   setText($("devices-sub"), `${state.rows.size} devices: ${s.active_devices} active, ` +

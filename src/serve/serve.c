@@ -747,6 +747,22 @@ void serve_figures_get(serve *s, serve_figures *f) {
                                  .nodes = in.nats.nodes,
                                  .leases_lost = in.nats.leases_lost,
                                  .leases_claimed = in.nats.leases_claimed};
+  if (s->fleet) {
+    fleet_figures ff;
+    fleet_figures_get(s->fleet, &ff);
+    f->fleet = (serve_fleet_figures){.connected = ff.connected,
+                                     .nodes = ff.nodes,
+                                     .messages_sent = ff.messages_sent,
+                                     .bytes_sent = ff.bytes_sent,
+                                     .messages_received = ff.messages_received,
+                                     .bytes_received = ff.bytes_received,
+                                     .devices_sent = ff.devices_sent,
+                                     .devices_received = ff.devices_received,
+                                     .devices_dropped = ff.devices_dropped,
+                                     .syncs = ff.syncs,
+                                     .health_forwarded = ff.health_asked,
+                                     .health_answered = ff.health_answered};
+  }
   f->telemetry = queue_figures(&pf.telemetry);
   f->storage = queue_figures(&pf.storage);
   f->bandwidth = (serve_permit_figures){in.permits, in.permits_in_use, in.permit_waiters, in.permit_waits};

@@ -83,6 +83,14 @@ typedef struct serve_nats_publish_figures {
   uint64_t unpublished;
 } serve_nats_publish_figures;
 
+/* The fleet view's (sources/fleet.h has what each one means); 0 without --nats. */
+typedef struct serve_fleet_figures {
+  uint64_t connected, nodes; /* gauges */
+  uint64_t messages_sent, bytes_sent, messages_received, bytes_received;
+  uint64_t devices_sent, devices_received, devices_dropped, syncs;
+  uint64_t health_forwarded, health_answered;
+} serve_fleet_figures;
+
 /* Everything serve counts, for /metrics and /api/snapshot. Counters only
  * grow; gauges are marked. Stable: fields are only ever added. */
 typedef struct serve_figures {
@@ -128,6 +136,7 @@ typedef struct serve_figures {
   serve_mqtt_figures mqtt;                           /* the MQTT subscription (--mqtt) */
   serve_nats_figures nats;                           /* the JetStream consumer (--nats) */
   serve_nats_publish_figures nats_publish;           /* the sources' readings published to it (--nats) */
+  serve_fleet_figures fleet;                         /* the fleet view (--nats) */
   /* stages and backpressure */
   serve_queue_figures telemetry;  /* readings, connections -> aggregator */
   serve_queue_figures storage;    /* batches, aggregator -> storage */
