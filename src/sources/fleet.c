@@ -565,8 +565,10 @@ static void *check_task(void *arg) {
   put_var(&w, st.uptime_ms > 0 ? (uint64_t)st.uptime_ms : 0);
   put_var(&w, st.readings);
   const char *reply = natsMsg_GetReply(c->msg);
-  if (reply && natsConnection_Publish(f->nc, reply, out, (int)w.len) == NATS_OK)
+  if (reply) { /* counted first: the asker may read the figure as soon as it has the reply */
     figure_add_shared(&f->health_answered, 1);
+    natsConnection_Publish(f->nc, reply, out, (int)w.len);
+  }
   natsMsg_Destroy(c->msg);
   free(c);
   atomic_fetch_sub(&f->checks_running, 1);
