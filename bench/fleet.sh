@@ -71,7 +71,8 @@ for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$nport") 2>/dev/null && br
 serve() { # name device-port http-port extra...
   local name=$1 dp=$2 hp=$3
   shift 3
-  "$telegate" serve --storage none --max-devices $((devices + 1000)) --listen-devices "127.0.0.1:$dp" \
+  "$telegate" serve --storage none --max-devices $((devices + 1000)) --max-connections $((devices + 100)) \
+    --max-connections-per-client $((devices + 100)) --listen-devices "127.0.0.1:$dp" \
     --listen-http "127.0.0.1:$hp" --health-interval-ms 0 --quiet "$@" > "$work/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 200); do curl -s "http://127.0.0.1:$hp/healthz" > /dev/null && break; sleep 0.05; done
@@ -90,8 +91,8 @@ for rate in $rates; do
     --acks off --quiet > "$work/devices.log" 2>&1 &
   dev_pid=$!
   pids+=("$dev_pid")
-  wait_metric_ge "$bh" telegate_fleet_devices_received_total "$devices"
-  sleep 2 # every connection open and sending
+  wait_metric_ge "$ah" telegate_devices_connected "$devices"
+  wait_metric_ge "$bh" telegate_devices_active "$devices" # all of them in B's view
   a0=$(cpu "$a_pid") b0=$(cpu "$b_pid") n0=$(cpu "$nats_pid")
   s0=$(metric "$ah" telegate_fleet_sent_bytes_total) d0=$(metric "$ah" telegate_fleet_devices_sent_total)
   t0=$(date +%s.%N)
@@ -109,8 +110,8 @@ for rate in $rates; do
     --acks off --quiet > "$work/devices-alone.log" 2>&1 &
   dev_pid=$!
   pids+=("$dev_pid")
+  wait_metric_ge "$ah" telegate_devices_connected "$devices"
   wait_metric_ge "$ah" telegate_devices_active "$devices"
-  sleep 2
   c0=$(cpu "$alone_pid") u0=$(date +%s.%N)
   sleep "$seconds"
   c1=$(cpu "$alone_pid") u1=$(date +%s.%N)
