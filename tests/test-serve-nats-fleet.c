@@ -8,7 +8,9 @@
  * own snapshot says it is its own - the same state everywhere, and the
  * fleet's total readings once each. A health check of the TCP device
  * asked of node B goes to node A over NATS, A asks the device over its
- * socket, and B answers with the device's own figures.
+ * socket, and B answers with the device's own figures. Then node B is
+ * killed: its devices stay in A's view, and once A has taken its
+ * partitions over, each is A's with its next reading.
  *
  * Every wait is bounded and on its condition. */
 #include "test-nats.h"
@@ -190,6 +192,28 @@ static void wait_fleet(proc node[], const char *names[], int want_devices, long 
   ck_abort_msg("the fleet view is not whole: %s", why);
 }
 
+/* Polls until node p's snapshot shows every NATS device as its own, at
+ * its latest reading. */
+static void wait_taken_over(const proc *p, const char *name) {
+  char why[256] = "";
+  for (int i = 0; i < PROC_PATIENCE_MS / 50; i++) {
+    cJSON *snap = get_json(p, "/api/snapshot", NULL);
+    int ok = snap != NULL;
+    for (int dev = 0; dev < DEVICES && ok; dev++) {
+      char id[32];
+      snprintf(id, sizeof id, "fleet-%d", dev);
+      const cJSON *d = device_in(snap, id);
+      if (!d || strcmp(str_of(d, "node"), name) != 0 || num_of(d, "last_seq") != READINGS + 1)
+        ok = 0, snprintf(why, sizeof why, "%s: node %s, last_seq %.0f", id, d ? str_of(d, "node") : "(absent)",
+                         d ? num_of(d, "last_seq") : -1);
+    }
+    cJSON_Delete(snap);
+    if (ok) return;
+    proc_sleep_ms(50);
+  }
+  ck_abort_msg("the dead node's devices were not taken over: %s", why);
+}
+
 START_TEST(test_serve_nats_fleet_view) {
   pg_cluster c;
   pg_cluster_start(&c);
@@ -266,7 +290,24 @@ START_TEST(test_serve_nats_fleet_view) {
   ck_assert_int_eq(status, 404);
   close(t.fd);
 
-  for (int k = 0; k < NODES; k++) ck_assert_int_eq(proc_signal_wait(&node[k], SIGTERM), 0);
+  /* Node B dies. Its devices stay in A's view with their last state; A
+   * takes its partitions over, and each device with its next reading. */
+  ck_assert_int_eq(proc_signal_wait(&node[1], SIGKILL), -SIGKILL);
+  cJSON *snap = get_json(&node[0], "/api/snapshot", NULL);
+  ck_assert_ptr_nonnull(snap);
+  ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(snap, "devices")), DEVICES + 1);
+  cJSON_Delete(snap);
+  wait_balanced(node, 1);
+  nats_pub_open(&pub, &ns);
+  for (int dev = 0; dev < DEVICES; dev++) {
+    snprintf(subject, sizeof subject, "telemetry.fleet-%d", dev);
+    nats_json_reading(body, sizeof body, READINGS + 1);
+    nats_pub_send(&pub, subject, body);
+  }
+  nats_pub_close(&pub);
+  wait_taken_over(&node[0], names[0]);
+
+  ck_assert_int_eq(proc_signal_wait(&node[0], SIGTERM), 0);
   proc_signal_wait(&ns.p, SIGTERM);
   proc_dir_cleanup(&d);
   pg_cluster_destroy(&c);
