@@ -428,6 +428,17 @@ int registry_ask_index(registry *r, uint32_t index, const health_request *req) {
   return rc;
 }
 
+uint32_t registry_answering(registry *r, uint32_t first, uint32_t n, uint8_t *out) {
+  uint32_t count = registry_count(r), done = 0;
+  pthread_mutex_lock(&r->lock);
+  for (; done < n && first + done >= 1 && first + done <= count; done++) {
+    const registry_conn *c = atomic_load_explicit(&entry_at(r, first + done)->conn, memory_order_relaxed);
+    out[done] = c && c->answers_health && !c->closed;
+  }
+  pthread_mutex_unlock(&r->lock);
+  return done;
+}
+
 int registry_pick_connected(registry *r, rng *g, uint32_t *out, int k) {
   uint32_t n = registry_count(r);
   int got = 0;

@@ -277,6 +277,12 @@ int registry_seq_restarted(registry *r, uint32_t index, uint64_t seq, int64_t ts
  * registry_seq_unlooked says 0. No lock. */
 uint64_t registry_seq_next(registry *r, uint32_t index);
 
+/* For the devices first .. first + n - 1 (those known), whether each is
+ * attached to a connection that answers health requests: out[k] 1 or 0
+ * for device first + k. Returns how many it filled. One lock for them
+ * all: the caller bounds n. */
+uint32_t registry_answering(registry *r, uint32_t first, uint32_t n, uint8_t *out);
+
 /* Picks up to k distinct devices at random among those connected over
  * connections that answer health requests. Returns how many. */
 int registry_pick_connected(registry *r, rng *g, uint32_t *out, int k);

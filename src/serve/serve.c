@@ -655,12 +655,14 @@ static int health_local(void *ctx, const char *device_id, int64_t timeout_ns, de
   return r;
 }
 
-/* A device connected to another node of the cluster is asked through
- * that node, as the fleet view last heard; any other here. */
+/* A device connected to another node of the cluster (and not here over
+ * a connection that answers health requests) is asked through that
+ * node, as the fleet view last heard; any other here. */
 int serve_health_check(serve *s, const char *device_id, int64_t timeout_ns, device_status *out) {
   uint32_t index = s->fleet ? registry_find(&s->reg, device_id) : 0;
-  const device_entry *e = index ? registry_entry(&s->reg, index) : NULL;
-  const char *node = e && !atomic_load(&((device_entry *)e)->conn) ? fleet_connected_at(s->fleet, index) : NULL;
+  uint8_t here = 0;
+  if (index) registry_answering(&s->reg, index, 1, &here);
+  const char *node = index && !here ? fleet_connected_at(s->fleet, index) : NULL;
   if (!node) return health_local(s, device_id, timeout_ns, out);
   int r = fleet_health_ask(s->fleet, node, device_id, timeout_ns, out);
   if (r == 0 && out) out->device = index;

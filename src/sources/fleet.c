@@ -25,11 +25,12 @@ enum {
   KIND_SYNC = 2,   /* a node asks every other for all its devices */
   HEADER_MAX = 3 + 1 + 10 + 10 + 1 + FLEET_NODE_MAX + 1 + 5, /* up to the names and the count of devices */
   RECORD_MAX = 1 + PROTOCOL_DEVICE_ID_MAX + 1 + 3 * 10 + 1 + SNAPSHOT_FIELDS * (2 + 5 + 8),
-  NAMES_MAX = 255,     /* field names a message names */
-  FLAG_AGGREGATED = 1, /* the device's state follows */
-  FLAG_CONNECTED = 2,  /* the device is connected to the sender */
-  CONN_UNSENT = 2,     /* sent_conn: nothing said of it yet */
-  PREFIX_MAX = 64,     /* --nats-consumer */
+  NAMES_MAX = 255,        /* field names a message names */
+  FLAG_AGGREGATED = 1,    /* the device's state follows */
+  FLAG_CONNECTED = 2,     /* the device is connected to the sender */
+  CONN_UNSENT = 2,        /* sent_conn: nothing said of it yet */
+  ANSWERING_CHUNK = 1024, /* devices looked up in the registry under one lock */
+  PREFIX_MAX = 64,        /* --nats-consumer */
   SUBJECT_MAX = 2 * PREFIX_MAX + FLEET_NODE_MAX,
 };
 #define AGE_MAX              ((uint64_t)1 << 40) /* ms: decades, and no overflow */
@@ -72,6 +73,7 @@ struct fleet {
   /* publishing */
   uint64_t *sent_count; /* [index]: the count last published of a device aggregated here */
   uint8_t *sent_conn;   /* [index]: whether it was last said connected here; CONN_UNSENT */
+  uint8_t *answering;   /* [index]: connected here over a connection that answers health requests, this round */
   uint32_t cursor;      /* the index the next round starts at */
   uint8_t *arena;       /* a round's messages */
   size_t *msg_len;
@@ -377,13 +379,13 @@ static void publish_round(fleet *f, builder *m) {
   size_t round = 0;
   if (atomic_exchange(&f->want_sync, 0)) round += message_end(m, total, KIND_SYNC);
   uint32_t count = registry_count(f->o.reg);
+  for (uint32_t at = 1; at <= count; at += ANSWERING_CHUNK)
+    registry_answering(f->o.reg, at, ANSWERING_CHUNK, f->answering + at);
   for (uint32_t k = 0; k < count; k++) {
     uint32_t i = (f->cursor + k) % count + 1;
     const device_metrics *d = i <= s->ndevices ? &s->devices[i - 1] : NULL;
     int agg = d && d->device == i && d->count && !d->node;
-    /* the entry's connection is atomic: const only as registry_entry hands it out */
-    device_entry *e = (device_entry *)registry_entry(f->o.reg, i);
-    int conn = e && atomic_load(&e->conn) != NULL;
+    int conn = f->answering[i];
     int send_agg = agg && d->count != f->sent_count[i];
     int send_conn = conn != f->sent_conn[i] && !(!conn && f->sent_conn[i] == CONN_UNSENT);
     if (!send_agg && !send_conn) continue;
@@ -832,6 +834,7 @@ void fleet_free(fleet *f) {
   pthread_mutex_destroy(&f->lock);
   free(f->sent_count);
   free(f->sent_conn);
+  free(f->answering);
   free(f->conn_at);
   free(f->nodes);
   free(f->arena);
@@ -867,11 +870,14 @@ int fleet_start(tg_joinset *tasks, const fleet_opts *o, fleet **out, char *err, 
   size_t slots = (size_t)o->reg->max + 1;
   f->sent_count = calloc(slots, sizeof *f->sent_count);
   f->sent_conn = malloc(slots);
+  f->answering = calloc(slots, 1);
   f->conn_at = calloc(slots, sizeof *f->conn_at);
   f->nodes = calloc(FLEET_MAX_NODES, sizeof *f->nodes);
   f->arena = malloc(FLEET_ROUND_MAX + FLEET_MSG_MAX);
   f->msg_len = calloc(FLEET_ROUND_MAX / HEADER_MAX + 2, sizeof *f->msg_len);
-  int r = !f->sent_count || !f->sent_conn || !f->conn_at || !f->nodes || !f->arena || !f->msg_len ? TG_ENOMEM : 0;
+  int r = !f->sent_count || !f->sent_conn || !f->answering || !f->conn_at || !f->nodes || !f->arena || !f->msg_len
+              ? TG_ENOMEM
+              : 0;
   if (r == 0) r = tg_joinset_new(&f->checks, "fleet-health");
   if (r == 0)
     r = tg_mpsc_new(&(tg_mpsc_opts){.capacity = ARRIVALS, .elem_size = sizeof(natsMsg *), .name = "fleet-arrivals"},

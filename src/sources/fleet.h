@@ -9,7 +9,9 @@
  * Publishing. Every FLEET_INTERVAL_MS the task reads the latest snapshot
  * and the registry and publishes, on <prefix>.fleet.<node>, the devices
  * that changed since its last publication: those it aggregates whose
- * count moved, and those whose connection to this node came or went. A
+ * count moved, and those whose connection to this node came or went (a
+ * connection that answers health requests: a device's own, not the
+ * session of a broker it publishes through). A
  * message is at most FLEET_MSG_MAX bytes and a round at most
  * FLEET_ROUND_MAX: what does not fit goes in the next round, the round
  * starting where the last one stopped, so the bandwidth is bounded
@@ -58,7 +60,8 @@
  *     kind 1 a delta, 2 a sync request (no devices); instance: a number
  *     new at each start of the node; total: its readings aggregated
  *   device  := id:str8 flags(u8) [count last_seq age_ms nfields(u8) field*]
- *     flags bit 1: connected to this node; bit 0: aggregated here, the
+ *     flags bit 1: connected to the sender over a connection that answers
+ *     health requests; bit 0: aggregated by the sender, the
  *     bracketed part follows
  *   field   := name(u8, an index into the names) type(u8) count value:f64
  *   health request := timeout_ms id:str8
