@@ -294,7 +294,8 @@ static int health_local(void *ctx, const char *device_id, int64_t timeout_ns, de
  * pipeline. */
 static int fleet_begin(serve *s, tg_mpsc_tx *remote, char *err, size_t errlen) {
   tg_watch_rx *latest = NULL;
-  int r = pipeline_subscribe(s->pipe, &latest, NULL);
+  const char *node = node_name(s);
+  int r = node ? pipeline_subscribe(s->pipe, &latest, NULL) : TG_EINVAL;
   if (r != 0) {
     tg_mpsc_tx_drop(remote);
     snprintf(err, errlen, "cannot start the fleet view: %s", tg_strerror(r));
@@ -302,7 +303,7 @@ static int fleet_begin(serve *s, tg_mpsc_tx *remote, char *err, size_t errlen) {
   }
   fleet_opts fo = {.urls = s->cfg.nats_urls,
                    .prefix = s->cfg.nats_consumer,
-                   .node = node_name(s),
+                   .node = node,
                    .cancel = s->cancel,
                    .log = &s->log,
                    .reg = &s->reg,
