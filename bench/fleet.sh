@@ -83,9 +83,9 @@ printf "%-8s %-6s %12s %12s %14s %10s %10s %10s %12s\n" devices rate "states/s" 
 for rate in $rates; do
   # With the fleet view: A takes the devices, B only merges.
   ad=$(port) ah=$(port) bd=$(port) bh=$(port)
-  serve a "$ad" "$ah" --nats "nats://127.0.0.1:$nport"
+  serve a "$ad" "$ah" --nats "nats://127.0.0.1:$nport" --node a
   a_pid=${pids[-1]}
-  serve b "$bd" "$bh" --nats "nats://127.0.0.1:$nport"
+  serve b "$bd" "$bh" --nats "nats://127.0.0.1:$nport" --node b
   b_pid=${pids[-1]}
   "$telegate" devices --connect "127.0.0.1:$ad" --count "$devices" --rate "$rate" --duration $((seconds + 60)) \
     --acks off --quiet > "$work/devices.log" 2>&1 &

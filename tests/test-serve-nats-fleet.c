@@ -24,12 +24,26 @@ static const char mapping[] = "mappings = {\n"
                               "  \"telemetry.*\": \"telemetry.{{partition(4,1)}}.{{wildcard(1)}}\"\n"
                               "}\n";
 
-static int node_start(proc_dir *d, proc *p, const nats_server *s, const pg_cluster *c) {
+static int node_start(proc_dir *d, proc *p, const char *name, const nats_server *s, const pg_cluster *c) {
   static char url[64];
   nats_server_url(s, url, sizeof url);
-  const char *const flags[] = {
-      "--storage", "postgres",       "--db", c->uri,       "--nats", url, "--nats-partitions", "4", "--nats-lease-ms",
-      "2000",      "--batch-age-ms", "50",   "--drain-ms", "500",    NULL};
+  const char *const flags[] = {"--node",
+                               name,
+                               "--storage",
+                               "postgres",
+                               "--db",
+                               c->uri,
+                               "--nats",
+                               url,
+                               "--nats-partitions",
+                               "4",
+                               "--nats-lease-ms",
+                               "2000",
+                               "--batch-age-ms",
+                               "50",
+                               "--drain-ms",
+                               "500",
+                               NULL};
   return serve_proc_start(d, p, 0, flags);
 }
 
@@ -223,8 +237,8 @@ START_TEST(test_serve_nats_fleet_view) {
   nats_server_init(&d, &ns, mapping);
   nats_server_start(&d, &ns);
   proc node[NODES];
-  int port_a = node_start(&d, &node[0], &ns, &c);
-  node_start(&d, &node[1], &ns, &c);
+  int port_a = node_start(&d, &node[0], "fleet-a", &ns, &c);
+  node_start(&d, &node[1], "fleet-b", &ns, &c);
   wait_balanced(node, NODES);
   const char *names[NODES];
   char name_buf[NODES][128];

@@ -41,11 +41,11 @@
  * silent device does, and the node that takes them over wins them with
  * its first newer reading.
  *
- * Nodes are known by name (the id of the node's leases), at most
- * FLEET_MAX_NODES names per run, each kept until the run ends since
- * snapshots point at them. XXX: a run that sees more node names than
- * that (over a thousand restarts of other nodes without a fixed node
- * name) shows the newest ones' devices without a node.
+ * Nodes are known by name (--node, the id of the node's leases; a node
+ * started again keeps it, and what its earlier instance counted stays
+ * in the total), at most FLEET_MAX_NODES names per run, each kept until
+ * the run ends since snapshots point at them: the devices of a node
+ * past that bound are merged without their node's name.
  *
  * Health. Each node answers on <prefix>.health.<node> (request/reply):
  * the payload names the device and the timeout, the node checks it
