@@ -343,25 +343,21 @@ static int add_device(builder *m, const system_snapshot *s, uint32_t i, int agg,
   return -1; /* a record alone never outgrows a message: not reached */
 }
 
-typedef struct publish_args {
-  fleet *f;
-  const char *subject;
-} publish_args;
-
-/* The blocking pool: every message of the round (a publish may write to
- * the socket when libnats' buffer is full). */
-static int publish_call(void *arg) {
-  publish_args *a = arg;
-  fleet *f = a->f;
+/* Every message of the round. A publish only buffers (libnats' flusher
+ * thread writes; a full buffer is written out at once, without waiting
+ * for the socket, and kept for the reconnect while disconnected), so it
+ * runs here: on the blocking pool it would queue behind the NATS
+ * source's and the leases' requests, which wait seconds when a server
+ * dies, and push their rounds late. */
+static void publish_all(fleet *f) {
   size_t off = 0;
   for (int i = 0; i < f->nmsgs; i++) {
-    if (natsConnection_Publish(f->nc, a->subject, f->arena + off, (int)f->msg_len[i]) == NATS_OK) {
+    if (natsConnection_Publish(f->nc, f->fleet_subject, f->arena + off, (int)f->msg_len[i]) == NATS_OK) {
       figure_add(&f->messages_sent, 1);
       figure_add(&f->bytes_sent, f->msg_len[i]);
     }
     off += f->msg_len[i];
   }
-  return pool_thread_release(0);
 }
 
 /* One round: the devices that changed since the last, from `cursor` on,
@@ -398,10 +394,7 @@ static void publish_round(fleet *f, builder *m) {
   }
   message_end(m, total, KIND_DELTA);
   snapshot_unref(s);
-  if (f->nmsgs) {
-    publish_args a = {f, f->fleet_subject};
-    tg_blocking_run(publish_call, &a);
-  }
+  publish_all(f);
 }
 
 /* ------------------------------------------------------------ merging */
