@@ -164,16 +164,25 @@ static inline int serve_proc_start(proc_dir *d, proc *p, int port, const char *c
   return got;
 }
 
-/* A port nobody listens on now. */
+/* A port nobody listens on now, and none this process was given lately:
+ * ports picked before any of them is bound (a server's client, route and
+ * MQTT ports) would otherwise now and then be the same one. */
 static inline int proc_free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  socklen_t len = sizeof a;
-  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
+  static int given[64], next;
+  for (;;) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    int port = ntohs(a.sin_port), seen = 0;
+    for (int i = 0; i < 64; i++) seen |= given[i] == port;
+    if (seen) continue;
+    given[next++ % 64] = port;
+    return port;
+  }
 }
 
 /* Whether something listens on port of the loopback. */
