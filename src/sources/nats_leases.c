@@ -87,6 +87,35 @@ void nats_why(char *why, size_t whylen, const char *what, natsStatus s, jsErrCod
   if (text && *text && strcmp(text, status) != 0 && used < whylen) snprintf(why + used, whylen - used, ": %s", text);
 }
 
+int nats_servers_parse(const char *list, nats_servers *out, char *err, size_t errlen) {
+  *out = (nats_servers){.text = strdup(list)};
+  size_t count = 1;
+  for (const char *c = list; *c; c++) count += *c == ',';
+  out->urls = calloc(count, sizeof *out->urls);
+  if (!out->text || !out->urls) {
+    nats_servers_free(out);
+    snprintf(err, errlen, "out of memory");
+    return TG_ENOMEM;
+  }
+  for (char *u = out->text, *next; u; u = next) {
+    next = strchr(u, ',');
+    if (next) *next++ = '\0';
+    if ((strncmp(u, "nats://", 7) != 0 && strncmp(u, "tls://", 6) != 0) || !strchr(u + 6, ':')) {
+      snprintf(err, errlen, "--nats wants nats://HOST:PORT[,nats://HOST:PORT...], got '%.200s'", u);
+      nats_servers_free(out);
+      return -EINVAL;
+    }
+    out->urls[out->count++] = u;
+  }
+  return 0;
+}
+
+void nats_servers_free(nats_servers *s) {
+  free(s->urls);
+  free(s->text);
+  *s = (nats_servers){0};
+}
+
 static void disconnect(nats_leases *l) {
   kvStore_Destroy(l->kv);
   jsCtx_Destroy(l->js);

@@ -108,6 +108,20 @@ void nats_leases_count_lost(nats_leases *l);
 /* After the task was joined. */
 void nats_leases_free(nats_leases *l);
 
+/* --nats: comma-separated URLs, each nats://HOST:PORT or tls://HOST:PORT,
+ * as libnats takes them (urls point into text, a copy). Every NATS
+ * connection of the node (the consumer, the leases, the publisher, the
+ * fleet view) is made to the same list. */
+typedef struct nats_servers {
+  char *text;
+  const char **urls;
+  int count;
+} nats_servers;
+
+/* Returns 0, TG_ENOMEM, or -EINVAL with the URL that is not one in err. */
+int nats_servers_parse(const char *list, nats_servers *out, char *err, size_t errlen);
+void nats_servers_free(nats_servers *s);
+
 /* A libnats failure in one line, for both of the node's connections:
  * what failed, the status, the JetStream error code when there is one
  * (0: none), and libnats' own words from this thread's last error. */

@@ -87,9 +87,7 @@ struct nats_publish {
   demo_log *log;
   tg_cancel *cancel;
   const _Atomic int64_t *drain_until;
-  char *servers_text;
-  const char **servers;
-  int nservers;
+  nats_servers servers;    /* --nats */
   size_t prefix_len;       /* of "<subject>." */
   tg_mpsc_tx *readings_tx; /* the module's own, until sealed */
   tg_mpsc_rx *readings_rx;
@@ -322,7 +320,7 @@ static int open_connection(open_args *a) {
   nats_publish *p = a->p;
   natsOptions *o = NULL;
   natsStatus s = natsOptions_Create(&o);
-  if (s == NATS_OK) s = natsOptions_SetServers(o, p->servers, p->nservers);
+  if (s == NATS_OK) s = natsOptions_SetServers(o, p->servers.urls, p->servers.count);
   if (s == NATS_OK) s = natsOptions_SetName(o, "telegate-publish");
   if (s == NATS_OK) s = natsOptions_SetTimeout(o, CONNECT_TIMEOUT_MS);
   if (s == NATS_OK) s = natsOptions_SetPingInterval(o, PING_INTERVAL_MS);
@@ -517,28 +515,6 @@ static void *publish_task(void *arg) {
 
 /* ------------------------------------------------------------ the module */
 
-/* --nats: comma-separated URLs (source_nats checks their form too). */
-static int parse_servers(nats_publish *p, const char *text, char *err, size_t errlen) {
-  p->servers_text = strdup(text);
-  size_t count = 1;
-  for (const char *c = text; *c; c++) count += *c == ',';
-  p->servers = calloc(count, sizeof *p->servers);
-  if (!p->servers_text || !p->servers) {
-    snprintf(err, errlen, "out of memory");
-    return TG_ENOMEM;
-  }
-  for (char *u = p->servers_text, *next; u; u = next) {
-    next = strchr(u, ',');
-    if (next) *next++ = '\0';
-    if ((strncmp(u, "nats://", 7) != 0 && strncmp(u, "tls://", 6) != 0) || !strchr(u + 6, ':')) {
-      snprintf(err, errlen, "--nats wants nats://HOST:PORT[,nats://HOST:PORT...], got '%s'", u);
-      return -EINVAL;
-    }
-    p->servers[p->nservers++] = u;
-  }
-  return 0;
-}
-
 void nats_publish_free(nats_publish *p) {
   if (!p) return;
   if (p->nc) tg_blocking_run(close_call, p); /* the task never ran */
@@ -557,8 +533,7 @@ void nats_publish_free(nats_publish *p) {
   if (p->wake) tg_notify_free(p->wake);
   drop_all(p);
   free(p->devs);
-  free(p->servers);
-  free(p->servers_text);
+  nats_servers_free(&p->servers);
   free(p);
 }
 
@@ -577,7 +552,7 @@ int nats_publish_start(tg_joinset *tasks, const nats_publish_opts *o, nats_publi
                       .cancel = o->cancel,
                       .drain_until = o->drain_until,
                       .prefix_len = strlen(cfg->nats_subject) + 1};
-  int r = parse_servers(p, cfg->nats_urls, err, errlen);
+  int r = nats_servers_parse(cfg->nats_urls, &p->servers, err, errlen);
   if (r == 0 && (strpbrk(cfg->nats_subject, "*> \t") || !*cfg->nats_subject || strlen(cfg->nats_subject) > 64)) {
     snprintf(err, errlen, "--nats-subject wants a subject prefix without wildcards, got '%s'", cfg->nats_subject);
     r = -EINVAL;

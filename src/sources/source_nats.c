@@ -79,9 +79,7 @@ typedef struct nats_source {
   tg_mpsc_tx *telemetry; /* dropped at the shutdown */
   storage *db;           /* whose marks of a partition's devices are forgotten when it is taken; NULL: none kept */
   const _Atomic int64_t *drain_until;
-  char *servers_text;   /* the copy servers point into */
-  const char **servers; /* from --nats */
-  int nservers;
+  nats_servers servers; /* --nats */
   char bucket[NAME_BYTES];
   size_t prefix_len; /* of "<subject>." */
   nats_leases *leases;
@@ -115,28 +113,6 @@ typedef struct nats_source {
 } nats_source;
 
 /* ------------------------------------------------------------ settings */
-
-/* --nats: comma-separated URLs, each nats://HOST:PORT (or tls://). */
-static int parse_servers(nats_source *n, const char *text, char *err, size_t errlen) {
-  n->servers_text = strdup(text);
-  size_t count = 1;
-  for (const char *p = text; *p; p++) count += *p == ',';
-  n->servers = calloc(count, sizeof *n->servers);
-  if (!n->servers_text || !n->servers) {
-    snprintf(err, errlen, "out of memory");
-    return TG_ENOMEM;
-  }
-  for (char *u = n->servers_text, *next; u; u = next) {
-    next = strchr(u, ',');
-    if (next) *next++ = '\0';
-    if ((strncmp(u, "nats://", 7) != 0 && strncmp(u, "tls://", 6) != 0) || !strchr(u + 6, ':')) {
-      snprintf(err, errlen, "--nats wants nats://HOST:PORT[,nats://HOST:PORT...], got '%s'", u);
-      return -EINVAL;
-    }
-    n->servers[n->nservers++] = u;
-  }
-  return 0;
-}
 
 /* Names of the partitions' consumers and subjects. */
 static int parts_init(nats_source *n, char *err, size_t errlen) {
@@ -261,7 +237,7 @@ static int open_session(call_args *a) {
   nats_source *n = a->n;
   natsOptions *o = NULL;
   natsStatus s = natsOptions_Create(&o);
-  if (s == NATS_OK) s = natsOptions_SetServers(o, n->servers, n->nservers);
+  if (s == NATS_OK) s = natsOptions_SetServers(o, n->servers.urls, n->servers.count);
   if (s == NATS_OK) s = natsOptions_SetName(o, "telegate");
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, false); /* the task reconnects, and resets the consumers */
   if (s == NATS_OK) s = natsOptions_SetTimeout(o, CONNECT_TIMEOUT_MS);
@@ -804,8 +780,7 @@ static void nats_free(void *state) {
   }
   if (n->arrivals_tx) tg_mpsc_tx_drop(n->arrivals_tx);
   nats_leases_free(n->leases);
-  free(n->servers);
-  free(n->servers_text);
+  nats_servers_free(&n->servers);
   free(n->parts);
   free(n->fifo);
   free(n->device_part);
@@ -835,7 +810,7 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
                      .cap = (uint32_t)cfg->nats_inflight,
                      .seqs = {.schema = sink->schema, .reg = sink->reg, .db = sink->db, .limits = sink->limits},
                      .jitter = rng_stream((uint64_t)tg_now(), 11)};
-  int r = parse_servers(n, cfg->nats_urls, err, errlen);
+  int r = nats_servers_parse(cfg->nats_urls, &n->servers, err, errlen);
   if (r == 0) r = parts_init(n, err, errlen);
   if (r == 0) {
     n->fifo = calloc(n->cap, sizeof *n->fifo);
@@ -863,8 +838,8 @@ static int nats_start(const source_sink *sink, void **state, char *err, size_t e
   if (r == 0) {
     nats_leases_opts lo = {.node = cfg->node_name,
                            .replicas = cfg->nats_replicas,
-                           .servers = n->servers,
-                           .nservers = n->nservers,
+                           .servers = n->servers.urls,
+                           .nservers = n->servers.count,
                            .bucket = n->bucket,
                            .partitions = cfg->nats_partitions,
                            .lease_ms = cfg->nats_lease_ms,
