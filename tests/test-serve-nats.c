@@ -40,27 +40,6 @@ static void serve_nats_start(proc_dir *d, proc *p, const nats_server *s, const c
   serve_proc_start(d, p, 0, flags);
 }
 
-/* The database holds exactly seqs 1..n of device id, once each. */
-static void db_has_seqs(const char *path, const char *id, int64_t n) {
-  sqlite3 *db;
-  ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  sqlite3_stmt *st;
-  ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                      "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings "
-                                      "WHERE device = ?1",
-                                      -1, &st, NULL),
-                   SQLITE_OK);
-  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-  int64_t rows = sqlite3_column_int64(st, 0), distinct = sqlite3_column_int64(st, 1);
-  ck_assert_msg(rows == n && distinct == n, "%s: %lld rows, %lld distinct seqs, want %lld", id, (long long)rows,
-                (long long)distinct, (long long)n);
-  ck_assert_int_eq(sqlite3_column_int64(st, 2), 1);
-  ck_assert_int_eq(sqlite3_column_int64(st, 3), n);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-}
-
 /* Readings of seqs from..to (inclusive) of devices dev-0 .. dev-(devices-1),
  * interleaved: each seq for every device, then the next. */
 static void publish_interleaved(nats_pub *p, int devices, int from, int to) {

@@ -308,6 +308,27 @@ static inline uint64_t json_u64(const cJSON *o, const char *name) {
   return (uint64_t)v->valuedouble;
 }
 
+/* The database holds exactly seqs 1..n of device id, once each. */
+static inline void db_has_seqs(const char *path, const char *id, int64_t n) {
+  sqlite3 *db;
+  ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_stmt *st;
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM readings "
+                                      "WHERE device = ?1",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  int64_t rows = sqlite3_column_int64(st, 0), distinct = sqlite3_column_int64(st, 1);
+  ck_assert_msg(rows == n && distinct == n, "%s: %lld rows, %lld distinct seqs, want %lld", id, (long long)rows,
+                (long long)distinct, (long long)n);
+  ck_assert_int_eq(sqlite3_column_int64(st, 2), 1);
+  ck_assert_int_eq(sqlite3_column_int64(st, 3), n);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 /* The database holds, for every device of the report, exactly its seqs
  * 1..generated, once each, and nothing of any other device. Returns the
  * rows. */
