@@ -20,6 +20,8 @@
  * - one name, one process: a second serve started with the --node of one
  *   running waits, saying so, and consumes nothing; once the first stops
  *   (its key deleted), it runs as that node and takes the lease.
+ * - a lease lost while its partition's consumer could not be reset yet
+ *   is freed, claimed again and consumed, in a session that stays up.
  * - NATS away: serve started before the server retries with its backoff
  *   and /readyz says 503; it connects once the server is up, notices the
  *   server stopping, reconnects when it is back, and goes on storing.
@@ -246,11 +248,87 @@ START_TEST(test_serve_nats_node_name_taken) {
 }
 END_TEST
 
+/* A lease lost while its partition waits for its consumer (the reset
+ * refused: the stream has room for one consumer more, and the test holds
+ * a second one): the node frees it at once, claims it again once the
+ * other writer's key expired, and consumes it as soon as the reset
+ * succeeds. Held as lost until its session ended, a partition of a
+ * session that stays up was consumed by nobody. */
+START_TEST(test_serve_nats_lease_lost_before_reset) {
+  enum { N = 50 };
+  proc_dir d;
+  proc_dir_init(&d);
+  nats_server ns;
+  nats_server_init(&d, &ns, NULL);
+  nats_server_start(&d, &ns);
+  char url[64];
+  nats_server_url(&ns, url, sizeof url);
+  natsConnection *nc = NULL;
+  jsCtx *js = NULL;
+  ck_assert_int_eq(natsConnection_ConnectTo(&nc, url), NATS_OK);
+  ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+  jsStreamConfig sc;
+  jsStreamConfig_Init(&sc);
+  const char *subjects[] = {"telemetry.*.*"};
+  sc.Name = "telemetry";
+  sc.Subjects = subjects;
+  sc.SubjectsLen = 1;
+  sc.Storage = js_FileStorage;
+  sc.MaxConsumers = 2;
+  ck_assert_int_eq(js_AddStream(NULL, js, &sc, NULL, NULL), NATS_OK);
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = "blocker";
+  cc.AckPolicy = js_AckExplicit;
+  ck_assert_int_eq(js_AddConsumer(NULL, js, "telemetry", &cc, NULL, NULL), NATS_OK);
+  proc serve;
+  serve_nats_start(&d, &serve, &ns, (const char *const[]){"--nats-partitions", "2", "--batch-age-ms", "50", NULL});
+  wait_log(&serve, "cannot create the consumer");
+  static char log[1 << 16];
+  proc_read_file(serve.out, log, sizeof log);
+  const char *at = strstr(log, "NATS: partition ");
+  ck_assert_ptr_nonnull(at);
+  int waiting = atoi(at + strlen("NATS: partition ")), other = 1 - waiting;
+  /* Another writer's value in its key: the node's next renewal is refused. */
+  kvStore *kv = NULL;
+  ck_assert_int_eq(js_KeyValue(&kv, js, "telegate-leases"), NATS_OK);
+  char key[16];
+  snprintf(key, sizeof key, "p.%d", waiting);
+  ck_assert_int_eq(kvStore_PutString(NULL, kv, key, "intruder"), NATS_OK);
+  serve_wait_metric(&serve, "telegate_nats_leases_lost_total", 1);
+  wait_log(&serve, "lost its lease before it was consumed");
+  ck_assert_int_eq(js_DeleteConsumer(js, "telemetry", "blocker", NULL, NULL), NATS_OK);
+  nats_pub pub;
+  nats_pub_open(&pub, &ns);
+  char subject[64], body[256];
+  for (int seq = 1; seq <= N; seq++)
+    for (int p = 0; p < 2; p++) {
+      snprintf(subject, sizeof subject, "telemetry.%d.dev-%d", p, p);
+      nats_json_reading(body, sizeof body, seq);
+      nats_pub_send(&pub, subject, body);
+    }
+  nats_pub_close(&pub);
+  serve_wait_metric(&serve, "telegate_nats_partitions_held", 2);
+  serve_wait_metric(&serve, "telegate_readings_stored_total", 2 * N);
+  ck_assert_int_eq(proc_signal_wait(&serve, SIGTERM), 0);
+  snprintf(key, sizeof key, "dev-%d", waiting);
+  db_has_seqs(d.db, key, N);
+  snprintf(key, sizeof key, "dev-%d", other);
+  db_has_seqs(d.db, key, N);
+  kvStore_Destroy(kv);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  proc_signal_wait(&ns.p, SIGTERM);
+  proc_dir_cleanup(&d);
+}
+END_TEST
+
 int main(void) {
   nats_server_required();
   Suite *s = suite_create("serve-nats");
   tg_test_add(s, "all_stored_once", test_serve_nats_all_stored_once, 300);
   tg_test_add(s, "backpressure_kill_redelivery", test_serve_nats_backpressure_kill_redelivery, 300);
+  tg_test_add(s, "lease_lost_before_reset", test_serve_nats_lease_lost_before_reset, 300);
   tg_test_add(s, "node_name_taken", test_serve_nats_node_name_taken, 300);
   tg_test_add(s, "server_away", test_serve_nats_server_away, 300);
   return tg_test_main(s);

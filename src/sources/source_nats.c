@@ -34,12 +34,12 @@ enum {
   FETCH_MAX = 512,           /* messages one pull request asks for, at most */
   REQUEST_EXPIRES_MS = 2000, /* a pull request the stream cannot fill ends after this, and is made again;
                                 a partition handed back waits for its request to end */
-  REQUEST_GRACE_MS = 1000,
-  RESET_RETRY_MS = 1000,
-  /* a partition whose consumer could not be reset is tried again after this */ /* a request whose end the server did not say is taken as ended this long after it expired */
-  ACK_WAIT_S = 30,      /* JetStream sends a message again when not acked within this */
-  CLOSE_WAIT_MS = 5000, /* libnats' own threads end within this once every connection is closed */
-  NAME_BYTES = 160,     /* a subject or consumer name: the prefix and the names are at most 64 */
+  REQUEST_GRACE_MS = 1000,   /* a request whose end the server did not say is taken as ended this long
+                                after it expired */
+  RESET_RETRY_MS = 1000,     /* a partition whose consumer could not be reset is tried again after this */
+  ACK_WAIT_S = 30,           /* JetStream sends a message again when not acked within this */
+  CLOSE_WAIT_MS = 5000,      /* libnats' own threads end within this once every connection is closed */
+  NAME_BYTES = 160,          /* a subject or consumer name: the prefix and the names are at most 64 */
 };
 
 /* A message fetched and not yet acknowledged. */
@@ -588,6 +588,17 @@ static int leases_follow(nats_source *n, char *why, size_t whylen) {
       nats_leases_move(n->leases, p, st, LEASE_LOST);
       snprintf(why, whylen, "the lease of partition %d was not renewed in time: another node may take it", p);
       return -ETIMEDOUT;
+    }
+    if (!t->active && st == LEASE_LOST) {
+      /* Lost before its consumer was reset (a renewal refused or timed
+       * out while the reset is retried): nothing of it is in flight, so
+       * it is free at once. Left LOST until the session ends, a session
+       * that stays up would hold it forever: this node could not claim
+       * it again, and the others, holding their share, would not. */
+      nats_leases_move(n->leases, p, LEASE_LOST, LEASE_FREE);
+      log_event(n->log, "⚠️", "nats", 0, "nats_lease_lost",
+                "NATS: partition %d lost its lease before it was consumed; it is claimed again once free", p);
+      continue;
     }
     if (!t->active && (st == LEASE_CLAIMED || st == LEASE_OWNED) && nats_leases_fresh(n->leases, p, now) &&
         now >= t->reset_retry_ns) {
