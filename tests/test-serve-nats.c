@@ -282,7 +282,12 @@ START_TEST(test_serve_nats_lease_lost_before_reset) {
   cc.AckPolicy = js_AckExplicit;
   ck_assert_int_eq(js_AddConsumer(NULL, js, "telemetry", &cc, NULL, NULL), NATS_OK);
   proc serve;
-  serve_nats_start(&d, &serve, &ns, (const char *const[]){"--nats-partitions", "2", "--batch-age-ms", "50", NULL});
+  /* Leases of 6 s: no renewal comes late on a loaded machine, so that
+   * the one lost is the one the test takes. */
+  serve_nats_start(
+      &d, &serve, &ns,
+      (const char *const[]){"--nats-partitions", "2", "--nats-lease-ms", "6000", "--batch-age-ms", "50", NULL});
+  wait_log(&serve, "2 leases of 6000 ms");
   wait_log(&serve, "cannot create the consumer");
   static char log[1 << 16];
   proc_read_file(serve.out, log, sizeof log);
