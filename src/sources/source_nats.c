@@ -594,7 +594,8 @@ static int leases_follow(nats_source *n, char *why, size_t whylen) {
        * out while the reset is retried): nothing of it is in flight, so
        * it is free at once. Left LOST until the session ends, a session
        * that stays up would hold it forever: this node could not claim
-       * it again, and the others, holding their share, would not. */
+       * it again, and the others, holding their share, would not. The
+       * same holds for one handed back before it was consumed, below. */
       nats_leases_move(n->leases, p, LEASE_LOST, LEASE_FREE);
       log_event(n->log, "⚠️", "nats", 0, "nats_lease_lost",
                 "NATS: partition %d lost its lease before it was consumed; it is claimed again once free", p);
@@ -626,7 +627,9 @@ static int leases_follow(nats_source *n, char *why, size_t whylen) {
                 "first, up to stream sequence %" PRIu64 ")",
                 t->filter, t->consumer, t->resent_upto);
     }
-    if (t->active && st == LEASE_RELEASING && !t->requesting && t->unacked == 0) {
+    /* Handed back once nothing of it is in flight; at once when this
+     * session never consumed it (its reset was still to succeed). */
+    if (st == LEASE_RELEASING && !t->requesting && t->unacked == 0) {
       pending_set(n, t, 0);
       t->active = 0;
       nats_leases_move(n->leases, p, LEASE_RELEASING, LEASE_DRAINED);
