@@ -11,6 +11,9 @@
  * PostgreSQL holds every reading exactly once, each device's seqs
  * 1, 2, 3 ...
  *
+ * A device whose clock went back, on a node that consumes what it fronts:
+ * both its readings acknowledged and stored, neither judged twice.
+ *
  * Every wait is bounded and on its condition; the one check of an
  * absence (no ack while NATS is down) is a lower bound: the ack must not
  * come within a second. */
@@ -307,11 +310,50 @@ START_TEST(test_serve_nats_publish_front_nodes) {
 }
 END_TEST
 
+/* One node, front and consumer of every partition: a device whose
+ * clock went back between two readings (seq 2 stamped earlier than seq
+ * 1) has both acknowledged and both stored. The consumer does not judge
+ * again what the front judged: against the registry the front had
+ * already raised to seq 2, seq 1 with its later time would have looked
+ * like a restart and been refused after its ack. */
+START_TEST(test_serve_nats_publish_clock_back) {
+  pg_cluster c;
+  pg_cluster_start(&c);
+  proc_dir d;
+  proc_dir_init(&d);
+  nats_server ns;
+  nats_server_init(&d, &ns, mapping);
+  nats_server_start(&d, &ns);
+  proc a;
+  int port = node_start(&d, &a, "solo", &ns, &c, NULL);
+  wait_metric_is(&a, "telegate_nats_publish_connected", 1);
+  wait_metric_is(&a, "telegate_nats_partitions_held", PARTITIONS);
+  int fd = device_connect(port);
+  char line[256];
+  device_send(fd, "{\"type\":\"hello\",\"acks\":true}\n");
+  ck_assert(device_line(fd, line, sizeof line, PROC_PATIENCE_MS));
+  device_send(fd, "{\"device\":\"clock-1\",\"seq\":1,\"ts\":1732590002000,\"temperature\":1}\n"
+                  "{\"device\":\"clock-1\",\"seq\":2,\"ts\":1732590001000,\"temperature\":2}\n");
+  device_wait_ack(fd, "clock-1", 2);
+  wait_rows(&c, 2);
+  ck_assert_int_eq(serve_metric(&a, "telegate_bad_input_total{reason=\"seq_restarted\"}"), 0);
+  close(fd);
+  ck_assert_int_eq(proc_signal_wait(&a, SIGTERM), 0);
+  PGconn *pg = pg_connect(&c);
+  ck_assert_int_eq(pg_value(pg, "SELECT count(*) FROM readings WHERE device = 'clock-1' AND temperature = seq"), 2);
+  PQfinish(pg);
+  proc_signal_wait(&ns.p, SIGTERM);
+  proc_dir_cleanup(&d);
+  pg_cluster_destroy(&c);
+}
+END_TEST
+
 int main(void) {
   nats_server_required();
   int r = pg_template_init();
   if (r != 0) return r;
   Suite *s = suite_create("serve-nats-publish");
   tg_test_add(s, "front_nodes", test_serve_nats_publish_front_nodes, 300);
+  tg_test_add(s, "clock_back", test_serve_nats_publish_clock_back, 300);
   return tg_test_main(s);
 }

@@ -90,7 +90,8 @@ static int send_line(broker_lines *b, uint64_t line_no, const char *line, size_t
     return 1;
   }
   const device_entry *d = registry_entry(b->reg, *index);
-  if ((r = seq_check_reading(b->seqs, d, &rd)) != 0) {
+  r = b->judged ? seq_check_judged(b->seqs, d, &rd) : seq_check_reading(b->seqs, d, &rd);
+  if (r != 0) {
     refuse(b, line_no, r);
     return 1;
   }

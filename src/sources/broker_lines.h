@@ -39,6 +39,7 @@ typedef struct broker_lines {
   registry_conn *rc; /* the source's connection: the devices it speaks for */
   const seq_check *seqs;
   tg_mpsc_tx *telemetry;
+  int judged; /* the message being sent on was judged by a front node (nats_publish.h): seqs are not judged again */
   char *line; /* scratch: broker_lines_scratch_bytes(cfg) */
   figure *lines, *readings;
   figure *bad; /* [SERVE_BAD_REASONS] */

@@ -426,6 +426,7 @@ static void publish_ready(nats_publish *p) {
     snprintf(subject, sizeof subject, "%s.%s", p->cfg->nats_subject, registry_name(p->reg, device));
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subject, NULL, q->head->data, (int)q->head->len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(m, NATS_PUBLISH_JUDGED, "1");
     if (s == NATS_OK) {
       q->sending = 1; /* before the publish: its PubAck may come at once */
       p->inflight++;

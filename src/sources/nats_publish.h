@@ -30,6 +30,12 @@
  * as one message: the more a device sends, the more readings a message
  * carries, and the consumer's cost is per message.
  *
+ * Each message carries the header NATS_PUBLISH_JUDGED ("Telegate-Judged:
+ * 1"): its seqs were judged here (seq_check.h), so the consuming node
+ * does not judge them again - were it this node, a device whose clock
+ * went back between two readings would have the earlier one refused as
+ * seq_restarted there after it was acknowledged here.
+ *
  * Acks. Once JetStream acknowledged a message, registry_published marks
  * its device published up to the message's highest seq: the device port
  * owes the device its ack line, an HTTP write waiting on the commits
@@ -67,6 +73,9 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The header of every message this module publishes (see above). */
+#define NATS_PUBLISH_JUDGED "Telegate-Judged"
 
 typedef struct nats_publish nats_publish;
 

@@ -52,6 +52,13 @@ int seq_check_pack(const seq_check *c, const protocol_point *p, reading *out) {
   return 0;
 }
 
+int seq_check_judged(const seq_check *c, const device_entry *e, reading *r) {
+  if (r->seq == READING_SEQ_NONE) return seq_check_reading(c, e, r);
+  registry_seq_seen(c->reg, e->index, r->seq, r->ts_ms);
+  r->device = e->index;
+  return 0;
+}
+
 int seq_check_reading(const seq_check *c, const device_entry *e, reading *r) {
   int why = c->one_token_ids && memchr(e->id, '.', e->len) ? PROTOCOL_BAD_DEVICE_ID : seq_judge(c, e, r);
   if (why != 0) {

@@ -51,6 +51,14 @@ int seq_check_pack(const seq_check *c, const protocol_point *p, reading *out);
  * stored and be dropped as a resend). */
 int seq_check_reading(const seq_check *c, const device_entry *e, reading *r);
 
+/* seq_check_reading for a reading a front node judged already and
+ * published to the stream (nats_publish.h): one with a seq only raises
+ * what the registry knows of its device; judged a second time against
+ * the same registry, an earlier reading of a device whose clock went back
+ * would look like a restart. One without a seq (not a front node's) is
+ * judged as any. */
+int seq_check_judged(const seq_check *c, const device_entry *e, reading *r);
+
 /* Sends r into the telemetry channel, waiting while it is full (the
  * source stops taking input meanwhile: the backpressure). 0, or the
  * channel's error with r freed. */

@@ -14,6 +14,7 @@
 #include "broker_lines.h"
 #include "figure.h"
 #include "nats_leases.h"
+#include "nats_publish.h"
 #include "rng.h"
 
 #include <errno.h>
@@ -512,7 +513,9 @@ static int on_message(nats_source *n, natsMsg *msg) {
     char id[PROTOCOL_DEVICE_ID_MAX + 1];
     memcpy(id, device, id_len);
     id[id_len] = '\0';
+    const char *judged = NULL;
     n->subject = subject;
+    n->lines_out.judged = natsMsgHeader_Get(msg, NATS_PUBLISH_JUDGED, &judged) == NATS_OK;
     int r = broker_lines_send(&n->lines_out, id, data ? data : "", (size_t)len, &e.device, &e.seq);
     n->subject = NULL;
     if (r != 0) {
