@@ -11,7 +11,9 @@
  *     crossing threads at every hand-over; at most three such tasks run in
  *     a row before the rest of the queue gets its turn;
  *   - a worker that runs out of work gets every other task of a busy
- *     worker's queue;
+ *     worker's queue, handed over by the busy worker at its next switch
+ *     (nobody steals from a queue: a task that runs long without waiting
+ *     or yielding holds up the tasks queued behind it on its worker);
  *   - a task does not move while it waits with a deadline (its timer is in
  *     its worker's heap), nor once it is pinned or has used a socket (see
  *     tg/io.h). A woken task therefore may resume on another thread than
