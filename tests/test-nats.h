@@ -59,6 +59,15 @@ static inline void nats_server_url(const nats_server *s, char *url, size_t len) 
   snprintf(url, len, "nats://127.0.0.1:%d", s->port);
 }
 
+/* A JetStream context through server s, for the test's own looks and
+ * settings. */
+static inline void nats_js_connect(const nats_server *s, natsConnection **nc, jsCtx **js) {
+  char url[64];
+  nats_server_url(s, url, sizeof url);
+  ck_assert_int_eq(natsConnection_ConnectTo(nc, url), NATS_OK);
+  ck_assert_int_eq(natsConnection_JetStream(js, *nc, NULL), NATS_OK);
+}
+
 typedef struct nats_pub {
   natsConnection *nc;
   jsCtx *js;

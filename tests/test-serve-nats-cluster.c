@@ -309,21 +309,13 @@ START_TEST(test_serve_nats_cluster_node_killed) {
 END_TEST
 
 #if !defined(__SANITIZE_THREAD__) /* nats_server_killed: see main() */
-/* A JetStream context through server s, for the test's own looks. */
-static void js_connect(const nats_server *s, natsConnection **nc, jsCtx **js) {
-  char url[64];
-  nats_server_url(s, url, sizeof url);
-  ck_assert_int_eq(natsConnection_ConnectTo(nc, url), NATS_OK);
-  ck_assert_int_eq(natsConnection_JetStream(js, *nc, NULL), NATS_OK);
-}
-
 /* Polls, through server s, until the stream has a leader other than the
  * server named `dead` (NULL: any) and `replicas` servers current with it,
  * the leader among them: it takes writes again. */
 static void wait_stream_healthy(const nats_server *s, int replicas, const char *dead) {
   natsConnection *nc = NULL;
   jsCtx *js = NULL;
-  js_connect(s, &nc, &js);
+  nats_js_connect(s, &nc, &js);
   int ok = 0;
   for (int i = 0; i < PROC_PATIENCE_MS / 50 && !ok; i++) {
     jsStreamInfo *si = NULL;
@@ -347,7 +339,7 @@ static void wait_stream_healthy(const nats_server *s, int replicas, const char *
 static void wait_jetstream(const nats_server *s) {
   natsConnection *nc = NULL;
   jsCtx *js = NULL;
-  js_connect(s, &nc, &js);
+  nats_js_connect(s, &nc, &js);
   int ok = 0;
   for (int i = 0; i < PROC_PATIENCE_MS / 50 && !ok; i++) {
     jsAccountInfo *ai = NULL;

@@ -261,12 +261,9 @@ START_TEST(test_serve_nats_lease_lost_before_reset) {
   nats_server ns;
   nats_server_init(&d, &ns, NULL);
   nats_server_start(&d, &ns);
-  char url[64];
-  nats_server_url(&ns, url, sizeof url);
   natsConnection *nc = NULL;
   jsCtx *js = NULL;
-  ck_assert_int_eq(natsConnection_ConnectTo(&nc, url), NATS_OK);
-  ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+  nats_js_connect(&ns, &nc, &js);
   jsStreamConfig sc;
   jsStreamConfig_Init(&sc);
   const char *subjects[] = {"telemetry.*.*"};
