@@ -32,17 +32,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 command -v nats-server >/dev/null || { echo "fleet.sh: needs nats-server (Debian package nats-server)" >&2; exit 1; }
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target telegate -j "$(nproc)" >/dev/null
-telegate=$build/src/telegate
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. "$here/lib.sh"
+bench_build
+bench_workdir
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # CPU seconds (user + system) of a process so far.
@@ -66,7 +58,7 @@ EOF
 nats-server -c "$work/nats.conf" > "$work/nats.log" 2>&1 &
 nats_pid=$!
 pids+=("$nats_pid")
-for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.05; done
+bench_wait_port "$nport"
 
 serve() { # name device-port http-port extra...
   local name=$1 dp=$2 hp=$3

@@ -46,17 +46,9 @@ done
 for tool in mosquitto mosquitto_pub mosquitto_sub; do
   command -v "$tool" >/dev/null || { echo "mqtt.sh: needs $tool (Debian packages mosquitto mosquitto-clients)" >&2; exit 1; }
 done
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target telegate -j "$(nproc)" >/dev/null
-telegate=$build/src/telegate
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. "$here/lib.sh"
+bench_build
+bench_workdir
 
 port=$((20000 + RANDOM % 30000))
 cat >"$work/mosquitto.conf" <<EOF
@@ -70,7 +62,7 @@ EOF
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 broker=$!
 pids+=($broker)
-for _ in $(seq 500); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.01; done
+bench_wait_port "$port"
 
 now_ms() { date +%s%3N; }
 # The broker's CPU time so far (user + system), in ms: how busy each drain kept it.

@@ -37,24 +37,16 @@ while [ $# -gt 0 ]; do
   shift
 done
 command -v nats-server >/dev/null || { echo "nats-publish.sh: needs nats-server (Debian package nats-server)" >&2; exit 1; }
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target telegate -j "$(nproc)" >/dev/null
-telegate=$build/src/telegate
-work=$(mktemp -d)
+. "$here/lib.sh"
+bench_build
+bench_workdir
 cc -O2 -pthread -o "$work/ackgen" "$here/ackgen.c" -lssl -lcrypto
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 per_conn=$((devices / 10 > 0 ? devices / 10 : 1))
 nport=$((20000 + RANDOM % 10000)) dport=$((30000 + RANDOM % 10000)) hport=$((40000 + RANDOM % 10000))
 nats-server -js -a 127.0.0.1 -p "$nport" -sd "$work/js" >"$work/nats.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 500); do (exec 3<>/dev/tcp/127.0.0.1/$nport) 2>/dev/null && break; sleep 0.01; done
+bench_wait_port "$nport"
 
 # One run: serve with more flags, ackgen, the rates on stdout as
 # "committed acked readings-a-message".
@@ -66,7 +58,7 @@ run() {
     --health-interval-ms 0 --quiet --summary-json "$work/$name.json" "$@" >"$work/serve-$name.log" 2>&1 &
   local spid=$!
   pids+=($spid)
-  for _ in $(seq 500); do (exec 3<>/dev/tcp/127.0.0.1/$hport) 2>/dev/null && break; sleep 0.01; done
+  bench_wait_port "$hport"
   if [ $# -gt 0 ]; then # with NATS: once the node holds the consumer's lease and its publisher is connected
     for _ in $(seq 1000); do
       curl -s "http://127.0.0.1:$hport/metrics" |

@@ -56,21 +56,13 @@ while [ $# -gt 0 ]; do
 done
 command -v nats-server >/dev/null || { echo "nats.sh: needs nats-server (Debian package nats-server)" >&2; exit 1; }
 pkg-config --exists libnats || { echo "nats.sh: needs libnats (Debian package libnats-dev)" >&2; exit 1; }
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target telegate -j "$(nproc)" >/dev/null
-telegate=$build/src/telegate
-work=$(mktemp -d)
+. "$here/lib.sh"
+. "$here/pg-server.sh"
+bench_build
+bench_workdir
+trap 'bench_stop; pg_stop; rm -rf "$work"' EXIT
 cc -O2 -o "$work/natspub" "$here/natspub.c" $(pkg-config --cflags --libs libnats)
 cc -O2 -pthread -o "$work/ackgen" "$here/ackgen.c" -lssl -lcrypto
-. "$here/pg-server.sh"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pg_stop
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 per=$((n / devices))
 n=$((per * devices))
@@ -87,7 +79,7 @@ nport=$((20000 + RANDOM % 10000)) dport=$((30000 + RANDOM % 10000)) hport=$((400
 nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
 nats_pid=$!
 pids+=($nats_pid)
-for _ in $(seq 500); do (exec 3<>/dev/tcp/127.0.0.1/$nport) 2>/dev/null && break; sleep 0.01; done
+bench_wait_port "$nport"
 
 # serve with more flags, its summary JSON to $1; its pid in $spid.
 serve_start() {
@@ -98,7 +90,7 @@ serve_start() {
     --health-interval-ms 0 --quiet --summary-json "$summary" "$@" >"$work/serve.log" 2>&1 &
   spid=$!
   pids+=($spid)
-  for _ in $(seq 500); do (exec 3<>/dev/tcp/127.0.0.1/$hport) 2>/dev/null && break; sleep 0.01; done
+  bench_wait_port "$hport"
 }
 # Polls /metrics until the N readings are stored, then SIGTERM.
 wait_stored() {
@@ -106,6 +98,7 @@ wait_stored() {
   for _ in $(seq 60000); do
     stored=$(curl -s "http://127.0.0.1:$hport/metrics" | awk '$1 == "telegate_readings_stored_total" { print $2 }')
     [ "${stored:-0}" -ge "$n" ] && break
+    kill -0 "$spid" 2>/dev/null || break # serve ended (it could not start): said below
     sleep 0.01
   done
   kill -TERM "$spid"
