@@ -345,7 +345,7 @@ int registry_durable(registry *r, uint32_t index, uint64_t seq) {
   device_entry *e = (device_entry *)registry_entry(r, index);
   if (!e) return 0;
   pthread_mutex_lock(&r->lock);
-  int in = (e->has_acked && e->acked >= seq) || (e->has_published && e->published >= seq);
+  int in = (e->has_acked || e->has_published) && durable_seq(e) >= seq;
   pthread_mutex_unlock(&r->lock);
   return in;
 }
